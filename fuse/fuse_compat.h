@@ -1,0 +1,54 @@
+// Kernel FUSE passthrough ABI (Linux >= 6.9, protocol 7.40) that Debian 12's
+// <linux/fuse.h> (7.38) and libfuse 3.14 predate. One place, so a newer
+// header or libfuse >= 3.17 replaces it wholesale.
+#pragma once
+
+#include <linux/fuse.h>
+#include <sys/ioctl.h>
+
+#include <cstdint>
+
+namespace hotshard::fusecompat {
+
+// fuse_init_out.flags2 bit 5 == FUSE_PASSTHROUGH (1ULL << 37) of the 64-bit flags.
+inline constexpr uint32_t kInitFlags2Passthrough = 1u << 5;
+inline constexpr uint32_t kInitExt = 1u << 30;  // FUSE_INIT_EXT
+// fuse_open_out.open_flags
+inline constexpr uint32_t kOpenPassthrough = 1u << 7;  // FOPEN_PASSTHROUGH
+
+// 7.40 layout of fuse_init_out: the u32 after flags2 is max_stack_depth.
+struct InitOut {
+  uint32_t major;
+  uint32_t minor;
+  uint32_t max_readahead;
+  uint32_t flags;
+  uint16_t max_background;
+  uint16_t congestion_threshold;
+  uint32_t max_write;
+  uint32_t time_gran;
+  uint16_t max_pages;
+  uint16_t map_alignment;
+  uint32_t flags2;
+  uint32_t max_stack_depth;
+  uint32_t unused[6];
+};
+static_assert(sizeof(InitOut) == 64, "fuse_init_out is 64 bytes since 7.23");
+
+// 7.40 layout of fuse_open_out: the former padding is the backing id.
+struct OpenOut {
+  uint64_t fh;
+  uint32_t open_flags;
+  int32_t backing_id;
+};
+static_assert(sizeof(OpenOut) == sizeof(struct fuse_open_out));
+
+struct BackingMap {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+
+inline constexpr unsigned long kDevIocBackingOpen = _IOW(229, 1, BackingMap);
+inline constexpr unsigned long kDevIocBackingClose = _IOW(229, 2, uint32_t);
+
+}  // namespace hotshard::fusecompat

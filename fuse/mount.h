@@ -1,0 +1,44 @@
+// Mounting /dev/fuse ourselves (libfuse 3.14 would hide the device fd that the
+// passthrough ioctls need) and reading the mount table.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/result.h"
+
+namespace hotshard::fuse {
+
+inline constexpr const char* kFsType = "fuse.hotshard";
+
+// Opens /dev/fuse and mounts it on `mountpoint` (allow_other, default_permissions:
+// the kernel checks permissions against the remote's modes). Returns the device fd.
+Result<int> mountFuse(const std::string& mountpoint, const std::string& source);
+
+// Unmounts; when busy, detaches lazily and says so in the result message.
+Result<std::string> unmountFuse(const std::string& mountpoint);
+
+// Aborts the FUSE connection of the file system with device `dev` through fusectl,
+// so requests still in flight on a lazily detached mount fail instead of hanging.
+void abortConnection(dev_t dev);
+
+struct MountEntry {
+  dev_t dev = 0;
+  std::string mountpoint;
+  std::string fstype;
+  std::string source;
+};
+
+Result<std::vector<MountEntry>> readMountTable();
+
+// The mount that is on top at exactly `path` (already absolute and normal), if any.
+std::optional<MountEntry> topMountAt(const std::vector<MountEntry>& table, const std::string& path);
+
+// Absolute, lexically normal form of `path`, without touching the file system
+// (a dead FUSE mount answers ENOTCONN to any stat).
+std::string normalPath(const std::string& path);
+
+}  // namespace hotshard::fuse

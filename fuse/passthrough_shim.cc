@@ -1,0 +1,223 @@
+#include "fuse/passthrough_shim.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "fuse/fuse_compat.h"
+
+namespace hotshard::fuse {
+
+namespace compat = hotshard::fusecompat;
+
+Status PassthroughShim::attach(struct fuse_session* se, int devfd) {
+  static const fuse_custom_io io = {
+      .writev = &PassthroughShim::ioWritev,
+      .read = &PassthroughShim::ioRead,
+      .splice_receive = nullptr,
+      .splice_send = nullptr,
+  };
+  devfd_ = devfd;
+  // libfuse 3.14 hands the custom I/O the session's userdata (a SessionUserdata).
+  if (fuse_session_custom_io(se, &io, devfd) != 0) {
+    return makeError(Errc::kInternal, "fuse_session_custom_io failed");
+  }
+  return Ok{};
+}
+
+std::string PassthroughShim::reason() const {
+  std::lock_guard lock(reason_mu_);
+  return reason_;
+}
+
+void PassthroughShim::disable(std::string why) {
+  bool was = active_.exchange(false);
+  {
+    std::lock_guard lock(reason_mu_);
+    reason_ = why;
+  }
+  if (was) spdlog::warn("passthrough disabled, serving reads in user space: {}", why);
+}
+
+Result<int> PassthroughShim::openBacking(int fd) {
+  compat::BackingMap map{.fd = fd, .flags = 0, .padding = 0};
+  int id = ioctl(devfd_, compat::kDevIocBackingOpen, &map);
+  if (id < 0) return lastSysError("FUSE_DEV_IOC_BACKING_OPEN");
+  return id;
+}
+
+void PassthroughShim::closeBacking(int backing_id) {
+  uint32_t id = static_cast<uint32_t>(backing_id);
+  if (ioctl(devfd_, compat::kDevIocBackingClose, &id) != 0) {
+    spdlog::warn("FUSE_DEV_IOC_BACKING_CLOSE {}: {}", backing_id, std::strerror(errno));
+  }
+}
+
+std::vector<std::pair<std::string, uint64_t>> PassthroughShim::requestCounts() const {
+  static const std::pair<const char*, uint32_t> kOps[] = {
+      {"lookup", FUSE_LOOKUP},   {"getattr", FUSE_GETATTR}, {"setattr", FUSE_SETATTR},
+      {"open", FUSE_OPEN},       {"create", FUSE_CREATE},   {"read", FUSE_READ},
+      {"write", FUSE_WRITE},     {"flush", FUSE_FLUSH},     {"release", FUSE_RELEASE},
+      {"fsync", FUSE_FSYNC},     {"opendir", FUSE_OPENDIR}, {"readdir", FUSE_READDIR},
+      {"readdirplus", FUSE_READDIRPLUS}, {"statfs", FUSE_STATFS}, {"forget", FUSE_FORGET},
+      {"batch_forget", FUSE_BATCH_FORGET}};
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& [name, op] : kOps) out.emplace_back(name, requestCount(op));
+  return out;
+}
+
+namespace {
+
+uint32_t openFlags(const fuse_file_info& fi) {
+  uint32_t flags = 0;
+  if (fi.direct_io) flags |= FOPEN_DIRECT_IO;
+  if (fi.keep_cache) flags |= FOPEN_KEEP_CACHE;
+  if (fi.nonseekable) flags |= FOPEN_NONSEEKABLE;
+  if (fi.cache_readdir) flags |= FOPEN_CACHE_DIR;
+  if (fi.noflush) flags |= FOPEN_NOFLUSH;
+  return flags;
+}
+
+void splitTimeout(double t, uint64_t* sec, uint32_t* nsec) {
+  if (t <= 0) {
+    *sec = 0;
+    *nsec = 0;
+    return;
+  }
+  double whole = std::floor(t);
+  *sec = static_cast<uint64_t>(whole);
+  *nsec = static_cast<uint32_t>((t - whole) * 1e9);
+}
+
+compat::OpenOut makeOpenOut(const fuse_file_info& fi, int backing_id) {
+  compat::OpenOut out{};
+  out.fh = fi.fh;
+  // The kernel fails a passthrough open that also asks for FOPEN_KEEP_CACHE or
+  // FOPEN_DIRECT_IO with EIO (seen on 6.18); neither means anything here, since
+  // reads and mmaps use the backing file's own page cache.
+  out.open_flags = (openFlags(fi) & ~uint32_t{FOPEN_DIRECT_IO | FOPEN_KEEP_CACHE}) |
+                   compat::kOpenPassthrough;
+  out.backing_id = backing_id;
+  return out;
+}
+
+}  // namespace
+
+int PassthroughShim::replyOpen(fuse_req_t req, const fuse_file_info& fi, int backing_id) {
+  if (backing_id < 0) return fuse_reply_open(req, &fi);
+  compat::OpenOut out = makeOpenOut(fi, backing_id);
+  return fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out));
+}
+
+int PassthroughShim::replyCreate(fuse_req_t req, const fuse_entry_param& e,
+                                 const fuse_file_info& fi, int backing_id) {
+  if (backing_id < 0) return fuse_reply_create(req, &e, &fi);
+  struct {
+    fuse_entry_out entry;
+    compat::OpenOut open;
+  } out{};
+  out.entry.nodeid = e.ino;
+  out.entry.generation = e.generation;
+  splitTimeout(e.entry_timeout, &out.entry.entry_valid, &out.entry.entry_valid_nsec);
+  splitTimeout(e.attr_timeout, &out.entry.attr_valid, &out.entry.attr_valid_nsec);
+  fuse_attr& a = out.entry.attr;
+  const struct stat& st = e.attr;
+  a.ino = st.st_ino;
+  a.size = st.st_size;
+  a.blocks = st.st_blocks;
+  a.atime = st.st_atim.tv_sec;
+  a.mtime = st.st_mtim.tv_sec;
+  a.ctime = st.st_ctim.tv_sec;
+  a.atimensec = st.st_atim.tv_nsec;
+  a.mtimensec = st.st_mtim.tv_nsec;
+  a.ctimensec = st.st_ctim.tv_nsec;
+  a.mode = st.st_mode;
+  a.nlink = st.st_nlink;
+  a.uid = st.st_uid;
+  a.gid = st.st_gid;
+  a.rdev = st.st_rdev;
+  a.blksize = st.st_blksize;
+  out.open = makeOpenOut(fi, backing_id);
+  return fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof(out));
+}
+
+static PassthroughShim* shimOf(void* userdata) {
+  return static_cast<SessionUserdata*>(userdata)->shim;
+}
+
+ssize_t PassthroughShim::ioRead(int fd, void* buf, size_t len, void* userdata) {
+  ssize_t n = ::read(fd, buf, len);
+  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+  PassthroughShim* self = shimOf(userdata);
+  const auto* in = static_cast<const fuse_in_header*>(buf);
+  if (in->opcode < kMaxOpcode) self->counts_[in->opcode].fetch_add(1, std::memory_order_relaxed);
+  if (in->opcode == FUSE_INIT &&
+      static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
+    const auto* init = reinterpret_cast<const fuse_init_in*>(in + 1);
+    bool offers = (init->flags & compat::kInitExt) &&
+                  (init->flags2 & compat::kInitFlags2Passthrough);
+    self->kernel_offers_.store(offers);
+    self->init_unique_.store(in->unique);
+  }
+  return n;
+}
+
+ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  PassthroughShim* self = shimOf(userdata);
+  uint64_t init_unique = self->init_unique_.load();
+  bool is_init_reply = init_unique != 0 && count >= 2 &&
+                       iov[0].iov_len >= sizeof(fuse_out_header) &&
+                       static_cast<const fuse_out_header*>(iov[0].iov_base)->unique == init_unique;
+  if (!is_init_reply) return ::writev(fd, iov, count);
+
+  self->init_unique_.store(0);
+  const auto* hdr = static_cast<const fuse_out_header*>(iov[0].iov_base);
+  compat::InitOut patched{};
+  bool asked = false;
+  if (hdr->error == 0 && iov[1].iov_len >= sizeof(patched)) {
+    std::memcpy(&patched, iov[1].iov_base, sizeof(patched));
+    if (!self->want_) {
+      self->disable("disabled by configuration (--passthrough=off)");
+    } else if (!self->kernel_offers_.load()) {
+      self->disable(
+          "the kernel does not offer FUSE_PASSTHROUGH (needs Linux >= 6.9 with "
+          "CONFIG_FUSE_PASSTHROUGH)");
+    } else if (patched.flags & FUSE_WRITEBACK_CACHE) {
+      self->disable("writeback cache is on; the kernel refuses passthrough with it");
+    } else {
+      patched.flags |= compat::kInitExt;
+      patched.flags2 |= compat::kInitFlags2Passthrough;
+      patched.max_stack_depth = 1;
+      iov[1].iov_base = &patched;
+      asked = true;
+    }
+  }
+  ssize_t n = ::writev(fd, iov, count);
+  if (n < 0 || !asked) return n;
+
+  // The kernel took the reply; a backing open tells whether this process may use
+  // passthrough at all (it needs CAP_SYS_ADMIN in the initial user namespace).
+  int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  auto id = self->openBacking(probe);
+  if (probe >= 0) ::close(probe);
+  // Only EPERM is a verdict on this process; newer kernels turn /dev/null down
+  // with EINVAL (not a regular file) after the capability check passed.
+  if (!id.ok() && id.error().sys_errno == EPERM) {
+    self->disable("the kernel refused a backing file (" + id.error().message +
+                  "; needs CAP_SYS_ADMIN in the initial user namespace)");
+    return n;
+  }
+  if (id.ok()) self->closeBacking(*id);
+  self->active_.store(true, std::memory_order_release);
+  {
+    std::lock_guard lock(self->reason_mu_);
+    self->reason_ = "kernel passthrough active";
+  }
+  return n;
+}
+
+}  // namespace hotshard::fuse

@@ -1,0 +1,91 @@
+// The passthrough shim: everything hotshard needs from the kernel's FUSE
+// passthrough, on top of libfuse 3.14, which has no API for it.
+//
+//  * custom I/O on /dev/fuse: read() sees every request (counted by opcode, and the
+//    FUSE_INIT request tells whether the kernel offers passthrough); writev() patches
+//    the INIT reply to ask for it (FUSE_INIT_EXT, FUSE_PASSTHROUGH, max_stack_depth=1);
+//  * openBacking()/closeBacking(): FUSE_DEV_IOC_BACKING_OPEN/CLOSE on the device fd;
+//  * replyOpen()/replyCreate(): raw fuse_open_out with FOPEN_PASSTHROUGH + backing id.
+//
+// When the kernel does not offer passthrough, or refuses a backing file, the
+// caller serves reads and writes in user space; reason() says why.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "daemon/result.h"
+
+namespace hotshard::fuse {
+
+inline constexpr size_t kMaxOpcode = 64;
+
+class PassthroughShim;
+
+// What fuse_session_new() gets as userdata: the shim's I/O hooks and the file
+// system's handlers both find their object through it.
+struct SessionUserdata {
+  PassthroughShim* shim;
+  void* fs;
+};
+
+class PassthroughShim {
+ public:
+  // want == false: never ask the kernel for passthrough (the userspace path, for
+  // tests and hosts where passthrough misbehaves).
+  explicit PassthroughShim(bool want) : want_(want) {}
+
+  // Installs the custom I/O on `se` for the already-mounted /dev/fuse fd.
+  // libfuse owns devfd afterwards (closed by fuse_session_destroy).
+  Status attach(struct fuse_session* se, int devfd);
+
+  // After FUSE_INIT: did the kernel agree to passthrough?
+  bool active() const { return active_.load(std::memory_order_acquire); }
+  std::string reason() const;
+
+  // Registers fd as a backing file; returns the backing id.
+  Result<int> openBacking(int fd);
+  void closeBacking(int backing_id);
+
+  // Replies to FUSE_OPEN / FUSE_CREATE with passthrough to backing_id
+  // (backing_id < 0: no passthrough, fi's flags as usual).
+  int replyOpen(fuse_req_t req, const fuse_file_info& fi, int backing_id);
+  int replyCreate(fuse_req_t req, const fuse_entry_param& e, const fuse_file_info& fi,
+                  int backing_id);
+
+  // Requests read from /dev/fuse, by opcode (FUSE_READ == 15, ...).
+  uint64_t requestCount(uint32_t opcode) const {
+    return opcode < kMaxOpcode ? counts_[opcode].load(std::memory_order_relaxed) : 0;
+  }
+
+  // The opcodes worth reporting, by name ("read" -> FUSE_READ), with their counts.
+  std::vector<std::pair<std::string, uint64_t>> requestCounts() const;
+
+  // The refusal of a backing file downgrades the whole connection to the
+  // userspace path (the kernel lets one inode have only one kind of open).
+  void disable(std::string why);
+
+ private:
+  static ssize_t ioRead(int fd, void* buf, size_t len, void* self);
+  static ssize_t ioWritev(int fd, struct iovec* iov, int count, void* self);
+
+  const bool want_;
+  int devfd_ = -1;
+  std::atomic<bool> active_{false};
+  std::atomic<uint64_t> init_unique_{0};
+  std::atomic<bool> kernel_offers_{false};
+  std::array<std::atomic<uint64_t>, kMaxOpcode> counts_{};
+  mutable std::mutex reason_mu_;
+  std::string reason_ = "FUSE_INIT not yet seen";
+};
+
+}  // namespace hotshard::fuse
