@@ -1,0 +1,182 @@
+#include "daemon/config.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <toml++/toml.h>
+
+#include "fuse/filesystem.h"
+#include "fuse/mount.h"
+
+namespace hotshard {
+namespace {
+
+ConfigItem stringItem(std::string name, std::string help, std::string RunConfig::*field) {
+  return ConfigItem{
+      .name = std::move(name),
+      .help = std::move(help),
+      .get = [field](const RunConfig& c) { return c.*field; },
+      .set = [field](RunConfig& c, const std::string& v) -> Status {
+        c.*field = v;
+        return Ok{};
+      },
+  };
+}
+
+Result<bool> parseBool(const std::string& name, const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
+  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
+  return makeError(Errc::kInvalidArgument, name + " '" + v + "': expected true or false");
+}
+
+std::vector<ConfigItem> makeItems() {
+  std::vector<ConfigItem> items;
+  items.push_back(stringItem("remote", "Remote directory to cache (NFS, Lustre, sshfs, ...)",
+                             &RunConfig::remote));
+  items.push_back(stringItem(
+      "mount", "Where to mount (default: over the remote directory itself)", &RunConfig::mount));
+  items.push_back(stringItem("cache", "Cache directory on local NVMe", &RunConfig::cache));
+  items.push_back(ConfigItem{
+      .name = "consistency",
+      .help = "strict (revalidate every open), ttl=SECONDS, or immutable (default: strict)",
+      .get = [](const RunConfig& c) { return c.consistency; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        RETURN_IF_ERROR(fuse::Consistency::parse(v));
+        c.consistency = v;
+        return Ok{};
+      },
+  });
+  items.push_back(ConfigItem{
+      .name = "foreground",
+      .help = "Stay in the foreground and log to stderr",
+      .is_flag = true,
+      .get = [](const RunConfig& c) { return c.foreground ? "true" : "false"; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        ASSIGN_OR_RETURN(c.foreground, parseBool("foreground", v));
+        return Ok{};
+      },
+  });
+  items.push_back(ConfigItem{
+      .name = "passthrough",
+      .help = "on: kernel passthrough when the kernel allows it (default); off: serve "
+              "reads and writes in user space",
+      .get = [](const RunConfig& c) { return c.passthrough ? "on" : "off"; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        ASSIGN_OR_RETURN(c.passthrough, parseBool("passthrough", v));
+        return Ok{};
+      },
+  });
+  items.push_back(stringItem("control-socket",
+                             "Control socket path (default: /run/hotshard/<mount>.sock)",
+                             &RunConfig::control_socket));
+  items.push_back(stringItem(
+      "log-file", "Log file in the background (default: <cache>/hotshard.log)",
+      &RunConfig::log_file));
+  items.push_back(ConfigItem{
+      .name = "log-level",
+      .help = "trace, debug, info, warn or error (default: info)",
+      .get = [](const RunConfig& c) { return c.log_level; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
+        if (std::none_of(std::begin(kLevels), std::end(kLevels),
+                         [&](const char* l) { return v == l; })) {
+          return makeError(Errc::kInvalidArgument,
+                           "log-level '" + v + "': expected trace, debug, info, warn or error");
+        }
+        c.log_level = v;
+        return Ok{};
+      },
+  });
+  items.push_back(ConfigItem{
+      .name = "fuse-threads",
+      .help = "Most FUSE worker threads (default: 16)",
+      .get = [](const RunConfig& c) { return std::to_string(c.fuse_threads); },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        char* end = nullptr;
+        unsigned long n = std::strtoul(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 1 || n > 1024) {
+          return makeError(Errc::kInvalidArgument,
+                           "fuse-threads '" + v + "': expected a number from 1 to 1024");
+        }
+        c.fuse_threads = static_cast<unsigned>(n);
+        return Ok{};
+      },
+  });
+  return items;
+}
+
+std::string tomlValueText(const toml::node& node) {
+  if (auto s = node.as_string()) return s->get();
+  if (auto i = node.as_integer()) return std::to_string(i->get());
+  if (auto f = node.as_floating_point()) return std::to_string(f->get());
+  if (auto b = node.as_boolean()) return b->get() ? "true" : "false";
+  return "";
+}
+
+}  // namespace
+
+const std::vector<ConfigItem>& runConfigItems() {
+  static const std::vector<ConfigItem> items = makeItems();
+  return items;
+}
+
+Status applyConfigFile(const std::string& path, const std::set<std::string>& overridden,
+                       RunConfig& cfg) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return makeError(Errc::kInvalidArgument, "config " + path + ":" + std::to_string(where.line) +
+                                                 ":" + std::to_string(where.column) + ": " +
+                                                 std::string(e.description()));
+  }
+  for (const auto& [key, node] : table) {
+    std::string name(key.str());
+    std::replace(name.begin(), name.end(), '_', '-');
+    const auto& items = runConfigItems();
+    auto it = std::find_if(items.begin(), items.end(),
+                           [&](const ConfigItem& i) { return i.name == name; });
+    if (it == items.end()) {
+      std::string known;
+      for (const auto& i : items) known += (known.empty() ? "" : ", ") + i.name;
+      return makeError(Errc::kInvalidArgument,
+                       "config " + path + ": unknown key '" + name + "' (known: " + known + ")");
+    }
+    std::string text = tomlValueText(node);
+    if (text.empty() && !node.is_string()) {
+      return makeError(Errc::kInvalidArgument,
+                       "config " + path + ": key '" + name + "' must be a string, number or bool");
+    }
+    if (overridden.count(name)) continue;
+    Status st = it->set(cfg, text);
+    if (!st.ok()) return makeError(Errc::kInvalidArgument, "config " + path + ": " + st.error().message);
+  }
+  return Ok{};
+}
+
+Status finalizeRunConfig(RunConfig& cfg) {
+  if (cfg.remote.empty()) return makeError(Errc::kInvalidArgument, "--remote DIR is required");
+  if (cfg.cache.empty()) return makeError(Errc::kInvalidArgument, "--cache DIR is required");
+  cfg.remote = fuse::normalPath(cfg.remote);
+  cfg.mount = fuse::normalPath(cfg.mount.empty() ? cfg.remote : cfg.mount);
+  cfg.cache = fuse::normalPath(cfg.cache);
+  if (cfg.cache == cfg.mount || cfg.cache.rfind(cfg.mount + "/", 0) == 0) {
+    return makeError(Errc::kInvalidArgument,
+                     "the cache directory " + cfg.cache + " must not be inside the mount " +
+                         cfg.mount);
+  }
+  if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
+  if (cfg.log_file.empty()) cfg.log_file = cfg.cache + "/hotshard.log";
+  return Ok{};
+}
+
+std::string controlSocketFor(const std::string& mount) {
+  std::string name = fuse::normalPath(mount);
+  if (name == "/") return std::string(kRunDir) + "/root.sock";
+  name.erase(0, 1);
+  std::replace(name.begin(), name.end(), '/', '_');
+  return std::string(kRunDir) + "/" + name + ".sock";
+}
+
+}  // namespace hotshard

@@ -1,0 +1,50 @@
+// The daemon's configuration: one struct, one table of items. Each item has a
+// default, a help text and a parser; it is read from the TOML file given by
+// --config and can be overridden by the flag of the same name.
+#pragma once
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "daemon/result.h"
+
+namespace hotshard {
+
+struct RunConfig {
+  std::string remote;                 // the directory to cache (required)
+  std::string mount;                  // where to mount; default: over the remote itself
+  std::string cache;                  // the cache directory (required)
+  std::string consistency = "strict";  // strict | ttl=SECONDS | immutable
+  bool foreground = false;
+  bool passthrough = true;  // false: serve reads and writes in user space
+  std::string control_socket;         // default: /run/hotshard/<mount>.sock
+  std::string log_file;               // default: <cache>/hotshard.log in the background
+  std::string log_level = "info";     // trace | debug | info | warn | error
+  unsigned fuse_threads = 16;         // most FUSE worker threads
+};
+
+struct ConfigItem {
+  std::string name;  // flag --NAME and TOML key NAME (dashes or underscores)
+  std::string help;
+  bool is_flag = false;  // a boolean that can be given as a bare flag
+  std::function<std::string(const RunConfig&)> get;
+  std::function<Status(RunConfig&, const std::string&)> set;
+};
+
+const std::vector<ConfigItem>& runConfigItems();
+
+// Applies the TOML file's keys to cfg, except those in `overridden` (given as
+// flags). Unknown keys and bad values are errors naming the file and key.
+Status applyConfigFile(const std::string& path, const std::set<std::string>& overridden,
+                       RunConfig& cfg);
+
+// Fills defaults that depend on other items and checks the whole.
+Status finalizeRunConfig(RunConfig& cfg);
+
+// Where the daemon for `mount` listens: /run/hotshard/<mount with / as _>.sock
+std::string controlSocketFor(const std::string& mount);
+inline constexpr const char* kRunDir = "/run/hotshard";
+
+}  // namespace hotshard

@@ -1,0 +1,264 @@
+#include "daemon/control.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+namespace hotshard {
+namespace {
+
+constexpr int kMaxConnections = 32;
+constexpr int kRequestTimeoutMs = 5000;
+
+Status writeAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return lastSysError("write control frame");
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Ok{};
+}
+
+Status readAll(int fd, char* p, size_t n, int timeout_ms) {
+  while (n > 0) {
+    pollfd pfd{.fd = fd, .events = POLLIN, .revents = 0};
+    int r = ::poll(&pfd, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return lastSysError("poll control socket");
+    if (r == 0) return makeError(Errc::kProtocol, "timed out waiting for a control frame");
+    ssize_t got = ::recv(fd, p, n, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return lastSysError("read control frame");
+    }
+    if (got == 0) return makeError(Errc::kProtocol, "connection closed mid-frame");
+    p += got;
+    n -= static_cast<size_t>(got);
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+Status writeFrame(int fd, const json& message) {
+  std::string body = message.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (body.size() > kMaxFrame) return makeError(Errc::kProtocol, "control frame too large");
+  uint32_t n = static_cast<uint32_t>(body.size());
+  char hdr[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                 static_cast<char>(n >> 8), static_cast<char>(n)};
+  RETURN_IF_ERROR(writeAll(fd, hdr, 4));
+  return writeAll(fd, body.data(), body.size());
+}
+
+Result<json> readFrame(int fd, int timeout_ms) {
+  unsigned char hdr[4];
+  RETURN_IF_ERROR(readAll(fd, reinterpret_cast<char*>(hdr), 4, timeout_ms));
+  uint32_t n = (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16) | (uint32_t{hdr[2]} << 8) |
+               uint32_t{hdr[3]};
+  if (n > kMaxFrame) {
+    return makeError(Errc::kProtocol, "control frame of " + std::to_string(n) +
+                                          " bytes exceeds the limit of " +
+                                          std::to_string(kMaxFrame));
+  }
+  std::string body(n, '\0');
+  RETURN_IF_ERROR(readAll(fd, body.data(), n, timeout_ms));
+  json message = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (message.is_discarded()) return makeError(Errc::kProtocol, "control frame is not valid JSON");
+  return message;
+}
+
+// ---- server ------------------------------------------------------------------
+
+Result<std::unique_ptr<ControlServer>> ControlServer::start(
+    const std::string& path, std::map<std::string, Handler> handlers) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return makeError(Errc::kInvalidArgument, "control socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return sysError(ec.value(), "create " + dir.string());
+
+  // A socket that still answers belongs to a live daemon; one that refuses is
+  // left over from a crash and can go.
+  int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    ::close(probe);
+    return makeError(Errc::kBusy, "control socket " + path +
+                                      " is in use: another hotshard daemon serves this mount");
+  }
+  ::close(probe);
+  ::unlink(path.c_str());
+
+  auto server = std::unique_ptr<ControlServer>(new ControlServer());
+  server->path_ = path;
+  server->handlers_ = std::move(handlers);
+  server->listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (server->listen_fd_ < 0) return lastSysError("socket");
+  mode_t old = ::umask(0177);  // born 0600: no window in which others may connect
+  int rc = ::bind(server->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::umask(old);
+  if (rc < 0) return lastSysError("bind control socket " + path);
+  if (::chmod(path.c_str(), 0600) < 0) return lastSysError("chmod " + path);
+  if (::listen(server->listen_fd_, 64) < 0) return lastSysError("listen " + path);
+  server->wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
+  if (server->wake_fd_ < 0) return lastSysError("eventfd");
+  server->acceptor_ = std::thread([s = server.get()] { s->acceptLoop(); });
+  return server;
+}
+
+ControlServer::~ControlServer() { stop(); }
+
+void ControlServer::stop() {
+  if (stopping_.exchange(true)) return;
+  uint64_t one = 1;
+  if (wake_fd_ >= 0) (void)!::write(wake_fd_, &one, sizeof(one));
+  if (acceptor_.joinable()) acceptor_.join();
+  // Wait for connections being served (each is bounded by its timeouts).
+  for (int i = 0; i < 500; i++) {
+    {
+      std::lock_guard lock(mu_);
+      if (active_ == 0) break;
+    }
+    ::usleep(10000);
+  }
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+  ::unlink(path_.c_str());
+}
+
+void ControlServer::acceptLoop() {
+  while (!stopping_.load()) {
+    pollfd pfds[2] = {{.fd = listen_fd_, .events = POLLIN, .revents = 0},
+                      {.fd = wake_fd_, .events = POLLIN, .revents = 0}};
+    if (::poll(pfds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("control socket: poll: {}", std::strerror(errno));
+      return;
+    }
+    if (pfds[1].revents) return;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+        (cred.uid != 0 && cred.uid != ::geteuid())) {
+      spdlog::warn("control socket: refused peer pid {} uid {}", cred.pid, cred.uid);
+      (void)writeFrame(fd, json{{"ok", false}, {"error", "permission denied"}});
+      ::close(fd);
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (active_ >= kMaxConnections) {
+        (void)writeFrame(fd, json{{"ok", false}, {"error", "daemon busy: too many clients"}});
+        ::close(fd);
+        continue;
+      }
+      active_++;
+    }
+    std::thread([this, fd] {
+      serve(fd);
+      ::close(fd);
+      std::lock_guard lock(mu_);
+      active_--;
+    }).detach();
+  }
+}
+
+void ControlServer::serve(int fd) {
+  // One connection may carry several requests, one after another.
+  while (!stopping_.load()) {
+    auto request = readFrame(fd, kRequestTimeoutMs);
+    if (!request.ok()) {
+      // Garbage, an oversized frame, a stall or a hang-up: say why (best effort)
+      // and drop the connection, since the stream can no longer be trusted.
+      (void)writeFrame(fd, json{{"ok", false}, {"error", request.error().message}});
+      return;
+    }
+    json reply;
+    const json& req = *request;
+    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
+      reply = json{{"ok", false}, {"error", "request must be a JSON object with a string \"cmd\""}};
+    } else if (auto it = handlers_.find(req["cmd"].get<std::string>()); it == handlers_.end()) {
+      std::string known;
+      for (const auto& [name, h] : handlers_) known += (known.empty() ? "" : ", ") + name;
+      reply = json{{"ok", false},
+                   {"error", "unknown command '" + req["cmd"].get<std::string>() +
+                                 "' (known: " + known + ")"}};
+    } else {
+      Result<json> result = makeError(Errc::kInternal, "handler threw");
+      try {
+        result = it->second(req, [fd](const json& p) { (void)writeFrame(fd, json{{"progress", p}}); });
+      } catch (const std::exception& e) {
+        result = makeError(Errc::kInternal, std::string("internal error: ") + e.what());
+      }
+      if (result.ok()) {
+        reply = result->is_object() ? *result : json::object();
+        reply["ok"] = true;
+      } else {
+        reply = json{{"ok", false}, {"error", result.error().message}};
+      }
+    }
+    if (!writeFrame(fd, reply).ok()) return;
+  }
+}
+
+// ---- client --------------------------------------------------------------------
+
+Result<ControlClient> ControlClient::connect(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return makeError(Errc::kInvalidArgument, "control socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return lastSysError("socket");
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    Error err = lastSysError("connect " + path);
+    ::close(fd);
+    return err;
+  }
+  return ControlClient(fd);
+}
+
+ControlClient::~ControlClient() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<json> ControlClient::call(const json& request,
+                                 const std::function<void(const json&)>& on_progress,
+                                 int timeout_ms) {
+  RETURN_IF_ERROR(writeFrame(fd_, request));
+  while (true) {
+    ASSIGN_OR_RETURN(json reply, readFrame(fd_, timeout_ms));
+    if (reply.is_object() && reply.contains("progress") && !reply.contains("ok")) {
+      if (on_progress) on_progress(reply["progress"]);
+      continue;
+    }
+    if (!reply.is_object() || !reply.value("ok", false)) {
+      std::string msg = reply.is_object() ? reply.value("error", "malformed reply") : "malformed reply";
+      return makeError(Errc::kProtocol, msg);
+    }
+    return reply;
+  }
+}
+
+}  // namespace hotshard

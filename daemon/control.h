@@ -1,0 +1,77 @@
+// The control socket: a unix stream socket (0600) on which the `hotshard` CLI
+// talks to the daemon. Each message is a frame: a 4-byte big-endian length, then
+// that many bytes of JSON (at most kMaxFrame). A request is {"cmd": NAME, ...};
+// every reply has "ok": true, or "ok": false with "error": MESSAGE. A handler may
+// send progress frames ({"progress": ...}) before its final reply.
+// Malformed, oversized or unknown requests get an error reply; peers that are
+// neither root nor the daemon's user are refused.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "daemon/result.h"
+
+namespace hotshard {
+
+using json = nlohmann::json;
+
+inline constexpr uint32_t kMaxFrame = 1u << 20;
+
+Status writeFrame(int fd, const json& message);
+// timeout_ms < 0: wait forever.
+Result<json> readFrame(int fd, int timeout_ms);
+
+class ControlServer {
+ public:
+  // Sends a progress frame to the client of the request being handled.
+  using Progress = std::function<void(const json&)>;
+  // Returns the reply's fields ("ok" is added), or an error.
+  using Handler = std::function<Result<json>(const json& request, const Progress& progress)>;
+
+  // Binds `path` (creating its directory), refusing to replace a live socket.
+  static Result<std::unique_ptr<ControlServer>> start(const std::string& path,
+                                                      std::map<std::string, Handler> handlers);
+  ~ControlServer();  // stops and removes the socket
+  void stop();
+  const std::string& path() const { return path_; }
+
+ private:
+  ControlServer() = default;
+  void acceptLoop();
+  void serve(int fd);
+
+  std::string path_;
+  int listen_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd that ends acceptLoop
+  std::map<std::string, Handler> handlers_;
+  std::thread acceptor_;
+  std::mutex mu_;
+  int active_ = 0;  // connections being served, guarded by mu_
+  std::atomic<bool> stopping_{false};
+};
+
+class ControlClient {
+ public:
+  static Result<ControlClient> connect(const std::string& path);
+  ControlClient(ControlClient&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  ~ControlClient();
+  // Sends request and returns the final reply; progress frames go to on_progress.
+  // A reply with "ok": false becomes an error carrying its message.
+  Result<json> call(const json& request,
+                    const std::function<void(const json&)>& on_progress = nullptr,
+                    int timeout_ms = 30000);
+
+ private:
+  explicit ControlClient(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace hotshard

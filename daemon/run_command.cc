@@ -1,0 +1,56 @@
+// `hotshard run`: every item of the daemon's config as a flag, plus --config FILE.
+#include <map>
+#include <set>
+
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+#include "tools/command.h"
+
+namespace hotshard {
+namespace {
+
+cli::Registration reg(10, [](CLI::App& app) {
+  auto* cmd = app.add_subcommand("run", "Mount a remote directory through hotshard and serve it");
+  auto config_file = std::make_shared<std::string>();
+  auto values = std::make_shared<std::map<std::string, std::string>>();
+  auto flags = std::make_shared<std::map<std::string, bool>>();
+  cmd->add_option("--config", *config_file, "TOML file with any of the options below")
+      ->check(CLI::ExistingFile);
+  for (const auto& item : runConfigItems()) {
+    if (item.is_flag) {
+      cmd->add_flag("--" + item.name, (*flags)[item.name], item.help);
+    } else {
+      cmd->add_option("--" + item.name, (*values)[item.name], item.help);
+    }
+  }
+  cmd->footer(
+      "Examples:\n"
+      "  hotshard run --remote /mnt/datasets --cache /nvme/hotshard\n"
+      "      mount over /mnt/datasets itself: jobs keep their paths\n"
+      "  hotshard run --remote /mnt/nfs/ds --mount /data/ds --cache /nvme/hs --consistency ttl=30\n"
+      "  hotshard run --config /etc/hotshard.toml --foreground\n"
+      "Stop with SIGINT/SIGTERM (Ctrl-C in the foreground): the mount is removed and the\n"
+      "path is left exactly as before.");
+  cmd->callback([cmd, config_file, values, flags] {
+    RunConfig cfg;
+    std::set<std::string> given;
+    for (const auto& item : runConfigItems()) {
+      if (cmd->count("--" + item.name) == 0) continue;
+      given.insert(item.name);
+      std::string v = item.is_flag ? ((*flags)[item.name] ? "true" : "false") : (*values)[item.name];
+      if (Status st = item.set(cfg, v); !st.ok()) {
+        throw CLI::ValidationError("--" + item.name, st.error().message);
+      }
+    }
+    if (!config_file->empty()) {
+      if (Status st = applyConfigFile(*config_file, given, cfg); !st.ok()) {
+        throw CLI::ValidationError("--config", st.error().message);
+      }
+    }
+    int rc = runDaemon(cfg);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+});
+
+}  // namespace
+}  // namespace hotshard

@@ -1,0 +1,321 @@
+#include "tests/integration/harness.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "fuse/mount.h"
+
+namespace hotshard::testing {
+
+namespace fs = std::filesystem;
+
+std::string hotshardBinary() {
+  return (fs::read_symlink("/proc/self/exe").parent_path() / "hotshard").string();
+}
+
+namespace {
+
+// Lazily unmounts every hotshard mount at or below `root`, deepest first.
+void unmountBelow(const std::string& root) {
+  auto table = fuse::readMountTable();
+  if (!table.ok()) return;
+  std::vector<std::string> points;
+  for (const auto& e : *table) {
+    if (e.mountpoint == root || e.mountpoint.rfind(root + "/", 0) == 0) {
+      points.push_back(e.mountpoint);
+    }
+  }
+  for (auto it = points.rbegin(); it != points.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
+}
+
+const char* kTestRoot = "/var/tmp";
+
+// Whatever a crashed test left behind is swept at the end of the run.
+class LeftoverSweeper : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(kTestRoot, ec)) {
+      std::string name = entry.path().filename().string();
+      if (name.rfind("hotshard-test.", 0) == 0) {
+        unmountBelow(entry.path().string());
+        fs::remove_all(entry.path(), ec);
+      }
+    }
+  }
+};
+[[maybe_unused]] auto* const kSweeper = ::testing::AddGlobalTestEnvironment(new LeftoverSweeper);
+
+}  // namespace
+
+TempDir::TempDir() {
+  std::string tmpl = std::string(kTestRoot) + "/hotshard-test.XXXXXX";
+  char* p = ::mkdtemp(tmpl.data());
+  if (p == nullptr) throw std::runtime_error("mkdtemp: " + std::string(std::strerror(errno)));
+  path_ = p;
+  ::chmod(path_.c_str(), 0755);
+}
+
+TempDir::~TempDir() {
+  unmountBelow(path_);
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  std::mt19937_64 rng(seed);
+  std::vector<uint64_t> buf(1 << 17);  // 1 MiB
+  while (size > 0) {
+    for (auto& w : buf) w = rng();
+    uint64_t n = std::min<uint64_t>(size, buf.size() * 8);
+    out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(n));
+    size -= n;
+  }
+}
+
+std::string sha256File(const std::string& path) {
+  CommandResult r = runCommand({"sha256sum", "--", path});
+  if (r.exit_code != 0) return "error: " + r.out;
+  return r.out.substr(0, 64);
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void writeFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+int runAs(uid_t uid, gid_t gid, const std::function<int()>& fn) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    gid_t groups[] = {gid};
+    if (::setgroups(1, groups) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0) {
+      ::_exit(255);
+    }
+    ::_exit(fn() & 0xff);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+CommandResult runCommand(const std::vector<std::string>& argv, int timeout_s) {
+  CommandResult result;
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return result;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(pipefd[1], STDOUT_FILENO);
+    ::dup2(pipefd[1], STDERR_FILENO);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(pipefd[1]);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  char buf[4096];
+  ::fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+  int status = 0;
+  bool done = false;
+  while (!done) {
+    ssize_t n;
+    while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0) result.out.append(buf, n);
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) {
+      done = true;
+      while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0) result.out.append(buf, n);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      result.out += "\n[timed out]";
+      ::close(pipefd[0]);
+      return result;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::close(pipefd[0]);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+// ---- daemon ------------------------------------------------------------------
+
+DaemonProcess::DaemonProcess(Options opts, std::string workdir)
+    : opts_(std::move(opts)), workdir_(std::move(workdir)) {
+  mountpoint_ = opts_.mount.empty() ? opts_.remote : opts_.mount;
+  socket_ = workdir_ + "/control.sock";
+  log_path_ = workdir_ + "/daemon.log";
+}
+
+DaemonProcess::~DaemonProcess() { stop(); }
+
+bool isHotshardMount(const std::string& path) {
+  auto table = fuse::readMountTable();
+  if (!table.ok()) return false;
+  auto top = fuse::topMountAt(*table, path);
+  return top && top->fstype == fuse::kFsType;
+}
+
+dev_t mountDevice(const std::string& path) {
+  auto table = fuse::readMountTable();
+  if (!table.ok()) return 0;
+  auto top = fuse::topMountAt(*table, path);
+  return top ? top->dev : 0;
+}
+
+::testing::AssertionResult DaemonProcess::start() {
+  std::vector<std::string> argv = {hotshardBinary(), "run", "--foreground",
+                                   "--remote", opts_.remote, "--cache", opts_.cache,
+                                   "--consistency", opts_.consistency,
+                                   "--control-socket", socket_, "--log-level", "debug",
+                                   "--passthrough", opts_.passthrough ? "on" : "off"};
+  if (!opts_.mount.empty()) {
+    argv.push_back("--mount");
+    argv.push_back(opts_.mount);
+  }
+  for (const auto& a : opts_.extra_args) argv.push_back(a);
+
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(log, STDOUT_FILENO);
+    ::dup2(log, STDERR_FILENO);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return ::testing::AssertionFailure() << "hotshard run exited during start-up:\n" << log();
+    }
+    if (isHotshardMount(mountpoint_)) {
+      auto client = ControlClient::connect(socket_);
+      if (client.ok() && client->call(json{{"cmd", "status"}}).ok()) {
+        return ::testing::AssertionSuccess();
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stop();
+  return ::testing::AssertionFailure() << "hotshard run did not come up in 15 s:\n" << log();
+}
+
+int DaemonProcess::stop() {
+  if (pid_ <= 0) return 0;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 1000; i++) {  // 10 s
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  if (isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);
+  return -1;
+}
+
+json DaemonProcess::status() {
+  auto client = ControlClient::connect(socket_);
+  if (!client.ok()) return json{{"error", client.error().message}};
+  auto reply = client->call(json{{"cmd", "status"}});
+  if (!reply.ok()) return json{{"error", reply.error().message}};
+  return *reply;
+}
+
+std::string DaemonProcess::log() const { return readFile(log_path_); }
+
+// ---- tracefs -------------------------------------------------------------------
+
+namespace {
+
+const char* kTracefs = "/sys/kernel/tracing";
+
+bool writeText(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+}  // namespace
+
+FuseRequestCounter::FuseRequestCounter(dev_t connection, uint32_t opcode) {
+  struct stat st;
+  if (::stat((std::string(kTracefs) + "/instances").c_str(), &st) != 0) {
+    ::mount("nodev", kTracefs, "tracefs", 0, nullptr);
+  }
+  dir_ = std::string(kTracefs) + "/instances/hotshard-test-" + std::to_string(::getpid());
+  ::rmdir(dir_.c_str());
+  if (::mkdir(dir_.c_str(), 0755) != 0) {
+    error_ = "mkdir " + dir_ + ": " + std::strerror(errno);
+    dir_.clear();
+    return;
+  }
+  std::string event = dir_ + "/events/fuse/fuse_request_send";
+  // The tracepoint's connection is the kernel's dev_t (major << 20 | minor).
+  unsigned kdev = (major(connection) << 20) | minor(connection);
+  std::string filter = "opcode == " + std::to_string(opcode) +
+                       " && connection == " + std::to_string(kdev);
+  if (!writeText(event + "/filter", filter) || !writeText(event + "/enable", "1")) {
+    error_ = "cannot enable fuse:fuse_request_send in " + dir_;
+  }
+}
+
+FuseRequestCounter::~FuseRequestCounter() {
+  if (dir_.empty()) return;
+  writeText(dir_ + "/events/fuse/fuse_request_send/enable", "0");
+  ::rmdir(dir_.c_str());
+}
+
+::testing::AssertionResult FuseRequestCounter::ok() const {
+  if (error_.empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << error_;
+}
+
+uint64_t FuseRequestCounter::stopAndCount() {
+  writeText(dir_ + "/events/fuse/fuse_request_send/enable", "0");
+  std::ifstream trace(dir_ + "/trace");
+  std::string line;
+  uint64_t n = 0;
+  while (std::getline(trace, line)) {
+    if (!line.empty() && line[0] != '#' && line.find("fuse_request_send") != std::string::npos) n++;
+  }
+  return n;
+}
+
+}  // namespace hotshard::testing

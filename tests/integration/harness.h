@@ -1,0 +1,100 @@
+// Integration-test harness: real mounts of the real binary, cleaned up even when
+// a test fails (TearDown and a global environment unmount and kill what is left).
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "daemon/control.h"
+
+namespace hotshard::testing {
+
+// Path of build/hotshard, next to the test binary.
+std::string hotshardBinary();
+
+// A fresh directory under /var/tmp, removed (after unmounting anything inside)
+// on destruction. Mode 0755 so other users' tests can traverse it.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+// Writes `size` pseudo-random bytes (deterministic in seed).
+void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed);
+std::string sha256File(const std::string& path);
+std::string readFile(const std::string& path);
+void writeFile(const std::string& path, const std::string& data);
+
+// Runs fn in a child process with the given ids; returns fn's result (an errno,
+// 0 for success) or -1 if the child died.
+int runAs(uid_t uid, gid_t gid, const std::function<int()>& fn);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together
+};
+CommandResult runCommand(const std::vector<std::string>& argv, int timeout_s = 60);
+
+// One `hotshard run --foreground` process.
+class DaemonProcess {
+ public:
+  struct Options {
+    std::string remote;
+    std::string mount;  // empty: over the remote
+    std::string cache;
+    std::string consistency = "strict";
+    bool passthrough = true;
+    std::vector<std::string> extra_args;
+  };
+  explicit DaemonProcess(Options opts, std::string workdir);
+  ~DaemonProcess();  // stop()
+
+  // Starts and waits until the mount answers and the control socket responds.
+  ::testing::AssertionResult start();
+  // SIGTERM, wait; SIGKILL and lazy unmount if it does not stop in time.
+  // Returns the exit status (or -1 when it had to be killed).
+  int stop();
+  bool running() const { return pid_ > 0; }
+  json status();
+  const std::string& mountpoint() const { return mountpoint_; }
+  const std::string& socket() const { return socket_; }
+  std::string log() const;
+
+ private:
+  Options opts_;
+  std::string workdir_;
+  std::string mountpoint_;
+  std::string socket_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+bool isHotshardMount(const std::string& path);
+dev_t mountDevice(const std::string& path);  // from /proc/self/mountinfo, 0 if none
+
+// Counts fuse:fuse_request_send events for one opcode on one connection, in a
+// private tracefs instance.
+class FuseRequestCounter {
+ public:
+  FuseRequestCounter(dev_t connection, uint32_t opcode);
+  ~FuseRequestCounter();
+  ::testing::AssertionResult ok() const;
+  uint64_t stopAndCount();
+
+ private:
+  std::string dir_;
+  std::string error_;
+};
+
+}  // namespace hotshard::testing

@@ -1,0 +1,27 @@
+// What every client subcommand shares: finding the daemon's control socket
+// (--socket, --mount, or the only one running) and calling it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "daemon/control.h"
+
+namespace hotshard::cli {
+
+struct DaemonTarget {
+  std::string mount;   // --mount DIR
+  std::string socket;  // --socket PATH
+  bool json = false;   // --json
+};
+
+// Adds --mount, --socket and --json to cmd.
+void addTargetOptions(CLI::App* cmd, DaemonTarget& target);
+
+// Sends request to the chosen daemon; on failure prints "hotshard CMD: why" and
+// throws CLI::RuntimeError with the matching exit code.
+json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const json& request,
+                const std::function<void(const json&)>& on_progress = nullptr);
+
+}  // namespace hotshard::cli

@@ -1,0 +1,56 @@
+// `hotshard status`: what the daemon is doing, for people or (--json) scripts.
+#include <cstdio>
+
+#include "tools/client.h"
+#include "tools/command.h"
+
+namespace hotshard::cli {
+namespace {
+
+void printHuman(const json& s) {
+  std::printf("hotshard %s (pid %d)\n", s.value("version", "?").c_str(), s.value("pid", 0));
+  std::printf("  mount        %s%s\n", s.value("mount", "").c_str(),
+              s.value("overmount", false) ? "  (over the remote)" : "");
+  std::printf("  remote       %s\n", s.value("remote", "").c_str());
+  std::printf("  cache        %s\n", s.value("cache", "").c_str());
+  std::printf("  consistency  %s\n", s.value("consistency", "").c_str());
+  std::printf("  passthrough  %s  (%s)\n", s.value("passthrough", false) ? "yes" : "NO",
+              s.value("passthrough_reason", "").c_str());
+  if (s.contains("fuse")) {
+    const json& f = s["fuse"];
+    std::printf("  opens        %llu passthrough, %llu in user space\n",
+                static_cast<unsigned long long>(f.value("opens_passthrough", 0ull)),
+                static_cast<unsigned long long>(f.value("opens_userspace", 0ull)));
+    if (f.contains("requests")) {
+      std::printf("  requests    ");
+      for (const auto& [name, n] : f["requests"].items()) {
+        if (n.get<uint64_t>() > 0) {
+          std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n.get<uint64_t>()));
+        }
+      }
+      std::printf("\n");
+    }
+  }
+}
+
+Registration reg(20, [](CLI::App& app) {
+  auto target = std::make_shared<DaemonTarget>();
+  auto* cmd = app.add_subcommand("status", "Show what a running hotshard daemon is doing");
+  addTargetOptions(cmd, *target);
+  cmd->footer(
+      "Examples:\n"
+      "  hotshard status\n"
+      "  hotshard status --mount /mnt/datasets --json | jq .passthrough");
+  cmd->callback([target] {
+    json s = callDaemon("status", *target, json{{"cmd", "status"}});
+    s.erase("ok");
+    if (target->json) {
+      std::printf("%s\n", s.dump().c_str());
+    } else {
+      printHuman(s);
+    }
+  });
+});
+
+}  // namespace
+}  // namespace hotshard::cli
