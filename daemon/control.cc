@@ -246,7 +246,15 @@ ControlClient::~ControlClient() {
 Result<json> ControlClient::call(const json& request,
                                  const std::function<void(const json&)>& on_progress,
                                  int timeout_ms) {
-  RETURN_IF_ERROR(writeFrame(fd_, request));
+  Status sent = writeFrame(fd_, request);
+  if (!sent.ok()) {
+    // A daemon that refused us has written why before closing; prefer its word.
+    auto reply = readFrame(fd_, 1000);
+    if (reply.ok() && reply->is_object() && reply->contains("error")) {
+      return makeError(Errc::kProtocol, reply->value("error", "refused"));
+    }
+    return sent.takeError();
+  }
   while (true) {
     ASSIGN_OR_RETURN(json reply, readFrame(fd_, timeout_ms));
     if (reply.is_object() && reply.contains("progress") && !reply.contains("ok")) {

@@ -2,6 +2,8 @@
 // client of its control socket (tools/). Subcommands register themselves.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+
 #include "tools/command.h"
 
 int main(int argc, char** argv) {
@@ -14,6 +16,16 @@ int main(int argc, char** argv) {
       "  hotshard status --json\n"
       "Run 'hotshard COMMAND --help' for a command's options.");
   hotshard::cli::addRegisteredCommands(app);
+  std::string known;
+  bool found = false;
+  for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    known += (known.empty() ? "" : ", ") + sub->get_name();
+    found = found || (argc > 1 && sub->get_name() == argv[1]);
+  }
+  if (argc > 1 && argv[1][0] != '-' && !found) {
+    std::fprintf(stderr, "hotshard: unknown command '%s' (commands: %s)\n", argv[1], known.c_str());
+    return hotshard::cli::kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,95 @@
+#include "daemon/config.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "fuse/filesystem.h"
+#include "tests/integration/harness.h"
+
+namespace hotshard {
+namespace {
+
+using testing::TempDir;
+using testing::writeFile;
+
+const ConfigItem& item(const std::string& name) {
+  const auto& items = runConfigItems();
+  return *std::find_if(items.begin(), items.end(), [&](const ConfigItem& i) { return i.name == name; });
+}
+
+TEST(Config, FileValuesApplyUnlessAFlagOverrides) {
+  TempDir tmp;
+  writeFile(tmp / "hs.toml",
+            "remote = \"/data/remote\"\ncache = \"/nvme/cache\"\nconsistency = \"ttl=30\"\n"
+            "fuse_threads = 8\nforeground = true\n");
+  RunConfig cfg;
+  ASSERT_TRUE(item("consistency").set(cfg, "immutable").ok());
+  Status st = applyConfigFile(tmp / "hs.toml", {"consistency"}, cfg);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(cfg.remote, "/data/remote");
+  EXPECT_EQ(cfg.consistency, "immutable");  // the flag wins
+  EXPECT_EQ(cfg.fuse_threads, 8u);
+  EXPECT_TRUE(cfg.foreground);
+  ASSERT_TRUE(finalizeRunConfig(cfg).ok());
+  EXPECT_EQ(cfg.mount, "/data/remote");  // over the remote by default
+  EXPECT_EQ(cfg.control_socket, "/run/hotshard/data_remote.sock");
+  EXPECT_EQ(cfg.log_file, "/nvme/cache/hotshard.log");
+}
+
+TEST(Config, BadFilesAreRefusedWithFileAndKey) {
+  TempDir tmp;
+  RunConfig cfg;
+  writeFile(tmp / "unknown.toml", "remot = \"/x\"\n");
+  Status st = applyConfigFile(tmp / "unknown.toml", {}, cfg);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("unknown key 'remot'"), std::string::npos);
+  EXPECT_NE(st.error().message.find("remote"), std::string::npos);  // lists the known ones
+
+  writeFile(tmp / "syntax.toml", "remote = \n");
+  st = applyConfigFile(tmp / "syntax.toml", {}, cfg);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("syntax.toml:1"), std::string::npos) << st.error().message;
+
+  writeFile(tmp / "value.toml", "consistency = \"sometimes\"\n");
+  st = applyConfigFile(tmp / "value.toml", {}, cfg);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("strict, ttl=SECONDS"), std::string::npos);
+
+  writeFile(tmp / "threads.toml", "fuse-threads = 0\n");
+  EXPECT_FALSE(applyConfigFile(tmp / "threads.toml", {}, cfg).ok());
+}
+
+TEST(Config, FinalizeChecksRequiredAndOverlappingPaths) {
+  RunConfig cfg;
+  EXPECT_FALSE(finalizeRunConfig(cfg).ok());
+  cfg.remote = "/r";
+  EXPECT_NE(finalizeRunConfig(cfg).error().message.find("--cache"), std::string::npos);
+  cfg.cache = "/r/cache";  // inside the mount (the remote itself, by default)
+  EXPECT_NE(finalizeRunConfig(cfg).error().message.find("must not be inside"), std::string::npos);
+  cfg.cache = "/c/";
+  cfg.mount = "/m//x/../y/";
+  ASSERT_TRUE(finalizeRunConfig(cfg).ok());
+  EXPECT_EQ(cfg.mount, "/m/y");
+  EXPECT_EQ(cfg.cache, "/c");
+}
+
+TEST(Consistency, ParsesTheThreeModes) {
+  using fuse::Consistency;
+  EXPECT_EQ(Consistency::parse("strict")->entryTimeout(), 0);
+  auto ttl = Consistency::parse("ttl=2.5");
+  ASSERT_TRUE(ttl.ok());
+  EXPECT_DOUBLE_EQ(ttl->attrTimeout(), 2.5);
+  EXPECT_EQ(ttl->toString(), "ttl=2.5");
+  EXPECT_EQ(Consistency::parse("ttl=30s")->toString(), "ttl=30");
+  auto imm = Consistency::parse("immutable");
+  EXPECT_GT(imm->entryTimeout(), 86400);
+  EXPECT_EQ(imm->negativeTimeout(), 0);
+  EXPECT_TRUE(imm->keepCache());
+  for (const char* bad : {"", "ttl=", "ttl=0", "ttl=-1", "ttl=abc", "Strict"}) {
+    EXPECT_FALSE(Consistency::parse(bad).ok()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace hotshard
