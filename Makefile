@@ -9,7 +9,7 @@
 .SUFFIXES:
 
 BUILD     ?= build
-MAKEFLAGS += -j$(shell nproc)
+NPROC     := $(shell nproc)
 PREFIX    ?= /usr/local
 CXX       ?= g++
 CLANG     ?= clang
@@ -53,7 +53,7 @@ TEST_OBJS := $(call obj,$(TEST_SRCS))
 
 .PHONY: all deps build test test-unit test-integration bench run install clean format
 all: deps
-	$(Q)$(MAKE) --no-print-directory build
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 
 build: $(BIN) $(TEST_BIN) $(BENCH_BIN)
 
@@ -92,19 +92,19 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory build
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/run-tests.sh
 
 test-unit: deps
-	$(Q)$(MAKE) --no-print-directory build
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/run-tests.sh --gtest_filter='-Integration*'
 
 bench: deps
-	$(Q)$(MAKE) --no-print-directory build
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/bench/run.sh
 
 run: deps
-	$(Q)$(MAKE) --no-print-directory build
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/run-demo.sh
 
 install: all
