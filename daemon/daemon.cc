@@ -211,35 +211,6 @@ int runDaemon(RunConfig cfg) {
     return fail(st.error().message);
   }
 
-  std::map<std::string, ControlServer::Handler> handlers;
-  handlers["status"] = [&](const json&, const ControlServer::Progress&) -> Result<json> {
-    json ops;
-    for (const auto& [name, n] : shim.requestCounts()) ops[name] = n;
-    return json{
-        {"version", kVersion},
-        {"pid", ::getpid()},
-        {"mount", cfg.mount},
-        {"remote", cfg.remote},
-        {"cache", cfg.cache},
-        {"overmount", cfg.mount == cfg.remote},
-        {"passthrough", shim.active()},
-        {"passthrough_reason", shim.reason()},
-        {"consistency", consistency->toString()},
-        {"fuse",
-         {{"requests", ops},
-          {"inodes", fs.inodeCount()},
-          {"opens_passthrough", fs.passthroughOpens()},
-          {"opens_userspace", fs.userspaceOpens()},
-          {"userspace_read_bytes", fs.userspaceReadBytes()}}},
-    };
-  };
-  auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
-  if (!control.ok()) {
-    (void)fuse::unmountFuse(cfg.mount);
-    fuse_session_destroy(se);
-    return fail(control.error().message);
-  }
-
   std::atomic<bool> stopping{false};
   std::thread signals([&] {
     int sig = 0;
@@ -247,7 +218,7 @@ int runDaemon(RunConfig cfg) {
       if (sig == SIGHUP) continue;  // reserved for config reload
       break;
     }
-    if (sig == 0) return;  // woken by our own SIGUSR-less shutdown below
+    if (sig == 0) return;  // sigwait failed: nothing to do
     stopping = true;
     spdlog::info("received {}, unmounting {}", strsignal(sig), cfg.mount);
     auto how = fuse::unmountFuse(cfg.mount);
@@ -260,18 +231,63 @@ int runDaemon(RunConfig cfg) {
     }
   });
 
-  spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), control socket {}", kVersion,
-               cfg.remote, cfg.mount, cfg.mount == cfg.remote ? "over the remote" : "separate",
-               consistency->toString(), cfg.control_socket);
-  ready.report("ok");
-  if (!cfg.foreground) detachStdio();
-
-  fuse_loop_config* loop = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(loop, cfg.fuse_threads);
-  fuse_loop_cfg_set_idle_threads(loop, std::min(cfg.fuse_threads, 4u));
-  fuse_loop_cfg_set_clone_fd(loop, 0);
-  int rc = fuse_session_loop_mt(se, loop);
-  fuse_loop_cfg_destroy(loop);
+  // The session loop runs on its own thread so that start-up can wait for the
+  // kernel's FUSE_INIT (sent on mount) before telling anyone the mount is ready.
+  int rc = 0;
+  std::thread loop_thread([&] {
+    fuse_loop_config* loop = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(loop, cfg.fuse_threads);
+    fuse_loop_cfg_set_idle_threads(loop, std::min(cfg.fuse_threads, 4u));
+    fuse_loop_cfg_set_clone_fd(loop, 0);
+    rc = fuse_session_loop_mt(se, loop);
+    fuse_loop_cfg_destroy(loop);
+  });
+  std::unique_ptr<ControlServer> control_server;
+  bool start_failed = false;
+  if (!shim.waitForInit(10000)) {
+    start_failed = true;
+    fail("the kernel did not initialize the FUSE connection within 10 s");
+    pthread_kill(signals.native_handle(), SIGTERM);
+  } else {
+    std::map<std::string, ControlServer::Handler> handlers;
+    handlers["status"] = [&](const json&, const ControlServer::Progress&) -> Result<json> {
+      json ops;
+      for (const auto& [name, n] : shim.requestCounts()) ops[name] = n;
+      return json{
+          {"version", kVersion},
+          {"pid", ::getpid()},
+          {"mount", cfg.mount},
+          {"remote", cfg.remote},
+          {"cache", cfg.cache},
+          {"overmount", cfg.mount == cfg.remote},
+          {"passthrough", shim.active()},
+          {"passthrough_reason", shim.reason()},
+          {"consistency", consistency->toString()},
+          {"fuse",
+           {{"requests", ops},
+            {"inodes", fs.inodeCount()},
+            {"opens_passthrough", fs.passthroughOpens()},
+            {"opens_userspace", fs.userspaceOpens()},
+            {"userspace_read_bytes", fs.userspaceReadBytes()}}},
+      };
+    };
+    auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
+    if (!control.ok()) {
+      start_failed = true;
+      fail(control.error().message);
+      pthread_kill(signals.native_handle(), SIGTERM);
+    } else {
+      control_server = std::move(*control);
+      spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
+                   "socket {}",
+                   kVersion, cfg.remote, cfg.mount,
+                   cfg.mount == cfg.remote ? "over the remote" : "separate",
+                   consistency->toString(), shim.reason(), cfg.control_socket);
+      ready.report("ok");
+      if (!cfg.foreground) detachStdio();
+    }
+  }
+  loop_thread.join();
 
   // The loop ends when the kernel drops the connection: our unmount, or someone
   // else's (umount, fusermount -u).
@@ -280,12 +296,12 @@ int runDaemon(RunConfig cfg) {
     pthread_kill(signals.native_handle(), SIGTERM);
   }
   signals.join();
-  (*control)->stop();
+  if (control_server) control_server->stop();
   fuse_session_destroy(se);
   ::close(remote_fd);
   spdlog::info("stopped; {} is as before", cfg.mount);
   spdlog::shutdown();
-  return rc < 0 ? 1 : 0;
+  return start_failed || rc < 0 ? 1 : 0;
 }
 
 }  // namespace hotshard

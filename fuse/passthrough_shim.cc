@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -27,6 +28,19 @@ Status PassthroughShim::attach(struct fuse_session* se, int devfd) {
     return makeError(Errc::kInternal, "fuse_session_custom_io failed");
   }
   return Ok{};
+}
+
+bool PassthroughShim::waitForInit(int timeout_ms) {
+  std::unique_lock lock(init_mu_);
+  return init_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return init_done_; });
+}
+
+void PassthroughShim::markInitDone() {
+  {
+    std::lock_guard lock(init_mu_);
+    init_done_ = true;
+  }
+  init_cv_.notify_all();
 }
 
 std::string PassthroughShim::reason() const {
@@ -197,7 +211,10 @@ ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* us
     }
   }
   ssize_t n = ::writev(fd, iov, count);
-  if (n < 0 || !asked) return n;
+  if (n < 0 || !asked) {
+    self->markInitDone();
+    return n;
+  }
 
   // The kernel took the reply; a backing open tells whether this process may use
   // passthrough at all (it needs CAP_SYS_ADMIN in the initial user namespace).
@@ -209,6 +226,7 @@ ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* us
   if (!id.ok() && id.error().sys_errno == EPERM) {
     self->disable("the kernel refused a backing file (" + id.error().message +
                   "; needs CAP_SYS_ADMIN in the initial user namespace)");
+    self->markInitDone();
     return n;
   }
   if (id.ok()) self->closeBacking(*id);
@@ -217,6 +235,7 @@ ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* us
     std::lock_guard lock(self->reason_mu_);
     self->reason_ = "kernel passthrough active";
   }
+  self->markInitDone();
   return n;
 }
 

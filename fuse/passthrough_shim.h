@@ -17,6 +17,7 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -47,6 +48,10 @@ class PassthroughShim {
   // Installs the custom I/O on `se` for the already-mounted /dev/fuse fd.
   // libfuse owns devfd afterwards (closed by fuse_session_destroy).
   Status attach(struct fuse_session* se, int devfd);
+
+  // Blocks until the reply to FUSE_INIT has been written (the connection is
+  // live and the passthrough decision made); false on timeout.
+  bool waitForInit(int timeout_ms);
 
   // After FUSE_INIT: did the kernel agree to passthrough?
   bool active() const { return active_.load(std::memory_order_acquire); }
@@ -84,6 +89,10 @@ class PassthroughShim {
   std::atomic<uint64_t> init_unique_{0};
   std::atomic<bool> kernel_offers_{false};
   std::array<std::atomic<uint64_t>, kMaxOpcode> counts_{};
+  std::mutex init_mu_;
+  std::condition_variable init_cv_;
+  bool init_done_ = false;  // guarded by init_mu_
+  void markInitDone();
   mutable std::mutex reason_mu_;
   std::string reason_ = "FUSE_INIT not yet seen";
 };
