@@ -133,21 +133,103 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
   root_->src_ino = st.st_ino;
   root_->type = S_IFDIR;
   root_->nlookup = 2;  // never forgotten
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink(procPath(opts_.remote_root_fd).c_str(), buf, sizeof(buf) - 1);
+  if (n > 0) remote_prefix_.assign(buf, static_cast<size_t>(n));
 }
 
 FileSystem::~FileSystem() {
   std::lock_guard lock(table_mu_);
-  for (auto& [key, inode] : inodes_) {
-    if (inode->backing_id >= 0) shim_->closeBacking(inode->backing_id);
-    if (inode->backing_fd >= 0) ::close(inode->backing_fd);
-    ::close(inode->fd);
-  }
+  auto close_all = [&](Inode& inode) {
+    if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
+    if (inode.backing_fd >= 0) ::close(inode.backing_fd);
+    ::close(inode.fd);
+  };
+  for (auto& [key, inode] : inodes_) close_all(*inode);
+  for (auto& [ptr, inode] : retired_) close_all(*inode);
   if (root_->fd >= 0) ::close(root_->fd);
 }
 
 size_t FileSystem::inodeCount() const {
   std::lock_guard lock(table_mu_);
-  return inodes_.size() + 1;
+  return inodes_.size() + retired_.size() + 1;
+}
+
+void FileSystem::retire(Inode& inode) {
+  std::lock_guard lock(table_mu_);
+  if (inode.retired || &inode == root_.get()) return;
+  auto it = inodes_.find(std::make_pair(inode.src_dev, inode.src_ino));
+  if (it == inodes_.end() || it->second.get() != &inode) return;
+  inode.retired = true;
+  retired_.emplace(&inode, std::move(it->second));
+  inodes_.erase(it);
+}
+
+std::string FileSystem::relPathOf(const Inode& inode) const {
+  if (&inode == root_.get() || remote_prefix_.empty()) return "";
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink(procPath(inode.fd).c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  std::string path(buf, static_cast<size_t>(n));
+  static const std::string kDeleted = " (deleted)";
+  if (path.size() > kDeleted.size() &&
+      path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
+    return "";
+  }
+  std::string prefix = remote_prefix_ == "/" ? "/" : remote_prefix_ + "/";
+  if (path.compare(0, prefix.size(), prefix) != 0) return "";
+  return path.substr(prefix.size());
+}
+
+std::string FileSystem::childRelPath(fuse_ino_t parent, const char* name) {
+  if (parent == FUSE_ROOT_ID) return name;
+  std::string dir = relPathOf(inodeOf(parent));
+  return dir.empty() ? "" : dir + "/" + name;
+}
+
+void FileSystem::invalidate(const std::string& rel) {
+  if (opts_.cache != nullptr && !rel.empty()) opts_.cache->invalidate(rel);
+}
+
+void FileSystem::invalidateTree(const std::string& rel) {
+  if (opts_.cache != nullptr && !rel.empty()) opts_.cache->invalidateTree(rel);
+}
+
+namespace {
+double monotonicSeconds() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+bool sameObject(const struct stat& a, const struct stat& b) {
+  return a.st_size == b.st_size && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+         a.st_mtim.tv_nsec == b.st_mtim.tv_nsec && a.st_ctim.tv_sec == b.st_ctim.tv_sec &&
+         a.st_ctim.tv_nsec == b.st_ctim.tv_nsec && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+}  // namespace
+
+void FileSystem::rememberStat(Inode& inode, const struct stat& st) {
+  std::lock_guard lock(inode.mu);
+  inode.last_stat = st;
+  inode.last_stat_time = monotonicSeconds();
+}
+
+Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
+  const Consistency& c = opts_.consistency;
+  if (c.mode != Consistency::Mode::kStrict) {
+    std::lock_guard lock(inode.mu);
+    double age = monotonicSeconds() - inode.last_stat_time;
+    if (inode.last_stat_time > 0 &&
+        (c.mode == Consistency::Mode::kImmutable || age < c.ttl_seconds)) {
+      return inode.last_stat;
+    }
+  }
+  struct stat st;
+  if (::fstatat(inode.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    return lastSysError("stat remote");
+  }
+  rememberStat(inode, st);
+  return st;
 }
 
 Inode& FileSystem::inodeOf(fuse_ino_t ino) {
@@ -190,6 +272,8 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   if (inode != root_.get()) inode->nlookup++;
   e->ino = inode == root_.get() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(inode);
   e->generation = inode->generation;
+  lock.unlock();
+  rememberStat(*inode, e->attr);  // our lookup reference keeps it alive
   return Ok{};
 }
 
@@ -208,7 +292,11 @@ void FileSystem::forgetOne(Inode& inode, uint64_t n) {
   if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
   if (inode.backing_fd >= 0) ::close(inode.backing_fd);
   ::close(inode.fd);
-  inodes_.erase(std::make_pair(inode.src_dev, inode.src_ino));
+  if (inode.retired) {
+    retired_.erase(&inode);
+  } else {
+    inodes_.erase(std::make_pair(inode.src_dev, inode.src_ino));
+  }
 }
 
 void FileSystem::replyEntryOrErr(fuse_req_t req, fuse_ino_t parent, const char* name, int err) {
@@ -255,11 +343,13 @@ void FileSystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void FileSystem::forget(fuse_ino_t ino, uint64_t nlookup) { forgetOne(inodeOf(ino), nlookup); }
 
 void FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
+  Inode& inode = inodeOf(ino);
   struct stat st;
-  if (::fstatat(inodeOf(ino).fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+  if (::fstatat(inode.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
     fuse_reply_err(req, errno);
     return;
   }
+  if (S_ISREG(st.st_mode)) rememberStat(inode, st);
   fuse_reply_attr(req, &st, opts_.consistency.attrTimeout());
 }
 
@@ -279,6 +369,7 @@ void FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     if (res < 0) return (void)fuse_reply_err(req, errno);
   }
   if (valid & FUSE_SET_ATTR_SIZE) {
+    invalidate(relPathOf(inode));
     int backing = -1;
     {
       std::lock_guard lock(inode.mu);
@@ -368,6 +459,7 @@ void FileSystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const c
 }
 
 void FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  invalidate(childRelPath(parent, name));
   fuse_reply_err(req, ::unlinkat(inodeOf(parent).fd, name, 0) < 0 ? errno : 0);
 }
 
@@ -377,27 +469,72 @@ void FileSystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                         const char* newname, unsigned int flags) {
+  // Whatever sits at either name may be a directory: drop everything below both.
+  std::string from = childRelPath(parent, name), to = childRelPath(newparent, newname);
+  invalidate(from);
+  invalidate(to);
+  invalidateTree(from);
+  invalidateTree(to);
   int res = static_cast<int>(::syscall(SYS_renameat2, inodeOf(parent).fd, name,
                                        inodeOf(newparent).fd, newname, flags));
   fuse_reply_err(req, res < 0 ? errno : 0);
 }
 
 Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
-  bool want_write = (flags & O_ACCMODE) != O_RDONLY;
-  std::lock_guard lock(inode.mu);
+  bool want_write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  CacheHooks* cache = opts_.cache;
+  std::string rel;
+  struct stat remote {};
+  bool cache_candidate = false;
+  if (cache != nullptr) {
+    rel = relPathOf(inode);
+    if (want_write) {
+      invalidate(rel);  // before the write can happen
+    } else if (!rel.empty()) {
+      auto attrs = remoteAttrsForOpen(inode);
+      if (attrs.ok()) {
+        remote = *attrs;
+        cache_candidate = true;
+      }
+    }
+  }
+
+  std::unique_lock lock(inode.mu);
+  if (inode.backing_fd >= 0 && inode.backing_is_cache) {
+    // The kernel allows one backing file per inode. A writer, or a reader that
+    // must not see a copy the remote has moved past, needs another one: retire
+    // this inode (its readers keep their open-time copy) and answer ESTALE; the
+    // VFS then retries the open once with a fresh lookup, which gets a new inode.
+    if (want_write || (cache_candidate && !sameObject(remote, inode.cached_against))) {
+      lock.unlock();
+      cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
+      retire(inode);
+      return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
+    }
+  }
   if (inode.backing_fd < 0) {
-    // Read-write whenever the remote lets us, so a later writer can share the
-    // backing file that readers already passed through to.
-    std::string path = procPath(inode.fd);
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_LARGEFILE);
-    int rw_errno = fd < 0 ? errno : 0;
-    if (fd < 0 && !want_write) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE);
-    if (fd < 0) return sysError(errno, "open backing file");
-    inode.backing_fd = fd;
-    inode.backing_writable = rw_errno == 0;
-    inode.backing_rw_errno = rw_errno;
+    int cache_fd = cache_candidate ? cache->openCached(rel, remote) : -1;
+    if (cache_fd >= 0) {
+      inode.backing_fd = cache_fd;
+      inode.backing_writable = false;
+      inode.backing_rw_errno = EROFS;
+      inode.backing_is_cache = true;
+      inode.cached_rel = rel;
+      inode.cached_against = remote;
+    } else {
+      // Read-write whenever the remote lets us, so a later writer can share the
+      // backing file that readers already passed through to.
+      std::string path = procPath(inode.fd);
+      int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_LARGEFILE);
+      int rw_errno = fd < 0 ? errno : 0;
+      if (fd < 0 && !want_write) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE);
+      if (fd < 0) return sysError(errno, "open backing file");
+      inode.backing_fd = fd;
+      inode.backing_writable = rw_errno == 0;
+      inode.backing_rw_errno = rw_errno;
+    }
     if (shim_->active()) {
-      auto id = shim_->openBacking(fd);
+      auto id = shim_->openBacking(inode.backing_fd);
       if (id.ok()) {
         inode.backing_id = *id;
       } else if (id.error().sys_errno == EPERM) {
@@ -424,17 +561,33 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
     }
   }
   inode.nopen++;
-  return inode.backing_id;
+  bool from_cache = inode.backing_is_cache;
+  int id = inode.backing_id;
+  lock.unlock();
+  (from_cache ? cache_opens_ : remote_opens_).fetch_add(1, std::memory_order_relaxed);
+  if (cache != nullptr && !rel.empty()) cache->opened(rel, from_cache, want_write);
+  return id;
 }
 
-void FileSystem::releaseBacking(Inode& inode) {
-  std::lock_guard lock(inode.mu);
-  if (--inode.nopen > 0) return;
-  if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
-  if (inode.backing_fd >= 0) ::close(inode.backing_fd);
-  inode.backing_id = -1;
-  inode.backing_fd = -1;
-  inode.backing_writable = false;
+void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
+  std::string release_cached;
+  {
+    std::lock_guard lock(inode.mu);
+    if (--inode.nopen == 0) {
+      if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
+      if (inode.backing_fd >= 0) ::close(inode.backing_fd);
+      if (inode.backing_is_cache) release_cached = inode.cached_rel;
+      inode.backing_id = -1;
+      inode.backing_fd = -1;
+      inode.backing_writable = false;
+      inode.backing_is_cache = false;
+      inode.cached_rel.clear();
+    }
+  }
+  if (opts_.cache == nullptr) return;
+  if (!release_cached.empty()) opts_.cache->releaseCached(release_cached);
+  // A promotion that raced with this writer must not publish what it copied.
+  if (was_writer) invalidate(relPathOf(inode));
 }
 
 void FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -445,7 +598,9 @@ void FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->keep_cache = opts_.consistency.keepCache();
   int id = *backing;
   (id >= 0 ? passthrough_opens_ : userspace_opens_).fetch_add(1, std::memory_order_relaxed);
-  if (shim_->replyOpen(req, *fi, id) != 0) releaseBacking(inode);  // the opener is gone
+  if (shim_->replyOpen(req, *fi, id) != 0) {
+    releaseBacking(inode, (fi->flags & O_ACCMODE) != O_RDONLY);  // the opener is gone
+  }
 }
 
 void FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -468,7 +623,7 @@ void FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   Status st = doLookup(parent, name, &e);
   if (!st.ok()) return (void)fuse_reply_err(req, st.error().toErrno());
   Inode& inode = inodeOf(e.ino);
-  auto backing = acquireBacking(inode, fi->flags & ~O_TRUNC);
+  auto backing = acquireBacking(inode, (fi->flags & ~O_TRUNC) | O_RDWR);
   if (!backing.ok()) {
     forgetOne(inode, 1);
     return (void)fuse_reply_err(req, backing.error().toErrno());
@@ -478,7 +633,7 @@ void FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   int id = *backing;
   (id >= 0 ? passthrough_opens_ : userspace_opens_).fetch_add(1, std::memory_order_relaxed);
   if (shim_->replyCreate(req, e, *fi, id) != 0) {
-    releaseBacking(inode);
+    releaseBacking(inode, true);
     forgetOne(inode, 1);
   }
 }
@@ -524,8 +679,8 @@ void FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_err(req, err);
 }
 
-void FileSystem::release(fuse_req_t req, fuse_ino_t ino) {
-  releaseBacking(inodeOf(ino));
+void FileSystem::release(fuse_req_t req, fuse_ino_t ino, int flags) {
+  releaseBacking(inodeOf(ino), (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC));
   fuse_reply_err(req, 0);
 }
 
@@ -761,7 +916,9 @@ void opWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   fsOf(req).write(req, ino, buf, size, off);
 }
 void opFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { fsOf(req).flush(req, ino); }
-void opRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { fsOf(req).release(req, ino); }
+void opRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  fsOf(req).release(req, ino, fi->flags);
+}
 void opFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   fsOf(req).fsync(req, ino, datasync);
 }

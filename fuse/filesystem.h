@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "daemon/result.h"
+#include "fuse/cache_hooks.h"
 #include "fuse/passthrough_shim.h"
 
 namespace hotshard::fuse {
@@ -44,6 +45,9 @@ struct Inode {
   mode_t type = 0;  // S_IFMT bits
   uint64_t generation = 0;
   uint64_t nlookup = 0;  // guarded by FileSystem::table_mu_
+  // Out of the table: lookups now make a new inode for the same remote object
+  // (see FileSystem::retire). Guarded by FileSystem::table_mu_.
+  bool retired = false;
 
   // Open state, guarded by mu. The kernel lets one FUSE inode have one backing
   // file at a time, so all opens share it: opened on first open, read-write
@@ -54,11 +58,21 @@ struct Inode {
   int backing_id = -1;  // >= 0 when registered with the kernel for passthrough
   bool backing_writable = false;
   int backing_rw_errno = 0;  // why a read-write open was refused
+  // The backing file is the cache's copy of cached_rel (read-only), not the remote,
+  // made from the remote as it was in cached_against.
+  bool backing_is_cache = false;
+  std::string cached_rel;
+  struct stat cached_against {};
+  // The remote's attributes as last seen (lookup, getattr, open); what the
+  // ttl and immutable modes validate the cached copy against.
+  struct stat last_stat {};
+  double last_stat_time = 0;  // CLOCK_MONOTONIC seconds; 0 = never
 };
 
 struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
+  CacheHooks* cache = nullptr;  // borrowed; nullptr: every open goes to the remote
 };
 
 class FileSystem {
@@ -77,6 +91,9 @@ class FileSystem {
   uint64_t userspaceReadBytes() const { return userspace_read_bytes_.load(); }
   uint64_t passthroughOpens() const { return passthrough_opens_.load(); }
   uint64_t userspaceOpens() const { return userspace_opens_.load(); }
+  uint64_t cacheOpens() const { return cache_opens_.load(); }
+  uint64_t remoteOpens() const { return remote_opens_.load(); }
+  uint64_t cacheConflicts() const { return cache_conflicts_.load(); }
 
   // The handlers; each replies exactly once. Public for the static trampolines.
   void init(fuse_conn_info* conn);
@@ -99,7 +116,7 @@ class FileSystem {
   void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off);
   void flush(fuse_req_t req, fuse_ino_t ino);
-  void release(fuse_req_t req, fuse_ino_t ino);
+  void release(fuse_req_t req, fuse_ino_t ino, int flags);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
@@ -120,9 +137,24 @@ class FileSystem {
   Status doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e);
   void forgetOne(Inode& inode, uint64_t n);
   void replyEntryOrErr(fuse_req_t req, fuse_ino_t parent, const char* name, int err);
-  // Opens (or reuses) the inode's backing file; on success nopen is incremented.
+  // Opens (or reuses) the inode's backing file: the cache's valid copy for a
+  // read-only first open when there is one, else the remote file. On success
+  // nopen is incremented; the result is the backing id (-1: no passthrough).
   Result<int> acquireBacking(Inode& inode, int flags);
-  void releaseBacking(Inode& inode);
+  void releaseBacking(Inode& inode, bool was_writer);
+  // rel_path of an inode, from the kernel's name for its O_PATH fd ("" if it
+  // is not (or no longer) under the remote root, e.g. deleted).
+  std::string relPathOf(const Inode& inode) const;
+  std::string childRelPath(fuse_ino_t parent, const char* name);
+  void invalidate(const std::string& rel);
+  void invalidateTree(const std::string& rel);
+  // Attributes to validate a cached copy against, per the consistency mode.
+  Result<struct stat> remoteAttrsForOpen(Inode& inode);
+  void rememberStat(Inode& inode, const struct stat& st);
+  // Takes the inode out of the table so that the next lookup of its name makes
+  // a new kernel inode, free to have another backing file. Its open files keep
+  // theirs; it is freed on its last forget.
+  void retire(Inode& inode);
 
   FileSystemOptions opts_;
   PassthroughShim* shim_;
@@ -130,10 +162,15 @@ class FileSystem {
   std::unique_ptr<Inode> root_;
   mutable std::mutex table_mu_;
   std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;  // guarded by table_mu_
+  std::map<Inode*, std::unique_ptr<Inode>> retired_;                  // guarded by table_mu_
   std::atomic<uint64_t> next_generation_{1};
   std::atomic<uint64_t> userspace_read_bytes_{0};
   std::atomic<uint64_t> passthrough_opens_{0};
   std::atomic<uint64_t> userspace_opens_{0};
+  std::atomic<uint64_t> cache_opens_{0};
+  std::atomic<uint64_t> remote_opens_{0};
+  std::atomic<uint64_t> cache_conflicts_{0};
+  std::string remote_prefix_;  // the kernel's name of the remote root, for relPathOf
 };
 
 }  // namespace hotshard::fuse

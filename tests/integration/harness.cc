@@ -44,17 +44,20 @@ void unmountBelow(const std::string& root) {
 
 const char* kTestRoot = "/var/tmp";
 
-// Whatever a crashed test left behind is swept at the end of the run.
+// Whatever this run, or a crashed earlier one, left behind is swept at the end.
+// Directories are named hotshard-test.<pid>.XXXXXX; those of another live run
+// are left alone.
 class LeftoverSweeper : public ::testing::Environment {
  public:
   void TearDown() override {
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(kTestRoot, ec)) {
       std::string name = entry.path().filename().string();
-      if (name.rfind("hotshard-test.", 0) == 0) {
-        unmountBelow(entry.path().string());
-        fs::remove_all(entry.path(), ec);
-      }
+      if (name.rfind("hotshard-test.", 0) != 0) continue;
+      pid_t owner = static_cast<pid_t>(std::atol(name.c_str() + std::strlen("hotshard-test.")));
+      if (owner != ::getpid() && owner > 0 && ::kill(owner, 0) == 0) continue;
+      unmountBelow(entry.path().string());
+      fs::remove_all(entry.path(), ec);
     }
   }
 };
@@ -63,7 +66,8 @@ class LeftoverSweeper : public ::testing::Environment {
 }  // namespace
 
 TempDir::TempDir() {
-  std::string tmpl = std::string(kTestRoot) + "/hotshard-test.XXXXXX";
+  std::string tmpl =
+      std::string(kTestRoot) + "/hotshard-test." + std::to_string(::getpid()) + ".XXXXXX";
   char* p = ::mkdtemp(tmpl.data());
   if (p == nullptr) throw std::runtime_error("mkdtemp: " + std::string(std::strerror(errno)));
   path_ = p;

@@ -1,0 +1,27 @@
+// What fuse/ asks of the cache: a valid local copy to pass reads through to, and
+// an invalidation before anything through the mount changes a file. daemon/
+// implements it over the CacheStore; fuse/ knows nothing else of the cache.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <string>
+
+namespace hotshard::fuse {
+
+class CacheHooks {
+ public:
+  virtual ~CacheHooks() = default;
+  // An O_RDONLY fd of a copy of rel_path whose validator equals `remote`, or -1.
+  // A copy handed out counts as open until releaseCached(rel_path).
+  virtual int openCached(const std::string& rel_path, const struct stat& remote) = 0;
+  virtual void releaseCached(const std::string& rel_path) = 0;
+  // Before a write, truncate, unlink or rename of rel_path through the mount,
+  // and when a writable handle is released. Must not fail the operation.
+  virtual void invalidate(const std::string& rel_path) = 0;
+  virtual void invalidateTree(const std::string& rel_dir) = 0;
+  // A regular file was opened (heat when the probes are unavailable).
+  virtual void opened(const std::string& rel_path, bool from_cache, bool for_write) = 0;
+};
+
+}  // namespace hotshard::fuse
