@@ -485,10 +485,11 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
     struct stat st2{};
     if (again.get() < 0 || ::fstat(again.get(), &st2) != 0) {
       int err = errno;
-      return fail(err == ENOENT ? Fail::kStale : Fail::kRemoteIo,
-                  sysError(err, fmt::format("promote {}: re-resolve remote path after the copy; "
-                                            "not published",
-                                            rel)));
+      Error e = sysError(err, fmt::format("promote {}: re-resolve remote path after the copy; "
+                                          "not published",
+                                          rel));
+      if (err == ENOENT) e.code = Errc::kStale;  // removed (or its file system went) meanwhile
+      return fail(err == ENOENT ? Fail::kStale : Fail::kRemoteIo, std::move(e));
     }
     if (validatorOf(st2).ino != before.ino || validatorOf(st2).dev != before.dev) {
       return fail(Fail::kStale,
