@@ -529,18 +529,18 @@ void CacheStore::abandon(Pending& p) {
 Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(
     const std::string& rel_path, uint64_t expected_size, bool direct_io) {
   RETURN_IF_ERROR(checkRelPath(rel_path));
-  if (expected_size > opts_.capacity_bytes * opts_.high_watermark) {
-    return makeError(Errc::kNoSpace,
-                     fmt::format("promote {}: {} bytes can never fit in cache {} ({} bytes at "
-                                 "high watermark {})",
-                                 rel_path, expected_size, opts_.dir, opts_.capacity_bytes,
-                                 opts_.high_watermark));
-  }
   std::unique_ptr<Pending> p(new Pending());
   p->store_ = this;
   p->rel_path_ = rel_path;
   {
     std::lock_guard lock(mu_);
+    if (expected_size > opts_.capacity_bytes * opts_.high_watermark) {
+      return makeError(Errc::kNoSpace,
+                       fmt::format("promote {}: {} bytes can never fit in cache {} ({} bytes at "
+                                   "high watermark {})",
+                                   rel_path, expected_size, opts_.dir, opts_.capacity_bytes,
+                                   opts_.high_watermark));
+    }
     if (in_flight_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
     }
