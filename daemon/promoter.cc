@@ -106,7 +106,12 @@ Result<std::unique_ptr<Promoter>> Promoter::create(CacheStore* store, PromoterOp
 Promoter::~Promoter() { shutdown(); }
 
 void Promoter::shutdown() {
-  stopping_ = true;
+  {
+    // Under mu_, so a worker between its predicate check and its wait
+    // cannot miss the notification.
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
   bucket_.wake();
   cv_.notify_all();
   std::vector<std::thread> workers;

@@ -47,7 +47,12 @@ class TokenBucket {
     return false;
   }
 
-  void wake() { cv_.notify_all(); }
+  // Call after making `cancelled()` true: taking the lock first means a
+  // waiter has either seen the change or is already waiting to be notified.
+  void wake() {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
 
  private:
   using Clock = std::chrono::steady_clock;

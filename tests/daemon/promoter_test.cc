@@ -304,6 +304,24 @@ TEST_F(PromoterTest, ShutdownCancelsQueuedAndInFlight) {
   EXPECT_FALSE(promoter_->enqueue("f0").ok());
 }
 
+TEST_F(PromoterTest, ShutdownRightAfterCreateNeverHangs) {
+  // stopping_ was once set outside the queue lock, so a worker between its
+  // predicate check and its wait could sleep through the shutdown (seen once
+  // by hand: `hotshard cache promote` hung on exit). The window is right after
+  // promote() releases its slot and wakes the workers; this walks through it
+  // many times, though it rarely hit the old bug.
+  openStore();
+  makeRemote("tiny", 10);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));  // past the racy window
+  auto o = promoterOptions();
+  o.max_concurrent = 4;
+  for (int i = 0; i < 300; ++i) {
+    makePromoter(o);
+    ASSERT_TRUE(promoter_->promote("tiny").ok());
+    promoter_.reset();
+  }
+}
+
 // kill -9 at random moments while a child process promotes (and evicts and
 // invalidates) many files; after each kill the reopened store serves only
 // byte-identical copies and tmp/ is empty.
