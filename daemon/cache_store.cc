@@ -502,6 +502,7 @@ CacheStore::Stats CacheStore::stats() const {
   s.capacity_bytes = opts_.capacity_bytes;
   s.objects = index_.size();
   s.promotions_in_flight = in_flight_.size();
+  s.reserved_bytes = reserved_bytes_;
   s.pinned_objects = 0;
   for (const auto& p : pins_) s.pinned_objects += index_.count(p);
   return s;
@@ -521,6 +522,7 @@ void CacheStore::abandon(Pending& p) {
   }
   p.done_ = true;
   std::lock_guard lock(mu_);
+  reserved_bytes_ -= std::min(reserved_bytes_, std::exchange(p.reserved_, 0));
   auto it = in_flight_.find(p.rel_path_);
   if (it != in_flight_.end() && it->second.token == reinterpret_cast<uintptr_t>(&p))
     in_flight_.erase(it);
@@ -544,6 +546,15 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(
     if (in_flight_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
     }
+    // Room for the copy is made (and reserved) now, not after copying it.
+    uint64_t reserve = (expected_size + 4095) / 4096 * 4096;
+    std::string why;
+    if (!makeRoomLocked(reserve, &why).ok()) {
+      return makeError(Errc::kNoSpace,
+                       fmt::format("promote {}: cache {} full: {}", rel_path, opts_.dir, why));
+    }
+    reserved_bytes_ += reserve;
+    p->reserved_ = reserve;
     InFlight& fl = in_flight_[rel_path];
     fl.token = reinterpret_cast<uintptr_t>(p.get());
     p->generation_ = fl.generation;
@@ -562,6 +573,7 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(
     p->done_ = true;
     std::lock_guard lock(mu_);
     in_flight_.erase(rel_path);
+    reserved_bytes_ -= std::min(reserved_bytes_, p->reserved_);
     return err;
   }
   p->fd_ = fd;
@@ -620,6 +632,8 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
     }
     // A previous copy of the same path (stale, not yet dropped) is replaced.
     if (index_.count(rel) != 0) dropLocked(rel, "replaced");
+    // The reservation becomes the real allocation (usually the same).
+    reserved_bytes_ -= std::min(reserved_bytes_, std::exchange(p->reserved_, 0));
     std::string why;
     Status room = makeRoomLocked(allocated, &why);
     if (!room.ok()) {
@@ -659,14 +673,17 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
 
 Status CacheStore::makeRoomLocked(uint64_t incoming, std::string* why) {
   double cap = static_cast<double>(opts_.capacity_bytes);
-  if (static_cast<double>(used_bytes_ + incoming) <= cap * opts_.high_watermark) return Ok{};
+  // Promotions in flight hold reservations: count them as used.
+  uint64_t extra = incoming + reserved_bytes_;
+  if (static_cast<double>(used_bytes_ + extra) <= cap * opts_.high_watermark) return Ok{};
   uint64_t low = static_cast<uint64_t>(cap * opts_.low_watermark);
-  uint64_t target = low > incoming ? low - incoming : 0;
+  uint64_t target = low > extra ? low - extra : 0;
   evictLocked(target);
-  if (static_cast<double>(used_bytes_ + incoming) <= cap * opts_.high_watermark) return Ok{};
-  *why = fmt::format("{} bytes used + {} incoming exceeds the high watermark ({} of {} bytes) and "
-                     "the rest is pinned or open",
-                     used_bytes_, incoming, opts_.high_watermark, opts_.capacity_bytes);
+  if (static_cast<double>(used_bytes_ + extra) <= cap * opts_.high_watermark) return Ok{};
+  *why = fmt::format("{} bytes used + {} reserved by promotions in flight + {} incoming exceeds "
+                     "the high watermark ({} of {} bytes) and the rest is pinned or open",
+                     used_bytes_, reserved_bytes_, incoming, opts_.high_watermark,
+                     opts_.capacity_bytes);
   return makeError(Errc::kNoSpace, *why);
 }
 

@@ -101,6 +101,7 @@ class CacheStore {
   struct Stats {
     uint64_t used_bytes, capacity_bytes, objects, promotions_in_flight;
     uint64_t pinned_objects = 0;
+    uint64_t reserved_bytes = 0;      // room held for promotions in flight
     uint64_t published = 0;
     uint64_t evictions = 0;           // watermark and explicit
     uint64_t stale_drops = 0;         // openIfValid found the remote changed
@@ -131,12 +132,15 @@ class CacheStore {
     CacheStore* store_ = nullptr;
     std::string rel_path_, tmp_name_, tmp_display_;
     uint64_t generation_ = 0;
+    uint64_t reserved_ = 0;
     int fd_ = -1;
     bool direct_ = false;
     bool done_ = false;
   };
-  // Starts a promotion of rel_path (kBusy if one is in flight; kNoSpace if
-  // expected_size can never fit under the high watermark). The tmp file is
+  // Starts a promotion of rel_path: kBusy if one is in flight; kNoSpace if
+  // expected_size can never fit under the high watermark, or room cannot be
+  // made for it now (evicting down to the low watermark; the room stays
+  // reserved until publish or abandon). The tmp file is
   // opened O_WRONLY, with O_DIRECT when asked and the file system accepts it.
   Result<std::unique_ptr<Pending>> beginPromotion(const std::string& rel_path,
                                                   uint64_t expected_size, bool direct_io);
@@ -234,6 +238,7 @@ class CacheStore {
   std::unordered_set<std::string> pins_;
   EvictionHook eviction_hook_;
   uint64_t used_bytes_ = 0;
+  uint64_t reserved_bytes_ = 0;  // sum of the reservations of promotions in flight
   uint64_t next_serial_ = 1;
   Stats stats_{};
 };

@@ -281,6 +281,23 @@ TEST_F(CacheStoreTest, NoSpaceWhenEverythingIsPinned) {
   EXPECT_EQ(p.error().code, Errc::kNoSpace);
 }
 
+TEST_F(CacheStoreTest, PromotionsInFlightReserveRoom) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(10 * kMiB);
+  auto a = store_->beginPromotion("a", 4 * kMiB, false);
+  auto b = store_->beginPromotion("b", 4 * kMiB, false);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(store_->stats().reserved_bytes, 8 * kMiB);
+  auto c = store_->beginPromotion("c", 4 * kMiB, false);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, Errc::kNoSpace);
+  EXPECT_NE(c.error().message.find("reserved"), std::string::npos) << c.error().message;
+  a = makeError(Errc::kInternal, "drop it");  // abandons a's promotion and its reservation
+  EXPECT_EQ(store_->stats().reserved_bytes, 4 * kMiB);
+  EXPECT_TRUE(store_->beginPromotion("c", 4 * kMiB, false).ok());
+  EXPECT_EQ(store_->stats().reserved_bytes, 4 * kMiB);  // c was abandoned at once, too
+}
+
 TEST_F(CacheStoreTest, PinsPersistAcrossRestartAndBlockExplicitEviction) {
   openStore();
   cache("a", 1000);
