@@ -439,6 +439,27 @@ Status CacheStore::invalidate(const std::string& rel_path) {
   return Ok{};
 }
 
+Status CacheStore::invalidateTree(const std::string& rel_dir) {
+  RETURN_IF_ERROR(checkRelPath(rel_dir));
+  const std::string prefix = rel_dir + "/";
+  auto under = [&](const std::string& p) { return p == rel_dir || p.rfind(prefix, 0) == 0; };
+  std::lock_guard lock(mu_);
+  bool did = false;
+  for (auto& [path, fl] : in_flight_) {
+    if (under(path)) {
+      ++fl.generation;
+      did = true;
+    }
+  }
+  std::vector<std::string> doomed;
+  for (const auto& [path, e] : index_) {
+    if (under(path)) doomed.push_back(path);
+  }
+  for (const auto& path : doomed) dropLocked(path, "invalidated");
+  if (did || !doomed.empty()) ++stats_.invalidations;
+  return Ok{};
+}
+
 void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
   auto it = index_.find(rel_path);
   if (it == index_.end()) return;

@@ -86,6 +86,9 @@ class CacheStore {
   // unpublishable. Call before forwarding a write, truncate, unlink or rename
   // through the mount, and again when a writable handle is released.
   Status invalidate(const std::string& rel_path);
+  // invalidate() for rel_dir itself and every path below it: for a rename or
+  // removal of a directory through the mount. Costs a scan of the index.
+  Status invalidateTree(const std::string& rel_dir);
 
   enum class State { kRemote, kPromoting, kCached };
   struct ObjectInfo {

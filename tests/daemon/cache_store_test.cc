@@ -108,6 +108,25 @@ TEST_F(CacheStoreTest, InvalidateDropsTheCopy) {
   EXPECT_TRUE(store_->invalidate("never-cached").ok());
 }
 
+TEST_F(CacheStoreTest, InvalidateTreeDropsEverythingBelowADirectory) {
+  openStore();
+  cache("train/a", 100);
+  cache("train/sub/b", 100);
+  cache("training", 100);  // shares the prefix, not the directory
+  cache("val/c", 100);
+  auto p = store_->beginPromotion("train/sub/d", 10, false);
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(store_->invalidateTree("train").ok());
+  EXPECT_EQ(store_->info("train/a").state, CacheStore::State::kRemote);
+  EXPECT_EQ(store_->info("train/sub/b").state, CacheStore::State::kRemote);
+  EXPECT_EQ(store_->info("training").state, CacheStore::State::kCached);
+  EXPECT_EQ(store_->info("val/c").state, CacheStore::State::kCached);
+  ASSERT_EQ(::pwrite((*p)->fd(), "0123456789", 10, 0), 10);
+  Status s = store_->publish(std::move(p).value(), Validator{.size = 10}, 0);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kStale);
+}
+
 TEST_F(CacheStoreTest, InvalidateDuringPromotionFencesThePublish) {
   openStore();
   std::string content = makeRemote("a.bin", 4096);
