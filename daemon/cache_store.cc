@@ -270,6 +270,18 @@ Status CacheStore::init() {
   if (objects_fd_ < 0) return lastSysError("open " + dir + "/objects");
   tmp_fd_ = ::openat(dir_fd_, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (tmp_fd_ < 0) return lastSysError("open " + dir + "/tmp");
+  // Objects describe themselves in user xattrs: a file system without them
+  // (some FUSE or network file systems) cannot hold a cache.
+  {
+    FdGuard probe(::openat(tmp_fd_, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (probe.get() >= 0 && ::fsetxattr(probe.get(), kXattrPath, "probe", 5, 0) != 0 &&
+        (errno == EOPNOTSUPP || errno == ENOTSUP)) {
+      return makeError(Errc::kUnsupported,
+                       fmt::format("cache dir {}: its file system does not support user xattrs "
+                                   "(user.hotshard.*); put the cache on ext4, xfs, btrfs or tmpfs",
+                                   dir));
+    }
+  }
   if (fresh) {
     RETURN_IF_ERROR(writeFileAtomic(dir_fd_, "FORMAT",
                                     fmt::format("{}{}\n", kFormatMagic, kFormatVersion),
