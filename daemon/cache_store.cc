@@ -196,6 +196,8 @@ CacheStore::~CacheStore() {
 
 Result<std::unique_ptr<CacheStore>> CacheStore::open(const CacheStoreOptions& options) {
   if (options.dir.empty()) return makeError(Errc::kInvalidArgument, "cache dir: empty path");
+  if (options.capacity_bytes == 0)
+    return makeError(Errc::kInvalidArgument, "cache " + options.dir + ": capacity must be > 0");
   if (options.remote_id.empty())
     return makeError(Errc::kInvalidArgument, "cache " + options.dir + ": empty remote id");
   if (!(options.low_watermark > 0 && options.low_watermark <= options.high_watermark &&
@@ -787,12 +789,14 @@ Status CacheStore::verify(const std::string& rel_path,
   uint64_t serial, expected;
   std::string obj;
   FdGuard fd;
+  bool in_use;
   {
     std::lock_guard lock(mu_);
     auto it = index_.find(rel_path);
     if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
     serial = it->second.serial;
     expected = it->second.checksum;
+    in_use = isOpenLocked(rel_path);
     obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
     int raw = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
     if (raw < 0) {
@@ -827,7 +831,9 @@ Status CacheStore::verify(const std::string& rel_path,
   }
   uint64_t got = XXH3_64bits_digest(state);
   XXH3_freeState(state);
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);  // a scrub must not evict the jobs' pages
+  // A scrub must not fill the page cache at the jobs' expense; but pages of
+  // a copy being read right now are the jobs' own.
+  if (!in_use) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
 
   std::lock_guard lock(mu_);
   auto it = index_.find(rel_path);

@@ -105,7 +105,7 @@ TEST_F(VerifyTest, ScrubberHonoursItsRateAndStopsPromptly) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto t0 = std::chrono::steady_clock::now();
   scrubber.stop();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
   auto st = scrubber.stats();
   EXPECT_EQ(st.passes, 0u);
   // 1 MiB of burst + ~0.3 MiB: far from the 9 MiB an unlimited scrub reads.
