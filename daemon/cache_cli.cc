@@ -58,12 +58,12 @@ void openBoth(const CacheArgs& a, bool for_promotion, Opened* out) {
     // Listing and verifying must never evict: no limit then. Promotions are
     // bounded by the file system holding the cache.
     capacity = UINT64_MAX / 4;
-    struct statvfs vfs{};
+    struct statvfs vfs {};
     if (for_promotion && ::statvfs(a.cache_dir.c_str(), &vfs) == 0)
       capacity = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
   }
-  auto store = CacheStore::open(CacheStoreOptions{
-      .dir = a.cache_dir, .remote_id = *id, .capacity_bytes = capacity});
+  auto store = CacheStore::open(
+      CacheStoreOptions{.dir = a.cache_dir, .remote_id = *id, .capacity_bytes = capacity});
   if (!store.ok()) die(store.error().message);
   out->store = std::move(store).value();
 }

@@ -160,7 +160,7 @@ std::string toString(const Validator& v) {
 }
 
 Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(remote_root_fd, &st) != 0) return lastSysError("stat remote root " + canonical_path);
   return fmt::format("{}@{}", canonical_path, static_cast<uint64_t>(st.st_dev));
 }
@@ -285,9 +285,8 @@ Status CacheStore::init() {
     }
   }
   if (fresh) {
-    RETURN_IF_ERROR(writeFileAtomic(dir_fd_, "FORMAT",
-                                    fmt::format("{}{}\n", kFormatMagic, kFormatVersion),
-                                    dir + "/FORMAT"));
+    RETURN_IF_ERROR(writeFileAtomic(
+        dir_fd_, "FORMAT", fmt::format("{}{}\n", kFormatMagic, kFormatVersion), dir + "/FORMAT"));
   }
   return Ok{};
 }
@@ -335,7 +334,7 @@ Status CacheStore::recover() {
         ++stats_.recovery_drops;
       };
       FdGuard fd(::openat(fan_fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-      struct stat st{};
+      struct stat st {};
       if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
         drop("not a readable regular file");
         continue;
@@ -416,8 +415,8 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
   std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
   int fd = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    Error err = lastSysError(fmt::format("open cached copy {}/objects/{} of {}", opts_.dir, obj,
-                                         rel_path));
+    Error err =
+        lastSysError(fmt::format("open cached copy {}/objects/{} of {}", opts_.dir, obj, rel_path));
     if (err.sys_errno == ENOENT) dropLocked(rel_path, "vanished");
     return err;
   }
@@ -563,8 +562,9 @@ void CacheStore::abandon(Pending& p) {
     in_flight_.erase(it);
 }
 
-Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(
-    const std::string& rel_path, uint64_t expected_size, bool direct_io) {
+Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const std::string& rel_path,
+                                                                        uint64_t expected_size,
+                                                                        bool direct_io) {
   RETURN_IF_ERROR(checkRelPath(rel_path));
   std::unique_ptr<Pending> p(new Pending());
   p->store_ = this;
@@ -619,22 +619,21 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
   const std::string& rel = p->rel_path_;
   // Every early return below destroys `p`, which removes the tmp file.
   auto fail = [](Error err) -> Status { return err; };
-  struct stat st{};
+  struct stat st {};
   if (::fstat(p->fd_, &st) != 0)
     return fail(lastSysError(fmt::format("promote {}: stat {}", rel, p->tmp_display_)));
   if (static_cast<uint64_t>(st.st_size) != v.size) {
-    return fail(makeError(Errc::kCorrupt,
-                          fmt::format("promote {}: {} has {} bytes, remote had {}", rel,
-                                      p->tmp_display_, st.st_size, v.size)));
+    return fail(makeError(Errc::kCorrupt, fmt::format("promote {}: {} has {} bytes, remote had {}",
+                                                      rel, p->tmp_display_, st.st_size, v.size)));
   }
   std::string vstr = toString(v);
   std::string cstr = fmt::format("{:016x}", checksum);
   using Attr = std::pair<const char*, const std::string*>;
-  for (auto [name, value] : {Attr{kXattrPath, &rel}, Attr{kXattrValidator, &vstr},
-                             Attr{kXattrChecksum, &cstr}}) {
+  for (auto [name, value] :
+       {Attr{kXattrPath, &rel}, Attr{kXattrValidator, &vstr}, Attr{kXattrChecksum, &cstr}}) {
     if (::fsetxattr(p->fd_, name, value->data(), value->size(), 0) != 0) {
-      return fail(lastSysError(fmt::format("promote {}: setxattr {} on {}", rel, name,
-                                           p->tmp_display_)));
+      return fail(
+          lastSysError(fmt::format("promote {}: setxattr {} on {}", rel, name, p->tmp_display_)));
     }
   }
   if (::fsync(p->fd_) != 0)
@@ -672,8 +671,8 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
     std::string why;
     Status room = makeRoomLocked(allocated, &why);
     if (!room.ok()) {
-      return fail(makeError(Errc::kNoSpace, fmt::format("promote {}: cache {} full: {}", rel,
-                                                        opts_.dir, why)));
+      return fail(makeError(Errc::kNoSpace,
+                            fmt::format("promote {}: cache {} full: {}", rel, opts_.dir, why)));
     }
     if (::renameat(tmp_fd_, p->tmp_name_.c_str(), objects_fd_, obj.c_str()) != 0) {
       return fail(lastSysError(fmt::format("promote {}: rename {} to {}/objects/{}", rel,
@@ -715,10 +714,10 @@ Status CacheStore::makeRoomLocked(uint64_t incoming, std::string* why) {
   uint64_t target = low > extra ? low - extra : 0;
   evictLocked(target);
   if (static_cast<double>(used_bytes_ + extra) <= cap * opts_.high_watermark) return Ok{};
-  *why = fmt::format("{} bytes used + {} reserved by promotions in flight + {} incoming exceeds "
-                     "the high watermark ({} of {} bytes) and the rest is pinned or open",
-                     used_bytes_, reserved_bytes_, incoming, opts_.high_watermark,
-                     opts_.capacity_bytes);
+  *why = fmt::format(
+      "{} bytes used + {} reserved by promotions in flight + {} incoming exceeds "
+      "the high watermark ({} of {} bytes) and the rest is pinned or open",
+      used_bytes_, reserved_bytes_, incoming, opts_.high_watermark, opts_.capacity_bytes);
   return makeError(Errc::kNoSpace, *why);
 }
 
@@ -734,9 +733,8 @@ uint64_t CacheStore::evictLocked(uint64_t target_used) {
   if (eviction_hook_) {
     order = eviction_hook_(candidates, need);
   } else {
-    std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
-      return a.last_open_ns < b.last_open_ns;
-    });
+    std::sort(candidates.begin(), candidates.end(),
+              [](const auto& a, const auto& b) { return a.last_open_ns < b.last_open_ns; });
     for (auto& c : candidates) order.push_back(std::move(c.rel_path));
   }
   uint64_t freed = 0;
@@ -800,8 +798,8 @@ Status CacheStore::verify(const std::string& rel_path,
     obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
     int raw = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
     if (raw < 0) {
-      Error err = lastSysError(fmt::format("verify {}: open {}/objects/{}", rel_path, opts_.dir,
-                                           obj));
+      Error err =
+          lastSysError(fmt::format("verify {}: open {}/objects/{}", rel_path, opts_.dir, obj));
       dropLocked(rel_path, "unreadable");
       ++stats_.corrupt_drops;
       return err;
@@ -822,7 +820,8 @@ Status CacheStore::verify(const std::string& rel_path,
     ssize_t n = ::pread(fd.get(), buf.get(), kChunk, static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      io_error = lastSysError(fmt::format("verify {}: read {}/objects/{}", rel_path, opts_.dir, obj));
+      io_error =
+          lastSysError(fmt::format("verify {}: read {}/objects/{}", rel_path, opts_.dir, obj));
       break;
     }
     if (n == 0) break;
@@ -846,9 +845,10 @@ Status CacheStore::verify(const std::string& rel_path,
   if (got != expected || off != it->second.validator.size) {
     dropLocked(rel_path, "checksum mismatch");
     ++stats_.corrupt_drops;
-    spdlog::error("cache: {} ({}/objects/{}) failed verification (checksum {:016x}, expected "
-                  "{:016x}, {} bytes); dropped",
-                  rel_path, opts_.dir, obj, got, expected, off);
+    spdlog::error(
+        "cache: {} ({}/objects/{}) failed verification (checksum {:016x}, expected "
+        "{:016x}, {} bytes); dropped",
+        rel_path, opts_.dir, obj, got, expected, off);
     return makeError(Errc::kCorrupt,
                      fmt::format("verify {}: checksum mismatch in {}/objects/{} ({:016x} != "
                                  "{:016x}); dropped",

@@ -104,7 +104,7 @@ class CacheStore {
   struct Stats {
     uint64_t used_bytes, capacity_bytes, objects, promotions_in_flight;
     uint64_t pinned_objects = 0;
-    uint64_t reserved_bytes = 0;      // room held for promotions in flight
+    uint64_t reserved_bytes = 0;  // room held for promotions in flight
     uint64_t published = 0;
     uint64_t evictions = 0;           // watermark and explicit
     uint64_t stale_drops = 0;         // openIfValid found the remote changed
@@ -169,9 +169,8 @@ class CacheStore {
   };
   // Returns the candidates in the order to evict them (it may leave some out).
   // Runs under the store's lock: it must not call back into the store.
-  using EvictionHook =
-      std::function<std::vector<std::string>(std::vector<EvictionCandidate> candidates,
-                                             uint64_t bytes_to_free)>;
+  using EvictionHook = std::function<std::vector<std::string>(
+      std::vector<EvictionCandidate> candidates, uint64_t bytes_to_free)>;
   // Default (nullptr): least recently opened first.
   void setEvictionHook(EvictionHook hook);
   // Evicts down to the low watermark when above the high one (e.g. after the

@@ -21,8 +21,9 @@ class SyncEngine final : public IoEngine {
     if (done_.size() >= depth_) return makeError(Errc::kBusy, "sync engine: queue full");
     ssize_t n;
     do {
-      n = req.op == IoOp::kRead ? ::pread(req.fd, req.buf, req.len, static_cast<off_t>(req.offset))
-                                : ::pwrite(req.fd, req.buf, req.len, static_cast<off_t>(req.offset));
+      n = req.op == IoOp::kRead
+              ? ::pread(req.fd, req.buf, req.len, static_cast<off_t>(req.offset))
+              : ::pwrite(req.fd, req.buf, req.len, static_cast<off_t>(req.offset));
     } while (n < 0 && errno == EINTR);
     done_.push_back(IoCompletion{req.user_data, n < 0 ? -static_cast<int64_t>(errno) : n});
     return Ok{};

@@ -133,7 +133,9 @@ void Promoter::shutdown() {
   }
 }
 
-void Promoter::setRate(uint64_t bytes_per_sec) { bucket_.setRate(bytes_per_sec, opts_.chunk_bytes); }
+void Promoter::setRate(uint64_t bytes_per_sec) {
+  bucket_.setRate(bytes_per_sec, opts_.chunk_bytes);
+}
 
 Status Promoter::enqueue(const std::string& rel_path, ProgressFn progress, DoneFn done) {
   RETURN_IF_ERROR(checkRelPath(rel_path));
@@ -154,7 +156,8 @@ void Promoter::workerLoop() {
     Job job;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && active_ < opts_.max_concurrent); });
+      cv_.wait(lock,
+               [&] { return stopping_ || (!queue_.empty() && active_ < opts_.max_concurrent); });
       if (stopping_) return;
       job = std::move(queue_.front());
       queue_.pop_front();
@@ -209,14 +212,29 @@ void Promoter::count(Fail why, uint64_t bytes) {
   --stats_.in_flight;
   stats_.bytes_copied += bytes;
   switch (why) {
-    case Fail::kNone: break;
-    case Fail::kStale: ++stats_.failed_stale; break;
-    case Fail::kNoSpace: ++stats_.failed_no_space; break;
-    case Fail::kRemoteIo: ++stats_.failed_remote_io; break;
-    case Fail::kCacheIo: ++stats_.failed_cache_io; break;
-    case Fail::kNotFound: ++stats_.failed_not_found; break;
-    case Fail::kCancelled: ++stats_.failed_cancelled; break;
-    case Fail::kOther: ++stats_.failed_other; break;
+    case Fail::kNone:
+      break;
+    case Fail::kStale:
+      ++stats_.failed_stale;
+      break;
+    case Fail::kNoSpace:
+      ++stats_.failed_no_space;
+      break;
+    case Fail::kRemoteIo:
+      ++stats_.failed_remote_io;
+      break;
+    case Fail::kCacheIo:
+      ++stats_.failed_cache_io;
+      break;
+    case Fail::kNotFound:
+      ++stats_.failed_not_found;
+      break;
+    case Fail::kCancelled:
+      ++stats_.failed_cancelled;
+      break;
+    case Fail::kOther:
+      ++stats_.failed_other;
+      break;
   }
 }
 
@@ -242,25 +260,30 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
     *why = f;
     return e;
   };
-  Fd src(openBeneath(opts_.remote_root_fd, rel, O_RDONLY));
+  // O_NONBLOCK: opening a FIFO must not hang us. It is cleared again below,
+  // since io_uring answers EAGAIN on O_NONBLOCK files instead of waiting.
+  Fd src(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
   if (src.get() < 0) {
     int err = errno;
     return fail(err == ENOENT ? Fail::kNotFound : Fail::kRemoteIo,
                 sysError(err, fmt::format("promote {}: open remote file", rel)));
   }
-  struct stat st{};
+  struct stat st {};
   if (::fstat(src.get(), &st) != 0)
     return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: stat remote file", rel)));
+  if (!S_ISREG(st.st_mode)) {
+    return fail(Fail::kOther, makeError(Errc::kInvalidArgument,
+                                        fmt::format("promote {}: not a regular file", rel)));
+  }
+  if (int fl = ::fcntl(src.get(), F_GETFL);
+      fl < 0 || ::fcntl(src.get(), F_SETFL, fl & ~O_NONBLOCK) != 0)
+    return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: fcntl remote file", rel)));
   for (int i = 0; i < 20; ++i) {
     int64_t age = nowNs() - validatorOf(st).ctime_ns;
     if (age < 0 || age >= kRacyWindowNs) break;
     std::this_thread::sleep_for(std::chrono::nanoseconds(kRacyWindowNs - age));
     if (::fstat(src.get(), &st) != 0)
       return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: stat remote file", rel)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return fail(Fail::kOther,
-                makeError(Errc::kInvalidArgument, fmt::format("promote {}: not a regular file", rel)));
   }
   const Validator before = validatorOf(st);
   if (store_->isCached(rel, before)) {
@@ -285,12 +308,12 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   bool direct = pending->direct();
 
   auto cacheError = [&](int err, const std::string& what) {
-    return fail(err == ENOSPC || err == EDQUOT ? Fail::kNoSpace : Fail::kCacheIo,
-                sysError(err == EDQUOT ? ENOSPC : err,
-                         fmt::format("promote {}: {} {}", rel, what, tmp)));
+    return fail(
+        err == ENOSPC || err == EDQUOT ? Fail::kNoSpace : Fail::kCacheIo,
+        sysError(err == EDQUOT ? ENOSPC : err, fmt::format("promote {}: {} {}", rel, what, tmp)));
   };
-  if (size > 0 && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 &&
-      errno != EOPNOTSUPP && errno != ENOSYS) {
+  if (size > 0 && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP &&
+      errno != ENOSYS) {
     return cacheError(errno, fmt::format("fallocate {} bytes for", size));
   }
   ::posix_fadvise(src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -327,8 +350,8 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   auto submitWrite = [&](unsigned i) {
     Slot& s = slots[i];
     s.write_direct = direct;
-    return engine->submit(IoRequest{IoOp::kWrite, dst, s.buf.get() + s.written,
-                                    s.wlen - s.written, s.off + s.written, uint64_t{i} << 1 | 1});
+    return engine->submit(IoRequest{IoOp::kWrite, dst, s.buf.get() + s.written, s.wlen - s.written,
+                                    s.off + s.written, uint64_t{i} << 1 | 1});
   };
   auto hashInOrder = [&] {
     for (bool progressed = true; progressed;) {
@@ -398,12 +421,12 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
                                               s.off + s.filled))));
           continue;
         } else if (c.result == 0) {
-          setFailed(fail(Fail::kStale,
-                         makeError(Errc::kStale,
-                                   fmt::format("promote {}: remote file shrank during the copy "
-                                               "(end of file at {}, expected {} bytes); not "
-                                               "published",
-                                               rel, s.off + s.filled, size))));
+          setFailed(fail(
+              Fail::kStale,
+              makeError(Errc::kStale, fmt::format("promote {}: remote file shrank during the copy "
+                                                  "(end of file at {}, expected {} bytes); not "
+                                                  "published",
+                                                  rel, s.off + s.filled, size))));
           continue;
         } else if ((s.filled += static_cast<uint32_t>(c.result)) < s.len) {
           sub = submitRead(i);
@@ -457,11 +480,11 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   engine.reset();  // all requests are done with the buffers
   if (failed) return result;
   if (hash_off != size) {
-    return fail(Fail::kOther, makeError(Errc::kInternal,
-                                        fmt::format("promote {}: hashed {} of {} bytes", rel,
-                                                    hash_off, size)));
+    return fail(Fail::kOther,
+                makeError(Errc::kInternal,
+                          fmt::format("promote {}: hashed {} of {} bytes", rel, hash_off, size)));
   }
-  struct stat dst_st{};
+  struct stat dst_st {};
   if (::fstat(dst, &dst_st) != 0) return cacheError(errno, "stat");
   if (static_cast<uint64_t>(dst_st.st_size) != size &&
       ::ftruncate(dst, static_cast<off_t>(size)) != 0) {
@@ -480,14 +503,14 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
                                       rel, toString(before), toString(after))));
   }
   if (st.st_nlink == 0) {
-    return fail(Fail::kStale, makeError(Errc::kStale,
-                                        fmt::format("promote {}: remote file was removed during "
+    return fail(Fail::kStale,
+                makeError(Errc::kStale, fmt::format("promote {}: remote file was removed during "
                                                     "the copy; not published",
                                                     rel)));
   }
   {
     Fd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
-    struct stat st2{};
+    struct stat st2 {};
     if (again.get() < 0 || ::fstat(again.get(), &st2) != 0) {
       int err = errno;
       Error e = sysError(err, fmt::format("promote {}: re-resolve remote path after the copy; "

@@ -58,8 +58,7 @@ class Promoter {
   // Queues a promotion; `done` is called exactly once (also when cancelled by
   // shutdown). kExists if rel_path is already queued or in flight here,
   // kBusy after shutdown.
-  Status enqueue(const std::string& rel_path, ProgressFn progress = nullptr,
-                 DoneFn done = nullptr);
+  Status enqueue(const std::string& rel_path, ProgressFn progress = nullptr, DoneFn done = nullptr);
   // Promotes on the calling thread (still within max_concurrent). Ok also when
   // it was already cached with the remote's current validator.
   Status promote(const std::string& rel_path, const ProgressFn& progress = nullptr);

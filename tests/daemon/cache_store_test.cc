@@ -188,8 +188,9 @@ TEST_F(CacheStoreTest, RecoveryDropsTruncatedAndGarbledObjectsAndSweepsTmp) {
   cache("garbled.bin", 70000);
   cache("noattr.bin", 70000);
   cache("empty.bin", 0);
-  std::string obj = [&](const char* rel) { return cache_ + "/" + store_->objectPathFor(rel); }(
-      "truncated.bin");
+  std::string obj = [&](const char* rel) {
+    return cache_ + "/" + store_->objectPathFor(rel);
+  }("truncated.bin");
   std::string garbled = cache_ + "/" + store_->objectPathFor("garbled.bin");
   std::string noattr = cache_ + "/" + store_->objectPathFor("noattr.bin");
   store_.reset();
@@ -393,8 +394,12 @@ TEST_F(CacheStoreTest, ConcurrentLookupsInvalidationsAndPublishes) {
             }
             break;
           }
-          case 1: (void)store_->invalidate(rel); break;
-          default: (void)publishBytes(rel, contents[i], v); break;
+          case 1:
+            (void)store_->invalidate(rel);
+            break;
+          default:
+            (void)publishBytes(rel, contents[i], v);
+            break;
         }
       }
     });

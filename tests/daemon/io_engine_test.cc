@@ -41,8 +41,9 @@ TEST(IoEngineTest, WritesAndReadsManyInFlight) {
     for (unsigned i = 0; i < kN; ++i) {
       // Out of order on purpose.
       unsigned j = (i * 5) % kN;
-      ASSERT_TRUE(engine->submit(IoRequest{IoOp::kWrite, fd, data.data() + j * kLen, kLen,
-                                           uint64_t{j} * kLen, j})
+      ASSERT_TRUE(engine
+                      ->submit(IoRequest{IoOp::kWrite, fd, data.data() + j * kLen, kLen,
+                                         uint64_t{j} * kLen, j})
                       .ok());
     }
     EXPECT_EQ(engine->inFlight(), kN);

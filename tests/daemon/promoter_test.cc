@@ -31,11 +31,10 @@ TEST_F(PromoterTest, PromotesAndSkipsWhatIsAlreadyCached) {
   makePromoter(promoterOptions());
   std::string content = makeRemote("data/shard-0000.tar", 3 * kMiB + 17);
   std::vector<uint64_t> progress;
-  Status s = promoter_->promote("data/shard-0000.tar",
-                               [&](uint64_t copied, uint64_t total) {
-                                 EXPECT_EQ(total, 3 * kMiB + 17);
-                                 progress.push_back(copied);
-                               });
+  Status s = promoter_->promote("data/shard-0000.tar", [&](uint64_t copied, uint64_t total) {
+    EXPECT_EQ(total, 3 * kMiB + 17);
+    progress.push_back(copied);
+  });
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(cachedBytes("data/shard-0000.tar"), content);
   ASSERT_FALSE(progress.empty());
@@ -71,6 +70,18 @@ TEST_F(PromoterTest, NeverLeavesTheRemoteRoot) {
     Status s = promoter_->promote(rel);
     EXPECT_FALSE(s.ok()) << rel;
     EXPECT_EQ(store_->info(rel).state, CacheStore::State::kRemote) << rel;
+  }
+}
+
+TEST_F(PromoterTest, RefusesWhatIsNotARegularFile) {
+  openStore();
+  makePromoter(promoterOptions());
+  ASSERT_EQ(::mkfifo((remote_ + "/fifo").c_str(), 0600), 0);  // opening it must not hang
+  std::filesystem::create_directories(remote_ + "/dir");
+  for (const char* rel : {"fifo", "dir"}) {
+    Status s = promoter_->promote(rel);
+    ASSERT_FALSE(s.ok()) << rel;
+    EXPECT_EQ(s.error().code, Errc::kInvalidArgument) << s.error().message;
   }
 }
 
@@ -357,9 +368,15 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
         for (;;) {
           int i = static_cast<int>(r() % kFiles);
           switch (r() % 8) {
-            case 0: (void)(*store)->evict(relOf(i)); break;
-            case 1: (void)(*store)->invalidate(relOf(i)); break;
-            default: (void)(*promoter)->promote(relOf(i)); break;
+            case 0:
+              (void)(*store)->evict(relOf(i));
+              break;
+            case 1:
+              (void)(*store)->invalidate(relOf(i));
+              break;
+            default:
+              (void)(*promoter)->promote(relOf(i));
+              break;
           }
         }
       };

@@ -66,7 +66,7 @@ inline size_t countEntries(const std::string& dir) {
 }
 
 inline Validator validatorOfPath(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
   return validatorOf(st);
 }
@@ -105,8 +105,8 @@ class StoreFixture : public ::testing::Test {
   }
 
   CacheStoreOptions storeOptions(uint64_t capacity = 1ull << 30) const {
-    return CacheStoreOptions{.dir = cache_, .remote_id = "test-remote@1",
-                             .capacity_bytes = capacity};
+    return CacheStoreOptions{
+        .dir = cache_, .remote_id = "test-remote@1", .capacity_bytes = capacity};
   }
 
   void openStore(uint64_t capacity = 1ull << 30) {
