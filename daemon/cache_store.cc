@@ -1,0 +1,887 @@
+#include "daemon/cache_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+namespace hotshard {
+namespace {
+
+constexpr int kFormatVersion = 1;
+constexpr char kFormatMagic[] = "hotshard-cache ";
+constexpr char kXattrPath[] = "user.hotshard.path";
+constexpr char kXattrValidator[] = "user.hotshard.validator";
+constexpr char kXattrChecksum[] = "user.hotshard.checksum";
+
+int64_t nowNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t tsNs(const timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Closes an fd on scope exit unless released.
+class FdGuard {
+ public:
+  explicit FdGuard(int fd = -1) : fd_(fd) {}
+  ~FdGuard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+// Names in a directory, without "." and "..".
+Result<std::vector<std::string>> listDir(int dir_fd, const std::string& what) {
+  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return lastSysError("list " + what);
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    int err = errno;
+    ::close(fd);
+    return sysError(err, "list " + what);
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+    errno = 0;
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) return sysError(err, "list " + what);
+  return names;
+}
+
+Result<std::string> readWholeFile(int dir_fd, const char* name, const std::string& what) {
+  FdGuard fd(::openat(dir_fd, name, O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return lastSysError("open " + what);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return lastSysError("read " + what);
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Writes `content` to dir/name atomically: name.tmp, fsync, rename, fsync dir.
+Status writeFileAtomic(int dir_fd, const std::string& name, const std::string& content,
+                       const std::string& what) {
+  std::string tmp = name + ".tmp";
+  FdGuard fd(::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (fd.get() < 0) return lastSysError("create " + what + ".tmp");
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + off, content.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return lastSysError("write " + what + ".tmp");
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) return lastSysError("fsync " + what + ".tmp");
+  if (::renameat(dir_fd, tmp.c_str(), dir_fd, name.c_str()) != 0)
+    return lastSysError("rename " + what + ".tmp to " + what);
+  if (::fsync(dir_fd) != 0) return lastSysError("fsync directory of " + what);
+  return Ok{};
+}
+
+Result<std::string> getXattr(int fd, const char* name) {
+  char buf[8192];
+  ssize_t n = ::fgetxattr(fd, name, buf, sizeof buf);
+  if (n < 0) return lastSysError(std::string("getxattr ") + name);
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+bool parseValidator(const std::string& s, Validator* v) {
+  unsigned long long size, ino, dev;
+  long long mtime, ctime;
+  int consumed = -1;
+  if (std::sscanf(s.c_str(), "size=%llu mtime_ns=%lld ctime_ns=%lld ino=%llu dev=%llu%n", &size,
+                  &mtime, &ctime, &ino, &dev, &consumed) != 5 ||
+      consumed != static_cast<int>(s.size())) {
+    return false;
+  }
+  *v = Validator{size, mtime, ctime, ino, dev};
+  return true;
+}
+
+bool parseChecksum(const std::string& s, uint64_t* out) {
+  if (s.size() != 16) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (d < 0) return false;
+    v = v << 4 | static_cast<uint64_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
+bool isHex(const std::string& s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+}  // namespace
+
+Validator validatorOf(const struct stat& st) {
+  return Validator{static_cast<uint64_t>(st.st_size), tsNs(st.st_mtim), tsNs(st.st_ctim),
+                   static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_dev)};
+}
+
+std::string toString(const Validator& v) {
+  return fmt::format("size={} mtime_ns={} ctime_ns={} ino={} dev={}", v.size, v.mtime_ns,
+                     v.ctime_ns, v.ino, v.dev);
+}
+
+Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path) {
+  struct stat st {};
+  if (::fstat(remote_root_fd, &st) != 0) return lastSysError("stat remote root " + canonical_path);
+  return fmt::format("{}@{}", canonical_path, static_cast<uint64_t>(st.st_dev));
+}
+
+Status checkRelPath(const std::string& rel_path) {
+  auto bad = [&](const char* why) {
+    return makeError(Errc::kInvalidArgument, fmt::format("path \"{}\": {}", rel_path, why));
+  };
+  if (rel_path.empty()) return bad("empty");
+  if (rel_path.front() == '/') return bad("must be relative to the remote root");
+  if (rel_path.find('\0') != std::string::npos) return bad("contains NUL");
+  size_t start = 0;
+  while (start <= rel_path.size()) {
+    size_t end = rel_path.find('/', start);
+    if (end == std::string::npos) end = rel_path.size();
+    std::string_view comp(rel_path.data() + start, end - start);
+    if (comp.empty()) return bad("empty component");
+    if (comp == "." || comp == "..") return bad("\".\" or \"..\" component");
+    start = end + 1;
+  }
+  return Ok{};
+}
+
+// ---------------------------------------------------------------------------
+
+CacheStore::CacheStore(const CacheStoreOptions& options) : opts_(options) {}
+
+CacheStore::~CacheStore() {
+  for (int fd : {objects_fd_, tmp_fd_, lock_fd_, dir_fd_}) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+Result<std::unique_ptr<CacheStore>> CacheStore::open(const CacheStoreOptions& options) {
+  if (options.dir.empty()) return makeError(Errc::kInvalidArgument, "cache dir: empty path");
+  if (options.capacity_bytes == 0)
+    return makeError(Errc::kInvalidArgument, "cache " + options.dir + ": capacity must be > 0");
+  if (options.remote_id.empty())
+    return makeError(Errc::kInvalidArgument, "cache " + options.dir + ": empty remote id");
+  if (!(options.low_watermark > 0 && options.low_watermark <= options.high_watermark &&
+        options.high_watermark <= 1.0)) {
+    return makeError(Errc::kInvalidArgument,
+                     fmt::format("cache {}: watermarks must satisfy 0 < low ({}) <= high ({}) <= 1",
+                                 options.dir, options.low_watermark, options.high_watermark));
+  }
+  std::unique_ptr<CacheStore> store(new CacheStore(options));
+  RETURN_IF_ERROR(store->init());
+  RETURN_IF_ERROR(store->recover());
+  return store;
+}
+
+Status CacheStore::init() {
+  const std::string& dir = opts_.dir;
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return lastSysError("create cache dir " + dir);
+  dir_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd_ < 0) return lastSysError("open cache dir " + dir);
+
+  auto format = readWholeFile(dir_fd_, "FORMAT", dir + "/FORMAT");
+  bool fresh = false;
+  if (!format.ok()) {
+    if (format.error().sys_errno != ENOENT) return format.takeError();
+    ASSIGN_OR_RETURN(auto names, listDir(dir_fd_, "cache dir " + dir));
+    for (const auto& n : names) {
+      if (n != "LOCK" && n != "objects" && n != "tmp" && n != "FORMAT.tmp") {
+        return makeError(Errc::kInvalidArgument,
+                         fmt::format("cache dir {}: not a hotshard cache (no FORMAT file) and not "
+                                     "empty (found \"{}\"); refusing to use it",
+                                     dir, n));
+      }
+    }
+    fresh = true;
+  } else {
+    const std::string& f = *format;
+    int version = -1;
+    if (f.rfind(kFormatMagic, 0) == 0) {
+      std::string rest = f.substr(sizeof(kFormatMagic) - 1);
+      char* end = nullptr;
+      long v = std::strtol(rest.c_str(), &end, 10);
+      if (end != rest.c_str() && (*end == '\n' || *end == '\0')) version = static_cast<int>(v);
+    }
+    if (version < 0) {
+      return makeError(Errc::kCorrupt,
+                       fmt::format("cache dir {}: FORMAT file is garbled; not a hotshard cache "
+                                   "this build can read",
+                                   dir));
+    }
+    if (version != kFormatVersion) {
+      return makeError(Errc::kUnsupported,
+                       fmt::format("cache dir {}: format version {} is not supported by this "
+                                   "build (reads version {}); use another cache dir or remove it",
+                                   dir, version, kFormatVersion));
+    }
+  }
+
+  lock_fd_ = ::openat(dir_fd_, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return lastSysError("open " + dir + "/LOCK");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return makeError(Errc::kBusy, "cache dir " + dir + " is in use by another hotshard process");
+    }
+    return lastSysError("lock " + dir + "/LOCK");
+  }
+  for (const char* sub : {"objects", "tmp"}) {
+    if (::mkdirat(dir_fd_, sub, 0700) != 0 && errno != EEXIST)
+      return lastSysError(fmt::format("create {}/{}", dir, sub));
+  }
+  objects_fd_ = ::openat(dir_fd_, "objects", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (objects_fd_ < 0) return lastSysError("open " + dir + "/objects");
+  tmp_fd_ = ::openat(dir_fd_, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (tmp_fd_ < 0) return lastSysError("open " + dir + "/tmp");
+  // Objects describe themselves in user xattrs: a file system without them
+  // (some FUSE or network file systems) cannot hold a cache.
+  {
+    FdGuard probe(::openat(tmp_fd_, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (probe.get() >= 0 && ::fsetxattr(probe.get(), kXattrPath, "probe", 5, 0) != 0 &&
+        (errno == EOPNOTSUPP || errno == ENOTSUP)) {
+      return makeError(Errc::kUnsupported,
+                       fmt::format("cache dir {}: its file system does not support user xattrs "
+                                   "(user.hotshard.*); put the cache on ext4, xfs, btrfs or tmpfs",
+                                   dir));
+    }
+  }
+  if (fresh) {
+    RETURN_IF_ERROR(writeFileAtomic(
+        dir_fd_, "FORMAT", fmt::format("{}{}\n", kFormatMagic, kFormatVersion), dir + "/FORMAT"));
+  }
+  return Ok{};
+}
+
+Status CacheStore::recover() {
+  const std::string& dir = opts_.dir;
+  // In-flight promotions of a previous run can never be published.
+  ASSIGN_OR_RETURN(auto tmp_names, listDir(tmp_fd_, dir + "/tmp"));
+  for (const auto& n : tmp_names) {
+    if (::unlinkat(tmp_fd_, n.c_str(), 0) != 0 && errno != ENOENT)
+      return lastSysError(fmt::format("sweep {}/tmp/{}", dir, n));
+    ++stats_.recovery_tmp_swept;
+  }
+
+  std::lock_guard lock(mu_);
+  auto pins = readWholeFile(dir_fd_, "pins", dir + "/pins");
+  if (!pins.ok() && pins.error().sys_errno != ENOENT) return pins.takeError();
+  if (pins.ok()) {
+    const std::string& all = *pins;
+    size_t start = 0;
+    while (start < all.size()) {
+      size_t end = all.find('\0', start);
+      if (end == std::string::npos) break;  // a torn tail cannot happen (atomic rewrite)
+      std::string p = all.substr(start, end - start);
+      if (checkRelPath(p).ok()) pins_.insert(std::move(p));
+      start = end + 1;
+    }
+  }
+
+  ASSIGN_OR_RETURN(auto fans, listDir(objects_fd_, dir + "/objects"));
+  for (const auto& fan : fans) {
+    std::string fan_display = dir + "/objects/" + fan;
+    FdGuard fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fan_fd.get() < 0 || fan.size() != 2 || !isHex(fan)) {
+      spdlog::warn("cache {}: ignoring unexpected entry {}", dir, fan_display);
+      continue;
+    }
+    ASSIGN_OR_RETURN(auto names, listDir(fan_fd.get(), fan_display));
+    for (const auto& name : names) {
+      std::string display = fan_display + "/" + name;
+      auto drop = [&](const std::string& why) {
+        spdlog::warn("cache: dropping object {}: {}", display, why);
+        if (::unlinkat(fan_fd.get(), name.c_str(), 0) != 0 && errno != ENOENT)
+          spdlog::error("cache: unlink {}: {}", display, std::strerror(errno));
+        ++stats_.recovery_drops;
+      };
+      FdGuard fd(::openat(fan_fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      struct stat st {};
+      if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        drop("not a readable regular file");
+        continue;
+      }
+      auto path = getXattr(fd.get(), kXattrPath);
+      auto vstr = getXattr(fd.get(), kXattrValidator);
+      auto cstr = getXattr(fd.get(), kXattrChecksum);
+      Validator v;
+      uint64_t checksum = 0;
+      if (!path.ok() || !vstr.ok() || !cstr.ok()) {
+        drop("missing xattrs");
+        continue;
+      }
+      if (!checkRelPath(*path).ok() || !parseValidator(*vstr, &v) ||
+          !parseChecksum(*cstr, &checksum)) {
+        drop("garbled xattrs");
+        continue;
+      }
+      std::string key = keyOf(*path);
+      if (fan + name != key) {
+        drop("name does not match its path's key (another remote, or garbled)");
+        continue;
+      }
+      if (static_cast<uint64_t>(st.st_size) != v.size) {
+        drop(fmt::format("size {} but its remote had {}", st.st_size, v.size));
+        continue;
+      }
+      if (index_.count(*path) != 0) {
+        drop("duplicate");
+        continue;
+      }
+      Entry e;
+      e.key = key;
+      e.validator = v;
+      e.checksum = checksum;
+      e.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+      e.last_open_ns = tsNs(st.st_atim);
+      e.serial = next_serial_++;
+      used_bytes_ += e.allocated;
+      index_.emplace(std::move(*path), std::move(e));
+    }
+  }
+  if (stats_.recovery_drops > 0 || stats_.recovery_tmp_swept > 0) {
+    spdlog::info("cache {}: recovered {} objects ({} bytes); dropped {}, swept {} tmp files", dir,
+                 index_.size(), used_bytes_, stats_.recovery_drops, stats_.recovery_tmp_swept);
+  }
+  if (used_bytes_ > opts_.capacity_bytes * opts_.high_watermark) {
+    evictLocked(static_cast<uint64_t>(opts_.capacity_bytes * opts_.low_watermark));
+  }
+  return Ok{};
+}
+
+std::string CacheStore::keyOf(const std::string& rel_path) const {
+  std::string input;
+  input.reserve(opts_.remote_id.size() + 1 + rel_path.size());
+  input.append(opts_.remote_id).push_back('\0');
+  input.append(rel_path);
+  XXH128_hash_t h = XXH3_128bits(input.data(), input.size());
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+std::string CacheStore::objectPathFor(const std::string& rel_path) const {
+  std::string key = keyOf(rel_path);
+  return "objects/" + key.substr(0, 2) + "/" + key.substr(2);
+}
+
+// ---- FUSE layer -------------------------------------------------------------
+
+Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator& current) {
+  std::lock_guard lock(mu_);
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  if (!(it->second.validator == current)) {
+    ++stats_.stale_drops;
+    dropLocked(rel_path, "stale");
+    return makeError(Errc::kStale, "cached copy of " + rel_path + " is stale; dropped");
+  }
+  std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  int fd = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    Error err =
+        lastSysError(fmt::format("open cached copy {}/objects/{} of {}", opts_.dir, obj, rel_path));
+    if (err.sys_errno == ENOENT) dropLocked(rel_path, "vanished");
+    return err;
+  }
+  it->second.last_open_ns = nowNs();
+  ++opens_[rel_path];
+  return fd;
+}
+
+void CacheStore::release(const std::string& rel_path) {
+  std::lock_guard lock(mu_);
+  auto it = opens_.find(rel_path);
+  if (it == opens_.end()) return;
+  if (--it->second <= 0) opens_.erase(it);
+}
+
+bool CacheStore::isOpenLocked(const std::string& rel_path) const {
+  return opens_.count(rel_path) != 0;
+}
+
+Status CacheStore::invalidate(const std::string& rel_path) {
+  std::lock_guard lock(mu_);
+  bool did = false;
+  auto fl = in_flight_.find(rel_path);
+  if (fl != in_flight_.end()) {
+    ++fl->second.generation;
+    did = true;
+  }
+  if (index_.count(rel_path) != 0) {
+    dropLocked(rel_path, "invalidated");
+    did = true;
+  }
+  if (did) ++stats_.invalidations;
+  return Ok{};
+}
+
+Status CacheStore::invalidateTree(const std::string& rel_dir) {
+  RETURN_IF_ERROR(checkRelPath(rel_dir));
+  const std::string prefix = rel_dir + "/";
+  auto under = [&](const std::string& p) { return p == rel_dir || p.rfind(prefix, 0) == 0; };
+  std::lock_guard lock(mu_);
+  bool did = false;
+  for (auto& [path, fl] : in_flight_) {
+    if (under(path)) {
+      ++fl.generation;
+      did = true;
+    }
+  }
+  std::vector<std::string> doomed;
+  for (const auto& [path, e] : index_) {
+    if (under(path)) doomed.push_back(path);
+  }
+  for (const auto& path : doomed) dropLocked(path, "invalidated");
+  if (did || !doomed.empty()) ++stats_.invalidations;
+  return Ok{};
+}
+
+void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return;
+  std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  if (::unlinkat(objects_fd_, obj.c_str(), 0) != 0 && errno != ENOENT) {
+    spdlog::error("cache: drop {} ({}): unlink {}/objects/{}: {}", rel_path, why, opts_.dir, obj,
+                  std::strerror(errno));
+  }
+  used_bytes_ -= std::min(used_bytes_, it->second.allocated);
+  index_.erase(it);
+}
+
+CacheStore::ObjectInfo CacheStore::info(const std::string& rel_path) const {
+  std::lock_guard lock(mu_);
+  bool pinned = pins_.count(rel_path) != 0;
+  auto it = index_.find(rel_path);
+  if (it != index_.end()) return ObjectInfo{State::kCached, pinned, it->second.validator.size};
+  if (in_flight_.count(rel_path) != 0) return ObjectInfo{State::kPromoting, pinned, 0};
+  return ObjectInfo{State::kRemote, pinned, 0};
+}
+
+bool CacheStore::isCached(const std::string& rel_path, const Validator& v) const {
+  std::lock_guard lock(mu_);
+  auto it = index_.find(rel_path);
+  return it != index_.end() && it->second.validator == v;
+}
+
+Status CacheStore::pin(const std::string& rel_path, bool pinned) {
+  RETURN_IF_ERROR(checkRelPath(rel_path));
+  std::lock_guard lock(mu_);
+  bool had = pins_.count(rel_path) != 0;
+  if (had == pinned) return Ok{};
+  if (pinned) {
+    pins_.insert(rel_path);
+  } else {
+    pins_.erase(rel_path);
+  }
+  Status s = savePinsLocked();
+  if (!s.ok()) {  // keep memory and disk in agreement
+    if (pinned) {
+      pins_.erase(rel_path);
+    } else {
+      pins_.insert(rel_path);
+    }
+  }
+  return s;
+}
+
+Status CacheStore::savePinsLocked() {
+  std::vector<std::string> sorted(pins_.begin(), pins_.end());
+  std::sort(sorted.begin(), sorted.end());
+  std::string content;
+  for (const auto& p : sorted) content.append(p).push_back('\0');
+  return writeFileAtomic(dir_fd_, "pins", content, opts_.dir + "/pins");
+}
+
+CacheStore::Stats CacheStore::stats() const {
+  std::lock_guard lock(mu_);
+  Stats s = stats_;
+  s.used_bytes = used_bytes_;
+  s.capacity_bytes = opts_.capacity_bytes;
+  s.objects = index_.size();
+  s.promotions_in_flight = in_flight_.size();
+  s.reserved_bytes = reserved_bytes_;
+  s.pinned_objects = 0;
+  for (const auto& p : pins_) s.pinned_objects += index_.count(p);
+  return s;
+}
+
+// ---- promoter -----------------------------------------------------------------
+
+CacheStore::Pending::~Pending() {
+  if (store_ != nullptr && !done_) store_->abandon(*this);
+}
+
+void CacheStore::abandon(Pending& p) {
+  if (p.fd_ >= 0) ::close(p.fd_);
+  p.fd_ = -1;
+  if (::unlinkat(tmp_fd_, p.tmp_name_.c_str(), 0) != 0 && errno != ENOENT) {
+    spdlog::error("cache: remove {}: {}", p.tmp_display_, std::strerror(errno));
+  }
+  p.done_ = true;
+  std::lock_guard lock(mu_);
+  reserved_bytes_ -= std::min(reserved_bytes_, std::exchange(p.reserved_, 0));
+  auto it = in_flight_.find(p.rel_path_);
+  if (it != in_flight_.end() && it->second.token == reinterpret_cast<uintptr_t>(&p))
+    in_flight_.erase(it);
+}
+
+Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const std::string& rel_path,
+                                                                        uint64_t expected_size,
+                                                                        bool direct_io) {
+  RETURN_IF_ERROR(checkRelPath(rel_path));
+  std::unique_ptr<Pending> p(new Pending());
+  p->store_ = this;
+  p->rel_path_ = rel_path;
+  {
+    std::lock_guard lock(mu_);
+    if (expected_size > opts_.capacity_bytes * opts_.high_watermark) {
+      return makeError(Errc::kNoSpace,
+                       fmt::format("promote {}: {} bytes can never fit in cache {} ({} bytes at "
+                                   "high watermark {})",
+                                   rel_path, expected_size, opts_.dir, opts_.capacity_bytes,
+                                   opts_.high_watermark));
+    }
+    if (in_flight_.count(rel_path) != 0) {
+      return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
+    }
+    // Room for the copy is made (and reserved) now, not after copying it.
+    uint64_t reserve = (expected_size + 4095) / 4096 * 4096;
+    std::string why;
+    if (!makeRoomLocked(reserve, &why).ok()) {
+      return makeError(Errc::kNoSpace,
+                       fmt::format("promote {}: cache {} full: {}", rel_path, opts_.dir, why));
+    }
+    reserved_bytes_ += reserve;
+    p->reserved_ = reserve;
+    InFlight& fl = in_flight_[rel_path];
+    fl.token = reinterpret_cast<uintptr_t>(p.get());
+    p->generation_ = fl.generation;
+    p->tmp_name_ = fmt::format("{}.{}", keyOf(rel_path), next_serial_++);
+  }
+  p->tmp_display_ = opts_.dir + "/tmp/" + p->tmp_name_;
+  int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+  int fd = direct_io ? ::openat(tmp_fd_, p->tmp_name_.c_str(), flags | O_DIRECT, 0600) : -1;
+  if (fd >= 0) {
+    p->direct_ = true;
+  } else {
+    fd = ::openat(tmp_fd_, p->tmp_name_.c_str(), flags, 0600);
+  }
+  if (fd < 0) {
+    Error err = lastSysError(fmt::format("promote {}: create {}", rel_path, p->tmp_display_));
+    p->done_ = true;
+    std::lock_guard lock(mu_);
+    in_flight_.erase(rel_path);
+    reserved_bytes_ -= std::min(reserved_bytes_, p->reserved_);
+    return err;
+  }
+  p->fd_ = fd;
+  return p;
+}
+
+Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint64_t checksum) {
+  const std::string& rel = p->rel_path_;
+  // Every early return below destroys `p`, which removes the tmp file.
+  auto fail = [](Error err) -> Status { return err; };
+  struct stat st {};
+  if (::fstat(p->fd_, &st) != 0)
+    return fail(lastSysError(fmt::format("promote {}: stat {}", rel, p->tmp_display_)));
+  if (static_cast<uint64_t>(st.st_size) != v.size) {
+    return fail(makeError(Errc::kCorrupt, fmt::format("promote {}: {} has {} bytes, remote had {}",
+                                                      rel, p->tmp_display_, st.st_size, v.size)));
+  }
+  std::string vstr = toString(v);
+  std::string cstr = fmt::format("{:016x}", checksum);
+  using Attr = std::pair<const char*, const std::string*>;
+  for (auto [name, value] :
+       {Attr{kXattrPath, &rel}, Attr{kXattrValidator, &vstr}, Attr{kXattrChecksum, &cstr}}) {
+    if (::fsetxattr(p->fd_, name, value->data(), value->size(), 0) != 0) {
+      return fail(
+          lastSysError(fmt::format("promote {}: setxattr {} on {}", rel, name, p->tmp_display_)));
+    }
+  }
+  if (::fsync(p->fd_) != 0)
+    return fail(lastSysError(fmt::format("promote {}: fsync {}", rel, p->tmp_display_)));
+  if (::fstat(p->fd_, &st) != 0)
+    return fail(lastSysError(fmt::format("promote {}: stat {}", rel, p->tmp_display_)));
+  uint64_t allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+
+  std::string key = keyOf(rel);
+  std::string fan = key.substr(0, 2);
+  std::string obj = fan + "/" + key.substr(2);
+  bool new_fan = false;
+  if (::mkdirat(objects_fd_, fan.c_str(), 0700) == 0) {
+    new_fan = true;
+  } else if (errno != EEXIST) {
+    return fail(lastSysError(fmt::format("promote {}: mkdir {}/objects/{}", rel, opts_.dir, fan)));
+  }
+  if (new_fan && ::fsync(objects_fd_) != 0)
+    return fail(lastSysError(fmt::format("promote {}: fsync {}/objects", rel, opts_.dir)));
+
+  {
+    std::lock_guard lock(mu_);
+    auto fl = in_flight_.find(rel);
+    if (fl == in_flight_.end() || fl->second.token != reinterpret_cast<uintptr_t>(p.get()) ||
+        fl->second.generation != p->generation_) {
+      return fail(makeError(Errc::kStale, fmt::format("promote {}: invalidated (written, renamed "
+                                                      "or unlinked through the mount) while "
+                                                      "copying; not published",
+                                                      rel)));
+    }
+    // A previous copy of the same path (stale, not yet dropped) is replaced.
+    if (index_.count(rel) != 0) dropLocked(rel, "replaced");
+    // The reservation becomes the real allocation (usually the same).
+    reserved_bytes_ -= std::min(reserved_bytes_, std::exchange(p->reserved_, 0));
+    std::string why;
+    Status room = makeRoomLocked(allocated, &why);
+    if (!room.ok()) {
+      return fail(makeError(Errc::kNoSpace,
+                            fmt::format("promote {}: cache {} full: {}", rel, opts_.dir, why)));
+    }
+    if (::renameat(tmp_fd_, p->tmp_name_.c_str(), objects_fd_, obj.c_str()) != 0) {
+      return fail(lastSysError(fmt::format("promote {}: rename {} to {}/objects/{}", rel,
+                                           p->tmp_display_, opts_.dir, obj)));
+    }
+    Entry e;
+    e.key = key;
+    e.validator = v;
+    e.checksum = checksum;
+    e.allocated = allocated;
+    e.last_open_ns = nowNs();
+    e.serial = next_serial_++;
+    used_bytes_ += allocated;
+    index_[rel] = std::move(e);
+    in_flight_.erase(fl);
+    ++stats_.published;
+  }
+  ::close(p->fd_);
+  p->fd_ = -1;
+  p->done_ = true;
+  // Durability of the name. The object is already complete and served; if
+  // this fails, a crash may forget it, which is harmless for a cache.
+  FdGuard fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fan_fd.get() < 0 || ::fsync(fan_fd.get()) != 0) {
+    spdlog::warn("cache: fsync {}/objects/{} after publishing {}: {}", opts_.dir, fan, rel,
+                 std::strerror(errno));
+  }
+  return Ok{};
+}
+
+// ---- capacity -------------------------------------------------------------------
+
+Status CacheStore::makeRoomLocked(uint64_t incoming, std::string* why) {
+  double cap = static_cast<double>(opts_.capacity_bytes);
+  // Promotions in flight hold reservations: count them as used.
+  uint64_t extra = incoming + reserved_bytes_;
+  if (static_cast<double>(used_bytes_ + extra) <= cap * opts_.high_watermark) return Ok{};
+  uint64_t low = static_cast<uint64_t>(cap * opts_.low_watermark);
+  uint64_t target = low > extra ? low - extra : 0;
+  evictLocked(target);
+  if (static_cast<double>(used_bytes_ + extra) <= cap * opts_.high_watermark) return Ok{};
+  *why = fmt::format(
+      "{} bytes used + {} reserved by promotions in flight + {} incoming exceeds "
+      "the high watermark ({} of {} bytes) and the rest is pinned or open",
+      used_bytes_, reserved_bytes_, incoming, opts_.high_watermark, opts_.capacity_bytes);
+  return makeError(Errc::kNoSpace, *why);
+}
+
+uint64_t CacheStore::evictLocked(uint64_t target_used) {
+  if (used_bytes_ <= target_used) return 0;
+  std::vector<EvictionCandidate> candidates;
+  for (const auto& [path, e] : index_) {
+    if (pins_.count(path) != 0 || isOpenLocked(path)) continue;
+    candidates.push_back(EvictionCandidate{path, e.allocated, e.last_open_ns});
+  }
+  uint64_t need = used_bytes_ - target_used;
+  std::vector<std::string> order;
+  if (eviction_hook_) {
+    order = eviction_hook_(candidates, need);
+  } else {
+    std::sort(candidates.begin(), candidates.end(),
+              [](const auto& a, const auto& b) { return a.last_open_ns < b.last_open_ns; });
+    for (auto& c : candidates) order.push_back(std::move(c.rel_path));
+  }
+  uint64_t freed = 0;
+  for (const auto& path : order) {
+    if (used_bytes_ <= target_used) break;
+    // The hook may name anything; only evictable objects go.
+    if (index_.count(path) == 0 || pins_.count(path) != 0 || isOpenLocked(path)) continue;
+    uint64_t before = used_bytes_;
+    dropLocked(path, "evicted");
+    freed += before - used_bytes_;
+    ++stats_.evictions;
+  }
+  return freed;
+}
+
+void CacheStore::setEvictionHook(EvictionHook hook) {
+  std::lock_guard lock(mu_);
+  eviction_hook_ = std::move(hook);
+}
+
+uint64_t CacheStore::enforceWatermarks() {
+  std::lock_guard lock(mu_);
+  double cap = static_cast<double>(opts_.capacity_bytes);
+  if (static_cast<double>(used_bytes_) <= cap * opts_.high_watermark) return 0;
+  return evictLocked(static_cast<uint64_t>(cap * opts_.low_watermark));
+}
+
+void CacheStore::setCapacity(uint64_t capacity_bytes) {
+  {
+    std::lock_guard lock(mu_);
+    opts_.capacity_bytes = capacity_bytes;
+  }
+  enforceWatermarks();
+}
+
+Status CacheStore::evict(const std::string& rel_path) {
+  std::lock_guard lock(mu_);
+  if (index_.count(rel_path) == 0) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  if (pins_.count(rel_path) != 0)
+    return makeError(Errc::kBusy, "evict " + rel_path + ": pinned; unpin it first");
+  dropLocked(rel_path, "evicted");
+  ++stats_.evictions;
+  return Ok{};
+}
+
+// ---- verify -----------------------------------------------------------------------
+
+Status CacheStore::verify(const std::string& rel_path,
+                          const std::function<bool(uint64_t)>& read_hook) {
+  uint64_t serial, expected;
+  std::string obj;
+  FdGuard fd;
+  bool in_use;
+  {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(rel_path);
+    if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+    serial = it->second.serial;
+    expected = it->second.checksum;
+    in_use = isOpenLocked(rel_path);
+    obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+    int raw = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
+    if (raw < 0) {
+      Error err =
+          lastSysError(fmt::format("verify {}: open {}/objects/{}", rel_path, opts_.dir, obj));
+      dropLocked(rel_path, "unreadable");
+      ++stats_.corrupt_drops;
+      return err;
+    }
+    fd.reset(raw);
+  }
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  constexpr size_t kChunk = 1 << 20;
+  std::unique_ptr<char[]> buf(new char[kChunk]);
+  uint64_t off = 0;
+  Status io_error = Ok{};
+  for (;;) {
+    if (read_hook && !read_hook(kChunk)) {
+      XXH3_freeState(state);
+      return makeError(Errc::kBusy, "verify " + rel_path + ": cancelled");
+    }
+    ssize_t n = ::pread(fd.get(), buf.get(), kChunk, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      io_error =
+          lastSysError(fmt::format("verify {}: read {}/objects/{}", rel_path, opts_.dir, obj));
+      break;
+    }
+    if (n == 0) break;
+    XXH3_64bits_update(state, buf.get(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+  }
+  uint64_t got = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  // A scrub must not fill the page cache at the jobs' expense; but pages of
+  // a copy being read right now are the jobs' own.
+  if (!in_use) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+
+  std::lock_guard lock(mu_);
+  auto it = index_.find(rel_path);
+  if (it == index_.end() || it->second.serial != serial) return Ok{};  // replaced meanwhile
+  if (!io_error.ok()) {
+    dropLocked(rel_path, "unreadable");
+    ++stats_.corrupt_drops;
+    return io_error;
+  }
+  if (got != expected || off != it->second.validator.size) {
+    dropLocked(rel_path, "checksum mismatch");
+    ++stats_.corrupt_drops;
+    spdlog::error(
+        "cache: {} ({}/objects/{}) failed verification (checksum {:016x}, expected "
+        "{:016x}, {} bytes); dropped",
+        rel_path, opts_.dir, obj, got, expected, off);
+    return makeError(Errc::kCorrupt,
+                     fmt::format("verify {}: checksum mismatch in {}/objects/{} ({:016x} != "
+                                 "{:016x}); dropped",
+                                 rel_path, opts_.dir, obj, got, expected));
+  }
+  return Ok{};
+}
+
+CacheStore::VerifyReport CacheStore::verifyAll(const std::function<bool(uint64_t)>& read_hook) {
+  VerifyReport report;
+  for (const auto& o : list()) {
+    Status s = verify(o.rel_path, read_hook);
+    if (!s.ok() && s.error().code == Errc::kBusy) break;  // cancelled
+    if (!s.ok() && s.error().code == Errc::kNotFound) continue;
+    ++report.checked;
+    report.bytes += o.validator.size;
+    if (!s.ok()) ++report.dropped;
+  }
+  return report;
+}
+
+std::vector<CacheStore::ObjectSummary> CacheStore::list() const {
+  std::lock_guard lock(mu_);
+  std::vector<ObjectSummary> out;
+  out.reserve(index_.size());
+  for (const auto& [path, e] : index_) {
+    out.push_back(ObjectSummary{path, "objects/" + e.key.substr(0, 2) + "/" + e.key.substr(2),
+                                e.validator, e.checksum, e.allocated, e.last_open_ns,
+                                pins_.count(path) != 0, isOpenLocked(path)});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.rel_path < b.rel_path; });
+  return out;
+}
+
+}  // namespace hotshard

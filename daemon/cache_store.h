@@ -1,0 +1,248 @@
+// CacheStore: the local NVMe copies of remote files, on disk and in memory.
+//
+// Layout under the cache directory (docs/cache.md has the user's view):
+//   FORMAT                 "hotshard-cache 1": unknown versions are refused
+//   LOCK                   flock'ed by the one process using the directory
+//   pins                   pinned relative paths, NUL-separated (atomic rewrite)
+//   tmp/                   in-flight promotions; swept at open
+//   objects/ab/cdef...     one file per object, named by the hex xxh3-128 of
+//                          (remote identity, '\0', relative path), fanned out
+//                          by its first byte. xattrs user.hotshard.{path,
+//                          validator,checksum} say what it is a copy of.
+//
+// Publish is atomic: the promoter writes tmp/<key>.<n>, then publish() sets the
+// xattrs, fsyncs, renames into objects/ and fsyncs the directory. A crash at
+// any point leaves no object or a complete one. open() sweeps tmp/ and rebuilds
+// the index from objects/, unlinking anything truncated or unverifiable.
+//
+// Thread safety: every public method may be called from any thread. One mutex
+// (mu_) guards all in-memory state; it is a leaf lock: nothing calls out of the
+// store while holding it except the eviction hook, which must not call back in.
+// Metadata syscalls (open, rename, unlink of victims, setxattr of the pins
+// file) run under it; data I/O (copy, fsync of objects, verify reads) never does.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "daemon/result.h"
+
+namespace hotshard {
+
+// What a cached copy was made from. Serve the copy only while the remote's
+// current attributes equal it.
+struct Validator {
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  uint64_t ino = 0;
+  uint64_t dev = 0;
+  bool operator==(const Validator&) const = default;
+};
+
+Validator validatorOf(const struct stat& st);
+std::string toString(const Validator& v);
+
+// "canonical_path@st_dev" of the remote root, opened before the mount: the
+// remote identity part of every key.
+Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path);
+
+// A relative path as the store accepts it: not empty, not absolute, no "." or
+// ".." component, no empty component, no NUL.
+Status checkRelPath(const std::string& rel_path);
+
+struct CacheStoreOptions {
+  std::string dir;        // the cache directory (created if missing; must be empty or a cache)
+  std::string remote_id;  // see remoteIdOf()
+  uint64_t capacity_bytes = 0;
+  double high_watermark = 0.95, low_watermark = 0.85;
+};
+
+class CacheStore {
+ public:
+  static Result<std::unique_ptr<CacheStore>> open(const CacheStoreOptions& options);
+  ~CacheStore();
+  CacheStore(const CacheStore&) = delete;
+  CacheStore& operator=(const CacheStore&) = delete;
+
+  // ---- FUSE layer -------------------------------------------------------
+  // O_RDONLY fd of the cached copy iff present and its validator equals
+  // `current`; kNotFound or kStale otherwise (a stale copy is dropped).
+  // Each successful call counts the object as open (never evicted by the
+  // watermarks) until a matching release(rel_path).
+  Result<int> openIfValid(const std::string& rel_path, const Validator& current);
+  void release(const std::string& rel_path);
+  // Drops the cached copy and makes any promotion of rel_path now in flight
+  // unpublishable. Call before forwarding a write, truncate, unlink or rename
+  // through the mount, and again when a writable handle is released.
+  Status invalidate(const std::string& rel_path);
+  // invalidate() for rel_dir itself and every path below it: for a rename or
+  // removal of a directory through the mount. Costs a scan of the index.
+  Status invalidateTree(const std::string& rel_dir);
+
+  enum class State { kRemote, kPromoting, kCached };
+  struct ObjectInfo {
+    State state;
+    bool pinned;
+    uint64_t size;
+  };
+  ObjectInfo info(const std::string& rel_path) const;
+  // Pins persist across restarts (the pins file) and may name paths not cached
+  // yet. A pinned object is never evicted by the watermarks.
+  Status pin(const std::string& rel_path, bool pinned);
+
+  struct Stats {
+    uint64_t used_bytes, capacity_bytes, objects, promotions_in_flight;
+    uint64_t pinned_objects = 0;
+    uint64_t reserved_bytes = 0;  // room held for promotions in flight
+    uint64_t published = 0;
+    uint64_t evictions = 0;           // watermark and explicit
+    uint64_t stale_drops = 0;         // openIfValid found the remote changed
+    uint64_t invalidations = 0;       // invalidate() that dropped or fenced something
+    uint64_t corrupt_drops = 0;       // verify() mismatches
+    uint64_t recovery_drops = 0;      // objects unlinked by open()
+    uint64_t recovery_tmp_swept = 0;  // tmp files removed by open()
+  };
+  Stats stats() const;
+
+  // ---- promoter -------------------------------------------------------
+  // One promotion's tmp file. Destroying it without publish() removes the tmp
+  // file and ends the promotion. Must not outlive its store.
+  class Pending {
+   public:
+    ~Pending();
+    Pending(const Pending&) = delete;
+    Pending& operator=(const Pending&) = delete;
+    int fd() const { return fd_; }
+    const std::string& relPath() const { return rel_path_; }
+    // "<cache dir>/tmp/<name>", for messages.
+    const std::string& tmpPath() const { return tmp_display_; }
+    bool direct() const { return direct_; }
+
+   private:
+    friend class CacheStore;
+    Pending() = default;
+    CacheStore* store_ = nullptr;
+    std::string rel_path_, tmp_name_, tmp_display_;
+    uint64_t generation_ = 0;
+    uint64_t reserved_ = 0;
+    int fd_ = -1;
+    bool direct_ = false;
+    bool done_ = false;
+  };
+  // Starts a promotion of rel_path: kBusy if one is in flight; kNoSpace if
+  // expected_size can never fit under the high watermark, or room cannot be
+  // made for it now (evicting down to the low watermark; the room stays
+  // reserved until publish or abandon). The tmp file is
+  // opened O_WRONLY, with O_DIRECT when asked and the file system accepts it.
+  Result<std::unique_ptr<Pending>> beginPromotion(const std::string& rel_path,
+                                                  uint64_t expected_size, bool direct_io);
+  // Makes the tmp file the object for rel_path, copied from a remote with
+  // validator `v` and content checksum `checksum` (xxh3-64). kStale if
+  // rel_path was invalidated since beginPromotion; kNoSpace if room cannot be
+  // made under the high watermark; kCorrupt if the file's size is not v.size.
+  // The Pending is consumed either way.
+  Status publish(std::unique_ptr<Pending> pending, const Validator& v, uint64_t checksum);
+
+  // True when rel_path is cached with exactly this validator.
+  bool isCached(const std::string& rel_path, const Validator& v) const;
+
+  // ---- operations and policy -------------------------------------------
+  // Explicit eviction (CLI `evict`): kNotFound if not cached, kBusy if pinned.
+  // An open copy stays readable by its holders until they close it.
+  Status evict(const std::string& rel_path);
+
+  struct EvictionCandidate {
+    std::string rel_path;
+    uint64_t allocated_bytes;
+    int64_t last_open_ns;  // CLOCK_REALTIME; the file's atime after a restart
+  };
+  // Returns the candidates in the order to evict them (it may leave some out).
+  // Runs under the store's lock: it must not call back into the store.
+  using EvictionHook = std::function<std::vector<std::string>(
+      std::vector<EvictionCandidate> candidates, uint64_t bytes_to_free)>;
+  // Default (nullptr): least recently opened first.
+  void setEvictionHook(EvictionHook hook);
+  // Evicts down to the low watermark when above the high one (e.g. after the
+  // capacity shrank). Returns the bytes freed.
+  uint64_t enforceWatermarks();
+  void setCapacity(uint64_t capacity_bytes);
+
+  // Re-reads the object, recomputes its checksum and drops it on mismatch
+  // (kCorrupt). kNotFound if not cached. `read_hook`, when given, is called
+  // with each chunk's size before reading it (pacing); false cancels (kBusy).
+  Status verify(const std::string& rel_path,
+                const std::function<bool(uint64_t)>& read_hook = nullptr);
+  struct VerifyReport {
+    uint64_t checked = 0, dropped = 0, bytes = 0;
+  };
+  VerifyReport verifyAll(const std::function<bool(uint64_t)>& read_hook = nullptr);
+
+  struct ObjectSummary {
+    std::string rel_path;
+    std::string object_path;  // relative to the cache dir: objects/ab/cdef...
+    Validator validator;
+    uint64_t checksum;
+    uint64_t allocated_bytes;
+    int64_t last_open_ns;
+    bool pinned;
+    bool open;
+  };
+  std::vector<ObjectSummary> list() const;
+
+  // objects/ab/cdef... relative to the cache dir, whether cached or not.
+  std::string objectPathFor(const std::string& rel_path) const;
+  const std::string& dir() const { return opts_.dir; }
+
+ private:
+  struct Entry {
+    std::string key;  // 32 hex digits
+    Validator validator;
+    uint64_t checksum = 0;
+    uint64_t allocated = 0;
+    int64_t last_open_ns = 0;
+    uint64_t serial = 0;  // tells a re-published object from the one before
+  };
+  struct InFlight {
+    uint64_t generation = 0;  // bumped by invalidate(); checked at publish
+    uint64_t token = 0;       // which Pending owns the record
+  };
+
+  explicit CacheStore(const CacheStoreOptions& options);
+  Status init();
+  Status recover();
+  void abandon(Pending& p);
+  std::string keyOf(const std::string& rel_path) const;
+  // The following require mu_.
+  void dropLocked(const std::string& rel_path, const char* why);
+  Status makeRoomLocked(uint64_t incoming, std::string* why);
+  uint64_t evictLocked(uint64_t target_used);
+  Status savePinsLocked();
+  bool isOpenLocked(const std::string& rel_path) const;
+
+  CacheStoreOptions opts_;
+  int dir_fd_ = -1, objects_fd_ = -1, tmp_fd_ = -1, lock_fd_ = -1;
+
+  mutable std::mutex mu_;  // leaf lock; see the header comment
+  std::unordered_map<std::string, Entry> index_;
+  std::unordered_map<std::string, InFlight> in_flight_;
+  std::unordered_map<std::string, int> opens_;
+  std::unordered_set<std::string> pins_;
+  EvictionHook eviction_hook_;
+  uint64_t used_bytes_ = 0;
+  uint64_t reserved_bytes_ = 0;  // sum of the reservations of promotions in flight
+  uint64_t next_serial_ = 1;
+  Stats stats_{};
+};
+
+}  // namespace hotshard

@@ -1,0 +1,116 @@
+// Promoter: copies remote files into the cache store.
+//
+// A remote file is opened beneath a directory fd of the remote root opened
+// before the mount (hotshard usually mounts over the remote itself, so a path
+// string under the remote would lead back into our own mount), copied through
+// an IoEngine into the store's tmp/ in chunks, several in flight, checksummed
+// in order as it goes (xxh3-64), then published atomically, unless the remote
+// changed meanwhile (validator fstat'ed before and after, path re-resolved) or
+// the path was invalidated through the mount.
+//
+// Limits: max_concurrent promotions at once (queued ones wait), and one
+// bytes/second token bucket shared by all of them (0 = unlimited).
+//
+// Lock order: Promoter::mu_ and CacheStore's lock are never held together; the
+// promoter calls the store without holding mu_. Callbacks run on the worker
+// thread, without locks held.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "daemon/cache_store.h"
+#include "daemon/io_engine.h"
+#include "daemon/rate_limiter.h"
+#include "daemon/result.h"
+
+namespace hotshard {
+
+struct PromoterOptions {
+  int remote_root_fd = -1;  // not owned; must outlive the promoter
+  IoEngineKind io_engine = IoEngineKind::kUring;
+  uint32_t chunk_bytes = 1 << 20;  // multiple of 4096
+  unsigned queue_depth = 8;        // chunks in flight per promotion
+  unsigned max_concurrent = 2;     // promotions at once (worker threads)
+  uint64_t bytes_per_sec = 0;      // all promotions together; 0 = unlimited
+  bool direct_io = true;           // O_DIRECT writes where the cache fs allows
+  // Tests: called before each chunk is read, with the offset about to be read.
+  std::function<void(const std::string& rel_path, uint64_t offset)> chunk_hook;
+};
+
+class Promoter {
+ public:
+  using ProgressFn = std::function<void(uint64_t copied, uint64_t total)>;
+  using DoneFn = std::function<void(const Status&)>;
+
+  static Result<std::unique_ptr<Promoter>> create(CacheStore* store, PromoterOptions options);
+  ~Promoter();  // shutdown()
+
+  // Queues a promotion; `done` is called exactly once (also when cancelled by
+  // shutdown). kExists if rel_path is already queued or in flight here,
+  // kBusy after shutdown.
+  Status enqueue(const std::string& rel_path, ProgressFn progress = nullptr, DoneFn done = nullptr);
+  // Promotes on the calling thread (still within max_concurrent). Ok also when
+  // it was already cached with the remote's current validator.
+  Status promote(const std::string& rel_path, const ProgressFn& progress = nullptr);
+
+  // Cancels queued promotions, stops those in flight (their tmp files are
+  // removed) and joins the workers. Idempotent.
+  void shutdown();
+
+  void setRate(uint64_t bytes_per_sec);
+
+  struct Stats {
+    uint64_t started = 0, published = 0, already_cached = 0;
+    uint64_t failed_stale = 0;      // remote changed or path invalidated during the copy
+    uint64_t failed_no_space = 0;   // ENOSPC or watermark
+    uint64_t failed_remote_io = 0;  // open/read/stat of the remote failed
+    uint64_t failed_cache_io = 0;   // write/fsync/rename in the cache failed
+    uint64_t failed_not_found = 0;  // no such remote file
+    uint64_t failed_cancelled = 0;
+    uint64_t failed_other = 0;
+    uint64_t bytes_copied = 0;
+    uint64_t queued = 0, in_flight = 0;
+  };
+  Stats stats() const;
+
+ private:
+  enum class Fail { kNone, kStale, kNoSpace, kRemoteIo, kCacheIo, kNotFound, kCancelled, kOther };
+  struct Job {
+    std::string rel_path;
+    ProgressFn progress;
+    DoneFn done;
+  };
+
+  Promoter(CacheStore* store, PromoterOptions options);
+  void workerLoop();
+  bool acquireSlot();
+  void releaseSlot();
+  Status run(const std::string& rel_path, const ProgressFn& progress);
+  Status copy(const std::string& rel_path, const ProgressFn& progress, Fail* why);
+  void count(Fail why, uint64_t bytes);
+
+  CacheStore* store_;
+  PromoterOptions opts_;
+  TokenBucket bucket_;
+  std::atomic<bool> stopping_{false};
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  std::unordered_set<std::string> pending_;  // queued or in flight through enqueue()
+  unsigned active_ = 0;                      // promotions copying now
+  std::vector<std::thread> workers_;
+  Stats stats_;
+};
+
+}  // namespace hotshard

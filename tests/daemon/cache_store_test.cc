@@ -1,0 +1,417 @@
+#include "daemon/cache_store.h"
+
+#include <gtest/gtest.h>
+#include <sys/xattr.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <thread>
+
+#include "tests/daemon/store_fixture.h"
+
+namespace hotshard {
+namespace {
+
+using testing::countEntries;
+using testing::readFd;
+using testing::readFile;
+using testing::validatorOfPath;
+using testing::writeFile;
+
+class CacheStoreTest : public testing::StoreFixture {
+ protected:
+  // Publishes `content` as rel's copy, as the promoter would.
+  Status publishBytes(const std::string& rel, const std::string& content, const Validator& v) {
+    ASSIGN_OR_RETURN(auto p, store_->beginPromotion(rel, content.size(), false));
+    if (!content.empty() && ::pwrite(p->fd(), content.data(), content.size(), 0) !=
+                                static_cast<ssize_t>(content.size())) {
+      return lastSysError("pwrite");
+    }
+    return store_->publish(std::move(p), v, XXH3_64bits(content.data(), content.size()));
+  }
+
+  // Remote file + published copy.
+  std::string cache(const std::string& rel, size_t size) {
+    std::string content = makeRemote(rel, size);
+    Status s = publishBytes(rel, content, validatorOfPath(remote_ + "/" + rel));
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return content;
+  }
+};
+
+TEST_F(CacheStoreTest, PublishThenLookupServesTheCopy) {
+  openStore();
+  std::string content = cache("dir/shard-0001.tar", 100000);
+  EXPECT_EQ(store_->info("dir/shard-0001.tar").state, CacheStore::State::kCached);
+  EXPECT_EQ(store_->info("dir/shard-0001.tar").size, 100000u);
+  EXPECT_EQ(cachedBytes("dir/shard-0001.tar"), content);
+
+  // On disk: objects/ab/<30 hex> with the documented xattrs.
+  std::string obj = store_->objectPathFor("dir/shard-0001.tar");
+  ASSERT_EQ(obj.size(), std::string("objects/").size() + 2 + 1 + 30) << obj;
+  EXPECT_EQ(readFile(cache_ + "/" + obj), content);
+  char buf[256];
+  ssize_t n = ::getxattr((cache_ + "/" + obj).c_str(), "user.hotshard.path", buf, sizeof buf);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, n), "dir/shard-0001.tar");
+  EXPECT_EQ(readFile(cache_ + "/FORMAT"), "hotshard-cache 1\n");
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+
+  auto st = store_->stats();
+  EXPECT_EQ(st.objects, 1u);
+  EXPECT_GE(st.used_bytes, 100000u);
+  EXPECT_EQ(st.promotions_in_flight, 0u);
+}
+
+TEST_F(CacheStoreTest, LookupOfUncachedIsNotFound) {
+  openStore();
+  auto fd = store_->openIfValid("nope", Validator{});
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.error().code, Errc::kNotFound);
+  EXPECT_EQ(store_->info("nope").state, CacheStore::State::kRemote);
+}
+
+TEST_F(CacheStoreTest, ValidatorMismatchIsStaleAndDropsTheCopy) {
+  openStore();
+  cache("a.bin", 5000);
+  Validator v = validatorOfPath(remote_ + "/a.bin");
+  for (auto change : {&Validator::size, &Validator::ino, &Validator::dev}) {
+    Validator other = v;
+    ++(other.*change);
+    // A mismatch in any field is Stale; the first one drops the copy.
+    auto fd = store_->openIfValid("a.bin", other);
+    ASSERT_FALSE(fd.ok());
+    if (change == &Validator::size) {
+      EXPECT_EQ(fd.error().code, Errc::kStale);
+    }
+  }
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
+  EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
+  EXPECT_EQ(store_->stats().stale_drops, 1u);
+
+  cache("b.bin", 5000);
+  Validator vb = validatorOfPath(remote_ + "/b.bin");
+  vb.mtime_ns += 1;
+  auto fd = store_->openIfValid("b.bin", vb);
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.error().code, Errc::kStale);
+}
+
+TEST_F(CacheStoreTest, InvalidateDropsTheCopy) {
+  openStore();
+  cache("a.bin", 5000);
+  ASSERT_TRUE(store_->invalidate("a.bin").ok());
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
+  auto fd = store_->openIfValid("a.bin", validatorOfPath(remote_ + "/a.bin"));
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.error().code, Errc::kNotFound);
+  EXPECT_TRUE(store_->invalidate("never-cached").ok());
+}
+
+TEST_F(CacheStoreTest, InvalidateTreeDropsEverythingBelowADirectory) {
+  openStore();
+  cache("train/a", 100);
+  cache("train/sub/b", 100);
+  cache("training", 100);  // shares the prefix, not the directory
+  cache("val/c", 100);
+  auto p = store_->beginPromotion("train/sub/d", 10, false);
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(store_->invalidateTree("train").ok());
+  EXPECT_EQ(store_->info("train/a").state, CacheStore::State::kRemote);
+  EXPECT_EQ(store_->info("train/sub/b").state, CacheStore::State::kRemote);
+  EXPECT_EQ(store_->info("training").state, CacheStore::State::kCached);
+  EXPECT_EQ(store_->info("val/c").state, CacheStore::State::kCached);
+  ASSERT_EQ(::pwrite((*p)->fd(), "0123456789", 10, 0), 10);
+  Status s = store_->publish(std::move(p).value(), Validator{.size = 10}, 0);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kStale);
+}
+
+TEST_F(CacheStoreTest, InvalidateDuringPromotionFencesThePublish) {
+  openStore();
+  std::string content = makeRemote("a.bin", 4096);
+  auto p = store_->beginPromotion("a.bin", content.size(), false);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kPromoting);
+  EXPECT_EQ(store_->stats().promotions_in_flight, 1u);
+  // A second promotion of the same path is refused while one runs.
+  auto again = store_->beginPromotion("a.bin", content.size(), false);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, Errc::kBusy);
+
+  ASSERT_EQ(::pwrite((*p)->fd(), content.data(), content.size(), 0), 4096);
+  ASSERT_TRUE(store_->invalidate("a.bin").ok());
+  Status s = store_->publish(std::move(p).value(), validatorOfPath(remote_ + "/a.bin"),
+                             XXH3_64bits(content.data(), content.size()));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kStale);
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  EXPECT_EQ(store_->stats().promotions_in_flight, 0u);
+  // The next promotion publishes.
+  EXPECT_TRUE(publishBytes("a.bin", content, validatorOfPath(remote_ + "/a.bin")).ok());
+}
+
+TEST_F(CacheStoreTest, AbandonedPromotionLeavesNothing) {
+  openStore();
+  {
+    auto p = store_->beginPromotion("a.bin", 10, false);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(countEntries(cache_ + "/tmp"), 1u);
+  }
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
+}
+
+TEST_F(CacheStoreTest, PublishRefusesWrongSize) {
+  openStore();
+  std::string content = makeRemote("a.bin", 100);
+  Validator v = validatorOfPath(remote_ + "/a.bin");
+  v.size = 99;
+  Status s = publishBytes("a.bin", content, v);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kCorrupt);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+}
+
+TEST_F(CacheStoreTest, RejectsBadRelativePaths) {
+  openStore();
+  for (const char* bad : {"", "/abs", "a/../b", "./a", "a//b", "..", "a/"}) {
+    EXPECT_FALSE(store_->beginPromotion(bad, 1, false).ok()) << bad;
+  }
+}
+
+TEST_F(CacheStoreTest, RecoveryDropsTruncatedAndGarbledObjectsAndSweepsTmp) {
+  openStore();
+  std::string good = cache("good.bin", 70000);
+  cache("truncated.bin", 70000);
+  cache("garbled.bin", 70000);
+  cache("noattr.bin", 70000);
+  cache("empty.bin", 0);
+  std::string obj = [&](const char* rel) {
+    return cache_ + "/" + store_->objectPathFor(rel);
+  }("truncated.bin");
+  std::string garbled = cache_ + "/" + store_->objectPathFor("garbled.bin");
+  std::string noattr = cache_ + "/" + store_->objectPathFor("noattr.bin");
+  store_.reset();
+
+  ASSERT_EQ(::truncate(obj.c_str(), 1000), 0);
+  const char junk[] = "size=banana";
+  ASSERT_EQ(::setxattr(garbled.c_str(), "user.hotshard.validator", junk, sizeof junk - 1, 0), 0);
+  ASSERT_EQ(::removexattr(noattr.c_str(), "user.hotshard.checksum"), 0);
+  writeFile(cache_ + "/tmp/0123.7", "half a promotion");
+
+  openStore();
+  auto st = store_->stats();
+  EXPECT_EQ(st.objects, 2u);
+  EXPECT_EQ(st.recovery_drops, 3u);
+  EXPECT_EQ(st.recovery_tmp_swept, 1u);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  EXPECT_EQ(cachedBytes("good.bin"), good);
+  EXPECT_EQ(cachedBytes("empty.bin"), "");
+  for (const char* rel : {"truncated.bin", "garbled.bin", "noattr.bin"}) {
+    EXPECT_EQ(store_->info(rel).state, CacheStore::State::kRemote) << rel;
+    EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor(rel))) << rel;
+  }
+}
+
+TEST_F(CacheStoreTest, ObjectsOfAnotherRemoteAreNotServed) {
+  openStore();
+  cache("a.bin", 1000);
+  store_.reset();
+  auto opts = storeOptions();
+  opts.remote_id = "another-remote@2";
+  auto other = CacheStore::open(opts);
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  EXPECT_EQ((*other)->stats().objects, 0u);
+  EXPECT_EQ((*other)->info("a.bin").state, CacheStore::State::kRemote);
+}
+
+TEST_F(CacheStoreTest, UnknownFormatIsRefused) {
+  std::filesystem::create_directories(cache_);
+  writeFile(cache_ + "/FORMAT", "hotshard-cache 2\n");
+  auto s = CacheStore::open(storeOptions());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kUnsupported);
+  EXPECT_NE(s.error().message.find("format version 2"), std::string::npos) << s.error().message;
+
+  writeFile(cache_ + "/FORMAT", "something else\n");
+  s = CacheStore::open(storeOptions());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kCorrupt);
+}
+
+TEST_F(CacheStoreTest, RefusesANonEmptyDirectoryThatIsNotACache) {
+  writeFile(cache_ + "/precious.txt", "do not touch");
+  auto s = CacheStore::open(storeOptions());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("not a hotshard cache"), std::string::npos);
+  EXPECT_EQ(readFile(cache_ + "/precious.txt"), "do not touch");
+}
+
+TEST_F(CacheStoreTest, OneProcessPerCacheDir) {
+  openStore();
+  auto second = CacheStore::open(storeOptions());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, Errc::kBusy);
+}
+
+TEST_F(CacheStoreTest, WatermarkEvictsLeastRecentlyOpenedUnpinnedClosed) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(10 * kMiB);  // high 9.5 MiB, low 8.5 MiB
+  cache("a", 2 * kMiB);
+  ASSERT_TRUE(store_->pin("a", true).ok());
+  cache("b", 2 * kMiB);
+  cache("c", 2 * kMiB);
+  cache("d", 2 * kMiB);
+  // b is opened (most recent), d stays open: c is the coldest evictable one.
+  EXPECT_EQ(cachedBytes("b").size(), 2 * kMiB);
+  auto dfd = store_->openIfValid("d", validatorOfPath(remote_ + "/d"));
+  ASSERT_TRUE(dfd.ok());
+  cache("e", 2 * kMiB);
+  EXPECT_EQ(store_->info("c").state, CacheStore::State::kRemote);
+  for (const char* kept : {"a", "b", "d", "e"})
+    EXPECT_EQ(store_->info(kept).state, CacheStore::State::kCached) << kept;
+  EXPECT_LE(store_->stats().used_bytes, 9.5 * kMiB);
+  EXPECT_EQ(store_->stats().evictions, 1u);
+  // The open copy stays readable.
+  EXPECT_EQ(readFd(*dfd).size(), 2 * kMiB);
+  ::close(*dfd);
+  store_->release("d");
+}
+
+TEST_F(CacheStoreTest, NoSpaceWhenEverythingIsPinned) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(10 * kMiB);
+  for (const char* rel : {"a", "b", "c", "d"}) {
+    ASSERT_TRUE(store_->pin(rel, true).ok());
+    cache(rel, 2 * kMiB);
+  }
+  std::string content = makeRemote("e", 2 * kMiB);
+  Status s = publishBytes("e", content, validatorOfPath(remote_ + "/e"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kNoSpace);
+  EXPECT_NE(s.error().message.find("promote e"), std::string::npos) << s.error().message;
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  EXPECT_EQ(store_->stats().objects, 4u);
+
+  // Larger than the cache can ever hold: refused before any copy.
+  auto p = store_->beginPromotion("huge", 20 * kMiB, false);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().code, Errc::kNoSpace);
+}
+
+TEST_F(CacheStoreTest, PromotionsInFlightReserveRoom) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(10 * kMiB);
+  auto a = store_->beginPromotion("a", 4 * kMiB, false);
+  auto b = store_->beginPromotion("b", 4 * kMiB, false);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(store_->stats().reserved_bytes, 8 * kMiB);
+  auto c = store_->beginPromotion("c", 4 * kMiB, false);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, Errc::kNoSpace);
+  EXPECT_NE(c.error().message.find("reserved"), std::string::npos) << c.error().message;
+  a = makeError(Errc::kInternal, "drop it");  // abandons a's promotion and its reservation
+  EXPECT_EQ(store_->stats().reserved_bytes, 4 * kMiB);
+  EXPECT_TRUE(store_->beginPromotion("c", 4 * kMiB, false).ok());
+  EXPECT_EQ(store_->stats().reserved_bytes, 4 * kMiB);  // c was abandoned at once, too
+}
+
+TEST_F(CacheStoreTest, PinsPersistAcrossRestartAndBlockExplicitEviction) {
+  openStore();
+  cache("a", 1000);
+  cache("b", 1000);
+  ASSERT_TRUE(store_->pin("a", true).ok());
+  ASSERT_TRUE(store_->pin("not/cached/yet", true).ok());
+  Status busy = store_->evict("a");
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.error().code, Errc::kBusy);
+  store_.reset();
+
+  openStore();
+  EXPECT_TRUE(store_->info("a").pinned);
+  EXPECT_TRUE(store_->info("not/cached/yet").pinned);
+  EXPECT_FALSE(store_->info("b").pinned);
+  ASSERT_TRUE(store_->pin("a", false).ok());
+  EXPECT_TRUE(store_->evict("a").ok());
+  EXPECT_EQ(store_->evict("a").error().code, Errc::kNotFound);
+  store_.reset();
+  openStore();
+  EXPECT_FALSE(store_->info("a").pinned);
+  EXPECT_EQ(store_->info("a").state, CacheStore::State::kRemote);
+}
+
+TEST_F(CacheStoreTest, EvictionHookChoosesVictims) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(10 * kMiB);
+  for (const char* rel : {"a", "b", "c", "d"}) cache(rel, 2 * kMiB);
+  std::vector<std::string> offered;
+  store_->setEvictionHook([&](std::vector<CacheStore::EvictionCandidate> c, uint64_t need) {
+    for (auto& x : c) offered.push_back(x.rel_path);
+    EXPECT_GT(need, 0u);
+    return std::vector<std::string>{"d", "c"};  // hottest first, on purpose
+  });
+  cache("e", 2 * kMiB);
+  EXPECT_EQ(offered.size(), 4u);
+  EXPECT_EQ(store_->info("d").state, CacheStore::State::kRemote);
+  EXPECT_EQ(store_->info("a").state, CacheStore::State::kCached);
+}
+
+TEST_F(CacheStoreTest, ShrinkingCapacityEvictsToLowWatermark) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(100 * kMiB);
+  for (const char* rel : {"a", "b", "c", "d"}) cache(rel, 2 * kMiB);
+  store_->setCapacity(5 * kMiB);
+  EXPECT_LE(store_->stats().used_bytes, 0.85 * 5 * kMiB);
+  store_.reset();
+  openStore(3 * kMiB);  // also enforced at open
+  EXPECT_LE(store_->stats().used_bytes, 0.85 * 3 * kMiB);
+}
+
+TEST_F(CacheStoreTest, ConcurrentLookupsInvalidationsAndPublishes) {
+  openStore();
+  constexpr int kFiles = 8;
+  std::vector<std::string> contents;
+  for (int i = 0; i < kFiles; ++i) contents.push_back(makeRemote("f" + std::to_string(i), 8192));
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      while (!stop) {
+        int i = static_cast<int>(rng() % kFiles);
+        std::string rel = "f" + std::to_string(i);
+        Validator v = validatorOfPath(remote_ + "/" + rel);
+        switch (rng() % 3) {
+          case 0: {
+            auto fd = store_->openIfValid(rel, v);
+            if (fd.ok()) {
+              if (readFd(*fd) != contents[i]) ++bad;
+              ::close(*fd);
+              store_->release(rel);
+            }
+            break;
+          }
+          case 1:
+            (void)store_->invalidate(rel);
+            break;
+          default:
+            (void)publishBytes(rel, contents[i], v);
+            break;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(store_->stats().promotions_in_flight, 0u);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  for (const auto& o : store_->list()) EXPECT_EQ(cachedBytes(o.rel_path).size(), 8192u);
+}
+
+}  // namespace
+}  // namespace hotshard
