@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <toml++/toml.h>
 
+#include "daemon/units.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 
@@ -18,6 +19,45 @@ ConfigItem stringItem(std::string name, std::string help, std::string RunConfig:
       .get = [field](const RunConfig& c) { return c.*field; },
       .set = [field](RunConfig& c, const std::string& v) -> Status {
         c.*field = v;
+        return Ok{};
+      },
+  };
+}
+
+ConfigItem sizeItem(std::string name, std::string help, uint64_t RunConfig::*field,
+                    uint64_t multiple_of = 1) {
+  return ConfigItem{
+      .name = name,
+      .help = std::move(help),
+      .get = [field](const RunConfig& c) { return std::to_string(c.*field); },
+      .set = [field, name, multiple_of](RunConfig& c, const std::string& v) -> Status {
+        auto size = parseSize(v);
+        if (!size.ok()) return makeError(Errc::kInvalidArgument, name + ": " + size.error().message);
+        if (*size % multiple_of != 0) {
+          return makeError(Errc::kInvalidArgument,
+                           name + " '" + v + "': must be a multiple of " + std::to_string(multiple_of));
+        }
+        c.*field = *size;
+        return Ok{};
+      },
+  };
+}
+
+ConfigItem countItem(std::string name, std::string help, unsigned RunConfig::*field,
+                     unsigned lo, unsigned hi) {
+  return ConfigItem{
+      .name = name,
+      .help = std::move(help),
+      .get = [field](const RunConfig& c) { return std::to_string(c.*field); },
+      .set = [field, name, lo, hi](RunConfig& c, const std::string& v) -> Status {
+        char* end = nullptr;
+        unsigned long n = std::strtoul(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < lo || n > hi) {
+          return makeError(Errc::kInvalidArgument, name + " '" + v + "': expected a number from " +
+                                                       std::to_string(lo) + " to " +
+                                                       std::to_string(hi));
+        }
+        c.*field = static_cast<unsigned>(n);
         return Ok{};
       },
   };
@@ -70,7 +110,7 @@ std::vector<ConfigItem> makeItems() {
                              "Control socket path (default: /run/hotshard/<mount>.sock)",
                              &RunConfig::control_socket));
   items.push_back(stringItem(
-      "log-file", "Log file in the background (default: <cache>/hotshard.log)",
+      "log-file", "Log file in the background (default: /var/log/hotshard/<mount>.log)",
       &RunConfig::log_file));
   items.push_back(ConfigItem{
       .name = "log-level",
@@ -87,21 +127,38 @@ std::vector<ConfigItem> makeItems() {
         return Ok{};
       },
   });
+  items.push_back(countItem("fuse-threads", "Most FUSE worker threads (default: 16)",
+                            &RunConfig::fuse_threads, 1, 1024));
+  items.push_back(sizeItem("cache-size",
+                           "Cache capacity, e.g. 500GiB (default: 80% of what the cache file "
+                           "system can hold for hotshard)",
+                           &RunConfig::cache_size));
   items.push_back(ConfigItem{
-      .name = "fuse-threads",
-      .help = "Most FUSE worker threads (default: 16)",
-      .get = [](const RunConfig& c) { return std::to_string(c.fuse_threads); },
+      .name = "io-engine",
+      .help = "Promotion I/O: uring (io_uring) or sync (pread/pwrite) (default: uring)",
+      .get = [](const RunConfig& c) { return c.io_engine; },
       .set = [](RunConfig& c, const std::string& v) -> Status {
-        char* end = nullptr;
-        unsigned long n = std::strtoul(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 1 || n > 1024) {
-          return makeError(Errc::kInvalidArgument,
-                           "fuse-threads '" + v + "': expected a number from 1 to 1024");
+        if (v != "uring" && v != "sync") {
+          return makeError(Errc::kInvalidArgument, "io-engine '" + v + "': expected uring or sync");
         }
-        c.fuse_threads = static_cast<unsigned>(n);
+        c.io_engine = v;
         return Ok{};
       },
   });
+  items.push_back(sizeItem("promote-chunk", "Promotion chunk size, a multiple of 4KiB (default: 1MiB)",
+                           &RunConfig::promote_chunk, 4096));
+  items.push_back(countItem("promote-depth", "Chunks in flight per promotion (default: 8)",
+                            &RunConfig::promote_depth, 1, 256));
+  items.push_back(countItem("promote-concurrency", "Promotions at once (default: 2)",
+                            &RunConfig::promote_concurrency, 1, 64));
+  items.push_back(sizeItem("promote-rate",
+                           "Bytes per second for all promotions together, e.g. 200MiB; 0: "
+                           "unlimited (default: 0)",
+                           &RunConfig::promote_rate));
+  items.push_back(sizeItem("scrub-rate",
+                           "Bytes per second the background scrub re-reads to verify checksums; "
+                           "0: off (default: 32MiB)",
+                           &RunConfig::scrub_rate));
   return items;
 }
 
@@ -167,7 +224,11 @@ Status finalizeRunConfig(RunConfig& cfg) {
                          cfg.mount);
   }
   if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
-  if (cfg.log_file.empty()) cfg.log_file = cfg.cache + "/hotshard.log";
+  if (cfg.log_file.empty()) {
+    std::string sock = controlSocketFor(cfg.mount);  // the same escaping of the mount path
+    std::string name = sock.substr(sock.rfind('/') + 1);
+    cfg.log_file = std::string(kLogDir) + "/" + name.substr(0, name.size() - 5) + ".log";
+  }
   return Ok{};
 }
 

@@ -14,15 +14,25 @@ namespace hotshard {
 
 struct RunConfig {
   std::string remote;                 // the directory to cache (required)
+  std::string remote_canonical;       // realpath of remote, set at start (not an option)
   std::string mount;                  // where to mount; default: over the remote itself
   std::string cache;                  // the cache directory (required)
   std::string consistency = "strict";  // strict | ttl=SECONDS | immutable
   bool foreground = false;
   bool passthrough = true;  // false: serve reads and writes in user space
   std::string control_socket;         // default: /run/hotshard/<mount>.sock
-  std::string log_file;               // default: <cache>/hotshard.log in the background
+  std::string log_file;               // default: /var/log/hotshard/<mount>.log in the background
   std::string log_level = "info";     // trace | debug | info | warn | error
   unsigned fuse_threads = 16;         // most FUSE worker threads
+
+  // Cache store and promoter.
+  uint64_t cache_size = 0;             // bytes; 0: 80% of what the cache fs can hold for us
+  std::string io_engine = "uring";     // uring | sync
+  uint64_t promote_chunk = 1 << 20;    // bytes per read/write, multiple of 4 KiB
+  unsigned promote_depth = 8;          // chunks in flight per promotion
+  unsigned promote_concurrency = 2;    // promotions at once
+  uint64_t promote_rate = 0;           // bytes/s for all promotions; 0: unlimited
+  uint64_t scrub_rate = 32ull << 20;   // bytes/s re-read by the background scrub; 0: off
 };
 
 struct ConfigItem {
@@ -46,5 +56,6 @@ Status finalizeRunConfig(RunConfig& cfg);
 // Where the daemon for `mount` listens: /run/hotshard/<mount with / as _>.sock
 std::string controlSocketFor(const std::string& mount);
 inline constexpr const char* kRunDir = "/run/hotshard";
+inline constexpr const char* kLogDir = "/var/log/hotshard";
 
 }  // namespace hotshard

@@ -10,10 +10,12 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
 
+#include "daemon/cache_service.h"
 #include "daemon/control.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
@@ -70,6 +72,8 @@ void setupLogging(const RunConfig& cfg) {
   if (cfg.foreground) {
     logger = spdlog::stderr_color_mt("hotshard");
   } else {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(cfg.log_file).parent_path(), ec);
     logger = spdlog::basic_logger_mt("hotshard", cfg.log_file);
     logger->flush_on(spdlog::level::info);
   }
@@ -151,6 +155,15 @@ int runDaemon(RunConfig cfg) {
     return 1;
   }
 
+  // The cache's keys name the remote by its canonical path (as `hotshard cache`
+  // does offline); resolve it while nothing covers it.
+  if (char* real = ::realpath(cfg.remote.c_str(), nullptr)) {
+    cfg.remote_canonical = real;
+    std::free(real);
+  } else {
+    cfg.remote_canonical = cfg.remote;
+  }
+
   // The remote is opened before anything is mounted over it: from here on all
   // remote access goes through this fd, so mounting on the remote's own path works.
   int remote_fd = ::open(cfg.remote.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -182,9 +195,14 @@ int runDaemon(RunConfig cfg) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  // After daemonize(): the service starts threads, which a fork would not carry.
+  auto cache = CacheService::start(cfg, remote_fd);
+  if (!cache.ok()) return fail("cache " + cfg.cache + ": " + cache.error().message);
+
   fuse::PassthroughShim shim(cfg.passthrough);
   fuse::FileSystem fs(fuse::FileSystemOptions{.remote_root_fd = remote_fd,
-                                              .consistency = *consistency},
+                                              .consistency = *consistency,
+                                              .cache = cache->get()},
                       &shim);
 
   char arg0[] = "hotshard";
@@ -258,7 +276,7 @@ int runDaemon(RunConfig cfg) {
           {"pid", ::getpid()},
           {"mount", cfg.mount},
           {"remote", cfg.remote},
-          {"cache", cfg.cache},
+          {"cache_dir", cfg.cache},
           {"overmount", cfg.mount == cfg.remote},
           {"passthrough", shim.active()},
           {"passthrough_reason", shim.reason()},
@@ -268,9 +286,14 @@ int runDaemon(RunConfig cfg) {
             {"inodes", fs.inodeCount()},
             {"opens_passthrough", fs.passthroughOpens()},
             {"opens_userspace", fs.userspaceOpens()},
+            {"opens_cache", fs.cacheOpens()},
+            {"opens_remote", fs.remoteOpens()},
+            {"cache_conflicts", fs.cacheConflicts()},
             {"userspace_read_bytes", fs.userspaceReadBytes()}}},
+          {"cache", (*cache)->statusJson()},
       };
     };
+    (*cache)->addHandlers(handlers);
     auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
     if (!control.ok()) {
       start_failed = true;
@@ -297,6 +320,7 @@ int runDaemon(RunConfig cfg) {
   }
   signals.join();
   if (control_server) control_server->stop();
+  cache->reset();  // stops promotions and the scrub before the remote fd goes
   fuse_session_destroy(se);
   ::close(remote_fd);
   spdlog::info("stopped; {} is as before", cfg.mount);

@@ -1,6 +1,7 @@
 // `hotshard status`: what the daemon is doing, for people or (--json) scripts.
 #include <cstdio>
 
+#include "daemon/units.h"
 #include "tools/client.h"
 #include "tools/command.h"
 
@@ -12,15 +13,26 @@ void printHuman(const json& s) {
   std::printf("  mount        %s%s\n", s.value("mount", "").c_str(),
               s.value("overmount", false) ? "  (over the remote)" : "");
   std::printf("  remote       %s\n", s.value("remote", "").c_str());
-  std::printf("  cache        %s\n", s.value("cache", "").c_str());
+  std::printf("  cache        %s\n", s.value("cache_dir", "").c_str());
+  if (s.contains("cache") && s["cache"].is_object()) {
+    const json& c = s["cache"];
+    std::printf("  cache fill   %s of %s, %llu objects, %llu promotions in flight\n",
+                formatBytes(c.value("used_bytes", 0ull)).c_str(),
+                formatBytes(c.value("capacity_bytes", 0ull)).c_str(),
+                static_cast<unsigned long long>(c.value("objects", 0ull)),
+                static_cast<unsigned long long>(c.value("promotions_in_flight", 0ull)));
+  }
   std::printf("  consistency  %s\n", s.value("consistency", "").c_str());
   std::printf("  passthrough  %s  (%s)\n", s.value("passthrough", false) ? "yes" : "NO",
               s.value("passthrough_reason", "").c_str());
   if (s.contains("fuse")) {
     const json& f = s["fuse"];
-    std::printf("  opens        %llu passthrough, %llu in user space\n",
+    std::printf("  opens        %llu passthrough, %llu in user space; %llu from the cache, %llu "
+                "from the remote\n",
                 static_cast<unsigned long long>(f.value("opens_passthrough", 0ull)),
-                static_cast<unsigned long long>(f.value("opens_userspace", 0ull)));
+                static_cast<unsigned long long>(f.value("opens_userspace", 0ull)),
+                static_cast<unsigned long long>(f.value("opens_cache", 0ull)),
+                static_cast<unsigned long long>(f.value("opens_remote", 0ull)));
     if (f.contains("requests")) {
       std::printf("  requests    ");
       for (const auto& [name, n] : f["requests"].items()) {

@@ -34,7 +34,7 @@ TEST(Config, FileValuesApplyUnlessAFlagOverrides) {
   ASSERT_TRUE(finalizeRunConfig(cfg).ok());
   EXPECT_EQ(cfg.mount, "/data/remote");  // over the remote by default
   EXPECT_EQ(cfg.control_socket, "/run/hotshard/data_remote.sock");
-  EXPECT_EQ(cfg.log_file, "/nvme/cache/hotshard.log");
+  EXPECT_EQ(cfg.log_file, "/var/log/hotshard/data_remote.log");
 }
 
 TEST(Config, BadFilesAreRefusedWithFileAndKey) {

@@ -34,18 +34,6 @@ inline std::string randomBytes(size_t n, uint64_t seed) {
   return s;
 }
 
-inline void writeFile(const std::string& path, const std::string& content) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(content.data(), static_cast<std::streamsize>(content.size()));
-  ASSERT_TRUE(f.good()) << "write " << path;
-}
-
-inline std::string readFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 inline std::string readFd(int fd) {
   std::string out;
   char buf[1 << 16];

@@ -98,18 +98,6 @@ std::string sha256File(const std::string& path) {
   return r.out.substr(0, 64);
 }
 
-std::string readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void writeFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
-
 int runAs(uid_t uid, gid_t gid, const std::function<int()>& fn) {
   pid_t pid = ::fork();
   if (pid == 0) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "daemon/control.h"
+#include "tests/test_util.h"
 
 namespace hotshard::testing {
 
@@ -33,8 +34,6 @@ class TempDir {
 // Writes `size` pseudo-random bytes (deterministic in seed).
 void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed);
 std::string sha256File(const std::string& path);
-std::string readFile(const std::string& path);
-void writeFile(const std::string& path, const std::string& data);
 
 // Runs fn in a child process with the given ids; returns fn's result (an errno,
 // 0 for success) or -1 if the child died.

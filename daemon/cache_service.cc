@@ -1,0 +1,363 @@
+#include "daemon/cache_service.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+
+#include "daemon/units.h"
+#include "fuse/mount.h"
+
+namespace hotshard {
+namespace {
+
+const char* stateName(CacheStore::State s) {
+  switch (s) {
+    case CacheStore::State::kCached: return "cached";
+    case CacheStore::State::kPromoting: return "promoting";
+    case CacheStore::State::kRemote: return "remote";
+  }
+  return "remote";
+}
+
+// 80% of what the cache file system can hold for us: its free space plus what
+// the cache already uses.
+Result<uint64_t> defaultCapacity(const std::string& dir, uint64_t used) {
+  struct statvfs sv;
+  if (::statvfs(dir.c_str(), &sv) < 0) return lastSysError("statvfs " + dir);
+  uint64_t avail = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  return (avail + used) / 10 * 8;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
+                                                          int remote_root_fd) {
+  auto svc = std::unique_ptr<CacheService>(new CacheService());
+  svc->cfg_ = cfg;
+  svc->remote_fd_ = remote_root_fd;
+  ASSIGN_OR_RETURN(std::string remote_id,
+                   remoteIdOf(remote_root_fd,
+                              cfg.remote_canonical.empty() ? cfg.remote : cfg.remote_canonical));
+  // Open with no limit first: the default capacity depends on what is cached.
+  ASSIGN_OR_RETURN(svc->store_, CacheStore::open(CacheStoreOptions{
+                                    .dir = cfg.cache,
+                                    .remote_id = remote_id,
+                                    .capacity_bytes = cfg.cache_size ? cfg.cache_size : UINT64_MAX / 4,
+                                }));
+  if (cfg.cache_size == 0) {
+    ASSIGN_OR_RETURN(uint64_t cap, defaultCapacity(cfg.cache, svc->store_->stats().used_bytes));
+    svc->store_->setCapacity(cap);
+  }
+  svc->store_->enforceWatermarks();
+  ASSIGN_OR_RETURN(IoEngineKind engine, parseIoEngineKind(cfg.io_engine));
+  ASSIGN_OR_RETURN(svc->promoter_,
+                   Promoter::create(svc->store_.get(),
+                                    PromoterOptions{
+                                        .remote_root_fd = remote_root_fd,
+                                        .io_engine = engine,
+                                        .chunk_bytes = static_cast<uint32_t>(cfg.promote_chunk),
+                                        .queue_depth = cfg.promote_depth,
+                                        .max_concurrent = cfg.promote_concurrency,
+                                        .bytes_per_sec = cfg.promote_rate,
+                                    }));
+  if (cfg.scrub_rate > 0) {
+    svc->scrubber_ = std::make_unique<Scrubber>(
+        svc->store_.get(), ScrubberOptions{.bytes_per_sec = cfg.scrub_rate});
+    svc->scrubber_->start();
+  }
+  auto st = svc->store_->stats();
+  spdlog::info("cache {}: {} objects, {} of {} used", cfg.cache, st.objects,
+               formatBytes(st.used_bytes), formatBytes(st.capacity_bytes));
+  return svc;
+}
+
+CacheService::~CacheService() {
+  if (scrubber_) scrubber_->stop();
+  if (promoter_) promoter_->shutdown();
+}
+
+// ---- fuse::CacheHooks ------------------------------------------------------
+
+int CacheService::openCached(const std::string& rel_path, const struct stat& remote) {
+  auto fd = store_->openIfValid(rel_path, validatorOf(remote));
+  if (fd.ok()) return *fd;
+  if (fd.error().code == Errc::kStale) {
+    spdlog::info("{}: the remote changed since it was cached; copy dropped", rel_path);
+  } else if (fd.error().code != Errc::kNotFound) {
+    spdlog::warn("{}: cached copy unusable: {}", rel_path, fd.error().message);
+  }
+  return -1;
+}
+
+void CacheService::releaseCached(const std::string& rel_path) { store_->release(rel_path); }
+
+void CacheService::invalidate(const std::string& rel_path) {
+  Status st = store_->invalidate(rel_path);
+  if (!st.ok()) spdlog::warn("invalidate {}: {}", rel_path, st.error().message);
+}
+
+void CacheService::invalidateTree(const std::string& rel_dir) {
+  Status st = store_->invalidateTree(rel_dir);
+  if (!st.ok()) spdlog::warn("invalidate {}/: {}", rel_dir, st.error().message);
+}
+
+void CacheService::opened(const std::string& rel_path, bool from_cache, bool for_write) {
+  spdlog::debug("open {} from {}{}", rel_path, from_cache ? "cache" : "remote",
+                for_write ? " for writing" : "");
+}
+
+// ---- paths -------------------------------------------------------------------
+
+Result<std::string> CacheService::relPathFor(const std::string& user_path) const {
+  std::string p = fuse::normalPath(user_path);
+  for (const std::string& root : {cfg_.mount, cfg_.remote}) {
+    if (p == root) return std::string();
+    if (p.compare(0, root.size() + 1, root + "/") == 0) return p.substr(root.size() + 1);
+  }
+  return makeError(Errc::kInvalidArgument,
+                   p + " is not under the mount " + cfg_.mount +
+                       (cfg_.mount != cfg_.remote ? " or the remote " + cfg_.remote : ""));
+}
+
+Result<std::vector<std::string>> CacheService::regularFilesUnder(const std::string& rel) const {
+  std::vector<std::string> files;
+  struct stat st;
+  const char* at = rel.empty() ? "." : rel.c_str();
+  if (::fstatat(remote_fd_, at, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    return lastSysError("stat " + (rel.empty() ? cfg_.remote : rel));
+  }
+  if (S_ISREG(st.st_mode)) {
+    files.push_back(rel);
+    return files;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return makeError(Errc::kInvalidArgument, rel + " is neither a regular file nor a directory");
+  }
+  std::vector<std::string> dirs = {rel};
+  while (!dirs.empty()) {
+    std::string dir = dirs.back();
+    dirs.pop_back();
+    int fd = ::openat(remote_fd_, dir.empty() ? "." : dir.c_str(),
+                      O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return lastSysError("open directory " + dir);
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      ::close(fd);
+      return lastSysError("fdopendir " + dir);
+    }
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      std::string child = dir.empty() ? name : dir + "/" + name;
+      unsigned char type = e->d_type;
+      if (type == DT_UNKNOWN) {
+        struct stat cst;
+        if (::fstatat(remote_fd_, child.c_str(), &cst, AT_SYMLINK_NOFOLLOW) == 0) {
+          type = S_ISREG(cst.st_mode) ? DT_REG : S_ISDIR(cst.st_mode) ? DT_DIR : DT_UNKNOWN;
+        }
+      }
+      if (type == DT_REG) files.push_back(child);
+      if (type == DT_DIR) dirs.push_back(child);
+    }
+    ::closedir(d);
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// ---- control commands ---------------------------------------------------------
+
+namespace {
+
+Result<std::vector<std::string>> pathsOf(const json& req) {
+  if (!req.contains("paths") || !req["paths"].is_array() || req["paths"].empty()) {
+    return makeError(Errc::kInvalidArgument, "\"paths\" must be a non-empty array of strings");
+  }
+  std::vector<std::string> out;
+  for (const auto& p : req["paths"]) {
+    if (!p.is_string()) return makeError(Errc::kInvalidArgument, "\"paths\" must hold strings");
+    out.push_back(p.get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<json> CacheService::warm(const json& req, const ControlServer::Progress& progress) {
+  ASSIGN_OR_RETURN(auto paths, pathsOf(req));
+  std::vector<std::string> files;
+  for (const auto& p : paths) {
+    ASSIGN_OR_RETURN(std::string rel, relPathFor(p));
+    ASSIGN_OR_RETURN(auto under, regularFilesUnder(rel));
+    files.insert(files.end(), under.begin(), under.end());
+  }
+  struct Done {
+    std::string rel;
+    Status status;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Done> finished;
+  size_t outstanding = 0;
+  for (const auto& rel : files) {
+    {
+      std::lock_guard lock(mu);
+      outstanding++;
+    }
+    Status st = promoter_->enqueue(rel, nullptr, [&, rel](const Status& s) {
+      std::lock_guard lock(mu);
+      finished.push_back({rel, s});
+      cv.notify_all();
+    });
+    if (!st.ok()) {  // already queued by someone else, or shutting down
+      std::lock_guard lock(mu);
+      finished.push_back({rel, st.error().code == Errc::kExists ? Status(Ok{}) : st});
+    }
+  }
+  uint64_t ok = 0, bytes = 0, n = 0;
+  json failed = json::array();
+  std::unique_lock lock(mu);
+  while (n < files.size()) {
+    cv.wait(lock, [&] { return !finished.empty(); });
+    Done d = std::move(finished.front());
+    finished.pop_front();
+    n++;
+    lock.unlock();
+    CacheStore::ObjectInfo info = store_->info(d.rel);
+    json event = {{"path", d.rel}, {"done", n}, {"total", files.size()}, {"ok", d.status.ok()}};
+    if (d.status.ok()) {
+      ok++;
+      bytes += info.size;
+      event["size"] = info.size;
+    } else {
+      event["error"] = d.status.error().message;
+      failed.push_back({{"path", d.rel}, {"error", d.status.error().message}});
+    }
+    progress(event);
+    lock.lock();
+  }
+  return json{{"files", files.size()}, {"warmed", ok}, {"bytes", bytes}, {"failed", failed}};
+}
+
+Result<json> CacheService::forEachPath(const json& req,
+                                       const std::function<json(const std::string&)>& fn) {
+  ASSIGN_OR_RETURN(auto paths, pathsOf(req));
+  json results = json::array();
+  for (const auto& p : paths) {
+    ASSIGN_OR_RETURN(std::string rel, relPathFor(p));
+    ASSIGN_OR_RETURN(auto files, regularFilesUnder(rel));
+    for (const auto& f : files) results.push_back(fn(f));
+  }
+  return json{{"results", results}};
+}
+
+void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h) {
+  h["warm"] = [this](const json& req, const ControlServer::Progress& progress) {
+    return warm(req, progress);
+  };
+  h["evict"] = [this](const json& req, const ControlServer::Progress&) {
+    return forEachPath(req, [&](const std::string& rel) {
+      Status st = store_->evict(rel);
+      json r = {{"path", rel}, {"evicted", st.ok()}};
+      if (!st.ok()) r["error"] = st.error().message;
+      return r;
+    });
+  };
+  for (bool pin : {true, false}) {
+    h[pin ? "pin" : "unpin"] = [this, pin](const json& req, const ControlServer::Progress&) {
+      return forEachPath(req, [&](const std::string& rel) {
+        Status st = store_->pin(rel, pin);
+        json r = {{"path", rel}, {"pinned", pin && st.ok()}};
+        if (!st.ok()) r["error"] = st.error().message;
+        return r;
+      });
+    };
+  }
+  h["stat"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    ASSIGN_OR_RETURN(auto paths, pathsOf(req));
+    json results = json::array();
+    for (const auto& p : paths) {
+      ASSIGN_OR_RETURN(std::string rel, relPathFor(p));
+      CacheStore::ObjectInfo info = store_->info(rel);
+      uint64_t size = info.size;
+      struct stat st;
+      if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        size = static_cast<uint64_t>(st.st_size);
+      }
+      json r = {{"path", fuse::normalPath(p)},
+                {"rel", rel},
+                {"state", stateName(info.state)},
+                {"pinned", info.pinned},
+                {"size", size}};
+      if (info.state == CacheStore::State::kCached) {
+        r["object"] = store_->dir() + "/" + store_->objectPathFor(rel);
+      }
+      results.push_back(r);
+    }
+    return json{{"results", results}};
+  };
+  h["verify"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    if (!req.contains("paths") || req["paths"].empty()) {
+      CacheStore::VerifyReport r = store_->verifyAll();
+      return json{{"checked", r.checked}, {"dropped", r.dropped}, {"bytes", r.bytes}};
+    }
+    uint64_t checked = 0, dropped = 0;
+    json problems = json::array();
+    ASSIGN_OR_RETURN(json per, forEachPath(req, [&](const std::string& rel) {
+                       Status st = store_->verify(rel);
+                       json r = {{"path", rel}};
+                       if (st.ok()) {
+                         checked++;
+                       } else if (st.error().code == Errc::kCorrupt) {
+                         checked++;
+                         dropped++;
+                         r["error"] = st.error().message;
+                       } else if (st.error().code != Errc::kNotFound) {
+                         r["error"] = st.error().message;
+                       }
+                       return r;
+                     }));
+    return json{{"checked", checked}, {"dropped", dropped}, {"results", per["results"]}};
+  };
+}
+
+json CacheService::statusJson() const {
+  CacheStore::Stats s = store_->stats();
+  Promoter::Stats p = promoter_->stats();
+  json j = {{"used_bytes", s.used_bytes},
+            {"capacity_bytes", s.capacity_bytes},
+            {"objects", s.objects},
+            {"promotions_in_flight", s.promotions_in_flight},
+            {"pinned_objects", s.pinned_objects},
+            {"evictions", s.evictions},
+            {"stale_drops", s.stale_drops},
+            {"invalidations", s.invalidations},
+            {"corrupt_drops", s.corrupt_drops},
+            {"promoter",
+             {{"started", p.started},
+              {"published", p.published},
+              {"already_cached", p.already_cached},
+              {"failed_stale", p.failed_stale},
+              {"failed_no_space", p.failed_no_space},
+              {"failed_remote_io", p.failed_remote_io},
+              {"failed_cache_io", p.failed_cache_io},
+              {"failed_not_found", p.failed_not_found},
+              {"queued", p.queued},
+              {"bytes_copied", p.bytes_copied}}}};
+  if (scrubber_) {
+    Scrubber::Stats sc = scrubber_->stats();
+    j["scrub"] = {{"passes", sc.passes},
+                  {"objects_checked", sc.objects_checked},
+                  {"objects_dropped", sc.objects_dropped}};
+  }
+  return j;
+}
+
+}  // namespace hotshard

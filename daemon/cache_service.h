@@ -1,0 +1,59 @@
+// CacheService: the cache store, its promoter and scrubber as the running daemon
+// holds them. It answers fuse/'s CacheHooks (which copy an open may pass through
+// to, what a write invalidates) and the control commands warm, evict, pin, unpin,
+// stat and verify.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "daemon/cache_store.h"
+#include "daemon/config.h"
+#include "daemon/control.h"
+#include "daemon/promoter.h"
+#include "daemon/scrubber.h"
+#include "fuse/cache_hooks.h"
+
+namespace hotshard {
+
+class CacheService : public fuse::CacheHooks {
+ public:
+  // remote_root_fd: the remote's root, opened before the mount; borrowed.
+  static Result<std::unique_ptr<CacheService>> start(const RunConfig& cfg, int remote_root_fd);
+  ~CacheService() override;  // stops the promoter and scrubber
+
+  // fuse::CacheHooks
+  int openCached(const std::string& rel_path, const struct stat& remote) override;
+  void releaseCached(const std::string& rel_path) override;
+  void invalidate(const std::string& rel_path) override;
+  void invalidateTree(const std::string& rel_dir) override;
+  void opened(const std::string& rel_path, bool from_cache, bool for_write) override;
+
+  // Control commands, added to `handlers`.
+  void addHandlers(std::map<std::string, ControlServer::Handler>& handlers);
+  json statusJson() const;
+
+  CacheStore& store() { return *store_; }
+  Promoter& promoter() { return *promoter_; }
+
+  // The path relative to the remote root for a path as the user gave it (under
+  // the mount, or under the remote when mounted elsewhere). "" is the root.
+  Result<std::string> relPathFor(const std::string& user_path) const;
+
+ private:
+  CacheService() = default;
+  // Regular files at or below rel (a file or a directory), walked through the
+  // remote root fd.
+  Result<std::vector<std::string>> regularFilesUnder(const std::string& rel) const;
+  Result<json> warm(const json& req, const ControlServer::Progress& progress);
+  Result<json> forEachPath(const json& req, const std::function<json(const std::string& rel)>& fn);
+
+  RunConfig cfg_;
+  int remote_fd_ = -1;
+  std::unique_ptr<CacheStore> store_;
+  std::unique_ptr<Promoter> promoter_;
+  std::unique_ptr<Scrubber> scrubber_;
+};
+
+}  // namespace hotshard

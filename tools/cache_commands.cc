@@ -1,0 +1,172 @@
+// Client commands for the running daemon's cache: warm, evict, pin, unpin,
+// stat, verify. Paths are as the user sees them (under the mount).
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "daemon/units.h"
+#include "fuse/mount.h"
+#include "tools/client.h"
+#include "tools/command.h"
+
+namespace hotshard::cli {
+namespace {
+
+struct PathArgs {
+  DaemonTarget target;
+  std::vector<std::string> paths;
+};
+
+json pathsJson(const std::vector<std::string>& paths) {
+  json out = json::array();
+  for (const auto& p : paths) out.push_back(fuse::normalPath(p));
+  return out;
+}
+
+CLI::App* pathCommand(CLI::App& app, const std::string& name, const std::string& help,
+                      std::shared_ptr<PathArgs> args, const std::string& examples,
+                      bool paths_required = true) {
+  auto* cmd = app.add_subcommand(name, help);
+  auto* opt = cmd->add_option("paths", args->paths, "Files or directories (recursively) under the mount");
+  if (paths_required) opt->required();
+  addTargetOptions(cmd, args->target);
+  cmd->footer("Examples:\n" + examples);
+  return cmd;
+}
+
+// Prints per-path results; returns how many failed.
+int printResults(const json& reply, const char* verb, bool as_json) {
+  int failed = 0;
+  for (const auto& r : reply.value("results", json::array())) {
+    if (r.contains("error")) failed++;
+  }
+  if (as_json) {
+    json out = reply;
+    out.erase("ok");
+    std::printf("%s\n", out.dump().c_str());
+    return failed;
+  }
+  for (const auto& r : reply.value("results", json::array())) {
+    if (r.contains("error")) {
+      std::printf("%-8s %s: %s\n", "FAILED", r.value("path", "").c_str(),
+                  r["error"].get<std::string>().c_str());
+    } else {
+      std::printf("%-8s %s\n", verb, r.value("path", "").c_str());
+    }
+  }
+  return failed;
+}
+
+Registration warm_reg(30, [](CLI::App& app) {
+  auto args = std::make_shared<PathArgs>();
+  auto* cmd = pathCommand(app, "warm", "Copy files into the cache now (directories recursively)",
+                          args,
+                          "  hotshard warm /mnt/datasets/imagenet/train\n"
+                          "  hotshard warm /mnt/models/llama/*.safetensors --json");
+  cmd->callback([args] {
+    bool tty = ::isatty(STDOUT_FILENO);
+    json reply = callDaemon(
+        "warm", args->target, json{{"cmd", "warm"}, {"paths", pathsJson(args->paths)}},
+        [&](const json& p) {
+          if (args->target.json) return;
+          std::string line = "[" + std::to_string(p.value("done", 0)) + "/" +
+                             std::to_string(p.value("total", 0)) + "] " + p.value("path", "");
+          if (p.value("ok", false)) {
+            line += "  " + formatBytes(p.value("size", 0ull));
+          } else {
+            line += "  FAILED: " + p.value("error", "");
+          }
+          std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());
+          std::fflush(stdout);
+        });
+    reply.erase("ok");
+    size_t failed = reply.value("failed", json::array()).size();
+    if (args->target.json) {
+      std::printf("%s\n", reply.dump().c_str());
+    } else {
+      std::printf("warmed %llu of %llu files (%s)%s\n",
+                  static_cast<unsigned long long>(reply.value("warmed", 0ull)),
+                  static_cast<unsigned long long>(reply.value("files", 0ull)),
+                  formatBytes(reply.value("bytes", 0ull)).c_str(),
+                  failed ? (", " + std::to_string(failed) + " failed").c_str() : "");
+    }
+    if (failed) throw CLI::RuntimeError(kExitFailure);
+  });
+});
+
+Registration evict_reg(31, [](CLI::App& app) {
+  auto args = std::make_shared<PathArgs>();
+  auto* cmd = pathCommand(app, "evict", "Drop cached copies (they are read from the remote again)",
+                          args, "  hotshard evict /mnt/datasets/old-run\n");
+  cmd->callback([args] {
+    json reply =
+        callDaemon("evict", args->target, json{{"cmd", "evict"}, {"paths", pathsJson(args->paths)}});
+    if (printResults(reply, "evicted", args->target.json)) throw CLI::RuntimeError(kExitFailure);
+  });
+});
+
+void addPinCommand(CLI::App& app, bool pin) {
+  auto args = std::make_shared<PathArgs>();
+  std::string name = pin ? "pin" : "unpin";
+  auto* cmd = pathCommand(
+      app, name,
+      pin ? "Keep files in the cache: never evicted to make room (not yet cached ones too)"
+          : "Let pinned files be evicted again",
+      args, "  hotshard " + name + " /mnt/models/llama-70b\n");
+  cmd->callback([args, name, pin] {
+    json reply =
+        callDaemon(name, args->target, json{{"cmd", name}, {"paths", pathsJson(args->paths)}});
+    if (printResults(reply, pin ? "pinned" : "unpinned", args->target.json)) {
+      throw CLI::RuntimeError(kExitFailure);
+    }
+  });
+}
+Registration pin_reg(32, [](CLI::App& app) { addPinCommand(app, true); });
+Registration unpin_reg(33, [](CLI::App& app) { addPinCommand(app, false); });
+
+Registration stat_reg(34, [](CLI::App& app) {
+  auto args = std::make_shared<PathArgs>();
+  auto* cmd = pathCommand(app, "stat", "Show whether files are cached, promoting or remote", args,
+                          "  hotshard stat /mnt/datasets/shard-0042.tar\n"
+                          "  hotshard stat /mnt/datasets/shard-0042.tar --json\n");
+  cmd->callback([args] {
+    json reply =
+        callDaemon("stat", args->target, json{{"cmd", "stat"}, {"paths", pathsJson(args->paths)}});
+    const json& results = reply["results"];
+    if (args->target.json) {
+      // One path: the object itself, as scripts expect; several: an array.
+      std::printf("%s\n", (results.size() == 1 ? results[0] : results).dump().c_str());
+      return;
+    }
+    for (const auto& r : results) {
+      std::printf("%-10s %s%s  %s\n", r.value("state", "").c_str(),
+                  r.value("pinned", false) ? "pinned " : "", r.value("path", "").c_str(),
+                  formatBytes(r.value("size", 0ull)).c_str());
+    }
+  });
+});
+
+Registration verify_reg(35, [](CLI::App& app) {
+  auto args = std::make_shared<PathArgs>();
+  auto* cmd = pathCommand(app, "verify",
+                          "Re-read cached copies and drop those whose checksum does not match "
+                          "(all of them without PATH)",
+                          args, "  hotshard verify\n  hotshard verify /mnt/datasets/train\n",
+                          /*paths_required=*/false);
+  cmd->callback([args] {
+    json req = {{"cmd", "verify"}};
+    if (!args->paths.empty()) req["paths"] = pathsJson(args->paths);
+    json reply = callDaemon("verify", args->target, req);
+    reply.erase("ok");
+    if (args->target.json) {
+      std::printf("%s\n", reply.dump().c_str());
+    } else {
+      std::printf("verified %llu cached objects, dropped %llu\n",
+                  static_cast<unsigned long long>(reply.value("checked", 0ull)),
+                  static_cast<unsigned long long>(reply.value("dropped", 0ull)));
+    }
+  });
+});
+
+}  // namespace
+}  // namespace hotshard::cli
