@@ -1,0 +1,181 @@
+#include "policy/hotshard.h"
+
+#include <algorithm>
+
+namespace hotshard::policy {
+
+Status HotshardPolicy::Config::validate() const {
+  if (!(half_life > 0)) return Status::error("hotshard: half_life must be > 0");
+  if (!(miss_weight > 0)) return Status::error("hotshard: miss_weight must be > 0");
+  if (!(hit_weight >= 0)) return Status::error("hotshard: hit_weight must be >= 0");
+  if (!(hysteresis >= 0)) return Status::error("hotshard: hysteresis must be >= 0");
+  if (!(min_read_ratio >= 0)) return Status::error("hotshard: min_read_ratio must be >= 0");
+  if (!(history >= 0)) return Status::error("hotshard: history must be >= 0");
+  return {};
+}
+
+HotshardPolicy::HotshardPolicy(std::uint64_t capacity, Config config)
+    : Policy(capacity),
+      config_(config),
+      clock_per_byte_(1.0 / (config.half_life * static_cast<double>(std::max<std::uint64_t>(capacity, 1)))) {}
+
+bool HotshardPolicy::contains(ObjectId id) const noexcept {
+  detail::Slot s = index_.find(id);
+  return s != detail::kNoSlot && nodes_[s].resident;
+}
+
+double HotshardPolicy::heat(ObjectId id) const noexcept {
+  detail::Slot s = index_.find(id);
+  return s == detail::kNoSlot ? 0.0 : detail::logValueNow(nodes_[s].log_heat, clock_);
+}
+
+double HotshardPolicy::density(const Node& n) const noexcept {
+  return n.log_heat - std::log2(static_cast<double>(std::max<std::uint64_t>(n.size, 1)));
+}
+
+void HotshardPolicy::forgetOldHistory() {
+  auto limit = static_cast<std::size_t>(config_.history * static_cast<double>(std::max<std::uint64_t>(objects(), 1024)));
+  while (history_.size() > limit) {
+    auto [id, seq] = history_.front();
+    history_.pop_front();
+    detail::Slot s = index_.find(id);
+    if (s == detail::kNoSlot || nodes_[s].resident || nodes_[s].ghost_seq != seq) continue;  // stale entry
+    index_.erase(id);
+    nodes_.release(s);
+    --tracked_ghosts_;
+  }
+}
+
+detail::Slot HotshardPolicy::node(ObjectId id, std::uint64_t size) {
+  detail::Slot s = index_.find(id);
+  if (s != detail::kNoSlot) {
+    if (!nodes_[s].resident) nodes_[s].size = size;  // a resident keeps the size it was copied with
+    return s;
+  }
+  s = nodes_.alloc();
+  nodes_[s].id = id;
+  nodes_[s].size = size;
+  nodes_[s].ghost_seq = next_ghost_seq_++;
+  index_.insert(id, s);
+  history_.emplace_back(id, nodes_[s].ghost_seq);
+  ++tracked_ghosts_;
+  forgetOldHistory();
+  return s;
+}
+
+void HotshardPolicy::recordAccess(const Access& access) noexcept {
+  if (access.bytes_read == 0) return;
+  clock_ += static_cast<double>(access.bytes_read) * clock_per_byte_;
+  detail::Slot s = node(access.id, access.size);
+  Node& n = nodes_[s];
+  std::uint64_t missed = std::min(access.bytes_missed, access.bytes_read);
+  double weight = config_.miss_weight * static_cast<double>(missed) +
+                  config_.hit_weight * static_cast<double>(access.bytes_read - missed);
+  n.log_prior = n.log_heat;
+  if (weight > 0) n.log_heat = detail::logAdd(n.log_heat, std::log2(weight) + clock_);
+  n.bytes_read += static_cast<double>(access.bytes_read);
+  if (n.resident) heap_.update(s, density(n));
+}
+
+bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims) noexcept {
+  detail::Slot s = node(access.id, access.size);
+  const Node& n = nodes_[s];
+  if (n.resident || n.size > capacity()) {
+    countAdmit(false);
+    return false;
+  }
+  if (n.bytes_read < config_.min_read_ratio * static_cast<double>(n.size)) {
+    ++rejected_read_ratio_;
+    countAdmit(false);
+    return false;
+  }
+  std::uint64_t free = used() < capacity() ? capacity() - used() : 0;
+  scratch_.clear();
+  if (n.size > free) {
+    // The coldest residents per byte that make room, and whether the newcomer's
+    // earlier heat beats theirs by the hysteresis margin.
+    std::uint64_t need = n.size - free;
+    std::uint64_t freed = 0;
+    double candidate = detail::logValueNow(n.log_prior, clock_);
+    double bar = 0;
+    bool beaten = false;
+    heap_.visitAscending([&](detail::Slot v) {
+      bar += (1.0 + config_.hysteresis) * detail::logValueNow(nodes_[v].log_heat, clock_);
+      if (bar >= candidate) {
+        beaten = true;
+        return false;
+      }
+      scratch_.push_back(v);
+      freed += nodes_[v].size;
+      return freed < need;
+    });
+    if (beaten || freed < need) {
+      ++rejected_hysteresis_;
+      countAdmit(false);
+      return false;
+    }
+  }
+  for (detail::Slot v : scratch_) {
+    demote(v);
+    victims.push_back(nodes_[v].id);
+    countEviction();
+  }
+  Node& admitted = nodes_[s];
+  admitted.resident = true;
+  admitted.ghost_seq = 0;
+  --tracked_ghosts_;
+  heap_.push(s, density(admitted));
+  accountAdd(admitted.size);
+  countAdmit(true);
+  forgetOldHistory();
+  return true;
+}
+
+void HotshardPolicy::add(ObjectId id, std::uint64_t size, TimeNs) noexcept {
+  detail::Slot s = node(id, size);
+  Node& n = nodes_[s];
+  if (n.resident) return;
+  n.resident = true;
+  n.ghost_seq = 0;
+  --tracked_ghosts_;
+  heap_.push(s, density(n));
+  accountAdd(n.size);
+}
+
+void HotshardPolicy::remove(ObjectId id) noexcept {
+  detail::Slot s = index_.find(id);
+  if (s == detail::kNoSlot || !nodes_[s].resident) return;
+  demote(s);
+  forgetOldHistory();
+}
+
+void HotshardPolicy::demote(detail::Slot s) noexcept {
+  Node& n = nodes_[s];
+  heap_.erase(s);
+  n.resident = false;
+  n.ghost_seq = next_ghost_seq_++;  // keep its heat: it may come back
+  history_.emplace_back(n.id, n.ghost_seq);
+  ++tracked_ghosts_;
+  accountRemove(n.size);
+}
+
+void HotshardPolicy::evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept {
+  std::vector<detail::Slot> slots;
+  heap_.collectAscending(bytes, slots, [&](detail::Slot s) { return nodes_[s].size; });
+  for (detail::Slot s : slots) out.push_back(nodes_[s].id);
+}
+
+void HotshardPolicy::residents(std::vector<Resident>& out) const {
+  heap_.visitAscending([&](detail::Slot s) {
+    out.push_back({nodes_[s].id, nodes_[s].size});
+    return true;
+  });
+}
+
+void HotshardPolicy::visitExtraCounters(const CounterVisitor& visit) const {
+  visit("hotshard_rejected_read_ratio", static_cast<double>(rejected_read_ratio_));
+  visit("hotshard_rejected_hysteresis", static_cast<double>(rejected_hysteresis_));
+  visit("hotshard_tracked_non_resident", static_cast<double>(tracked_ghosts_));
+}
+
+}  // namespace hotshard::policy
