@@ -150,7 +150,7 @@ std::string ParamTable::value(const Entry& e) const {
   return e.real != nullptr ? formatDouble(*e.real) : std::to_string(*e.integer);
 }
 
-Status ParamTable::apply(std::string_view policy, const std::vector<KeyValue>& params) const {
+Status ParamTable::apply(std::string_view owner, const std::vector<KeyValue>& params) const {
   for (const auto& kv : params) {
     const Entry* found = nullptr;
     for (const auto& e : entries_) {
@@ -159,16 +159,16 @@ Status ParamTable::apply(std::string_view policy, const std::vector<KeyValue>& p
     if (found == nullptr) {
       std::string accepted;
       for (const auto& e : entries_) accepted += (accepted.empty() ? "" : ", ") + e.name;
-      return Status::error("policy '" + std::string(policy) + "' has no parameter '" + kv.key +
+      return Status::error(std::string(owner) + ": no parameter '" + kv.key +
                            "' (accepted: " + (accepted.empty() ? "none" : accepted) + ")");
     }
     if (found->real != nullptr) {
       auto v = parseDouble(kv.value);
-      if (!v) return Status::error("policy '" + std::string(policy) + "' parameter " + kv.key + ": " + v.message());
+      if (!v) return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
       *found->real = *v;
     } else {
       auto v = parseUint(kv.value);
-      if (!v) return Status::error("policy '" + std::string(policy) + "' parameter " + kv.key + ": " + v.message());
+      if (!v) return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
       *found->integer = *v;
     }
   }

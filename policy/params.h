@@ -44,8 +44,9 @@ class ParamTable {
   ParamTable& add(std::string name, double* field, std::string doc);
   ParamTable& add(std::string name, std::uint64_t* field, std::string doc);
 
-  // Unknown keys and unparsable values are errors that list what is accepted.
-  Status apply(std::string_view policy, const std::vector<KeyValue>& params) const;
+  // Unknown keys and unparsable values are errors that name `owner` (a policy or a
+  // trace family) and list what is accepted.
+  Status apply(std::string_view owner, const std::vector<KeyValue>& params) const;
   // "k=v" for every parameter, in declaration order.
   std::vector<std::string> current() const;
   // "k (default v): doc" lines.
