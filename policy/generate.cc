@@ -174,10 +174,10 @@ struct ModelLoadConfig {
 };
 
 struct ScanConfig {
-  std::uint64_t objects = 50000;
-  std::uint64_t hot_objects = 2000;
-  std::uint64_t requests = 1000000;
-  std::uint64_t scan_every = 100000;
+  std::uint64_t objects = 20000;
+  std::uint64_t hot_objects = 1500;
+  std::uint64_t requests = 400000;
+  std::uint64_t scan_every = 20000;
   double alpha = 0.6;
   std::uint64_t min_size = kMiB;
   std::uint64_t max_size = 16 * kMiB;

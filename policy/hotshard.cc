@@ -9,6 +9,7 @@ Status HotshardPolicy::Config::validate() const {
   if (!(miss_weight > 0)) return Status::error("hotshard: miss_weight must be > 0");
   if (!(hit_weight >= 0)) return Status::error("hotshard: hit_weight must be >= 0");
   if (!(hysteresis >= 0)) return Status::error("hotshard: hysteresis must be >= 0");
+  if (!(margin >= 0)) return Status::error("hotshard: margin must be >= 0");
   if (!(min_read_ratio >= 0)) return Status::error("hotshard: min_read_ratio must be >= 0");
   if (!(history >= 0)) return Status::error("hotshard: history must be >= 0");
   return {};
@@ -97,10 +98,15 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     std::uint64_t need = n.size - free;
     std::uint64_t freed = 0;
     double candidate = detail::logValueNow(n.log_prior, clock_);
-    double bar = 0;
+    double bar = config_.margin * config_.miss_weight * static_cast<double>(n.size);
     bool beaten = false;
     heap_.visitAscending([&](detail::Slot v) {
-      bar += (1.0 + config_.hysteresis) * detail::logValueNow(nodes_[v].log_heat, clock_);
+      // Only the bytes it must give up count against a victim: the rest of its room
+      // goes to the next promotions.
+      const Node& victim = nodes_[v];
+      double share = static_cast<double>(std::min(victim.size, need - freed)) /
+                     static_cast<double>(std::max<std::uint64_t>(victim.size, 1));
+      bar += (1.0 + config_.hysteresis) * share * detail::logValueNow(victim.log_heat, clock_);
       if (bar >= candidate) {
         beaten = true;
         return false;

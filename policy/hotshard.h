@@ -14,7 +14,8 @@
 //   - it fits, and has had at least min_read_ratio x its size read in total, so a huge
 //     file whose header alone is read again and again is never copied whole;
 //   - it fits in free space, or its heat *before* this access exceeds (1 + hysteresis)
-//     times the summed heat of the coldest residents it would displace. Counting only
+//     times the heat of the room it takes from the coldest residents (a victim's heat
+//     pro rata to the bytes it must give up), plus `margin` full reads. Counting only
 //     earlier reads makes a one-off scan worthless (no earlier reads), and comparing
 //     against the coldest residents with a margin keeps a stable subset under
 //     epoch-shuffled training reads, where every shard is read once per epoch and
@@ -40,14 +41,16 @@ class HotshardPolicy final : public Policy {
     double half_life = 64;       // heat halves every half_life x capacity bytes read
     double miss_weight = 1.0;    // weight of a byte fetched from the remote
     double hit_weight = 0.25;    // weight of a byte served by the page cache
-    double hysteresis = 0.5;     // a newcomer must beat the displaced heat by this margin
+    double hysteresis = 1.0;     // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
+    double margin = 1.0;         // ... plus this many full reads of itself
     double min_read_ratio = 1.0; // bytes read (all time) over size before a promotion
     double history = 4;          // non-resident objects remembered, x max(residents, 1024)
     void bind(ParamTable& t) {
       t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
           .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
           .add("hit_weight", &hit_weight, "heat per byte served by the page cache, >= 0")
-          .add("hysteresis", &hysteresis, "margin a newcomer's heat needs over the displaced residents', >= 0")
+          .add("hysteresis", &hysteresis, "a newcomer's heat must exceed (1 + hysteresis) x the displaced residents', >= 0")
+          .add("margin", &margin, "... plus this many full remote reads of the newcomer, >= 0")
           .add("min_read_ratio", &min_read_ratio, "bytes read over object size needed before a promotion, >= 0")
           .add("history", &history, "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
     }
