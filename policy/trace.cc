@@ -348,7 +348,29 @@ class OracleWriter final : public TraceWriter {
   std::vector<Request> requests_;
 };
 
+class MemoryReader final : public TraceReader {
+ public:
+  explicit MemoryReader(std::vector<Request> requests) : requests_(std::move(requests)) {}
+  bool next(Request& out) override {
+    if (pos_ == requests_.size()) return false;
+    out = requests_[pos_++];
+    return true;
+  }
+  Status rewind() override {
+    pos_ = 0;
+    return {};
+  }
+
+ private:
+  std::vector<Request> requests_;
+  std::size_t pos_ = 0;
+};
+
 }  // namespace
+
+std::unique_ptr<TraceReader> makeMemoryReader(std::vector<Request> requests) {
+  return std::make_unique<MemoryReader>(std::move(requests));
+}
 
 Expected<TraceFormat> parseTraceFormat(std::string_view name) {
   if (name == "native") return TraceFormat::kNative;

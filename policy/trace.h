@@ -81,6 +81,9 @@ class TraceWriter {
 std::unique_ptr<TraceReader> makeTraceReader(TraceFormat format, std::istream& in, std::string source);
 std::unique_ptr<TraceWriter> makeTraceWriter(TraceFormat format, std::ostream& out);
 
+// A reader over requests held in memory (generated traces, tests).
+std::unique_ptr<TraceReader> makeMemoryReader(std::vector<Request> requests);
+
 Expected<std::vector<Request>> readAll(TraceReader& reader);
 
 // One pass over a trace: what capacity percentages and bounds are computed from.
