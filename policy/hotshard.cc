@@ -25,13 +25,26 @@ bool HotshardPolicy::contains(ObjectId id) const noexcept {
   return s != detail::kNoSlot && nodes_[s].resident;
 }
 
+void HotshardPolicy::prefetch(ObjectId id, int stage) const noexcept {
+  if (stage == 0) {
+    index_.prefetch(id);
+  } else if (detail::Slot s = index_.find(id); s != detail::kNoSlot) {
+    detail::prefetchAddress(&nodes_[s]);
+  }
+}
+
 double HotshardPolicy::heat(ObjectId id) const noexcept {
   detail::Slot s = index_.find(id);
   return s == detail::kNoSlot ? 0.0 : detail::logValueNow(nodes_[s].log_heat, clock_);
 }
 
+void HotshardPolicy::setSize(Node& n, std::uint64_t size) noexcept {
+  n.size = size;
+  n.log_size = std::log2(static_cast<double>(std::max<std::uint64_t>(size, 1)));
+}
+
 double HotshardPolicy::density(const Node& n) const noexcept {
-  return n.log_heat - std::log2(static_cast<double>(std::max<std::uint64_t>(n.size, 1)));
+  return n.log_heat - n.log_size;
 }
 
 void HotshardPolicy::forgetOldHistory() {
@@ -50,12 +63,12 @@ void HotshardPolicy::forgetOldHistory() {
 detail::Slot HotshardPolicy::node(ObjectId id, std::uint64_t size) {
   detail::Slot s = index_.find(id);
   if (s != detail::kNoSlot) {
-    if (!nodes_[s].resident) nodes_[s].size = size;  // a resident keeps the size it was copied with
+    if (!nodes_[s].resident && nodes_[s].size != size) setSize(nodes_[s], size);  // a resident keeps its copy's size
     return s;
   }
   s = nodes_.alloc();
   nodes_[s].id = id;
-  nodes_[s].size = size;
+  setSize(nodes_[s], size);
   nodes_[s].ghost_seq = next_ghost_seq_++;
   index_.insert(id, s);
   history_.emplace_back(id, nodes_[s].ghost_seq);
@@ -75,7 +88,26 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
   n.log_prior = n.log_heat;
   if (weight > 0) n.log_heat = detail::logAdd(n.log_heat, std::log2(weight) + clock_);
   n.bytes_read += static_cast<double>(access.bytes_read);
-  if (n.resident) heap_.update(s, density(n));
+  // A resident's heap key is left stale here: heat only grows on access, so the stored
+  // key is a lower bound, fixed by refreshColdest() when the node nears the top. Hot
+  // objects, deep in the heap, are never touched: hits cost no heap work.
+}
+
+void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
+  for (int round = 0; round < 1024; ++round) {
+    stale_.clear();
+    std::uint64_t covered = 0;
+    heap_.visitAscending([&](detail::Slot v) {
+      if (density(nodes_[v]) > heap_.keyOf(v)) {
+        stale_.push_back(v);
+        return stale_.size() < 64;
+      }
+      covered += nodes_[v].size;
+      return covered < bytes;
+    });
+    if (stale_.empty()) return;
+    for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+  }
 }
 
 bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims) noexcept {
@@ -99,6 +131,7 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     std::uint64_t freed = 0;
     double candidate = detail::logValueNow(n.log_prior, clock_);
     double bar = config_.margin * config_.miss_weight * static_cast<double>(n.size);
+    refreshColdest(need);
     bool beaten = false;
     heap_.visitAscending([&](detail::Slot v) {
       // Only the bytes it must give up count against a victim: the rest of its room
@@ -166,6 +199,7 @@ void HotshardPolicy::demote(detail::Slot s) noexcept {
 }
 
 void HotshardPolicy::evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept {
+  refreshColdest(bytes);
   std::vector<detail::Slot> slots;
   heap_.collectAscending(bytes, slots, [&](detail::Slot s) { return nodes_[s].size; });
   for (detail::Slot s : slots) out.push_back(nodes_[s].id);

@@ -6,7 +6,8 @@
 // hours erase nothing and the behaviour does not depend on a trace's time scale.
 // Heat is remembered for recently seen non-resident objects too (a bounded history).
 //
-// Eviction order: heat per byte of the object (lowest first), kept in an indexed heap;
+// Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
+// whose keys are refreshed lazily, only near the top;
 // for whole reads this orders by access rate, the greedy knapsack order for bytes
 // saved from the remote.
 //
@@ -68,6 +69,7 @@ class HotshardPolicy final : public Policy {
   void remove(ObjectId id) noexcept override;
   void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
   bool contains(ObjectId id) const noexcept override;
+  void prefetch(ObjectId id, int stage) const noexcept override;
   void residents(std::vector<Resident>& out) const override;
   void visitExtraCounters(const CounterVisitor& visit) const override;
 
@@ -81,13 +83,17 @@ class HotshardPolicy final : public Policy {
     std::uint64_t size = 0;
     double log_heat = detail::kLogZero;   // scaled to the clock, see detail::logAdd
     double log_prior = detail::kLogZero;  // log_heat before the latest access
+    double log_size = 0;                  // log2(max(size, 1)), cached for density()
     double bytes_read = 0;                // all time, for min_read_ratio
     std::uint64_t ghost_seq = 0;          // != 0 while non-resident and in history_
     bool resident = false;
   };
   detail::Slot node(ObjectId id, std::uint64_t size);
   double density(const Node& n) const noexcept;
+  static void setSize(Node& n, std::uint64_t size) noexcept;
   void forgetOldHistory();
+  // Brings the heap keys of the coldest residents covering `bytes` up to date.
+  void refreshColdest(std::uint64_t bytes) noexcept;
   // Resident -> remembered non-resident (its heat is kept).
   void demote(detail::Slot s) noexcept;
 
@@ -103,6 +109,7 @@ class HotshardPolicy final : public Policy {
   std::uint64_t rejected_read_ratio_ = 0;
   std::uint64_t rejected_hysteresis_ = 0;
   std::vector<detail::Slot> scratch_;
+  std::vector<detail::Slot> stale_;
 };
 
 }  // namespace hotshard::policy

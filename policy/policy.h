@@ -112,6 +112,12 @@ class Policy {
   virtual void remove(ObjectId id) noexcept = 0;
   virtual void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept = 0;
   virtual bool contains(ObjectId id) const noexcept = 0;
+  // A hint that `id` will be accessed soon, so a policy may start loading its metadata:
+  // stage 0 comes first (far ahead), stage 1 later (near). Never changes decisions.
+  virtual void prefetch(ObjectId id, int stage) const noexcept {
+    (void)id;
+    (void)stage;
+  }
   // Every resident object, in no particular order.
   virtual void residents(std::vector<Resident>& out) const = 0;
   // Policy-specific counters; the common ones (capacity, used, objects, admits,

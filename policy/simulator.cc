@@ -12,8 +12,17 @@ Expected<SimResult> simulate(TraceReader& reader, Policy& policy) {
   result.policy = describePolicy(policy);
   result.capacity = policy.capacity();
   std::vector<ObjectId> victims;
-  Request r;
-  while (reader.next(r)) {
+  // Look-ahead ring: requests are read kAhead ahead of the one simulated, and the policy
+  // is told which ids come (Policy::prefetch), so memory latency overlaps.
+  constexpr std::size_t kAhead = 16, kNear = 4;
+  Request ring[kAhead];
+  std::size_t filled = 0;
+  bool more = true;  // never call next() again once it said no: errors stay as reported
+  while (filled < kAhead && (more = reader.next(ring[filled]))) policy.prefetch(ring[filled++].id, 0);
+  for (std::size_t i = 0; i < filled; ++i) {
+    Request r = ring[i % kAhead];
+    if (i + kNear < filled) policy.prefetch(ring[(i + kNear) % kAhead].id, 1);
+    if (more && (more = reader.next(ring[i % kAhead]))) policy.prefetch(ring[filled++ % kAhead].id, 0);
     if (r.flags & kFlagWrite) {
       policy.remove(r.id);
       continue;

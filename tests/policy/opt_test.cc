@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <sstream>
 
 #include "policy/generate.h"
 #include "tests/policy/policy_test_util.h"
@@ -88,6 +89,42 @@ TEST(SimOpt, VariableSizesNeverOverfillAndBypassUselessObjects) {
   EXPECT_LE(opt.promoted_bytes, 2000u * 50);
   auto one = runOpt(200, {trace.back()});
   EXPECT_EQ(one.promotions, 0u);
+}
+
+}  // namespace
+}  // namespace hotshard::policy
+
+namespace hotshard::policy {
+namespace {
+
+TEST(SimRun, ReportsTraceErrorsInsteadOfResults) {
+  std::stringstream bytes;
+  auto writer = makeTraceWriter(TraceFormat::kNative, bytes);
+  for (const auto& r : wholeReads(testing::range(1, 40))) ASSERT_TRUE(writer->write(r).ok());
+  ASSERT_TRUE(writer->finish().ok());
+  std::string cut = bytes.str().substr(0, bytes.str().size() - 3);
+  for (const auto& name : policyNames()) {
+    std::istringstream in(cut);
+    auto reader = makeTraceReader(TraceFormat::kNative, in, "cut.trace");
+    auto policy = testing::makePolicy(name, 10);
+    auto result = simulate(*reader, *policy);
+    ASSERT_FALSE(result.ok()) << name;
+    EXPECT_EQ(result.message(), "cut.trace: truncated trace: record 38 has 53 of 56 bytes");
+  }
+  std::istringstream in(cut);
+  auto reader = makeTraceReader(TraceFormat::kNative, in, "cut.trace");
+  EXPECT_FALSE(simulateOpt(*reader, 10).ok());
+}
+
+TEST(SimRun, WritesInvalidateCachedCopies) {
+  auto trace = wholeReads({1, 1, 1});
+  trace[1].flags = kFlagWrite;
+  for (const auto& name : policyNames()) {
+    auto r = testing::run(name, 10, trace);
+    EXPECT_EQ(r.requests, 2u) << name;
+    EXPECT_EQ(r.hits, 0u) << name;
+  }
+  EXPECT_EQ(runOpt(10, trace).hits, 0u);
 }
 
 }  // namespace
