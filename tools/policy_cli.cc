@@ -200,6 +200,9 @@ void runSimulate(const SimulateOptions& o) {
     out["capacity_bytes"] = *capacity;
     out["working_set_bytes"] = stats->working_set_bytes;
     out["requests"] = stats->requests;
+    out["unique_objects"] = stats->unique_objects;
+    out["bytes_read"] = stats->bytes_read;
+    out["first_read_bytes"] = stats->first_read_bytes;
     std::cout << out.dump(2) << "\n";
     return;
   }
