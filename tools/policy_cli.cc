@@ -52,6 +52,7 @@ TraceFormat traceFormatOf(const std::string& command, const std::string& path, c
     return *f;
   }
   std::ifstream in(path, std::ios::binary);
+  if (!in) fail(command, "cannot open trace " + path + ": " + std::strerror(errno));
   char magic[sizeof kNativeMagic] = {};
   in.read(magic, sizeof magic);
   if (in.gcount() == sizeof magic && std::memcmp(magic, kNativeMagic, sizeof magic) == 0) return TraceFormat::kNative;
@@ -64,7 +65,7 @@ struct SimulateOptions {
   std::string trace;
   std::string format;
   std::string capacity;
-  std::string policies = std::string(kDefaultPolicy) + ",lru,arc,s3fifo";
+  std::string policies = "hotshard,lru,lfu,arc,s3fifo,sieve";
   std::vector<std::string> params;  // NAME:k=v
   std::string sweep;                // k=a..b:step
   bool json = false;
