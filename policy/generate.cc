@@ -49,11 +49,6 @@ class Emitter {
   TimeNs now_ = 0;
 };
 
-#define HS_RETURN_IF_ERROR(expr)     \
-  do {                               \
-    if (auto st_ = (expr); !st_) return st_; \
-  } while (0)
-
 Status checkSizes(std::string_view family, std::uint64_t lo, std::uint64_t hi) {
   if (lo == 0 || hi < lo) return Status::error(std::string(family) + ": need 0 < min_size <= max_size");
   return {};
@@ -82,7 +77,7 @@ struct ZipfConfig {
     ZipfSampler zipf(objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       std::uint32_t obj = rank_to_object[zipf.sample(rng)];
-      HS_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
+      POLICY_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
     }
     return {};
   }
@@ -118,7 +113,7 @@ struct EpochConfig {
       std::size_t k = rng.below(running.size());
       Job& job = running[k];
       std::uint32_t shard = job.order[job.pos];
-      HS_RETURN_IF_ERROR(out.read(shard + 1, sizes[shard]));
+      POLICY_RETURN_IF_ERROR(out.read(shard + 1, sizes[shard]));
       if (++job.pos == shards) {
         job.pos = 0;
         if (++job.epoch == epochs) {
@@ -163,10 +158,10 @@ struct ModelLoadConfig {
     ZipfSampler zipf(background_objects, background_alpha);
     constexpr ObjectId kBackgroundBase = 1000000000;
     for (std::uint64_t restart = 0; restart < restarts; ++restart) {
-      for (std::uint64_t s = 0; s < model_shards; ++s) HS_RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
+      for (std::uint64_t s = 0; s < model_shards; ++s) POLICY_RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
       for (std::uint64_t i = 0; i < background_between; ++i) {
         std::uint32_t obj = rank_to_object[zipf.sample(rng)];
-        HS_RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj]));
+        POLICY_RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj]));
       }
     }
     return {};
@@ -202,10 +197,10 @@ struct ScanConfig {
     ZipfSampler zipf(hot_objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       if (i > 0 && i % scan_every == 0) {
-        for (std::uint64_t o = 0; o < objects; ++o) HS_RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
+        for (std::uint64_t o = 0; o < objects; ++o) POLICY_RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
       }
       std::uint32_t obj = order[zipf.sample(rng)];
-      HS_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
+      POLICY_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
     }
     return {};
   }
@@ -226,8 +221,8 @@ Family family(std::string name, std::string summary) {
                   Config c;
                   ParamTable t;
                   c.bind(t);
-                  HS_RETURN_IF_ERROR(t.apply(name, params));
-                  HS_RETURN_IF_ERROR(c.validate());
+                  POLICY_RETURN_IF_ERROR(t.apply(name, params));
+                  POLICY_RETURN_IF_ERROR(c.validate());
                   return c.run(rng, out);
                 }};
 }

@@ -76,6 +76,12 @@ class [[nodiscard]] Expected {
   std::variant<T, std::string> v_;
 };
 
+// Returns the Status of `expr` from the enclosing function when it is an error.
+#define POLICY_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    if (auto policy_st_ = (expr); !policy_st_) return policy_st_; \
+  } while (0)
+
 // One read sample of an object (one trace record, or one tick's probe counts).
 struct Access {
   ObjectId id = 0;

@@ -23,8 +23,8 @@ Expected<std::unique_ptr<Policy>> make(std::string_view name, const std::vector<
   typename P::Config config;
   ParamTable table;
   config.bind(table);
-  if (auto st = table.apply(name, params); !st) return st;
-  if (auto st = config.validate(); !st) return st;
+  POLICY_RETURN_IF_ERROR(table.apply(name, params));
+  POLICY_RETURN_IF_ERROR(config.validate());
   return std::unique_ptr<Policy>(std::make_unique<P>(capacity, config));
 }
 
