@@ -127,7 +127,8 @@ void ArcPolicy::evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& o
   for (; s != detail::kNoSlot && freed < bytes && t1 > p_; s = lists_[kT1].prevOf(s)) {
     out.push_back(nodes_[s].id), freed += nodes_[s].size, t1 -= nodes_[s].size;
   }
-  for (detail::Slot t = lists_[kT2].back(); t != detail::kNoSlot && freed < bytes; t = lists_[kT2].prevOf(t)) {
+  for (detail::Slot t = lists_[kT2].back(); t != detail::kNoSlot && freed < bytes;
+       t = lists_[kT2].prevOf(t)) {
     out.push_back(nodes_[t].id), freed += nodes_[t].size;
   }
   for (; s != detail::kNoSlot && freed < bytes; s = lists_[kT1].prevOf(s)) {

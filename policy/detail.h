@@ -138,8 +138,14 @@ class List {
   }
   void erase(Slot s) noexcept {
     T& n = (*slab_)[s];
-    if (n.prev != kNoSlot) (*slab_)[n.prev].next = n.next; else head_ = n.next;
-    if (n.next != kNoSlot) (*slab_)[n.next].prev = n.prev; else tail_ = n.prev;
+    if (n.prev != kNoSlot)
+      (*slab_)[n.prev].next = n.next;
+    else
+      head_ = n.next;
+    if (n.next != kNoSlot)
+      (*slab_)[n.next].prev = n.prev;
+    else
+      tail_ = n.prev;
     n.prev = n.next = kNoSlot;
     --size_;
   }
@@ -182,7 +188,10 @@ class MinHeap {
     std::size_t i = pos_[s];
     double old = heap_[i].key;
     heap_[i].key = key;
-    if (key < old) up(i); else down(i);
+    if (key < old)
+      up(i);
+    else
+      down(i);
   }
   void erase(Slot s) noexcept {
     std::size_t i = pos_[s];

@@ -15,7 +15,8 @@ std::uint64_t logUniform(Rng& rng, std::uint64_t lo, std::uint64_t hi) {
   return static_cast<std::uint64_t>(std::llround(std::exp(l + rng.unit() * (h - l))));
 }
 
-std::vector<std::uint64_t> logUniformSizes(Rng& rng, std::uint64_t n, std::uint64_t lo, std::uint64_t hi) {
+std::vector<std::uint64_t> logUniformSizes(Rng& rng, std::uint64_t n, std::uint64_t lo,
+                                           std::uint64_t hi) {
   std::vector<std::uint64_t> sizes(n);
   for (auto& s : sizes) s = logUniform(rng, lo, hi);
   return sizes;
@@ -50,7 +51,8 @@ class Emitter {
 };
 
 Status checkSizes(std::string_view family, std::uint64_t lo, std::uint64_t hi) {
-  if (lo == 0 || hi < lo) return Status::error(std::string(family) + ": need 0 < min_size <= max_size");
+  if (lo == 0 || hi < lo)
+    return Status::error(std::string(family) + ": need 0 < min_size <= max_size");
   return {};
 }
 
@@ -97,7 +99,8 @@ struct EpochConfig {
         .add("max_size", &max_size, "largest shard, bytes");
   }
   Status validate() const {
-    if (shards == 0 || epochs == 0 || jobs == 0) return Status::error("epoch: need shards, epochs, jobs > 0");
+    if (shards == 0 || epochs == 0 || jobs == 0)
+      return Status::error("epoch: need shards, epochs, jobs > 0");
     return checkSizes("epoch", min_size, max_size);
   }
   Status run(Rng& rng, Emitter& out) const {
@@ -147,8 +150,10 @@ struct ModelLoadConfig {
         .add("max_size", &max_size, "largest background file, bytes");
   }
   Status validate() const {
-    if (model_shards == 0 || model_shard_size == 0 || background_objects == 0 || background_alpha < 0) {
-      return Status::error("modelload: need model_shards, model_shard_size, background_objects > 0");
+    if (model_shards == 0 || model_shard_size == 0 || background_objects == 0 ||
+        background_alpha < 0) {
+      return Status::error(
+          "modelload: need model_shards, model_shard_size, background_objects > 0");
     }
     return checkSizes("modelload", min_size, max_size);
   }
@@ -158,7 +163,8 @@ struct ModelLoadConfig {
     ZipfSampler zipf(background_objects, background_alpha);
     constexpr ObjectId kBackgroundBase = 1000000000;
     for (std::uint64_t restart = 0; restart < restarts; ++restart) {
-      for (std::uint64_t s = 0; s < model_shards; ++s) POLICY_RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
+      for (std::uint64_t s = 0; s < model_shards; ++s)
+        POLICY_RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
       for (std::uint64_t i = 0; i < background_between; ++i) {
         std::uint32_t obj = rank_to_object[zipf.sample(rng)];
         POLICY_RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj]));
@@ -197,7 +203,8 @@ struct ScanConfig {
     ZipfSampler zipf(hot_objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       if (i > 0 && i % scan_every == 0) {
-        for (std::uint64_t o = 0; o < objects; ++o) POLICY_RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
+        for (std::uint64_t o = 0; o < objects; ++o)
+          POLICY_RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
       }
       std::uint32_t obj = order[zipf.sample(rng)];
       POLICY_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
@@ -231,7 +238,8 @@ const std::vector<Family>& families() {
   static const std::vector<Family> f = {
       family<ZipfConfig>("zipf", "Zipf-popular reads over shards of mixed sizes"),
       family<EpochConfig>("epoch", "epoch-shuffled training reads, several jobs interleaved"),
-      family<ModelLoadConfig>("modelload", "the same large model shards read whole at every restart"),
+      family<ModelLoadConfig>("modelload",
+                              "the same large model shards read whole at every restart"),
       family<ScanConfig>("scan", "a hot set under periodic full scans"),
   };
   return f;
@@ -241,7 +249,8 @@ const std::vector<Family>& families() {
 
 ZipfSampler::ZipfSampler(std::uint64_t n, double alpha) : cdf_(n) {
   double sum = 0;
-  for (std::uint64_t k = 0; k < n; ++k) cdf_[k] = sum += std::pow(static_cast<double>(k + 1), -alpha);
+  for (std::uint64_t k = 0; k < n; ++k)
+    cdf_[k] = sum += std::pow(static_cast<double>(k + 1), -alpha);
   for (auto& c : cdf_) c /= sum;
 }
 

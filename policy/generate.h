@@ -34,8 +34,8 @@ const std::vector<GeneratorInfo>& listGenerators();
 using RequestSink = std::function<Status(const Request&)>;
 
 // Unknown families or parameters are errors that list what is accepted.
-Status generateTrace(std::string_view family, const std::vector<KeyValue>& params, std::uint64_t seed,
-                     const RequestSink& sink);
+Status generateTrace(std::string_view family, const std::vector<KeyValue>& params,
+                     std::uint64_t seed, const RequestSink& sink);
 
 // SplitMix64 (Steele et al., "Fast splittable pseudorandom number generators", 2014).
 class Rng {

@@ -18,7 +18,8 @@ Status HotshardPolicy::Config::validate() const {
 HotshardPolicy::HotshardPolicy(std::uint64_t capacity, Config config)
     : Policy(capacity),
       config_(config),
-      clock_per_byte_(1.0 / (config.half_life * static_cast<double>(std::max<std::uint64_t>(capacity, 1)))) {}
+      clock_per_byte_(
+          1.0 / (config.half_life * static_cast<double>(std::max<std::uint64_t>(capacity, 1)))) {}
 
 bool HotshardPolicy::contains(ObjectId id) const noexcept {
   detail::Slot s = index_.find(id);
@@ -43,17 +44,17 @@ void HotshardPolicy::setSize(Node& n, std::uint64_t size) noexcept {
   n.log_size = std::log2(static_cast<double>(std::max<std::uint64_t>(size, 1)));
 }
 
-double HotshardPolicy::density(const Node& n) const noexcept {
-  return n.log_heat - n.log_size;
-}
+double HotshardPolicy::density(const Node& n) const noexcept { return n.log_heat - n.log_size; }
 
 void HotshardPolicy::forgetOldHistory() {
-  auto limit = static_cast<std::size_t>(config_.history * static_cast<double>(std::max<std::uint64_t>(objects(), 1024)));
+  auto limit = static_cast<std::size_t>(
+      config_.history * static_cast<double>(std::max<std::uint64_t>(objects(), 1024)));
   while (history_.size() > limit) {
     auto [id, seq] = history_.front();
     history_.pop_front();
     detail::Slot s = index_.find(id);
-    if (s == detail::kNoSlot || nodes_[s].resident || nodes_[s].ghost_seq != seq) continue;  // stale entry
+    if (s == detail::kNoSlot || nodes_[s].resident || nodes_[s].ghost_seq != seq)
+      continue;  // stale entry
     index_.erase(id);
     nodes_.release(s);
     --tracked_ghosts_;
@@ -63,7 +64,8 @@ void HotshardPolicy::forgetOldHistory() {
 detail::Slot HotshardPolicy::node(ObjectId id, std::uint64_t size) {
   detail::Slot s = index_.find(id);
   if (s != detail::kNoSlot) {
-    if (!nodes_[s].resident && nodes_[s].size != size) setSize(nodes_[s], size);  // a resident keeps its copy's size
+    if (!nodes_[s].resident && nodes_[s].size != size)
+      setSize(nodes_[s], size);  // a resident keeps its copy's size
     return s;
   }
   s = nodes_.alloc();

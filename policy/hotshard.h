@@ -39,21 +39,24 @@ namespace hotshard::policy {
 class HotshardPolicy final : public Policy {
  public:
   struct Config {
-    double half_life = 64;       // heat halves every half_life x capacity bytes read
-    double miss_weight = 1.0;    // weight of a byte fetched from the remote
-    double hit_weight = 0.25;    // weight of a byte served by the page cache
-    double hysteresis = 1.0;     // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
-    double margin = 1.0;         // ... plus this many full reads of itself
-    double min_read_ratio = 1.0; // bytes read (all time) over size before a promotion
-    double history = 4;          // non-resident objects remembered, x max(residents, 1024)
+    double half_life = 64;     // heat halves every half_life x capacity bytes read
+    double miss_weight = 1.0;  // weight of a byte fetched from the remote
+    double hit_weight = 0.25;  // weight of a byte served by the page cache
+    double hysteresis = 1.0;  // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
+    double margin = 1.0;      // ... plus this many full reads of itself
+    double min_read_ratio = 1.0;  // bytes read (all time) over size before a promotion
+    double history = 4;           // non-resident objects remembered, x max(residents, 1024)
     void bind(ParamTable& t) {
       t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
           .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
           .add("hit_weight", &hit_weight, "heat per byte served by the page cache, >= 0")
-          .add("hysteresis", &hysteresis, "a newcomer's heat must exceed (1 + hysteresis) x the displaced residents', >= 0")
+          .add("hysteresis", &hysteresis,
+               "a newcomer's heat must exceed (1 + hysteresis) x the displaced residents', >= 0")
           .add("margin", &margin, "... plus this many full remote reads of the newcomer, >= 0")
-          .add("min_read_ratio", &min_read_ratio, "bytes read over object size needed before a promotion, >= 0")
-          .add("history", &history, "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
+          .add("min_read_ratio", &min_read_ratio,
+               "bytes read over object size needed before a promotion, >= 0")
+          .add("history", &history,
+               "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
     }
     Status validate() const;
   };
@@ -98,8 +101,8 @@ class HotshardPolicy final : public Policy {
   void demote(detail::Slot s) noexcept;
 
   Config config_;
-  double clock_ = 0;        // in half-lives
-  double clock_per_byte_;   // 1 / (half_life x capacity)
+  double clock_ = 0;       // in half-lives
+  double clock_per_byte_;  // 1 / (half_life x capacity)
   detail::IdIndex index_;
   detail::Slab<Node> nodes_;
   detail::MinHeap heap_;  // residents by log2(heat per byte)

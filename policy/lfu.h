@@ -20,7 +20,8 @@ class LfuPolicy final : public Policy {
     // Half-life of a count, in accesses (recordAccess calls); 0 = no decay.
     double half_life = 100000;
     void bind(ParamTable& t) {
-      t.add("half_life", &half_life, "accesses after which an access counts half; 0 disables decay");
+      t.add("half_life", &half_life,
+            "accesses after which an access counts half; 0 disables decay");
     }
     Status validate() const {
       return half_life >= 0 ? Status() : Status::error("lfu: half_life must be >= 0");

@@ -9,7 +9,8 @@ namespace {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -77,7 +78,8 @@ Expected<std::uint64_t> parseUint(std::string_view text) {
   std::uint64_t v = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || ptr != text.data() + text.size()) {
-    return Expected<std::uint64_t>::error("not a non-negative integer: '" + std::string(text) + "'");
+    return Expected<std::uint64_t>::error("not a non-negative integer: '" + std::string(text) +
+                                          "'");
   }
   return v;
 }
@@ -105,7 +107,9 @@ Expected<std::uint64_t> parseSize(std::string_view text, std::optional<std::uint
     }
   }
   auto v = parseDouble(number);
-  if (!v || *v < 0) return bad("expected a number with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB, %)");
+  if (!v || *v < 0)
+    return bad(
+        "expected a number with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB, %)");
   double bytes = percent ? *v / 100.0 * static_cast<double>(*percent_of) : *v * factor;
   if (bytes >= 1.8e19) return bad("too large");
   return static_cast<std::uint64_t>(std::llround(bytes));
@@ -164,11 +168,13 @@ Status ParamTable::apply(std::string_view owner, const std::vector<KeyValue>& pa
     }
     if (found->real != nullptr) {
       auto v = parseDouble(kv.value);
-      if (!v) return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
+      if (!v)
+        return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
       *found->real = *v;
     } else {
       auto v = parseUint(kv.value);
-      if (!v) return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
+      if (!v)
+        return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
       *found->integer = *v;
     }
   }

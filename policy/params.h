@@ -31,7 +31,8 @@ Expected<double> parseDouble(std::string_view text);
 Expected<std::uint64_t> parseUint(std::string_view text);
 // "4096", "64KiB", "64MiB", "10GiB", "1TiB", "1.5GB" (SI units too), or "5%" of
 // `percent_of` when given.
-Expected<std::uint64_t> parseSize(std::string_view text, std::optional<std::uint64_t> percent_of = {});
+Expected<std::uint64_t> parseSize(std::string_view text,
+                                  std::optional<std::uint64_t> percent_of = {});
 // Shortest text that parses back to the same double ("0.5", "64", "1e-06").
 std::string formatDouble(double value);
 // "1.5 GiB" style, for humans.

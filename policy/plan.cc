@@ -4,7 +4,8 @@
 
 namespace hotshard::policy {
 
-PromotionPlan planPromotions(Policy& policy, const std::vector<Access>& candidates, std::uint64_t budget_bytes) {
+PromotionPlan planPromotions(Policy& policy, const std::vector<Access>& candidates,
+                             std::uint64_t budget_bytes) {
   PromotionPlan plan;
   std::vector<ObjectId> victims;
   for (const auto& a : candidates) {

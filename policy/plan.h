@@ -22,6 +22,7 @@ struct PromotionPlan {
 // Residents are skipped; an object whose size would overrun `budget_bytes` is deferred
 // (later, smaller ones may still fit). An object admitted and then evicted within the
 // same tick is neither copied nor deleted. On a failed copy the daemon calls remove().
-PromotionPlan planPromotions(Policy& policy, const std::vector<Access>& candidates, std::uint64_t budget_bytes);
+PromotionPlan planPromotions(Policy& policy, const std::vector<Access>& candidates,
+                             std::uint64_t budget_bytes);
 
 }  // namespace hotshard::policy

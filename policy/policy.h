@@ -77,8 +77,8 @@ class [[nodiscard]] Expected {
 };
 
 // Returns the Status of `expr` from the enclosing function when it is an error.
-#define POLICY_RETURN_IF_ERROR(expr)                 \
-  do {                                               \
+#define POLICY_RETURN_IF_ERROR(expr)                              \
+  do {                                                            \
     if (auto policy_st_ = (expr); !policy_st_) return policy_st_; \
   } while (0)
 
@@ -140,7 +140,8 @@ class Policy {
   // The classic admission: every miss that fits is admitted, after evicting the
   // objects pickVictim() names (one per call) until it fits.
   template <typename PickVictim>
-  bool admitEvicting(const Access& access, std::vector<ObjectId>& victims, PickVictim&& pickVictim) noexcept {
+  bool admitEvicting(const Access& access, std::vector<ObjectId>& victims,
+                     PickVictim&& pickVictim) noexcept {
     if (access.size > capacity() || contains(access.id)) {
       countAdmit(false);
       return false;

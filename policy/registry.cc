@@ -1,5 +1,7 @@
 #include "policy/registry.h"
 
+#include <functional>
+
 #include "policy/arc.h"
 #include "policy/hotshard.h"
 #include "policy/lfu.h"
@@ -10,7 +12,8 @@
 namespace hotshard::policy {
 namespace {
 
-using Maker = Expected<std::unique_ptr<Policy>> (*)(const std::vector<KeyValue>&, std::uint64_t);
+using Maker =
+    std::function<Expected<std::unique_ptr<Policy>>(const std::vector<KeyValue>&, std::uint64_t)>;
 
 struct Entry {
   PolicyInfo info;
@@ -33,7 +36,10 @@ Entry entry(std::string name, std::string summary) {
   typename P::Config config;
   ParamTable table;
   config.bind(table);
-  return Entry{{name, std::move(summary), table.describe()}, nullptr};
+  return Entry{{name, std::move(summary), table.describe()},
+               [name](const std::vector<KeyValue>& params, std::uint64_t capacity) {
+                 return make<P>(name, params, capacity);
+               }};
 }
 
 struct Registry {
@@ -44,23 +50,17 @@ struct Registry {
 const Registry& registry() {
   static const Registry r = [] {
     Registry r;
-    auto add = [&](Entry e, Maker m) {
-      e.make = m;
-      r.infos.push_back(e.info);
-      r.entries.push_back(std::move(e));
+    r.entries = {
+        entry<HotshardPolicy>("hotshard",
+                              "heat per byte, remote misses weighted, admission with "
+                              "hysteresis (default)"),
+        entry<LruPolicy>("lru", "least recently used"),
+        entry<LfuPolicy>("lfu", "least frequently used, exponentially decayed counts"),
+        entry<ArcPolicy>("arc", "adaptive replacement cache (Megiddo & Modha)"),
+        entry<S3FifoPolicy>("s3fifo", "small/main/ghost FIFO queues (Yang et al.)"),
+        entry<SievePolicy>("sieve", "FIFO with a visited bit and a sweeping hand (Zhang et al.)"),
     };
-    add(entry<HotshardPolicy>("hotshard", "heat per byte, remote misses weighted, admission with hysteresis (default)"),
-        [](const std::vector<KeyValue>& p, std::uint64_t c) { return make<HotshardPolicy>("hotshard", p, c); });
-    add(entry<LruPolicy>("lru", "least recently used"),
-        [](const std::vector<KeyValue>& p, std::uint64_t c) { return make<LruPolicy>("lru", p, c); });
-    add(entry<LfuPolicy>("lfu", "least frequently used, exponentially decayed counts"),
-        [](const std::vector<KeyValue>& p, std::uint64_t c) { return make<LfuPolicy>("lfu", p, c); });
-    add(entry<ArcPolicy>("arc", "adaptive replacement cache (Megiddo & Modha)"),
-        [](const std::vector<KeyValue>& p, std::uint64_t c) { return make<ArcPolicy>("arc", p, c); });
-    add(entry<S3FifoPolicy>("s3fifo", "small/main/ghost FIFO queues (Yang et al.)"),
-        [](const std::vector<KeyValue>& p, std::uint64_t c) { return make<S3FifoPolicy>("s3fifo", p, c); });
-    add(entry<SievePolicy>("sieve", "FIFO with a visited bit and a sweeping hand (Zhang et al.)"),
-        [](const std::vector<KeyValue>& p, std::uint64_t c) { return make<SievePolicy>("sieve", p, c); });
+    for (const auto& e : r.entries) r.infos.push_back(e.info);
     return r;
   }();
   return r;
@@ -76,27 +76,33 @@ std::vector<std::string> policyNames() {
   return names;
 }
 
-Expected<std::unique_ptr<Policy>> createPolicy(const PolicySpec& spec, std::uint64_t capacity_bytes) {
+Expected<std::unique_ptr<Policy>> createPolicy(const PolicySpec& spec,
+                                               std::uint64_t capacity_bytes) {
   for (const auto& e : registry().entries) {
     if (e.info.name == spec.name) return e.make(spec.params, capacity_bytes);
   }
   std::string names;
   for (const auto& n : policyNames()) names += (names.empty() ? "" : ", ") + n;
-  return Expected<std::unique_ptr<Policy>>::error("unknown policy '" + spec.name + "' (known: " + names + ")");
+  return Expected<std::unique_ptr<Policy>>::error("unknown policy '" + spec.name +
+                                                  "' (known: " + names + ")");
 }
 
-Expected<std::unique_ptr<Policy>> createPolicy(std::string_view spec, std::uint64_t capacity_bytes) {
+Expected<std::unique_ptr<Policy>> createPolicy(std::string_view spec,
+                                               std::uint64_t capacity_bytes) {
   auto parsed = parsePolicySpec(spec);
   if (!parsed) return parsed.status();
   return createPolicy(*parsed, capacity_bytes);
 }
 
-Expected<std::unique_ptr<Policy>> createPolicy(std::string_view name, const std::vector<std::string>& params,
+Expected<std::unique_ptr<Policy>> createPolicy(std::string_view name,
+                                               const std::vector<std::string>& params,
                                                std::uint64_t capacity_bytes) {
   PolicySpec spec{std::string(name), {}};
   for (const auto& p : params) {
     auto kv = parseKeyValue(p);
-    if (!kv) return Expected<std::unique_ptr<Policy>>::error("policy '" + spec.name + "': " + kv.message());
+    if (!kv)
+      return Expected<std::unique_ptr<Policy>>::error("policy '" + spec.name +
+                                                      "': " + kv.message());
     spec.params.push_back(std::move(*kv));
   }
   return createPolicy(spec, capacity_bytes);
@@ -108,7 +114,8 @@ std::string describePolicy(const Policy& policy) {
   return out;
 }
 
-Expected<std::unique_ptr<Policy>> rebuildPolicy(const Policy& old, std::string_view spec, TimeNs now) {
+Expected<std::unique_ptr<Policy>> rebuildPolicy(const Policy& old, std::string_view spec,
+                                                TimeNs now) {
   auto fresh = createPolicy(spec, old.capacity());
   if (!fresh) return fresh;
   std::vector<Resident> residents;

@@ -3,13 +3,16 @@
 namespace hotshard::policy {
 
 Status S3FifoPolicy::Config::validate() const {
-  if (!(small_ratio > 0 && small_ratio < 1)) return Status::error("s3fifo: small_ratio must be in (0, 1)");
+  if (!(small_ratio > 0 && small_ratio < 1))
+    return Status::error("s3fifo: small_ratio must be in (0, 1)");
   if (!(ghost_ratio >= 0)) return Status::error("s3fifo: ghost_ratio must be >= 0");
-  if (move_to_main < 1 || move_to_main > 3) return Status::error("s3fifo: move_to_main must be 1..3");
+  if (move_to_main < 1 || move_to_main > 3)
+    return Status::error("s3fifo: move_to_main must be 1..3");
   return {};
 }
 
-S3FifoPolicy::S3FifoPolicy(std::uint64_t capacity, Config config) : Policy(capacity), config_(config) {}
+S3FifoPolicy::S3FifoPolicy(std::uint64_t capacity, Config config)
+    : Policy(capacity), config_(config) {}
 
 bool S3FifoPolicy::contains(ObjectId id) const noexcept {
   detail::Slot s = index_.find(id);
@@ -40,7 +43,8 @@ void S3FifoPolicy::recordAccess(const Access& access) noexcept {
 }
 
 ObjectId S3FifoPolicy::evictOne() noexcept {
-  auto small_limit = static_cast<std::uint64_t>(config_.small_ratio * static_cast<double>(capacity()));
+  auto small_limit =
+      static_cast<std::uint64_t>(config_.small_ratio * static_cast<double>(capacity()));
   while (true) {
     if (!lists_[kSmall].empty() && (bytes_[kSmall] >= small_limit || lists_[kMain].empty())) {
       detail::Slot t = lists_[kSmall].back();
@@ -52,7 +56,8 @@ ObjectId S3FifoPolicy::evictOne() noexcept {
       }
       accountRemove(nodes_[t].size);
       link(t, kGhost);
-      auto ghost_limit = static_cast<std::uint64_t>(config_.ghost_ratio * static_cast<double>(capacity()));
+      auto ghost_limit =
+          static_cast<std::uint64_t>(config_.ghost_ratio * static_cast<double>(capacity()));
       while (bytes_[kGhost] > ghost_limit) drop(lists_[kGhost].back());
       countEviction();
       return nodes_[t].id;
@@ -122,7 +127,8 @@ void S3FifoPolicy::evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>
     for (Where w : {kSmall, kMain}) {
       for (detail::Slot s = lists_[w].back(); s != detail::kNoSlot; s = lists_[w].prevOf(s)) {
         if (freed >= bytes) return;
-        if ((nodes_[s].freq == 0) == (pass == 0)) out.push_back(nodes_[s].id), freed += nodes_[s].size;
+        if ((nodes_[s].freq == 0) == (pass == 0))
+          out.push_back(nodes_[s].id), freed += nodes_[s].size;
       }
     }
   }

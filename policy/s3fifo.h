@@ -16,13 +16,16 @@ namespace hotshard::policy {
 class S3FifoPolicy final : public Policy {
  public:
   struct Config {
-    double small_ratio = 0.1;   // share of the capacity for the small queue S
-    double ghost_ratio = 0.9;   // ghost ids kept, in bytes of the objects they stood for, over capacity
+    double small_ratio = 0.1;  // share of the capacity for the small queue S
+    double ghost_ratio =
+        0.9;  // ghost ids kept, in bytes of the objects they stood for, over capacity
     std::uint64_t move_to_main = 1;  // hits while in S that earn a move to M
     void bind(ParamTable& t) {
       t.add("small_ratio", &small_ratio, "share of the capacity for the small FIFO, in (0, 1)")
-          .add("ghost_ratio", &ghost_ratio, "ghost history, as bytes of evicted objects over the capacity, >= 0")
-          .add("move_to_main", &move_to_main, "hits in the small FIFO needed to move to the main FIFO, 1..3");
+          .add("ghost_ratio", &ghost_ratio,
+               "ghost history, as bytes of evicted objects over the capacity, >= 0")
+          .add("move_to_main", &move_to_main,
+               "hits in the small FIFO needed to move to the main FIFO, 1..3");
     }
     Status validate() const;
   };

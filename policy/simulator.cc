@@ -18,11 +18,13 @@ Expected<SimResult> simulate(TraceReader& reader, Policy& policy) {
   Request ring[kAhead];
   std::size_t filled = 0;
   bool more = true;  // never call next() again once it said no: errors stay as reported
-  while (filled < kAhead && (more = reader.next(ring[filled]))) policy.prefetch(ring[filled++].id, 0);
+  while (filled < kAhead && (more = reader.next(ring[filled])))
+    policy.prefetch(ring[filled++].id, 0);
   for (std::size_t i = 0; i < filled; ++i) {
     Request r = ring[i % kAhead];
     if (i + kNear < filled) policy.prefetch(ring[(i + kNear) % kAhead].id, 1);
-    if (more && (more = reader.next(ring[i % kAhead]))) policy.prefetch(ring[filled++ % kAhead].id, 0);
+    if (more && (more = reader.next(ring[i % kAhead])))
+      policy.prefetch(ring[filled++ % kAhead].id, 0);
     if (r.flags & kFlagWrite) {
       policy.remove(r.id);
       continue;
@@ -56,7 +58,8 @@ Expected<SimResult> simulateOpt(TraceReader& reader, std::uint64_t capacity) {
     detail::IdIndex last;
     Request r;
     while (reader.next(r)) {
-      if (next.size() >= kNever - 1) return Expected<SimResult>::error("OPT supports traces up to 4G requests");
+      if (next.size() >= kNever - 1)
+        return Expected<SimResult>::error("OPT supports traces up to 4G requests");
       auto i = static_cast<Slot>(next.size());
       next.push_back(kNever);
       if (r.flags & kFlagWrite) continue;  // writes are not uses

@@ -33,7 +33,9 @@ struct SimResult {
   std::uint64_t evictions = 0;
 
   double hitRatio() const noexcept { return requests ? double(hits) / double(requests) : 0.0; }
-  double byteHitRatio() const noexcept { return bytes_read ? double(bytes_hit) / double(bytes_read) : 0.0; }
+  double byteHitRatio() const noexcept {
+    return bytes_read ? double(bytes_hit) / double(bytes_read) : 0.0;
+  }
 };
 
 // Runs `reader` from where it stands to its end through `policy`.

@@ -12,7 +12,8 @@
 namespace hotshard::policy {
 namespace {
 
-static_assert(std::endian::native == std::endian::little, "trace formats are little-endian; add byte swaps");
+static_assert(std::endian::native == std::endian::little,
+              "trace formats are little-endian; add byte swaps");
 
 template <typename T>
 T load(const char* p) {
@@ -31,7 +32,8 @@ constexpr std::uint64_t kUnknownCount = std::numeric_limits<std::uint64_t>::max(
 // Fixed-size binary records read in batches.
 class BinaryReader : public TraceReader {
  public:
-  BinaryReader(std::istream& in, std::string source, std::size_t header_size, std::size_t record_size)
+  BinaryReader(std::istream& in, std::string source, std::size_t header_size,
+               std::size_t record_size)
       : in_(in), source_(std::move(source)), header_size_(header_size), record_size_(record_size) {}
 
   Status rewind() override {
@@ -81,8 +83,8 @@ class BinaryReader : public TraceReader {
     if (got < buffer_.size()) eof_ = true;
     std::size_t whole = got - got % record_size_;
     if (got % record_size_ != 0 && whole == 0) {
-      return fail("truncated trace: record " + std::to_string(index_) + " has " + std::to_string(got) + " of " +
-                  std::to_string(record_size_) + " bytes");
+      return fail("truncated trace: record " + std::to_string(index_) + " has " +
+                  std::to_string(got) + " of " + std::to_string(record_size_) + " bytes");
     }
     if (got % record_size_ != 0) {
       // Serve the whole records first; the partial tail is reported on the next fill.
@@ -97,8 +99,8 @@ class BinaryReader : public TraceReader {
     if (partial_tail_ != 0) {
       auto tail = partial_tail_;
       partial_tail_ = 0;
-      return fail("truncated trace: record " + std::to_string(index_) + " has " + std::to_string(tail) + " of " +
-                  std::to_string(record_size_) + " bytes");
+      return fail("truncated trace: record " + std::to_string(index_) + " has " +
+                  std::to_string(tail) + " of " + std::to_string(record_size_) + " bytes");
     }
     std::uint64_t expected = expectedCount();
     if (expected != kUnknownCount && index_ != expected) {
@@ -132,8 +134,10 @@ class NativeReader final : public BinaryReader {
     }
     auto version = load<std::uint32_t>(h + 8);
     auto record_size = load<std::uint32_t>(h + 12);
-    if (version != kNativeVersion) return fail("unsupported native trace version " + std::to_string(version));
-    if (record_size != kNativeRecordSize) return fail("unsupported native record size " + std::to_string(record_size));
+    if (version != kNativeVersion)
+      return fail("unsupported native trace version " + std::to_string(version));
+    if (record_size != kNativeRecordSize)
+      return fail("unsupported native record size " + std::to_string(record_size));
     count_ = load<std::uint64_t>(h + 16);
     return true;
   }
@@ -152,7 +156,8 @@ class NativeReader final : public BinaryReader {
 
 class OracleReader final : public BinaryReader {
  public:
-  OracleReader(std::istream& in, std::string source) : BinaryReader(in, std::move(source), 0, kOracleRecordSize) {}
+  OracleReader(std::istream& in, std::string source)
+      : BinaryReader(in, std::move(source), 0, kOracleRecordSize) {}
   bool next(Request& out) override { return nextRecord(out); }
 
  private:
@@ -185,7 +190,8 @@ class CsvReader final : public TraceReader {
       seen_data_ = true;
       return parse(line, out);
     }
-    if (in_.bad()) error_ = Status::error(source_ + ": read error after line " + std::to_string(line_no_));
+    if (in_.bad())
+      error_ = Status::error(source_ + ": read error after line " + std::to_string(line_no_));
     return false;
   }
 
@@ -200,7 +206,7 @@ class CsvReader final : public TraceReader {
   }
 
  private:
-  static constexpr const char* kFields[] = {"time_ns", "object_id", "object_size", "offset",
+  static constexpr const char* kFields[] = {"time_ns",    "object_id",    "object_size", "offset",
                                             "bytes_read", "bytes_missed", "flags"};
 
   bool fail(std::string message) {
@@ -214,18 +220,23 @@ class CsvReader final : public TraceReader {
     while (true) {
       auto comma = line.find(',');
       std::string_view field = line.substr(0, comma);
-      while (!field.empty() && (field.front() == ' ' || field.front() == '\t')) field.remove_prefix(1);
-      while (!field.empty() && (field.back() == ' ' || field.back() == '\t')) field.remove_suffix(1);
+      while (!field.empty() && (field.front() == ' ' || field.front() == '\t'))
+        field.remove_prefix(1);
+      while (!field.empty() && (field.back() == ' ' || field.back() == '\t'))
+        field.remove_suffix(1);
       if (n == 7) return fail("more than 7 fields (" + std::string(kFieldList) + ")");
       auto [ptr, ec] = std::from_chars(field.data(), field.data() + field.size(), v[n]);
       if (field.empty() || ec != std::errc() || ptr != field.data() + field.size()) {
-        return fail(std::string("field ") + kFields[n] + ": not a non-negative integer: '" + std::string(field) + "'");
+        return fail(std::string("field ") + kFields[n] + ": not a non-negative integer: '" +
+                    std::string(field) + "'");
       }
       ++n;
       if (comma == std::string_view::npos) break;
       line.remove_prefix(comma + 1);
     }
-    if (n < 3) return fail("expected at least 3 fields (" + std::string(kFieldList) + "), got " + std::to_string(n));
+    if (n < 3)
+      return fail("expected at least 3 fields (" + std::string(kFieldList) + "), got " +
+                  std::to_string(n));
     out.time_ns = v[0];
     out.id = v[1];
     out.size = v[2];
@@ -233,7 +244,8 @@ class CsvReader final : public TraceReader {
     out.bytes_read = n > 4 ? v[4] : out.size;
     out.bytes_missed = n > 5 ? v[5] : out.bytes_read;
     out.flags = n > 6 ? static_cast<std::uint32_t>(v[6]) : 0;
-    if (n > 6 && v[6] > std::numeric_limits<std::uint32_t>::max()) return fail("field flags: larger than 32 bits");
+    if (n > 6 && v[6] > std::numeric_limits<std::uint32_t>::max())
+      return fail("field flags: larger than 32 bits");
     if (out.bytes_missed > out.bytes_read) return fail("bytes_missed is larger than bytes_read");
     return true;
   }
@@ -269,7 +281,8 @@ class NativeWriter final : public TraceWriter {
     store<std::uint32_t>(b + 48, r.flags);
     out_.write(b, sizeof b);
     ++count_;
-    return out_ ? Status() : Status::error("write failed after " + std::to_string(count_ - 1) + " records");
+    return out_ ? Status()
+                : Status::error("write failed after " + std::to_string(count_ - 1) + " records");
   }
   Status finish() override {
     if (start_ != std::streampos(-1)) {
@@ -296,8 +309,8 @@ class CsvWriter final : public TraceWriter {
     out_ << "time_ns,object_id,object_size,offset,bytes_read,bytes_missed,flags\n";
   }
   Status write(const Request& r) override {
-    out_ << r.time_ns << ',' << r.id << ',' << r.size << ',' << r.offset << ',' << r.bytes_read << ','
-         << r.bytes_missed << ',' << r.flags << '\n';
+    out_ << r.time_ns << ',' << r.id << ',' << r.size << ',' << r.offset << ',' << r.bytes_read
+         << ',' << r.bytes_missed << ',' << r.flags << '\n';
     return out_ ? Status() : Status::error("write failed");
   }
   Status finish() override {
@@ -382,27 +395,37 @@ Expected<TraceFormat> parseTraceFormat(std::string_view name) {
 
 std::string_view traceFormatName(TraceFormat format) {
   switch (format) {
-    case TraceFormat::kNative: return "native";
-    case TraceFormat::kCsv: return "csv";
-    case TraceFormat::kOracleGeneral: return "oracleGeneral";
+    case TraceFormat::kNative:
+      return "native";
+    case TraceFormat::kCsv:
+      return "csv";
+    case TraceFormat::kOracleGeneral:
+      return "oracleGeneral";
   }
   return "?";
 }
 
-std::unique_ptr<TraceReader> makeTraceReader(TraceFormat format, std::istream& in, std::string source) {
+std::unique_ptr<TraceReader> makeTraceReader(TraceFormat format, std::istream& in,
+                                             std::string source) {
   switch (format) {
-    case TraceFormat::kNative: return std::make_unique<NativeReader>(in, std::move(source));
-    case TraceFormat::kCsv: return std::make_unique<CsvReader>(in, std::move(source));
-    case TraceFormat::kOracleGeneral: return std::make_unique<OracleReader>(in, std::move(source));
+    case TraceFormat::kNative:
+      return std::make_unique<NativeReader>(in, std::move(source));
+    case TraceFormat::kCsv:
+      return std::make_unique<CsvReader>(in, std::move(source));
+    case TraceFormat::kOracleGeneral:
+      return std::make_unique<OracleReader>(in, std::move(source));
   }
   return nullptr;
 }
 
 std::unique_ptr<TraceWriter> makeTraceWriter(TraceFormat format, std::ostream& out) {
   switch (format) {
-    case TraceFormat::kNative: return std::make_unique<NativeWriter>(out);
-    case TraceFormat::kCsv: return std::make_unique<CsvWriter>(out);
-    case TraceFormat::kOracleGeneral: return std::make_unique<OracleWriter>(out);
+    case TraceFormat::kNative:
+      return std::make_unique<NativeWriter>(out);
+    case TraceFormat::kCsv:
+      return std::make_unique<CsvWriter>(out);
+    case TraceFormat::kOracleGeneral:
+      return std::make_unique<OracleWriter>(out);
   }
   return nullptr;
 }

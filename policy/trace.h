@@ -78,7 +78,8 @@ class TraceWriter {
 };
 
 // `source` names the input in error messages ("trace.csv:12: ...").
-std::unique_ptr<TraceReader> makeTraceReader(TraceFormat format, std::istream& in, std::string source);
+std::unique_ptr<TraceReader> makeTraceReader(TraceFormat format, std::istream& in,
+                                             std::string source);
 std::unique_ptr<TraceWriter> makeTraceWriter(TraceFormat format, std::ostream& out);
 
 // A reader over requests held in memory (generated traces, tests).
@@ -92,7 +93,7 @@ struct TraceStats {
   std::uint64_t unique_objects = 0;
   std::uint64_t working_set_bytes = 0;  // sum over objects of their (largest) size
   std::uint64_t bytes_read = 0;
-  std::uint64_t first_read_bytes = 0;   // bytes read by each object's first request
+  std::uint64_t first_read_bytes = 0;  // bytes read by each object's first request
 };
 Expected<TraceStats> scanTrace(TraceReader& reader);
 

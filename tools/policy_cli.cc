@@ -1,8 +1,6 @@
 // `hotshard policy ...`: offline tools over policy/: simulate policies on a trace
 // (OPT beside them), generate synthetic traces, list policies and their parameters.
 // Live `policy show|set` belong to the daemon's control socket.
-#include <nlohmann/json.hpp>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,7 +25,8 @@ namespace {
 
 using namespace hotshard::policy;
 
-[[noreturn]] void fail(const std::string& command, const std::string& message, int code = kExitFailure) {
+[[noreturn]] void fail(const std::string& command, const std::string& message,
+                       int code = kExitFailure) {
   std::fprintf(stderr, "hotshard policy %s: %s\n", command.c_str(), message.c_str());
   throw CLI::RuntimeError(code);
 }
@@ -36,7 +36,8 @@ std::vector<std::string> splitList(const std::string& text, char sep) {
   std::size_t start = 0;
   while (true) {
     auto pos = text.find(sep, start);
-    std::string part = text.substr(start, pos == std::string::npos ? std::string::npos : pos - start);
+    std::string part =
+        text.substr(start, pos == std::string::npos ? std::string::npos : pos - start);
     if (!part.empty()) out.push_back(part);
     if (pos == std::string::npos) break;
     start = pos + 1;
@@ -45,7 +46,8 @@ std::vector<std::string> splitList(const std::string& text, char sep) {
 }
 
 // --format, or guessed from the file: native magic, then the extension.
-TraceFormat traceFormatOf(const std::string& command, const std::string& path, const std::string& format) {
+TraceFormat traceFormatOf(const std::string& command, const std::string& path,
+                          const std::string& format) {
   if (!format.empty()) {
     auto f = parseTraceFormat(format);
     if (!f) fail(command, f.message(), kExitUsage);
@@ -55,10 +57,12 @@ TraceFormat traceFormatOf(const std::string& command, const std::string& path, c
   if (!in) fail(command, "cannot open trace " + path + ": " + std::strerror(errno));
   char magic[sizeof kNativeMagic] = {};
   in.read(magic, sizeof magic);
-  if (in.gcount() == sizeof magic && std::memcmp(magic, kNativeMagic, sizeof magic) == 0) return TraceFormat::kNative;
+  if (in.gcount() == sizeof magic && std::memcmp(magic, kNativeMagic, sizeof magic) == 0)
+    return TraceFormat::kNative;
   if (path.ends_with(".csv")) return TraceFormat::kCsv;
   if (path.find("oracleGeneral") != std::string::npos) return TraceFormat::kOracleGeneral;
-  fail(command, "cannot tell the format of " + path + ": pass --format native|csv|oracleGeneral", kExitUsage);
+  fail(command, "cannot tell the format of " + path + ": pass --format native|csv|oracleGeneral",
+       kExitUsage);
 }
 
 struct SimulateOptions {
@@ -85,14 +89,17 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
   if (specs.empty()) fail(cmd, "--policy names no policy", kExitUsage);
   for (const auto& p : o.params) {
     auto colon = p.find(':');
-    if (colon == std::string::npos) fail(cmd, "--param wants NAME:k=v, got '" + p + "'", kExitUsage);
+    if (colon == std::string::npos)
+      fail(cmd, "--param wants NAME:k=v, got '" + p + "'", kExitUsage);
     auto kv = parseKeyValue(p.substr(colon + 1));
     if (!kv) fail(cmd, "--param " + p + ": " + kv.message(), kExitUsage);
     bool used = false;
     for (auto& s : specs) {
       if (s.name == p.substr(0, colon)) s.params.push_back(*kv), used = true;
     }
-    if (!used) fail(cmd, "--param " + p + ": no policy '" + p.substr(0, colon) + "' in --policy", kExitUsage);
+    if (!used)
+      fail(cmd, "--param " + p + ": no policy '" + p.substr(0, colon) + "' in --policy",
+           kExitUsage);
   }
   if (o.sweep.empty()) return specs;
 
@@ -112,7 +119,8 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
   for (const auto& s : specs) {
     bool accepts = false;
     for (const auto& info : listPolicies()) {
-      for (const auto& doc : info.params) accepts |= info.name == s.name && doc.starts_with(kv->key + " ");
+      for (const auto& doc : info.params)
+        accepts |= info.name == s.name && doc.starts_with(kv->key + " ");
     }
     if (!accepts) {
       swept.push_back(s);
@@ -126,7 +134,8 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
       swept.push_back(variant);
     }
   }
-  if (swept.size() == specs.size()) fail(cmd, "--sweep: no policy in --policy has parameter " + kv->key, kExitUsage);
+  if (swept.size() == specs.size())
+    fail(cmd, "--sweep: no policy in --policy has parameter " + kv->key, kExitUsage);
   return swept;
 }
 
@@ -207,23 +216,26 @@ void runSimulate(const SimulateOptions& o) {
     std::cout << out.dump(2) << "\n";
     return;
   }
-  std::printf("trace     %s (%s): %llu requests, %llu objects, working set %s, %s read\n", o.trace.c_str(),
-              std::string(traceFormatName(format)).c_str(), (unsigned long long)stats->requests,
-              (unsigned long long)stats->unique_objects, formatBytes(stats->working_set_bytes).c_str(),
+  std::printf("trace     %s (%s): %llu requests, %llu objects, working set %s, %s read\n",
+              o.trace.c_str(), std::string(traceFormatName(format)).c_str(),
+              (unsigned long long)stats->requests, (unsigned long long)stats->unique_objects,
+              formatBytes(stats->working_set_bytes).c_str(),
               formatBytes(stats->bytes_read).c_str());
   std::printf("capacity  %s (%.1f%% of the working set)\n\n", formatBytes(*capacity).c_str(),
               100.0 * double(*capacity) / double(stats->working_set_bytes));
   std::printf("%-32s %9s %9s %12s %10s%s\n", "policy", "hit", "byte hit", "promoted", "evictions",
               o.timing ? "    Mreq/s" : "");
   for (const auto& row : rows) {
-    std::printf("%-32s %9.4f %9.4f %12s %10llu", row.label.c_str(), row.result.hitRatio(), row.result.byteHitRatio(),
-                formatBytes(row.result.promoted_bytes).c_str(), (unsigned long long)row.result.evictions);
+    std::printf("%-32s %9.4f %9.4f %12s %10llu", row.label.c_str(), row.result.hitRatio(),
+                row.result.byteHitRatio(), formatBytes(row.result.promoted_bytes).c_str(),
+                (unsigned long long)row.result.evictions);
     if (o.timing) std::printf(" %9.2f", double(row.result.requests) / row.seconds / 1e6);
     std::printf("\n");
   }
   if (opt) {
-    std::printf("%-32s %9.4f %9.4f %12s %10llu\n", "opt (size-aware Belady)", opt->hitRatio(), opt->byteHitRatio(),
-                formatBytes(opt->promoted_bytes).c_str(), (unsigned long long)opt->evictions);
+    std::printf("%-32s %9.4f %9.4f %12s %10llu\n", "opt (size-aware Belady)", opt->hitRatio(),
+                opt->byteHitRatio(), formatBytes(opt->promoted_bytes).c_str(),
+                (unsigned long long)opt->evictions);
   }
 }
 
@@ -265,7 +277,9 @@ void runGenerate(const GenerateOptions& o) {
     ++count;
     return writer->write(r);
   });
-  if (!st) fail(cmd, st.message(), st.message().find("write") == std::string::npos ? kExitUsage : kExitFailure);
+  if (!st)
+    fail(cmd, st.message(),
+         st.message().find("write") == std::string::npos ? kExitUsage : kExitFailure);
   if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
   std::fprintf(stderr, "wrote %llu requests to %s (%s)\n", (unsigned long long)count, o.out.c_str(),
                std::string(traceFormatName(format)).c_str());
@@ -291,52 +305,72 @@ std::string policyNamesText() {
 }
 
 Registration reg(60, [](CLI::App& app) {
-  auto* policy = app.add_subcommand("policy", "Placement policies: simulate on traces, generate traces, list");
+  auto* policy =
+      app.add_subcommand("policy", "Placement policies: simulate on traces, generate traces, list");
   policy->require_subcommand(1);
   policy->footer(
       "Examples:\n"
       "  hotshard policy list\n"
       "  hotshard policy generate epoch --out epoch.trace --seed 7\n"
-      "  hotshard policy simulate --trace epoch.trace --capacity 10% --policy hotshard,lru,arc,s3fifo");
+      "  hotshard policy simulate --trace epoch.trace --capacity 10% --policy "
+      "hotshard,lru,arc,s3fifo");
 
   auto sim = std::make_shared<SimulateOptions>();
-  auto* simulate = policy->add_subcommand("simulate", "Replay a trace through policies, with Belady's OPT beside");
+  auto* simulate = policy->add_subcommand(
+      "simulate", "Replay a trace through policies, with Belady's OPT beside");
   simulate->add_option("--trace", sim->trace, "Trace file")->required();
-  simulate->add_option("--format", sim->format, "native|csv|oracleGeneral (default: guessed from the file)");
-  simulate->add_option("--capacity", sim->capacity, "Cache size: bytes with a unit (64MiB, 10GiB) or a % of the working set")
+  simulate->add_option("--format", sim->format,
+                       "native|csv|oracleGeneral (default: guessed from the file)");
+  simulate
+      ->add_option("--capacity", sim->capacity,
+                   "Cache size: bytes with a unit (64MiB, 10GiB) or a % of the working set")
       ->required();
-  simulate->add_option("--policy", sim->policies, "Comma-separated policies, each NAME or \"NAME;k=v;k=v\" (" +
-                                                      policyNamesText() + ")")
+  simulate
+      ->add_option(
+          "--policy", sim->policies,
+          "Comma-separated policies, each NAME or \"NAME;k=v;k=v\" (" + policyNamesText() + ")")
       ->capture_default_str();
-  simulate->add_option("--param", sim->params, "NAME:k=v, a parameter for policy NAME (repeatable)");
-  simulate->add_option("--sweep", sim->sweep, "k=a..b:step, run every policy having parameter k at each value");
+  simulate->add_option("--param", sim->params,
+                       "NAME:k=v, a parameter for policy NAME (repeatable)");
+  simulate->add_option("--sweep", sim->sweep,
+                       "k=a..b:step, run every policy having parameter k at each value");
   simulate->add_flag("--json", sim->json, "Print JSON: {\"results\": [...], \"opt\": {...}}");
   simulate->add_flag("--no-opt", sim->no_opt, "Skip Belady's OPT");
   simulate->add_flag("--timing", sim->timing, "Add simulation speed (requests/s) per policy");
   simulate->footer(
       "Examples:\n"
-      "  hotshard policy simulate --trace t.trace --capacity 10% --policy hotshard,lru,arc,s3fifo,sieve,lfu\n"
-      "  hotshard policy simulate --trace t.csv --capacity 64GiB --policy hotshard --param hotshard:hysteresis=0.3\n"
-      "  hotshard policy simulate --trace t.trace --capacity 5% --policy hotshard --sweep hysteresis=0..1:0.25 --json\n"
-      "  hotshard policy simulate --trace w.oracleGeneral.bin --format oracleGeneral --capacity 1GiB --policy lru");
+      "  hotshard policy simulate --trace t.trace --capacity 10% --policy "
+      "hotshard,lru,arc,s3fifo,sieve,lfu\n"
+      "  hotshard policy simulate --trace t.csv --capacity 64GiB --policy hotshard --param "
+      "hotshard:hysteresis=0.3\n"
+      "  hotshard policy simulate --trace t.trace --capacity 5% --policy hotshard --sweep "
+      "hysteresis=0..1:0.25 --json\n"
+      "  hotshard policy simulate --trace w.oracleGeneral.bin --format oracleGeneral --capacity "
+      "1GiB --policy lru");
   simulate->callback([sim] { runSimulate(*sim); });
 
   auto gen = std::make_shared<GenerateOptions>();
-  auto* generate = policy->add_subcommand("generate", "Write a seeded synthetic trace (zipf, epoch, modelload, scan)");
+  auto* generate = policy->add_subcommand(
+      "generate", "Write a seeded synthetic trace (zipf, epoch, modelload, scan)");
   generate->add_option("family", gen->family, "zipf | epoch | modelload | scan")->required();
   generate->add_option("--out", gen->out, "Output file")->required();
-  generate->add_option("--format", gen->format, "native|csv|oracleGeneral (default: csv for *.csv, else native)");
+  generate->add_option("--format", gen->format,
+                       "native|csv|oracleGeneral (default: csv for *.csv, else native)");
   generate->add_option("--seed", gen->seed, "Seed: same seed, same trace")->capture_default_str();
-  generate->add_option("--param", gen->params, "k=v family parameter (repeatable; sizes take units); see 'list'");
+  generate->add_option("--param", gen->params,
+                       "k=v family parameter (repeatable; sizes take units); see 'list'");
   generate->footer(
       "Examples:\n"
-      "  hotshard policy generate zipf --out zipf.trace --param requests=10000000 --param objects=1000000\n"
-      "  hotshard policy generate epoch --out epoch.trace --seed 3 --param jobs=4 --param epochs=8\n"
+      "  hotshard policy generate zipf --out zipf.trace --param requests=10000000 --param "
+      "objects=1000000\n"
+      "  hotshard policy generate epoch --out epoch.trace --seed 3 --param jobs=4 --param "
+      "epochs=8\n"
       "  hotshard policy generate scan --out scan.csv --param hot_objects=500\n"
       "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB");
   generate->callback([gen] { runGenerate(*gen); });
 
-  auto* list = policy->add_subcommand("list", "List the policies and trace families with their parameters");
+  auto* list =
+      policy->add_subcommand("list", "List the policies and trace families with their parameters");
   list->footer("Examples:\n  hotshard policy list");
   list->callback([] { runList(); });
 });

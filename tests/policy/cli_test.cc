@@ -1,10 +1,9 @@
 // `hotshard policy simulate|generate|list`, run in-process through the command registry.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -43,8 +42,8 @@ std::string tempPath(const std::string& name) {
 }
 
 TEST(SimCli, JsonHasTheDocumentedShapeAndTheGoldenNumbers) {
-  auto r = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity", "10%", "--policy",
-                   "hotshard,lru", "--json"});
+  auto r = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity",
+                   "10%", "--policy", "hotshard,lru", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["results"].size(), 2u);
@@ -58,14 +57,15 @@ TEST(SimCli, JsonHasTheDocumentedShapeAndTheGoldenNumbers) {
 }
 
 TEST(SimCli, SweepAndParamsMakeVariants) {
-  auto r = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity", "1MiB", "--policy",
-                   "hotshard,lru", "--param", "hotshard:margin=2", "--sweep", "hysteresis=0..1:0.5", "--json",
-                   "--no-opt"});
+  auto r = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity",
+                   "1MiB", "--policy", "hotshard,lru", "--param", "hotshard:margin=2", "--sweep",
+                   "hysteresis=0..1:0.5", "--json", "--no-opt"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   std::vector<std::string> labels;
   for (const auto& x : j["results"]) labels.push_back(x["policy"]);
-  EXPECT_EQ(labels, (std::vector<std::string>{"hotshard;margin=2;hysteresis=0", "hotshard;margin=2;hysteresis=0.5",
+  EXPECT_EQ(labels, (std::vector<std::string>{"hotshard;margin=2;hysteresis=0",
+                                              "hotshard;margin=2;hysteresis=0.5",
                                               "hotshard;margin=2;hysteresis=1", "lru"}));
   EXPECT_TRUE(j["opt"].is_null());
 }
@@ -75,17 +75,19 @@ TEST(SimCli, BadInputsSayWhat) {
   std::ofstream(csv) << "1,2,3\n4,5,six\n";
   auto bad = runCli({"policy", "simulate", "--trace", csv, "--capacity", "1MiB"});
   EXPECT_EQ(bad.code, cli::kExitFailure);
-  EXPECT_NE(bad.err.find(csv + ":2: field object_size: not a non-negative integer: 'six'"), std::string::npos)
+  EXPECT_NE(bad.err.find(csv + ":2: field object_size: not a non-negative integer: 'six'"),
+            std::string::npos)
       << bad.err;
-  auto missing = runCli({"policy", "simulate", "--trace", tempPath("none.trace"), "--capacity", "1MiB"});
+  auto missing =
+      runCli({"policy", "simulate", "--trace", tempPath("none.trace"), "--capacity", "1MiB"});
   EXPECT_EQ(missing.code, cli::kExitFailure);
   EXPECT_NE(missing.err.find("cannot open trace"), std::string::npos);
-  auto policy = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity", "5%",
-                        "--policy", "lru,nope"});
+  auto policy = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv",
+                        "--capacity", "5%", "--policy", "lru,nope"});
   EXPECT_EQ(policy.code, cli::kExitUsage);
   EXPECT_NE(policy.err.find("unknown policy 'nope' (known: hotshard, lru"), std::string::npos);
-  auto sweep = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity", "5%",
-                       "--policy", "lru", "--sweep", "hysteresis=0..1:0.5"});
+  auto sweep = runCli({"policy", "simulate", "--trace", "tests/policy/data/small.csv", "--capacity",
+                       "5%", "--policy", "lru", "--sweep", "hysteresis=0..1:0.5"});
   EXPECT_EQ(sweep.code, cli::kExitUsage);
   EXPECT_NE(sweep.err.find("no policy in --policy has parameter hysteresis"), std::string::npos);
   std::filesystem::remove(csv);
@@ -94,11 +96,13 @@ TEST(SimCli, BadInputsSayWhat) {
 TEST(SimCli, GenerateThenSimulateEveryFormat) {
   for (std::string format : {"native", "csv", "oracleGeneral"}) {
     std::string path = tempPath("gen." + format);
-    auto gen = runCli({"policy", "generate", "epoch", "--out", path, "--format", format, "--seed", "3", "--param",
-                       "shards=50", "--param", "max_size=64MiB", "--param", "min_size=1MiB"});
+    auto gen =
+        runCli({"policy", "generate", "epoch", "--out", path, "--format", format, "--seed", "3",
+                "--param", "shards=50", "--param", "max_size=64MiB", "--param", "min_size=1MiB"});
     ASSERT_EQ(gen.code, 0) << gen.err;
     EXPECT_NE(gen.err.find("wrote 500 requests"), std::string::npos) << gen.err;
-    auto sim = runCli({"policy", "simulate", "--trace", path, "--format", format, "--capacity", "20%", "--json"});
+    auto sim = runCli(
+        {"policy", "simulate", "--trace", path, "--format", format, "--capacity", "20%", "--json"});
     ASSERT_EQ(sim.code, 0) << sim.err;
     EXPECT_EQ(nlohmann::json::parse(sim.out)["requests"], 500) << format;
     std::filesystem::remove(path);

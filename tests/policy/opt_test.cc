@@ -42,14 +42,15 @@ int bruteForce(const std::vector<ObjectId>& ids, std::size_t i, unsigned cache, 
 TEST(SimOpt, MatchesExhaustiveSearchOnTinyUnitTraces) {
   Rng rng(2024);
   for (int trial = 0; trial < 300; ++trial) {
-    int objects = 2 + static_cast<int>(rng.below(5));  // 2..6
+    int objects = 2 + static_cast<int>(rng.below(5));   // 2..6
     int capacity = 1 + static_cast<int>(rng.below(3));  // 1..3
     std::vector<ObjectId> ids(4 + rng.below(11));       // 4..14 requests
     for (auto& id : ids) id = rng.below(objects);
     std::map<std::pair<std::size_t, unsigned>, int> memo;
     int best = bruteForce(ids, 0, 0, capacity, memo);
     auto opt = runOpt(capacity, wholeReads(ids));
-    ASSERT_EQ(opt.hits, static_cast<std::uint64_t>(best)) << "trial " << trial << " capacity " << capacity;
+    ASSERT_EQ(opt.hits, static_cast<std::uint64_t>(best))
+        << "trial " << trial << " capacity " << capacity;
   }
 }
 
@@ -60,7 +61,8 @@ TEST(SimOpt, BeatsEveryPolicyOnUnitTraces) {
   for (auto& id : ids) id = zipf.sample(rng);
   auto trace = wholeReads(ids);
   auto opt = runOpt(10, trace);
-  for (const auto& name : policyNames()) EXPECT_GE(opt.hits, testing::run(name, 10, trace).hits) << name;
+  for (const auto& name : policyNames())
+    EXPECT_GE(opt.hits, testing::run(name, 10, trace).hits) << name;
 }
 
 TEST(SimOpt, LoopKeepsAFixedPart) {
@@ -83,7 +85,13 @@ TEST(SimOpt, VariableSizesNeverOverfillAndBypassUselessObjects) {
     trace.push_back(r);
   }
   // Objects read once are never copied.
-  trace.push_back({.time_ns = 0, .id = 999, .size = 10, .offset = 0, .bytes_read = 10, .bytes_missed = 10, .flags = 0});
+  trace.push_back({.time_ns = 0,
+                   .id = 999,
+                   .size = 10,
+                   .offset = 0,
+                   .bytes_read = 10,
+                   .bytes_missed = 10,
+                   .flags = 0});
   auto opt = runOpt(200, trace);
   EXPECT_GT(opt.hits, 0u);
   EXPECT_LE(opt.promoted_bytes, 2000u * 50);

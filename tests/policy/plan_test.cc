@@ -38,7 +38,8 @@ TEST(PolicyPlan, EvictsOlderCopiesButNeverCopiesWhatItPushesOutAgain) {
 TEST(PolicyPlan, SkipsResidentsAndRejectedObjects) {
   auto policy = testing::makePolicy("hotshard", 1ull << 30);
   policy->add(1, 100, 0);
-  Access header{.id = 2, .size = 1ull << 29, .bytes_read = 4096, .bytes_missed = 4096, .time_ns = 0};
+  Access header{
+      .id = 2, .size = 1ull << 29, .bytes_read = 4096, .bytes_missed = 4096, .time_ns = 0};
   std::vector<Access> tick = {sample(1, 100), header};
   for (const auto& a : tick) policy->recordAccess(a);
   auto plan = planPromotions(*policy, tick, 1ull << 30);

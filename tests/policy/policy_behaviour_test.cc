@@ -25,7 +25,8 @@ std::vector<ObjectId> residentIds(const Policy& p) {
 }
 
 // Feeds whole unit reads through the simulator loop and returns the policy.
-std::unique_ptr<Policy> feed(const std::string& spec, std::uint64_t capacity, const std::vector<ObjectId>& ids) {
+std::unique_ptr<Policy> feed(const std::string& spec, std::uint64_t capacity,
+                             const std::vector<ObjectId>& ids) {
   auto policy = testing::makePolicy(spec, capacity);
   auto reader = makeMemoryReader(wholeReads(ids));
   EXPECT_TRUE(simulate(*reader, *policy).ok());
@@ -43,7 +44,8 @@ TEST(PolicyLru, TextbookSequence) {
   // 1m 2m 3m 1h 4m(evicts 2) 5m(evicts 3) 1h 2m(evicts 4)
   auto r = run("lru", 3, wholeReads({1, 2, 3, 1, 4, 5, 1, 2}));
   EXPECT_EQ(r.hits, 2u);
-  EXPECT_EQ(residentIds(*feed("lru", 3, {1, 2, 3, 1, 4, 5, 1, 2})), (std::vector<ObjectId>{1, 2, 5}));
+  EXPECT_EQ(residentIds(*feed("lru", 3, {1, 2, 3, 1, 4, 5, 1, 2})),
+            (std::vector<ObjectId>{1, 2, 5}));
 }
 
 TEST(PolicyLfu, KeepsTheFrequentObject) {
@@ -62,12 +64,15 @@ TEST(PolicyLfu, DecayForgetsOldPopularity) {
 TEST(PolicySieve, HandSweepsPastVisitedObjects) {
   // 1 2 3 1 4: the hand clears 1's bit and evicts 2, stopping at 3; 5 evicts 3; 6
   // evicts 4 and keeps the older 1, where LRU evicts 1.
-  EXPECT_EQ(residentIds(*feed("sieve", 3, {1, 2, 3, 1, 4, 5, 6})), (std::vector<ObjectId>{1, 5, 6}));
+  EXPECT_EQ(residentIds(*feed("sieve", 3, {1, 2, 3, 1, 4, 5, 6})),
+            (std::vector<ObjectId>{1, 5, 6}));
   EXPECT_EQ(residentIds(*feed("lru", 3, {1, 2, 3, 1, 4, 5, 6})), (std::vector<ObjectId>{4, 5, 6}));
 }
 
 // A hot set seen three times, a one-off scan 10x the cache, then the hot set again.
-std::vector<ObjectId> hotThenScan() { return concat({repeat(range(1, 6), 3), range(100, 200), range(1, 6)}); }
+std::vector<ObjectId> hotThenScan() {
+  return concat({repeat(range(1, 6), 3), range(100, 200), range(1, 6)});
+}
 
 TEST(PolicyScan, ArcS3FifoAndHotshardKeepTheHotSetThroughAScan) {
   auto trace = wholeReads(hotThenScan());
@@ -86,9 +91,15 @@ TEST(PolicyHotshard, KeepsAStableSubsetUnderEpochShuffledReads) {
   // hits 10% of every read after each shard's first.
   std::vector<Request> trace;
   auto st = generateTrace("epoch",
-                          {{"shards", "400"}, {"epochs", "6"}, {"jobs", "2"},
-                           {"min_size", "1048576"}, {"max_size", "1048576"}},
-                          11, [&](const Request& r) { trace.push_back(r); return Status(); });
+                          {{"shards", "400"},
+                           {"epochs", "6"},
+                           {"jobs", "2"},
+                           {"min_size", "1048576"},
+                           {"max_size", "1048576"}},
+                          11, [&](const Request& r) {
+                            trace.push_back(r);
+                            return Status();
+                          });
   ASSERT_TRUE(st.ok());
   std::uint64_t capacity = 40ull << 20;
   double fixed_subset = 0.1 * (1.0 - 400.0 / double(trace.size()));
@@ -110,7 +121,8 @@ TEST(PolicyHotshard, DoesNotPromoteAHugeFileForItsHeader) {
     EXPECT_FALSE(policy->admit(header, victims));
   }
   // A small file read whole is promoted at once (the cache is empty).
-  Access whole{.id = 2, .size = 1 << 20, .bytes_read = 1 << 20, .bytes_missed = 1 << 20, .time_ns = 0};
+  Access whole{
+      .id = 2, .size = 1 << 20, .bytes_read = 1 << 20, .bytes_missed = 1 << 20, .time_ns = 0};
   policy->recordAccess(whole);
   EXPECT_TRUE(policy->admit(whole, victims));
   EXPECT_FALSE(policy->contains(1));
@@ -135,7 +147,8 @@ TEST(PolicyHotshard, AdmissionNeedsToBeatTheColdestResidentByAMargin) {
   auto ids = concat({repeat({1}, 3), repeat({2}, 4)});
   EXPECT_EQ(residentIds(*feed("hotshard", 1, ids)), (std::vector<ObjectId>{1}));
   // Without hysteresis and margin, 2's earlier reads (3) beat 1's decayed 3 at its 4th read.
-  EXPECT_EQ(residentIds(*feed("hotshard;hysteresis=0;margin=0", 1, ids)), (std::vector<ObjectId>{2}));
+  EXPECT_EQ(residentIds(*feed("hotshard;hysteresis=0;margin=0", 1, ids)),
+            (std::vector<ObjectId>{2}));
   // A clearly hotter newcomer wins with the defaults: 8 earlier reads > 2 x 3 + 1.
   EXPECT_EQ(residentIds(*feed("hotshard", 1, concat({repeat({1}, 3), repeat({2}, 9)}))),
             (std::vector<ObjectId>{2}));

@@ -12,7 +12,8 @@ TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
   ASSERT_TRUE(a.ok()) << a.message();
   EXPECT_EQ((*a)->name(), "hotshard");
   EXPECT_EQ(describePolicy(**a),
-            "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=1;min_read_ratio=1;history=4");
+            "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=1;min_read_"
+            "ratio=1;history=4");
   auto b = createPolicy("hotshard", {"hysteresis=0.3", "half_life=32"}, 1000);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ((*b)->params(), (*a)->params());
@@ -26,7 +27,8 @@ TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
 TEST(PolicyFactory, ErrorsListWhatIsAccepted) {
   auto unknown = createPolicy("lfru", 1000);
   ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(unknown.message(), "unknown policy 'lfru' (known: hotshard, lru, lfu, arc, s3fifo, sieve)");
+  EXPECT_EQ(unknown.message(),
+            "unknown policy 'lfru' (known: hotshard, lru, lfu, arc, s3fifo, sieve)");
   auto param = createPolicy("lfu;halflife=3", 1000);
   ASSERT_FALSE(param.ok());
   EXPECT_EQ(param.message(), "lfu: no parameter 'halflife' (accepted: half_life)");

@@ -53,7 +53,8 @@ inline std::unique_ptr<Policy> makePolicy(const std::string& spec, std::uint64_t
   return p.ok() ? std::move(*p) : nullptr;
 }
 
-inline SimResult run(const std::string& spec, std::uint64_t capacity, const std::vector<Request>& trace) {
+inline SimResult run(const std::string& spec, std::uint64_t capacity,
+                     const std::vector<Request>& trace) {
   auto policy = makePolicy(spec, capacity);
   auto reader = makeMemoryReader(trace);
   auto result = simulate(*reader, *policy);

@@ -1,5 +1,7 @@
 // Trace formats round-trip, reject damaged input with a useful message, and the
 // generators are deterministic and shaped as documented.
+#include "policy/trace.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -9,17 +11,32 @@
 
 #include "policy/generate.h"
 #include "policy/params.h"
-#include "policy/trace.h"
 
 namespace hotshard::policy {
 namespace {
 
 std::vector<Request> sample() {
   return {
-      {.time_ns = 1000000000, .id = 7, .size = 4096, .offset = 0, .bytes_read = 4096, .bytes_missed = 4096, .flags = 0},
-      {.time_ns = 2000000000, .id = 1ull << 40, .size = 1ull << 20, .offset = 512, .bytes_read = 1024,
-       .bytes_missed = 0, .flags = 0},
-      {.time_ns = 3000000000, .id = 7, .size = 4096, .offset = 0, .bytes_read = 4096, .bytes_missed = 100,
+      {.time_ns = 1000000000,
+       .id = 7,
+       .size = 4096,
+       .offset = 0,
+       .bytes_read = 4096,
+       .bytes_missed = 4096,
+       .flags = 0},
+      {.time_ns = 2000000000,
+       .id = 1ull << 40,
+       .size = 1ull << 20,
+       .offset = 512,
+       .bytes_read = 1024,
+       .bytes_missed = 0,
+       .flags = 0},
+      {.time_ns = 3000000000,
+       .id = 7,
+       .size = 4096,
+       .offset = 0,
+       .bytes_read = 4096,
+       .bytes_missed = 100,
        .flags = kFlagWrite},
   };
 }
@@ -44,7 +61,8 @@ TEST(TraceFormat, NativeAndCsvRoundTrip) {
     ASSERT_TRUE(back.ok()) << back.message();
     EXPECT_EQ(*back, sample()) << traceFormatName(format);
   }
-  EXPECT_EQ(write(TraceFormat::kNative, sample()).size(), kNativeHeaderSize + 3 * kNativeRecordSize);
+  EXPECT_EQ(write(TraceFormat::kNative, sample()).size(),
+            kNativeHeaderSize + 3 * kNativeRecordSize);
 }
 
 TEST(TraceFormat, NativeRewindReadsAgain) {
@@ -87,7 +105,13 @@ TEST(TraceFormat, OracleGeneralLayoutAndNextAccess) {
 TEST(TraceFormat, OracleGeneralRefusesObjectsOver4GiB) {
   std::stringstream out;
   auto writer = makeTraceWriter(TraceFormat::kOracleGeneral, out);
-  Request big{.time_ns = 0, .id = 1, .size = 5ull << 30, .offset = 0, .bytes_read = 1, .bytes_missed = 1, .flags = 0};
+  Request big{.time_ns = 0,
+              .id = 1,
+              .size = 5ull << 30,
+              .offset = 0,
+              .bytes_read = 1,
+              .bytes_missed = 1,
+              .flags = 0};
   EXPECT_FALSE(writer->write(big).ok());
 }
 
@@ -95,8 +119,10 @@ TEST(TraceFormat, TruncatedBinaryTracesAreErrors) {
   std::string native = write(TraceFormat::kNative, sample());
   auto cut = read(TraceFormat::kNative, native.substr(0, native.size() - 10));
   ASSERT_FALSE(cut.ok());
-  EXPECT_NE(cut.message().find("truncated trace: record 2 has 46 of 56 bytes"), std::string::npos) << cut.message();
-  auto short_by_one = read(TraceFormat::kNative, native.substr(0, native.size() - kNativeRecordSize));
+  EXPECT_NE(cut.message().find("truncated trace: record 2 has 46 of 56 bytes"), std::string::npos)
+      << cut.message();
+  auto short_by_one =
+      read(TraceFormat::kNative, native.substr(0, native.size() - kNativeRecordSize));
   ASSERT_FALSE(short_by_one.ok());
   EXPECT_NE(short_by_one.message().find("header says 3 records, found 2"), std::string::npos);
   auto header_only = read(TraceFormat::kNative, native.substr(0, 20));
@@ -108,12 +134,14 @@ TEST(TraceFormat, TruncatedBinaryTracesAreErrors) {
   std::string oracle = write(TraceFormat::kOracleGeneral, {sample()[0], sample()[1]});
   auto oracle_cut = read(TraceFormat::kOracleGeneral, oracle.substr(0, oracle.size() - 1));
   ASSERT_FALSE(oracle_cut.ok());
-  EXPECT_NE(oracle_cut.message().find("record 1 has 23 of 24 bytes"), std::string::npos) << oracle_cut.message();
+  EXPECT_NE(oracle_cut.message().find("record 1 has 23 of 24 bytes"), std::string::npos)
+      << oracle_cut.message();
 }
 
 TEST(TraceFormat, CsvDefaultsCommentsAndHeader) {
   auto r = read(TraceFormat::kCsv,
-                "time_ns,object_id,object_size\n# a comment\n\n5,9,100\n6, 10 ,200,50,20\r\n7,11,300,0,30,10,1\n");
+                "time_ns,object_id,object_size\n# a comment\n\n5,9,100\n6, 10 "
+                ",200,50,20\r\n7,11,300,0,30,10,1\n");
   ASSERT_TRUE(r.ok()) << r.message();
   ASSERT_EQ(r->size(), 3u);
   EXPECT_EQ((*r)[0].bytes_read, 100u);
@@ -148,7 +176,8 @@ TEST(TraceFormat, ScanCountsTheWorkingSet) {
   EXPECT_EQ(stats->first_read_bytes, 4096u + 1024u);
 }
 
-std::vector<Request> generate(const std::string& family, std::uint64_t seed, std::vector<KeyValue> params = {}) {
+std::vector<Request> generate(const std::string& family, std::uint64_t seed,
+                              std::vector<KeyValue> params = {}) {
   std::vector<Request> out;
   auto st = generateTrace(family, params, seed, [&](const Request& r) {
     out.push_back(r);
@@ -162,10 +191,12 @@ TEST(TraceGenerate, SameSeedSameTraceOtherSeedOtherTrace) {
   for (const auto& g : listGenerators()) {
     std::vector<KeyValue> small;
     if (g.name == "zipf") small = {{"requests", "2000"}};
-    if (g.name == "scan") small = {{"requests", "2000"}, {"objects", "3000"}, {"scan_every", "1000"}};
+    if (g.name == "scan")
+      small = {{"requests", "2000"}, {"objects", "3000"}, {"scan_every", "1000"}};
     if (g.name == "modelload") small = {{"restarts", "3"}, {"background_between", "100"}};
     if (g.name == "epoch") small = {{"shards", "100"}};
-    auto a = generate(g.name, 1, small), b = generate(g.name, 1, small), c = generate(g.name, 2, small);
+    auto a = generate(g.name, 1, small), b = generate(g.name, 1, small),
+         c = generate(g.name, 2, small);
     EXPECT_FALSE(a.empty()) << g.name;
     EXPECT_EQ(a, b) << g.name;
     EXPECT_NE(a, c) << g.name;
@@ -182,7 +213,8 @@ TEST(TraceGenerate, EpochReadsEveryShardOncePerEpochPerJob) {
 }
 
 TEST(TraceGenerate, ModelLoadRereadsTheSameShards) {
-  auto t = generate("modelload", 3, {{"model_shards", "4"}, {"restarts", "5"}, {"background_between", "10"}});
+  auto t = generate("modelload", 3,
+                    {{"model_shards", "4"}, {"restarts", "5"}, {"background_between", "10"}});
   ASSERT_EQ(t.size(), 5u * (4 + 10));
   for (int restart = 0; restart < 5; ++restart) {
     for (int s = 0; s < 4; ++s) EXPECT_EQ(t[restart * 14 + s].id, static_cast<ObjectId>(s + 1));
@@ -190,7 +222,9 @@ TEST(TraceGenerate, ModelLoadRereadsTheSameShards) {
 }
 
 TEST(TraceGenerate, ScanReadsEverythingPeriodically) {
-  auto t = generate("scan", 3, {{"objects", "100"}, {"hot_objects", "10"}, {"requests", "50"}, {"scan_every", "20"}});
+  auto t = generate(
+      "scan", 3,
+      {{"objects", "100"}, {"hot_objects", "10"}, {"requests", "50"}, {"scan_every", "20"}});
   ASSERT_EQ(t.size(), 50u + 2 * 100);
   std::set<ObjectId> hot;
   for (int i = 0; i < 20; ++i) hot.insert(t[i].id);
@@ -204,7 +238,8 @@ TEST(TraceGenerate, UnknownFamilyAndParameterListWhatIsAccepted) {
   EXPECT_NE(st.message().find("known: zipf, epoch, modelload, scan"), std::string::npos);
   st = generateTrace("zipf", {{"alpah", "1"}}, 1, [](const Request&) { return Status(); });
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("zipf: no parameter 'alpah' (accepted: objects, requests, alpha"), std::string::npos)
+  EXPECT_NE(st.message().find("zipf: no parameter 'alpah' (accepted: objects, requests, alpha"),
+            std::string::npos)
       << st.message();
 }
 
