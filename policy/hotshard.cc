@@ -12,14 +12,16 @@ Status HotshardPolicy::Config::validate() const {
   if (!(margin >= 0)) return Status::error("hotshard: margin must be >= 0");
   if (!(min_read_ratio >= 0)) return Status::error("hotshard: min_read_ratio must be >= 0");
   if (!(history >= 0)) return Status::error("hotshard: history must be >= 0");
+  if (!(reuse_factor >= 0)) return Status::error("hotshard: reuse_factor must be >= 0");
   return {};
 }
 
 HotshardPolicy::HotshardPolicy(std::uint64_t capacity, Config config)
     : Policy(capacity),
       config_(config),
-      clock_per_byte_(
-          1.0 / (config.half_life * static_cast<double>(std::max<std::uint64_t>(capacity, 1)))) {}
+      min_half_life_bytes_(config.half_life *
+                           static_cast<double>(std::max<std::uint64_t>(capacity, 1))),
+      half_life_bytes_(min_half_life_bytes_) {}
 
 bool HotshardPolicy::contains(ObjectId id) const noexcept {
   detail::Slot s = index_.find(id);
@@ -81,9 +83,20 @@ detail::Slot HotshardPolicy::node(ObjectId id, std::uint64_t size) {
 
 void HotshardPolicy::recordAccess(const Access& access) noexcept {
   if (access.bytes_read == 0) return;
-  clock_ += static_cast<double>(access.bytes_read) * clock_per_byte_;
+  clock_ += static_cast<double>(access.bytes_read) / half_life_bytes_;
   detail::Slot s = node(access.id, access.size);
   Node& n = nodes_[s];
+  if (n.last_read_at >= 0 && config_.reuse_factor > 0) {
+    // Heat remembers reuse_factor typical reuse distances: long enough that objects
+    // read at the same long-run rate (epoch-shuffled shards) end up with nearly equal
+    // heat instead of Poisson noise, short enough to follow a moving hot set.
+    double reuse = bytes_clock_ - n.last_read_at;
+    mean_reuse_bytes_ =
+        mean_reuse_bytes_ == 0 ? reuse : mean_reuse_bytes_ + (reuse - mean_reuse_bytes_) / 4096;
+    half_life_bytes_ = std::max(min_half_life_bytes_, config_.reuse_factor * mean_reuse_bytes_);
+  }
+  bytes_clock_ += static_cast<double>(access.bytes_read);
+  n.last_read_at = bytes_clock_;
   std::uint64_t missed = std::min(access.bytes_missed, access.bytes_read);
   double weight = config_.miss_weight * static_cast<double>(missed) +
                   config_.hit_weight * static_cast<double>(access.bytes_read - missed);

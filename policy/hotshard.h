@@ -2,14 +2,17 @@
 //
 // Heat: each object carries an exponentially decayed sum of the bytes read from it,
 // remote-miss bytes weighted above page-cache hits (miss_weight, hit_weight). The
-// decay clock runs on bytes read (half_life x capacity), not on wall time, so idle
-// hours erase nothing and the behaviour does not depend on a trace's time scale.
-// Heat is remembered for recently seen non-resident objects too (a bounded history).
+// decay clock runs on bytes read, not on wall time, so idle hours erase nothing and
+// the behaviour does not depend on a trace's time scale. The half-life is the larger
+// of half_life x capacity and reuse_factor x the mean reuse distance (bytes read
+// between two reads of the same object): memory must span many reuses, or objects
+// read at the same long-run rate (shuffled epochs, several jobs) differ in heat by
+// mere Poisson noise and the cache churns. Heat is remembered for recently seen
+// non-resident objects too (a bounded history).
 //
 // Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
-// whose keys are refreshed lazily, only near the top;
-// for whole reads this orders by access rate, the greedy knapsack order for bytes
-// saved from the remote.
+// whose keys are refreshed lazily, only near the top. For whole reads this orders by
+// access rate, the greedy knapsack order for bytes saved from the remote.
 //
 // Admission: a missed object is promoted only if
 //   - it fits, and has had at least min_read_ratio x its size read in total, so a huge
@@ -46,6 +49,7 @@ class HotshardPolicy final : public Policy {
     double margin = 1.0;      // ... plus this many full reads of itself
     double min_read_ratio = 1.0;  // bytes read (all time) over size before a promotion
     double history = 4;           // non-resident objects remembered, x max(residents, 1024)
+    double reuse_factor = 16;     // half-life at least this many mean reuse distances
     void bind(ParamTable& t) {
       t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
           .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
@@ -55,6 +59,9 @@ class HotshardPolicy final : public Policy {
           .add("margin", &margin, "... plus this many full remote reads of the newcomer, >= 0")
           .add("min_read_ratio", &min_read_ratio,
                "bytes read over object size needed before a promotion, >= 0")
+          .add("reuse_factor", &reuse_factor,
+               "the half-life stretches to this many mean reuse distances (bytes read between "
+               "two reads of an object), >= 0; 0 keeps it at half_life")
           .add("history", &history,
                "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
     }
@@ -88,6 +95,7 @@ class HotshardPolicy final : public Policy {
     double log_prior = detail::kLogZero;  // log_heat before the latest access
     double log_size = 0;                  // log2(max(size, 1)), cached for density()
     double bytes_read = 0;                // all time, for min_read_ratio
+    double last_read_at = -1;             // bytes_clock_ at its latest read
     std::uint64_t ghost_seq = 0;          // != 0 while non-resident and in history_
     bool resident = false;
   };
@@ -101,8 +109,11 @@ class HotshardPolicy final : public Policy {
   void demote(detail::Slot s) noexcept;
 
   Config config_;
-  double clock_ = 0;       // in half-lives
-  double clock_per_byte_;  // 1 / (half_life x capacity)
+  double clock_ = 0;             // in half-lives
+  double bytes_clock_ = 0;       // bytes read so far, for reuse distances
+  double min_half_life_bytes_;   // half_life x capacity
+  double half_life_bytes_;       // max(min, reuse_factor x mean reuse distance)
+  double mean_reuse_bytes_ = 0;  // EWMA of bytes read between two reads of an object
   detail::IdIndex index_;
   detail::Slab<Node> nodes_;
   detail::MinHeap heap_;  // residents by log2(heat per byte)

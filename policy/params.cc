@@ -117,6 +117,10 @@ Expected<std::uint64_t> parseSize(std::string_view text, std::optional<std::uint
 
 std::string formatDouble(double value) {
   char buf[64];
+  if (value == std::trunc(value) && std::fabs(value) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.0f", value);  // 320, not 3.2e+02
+    return buf;
+  }
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buf, sizeof buf, "%.*g", precision, value);
     double back = 0;

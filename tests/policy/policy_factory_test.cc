@@ -12,8 +12,8 @@ TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
   ASSERT_TRUE(a.ok()) << a.message();
   EXPECT_EQ((*a)->name(), "hotshard");
   EXPECT_EQ(describePolicy(**a),
-            "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=1;min_read_"
-            "ratio=1;history=4");
+            "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=1;"
+            "min_read_ratio=1;reuse_factor=16;history=4");
   auto b = createPolicy("hotshard", {"hysteresis=0.3", "half_life=32"}, 1000);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ((*b)->params(), (*a)->params());
@@ -74,6 +74,8 @@ TEST(PolicyParams, SizesWithUnitsAndPercentages) {
   EXPECT_EQ(formatBytes(3ull << 29), "1.5 GiB");
   EXPECT_EQ(formatDouble(0.25), "0.25");
   EXPECT_EQ(formatDouble(64), "64");
+  EXPECT_EQ(formatDouble(320), "320");
+  EXPECT_EQ(formatDouble(1e-6), "1e-06");
 }
 
 }  // namespace
