@@ -43,7 +43,7 @@ double HotshardPolicy::heat(ObjectId id) const noexcept {
 
 void HotshardPolicy::setSize(Node& n, std::uint64_t size) noexcept {
   n.size = size;
-  n.log_size = std::log2(static_cast<double>(std::max<std::uint64_t>(size, 1)));
+  n.log_size = static_cast<float>(std::log2(static_cast<double>(std::max<std::uint64_t>(size, 1))));
 }
 
 double HotshardPolicy::density(const Node& n) const noexcept { return n.log_heat - n.log_size; }
@@ -73,7 +73,7 @@ detail::Slot HotshardPolicy::node(ObjectId id, std::uint64_t size) {
   s = nodes_.alloc();
   nodes_[s].id = id;
   setSize(nodes_[s], size);
-  nodes_[s].ghost_seq = next_ghost_seq_++;
+  nodes_[s].ghost_seq = nextGhostSeq();
   index_.insert(id, s);
   history_.emplace_back(id, nodes_[s].ghost_seq);
   ++tracked_ghosts_;
@@ -102,7 +102,7 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
                   config_.hit_weight * static_cast<double>(access.bytes_read - missed);
   n.log_prior = n.log_heat;
   if (weight > 0) n.log_heat = detail::logAdd(n.log_heat, std::log2(weight) + clock_);
-  n.bytes_read += static_cast<double>(access.bytes_read);
+  n.bytes_read += static_cast<float>(access.bytes_read);
   // A resident's heap key is left stale here: heat only grows on access, so the stored
   // key is a lower bound, fixed by refreshColdest() when the node nears the top. Hot
   // objects, deep in the heap, are never touched: hits cost no heap work.
@@ -132,7 +132,7 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     countAdmit(false);
     return false;
   }
-  if (n.bytes_read < config_.min_read_ratio * static_cast<double>(n.size)) {
+  if (static_cast<double>(n.bytes_read) < config_.min_read_ratio * static_cast<double>(n.size)) {
     ++rejected_read_ratio_;
     countAdmit(false);
     return false;
@@ -145,25 +145,41 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     std::uint64_t need = n.size - free;
     std::uint64_t freed = 0;
     double candidate = detail::logValueNow(n.log_prior, clock_);
-    double bar = config_.margin * config_.miss_weight * static_cast<double>(n.size);
-    refreshColdest(need);
-    bool beaten = false;
-    heap_.visitAscending([&](detail::Slot v) {
-      // Only the bytes it must give up count against a victim: the rest of its room
-      // goes to the next promotions.
-      const Node& victim = nodes_[v];
-      double share = static_cast<double>(std::min(victim.size, need - freed)) /
-                     static_cast<double>(std::max<std::uint64_t>(victim.size, 1));
-      bar += (1.0 + config_.hysteresis) * share * detail::logValueNow(victim.log_heat, clock_);
-      if (bar >= candidate) {
-        beaten = true;
-        return false;
-      }
-      scratch_.push_back(v);
-      freed += nodes_[v].size;
-      return freed < need;
-    });
+    const double margin = config_.margin * config_.miss_weight * static_cast<double>(n.size);
+    bool beaten = margin >= candidate;  // most misses: objects read once, or rarely
+    // Walk the coldest residents; a key left stale by hits (see recordAccess) is
+    // refreshed and the walk starts over, so the walk sees the true order.
+    for (int round = 0; !beaten && round < 1024; ++round) {
+      double bar = margin;
+      bool stale = false;
+      scratch_.clear();
+      freed = 0;
+      heap_.visitAscending([&](detail::Slot v) {
+        const Node& victim = nodes_[v];
+        if (density(victim) > heap_.keyOf(v)) {
+          stale_.push_back(v);
+          stale = true;
+          return false;
+        }
+        // Only the bytes it must give up count against a victim: the rest of its room
+        // goes to the next promotions.
+        double share = static_cast<double>(std::min(victim.size, need - freed)) /
+                       static_cast<double>(std::max<std::uint64_t>(victim.size, 1));
+        bar += (1.0 + config_.hysteresis) * share * detail::logValueNow(victim.log_heat, clock_);
+        if (bar >= candidate) {
+          beaten = true;
+          return false;
+        }
+        scratch_.push_back(v);
+        freed += victim.size;
+        return freed < need;
+      });
+      if (!stale) break;
+      for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+      stale_.clear();
+    }
     if (beaten || freed < need) {
+      scratch_.clear();
       ++rejected_hysteresis_;
       countAdmit(false);
       return false;
@@ -207,7 +223,7 @@ void HotshardPolicy::demote(detail::Slot s) noexcept {
   Node& n = nodes_[s];
   heap_.erase(s);
   n.resident = false;
-  n.ghost_seq = next_ghost_seq_++;  // keep its heat: it may come back
+  n.ghost_seq = nextGhostSeq();  // keep its heat: it may come back
   history_.emplace_back(n.id, n.ghost_seq);
   ++tracked_ghosts_;
   accountRemove(n.size);

@@ -88,19 +88,25 @@ class HotshardPolicy final : public Policy {
   double heat(ObjectId id) const noexcept;
 
  private:
-  struct Node {
+  // One cache line per object: the simulator's speed is its memory traffic.
+  struct alignas(64) Node {
     ObjectId id = 0;
     std::uint64_t size = 0;
     double log_heat = detail::kLogZero;   // scaled to the clock, see detail::logAdd
     double log_prior = detail::kLogZero;  // log_heat before the latest access
-    double log_size = 0;                  // log2(max(size, 1)), cached for density()
-    double bytes_read = 0;                // all time, for min_read_ratio
     double last_read_at = -1;             // bytes_clock_ at its latest read
-    std::uint64_t ghost_seq = 0;          // != 0 while non-resident and in history_
+    float bytes_read = 0;                 // all time, for min_read_ratio
+    float log_size = 0;                   // log2(max(size, 1)), cached for density()
+    std::uint32_t ghost_seq = 0;          // != 0 while non-resident and in history_
     bool resident = false;
   };
+  static_assert(sizeof(Node) == 64);
   detail::Slot node(ObjectId id, std::uint64_t size);
   double density(const Node& n) const noexcept;
+  std::uint32_t nextGhostSeq() noexcept {
+    if (next_ghost_seq_ == 0) next_ghost_seq_ = 1;
+    return next_ghost_seq_++;
+  }
   static void setSize(Node& n, std::uint64_t size) noexcept;
   void forgetOldHistory();
   // Brings the heap keys of the coldest residents covering `bytes` up to date.
@@ -117,8 +123,8 @@ class HotshardPolicy final : public Policy {
   detail::IdIndex index_;
   detail::Slab<Node> nodes_;
   detail::MinHeap heap_;  // residents by log2(heat per byte)
-  std::deque<std::pair<ObjectId, std::uint64_t>> history_;
-  std::uint64_t next_ghost_seq_ = 1;
+  std::deque<std::pair<ObjectId, std::uint32_t>> history_;
+  std::uint32_t next_ghost_seq_ = 1;  // wraps after 4G demotions; 0 is skipped
   std::uint64_t tracked_ghosts_ = 0;
   std::uint64_t rejected_read_ratio_ = 0;
   std::uint64_t rejected_hysteresis_ = 0;

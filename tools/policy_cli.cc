@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -163,7 +164,8 @@ void runSimulate(const SimulateOptions& o) {
   struct Row {
     std::string label;
     SimResult result;
-    double seconds;
+    double seconds;      // wall clock
+    double cpu_seconds;  // this process's CPU time: fairer on a shared machine
   };
   std::vector<Row> rows;
   for (const auto& spec : specs) {
@@ -171,10 +173,12 @@ void runSimulate(const SimulateOptions& o) {
     if (!policy) fail(cmd, policy.message(), kExitUsage);
     if (auto st = reader->rewind(); !st) fail(cmd, st.message());
     auto start = std::chrono::steady_clock::now();
+    std::clock_t cpu_start = std::clock();
     auto result = simulate(*reader, **policy);
+    double cpu = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     if (!result) fail(cmd, result.message());
-    rows.push_back({label(spec), *result, took.count()});
+    rows.push_back({label(spec), *result, took.count(), cpu});
   }
   std::optional<SimResult> opt;
   if (!o.no_opt) {
@@ -197,7 +201,10 @@ void runSimulate(const SimulateOptions& o) {
                           {"evictions", row.result.evictions},
                           {"requests", row.result.requests},
                           {"hits", row.result.hits}};
-      if (o.timing) r["requests_per_second"] = double(row.result.requests) / row.seconds;
+      if (o.timing) {
+        r["requests_per_second"] = double(row.result.requests) / row.seconds;
+        r["requests_per_cpu_second"] = double(row.result.requests) / row.cpu_seconds;
+      }
       out["results"].push_back(r);
     }
     if (opt) {
@@ -224,12 +231,15 @@ void runSimulate(const SimulateOptions& o) {
   std::printf("capacity  %s (%.1f%% of the working set)\n\n", formatBytes(*capacity).c_str(),
               100.0 * double(*capacity) / double(stats->working_set_bytes));
   std::printf("%-32s %9s %9s %12s %10s%s\n", "policy", "hit", "byte hit", "promoted", "evictions",
-              o.timing ? "    Mreq/s" : "");
+              o.timing ? "    Mreq/s  cpu Mreq/s" : "");
   for (const auto& row : rows) {
     std::printf("%-32s %9.4f %9.4f %12s %10llu", row.label.c_str(), row.result.hitRatio(),
                 row.result.byteHitRatio(), formatBytes(row.result.promoted_bytes).c_str(),
                 (unsigned long long)row.result.evictions);
-    if (o.timing) std::printf(" %9.2f", double(row.result.requests) / row.seconds / 1e6);
+    if (o.timing) {
+      std::printf(" %9.2f %11.2f", double(row.result.requests) / row.seconds / 1e6,
+                  double(row.result.requests) / row.cpu_seconds / 1e6);
+    }
     std::printf("\n");
   }
   if (opt) {
