@@ -159,21 +159,20 @@ EOF
   orders residents by bytes read per byte cached. Where a family has both large and
   small objects (modelload), it keeps the large model shards and gives up hits on small
   background files: its object hit ratio is then below LFU/ARC at 5% and 10% (the lines
-  marked MISSED above), while its byte hit ratio is 1.4x to 2.4x theirs.
+  marked MISSED above), while its byte hit ratio is 1.4x to 2.1x theirs.
 - Admission (a newcomer must have been read before, and beat the heat of the room it
   takes by a margin) cuts NVMe writes roughly 8x to 300x against every baseline, which copy
   every miss.
 - epoch: every shard has the same long-run popularity, so the best an online policy can
   do without knowing the shuffle is to keep a fixed subset; hotshard stays within 1-2%
   of that with 2 jobs, while LRU, ARC and S3-FIFO churn the cache for a fraction of it.
-  With 4 or 8 jobs interleaved at random, a shard's reads come at random moments and
-  heat gets noisy: hotshard's early epochs churn a little and it lands at roughly
-  0.87-0.95 of the reference over 6 epochs (about 0.95-0.98 over 20 epochs), while LFU
-  gets 0.95-0.98 by copying every miss (over 200x the NVMe writes): here hotshard is
-  below the best baseline, LFU (a missed target). `margin=2` brings hotshard
-  to 0.98 on long runs at some cost in byte hit ratio on modelload. LRU gets closer to
-  the reference with many jobs than with few, because two jobs often read a shard close
-  together.
+  With 4 or 8 jobs interleaved at random (table above), a shard's reads come at random
+  moments and heat gets noisy; the half-life stretched to many reuse distances and the
+  admission margin keep hotshard near the reference, but with 8 jobs it stays a few
+  points below LFU, which gets there by copying every miss (hundreds of times the NVMe
+  writes): a missed target there. `margin=3` closes most of that gap at the price of
+  byte hit ratio on modelload. LRU gets closer to the reference with many jobs than with
+  few, because two jobs often read a shard close together.
 - OPT is size-aware Belady with bypass, not a true optimum for variable sizes (that is
   NP-hard); a policy may come out a hair above it (scan, 10%).
 - Tuning: `build/hotshard policy simulate --trace T --capacity 10% --policy hotshard

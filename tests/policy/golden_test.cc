@@ -13,7 +13,8 @@
 // hits bound every policy's; and they order as the algorithms predict on a hot set under
 // scans: LRU lowest (each scan flushes it), the scan-resistant ones above, hotshard
 // highest with a fraction of the others' NVMe writes (it never copies scanned objects
-// once full).
+// once full). hotshard's changed once, when the default margin went from 1 to 2 full
+// reads (1488 -> 1479 hits) for stabler subsets under many-job epoch reads.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -56,7 +57,7 @@ TEST(SimGolden, SmallTrace) {
   std::uint64_t capacity = tenPercent(trace);
   ASSERT_EQ(capacity, 6409513u);
   const Golden goldens[] = {
-      {"hotshard", 1488, 215902693, 6832192},  //
+      {"hotshard", 1479, 214694164, 8794780},  //
       {"lru", 1303, 183173971, 165707129},     //
       {"lfu", 1476, 208256498, 140624602},     //
       {"arc", 1389, 197268153, 151612947},     //

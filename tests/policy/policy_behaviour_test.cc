@@ -149,8 +149,8 @@ TEST(PolicyHotshard, AdmissionNeedsToBeatTheColdestResidentByAMargin) {
   // Without hysteresis and margin, 2's earlier reads (3) beat 1's decayed 3 at its 4th read.
   EXPECT_EQ(residentIds(*feed("hotshard;hysteresis=0;margin=0", 1, ids)),
             (std::vector<ObjectId>{2}));
-  // A clearly hotter newcomer wins with the defaults: 8 earlier reads > 2 x 3 + 1.
-  EXPECT_EQ(residentIds(*feed("hotshard", 1, concat({repeat({1}, 3), repeat({2}, 9)}))),
+  // A clearly hotter newcomer wins with the defaults: 9 earlier reads > 2 x 3 + 2.
+  EXPECT_EQ(residentIds(*feed("hotshard", 1, concat({repeat({1}, 3), repeat({2}, 10)}))),
             (std::vector<ObjectId>{2}));
 }
 

@@ -12,7 +12,7 @@ TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
   ASSERT_TRUE(a.ok()) << a.message();
   EXPECT_EQ((*a)->name(), "hotshard");
   EXPECT_EQ(describePolicy(**a),
-            "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=1;"
+            "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=2;"
             "min_read_ratio=1;reuse_factor=16;history=4");
   auto b = createPolicy("hotshard", {"hysteresis=0.3", "half_life=32"}, 1000);
   ASSERT_TRUE(b.ok());
