@@ -180,6 +180,41 @@ EOF
 
 EOF
 
+  cat <<'EOF'
+## Policies and parameters
+
+Every policy implements the contract in `policy/policy.h` and is built by name from
+`k=v` parameters (`policy/registry.h`), the same syntax for the CLI, the config file and
+the simulator: `--policy "hotshard;margin=3"` or `--policy hotshard --param
+hotshard:margin=3`. Each policy's header comment explains its algorithm and names its
+paper. `build/hotshard policy list`:
+
+```
+EOF
+  $BIN policy list | sed -n '/^Policies/,/^$/p' | sed '$d'
+  cat <<'EOF'
+```
+
+## Trace formats
+
+`--format native|csv|oracleGeneral` (guessed from the file when left out):
+
+- **native**: little-endian; a 32-byte header (`char magic[8] = "HSTRACE1"`, `u32
+  version = 1`, `u32 record_size = 56`, `u64 record_count`, `u64 reserved`) then
+  56-byte records (`u64 time_ns, object_id, object_size, offset, bytes_read,
+  bytes_missed; u32 flags, reserved`). Flag bit 0: the object was written (its cached
+  copy is invalidated). A record cut short, or fewer records than the header says, is
+  an error naming the record.
+- **csv**: `time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags]]]]`,
+  one request per line, `#` comments, an optional header line starting with `time`;
+  `bytes_read` defaults to the object size, `bytes_missed` to `bytes_read`. Errors
+  name the file and line: `t.csv:12: field object_size: not a non-negative integer: 'x'`.
+- **oracleGeneral**: libCacheSim's binary format, 24-byte packed records (`u32
+  timestamp, u64 obj_id, u32 obj_size, i64 next_access_vtime`); every request reads its
+  object whole, from the remote.
+
+EOF
+
   if [[ $SPEED == 1 ]]; then
     $BIN policy generate zipf --out "$WORK/zipf10m.trace" --seed $SEED --param requests=10000000 --param objects=1000000 2>/dev/null
     $BIN policy simulate --trace "$WORK/zipf10m.trace" --capacity 10% --policy $POLICIES --no-opt --timing --json >"$WORK/speed.json"
