@@ -87,7 +87,9 @@ struct Access {
   ObjectId id = 0;
   std::uint64_t size = 0;          // the object's size in bytes
   std::uint64_t bytes_read = 0;    // bytes the jobs read
-  std::uint64_t bytes_missed = 0;  // of those, bytes fetched from the remote (page-cache misses)
+  // Of those, bytes that missed the page cache: fetched from the remote, or from the NVMe
+  // copy for a resident object (what would come from the remote if it were evicted).
+  std::uint64_t bytes_missed = 0;
   TimeNs time_ns = 0;
 };
 

@@ -209,3 +209,41 @@ TEST(PolicyHotshard, StaysNearTheFixedSubsetWithManyJobs) {
 
 }  // namespace
 }  // namespace hotshard::policy
+
+namespace hotshard::policy {
+namespace {
+
+TEST(PolicyHotshard, FollowsAHotSetThatMoves) {
+  // 60k Zipf reads over objects 0..999, then 60k over 1000..1999. Long heat memory must
+  // not pin the old hot set: in the last 20k reads hotshard hits about as often as it
+  // did at the end of the first phase.
+  Rng rng(3);
+  ZipfSampler zipf(1000, 0.9);
+  std::vector<ObjectId> ids;
+  for (int phase = 0; phase < 2; ++phase) {
+    for (int i = 0; i < 60000; ++i) ids.push_back(phase * 1000 + zipf.sample(rng));
+  }
+  auto trace = wholeReads(ids);
+  auto hitsIn = [&](std::size_t from, std::size_t to) {
+    auto policy = testing::makePolicy("hotshard", 100);
+    std::uint64_t hits = 0;
+    std::vector<ObjectId> victims;
+    for (std::size_t i = 0; i < to; ++i) {
+      Access a = trace[i].access();
+      policy->recordAccess(a);
+      if (policy->contains(a.id)) {
+        hits += i >= from;
+      } else {
+        policy->admit(a, victims);
+      }
+    }
+    return double(hits) / double(to - from);
+  };
+  double settled_first = hitsIn(40000, 60000);
+  double settled_second = hitsIn(100000, 120000);
+  EXPECT_GT(settled_first, 0.4);
+  EXPECT_GT(settled_second, 0.9 * settled_first) << settled_first << " then " << settled_second;
+}
+
+}  // namespace
+}  // namespace hotshard::policy
