@@ -3,6 +3,7 @@
 // Live `policy show|set` belong to the daemon's control socket.
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -128,7 +129,8 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
       continue;
     }
     for (int i = 0;; ++i) {
-      double v = *from + i * *step;
+      // Rounded so that 0.1 steps print as 0.3, not 0.30000000000000004.
+      double v = std::round((*from + i * *step) * 1e9) / 1e9;
       if (v > *to + *step * 1e-9) break;
       PolicySpec variant = s;
       variant.params.push_back({kv->key, formatDouble(v)});
@@ -283,13 +285,17 @@ void runGenerate(const GenerateOptions& o) {
   if (!out) fail(cmd, "cannot create " + o.out + ": " + std::strerror(errno));
   auto writer = makeTraceWriter(format, out);
   std::uint64_t count = 0;
+  bool write_failed = false;
   auto st = generateTrace(o.family, params, o.seed, [&](const Request& r) {
     ++count;
-    return writer->write(r);
+    auto written = writer->write(r);
+    write_failed = !written;
+    return written;
   });
-  if (!st)
-    fail(cmd, st.message(),
-         st.message().find("write") == std::string::npos ? kExitUsage : kExitFailure);
+  if (!st) {
+    fail(cmd, write_failed ? o.out + ": " + st.message() : st.message(),
+         write_failed ? kExitFailure : kExitUsage);
+  }
   if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
   std::fprintf(stderr, "wrote %llu requests to %s (%s)\n", (unsigned long long)count, o.out.c_str(),
                std::string(traceFormatName(format)).c_str());
