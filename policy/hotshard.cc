@@ -51,7 +51,8 @@ double HotshardPolicy::density(const Node& n) const noexcept { return n.log_heat
 void HotshardPolicy::forgetOldHistory() {
   auto limit = static_cast<std::size_t>(
       config_.history * static_cast<double>(std::max<std::uint64_t>(objects(), 1024)));
-  while (history_.size() > limit) {
+  // The newest entry always stays: it may be the node node() is about to hand out.
+  while (history_.size() > std::max<std::size_t>(limit, 1)) {
     auto [id, seq] = history_.front();
     history_.pop_front();
     detail::Slot s = index_.find(id);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <unordered_map>
 
@@ -171,6 +172,19 @@ TEST_P(PolicyContract, CountersVisitCommonNames) {
 
 INSTANTIATE_TEST_SUITE_P(Policy, PolicyContract, ::testing::ValuesIn(policyNames()),
                          [](const auto& info) { return info.param; });
+
+// Parameters at their edges keep the contract too.
+INSTANTIATE_TEST_SUITE_P(PolicyEdge, PolicyContract,
+                         ::testing::Values("hotshard;history=0", "hotshard;hysteresis=0;margin=0",
+                                           "hotshard;min_read_ratio=0;reuse_factor=0",
+                                           "lfu;half_life=0",
+                                           "s3fifo;small_ratio=0.9;ghost_ratio=0",
+                                           "s3fifo;move_to_main=3"),
+                         [](const auto& info) {
+                           std::string name;
+                           for (char c : info.param) name += std::isalnum(c) ? c : '_';
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace hotshard::policy
