@@ -67,6 +67,15 @@ TraceFormat traceFormatOf(const std::string& command, const std::string& path,
        kExitUsage);
 }
 
+// --format for a file to write, or csv for *.csv, else native.
+TraceFormat outputFormatOf(const std::string& command, const std::string& path,
+                           const std::string& format) {
+  if (format.empty()) return path.ends_with(".csv") ? TraceFormat::kCsv : TraceFormat::kNative;
+  auto f = parseTraceFormat(format);
+  if (!f) fail(command, f.message(), kExitUsage);
+  return *f;
+}
+
 struct SimulateOptions {
   std::string trace;
   std::string format;
@@ -273,14 +282,7 @@ void runGenerate(const GenerateOptions& o) {
     }
     params.push_back(*kv);
   }
-  TraceFormat format = TraceFormat::kNative;
-  if (!o.format.empty()) {
-    auto f = parseTraceFormat(o.format);
-    if (!f) fail(cmd, f.message(), kExitUsage);
-    format = *f;
-  } else if (o.out.ends_with(".csv")) {
-    format = TraceFormat::kCsv;
-  }
+  TraceFormat format = outputFormatOf(cmd, o.out, o.format);
   std::ofstream out(o.out, std::ios::binary | std::ios::trunc);
   if (!out) fail(cmd, "cannot create " + o.out + ": " + std::strerror(errno));
   auto writer = makeTraceWriter(format, out);
@@ -299,6 +301,33 @@ void runGenerate(const GenerateOptions& o) {
   if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
   std::fprintf(stderr, "wrote %llu requests to %s (%s)\n", (unsigned long long)count, o.out.c_str(),
                std::string(traceFormatName(format)).c_str());
+}
+
+struct ConvertOptions {
+  std::string in, from, out, to;
+};
+
+void runConvert(const ConvertOptions& o) {
+  const std::string cmd = "convert";
+  TraceFormat from = traceFormatOf(cmd, o.in, o.from);
+  TraceFormat to = outputFormatOf(cmd, o.out, o.to);
+  std::ifstream in(o.in, std::ios::binary);
+  if (!in) fail(cmd, "cannot open trace " + o.in + ": " + std::strerror(errno));
+  std::ofstream out(o.out, std::ios::binary | std::ios::trunc);
+  if (!out) fail(cmd, "cannot create " + o.out + ": " + std::strerror(errno));
+  auto reader = makeTraceReader(from, in, o.in);
+  auto writer = makeTraceWriter(to, out);
+  Request r;
+  std::uint64_t count = 0;
+  while (reader->next(r)) {
+    if (auto st = writer->write(r); !st) fail(cmd, o.out + ": " + st.message());
+    ++count;
+  }
+  if (!reader->error()) fail(cmd, reader->error().message());
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  std::fprintf(stderr, "converted %llu requests: %s (%s) -> %s (%s)\n", (unsigned long long)count,
+               o.in.c_str(), std::string(traceFormatName(from)).c_str(), o.out.c_str(),
+               std::string(traceFormatName(to)).c_str());
 }
 
 void runList() {
@@ -321,8 +350,8 @@ std::string policyNamesText() {
 }
 
 Registration reg(60, [](CLI::App& app) {
-  auto* policy =
-      app.add_subcommand("policy", "Placement policies: simulate on traces, generate traces, list");
+  auto* policy = app.add_subcommand(
+      "policy", "Placement policies: simulate on traces, generate and convert traces, list");
   policy->require_subcommand(1);
   policy->footer(
       "Examples:\n"
@@ -384,6 +413,21 @@ Registration reg(60, [](CLI::App& app) {
       "  hotshard policy generate scan --out scan.csv --param hot_objects=500\n"
       "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB");
   generate->callback([gen] { runGenerate(*gen); });
+
+  auto conv = std::make_shared<ConvertOptions>();
+  auto* convert =
+      policy->add_subcommand("convert", "Convert a trace between native, csv and oracleGeneral");
+  convert->add_option("--in", conv->in, "Input trace")->required();
+  convert->add_option("--from", conv->from, "native|csv|oracleGeneral (default: guessed)");
+  convert->add_option("--out", conv->out, "Output trace")->required();
+  convert->add_option("--to", conv->to,
+                      "native|csv|oracleGeneral (default: csv for *.csv, else native)");
+  convert->footer(
+      "Examples:\n"
+      "  hotshard policy convert --in trace.csv --out trace.native\n"
+      "  hotshard policy convert --in epoch.trace --out epoch.oracleGeneral.bin --to "
+      "oracleGeneral");
+  convert->callback([conv] { runConvert(*conv); });
 
   auto* list =
       policy->add_subcommand("list", "List the policies and trace families with their parameters");

@@ -114,3 +114,27 @@ TEST(SimCli, GenerateThenSimulateEveryFormat) {
 
 }  // namespace
 }  // namespace hotshard::policy
+
+namespace hotshard::policy {
+namespace {
+
+TEST(SimCli, ConvertKeepsEveryRequest) {
+  std::string native = tempPath("small.native");
+  std::string back = tempPath("small-back.csv");
+  auto to_native = runCli({"policy", "convert", "--in", "tests/policy/data/small.csv", "--out", native});
+  ASSERT_EQ(to_native.code, 0) << to_native.err;
+  EXPECT_NE(to_native.err.find("converted 2100 requests"), std::string::npos) << to_native.err;
+  auto to_csv = runCli({"policy", "convert", "--in", native, "--out", back});
+  ASSERT_EQ(to_csv.code, 0) << to_csv.err;
+  // Same simulation either way.
+  auto a = runCli({"policy", "simulate", "--trace", native, "--capacity", "10%", "--json"});
+  auto b = runCli({"policy", "simulate", "--trace", back, "--capacity", "10%", "--json"});
+  ASSERT_EQ(a.code, 0);
+  ASSERT_EQ(b.code, 0);
+  EXPECT_EQ(nlohmann::json::parse(a.out)["results"], nlohmann::json::parse(b.out)["results"]);
+  std::filesystem::remove(native);
+  std::filesystem::remove(back);
+}
+
+}  // namespace
+}  // namespace hotshard::policy
