@@ -197,7 +197,8 @@ EOF
 
 ## Trace formats
 
-`--format native|csv|oracleGeneral` (guessed from the file when left out):
+`--format native|csv|oracleGeneral` (guessed from the file when left out);
+`build/hotshard policy convert --in A --out B [--to FORMAT]` converts between them:
 
 - **native**: little-endian; a 32-byte header (`char magic[8] = "HSTRACE1"`, `u32
   version = 1`, `u32 record_size = 56`, `u64 record_count`, `u64 reserved`) then
