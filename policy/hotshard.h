@@ -1,0 +1,135 @@
+// hotshard: the default placement policy. Value-per-byte with admission control.
+//
+// Heat: each object carries an exponentially decayed sum of the bytes read from it,
+// remote-miss bytes weighted above page-cache hits (miss_weight, hit_weight). The
+// decay clock runs on bytes read, not on wall time, so idle hours erase nothing and
+// the behaviour does not depend on a trace's time scale. The half-life is the larger
+// of half_life x capacity and reuse_factor x the mean reuse distance (bytes read
+// between two reads of the same object): memory must span many reuses, or objects
+// read at the same long-run rate (shuffled epochs, several jobs) differ in heat by
+// mere Poisson noise and the cache churns. Heat is remembered for recently seen
+// non-resident objects too (a bounded history).
+//
+// Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
+// whose keys are refreshed lazily, only near the top. For whole reads this orders by
+// access rate, the greedy knapsack order for bytes saved from the remote.
+//
+// Admission: a missed object is promoted only if
+//   - it fits, and has had at least min_read_ratio x its size read in total, so a huge
+//     file whose header alone is read again and again is never copied whole;
+//   - it fits in free space, or its heat *before* this access exceeds (1 + hysteresis)
+//     times the heat of the room it takes from the coldest residents (a victim's heat
+//     pro rata to the bytes it must give up), plus `margin` full reads. Counting only
+//     earlier reads makes a one-off scan worthless (no earlier reads), and comparing
+//     against the coldest residents with a margin keeps a stable subset under
+//     epoch-shuffled training reads, where every shard is read once per epoch and
+//     LRU-like policies churn the whole cache without a single hit.
+//
+// Related work: GDSF (Cherkasova, "Improving WWW proxies performance with
+// Greedy-Dual-Size-Frequency caching policy", HP Labs 1998) for value per byte,
+// TinyLFU (Einziger et al., "TinyLFU: A Highly Efficient Cache Admission Policy",
+// ACM ToS 2017) for frequency-based admission against the eviction victim.
+#pragma once
+
+#include <deque>
+
+#include "policy/detail.h"
+#include "policy/params.h"
+#include "policy/policy.h"
+
+namespace hotshard::policy {
+
+class HotshardPolicy final : public Policy {
+ public:
+  struct Config {
+    double half_life = 64;     // heat halves every half_life x capacity bytes read
+    double miss_weight = 1.0;  // weight of a byte fetched from the remote
+    double hit_weight = 0.25;  // weight of a byte served by the page cache
+    double hysteresis = 1.0;  // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
+    double margin = 2.0;      // ... plus this many full reads of itself
+    double min_read_ratio = 1.0;  // bytes read (all time) over size before a promotion
+    double history = 4;           // non-resident objects remembered, x max(residents, 1024)
+    double reuse_factor = 16;     // half-life at least this many mean reuse distances
+    void bind(ParamTable& t) {
+      t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
+          .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
+          .add("hit_weight", &hit_weight, "heat per byte served by the page cache, >= 0")
+          .add("hysteresis", &hysteresis,
+               "a newcomer's heat must exceed (1 + hysteresis) x the displaced residents', >= 0")
+          .add("margin", &margin, "... plus this many full remote reads of the newcomer, >= 0")
+          .add("min_read_ratio", &min_read_ratio,
+               "bytes read over object size needed before a promotion, >= 0")
+          .add("reuse_factor", &reuse_factor,
+               "the half-life stretches to this many mean reuse distances (bytes read between "
+               "two reads of an object), >= 0; 0 keeps it at half_life")
+          .add("history", &history,
+               "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
+    }
+    Status validate() const;
+  };
+
+  HotshardPolicy(std::uint64_t capacity, Config config);
+  explicit HotshardPolicy(std::uint64_t capacity) : HotshardPolicy(capacity, Config()) {}
+
+  std::string_view name() const noexcept override { return "hotshard"; }
+  std::vector<std::string> params() const override { return currentParams(config_); }
+  void recordAccess(const Access& access) noexcept override;
+  bool admit(const Access& access, std::vector<ObjectId>& victims) noexcept override;
+  void add(ObjectId id, std::uint64_t size, TimeNs now) noexcept override;
+  void remove(ObjectId id) noexcept override;
+  void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
+  bool contains(ObjectId id) const noexcept override;
+  void prefetch(ObjectId id, int stage) const noexcept override;
+  void residents(std::vector<Resident>& out) const override;
+  void visitExtraCounters(const CounterVisitor& visit) const override;
+
+  // Current heat of an object (decayed weighted bytes), 0 when unknown. For tests
+  // and `hotshard top`.
+  double heat(ObjectId id) const noexcept;
+
+ private:
+  // One cache line per object: the simulator's speed is its memory traffic.
+  struct alignas(64) Node {
+    ObjectId id = 0;
+    std::uint64_t size = 0;
+    double log_heat = detail::kLogZero;   // scaled to the clock, see detail::logAdd
+    double log_prior = detail::kLogZero;  // log_heat before the latest access
+    double last_read_at = -1;             // bytes_clock_ at its latest read
+    float bytes_read = 0;                 // all time, for min_read_ratio
+    float log_size = 0;                   // log2(max(size, 1)), cached for density()
+    std::uint32_t ghost_seq = 0;          // != 0 while non-resident and in history_
+    bool resident = false;
+  };
+  static_assert(sizeof(Node) == 64);
+  detail::Slot node(ObjectId id, std::uint64_t size);
+  double density(const Node& n) const noexcept;
+  std::uint32_t nextGhostSeq() noexcept {
+    if (next_ghost_seq_ == 0) next_ghost_seq_ = 1;
+    return next_ghost_seq_++;
+  }
+  static void setSize(Node& n, std::uint64_t size) noexcept;
+  void forgetOldHistory();
+  // Brings the heap keys of the coldest residents covering `bytes` up to date.
+  void refreshColdest(std::uint64_t bytes) noexcept;
+  // Resident -> remembered non-resident (its heat is kept).
+  void demote(detail::Slot s) noexcept;
+
+  Config config_;
+  double clock_ = 0;             // in half-lives
+  double bytes_clock_ = 0;       // bytes read so far, for reuse distances
+  double min_half_life_bytes_;   // half_life x capacity
+  double half_life_bytes_;       // max(min, reuse_factor x mean reuse distance)
+  double mean_reuse_bytes_ = 0;  // EWMA of bytes read between two reads of an object
+  detail::IdIndex index_;
+  detail::Slab<Node> nodes_;
+  detail::MinHeap heap_;  // residents by log2(heat per byte)
+  std::deque<std::pair<ObjectId, std::uint32_t>> history_;
+  std::uint32_t next_ghost_seq_ = 1;  // wraps after 4G demotions; 0 is skipped
+  std::uint64_t tracked_ghosts_ = 0;
+  std::uint64_t rejected_read_ratio_ = 0;
+  std::uint64_t rejected_hysteresis_ = 0;
+  std::vector<detail::Slot> scratch_;
+  std::vector<detail::Slot> stale_;
+};
+
+}  // namespace hotshard::policy

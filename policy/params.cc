@@ -1,0 +1,200 @@
+#include "policy/params.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+
+namespace hotshard::policy {
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
+  return s;
+}
+
+struct Unit {
+  std::string_view suffix;
+  double factor;
+};
+
+// Longest suffixes first so "KiB" wins over "B".
+constexpr Unit kUnits[] = {
+    {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+    {"KB", 1e3},     {"MB", 1e6},        {"GB", 1e9},           {"TB", 1e12},
+    {"K", 1024.0},   {"M", 1048576.0},   {"G", 1073741824.0},   {"T", 1099511627776.0},
+    {"B", 1.0},
+};
+
+}  // namespace
+
+Expected<KeyValue> parseKeyValue(std::string_view text) {
+  auto eq = text.find('=');
+  if (eq == std::string_view::npos) {
+    return Expected<KeyValue>::error("expected k=v, got '" + std::string(text) + "'");
+  }
+  auto key = trim(text.substr(0, eq));
+  auto value = trim(text.substr(eq + 1));
+  if (key.empty() || value.empty()) {
+    return Expected<KeyValue>::error("expected k=v, got '" + std::string(text) + "'");
+  }
+  return KeyValue{std::string(key), std::string(value)};
+}
+
+Expected<PolicySpec> parsePolicySpec(std::string_view spec) {
+  PolicySpec out;
+  bool first = true;
+  while (true) {
+    auto semi = spec.find(';');
+    auto part = trim(spec.substr(0, semi));
+    if (first) {
+      if (part.empty()) return Expected<PolicySpec>::error("empty policy name");
+      out.name = std::string(part);
+      first = false;
+    } else if (!part.empty()) {
+      auto kv = parseKeyValue(part);
+      if (!kv) return Expected<PolicySpec>::error("policy '" + out.name + "': " + kv.message());
+      out.params.push_back(std::move(*kv));
+    }
+    if (semi == std::string_view::npos) break;
+    spec.remove_prefix(semi + 1);
+  }
+  return out;
+}
+
+Expected<double> parseDouble(std::string_view text) {
+  text = trim(text);
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(v)) {
+    return Expected<double>::error("not a number: '" + std::string(text) + "'");
+  }
+  return v;
+}
+
+Expected<std::uint64_t> parseUint(std::string_view text) {
+  text = trim(text);
+  std::uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    return Expected<std::uint64_t>::error("not a non-negative integer: '" + std::string(text) +
+                                          "'");
+  }
+  return v;
+}
+
+Expected<std::uint64_t> parseSize(std::string_view text, std::optional<std::uint64_t> percent_of) {
+  text = trim(text);
+  auto bad = [&](std::string why) {
+    return Expected<std::uint64_t>::error("bad size '" + std::string(text) + "': " + why);
+  };
+  if (text.empty()) return bad("empty");
+  double factor = 1.0;
+  std::string_view number = text;
+  bool percent = false;
+  if (text.back() == '%') {
+    if (!percent_of) return bad("a percentage needs a reference size here");
+    percent = true;
+    number = trim(text.substr(0, text.size() - 1));
+  } else {
+    for (const auto& u : kUnits) {
+      if (text.size() > u.suffix.size() && text.ends_with(u.suffix)) {
+        factor = u.factor;
+        number = trim(text.substr(0, text.size() - u.suffix.size()));
+        break;
+      }
+    }
+  }
+  auto v = parseDouble(number);
+  if (!v || *v < 0)
+    return bad(
+        "expected a number with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB, %)");
+  double bytes = percent ? *v / 100.0 * static_cast<double>(*percent_of) : *v * factor;
+  if (bytes >= 1.8e19) return bad("too large");
+  return static_cast<std::uint64_t>(std::llround(bytes));
+}
+
+std::string formatDouble(double value) {
+  char buf[64];
+  if (value == std::trunc(value) && std::fabs(value) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.0f", value);  // 320, not 3.2e+02
+    return buf;
+  }
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, value);
+    double back = 0;
+    std::from_chars(buf, buf + std::char_traits<char>::length(buf), back);
+    if (back == value) break;
+  }
+  return buf;
+}
+
+std::string formatBytes(std::uint64_t bytes) {
+  static constexpr const char* kNames[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int i = 0;
+  while (v >= 1024.0 && i < 5) v /= 1024.0, ++i;
+  char buf[32];
+  if (i == 0) {
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, kNames[i]);
+  }
+  return buf;
+}
+
+ParamTable& ParamTable::add(std::string name, double* field, std::string doc) {
+  entries_.push_back({std::move(name), field, nullptr, std::move(doc)});
+  return *this;
+}
+
+ParamTable& ParamTable::add(std::string name, std::uint64_t* field, std::string doc) {
+  entries_.push_back({std::move(name), nullptr, field, std::move(doc)});
+  return *this;
+}
+
+std::string ParamTable::value(const Entry& e) const {
+  return e.real != nullptr ? formatDouble(*e.real) : std::to_string(*e.integer);
+}
+
+Status ParamTable::apply(std::string_view owner, const std::vector<KeyValue>& params) const {
+  for (const auto& kv : params) {
+    const Entry* found = nullptr;
+    for (const auto& e : entries_) {
+      if (e.name == kv.key) found = &e;
+    }
+    if (found == nullptr) {
+      std::string accepted;
+      for (const auto& e : entries_) accepted += (accepted.empty() ? "" : ", ") + e.name;
+      return Status::error(std::string(owner) + ": no parameter '" + kv.key +
+                           "' (accepted: " + (accepted.empty() ? "none" : accepted) + ")");
+    }
+    if (found->real != nullptr) {
+      auto v = parseDouble(kv.value);
+      if (!v)
+        return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
+      *found->real = *v;
+    } else {
+      auto v = parseUint(kv.value);
+      if (!v)
+        return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
+      *found->integer = *v;
+    }
+  }
+  return {};
+}
+
+std::vector<std::string> ParamTable::current() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) out.push_back(e.name + "=" + value(e));
+  return out;
+}
+
+std::vector<std::string> ParamTable::describe() const {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) out.push_back(e.name + " (default " + value(e) + "): " + e.doc);
+  return out;
+}
+
+}  // namespace hotshard::policy

@@ -1,0 +1,439 @@
+// `hotshard policy ...`: offline tools over policy/: simulate policies on a trace
+// (OPT beside them), generate synthetic traces, list policies and their parameters.
+// Live `policy show|set` belong to the daemon's control socket.
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "policy/generate.h"
+#include "policy/params.h"
+#include "policy/registry.h"
+#include "policy/simulator.h"
+#include "policy/trace.h"
+#include "tools/command.h"
+
+namespace hotshard::cli {
+namespace {
+
+using namespace hotshard::policy;
+
+[[noreturn]] void fail(const std::string& command, const std::string& message,
+                       int code = kExitFailure) {
+  std::fprintf(stderr, "hotshard policy %s: %s\n", command.c_str(), message.c_str());
+  throw CLI::RuntimeError(code);
+}
+
+std::vector<std::string> splitList(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    auto pos = text.find(sep, start);
+    std::string part =
+        text.substr(start, pos == std::string::npos ? std::string::npos : pos - start);
+    if (!part.empty()) out.push_back(part);
+    if (pos == std::string::npos) break;
+    start = pos + 1;
+  }
+  return out;
+}
+
+// --format, or guessed from the file: native magic, then the extension.
+TraceFormat traceFormatOf(const std::string& command, const std::string& path,
+                          const std::string& format) {
+  if (!format.empty()) {
+    auto f = parseTraceFormat(format);
+    if (!f) fail(command, f.message(), kExitUsage);
+    return *f;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(command, "cannot open trace " + path + ": " + std::strerror(errno));
+  char magic[sizeof kNativeMagic] = {};
+  in.read(magic, sizeof magic);
+  if (in.gcount() == sizeof magic && std::memcmp(magic, kNativeMagic, sizeof magic) == 0)
+    return TraceFormat::kNative;
+  if (path.ends_with(".csv")) return TraceFormat::kCsv;
+  if (path.find("oracleGeneral") != std::string::npos) return TraceFormat::kOracleGeneral;
+  fail(command, "cannot tell the format of " + path + ": pass --format native|csv|oracleGeneral",
+       kExitUsage);
+}
+
+// --format for a file to write, or csv for *.csv, else native.
+TraceFormat outputFormatOf(const std::string& command, const std::string& path,
+                           const std::string& format) {
+  if (format.empty()) return path.ends_with(".csv") ? TraceFormat::kCsv : TraceFormat::kNative;
+  auto f = parseTraceFormat(format);
+  if (!f) fail(command, f.message(), kExitUsage);
+  return *f;
+}
+
+struct SimulateOptions {
+  std::string trace;
+  std::string format;
+  std::string capacity;
+  std::string policies = "hotshard,lru,lfu,arc,s3fifo,sieve";
+  std::vector<std::string> params;  // NAME:k=v
+  std::string sweep;                // k=a..b:step
+  bool json = false;
+  bool no_opt = false;
+  bool timing = false;
+};
+
+// The policy specs to run: --policy entries, --param added, --sweep expanded.
+std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
+  const std::string cmd = "simulate";
+  std::vector<PolicySpec> specs;
+  for (const auto& item : splitList(o.policies, ',')) {
+    auto spec = parsePolicySpec(item);
+    if (!spec) fail(cmd, spec.message(), kExitUsage);
+    specs.push_back(*spec);
+  }
+  if (specs.empty()) fail(cmd, "--policy names no policy", kExitUsage);
+  for (const auto& p : o.params) {
+    auto colon = p.find(':');
+    if (colon == std::string::npos)
+      fail(cmd, "--param wants NAME:k=v, got '" + p + "'", kExitUsage);
+    auto kv = parseKeyValue(p.substr(colon + 1));
+    if (!kv) fail(cmd, "--param " + p + ": " + kv.message(), kExitUsage);
+    bool used = false;
+    for (auto& s : specs) {
+      if (s.name == p.substr(0, colon)) s.params.push_back(*kv), used = true;
+    }
+    if (!used)
+      fail(cmd, "--param " + p + ": no policy '" + p.substr(0, colon) + "' in --policy",
+           kExitUsage);
+  }
+  if (o.sweep.empty()) return specs;
+
+  auto kv = parseKeyValue(o.sweep);
+  auto dots = kv ? kv->value.find("..") : std::string::npos;
+  auto colon = kv ? kv->value.find(':') : std::string::npos;
+  if (!kv || dots == std::string::npos || colon == std::string::npos || colon < dots) {
+    fail(cmd, "--sweep wants k=a..b:step, got '" + o.sweep + "'", kExitUsage);
+  }
+  auto from = parseDouble(kv->value.substr(0, dots));
+  auto to = parseDouble(kv->value.substr(dots + 2, colon - dots - 2));
+  auto step = parseDouble(kv->value.substr(colon + 1));
+  if (!from || !to || !step || *step <= 0 || *to < *from) {
+    fail(cmd, "--sweep " + o.sweep + ": need numbers a <= b and step > 0", kExitUsage);
+  }
+  std::vector<PolicySpec> swept;
+  for (const auto& s : specs) {
+    bool accepts = false;
+    for (const auto& info : listPolicies()) {
+      for (const auto& doc : info.params)
+        accepts |= info.name == s.name && doc.starts_with(kv->key + " ");
+    }
+    if (!accepts) {
+      swept.push_back(s);
+      continue;
+    }
+    for (int i = 0;; ++i) {
+      // Rounded so that 0.1 steps print as 0.3, not 0.30000000000000004.
+      double v = std::round((*from + i * *step) * 1e9) / 1e9;
+      if (v > *to + *step * 1e-9) break;
+      PolicySpec variant = s;
+      variant.params.push_back({kv->key, formatDouble(v)});
+      swept.push_back(variant);
+    }
+  }
+  if (swept.size() == specs.size())
+    fail(cmd, "--sweep: no policy in --policy has parameter " + kv->key, kExitUsage);
+  return swept;
+}
+
+std::string label(const PolicySpec& spec) {
+  std::string out = spec.name;
+  for (const auto& kv : spec.params) out += ";" + kv.key + "=" + kv.value;
+  return out;
+}
+
+void runSimulate(const SimulateOptions& o) {
+  const std::string cmd = "simulate";
+  TraceFormat format = traceFormatOf(cmd, o.trace, o.format);
+  std::ifstream in(o.trace, std::ios::binary);
+  if (!in) fail(cmd, "cannot open trace " + o.trace + ": " + std::strerror(errno));
+  auto reader = makeTraceReader(format, in, o.trace);
+  auto specs = policySpecs(o);
+
+  auto stats = scanTrace(*reader);
+  if (!stats) fail(cmd, stats.message());
+  if (stats->requests == 0) fail(cmd, "trace " + o.trace + " has no requests");
+  auto capacity = parseSize(o.capacity, stats->working_set_bytes);
+  if (!capacity) fail(cmd, "--capacity: " + capacity.message(), kExitUsage);
+  if (*capacity == 0) fail(cmd, "--capacity: must be more than 0 bytes", kExitUsage);
+
+  struct Row {
+    std::string label;
+    SimResult result;
+    double seconds;      // wall clock
+    double cpu_seconds;  // this process's CPU time: fairer on a shared machine
+  };
+  std::vector<Row> rows;
+  for (const auto& spec : specs) {
+    auto policy = createPolicy(spec, *capacity);
+    if (!policy) fail(cmd, policy.message(), kExitUsage);
+    if (auto st = reader->rewind(); !st) fail(cmd, st.message());
+    auto start = std::chrono::steady_clock::now();
+    std::clock_t cpu_start = std::clock();
+    auto result = simulate(*reader, **policy);
+    double cpu = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+    std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    if (!result) fail(cmd, result.message());
+    rows.push_back({label(spec), *result, took.count(), cpu});
+  }
+  std::optional<SimResult> opt;
+  if (!o.no_opt) {
+    if (auto st = reader->rewind(); !st) fail(cmd, st.message());
+    auto result = simulateOpt(*reader, *capacity);
+    if (!result) fail(cmd, result.message());
+    opt = *result;
+  }
+
+  if (o.json) {
+    nlohmann::json out;
+    out["results"] = nlohmann::json::array();
+    for (const auto& row : rows) {
+      nlohmann::json r = {{"policy", row.label},
+                          {"params", row.result.policy},
+                          {"hit_ratio", row.result.hitRatio()},
+                          {"byte_hit_ratio", row.result.byteHitRatio()},
+                          {"promoted_bytes", row.result.promoted_bytes},
+                          {"promotions", row.result.promotions},
+                          {"evictions", row.result.evictions},
+                          {"requests", row.result.requests},
+                          {"hits", row.result.hits}};
+      if (o.timing) {
+        r["requests_per_second"] = double(row.result.requests) / row.seconds;
+        r["requests_per_cpu_second"] = double(row.result.requests) / row.cpu_seconds;
+      }
+      out["results"].push_back(r);
+    }
+    if (opt) {
+      out["opt"] = {{"hit_ratio", opt->hitRatio()},
+                    {"byte_hit_ratio", opt->byteHitRatio()},
+                    {"promoted_bytes", opt->promoted_bytes}};
+    } else {
+      out["opt"] = nullptr;
+    }
+    out["capacity_bytes"] = *capacity;
+    out["working_set_bytes"] = stats->working_set_bytes;
+    out["requests"] = stats->requests;
+    out["unique_objects"] = stats->unique_objects;
+    out["bytes_read"] = stats->bytes_read;
+    out["first_read_bytes"] = stats->first_read_bytes;
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::printf("trace     %s (%s): %llu requests, %llu objects, working set %s, %s read\n",
+              o.trace.c_str(), std::string(traceFormatName(format)).c_str(),
+              (unsigned long long)stats->requests, (unsigned long long)stats->unique_objects,
+              formatBytes(stats->working_set_bytes).c_str(),
+              formatBytes(stats->bytes_read).c_str());
+  std::printf("capacity  %s (%.1f%% of the working set)\n\n", formatBytes(*capacity).c_str(),
+              100.0 * double(*capacity) / double(stats->working_set_bytes));
+  std::printf("%-32s %9s %9s %12s %10s%s\n", "policy", "hit", "byte hit", "promoted", "evictions",
+              o.timing ? "    Mreq/s  cpu Mreq/s" : "");
+  for (const auto& row : rows) {
+    std::printf("%-32s %9.4f %9.4f %12s %10llu", row.label.c_str(), row.result.hitRatio(),
+                row.result.byteHitRatio(), formatBytes(row.result.promoted_bytes).c_str(),
+                (unsigned long long)row.result.evictions);
+    if (o.timing) {
+      std::printf(" %9.2f %11.2f", double(row.result.requests) / row.seconds / 1e6,
+                  double(row.result.requests) / row.cpu_seconds / 1e6);
+    }
+    std::printf("\n");
+  }
+  if (opt) {
+    std::printf("%-32s %9.4f %9.4f %12s %10llu\n", "opt (size-aware Belady)", opt->hitRatio(),
+                opt->byteHitRatio(), formatBytes(opt->promoted_bytes).c_str(),
+                (unsigned long long)opt->evictions);
+  }
+}
+
+struct GenerateOptions {
+  std::string family;
+  std::string out;
+  std::string format;
+  std::uint64_t seed = 1;
+  std::vector<std::string> params;
+};
+
+void runGenerate(const GenerateOptions& o) {
+  const std::string cmd = "generate";
+  std::vector<KeyValue> params;
+  for (const auto& p : o.params) {
+    auto kv = parseKeyValue(p);
+    if (!kv) fail(cmd, "--param: " + kv.message(), kExitUsage);
+    if (kv->key.ends_with("size")) {
+      // Sizes accept units here too.
+      auto bytes = parseSize(kv->value);
+      if (!bytes) fail(cmd, "--param " + p + ": " + bytes.message(), kExitUsage);
+      kv->value = std::to_string(*bytes);
+    }
+    params.push_back(*kv);
+  }
+  TraceFormat format = outputFormatOf(cmd, o.out, o.format);
+  std::ofstream out(o.out, std::ios::binary | std::ios::trunc);
+  if (!out) fail(cmd, "cannot create " + o.out + ": " + std::strerror(errno));
+  auto writer = makeTraceWriter(format, out);
+  std::uint64_t count = 0;
+  bool write_failed = false;
+  auto st = generateTrace(o.family, params, o.seed, [&](const Request& r) {
+    ++count;
+    auto written = writer->write(r);
+    write_failed = !written;
+    return written;
+  });
+  if (!st) {
+    fail(cmd, write_failed ? o.out + ": " + st.message() : st.message(),
+         write_failed ? kExitFailure : kExitUsage);
+  }
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  std::fprintf(stderr, "wrote %llu requests to %s (%s)\n", (unsigned long long)count, o.out.c_str(),
+               std::string(traceFormatName(format)).c_str());
+}
+
+struct ConvertOptions {
+  std::string in, from, out, to;
+};
+
+void runConvert(const ConvertOptions& o) {
+  const std::string cmd = "convert";
+  TraceFormat from = traceFormatOf(cmd, o.in, o.from);
+  TraceFormat to = outputFormatOf(cmd, o.out, o.to);
+  std::ifstream in(o.in, std::ios::binary);
+  if (!in) fail(cmd, "cannot open trace " + o.in + ": " + std::strerror(errno));
+  std::ofstream out(o.out, std::ios::binary | std::ios::trunc);
+  if (!out) fail(cmd, "cannot create " + o.out + ": " + std::strerror(errno));
+  auto reader = makeTraceReader(from, in, o.in);
+  auto writer = makeTraceWriter(to, out);
+  Request r;
+  std::uint64_t count = 0;
+  while (reader->next(r)) {
+    if (auto st = writer->write(r); !st) fail(cmd, o.out + ": " + st.message());
+    ++count;
+  }
+  if (!reader->error()) fail(cmd, reader->error().message());
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  std::fprintf(stderr, "converted %llu requests: %s (%s) -> %s (%s)\n", (unsigned long long)count,
+               o.in.c_str(), std::string(traceFormatName(from)).c_str(), o.out.c_str(),
+               std::string(traceFormatName(to)).c_str());
+}
+
+void runList() {
+  std::printf("Policies (--policy NAME, parameters as NAME:k=v or \"NAME;k=v;k=v\"):\n");
+  for (const auto& p : listPolicies()) {
+    std::printf("  %-10s %s\n", p.name.c_str(), p.summary.c_str());
+    for (const auto& doc : p.params) std::printf("      %s\n", doc.c_str());
+  }
+  std::printf("\nTrace families (hotshard policy generate FAMILY --param k=v):\n");
+  for (const auto& g : listGenerators()) {
+    std::printf("  %-10s %s\n", g.name.c_str(), g.summary.c_str());
+    for (const auto& doc : g.params) std::printf("      %s\n", doc.c_str());
+  }
+}
+
+std::string policyNamesText() {
+  std::string names;
+  for (const auto& n : policyNames()) names += (names.empty() ? "" : ", ") + n;
+  return names;
+}
+
+Registration reg(60, [](CLI::App& app) {
+  auto* policy = app.add_subcommand(
+      "policy", "Placement policies: simulate on traces, generate and convert traces, list");
+  policy->require_subcommand(1);
+  policy->footer(
+      "Examples:\n"
+      "  hotshard policy list\n"
+      "  hotshard policy generate epoch --out epoch.trace --seed 7\n"
+      "  hotshard policy simulate --trace epoch.trace --capacity 10% --policy "
+      "hotshard,lru,arc,s3fifo");
+
+  auto sim = std::make_shared<SimulateOptions>();
+  auto* simulate = policy->add_subcommand(
+      "simulate", "Replay a trace through policies, with Belady's OPT beside");
+  simulate->add_option("--trace", sim->trace, "Trace file")->required();
+  simulate->add_option("--format", sim->format,
+                       "native|csv|oracleGeneral (default: guessed from the file)");
+  simulate
+      ->add_option("--capacity", sim->capacity,
+                   "Cache size: bytes with a unit (64MiB, 10GiB) or a % of the working set")
+      ->required();
+  simulate
+      ->add_option(
+          "--policy", sim->policies,
+          "Comma-separated policies, each NAME or \"NAME;k=v;k=v\" (" + policyNamesText() + ")")
+      ->capture_default_str();
+  simulate->add_option("--param", sim->params,
+                       "NAME:k=v, a parameter for policy NAME (repeatable)");
+  simulate->add_option("--sweep", sim->sweep,
+                       "k=a..b:step, run every policy having parameter k at each value");
+  simulate->add_flag("--json", sim->json, "Print JSON: {\"results\": [...], \"opt\": {...}}");
+  simulate->add_flag("--no-opt", sim->no_opt, "Skip Belady's OPT");
+  simulate->add_flag("--timing", sim->timing, "Add simulation speed (requests/s) per policy");
+  simulate->footer(
+      "Examples:\n"
+      "  hotshard policy simulate --trace t.trace --capacity 10% --policy "
+      "hotshard,lru,arc,s3fifo,sieve,lfu\n"
+      "  hotshard policy simulate --trace t.csv --capacity 64GiB --policy hotshard --param "
+      "hotshard:hysteresis=0.3\n"
+      "  hotshard policy simulate --trace t.trace --capacity 5% --policy hotshard --sweep "
+      "hysteresis=0..1:0.25 --json\n"
+      "  hotshard policy simulate --trace w.oracleGeneral.bin --format oracleGeneral --capacity "
+      "1GiB --policy lru");
+  simulate->callback([sim] { runSimulate(*sim); });
+
+  auto gen = std::make_shared<GenerateOptions>();
+  auto* generate = policy->add_subcommand(
+      "generate", "Write a seeded synthetic trace (zipf, epoch, modelload, scan)");
+  generate->add_option("family", gen->family, "zipf | epoch | modelload | scan")->required();
+  generate->add_option("--out", gen->out, "Output file")->required();
+  generate->add_option("--format", gen->format,
+                       "native|csv|oracleGeneral (default: csv for *.csv, else native)");
+  generate->add_option("--seed", gen->seed, "Seed: same seed, same trace")->capture_default_str();
+  generate->add_option("--param", gen->params,
+                       "k=v family parameter (repeatable; sizes take units); see 'list'");
+  generate->footer(
+      "Examples:\n"
+      "  hotshard policy generate zipf --out zipf.trace --param requests=10000000 --param "
+      "objects=1000000\n"
+      "  hotshard policy generate epoch --out epoch.trace --seed 3 --param jobs=4 --param "
+      "epochs=8\n"
+      "  hotshard policy generate scan --out scan.csv --param hot_objects=500\n"
+      "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB");
+  generate->callback([gen] { runGenerate(*gen); });
+
+  auto conv = std::make_shared<ConvertOptions>();
+  auto* convert =
+      policy->add_subcommand("convert", "Convert a trace between native, csv and oracleGeneral");
+  convert->add_option("--in", conv->in, "Input trace")->required();
+  convert->add_option("--from", conv->from, "native|csv|oracleGeneral (default: guessed)");
+  convert->add_option("--out", conv->out, "Output trace")->required();
+  convert->add_option("--to", conv->to,
+                      "native|csv|oracleGeneral (default: csv for *.csv, else native)");
+  convert->footer(
+      "Examples:\n"
+      "  hotshard policy convert --in trace.csv --out trace.native\n"
+      "  hotshard policy convert --in epoch.trace --out epoch.oracleGeneral.bin --to "
+      "oracleGeneral");
+  convert->callback([conv] { runConvert(*conv); });
+
+  auto* list =
+      policy->add_subcommand("list", "List the policies and trace families with their parameters");
+  list->footer("Examples:\n  hotshard policy list");
+  list->callback([] { runList(); });
+});
+
+}  // namespace
+}  // namespace hotshard::cli
