@@ -166,19 +166,27 @@ void FileSystem::retire(Inode& inode) {
 }
 
 std::string FileSystem::relPathOf(const Inode& inode) const {
-  if (&inode == root_.get() || remote_prefix_.empty()) return "";
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink(procPath(inode.fd).c_str(), buf, sizeof(buf) - 1);
-  if (n <= 0) return "";
-  std::string path(buf, static_cast<size_t>(n));
+  if (&inode == root_.get()) return "";
+  auto readName = [](int fd) {
+    char buf[PATH_MAX];
+    ssize_t n = ::readlink(procPath(fd).c_str(), buf, sizeof(buf) - 1);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  };
+  std::string path = readName(inode.fd);
   static const std::string kDeleted = " (deleted)";
-  if (path.size() > kDeleted.size() &&
-      path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
+  if (path.empty() || (path.size() > kDeleted.size() &&
+                       path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)) {
     return "";
   }
-  std::string prefix = remote_prefix_ == "/" ? "/" : remote_prefix_ + "/";
-  if (path.compare(0, prefix.size(), prefix) != 0) return "";
-  return path.substr(prefix.size());
+  auto under = [&](const std::string& root) -> std::string {
+    std::string prefix = root == "/" ? "/" : root + "/";
+    return path.compare(0, prefix.size(), prefix) == 0 ? path.substr(prefix.size()) : "";
+  };
+  std::string rel = under(remote_prefix_);
+  // The kernel's name of the remote root changes when the remote's mount is
+  // detached (a FUSE remote whose server died unmounts itself): ask again.
+  if (rel.empty()) rel = under(readName(root_->fd));
+  return rel;
 }
 
 std::string FileSystem::childRelPath(fuse_ino_t parent, const char* name) {

@@ -68,10 +68,11 @@ TEST(IntegrationCli, ACrashedDaemonsMountIsNamedAndNotStackedOn) {
   json st = daemon.status();
   pid_t pid = st["pid"].get<pid_t>();
   ::kill(pid, SIGKILL);
-  daemon.stop();  // reaps; the mount is still there until someone unmounts it
+  daemon.stop(/*keep_dead_mount=*/true);  // reaps; the dead mount stays
   CommandResult r = runCommand({hotshardBinary(), "run", "--foreground", "--remote", tmp / "remote",
                                 "--mount", tmp / "mnt", "--cache", tmp / "cache", "--control-socket",
-                                tmp / "again.sock"});
+                                tmp / "again.sock"},
+                                /*timeout_s=*/20);
   EXPECT_NE(r.exit_code, 0);
   bool named = r.out.find("umount -l") != std::string::npos ||
                r.out.find("already covered by a hotshard mount") != std::string::npos;

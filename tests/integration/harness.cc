@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -81,6 +82,7 @@ TempDir::~TempDir() {
 }
 
 void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed) {
+  fs::create_directories(fs::path(path).parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   std::mt19937_64 rng(seed);
   std::vector<uint64_t> buf(1 << 17);  // 1 MiB
@@ -223,22 +225,27 @@ dev_t mountDevice(const std::string& path) {
   return ::testing::AssertionFailure() << "hotshard run did not come up in 15 s:\n" << log();
 }
 
-int DaemonProcess::stop() {
+int DaemonProcess::stop(bool keep_dead_mount) {
   if (pid_ <= 0) return 0;
   ::kill(pid_, SIGTERM);
-  int status = 0;
-  for (int i = 0; i < 1000; i++) {  // 10 s
+  int status = 0, rc = -1;
+  bool exited = false;
+  for (int i = 0; i < 1000 && !exited; i++) {  // 10 s
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      exited = true;
+      rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, &status, 0);
+  if (!exited) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+  }
   pid_ = -1;
-  if (isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);
-  return -1;
+  // A daemon that died (or was killed) leaves its mount behind, dead.
+  if (!keep_dead_mount && isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);
+  return rc;
 }
 
 json DaemonProcess::status() {
@@ -266,46 +273,56 @@ bool writeText(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-FuseRequestCounter::FuseRequestCounter(dev_t connection, uint32_t opcode) {
+unsigned kernelDev(dev_t dev) { return (major(dev) << 20) | minor(dev); }
+
+std::string fuseReadFilter(dev_t connection) {
+  return "opcode == 15 && connection == " + std::to_string(kernelDev(connection));
+}
+
+std::string fileFilter(const std::string& path) {
+  struct stat st {};
+  ::stat(path.c_str(), &st);
+  return "i_ino == " + std::to_string(st.st_ino) + " && s_dev == " + std::to_string(kernelDev(st.st_dev));
+}
+
+TraceCounter::TraceCounter(const std::string& event, const std::string& filter) : event_(event) {
+  static std::atomic<int> serial{0};
   struct stat st;
   if (::stat((std::string(kTracefs) + "/instances").c_str(), &st) != 0) {
     ::mount("nodev", kTracefs, "tracefs", 0, nullptr);
   }
-  dir_ = std::string(kTracefs) + "/instances/hotshard-test-" + std::to_string(::getpid());
+  dir_ = std::string(kTracefs) + "/instances/hotshard-test-" + std::to_string(::getpid()) + "-" +
+         std::to_string(serial++);
   ::rmdir(dir_.c_str());
   if (::mkdir(dir_.c_str(), 0755) != 0) {
     error_ = "mkdir " + dir_ + ": " + std::strerror(errno);
     dir_.clear();
     return;
   }
-  std::string event = dir_ + "/events/fuse/fuse_request_send";
-  // The tracepoint's connection is the kernel's dev_t (major << 20 | minor).
-  unsigned kdev = (major(connection) << 20) | minor(connection);
-  std::string filter = "opcode == " + std::to_string(opcode) +
-                       " && connection == " + std::to_string(kdev);
-  if (!writeText(event + "/filter", filter) || !writeText(event + "/enable", "1")) {
-    error_ = "cannot enable fuse:fuse_request_send in " + dir_;
+  std::string ev = dir_ + "/events/" + event_;
+  if (!writeText(ev + "/filter", filter) || !writeText(ev + "/enable", "1")) {
+    error_ = "cannot enable " + event_ + " with filter '" + filter + "' in " + dir_;
   }
 }
 
-FuseRequestCounter::~FuseRequestCounter() {
+TraceCounter::~TraceCounter() {
   if (dir_.empty()) return;
-  writeText(dir_ + "/events/fuse/fuse_request_send/enable", "0");
+  writeText(dir_ + "/events/" + event_ + "/enable", "0");
   ::rmdir(dir_.c_str());
 }
 
-::testing::AssertionResult FuseRequestCounter::ok() const {
+::testing::AssertionResult TraceCounter::ok() const {
   if (error_.empty()) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << error_;
 }
 
-uint64_t FuseRequestCounter::stopAndCount() {
-  writeText(dir_ + "/events/fuse/fuse_request_send/enable", "0");
+uint64_t TraceCounter::stopAndCount() {
+  writeText(dir_ + "/events/" + event_ + "/enable", "0");
   std::ifstream trace(dir_ + "/trace");
-  std::string line;
+  std::string line, name = event_.substr(event_.find('/') + 1);
   uint64_t n = 0;
   while (std::getline(trace, line)) {
-    if (!line.empty() && line[0] != '#' && line.find("fuse_request_send") != std::string::npos) n++;
+    if (!line.empty() && line[0] != '#' && line.find(name) != std::string::npos) n++;
   }
   return n;
 }

@@ -61,9 +61,10 @@ class DaemonProcess {
 
   // Starts and waits until the mount answers and the control socket responds.
   ::testing::AssertionResult start();
-  // SIGTERM, wait; SIGKILL and lazy unmount if it does not stop in time.
-  // Returns the exit status (or -1 when it had to be killed).
-  int stop();
+  // SIGTERM, wait; SIGKILL if it does not stop in time; then lazily unmount a
+  // mount it left behind unless keep_dead_mount. Returns the exit status (or -1
+  // when it had to be killed).
+  int stop(bool keep_dead_mount = false);
   bool running() const { return pid_ > 0; }
   json status();
   const std::string& mountpoint() const { return mountpoint_; }
@@ -82,18 +83,26 @@ class DaemonProcess {
 bool isHotshardMount(const std::string& path);
 dev_t mountDevice(const std::string& path);  // from /proc/self/mountinfo, 0 if none
 
-// Counts fuse:fuse_request_send events for one opcode on one connection, in a
-// private tracefs instance.
-class FuseRequestCounter {
+// Counts the events of one tracepoint that pass a filter, in a private tracefs
+// instance (removed on destruction).
+class TraceCounter {
  public:
-  FuseRequestCounter(dev_t connection, uint32_t opcode);
-  ~FuseRequestCounter();
+  TraceCounter(const std::string& event /* "fuse/fuse_request_send" */, const std::string& filter);
+  ~TraceCounter();
   ::testing::AssertionResult ok() const;
   uint64_t stopAndCount();
 
  private:
   std::string dir_;
+  std::string event_;
   std::string error_;
 };
+
+// The kernel's dev_t (major << 20 | minor), as tracepoints print it.
+unsigned kernelDev(dev_t dev);
+// FUSE_READ requests sent on one FUSE connection.
+std::string fuseReadFilter(dev_t connection);
+// Page-cache lookups of one file (filemap:mm_filemap_get_pages).
+std::string fileFilter(const std::string& path);
 
 }  // namespace hotshard::testing

@@ -19,7 +19,6 @@ namespace fs = std::filesystem;
 
 constexpr uid_t kOtherUid = 54321;
 constexpr gid_t kOtherGid = 54321;
-constexpr uint32_t kFuseRead = 15;  // FUSE_READ
 
 class IntegrationMount : public ::testing::Test {
  protected:
@@ -300,7 +299,7 @@ TEST_F(IntegrationMount, PassthroughSendsNoReadRequestsToUserSpace) {
   writeRandomFile(remote_ + "/big", 256ull << 20, 42);
   startDaemon();
   ASSERT_TRUE(daemon_->status()["passthrough"].get<bool>()) << daemon_->status().dump();
-  FuseRequestCounter reads(mountDevice(mnt_), kFuseRead);
+  TraceCounter reads("fuse/fuse_request_send", fuseReadFilter(mountDevice(mnt_)));
   ASSERT_TRUE(reads.ok());
   uint64_t daemon_before = daemonReads();
 
@@ -325,7 +324,7 @@ TEST_F(IntegrationMount, UserspaceReadPathIsCountedByBothWitnesses) {
   json st = daemon_->status();
   ASSERT_FALSE(st["passthrough"].get<bool>());
   EXPECT_NE(st["passthrough_reason"].get<std::string>().find("configuration"), std::string::npos);
-  FuseRequestCounter reads(mountDevice(mnt_), kFuseRead);
+  TraceCounter reads("fuse/fuse_request_send", fuseReadFilter(mountDevice(mnt_)));
   ASSERT_TRUE(reads.ok());
   uint64_t daemon_before = daemonReads();
   EXPECT_EQ(sha256File(mnt_ + "/mid"), sha256File(remote_ + "/mid"));

@@ -1,0 +1,351 @@
+// The cache through the real mount: warm, serve from the copy, never stale,
+// never corrupt, survive kill -9, full disks and a remote that goes away.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace hotshard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+void dropPageCache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+class IntegrationCache : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HS_REQUIRE_ROOT();
+    HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
+    remote_ = tmp_ / "remote";
+    mnt_ = tmp_ / "mnt";
+    cache_ = tmp_ / "cache";
+    fs::create_directories(remote_);
+    fs::create_directories(mnt_);
+  }
+
+  void startDaemon(const std::string& consistency = "strict",
+                   std::vector<std::string> extra = {}) {
+    extra.insert(extra.end(), {"--scrub-rate", "0"});
+    daemon_ = std::make_unique<DaemonProcess>(
+        DaemonProcess::Options{.remote = remote_,
+                               .mount = mnt_,
+                               .cache = cache_,
+                               .consistency = consistency,
+                               .extra_args = extra},
+        tmp_.path());
+    ASSERT_TRUE(daemon_->start());
+  }
+
+  CommandResult hs(std::vector<std::string> args) {
+    args.insert(args.begin(), hotshardBinary());
+    args.push_back("--socket");
+    args.push_back(daemon_->socket());
+    return runCommand(args);
+  }
+
+  json statOf(const std::string& path) {
+    CommandResult r = hs({"stat", path, "--json"});
+    if (r.exit_code != 0) return json{{"error", r.out}};
+    return json::parse(r.out, nullptr, false);
+  }
+
+  TempDir tmp_;
+  std::string remote_, mnt_, cache_;
+  std::unique_ptr<DaemonProcess> daemon_;
+};
+
+TEST_F(IntegrationCache, WarmedFilesAreReadFromTheCacheCopy) {
+  writeRandomFile(remote_ + "/data/shard-0.tar", 8 << 20, 1);
+  writeRandomFile(remote_ + "/data/shard-1.tar", (1 << 20) + 1, 2);
+  writeFile(remote_ + "/data/one", "x");
+  startDaemon();
+  EXPECT_EQ(statOf(mnt_ + "/data/shard-0.tar")["state"], "remote");
+
+  CommandResult warm = hs({"warm", mnt_ + "/data"});
+  ASSERT_EQ(warm.exit_code, 0) << warm.out;
+  EXPECT_NE(warm.out.find("warmed 3 of 3 files"), std::string::npos) << warm.out;
+  json st = statOf(mnt_ + "/data/shard-0.tar");
+  ASSERT_EQ(st["state"], "cached") << st.dump();
+  EXPECT_EQ(st["size"], 8 << 20);
+  EXPECT_FALSE(st["pinned"].get<bool>());
+  std::string object = st["object"];
+  EXPECT_EQ(sha256File(object), sha256File(remote_ + "/data/shard-0.tar"));
+
+  // Which file does the kernel read when a job reads through the mount?
+  std::string remote_file = remote_ + "/data/shard-0.tar";
+  dropPageCache(remote_file);
+  dropPageCache(object);
+  TraceCounter from_cache("filemap/mm_filemap_get_pages", fileFilter(object));
+  TraceCounter from_remote("filemap/mm_filemap_get_pages", fileFilter(remote_file));
+  ASSERT_TRUE(from_cache.ok());
+  ASSERT_TRUE(from_remote.ok());
+  std::string through_mount = sha256File(mnt_ + "/data/shard-0.tar");
+  EXPECT_GT(from_cache.stopAndCount(), 0u) << "the cached copy was not read";
+  EXPECT_EQ(from_remote.stopAndCount(), 0u) << "a cached file was read from the remote";
+  EXPECT_EQ(through_mount, sha256File(remote_file));
+
+  for (const char* f : {"shard-1.tar", "one"}) {
+    EXPECT_EQ(readFile(mnt_ + "/data/" + f), readFile(remote_ + "/data/" + f)) << f;
+  }
+  json status = daemon_->status();
+  EXPECT_GE(status["fuse"]["opens_cache"].get<uint64_t>(), 3u) << status.dump();
+  EXPECT_EQ(status["cache"]["objects"], 3);
+  EXPECT_GE(status["cache"]["used_bytes"].get<uint64_t>(), (9u << 20));
+}
+
+TEST_F(IntegrationCache, StrictModeNeverServesAStaleCopy) {
+  writeFile(remote_ + "/f", "version one");
+  startDaemon("strict");
+  ASSERT_EQ(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  EXPECT_EQ(readFile(mnt_ + "/f"), "version one");
+
+  writeFile(remote_ + "/f", "version TWO");  // same size, in place
+  EXPECT_EQ(readFile(mnt_ + "/f"), "version TWO");
+  EXPECT_EQ(statOf(mnt_ + "/f")["state"], "remote");
+
+  ASSERT_EQ(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  writeFile(remote_ + "/g", "replaced by rename");
+  fs::rename(remote_ + "/g", remote_ + "/f");
+  EXPECT_EQ(readFile(mnt_ + "/f"), "replaced by rename");
+}
+
+TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
+  writeFile(remote_ + "/f", "cached content");
+  writeFile(remote_ + "/r", "to be renamed");
+  writeFile(remote_ + "/u", "to be unlinked");
+  startDaemon();
+  ASSERT_EQ(hs({"warm", mnt_}).exit_code, 0);
+  ASSERT_EQ(statOf(mnt_ + "/f")["state"], "cached");
+
+  // A reader holds the cached copy open while a writer comes: the writer goes to
+  // the remote, the old reader keeps its open-time copy, a new reader sees the write.
+  int reader = ::open((mnt_ + "/f").c_str(), O_RDONLY);
+  ASSERT_GE(reader, 0);
+  writeFile(mnt_ + "/f", "new content!!!");
+  EXPECT_EQ(readFile(remote_ + "/f"), "new content!!!");
+  EXPECT_EQ(readFile(mnt_ + "/f"), "new content!!!");
+  char buf[64] = {};
+  ASSERT_EQ(::pread(reader, buf, sizeof(buf), 0), 14);
+  EXPECT_EQ(std::string(buf, 14), "cached content");
+  ::close(reader);
+  EXPECT_EQ(statOf(mnt_ + "/f")["state"], "remote");
+  EXPECT_GE(daemon_->status()["fuse"]["cache_conflicts"].get<uint64_t>(), 1u);
+
+  ASSERT_EQ(::truncate((mnt_ + "/f").c_str(), 3), 0);
+  EXPECT_EQ(readFile(mnt_ + "/f"), "new");
+
+  ASSERT_EQ(::rename((mnt_ + "/r").c_str(), (mnt_ + "/r2").c_str()), 0);
+  EXPECT_EQ(statOf(mnt_ + "/r2")["state"], "remote");
+  EXPECT_EQ(readFile(mnt_ + "/r2"), "to be renamed");
+  ASSERT_EQ(::unlink((mnt_ + "/u").c_str()), 0);
+  EXPECT_EQ(daemon_->status()["cache"]["objects"], 0) << daemon_->status().dump();
+}
+
+TEST_F(IntegrationCache, AFlippedByteIsCaughtByVerifyAndNeverServed) {
+  writeRandomFile(remote_ + "/w.bin", 3 << 20, 9);
+  startDaemon();
+  ASSERT_EQ(hs({"warm", mnt_ + "/w.bin"}).exit_code, 0);
+  std::string object = statOf(mnt_ + "/w.bin")["object"];
+  {
+    int fd = ::open(object.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c;
+    ASSERT_EQ(::pread(fd, &c, 1, 1 << 20), 1);
+    c ^= 0x20;
+    ASSERT_EQ(::pwrite(fd, &c, 1, 1 << 20), 1);
+    ::close(fd);
+  }
+  CommandResult v = hs({"verify", "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.out;
+  json report = json::parse(v.out);
+  EXPECT_EQ(report["dropped"], 1);
+  EXPECT_EQ(statOf(mnt_ + "/w.bin")["state"], "remote");
+  EXPECT_FALSE(fs::exists(object));
+  EXPECT_EQ(sha256File(mnt_ + "/w.bin"), sha256File(remote_ + "/w.bin"));
+}
+
+TEST_F(IntegrationCache, AFullCacheDiskFailsPromotionNotReads) {
+  fs::create_directories(cache_);
+  ASSERT_EQ(::mount("tmpfs", cache_.c_str(), "tmpfs", 0, "size=4m"), 0) << std::strerror(errno);
+  writeRandomFile(remote_ + "/big", 16 << 20, 3);
+  writeFile(remote_ + "/small", "fits");
+  // Capacity above the disk's size: the disk itself runs out.
+  startDaemon("strict", {"--cache-size", "64MiB", "--io-engine", "sync"});
+  CommandResult warm = hs({"warm", mnt_ + "/big"});
+  EXPECT_NE(warm.exit_code, 0);
+  EXPECT_NE(warm.out.find("No space left on device"), std::string::npos) << warm.out;
+  EXPECT_EQ(statOf(mnt_ + "/big")["state"], "remote");
+  EXPECT_EQ(sha256File(mnt_ + "/big"), sha256File(remote_ + "/big"));
+  EXPECT_GE(daemon_->status()["cache"]["promoter"]["failed_no_space"].get<uint64_t>(), 1u);
+  EXPECT_TRUE(fs::is_empty(cache_ + "/tmp"));
+  // The cache still works for what fits.
+  EXPECT_EQ(hs({"warm", mnt_ + "/small"}).exit_code, 0);
+  EXPECT_EQ(readFile(mnt_ + "/small"), "fits");
+}
+
+TEST_F(IntegrationCache, PinnedFilesStayAndStatusReportsTheCache) {
+  writeFile(remote_ + "/p", "pinned");
+  startDaemon();
+  ASSERT_EQ(hs({"pin", mnt_ + "/p"}).exit_code, 0);
+  EXPECT_TRUE(statOf(mnt_ + "/p")["pinned"].get<bool>());
+  ASSERT_EQ(hs({"warm", mnt_ + "/p"}).exit_code, 0);
+  CommandResult ev = hs({"evict", mnt_ + "/p"});
+  EXPECT_NE(ev.exit_code, 0);  // pinned: refused
+  EXPECT_EQ(statOf(mnt_ + "/p")["state"], "cached");
+  ASSERT_EQ(hs({"unpin", mnt_ + "/p"}).exit_code, 0);
+  ASSERT_EQ(hs({"evict", mnt_ + "/p"}).exit_code, 0);
+  EXPECT_EQ(statOf(mnt_ + "/p")["state"], "remote");
+  json c = daemon_->status()["cache"];
+  for (const char* k : {"used_bytes", "capacity_bytes", "objects", "promotions_in_flight"}) {
+    EXPECT_TRUE(c.contains(k)) << k;
+  }
+  CommandResult bad = hs({"warm", "/definitely/not/under/the/mount"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("is not under the mount"), std::string::npos) << bad.out;
+}
+
+TEST_F(IntegrationCache, KillNineDuringWarmNeverLeavesABadCopy) {
+  std::mt19937_64 rng(2024);
+  for (int i = 0; i < 30; i++) {
+    writeRandomFile(remote_ + "/many/f" + std::to_string(i), (256 << 10) + rng() % (2 << 20), i);
+  }
+  std::map<std::string, std::string> want;
+  for (int i = 0; i < 30; i++) {
+    std::string f = "many/f" + std::to_string(i);
+    want[f] = sha256File(remote_ + "/" + f);
+  }
+  const std::vector<std::string> slow = {"--promote-rate", "48MiB", "--promote-concurrency", "2"};
+  for (int iter = 0; iter < 20; iter++) {
+    SCOPED_TRACE("iteration " + std::to_string(iter));
+    startDaemon("strict", slow);
+    if (iter % 2 == 1) hs({"evict", mnt_ + "/many"});  // fresh copies to interrupt
+    pid_t pid = daemon_->status()["pid"].get<pid_t>();
+    pid_t warm = ::fork();
+    if (warm == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl(hotshardBinary().c_str(), "hotshard", "warm", (mnt_ + "/many").c_str(), "--socket",
+              daemon_->socket().c_str(), nullptr);
+      ::_exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+    ::kill(pid, SIGKILL);
+    ::waitpid(warm, nullptr, 0);
+    daemon_->stop();  // reaps and lazily unmounts the dead mount
+
+    startDaemon("strict", slow);  // recovery
+    EXPECT_TRUE(fs::is_empty(cache_ + "/tmp")) << "tmp/ not swept";
+    int cached = 0;
+    for (const auto& [f, sha] : want) {
+      json st = statOf(mnt_ + "/" + f);
+      if (st["state"] == "cached") {
+        cached++;
+        EXPECT_EQ(sha256File(st["object"]), sha) << f;
+      }
+      EXPECT_EQ(sha256File(mnt_ + "/" + f), sha) << f;
+    }
+    RecordProperty("cached_after_iteration_" + std::to_string(iter), cached);
+    daemon_->stop();
+  }
+}
+
+// A remote that can go away: sshfs over a stand-in for ssh that runs sftp-server
+// directly; killing sftp-server takes the remote down as a dead server would.
+class IntegrationCacheRemoteGone : public IntegrationCache {
+ protected:
+  void SetUp() override {
+    IntegrationCache::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    HS_REQUIRE(::access("/usr/bin/sshfs", X_OK) == 0, "needs sshfs (make deps)");
+    HS_REQUIRE(::access("/usr/lib/openssh/sftp-server", X_OK) == 0,
+               "needs openssh-sftp-server (make deps)");
+    source_ = tmp_ / "source";
+    fs::create_directories(source_);
+    writeFile(tmp_ / "fake-ssh", "#!/bin/sh\nexec /usr/lib/openssh/sftp-server\n");
+    ::chmod((tmp_ / "fake-ssh").c_str(), 0755);
+  }
+  void mountRemote() {
+    // No caching in the remote's own client: every question reaches the server.
+    CommandResult r = runCommand({"sshfs", "-o", "ssh_command=" + (tmp_ / "fake-ssh"), "-o",
+                                  "dcache_timeout=0,entry_timeout=0,attr_timeout=0,"
+                                  "negative_timeout=0",
+                                  "localhost:" + source_, remote_});
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+  }
+  void killRemote() {
+    runCommand({"pkill", "-KILL", "-f", "^/usr/lib/openssh/sftp-server$"});
+    for (int i = 0; i < 100 && isMounted(remote_); i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  static bool isMounted(const std::string& path) { return mountDevice(path) != 0; }
+  void TearDown() override {
+    if (daemon_) daemon_->stop();
+    if (!source_.empty() && isMounted(remote_)) ::umount2(remote_.c_str(), MNT_DETACH);
+  }
+  std::string source_;
+};
+
+TEST_F(IntegrationCacheRemoteGone, ImmutableModeServesCachedFilesWithoutTheRemote) {
+  writeRandomFile(source_ + "/model/weights.bin", 4 << 20, 5);
+  writeFile(source_ + "/model/uncached.txt", "only on the remote");
+  mountRemote();
+  startDaemon("immutable");
+  std::string want = sha256File(source_ + "/model/weights.bin");
+  ASSERT_EQ(hs({"warm", mnt_ + "/model/weights.bin"}).exit_code, 0);
+  EXPECT_EQ(sha256File(mnt_ + "/model/weights.bin"), want);
+  EXPECT_EQ(readFile(mnt_ + "/model/uncached.txt"), "only on the remote");
+
+  killRemote();
+  ASSERT_FALSE(isMounted(remote_)) << "sshfs did not go away";
+  // Cached: still served, byte for byte.
+  EXPECT_EQ(sha256File(mnt_ + "/model/weights.bin"), want);
+  // Uncached: fails as the remote itself would (no stale or empty data).
+  int fd = ::open((mnt_ + "/model/uncached.txt").c_str(), O_RDONLY);
+  if (fd >= 0) {
+    char buf[64];
+    EXPECT_LT(::read(fd, buf, sizeof(buf)), 0);
+    ::close(fd);
+  }
+  // And nothing was dropped for the remote's silence.
+  EXPECT_EQ(daemon_->status()["cache"]["objects"], 1);
+  EXPECT_EQ(daemon_->status()["cache"]["stale_drops"], 0);
+}
+
+TEST_F(IntegrationCacheRemoteGone, StrictModeKeepsCopiesWhileTheRemoteIsDown) {
+  writeFile(source_ + "/f", "precious");
+  mountRemote();
+  startDaemon("strict");
+  ASSERT_EQ(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  EXPECT_EQ(readFile(mnt_ + "/f"), "precious");
+  killRemote();
+  // strict revalidates against the remote, which does not answer: the open
+  // fails, like the remote's own would, and nothing is served unvalidated...
+  int fd = ::open((mnt_ + "/f").c_str(), O_RDONLY);
+  EXPECT_LT(fd, 0);
+  if (fd >= 0) ::close(fd);
+  // ...but the copy is kept.
+  json st = daemon_->status();
+  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
+  EXPECT_EQ(st["cache"]["stale_drops"], 0);
+  EXPECT_EQ(statOf(mnt_ + "/f")["state"], "cached");
+}
+}  // namespace
+}  // namespace hotshard::testing
