@@ -438,6 +438,11 @@ bool CacheStore::isOpenLocked(const std::string& rel_path) const {
 
 Status CacheStore::invalidate(const std::string& rel_path) {
   std::lock_guard lock(mu_);
+  invalidateLocked(rel_path);
+  return Ok{};
+}
+
+void CacheStore::invalidateLocked(const std::string& rel_path) {
   bool did = false;
   auto fl = in_flight_.find(rel_path);
   if (fl != in_flight_.end()) {
@@ -449,7 +454,22 @@ Status CacheStore::invalidate(const std::string& rel_path) {
     did = true;
   }
   if (did) ++stats_.invalidations;
+}
+
+Status CacheStore::beginWrite(const std::string& rel_path) {
+  std::lock_guard lock(mu_);
+  ++writers_[rel_path];
+  invalidateLocked(rel_path);
   return Ok{};
+}
+
+void CacheStore::endWrite(const std::string& rel_path) {
+  std::lock_guard lock(mu_);
+  auto it = writers_.find(rel_path);
+  if (it != writers_.end() && --it->second <= 0) writers_.erase(it);
+  // Writes may have landed up to the close: whatever started meanwhile is
+  // fenced (it could not start, but a copy is cheap to refuse twice).
+  invalidateLocked(rel_path);
 }
 
 Status CacheStore::invalidateTree(const std::string& rel_dir) {
@@ -580,6 +600,9 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
     }
     if (in_flight_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
+    }
+    if (writers_.count(rel_path) != 0) {
+      return makeError(Errc::kBusy, "promote " + rel_path + ": open for writing through the mount");
     }
     // Room for the copy is made (and reserved) now, not after copying it.
     uint64_t reserve = (expected_size + 4095) / 4096 * 4096;

@@ -89,6 +89,12 @@ class CacheStore {
   // invalidate() for rel_dir itself and every path below it: for a rename or
   // removal of a directory through the mount. Costs a scan of the index.
   Status invalidateTree(const std::string& rel_dir);
+  // A writable handle on rel_path is open through the mount. With
+  // passthrough, its writes reach the remote without the daemon seeing them,
+  // so from beginWrite() to the matching endWrite() the path has no copy and
+  // cannot be promoted (kBusy); both also invalidate().
+  Status beginWrite(const std::string& rel_path);
+  void endWrite(const std::string& rel_path);
 
   enum class State { kRemote, kPromoting, kCached };
   struct ObjectInfo {
@@ -225,6 +231,7 @@ class CacheStore {
   std::string keyOf(const std::string& rel_path) const;
   // The following require mu_.
   void dropLocked(const std::string& rel_path, const char* why);
+  void invalidateLocked(const std::string& rel_path);
   Status makeRoomLocked(uint64_t incoming, std::string* why);
   uint64_t evictLocked(uint64_t target_used);
   Status savePinsLocked();
@@ -237,6 +244,7 @@ class CacheStore {
   std::unordered_map<std::string, Entry> index_;
   std::unordered_map<std::string, InFlight> in_flight_;
   std::unordered_map<std::string, int> opens_;
+  std::unordered_map<std::string, int> writers_;
   std::unordered_set<std::string> pins_;
   EvictionHook eviction_hook_;
   uint64_t used_bytes_ = 0;
