@@ -312,8 +312,8 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
         err == ENOSPC || err == EDQUOT ? Fail::kNoSpace : Fail::kCacheIo,
         sysError(err == EDQUOT ? ENOSPC : err, fmt::format("promote {}: {} {}", rel, what, tmp)));
   };
-  if (size > 0 && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP &&
-      errno != ENOSYS) {
+  if (size > 0 && opts_.preallocate && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 &&
+      errno != EOPNOTSUPP && errno != ENOSYS) {
     return cacheError(errno, fmt::format("fallocate {} bytes for", size));
   }
   ::posix_fadvise(src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -1,6 +1,7 @@
 #include "daemon/promoter.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -199,9 +200,15 @@ TEST_F(PromoterTest, CacheOutOfSpaceFailsCleanly) {
   openStore();  // capacity 1 GiB: the file system fills up first
   makeRemote("small.bin", 2 * kMiB);
   makeRemote("big.bin", 16 * kMiB);
-  for (bool direct : {true, false}) {
+  struct Variant {
+    bool direct, preallocate;
+  };
+  for (Variant v :
+       {Variant{true, true}, Variant{false, true}, Variant{true, false}, Variant{false, false}}) {
+    SCOPED_TRACE(fmt::format("direct {} preallocate {}", v.direct, v.preallocate));
     auto o = promoterOptions();
-    o.direct_io = direct;
+    o.direct_io = v.direct;
+    o.preallocate = v.preallocate;  // without it, pwrite meets ENOSPC mid-copy
     makePromoter(o);
     Status s = promoter_->promote("big.bin");
     ASSERT_FALSE(s.ok());
@@ -210,6 +217,9 @@ TEST_F(PromoterTest, CacheOutOfSpaceFailsCleanly) {
     EXPECT_EQ(s.error().message.rfind("promote big.bin: ", 0), 0u) << s.error().message;
     EXPECT_NE(s.error().message.find(cache_ + "/tmp/"), std::string::npos) << s.error().message;
     EXPECT_NE(s.error().message.find("No space left on device"), std::string::npos)
+        << s.error().message;
+    EXPECT_NE(s.error().message.find(v.preallocate ? ": fallocate " : ": pwrite "),
+              std::string::npos)
         << s.error().message;
     EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
     EXPECT_EQ(store_->info("big.bin").state, CacheStore::State::kRemote);
