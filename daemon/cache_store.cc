@@ -296,8 +296,11 @@ Status CacheStore::recover() {
   // In-flight promotions of a previous run can never be published.
   ASSIGN_OR_RETURN(auto tmp_names, listDir(tmp_fd_, dir + "/tmp"));
   for (const auto& n : tmp_names) {
-    if (::unlinkat(tmp_fd_, n.c_str(), 0) != 0 && errno != ENOENT)
-      return lastSysError(fmt::format("sweep {}/tmp/{}", dir, n));
+    if (::unlinkat(tmp_fd_, n.c_str(), 0) != 0 && errno != ENOENT) {
+      // Not ours (a directory someone made?): leave it, it is never served.
+      spdlog::warn("cache: sweep {}/tmp/{}: {}", dir, n, std::strerror(errno));
+      continue;
+    }
     ++stats_.recovery_tmp_swept;
   }
 

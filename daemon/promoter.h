@@ -53,6 +53,7 @@ class Promoter {
   using ProgressFn = std::function<void(uint64_t copied, uint64_t total)>;
   using DoneFn = std::function<void(const Status&)>;
 
+  // `store` must outlive the promoter.
   static Result<std::unique_ptr<Promoter>> create(CacheStore* store, PromoterOptions options);
   ~Promoter();  // shutdown()
 
@@ -65,7 +66,8 @@ class Promoter {
   Status promote(const std::string& rel_path, const ProgressFn& progress = nullptr);
 
   // Cancels queued promotions, stops those in flight (their tmp files are
-  // removed) and joins the workers. Idempotent.
+  // removed) and joins the workers. Idempotent. Not from a callback (it would
+  // join its own thread).
   void shutdown();
 
   void setRate(uint64_t bytes_per_sec);
