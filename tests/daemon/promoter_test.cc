@@ -361,7 +361,7 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
   unsigned seed = static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(::time(nullptr));
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  size_t objects_seen = 0;
+  size_t objects_seen = 0, tmp_swept = 0, dropped = 0;
   for (int iter = 0; iter < kIterations; ++iter) {
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
@@ -401,6 +401,8 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
 
     openStore(40 * kMiB);
     EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u) << "iteration " << iter;
+    tmp_swept += store_->stats().recovery_tmp_swept;
+    dropped += store_->stats().recovery_drops;
     for (const auto& o : store_->list()) {
       int i = std::stoi(o.rel_path.substr(o.rel_path.find("/f") + 2));
       ASSERT_EQ(o.rel_path, relOf(i));
@@ -411,8 +413,10 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
     store_.reset();
   }
   EXPECT_GT(objects_seen, 0u);
-  std::printf("crash safety: %d kills, %zu recovered objects checked byte for byte\n", kIterations,
-              objects_seen);
+  std::printf(
+      "crash safety: %d kills, %zu recovered objects checked byte for byte, %zu "
+      "interrupted promotions swept from tmp/, %zu objects dropped at recovery\n",
+      kIterations, objects_seen, tmp_swept, dropped);
 }
 
 }  // namespace
