@@ -43,9 +43,8 @@ struct PromoterOptions {
   unsigned max_concurrent = 2;     // promotions at once (worker threads)
   uint64_t bytes_per_sec = 0;      // all promotions together; 0 = unlimited
   bool direct_io = true;           // O_DIRECT writes where the cache fs allows
-  bool preallocate = true;
-  bool register_buffers = true;  // io_uring fixed buffers (skipped if refused)         // fallocate
-                                 // the whole file first: ENOSPC before copying
+  bool preallocate = true;         // fallocate the whole file first: ENOSPC before copying
+  bool register_buffers = true;    // io_uring fixed buffers (skipped if refused)
   // Tests: called before each chunk is read, with the offset about to be read.
   std::function<void(const std::string& rel_path, uint64_t offset)> chunk_hook;
 };
