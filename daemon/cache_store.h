@@ -231,6 +231,13 @@ class CacheStore {
   std::string keyOf(const std::string& rel_path) const;
   // The following require mu_.
   void dropLocked(const std::string& rel_path, const char* why);
+  // Unlinks what dropLocked() moved aside. Without mu_: unlinking a large,
+  // fragmented file can take a while, and lookups must not wait for it.
+  void buryDead();
+  struct BuryOnExit {  // declare before taking mu_, so it runs after releasing it
+    CacheStore* store;
+    ~BuryOnExit() { store->buryDead(); }
+  };
   void invalidateLocked(const std::string& rel_path);
   Status makeRoomLocked(uint64_t incoming, std::string* why);
   uint64_t evictLocked(uint64_t target_used);
@@ -245,6 +252,7 @@ class CacheStore {
   std::unordered_map<std::string, InFlight> in_flight_;
   std::unordered_map<std::string, int> opens_;
   std::unordered_map<std::string, int> writers_;
+  std::vector<std::string> graveyard_;  // dropped objects moved into tmp/, to unlink
   std::unordered_set<std::string> pins_;
   EvictionHook eviction_hook_;
   uint64_t used_bytes_ = 0;

@@ -87,6 +87,7 @@ TEST_F(CacheStoreTest, ValidatorMismatchIsStaleAndDropsTheCopy) {
   }
   EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
   EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);  // moved aside, then unlinked
   EXPECT_EQ(store_->stats().stale_drops, 1u);
 
   cache("b.bin", 5000);
