@@ -4,7 +4,8 @@
 //   FORMAT                 "hotshard-cache 1": unknown versions are refused
 //   LOCK                   flock'ed by the one process using the directory
 //   pins                   pinned relative paths, NUL-separated (atomic rewrite)
-//   tmp/                   in-flight promotions; swept at open
+//   tmp/                   in-flight promotions, dropped objects about to be
+//                          unlinked; swept at open
 //   objects/ab/cdef...     one file per object, named by the hex xxh3-128 of
 //                          (remote identity, '\0', relative path), fanned out
 //                          by its first byte. xattrs user.hotshard.{path,
@@ -18,8 +19,9 @@
 // Thread safety: every public method may be called from any thread. One mutex
 // (mu_) guards all in-memory state; it is a leaf lock: nothing calls out of the
 // store while holding it except the eviction hook, which must not call back in.
-// Metadata syscalls (open, rename, unlink of victims, setxattr of the pins
-// file) run under it; data I/O (copy, fsync of objects, verify reads) never does.
+// Quick metadata syscalls (openat, renameat, the pins file rewrite) run under
+// it; data I/O (copy, fsync of objects, verify reads) and the unlink of
+// dropped objects (moved into tmp/ first) never do.
 #pragma once
 
 #include <sys/stat.h>
