@@ -25,6 +25,7 @@ struct CacheArgs {
   uint32_t chunk = 1 << 20;
   unsigned depth = 8;
   bool no_direct = false;
+  bool no_preallocate = false;
   uint64_t rate = 0;
   std::vector<std::string> paths;
 };
@@ -111,6 +112,7 @@ void promote(const CacheArgs& a) {
   po.chunk_bytes = a.chunk;
   po.queue_depth = a.depth;
   po.direct_io = !a.no_direct;
+  po.preallocate = !a.no_preallocate;
   po.bytes_per_sec = a.rate;
   po.max_concurrent = 1;
   auto promoter = Promoter::create(o.store.get(), po);
@@ -172,6 +174,8 @@ cli::Registration reg(80, [](CLI::App& app) {
   promote_cmd->add_option("--capacity", args->capacity,
                           "Cache capacity in bytes (default: its file system's size)");
   promote_cmd->add_flag("--no-direct", args->no_direct, "Buffered writes instead of O_DIRECT");
+  promote_cmd->add_flag("--no-preallocate", args->no_preallocate,
+                        "Do not fallocate the copy before writing it");
   promote_cmd->callback([args] { promote(*args); });
 });
 

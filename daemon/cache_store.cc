@@ -292,12 +292,16 @@ Status CacheStore::init() {
 }
 
 Status CacheStore::recover() {
+  BuryOnExit bury{this};
   const std::string& dir = opts_.dir;
   // In-flight promotions of a previous run can never be published.
   ASSIGN_OR_RETURN(auto tmp_names, listDir(tmp_fd_, dir + "/tmp"));
   for (const auto& n : tmp_names) {
-    if (::unlinkat(tmp_fd_, n.c_str(), 0) != 0 && errno != ENOENT)
-      return lastSysError(fmt::format("sweep {}/tmp/{}", dir, n));
+    if (::unlinkat(tmp_fd_, n.c_str(), 0) != 0 && errno != ENOENT) {
+      // Not ours (a directory someone made?): leave it, it is never served.
+      spdlog::warn("cache: sweep {}/tmp/{}: {}", dir, n, std::strerror(errno));
+      continue;
+    }
     ++stats_.recovery_tmp_swept;
   }
 
@@ -404,6 +408,7 @@ std::string CacheStore::objectPathFor(const std::string& rel_path) const {
 // ---- FUSE layer -------------------------------------------------------------
 
 Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator& current) {
+  BuryOnExit bury{this};
   std::lock_guard lock(mu_);
   auto it = index_.find(rel_path);
   if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
@@ -437,7 +442,13 @@ bool CacheStore::isOpenLocked(const std::string& rel_path) const {
 }
 
 Status CacheStore::invalidate(const std::string& rel_path) {
+  BuryOnExit bury{this};
   std::lock_guard lock(mu_);
+  invalidateLocked(rel_path);
+  return Ok{};
+}
+
+void CacheStore::invalidateLocked(const std::string& rel_path) {
   bool did = false;
   auto fl = in_flight_.find(rel_path);
   if (fl != in_flight_.end()) {
@@ -449,10 +460,28 @@ Status CacheStore::invalidate(const std::string& rel_path) {
     did = true;
   }
   if (did) ++stats_.invalidations;
+}
+
+Status CacheStore::beginWrite(const std::string& rel_path) {
+  BuryOnExit bury{this};
+  std::lock_guard lock(mu_);
+  ++writers_[rel_path];
+  invalidateLocked(rel_path);
   return Ok{};
 }
 
+void CacheStore::endWrite(const std::string& rel_path) {
+  BuryOnExit bury{this};
+  std::lock_guard lock(mu_);
+  auto it = writers_.find(rel_path);
+  if (it != writers_.end() && --it->second <= 0) writers_.erase(it);
+  // Writes may have landed up to the close: whatever started meanwhile is
+  // fenced (it could not start, but a copy is cheap to refuse twice).
+  invalidateLocked(rel_path);
+}
+
 Status CacheStore::invalidateTree(const std::string& rel_dir) {
+  BuryOnExit bury{this};
   RETURN_IF_ERROR(checkRelPath(rel_dir));
   const std::string prefix = rel_dir + "/";
   auto under = [&](const std::string& p) { return p == rel_dir || p.rfind(prefix, 0) == 0; };
@@ -477,12 +506,29 @@ void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
   auto it = index_.find(rel_path);
   if (it == index_.end()) return;
   std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
-  if (::unlinkat(objects_fd_, obj.c_str(), 0) != 0 && errno != ENOENT) {
+  // Out of objects/ at once (a rename is quick), unlinked later by buryDead()
+  // without the lock; a crash in between leaves it to the tmp/ sweep.
+  std::string dead = fmt::format("dead.{}", next_serial_++);
+  if (::renameat(objects_fd_, obj.c_str(), tmp_fd_, dead.c_str()) == 0) {
+    graveyard_.push_back(std::move(dead));
+  } else if (errno != ENOENT && ::unlinkat(objects_fd_, obj.c_str(), 0) != 0 && errno != ENOENT) {
     spdlog::error("cache: drop {} ({}): unlink {}/objects/{}: {}", rel_path, why, opts_.dir, obj,
                   std::strerror(errno));
   }
   used_bytes_ -= std::min(used_bytes_, it->second.allocated);
   index_.erase(it);
+}
+
+void CacheStore::buryDead() {
+  std::vector<std::string> dead;
+  {
+    std::lock_guard lock(mu_);
+    dead.swap(graveyard_);
+  }
+  for (const auto& name : dead) {
+    if (::unlinkat(tmp_fd_, name.c_str(), 0) != 0 && errno != ENOENT)
+      spdlog::warn("cache: unlink {}/tmp/{}: {}", opts_.dir, name, std::strerror(errno));
+  }
 }
 
 CacheStore::ObjectInfo CacheStore::info(const std::string& rel_path) const {
@@ -565,6 +611,7 @@ void CacheStore::abandon(Pending& p) {
 Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const std::string& rel_path,
                                                                         uint64_t expected_size,
                                                                         bool direct_io) {
+  BuryOnExit bury{this};
   RETURN_IF_ERROR(checkRelPath(rel_path));
   std::unique_ptr<Pending> p(new Pending());
   p->store_ = this;
@@ -580,6 +627,9 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
     }
     if (in_flight_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
+    }
+    if (writers_.count(rel_path) != 0) {
+      return makeError(Errc::kBusy, "promote " + rel_path + ": open for writing through the mount");
     }
     // Room for the copy is made (and reserved) now, not after copying it.
     uint64_t reserve = (expected_size + 4095) / 4096 * 4096;
@@ -616,6 +666,7 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
 }
 
 Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint64_t checksum) {
+  BuryOnExit bury{this};
   const std::string& rel = p->rel_path_;
   // Every early return below destroys `p`, which removes the tmp file.
   auto fail = [](Error err) -> Status { return err; };
@@ -756,6 +807,7 @@ void CacheStore::setEvictionHook(EvictionHook hook) {
 }
 
 uint64_t CacheStore::enforceWatermarks() {
+  BuryOnExit bury{this};
   std::lock_guard lock(mu_);
   double cap = static_cast<double>(opts_.capacity_bytes);
   if (static_cast<double>(used_bytes_) <= cap * opts_.high_watermark) return 0;
@@ -771,6 +823,7 @@ void CacheStore::setCapacity(uint64_t capacity_bytes) {
 }
 
 Status CacheStore::evict(const std::string& rel_path) {
+  BuryOnExit bury{this};
   std::lock_guard lock(mu_);
   if (index_.count(rel_path) == 0) return makeError(Errc::kNotFound, "not cached: " + rel_path);
   if (pins_.count(rel_path) != 0)
@@ -784,6 +837,7 @@ Status CacheStore::evict(const std::string& rel_path) {
 
 Status CacheStore::verify(const std::string& rel_path,
                           const std::function<bool(uint64_t)>& read_hook) {
+  BuryOnExit bury{this};
   uint64_t serial, expected;
   std::string obj;
   FdGuard fd;

@@ -4,7 +4,8 @@
 //   FORMAT                 "hotshard-cache 1": unknown versions are refused
 //   LOCK                   flock'ed by the one process using the directory
 //   pins                   pinned relative paths, NUL-separated (atomic rewrite)
-//   tmp/                   in-flight promotions; swept at open
+//   tmp/                   in-flight promotions, dropped objects about to be
+//                          unlinked; swept at open
 //   objects/ab/cdef...     one file per object, named by the hex xxh3-128 of
 //                          (remote identity, '\0', relative path), fanned out
 //                          by its first byte. xattrs user.hotshard.{path,
@@ -18,8 +19,9 @@
 // Thread safety: every public method may be called from any thread. One mutex
 // (mu_) guards all in-memory state; it is a leaf lock: nothing calls out of the
 // store while holding it except the eviction hook, which must not call back in.
-// Metadata syscalls (open, rename, unlink of victims, setxattr of the pins
-// file) run under it; data I/O (copy, fsync of objects, verify reads) never does.
+// Quick metadata syscalls (openat, renameat, the pins file rewrite) run under
+// it; data I/O (copy, fsync of objects, verify reads) and the unlink of
+// dropped objects (moved into tmp/ first) never do.
 #pragma once
 
 #include <sys/stat.h>
@@ -89,6 +91,12 @@ class CacheStore {
   // invalidate() for rel_dir itself and every path below it: for a rename or
   // removal of a directory through the mount. Costs a scan of the index.
   Status invalidateTree(const std::string& rel_dir);
+  // A writable handle on rel_path is open through the mount. With
+  // passthrough, its writes reach the remote without the daemon seeing them,
+  // so from beginWrite() to the matching endWrite() the path has no copy and
+  // cannot be promoted (kBusy); both also invalidate().
+  Status beginWrite(const std::string& rel_path);
+  void endWrite(const std::string& rel_path);
 
   enum class State { kRemote, kPromoting, kCached };
   struct ObjectInfo {
@@ -225,6 +233,14 @@ class CacheStore {
   std::string keyOf(const std::string& rel_path) const;
   // The following require mu_.
   void dropLocked(const std::string& rel_path, const char* why);
+  // Unlinks what dropLocked() moved aside. Without mu_: unlinking a large,
+  // fragmented file can take a while, and lookups must not wait for it.
+  void buryDead();
+  struct BuryOnExit {  // declare before taking mu_, so it runs after releasing it
+    CacheStore* store;
+    ~BuryOnExit() { store->buryDead(); }
+  };
+  void invalidateLocked(const std::string& rel_path);
   Status makeRoomLocked(uint64_t incoming, std::string* why);
   uint64_t evictLocked(uint64_t target_used);
   Status savePinsLocked();
@@ -237,6 +253,8 @@ class CacheStore {
   std::unordered_map<std::string, Entry> index_;
   std::unordered_map<std::string, InFlight> in_flight_;
   std::unordered_map<std::string, int> opens_;
+  std::unordered_map<std::string, int> writers_;
+  std::vector<std::string> graveyard_;  // dropped objects moved into tmp/, to unlink
   std::unordered_set<std::string> pins_;
   EvictionHook eviction_hook_;
   uint64_t used_bytes_ = 0;

@@ -17,6 +17,10 @@ class SyncEngine final : public IoEngine {
   unsigned depth() const override { return depth_; }
   unsigned inFlight() const override { return static_cast<unsigned>(done_.size()); }
 
+  Status registerBuffers(const std::vector<iovec>&) override {
+    return makeError(Errc::kUnsupported, "sync engine: no registered buffers");
+  }
+
   Status submit(const IoRequest& req) override {
     if (done_.size() >= depth_) return makeError(Errc::kBusy, "sync engine: queue full");
     ssize_t n;
@@ -63,6 +67,15 @@ class UringEngine final : public IoEngine {
   }
 
   const char* name() const override { return "uring"; }
+
+  Status registerBuffers(const std::vector<iovec>& buffers) override {
+    if (registered_) return makeError(Errc::kBusy, "uring engine: buffers already registered");
+    int rc =
+        io_uring_register_buffers(&ring_, buffers.data(), static_cast<unsigned>(buffers.size()));
+    if (rc < 0) return sysError(-rc, "io_uring_register_buffers");
+    registered_ = true;
+    return Ok{};
+  }
   unsigned depth() const override { return depth_; }
   unsigned inFlight() const override { return in_flight_; }
 
@@ -70,8 +83,15 @@ class UringEngine final : public IoEngine {
     if (in_flight_ >= depth_) return makeError(Errc::kBusy, "uring engine: queue full");
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return makeError(Errc::kInternal, "uring engine: no free SQE");
+    bool fixed = req.buf_index >= 0 && registered_;
     if (req.op == IoOp::kRead) {
-      io_uring_prep_read(sqe, req.fd, req.buf, req.len, req.offset);
+      if (fixed) {
+        io_uring_prep_read_fixed(sqe, req.fd, req.buf, req.len, req.offset, req.buf_index);
+      } else {
+        io_uring_prep_read(sqe, req.fd, req.buf, req.len, req.offset);
+      }
+    } else if (fixed) {
+      io_uring_prep_write_fixed(sqe, req.fd, req.buf, req.len, req.offset, req.buf_index);
     } else {
       io_uring_prep_write(sqe, req.fd, req.buf, req.len, req.offset);
     }
@@ -109,6 +129,7 @@ class UringEngine final : public IoEngine {
  private:
   unsigned depth_;
   unsigned in_flight_ = 0;
+  bool registered_ = false;
   io_uring ring_{};
 };
 

@@ -7,6 +7,8 @@
 // An engine is used by one thread at a time (one per promotion).
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -25,6 +27,9 @@ struct IoRequest {
   uint32_t len = 0;
   uint64_t offset = 0;
   uint64_t user_data = 0;  // handed back untouched in the completion
+  // Index of a buffer given to registerBuffers() that holds [buf, buf+len),
+  // or -1. Engines without registration ignore it.
+  int buf_index = -1;
 };
 
 struct IoCompletion {
@@ -39,6 +44,11 @@ class IoEngine {
   // Most requests that may be in flight at once.
   virtual unsigned depth() const = 0;
   virtual unsigned inFlight() const = 0;
+  // Pins buffers once for the engine's life so the kernel skips mapping them
+  // on every request (io_uring fixed buffers). kUnsupported where the engine
+  // has no such thing; may fail (e.g. ENOMEM under a memlock limit): requests
+  // then just leave buf_index at -1.
+  virtual Status registerBuffers(const std::vector<iovec>& buffers) = 0;
   // Queues one request. kBusy when depth() requests are already in flight.
   virtual Status submit(const IoRequest& req) = 0;
   // Waits until at least min(min_complete, inFlight()) completions are ready,

@@ -312,8 +312,8 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
         err == ENOSPC || err == EDQUOT ? Fail::kNoSpace : Fail::kCacheIo,
         sysError(err == EDQUOT ? ENOSPC : err, fmt::format("promote {}: {} {}", rel, what, tmp)));
   };
-  if (size > 0 && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP &&
-      errno != ENOSYS) {
+  if (size > 0 && opts_.preallocate && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 &&
+      errno != EOPNOTSUPP && errno != ENOSYS) {
     return cacheError(errno, fmt::format("fallocate {} bytes for", size));
   }
   ::posix_fadvise(src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -334,6 +334,14 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   } hash;
   XXH3_64bits_reset(hash.s);
   std::unique_ptr<IoEngine> engine = makeIoEngine(opts_.io_engine, depth);
+  bool fixed = false;
+  if (opts_.register_buffers && std::string_view(engine->name()) == "uring") {
+    std::vector<iovec> iov;
+    for (auto& s : slots) iov.push_back(iovec{s.buf.get(), opts_.chunk_bytes});
+    Status reg = engine->registerBuffers(iov);
+    fixed = reg.ok();
+    if (!reg.ok()) spdlog::debug("promote {}: {}; plain buffers", rel, reg.error().message);
+  }
 
   uint64_t next_off = 0, hash_off = 0, done_bytes = 0;
   bool failed = false;
@@ -345,13 +353,15 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   auto submitRead = [&](unsigned i) {
     Slot& s = slots[i];
     return engine->submit(IoRequest{IoOp::kRead, src.get(), s.buf.get() + s.filled,
-                                    s.len - s.filled, s.off + s.filled, uint64_t{i} << 1});
+                                    s.len - s.filled, s.off + s.filled, uint64_t{i} << 1,
+                                    fixed ? static_cast<int>(i) : -1});
   };
   auto submitWrite = [&](unsigned i) {
     Slot& s = slots[i];
     s.write_direct = direct;
     return engine->submit(IoRequest{IoOp::kWrite, dst, s.buf.get() + s.written, s.wlen - s.written,
-                                    s.off + s.written, uint64_t{i} << 1 | 1});
+                                    s.off + s.written, uint64_t{i} << 1 | 1,
+                                    fixed ? static_cast<int>(i) : -1});
   };
   auto hashInOrder = [&] {
     for (bool progressed = true; progressed;) {

@@ -43,6 +43,8 @@ struct PromoterOptions {
   unsigned max_concurrent = 2;     // promotions at once (worker threads)
   uint64_t bytes_per_sec = 0;      // all promotions together; 0 = unlimited
   bool direct_io = true;           // O_DIRECT writes where the cache fs allows
+  bool preallocate = true;         // fallocate the whole file first: ENOSPC before copying
+  bool register_buffers = true;    // io_uring fixed buffers (skipped if refused)
   // Tests: called before each chunk is read, with the offset about to be read.
   std::function<void(const std::string& rel_path, uint64_t offset)> chunk_hook;
 };
@@ -52,6 +54,7 @@ class Promoter {
   using ProgressFn = std::function<void(uint64_t copied, uint64_t total)>;
   using DoneFn = std::function<void(const Status&)>;
 
+  // `store` must outlive the promoter.
   static Result<std::unique_ptr<Promoter>> create(CacheStore* store, PromoterOptions options);
   ~Promoter();  // shutdown()
 
@@ -64,7 +67,8 @@ class Promoter {
   Status promote(const std::string& rel_path, const ProgressFn& progress = nullptr);
 
   // Cancels queued promotions, stops those in flight (their tmp files are
-  // removed) and joins the workers. Idempotent.
+  // removed) and joins the workers. Idempotent. Not from a callback (it would
+  // join its own thread).
   void shutdown();
 
   void setRate(uint64_t bytes_per_sec);

@@ -87,6 +87,7 @@ TEST_F(CacheStoreTest, ValidatorMismatchIsStaleAndDropsTheCopy) {
   }
   EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
   EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);  // moved aside, then unlinked
   EXPECT_EQ(store_->stats().stale_drops, 1u);
 
   cache("b.bin", 5000);
@@ -125,6 +126,27 @@ TEST_F(CacheStoreTest, InvalidateTreeDropsEverythingBelowADirectory) {
   Status s = store_->publish(std::move(p).value(), Validator{.size = 10}, 0);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, Errc::kStale);
+}
+
+TEST_F(CacheStoreTest, NoCopyWhileOpenForWriting) {
+  openStore();
+  std::string content = cache("a.bin", 4096);
+  auto p = store_->beginPromotion("b.bin", 10, false);
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(store_->beginWrite("a.bin").ok());
+  ASSERT_TRUE(store_->beginWrite("a.bin").ok());  // two writers
+  ASSERT_TRUE(store_->beginWrite("b.bin").ok());
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
+  auto again = store_->beginPromotion("a.bin", 4096, false);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, Errc::kBusy);
+  ASSERT_EQ(::pwrite((*p)->fd(), "0123456789", 10, 0), 10);
+  EXPECT_EQ(store_->publish(std::move(p).value(), Validator{.size = 10}, 0).error().code,
+            Errc::kStale);
+  store_->endWrite("a.bin");
+  EXPECT_FALSE(store_->beginPromotion("a.bin", 4096, false).ok());  // one writer left
+  store_->endWrite("a.bin");
+  EXPECT_TRUE(publishBytes("a.bin", content, validatorOfPath(remote_ + "/a.bin")).ok());
 }
 
 TEST_F(CacheStoreTest, InvalidateDuringPromotionFencesThePublish) {

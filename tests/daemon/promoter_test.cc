@@ -1,6 +1,7 @@
 #include "daemon/promoter.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -199,9 +200,15 @@ TEST_F(PromoterTest, CacheOutOfSpaceFailsCleanly) {
   openStore();  // capacity 1 GiB: the file system fills up first
   makeRemote("small.bin", 2 * kMiB);
   makeRemote("big.bin", 16 * kMiB);
-  for (bool direct : {true, false}) {
+  struct Variant {
+    bool direct, preallocate;
+  };
+  for (Variant v :
+       {Variant{true, true}, Variant{false, true}, Variant{true, false}, Variant{false, false}}) {
+    SCOPED_TRACE(fmt::format("direct {} preallocate {}", v.direct, v.preallocate));
     auto o = promoterOptions();
-    o.direct_io = direct;
+    o.direct_io = v.direct;
+    o.preallocate = v.preallocate;  // without it, pwrite meets ENOSPC mid-copy
     makePromoter(o);
     Status s = promoter_->promote("big.bin");
     ASSERT_FALSE(s.ok());
@@ -210,6 +217,9 @@ TEST_F(PromoterTest, CacheOutOfSpaceFailsCleanly) {
     EXPECT_EQ(s.error().message.rfind("promote big.bin: ", 0), 0u) << s.error().message;
     EXPECT_NE(s.error().message.find(cache_ + "/tmp/"), std::string::npos) << s.error().message;
     EXPECT_NE(s.error().message.find("No space left on device"), std::string::npos)
+        << s.error().message;
+    EXPECT_NE(s.error().message.find(v.preallocate ? ": fallocate " : ": pwrite "),
+              std::string::npos)
         << s.error().message;
     EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
     EXPECT_EQ(store_->info("big.bin").state, CacheStore::State::kRemote);
@@ -351,7 +361,7 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
   unsigned seed = static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(::time(nullptr));
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  size_t objects_seen = 0;
+  size_t objects_seen = 0, tmp_swept = 0, dropped = 0;
   for (int iter = 0; iter < kIterations; ++iter) {
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
@@ -391,6 +401,8 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
 
     openStore(40 * kMiB);
     EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u) << "iteration " << iter;
+    tmp_swept += store_->stats().recovery_tmp_swept;
+    dropped += store_->stats().recovery_drops;
     for (const auto& o : store_->list()) {
       int i = std::stoi(o.rel_path.substr(o.rel_path.find("/f") + 2));
       ASSERT_EQ(o.rel_path, relOf(i));
@@ -401,8 +413,10 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
     store_.reset();
   }
   EXPECT_GT(objects_seen, 0u);
-  std::printf("crash safety: %d kills, %zu recovered objects checked byte for byte\n", kIterations,
-              objects_seen);
+  std::printf(
+      "crash safety: %d kills, %zu recovered objects checked byte for byte, %zu "
+      "interrupted promotions swept from tmp/, %zu objects dropped at recovery\n",
+      kIterations, objects_seen, tmp_swept, dropped);
 }
 
 }  // namespace
