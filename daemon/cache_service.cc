@@ -107,6 +107,13 @@ void CacheService::invalidateTree(const std::string& rel_dir) {
   if (!st.ok()) spdlog::warn("invalidate {}/: {}", rel_dir, st.error().message);
 }
 
+void CacheService::beginWrite(const std::string& rel_path) {
+  Status st = store_->beginWrite(rel_path);
+  if (!st.ok()) spdlog::warn("begin write {}: {}", rel_path, st.error().message);
+}
+
+void CacheService::endWrite(const std::string& rel_path) { store_->endWrite(rel_path); }
+
 void CacheService::opened(const std::string& rel_path, bool from_cache, bool for_write) {
   spdlog::debug("open {} from {}{}", rel_path, from_cache ? "cache" : "remote",
                 for_write ? " for writing" : "");

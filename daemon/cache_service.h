@@ -28,6 +28,8 @@ class CacheService : public fuse::CacheHooks {
   void releaseCached(const std::string& rel_path) override;
   void invalidate(const std::string& rel_path) override;
   void invalidateTree(const std::string& rel_dir) override;
+  void beginWrite(const std::string& rel_path) override;
+  void endWrite(const std::string& rel_path) override;
   void opened(const std::string& rel_path, bool from_cache, bool for_write) override;
 
   // Control commands, added to `handlers`.

@@ -16,9 +16,13 @@ class CacheHooks {
   // A copy handed out counts as open until releaseCached(rel_path).
   virtual int openCached(const std::string& rel_path, const struct stat& remote) = 0;
   virtual void releaseCached(const std::string& rel_path) = 0;
-  // Before a write, truncate, unlink or rename of rel_path through the mount,
-  // and when a writable handle is released. Must not fail the operation.
+  // Before a truncate, unlink or rename of rel_path through the mount. Must not
+  // fail the operation.
   virtual void invalidate(const std::string& rel_path) = 0;
+  // Around every handle open for writing (passthrough writes never reach the
+  // daemon): no copy of rel_path is served or made in between.
+  virtual void beginWrite(const std::string& rel_path) = 0;
+  virtual void endWrite(const std::string& rel_path) = 0;
   virtual void invalidateTree(const std::string& rel_dir) = 0;
   // A regular file was opened (heat when the probes are unavailable).
   virtual void opened(const std::string& rel_path, bool from_cache, bool for_write) = 0;

@@ -488,8 +488,15 @@ void FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fus
   fuse_reply_err(req, res < 0 ? errno : 0);
 }
 
+namespace {
+// O_TRUNC writes too, and the kernel drops it from the flags FUSE_RELEASE carries:
+// whether an open wrote is remembered in its fh instead.
+bool opensForWrite(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
+constexpr uint64_t kFhWriter = 1;
+}  // namespace
+
 Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
-  bool want_write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  bool want_write = opensForWrite(flags);
   CacheHooks* cache = opts_.cache;
   std::string rel;
   struct stat remote {};
@@ -497,7 +504,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   if (cache != nullptr) {
     rel = relPathOf(inode);
     if (want_write) {
-      invalidate(rel);  // before the write can happen
+      if (!rel.empty()) cache->beginWrite(rel);  // before the write can happen
     } else if (!rel.empty()) {
       auto attrs = remoteAttrsForOpen(inode);
       if (attrs.ok()) {
@@ -517,6 +524,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       lock.unlock();
       cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
       retire(inode);
+      if (want_write && !rel.empty()) cache->endWrite(rel);
       return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
     }
   }
@@ -536,7 +544,12 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_LARGEFILE);
       int rw_errno = fd < 0 ? errno : 0;
       if (fd < 0 && !want_write) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE);
-      if (fd < 0) return sysError(errno, "open backing file");
+      if (fd < 0) {
+        Error err = sysError(errno, "open backing file");
+        lock.unlock();
+        if (want_write && cache != nullptr && !rel.empty()) cache->endWrite(rel);
+        return err;
+      }
       inode.backing_fd = fd;
       inode.backing_writable = rw_errno == 0;
       inode.backing_rw_errno = rw_errno;
@@ -553,8 +566,11 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       }
     }
   } else if (want_write && !inode.backing_writable) {
-    return sysError(inode.backing_rw_errno ? inode.backing_rw_errno : EACCES,
-                    "open backing file for writing");
+    Error err = sysError(inode.backing_rw_errno ? inode.backing_rw_errno : EACCES,
+                         "open backing file for writing");
+    lock.unlock();
+    if (cache != nullptr && !rel.empty()) cache->endWrite(rel);
+    return err;
   }
   if (flags & O_TRUNC) {
     if (::ftruncate(inode.backing_fd, 0) < 0) {
@@ -564,11 +580,15 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
         ::close(inode.backing_fd);
         inode.backing_fd = -1;
         inode.backing_id = -1;
+        inode.backing_is_cache = false;
       }
+      lock.unlock();
+      if (want_write && cache != nullptr && !rel.empty()) cache->endWrite(rel);
       return err;
     }
   }
   inode.nopen++;
+  if (want_write && cache != nullptr && !rel.empty()) inode.writer_rels.push_back(rel);
   bool from_cache = inode.backing_is_cache;
   int id = inode.backing_id;
   lock.unlock();
@@ -578,9 +598,13 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
 }
 
 void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
-  std::string release_cached;
+  std::string release_cached, end_write;
   {
     std::lock_guard lock(inode.mu);
+    if (was_writer && !inode.writer_rels.empty()) {
+      end_write = std::move(inode.writer_rels.back());
+      inode.writer_rels.pop_back();
+    }
     if (--inode.nopen == 0) {
       if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
       if (inode.backing_fd >= 0) ::close(inode.backing_fd);
@@ -594,20 +618,19 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
   }
   if (opts_.cache == nullptr) return;
   if (!release_cached.empty()) opts_.cache->releaseCached(release_cached);
-  // A promotion that raced with this writer must not publish what it copied.
-  if (was_writer) invalidate(relPathOf(inode));
+  if (!end_write.empty()) opts_.cache->endWrite(end_write);
 }
 
 void FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = inodeOf(ino);
   auto backing = acquireBacking(inode, fi->flags);
   if (!backing.ok()) return (void)fuse_reply_err(req, backing.error().toErrno());
-  fi->fh = 0;
+  fi->fh = opensForWrite(fi->flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
   int id = *backing;
   (id >= 0 ? passthrough_opens_ : userspace_opens_).fetch_add(1, std::memory_order_relaxed);
   if (shim_->replyOpen(req, *fi, id) != 0) {
-    releaseBacking(inode, (fi->flags & O_ACCMODE) != O_RDONLY);  // the opener is gone
+    releaseBacking(inode, fi->fh == kFhWriter);  // the opener is gone
   }
 }
 
@@ -631,17 +654,17 @@ void FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mod
   Status st = doLookup(parent, name, &e);
   if (!st.ok()) return (void)fuse_reply_err(req, st.error().toErrno());
   Inode& inode = inodeOf(e.ino);
-  auto backing = acquireBacking(inode, (fi->flags & ~O_TRUNC) | O_RDWR);
+  auto backing = acquireBacking(inode, fi->flags & ~O_TRUNC);
   if (!backing.ok()) {
     forgetOne(inode, 1);
     return (void)fuse_reply_err(req, backing.error().toErrno());
   }
-  fi->fh = 0;
+  fi->fh = opensForWrite(fi->flags & ~O_TRUNC) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
   int id = *backing;
   (id >= 0 ? passthrough_opens_ : userspace_opens_).fetch_add(1, std::memory_order_relaxed);
   if (shim_->replyCreate(req, e, *fi, id) != 0) {
-    releaseBacking(inode, true);
+    releaseBacking(inode, fi->fh == kFhWriter);
     forgetOne(inode, 1);
   }
 }
@@ -687,8 +710,8 @@ void FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_err(req, err);
 }
 
-void FileSystem::release(fuse_req_t req, fuse_ino_t ino, int flags) {
-  releaseBacking(inodeOf(ino), (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC));
+void FileSystem::release(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
+  releaseBacking(inodeOf(ino), fh == kFhWriter);
   fuse_reply_err(req, 0);
 }
 
@@ -925,7 +948,7 @@ void opWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
 }
 void opFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) { fsOf(req).flush(req, ino); }
 void opRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  fsOf(req).release(req, ino, fi->flags);
+  fsOf(req).release(req, ino, fi->fh);
 }
 void opFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   fsOf(req).fsync(req, ino, datasync);

@@ -63,6 +63,9 @@ struct Inode {
   bool backing_is_cache = false;
   std::string cached_rel;
   struct stat cached_against {};
+  // One entry per open for writing: the path it began writing at (endWrite must
+  // name the same one, even if the file was renamed since).
+  std::vector<std::string> writer_rels;
   // The remote's attributes as last seen (lookup, getattr, open); what the
   // ttl and immutable modes validate the cached copy against.
   struct stat last_stat {};
@@ -116,7 +119,7 @@ class FileSystem {
   void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off);
   void flush(fuse_req_t req, fuse_ino_t ino);
-  void release(fuse_req_t req, fuse_ino_t ino, int flags);
+  void release(fuse_req_t req, fuse_ino_t ino, uint64_t fh);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,

@@ -149,12 +149,24 @@ TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
 
   ASSERT_EQ(::truncate((mnt_ + "/f").c_str(), 3), 0);
   EXPECT_EQ(readFile(mnt_ + "/f"), "new");
+  EXPECT_EQ(statOf(mnt_ + "/f")["state"], "remote");
+
+  // While a writer holds the file open, its writes bypass the daemon: no copy
+  // may be made then.
+  int writer = ::open((mnt_ + "/f").c_str(), O_WRONLY);
+  ASSERT_GE(writer, 0);
+  ASSERT_EQ(::pwrite(writer, "NEW", 3, 0), 3);
+  EXPECT_NE(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  EXPECT_EQ(statOf(mnt_ + "/f")["state"], "remote");
+  ::close(writer);
+  ASSERT_EQ(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  EXPECT_EQ(readFile(mnt_ + "/f"), "NEW");
 
   ASSERT_EQ(::rename((mnt_ + "/r").c_str(), (mnt_ + "/r2").c_str()), 0);
   EXPECT_EQ(statOf(mnt_ + "/r2")["state"], "remote");
   EXPECT_EQ(readFile(mnt_ + "/r2"), "to be renamed");
   ASSERT_EQ(::unlink((mnt_ + "/u").c_str()), 0);
-  EXPECT_EQ(daemon_->status()["cache"]["objects"], 0) << daemon_->status().dump();
+  EXPECT_EQ(daemon_->status()["cache"]["objects"], 1) << daemon_->status().dump();  // f alone
 }
 
 TEST_F(IntegrationCache, AFlippedByteIsCaughtByVerifyAndNeverServed) {
