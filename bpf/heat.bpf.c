@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * heat.bpf.c: per (dev, ino, chunk) read heat from the filemap tracepoints.
+ *
+ * Every tracepoint has three programs, one per attach kind (tp_btf, raw_tp,
+ * classic tracepoint); the loader keeps the best kind the kernel accepts and
+ * turns autoload off for the others. All of them decode their arguments into
+ * plain numbers and share the accounting below, which runs only for devices
+ * listed in watched_devs.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "compat.bpf.h"
+#include "heat.h"
+
+#define EEXIST 17
+
+/* Settings, written by the loader through skel->rodata before load. */
+const volatile __u32 chunk_page_shift = 12; /* log2(chunk bytes / page bytes): 16 MiB / 4 KiB */
+const volatile __u32 page_shift = 12;
+const volatile __u32 sample_rate = 0;        /* 1 in N events to the ring buffer; 0: none */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HEAT_DEV_ENTRIES);
+	__type(key, __u32); /* kernel dev_t encoding */
+	__type(value, __u8);
+} watched_devs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HEAT_CHUNK_ENTRIES);
+	__type(key, struct heat_key);
+	__type(value, struct heat_val);
+} chunks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, HEAT_CGROUP_ENTRIES);
+	__type(key, __u64); /* cgroup id */
+	__type(value, struct heat_cgroup_val);
+} cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HEAT_STAT_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* the loader shrinks it to one page when sampling is off */
+} samples SEC(".maps");
+
+/*
+ * filemap_read() calls filemap_get_pages() once per folio batch (up to 31
+ * folios), and each call traces the whole remaining range [index, last]. The
+ * per-task state remembers the range of the call that counted it, so the
+ * calls that continue the same read count nothing.
+ */
+struct read_state {
+	__u64 ino;
+	__u64 index;
+	__u64 last;
+	__u32 dev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct read_state);
+} read_states SEC(".maps");
+
+static __always_inline void stat_add(__u32 slot, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
+
+	if (v)
+		*v += n; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline bool watched(__u32 dev)
+{
+	return bpf_map_lookup_elem(&watched_devs, &dev) != NULL;
+}
+
+static __always_inline void sample(__u32 dev, __u64 ino, __u64 index, __u32 nr_pages, __u32 kind,
+				   __u64 cgroup_id, __u64 now)
+{
+	__u32 slot = HEAT_STAT_EVENTS;
+	__u64 *events = bpf_map_lookup_elem(&stats, &slot);
+	struct heat_sample *s;
+
+	/* stats[EVENTS] was bumped for this event already: sample every Nth. */
+	if (!events || *events % sample_rate)
+		return;
+	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s) {
+		stat_add(HEAT_STAT_SAMPLES_DROPPED, 1);
+		return;
+	}
+	s->dev = dev;
+	s->ino = ino;
+	s->index = index;
+	s->nr_pages = nr_pages;
+	s->kind = kind;
+	s->cgroup_id = cgroup_id;
+	s->ts_ns = now;
+	s->pad = 0;
+	bpf_ringbuf_submit(s, 0);
+}
+
+static __always_inline void apply(struct heat_val *v, __u64 pages, __u32 kind)
+{
+	switch (kind) {
+	case HEAT_EV_MISS:
+		__sync_fetch_and_add(&v->pages_missed, pages);
+		break;
+	case HEAT_EV_FAULT:
+		__sync_fetch_and_add(&v->mmap_faults, 1);
+		/* fallthrough */
+	default:
+		__sync_fetch_and_add(&v->pages_requested, pages);
+	}
+}
+
+static __always_inline void add_chunk(struct heat_key *key, __u64 pages, __u32 kind, __u64 now)
+{
+	struct heat_val *v = bpf_map_lookup_elem(&chunks, key);
+	long err;
+
+	if (!v) {
+		struct heat_val init = { .first_ns = now, .last_ns = now };
+
+		if (kind == HEAT_EV_MISS) {
+			init.pages_missed = pages;
+		} else {
+			init.pages_requested = pages;
+			init.mmap_faults = kind == HEAT_EV_FAULT;
+		}
+		err = bpf_map_update_elem(&chunks, key, &init, BPF_NOEXIST);
+		if (!err) {
+			stat_add(HEAT_STAT_INSERTS, 1);
+			return;
+		}
+		/* Another CPU created the key first: add to its value. */
+		v = err == -EEXIST ? bpf_map_lookup_elem(&chunks, key) : NULL;
+		if (!v) {
+			stat_add(HEAT_STAT_LOST, 1);
+			return;
+		}
+	}
+	apply(v, pages, kind);
+	v->last_ns = now;
+}
+
+static __always_inline void add_cgroup(__u64 cgroup_id, __u64 pages, __u32 kind)
+{
+	struct heat_cgroup_val *v = bpf_map_lookup_elem(&cgroups, &cgroup_id);
+
+	if (!v) {
+		struct heat_cgroup_val init = {};
+
+		/* -EEXIST when another CPU created it first: either way, look it up again. */
+		bpf_map_update_elem(&cgroups, &cgroup_id, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&cgroups, &cgroup_id);
+		if (!v) {
+			stat_add(HEAT_STAT_CG_LOST, 1);
+			return;
+		}
+	}
+	/* Per-CPU value: plain adds. A fault counts its one page. */
+	if (kind == HEAT_EV_MISS)
+		v->pages_missed += pages;
+	else
+		v->pages_requested += pages;
+}
+
+/* Counts pages [first, last] of one file, split at chunk boundaries. */
+static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 last, __u32 kind)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct heat_key key = { .dev = dev, .ino = ino };
+	__u64 idx = first;
+	__u32 shift = chunk_page_shift;
+	int i;
+
+	stat_add(HEAT_STAT_EVENTS, 1);
+	if (sample_rate)
+		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
+	add_cgroup(cgroup_id, last - first + 1, kind);
+
+	for (i = 0; i < HEAT_MAX_CHUNK_SPLIT; i++) {
+		__u64 chunk = idx >> shift;
+		__u64 chunk_last = ((chunk + 1) << shift) - 1;
+		__u64 end = last < chunk_last ? last : chunk_last;
+
+		key.chunk = chunk;
+		add_chunk(&key, end - idx + 1, kind, now);
+		if (end >= last)
+			return;
+		idx = end + 1;
+	}
+	stat_add(HEAT_STAT_LOST, 1);
+}
+
+/* Last page of a file of isize bytes; false for an empty file. */
+static __always_inline bool last_page(__s64 isize, __u64 *last)
+{
+	if (isize <= 0)
+		return false;
+	*last = (__u64)(isize - 1) >> page_shift;
+	return true;
+}
+
+/*
+ * Handlers. isize < 0 means unknown (classic tracepoints do not record it):
+ * the ranges are then counted as traced, not clamped to the end of file.
+ */
+static __always_inline void on_get_pages(__u32 dev, __u64 ino, __u64 index, __u64 last, __s64 isize)
+{
+	struct read_state *st;
+	__u64 eof;
+
+	st = bpf_task_storage_get(&read_states, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (st) {
+		if (st->dev == dev && st->ino == ino && st->last == last && index > st->index &&
+		    index <= last) {
+			st->index = index;
+			stat_add(HEAT_STAT_CONTINUED, 1);
+			return;
+		}
+		st->dev = dev;
+		st->ino = ino;
+		st->index = index;
+		st->last = last;
+	}
+	if (isize >= 0) {
+		/* read() asks for its whole buffer; the file may end before. */
+		if (!last_page(isize, &eof) || index > eof)
+			return;
+		if (last > eof)
+			last = eof;
+	}
+	account(dev, ino, index, last, HEAT_EV_READ);
+}
+
+static __always_inline void on_map_pages(__u32 dev, __u64 ino, __u64 index, __u64 last, __s64 isize)
+{
+	__u64 eof;
+
+	if (isize >= 0) {
+		/* The fault-around window does not stop at the end of file. */
+		if (!last_page(isize, &eof) || index > eof)
+			return;
+		if (last > eof)
+			last = eof;
+	}
+	if (last < index)
+		return;
+	account(dev, ino, index, last, HEAT_EV_MAP);
+}
+
+/* ---- tp_btf: typed arguments, direct loads ---- */
+
+static __always_inline __u32 btf_dev(struct address_space *mapping)
+{
+	return mapping->host->i_sb->s_dev;
+}
+
+SEC("tp_btf/mm_filemap_get_pages")
+int BPF_PROG(btf_get_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+
+	if (watched(dev))
+		on_get_pages(dev, host->i_ino, index, last, host->i_size);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(btf_map_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+
+	if (watched(dev))
+		on_map_pages(dev, host->i_ino, index, last, host->i_size);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(btf_fault, struct address_space *mapping, unsigned long index)
+{
+	__u32 dev = btf_dev(mapping);
+
+	if (watched(dev))
+		account(dev, mapping->host->i_ino, index, index, HEAT_EV_FAULT);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(btf_add_to_page_cache, struct folio *folio)
+{
+	struct inode *host = folio->mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+	__u64 index = folio->index;
+
+	if (watched(dev))
+		account(dev, host->i_ino, index, index + heat_folio_nr_pages(folio) - 1, HEAT_EV_MISS);
+	return 0;
+}
+
+/* ---- raw_tp: the same arguments as untyped words, read through CO-RE ---- */
+
+SEC("raw_tp/mm_filemap_get_pages")
+int BPF_PROG(raw_get_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = BPF_CORE_READ(mapping, host);
+	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
+
+	if (watched(dev))
+		on_get_pages(dev, BPF_CORE_READ(host, i_ino), index, last, BPF_CORE_READ(host, i_size));
+	return 0;
+}
+
+SEC("raw_tp/mm_filemap_map_pages")
+int BPF_PROG(raw_map_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = BPF_CORE_READ(mapping, host);
+	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
+
+	if (watched(dev))
+		on_map_pages(dev, BPF_CORE_READ(host, i_ino), index, last, BPF_CORE_READ(host, i_size));
+	return 0;
+}
+
+SEC("raw_tp/mm_filemap_fault")
+int BPF_PROG(raw_fault, struct address_space *mapping, unsigned long index)
+{
+	__u32 dev = BPF_CORE_READ(mapping, host, i_sb, s_dev);
+
+	if (watched(dev))
+		account(dev, BPF_CORE_READ(mapping, host, i_ino), index, index, HEAT_EV_FAULT);
+	return 0;
+}
+
+SEC("raw_tp/mm_filemap_add_to_page_cache")
+int BPF_PROG(raw_add_to_page_cache, struct folio *folio)
+{
+	struct inode *host = BPF_CORE_READ(folio, mapping, host);
+	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
+	__u64 index = BPF_CORE_READ(folio, index);
+
+	if (watched(dev))
+		account(dev, BPF_CORE_READ(host, i_ino), index,
+			index + heat_folio_nr_pages(folio) - 1, HEAT_EV_MISS);
+	return 0;
+}
+
+/* ---- classic tracepoints: the recorded event, no file size at hand ---- */
+
+SEC("tracepoint/filemap/mm_filemap_get_pages")
+int tp_get_pages(struct trace_event_raw_mm_filemap_op_page_cache_range *ctx)
+{
+	__u32 dev = ctx->s_dev;
+
+	if (watched(dev))
+		on_get_pages(dev, ctx->i_ino, ctx->index, ctx->last_index, -1);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_map_pages")
+int tp_map_pages(struct trace_event_raw_mm_filemap_op_page_cache_range *ctx)
+{
+	__u32 dev = ctx->s_dev;
+
+	if (watched(dev))
+		on_map_pages(dev, ctx->i_ino, ctx->index, ctx->last_index, -1);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_fault")
+int tp_fault(struct trace_event_raw_mm_filemap_fault *ctx)
+{
+	__u32 dev = ctx->s_dev;
+
+	if (watched(dev))
+		account(dev, ctx->i_ino, ctx->index, ctx->index, HEAT_EV_FAULT);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int tp_add_to_page_cache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	__u32 dev = ctx->s_dev;
+	__u64 index = ctx->index;
+	__u32 order = 0;
+
+	/* Linux 6.3 added the folio order to the event; before, one page each. */
+	if (bpf_core_field_exists(ctx->order))
+		order = ctx->order;
+	if (watched(dev))
+		account(dev, ctx->i_ino, index, index + (1U << (order & 31)) - 1, HEAT_EV_MISS);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
