@@ -22,13 +22,16 @@
 const volatile __u32 chunk_page_shift = 12; /* log2(chunk bytes / page bytes): 16 MiB / 4 KiB */
 const volatile __u32 page_shift = 12;
 const volatile __u32 sample_rate = 0;        /* 1 in N events to the ring buffer; 0: none */
+const volatile bool count_cgroups = true;    /* per-cgroup totals (about a third of the cost) */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HEAT_DEV_ENTRIES);
-	__type(key, __u32); /* kernel dev_t encoding */
-	__type(value, __u8);
-} watched_devs SEC(".maps");
+/*
+ * The device filter: kernel dev_t of each watched file system. A global (the
+ * skeleton's mmapped .bss) rather than a hash map, so the check on every event
+ * costs a few compares instead of a helper call: unwatched file systems then
+ * pay nearly nothing. The loader writes the entries, then the count.
+ */
+__u32 watched_devs[HEAT_MAX_DEVICES];
+__u32 nr_watched_devs;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -76,6 +79,38 @@ struct {
 	__type(value, struct read_state);
 } read_states SEC(".maps");
 
+/*
+ * Event times at tick precision: bpf_ktime_get_ns() once per jiffy and CPU,
+ * bpf_jiffies64() (a plain load) otherwise. Reading the clock on every event
+ * was a sixth of the programs' cost; heat needs no finer time than a tick.
+ */
+struct tick_clock {
+	__u64 jiffies;
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tick_clock);
+} tick_clocks SEC(".maps");
+
+static __always_inline __u64 tick_now(void)
+{
+	__u32 zero = 0;
+	struct tick_clock *c = bpf_map_lookup_elem(&tick_clocks, &zero);
+	__u64 j = bpf_jiffies64();
+
+	if (!c)
+		return bpf_ktime_get_ns();
+	if (c->jiffies != j) {
+		c->jiffies = j;
+		c->ns = bpf_ktime_get_ns();
+	}
+	return c->ns;
+}
+
 static __always_inline void stat_add(__u32 slot, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
@@ -86,7 +121,16 @@ static __always_inline void stat_add(__u32 slot, __u64 n)
 
 static __always_inline bool watched(__u32 dev)
 {
-	return bpf_map_lookup_elem(&watched_devs, &dev) != NULL;
+	__u32 n = nr_watched_devs;
+	int i;
+
+	for (i = 0; i < HEAT_MAX_DEVICES; i++) {
+		if (i >= n)
+			return false;
+		if (watched_devs[i] == dev)
+			return true;
+	}
+	return false;
 }
 
 static __always_inline void sample(__u32 dev, __u64 ino, __u64 index, __u32 nr_pages, __u32 kind,
@@ -184,8 +228,8 @@ static __always_inline void add_cgroup(__u64 cgroup_id, __u64 pages, __u32 kind)
 /* Counts pages [first, last] of one file, split at chunk boundaries. */
 static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 last, __u32 kind)
 {
-	__u64 now = bpf_ktime_get_ns();
-	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	__u64 now = tick_now();
+	__u64 cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
 	struct heat_key key = { .dev = dev, .ino = ino };
 	__u64 idx = first;
 	__u32 shift = chunk_page_shift;
@@ -194,7 +238,8 @@ static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 las
 	stat_add(HEAT_STAT_EVENTS, 1);
 	if (sample_rate)
 		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
-	add_cgroup(cgroup_id, last - first + 1, kind);
+	if (count_cgroups)
+		add_cgroup(cgroup_id, last - first + 1, kind);
 
 	for (i = 0; i < HEAT_MAX_CHUNK_SPLIT; i++) {
 		__u64 chunk = idx >> shift;
@@ -228,8 +273,15 @@ static __always_inline void on_get_pages(__u32 dev, __u64 ino, __u64 index, __u6
 	struct read_state *st;
 	__u64 eof;
 
-	st = bpf_task_storage_get(&read_states, bpf_get_current_task_btf(), 0,
-				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	/*
+	 * Only a multi-page call can start or continue a read that takes several
+	 * batches, and skipping the state for single pages keeps small random
+	 * reads (the hot path) free of it. The price: a read whose final batch is
+	 * a single page counts that page twice.
+	 */
+	st = index < last ? bpf_task_storage_get(&read_states, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE)
+			  : NULL;
 	if (st) {
 		if (st->dev == dev && st->ino == ino && st->last == last && index > st->index &&
 		    index <= last) {

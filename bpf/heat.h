@@ -17,7 +17,8 @@
 /* Sizes of the in-kernel maps (the loader may override the chunk map's). */
 #define HEAT_CHUNK_ENTRIES 65536
 #define HEAT_CGROUP_ENTRIES 1024
-#define HEAT_DEV_ENTRIES 64
+/* File systems the filter can hold. */
+#define HEAT_MAX_DEVICES 16
 /* A read whose page range spans more chunks than this counts the rest as lost. */
 #define HEAT_MAX_CHUNK_SPLIT 64
 
@@ -35,7 +36,7 @@ struct heat_val {
 	__u64 pages_missed;    /* pages inserted into the page cache (incl. readahead) */
 	__u64 mmap_faults;     /* filemap_fault calls: mmap accesses not served by fault-around */
 	__u64 first_ns;        /* bpf_ktime_get_ns() of the first event since the last drain */
-	__u64 last_ns;         /* ... and of the latest one */
+	__u64 last_ns;         /* ... and of the latest one (both at tick precision) */
 };
 
 /* Per-cgroup totals (per-CPU values: no shared cache line on the hot path). */
@@ -56,7 +57,7 @@ struct heat_sample {
 	__u64 ino;
 	__u64 index;    /* first page */
 	__u64 cgroup_id;
-	__u64 ts_ns;    /* bpf_ktime_get_ns() */
+	__u64 ts_ns;    /* bpf_ktime_get_ns(), at tick precision */
 	__u32 dev;      /* kernel encoding */
 	__u32 nr_pages;
 	__u32 kind;     /* enum heat_event_kind */

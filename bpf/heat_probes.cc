@@ -89,6 +89,8 @@ bpf_program* programFor(heat_bpf* skel, Probe probe, ProgramKind kind) {
   return nullptr;
 }
 
+std::string devName(dev_t dev) { return std::to_string(major(dev)) + ":" + std::to_string(minor(dev)); }
+
 std::string tracepointName(const TracepointSpec& tp) { return tp.category + ":" + tp.name; }
 
 bpf_link* attachProgram(bpf_program* prog, ProgramKind kind, const TracepointSpec& tp) {
@@ -268,6 +270,7 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     skel->rodata->page_shift = page_shift;
     skel->rodata->chunk_page_shift = std::countr_zero(options.chunk_bytes) - page_shift;
     skel->rodata->sample_rate = options.sample_rate;
+    skel->rodata->count_cgroups = options.cgroup_totals;
     bpf_map__set_max_entries(skel->maps.samples,
                              options.sample_rate > 0 ? options.ring_bytes : static_cast<uint32_t>(page_size));
     bpf_map__set_max_entries(skel->maps.chunks, options.chunk_entries);
@@ -313,24 +316,35 @@ HeatProbes::~HeatProbes() {
   if (skel_ != nullptr) heat_bpf__destroy(skel_);
 }
 
+// The filter lives in the programs' .bss, mapped here: entries first, then the
+// count, so a program never reads an entry the count does not cover yet.
 Status HeatProbes::watchDevice(dev_t st_dev) {
   uint32_t kdev = stDevToKernelDev(st_dev);
-  uint8_t on = 1;
-  if (bpf_map__update_elem(skel_->maps.watched_devs, &kdev, sizeof(kdev), &on, sizeof(on), BPF_ANY) != 0)
-    return lastSysError("heat probes: watch device " + std::to_string(major(st_dev)) + ":" +
-                        std::to_string(minor(st_dev)));
+  auto* bss = skel_->bss;
+  uint32_t n = __atomic_load_n(&bss->nr_watched_devs, __ATOMIC_RELAXED);
+  for (uint32_t i = 0; i < n; ++i)
+    if (bss->watched_devs[i] == kdev) return Ok{};
+  if (n == HEAT_MAX_DEVICES)
+    return makeError(Errc::kNoSpace, "heat probes: watch device " + devName(st_dev) + ": already watching " +
+                                         std::to_string(HEAT_MAX_DEVICES) + " devices");
+  __atomic_store_n(&bss->watched_devs[n], kdev, __ATOMIC_RELAXED);
+  __atomic_store_n(&bss->nr_watched_devs, n + 1, __ATOMIC_RELEASE);
   return Ok{};
 }
 
+// Moves the last entry into the freed slot, then shrinks the count: a program
+// racing with this may count one more event of either device, never crash.
 Status HeatProbes::unwatchDevice(dev_t st_dev) {
   uint32_t kdev = stDevToKernelDev(st_dev);
-  if (bpf_map__delete_elem(skel_->maps.watched_devs, &kdev, sizeof(kdev), 0) != 0) {
-    Error e = lastSysError("heat probes: unwatch device " + std::to_string(major(st_dev)) + ":" +
-                           std::to_string(minor(st_dev)));
-    if (e.sys_errno == ENOENT) e.code = Errc::kNotFound;
-    return e;
+  auto* bss = skel_->bss;
+  uint32_t n = __atomic_load_n(&bss->nr_watched_devs, __ATOMIC_RELAXED);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (bss->watched_devs[i] != kdev) continue;
+    __atomic_store_n(&bss->watched_devs[i], bss->watched_devs[n - 1], __ATOMIC_RELAXED);
+    __atomic_store_n(&bss->nr_watched_devs, n - 1, __ATOMIC_RELEASE);
+    return Ok{};
   }
-  return Ok{};
+  return makeError(Errc::kNotFound, "heat probes: unwatch device " + devName(st_dev) + ": not watched");
 }
 
 Result<uint64_t> HeatProbes::readStat(uint32_t slot) const {

@@ -65,6 +65,8 @@ struct ProbeArgs {
   std::string interval = "1s";
   std::string chunk = "16MiB";
   uint32_t sample_rate = 0;
+  std::string kind;
+  bool no_cgroups = false;
   bool only_files = false;
   bool json = false;
 };
@@ -97,7 +99,14 @@ int runProbe(const ProbeArgs& args) {
   }
 
   if (args.json) spdlog::set_level(spdlog::level::warn);
-  auto probes = HeatProbes::load({.chunk_bytes = *chunk, .sample_rate = args.sample_rate});
+  ProbeOptions options{.chunk_bytes = *chunk, .sample_rate = args.sample_rate, .cgroup_totals = !args.no_cgroups};
+  if (!args.kind.empty()) {
+    options.kinds.clear();
+    for (ProgramKind k : {ProgramKind::kTpBtf, ProgramKind::kRawTp, ProgramKind::kTracepoint})
+      if (args.kind == programKindName(k)) options.kinds.push_back(k);
+    if (options.kinds.empty()) return fail("bad --kind '" + args.kind + "' (tp_btf, raw_tp or tracepoint)");
+  }
+  auto probes = HeatProbes::load(options);
   if (!probes.ok()) return fail(probes.error().message);
   for (dev_t dev : devices)
     if (auto s = (*probes)->watchDevice(dev); !s.ok()) return fail(s.error().message);
@@ -213,6 +222,8 @@ cli::Registration registration(80, [](CLI::App& app) {
   cmd->add_option("--interval", args->interval, "Drain the kernel maps this often")->capture_default_str();
   cmd->add_option("--chunk", args->chunk, "Chunk size, a power of two (KiB, MiB, GiB)")->capture_default_str();
   cmd->add_option("--sample-rate", args->sample_rate, "Also count 1 in N events through the ring buffer");
+  cmd->add_option("--kind", args->kind, "Attach only as this kind: tp_btf, raw_tp or tracepoint");
+  cmd->add_flag("--no-cgroups", args->no_cgroups, "Do not count per-cgroup totals (cheaper events)");
   cmd->add_flag("--only-files", args->only_files, "Show only the regular files named by --path");
   cmd->add_flag("--json", args->json, "Print JSON");
   cmd->footer(
