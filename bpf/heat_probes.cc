@@ -89,8 +89,6 @@ bpf_program* programFor(heat_bpf* skel, Probe probe, ProgramKind kind) {
   return nullptr;
 }
 
-std::string devName(dev_t dev) { return std::to_string(major(dev)) + ":" + std::to_string(minor(dev)); }
-
 std::string tracepointName(const TracepointSpec& tp) { return tp.category + ":" + tp.name; }
 
 bpf_link* attachProgram(bpf_program* prog, ProgramKind kind, const TracepointSpec& tp) {
@@ -196,6 +194,8 @@ dev_t kernelDevToStDev(uint32_t kdev) { return makedev(kdev >> 20, kdev & ((1u <
 
 uint32_t stDevToKernelDev(dev_t dev) { return (major(dev) << 20) | minor(dev); }
 
+std::string devName(dev_t dev) { return std::to_string(major(dev)) + ":" + std::to_string(minor(dev)); }
+
 std::string probeUnavailableReason() {
   if (access("/sys/kernel/btf/vmlinux", R_OK) != 0)
     return std::string("no kernel BTF: /sys/kernel/btf/vmlinux: ") + strerror(errno);
@@ -273,7 +273,7 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     skel->rodata->count_cgroups = options.cgroup_totals;
     bpf_map__set_max_entries(skel->maps.samples,
                              options.sample_rate > 0 ? options.ring_bytes : static_cast<uint32_t>(page_size));
-    bpf_map__set_max_entries(skel->maps.chunks, options.chunk_entries);
+    if (options.chunk_entries > 0) bpf_map__set_max_entries(skel->maps.chunks, options.chunk_entries);
 
     bpf_program* prog;
     bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
@@ -302,8 +302,9 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
       fail("attach", ENOENT);
       continue;
     }
-    spdlog::info("heat probes: {} tracepoint(s) attached as {}, chunk {} bytes, sampling 1/{}",
-                 probes->links_.size(), kind_name, options.chunk_bytes, options.sample_rate);
+    spdlog::info("heat probes: {} tracepoint(s) attached as {}, chunk {} bytes, sampling {}",
+                 probes->links_.size(), kind_name, options.chunk_bytes,
+                 options.sample_rate > 0 ? "1/" + std::to_string(options.sample_rate) : std::string("off"));
     return probes;
   }
   Errc code = first_errno == EPERM || first_errno == EACCES ? Errc::kPermission : Errc::kUnsupported;

@@ -51,7 +51,7 @@ struct ProbeOptions {
   uint64_t chunk_bytes = 16ull << 20;  // a power of two, at least one page
   uint32_t sample_rate = 0;            // 1 in N events to the ring buffer; 0: sampling off
   uint32_t ring_bytes = 1u << 20;      // ring buffer size when sampling (power of two)
-  uint32_t chunk_entries = 65536;      // LRU capacity of the chunk map
+  uint32_t chunk_entries = 0;          // LRU capacity of the chunk map; 0: HEAT_CHUNK_ENTRIES (65536)
   bool cgroup_totals = true;           // per-cgroup totals for drainCgroups(); off saves a third of the cost
   std::vector<TracepointSpec> tracepoints = defaultTracepoints();
   std::vector<ProgramKind> kinds = {ProgramKind::kTpBtf, ProgramKind::kRawTp,
@@ -113,11 +113,14 @@ struct SampleEvent {
 // place where one becomes the other.
 dev_t kernelDevToStDev(uint32_t kdev);
 uint32_t stDevToKernelDev(dev_t dev);
+std::string devName(dev_t dev);  // "major:minor"
 
 // Why BPF probes cannot load here (no BTF, no privilege, ...), or "" when a
 // trial load would be worth it. Cheap; load() gives the definitive answer.
 std::string probeUnavailableReason();
 
+// Not thread-safe: one owner (the placement loop) calls everything but
+// pollSamples(), which one other thread (a trace recorder) may call.
 class HeatProbes {
  public:
   // Opens, loads and attaches the programs. Tracepoints the kernel lacks are
@@ -132,8 +135,11 @@ class HeatProbes {
   Status watchDevice(dev_t st_dev);
   Status unwatchDevice(dev_t st_dev);
 
-  // Deltas since the previous drain; the drained keys leave the map.
+  // Deltas since the previous drain; the drained keys leave the map. A program
+  // adding to a key in the instant between its copy and its deletion loses that
+  // add (nanoseconds per key per drain).
   Result<std::vector<ChunkDelta>> drain();
+  // Empty when options.cgroup_totals is off.
   Result<std::vector<CgroupTotals>> drainCgroups();
 
   ProbeHealth health() const;

@@ -71,8 +71,6 @@ struct ProbeArgs {
   bool json = false;
 };
 
-std::string devName(dev_t dev) { return std::to_string(major(dev)) + ":" + std::to_string(minor(dev)); }
-
 int runProbe(const ProbeArgs& args) {
   auto fail = [&](const std::string& message) {
     if (args.json)
