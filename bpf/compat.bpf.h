@@ -39,8 +39,8 @@ static __always_inline unsigned long heat_folio_flags(struct folio *folio)
 static __always_inline __u32 heat_folio_nr_pages(struct folio *folio)
 {
 	unsigned long head_bit = bpf_core_enum_value_exists(enum pageflags, PG_head)
-					 ? bpf_core_enum_value(enum pageflags, PG_head)
-					 : HEAT_PG_HEAD_BIT;
+				     ? bpf_core_enum_value(enum pageflags, PG_head)
+				     : HEAT_PG_HEAD_BIT;
 	unsigned int order;
 
 	if (!(heat_folio_flags(folio) & (1UL << head_bit)))

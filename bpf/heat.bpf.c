@@ -9,9 +9,9 @@
  * listed in watched_devs.
  */
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
 
 #include "compat.bpf.h"
 #include "heat.h"
@@ -21,8 +21,8 @@
 /* Settings, written by the loader through skel->rodata before load. */
 const volatile __u32 chunk_page_shift = 12; /* log2(chunk bytes / page bytes): 16 MiB / 4 KiB */
 const volatile __u32 page_shift = 12;
-const volatile __u32 sample_rate = 0;        /* 1 in N events to the ring buffer; 0: none */
-const volatile bool count_cgroups = true;    /* per-cgroup totals (about a third of the cost) */
+const volatile __u32 sample_rate = 0;	  /* 1 in N events to the ring buffer; 0: none */
+const volatile bool count_cgroups = true; /* per-cgroup totals (about a third of the cost) */
 
 /*
  * The device filter: kernel dev_t of each watched file system. A global (the
@@ -179,7 +179,7 @@ static __always_inline void add_chunk(struct heat_key *key, __u64 pages, __u32 k
 	long err;
 
 	if (!v) {
-		struct heat_val init = { .first_ns = now, .last_ns = now };
+		struct heat_val init = {.first_ns = now, .last_ns = now};
 
 		if (kind == HEAT_EV_MISS) {
 			init.pages_missed = pages;
@@ -230,7 +230,7 @@ static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 las
 {
 	__u64 now = tick_now();
 	__u64 cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
-	struct heat_key key = { .dev = dev, .ino = ino };
+	struct heat_key key = {.dev = dev, .ino = ino};
 	__u64 idx = first;
 	__u32 shift = chunk_page_shift;
 	int i;
@@ -367,7 +367,8 @@ int BPF_PROG(btf_add_to_page_cache, struct folio *folio)
 	__u64 index = folio->index;
 
 	if (watched(dev))
-		account(dev, host->i_ino, index, index + heat_folio_nr_pages(folio) - 1, HEAT_EV_MISS);
+		account(dev, host->i_ino, index, index + heat_folio_nr_pages(folio) - 1,
+			HEAT_EV_MISS);
 	return 0;
 }
 
@@ -380,7 +381,8 @@ int BPF_PROG(raw_get_pages, struct address_space *mapping, unsigned long index, 
 	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
 
 	if (watched(dev))
-		on_get_pages(dev, BPF_CORE_READ(host, i_ino), index, last, BPF_CORE_READ(host, i_size));
+		on_get_pages(dev, BPF_CORE_READ(host, i_ino), index, last,
+			     BPF_CORE_READ(host, i_size));
 	return 0;
 }
 
@@ -391,7 +393,8 @@ int BPF_PROG(raw_map_pages, struct address_space *mapping, unsigned long index, 
 	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
 
 	if (watched(dev))
-		on_map_pages(dev, BPF_CORE_READ(host, i_ino), index, last, BPF_CORE_READ(host, i_size));
+		on_map_pages(dev, BPF_CORE_READ(host, i_ino), index, last,
+			     BPF_CORE_READ(host, i_size));
 	return 0;
 }
 

@@ -35,8 +35,8 @@ struct heat_val {
 	__u64 pages_requested; /* buffered reads (get_pages) + mmap (map_pages, faults) */
 	__u64 pages_missed;    /* pages inserted into the page cache (incl. readahead) */
 	__u64 mmap_faults;     /* filemap_fault calls: mmap accesses not served by fault-around */
-	__u64 first_ns;        /* bpf_ktime_get_ns() of the first event since the last drain */
-	__u64 last_ns;         /* ... and of the latest one (both at tick precision) */
+	__u64 first_ns;	       /* bpf_ktime_get_ns() of the first event since the last drain */
+	__u64 last_ns;	       /* ... and of the latest one (both at tick precision) */
 };
 
 /* Per-cgroup totals (per-CPU values: no shared cache line on the hot path). */
@@ -55,22 +55,22 @@ enum heat_event_kind {
 /* A sampled raw event, sent through the ring buffer for trace recording only. */
 struct heat_sample {
 	__u64 ino;
-	__u64 index;    /* first page */
+	__u64 index; /* first page */
 	__u64 cgroup_id;
-	__u64 ts_ns;    /* bpf_ktime_get_ns(), at tick precision */
-	__u32 dev;      /* kernel encoding */
+	__u64 ts_ns; /* bpf_ktime_get_ns(), at tick precision */
+	__u32 dev;   /* kernel encoding */
 	__u32 nr_pages;
-	__u32 kind;     /* enum heat_event_kind */
+	__u32 kind; /* enum heat_event_kind */
 	__u32 pad;
 };
 
 /* Slots of the per-CPU statistics array. */
 enum heat_stat {
-	HEAT_STAT_EVENTS = 0,    /* events on watched devices */
-	HEAT_STAT_INSERTS,       /* chunk keys created */
-	HEAT_STAT_LOST,          /* updates dropped: map insert failed, or split too wide */
-	HEAT_STAT_CG_LOST,       /* cgroup updates dropped */
-	HEAT_STAT_CONTINUED,     /* get_pages calls recognised as the rest of one read */
+	HEAT_STAT_EVENTS = 0,	   /* events on watched devices */
+	HEAT_STAT_INSERTS,	   /* chunk keys created */
+	HEAT_STAT_LOST,		   /* updates dropped: map insert failed, or split too wide */
+	HEAT_STAT_CG_LOST,	   /* cgroup updates dropped */
+	HEAT_STAT_CONTINUED,	   /* get_pages calls recognised as the rest of one read */
 	HEAT_STAT_SAMPLES_DROPPED, /* ring buffer full */
 	HEAT_STAT_NR,
 };

@@ -43,7 +43,8 @@ int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   vsnprintf(line, sizeof(line), format, args);
   std::string text(line);
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  if (level == LIBBPF_WARN && last_libbpf_warning.empty()) last_libbpf_warning = text;  // the cause, not the echo
+  if (level == LIBBPF_WARN && last_libbpf_warning.empty())
+    last_libbpf_warning = text;  // the cause, not the echo
   spdlog::debug("libbpf: {}", text);
   return 0;
 }
@@ -72,17 +73,19 @@ bpf_program* programFor(heat_bpf* skel, Probe probe, ProgramKind kind) {
   auto& p = skel->progs;
   switch (probe) {
     case Probe::kGetPages:
-      return kind == ProgramKind::kTpBtf  ? p.btf_get_pages
+      return kind == ProgramKind::kTpBtf   ? p.btf_get_pages
              : kind == ProgramKind::kRawTp ? p.raw_get_pages
                                            : p.tp_get_pages;
     case Probe::kAddToPageCache:
-      return kind == ProgramKind::kTpBtf  ? p.btf_add_to_page_cache
+      return kind == ProgramKind::kTpBtf   ? p.btf_add_to_page_cache
              : kind == ProgramKind::kRawTp ? p.raw_add_to_page_cache
                                            : p.tp_add_to_page_cache;
     case Probe::kFault:
-      return kind == ProgramKind::kTpBtf ? p.btf_fault : kind == ProgramKind::kRawTp ? p.raw_fault : p.tp_fault;
+      return kind == ProgramKind::kTpBtf   ? p.btf_fault
+             : kind == ProgramKind::kRawTp ? p.raw_fault
+                                           : p.tp_fault;
     case Probe::kMapPages:
-      return kind == ProgramKind::kTpBtf  ? p.btf_map_pages
+      return kind == ProgramKind::kTpBtf   ? p.btf_map_pages
              : kind == ProgramKind::kRawTp ? p.raw_map_pages
                                            : p.tp_map_pages;
   }
@@ -120,8 +123,8 @@ Result<uint64_t> drainMap(int fd, size_t key_size, size_t value_size, bool* use_
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
     for (;;) {
       uint32_t count = capacity;
-      int rc = bpf_map_lookup_and_delete_batch(fd, first ? nullptr : &in_batch, &out_batch, keys.data(),
-                                               values.data(), &count, &opts);
+      int rc = bpf_map_lookup_and_delete_batch(fd, first ? nullptr : &in_batch, &out_batch,
+                                               keys.data(), values.data(), &count, &opts);
       int err = rc < 0 ? errno : 0;
       for (uint32_t i = 0; i < count; ++i) fn(&keys[i * key_size], &values[i * value_size]);
       drained += count;
@@ -194,7 +197,9 @@ dev_t kernelDevToStDev(uint32_t kdev) { return makedev(kdev >> 20, kdev & ((1u <
 
 uint32_t stDevToKernelDev(dev_t dev) { return (major(dev) << 20) | minor(dev); }
 
-std::string devName(dev_t dev) { return std::to_string(major(dev)) + ":" + std::to_string(minor(dev)); }
+std::string devName(dev_t dev) {
+  return std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
+}
 
 std::string probeUnavailableReason() {
   if (access("/sys/kernel/btf/vmlinux", R_OK) != 0)
@@ -210,14 +215,17 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
   installLibbpfLogger();
   const long page_size = sysconf(_SC_PAGESIZE);
   const uint32_t page_shift = std::countr_zero(static_cast<uint64_t>(page_size));
-  if (!std::has_single_bit(options.chunk_bytes) || options.chunk_bytes < static_cast<uint64_t>(page_size))
-    return makeError(Errc::kInvalidArgument,
-                     "heat probes: chunk_bytes " + std::to_string(options.chunk_bytes) +
-                         " must be a power of two of at least one page");
+  if (!std::has_single_bit(options.chunk_bytes) ||
+      options.chunk_bytes < static_cast<uint64_t>(page_size))
+    return makeError(Errc::kInvalidArgument, "heat probes: chunk_bytes " +
+                                                 std::to_string(options.chunk_bytes) +
+                                                 " must be a power of two of at least one page");
   if (options.sample_rate > 0 && (!std::has_single_bit(options.ring_bytes) ||
                                   options.ring_bytes < static_cast<uint32_t>(page_size)))
-    return makeError(Errc::kInvalidArgument, "heat probes: ring_bytes must be a power of two of at least one page");
-  if (options.kinds.empty()) return makeError(Errc::kInvalidArgument, "heat probes: no program kind to try");
+    return makeError(Errc::kInvalidArgument,
+                     "heat probes: ring_bytes must be a power of two of at least one page");
+  if (options.kinds.empty())
+    return makeError(Errc::kInvalidArgument, "heat probes: no program kind to try");
 
   // Which tracepoints this kernel has, by tracefs or by BTF.
   std::unique_ptr<::btf, void (*)(::btf*)> vmlinux(btf__load_vmlinux_btf(), btf__free);
@@ -225,17 +233,20 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
   std::vector<std::string> skipped;
   for (const auto& tp : options.tracepoints) {
     if (!btfHas(vmlinux.get(), tp) && !tracefsHas(tp)) {
-      spdlog::warn("heat probes: tracepoint {} not found in this kernel: skipped", tracepointName(tp));
+      spdlog::warn("heat probes: tracepoint {} not found in this kernel: skipped",
+                   tracepointName(tp));
       skipped.push_back(tracepointName(tp) + ": not found");
       continue;
     }
     for (const auto& other : present)
       if (other.probe == tp.probe)
         return makeError(Errc::kInvalidArgument, "heat probes: " + tracepointName(tp) + " and " +
-                                                     tracepointName(other) + " use the same program");
+                                                     tracepointName(other) +
+                                                     " use the same program");
     present.push_back(tp);
   }
-  if (present.empty()) return makeError(Errc::kUnsupported, "heat probes: none of the tracepoints exists");
+  if (present.empty())
+    return makeError(Errc::kUnsupported, "heat probes: none of the tracepoints exists");
 
   std::string first_failure;
   int first_errno = 0;
@@ -271,9 +282,11 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     skel->rodata->chunk_page_shift = std::countr_zero(options.chunk_bytes) - page_shift;
     skel->rodata->sample_rate = options.sample_rate;
     skel->rodata->count_cgroups = options.cgroup_totals;
-    bpf_map__set_max_entries(skel->maps.samples,
-                             options.sample_rate > 0 ? options.ring_bytes : static_cast<uint32_t>(page_size));
-    if (options.chunk_entries > 0) bpf_map__set_max_entries(skel->maps.chunks, options.chunk_entries);
+    bpf_map__set_max_entries(skel->maps.samples, options.sample_rate > 0
+                                                     ? options.ring_bytes
+                                                     : static_cast<uint32_t>(page_size));
+    if (options.chunk_entries > 0)
+      bpf_map__set_max_entries(skel->maps.chunks, options.chunk_entries);
 
     bpf_program* prog;
     bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
@@ -291,8 +304,10 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
       bpf_link* link = attachProgram(programFor(skel, tp.probe, kind), kind, tp);
       if (link == nullptr) {
         int err = errno ? errno : EINVAL;
-        spdlog::warn("heat probes: attach {} as {}: {}: skipped", tracepointName(tp), kind_name, strerror(err));
-        probes->skipped_.push_back(tracepointName(tp) + ": attach " + kind_name + ": " + strerror(err));
+        spdlog::warn("heat probes: attach {} as {}: {}: skipped", tracepointName(tp), kind_name,
+                     strerror(err));
+        probes->skipped_.push_back(tracepointName(tp) + ": attach " + kind_name + ": " +
+                                   strerror(err));
         continue;
       }
       probes->links_.push_back(link);
@@ -302,12 +317,14 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
       fail("attach", ENOENT);
       continue;
     }
-    spdlog::info("heat probes: {} tracepoint(s) attached as {}, chunk {} bytes, sampling {}",
-                 probes->links_.size(), kind_name, options.chunk_bytes,
-                 options.sample_rate > 0 ? "1/" + std::to_string(options.sample_rate) : std::string("off"));
+    spdlog::info(
+        "heat probes: {} tracepoint(s) attached as {}, chunk {} bytes, sampling {}",
+        probes->links_.size(), kind_name, options.chunk_bytes,
+        options.sample_rate > 0 ? "1/" + std::to_string(options.sample_rate) : std::string("off"));
     return probes;
   }
-  Errc code = first_errno == EPERM || first_errno == EACCES ? Errc::kPermission : Errc::kUnsupported;
+  Errc code =
+      first_errno == EPERM || first_errno == EACCES ? Errc::kPermission : Errc::kUnsupported;
   return Error{code, first_errno, "BPF unavailable: " + first_failure};
 }
 
@@ -326,8 +343,9 @@ Status HeatProbes::watchDevice(dev_t st_dev) {
   for (uint32_t i = 0; i < n; ++i)
     if (bss->watched_devs[i] == kdev) return Ok{};
   if (n == HEAT_MAX_DEVICES)
-    return makeError(Errc::kNoSpace, "heat probes: watch device " + devName(st_dev) + ": already watching " +
-                                         std::to_string(HEAT_MAX_DEVICES) + " devices");
+    return makeError(Errc::kNoSpace, "heat probes: watch device " + devName(st_dev) +
+                                         ": already watching " + std::to_string(HEAT_MAX_DEVICES) +
+                                         " devices");
   __atomic_store_n(&bss->watched_devs[n], kdev, __ATOMIC_RELAXED);
   __atomic_store_n(&bss->nr_watched_devs, n + 1, __ATOMIC_RELEASE);
   return Ok{};
@@ -345,7 +363,8 @@ Status HeatProbes::unwatchDevice(dev_t st_dev) {
     __atomic_store_n(&bss->nr_watched_devs, n - 1, __ATOMIC_RELEASE);
     return Ok{};
   }
-  return makeError(Errc::kNotFound, "heat probes: unwatch device " + devName(st_dev) + ": not watched");
+  return makeError(Errc::kNotFound,
+                   "heat probes: unwatch device " + devName(st_dev) + ": not watched");
 }
 
 Result<uint64_t> HeatProbes::readStat(uint32_t slot) const {
@@ -378,15 +397,16 @@ Result<std::vector<ChunkDelta>> HeatProbes::drain() {
                                              .last_ns = val->last_ns});
                }));
   keys_drained_ += drained;
-  if (inserts_before > keys_drained_) evicted_estimate_ = std::max(evicted_estimate_, inserts_before - keys_drained_);
+  if (inserts_before > keys_drained_)
+    evicted_estimate_ = std::max(evicted_estimate_, inserts_before - keys_drained_);
   return deltas;
 }
 
 Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
   std::vector<CgroupTotals> totals;
   const size_t value_size = sizeof(heat_cgroup_val) * ncpus_;  // per-CPU values, 8-byte aligned
-  RETURN_IF_ERROR(drainMap(bpf_map__fd(skel_->maps.cgroups), sizeof(uint64_t), value_size, &batch_ops_,
-                           [&](const void* k, const void* v) {
+  RETURN_IF_ERROR(drainMap(bpf_map__fd(skel_->maps.cgroups), sizeof(uint64_t), value_size,
+                           &batch_ops_, [&](const void* k, const void* v) {
                              const auto* per_cpu = static_cast<const heat_cgroup_val*>(v);
                              CgroupTotals t{.cgroup_id = *static_cast<const uint64_t*>(k)};
                              for (int cpu = 0; cpu < ncpus_; ++cpu) {
@@ -421,7 +441,8 @@ std::string HeatProbes::cgroupPath(uint64_t cgroup_id) {
     if (stat(dir.c_str(), &st) == 0) cgroup_paths_[st.st_ino] = dir.string();
   };
   remember(root);
-  for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+  for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec),
+       end;
        !ec && it != end; it.increment(ec)) {
     if (it->is_directory(ec)) remember(it->path());
   }
@@ -450,8 +471,10 @@ ProbeHealth HeatProbes::health() const {
   return h;
 }
 
-Status HeatProbes::pollSamples(int timeout_ms, const std::function<void(const SampleEvent&)>& on_sample) {
-  if (sample_rate_ == 0) return makeError(Errc::kUnsupported, "heat probes: sampling is off (sample_rate = 0)");
+Status HeatProbes::pollSamples(int timeout_ms,
+                               const std::function<void(const SampleEvent&)>& on_sample) {
+  if (sample_rate_ == 0)
+    return makeError(Errc::kUnsupported, "heat probes: sampling is off (sample_rate = 0)");
   if (ring_ == nullptr) {
     auto handle = [](void* ctx, void* data, size_t size) -> int {
       auto* self = static_cast<HeatProbes*>(ctx);

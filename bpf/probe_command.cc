@@ -7,8 +7,8 @@
 #include <sys/sysmacros.h>
 
 #include <chrono>
-#include <cstdio>
 #include <csignal>
+#include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -31,12 +31,13 @@ Result<std::chrono::milliseconds> parseDuration(const std::string& text) {
     return makeError(Errc::kInvalidArgument, "bad duration '" + text + "'");
   }
   std::string unit = text.substr(end);
-  double ms = unit == "ms" ? value
+  double ms = unit == "ms"                ? value
               : unit == "" || unit == "s" ? value * 1e3
-              : unit == "m" ? value * 60e3
-              : unit == "h" ? value * 3600e3
-                            : -1;
-  if (ms < 0) return makeError(Errc::kInvalidArgument, "bad duration '" + text + "' (use ms, s, m or h)");
+              : unit == "m"               ? value * 60e3
+              : unit == "h"               ? value * 3600e3
+                                          : -1;
+  if (ms < 0)
+    return makeError(Errc::kInvalidArgument, "bad duration '" + text + "' (use ms, s, m or h)");
   return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 
@@ -83,7 +84,8 @@ int runProbe(const ProbeArgs& args) {
   auto interval = parseDuration(args.interval);
   auto chunk = parseSize(args.chunk);
   if (!duration.ok()) return fail(duration.error().message);
-  if (!interval.ok() || interval->count() <= 0) return fail("bad --interval '" + args.interval + "'");
+  if (!interval.ok() || interval->count() <= 0)
+    return fail("bad --interval '" + args.interval + "'");
   if (!chunk.ok()) return fail(chunk.error().message);
 
   // Files named on the command line restrict the output to them (--only-files).
@@ -97,12 +99,14 @@ int runProbe(const ProbeArgs& args) {
   }
 
   if (args.json) spdlog::set_level(spdlog::level::warn);
-  ProbeOptions options{.chunk_bytes = *chunk, .sample_rate = args.sample_rate, .cgroup_totals = !args.no_cgroups};
+  ProbeOptions options{
+      .chunk_bytes = *chunk, .sample_rate = args.sample_rate, .cgroup_totals = !args.no_cgroups};
   if (!args.kind.empty()) {
     options.kinds.clear();
     for (ProgramKind k : {ProgramKind::kTpBtf, ProgramKind::kRawTp, ProgramKind::kTracepoint})
       if (args.kind == programKindName(k)) options.kinds.push_back(k);
-    if (options.kinds.empty()) return fail("bad --kind '" + args.kind + "' (tp_btf, raw_tp or tracepoint)");
+    if (options.kinds.empty())
+      return fail("bad --kind '" + args.kind + "' (tp_btf, raw_tp or tracepoint)");
   }
   auto probes = HeatProbes::load(options);
   if (!probes.ok()) return fail(probes.error().message);
@@ -197,31 +201,43 @@ int runProbe(const ProbeArgs& args) {
 
   std::printf("%zu tracepoint(s) as %s; %lu events in %.1fs, %lu lost, %lu evicted (estimate)\n",
               h.attached.size(), h.attached.empty() ? "-" : programKindName(h.attached[0].kind),
-              static_cast<unsigned long>(h.events), seconds, static_cast<unsigned long>(h.lost_updates),
+              static_cast<unsigned long>(h.events), seconds,
+              static_cast<unsigned long>(h.lost_updates),
               static_cast<unsigned long>(h.evicted_estimate));
   for (const auto& s : h.skipped) std::printf("skipped %s\n", s.c_str());
-  std::printf("%-9s %12s %8s %14s %14s %10s\n", "DEV", "INO", "CHUNK", "REQUESTED", "MISSED", "FAULTS");
+  std::printf("%-9s %12s %8s %14s %14s %10s\n", "DEV", "INO", "CHUNK", "REQUESTED", "MISSED",
+              "FAULTS");
   for (const auto& [_, c] : chunks)
-    std::printf("%-9s %12lu %8lu %14lu %14lu %10lu\n", devName(c.dev).c_str(), static_cast<unsigned long>(c.ino),
-                static_cast<unsigned long>(c.chunk), static_cast<unsigned long>(c.bytes_requested),
-                static_cast<unsigned long>(c.bytes_missed), static_cast<unsigned long>(c.mmap_faults));
+    std::printf("%-9s %12lu %8lu %14lu %14lu %10lu\n", devName(c.dev).c_str(),
+                static_cast<unsigned long>(c.ino), static_cast<unsigned long>(c.chunk),
+                static_cast<unsigned long>(c.bytes_requested),
+                static_cast<unsigned long>(c.bytes_missed),
+                static_cast<unsigned long>(c.mmap_faults));
   for (const auto& [_, t] : cgroups)
-    std::printf("cgroup %lu %s: requested %lu missed %lu\n", static_cast<unsigned long>(t.cgroup_id),
-                t.path.empty() ? "?" : t.path.c_str(), static_cast<unsigned long>(t.bytes_requested),
+    std::printf("cgroup %lu %s: requested %lu missed %lu\n",
+                static_cast<unsigned long>(t.cgroup_id), t.path.empty() ? "?" : t.path.c_str(),
+                static_cast<unsigned long>(t.bytes_requested),
                 static_cast<unsigned long>(t.bytes_missed));
   return cli::kExitOk;
 }
 
 cli::Registration registration(80, [](CLI::App& app) {
   auto args = std::make_shared<ProbeArgs>();
-  auto* cmd = app.add_subcommand("probe", "Load the heat probes alone and show what they count (needs root)");
-  cmd->add_option("--path,-p", args->paths, "Watch the file system holding PATH (repeatable)")->required();
-  cmd->add_option("--duration,-d", args->duration, "How long to watch (ms, s, m, h)")->capture_default_str();
-  cmd->add_option("--interval", args->interval, "Drain the kernel maps this often")->capture_default_str();
-  cmd->add_option("--chunk", args->chunk, "Chunk size, a power of two (KiB, MiB, GiB)")->capture_default_str();
-  cmd->add_option("--sample-rate", args->sample_rate, "Also count 1 in N events through the ring buffer");
+  auto* cmd = app.add_subcommand(
+      "probe", "Load the heat probes alone and show what they count (needs root)");
+  cmd->add_option("--path,-p", args->paths, "Watch the file system holding PATH (repeatable)")
+      ->required();
+  cmd->add_option("--duration,-d", args->duration, "How long to watch (ms, s, m, h)")
+      ->capture_default_str();
+  cmd->add_option("--interval", args->interval, "Drain the kernel maps this often")
+      ->capture_default_str();
+  cmd->add_option("--chunk", args->chunk, "Chunk size, a power of two (KiB, MiB, GiB)")
+      ->capture_default_str();
+  cmd->add_option("--sample-rate", args->sample_rate,
+                  "Also count 1 in N events through the ring buffer");
   cmd->add_option("--kind", args->kind, "Attach only as this kind: tp_btf, raw_tp or tracepoint");
-  cmd->add_flag("--no-cgroups", args->no_cgroups, "Do not count per-cgroup totals (cheaper events)");
+  cmd->add_flag("--no-cgroups", args->no_cgroups,
+                "Do not count per-cgroup totals (cheaper events)");
   cmd->add_flag("--only-files", args->only_files, "Show only the regular files named by --path");
   cmd->add_flag("--json", args->json, "Print JSON");
   cmd->footer(

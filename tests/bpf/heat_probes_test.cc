@@ -69,7 +69,8 @@ class ColdFile {
     std::vector<char> buf(kMiB);
     uint64_t sum = 0;
     ssize_t n;
-    while ((n = read(fd, buf.data(), buf.size())) > 0) sum += static_cast<unsigned char>(buf[n - 1]);
+    while ((n = read(fd, buf.data(), buf.size())) > 0)
+      sum += static_cast<unsigned char>(buf[n - 1]);
     close(fd);
     return sum;
   }
@@ -78,7 +79,8 @@ class ColdFile {
   uint64_t mmapAll() const {
     int fd = open(path_.c_str(), O_RDONLY);
     EXPECT_GE(fd, 0);
-    auto* p = static_cast<volatile unsigned char*>(mmap(nullptr, bytes_, PROT_READ, MAP_SHARED, fd, 0));
+    auto* p =
+        static_cast<volatile unsigned char*>(mmap(nullptr, bytes_, PROT_READ, MAP_SHARED, fd, 0));
     EXPECT_NE(p, MAP_FAILED);
     uint64_t sum = 0;
     for (uint64_t off = 0; off < bytes_; off += 4096) sum += p[off];
@@ -104,7 +106,8 @@ std::map<uint64_t, ChunkDelta> chunksOf(const std::vector<ChunkDelta>& deltas, c
   std::map<uint64_t, ChunkDelta> out;
   for (const auto& d : deltas) {
     if (d.dev != f.dev() || d.ino != f.ino()) continue;
-    auto& c = out.try_emplace(d.chunk, ChunkDelta{.dev = d.dev, .ino = d.ino, .chunk = d.chunk}).first->second;
+    auto& c = out.try_emplace(d.chunk, ChunkDelta{.dev = d.dev, .ino = d.ino, .chunk = d.chunk})
+                  .first->second;
     c.bytes_requested += d.bytes_requested;
     c.bytes_missed += d.bytes_missed;
     c.mmap_faults += d.mmap_faults;
@@ -180,7 +183,8 @@ TEST_P(BpfHeatRead, ReadColdThenWarmCountsPerChunk) {
     // size); the classic tracepoint has no file size and counts the last read()'s
     // whole buffer. At least kColdRequestedPercent: see kColdRequestedPercent.
     uint64_t slack = GetParam() == ProgramKind::kTracepoint && i == 2 ? kMiB : 0;
-    EXPECT_GE(chunks[i].bytes_requested, kChunkBytes[i] * kColdRequestedPercent / 100) << "chunk " << i;
+    EXPECT_GE(chunks[i].bytes_requested, kChunkBytes[i] * kColdRequestedPercent / 100)
+        << "chunk " << i;
     EXPECT_LE(chunks[i].bytes_requested, kChunkBytes[i] + slack) << "chunk " << i;
     // Missed: every page came from disk; readahead never crosses the end of file,
     // so the whole file is inserted once (exactly, unless the cache was not
@@ -195,7 +199,8 @@ TEST_P(BpfHeatRead, ReadColdThenWarmCountsPerChunk) {
   ASSERT_TRUE(warm.ok());
   auto again = total(chunksOf(*warm, file));
   EXPECT_GE(again.bytes_requested, kFileBytes);
-  EXPECT_LE(again.bytes_requested, kFileBytes + (GetParam() == ProgramKind::kTracepoint ? kMiB : 0));
+  EXPECT_LE(again.bytes_requested,
+            kFileBytes + (GetParam() == ProgramKind::kTracepoint ? kMiB : 0));
   EXPECT_EQ(again.bytes_missed, 0u);
 
   auto h = probes->health();
@@ -204,7 +209,8 @@ TEST_P(BpfHeatRead, ReadColdThenWarmCountsPerChunk) {
 }
 
 INSTANTIATE_TEST_SUITE_P(BpfKinds, BpfHeatRead,
-                         ::testing::Values(ProgramKind::kTpBtf, ProgramKind::kRawTp, ProgramKind::kTracepoint),
+                         ::testing::Values(ProgramKind::kTpBtf, ProgramKind::kRawTp,
+                                           ProgramKind::kTracepoint),
                          [](const auto& info) { return std::string(programKindName(info.param)); });
 
 TEST(BpfHeatProbes, PrefersTpBtf) {
@@ -286,8 +292,8 @@ TEST(BpfHeatProbes, UnwatchedFileSystemIsNotCounted) {
   char dir[] = "/var/tmp/hotshard-loop-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   std::string image = std::string(dir) + ".img";
-  std::string cmd = "truncate -s 64M " + image + " && mkfs.ext4 -q -F " + image + " && mount -o loop " + image +
-                    " " + dir;
+  std::string cmd = "truncate -s 64M " + image + " && mkfs.ext4 -q -F " + image +
+                    " && mount -o loop " + image + " " + dir;
   int rc = system(cmd.c_str());
   HS_REQUIRE(rc == 0, "cannot loop-mount an ext4 image (" + cmd + ")");
   {
@@ -303,7 +309,8 @@ TEST(BpfHeatProbes, UnwatchedFileSystemIsNotCounted) {
     auto deltas = probes->drain();
     ASSERT_TRUE(deltas.ok());
     for (const auto& d : *deltas) EXPECT_NE(d.dev, other.dev()) << "ino " << d.ino;
-    EXPECT_GE(total(chunksOf(*deltas, mine)).bytes_requested, 8 * kMiB * kColdRequestedPercent / 100);
+    EXPECT_GE(total(chunksOf(*deltas, mine)).bytes_requested,
+              8 * kMiB * kColdRequestedPercent / 100);
 
     // The same reads are seen once the loop device is watched...
     ASSERT_TRUE(probes->watchDevice(other.dev()).ok());
@@ -333,8 +340,9 @@ TEST(BpfHeatProbes, MissingTracepointIsSkipped) {
   HS_REQUIRE_ROOT();
   ensureTracefs();
   ProbeOptions options;
-  options.tracepoints.insert(options.tracepoints.begin(),
-                             TracepointSpec{"filemap", "mm_filemap_no_such_event", Probe::kGetPages});
+  options.tracepoints.insert(
+      options.tracepoints.begin(),
+      TracepointSpec{"filemap", "mm_filemap_no_such_event", Probe::kGetPages});
   options.tracepoints.push_back({"hotshard_bogus", "nothing_here", Probe::kFault});
   // Drop the real fault tracepoint: the bogus one stands in for it.
   std::erase_if(options.tracepoints, [](const auto& tp) { return tp.name == "mm_filemap_fault"; });
@@ -343,11 +351,13 @@ TEST(BpfHeatProbes, MissingTracepointIsSkipped) {
   auto h = probes->health();
   EXPECT_EQ(h.attached.size(), 3u);
   ASSERT_EQ(h.skipped.size(), 2u);
-  EXPECT_NE(h.skipped[0].find("filemap:mm_filemap_no_such_event"), std::string::npos) << h.skipped[0];
+  EXPECT_NE(h.skipped[0].find("filemap:mm_filemap_no_such_event"), std::string::npos)
+      << h.skipped[0];
   EXPECT_NE(h.skipped[1].find("hotshard_bogus:nothing_here"), std::string::npos) << h.skipped[1];
 
   // Only bogus names: an error, not a crash.
-  auto none = HeatProbes::load({.tracepoints = {{"filemap", "mm_filemap_no_such_event", Probe::kGetPages}}});
+  auto none = HeatProbes::load(
+      {.tracepoints = {{"filemap", "mm_filemap_no_such_event", Probe::kGetPages}}});
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.error().code, Errc::kUnsupported);
 }
@@ -383,8 +393,24 @@ TEST(BpfHeatProbes, CgroupTotalsResolveToTheCallersCgroup) {
     EXPECT_GE(t.bytes_requested, 8 * kMiB);
     EXPECT_GE(t.bytes_missed, 8 * kMiB * 99 / 100);
   }
-  EXPECT_TRUE(found) << "no totals for " << expected << " among " << totals->size() << " cgroup(s), first "
-                     << (totals->empty() ? "" : (*totals)[0].path);
+  EXPECT_TRUE(found) << "no totals for " << expected << " among " << totals->size()
+                     << " cgroup(s), first " << (totals->empty() ? "" : (*totals)[0].path);
+}
+
+TEST(BpfHeatProbes, CgroupTotalsCanBeTurnedOff) {
+  HS_REQUIRE_ROOT();
+  ensureTracefs();
+  ColdFile file(4 * kMiB);
+  auto probes = loadOrFail({.cgroup_totals = false});
+  ASSERT_NE(probes, nullptr);
+  ASSERT_TRUE(probes->watchDevice(file.dev()).ok());
+  file.readAll();
+  auto totals = probes->drainCgroups();
+  ASSERT_TRUE(totals.ok());
+  EXPECT_TRUE(totals->empty());
+  auto deltas = probes->drain();
+  ASSERT_TRUE(deltas.ok());
+  EXPECT_GE(total(chunksOf(*deltas, file)).bytes_missed, 4 * kMiB * 99 / 100);  // chunks still counted
 }
 
 TEST(BpfHeatProbes, SamplesCarryRawEvents) {
@@ -424,7 +450,8 @@ TEST(BpfHeatProbes, DegradedWithoutPrivilege) {
   if (pid == 0) {
     close(fds[0]);
     std::string report;
-    if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) {
+    if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0) {
       report = "setuid failed";
     } else {
       auto probes = HeatProbes::load({});
