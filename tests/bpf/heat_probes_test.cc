@@ -125,6 +125,24 @@ ChunkDelta total(const std::map<uint64_t, ChunkDelta>& chunks) {
   return t;
 }
 
+// Runs `access` over a file just read (so cached) and returns its counts. Other
+// work on the host (a drop_caches, proactive reclaim) can evict pages between
+// the two passes: then the pass itself re-warmed the file, and is run again.
+template <typename Access>
+ChunkDelta warmPass(HeatProbes& probes, const ColdFile& file, Access access) {
+  ChunkDelta counted{};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    EXPECT_TRUE(probes.drain().ok());
+    access();
+    auto deltas = probes.drain();
+    EXPECT_TRUE(deltas.ok());
+    if (!deltas.ok()) break;
+    counted = total(chunksOf(*deltas, file));
+    if (counted.bytes_missed == 0) break;
+  }
+  return counted;
+}
+
 std::unique_ptr<HeatProbes> loadOrFail(const ProbeOptions& options = {}) {
   auto probes = HeatProbes::load(options);
   EXPECT_TRUE(probes.ok()) << (probes.ok() ? "" : probes.error().message);
@@ -194,10 +212,7 @@ TEST_P(BpfHeatRead, ReadColdThenWarmCountsPerChunk) {
     EXPECT_EQ(chunks[i].mmap_faults, 0u);
   }
 
-  file.readAll();
-  auto warm = probes->drain();
-  ASSERT_TRUE(warm.ok());
-  auto again = total(chunksOf(*warm, file));
+  auto again = warmPass(*probes, file, [&] { file.readAll(); });
   EXPECT_GE(again.bytes_requested, kFileBytes);
   EXPECT_LE(again.bytes_requested,
             kFileBytes + (GetParam() == ProgramKind::kTracepoint ? kMiB : 0));
@@ -252,10 +267,7 @@ TEST(BpfHeatProbes, MmapColdThenWarm) {
   }
   EXPECT_GT(total(chunks).mmap_faults, 0u);
 
-  file.mmapAll();
-  auto warm = probes->drain();
-  ASSERT_TRUE(warm.ok());
-  auto again = total(chunksOf(*warm, file));
+  auto again = warmPass(*probes, file, [&] { file.mmapAll(); });
   EXPECT_EQ(again.bytes_missed, 0u);
   EXPECT_GT(again.bytes_requested, 0u);
   EXPECT_LE(again.bytes_requested, kFileBytes * 110 / 100);
