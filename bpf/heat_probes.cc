@@ -252,7 +252,6 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
   int first_errno = 0;
   for (ProgramKind kind : options.kinds) {
     std::unique_ptr<HeatProbes> probes(new HeatProbes());
-    probes->kind_ = kind;
     probes->page_shift_ = page_shift;
     probes->chunk_bytes_ = options.chunk_bytes;
     probes->sample_rate_ = options.sample_rate;
@@ -419,9 +418,7 @@ Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
   return totals;
 }
 
-// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or
-// /sys/fs/cgroup/unified on hybrid v1/v2 hosts; "" without v2.
-static std::string cgroup2Mount() {
+std::string cgroup2MountPoint() {
   std::ifstream mounts("/proc/self/mounts");
   std::string source, target, type, rest;
   while (mounts >> source >> target >> type && std::getline(mounts, rest))
@@ -434,7 +431,7 @@ std::string HeatProbes::cgroupPath(uint64_t cgroup_id) {
   if (auto it = cgroup_paths_.find(cgroup_id); it != cgroup_paths_.end()) return it->second;
   namespace fs = std::filesystem;
   std::error_code ec;
-  const fs::path root = cgroup2Mount();
+  const fs::path root = cgroup2MountPoint();
   if (root.empty()) return "";
   auto remember = [&](const fs::path& dir) {
     struct stat st;

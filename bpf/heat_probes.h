@@ -74,7 +74,7 @@ struct ChunkDelta {
 
 struct CgroupTotals {
   uint64_t cgroup_id;
-  std::string path;  // under /sys/fs/cgroup, "" when not found (v1, or cgroup gone)
+  std::string path;  // under the cgroup2 mount, "" when not found (no v2, or cgroup gone)
   uint64_t bytes_requested;
   uint64_t bytes_missed;
 };
@@ -114,6 +114,10 @@ struct SampleEvent {
 dev_t kernelDevToStDev(uint32_t kdev);
 uint32_t stDevToKernelDev(dev_t dev);
 std::string devName(dev_t dev);  // "major:minor"
+
+// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or
+// /sys/fs/cgroup/unified on hybrid hosts); "" without one.
+std::string cgroup2MountPoint();
 
 // Why BPF probes cannot load here (no BTF, no privilege, ...), or "" when a
 // trial load would be worth it. Cheap; load() gives the definitive answer.
@@ -160,7 +164,6 @@ class HeatProbes {
   std::vector<bpf_link*> links_;
   ring_buffer* ring_ = nullptr;
   const std::function<void(const SampleEvent&)>* on_sample_ = nullptr;
-  ProgramKind kind_ = ProgramKind::kTpBtf;
   uint32_t page_shift_ = 12;
   uint64_t chunk_bytes_ = 0;
   uint32_t sample_rate_ = 0;

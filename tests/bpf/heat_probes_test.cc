@@ -391,10 +391,7 @@ TEST(BpfHeatProbes, CgroupTotalsResolveToTheCallersCgroup) {
   std::string line, mine;
   while (std::getline(cgroup_file, line))
     if (line.rfind("0::", 0) == 0) mine = line.substr(3);
-  std::ifstream mounts("/proc/self/mounts");
-  std::string source, target, type, rest, mount_point;
-  while (mounts >> source >> target >> type && std::getline(mounts, rest))
-    if (type == "cgroup2" && mount_point.empty()) mount_point = target;
+  std::string mount_point = cgroup2MountPoint();
   HS_REQUIRE(!mount_point.empty(), "no cgroup v2 hierarchy mounted");
   std::string expected = mine == "/" ? mount_point : mount_point + mine;
 
