@@ -48,10 +48,12 @@ struct TracepointSpec {
 std::vector<TracepointSpec> defaultTracepoints();
 
 struct ProbeOptions {
-  uint64_t chunk_bytes = 16ull << 20;  // a power of two, at least one page
-  uint32_t sample_rate = 0;            // 1 in N events to the ring buffer; 0: sampling off
-  uint32_t ring_bytes = 1u << 20;      // ring buffer size when sampling (power of two)
-  uint32_t chunk_entries = 0;  // LRU capacity of the chunk map; 0: HEAT_CHUNK_ENTRIES (65536)
+  // A power of two, at least one page. One event spanning more than 64 chunks
+  // (1 GiB at 16 MiB) counts the rest as lost_updates.
+  uint64_t chunk_bytes = 16ull << 20;
+  uint32_t sample_rate = 0;        // 1 in N events to the ring buffer; 0: sampling off
+  uint32_t ring_bytes = 1u << 20;  // ring buffer size when sampling (power of two)
+  uint32_t chunk_entries = 0;      // LRU capacity of the chunk map; 0: HEAT_CHUNK_ENTRIES (65536)
   bool cgroup_totals = true;  // per-cgroup totals for drainCgroups(); off saves a third of the cost
   std::vector<TracepointSpec> tracepoints = defaultTracepoints();
   std::vector<ProgramKind> kinds = {ProgramKind::kTpBtf, ProgramKind::kRawTp,

@@ -240,6 +240,47 @@ TEST(BpfHeatProbes, PrefersTpBtf) {
   EXPECT_TRUE(h.batch_ops);
 }
 
+// 1 MiB reads over 64 KiB chunks: every read is split over 16 chunks.
+TEST(BpfHeatProbes, ReadsSpanningChunksAreSplitAtTheBoundaries) {
+  HS_REQUIRE_ROOT();
+  ensureTracefs();
+  constexpr uint64_t kSmallChunk = 64 << 10;
+  ColdFile file(4 * kMiB);
+  auto probes = loadOrFail({.chunk_bytes = kSmallChunk});
+  ASSERT_NE(probes, nullptr);
+  ASSERT_TRUE(probes->watchDevice(file.dev()).ok());
+  file.readAll();  // cold pass: makes the file warm
+  auto warm = warmPass(*probes, file, [&] { file.readAll(); });
+  EXPECT_EQ(warm.bytes_requested, 4 * kMiB);
+  ASSERT_TRUE(probes->drain().ok());
+  file.readAll();
+  auto deltas = probes->drain();
+  ASSERT_TRUE(deltas.ok());
+  auto chunks = chunksOf(*deltas, file);
+  ASSERT_EQ(chunks.size(), 4 * kMiB / kSmallChunk);
+  for (const auto& [index, c] : chunks) {
+    EXPECT_LT(index, 4 * kMiB / kSmallChunk);
+    EXPECT_EQ(c.bytes_requested, kSmallChunk) << "chunk " << index;
+  }
+}
+
+// More distinct chunks than the map holds: the LRU evicts, and health says so.
+TEST(BpfHeatProbes, EvictionsAreEstimated) {
+  HS_REQUIRE_ROOT();
+  ensureTracefs();
+  ColdFile file(8 * kMiB);  // 128 chunks of 64 KiB
+  auto probes = loadOrFail({.chunk_bytes = 64 << 10, .chunk_entries = 32});
+  ASSERT_NE(probes, nullptr);
+  ASSERT_TRUE(probes->watchDevice(file.dev()).ok());
+  file.readAll();
+  auto deltas = probes->drain();
+  ASSERT_TRUE(deltas.ok());
+  EXPECT_LE(chunksOf(*deltas, file).size(), 32u);
+  auto h = probes->health();
+  EXPECT_GE(h.evicted_estimate, 128u - 32u);
+  EXPECT_EQ(h.lost_updates, 0u);
+}
+
 TEST(BpfHeatProbes, MmapColdThenWarm) {
   HS_REQUIRE_ROOT();
   ensureTracefs();
@@ -419,7 +460,8 @@ TEST(BpfHeatProbes, CgroupTotalsCanBeTurnedOff) {
   EXPECT_TRUE(totals->empty());
   auto deltas = probes->drain();
   ASSERT_TRUE(deltas.ok());
-  EXPECT_GE(total(chunksOf(*deltas, file)).bytes_missed, 4 * kMiB * 99 / 100);  // chunks still counted
+  EXPECT_GE(total(chunksOf(*deltas, file)).bytes_missed,
+            4 * kMiB * 99 / 100);  // chunks still counted
 }
 
 TEST(BpfHeatProbes, SamplesCarryRawEvents) {
