@@ -23,6 +23,7 @@ const volatile __u32 chunk_page_shift = 12; /* log2(chunk bytes / page bytes): 1
 const volatile __u32 page_shift = 12;
 const volatile __u32 sample_rate = 0;	  /* 1 in N events to the ring buffer; 0: none */
 const volatile bool count_cgroups = true; /* per-cgroup totals (about a third of the cost) */
+const volatile __u32 ignore_tgid = 0;	  /* a process whose reads are not heat (the daemon) */
 
 /*
  * The device filter: kernel dev_t of each watched file system. A global (the
@@ -228,13 +229,16 @@ static __always_inline void add_cgroup(__u64 cgroup_id, __u64 pages, __u32 kind)
 /* Counts pages [first, last] of one file, split at chunk boundaries. */
 static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 last, __u32 kind)
 {
-	__u64 now = tick_now();
-	__u64 cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
+	__u64 now, cgroup_id, idx = first;
 	struct heat_key key = {.dev = dev, .ino = ino};
-	__u64 idx = first;
 	__u32 shift = chunk_page_shift;
 	int i;
 
+	/* The daemon's own copies (promotions, io_uring workers included) are not heat. */
+	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
+		return;
+	now = tick_now();
+	cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
 	stat_add(HEAT_STAT_EVENTS, 1);
 	if (sample_rate)
 		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);

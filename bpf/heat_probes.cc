@@ -281,6 +281,7 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     skel->rodata->chunk_page_shift = std::countr_zero(options.chunk_bytes) - page_shift;
     skel->rodata->sample_rate = options.sample_rate;
     skel->rodata->count_cgroups = options.cgroup_totals;
+    skel->rodata->ignore_tgid = static_cast<uint32_t>(options.ignore_pid);
     bpf_map__set_max_entries(skel->maps.samples, options.sample_rate > 0
                                                      ? options.ring_bytes
                                                      : static_cast<uint32_t>(page_size));

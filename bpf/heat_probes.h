@@ -54,6 +54,7 @@ struct ProbeOptions {
   uint32_t sample_rate = 0;        // 1 in N events to the ring buffer; 0: sampling off
   uint32_t ring_bytes = 1u << 20;  // ring buffer size when sampling (power of two)
   uint32_t chunk_entries = 0;      // LRU capacity of the chunk map; 0: HEAT_CHUNK_ENTRIES (65536)
+  pid_t ignore_pid = 0;  // a process (the daemon: getpid()) whose reads are not counted; 0: none
   bool cgroup_totals = true;  // per-cgroup totals for drainCgroups(); off saves a third of the cost
   std::vector<TracepointSpec> tracepoints = defaultTracepoints();
   std::vector<ProgramKind> kinds = {ProgramKind::kTpBtf, ProgramKind::kRawTp,

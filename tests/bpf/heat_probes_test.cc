@@ -281,6 +281,31 @@ TEST(BpfHeatProbes, EvictionsAreEstimated) {
   EXPECT_EQ(h.lost_updates, 0u);
 }
 
+TEST(BpfHeatProbes, IgnoredProcessIsNotCounted) {
+  HS_REQUIRE_ROOT();
+  ensureTracefs();
+  ColdFile file(4 * kMiB);
+  auto probes = loadOrFail({.ignore_pid = getpid()});
+  ASSERT_NE(probes, nullptr);
+  ASSERT_TRUE(probes->watchDevice(file.dev()).ok());
+  file.readAll();  // this process: ignored
+  auto mine = probes->drain();
+  ASSERT_TRUE(mine.ok());
+  EXPECT_TRUE(chunksOf(*mine, file).empty());
+
+  pid_t pid = fork();  // another process reading the same file: counted
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    file.readAll();
+    _exit(0);
+  }
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  auto theirs = probes->drain();
+  ASSERT_TRUE(theirs.ok());
+  EXPECT_EQ(total(chunksOf(*theirs, file)).bytes_requested, 4 * kMiB);
+}
+
 TEST(BpfHeatProbes, MmapColdThenWarm) {
   HS_REQUIRE_ROOT();
   ensureTracefs();
