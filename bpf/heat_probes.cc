@@ -43,8 +43,12 @@ int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   vsnprintf(line, sizeof(line), format, args);
   std::string text(line);
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  if (level == LIBBPF_WARN && last_libbpf_warning.empty())
-    last_libbpf_warning = text;  // the cause, not the echo
+  if (text.rfind("libbpf: ", 0) == 0) text.erase(0, 8);
+  // The first warning is the cause; the memlock one is noise since Linux 5.11
+  // (memcg accounting), and the skeleton's is an echo.
+  if (level == LIBBPF_WARN && last_libbpf_warning.empty() &&
+      text.rfind("Failed to bump RLIMIT_MEMLOCK", 0) != 0)
+    last_libbpf_warning = text;
   spdlog::debug("libbpf: {}", text);
   return 0;
 }
@@ -323,9 +327,10 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
         options.sample_rate > 0 ? "1/" + std::to_string(options.sample_rate) : std::string("off"));
     return probes;
   }
-  Errc code =
-      first_errno == EPERM || first_errno == EACCES ? Errc::kPermission : Errc::kUnsupported;
-  return Error{code, first_errno, "BPF unavailable: " + first_failure};
+  bool denied = first_errno == EPERM || first_errno == EACCES;
+  return Error{denied ? Errc::kPermission : Errc::kUnsupported, first_errno,
+               "BPF unavailable: " + first_failure +
+                   (denied ? "; needs root, or CAP_BPF with CAP_PERFMON" : "")};
 }
 
 HeatProbes::~HeatProbes() {

@@ -69,6 +69,7 @@ struct ProbeArgs {
   std::string kind;
   bool no_cgroups = false;
   bool only_files = false;
+  bool verbose = false;
   bool json = false;
 };
 
@@ -99,6 +100,7 @@ int runProbe(const ProbeArgs& args) {
   }
 
   if (args.json) spdlog::set_level(spdlog::level::warn);
+  if (args.verbose) spdlog::set_level(spdlog::level::debug);  // libbpf's messages too
   ProbeOptions options{
       .chunk_bytes = *chunk, .sample_rate = args.sample_rate, .cgroup_totals = !args.no_cgroups};
   if (!args.kind.empty()) {
@@ -239,6 +241,7 @@ cli::Registration registration(80, [](CLI::App& app) {
   cmd->add_flag("--no-cgroups", args->no_cgroups,
                 "Do not count per-cgroup totals (cheaper events)");
   cmd->add_flag("--only-files", args->only_files, "Show only the regular files named by --path");
+  cmd->add_flag("--verbose,-v", args->verbose, "Log libbpf's messages (why a load failed)");
   cmd->add_flag("--json", args->json, "Print JSON");
   cmd->footer(
       "Examples:\n"
