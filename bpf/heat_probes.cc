@@ -3,19 +3,23 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <linux/membarrier.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <thread>
 
 #include "bpf/heat.skel.h"
 
@@ -289,8 +293,10 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     bpf_map__set_max_entries(skel->maps.samples, options.sample_rate > 0
                                                      ? options.ring_bytes
                                                      : static_cast<uint32_t>(page_size));
-    if (options.chunk_entries > 0)
-      bpf_map__set_max_entries(skel->maps.chunks, options.chunk_entries);
+    if (options.chunk_entries > 0) {
+      bpf_map__set_max_entries(skel->maps.chunks0, options.chunk_entries);
+      bpf_map__set_max_entries(skel->maps.chunks1, options.chunk_entries);
+    }
 
     bpf_program* prog;
     bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
@@ -372,6 +378,20 @@ Status HeatProbes::unwatchDevice(dev_t st_dev) {
                    "heat probes: unwatch device " + devName(st_dev) + ": not watched");
 }
 
+// Points the programs at the other counter set and returns the one they used,
+// once no program can still be writing to it: programs run under
+// rcu_read_lock(), and MEMBARRIER_CMD_GLOBAL returns after synchronize_rcu().
+// Where that command is refused (nohz_full), a pause far longer than any
+// program runs stands in for it.
+uint32_t HeatProbes::retireSet(uint32_t* set) {
+  const uint32_t old = __atomic_load_n(set, __ATOMIC_ACQUIRE);
+  __atomic_store_n(set, old ^ 1, __ATOMIC_RELEASE);
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0 ||
+      sysconf(_SC_NPROCESSORS_ONLN) == 1)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return old;
+}
+
 Result<uint64_t> HeatProbes::readStat(uint32_t slot) const {
   std::vector<uint64_t> per_cpu(ncpus_);
   if (bpf_map__lookup_elem(skel_->maps.stats, &slot, sizeof(slot), per_cpu.data(),
@@ -385,11 +405,12 @@ Result<uint64_t> HeatProbes::readStat(uint32_t slot) const {
 Result<std::vector<ChunkDelta>> HeatProbes::drain() {
   // Every key inserted before this read is either drained below or was evicted.
   ASSIGN_OR_RETURN(uint64_t inserts_before, readStat(HEAT_STAT_INSERTS));
+  const uint32_t retired = retireSet(&skel_->bss->chunk_set);
   std::vector<ChunkDelta> deltas;
   ASSIGN_OR_RETURN(
       uint64_t drained,
-      drainMap(bpf_map__fd(skel_->maps.chunks), sizeof(heat_key), sizeof(heat_val), &batch_ops_,
-               [&](const void* k, const void* v) {
+      drainMap(bpf_map__fd(retired ? skel_->maps.chunks1 : skel_->maps.chunks0), sizeof(heat_key),
+               sizeof(heat_val), &batch_ops_, [&](const void* k, const void* v) {
                  const auto* key = static_cast<const heat_key*>(k);
                  const auto* val = static_cast<const heat_val*>(v);
                  deltas.push_back(ChunkDelta{.dev = kernelDevToStDev(key->dev),
@@ -410,8 +431,10 @@ Result<std::vector<ChunkDelta>> HeatProbes::drain() {
 Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
   std::vector<CgroupTotals> totals;
   const size_t value_size = sizeof(heat_cgroup_val) * ncpus_;  // per-CPU values, 8-byte aligned
-  RETURN_IF_ERROR(drainMap(bpf_map__fd(skel_->maps.cgroups), sizeof(uint64_t), value_size,
-                           &batch_ops_, [&](const void* k, const void* v) {
+  const uint32_t retired = retireSet(&skel_->bss->cgroup_set);
+  RETURN_IF_ERROR(drainMap(bpf_map__fd(retired ? skel_->maps.cgroups1 : skel_->maps.cgroups0),
+                           sizeof(uint64_t), value_size, &batch_ops_,
+                           [&](const void* k, const void* v) {
                              const auto* per_cpu = static_cast<const heat_cgroup_val*>(v);
                              CgroupTotals t{.cgroup_id = *static_cast<const uint64_t*>(k)};
                              for (int cpu = 0; cpu < ncpus_; ++cpu) {

@@ -142,9 +142,9 @@ class HeatProbes {
   Status watchDevice(dev_t st_dev);
   Status unwatchDevice(dev_t st_dev);
 
-  // Deltas since the previous drain; the drained keys leave the map. A program
-  // adding to a key in the instant between its copy and its deletion loses that
-  // add (nanoseconds per key per drain).
+  // Deltas since the previous drain, exact: the programs switch to a second
+  // set of maps first, and the drained set is emptied once no program can
+  // write to it (an RCU grace period: a few milliseconds).
   Result<std::vector<ChunkDelta>> drain();
   // Empty when options.cgroup_totals is off.
   Result<std::vector<CgroupTotals>> drainCgroups();
@@ -161,6 +161,7 @@ class HeatProbes {
   HeatProbes() = default;
   uint64_t pagesToBytes(uint64_t pages) const { return pages << page_shift_; }
   Result<uint64_t> readStat(uint32_t slot) const;
+  static uint32_t retireSet(uint32_t* set);
   std::string cgroupPath(uint64_t cgroup_id);
 
   heat_bpf* skel_ = nullptr;
