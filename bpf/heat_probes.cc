@@ -78,26 +78,15 @@ bool btfHas(const ::btf* vmlinux, const TracepointSpec& tp) {
 }
 
 bpf_program* programFor(heat_bpf* skel, Probe probe, ProgramKind kind) {
-  auto& p = skel->progs;
-  switch (probe) {
-    case Probe::kGetPages:
-      return kind == ProgramKind::kTpBtf   ? p.btf_get_pages
-             : kind == ProgramKind::kRawTp ? p.raw_get_pages
-                                           : p.tp_get_pages;
-    case Probe::kAddToPageCache:
-      return kind == ProgramKind::kTpBtf   ? p.btf_add_to_page_cache
-             : kind == ProgramKind::kRawTp ? p.raw_add_to_page_cache
-                                           : p.tp_add_to_page_cache;
-    case Probe::kFault:
-      return kind == ProgramKind::kTpBtf   ? p.btf_fault
-             : kind == ProgramKind::kRawTp ? p.raw_fault
-                                           : p.tp_fault;
-    case Probe::kMapPages:
-      return kind == ProgramKind::kTpBtf   ? p.btf_map_pages
-             : kind == ProgramKind::kRawTp ? p.raw_map_pages
-                                           : p.tp_map_pages;
-  }
-  return nullptr;
+  const auto& p = skel->progs;
+  // Rows in Probe order, columns in ProgramKind order.
+  bpf_program* const programs[][3] = {
+      {p.btf_get_pages, p.raw_get_pages, p.tp_get_pages},
+      {p.btf_add_to_page_cache, p.raw_add_to_page_cache, p.tp_add_to_page_cache},
+      {p.btf_fault, p.raw_fault, p.tp_fault},
+      {p.btf_map_pages, p.raw_map_pages, p.tp_map_pages},
+  };
+  return programs[static_cast<int>(probe)][static_cast<int>(kind)];
 }
 
 std::string tracepointName(const TracepointSpec& tp) { return tp.category + ":" + tp.name; }
