@@ -40,7 +40,7 @@ constexpr int kEnotsupp = 524;  // the kernel's ENOTSUPP, not in userspace errno
 // libbpf's messages go to spdlog at debug level (a failed tp_btf attempt before
 // the raw_tp fallback is not worth a warning); the first warning of this thread
 // since the attempt began is kept to explain a failed load.
-thread_local std::string last_libbpf_warning;
+thread_local std::string first_libbpf_warning;
 
 int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
   char line[1024];
@@ -50,9 +50,9 @@ int libbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
   if (text.rfind("libbpf: ", 0) == 0) text.erase(0, 8);
   // The first warning is the cause; the memlock one is noise since Linux 5.11
   // (memcg accounting), and the skeleton's is an echo.
-  if (level == LIBBPF_WARN && last_libbpf_warning.empty() &&
+  if (level == LIBBPF_WARN && first_libbpf_warning.empty() &&
       text.rfind("Failed to bump RLIMIT_MEMLOCK", 0) != 0)
-    last_libbpf_warning = text;
+    first_libbpf_warning = text;
   spdlog::debug("libbpf: {}", text);
   return 0;
 }
@@ -258,7 +258,7 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     const char* kind_name = programKindName(kind);
     auto fail = [&](const std::string& what, int err) {
       std::string why = what + " " + kind_name + " programs: " + strerror(err);
-      if (!last_libbpf_warning.empty()) why += " (libbpf: " + last_libbpf_warning + ")";
+      if (!first_libbpf_warning.empty()) why += " (libbpf: " + first_libbpf_warning + ")";
       spdlog::info("heat probes: {}", why);
       if (first_failure.empty()) {
         first_failure = why;
@@ -266,7 +266,7 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
       }
     };
 
-    last_libbpf_warning.clear();
+    first_libbpf_warning.clear();
     errno = 0;
     heat_bpf* skel = heat_bpf__open();
     if (skel == nullptr) {
