@@ -253,6 +253,7 @@ Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options
     probes->chunk_bytes_ = options.chunk_bytes;
     probes->sample_rate_ = options.sample_rate;
     probes->batch_ops_ = options.batch_ops;
+    probes->cgroup_totals_ = options.cgroup_totals;
     probes->skipped_ = skipped;
     probes->ncpus_ = std::max(1, libbpf_num_possible_cpus());
     const char* kind_name = programKindName(kind);
@@ -419,6 +420,7 @@ Result<std::vector<ChunkDelta>> HeatProbes::drain() {
 
 Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
   std::vector<CgroupTotals> totals;
+  if (!cgroup_totals_) return totals;  // nothing counted: spare the grace period
   const size_t value_size = sizeof(heat_cgroup_val) * ncpus_;  // per-CPU values, 8-byte aligned
   const uint32_t retired = retireSet(&skel_->bss->cgroup_set);
   RETURN_IF_ERROR(drainMap(bpf_map__fd(retired ? skel_->maps.cgroups1 : skel_->maps.cgroups0),

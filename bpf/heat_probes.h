@@ -172,6 +172,7 @@ class HeatProbes {
   uint64_t chunk_bytes_ = 0;
   uint32_t sample_rate_ = 0;
   bool batch_ops_ = true;
+  bool cgroup_totals_ = true;
   int ncpus_ = 1;
   uint64_t keys_drained_ = 0;
   uint64_t evicted_estimate_ = 0;
