@@ -1,0 +1,502 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * heat.bpf.c: per (dev, ino, chunk) read heat from the filemap tracepoints.
+ *
+ * Every tracepoint has three programs, one per attach kind (tp_btf, raw_tp,
+ * classic tracepoint); the loader keeps the best kind the kernel accepts and
+ * turns autoload off for the others. All of them decode their arguments into
+ * plain numbers and share the accounting below, which runs only for devices
+ * listed in watched_devs.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "compat.bpf.h"
+#include "heat.h"
+
+#define EEXIST 17
+
+/* Settings, written by the loader through skel->rodata before load. */
+const volatile __u32 chunk_page_shift = 12; /* log2(chunk bytes / page bytes): 16 MiB / 4 KiB */
+const volatile __u32 page_shift = 12;
+const volatile __u32 sample_rate = 0;	  /* 1 in N events to the ring buffer; 0: none */
+const volatile bool count_cgroups = true; /* per-cgroup totals (about a third of the cost) */
+const volatile __u32 ignore_tgid = 0;	  /* a process whose reads are not heat (the daemon) */
+
+/*
+ * The device filter: kernel dev_t of each watched file system. A global (the
+ * skeleton's mmapped .bss) rather than a hash map, so the check on every event
+ * costs a few compares instead of a helper call: unwatched file systems then
+ * pay nearly nothing. The loader writes the entries, then the count.
+ */
+__u32 watched_devs[HEAT_MAX_DEVICES];
+__u32 nr_watched_devs;
+
+/*
+ * Counters come in two sets, [0] and [1]. Programs add to the set that
+ * chunk_set (cgroup_set) names; to drain, the loader flips it, waits for an RCU
+ * grace period (every program that read the old value has then returned: they
+ * run under rcu_read_lock()), and empties the set no one writes any more. No
+ * update is lost between a copy and its delete, and no value is reused under
+ * a program still holding it.
+ */
+__u32 chunk_set;
+__u32 cgroup_set;
+
+struct chunk_map {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HEAT_CHUNK_ENTRIES);
+	__type(key, struct heat_key);
+	__type(value, struct heat_val);
+} chunks0 SEC(".maps"), chunks1 SEC(".maps");
+
+struct cgroup_map {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, HEAT_CGROUP_ENTRIES);
+	__type(key, __u64); /* cgroup id */
+	__type(value, struct heat_cgroup_val);
+} cgroups0 SEC(".maps"), cgroups1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HEAT_STAT_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* the loader shrinks it to one page when sampling is off */
+} samples SEC(".maps");
+
+/*
+ * filemap_read() calls filemap_get_pages() once per folio batch (up to 31
+ * folios), and each call traces the whole remaining range [index, last]. The
+ * per-task state remembers the range of the call that counted it, so the
+ * calls that continue the same read count nothing.
+ */
+struct read_state {
+	__u64 ino;
+	__u64 index;
+	__u64 last;
+	__u32 dev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct read_state);
+} read_states SEC(".maps");
+
+/*
+ * Event times at tick precision: bpf_ktime_get_ns() once per jiffy and CPU,
+ * bpf_jiffies64() (a plain load) otherwise. Reading the clock on every event
+ * was a sixth of the programs' cost; heat needs no finer time than a tick.
+ */
+struct tick_clock {
+	__u64 jiffies;
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tick_clock);
+} tick_clocks SEC(".maps");
+
+static __always_inline __u64 tick_now(void)
+{
+	__u32 zero = 0;
+	struct tick_clock *c = bpf_map_lookup_elem(&tick_clocks, &zero);
+	__u64 j = bpf_jiffies64();
+
+	if (!c)
+		return bpf_ktime_get_ns();
+	if (c->jiffies != j) {
+		c->jiffies = j;
+		c->ns = bpf_ktime_get_ns();
+	}
+	return c->ns;
+}
+
+static __always_inline void stat_add(__u32 slot, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &slot);
+
+	if (v)
+		*v += n; /* per-CPU slot: no atomic (a preemption mid-add can drop one: rare) */
+}
+
+static __always_inline bool watched(__u32 dev)
+{
+	__u32 n = nr_watched_devs;
+	int i;
+
+	for (i = 0; i < HEAT_MAX_DEVICES; i++) {
+		if (i >= n)
+			return false;
+		if (watched_devs[i] == dev)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void sample(__u32 dev, __u64 ino, __u64 index, __u32 nr_pages, __u32 kind,
+				   __u64 cgroup_id, __u64 now)
+{
+	__u32 slot = HEAT_STAT_EVENTS;
+	__u64 *events = bpf_map_lookup_elem(&stats, &slot);
+	struct heat_sample *s;
+
+	/* stats[EVENTS] was bumped for this event already: sample every Nth. */
+	if (!events || *events % sample_rate)
+		return;
+	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s) {
+		stat_add(HEAT_STAT_SAMPLES_DROPPED, 1);
+		return;
+	}
+	s->dev = dev;
+	s->ino = ino;
+	s->index = index;
+	s->nr_pages = nr_pages;
+	s->kind = kind;
+	s->cgroup_id = cgroup_id;
+	s->ts_ns = now;
+	s->pad = 0;
+	bpf_ringbuf_submit(s, 0);
+}
+
+static __always_inline void apply(struct heat_val *v, __u64 pages, __u32 kind)
+{
+	switch (kind) {
+	case HEAT_EV_MISS:
+		__sync_fetch_and_add(&v->pages_missed, pages);
+		break;
+	case HEAT_EV_FAULT:
+		__sync_fetch_and_add(&v->mmap_faults, 1);
+		/* fallthrough */
+	default:
+		__sync_fetch_and_add(&v->pages_requested, pages);
+	}
+}
+
+static __always_inline void add_chunk(void *chunks, struct heat_key *key, __u64 pages, __u32 kind,
+				      __u64 now)
+{
+	struct heat_val *v = bpf_map_lookup_elem(chunks, key);
+	long err;
+
+	if (!v) {
+		struct heat_val init = {.first_ns = now, .last_ns = now};
+
+		if (kind == HEAT_EV_MISS) {
+			init.pages_missed = pages;
+		} else {
+			init.pages_requested = pages;
+			init.mmap_faults = kind == HEAT_EV_FAULT;
+		}
+		err = bpf_map_update_elem(chunks, key, &init, BPF_NOEXIST);
+		if (!err) {
+			stat_add(HEAT_STAT_INSERTS, 1);
+			return;
+		}
+		/* Another CPU created the key first: add to its value. */
+		v = err == -EEXIST ? bpf_map_lookup_elem(chunks, key) : NULL;
+		if (!v) {
+			stat_add(HEAT_STAT_LOST, 1);
+			return;
+		}
+	}
+	apply(v, pages, kind);
+	v->last_ns = now;
+}
+
+static __always_inline void add_cgroup(void *cgroups, __u64 cgroup_id, __u64 pages, __u32 kind)
+{
+	struct heat_cgroup_val *v = bpf_map_lookup_elem(cgroups, &cgroup_id);
+
+	if (!v) {
+		struct heat_cgroup_val init = {};
+
+		/* -EEXIST when another CPU created it first: either way, look it up again. */
+		bpf_map_update_elem(cgroups, &cgroup_id, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(cgroups, &cgroup_id);
+		if (!v) {
+			stat_add(HEAT_STAT_CG_LOST, 1);
+			return;
+		}
+	}
+	/* Per-CPU value: plain adds. A fault counts its one page. */
+	if (kind == HEAT_EV_MISS)
+		v->pages_missed += pages;
+	else
+		v->pages_requested += pages;
+}
+
+/* Adds pages [first, last] of one file to a chunk map, split at chunk boundaries. */
+static __always_inline void add_chunks(void *chunks, __u32 dev, __u64 ino, __u64 first, __u64 last,
+				       __u32 kind, __u64 now)
+{
+	struct heat_key key = {.dev = dev, .ino = ino};
+	__u32 shift = chunk_page_shift;
+	__u64 idx = first;
+	int i;
+
+	for (i = 0; i < HEAT_MAX_CHUNK_SPLIT; i++) {
+		__u64 chunk = idx >> shift;
+		__u64 chunk_last = ((chunk + 1) << shift) - 1;
+		__u64 end = last < chunk_last ? last : chunk_last;
+
+		key.chunk = chunk;
+		add_chunk(chunks, &key, end - idx + 1, kind, now);
+		if (end >= last)
+			return;
+		idx = end + 1;
+	}
+	stat_add(HEAT_STAT_LOST, 1);
+}
+
+/*
+ * Counts one event of pages [first, last]. Each map of a set is named at its
+ * own call site (not through one pointer chosen at run time), so the verifier
+ * still inlines the lookups: a shared site would cost ~40 ns an event.
+ */
+static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 last, __u32 kind)
+{
+	__u64 now, cgroup_id;
+
+	/* The daemon's own copies (promotions, io_uring workers included) are not heat. */
+	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
+		return;
+	now = tick_now();
+	cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
+	stat_add(HEAT_STAT_EVENTS, 1);
+	if (sample_rate)
+		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
+	if (count_cgroups) {
+		if (cgroup_set)
+			add_cgroup(&cgroups1, cgroup_id, last - first + 1, kind);
+		else
+			add_cgroup(&cgroups0, cgroup_id, last - first + 1, kind);
+	}
+	if (chunk_set)
+		add_chunks(&chunks1, dev, ino, first, last, kind, now);
+	else
+		add_chunks(&chunks0, dev, ino, first, last, kind, now);
+}
+
+/* Last page of a file of isize bytes; false for an empty file. */
+static __always_inline bool last_page(__s64 isize, __u64 *last)
+{
+	if (isize <= 0)
+		return false;
+	*last = (__u64)(isize - 1) >> page_shift;
+	return true;
+}
+
+/*
+ * Handlers. isize < 0 means unknown (classic tracepoints do not record it):
+ * the ranges are then counted as traced, not clamped to the end of file.
+ */
+static __always_inline void on_get_pages(__u32 dev, __u64 ino, __u64 index, __u64 last, __s64 isize)
+{
+	struct read_state *st;
+	__u64 eof;
+
+	/*
+	 * Only a multi-page call can start or continue a read that takes several
+	 * batches, and skipping the state for single pages keeps small random
+	 * reads (the hot path) free of it. The price: a read whose final batch is
+	 * a single page counts that page twice.
+	 */
+	st = index < last ? bpf_task_storage_get(&read_states, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE)
+			  : NULL;
+	if (st) {
+		if (st->dev == dev && st->ino == ino && st->last == last && index > st->index &&
+		    index <= last) {
+			st->index = index;
+			stat_add(HEAT_STAT_CONTINUED, 1);
+			return;
+		}
+		st->dev = dev;
+		st->ino = ino;
+		st->index = index;
+		st->last = last;
+	}
+	if (isize >= 0) {
+		/* read() asks for its whole buffer; the file may end before. */
+		if (!last_page(isize, &eof) || index > eof)
+			return;
+		if (last > eof)
+			last = eof;
+	}
+	account(dev, ino, index, last, HEAT_EV_READ);
+}
+
+static __always_inline void on_map_pages(__u32 dev, __u64 ino, __u64 index, __u64 last, __s64 isize)
+{
+	__u64 eof;
+
+	if (isize >= 0) {
+		/* The fault-around window does not stop at the end of file. */
+		if (!last_page(isize, &eof) || index > eof)
+			return;
+		if (last > eof)
+			last = eof;
+	}
+	if (last < index)
+		return;
+	account(dev, ino, index, last, HEAT_EV_MAP);
+}
+
+/* ---- tp_btf: typed arguments, direct loads ---- */
+
+SEC("tp_btf/mm_filemap_get_pages")
+int BPF_PROG(btf_get_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+
+	if (watched(dev))
+		on_get_pages(dev, host->i_ino, index, last, host->i_size);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(btf_map_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+
+	if (watched(dev))
+		on_map_pages(dev, host->i_ino, index, last, host->i_size);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(btf_fault, struct address_space *mapping, unsigned long index)
+{
+	struct inode *host = mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+
+	if (watched(dev))
+		account(dev, host->i_ino, index, index, HEAT_EV_FAULT);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(btf_add_to_page_cache, struct folio *folio)
+{
+	struct inode *host = folio->mapping->host;
+	__u32 dev = host->i_sb->s_dev;
+	__u64 index = folio->index;
+
+	if (watched(dev))
+		account(dev, host->i_ino, index, index + heat_folio_nr_pages(folio) - 1,
+			HEAT_EV_MISS);
+	return 0;
+}
+
+/* ---- raw_tp: the same arguments as untyped words, read through CO-RE ---- */
+
+SEC("raw_tp/mm_filemap_get_pages")
+int BPF_PROG(raw_get_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = BPF_CORE_READ(mapping, host);
+	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
+
+	if (watched(dev))
+		on_get_pages(dev, BPF_CORE_READ(host, i_ino), index, last,
+			     BPF_CORE_READ(host, i_size));
+	return 0;
+}
+
+SEC("raw_tp/mm_filemap_map_pages")
+int BPF_PROG(raw_map_pages, struct address_space *mapping, unsigned long index, unsigned long last)
+{
+	struct inode *host = BPF_CORE_READ(mapping, host);
+	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
+
+	if (watched(dev))
+		on_map_pages(dev, BPF_CORE_READ(host, i_ino), index, last,
+			     BPF_CORE_READ(host, i_size));
+	return 0;
+}
+
+SEC("raw_tp/mm_filemap_fault")
+int BPF_PROG(raw_fault, struct address_space *mapping, unsigned long index)
+{
+	__u32 dev = BPF_CORE_READ(mapping, host, i_sb, s_dev);
+
+	if (watched(dev))
+		account(dev, BPF_CORE_READ(mapping, host, i_ino), index, index, HEAT_EV_FAULT);
+	return 0;
+}
+
+SEC("raw_tp/mm_filemap_add_to_page_cache")
+int BPF_PROG(raw_add_to_page_cache, struct folio *folio)
+{
+	struct inode *host = BPF_CORE_READ(folio, mapping, host);
+	__u32 dev = BPF_CORE_READ(host, i_sb, s_dev);
+	__u64 index = BPF_CORE_READ(folio, index);
+
+	if (watched(dev))
+		account(dev, BPF_CORE_READ(host, i_ino), index,
+			index + heat_folio_nr_pages(folio) - 1, HEAT_EV_MISS);
+	return 0;
+}
+
+/* ---- classic tracepoints: the recorded event, no file size at hand ---- */
+
+SEC("tracepoint/filemap/mm_filemap_get_pages")
+int tp_get_pages(struct trace_event_raw_mm_filemap_op_page_cache_range *ctx)
+{
+	__u32 dev = ctx->s_dev;
+
+	if (watched(dev))
+		on_get_pages(dev, ctx->i_ino, ctx->index, ctx->last_index, -1);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_map_pages")
+int tp_map_pages(struct trace_event_raw_mm_filemap_op_page_cache_range *ctx)
+{
+	__u32 dev = ctx->s_dev;
+
+	if (watched(dev))
+		on_map_pages(dev, ctx->i_ino, ctx->index, ctx->last_index, -1);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_fault")
+int tp_fault(struct trace_event_raw_mm_filemap_fault *ctx)
+{
+	__u32 dev = ctx->s_dev;
+
+	if (watched(dev))
+		account(dev, ctx->i_ino, ctx->index, ctx->index, HEAT_EV_FAULT);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int tp_add_to_page_cache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	__u32 dev = ctx->s_dev;
+	__u64 index = ctx->index;
+	__u32 order = 0;
+
+	/* Linux 6.3 added the folio order to the event; before, one page each. */
+	if (bpf_core_field_exists(ctx->order))
+		order = ctx->order;
+	if (watched(dev))
+		account(dev, ctx->i_ino, index, index + (1U << (order & 31)) - 1, HEAT_EV_MISS);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

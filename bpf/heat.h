@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * heat.h: the one header shared by the heat probes (bpf/heat.bpf.c) and their
+ * loader (bpf/heat_probes.cc). Fixed-width fields only, no pointers; the
+ * loader pins every layout with static_assert(sizeof ...).
+ *
+ * Units are kernel pages (PAGE_SIZE of the running kernel) and kernel dev_t
+ * encoding (major << 20 | minor); the loader converts both, in one place each.
+ */
+#ifndef HOTSHARD_BPF_HEAT_H
+#define HOTSHARD_BPF_HEAT_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Sizes of the in-kernel maps (the loader may override the chunk map's). */
+#define HEAT_CHUNK_ENTRIES 65536
+#define HEAT_CGROUP_ENTRIES 1024
+/* File systems the filter can hold. */
+#define HEAT_MAX_DEVICES 16
+/* A read whose page range spans more chunks than this counts the rest as lost. */
+#define HEAT_MAX_CHUNK_SPLIT 64
+
+/* Key of the per-chunk counters: one file's chunk on one device. */
+struct heat_key {
+	__u32 dev; /* kernel encoding: major << 20 | minor */
+	__u32 pad;
+	__u64 ino;
+	__u64 chunk; /* page index >> chunk_page_shift */
+};
+
+/* Per-chunk counters, accumulated since the loader last drained the key. */
+struct heat_val {
+	__u64 pages_requested; /* buffered reads (get_pages) + mmap (map_pages, faults) */
+	__u64 pages_missed;    /* pages inserted into the page cache (incl. readahead) */
+	__u64 mmap_faults;     /* filemap_fault calls: mmap accesses not served by fault-around */
+	__u64 first_ns;	       /* bpf_ktime_get_ns() of the first event since the last drain */
+	__u64 last_ns;	       /* ... and of the latest one (both at tick precision) */
+};
+
+/* Per-cgroup totals (per-CPU values: no shared cache line on the hot path). */
+struct heat_cgroup_val {
+	__u64 pages_requested;
+	__u64 pages_missed;
+};
+
+enum heat_event_kind {
+	HEAT_EV_READ = 1,  /* mm_filemap_get_pages */
+	HEAT_EV_MISS = 2,  /* mm_filemap_add_to_page_cache */
+	HEAT_EV_FAULT = 3, /* mm_filemap_fault */
+	HEAT_EV_MAP = 4,   /* mm_filemap_map_pages */
+};
+
+/* A sampled raw event, sent through the ring buffer for trace recording only. */
+struct heat_sample {
+	__u64 ino;
+	__u64 index; /* first page */
+	__u64 cgroup_id;
+	__u64 ts_ns; /* bpf_ktime_get_ns(), at tick precision */
+	__u32 dev;   /* kernel encoding */
+	__u32 nr_pages;
+	__u32 kind; /* enum heat_event_kind */
+	__u32 pad;
+};
+
+/* Slots of the per-CPU statistics array. */
+enum heat_stat {
+	HEAT_STAT_EVENTS = 0,	   /* events on watched devices */
+	HEAT_STAT_INSERTS,	   /* chunk keys created */
+	HEAT_STAT_LOST,		   /* updates dropped: map insert failed, or split too wide */
+	HEAT_STAT_CG_LOST,	   /* cgroup updates dropped */
+	HEAT_STAT_CONTINUED,	   /* get_pages calls recognised as the rest of one read */
+	HEAT_STAT_SAMPLES_DROPPED, /* ring buffer full */
+	HEAT_STAT_NR,
+};
+
+#endif /* HOTSHARD_BPF_HEAT_H */
