@@ -6,6 +6,8 @@
 #   make bench      benchmarks; writes docs/benchmarks.md
 #   V=1             show full commands
 .DELETE_ON_ERROR:
+# Generated BPF objects and skeletons are kept, not removed as intermediates.
+.SECONDARY:
 .SUFFIXES:
 
 BUILD     ?= build
