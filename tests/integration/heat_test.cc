@@ -207,3 +207,76 @@ TEST_F(IntegrationHeat, TraceRecordWritesATraceTheSimulatorReads) {
 
 }  // namespace
 }  // namespace hotshard::testing
+
+namespace hotshard::testing {
+namespace {
+
+// The whole loop, no `warm`: heat from the probes, the default policy, the
+// promoter, the store's capacity.
+TEST_F(IntegrationHeat, HotSetIsPromotedAndServedFromTheCacheColdSetIsNot) {
+  const int kHot = 4, kCold = 8;
+  const uint64_t kSize = 2 << 20;
+  for (int i = 0; i < kHot; i++) writeRandomFile(remote_ + "/hot/h" + std::to_string(i), kSize, i);
+  for (int i = 0; i < kCold; i++) {
+    writeRandomFile(remote_ + "/cold/c" + std::to_string(i), kSize, 100 + i);
+  }
+  // Room for the hot set, not for a cold file beside it.
+  const uint64_t kCapacity = 9 << 20;
+  startDaemon({"--cache-size", "9MiB"});
+  ASSERT_EQ(daemon_->status()["probes"]["mode"], "bpf");
+  auto readHot = [&] {
+    for (int i = 0; i < kHot; i++) {
+      std::string f = remote_ + "/hot/h" + std::to_string(i);
+      dropPageCache(f);
+      readAll(mnt_ + "/hot/h" + std::to_string(i));
+    }
+  };
+  auto state = [&](const std::string& rel) {
+    return json::parse(hs({"stat", mnt_ + "/" + rel, "--json"}).out)["state"].get<std::string>();
+  };
+  auto allHotCached = [&] {
+    for (int i = 0; i < kHot; i++) {
+      if (state("hot/h" + std::to_string(i)) != "cached") return false;
+    }
+    return true;
+  };
+
+  uint64_t first_tick = daemon_->status()["placement"]["ticks"].get<uint64_t>();
+  uint64_t cached_at = 0;
+  for (int round = 0; round < 12; round++) {
+    readHot();
+    if (round >= 3) {  // the cold set, each file once, between hot passes
+      for (int i = round - 3; i < kCold; i += 9) readAll(mnt_ + "/cold/c" + std::to_string(i));
+    }
+    if (round == 2) {
+      for (int i = 0; i < kCold; i++) readAll(mnt_ + "/cold/c" + std::to_string(i));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    json st = daemon_->status();
+    EXPECT_LE(st["cache"]["used_bytes"].get<uint64_t>(), kCapacity) << st.dump();
+    if (cached_at == 0 && allHotCached()) cached_at = st["placement"]["ticks"].get<uint64_t>();
+  }
+  ASSERT_NE(cached_at, 0u) << "the hot set was never all cached: " << daemon_->status().dump();
+  EXPECT_LE(cached_at - first_tick, 40u) << "ticks until the hot set was cached";
+  for (int i = 0; i < kCold; i++) {
+    EXPECT_EQ(state("cold/c" + std::to_string(i)), "remote") << "cold file c" << i << " promoted";
+  }
+
+  // Served from the cache now: opens by backing, and the probes' cache bytes.
+  json before = daemon_->status();
+  readHot();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  json after = daemon_->status();
+  EXPECT_GE(after["fuse"]["opens_cache"].get<uint64_t>() -
+                before["fuse"]["opens_cache"].get<uint64_t>(),
+            static_cast<uint64_t>(kHot));
+  EXPECT_GE(after["heat"]["bytes_read_cache"].get<uint64_t>() -
+                before["heat"]["bytes_read_cache"].get<uint64_t>(),
+            kHot * kSize * 3 / 4);
+  EXPECT_EQ(after["heat"]["bytes_missed_remote"], before["heat"]["bytes_missed_remote"]);
+  EXPECT_LE(after["cache"]["used_bytes"].get<uint64_t>(), kCapacity);
+  EXPECT_GE(after["placement"]["promotions"].get<uint64_t>(), static_cast<uint64_t>(kHot));
+}
+
+}  // namespace
+}  // namespace hotshard::testing
