@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "tests/integration/harness.h"
@@ -243,6 +244,7 @@ TEST_F(IntegrationHeat, HotSetIsPromotedAndServedFromTheCacheColdSetIsNot) {
 
   uint64_t first_tick = daemon_->status()["placement"]["ticks"].get<uint64_t>();
   uint64_t cached_at = 0;
+  std::set<int> cold_ever_cached;
   for (int round = 0; round < 12; round++) {
     readHot();
     if (round >= 3) {  // the cold set, each file once, between hot passes
@@ -255,12 +257,16 @@ TEST_F(IntegrationHeat, HotSetIsPromotedAndServedFromTheCacheColdSetIsNot) {
     json st = daemon_->status();
     EXPECT_LE(st["cache"]["used_bytes"].get<uint64_t>(), kCapacity) << st.dump();
     if (cached_at == 0 && allHotCached()) cached_at = st["placement"]["ticks"].get<uint64_t>();
+    for (int i = 0; i < kCold; i++) {
+      if (state("cold/c" + std::to_string(i)) != "remote") cold_ever_cached.insert(i);
+    }
   }
   ASSERT_NE(cached_at, 0u) << "the hot set was never all cached: " << daemon_->status().dump();
   EXPECT_LE(cached_at - first_tick, 40u) << "ticks until the hot set was cached";
-  for (int i = 0; i < kCold; i++) {
-    EXPECT_EQ(state("cold/c" + std::to_string(i)), "remote") << "cold file c" << i << " promoted";
-  }
+  // Never promoted at any point (a policy that admits every miss, like LRU,
+  // copies cold files and evicts them again).
+  EXPECT_TRUE(cold_ever_cached.empty()) << cold_ever_cached.size() << " cold files were promoted";
+  EXPECT_EQ(daemon_->status()["placement"]["promotions"].get<uint64_t>(), static_cast<uint64_t>(kHot));
 
   // Served from the cache now: opens by backing, and the probes' cache bytes.
   json before = daemon_->status();
