@@ -69,6 +69,51 @@ Result<bool> parseBool(const std::string& name, const std::string& v) {
   return makeError(Errc::kInvalidArgument, name + " '" + v + "': expected true or false");
 }
 
+// A boolean spelt with two words (on/off, auto/manual); is_flag: also a bare flag.
+ConfigItem boolItem(std::string name, std::string help, bool RunConfig::*field,
+                    std::string yes = "on", std::string no = "off", bool is_flag = false) {
+  return ConfigItem{
+      .name = name,
+      .help = std::move(help),
+      .is_flag = is_flag,
+      .get = [field, yes, no](const RunConfig& c) { return c.*field ? yes : no; },
+      .set = [field, name, yes, no](RunConfig& c, const std::string& v) -> Status {
+        if (v == yes || v == no) {
+          c.*field = v == yes;
+          return Ok{};
+        }
+        auto b = parseBool(name, v);  // true/false, yes/no, 1/0 as well
+        if (!b.ok()) {
+          return makeError(Errc::kInvalidArgument,
+                           name + " '" + v + "': expected " + yes + " or " + no);
+        }
+        c.*field = *b;
+        return Ok{};
+      },
+  };
+}
+
+// A string that must be one of `choices`.
+ConfigItem choiceItem(std::string name, std::string help, std::string RunConfig::*field,
+                      std::vector<std::string> choices) {
+  return ConfigItem{
+      .name = name,
+      .help = std::move(help),
+      .get = [field](const RunConfig& c) { return c.*field; },
+      .set = [field, name, choices](RunConfig& c, const std::string& v) -> Status {
+        if (std::find(choices.begin(), choices.end(), v) == choices.end()) {
+          std::string list;
+          for (size_t i = 0; i < choices.size(); i++) {
+            list += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+          }
+          return makeError(Errc::kInvalidArgument, name + " '" + v + "': expected " + list);
+        }
+        c.*field = v;
+        return Ok{};
+      },
+  };
+}
+
 std::vector<ConfigItem> makeItems() {
   std::vector<ConfigItem> items;
   items.push_back(stringItem("remote", "Remote directory to cache (NFS, Lustre, sshfs, ...)",
@@ -86,65 +131,29 @@ std::vector<ConfigItem> makeItems() {
         return Ok{};
       },
   });
-  items.push_back(ConfigItem{
-      .name = "foreground",
-      .help = "Stay in the foreground and log to stderr",
-      .is_flag = true,
-      .get = [](const RunConfig& c) { return c.foreground ? "true" : "false"; },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        ASSIGN_OR_RETURN(c.foreground, parseBool("foreground", v));
-        return Ok{};
-      },
-  });
-  items.push_back(ConfigItem{
-      .name = "passthrough",
-      .help = "on: kernel passthrough when the kernel allows it (default); off: serve "
-              "reads and writes in user space",
-      .get = [](const RunConfig& c) { return c.passthrough ? "on" : "off"; },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        ASSIGN_OR_RETURN(c.passthrough, parseBool("passthrough", v));
-        return Ok{};
-      },
-  });
+  items.push_back(boolItem("foreground", "Stay in the foreground and log to stderr",
+                           &RunConfig::foreground, "true", "false", /*is_flag=*/true));
+  items.push_back(boolItem("passthrough",
+                           "on: kernel passthrough when the kernel allows it (default); off: serve "
+                           "reads and writes in user space",
+                           &RunConfig::passthrough));
   items.push_back(stringItem("control-socket",
                              "Control socket path (default: /run/hotshard/<mount>.sock)",
                              &RunConfig::control_socket));
   items.push_back(stringItem(
       "log-file", "Log file in the background (default: /var/log/hotshard/<mount>.log)",
       &RunConfig::log_file));
-  items.push_back(ConfigItem{
-      .name = "log-level",
-      .help = "trace, debug, info, warn or error (default: info)",
-      .get = [](const RunConfig& c) { return c.log_level; },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
-        if (std::none_of(std::begin(kLevels), std::end(kLevels),
-                         [&](const char* l) { return v == l; })) {
-          return makeError(Errc::kInvalidArgument,
-                           "log-level '" + v + "': expected trace, debug, info, warn or error");
-        }
-        c.log_level = v;
-        return Ok{};
-      },
-  });
+  items.push_back(choiceItem("log-level", "trace, debug, info, warn or error (default: info)",
+                             &RunConfig::log_level, {"trace", "debug", "info", "warn", "error"}));
   items.push_back(countItem("fuse-threads", "Most FUSE worker threads (default: 16)",
                             &RunConfig::fuse_threads, 1, 1024));
   items.push_back(sizeItem("cache-size",
                            "Cache capacity, e.g. 500GiB (default: 80% of what the cache file "
                            "system can hold for hotshard)",
                            &RunConfig::cache_size));
-  items.push_back(ConfigItem{
-      .name = "io-engine",
-      .help = "Promotion I/O: uring (io_uring) or sync (pread/pwrite) (default: uring)",
-      .get = [](const RunConfig& c) { return c.io_engine; },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        if (v != "uring" && v != "sync") {
-          return makeError(Errc::kInvalidArgument, "io-engine '" + v + "': expected uring or sync");
-        }
-        c.io_engine = v;
-        return Ok{};
-      },
-  });
+  items.push_back(choiceItem("io-engine",
+                             "Promotion I/O: uring (io_uring) or sync (pread/pwrite) (default: uring)",
+                             &RunConfig::io_engine, {"uring", "sync"}));
   items.push_back(sizeItem("promote-chunk", "Promotion chunk size, a multiple of 4KiB (default: 1MiB)",
                            &RunConfig::promote_chunk, 4096));
   items.push_back(countItem("promote-depth", "Chunks in flight per promotion (default: 8)",
@@ -159,31 +168,17 @@ std::vector<ConfigItem> makeItems() {
                            "Bytes per second the background scrub re-reads to verify checksums; "
                            "0: off (default: 32MiB)",
                            &RunConfig::scrub_rate));
-  items.push_back(ConfigItem{
-      .name = "probes",
-      .help = "on: eBPF heat probes (default); off: heat from FUSE opens only",
-      .get = [](const RunConfig& c) { return c.probes ? "on" : "off"; },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        ASSIGN_OR_RETURN(c.probes, parseBool("probes", v));
-        return Ok{};
-      },
-  });
+  items.push_back(boolItem("probes",
+                           "on: eBPF heat probes (default); off: heat from FUSE opens only",
+                           &RunConfig::probes));
   items.push_back(stringItem("policy",
                              "Placement policy, name;k=v;... (default: hotshard; see "
                              "'hotshard policy list')",
                              &RunConfig::policy));
-  items.push_back(ConfigItem{
-      .name = "placement",
-      .help = "auto: promote and evict by heat (default); manual: only warm/evict/pin do",
-      .get = [](const RunConfig& c) { return c.automatic_placement ? "auto" : "manual"; },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        if (v != "auto" && v != "manual") {
-          return makeError(Errc::kInvalidArgument, "placement '" + v + "': expected auto or manual");
-        }
-        c.automatic_placement = v == "auto";
-        return Ok{};
-      },
-  });
+  items.push_back(boolItem("placement",
+                           "auto: promote and evict by heat (default); manual: only "
+                           "warm/evict/pin do",
+                           &RunConfig::automatic_placement, "auto", "manual"));
   items.push_back(ConfigItem{
       .name = "tick",
       .help = "Placement tick, e.g. 1s or 500ms (default: 1s)",

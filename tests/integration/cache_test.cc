@@ -20,47 +20,14 @@ namespace {
 namespace fs = std::filesystem;
 
 
-class IntegrationCache : public ::testing::Test {
+class IntegrationCache : public MountFixture {
  protected:
-  void SetUp() override {
-    HS_REQUIRE_ROOT();
-    HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
-    remote_ = tmp_ / "remote";
-    mnt_ = tmp_ / "mnt";
-    cache_ = tmp_ / "cache";
-    fs::create_directories(remote_);
-    fs::create_directories(mnt_);
-  }
-
+  // Manual placement: these tests drive warm/evict/pin themselves.
   void startDaemon(const std::string& consistency = "strict",
                    std::vector<std::string> extra = {}) {
     extra.insert(extra.end(), {"--scrub-rate", "0", "--placement", "manual"});
-    daemon_ = std::make_unique<DaemonProcess>(
-        DaemonProcess::Options{.remote = remote_,
-                               .mount = mnt_,
-                               .cache = cache_,
-                               .consistency = consistency,
-                               .extra_args = extra},
-        tmp_.path());
-    ASSERT_TRUE(daemon_->start());
+    startDaemonWith({.mount = mnt_, .consistency = consistency, .extra_args = extra});
   }
-
-  CommandResult hs(std::vector<std::string> args) {
-    args.insert(args.begin(), hotshardBinary());
-    args.push_back("--socket");
-    args.push_back(daemon_->socket());
-    return runCommand(args);
-  }
-
-  json statOf(const std::string& path) {
-    CommandResult r = hs({"stat", path, "--json"});
-    if (r.exit_code != 0) return json{{"error", r.out}};
-    return json::parse(r.out, nullptr, false);
-  }
-
-  TempDir tmp_;
-  std::string remote_, mnt_, cache_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 TEST_F(IntegrationCache, WarmedFilesAreReadFromTheCacheCopy) {
@@ -283,7 +250,11 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
                "needs openssh-sftp-server (make deps)");
     source_ = tmp_ / "source";
     fs::create_directories(source_);
-    writeFile(tmp_ / "fake-ssh", "#!/bin/sh\nexec /usr/lib/openssh/sftp-server\n");
+    // The server runs under a name of its own, so killing it touches no other
+    // sftp-server on the machine.
+    server_name_ = "hotshard-test-sftp-" + std::to_string(::getpid());
+    writeFile(tmp_ / "fake-ssh",
+              "#!/bin/bash\nexec -a " + server_name_ + " /usr/lib/openssh/sftp-server\n");
     ::chmod((tmp_ / "fake-ssh").c_str(), 0755);
   }
   void mountRemote() {
@@ -295,7 +266,7 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
     ASSERT_EQ(r.exit_code, 0) << r.out;
   }
   void killRemote() {
-    runCommand({"pkill", "-KILL", "-f", "^/usr/lib/openssh/sftp-server$"});
+    runCommand({"pkill", "-KILL", "-f", "^" + server_name_ + "$"});
     for (int i = 0; i < 100 && isMounted(remote_); i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -306,6 +277,7 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
     if (!source_.empty() && isMounted(remote_)) ::umount2(remote_.c_str(), MNT_DETACH);
   }
   std::string source_;
+  std::string server_name_;
 };
 
 TEST_F(IntegrationCacheRemoteGone, ImmutableModeServesCachedFilesWithoutTheRemote) {

@@ -266,6 +266,39 @@ json DaemonProcess::status() {
 
 std::string DaemonProcess::log() const { return readFile(log_path_); }
 
+// ---- fixture -------------------------------------------------------------------
+
+void MountFixture::SetUp() {
+  HS_REQUIRE_ROOT();
+  HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
+  remote_ = tmp_ / "remote";
+  mnt_ = tmp_ / "mnt";
+  cache_ = tmp_ / "cache";
+  fs::create_directories(remote_);
+  fs::create_directories(mnt_);
+  ::chmod(remote_.c_str(), 0755);
+}
+
+void MountFixture::startDaemonWith(DaemonProcess::Options opts) {
+  if (opts.remote.empty()) opts.remote = remote_;
+  if (opts.cache.empty()) opts.cache = cache_;
+  daemon_ = std::make_unique<DaemonProcess>(std::move(opts), tmp_.path());
+  ASSERT_TRUE(daemon_->start());
+}
+
+CommandResult MountFixture::hs(std::vector<std::string> args) {
+  args.insert(args.begin(), hotshardBinary());
+  args.push_back("--socket");
+  args.push_back(daemon_->socket());
+  return runCommand(args);
+}
+
+json MountFixture::statOf(const std::string& path) {
+  CommandResult r = hs({"stat", path, "--json"});
+  if (r.exit_code != 0) return json{{"error", r.out}};
+  return json::parse(r.out, nullptr, false);
+}
+
 // ---- tracefs -------------------------------------------------------------------
 
 namespace {

@@ -85,6 +85,23 @@ class DaemonProcess {
 bool isHotshardMount(const std::string& path);
 dev_t mountDevice(const std::string& path);  // from /proc/self/mountinfo, 0 if none
 
+// A remote directory, a mount point and a cache under a fresh TempDir, a daemon
+// over them, and the CLI against it. Needs root and /dev/fuse.
+class MountFixture : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  // Starts the daemon with opts (remote, mount and cache default to the fixture's).
+  void startDaemonWith(DaemonProcess::Options opts);
+  // `hotshard ARGS... --socket <this daemon's socket>`.
+  CommandResult hs(std::vector<std::string> args);
+  // `hotshard stat PATH --json`, or {"error": ...}.
+  json statOf(const std::string& path);
+
+  TempDir tmp_;
+  std::string remote_, mnt_, cache_;
+  std::unique_ptr<DaemonProcess> daemon_;
+};
+
 // Counts the events of one tracepoint that pass a filter, in a private tracefs
 // instance (removed on destruction).
 class TraceCounter {

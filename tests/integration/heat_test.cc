@@ -31,28 +31,11 @@ uint64_t readAll(const std::string& path) {
   return n;
 }
 
-class IntegrationHeat : public ::testing::Test {
+class IntegrationHeat : public MountFixture {
  protected:
-  void SetUp() override {
-    HS_REQUIRE_ROOT();
-    remote_ = tmp_ / "remote";
-    mnt_ = tmp_ / "mnt";
-    fs::create_directories(remote_);
-    fs::create_directories(mnt_);
-  }
   void startDaemon(std::vector<std::string> extra) {
     extra.insert(extra.end(), {"--scrub-rate", "0", "--tick", "100ms"});
-    daemon_ = std::make_unique<DaemonProcess>(
-        DaemonProcess::Options{.remote = remote_, .mount = mnt_, .cache = tmp_ / "cache",
-                               .extra_args = extra},
-        tmp_.path());
-    ASSERT_TRUE(daemon_->start());
-  }
-  CommandResult hs(std::vector<std::string> args) {
-    args.insert(args.begin(), hotshardBinary());
-    args.push_back("--socket");
-    args.push_back(daemon_->socket());
-    return runCommand(args);
+    startDaemonWith({.mount = mnt_, .extra_args = extra});
   }
   json shard(const std::string& rel) {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a few ticks
@@ -64,9 +47,6 @@ class IntegrationHeat : public ::testing::Test {
     }
     return json{{"error", "no shard " + rel + " in " + r.out}};
   }
-  TempDir tmp_;
-  std::string remote_, mnt_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 // Readahead may bring in up to a window past what was asked; page granularity

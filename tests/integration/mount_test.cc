@@ -20,37 +20,17 @@ namespace fs = std::filesystem;
 constexpr uid_t kOtherUid = 54321;
 constexpr gid_t kOtherGid = 54321;
 
-class IntegrationMount : public ::testing::Test {
+class IntegrationMount : public MountFixture {
  protected:
-  void SetUp() override {
-    HS_REQUIRE_ROOT();
-    HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
-    remote_ = tmp_ / "remote";
-    mnt_ = tmp_ / "mnt";
-    cache_ = tmp_ / "cache";
-    fs::create_directories(remote_);
-    fs::create_directories(mnt_);
-    ::chmod(remote_.c_str(), 0755);
-  }
-
   // Starts a daemon on mnt_ (or over the remote when overmount).
   void startDaemon(const std::string& consistency = "strict", bool passthrough = true,
                    bool overmount = false) {
-    daemon_ = std::make_unique<DaemonProcess>(
-        DaemonProcess::Options{.remote = remote_,
-                               .mount = overmount ? "" : mnt_,
-                               .cache = cache_,
-                               .consistency = consistency,
-                               .passthrough = passthrough},
-        tmp_.path());
-    ASSERT_TRUE(daemon_->start());
+    startDaemonWith({.mount = overmount ? "" : mnt_,
+                     .consistency = consistency,
+                     .passthrough = passthrough});
   }
 
   uint64_t daemonReads() { return daemon_->status()["fuse"]["requests"]["read"].get<uint64_t>(); }
-
-  TempDir tmp_;
-  std::string remote_, mnt_, cache_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 TEST_F(IntegrationMount, ContentIsByteIdentical) {
