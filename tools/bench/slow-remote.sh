@@ -86,7 +86,7 @@ down() {
   rm -f "$RUN/socat.pid"
   # Deleting the namespace deletes its end of the veth and with it the pair.
   if ip netns list 2>/dev/null | grep -qw "^$NS"; then ip netns delete "$NS"; fi
-  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF"; fi
+  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link delete "$HOST_IF" 2>/dev/null || true; fi
   return 0
 }
 
@@ -115,9 +115,12 @@ up() {
   ns tc qdisc replace dev "$NS_IF" root tbf rate "$RATE" burst "$BURST" latency 50ms
 
   # One sftp-server per connection, bound to the namespace address only; run/socat.log
-  # notes each connection (a second one means sshfs had to reconnect).
+  # notes each connection (a second one means sshfs had to reconnect). The server is
+  # started through a link of our own name, so that cleanups elsewhere that kill
+  # sftp-server processes by name (some tests do) leave this one alone.
+  ln -sfn "$SFTP_SERVER" "$RUN/hs-slow-sftp-server"
   setsid ip netns exec "$NS" socat -d -d \
-    "TCP-LISTEN:$PORT,bind=$NS_IP,reuseaddr,fork" "EXEC:$SFTP_SERVER" \
+    "TCP-LISTEN:$PORT,bind=$NS_IP,reuseaddr,fork" "EXEC:$RUN/hs-slow-sftp-server" \
     </dev/null >"$RUN/socat.log" 2>&1 &
   echo $! >"$RUN/socat.pid"
   for _ in $(seq 50); do
