@@ -44,6 +44,7 @@ start_daemon() {  # consistency
 }
 
 prepare() {
+  rm -rf "$CACHE"  # a fresh cache each run: nothing left by an earlier run or build
   mkdir -p "$REMOTE/small" "$REMOTE/stat" "$MNT" "$CACHE"
   [[ -f "$ROOT/.prepared-v1" ]] && return
   echo "bench: generating the data set in $REMOTE (once)"
