@@ -70,8 +70,9 @@ down() {
       # mount's minor number) so no reader stays blocked, then detach it.
       local minor
       minor=$(mountpoint -d "$MNT" 2>/dev/null | cut -d: -f2) || true
-      [[ -n $minor && -e /sys/fs/fuse/connections/$minor/abort ]] &&
+      if [[ -n $minor && -e /sys/fs/fuse/connections/$minor/abort ]]; then
         echo 1 > "/sys/fs/fuse/connections/$minor/abort" || true
+      fi
       umount -l "$MNT" 2>/dev/null || true
     fi
   fi
