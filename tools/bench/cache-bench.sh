@@ -73,7 +73,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_daemon
-  rm -rf "$LINKS"
+  rm -rf "$LINKS" "$CACHE"  # the data set in EXPORT is kept for the next run
   "$SLOW" down || true
   [[ $rc -eq 0 ]] || say "failed (exit $rc); slow remote and daemon torn down; daemon log: $LOG"
   exit "$rc"
