@@ -5,6 +5,8 @@
 #
 #   BENCH_DIR=/var/tmp/hotshard-bench  where the data set and mount live
 #   BENCH_REPS=3                        runs per cell; the median is reported
+#   BENCH_CACHE=0                       skip tools/bench/cache-bench.sh (the cache in
+#                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -42,6 +44,7 @@ start_daemon() {  # consistency
 }
 
 prepare() {
+  rm -rf "$CACHE"  # a fresh cache each run: nothing left by an earlier run or build
   mkdir -p "$REMOTE/small" "$REMOTE/stat" "$MNT" "$CACHE"
   [[ -f "$ROOT/.prepared-v1" ]] && return
   echo "bench: generating the data set in $REMOTE (once)"
@@ -87,6 +90,8 @@ row() {  # workload state unit target native mount native_cpu_s mount_cpu_s
   rows+=("| $1 | $2 | $5 | $6 | **$ratio** | $cpu | $4 |")
   printf 'bench: %-36s %-5s native %10s %-6s hotshard %10s  ratio %s (target %s)\n' "$1" "$2" "$5" "$3" "$6" "$ratio" "$4"
 }
+
+if [[ ${BENCH_CACHE:-1} != 0 ]]; then tools/bench/cache-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
