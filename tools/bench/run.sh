@@ -7,6 +7,8 @@
 #   BENCH_REPS=3                        runs per cell; the median is reported
 #   BENCH_CACHE=0                       skip tools/bench/cache-bench.sh (the cache in
 #                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
+#   BENCH_PROBES=0                      skip tools/bench/probe_overhead.sh (probes attached vs
+#                                       detached; writes docs/benchmarks.d/probes.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -92,6 +94,11 @@ row() {  # workload state unit target native mount native_cpu_s mount_cpu_s
 }
 
 if [[ ${BENCH_CACHE:-1} != 0 ]]; then tools/bench/cache-bench.sh; fi
+if [[ ${BENCH_PROBES:-1} != 0 ]]; then
+  mkdir -p docs/benchmarks.d
+  tools/bench/probe_overhead.sh --seconds 2 --rounds 5 > docs/benchmarks.d/probes.md.new
+  mv docs/benchmarks.d/probes.md.new docs/benchmarks.d/probes.md
+fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -144,6 +151,8 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  if [[ -f docs/benchmarks.d/extra.md ]]; then echo; cat docs/benchmarks.d/extra.md; fi
+  for part in extra probes epochs; do
+    if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
+  done
 } > "$OUT"
 echo "bench: wrote $OUT"
