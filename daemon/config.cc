@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <toml++/toml.h>
 
+#include "daemon/metrics.h"
 #include "daemon/units.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
@@ -159,6 +160,17 @@ std::vector<ConfigItem> makeItems() {
                            "Bytes per second the background scrub re-reads to verify checksums; "
                            "0: off (default: 32MiB)",
                            &RunConfig::scrub_rate));
+  items.push_back(ConfigItem{
+      .name = "metrics",
+      .help = "Prometheus endpoint http://ADDR/metrics: HOST:PORT with an IP address, "
+              "[IPv6]:PORT, or off (default: 127.0.0.1:9464)",
+      .get = [](const RunConfig& c) { return c.metrics; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        if (v != "off") RETURN_IF_ERROR(parseMetricsAddress(v));
+        c.metrics = v;
+        return Ok{};
+      },
+  });
   return items;
 }
 

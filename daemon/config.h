@@ -33,6 +33,9 @@ struct RunConfig {
   unsigned promote_concurrency = 2;    // promotions at once
   uint64_t promote_rate = 0;           // bytes/s for all promotions; 0: unlimited
   uint64_t scrub_rate = 32ull << 20;   // bytes/s re-read by the background scrub; 0: off
+
+  // Prometheus endpoint: HOST:PORT (IPv4 literal), [IPv6]:PORT, or off.
+  std::string metrics = "127.0.0.1:9464";
 };
 
 struct ConfigItem {
