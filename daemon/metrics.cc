@@ -37,6 +37,7 @@ constexpr size_t kMaxOps = 64;
 constexpr size_t kMaxJobs = 100;
 constexpr size_t kMaxLabelValue = 200;
 
+// clang-format off
 const std::vector<MetricInfo> kCatalog = {
     {"hotshard_build_info", "gauge", {"version"}, "Always 1; the daemon's version as a label."},
     {"hotshard_mount_info", "gauge", {"mount", "remote", "cache_dir", "consistency", "overmount"},
@@ -111,6 +112,7 @@ const std::vector<MetricInfo> kCatalog = {
     {"hotshard_fuse_request_duration_seconds", "histogram", {"op"},
      "Time to handle FUSE requests in user space, by operation."},
 };
+// clang-format on
 
 const MetricInfo& info(std::string_view name) {
   for (const auto& m : kCatalog) {
@@ -203,7 +205,8 @@ std::string paramsText(const json* params) {
   if (params == nullptr) return out;
   auto append = [&](const std::string& kv) { out += (out.empty() ? "" : ";") + kv; };
   if (params->is_object()) {
-    for (const auto& [k, v] : params->items()) append(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
+    for (const auto& [k, v] : params->items())
+      append(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
   } else if (params->is_array()) {
     for (const auto& v : *params) append(v.is_string() ? v.get<std::string>() : v.dump());
   }
@@ -218,7 +221,8 @@ struct ConversionState {
 
 void convertStatus(const json& s, Families& f, ConversionState& state) {
   if (!s.is_object()) return;
-  if (has(s, {"version"})) f.add("hotshard_build_info", {{"version", labelValue(str(s, {"version"}))}}, 1);
+  if (has(s, {"version"}))
+    f.add("hotshard_build_info", {{"version", labelValue(str(s, {"version"}))}}, 1);
   if (has(s, {"mount"})) {
     f.add("hotshard_mount_info",
           {{"cache_dir", labelValue(str(s, {"cache_dir"}))},
@@ -244,7 +248,8 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
   f.add("hotshard_fuse_inodes", {}, num(s, {"fuse", "inodes"}));
   f.add("hotshard_opens_total", {{"backing", "cache"}}, num(s, {"fuse", "opens_cache"}));
   f.add("hotshard_opens_total", {{"backing", "remote"}}, num(s, {"fuse", "opens_remote"}));
-  f.add("hotshard_opens_served_total", {{"via", "passthrough"}}, num(s, {"fuse", "opens_passthrough"}));
+  f.add("hotshard_opens_served_total", {{"via", "passthrough"}},
+        num(s, {"fuse", "opens_passthrough"}));
   f.add("hotshard_opens_served_total", {{"via", "userspace"}}, num(s, {"fuse", "opens_userspace"}));
   f.add("hotshard_cache_conflicts_total", {}, num(s, {"fuse", "cache_conflicts"}));
   f.add("hotshard_userspace_read_bytes_total", {}, num(s, {"fuse", "userspace_read_bytes"}));
@@ -257,7 +262,8 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
   f.add("hotshard_promotions_in_flight", {}, num(s, {"cache", "promotions_in_flight"}));
   f.add("hotshard_evictions_total", {}, num(s, {"cache", "evictions"}));
   f.add("hotshard_cache_drops_total", {{"reason", "stale"}}, num(s, {"cache", "stale_drops"}));
-  f.add("hotshard_cache_drops_total", {{"reason", "invalidated"}}, num(s, {"cache", "invalidations"}));
+  f.add("hotshard_cache_drops_total", {{"reason", "invalidated"}},
+        num(s, {"cache", "invalidations"}));
   f.add("hotshard_cache_drops_total", {{"reason", "corrupt"}}, num(s, {"cache", "corrupt_drops"}));
 
   // Promoter: every failed_X field is one failure reason X.
@@ -268,7 +274,8 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
     std::optional<double> failed;
     for (const auto& [key, v] : p->items()) {
       if (key.rfind("failed_", 0) != 0 || !v.is_number()) continue;
-      f.add("hotshard_promotion_failures_total", {{"reason", labelValue(key.substr(7))}}, v.get<double>());
+      f.add("hotshard_promotion_failures_total", {{"reason", labelValue(key.substr(7))}},
+            v.get<double>());
       failed = failed.value_or(0) + v.get<double>();
     }
     f.add("hotshard_promotions_total", {{"result", "failed"}}, failed);
@@ -349,9 +356,9 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
 
 // The FUSE operations of the status JSON; anything else is "other".
 constexpr std::array<const char*, 17> kFuseOps = {
-    "lookup",  "getattr", "setattr", "open",    "create",      "read",   "write",
-    "flush",   "release", "fsync",   "opendir", "readdir",     "readdirplus", "statfs",
-    "forget",  "batch_forget", "other"};
+    "lookup",      "getattr", "setattr", "open",         "create",  "read",
+    "write",       "flush",   "release", "fsync",        "opendir", "readdir",
+    "readdirplus", "statfs",  "forget",  "batch_forget", "other"};
 
 class StatusCollectable : public prometheus::Collectable {
  public:
@@ -382,10 +389,14 @@ class StatusCollectable : public prometheus::Collectable {
 
 std::string errnoText(int err) {
   switch (err) {
-    case EADDRINUSE: return "address in use";
-    case EADDRNOTAVAIL: return "address not available on this host";
-    case EACCES: return "permission denied (ports below 1024 need privileges)";
-    default: return std::strerror(err);
+    case EADDRINUSE:
+      return "address in use";
+    case EADDRNOTAVAIL:
+      return "address not available on this host";
+    case EACCES:
+      return "permission denied (ports below 1024 need privileges)";
+    default:
+      return std::strerror(err);
   }
 }
 
@@ -456,7 +467,7 @@ struct MetricsExporter::Impl {
   prometheus::Histogram* promotion_bytes = nullptr;
   prometheus::Family<prometheus::Histogram>* fuse_family = nullptr;
   std::array<std::atomic<prometheus::Histogram*>, kFuseOps.size()> fuse_ops{};
-  std::mutex fuse_mu;  // creating a FUSE op's histogram
+  std::mutex fuse_mu;                            // creating a FUSE op's histogram
   std::unique_ptr<prometheus::Exposer> exposer;  // last: stops first
 
   ~Impl() {
@@ -509,7 +520,8 @@ Result<MetricsAddress> parseMetricsAddress(const std::string& text, bool allow_a
       return bad("'" + a.host + "' is not an IPv4 address");
     }
   }
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos) {
     return bad("bad port");
   }
   unsigned long n = std::stoul(port);
@@ -540,27 +552,28 @@ Result<std::unique_ptr<MetricsExporter>> MetricsExporter::start(const std::strin
     return makeError(Errc::kUnsupported,
                      "metrics " + a.text() +
                          ": this build's HTTP server (civetweb) has no IPv6 support; use an "
-                         "IPv4 address such as 127.0.0.1:" + std::to_string(a.port));
+                         "IPv4 address such as 127.0.0.1:" +
+                         std::to_string(a.port));
   }
   if (a.port != 0) RETURN_IF_ERROR(probeBind(a));
 
   impl->registry = std::make_shared<prometheus::Registry>();
   impl->status = std::make_shared<StatusCollectable>(std::move(snapshot));
-  impl->promotion_seconds = &prometheus::BuildHistogram()
-                                 .Name("hotshard_promotion_duration_seconds")
-                                 .Help(info("hotshard_promotion_duration_seconds").help)
-                                 .Register(*impl->registry)
-                                 .Add({}, prometheus::Histogram::BucketBoundaries{
-                                              0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-                                              120, 300, 600});
-  impl->promotion_bytes = &prometheus::BuildHistogram()
-                               .Name("hotshard_promotion_size_bytes")
-                               .Help(info("hotshard_promotion_size_bytes").help)
-                               .Register(*impl->registry)
-                               .Add({}, prometheus::Histogram::BucketBoundaries{
-                                            65536.0, 1048576.0, 16777216.0, 67108864.0,
-                                            268435456.0, 1073741824.0, 4294967296.0,
-                                            17179869184.0, 68719476736.0});
+  impl->promotion_seconds =
+      &prometheus::BuildHistogram()
+           .Name("hotshard_promotion_duration_seconds")
+           .Help(info("hotshard_promotion_duration_seconds").help)
+           .Register(*impl->registry)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                            10, 30, 60, 120, 300, 600});
+  impl->promotion_bytes =
+      &prometheus::BuildHistogram()
+           .Name("hotshard_promotion_size_bytes")
+           .Help(info("hotshard_promotion_size_bytes").help)
+           .Register(*impl->registry)
+           .Add({}, prometheus::Histogram::BucketBoundaries{
+                        65536.0, 1048576.0, 16777216.0, 67108864.0, 268435456.0, 1073741824.0,
+                        4294967296.0, 17179869184.0, 68719476736.0});
   impl->fuse_family = &prometheus::BuildHistogram()
                            .Name("hotshard_fuse_request_duration_seconds")
                            .Help(info("hotshard_fuse_request_duration_seconds").help)
@@ -605,11 +618,10 @@ void MetricsExporter::observeFuseOp(std::string_view op, double seconds) noexcep
     h = impl_->fuse_ops[i].load(std::memory_order_relaxed);
     if (h == nullptr) {
       try {
-        h = &impl_->fuse_family->Add(
-            {{"op", kFuseOps[i]}},
-            prometheus::Histogram::BucketBoundaries{0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
-                                                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                    0.05, 0.1, 0.25, 1, 2.5, 10});
+        h = &impl_->fuse_family->Add({{"op", kFuseOps[i]}},
+                                     prometheus::Histogram::BucketBoundaries{
+                                         0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                         0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10});
       } catch (...) {
         return;  // out of memory: drop the observation
       }

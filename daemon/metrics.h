@@ -9,11 +9,10 @@
 // docs/metrics.md lists every series; metricCatalog() is the same list in code.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>

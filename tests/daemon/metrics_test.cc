@@ -62,7 +62,8 @@ TEST(MetricsAddress, RejectsMalformedAddressesClearly) {
 
 TEST(MetricsConfig, ItemDefaultsToLoopbackAndValidates) {
   const auto& items = runConfigItems();
-  auto it = std::find_if(items.begin(), items.end(), [](const ConfigItem& i) { return i.name == "metrics"; });
+  auto it = std::find_if(items.begin(), items.end(),
+                         [](const ConfigItem& i) { return i.name == "metrics"; });
   ASSERT_NE(it, items.end());
   RunConfig cfg;
   EXPECT_EQ(it->get(cfg), "127.0.0.1:9464");
@@ -72,7 +73,8 @@ TEST(MetricsConfig, ItemDefaultsToLoopbackAndValidates) {
   EXPECT_EQ(cfg.metrics, "[::1]:9000");
   Status st = it->set(cfg, "localhost:9464");
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.error().message.find("metrics 'localhost:9464'"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("metrics 'localhost:9464'"), std::string::npos)
+      << st.error().message;
   EXPECT_EQ(cfg.metrics, "[::1]:9000");  // unchanged by a rejected value
 }
 
@@ -141,8 +143,10 @@ TEST(MetricsConversion, FullSnapshotGivesEverySeries) {
     }
     EXPECT_DOUBLE_EQ(it->second, value) << series;
   }
-  EXPECT_EQ(m.count(R"(hotshard_mount_info{cache_dir="/nvme/cache",consistency="strict",mount="/mnt/data",overmount="true",remote="/mnt/data"})"),
-            1u);
+  EXPECT_EQ(
+      m.count(
+          R"(hotshard_mount_info{cache_dir="/nvme/cache",consistency="strict",mount="/mnt/data",overmount="true",remote="/mnt/data"})"),
+      1u);
 }
 
 TEST(MetricsConversion, EveryEmittedFamilyIsInTheCatalog) {
@@ -159,7 +163,8 @@ TEST(MetricsConversion, EveryEmittedFamilyIsInTheCatalog) {
     ASSERT_NE(it, c.end()) << name;
     EXPECT_EQ(it->type, type) << name;
     EXPECT_TRUE(name.rfind("hotshard_", 0) == 0) << name;
-    EXPECT_EQ(type == "counter", name.size() > 6 && name.substr(name.size() - 6) == "_total") << name;
+    EXPECT_EQ(type == "counter", name.size() > 6 && name.substr(name.size() - 6) == "_total")
+        << name;
   }
 }
 
@@ -177,9 +182,10 @@ TEST(MetricsConversion, MissingAndMistypedFieldsGiveNoSeriesAndNoCrash) {
               {"jobs", {{"not", "an array"}}},
               {"policy", {{"params", {{"a", 1}}}}}};  // no name
   auto m = parseMetricsText(statusMetricsText(odd));
-  std::map<std::string, double> want = {{R"(hotshard_fuse_requests_total{op="open"})", 2},
-                                        {R"(hotshard_cache_capacity_bytes)", 100},
-                                        {R"(hotshard_bytes_requested_total{backing="remote"})", 10}};
+  std::map<std::string, double> want = {
+      {R"(hotshard_fuse_requests_total{op="open"})", 2},
+      {R"(hotshard_cache_capacity_bytes)", 100},
+      {R"(hotshard_bytes_requested_total{backing="remote"})", 10}};
   EXPECT_EQ(m, want);
 
   // Jobs entries of the wrong shape are skipped; past the bound, the rest is summed.
@@ -252,13 +258,15 @@ TEST(MetricsExporter, PageCacheBytesStayACounterAcrossScrapes) {
   for (int i = 0; i < 3; i++) {
     auto reply = httpGet((*exporter)->port(), "/metrics");
     ASSERT_EQ(reply.status, 200);
-    seen.push_back(parseMetricsText(reply.body)[R"(hotshard_bytes_read_total{source="page_cache"})"]);
+    seen.push_back(
+        parseMetricsText(reply.body)[R"(hotshard_bytes_read_total{source="page_cache"})"]);
   }
   EXPECT_EQ(seen, (std::vector<double>{400, 400, 550}));
 }
 
 TEST(MetricsExporter, SnapshotFailureIsCountedNotFatal) {
-  auto exporter = MetricsExporter::start("127.0.0.1:0", []() -> json { throw std::runtime_error("boom"); });
+  auto exporter =
+      MetricsExporter::start("127.0.0.1:0", []() -> json { throw std::runtime_error("boom"); });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   for (int i = 1; i <= 2; i++) {
     auto reply = httpGet((*exporter)->port(), "/metrics");
@@ -311,7 +319,8 @@ TEST(MetricsExporter, BadAddressIsAClearError) {
   // IPv6 works where the HTTP server supports it; otherwise it says so.
   auto v6 = MetricsExporter::start("[::1]:0", [] { return json::object(); });
   if (!v6.ok()) {
-    EXPECT_NE(v6.error().message.find("metrics [::1]:0: "), std::string::npos) << v6.error().message;
+    EXPECT_NE(v6.error().message.find("metrics [::1]:0: "), std::string::npos)
+        << v6.error().message;
     EXPECT_NE(v6.error().message.find("IPv6"), std::string::npos) << v6.error().message;
   }
 }
@@ -332,7 +341,8 @@ TEST(MetricsExporter, OffServesNothingAndIgnoresObservations) {
 }
 
 TEST(MetricsPromtool, CheckMetricsReportsNothing) {
-  HS_REQUIRE(::access("/usr/bin/promtool", X_OK) == 0, "promtool missing (tools/deps.sh installs prometheus)");
+  HS_REQUIRE(::access("/usr/bin/promtool", X_OK) == 0,
+             "promtool missing (tools/deps.sh installs prometheus)");
   auto exporter = MetricsExporter::start("127.0.0.1:0", [] { return fullStatusFixture(); });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   (*exporter)->observePromotion(0.3, 5 << 20);
@@ -355,11 +365,13 @@ TEST(MetricsPromtool, CheckMetricsReportsNothing) {
 }
 
 TEST(MetricsDocs, EveryMetricIsDocumented) {
-  auto docs = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "docs/metrics.md";
+  auto docs = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() /
+              "docs/metrics.md";
   std::string text = testing::readFile(docs.string());
   HS_REQUIRE(!text.empty(), "docs/metrics.md not found next to the build directory");
   for (const auto& m : metricCatalog()) {
-    EXPECT_NE(text.find("`" + m.name + "`"), std::string::npos) << m.name << " is not in docs/metrics.md";
+    EXPECT_NE(text.find("`" + m.name + "`"), std::string::npos)
+        << m.name << " is not in docs/metrics.md";
   }
 }
 

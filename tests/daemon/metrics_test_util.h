@@ -75,7 +75,8 @@ inline HttpReply httpGet(uint16_t port, const std::string& path, int timeout_s =
   ::close(fd);
   size_t sp = raw.find(' ');
   size_t end = raw.find("\r\n\r\n");
-  if (raw.rfind("HTTP/", 0) != 0 || sp == std::string::npos || end == std::string::npos) return reply;
+  if (raw.rfind("HTTP/", 0) != 0 || sp == std::string::npos || end == std::string::npos)
+    return reply;
   reply.status = std::atoi(raw.c_str() + sp + 1);
   reply.body = raw.substr(end + 4);
   return reply;

@@ -2,6 +2,8 @@
 // scrapes an exporter, answers queries on its series, renders the console
 // template and evaluates every expression of the Grafana dashboard. And, once
 // daemon.cc starts the exporter, the daemon's own endpoint.
+#include "daemon/metrics.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -17,7 +19,6 @@
 #include <set>
 #include <thread>
 
-#include "daemon/metrics.h"
 #include "tests/daemon/metrics_test_util.h"
 #include "tests/integration/harness.h"
 
@@ -73,7 +74,8 @@ class PrometheusServer {
               "    scrape_interval: 1s\n"
               "    scrape_timeout: 900ms\n"
               "    static_configs:\n"
-              "      - targets: ['" + target + "']\n");
+              "      - targets: ['" +
+                  target + "']\n");
     fs::copy_file(repoRoot() + "/docs/dashboards/hotshard.console.html",
                   dir_ + "/consoles/hotshard.console.html");
     std::vector<std::string> argv = {kPrometheus,
@@ -276,9 +278,9 @@ TEST_F(IntegrationMetrics, GrafanaDashboardQueriesWork) {
     }
   };
   walk(dash["panels"]);
-  for (const char* want : {"Hit ratio by bytes", "Bytes read by source", "Remote bytes avoided",
-                           "Promotions and evictions", "Cache fill", "Probe health",
-                           "FUSE latency (user space)"}) {
+  for (const char* want :
+       {"Hit ratio by bytes", "Bytes read by source", "Remote bytes avoided",
+        "Promotions and evictions", "Cache fill", "Probe health", "FUSE latency (user space)"}) {
     EXPECT_TRUE(titles.count(want)) << "no panel '" << want << "'";
   }
   ASSERT_GE(exprs.size(), 10u);
@@ -302,20 +304,24 @@ TEST_F(IntegrationMetrics, ConsoleTemplateRenders) {
   ASSERT_EQ(page.status, 200) << page.body;
   EXPECT_EQ(page.body.find("error"), std::string::npos) << page.body;
   EXPECT_NE(page.body.find("127.0.0.1:" + std::to_string(exporter_->port())), std::string::npos)
-      << "the instance table lists the exporter\n" << page.body;
-  EXPECT_NE(page.body.find("953.7Mi"), std::string::npos) << "cache capacity, humanized\n" << page.body;
+      << "the instance table lists the exporter\n"
+      << page.body;
+  EXPECT_NE(page.body.find("953.7Mi"), std::string::npos) << "cache capacity, humanized\n"
+                                                          << page.body;
 
   // The graphs' expressions: in the <script> blocks, the quoted strings that
   // name a hotshard series.
   std::string html = readFile(repoRoot() + "/docs/dashboards/hotshard.console.html");
   std::string scripts;
   std::regex script_re(R"re(<script>([\s\S]*?)</script>)re");
-  for (auto it = std::sregex_iterator(html.begin(), html.end(), script_re); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), script_re);
+       it != std::sregex_iterator(); ++it) {
     scripts += (*it)[1].str();
   }
   std::regex expr_re(R"re("([^"]*hotshard_[^"]*)")re");
   int n = 0;
-  for (auto it = std::sregex_iterator(scripts.begin(), scripts.end(), expr_re); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(scripts.begin(), scripts.end(), expr_re);
+       it != std::sregex_iterator(); ++it) {
     std::string expr = (*it)[1];
     json r = queryUntilNonEmpty(expr);
     EXPECT_EQ(r.value("status", ""), "success") << expr << "\n" << r.dump();
@@ -349,9 +355,12 @@ TEST(IntegrationMetricsDaemon, DISABLED_DaemonServesItsStatus) {
   json status = daemon.status();
   auto m = parseMetricsText(reply.body);
   EXPECT_EQ(m["hotshard_cache_capacity_bytes"], status["cache"]["capacity_bytes"].get<double>());
-  EXPECT_EQ(m.count("hotshard_build_info{version=\"" + status["version"].get<std::string>() + "\"}"), 1u);
+  EXPECT_EQ(
+      m.count("hotshard_build_info{version=\"" + status["version"].get<std::string>() + "\"}"), 1u);
   EXPECT_GE(m[R"(hotshard_fuse_requests_total{op="lookup"})"], 1);
-  EXPECT_GE(m[R"(hotshard_opens_total{backing="remote"})"] + m[R"(hotshard_opens_total{backing="cache"})"], 1);
+  EXPECT_GE(m[R"(hotshard_opens_total{backing="remote"})"] +
+                m[R"(hotshard_opens_total{backing="cache"})"],
+            1);
   EXPECT_EQ(m["hotshard_passthrough_active"], status["passthrough"].get<bool>() ? 1 : 0);
 
   // A second daemon on the same metrics address refuses to start, and says why.
