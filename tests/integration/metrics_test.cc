@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,6 +88,7 @@ class PrometheusServer {
                                      "--log.level=warn"};
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test binary
       int log = ::open((dir_ + "/prometheus.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(log, STDOUT_FILENO);
       ::dup2(log, STDERR_FILENO);
@@ -329,6 +331,31 @@ TEST_F(IntegrationMetrics, ConsoleTemplateRenders) {
     n++;
   }
   EXPECT_GE(n, 8);
+}
+
+// The PromQL examples of docs/metrics.md: ```promql blocks, one expression per
+// paragraph.
+TEST_F(IntegrationMetrics, DocumentedQueriesWork) {
+  std::string md = readFile(repoRoot() + "/docs/metrics.md");
+  std::regex block_re(R"re(```promql\n([\s\S]*?)```)re");
+  int n = 0;
+  for (auto it = std::sregex_iterator(md.begin(), md.end(), block_re); it != std::sregex_iterator();
+       ++it) {
+    std::string block = (*it)[1];
+    size_t start = 0;
+    while (start < block.size()) {
+      size_t end = block.find("\n\n", start);
+      if (end == std::string::npos) end = block.size();
+      std::string expr = block.substr(start, end - start);
+      start = end + 2;
+      if (expr.find_first_not_of(" \n") == std::string::npos) continue;
+      json r = queryUntilNonEmpty(expr);
+      EXPECT_EQ(r.value("status", ""), "success") << expr << "\n" << r.dump();
+      EXPECT_FALSE(r["data"]["result"].empty()) << "no series for " << expr;
+      n++;
+    }
+  }
+  EXPECT_GE(n, 9);
 }
 
 // The daemon's own endpoint, end to end. Disabled until daemon.cc starts the
