@@ -185,9 +185,36 @@ std::string str(const json& j, std::initializer_list<const char*> path) {
 
 bool has(const json& j, std::initializer_list<const char*> path) { return at(j, path) != nullptr; }
 
-std::string labelValue(std::string v) {
-  if (v.size() > kMaxLabelValue) v.resize(kMaxLabelValue);
-  return v;
+// A label value Prometheus accepts: valid UTF-8 (one bad byte would fail the
+// whole scrape, and paths and cgroup names are bytes), at most kMaxLabelValue
+// bytes, cut between characters. Invalid bytes become U+FFFD.
+std::string labelValue(const std::string& v) {
+  static const char kReplacement[] = "\xEF\xBF\xBD";
+  std::string out;
+  size_t i = 0;
+  while (i < v.size()) {
+    auto c = static_cast<unsigned char>(v[i]);
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xE  ? 3
+                 : (c >> 3) == 0x1E ? 4
+                                    : 0;
+    bool valid = len > 0 && i + len <= v.size();
+    for (size_t k = 1; valid && k < len; k++) {
+      valid = (static_cast<unsigned char>(v[i + k]) & 0xC0) == 0x80;
+    }
+    if (valid && len > 1) {
+      // Overlong forms, surrogates and code points past U+10FFFF are invalid too.
+      auto c1 = static_cast<unsigned char>(v[i + 1]);
+      valid = !(c == 0xC0 || c == 0xC1 || (c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) ||
+                (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90) || c > 0xF4);
+    }
+    std::string_view piece = valid ? std::string_view(v).substr(i, len) : kReplacement;
+    if (out.size() + piece.size() > kMaxLabelValue) break;
+    out += piece;
+    i += valid ? len : 1;
+  }
+  return out;
 }
 
 std::optional<double> sum(std::initializer_list<std::optional<double>> parts) {
@@ -531,6 +558,8 @@ Result<MetricsAddress> parseMetricsAddress(const std::string& text, bool allow_a
 }
 
 const std::vector<MetricInfo>& metricCatalog() { return kCatalog; }
+
+std::string metricsLabelValue(const std::string& s) { return labelValue(s); }
 
 std::string statusMetricsText(const json& status) {
   Families f;

@@ -44,6 +44,10 @@ struct MetricInfo {
 // Every family this exporter can emit, in documentation order.
 const std::vector<MetricInfo>& metricCatalog();
 
+// s as a Prometheus label value: valid UTF-8 (invalid bytes become U+FFFD), at
+// most 200 bytes, cut between characters.
+std::string metricsLabelValue(const std::string& s);
+
 // The Prometheus text exposition of one status snapshot, without the in-process
 // histograms (for tests and tools). Stateless: each call starts afresh.
 std::string statusMetricsText(const json& status);

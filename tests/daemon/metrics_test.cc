@@ -203,6 +203,30 @@ TEST(MetricsConversion, MissingAndMistypedFieldsGiveNoSeriesAndNoCrash) {
   EXPECT_EQ(job_series, 101u);
 }
 
+TEST(MetricsConversion, LabelValuesAreValidUtf8AndBounded) {
+  EXPECT_EQ(metricsLabelValue("/mnt/datasets"), "/mnt/datasets");
+  EXPECT_EQ(metricsLabelValue("caf\xC3\xA9"), "caf\xC3\xA9");  // é stays
+  EXPECT_EQ(metricsLabelValue("a\xFF" "b"),
+            "a\xEF\xBF\xBD"
+            "b");                                                        // stray byte
+  EXPECT_EQ(metricsLabelValue("a\xC3"), "a\xEF\xBF\xBD");                // cut sequence
+  EXPECT_EQ(metricsLabelValue("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong '/'
+  EXPECT_EQ(metricsLabelValue("\xED\xA0\x80"),
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+  EXPECT_EQ(metricsLabelValue(std::string(300, 'x')), std::string(200, 'x'));
+  // 199 ASCII bytes and a 2-byte character: the character does not fit and is not cut.
+  EXPECT_EQ(metricsLabelValue(std::string(199, 'x') + "\xC3\xA9"), std::string(199, 'x'));
+
+  // A mount path with a bad byte still gives a scrape Prometheus can parse.
+  json s = {{"version", "0.1.0"}, {"mount", "/mnt/d\xFF"}, {"remote", "/r"}};
+  std::string text = statusMetricsText(s);
+  EXPECT_NE(text.find(R"(mount="/mnt/d)"
+                      "\xEF\xBF\xBD"
+                      R"(")"),
+            std::string::npos)
+      << text;
+}
+
 TEST(MetricsExporter, ServesTheSnapshotAndHistogramsOverHttp) {
   std::atomic<int> calls{0};
   auto exporter = MetricsExporter::start("127.0.0.1:0", [&] {
