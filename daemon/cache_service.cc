@@ -114,9 +114,11 @@ void CacheService::beginWrite(const std::string& rel_path) {
 
 void CacheService::endWrite(const std::string& rel_path) { store_->endWrite(rel_path); }
 
-void CacheService::opened(const std::string& rel_path, bool from_cache, bool for_write) {
+void CacheService::opened(const std::string& rel_path, const struct stat& backing,
+                          bool from_cache, bool for_write) {
   spdlog::debug("open {} from {}{}", rel_path, from_cache ? "cache" : "remote",
                 for_write ? " for writing" : "");
+  if (open_listener_) open_listener_(rel_path, backing, from_cache, for_write);
 }
 
 // ---- paths -------------------------------------------------------------------

@@ -30,7 +30,12 @@ class CacheService : public fuse::CacheHooks {
   void invalidateTree(const std::string& rel_dir) override;
   void beginWrite(const std::string& rel_path) override;
   void endWrite(const std::string& rel_path) override;
-  void opened(const std::string& rel_path, bool from_cache, bool for_write) override;
+  void opened(const std::string& rel_path, const struct stat& backing, bool from_cache,
+              bool for_write) override;
+  // Who hears of opens (the placement loop); set before the mount serves.
+  using OpenListener =
+      std::function<void(const std::string&, const struct stat&, bool from_cache, bool for_write)>;
+  void setOpenListener(OpenListener listener) { open_listener_ = std::move(listener); }
 
   // Control commands, added to `handlers`.
   void addHandlers(std::map<std::string, ControlServer::Handler>& handlers);
@@ -56,6 +61,7 @@ class CacheService : public fuse::CacheHooks {
   std::unique_ptr<CacheStore> store_;
   std::unique_ptr<Promoter> promoter_;
   std::unique_ptr<Scrubber> scrubber_;
+  OpenListener open_listener_;
 };
 
 }  // namespace hotshard

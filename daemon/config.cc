@@ -161,6 +161,45 @@ std::vector<ConfigItem> makeItems() {
                            "0: off (default: 32MiB)",
                            &RunConfig::scrub_rate));
   items.push_back(ConfigItem{
+      .name = "probes",
+      .help = "on: eBPF heat probes (default); off: heat from FUSE opens only",
+      .get = [](const RunConfig& c) { return c.probes ? "on" : "off"; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        ASSIGN_OR_RETURN(c.probes, parseBool("probes", v));
+        return Ok{};
+      },
+  });
+  items.push_back(stringItem("policy",
+                             "Placement policy, name;k=v;... (default: hotshard; see "
+                             "'hotshard policy list')",
+                             &RunConfig::policy));
+  items.push_back(ConfigItem{
+      .name = "placement",
+      .help = "auto: promote and evict by heat (default); manual: only warm/evict/pin do",
+      .get = [](const RunConfig& c) { return c.automatic_placement ? "auto" : "manual"; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        if (v != "auto" && v != "manual") {
+          return makeError(Errc::kInvalidArgument, "placement '" + v + "': expected auto or manual");
+        }
+        c.automatic_placement = v == "auto";
+        return Ok{};
+      },
+  });
+  items.push_back(ConfigItem{
+      .name = "tick",
+      .help = "Placement tick, e.g. 1s or 500ms (default: 1s)",
+      .get = [](const RunConfig& c) { return std::to_string(c.tick_seconds); },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        auto d = parseDurationSeconds(v);
+        if (!d.ok()) return makeError(Errc::kInvalidArgument, "tick: " + d.error().message);
+        if (*d < 0.01 || *d > 3600) {
+          return makeError(Errc::kInvalidArgument, "tick '" + v + "': expected 10ms to 1h");
+        }
+        c.tick_seconds = *d;
+        return Ok{};
+      },
+  });
+  items.push_back(ConfigItem{
       .name = "metrics",
       .help = "Prometheus endpoint http://ADDR/metrics: HOST:PORT with an IP address, "
               "[IPv6]:PORT, or off (default: 127.0.0.1:9464)",

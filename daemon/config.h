@@ -34,6 +34,12 @@ struct RunConfig {
   uint64_t promote_rate = 0;           // bytes/s for all promotions; 0: unlimited
   uint64_t scrub_rate = 32ull << 20;   // bytes/s re-read by the background scrub; 0: off
 
+  // Heat and placement.
+  bool probes = true;                  // false: heat from FUSE opens only
+  std::string policy = "hotshard";     // "name;k=v;..."
+  bool automatic_placement = true;     // false (manual): only warm/evict/pin copy or drop
+  double tick_seconds = 1.0;
+
   // Prometheus endpoint: HOST:PORT (IPv4 literal), [IPv6]:PORT, or off.
   std::string metrics = "127.0.0.1:9464";
 };

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
+#include "daemon/placement.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
@@ -198,6 +200,30 @@ int runDaemon(RunConfig cfg) {
   // After daemonize(): the service starts threads, which a fork would not carry.
   auto cache = CacheService::start(cfg, remote_fd);
   if (!cache.ok()) return fail("cache " + cfg.cache + ": " + cache.error().message);
+  // The probes watch the file systems that back our files: the remote's and the cache's.
+  std::vector<dev_t> devices;
+  for (int fd : {remote_fd, -1}) {
+    struct stat dst {};
+    if (fd >= 0 ? ::fstat(fd, &dst) == 0 : ::stat(cfg.cache.c_str(), &dst) == 0) {
+      if (std::find(devices.begin(), devices.end(), dst.st_dev) == devices.end()) {
+        devices.push_back(dst.st_dev);
+      }
+    }
+  }
+  auto placement = Placement::start(
+      PlacementOptions{.tick_seconds = cfg.tick_seconds,
+                       .policy = cfg.policy,
+                       .probes = cfg.probes,
+                       .automatic = cfg.automatic_placement,
+                       .promote_budget_per_tick =
+                           static_cast<uint64_t>(static_cast<double>(cfg.promote_rate) *
+                                                 cfg.tick_seconds)},
+      cache->get(), devices);
+  if (!placement.ok()) return fail(placement.error().message);
+  (*cache)->setOpenListener([p = placement->get()](const std::string& rel, const struct stat& st,
+                                                   bool from_cache, bool for_write) {
+    p->noteOpen(rel, st, from_cache, for_write);
+  });
 
   fuse::PassthroughShim shim(cfg.passthrough);
   fuse::FileSystem fs(fuse::FileSystemOptions{.remote_root_fd = remote_fd,
@@ -271,7 +297,7 @@ int runDaemon(RunConfig cfg) {
     handlers["status"] = [&](const json&, const ControlServer::Progress&) -> Result<json> {
       json ops;
       for (const auto& [name, n] : shim.requestCounts()) ops[name] = n;
-      return json{
+      json status = {
           {"version", kVersion},
           {"pid", ::getpid()},
           {"mount", cfg.mount},
@@ -292,8 +318,13 @@ int runDaemon(RunConfig cfg) {
             {"userspace_read_bytes", fs.userspaceReadBytes()}}},
           {"cache", (*cache)->statusJson()},
       };
+      json heat = (*placement)->statusJson();
+      for (auto& [k, v] : heat.items()) status[k] = v;
+      status["top"] = (*placement)->top(5);
+      return status;
     };
     (*cache)->addHandlers(handlers);
+    (*placement)->addHandlers(handlers);
     auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
     if (!control.ok()) {
       start_failed = true;
@@ -320,7 +351,8 @@ int runDaemon(RunConfig cfg) {
   }
   signals.join();
   if (control_server) control_server->stop();
-  cache->reset();  // stops promotions and the scrub before the remote fd goes
+  placement->reset();  // stops the ticks, which use the cache
+  cache->reset();      // stops promotions and the scrub before the remote fd goes
   fuse_session_destroy(se);
   ::close(remote_fd);
   spdlog::info("stopped; {} is as before", cfg.mount);

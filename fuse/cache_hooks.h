@@ -24,8 +24,11 @@ class CacheHooks {
   virtual void beginWrite(const std::string& rel_path) = 0;
   virtual void endWrite(const std::string& rel_path) = 0;
   virtual void invalidateTree(const std::string& rel_dir) = 0;
-  // A regular file was opened (heat when the probes are unavailable).
-  virtual void opened(const std::string& rel_path, bool from_cache, bool for_write) = 0;
+  // A regular file was opened on `backing` (the remote file or the cache copy):
+  // what lets the probes' (dev, ino) counts be attributed to rel_path, and heat
+  // when the probes are unavailable.
+  virtual void opened(const std::string& rel_path, const struct stat& backing, bool from_cache,
+                      bool for_write) = 0;
 };
 
 }  // namespace hotshard::fuse

@@ -591,9 +591,11 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   if (want_write && cache != nullptr && !rel.empty()) inode.writer_rels.push_back(rel);
   bool from_cache = inode.backing_is_cache;
   int id = inode.backing_id;
+  struct stat backing_st {};
+  if (cache != nullptr) ::fstat(inode.backing_fd, &backing_st);
   lock.unlock();
   (from_cache ? cache_opens_ : remote_opens_).fetch_add(1, std::memory_order_relaxed);
-  if (cache != nullptr && !rel.empty()) cache->opened(rel, from_cache, want_write);
+  if (cache != nullptr && !rel.empty()) cache->opened(rel, backing_st, from_cache, want_write);
   return id;
 }
 

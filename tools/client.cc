@@ -43,7 +43,7 @@ Result<std::string> findSocket(const DaemonTarget& target) {
 }  // namespace
 
 json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const json& request,
-                const std::function<void(const json&)>& on_progress) {
+                const std::function<void(const json&)>& on_progress, int timeout_ms) {
   auto fail = [&](const std::string& why, int code) -> json {
     std::fprintf(stderr, "hotshard %s: %s\n", cmd_name.c_str(), why.c_str());
     throw CLI::RuntimeError(code);
@@ -63,7 +63,7 @@ json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const j
     }
     return fail(client.error().message, kExitFailure);
   }
-  auto reply = client->call(request, on_progress);
+  auto reply = client->call(request, on_progress, timeout_ms);
   if (!reply.ok()) return fail(reply.error().message, kExitFailure);
   return *reply;
 }

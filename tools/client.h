@@ -22,6 +22,7 @@ void addTargetOptions(CLI::App* cmd, DaemonTarget& target);
 // Sends request to the chosen daemon; on failure prints "hotshard CMD: why" and
 // throws CLI::RuntimeError with the matching exit code.
 json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const json& request,
-                const std::function<void(const json&)>& on_progress = nullptr);
+                const std::function<void(const json&)>& on_progress = nullptr,
+                int timeout_ms = 30000);
 
 }  // namespace hotshard::cli

@@ -25,6 +25,21 @@ void printHuman(const json& s) {
   std::printf("  consistency  %s\n", s.value("consistency", "").c_str());
   std::printf("  passthrough  %s  (%s)\n", s.value("passthrough", false) ? "yes" : "NO",
               s.value("passthrough_reason", "").c_str());
+  if (s.contains("probes")) {
+    const json& p = s["probes"];
+    if (p.value("mode", "") == "bpf") {
+      std::printf("  probes       bpf, %llu programs, %llu events, %llu lost updates\n",
+                  static_cast<unsigned long long>(p.value("attached", 0ull)),
+                  static_cast<unsigned long long>(p.value("events", 0ull)),
+                  static_cast<unsigned long long>(p.value("lost_updates", 0ull)));
+    } else {
+      std::printf("  probes       DEGRADED (%s)\n", p.value("reason", "").c_str());
+    }
+  }
+  if (s.contains("policy")) {
+    std::printf("  policy       %s (placement %s)\n", s["policy"].value("spec", "").c_str(),
+                s["placement"].value("automatic", false) ? "auto" : "manual");
+  }
   if (s.contains("fuse")) {
     const json& f = s["fuse"];
     std::printf("  opens        %llu passthrough, %llu in user space; %llu from the cache, %llu "
@@ -45,6 +60,15 @@ void printHuman(const json& s) {
   }
 }
 
+void printTopFive(const json& s) {
+  if (!s.contains("top") || s["top"].empty()) return;
+  std::printf("  hottest\n");
+  for (const auto& sh : s["top"]) {
+    std::printf("    %-9s %10s read  %s\n", sh.value("state", "").c_str(),
+                formatBytes(sh.value("bytes_read", 0ull)).c_str(), sh.value("path", "").c_str());
+  }
+}
+
 Registration reg(20, [](CLI::App& app) {
   auto target = std::make_shared<DaemonTarget>();
   auto* cmd = app.add_subcommand("status", "Show what a running hotshard daemon is doing");
@@ -60,6 +84,7 @@ Registration reg(20, [](CLI::App& app) {
       std::printf("%s\n", s.dump().c_str());
     } else {
       printHuman(s);
+      printTopFive(s);
     }
   });
 });

@@ -19,13 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void dropPageCache(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-}
 
 class IntegrationCache : public ::testing::Test {
  protected:
@@ -41,7 +34,7 @@ class IntegrationCache : public ::testing::Test {
 
   void startDaemon(const std::string& consistency = "strict",
                    std::vector<std::string> extra = {}) {
-    extra.insert(extra.end(), {"--scrub-rate", "0"});
+    extra.insert(extra.end(), {"--scrub-rate", "0", "--placement", "manual"});
     daemon_ = std::make_unique<DaemonProcess>(
         DaemonProcess::Options{.remote = remote_,
                                .mount = mnt_,

@@ -94,6 +94,14 @@ void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed) {
   }
 }
 
+void dropPageCache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
 std::string sha256File(const std::string& path) {
   CommandResult r = runCommand({"sha256sum", "--", path});
   if (r.exit_code != 0) return "error: " + r.out;

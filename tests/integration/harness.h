@@ -34,6 +34,8 @@ class TempDir {
 // Writes `size` pseudo-random bytes (deterministic in seed).
 void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed);
 std::string sha256File(const std::string& path);
+// Writes back and drops the file's pages, so the next read comes from its device.
+void dropPageCache(const std::string& path);
 
 // Runs fn in a child process with the given ids; returns fn's result (an errno,
 // 0 for success) or -1 if the child died.

@@ -1,0 +1,469 @@
+#include "daemon/placement.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#include "bpf/heat_probes.h"
+#include "policy/plan.h"
+#include "policy/registry.h"
+
+namespace hotshard {
+namespace {
+
+// Page-cache hits count a quarter of a miss: a miss is what the remote pays.
+constexpr double kHitWeight = 0.25;
+
+policy::ObjectId idOf(const std::string& rel) { return XXH3_64bits(rel.data(), rel.size()); }
+
+uint64_t nowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+double monotonicSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+json paramsJson(const policy::Policy& p) {
+  json params = json::object();
+  for (const auto& kv : p.params()) {
+    auto eq = kv.find('=');
+    params[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
+  }
+  return params;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Placement>> Placement::start(const PlacementOptions& opts,
+                                                    CacheService* cache,
+                                                    const std::vector<dev_t>& watch_devices) {
+  auto p = std::unique_ptr<Placement>(new Placement());
+  p->opts_ = opts;
+  p->cache_ = cache;
+  uint64_t capacity = cache->store().stats().capacity_bytes;
+  auto created = policy::createPolicy(opts.policy, capacity);
+  if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.message());
+  p->policy_ = std::move(created).value();
+  uint64_t now = nowNs();
+  for (const auto& obj : cache->store().list()) {
+    policy::ObjectId id = idOf(obj.rel_path);
+    p->policy_->add(id, obj.allocated_bytes, now);
+    p->rel_of_[id] = obj.rel_path;
+  }
+  // The store asks the policy whom to evict when it needs room; the store's own
+  // order (least recently opened) fills in whatever the policy does not name.
+  cache->store().setEvictionHook(
+      [raw = p.get()](std::vector<CacheStore::EvictionCandidate> candidates, uint64_t bytes) {
+        std::vector<std::string> order;
+        std::unordered_map<std::string, bool> offered;
+        for (const auto& c : candidates) offered[c.rel_path] = false;
+        {
+          std::lock_guard lock(raw->mu_);
+          std::vector<policy::ObjectId> ids;
+          raw->policy_->evictionCandidates(bytes, ids);
+          for (auto id : ids) {
+            auto it = raw->rel_of_.find(id);
+            if (it == raw->rel_of_.end()) continue;
+            auto o = offered.find(it->second);
+            if (o == offered.end() || o->second) continue;
+            o->second = true;
+            order.push_back(it->second);
+          }
+          for (const auto& c : candidates) {
+            if (!offered[c.rel_path]) order.push_back(c.rel_path);
+          }
+          // What the store evicts leaves the policy's books too.
+          for (const auto& rel : order) raw->policy_->remove(idOf(rel));
+        }
+        return order;
+      });
+
+  if (!opts.probes) {
+    p->probes_reason_ = "disabled by configuration (--probes off)";
+  } else {
+    bpf::ProbeOptions po;
+    po.chunk_bytes = opts.chunk_bytes;
+    po.ignore_pid = ::getpid();  // our own promotion reads are not heat
+    auto probes = bpf::HeatProbes::load(po);
+    if (!probes.ok()) {
+      p->probes_reason_ = probes.error().message;
+    } else {
+      p->probes_ = std::move(*probes);
+      for (dev_t dev : watch_devices) {
+        Status st = p->probes_->watchDevice(dev);
+        if (!st.ok()) spdlog::warn("probes: watch device {}: {}", dev, st.error().message);
+      }
+    }
+  }
+  if (p->probes_) {
+    spdlog::info("probes: bpf ({} programs attached)", p->probes_->health().attached.size());
+  } else {
+    spdlog::warn("probes: degraded, heat comes from FUSE opens only: {}", p->probes_reason_);
+  }
+  p->last_decay_s_ = monotonicSeconds();
+  p->thread_ = std::thread([raw = p.get()] { raw->loop(); });
+  return p;
+}
+
+Placement::~Placement() {
+  stopping_ = true;
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  cache_->store().setEvictionHook(nullptr);
+}
+
+void Placement::loop() {
+  auto period = std::chrono::duration<double>(opts_.tick_seconds);
+  while (!stopping_) {
+    {
+      std::unique_lock lock(wake_mu_);
+      wake_.wait_for(lock, period, [&] { return stopping_.load(); });
+    }
+    if (stopping_) break;
+    tick();
+  }
+}
+
+void Placement::noteOpen(const std::string& rel, const struct stat& backing, bool from_cache,
+                         bool for_write) {
+  std::lock_guard lock(mu_);
+  backings_[{backing.st_dev, backing.st_ino}] = Backing{rel, from_cache};
+  Shard& s = shards_[rel];
+  s.id = idOf(rel);
+  s.size = static_cast<uint64_t>(backing.st_size);
+  s.opens++;
+  rel_of_[s.id] = rel;
+  if (for_write) policy_->remove(s.id);  // its copy is gone (beginWrite)
+  if (!probes_ && !for_write) {
+    // Degraded: an open stands for a whole read of the file, from where it was opened.
+    s.tick_read += s.size;
+    if (!from_cache) s.tick_missed += s.size;
+    (from_cache ? s.cache_read : s.remote_read) += s.size;
+    if (!from_cache) s.remote_missed += s.size;
+    s.last_ns = nowNs();
+  }
+}
+
+void Placement::reconcileResidents() {
+  std::vector<CacheStore::ObjectSummary> objects = cache_->store().list();  // no mu_ held
+  uint64_t now = nowNs();
+  std::lock_guard lock(mu_);
+  for (const auto& obj : objects) {
+    policy::ObjectId id = idOf(obj.rel_path);
+    rel_of_[id] = obj.rel_path;
+    if (!policy_->contains(id)) policy_->add(id, obj.allocated_bytes, now);
+  }
+}
+
+void Placement::decayLocked(double now_s) {
+  double dt = now_s - last_decay_s_;
+  if (dt <= 0) return;
+  double f = std::exp2(-dt / opts_.heat_half_life_seconds);
+  for (auto& [rel, s] : shards_) s.heat *= f;
+  last_decay_s_ = now_s;
+}
+
+void Placement::tick() {
+  std::lock_guard tick_lock(tick_mu_);
+  std::vector<bpf::ChunkDelta> deltas;
+  std::vector<bpf::CgroupTotals> cgroups;
+  if (probes_) {
+    auto d = probes_->drain();
+    if (d.ok()) deltas = std::move(*d);
+    auto c = probes_->drainCgroups();
+    if (c.ok()) cgroups = std::move(*c);
+  }
+  uint64_t now = nowNs();
+  std::vector<std::pair<std::string, policy::Access>> active;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& d : deltas) {
+      auto it = backings_.find({d.dev, d.ino});
+      if (it == backings_.end()) {
+        unattributed_bytes_ += d.bytes_requested;
+        continue;
+      }
+      Shard& s = shards_[it->second.rel];
+      if (it->second.is_cache) {
+        s.cache_read += d.bytes_requested;
+        s.cache_missed += d.bytes_missed;
+      } else {
+        s.remote_read += d.bytes_requested;
+        s.remote_missed += d.bytes_missed;
+      }
+      s.faults += d.mmap_faults;
+      s.tick_read += d.bytes_requested;
+      s.tick_missed += d.bytes_missed;
+      s.last_ns = now;
+      if (trace_ != nullptr) {
+        policy::Request r{.time_ns = d.last_ns ? d.last_ns : now,
+                          .id = s.id,
+                          .size = s.size,
+                          .offset = d.chunk * probes_->chunkBytes(),
+                          .bytes_read = d.bytes_requested,
+                          .bytes_missed = d.bytes_missed};
+        if (trace_->write(r)) trace_records_++;
+      }
+    }
+    for (const auto& c : cgroups) {
+      Job& j = jobs_[c.path.empty() ? "cgroup:" + std::to_string(c.cgroup_id) : c.path];
+      j.bytes_read += c.bytes_requested;
+      j.bytes_missed += c.bytes_missed;
+    }
+    decayLocked(monotonicSeconds());
+    for (auto& [rel, s] : shards_) {
+      if (s.tick_read == 0 && s.tick_missed == 0) continue;
+      double hits = static_cast<double>(s.tick_read > s.tick_missed ? s.tick_read - s.tick_missed : 0);
+      s.heat += static_cast<double>(s.tick_missed) + kHitWeight * hits;
+      policy::Access a{.id = s.id,
+                       .size = s.size,
+                       .bytes_read = std::max(s.tick_read, s.tick_missed),
+                       .bytes_missed = s.tick_missed,
+                       .time_ns = now};
+      policy_->recordAccess(a);
+      active.emplace_back(rel, a);
+      s.tick_read = s.tick_missed = 0;
+    }
+    ticks_++;
+  }
+  if (ticks_ % 10 == 0) reconcileResidents();
+  if (!opts_.automatic || active.empty()) return;
+
+  // Which of them are still only on the remote (store calls without mu_).
+  std::vector<std::pair<std::string, policy::Access>> candidates;
+  for (auto& [rel, a] : active) {
+    if (cache_->store().info(rel).state == CacheStore::State::kRemote && a.size > 0) {
+      candidates.emplace_back(rel, a);
+    }
+  }
+  if (candidates.empty()) return;
+  std::sort(candidates.begin(), candidates.end(), [](const auto& x, const auto& y) {
+    return x.second.bytes_missed > y.second.bytes_missed;
+  });
+  std::vector<policy::Access> accesses;
+  for (const auto& c : candidates) accesses.push_back(c.second);
+  uint64_t budget = opts_.promote_budget_per_tick ? opts_.promote_budget_per_tick : (1ull << 30);
+  policy::PromotionPlan plan;
+  std::vector<std::pair<policy::ObjectId, std::string>> promote, evict;
+  {
+    std::lock_guard lock(mu_);
+    plan = policy::planPromotions(*policy_, accesses, budget);
+    for (auto id : plan.promote) promote.emplace_back(id, rel_of_[id]);
+    for (auto id : plan.evict) evict.emplace_back(id, rel_of_[id]);
+  }
+  for (const auto& [id, rel] : evict) {
+    Status st = cache_->store().evict(rel);
+    if (st.ok()) {
+      std::lock_guard lock(mu_);
+      evictions_++;
+      spdlog::debug("placement: evicted {}", rel);
+    } else if (st.error().code == Errc::kBusy) {
+      // Pinned: it stays, so the policy keeps counting it.
+      std::lock_guard lock(mu_);
+      policy_->add(id, cache_->store().info(rel).size, now);
+    }
+  }
+  for (const auto& [id, rel] : promote) {
+    Status st = cache_->promoter().enqueue(rel, nullptr, [this, id = id, rel = rel](const Status& s) {
+      std::lock_guard lock(mu_);
+      if (s.ok()) {
+        spdlog::debug("placement: promoted {}", rel);
+        return;
+      }
+      promotion_failures_++;
+      policy_->remove(id);
+      spdlog::info("placement: promotion of {} failed: {}", rel, s.error().message);
+    });
+    std::lock_guard lock(mu_);
+    if (st.ok()) {
+      promotions_++;
+    } else if (st.error().code != Errc::kExists) {
+      policy_->remove(id);
+    }
+  }
+}
+
+json Placement::statusJson() const {
+  json probes;
+  if (probes_) {
+    bpf::ProbeHealth h = probes_->health();
+    json attached = json::array();
+    for (const auto& a : h.attached) {
+      attached.push_back(a.tracepoint + ":" + bpf::programKindName(a.kind));
+    }
+    probes = {{"mode", "bpf"},
+              {"events", h.events},
+              {"lost_updates", h.lost_updates + h.cgroup_lost_updates},
+              {"attached", h.attached.size()},
+              {"programs", attached},
+              {"skipped", h.skipped}};
+  } else {
+    probes = {{"mode", "degraded"}, {"reason", probes_reason_}};
+  }
+  std::lock_guard lock(mu_);
+  uint64_t rr = 0, rm = 0, cr = 0, cm = 0;
+  for (const auto& [rel, s] : shards_) {
+    rr += s.remote_read;
+    rm += s.remote_missed;
+    cr += s.cache_read;
+    cm += s.cache_missed;
+  }
+  std::vector<std::pair<std::string, Job>> jobs(jobs_.begin(), jobs_.end());
+  std::sort(jobs.begin(), jobs.end(),
+            [](const auto& a, const auto& b) { return a.second.bytes_read > b.second.bytes_read; });
+  json jobs_json = json::array();
+  Job other;
+  for (size_t i = 0; i < jobs.size(); i++) {
+    if (i < opts_.top_jobs) {
+      jobs_json.push_back({{"cgroup", jobs[i].first},
+                           {"bytes_read", jobs[i].second.bytes_read},
+                           {"bytes_missed", jobs[i].second.bytes_missed}});
+    } else {
+      other.bytes_read += jobs[i].second.bytes_read;
+      other.bytes_missed += jobs[i].second.bytes_missed;
+    }
+  }
+  if (jobs.size() > opts_.top_jobs) {
+    jobs_json.push_back(
+        {{"cgroup", "other"}, {"bytes_read", other.bytes_read}, {"bytes_missed", other.bytes_missed}});
+  }
+  json counters = json::object();
+  policy_->visitCounters([&](std::string_view name, double v) { counters[std::string(name)] = v; });
+  return json{
+      {"probes", probes},
+      {"heat",
+       {{"bytes_read_remote", rr},
+        {"bytes_missed_remote", rm},
+        {"bytes_read_cache", cr},
+        {"bytes_missed_cache", cm},
+        // Bytes that came off the cache disk: without the copy, the remote's.
+        {"remote_bytes_avoided", cm},
+        {"unattributed_bytes", unattributed_bytes_},
+        {"shards", shards_.size()}}},
+      {"jobs", jobs_json},
+      {"policy",
+       {{"name", std::string(policy_->name())},
+        {"spec", policy::describePolicy(*policy_)},
+        {"params", paramsJson(*policy_)},
+        {"counters", counters}}},
+      {"placement",
+       {{"automatic", opts_.automatic},
+        {"tick_seconds", opts_.tick_seconds},
+        {"ticks", ticks_},
+        {"promotions", promotions_},
+        {"promotion_failures", promotion_failures_},
+        {"evictions", evictions_}}},
+  };
+}
+
+json Placement::top(size_t n) const {
+  std::vector<std::pair<std::string, Shard>> rows;
+  {
+    std::lock_guard lock(mu_);
+    rows.assign(shards_.begin(), shards_.end());
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return a.second.heat != b.second.heat ? a.second.heat > b.second.heat
+                                          : a.second.last_ns > b.second.last_ns;
+  });
+  if (rows.size() > n) rows.resize(n);
+  json out = json::array();
+  for (const auto& [rel, s] : rows) {
+    CacheStore::ObjectInfo info = cache_->store().info(rel);
+    const char* state = info.state == CacheStore::State::kCached      ? "cached"
+                        : info.state == CacheStore::State::kPromoting ? "promoting"
+                                                                      : "remote";
+    out.push_back({{"path", rel},
+                   {"heat", s.heat},
+                   {"size", s.size},
+                   {"bytes_read", s.remote_read + s.cache_read},
+                   {"remote_read_bytes", s.remote_read},
+                   {"remote_miss_bytes", s.remote_missed},
+                   {"cache_bytes", s.cache_read},
+                   {"mmap_faults", s.faults},
+                   {"opens", s.opens},
+                   {"state", state},
+                   {"pinned", info.pinned}});
+  }
+  return out;
+}
+
+Result<json> Placement::policySet(const std::string& spec) {
+  reconcileResidents();
+  std::lock_guard lock(mu_);
+  auto rebuilt = policy::rebuildPolicy(*policy_, spec, nowNs());
+  if (!rebuilt.ok()) return makeError(Errc::kInvalidArgument, rebuilt.message());
+  policy_ = std::move(rebuilt).value();
+  spdlog::info("policy set to {}", policy::describePolicy(*policy_));
+  return json{{"name", std::string(policy_->name())},
+              {"spec", policy::describePolicy(*policy_)},
+              {"params", paramsJson(*policy_)},
+              {"residents", policy_->objects()}};
+}
+
+Result<json> Placement::traceRecord(const json& req) {
+  if (!probes_) {
+    return makeError(Errc::kUnsupported,
+                     "trace record needs the BPF probes, which are degraded: " + probes_reason_);
+  }
+  std::string out = req.value("out", "");
+  double duration = req.value("duration", 0.0);
+  if (out.empty() || out[0] != '/') {
+    return makeError(Errc::kInvalidArgument, "\"out\" must be an absolute path");
+  }
+  if (!(duration > 0 && duration <= 86400)) {
+    return makeError(Errc::kInvalidArgument, "\"duration\" must be in (0, 86400] seconds");
+  }
+  std::ofstream file(out, std::ios::binary | std::ios::trunc);
+  if (!file) return lastSysError("open " + out);
+  auto writer = policy::makeTraceWriter(policy::TraceFormat::kNative, file);
+  {
+    std::lock_guard lock(mu_);
+    if (trace_ != nullptr) return makeError(Errc::kBusy, "a trace is already being recorded");
+    trace_ = writer.get();
+    trace_records_ = 0;
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+  tick();  // what the last partial tick saw
+  uint64_t records;
+  {
+    std::lock_guard lock(mu_);
+    trace_ = nullptr;
+    records = trace_records_;
+  }
+  if (auto st = writer->finish(); !st) return makeError(Errc::kIo, "write " + out + ": " + st.message());
+  file.close();
+  return json{{"out", out}, {"records", records}, {"format", "native"}};
+}
+
+void Placement::addHandlers(std::map<std::string, ControlServer::Handler>& h) {
+  h["top"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    size_t n = req.value("n", 20);
+    return json{{"shards", top(n)}, {"status", statusJson()}};
+  };
+  h["policy_show"] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
+    reconcileResidents();
+    json s = statusJson();
+    s["policy"]["available"] = policy::policyNames();
+    return s["policy"];
+  };
+  h["policy_set"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    if (!req.contains("spec") || !req["spec"].is_string()) {
+      return makeError(Errc::kInvalidArgument, "\"spec\" must be a string like \"lfu;half_life=60\"");
+    }
+    return policySet(req["spec"].get<std::string>());
+  };
+  h["trace_record"] = [this](const json& req, const ControlServer::Progress&) {
+    return traceRecord(req);
+  };
+}
+
+}  // namespace hotshard

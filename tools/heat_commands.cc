@@ -1,0 +1,164 @@
+// Client commands on heat and placement: top, trace record, policy show|set.
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "daemon/units.h"
+#include "fuse/mount.h"
+#include "tools/client.h"
+#include "tools/command.h"
+
+namespace hotshard::cli {
+namespace {
+
+void printTop(const json& reply, bool clear) {
+  const json& st = reply["status"];
+  if (clear) std::printf("\033[H\033[2J");
+  const json& heat = st["heat"];
+  const json& probes = st["probes"];
+  std::printf("hotshard top  probes: %s  policy: %s  ticks: %llu  promotions: %llu  evictions: %llu\n",
+              probes.value("mode", "?").c_str(), st["policy"].value("spec", "?").c_str(),
+              static_cast<unsigned long long>(st["placement"].value("ticks", 0ull)),
+              static_cast<unsigned long long>(st["placement"].value("promotions", 0ull)),
+              static_cast<unsigned long long>(st["placement"].value("evictions", 0ull)));
+  std::printf("read from remote %s (missed %s), from cache %s; remote bytes avoided %s\n\n",
+              formatBytes(heat.value("bytes_read_remote", 0ull)).c_str(),
+              formatBytes(heat.value("bytes_missed_remote", 0ull)).c_str(),
+              formatBytes(heat.value("bytes_read_cache", 0ull)).c_str(),
+              formatBytes(heat.value("remote_bytes_avoided", 0ull)).c_str());
+  std::printf("%10s %10s %10s %10s %10s  %-9s %s\n", "HEAT", "SIZE", "READ", "REMOTE-MISS",
+              "CACHE", "STATE", "PATH");
+  for (const auto& s : reply["shards"]) {
+    std::printf("%10.3g %10s %10s %10s %10s  %-9s %s%s\n", s.value("heat", 0.0),
+                formatBytes(s.value("size", 0ull)).c_str(),
+                formatBytes(s.value("bytes_read", 0ull)).c_str(),
+                formatBytes(s.value("remote_miss_bytes", 0ull)).c_str(),
+                formatBytes(s.value("cache_bytes", 0ull)).c_str(), s.value("state", "").c_str(),
+                s.value("pinned", false) ? "[pinned] " : "", s.value("path", "").c_str());
+  }
+  std::fflush(stdout);
+}
+
+volatile std::sig_atomic_t g_stop = 0;
+
+Registration top_reg(40, [](CLI::App& app) {
+  auto target = std::make_shared<DaemonTarget>();
+  auto n = std::make_shared<size_t>(20);
+  auto interval = std::make_shared<double>(2.0);
+  auto iterations = std::make_shared<int>(0);
+  auto* cmd = app.add_subcommand("top", "Hottest shards: heat, bytes read, remote misses, state");
+  addTargetOptions(cmd, *target);
+  cmd->add_option("-n,--count", *n, "How many shards (default: 20)");
+  cmd->add_option("-d,--delay", *interval, "Seconds between refreshes (default: 2)");
+  cmd->add_option("--iterations", *iterations, "Stop after this many refreshes (default: never)");
+  cmd->footer(
+      "Examples:\n"
+      "  hotshard top\n"
+      "  hotshard top -n 50 --json | jq '.shards[] | select(.state == \"remote\")'");
+  cmd->callback([=] {
+    json req = {{"cmd", "top"}, {"n", *n}};
+    if (target->json) {
+      json reply = callDaemon("top", *target, req);
+      reply.erase("ok");
+      std::printf("%s\n", reply.dump().c_str());
+      return;
+    }
+    std::signal(SIGINT, [](int) { g_stop = 1; });
+    bool tty = ::isatty(STDOUT_FILENO);
+    for (int i = 0; !g_stop && (*iterations == 0 || i < *iterations); i++) {
+      printTop(callDaemon("top", *target, req), tty);
+      if (*iterations != 0 && i + 1 >= *iterations) break;
+      for (int k = 0; k < static_cast<int>(*interval * 10) && !g_stop; k++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  });
+});
+
+Registration trace_reg(41, [](CLI::App& app) {
+  auto target = std::make_shared<DaemonTarget>();
+  auto out = std::make_shared<std::string>();
+  auto duration = std::make_shared<std::string>("60s");
+  auto* trace = app.add_subcommand("trace", "Record what jobs read, for the policy simulator");
+  trace->require_subcommand(1);
+  auto* rec = trace->add_subcommand("record", "Record the probes' per-chunk reads to a trace file");
+  addTargetOptions(rec, *target);
+  rec->add_option("--out", *out, "Trace file to write (hotshard's native format)")->required();
+  rec->add_option("--duration", *duration, "How long to record, e.g. 30s or 5m (default: 60s)");
+  rec->footer(
+      "Examples:\n"
+      "  hotshard trace record --out /tmp/epoch.trace --duration 10m\n"
+      "  hotshard policy simulate --trace /tmp/epoch.trace --capacity 10% --policy hotshard,lru");
+  rec->callback([=] {
+    auto secs = parseDurationSeconds(*duration);
+    if (!secs.ok()) throw CLI::ValidationError("--duration", secs.error().message);
+    std::string path = fuse::normalPath(*out);
+    DaemonTarget t = *target;
+    json reply = callDaemon("trace record", t,
+                            json{{"cmd", "trace_record"}, {"out", path}, {"duration", *secs}},
+                            nullptr, static_cast<int>(*secs * 1000) + 30000);
+    reply.erase("ok");
+    if (target->json) {
+      std::printf("%s\n", reply.dump().c_str());
+    } else {
+      std::printf("recorded %llu records to %s\n",
+                  static_cast<unsigned long long>(reply.value("records", 0ull)), path.c_str());
+    }
+  });
+});
+
+// `policy show` and `policy set` join the `policy` command that tools/policy_cli.cc
+// registers (order 60): registered after it.
+Registration policy_live_reg(70, [](CLI::App& app) {
+  CLI::App* policy = app.get_subcommand("policy");
+  auto target = std::make_shared<DaemonTarget>();
+  auto* show = policy->add_subcommand("show", "Show the running daemon's policy and parameters");
+  addTargetOptions(show, *target);
+  show->footer("Examples:\n  hotshard policy show\n  hotshard policy show --json");
+  show->callback([target] {
+    json reply = callDaemon("policy show", *target, json{{"cmd", "policy_show"}});
+    reply.erase("ok");
+    if (target->json) {
+      std::printf("%s\n", reply.dump().c_str());
+      return;
+    }
+    std::printf("policy %s\n", reply.value("spec", "").c_str());
+    for (const auto& [k, v] : reply["params"].items()) {
+      std::printf("  %-20s %s\n", k.c_str(), v.get<std::string>().c_str());
+    }
+    std::printf("available: ");
+    for (const auto& a : reply["available"]) std::printf("%s ", a.get<std::string>().c_str());
+    std::printf("\n");
+  });
+
+  auto set_target = std::make_shared<DaemonTarget>();
+  auto name = std::make_shared<std::string>();
+  auto params = std::make_shared<std::vector<std::string>>();
+  auto* set = policy->add_subcommand(
+      "set", "Change the running daemon's policy or its parameters; cached data stays");
+  set->add_option("name", *name, "Policy name (see 'hotshard policy list')")->required();
+  set->add_option("params", *params, "Parameters as k=v");
+  addTargetOptions(set, *set_target);
+  set->footer(
+      "Examples:\n"
+      "  hotshard policy set hotshard margin=3\n"
+      "  hotshard policy set lfu half_life=60");
+  set->callback([=] {
+    std::string spec = *name;
+    for (const auto& p : *params) spec += ";" + p;
+    json reply = callDaemon("policy set", *set_target, json{{"cmd", "policy_set"}, {"spec", spec}});
+    reply.erase("ok");
+    if (set_target->json) {
+      std::printf("%s\n", reply.dump().c_str());
+    } else {
+      std::printf("policy now %s (%llu cached objects kept)\n", reply.value("spec", "").c_str(),
+                  static_cast<unsigned long long>(reply.value("residents", 0ull)));
+    }
+  });
+});
+
+}  // namespace
+}  // namespace hotshard::cli
