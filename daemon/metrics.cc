@@ -91,6 +91,9 @@ const std::vector<MetricInfo> kCatalog = {
     {"hotshard_bytes_read_total", "counter", {"source"},
      "Bytes jobs read, by where they came from: remote (fetched from the remote), cache (read "
      "from the NVMe copy), page_cache (requested but fetched from neither)."},
+    {"hotshard_unattributed_bytes_total", "counter", {},
+     "Bytes the probes saw on watched devices that no file of the mount accounts for."},
+    {"hotshard_heat_shards", "gauge", {}, "Files the placement loop keeps heat for."},
     {"hotshard_remote_bytes_avoided_total", "counter", {},
      "Bytes served from the cache that would otherwise have been fetched from the remote."},
     {"hotshard_job_bytes_read_total", "counter", {"cgroup"},
@@ -99,9 +102,16 @@ const std::vector<MetricInfo> kCatalog = {
      "Bytes per job (cgroup) that missed the page cache and came from the backing store."},
     {"hotshard_policy_info", "gauge", {"policy", "params"},
      "Always 1; the placement policy and its parameters (k=v;k=v)."},
+    {"hotshard_policy_admits_total", "counter", {}, "Objects the placement policy admitted."},
+    {"hotshard_policy_rejects_total", "counter", {}, "Objects the placement policy refused to admit."},
+    {"hotshard_placement_automatic", "gauge", {},
+     "1 when placement promotes and evicts by heat, 0 when only warm/evict/pin do (manual)."},
+    {"hotshard_placement_tick_seconds", "gauge", {}, "The placement loop's tick."},
     {"hotshard_placement_ticks_total", "counter", {}, "Placement loop ticks."},
     {"hotshard_placement_promotions_total", "counter", {},
-     "Promotions the placement loop decided on."},
+     "Promotions the placement loop queued."},
+    {"hotshard_placement_promotion_failures_total", "counter", {},
+     "Promotions the placement loop queued that then failed."},
     {"hotshard_placement_evictions_total", "counter", {},
      "Evictions the placement loop decided on."},
     {"hotshard_metrics_snapshot_failures_total", "counter", {},
@@ -344,6 +354,8 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
     f.add("hotshard_bytes_read_total", {{"source", "page_cache"}}, state.page_cache_bytes);
   }
   f.add("hotshard_remote_bytes_avoided_total", {}, num(s, {"heat", "remote_bytes_avoided"}));
+  f.add("hotshard_unattributed_bytes_total", {}, num(s, {"heat", "unattributed_bytes"}));
+  f.add("hotshard_heat_shards", {}, num(s, {"heat", "shards"}));
 
   // Jobs: already bounded by the daemon (top N and "other"); bounded again here.
   // The label is "cgroup", not "job": Prometheus owns "job" (the scrape job) and
@@ -374,8 +386,14 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
            {"policy", labelValue(str(s, {"policy", "name"}))}},
           1);
   }
+  f.add("hotshard_policy_admits_total", {}, num(s, {"policy", "counters", "admits"}));
+  f.add("hotshard_policy_rejects_total", {}, num(s, {"policy", "counters", "rejects"}));
+  f.add("hotshard_placement_automatic", {}, num(s, {"placement", "automatic"}));
+  f.add("hotshard_placement_tick_seconds", {}, num(s, {"placement", "tick_seconds"}));
   f.add("hotshard_placement_ticks_total", {}, num(s, {"placement", "ticks"}));
   f.add("hotshard_placement_promotions_total", {}, num(s, {"placement", "promotions"}));
+  f.add("hotshard_placement_promotion_failures_total", {},
+        num(s, {"placement", "promotion_failures"}));
   f.add("hotshard_placement_evictions_total", {}, num(s, {"placement", "evictions"}));
 }
 

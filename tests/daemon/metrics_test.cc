@@ -131,6 +131,13 @@ TEST(MetricsConversion, FullSnapshotGivesEverySeries) {
       {R"(hotshard_job_bytes_missed_total{cgroup="/system.slice/train.service"})", 5000},
       {R"(hotshard_job_bytes_read_total{cgroup="other"})", 2000},
       {R"(hotshard_policy_info{params="decay=30s;weight=2",policy="hotshard"})", 1},
+      {R"(hotshard_unattributed_bytes_total)", 77},
+      {R"(hotshard_heat_shards)", 15},
+      {R"(hotshard_policy_admits_total)", 14},
+      {R"(hotshard_policy_rejects_total)", 6},
+      {R"(hotshard_placement_automatic)", 1},
+      {R"(hotshard_placement_tick_seconds)", 0.5},
+      {R"(hotshard_placement_promotion_failures_total)", 2},
       {R"(hotshard_placement_ticks_total)", 100},
       {R"(hotshard_placement_promotions_total)", 12},
       {R"(hotshard_placement_evictions_total)", 3},
@@ -206,7 +213,8 @@ TEST(MetricsConversion, MissingAndMistypedFieldsGiveNoSeriesAndNoCrash) {
 TEST(MetricsConversion, LabelValuesAreValidUtf8AndBounded) {
   EXPECT_EQ(metricsLabelValue("/mnt/datasets"), "/mnt/datasets");
   EXPECT_EQ(metricsLabelValue("caf\xC3\xA9"), "caf\xC3\xA9");  // é stays
-  EXPECT_EQ(metricsLabelValue("a\xFF" "b"),
+  EXPECT_EQ(metricsLabelValue("a\xFF"
+                              "b"),
             "a\xEF\xBF\xBD"
             "b");                                                        // stray byte
   EXPECT_EQ(metricsLabelValue("a\xC3"), "a\xEF\xBF\xBD");                // cut sequence

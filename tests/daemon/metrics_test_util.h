@@ -16,7 +16,7 @@
 
 namespace hotshard::testing {
 
-// Every field the daemon's status JSON has (or will have), with distinct values.
+// Every field the daemon's status JSON has, with distinct values.
 inline json fullStatusFixture() {
   return json::parse(R"({
     "version": "0.1.0", "pid": 1234, "mount": "/mnt/data", "remote": "/mnt/data",
@@ -34,11 +34,16 @@ inline json fullStatusFixture() {
               "scrub": {"passes": 2, "objects_checked": 18, "objects_dropped": 1}},
     "probes": {"mode": "bpf", "reason": "tp_btf", "events": 1000, "lost_updates": 0, "attached": 6},
     "heat": {"bytes_read_remote": 3000, "bytes_missed_remote": 1000, "bytes_read_cache": 8000,
-             "bytes_missed_cache": 6000, "remote_bytes_avoided": 6000},
+             "bytes_missed_cache": 6000, "remote_bytes_avoided": 6000, "unattributed_bytes": 77,
+             "shards": 15},
     "jobs": [{"cgroup": "/system.slice/train.service", "bytes_read": 9000, "bytes_missed": 5000},
              {"cgroup": "other", "bytes_read": 2000, "bytes_missed": 2000}],
-    "policy": {"name": "hotshard", "params": {"decay": "30s", "weight": 2}},
-    "placement": {"ticks": 100, "promotions": 12, "evictions": 3}
+    "policy": {"name": "hotshard", "spec": "hotshard;decay=30s;weight=2",
+               "params": {"decay": "30s", "weight": 2},
+               "counters": {"capacity_bytes": 1000000000, "admits": 14, "rejects": 6}},
+    "placement": {"automatic": true, "tick_seconds": 0.5, "ticks": 100, "promotions": 12,
+                  "promotion_failures": 2, "evictions": 3},
+    "top": [{"path": "shard-0.tar", "heat": 1.5}]
   })");
 }
 
