@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <toml++/toml.h>
 
+#include "daemon/metrics.h"
 #include "daemon/units.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
@@ -190,6 +191,17 @@ std::vector<ConfigItem> makeItems() {
           return makeError(Errc::kInvalidArgument, "tick '" + v + "': expected 10ms to 1h");
         }
         c.tick_seconds = *d;
+        return Ok{};
+      },
+  });
+  items.push_back(ConfigItem{
+      .name = "metrics",
+      .help = "Prometheus endpoint http://ADDR/metrics: HOST:PORT with an IP address, "
+              "[IPv6]:PORT, or off (default: 127.0.0.1:9464)",
+      .get = [](const RunConfig& c) { return c.metrics; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        if (v != "off") RETURN_IF_ERROR(parseMetricsAddress(v));
+        c.metrics = v;
         return Ok{};
       },
   });

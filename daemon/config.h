@@ -39,6 +39,9 @@ struct RunConfig {
   std::string policy = "hotshard";     // "name;k=v;..."
   bool automatic_placement = true;     // false (manual): only warm/evict/pin copy or drop
   double tick_seconds = 1.0;
+
+  // Prometheus endpoint: HOST:PORT (IPv4 literal), [IPv6]:PORT, or off.
+  std::string metrics = "127.0.0.1:9464";
 };
 
 struct ConfigItem {

@@ -1,0 +1,681 @@
+#include "daemon/metrics.h"
+
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace hotshard {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+// ---- the catalog ------------------------------------------------------------------
+
+// Bounds on label sets that come from the JSON rather than from this file.
+constexpr size_t kMaxOps = 64;
+constexpr size_t kMaxJobs = 100;
+constexpr size_t kMaxLabelValue = 200;
+
+// clang-format off
+const std::vector<MetricInfo> kCatalog = {
+    {"hotshard_build_info", "gauge", {"version"}, "Always 1; the daemon's version as a label."},
+    {"hotshard_mount_info", "gauge", {"mount", "remote", "cache_dir", "consistency", "overmount"},
+     "Always 1; what this daemon serves, and how."},
+    {"hotshard_passthrough_active", "gauge", {},
+     "1 when opens are answered with kernel FUSE passthrough, 0 when reads go through user space."},
+    {"hotshard_passthrough_info", "gauge", {"reason"},
+     "Always 1; why passthrough is on or off, as the daemon states it."},
+    {"hotshard_fuse_requests_total", "counter", {"op"}, "FUSE requests received, by operation."},
+    {"hotshard_fuse_inodes", "gauge", {}, "Inodes the kernel currently knows through the mount."},
+    {"hotshard_opens_total", "counter", {"backing"},
+     "File opens, by the file that backs them: the local cache copy or the remote file."},
+    {"hotshard_opens_served_total", "counter", {"via"},
+     "File opens, by how their I/O is served: kernel passthrough or user space."},
+    {"hotshard_cache_conflicts_total", "counter", {},
+     "Opens that could not use a valid cached copy because a writer held the file."},
+    {"hotshard_userspace_read_bytes_total", "counter", {},
+     "Bytes the daemon read on behalf of opens served in user space."},
+    {"hotshard_cache_used_bytes", "gauge", {}, "Bytes the cache store holds."},
+    {"hotshard_cache_capacity_bytes", "gauge", {}, "Bytes the cache store may hold."},
+    {"hotshard_cache_objects", "gauge", {}, "Objects (cached files) in the cache store."},
+    {"hotshard_cache_pinned_objects", "gauge", {}, "Cached objects pinned against eviction."},
+    {"hotshard_promotions_in_flight", "gauge", {}, "Promotions copying right now."},
+    {"hotshard_promotions_queued", "gauge", {}, "Promotions waiting for a promoter slot."},
+    {"hotshard_evictions_total", "counter", {}, "Objects evicted from the cache store."},
+    {"hotshard_cache_drops_total", "counter", {"reason"},
+     "Cached objects dropped without eviction: stale (the remote changed), invalidated (a "
+     "write through the mount), corrupt (failed verification)."},
+    {"hotshard_promotions_started_total", "counter", {}, "Promotions started."},
+    {"hotshard_promotions_total", "counter", {"result"},
+     "Finished promotions by result: published, already_cached, failed."},
+    {"hotshard_promotion_failures_total", "counter", {"reason"},
+     "Failed promotions by reason (stale, no_space, remote_io, cache_io, not_found, ...)."},
+    {"hotshard_promoted_bytes_total", "counter", {}, "Bytes copied into the cache by promotions."},
+    {"hotshard_scrub_passes_total", "counter", {}, "Completed passes of the background scrub."},
+    {"hotshard_scrub_objects_checked_total", "counter", {},
+     "Objects whose checksum the scrub verified."},
+    {"hotshard_scrub_objects_dropped_total", "counter", {},
+     "Objects the scrub found corrupt and dropped."},
+    {"hotshard_probes_active", "gauge", {},
+     "1 when the eBPF heat probes run, 0 when the daemon runs degraded without them."},
+    {"hotshard_probes_info", "gauge", {"mode", "reason"},
+     "Always 1; the probes' mode (bpf or degraded) and why."},
+    {"hotshard_probes_attached", "gauge", {}, "Tracepoint programs attached."},
+    {"hotshard_probe_events_total", "counter", {}, "Tracepoint events counted on watched devices."},
+    {"hotshard_probe_lost_updates_total", "counter", {},
+     "Probe counter updates dropped in the kernel (map full, range too wide)."},
+    {"hotshard_bytes_requested_total", "counter", {"backing"},
+     "Bytes jobs read through the mount, by the file backing them (cache or remote), page-cache "
+     "hits included."},
+    {"hotshard_bytes_read_total", "counter", {"source"},
+     "Bytes jobs read, by where they came from: remote (fetched from the remote), cache (read "
+     "from the NVMe copy), page_cache (requested but fetched from neither)."},
+    {"hotshard_unattributed_bytes_total", "counter", {},
+     "Bytes the probes saw on watched devices that no file of the mount accounts for."},
+    {"hotshard_heat_shards", "gauge", {}, "Files the placement loop keeps heat for."},
+    {"hotshard_remote_bytes_avoided_total", "counter", {},
+     "Bytes served from the cache that would otherwise have been fetched from the remote."},
+    {"hotshard_job_bytes_read_total", "counter", {"cgroup"},
+     "Bytes read through the mount per job (cgroup); the top jobs and \"other\"."},
+    {"hotshard_job_bytes_missed_total", "counter", {"cgroup"},
+     "Bytes per job (cgroup) that missed the page cache and came from the backing store."},
+    {"hotshard_policy_info", "gauge", {"policy", "params"},
+     "Always 1; the placement policy and its parameters (k=v;k=v)."},
+    {"hotshard_policy_admits_total", "counter", {}, "Objects the placement policy admitted."},
+    {"hotshard_policy_rejects_total", "counter", {}, "Objects the placement policy refused to admit."},
+    {"hotshard_placement_automatic", "gauge", {},
+     "1 when placement promotes and evicts by heat, 0 when only warm/evict/pin do (manual)."},
+    {"hotshard_placement_tick_seconds", "gauge", {}, "The placement loop's tick."},
+    {"hotshard_placement_ticks_total", "counter", {}, "Placement loop ticks."},
+    {"hotshard_placement_promotions_total", "counter", {},
+     "Promotions the placement loop queued."},
+    {"hotshard_placement_promotion_failures_total", "counter", {},
+     "Promotions the placement loop queued that then failed."},
+    {"hotshard_placement_evictions_total", "counter", {},
+     "Evictions the placement loop decided on."},
+    {"hotshard_metrics_snapshot_failures_total", "counter", {},
+     "Scrapes at which the daemon's status could not be read; the status series are missing "
+     "from those scrapes."},
+    {"hotshard_promotion_duration_seconds", "histogram", {}, "Wall time of finished promotions."},
+    {"hotshard_promotion_size_bytes", "histogram", {}, "Bytes copied by finished promotions."},
+    {"hotshard_fuse_request_duration_seconds", "histogram", {"op"},
+     "Time to handle FUSE requests in user space, by operation."},
+};
+// clang-format on
+
+const MetricInfo& info(std::string_view name) {
+  for (const auto& m : kCatalog) {
+    if (m.name == name) return m;
+  }
+  std::abort();  // a name missing from kCatalog is a bug in this file
+}
+
+// ---- building families --------------------------------------------------------------
+
+class Families {
+ public:
+  // value nullopt: no sample (the field was absent).
+  void add(std::string_view name, Labels labels, std::optional<double> value) {
+    if (!value) return;
+    const MetricInfo& m = info(name);
+    auto [it, inserted] = index_.try_emplace(m.name, families_.size());
+    if (inserted) {
+      MetricFamily f;
+      f.name = m.name;
+      f.help = m.help;
+      f.type = m.type == "counter" ? MetricType::Counter : MetricType::Gauge;
+      families_.push_back(std::move(f));
+    }
+    MetricFamily& f = families_[it->second];
+    ClientMetric metric;
+    metric.label = std::move(labels);
+    if (f.type == MetricType::Counter) {
+      metric.counter.value = *value;
+    } else {
+      metric.gauge.value = *value;
+    }
+    f.metric.push_back(std::move(metric));
+  }
+  std::vector<MetricFamily> take() { return std::move(families_); }
+
+ private:
+  std::vector<MetricFamily> families_;
+  std::map<std::string, size_t, std::less<>> index_;
+};
+
+const json* at(const json& j, std::initializer_list<const char*> path) {
+  const json* cur = &j;
+  for (const char* key : path) {
+    if (!cur->is_object()) return nullptr;
+    auto it = cur->find(key);
+    if (it == cur->end()) return nullptr;
+    cur = &*it;
+  }
+  return cur;
+}
+
+// A number (or a bool as 0/1) at path; nullopt for anything else.
+std::optional<double> num(const json& j, std::initializer_list<const char*> path) {
+  const json* v = at(j, path);
+  if (v == nullptr) return std::nullopt;
+  if (v->is_number()) return v->get<double>();
+  if (v->is_boolean()) return v->get<bool>() ? 1.0 : 0.0;
+  return std::nullopt;
+}
+
+std::string str(const json& j, std::initializer_list<const char*> path) {
+  const json* v = at(j, path);
+  if (v == nullptr) return "";
+  if (v->is_string()) return v->get<std::string>();
+  if (v->is_boolean()) return v->get<bool>() ? "true" : "false";
+  if (v->is_number()) return v->dump();
+  return "";
+}
+
+bool has(const json& j, std::initializer_list<const char*> path) { return at(j, path) != nullptr; }
+
+// A label value Prometheus accepts: valid UTF-8 (one bad byte would fail the
+// whole scrape, and paths and cgroup names are bytes), at most kMaxLabelValue
+// bytes, cut between characters. Invalid bytes become U+FFFD.
+std::string labelValue(const std::string& v) {
+  static const char kReplacement[] = "\xEF\xBF\xBD";
+  std::string out;
+  size_t i = 0;
+  while (i < v.size()) {
+    auto c = static_cast<unsigned char>(v[i]);
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xE  ? 3
+                 : (c >> 3) == 0x1E ? 4
+                                    : 0;
+    bool valid = len > 0 && i + len <= v.size();
+    for (size_t k = 1; valid && k < len; k++) {
+      valid = (static_cast<unsigned char>(v[i + k]) & 0xC0) == 0x80;
+    }
+    if (valid && len > 1) {
+      // Overlong forms, surrogates and code points past U+10FFFF are invalid too.
+      auto c1 = static_cast<unsigned char>(v[i + 1]);
+      valid = !(c == 0xC0 || c == 0xC1 || (c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) ||
+                (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90) || c > 0xF4);
+    }
+    std::string_view piece = valid ? std::string_view(v).substr(i, len) : kReplacement;
+    if (out.size() + piece.size() > kMaxLabelValue) break;
+    out += piece;
+    i += valid ? len : 1;
+  }
+  return out;
+}
+
+std::optional<double> sum(std::initializer_list<std::optional<double>> parts) {
+  std::optional<double> total;
+  for (const auto& p : parts) {
+    if (p) total = total.value_or(0) + *p;
+  }
+  return total;
+}
+
+// Policy parameters as one label value, "k=v;k=v" (the policies' own syntax).
+// Accepts an object {k: v} or a list of "k=v" strings.
+std::string paramsText(const json* params) {
+  std::string out;
+  if (params == nullptr) return out;
+  auto append = [&](const std::string& kv) { out += (out.empty() ? "" : ";") + kv; };
+  if (params->is_object()) {
+    for (const auto& [k, v] : params->items())
+      append(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
+  } else if (params->is_array()) {
+    for (const auto& v : *params) append(v.is_string() ? v.get<std::string>() : v.dump());
+  }
+  return out;
+}
+
+// What the conversion remembers between scrapes: the page-cache byte count is
+// a difference of two counters and is held monotonic (see below).
+struct ConversionState {
+  double page_cache_bytes = 0;
+};
+
+void convertStatus(const json& s, Families& f, ConversionState& state) {
+  if (!s.is_object()) return;
+  if (has(s, {"version"}))
+    f.add("hotshard_build_info", {{"version", labelValue(str(s, {"version"}))}}, 1);
+  if (has(s, {"mount"})) {
+    f.add("hotshard_mount_info",
+          {{"cache_dir", labelValue(str(s, {"cache_dir"}))},
+           {"consistency", labelValue(str(s, {"consistency"}))},
+           {"mount", labelValue(str(s, {"mount"}))},
+           {"overmount", str(s, {"overmount"})},
+           {"remote", labelValue(str(s, {"remote"}))}},
+          1);
+  }
+  f.add("hotshard_passthrough_active", {}, num(s, {"passthrough"}));
+  if (has(s, {"passthrough_reason"})) {
+    f.add("hotshard_passthrough_info", {{"reason", labelValue(str(s, {"passthrough_reason"}))}}, 1);
+  }
+
+  // FUSE.
+  if (const json* ops = at(s, {"fuse", "requests"}); ops != nullptr && ops->is_object()) {
+    size_t n = 0;
+    for (const auto& [op, count] : ops->items()) {
+      if (!count.is_number() || n++ >= kMaxOps) continue;
+      f.add("hotshard_fuse_requests_total", {{"op", labelValue(op)}}, count.get<double>());
+    }
+  }
+  f.add("hotshard_fuse_inodes", {}, num(s, {"fuse", "inodes"}));
+  f.add("hotshard_opens_total", {{"backing", "cache"}}, num(s, {"fuse", "opens_cache"}));
+  f.add("hotshard_opens_total", {{"backing", "remote"}}, num(s, {"fuse", "opens_remote"}));
+  f.add("hotshard_opens_served_total", {{"via", "passthrough"}},
+        num(s, {"fuse", "opens_passthrough"}));
+  f.add("hotshard_opens_served_total", {{"via", "userspace"}}, num(s, {"fuse", "opens_userspace"}));
+  f.add("hotshard_cache_conflicts_total", {}, num(s, {"fuse", "cache_conflicts"}));
+  f.add("hotshard_userspace_read_bytes_total", {}, num(s, {"fuse", "userspace_read_bytes"}));
+
+  // Cache store.
+  f.add("hotshard_cache_used_bytes", {}, num(s, {"cache", "used_bytes"}));
+  f.add("hotshard_cache_capacity_bytes", {}, num(s, {"cache", "capacity_bytes"}));
+  f.add("hotshard_cache_objects", {}, num(s, {"cache", "objects"}));
+  f.add("hotshard_cache_pinned_objects", {}, num(s, {"cache", "pinned_objects"}));
+  f.add("hotshard_promotions_in_flight", {}, num(s, {"cache", "promotions_in_flight"}));
+  f.add("hotshard_evictions_total", {}, num(s, {"cache", "evictions"}));
+  f.add("hotshard_cache_drops_total", {{"reason", "stale"}}, num(s, {"cache", "stale_drops"}));
+  f.add("hotshard_cache_drops_total", {{"reason", "invalidated"}},
+        num(s, {"cache", "invalidations"}));
+  f.add("hotshard_cache_drops_total", {{"reason", "corrupt"}}, num(s, {"cache", "corrupt_drops"}));
+
+  // Promoter: every failed_X field is one failure reason X.
+  if (const json* p = at(s, {"cache", "promoter"}); p != nullptr && p->is_object()) {
+    f.add("hotshard_promotions_started_total", {}, num(*p, {"started"}));
+    f.add("hotshard_promotions_total", {{"result", "published"}}, num(*p, {"published"}));
+    f.add("hotshard_promotions_total", {{"result", "already_cached"}}, num(*p, {"already_cached"}));
+    std::optional<double> failed;
+    for (const auto& [key, v] : p->items()) {
+      if (key.rfind("failed_", 0) != 0 || !v.is_number()) continue;
+      f.add("hotshard_promotion_failures_total", {{"reason", labelValue(key.substr(7))}},
+            v.get<double>());
+      failed = failed.value_or(0) + v.get<double>();
+    }
+    f.add("hotshard_promotions_total", {{"result", "failed"}}, failed);
+    f.add("hotshard_promoted_bytes_total", {}, num(*p, {"bytes_copied"}));
+    f.add("hotshard_promotions_queued", {}, num(*p, {"queued"}));
+  }
+  f.add("hotshard_scrub_passes_total", {}, num(s, {"cache", "scrub", "passes"}));
+  f.add("hotshard_scrub_objects_checked_total", {}, num(s, {"cache", "scrub", "objects_checked"}));
+  f.add("hotshard_scrub_objects_dropped_total", {}, num(s, {"cache", "scrub", "objects_dropped"}));
+
+  // Probes.
+  if (has(s, {"probes", "mode"})) {
+    std::string mode = str(s, {"probes", "mode"});
+    f.add("hotshard_probes_active", {}, mode == "bpf" ? 1 : 0);
+    f.add("hotshard_probes_info",
+          {{"mode", labelValue(mode)}, {"reason", labelValue(str(s, {"probes", "reason"}))}}, 1);
+  }
+  f.add("hotshard_probes_attached", {}, num(s, {"probes", "attached"}));
+  f.add("hotshard_probe_events_total", {}, num(s, {"probes", "events"}));
+  f.add("hotshard_probe_lost_updates_total", {}, num(s, {"probes", "lost_updates"}));
+
+  // Heat: bytes_read_X are the bytes jobs requested from files backed by X,
+  // bytes_missed_X the part that missed the page cache and was read from X.
+  auto read_remote = num(s, {"heat", "bytes_read_remote"});
+  auto missed_remote = num(s, {"heat", "bytes_missed_remote"});
+  auto read_cache = num(s, {"heat", "bytes_read_cache"});
+  auto missed_cache = num(s, {"heat", "bytes_missed_cache"});
+  f.add("hotshard_bytes_requested_total", {{"backing", "cache"}}, read_cache);
+  f.add("hotshard_bytes_requested_total", {{"backing", "remote"}}, read_remote);
+  f.add("hotshard_bytes_read_total", {{"source", "remote"}}, missed_remote);
+  f.add("hotshard_bytes_read_total", {{"source", "cache"}}, missed_cache);
+  auto requested = sum({read_remote, read_cache});
+  auto missed = sum({missed_remote, missed_cache});
+  if (requested && missed) {
+    // Readahead can put pages into the page cache before they are requested,
+    // so requested - missed may dip for a moment; hold it monotonic so that it
+    // stays a counter (a dip would read as a counter reset to rate()).
+    state.page_cache_bytes = std::max(state.page_cache_bytes, *requested - *missed);
+    f.add("hotshard_bytes_read_total", {{"source", "page_cache"}}, state.page_cache_bytes);
+  }
+  f.add("hotshard_remote_bytes_avoided_total", {}, num(s, {"heat", "remote_bytes_avoided"}));
+  f.add("hotshard_unattributed_bytes_total", {}, num(s, {"heat", "unattributed_bytes"}));
+  f.add("hotshard_heat_shards", {}, num(s, {"heat", "shards"}));
+
+  // Jobs: already bounded by the daemon (top N and "other"); bounded again here.
+  // The label is "cgroup", not "job": Prometheus owns "job" (the scrape job) and
+  // would rename ours to exported_job.
+  if (const json* jobs = at(s, {"jobs"}); jobs != nullptr && jobs->is_array()) {
+    std::optional<double> extra_read, extra_missed;
+    size_t n = 0;
+    for (const auto& job : *jobs) {
+      if (!job.is_object()) continue;
+      std::string name = labelValue(str(job, {"cgroup"}));
+      if (name.empty()) name = "unknown";
+      if (n++ >= kMaxJobs) {
+        extra_read = sum({extra_read, num(job, {"bytes_read"})});
+        extra_missed = sum({extra_missed, num(job, {"bytes_missed"})});
+        continue;
+      }
+      f.add("hotshard_job_bytes_read_total", {{"cgroup", name}}, num(job, {"bytes_read"}));
+      f.add("hotshard_job_bytes_missed_total", {{"cgroup", name}}, num(job, {"bytes_missed"}));
+    }
+    f.add("hotshard_job_bytes_read_total", {{"cgroup", "other_overflow"}}, extra_read);
+    f.add("hotshard_job_bytes_missed_total", {{"cgroup", "other_overflow"}}, extra_missed);
+  }
+
+  // Policy and placement.
+  if (has(s, {"policy", "name"})) {
+    f.add("hotshard_policy_info",
+          {{"params", labelValue(paramsText(at(s, {"policy", "params"})))},
+           {"policy", labelValue(str(s, {"policy", "name"}))}},
+          1);
+  }
+  f.add("hotshard_policy_admits_total", {}, num(s, {"policy", "counters", "admits"}));
+  f.add("hotshard_policy_rejects_total", {}, num(s, {"policy", "counters", "rejects"}));
+  f.add("hotshard_placement_automatic", {}, num(s, {"placement", "automatic"}));
+  f.add("hotshard_placement_tick_seconds", {}, num(s, {"placement", "tick_seconds"}));
+  f.add("hotshard_placement_ticks_total", {}, num(s, {"placement", "ticks"}));
+  f.add("hotshard_placement_promotions_total", {}, num(s, {"placement", "promotions"}));
+  f.add("hotshard_placement_promotion_failures_total", {},
+        num(s, {"placement", "promotion_failures"}));
+  f.add("hotshard_placement_evictions_total", {}, num(s, {"placement", "evictions"}));
+}
+
+// ---- the exporter -------------------------------------------------------------------
+
+// The FUSE operations of the status JSON; anything else is "other".
+constexpr std::array<const char*, 17> kFuseOps = {
+    "lookup",      "getattr", "setattr", "open",         "create",  "read",
+    "write",       "flush",   "release", "fsync",        "opendir", "readdir",
+    "readdirplus", "statfs",  "forget",  "batch_forget", "other"};
+
+class StatusCollectable : public prometheus::Collectable {
+ public:
+  explicit StatusCollectable(MetricsExporter::Snapshot snapshot) : snapshot_(std::move(snapshot)) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    json status;
+    bool failed = false;
+    try {
+      status = snapshot_();
+    } catch (...) {
+      failed = true;
+    }
+    Families f;
+    std::lock_guard lock(mu_);
+    if (failed) snapshot_failures_++;
+    if (!failed) convertStatus(status, f, state_);
+    f.add("hotshard_metrics_snapshot_failures_total", {}, static_cast<double>(snapshot_failures_));
+    return f.take();
+  }
+
+ private:
+  MetricsExporter::Snapshot snapshot_;
+  mutable std::mutex mu_;
+  mutable ConversionState state_;
+  mutable uint64_t snapshot_failures_ = 0;
+};
+
+std::string errnoText(int err) {
+  switch (err) {
+    case EADDRINUSE:
+      return "address in use";
+    case EADDRNOTAVAIL:
+      return "address not available on this host";
+    case EACCES:
+      return "permission denied (ports below 1024 need privileges)";
+    default:
+      return std::strerror(err);
+  }
+}
+
+socklen_t toSockaddr(const MetricsAddress& a, uint16_t port, sockaddr_storage* ss) {
+  *ss = {};
+  if (a.ipv6) {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(ss);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(port);
+    ::inet_pton(AF_INET6, a.host.c_str(), &sin6->sin6_addr);
+    return sizeof(*sin6);
+  }
+  auto* sin = reinterpret_cast<sockaddr_in*>(ss);
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons(port);
+  ::inet_pton(AF_INET, a.host.c_str(), &sin->sin_addr);
+  return sizeof(*sin);
+}
+
+// civetweb says only "possible problem binding to port"; find out why first,
+// with a socket of our own (SO_REUSEADDR, as civetweb binds).
+Status probeBind(const MetricsAddress& a) {
+  sockaddr_storage ss;
+  socklen_t len = toSockaddr(a, a.port, &ss);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return makeError(Errc::kIo, "metrics " + a.text() + ": socket: " + errnoText(errno));
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (a.ipv6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    Error e = sysError(err, "metrics " + a.text());
+    e.code = err == EADDRINUSE ? Errc::kBusy : Errc::kIo;
+    e.message = "metrics " + a.text() + ": " + errnoText(err);
+    return e;
+  }
+  return Ok{};
+}
+
+// Connects to the exporter and hangs up at once.
+void knock(const MetricsAddress& a, uint16_t port) {
+  sockaddr_storage ss;
+  socklen_t len = toSockaddr(a, port, &ss);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return;
+  (void)::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  ::close(fd);
+}
+
+// Whether the civetweb this process loaded was built with IPv6 (feature 8).
+bool httpServerHasIpv6() {
+  using CheckFeature = unsigned (*)(unsigned);
+  auto fn = reinterpret_cast<CheckFeature>(::dlsym(RTLD_DEFAULT, "mg_check_feature"));
+  return fn == nullptr || fn(8) != 0;  // unknown: let it try
+}
+
+}  // namespace
+
+struct MetricsExporter::Impl {
+  MetricsAddress address;
+  bool enabled = false;
+  uint16_t port = 0;
+  std::shared_ptr<prometheus::Registry> registry;
+  std::shared_ptr<StatusCollectable> status;
+  prometheus::Histogram* promotion_seconds = nullptr;
+  prometheus::Histogram* promotion_bytes = nullptr;
+  prometheus::Family<prometheus::Histogram>* fuse_family = nullptr;
+  std::array<std::atomic<prometheus::Histogram*>, kFuseOps.size()> fuse_ops{};
+  std::mutex fuse_mu;                            // creating a FUSE op's histogram
+  std::unique_ptr<prometheus::Exposer> exposer;  // last: stops first
+
+  ~Impl() {
+    if (!exposer) return;
+    // civetweb's listener polls for 2 s before it looks at its stop flag; a
+    // connection wakes it, so stopping takes milliseconds instead.
+    std::atomic<bool> stopped{false};
+    std::thread waker([&] {
+      while (!stopped.load()) {
+        knock(address, port);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+    exposer.reset();
+    stopped = true;
+    waker.join();
+  }
+};
+
+std::string MetricsAddress::text() const {
+  return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+Result<MetricsAddress> parseMetricsAddress(const std::string& text, bool allow_any_port) {
+  auto bad = [&](const std::string& why) {
+    return makeError(Errc::kInvalidArgument,
+                     "metrics '" + text + "': " + why +
+                         " (expected HOST:PORT with an IP address, [IPv6]:PORT, or off)");
+  };
+  MetricsAddress a;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return bad("no ']:' after an IPv6 address");
+    }
+    a.host = text.substr(1, close - 1);
+    a.ipv6 = true;
+    port = text.substr(close + 2);
+    in6_addr addr6;
+    if (::inet_pton(AF_INET6, a.host.c_str(), &addr6) != 1) return bad("not an IPv6 address");
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos) return bad("no port");
+    a.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (a.host.find(':') != std::string::npos) return bad("IPv6 addresses go in brackets");
+    in_addr addr4;
+    if (::inet_pton(AF_INET, a.host.c_str(), &addr4) != 1) {
+      return bad("'" + a.host + "' is not an IPv4 address");
+    }
+  }
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos) {
+    return bad("bad port");
+  }
+  unsigned long n = std::stoul(port);
+  if (n > 65535 || (n == 0 && !allow_any_port)) return bad("port out of range 1-65535");
+  a.port = static_cast<uint16_t>(n);
+  return a;
+}
+
+const std::vector<MetricInfo>& metricCatalog() { return kCatalog; }
+
+std::string metricsLabelValue(const std::string& s) { return labelValue(s); }
+
+std::string statusMetricsText(const json& status) {
+  Families f;
+  ConversionState state;
+  convertStatus(status, f, state);
+  return prometheus::TextSerializer().Serialize(f.take());
+}
+
+MetricsExporter::MetricsExporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MetricsExporter::~MetricsExporter() = default;
+
+Result<std::unique_ptr<MetricsExporter>> MetricsExporter::start(const std::string& addr,
+                                                                Snapshot snapshot) {
+  auto impl = std::make_unique<Impl>();
+  if (addr == "off") return std::unique_ptr<MetricsExporter>(new MetricsExporter(std::move(impl)));
+  ASSIGN_OR_RETURN(impl->address, parseMetricsAddress(addr, /*allow_any_port=*/true));
+  const MetricsAddress& a = impl->address;
+  if (a.ipv6 && !httpServerHasIpv6()) {
+    return makeError(Errc::kUnsupported,
+                     "metrics " + a.text() +
+                         ": this build's HTTP server (civetweb) has no IPv6 support; use an "
+                         "IPv4 address such as 127.0.0.1:" +
+                         std::to_string(a.port));
+  }
+  if (a.port != 0) RETURN_IF_ERROR(probeBind(a));
+
+  impl->registry = std::make_shared<prometheus::Registry>();
+  impl->status = std::make_shared<StatusCollectable>(std::move(snapshot));
+  impl->promotion_seconds =
+      &prometheus::BuildHistogram()
+           .Name("hotshard_promotion_duration_seconds")
+           .Help(info("hotshard_promotion_duration_seconds").help)
+           .Register(*impl->registry)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                            10, 30, 60, 120, 300, 600});
+  impl->promotion_bytes =
+      &prometheus::BuildHistogram()
+           .Name("hotshard_promotion_size_bytes")
+           .Help(info("hotshard_promotion_size_bytes").help)
+           .Register(*impl->registry)
+           .Add({}, prometheus::Histogram::BucketBoundaries{
+                        65536.0, 1048576.0, 16777216.0, 67108864.0, 268435456.0, 1073741824.0,
+                        4294967296.0, 17179869184.0, 68719476736.0});
+  impl->fuse_family = &prometheus::BuildHistogram()
+                           .Name("hotshard_fuse_request_duration_seconds")
+                           .Help(info("hotshard_fuse_request_duration_seconds").help)
+                           .Register(*impl->registry);
+  try {
+    impl->exposer = std::make_unique<prometheus::Exposer>(a.text(), 2);
+  } catch (const std::exception& e) {
+    return makeError(Errc::kIo, "metrics " + a.text() + ": cannot listen: " + e.what());
+  }
+  auto ports = impl->exposer->GetListeningPorts();
+  impl->port = ports.empty() ? a.port : static_cast<uint16_t>(ports.front());
+  impl->exposer->RegisterCollectable(impl->status);
+  impl->exposer->RegisterCollectable(impl->registry);
+  impl->enabled = true;
+  return std::unique_ptr<MetricsExporter>(new MetricsExporter(std::move(impl)));
+}
+
+bool MetricsExporter::enabled() const { return impl_->enabled; }
+uint16_t MetricsExporter::port() const { return impl_->port; }
+
+std::string MetricsExporter::url() const {
+  if (!impl_->enabled) return "";
+  MetricsAddress a = impl_->address;
+  a.port = impl_->port;
+  return "http://" + a.text() + "/metrics";
+}
+
+void MetricsExporter::observePromotion(double seconds, uint64_t bytes) noexcept {
+  if (!impl_->enabled) return;
+  impl_->promotion_seconds->Observe(seconds);
+  impl_->promotion_bytes->Observe(static_cast<double>(bytes));
+}
+
+void MetricsExporter::observeFuseOp(std::string_view op, double seconds) noexcept {
+  if (!impl_->enabled) return;
+  size_t i = 0;
+  while (i + 1 < kFuseOps.size() && op != kFuseOps[i]) i++;  // the last is "other"
+  prometheus::Histogram* h = impl_->fuse_ops[i].load(std::memory_order_acquire);
+  if (h == nullptr) {
+    // Created on first use, so that ops never seen export no series.
+    std::lock_guard lock(impl_->fuse_mu);
+    h = impl_->fuse_ops[i].load(std::memory_order_relaxed);
+    if (h == nullptr) {
+      try {
+        h = &impl_->fuse_family->Add({{"op", kFuseOps[i]}},
+                                     prometheus::Histogram::BucketBoundaries{
+                                         0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                         0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10});
+      } catch (...) {
+        return;  // out of memory: drop the observation
+      }
+      impl_->fuse_ops[i].store(h, std::memory_order_release);
+    }
+  }
+  h->Observe(seconds);
+}
+
+}  // namespace hotshard
