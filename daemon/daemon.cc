@@ -18,6 +18,7 @@
 
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
+#include "daemon/metrics.h"
 #include "daemon/placement.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
@@ -287,6 +288,7 @@ int runDaemon(RunConfig cfg) {
     fuse_loop_cfg_destroy(loop);
   });
   std::unique_ptr<ControlServer> control_server;
+  std::unique_ptr<MetricsExporter> metrics;
   bool start_failed = false;
   if (!shim.waitForInit(10000)) {
     start_failed = true;
@@ -294,7 +296,8 @@ int runDaemon(RunConfig cfg) {
     pthread_kill(signals.native_handle(), SIGTERM);
   } else {
     std::map<std::string, ControlServer::Handler> handlers;
-    handlers["status"] = [&](const json&, const ControlServer::Progress&) -> Result<json> {
+    // One snapshot of everything: the status command and every metrics scrape.
+    auto status_json = [&]() -> json {
       json ops;
       for (const auto& [name, n] : shim.requestCounts()) ops[name] = n;
       json status = {
@@ -323,20 +326,30 @@ int runDaemon(RunConfig cfg) {
       status["top"] = (*placement)->top(5);
       return status;
     };
+    handlers["status"] = [status_json](const json&, const ControlServer::Progress&) -> Result<json> {
+      return status_json();
+    };
     (*cache)->addHandlers(handlers);
     (*placement)->addHandlers(handlers);
-    auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
-    if (!control.ok()) {
+    auto exporter = MetricsExporter::start(cfg.metrics, status_json);
+    if (!exporter.ok()) {
+      start_failed = true;
+      fail(exporter.error().message);
+      pthread_kill(signals.native_handle(), SIGTERM);
+    } else if (auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
+               !control.ok()) {
       start_failed = true;
       fail(control.error().message);
       pthread_kill(signals.native_handle(), SIGTERM);
     } else {
       control_server = std::move(*control);
+      metrics = std::move(*exporter);
       spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
-                   "socket {}",
+                   "socket {}, metrics {}",
                    kVersion, cfg.remote, cfg.mount,
                    cfg.mount == cfg.remote ? "over the remote" : "separate",
-                   consistency->toString(), shim.reason(), cfg.control_socket);
+                   consistency->toString(), shim.reason(), cfg.control_socket,
+                   metrics->enabled() ? metrics->url() : "off");
       ready.report("ok");
       if (!cfg.foreground) detachStdio();
     }
@@ -351,6 +364,7 @@ int runDaemon(RunConfig cfg) {
   }
   signals.join();
   if (control_server) control_server->stop();
+  metrics.reset();     // its snapshot reads the shim, the file system, the cache, placement
   placement->reset();  // stops the ticks, which use the cache
   cache->reset();      // stops promotions and the scrub before the remote fd goes
   fuse_session_destroy(se);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -200,6 +201,12 @@ dev_t mountDevice(const std::string& path) {
   if (!opts_.mount.empty()) {
     argv.push_back("--mount");
     argv.push_back(opts_.mount);
+  }
+  // Test daemons serve no metrics unless asked: parallel runs would fight over 9464.
+  if (std::find(opts_.extra_args.begin(), opts_.extra_args.end(), "--metrics") ==
+      opts_.extra_args.end()) {
+    argv.push_back("--metrics");
+    argv.push_back("off");
   }
   for (const auto& a : opts_.extra_args) argv.push_back(a);
 

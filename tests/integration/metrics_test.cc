@@ -360,7 +360,7 @@ TEST_F(IntegrationMetrics, DocumentedQueriesWork) {
 
 // The daemon's own endpoint, end to end. Disabled until daemon.cc starts the
 // exporter (see docs/metrics.md, "For daemon code"); enable it with the wiring.
-TEST(IntegrationMetricsDaemon, DISABLED_DaemonServesItsStatus) {
+TEST(IntegrationMetricsDaemon, DaemonServesItsStatus) {
   HS_REQUIRE_ROOT();
   HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
   TempDir dir;
