@@ -65,6 +65,15 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                         .queue_depth = cfg.promote_depth,
                                         .max_concurrent = cfg.promote_concurrency,
                                         .bytes_per_sec = cfg.promote_rate,
+                                        .on_finished =
+                                            [raw = svc.get()](const std::string&, const Status& s,
+                                                              double seconds, uint64_t bytes) {
+                                              if (!s.ok() || bytes == 0) return;
+                                              std::lock_guard lock(raw->observer_mu_);
+                                              if (raw->promotion_observer_) {
+                                                raw->promotion_observer_(seconds, bytes);
+                                              }
+                                            },
                                     }));
   if (cfg.scrub_rate > 0) {
     svc->scrubber_ = std::make_unique<Scrubber>(
@@ -80,6 +89,11 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
 CacheService::~CacheService() {
   if (scrubber_) scrubber_->stop();
   if (promoter_) promoter_->shutdown();
+}
+
+void CacheService::setPromotionObserver(PromotionObserver observer) {
+  std::lock_guard lock(observer_mu_);
+  promotion_observer_ = std::move(observer);
 }
 
 // ---- fuse::CacheHooks ------------------------------------------------------

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,9 @@ class CacheService : public fuse::CacheHooks {
   using OpenListener =
       std::function<void(const std::string&, const struct stat&, bool from_cache, bool for_write)>;
   void setOpenListener(OpenListener listener) { open_listener_ = std::move(listener); }
+  // Told of every finished promotion that copied something (the metrics' histograms).
+  using PromotionObserver = std::function<void(double seconds, uint64_t bytes)>;
+  void setPromotionObserver(PromotionObserver observer);
 
   // Control commands, added to `handlers`.
   void addHandlers(std::map<std::string, ControlServer::Handler>& handlers);
@@ -62,6 +66,8 @@ class CacheService : public fuse::CacheHooks {
   std::unique_ptr<Promoter> promoter_;
   std::unique_ptr<Scrubber> scrubber_;
   OpenListener open_listener_;
+  std::mutex observer_mu_;
+  PromotionObserver promotion_observer_;  // guarded by observer_mu_
 };
 
 }  // namespace hotshard

@@ -227,6 +227,15 @@ int runDaemon(RunConfig cfg) {
   });
 
   fuse::PassthroughShim shim(cfg.passthrough);
+  // FUSE latency goes to the metrics exporter, which starts after the mount.
+  std::atomic<MetricsExporter*> latency_sink{nullptr};
+  if (cfg.metrics != "off") {
+    shim.setLatencyObserver([&latency_sink](std::string_view op, double seconds) {
+      if (MetricsExporter* m = latency_sink.load(std::memory_order_acquire)) {
+        m->observeFuseOp(op, seconds);
+      }
+    });
+  }
   fuse::FileSystem fs(fuse::FileSystemOptions{.remote_root_fd = remote_fd,
                                               .consistency = *consistency,
                                               .cache = cache->get()},
@@ -344,6 +353,12 @@ int runDaemon(RunConfig cfg) {
     } else {
       control_server = std::move(*control);
       metrics = std::move(*exporter);
+      if (metrics->enabled()) {
+        MetricsExporter* m = metrics.get();
+        latency_sink.store(m, std::memory_order_release);
+        (*cache)->setPromotionObserver(
+            [m](double seconds, uint64_t bytes) { m->observePromotion(seconds, bytes); });
+      }
       spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
                    "socket {}, metrics {}",
                    kVersion, cfg.remote, cfg.mount,
@@ -364,6 +379,8 @@ int runDaemon(RunConfig cfg) {
   }
   signals.join();
   if (control_server) control_server->stop();
+  latency_sink.store(nullptr);
+  (*cache)->setPromotionObserver(nullptr);
   metrics.reset();     // its snapshot reads the shim, the file system, the cache, placement
   placement->reset();  // stops the ticks, which use the cache
   cache->reset();      // stops promotions and the scrub before the remote fd goes

@@ -245,13 +245,23 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
     ++stats_.in_flight;
   }
   Fail why = Fail::kOther;
-  Status s = copy(rel_path, progress, &why);
+  auto t0 = std::chrono::steady_clock::now();
+  uint64_t copied = 0;
+  Status s = copy(rel_path, [&](uint64_t done, uint64_t total) {
+    copied = done;
+    if (progress) progress(done, total);
+  }, &why);
   if (!s.ok()) {
     if (why == Fail::kNone) why = Fail::kOther;
     if (s.error().code == Errc::kNoSpace) why = Fail::kNoSpace;
     spdlog::debug("{}", s.error().message);
   }
   count(s.ok() ? Fail::kNone : why, 0);
+  if (opts_.on_finished) {
+    opts_.on_finished(rel_path, s,
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                      copied);
+  }
   return s;
 }
 

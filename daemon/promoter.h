@@ -45,6 +45,11 @@ struct PromoterOptions {
   bool direct_io = true;           // O_DIRECT writes where the cache fs allows
   bool preallocate = true;         // fallocate the whole file first: ENOSPC before copying
   bool register_buffers = true;    // io_uring fixed buffers (skipped if refused)
+  // Called after each copy ends (on its worker thread, no locks held): how long the
+  // copy took and how many bytes it copied. Metrics use it.
+  std::function<void(const std::string& rel_path, const Status& result, double seconds,
+                     uint64_t bytes)>
+      on_finished;
   // Tests: called before each chunk is read, with the offset about to be read.
   std::function<void(const std::string& rel_path, uint64_t offset)> chunk_hook;
 };

@@ -71,6 +71,36 @@ void PassthroughShim::closeBacking(int backing_id) {
   }
 }
 
+namespace {
+const char* opcodeName(uint32_t op) {
+  switch (op) {
+    case FUSE_LOOKUP: return "lookup";
+    case FUSE_GETATTR: return "getattr";
+    case FUSE_SETATTR: return "setattr";
+    case FUSE_OPEN: return "open";
+    case FUSE_CREATE: return "create";
+    case FUSE_READ: return "read";
+    case FUSE_WRITE: return "write";
+    case FUSE_FLUSH: return "flush";
+    case FUSE_RELEASE: return "release";
+    case FUSE_FSYNC: return "fsync";
+    case FUSE_OPENDIR: return "opendir";
+    case FUSE_READDIR: return "readdir";
+    case FUSE_READDIRPLUS: return "readdirplus";
+    case FUSE_STATFS: return "statfs";
+    default: return "other";
+  }
+}
+// A cap on requests being timed: replies that never pass through writev (none
+// today) cannot grow the table without bound.
+constexpr size_t kMaxPending = 1 << 16;
+}  // namespace
+
+void PassthroughShim::setLatencyObserver(LatencyObserver observer) {
+  latency_observer_ = std::move(observer);
+  timing_.store(latency_observer_ != nullptr);
+}
+
 std::vector<std::pair<std::string, uint64_t>> PassthroughShim::requestCounts() const {
   static const std::pair<const char*, uint32_t> kOps[] = {
       {"lookup", FUSE_LOOKUP},   {"getattr", FUSE_GETATTR}, {"setattr", FUSE_SETATTR},
@@ -169,6 +199,12 @@ ssize_t PassthroughShim::ioRead(int fd, void* buf, size_t len, void* userdata) {
   PassthroughShim* self = shimOf(userdata);
   const auto* in = static_cast<const fuse_in_header*>(buf);
   if (in->opcode < kMaxOpcode) self->counts_[in->opcode].fetch_add(1, std::memory_order_relaxed);
+  if (self->timing_.load(std::memory_order_relaxed) && in->opcode != FUSE_FORGET &&
+      in->opcode != FUSE_BATCH_FORGET && in->opcode != FUSE_INTERRUPT) {
+    std::lock_guard lock(self->pending_mu_);
+    if (self->pending_.size() >= kMaxPending) self->pending_.clear();
+    self->pending_[in->unique] = {in->opcode, std::chrono::steady_clock::now()};
+  }
   if (in->opcode == FUSE_INIT &&
       static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
     const auto* init = reinterpret_cast<const fuse_init_in*>(in + 1);
@@ -186,7 +222,30 @@ ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* us
   bool is_init_reply = init_unique != 0 && count >= 2 &&
                        iov[0].iov_len >= sizeof(fuse_out_header) &&
                        static_cast<const fuse_out_header*>(iov[0].iov_base)->unique == init_unique;
-  if (!is_init_reply) return ::writev(fd, iov, count);
+  if (!is_init_reply) {
+    ssize_t n = ::writev(fd, iov, count);
+    if (self->timing_.load(std::memory_order_relaxed) && count >= 1 &&
+        iov[0].iov_len >= sizeof(fuse_out_header)) {
+      uint64_t unique = static_cast<const fuse_out_header*>(iov[0].iov_base)->unique;
+      Pending p{};
+      bool found = false;
+      {
+        std::lock_guard lock(self->pending_mu_);
+        auto it = self->pending_.find(unique);
+        if (it != self->pending_.end()) {
+          p = it->second;
+          found = true;
+          self->pending_.erase(it);
+        }
+      }
+      if (found) {
+        self->latency_observer_(
+            opcodeName(p.opcode),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count());
+      }
+    }
+    return n;
+  }
 
   self->init_unique_.store(0);
   const auto* hdr = static_cast<const fuse_out_header*>(iov[0].iov_base);

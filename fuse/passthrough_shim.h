@@ -17,6 +17,10 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <functional>
+#include <string_view>
+#include <unordered_map>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -75,6 +79,11 @@ class PassthroughShim {
   // The opcodes worth reporting, by name ("read" -> FUSE_READ), with their counts.
   std::vector<std::pair<std::string, uint64_t>> requestCounts() const;
 
+  // Called with each request's opcode name and the time from reading it off
+  // /dev/fuse to writing its reply (requests without replies are not timed).
+  using LatencyObserver = std::function<void(std::string_view op, double seconds)>;
+  void setLatencyObserver(LatencyObserver observer);
+
   // The refusal of a backing file downgrades the whole connection to the
   // userspace path (the kernel lets one inode have only one kind of open).
   void disable(std::string why);
@@ -89,6 +98,14 @@ class PassthroughShim {
   std::atomic<uint64_t> init_unique_{0};
   std::atomic<bool> kernel_offers_{false};
   std::array<std::atomic<uint64_t>, kMaxOpcode> counts_{};
+  struct Pending {
+    uint32_t opcode;
+    std::chrono::steady_clock::time_point start;
+  };
+  std::mutex pending_mu_;
+  std::unordered_map<uint64_t, Pending> pending_;  // by request unique; guarded by pending_mu_
+  LatencyObserver latency_observer_;               // set before the session runs
+  std::atomic<bool> timing_{false};
   std::mutex init_mu_;
   std::condition_variable init_cv_;
   bool init_done_ = false;  // guarded by init_mu_

@@ -358,8 +358,7 @@ TEST_F(IntegrationMetrics, DocumentedQueriesWork) {
   EXPECT_GE(n, 9);
 }
 
-// The daemon's own endpoint, end to end. Disabled until daemon.cc starts the
-// exporter (see docs/metrics.md, "For daemon code"); enable it with the wiring.
+// The daemon's own endpoint, end to end.
 TEST(IntegrationMetricsDaemon, DaemonServesItsStatus) {
   HS_REQUIRE_ROOT();
   HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
@@ -404,6 +403,27 @@ TEST(IntegrationMetricsDaemon, DaemonServesItsStatus) {
   EXPECT_NE(std::string(started.message()).find("metrics " + addr + ": address in use"),
             std::string::npos)
       << started.message();
+}
+
+// The histograms are fed from inside the daemon: FUSE requests timed in the
+// passthrough shim, promotions timed by the promoter.
+class IntegrationMetricsHistograms : public MountFixture {};
+
+TEST_F(IntegrationMetricsHistograms, FuseLatencyAndPromotionsAreObserved) {
+  writeRandomFile(remote_ + "/a.bin", 3 << 20, 1);
+  writeRandomFile(remote_ + "/b.bin", 1 << 20, 2);
+  uint16_t port = freeLoopbackPort();
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--metrics", "127.0.0.1:" + std::to_string(port), "--placement",
+                                  "manual", "--scrub-rate", "0"}});
+  (void)fs::file_size(mnt_ + "/a.bin");  // lookup, getattr
+  ASSERT_EQ(hs({"warm", mnt_}).exit_code, 0);
+  auto m = parseMetricsText(httpGet(port, "/metrics").body);
+  EXPECT_GE(m["hotshard_fuse_request_duration_seconds_count{op=\"lookup\"}"], 1);
+  EXPECT_GT(m["hotshard_fuse_request_duration_seconds_sum{op=\"lookup\"}"], 0);
+  EXPECT_EQ(m["hotshard_promotion_duration_seconds_count"], 2);
+  EXPECT_EQ(m["hotshard_promotion_size_bytes_sum"], (3 << 20) + (1 << 20));
+  EXPECT_GE(m["hotshard_promotions_total{result=\"published\"}"], 2);
 }
 
 }  // namespace
