@@ -501,10 +501,23 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   std::string rel;
   struct stat remote {};
   bool cache_candidate = false;
+  // A writer fences the cache for the whole open; if the open fails, the fence
+  // comes down again on the way out (the store's lock is a leaf: no order issue
+  // with inode.mu).
+  struct WriteFence {
+    CacheHooks* cache = nullptr;
+    const std::string* rel = nullptr;
+    ~WriteFence() {
+      if (cache != nullptr) cache->endWrite(*rel);
+    }
+  } fence;
   if (cache != nullptr) {
     rel = relPathOf(inode);
     if (want_write) {
-      if (!rel.empty()) cache->beginWrite(rel);  // before the write can happen
+      if (!rel.empty()) {
+        cache->beginWrite(rel);  // before the write can happen
+        fence = {cache, &rel};
+      }
     } else if (!rel.empty()) {
       auto attrs = remoteAttrsForOpen(inode);
       if (attrs.ok()) {
@@ -524,7 +537,6 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       lock.unlock();
       cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
       retire(inode);
-      if (want_write && !rel.empty()) cache->endWrite(rel);
       return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
     }
   }
@@ -544,12 +556,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_LARGEFILE);
       int rw_errno = fd < 0 ? errno : 0;
       if (fd < 0 && !want_write) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE);
-      if (fd < 0) {
-        Error err = sysError(errno, "open backing file");
-        lock.unlock();
-        if (want_write && cache != nullptr && !rel.empty()) cache->endWrite(rel);
-        return err;
-      }
+      if (fd < 0) return sysError(errno, "open backing file");
       inode.backing_fd = fd;
       inode.backing_writable = rw_errno == 0;
       inode.backing_rw_errno = rw_errno;
@@ -566,11 +573,8 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       }
     }
   } else if (want_write && !inode.backing_writable) {
-    Error err = sysError(inode.backing_rw_errno ? inode.backing_rw_errno : EACCES,
-                         "open backing file for writing");
-    lock.unlock();
-    if (cache != nullptr && !rel.empty()) cache->endWrite(rel);
-    return err;
+    return sysError(inode.backing_rw_errno ? inode.backing_rw_errno : EACCES,
+                    "open backing file for writing");
   }
   if (flags & O_TRUNC) {
     if (::ftruncate(inode.backing_fd, 0) < 0) {
@@ -582,13 +586,14 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
         inode.backing_id = -1;
         inode.backing_is_cache = false;
       }
-      lock.unlock();
-      if (want_write && cache != nullptr && !rel.empty()) cache->endWrite(rel);
       return err;
     }
   }
   inode.nopen++;
-  if (want_write && cache != nullptr && !rel.empty()) inode.writer_rels.push_back(rel);
+  if (fence.cache != nullptr) {
+    inode.writer_rels.push_back(rel);  // releaseBacking lowers the fence
+    fence.cache = nullptr;
+  }
   bool from_cache = inode.backing_is_cache;
   int id = inode.backing_id;
   struct stat backing_st {};
