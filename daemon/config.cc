@@ -172,6 +172,11 @@ std::vector<ConfigItem> makeItems() {
   items.push_back(boolItem("probes",
                            "on: eBPF heat probes (default); off: heat from FUSE opens only",
                            &RunConfig::probes));
+  items.push_back(countItem("probe-sample-rate",
+                            "Send 1 in N probe events to the ring buffer, so 'trace record' "
+                            "writes raw sampled reads; 0: off, traces hold per-chunk counts per "
+                            "tick (default: 0)",
+                            &RunConfig::probe_sample_rate, 0, 1000000));
   items.push_back(stringItem("policy",
                              "Placement policy, name;k=v;... (default: hotshard; see "
                              "'hotshard policy list')",

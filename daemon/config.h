@@ -36,6 +36,8 @@ struct RunConfig {
 
   // Heat and placement.
   bool probes = true;                  // false: heat from FUSE opens only
+  unsigned probe_sample_rate = 0;      // 1 in N probe events to the ring buffer for
+                                       // `trace record`; 0: off (records per chunk and tick)
   std::string policy = "hotshard";     // "name;k=v;..."
   bool automatic_placement = true;     // false (manual): only warm/evict/pin copy or drop
   double tick_seconds = 1.0;

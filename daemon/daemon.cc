@@ -218,7 +218,8 @@ int runDaemon(RunConfig cfg) {
                        .automatic = cfg.automatic_placement,
                        .promote_budget_per_tick =
                            static_cast<uint64_t>(static_cast<double>(cfg.promote_rate) *
-                                                 cfg.tick_seconds)},
+                                                 cfg.tick_seconds),
+                       .sample_rate = cfg.probe_sample_rate},
       cache->get(), devices);
   if (!placement.ok()) return fail(placement.error().message);
   (*cache)->setOpenListener([p = placement->get()](const std::string& rel, const struct stat& st,

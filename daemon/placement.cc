@@ -91,6 +91,7 @@ Result<std::unique_ptr<Placement>> Placement::start(const PlacementOptions& opts
   } else {
     bpf::ProbeOptions po;
     po.chunk_bytes = opts.chunk_bytes;
+    po.sample_rate = opts.sample_rate;
     po.ignore_pid = ::getpid();  // our own promotion reads are not heat
     auto probes = bpf::HeatProbes::load(po);
     if (!probes.ok()) {
@@ -425,23 +426,47 @@ Result<json> Placement::traceRecord(const json& req) {
   std::ofstream file(out, std::ios::binary | std::ios::trunc);
   if (!file) return lastSysError("open " + out);
   auto writer = policy::makeTraceWriter(policy::TraceFormat::kNative, file);
-  {
-    std::lock_guard lock(mu_);
-    if (trace_ != nullptr) return makeError(Errc::kBusy, "a trace is already being recorded");
-    trace_ = writer.get();
-    trace_records_ = 0;
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(duration));
-  tick();  // what the last partial tick saw
-  uint64_t records;
-  {
+  uint64_t records = 0;
+  const char* mode = opts_.sample_rate > 0 ? "samples" : "chunks";
+  if (opts_.sample_rate > 0) {
+    // Raw sampled events from the ring buffer, one record each; a page-cache
+    // miss is a record of its own, with its bytes counted as read and missed.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration);
+    Status failed = Ok{};
+    while (failed.ok() && std::chrono::steady_clock::now() < deadline) {
+      failed = probes_->pollSamples(100, [&](const bpf::SampleEvent& e) {
+        std::lock_guard lock(mu_);
+        auto it = backings_.find({e.dev, e.ino});
+        if (it == backings_.end()) return;
+        const Shard& s = shards_[it->second.rel];
+        bool miss = e.kind == bpf::SampleKind::kMiss;
+        policy::Request r{.time_ns = e.time_ns,
+                          .id = s.id,
+                          .size = s.size,
+                          .offset = e.offset,
+                          .bytes_read = e.length,
+                          .bytes_missed = miss ? e.length : 0};
+        if (writer->write(r)) records++;
+      });
+    }
+    if (!failed.ok()) return failed.takeError();
+  } else {
+    // Per chunk and tick, as the placement loop drains them.
+    {
+      std::lock_guard lock(mu_);
+      if (trace_ != nullptr) return makeError(Errc::kBusy, "a trace is already being recorded");
+      trace_ = writer.get();
+      trace_records_ = 0;
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+    tick();  // what the last partial tick saw
     std::lock_guard lock(mu_);
     trace_ = nullptr;
     records = trace_records_;
   }
   if (auto st = writer->finish(); !st) return makeError(Errc::kIo, "write " + out + ": " + st.message());
   file.close();
-  return json{{"out", out}, {"records", records}, {"format", "native"}};
+  return json{{"out", out}, {"records", records}, {"format", "native"}, {"mode", mode}};
 }
 
 void Placement::addHandlers(std::map<std::string, ControlServer::Handler>& h) {

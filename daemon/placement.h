@@ -40,6 +40,7 @@ struct PlacementOptions {
   bool automatic = true;            // false: heat and policy are kept, nothing is copied
   uint64_t promote_budget_per_tick = 0;  // bytes; 0: from the promotion rate, else 1 GiB
   uint64_t chunk_bytes = 16ull << 20;
+  uint32_t sample_rate = 0;  // probes' ring-buffer sampling, for trace record
   double heat_half_life_seconds = 300;
   size_t top_jobs = 8;  // per-job totals beyond these are summed as "other"
 };

@@ -164,26 +164,36 @@ TEST_F(IntegrationHeat, PolicyCanBeChangedLiveWithoutLosingCopies) {
 TEST_F(IntegrationHeat, TraceRecordWritesATraceTheSimulatorReads) {
   writeRandomFile(remote_ + "/x.bin", 2 << 20, 5);
   writeRandomFile(remote_ + "/y.bin", 1 << 20, 6);
-  startDaemon({"--placement", "manual"});
-  std::thread reader([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    // Passes a few ticks apart: the trace has one record per chunk per tick.
-    for (int i = 0; i < 3; i++) {
-      readAll(mnt_ + "/x.bin");
-      readAll(mnt_ + "/y.bin");
+  // Per chunk and tick (no sampling), and raw ring-buffer samples (every event).
+  for (const std::string rate : {"0", "1"}) {
+    SCOPED_TRACE("probe-sample-rate " + rate);
+    startDaemon({"--placement", "manual", "--probe-sample-rate", rate});
+    std::thread reader([&] {
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    }
-  });
-  CommandResult rec = hs({"trace", "record", "--out", tmp_ / "t.trace", "--duration", "1500ms"});
-  reader.join();
-  ASSERT_EQ(rec.exit_code, 0) << rec.out;
-  EXPECT_NE(rec.out.find("recorded"), std::string::npos);
-  CommandResult sim = runCommand({hotshardBinary(), "policy", "simulate", "--trace", tmp_ / "t.trace",
-                                  "--capacity", "4MiB", "--policy", "lru", "--json"});
-  ASSERT_EQ(sim.exit_code, 0) << sim.out;
-  json r = json::parse(sim.out);
-  ASSERT_EQ(r["results"].size(), 1u);
-  EXPECT_GT(r["results"][0]["hit_ratio"].get<double>(), 0) << sim.out;
+      // Passes a few ticks apart: without sampling, one record per chunk per tick.
+      for (int i = 0; i < 3; i++) {
+        dropPageCache(remote_ + "/x.bin");
+        dropPageCache(remote_ + "/y.bin");
+        readAll(mnt_ + "/x.bin");
+        readAll(mnt_ + "/y.bin");
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      }
+    });
+    std::string trace = tmp_ / ("t" + rate + ".trace");
+    CommandResult rec = hs({"trace", "record", "--out", trace, "--duration", "1500ms", "--json"});
+    reader.join();
+    ASSERT_EQ(rec.exit_code, 0) << rec.out;
+    json r = json::parse(rec.out);
+    EXPECT_EQ(r["mode"], rate == "0" ? "chunks" : "samples");
+    EXPECT_GT(r["records"].get<uint64_t>(), rate == "0" ? 2u : 100u) << rec.out;
+    CommandResult sim = runCommand({hotshardBinary(), "policy", "simulate", "--trace", trace,
+                                    "--capacity", "4MiB", "--policy", "lru", "--json"});
+    ASSERT_EQ(sim.exit_code, 0) << sim.out;
+    json result = json::parse(sim.out);
+    ASSERT_EQ(result["results"].size(), 1u);
+    EXPECT_GT(result["results"][0]["hit_ratio"].get<double>(), 0) << sim.out;
+    daemon_->stop();
+  }
 }
 
 }  // namespace
