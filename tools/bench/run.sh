@@ -7,6 +7,8 @@
 #   BENCH_REPS=3                        runs per cell; the median is reported
 #   BENCH_CACHE=0                       skip tools/bench/cache-bench.sh (the cache in
 #                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
+#   BENCH_EPOCHS=0                      skip tools/bench/epoch-bench.sh (shuffled epochs over a data
+#                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -92,6 +94,7 @@ row() {  # workload state unit target native mount native_cpu_s mount_cpu_s
 }
 
 if [[ ${BENCH_CACHE:-1} != 0 ]]; then tools/bench/cache-bench.sh; fi
+if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -145,5 +148,6 @@ stop_daemon
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
   if [[ -f docs/benchmarks.d/extra.md ]]; then echo; cat docs/benchmarks.d/extra.md; fi
+  if [[ -f docs/benchmarks.d/epochs.md ]]; then echo; cat docs/benchmarks.d/epochs.md; fi
 } > "$OUT"
 echo "bench: wrote $OUT"
