@@ -28,6 +28,7 @@
 #   EPOCH_SEED=1               shuffle seeds: epoch e uses SEED*1000+e, both sides
 #   EPOCH_BENCH_OUT=docs/benchmarks.d/epochs.md
 #   EPOCH_BENCH_TIMEOUT=600
+#   EPOCH_LOG_LEVEL=warn       hotshard --log-level (debug logs each promotion and eviction)
 #   SLOW_DIR=/var/tmp/hotshard-slow   everything lives here (data set kept between runs)
 set -eEuo pipefail
 cd "$(dirname "$0")/../.."
@@ -55,6 +56,7 @@ MNT=$SLOW_DIR/epochs-mnt        # hotshard over REMOTE
 CACHE=$SLOW_DIR/epochs-cache    # hotshard's cache directory
 SOCK=$SLOW_DIR/epochs.sock
 LOG=$SLOW_DIR/epochs-daemon.log
+STATUS_LOG=$SLOW_DIR/epochs-status.jsonl  # hotshard status --json and top --json after each epoch
 SET=epochs                      # the file set, under EXPORT / REMOTE / MNT
 
 say() { echo "epoch-bench: $*" >&2; }
@@ -114,11 +116,11 @@ prepare() {
 }
 
 start_daemon() {
-  : > "$LOG"
+  : > "$LOG"; : > "$STATUS_LOG"
   rm -rf "$CACHE"; mkdir -p "$CACHE" "$MNT"  # a fresh, empty cache
   "$BIN" run --foreground --remote "$REMOTE" --mount "$MNT" --cache "$CACHE" \
     --cache-size "${CACHE_MIB}MiB" --tick "$TICK" \
-    --control-socket "$SOCK" --log-level warn 2>>"$LOG" &
+    --control-socket "$SOCK" --log-level "${EPOCH_LOG_LEVEL:-warn}" 2>>"$LOG" &
   daemon_pid=$!
   for _ in $(seq 200); do
     hs status --json >/dev/null 2>&1 && return 0
@@ -162,12 +164,14 @@ epoch() {
   line="$side epoch $e: $(printf '%7.2f' "${secs[$side,$e]}") s  $(mib "${link[$side,$e]}") MiB over the link"
   if [[ $side == hotshard ]]; then
     local now_held; now_held=$(cached_files)
+    { hs status --json | jq -c --argjson e "$e" '{epoch: $e, status: .}'
+      hs top --json -n 100 | jq -c --argjson e "$e" '{epoch: $e, top: .}'; } >>"$STATUS_LOG" || true
     copied[$e]=$(($(status_field .cache.promoter.bytes_copied) - c0))
     promos[$e]=$(($(status_field .placement.promotions) - p0))
     used[$e]=$(status_field .cache.used_bytes)
     held[$e]=$(wc -w <<<"$now_held")
     # of the files held when the epoch began, how many are still held at its end
-    kept[$e]=$(comm -12 <(tr ' ' '\n' <<<"$held_before" | grep .) <(tr ' ' '\n' <<<"$now_held" | grep .) | wc -l)
+    kept[$e]=$(comm -12 <(tr ' ' '\n' <<<"$held_before" | sed '/^$/d') <(tr ' ' '\n' <<<"$now_held" | sed '/^$/d') | wc -l)
     line+=", $(mib "${copied[$e]}") MiB promoted, ${promos[$e]} promotions, cache $(mib "${used[$e]}") MiB in ${held[$e]} files, ${kept[$e]}/$(wc -w <<<"$held_before") kept"
   fi
   say "$line"
@@ -207,7 +211,7 @@ ideal_epoch=$(awk -v f="$frac" -v t="$TOTAL_MIB" 'BEGIN { printf "%.1f", (1 - f)
 ideal_later=$(awk -v i="$ideal_epoch" -v k="$EPOCHS" 'BEGIN { printf "%.1f", i * (k - 1) }')
 direct_later=$(mib "$(sum direct link 2 "$EPOCHS")")
 hs_later=$(mib "$(sum hotshard link 2 "$EPOCHS")")
-saved=$(awk -v d="$direct_later" -v h="$hs_later" -v i="$ideal_later" 'BEGIN { printf "%.2f", (d - i) > 0 ? (d - h) / (d - i) : 0 }')
+saved=$(awk -v d="$direct_later" -v h="$hs_later" -v i="$ideal_later" 'BEGIN { printf "%.2f", ((d - i) > 0 ? (d - h) / (d - i) : 0) }')
 
 copied_all=0
 for e in $(seq "$EPOCHS"); do copied_all=$((copied_all + ${copied[$e]})); done
@@ -267,9 +271,26 @@ tmp=$(mktemp)
   echo "fixed subset would save (1.00 = as good as the ideal; 0 = no better than no cache; below 0"
   echo "= worse, the promotions cost more than the cache gives back)."
   echo
-  echo "At the end: placement promotions $(jq .placement.promotions <<<"$final"), evictions $(jq .placement.evictions <<<"$final"),"
+  later_promos=0; later_copied=0
+  for ((e = 2; e <= EPOCHS; e++)); do later_promos=$((later_promos + ${promos[$e]})); later_copied=$((later_copied + ${copied[$e]})); done
+  if ((later_promos > 0)); then
+    echo "**Churn:** after the first fill, the placement loop made $later_promos more promotions in epochs"
+    echo "2..$EPOCHS ($(mib "$later_copied") MiB copied over the link), each displacing a cached file that the"
+    echo "same shuffle reads just as often: with every file read once per epoch, replacing one cached"
+    echo "file by another saves nothing, so those copies are pure cost."
+  else
+    echo "After the first fill the placement loop made no more promotions: the cached subset stayed put."
+  fi
+  echo
+  store_ev=$(($(jq .cache.evictions <<<"$final") - $(jq .placement.evictions <<<"$final")))
+  echo "At the end: placement promotions $(jq .placement.promotions <<<"$final"), evictions $(jq .placement.evictions <<<"$final") by the"
+  echo "placement loop and $store_ev more by the cache store itself (its watermarks: it makes room when a"
+  echo "promotion would pass the high watermark, whatever the policy's books say),"
   echo "promotion failures $(jq .placement.promotion_failures <<<"$final"); cache $(mib "$(jq .cache.used_bytes <<<"$final")") of $(mib "$(jq .cache.capacity_bytes <<<"$final")") MiB;"
-  echo "heat: $(mib "$(jq .heat.bytes_read_remote <<<"$final")") MiB read from the remote's file system, $(mib "$(jq .heat.bytes_read_cache <<<"$final")") MiB from the cache's."
+  echo "heat: $(mib "$(jq .heat.bytes_read_remote <<<"$final")") MiB read from the remote's file system, $(mib "$(jq .heat.bytes_read_cache <<<"$final")") MiB from the cache's,"
+  echo "$(mib "$(jq .heat.unattributed_bytes <<<"$final")") MiB unattributed. Policy counters: \`$(jq -c .policy.counters <<<"$final")\`."
+  echo
+  echo "Slow remote: \`SLOW_DIR=$SLOW_DIR SLOW_NS=${SLOW_NS:-hs-remote} SLOW_IF=${SLOW_IF:-hs-slow} SLOW_NET=${SLOW_NET:-10.201.0} SLOW_PORT=${SLOW_PORT:-7022}\`."
   echo
   echo "Commands (\$REMOTE = $REMOTE, \$MNT = $MNT, \$CACHE = $CACHE):"
   echo
