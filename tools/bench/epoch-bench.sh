@@ -28,6 +28,7 @@
 #   EPOCH_SEED=1               shuffle seeds: epoch e uses SEED*1000+e, both sides
 #   EPOCH_BENCH_OUT=docs/benchmarks.d/epochs.md
 #   EPOCH_BENCH_TIMEOUT=600
+#   EPOCH_POLICY=              hotshard --policy NAME;k=v (default: the daemon's default policy)
 #   EPOCH_LOG_LEVEL=warn       hotshard --log-level (debug logs each promotion and eviction)
 #   SLOW_DIR=/var/tmp/hotshard-slow   everything lives here (data set kept between runs)
 set -eEuo pipefail
@@ -119,7 +120,7 @@ start_daemon() {
   : > "$LOG"; : > "$STATUS_LOG"
   rm -rf "$CACHE"; mkdir -p "$CACHE" "$MNT"  # a fresh, empty cache
   "$BIN" run --foreground --remote "$REMOTE" --mount "$MNT" --cache "$CACHE" \
-    --cache-size "${CACHE_MIB}MiB" --tick "$TICK" \
+    --cache-size "${CACHE_MIB}MiB" --tick "$TICK" ${EPOCH_POLICY:+--policy "$EPOCH_POLICY"} \
     --control-socket "$SOCK" --log-level "${EPOCH_LOG_LEVEL:-warn}" 2>>"$LOG" &
   daemon_pid=$!
   for _ in $(seq 200); do
@@ -231,7 +232,8 @@ tmp=$(mktemp)
   echo
   echo "- **direct**: the epochs read \`$REMOTE/$SET\`, the slow remote itself."
   echo "- **hotshard**: \`hotshard run --remote $REMOTE --mount $MNT --cache $CACHE"
-  echo "  --cache-size ${CACHE_MIB}MiB --tick $TICK\` started with an empty cache (default policy"
+  # shellcheck disable=SC2016  # the single quotes are literal, inside double quotes
+  echo "  --cache-size ${CACHE_MIB}MiB --tick $TICK${EPOCH_POLICY:+ --policy '$EPOCH_POLICY'}\` started with an empty cache (${EPOCH_POLICY:+not the default: }policy"
   echo "  \`$policy\`, \`--placement auto\`, passthrough $passthrough); the epochs read \`$MNT/$SET\`."
   echo "  No \`hotshard warm\`: whatever the cache holds, the placement loop put there while the"
   echo "  epochs ran."
@@ -298,7 +300,8 @@ tmp=$(mktemp)
   echo "tools/bench/slow-remote.sh up                       # RATE=$RATE"
   echo "# direct, for e in 1..$EPOCHS (page cache dropped first, then a ${PAUSE} s pause):"
   echo "for f in \$(shuffle e); do hotshard-readbench seq \$REMOTE/$SET/\$f --block 1MiB; done"
-  echo "hotshard run --foreground --remote \$REMOTE --mount \$MNT --cache \$CACHE --cache-size ${CACHE_MIB}MiB --tick $TICK &"
+  # shellcheck disable=SC2016
+  echo "hotshard run --foreground --remote \$REMOTE --mount \$MNT --cache \$CACHE --cache-size ${CACHE_MIB}MiB --tick $TICK${EPOCH_POLICY:+ --policy '$EPOCH_POLICY'} &"
   echo "# hotshard, the same $EPOCHS epochs:"
   echo "for f in \$(shuffle e); do hotshard-readbench seq \$MNT/$SET/\$f --block 1MiB; done"
   echo "tools/bench/slow-remote.sh bytes                    # before and after each epoch"
