@@ -233,7 +233,7 @@ tmp=$(mktemp)
   echo "- **direct**: the epochs read \`$REMOTE/$SET\`, the slow remote itself."
   echo "- **hotshard**: \`hotshard run --remote $REMOTE --mount $MNT --cache $CACHE"
   # shellcheck disable=SC2016  # the single quotes are literal, inside double quotes
-  echo "  --cache-size ${CACHE_MIB}MiB --tick $TICK${EPOCH_POLICY:+ --policy '$EPOCH_POLICY'}\` started with an empty cache (${EPOCH_POLICY:+not the default: }policy"
+  echo "  --cache-size ${CACHE_MIB}MiB --tick $TICK${EPOCH_POLICY:+ --policy '$EPOCH_POLICY'}\` started with an empty cache (${EPOCH_POLICY:+not the default: }${EPOCH_POLICY:-default }policy"
   echo "  \`$policy\`, \`--placement auto\`, passthrough $passthrough); the epochs read \`$MNT/$SET\`."
   echo "  No \`hotshard warm\`: whatever the cache holds, the placement loop put there while the"
   echo "  epochs ran."
