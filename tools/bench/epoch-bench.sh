@@ -217,6 +217,8 @@ saved=$(awk -v d="$direct_later" -v h="$hs_later" -v i="$ideal_later" 'BEGIN { p
 copied_all=0
 for e in $(seq "$EPOCHS"); do copied_all=$((copied_all + ${copied[$e]})); done
 
+policy_word="default policy"
+[[ -z ${EPOCH_POLICY:-} ]] || policy_word="not the default: policy"
 tmp=$(mktemp)
 {
   echo "## Epochs: a shuffled training reader, data set twice the cache"
@@ -233,7 +235,7 @@ tmp=$(mktemp)
   echo "- **direct**: the epochs read \`$REMOTE/$SET\`, the slow remote itself."
   echo "- **hotshard**: \`hotshard run --remote $REMOTE --mount $MNT --cache $CACHE"
   # shellcheck disable=SC2016  # the single quotes are literal, inside double quotes
-  echo "  --cache-size ${CACHE_MIB}MiB --tick $TICK${EPOCH_POLICY:+ --policy '$EPOCH_POLICY'}\` started with an empty cache (${EPOCH_POLICY:+not the default: }${EPOCH_POLICY:-default }policy"
+  echo "  --cache-size ${CACHE_MIB}MiB --tick $TICK${EPOCH_POLICY:+ --policy '$EPOCH_POLICY'}\` started with an empty cache ($policy_word"
   echo "  \`$policy\`, \`--placement auto\`, passthrough $passthrough); the epochs read \`$MNT/$SET\`."
   echo "  No \`hotshard warm\`: whatever the cache holds, the placement loop put there while the"
   echo "  epochs ran."
