@@ -51,7 +51,11 @@ Try, in another shell:
   ls -l $shown
   sha256sum $shown/shards/shard-00001.tar $REMOTE/shards/shard-00001.tar
   dd if=$shown/model/weights-00000.safetensors of=/dev/null bs=1M
-  $BIN status --socket $SOCK
-  $BIN status --socket $SOCK --json
+  $BIN status --socket $SOCK                  # passthrough, probes, policy, cache fill
+  $BIN top --socket $SOCK                     # hottest shards; read some twice and watch
+  $BIN warm $shown/shards --socket $SOCK      # copy into the cache now
+  $BIN stat $shown/shards/shard-00001.tar --socket $SOCK
+  $BIN policy show --socket $SOCK
+  curl -s 127.0.0.1:9464/metrics | grep ^hotshard_cache
 MSG
 wait $pid

@@ -9,6 +9,8 @@
 #                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
 #   BENCH_PROBES=0                      skip tools/bench/probe_overhead.sh (probes attached vs
 #                                       detached; writes docs/benchmarks.d/probes.md)
+#   BENCH_EPOCHS=0                      skip tools/bench/epoch-bench.sh (shuffled epochs over a data
+#                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -99,6 +101,7 @@ if [[ ${BENCH_PROBES:-1} != 0 ]]; then
   tools/bench/probe_overhead.sh --seconds 2 --rounds 5 > docs/benchmarks.d/probes.md.new
   mv docs/benchmarks.d/probes.md.new docs/benchmarks.d/probes.md
 fi
+if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"

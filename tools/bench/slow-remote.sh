@@ -25,6 +25,7 @@
 #   BURST=512kb           tbf bucket (tc units; at least RATE/HZ bytes)
 #   SLOW_DIR=/var/tmp/hotshard-slow
 #   SLOW_NS=hs-remote  SLOW_PORT=7022  SLOW_NET=10.201.0   (host .1, namespace .2, /30)
+#   SLOW_IF=hs-slow       veth names: SLOW_IF0 on the host, SLOW_IF1 in the namespace
 set -euo pipefail
 
 RATE=${RATE:-400mbit}
@@ -33,7 +34,8 @@ DIR=${SLOW_DIR:-/var/tmp/hotshard-slow}
 NS=${SLOW_NS:-hs-remote}
 PORT=${SLOW_PORT:-7022}
 NET=${SLOW_NET:-10.201.0}
-HOST_IF=hs-slow0 NS_IF=hs-slow1
+IF=${SLOW_IF:-hs-slow}
+HOST_IF=${IF}0 NS_IF=${IF}1
 HOST_IP=$NET.1 NS_IP=$NET.2
 EXPORT=$DIR/export MNT=$DIR/remote RUN=$DIR/run
 SFTP_SERVER=${SFTP_SERVER:-/usr/lib/openssh/sftp-server}
