@@ -18,6 +18,8 @@ namespace {
 
 // Page-cache hits count a quarter of a miss: a miss is what the remote pays.
 constexpr double kHitWeight = 0.25;
+// CacheStoreOptions' default high watermark, which CacheService uses.
+constexpr double kStoreHighWatermark = CacheStoreOptions{}.high_watermark;
 
 policy::ObjectId idOf(const std::string& rel) { return XXH3_64bits(rel.data(), rel.size()); }
 
@@ -48,7 +50,11 @@ Result<std::unique_ptr<Placement>> Placement::start(const PlacementOptions& opts
   auto p = std::unique_ptr<Placement>(new Placement());
   p->opts_ = opts;
   p->cache_ = cache;
-  uint64_t capacity = cache->store().stats().capacity_bytes;
+  // The policy plans within what the store keeps without evicting on its own:
+  // its high watermark, less a little for block rounding (the store counts
+  // allocated blocks, the policy file sizes). Two evictors would fight.
+  uint64_t capacity = static_cast<uint64_t>(
+      static_cast<double>(cache->store().stats().capacity_bytes) * kStoreHighWatermark * 0.99);
   auto created = policy::createPolicy(opts.policy, capacity);
   if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.message());
   p->policy_ = std::move(created).value();

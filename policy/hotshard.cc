@@ -162,11 +162,11 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
           stale = true;
           return false;
         }
-        // Only the bytes it must give up count against a victim: the rest of its room
-        // goes to the next promotions.
-        double share = static_cast<double>(std::min(victim.size, need - freed)) /
-                       static_cast<double>(std::max<std::uint64_t>(victim.size, 1));
-        bar += (1.0 + config_.hysteresis) * share * detail::logValueNow(victim.log_heat, clock_);
+        // A victim leaves whole, so its whole heat counts against the newcomer.
+        // (Counting only the bytes the newcomer lacks let a nearly full cache trade
+        // a whole hot object for a few KiB of room: it churned live on shuffled
+        // epochs, where every object is read at the same rate.)
+        bar += (1.0 + config_.hysteresis) * detail::logValueNow(victim.log_heat, clock_);
         if (bar >= candidate) {
           beaten = true;
           return false;

@@ -18,8 +18,8 @@
 //   - it fits, and has had at least min_read_ratio x its size read in total, so a huge
 //     file whose header alone is read again and again is never copied whole;
 //   - it fits in free space, or its heat *before* this access exceeds (1 + hysteresis)
-//     times the heat of the room it takes from the coldest residents (a victim's heat
-//     pro rata to the bytes it must give up), plus `margin` full reads. Counting only
+//     times the heat of the coldest residents it would displace (each victim's whole
+//     heat, since it leaves whole), plus `margin` full reads. Counting only
 //     earlier reads makes a one-off scan worthless (no earlier reads), and comparing
 //     against the coldest residents with a margin keeps a stable subset under
 //     epoch-shuffled training reads, where every shard is read once per epoch and
