@@ -159,7 +159,13 @@ EOF
   orders residents by bytes read per byte cached. Where a family has both large and
   small objects (modelload), it keeps the large model shards and gives up hits on small
   background files: its object hit ratio is then below LFU/ARC at 5% and 10% (the lines
-  marked MISSED above), while its byte hit ratio is 1.4x to 2.1x theirs.
+  marked MISSED above), while its byte hit ratio is 1.4x to 2.6x theirs. At 25% the
+  large shards all fit for every policy and hotshard's byte hit ratio comes out 0.004
+  below SIEVE's (MISSED): since admission charges a displaced victim its whole heat
+  (it leaves whole), hotshard waits longer before trading a resident for a newcomer.
+  Charging only the share of the victim the newcomer needed made a nearly full cache
+  trade a whole hot object for a few KiB of room, which churned the live cache on
+  shuffled epochs (docs/benchmarks.md, "Epochs"); the small loss here buys that.
 - Admission (a newcomer must have been read before, and beat the heat of the room it
   takes by a margin) cuts NVMe writes roughly 8x to 300x against every baseline, which copy
   every miss.
@@ -168,10 +174,9 @@ EOF
   of that with 2 jobs, while LRU, ARC and S3-FIFO churn the cache for a fraction of it.
   With 4 or 8 jobs interleaved at random (table above), a shard's reads come at random
   moments and heat gets noisy; the half-life stretched to many reuse distances and the
-  admission margin keep hotshard near the reference, but with 8 jobs it stays a few
-  points below LFU, which gets there by copying every miss (hundreds of times the NVMe
-  writes): a missed target there. `margin=3` closes most of that gap at the price of
-  byte hit ratio on modelload. LRU gets closer to the reference with many jobs than with
+  admission margin keep hotshard near the reference (0.95 or better of it with 8 jobs):
+  level with LFU at 5% and 10%, two points below it at 2%, with a few hundredths of a
+  percent of LFU's NVMe writes (LFU copies every miss). LRU gets closer to the reference with many jobs than with
   few, because two jobs often read a shard close together.
 - OPT is size-aware Belady with bypass, not a true optimum for variable sizes (that is
   NP-hard); a policy may come out a hair above it (scan, 10%).
