@@ -634,6 +634,9 @@ void FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!backing.ok()) return (void)fuse_reply_err(req, backing.error().toErrno());
   fi->fh = opensForWrite(fi->flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
+  // FLUSH reports deferred write errors at close(); a read-only open has none, and
+  // skipping it saves a round trip per file (many small files read whole).
+  fi->noflush = fi->fh != kFhWriter;
   int id = *backing;
   (id >= 0 ? passthrough_opens_ : userspace_opens_).fetch_add(1, std::memory_order_relaxed);
   if (shim_->replyOpen(req, *fi, id) != 0) {
