@@ -46,49 +46,13 @@ SOCK=$SLOW_DIR/control.sock
 LOG=$SLOW_DIR/daemon.log
 SET=shards                      # the file set, under EXPORT / REMOTE / MNT
 
-say() { echo "cache-bench: $*" >&2; }
-deadline=$((SECONDS + ${CACHE_BENCH_TIMEOUT:-900}))
-# bounded CMD...: runs CMD in the foreground (Ctrl-C reaches it) and stops it at the
-# run's deadline.
-bounded() {
-  local left=$((deadline - SECONDS))
-  ((left > 0)) || { say "out of time (CACHE_BENCH_TIMEOUT)"; exit 1; }
-  timeout --foreground -k 10 "$left" "$@"
-}
-[[ $(id -u) -eq 0 ]] || { say "needs root (namespaces, mounts, drop_caches)"; exit 1; }
-[[ -x $BIN && -x $RB ]] || { say "build first: make build"; exit 1; }
-
-daemon_pid=
-stop_daemon() {
-  if [[ -n $daemon_pid ]]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    for _ in $(seq 100); do [[ -d /proc/$daemon_pid ]] || break; sleep 0.1; done
-    kill -KILL "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
-  if mountpoint -q "$MNT" 2>/dev/null; then umount -l "$MNT" || true; fi
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_daemon
-  rm -rf "$LINKS" "$CACHE"  # the data set in EXPORT is kept for the next run
-  "$SLOW" down || true
-  [[ $rc -eq 0 ]] || say "failed (exit $rc); slow remote and daemon torn down; daemon log: $LOG"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+BENCH=cache-bench BENCH_TIMEOUT=${CACHE_BENCH_TIMEOUT:-900} BENCH_TIMEOUT_VAR=CACHE_BENCH_TIMEOUT
+CLEAN_PATHS=("$LINKS" "$CACHE")
+# shellcheck source=tools/bench/slow-lib.sh
+source tools/bench/slow-lib.sh
 field() { grep -o "\"$1\":[0-9.]*" | head -1 | cut -d: -f2; }
 median() { sort -g | awk '{ a[NR] = $1 } END { printf "%.3f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 link_mib() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1048576 }'; }
-hs() { bounded "$BIN" "$@" --socket "$SOCK"; }
 
 prepare() {
   local tag="$SHARDS x $SHARD_MIB MiB"

@@ -60,47 +60,14 @@ LOG=$SLOW_DIR/epochs-daemon.log
 STATUS_LOG=$SLOW_DIR/epochs-status.jsonl  # hotshard status --json and top --json after each epoch
 SET=epochs                      # the file set, under EXPORT / REMOTE / MNT
 
-say() { echo "epoch-bench: $*" >&2; }
-deadline=$((SECONDS + ${EPOCH_BENCH_TIMEOUT:-600}))
-bounded() {  # CMD...: in the foreground, stopped at the run's deadline
-  local left=$((deadline - SECONDS))
-  ((left > 0)) || { say "out of time (EPOCH_BENCH_TIMEOUT)"; exit 1; }
-  timeout --foreground -k 10 "$left" "$@"
-}
-[[ $(id -u) -eq 0 ]] || { say "needs root (namespaces, mounts, drop_caches)"; exit 1; }
-[[ -x $BIN && -x $RB ]] || { say "build first: make build"; exit 1; }
+BENCH=epoch-bench BENCH_TIMEOUT=${EPOCH_BENCH_TIMEOUT:-600} BENCH_TIMEOUT_VAR=EPOCH_BENCH_TIMEOUT
+CLEAN_PATHS=("$CACHE")
+# shellcheck source=tools/bench/slow-lib.sh
+source tools/bench/slow-lib.sh
 command -v jq >/dev/null || { say "needs jq (make deps)"; exit 1; }
 ((EPOCHS >= 2 && NFILES >= 2 && CACHE_MIB > 0)) || { say "need EPOCHS >= 2, EPOCH_FILES >= 2, a cache"; exit 1; }
 
-daemon_pid=
-stop_daemon() {
-  if [[ -n $daemon_pid ]]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    for _ in $(seq 100); do [[ -d /proc/$daemon_pid ]] || break; sleep 0.1; done
-    kill -KILL "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
-  if mountpoint -q "$MNT" 2>/dev/null; then umount -l "$MNT" || true; fi
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_daemon
-  rm -rf "$CACHE"  # the data set in EXPORT is kept for the next run
-  "$SLOW" down || true
-  [[ $rc -eq 0 ]] || say "failed (exit $rc); slow remote and daemon torn down; daemon log: $LOG"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-hs() { bounded "$BIN" "$@" --socket "$SOCK"; }
 status_field() { hs status --json | jq -r "$1"; }
 
 prepare() {

@@ -1,0 +1,49 @@
+# What the benchmarks on the slow remote (cache-bench.sh, epoch-bench.sh) share:
+# messages, steps bounded by the run's deadline, stopping the daemon, and a cleanup
+# that takes everything down on exit, failure or Ctrl-C. Sourced, after setting:
+#   BENCH              the script's name, for messages
+#   BENCH_TIMEOUT      seconds the whole run may take; BENCH_TIMEOUT_VAR names its knob
+#   BIN RB SLOW        build/hotshard, build/hotshard-readbench, tools/bench/slow-remote.sh
+#   MNT SOCK LOG       the daemon's mount point, control socket and log
+#   CLEAN_PATHS        directories removed on exit (the data set is kept)
+
+say() { echo "$BENCH: $*" >&2; }
+deadline=$((SECONDS + BENCH_TIMEOUT))
+# bounded CMD...: runs CMD in the foreground (Ctrl-C reaches it) and stops it at the
+# run's deadline.
+bounded() {
+  local left=$((deadline - SECONDS))
+  ((left > 0)) || { say "out of time ($BENCH_TIMEOUT_VAR)"; exit 1; }
+  timeout --foreground -k 10 "$left" "$@"
+}
+[[ $(id -u) -eq 0 ]] || { say "needs root (namespaces, mounts, drop_caches)"; exit 1; }
+[[ -x $BIN && -x $RB ]] || { say "build first: make build"; exit 1; }
+
+daemon_pid=
+stop_daemon() {
+  if [[ -n $daemon_pid ]]; then
+    kill -TERM "$daemon_pid" 2>/dev/null || true
+    for _ in $(seq 100); do [[ -d /proc/$daemon_pid ]] || break; sleep 0.1; done
+    kill -KILL "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=
+  fi
+  if mountpoint -q "$MNT" 2>/dev/null; then umount -l "$MNT" || true; fi
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_daemon
+  rm -rf "${CLEAN_PATHS[@]}"
+  "$SLOW" down || true
+  [[ $rc -eq 0 ]] || say "failed (exit $rc); slow remote and daemon torn down; daemon log: $LOG"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+hs() { bounded "$BIN" "$@" --socket "$SOCK"; }
