@@ -55,17 +55,8 @@ median() { sort -g | awk '{ a[NR] = $1 } END { printf "%.3f", NR % 2 ? a[(NR + 1
 link_mib() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1048576 }'; }
 
 prepare() {
-  local tag="$SHARDS x $SHARD_MIB MiB"
-  mkdir -p "$EXPORT/$SET" "$MNT" "$CACHE"
-  if [[ $(cat "$EXPORT/.set" 2>/dev/null) != "$tag" ]]; then
-    say "generating $tag of random data in $EXPORT/$SET (once)"
-    rm -rf "${EXPORT:?}/$SET"; mkdir -p "$EXPORT/$SET"
-    for i in $(seq -w 0 $((SHARDS - 1))); do
-      head -c $((SHARD_MIB << 20)) /dev/urandom > "$EXPORT/$SET/shard-$i.bin"
-    done
-    sync
-    echo "$tag" > "$EXPORT/.set"
-  fi
+  mkdir -p "$MNT" "$CACHE"
+  file_set "$EXPORT/$SET" "$SHARDS" "$SHARD_MIB" shard
 }
 
 start_daemon() {

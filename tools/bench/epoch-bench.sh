@@ -70,18 +70,7 @@ command -v jq >/dev/null || { say "needs jq (make deps)"; exit 1; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 status_field() { hs status --json | jq -r "$1"; }
 
-prepare() {
-  local tag="$NFILES x $FILE_MIB MiB"
-  if [[ $(cat "$EXPORT/$SET/.set" 2>/dev/null) != "$tag" ]]; then
-    say "generating $tag of random data in $EXPORT/$SET (once)"
-    rm -rf "${EXPORT:?}/$SET"; mkdir -p "$EXPORT/$SET"
-    for i in $(seq -w 0 $((NFILES - 1))); do
-      head -c $((FILE_MIB << 20)) /dev/urandom > "$EXPORT/$SET/sample-$i.bin"
-    done
-    sync
-    echo "$tag" > "$EXPORT/$SET/.set"
-  fi
-}
+prepare() { file_set "$EXPORT/$SET" "$NFILES" "$FILE_MIB" sample; }
 
 start_daemon() {
   : > "$LOG"; : > "$STATUS_LOG"

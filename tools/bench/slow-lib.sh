@@ -47,3 +47,18 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 hs() { bounded "$BIN" "$@" --socket "$SOCK"; }
+
+# file_set DIR COUNT MIB PREFIX: COUNT files of MIB MiB of random data, named
+# PREFIX-NN.bin, made once: DIR.set (beside DIR, so a warm of DIR sees only the
+# set) records the shape, and a different shape regenerates the set.
+file_set() {
+  local dir=$1 count=$2 mib=$3 prefix=$4 tag="$2 x $3 MiB"
+  [[ $(cat "$dir.set" 2>/dev/null) == "$tag" ]] && return 0
+  say "generating $tag of random data in $dir (once)"
+  rm -rf "${dir:?}"; mkdir -p "$dir"
+  for i in $(seq -w 0 $((count - 1))); do
+    head -c $((mib << 20)) /dev/urandom > "$dir/$prefix-$i.bin"
+  done
+  sync
+  echo "$tag" > "$dir.set"
+}
