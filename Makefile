@@ -1,7 +1,12 @@
 # hotshard: one binary (build/hotshard), one test binary, BPF skeletons built
-# the libbpf-tools way. Rooms are globbed, so adding a source file needs no edit here.
+# the libbpf-tools way. Each room (top-level folder) builds into its own archive,
+# linked top to bottom, so a call that points up the floor plan fails to link;
+# tools/check-deps.sh checks the includes. Sources are globbed per room, so adding
+# a source file needs no edit here.
 #   make            build build/hotshard (installs missing packages first)
-#   make test       unit + integration tests (root, /dev/fuse, BPF)
+#   make test       check-deps, then unit + integration tests (root, /dev/fuse, BPF)
+#   make check-deps fail on any include that points up or sideways in the floor plan
+#   make deps-graph print the room graph found in the code (docs/architecture.md)
 #   make run        start hotshard on a generated sample dataset
 #   make bench      benchmarks; writes docs/benchmarks.md
 #   V=1             show full commands
@@ -40,8 +45,12 @@ BIN       := $(BUILD)/hotshard
 TEST_BIN  := $(BUILD)/hotshard-tests
 BENCH_BIN := $(BUILD)/hotshard-readbench
 
-MAIN_SRC  := daemon/main.cc
-LIB_SRCS  := $(filter-out $(MAIN_SRC),$(wildcard daemon/*.cc fuse/*.cc policy/*.cc bpf/*.cc tools/*.cc))
+# Rooms top to bottom: the link order (tools/check-deps.sh holds what each may include).
+ROOMS     := tools daemon fuse bpf policy base
+MAIN_SRC  := tools/main.cc
+room_srcs  = $(filter-out $(MAIN_SRC),$(wildcard $(1)/*.cc))
+room_lib   = $(BUILD)/lib/libhotshard_$(1).a
+ROOM_LIBS := $(foreach r,$(ROOMS),$(call room_lib,$(r)))
 TEST_SRCS := $(wildcard tests/*.cc tests/*/*.cc)
 BENCH_SRCS:= $(wildcard tools/bench/*.cc)
 BPF_SRCS  := $(wildcard bpf/*.bpf.c)
@@ -50,10 +59,9 @@ BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.skel.h)
 VMLINUX_H := $(BUILD)/bpf/vmlinux.h
 
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
-LIB_OBJS  := $(call obj,$(LIB_SRCS))
 TEST_OBJS := $(call obj,$(TEST_SRCS))
 
-.PHONY: all deps build test test-unit test-integration bench run install clean format
+.PHONY: all deps build test test-unit test-integration bench run install clean format check-deps deps-graph
 all: deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 
@@ -62,17 +70,31 @@ build: $(BIN) $(TEST_BIN) $(BENCH_BIN)
 deps:
 	$(Q)tools/deps.sh
 
-$(BIN): $(call obj,$(MAIN_SRC)) $(LIB_OBJS)
-	$(call msg,LINK,$@)
-	$(Q)$(CXX) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+define room_rule
+$(call room_lib,$(1)): $(call obj,$(call room_srcs,$(1)))
+	$$(call msg,AR,$$@)
+	$$(Q)mkdir -p $$(@D)
+	$$(Q)rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach r,$(ROOMS),$(eval $(call room_rule,$(r))))
 
-$(TEST_BIN): $(TEST_OBJS) $(LIB_OBJS)
+$(BIN): $(call obj,$(MAIN_SRC)) $(ROOM_LIBS)
 	$(call msg,LINK,$@)
-	$(Q)$(CXX) $(CXXFLAGS) -o $@ $^ -lgtest $(LDLIBS)
+	$(Q)$(CXX) $(CXXFLAGS) -o $@ $(call obj,$(MAIN_SRC)) $(ROOM_LIBS) $(LDLIBS)
 
-$(BENCH_BIN): $(call obj,$(BENCH_SRCS))
+$(TEST_BIN): $(TEST_OBJS) $(ROOM_LIBS)
+	$(call msg,LINK,$@)
+	$(Q)$(CXX) $(CXXFLAGS) -o $@ $(TEST_OBJS) $(ROOM_LIBS) -lgtest $(LDLIBS)
+
+$(BENCH_BIN): $(call obj,$(BENCH_SRCS)) $(call room_lib,base)
 	$(call msg,LINK,$@)
 	$(Q)$(CXX) $(CXXFLAGS) -o $@ $^ -pthread
+
+check-deps:
+	$(Q)tools/check-deps.sh
+
+deps-graph:
+	$(Q)tools/check-deps.sh --graph
 
 $(BUILD)/obj/%.o: %.cc | $(BPF_SKELS)
 	$(call msg,CXX,$<)
@@ -93,7 +115,7 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
-test: deps
+test: deps check-deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/run-tests.sh
 
@@ -116,6 +138,6 @@ clean:
 	rm -rf $(BUILD)
 
 format:
-	clang-format -i $(wildcard daemon/*.cc daemon/*.h fuse/*.cc fuse/*.h policy/*.cc policy/*.h bpf/*.cc bpf/*.h tools/*.cc tools/*.h tests/*/*.cc tests/*.h tests/*.cc)
+	clang-format -i $(foreach r,$(ROOMS),$(wildcard $(r)/*.cc $(r)/*.h)) $(wildcard tests/*/*.cc tests/*/*.h tests/*.h tests/*.cc)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -18,7 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 struct heat_bpf;
 struct ring_buffer;

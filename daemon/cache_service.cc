@@ -10,8 +10,8 @@
 #include <deque>
 #include <mutex>
 
-#include "daemon/units.h"
-#include "fuse/mount.h"
+#include "base/units.h"
+#include "base/paths.h"
 
 namespace hotshard {
 namespace {
@@ -138,7 +138,7 @@ void CacheService::opened(const std::string& rel_path, const struct stat& backin
 // ---- paths -------------------------------------------------------------------
 
 Result<std::string> CacheService::relPathFor(const std::string& user_path) const {
-  std::string p = fuse::normalPath(user_path);
+  std::string p = normalPath(user_path);
   for (const std::string& root : {cfg_.mount, cfg_.remote}) {
     if (p == root) return std::string();
     if (p.compare(0, root.size() + 1, root + "/") == 0) return p.substr(root.size() + 1);
@@ -314,7 +314,7 @@ void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h)
       if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         size = static_cast<uint64_t>(st.st_size);
       }
-      json r = {{"path", fuse::normalPath(p)},
+      json r = {{"path", normalPath(p)},
                 {"rel", rel},
                 {"state", stateName(info.state)},
                 {"pinned", info.pinned},

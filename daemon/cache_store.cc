@@ -14,6 +14,9 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "base/clock.h"
+#include "base/fd.h"
+
 namespace hotshard {
 namespace {
 
@@ -22,36 +25,6 @@ constexpr char kFormatMagic[] = "hotshard-cache ";
 constexpr char kXattrPath[] = "user.hotshard.path";
 constexpr char kXattrValidator[] = "user.hotshard.validator";
 constexpr char kXattrChecksum[] = "user.hotshard.checksum";
-
-int64_t nowNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-int64_t tsNs(const timespec& ts) {
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-// Closes an fd on scope exit unless released.
-class FdGuard {
- public:
-  explicit FdGuard(int fd = -1) : fd_(fd) {}
-  ~FdGuard() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FdGuard(const FdGuard&) = delete;
-  FdGuard& operator=(const FdGuard&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
 
 // Names in a directory, without "." and "..".
 Result<std::vector<std::string>> listDir(int dir_fd, const std::string& what) {
@@ -77,7 +50,7 @@ Result<std::vector<std::string>> listDir(int dir_fd, const std::string& what) {
 }
 
 Result<std::string> readWholeFile(int dir_fd, const char* name, const std::string& what) {
-  FdGuard fd(::openat(dir_fd, name, O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::openat(dir_fd, name, O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return lastSysError("open " + what);
   std::string out;
   char buf[65536];
@@ -94,7 +67,7 @@ Result<std::string> readWholeFile(int dir_fd, const char* name, const std::strin
 Status writeFileAtomic(int dir_fd, const std::string& name, const std::string& content,
                        const std::string& what) {
   std::string tmp = name + ".tmp";
-  FdGuard fd(::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  UniqueFd fd(::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (fd.get() < 0) return lastSysError("create " + what + ".tmp");
   size_t off = 0;
   while (off < content.size()) {
@@ -150,7 +123,7 @@ bool isHex(const std::string& s) {
 }  // namespace
 
 Validator validatorOf(const struct stat& st) {
-  return Validator{static_cast<uint64_t>(st.st_size), tsNs(st.st_mtim), tsNs(st.st_ctim),
+  return Validator{static_cast<uint64_t>(st.st_size), timespecNs(st.st_mtim), timespecNs(st.st_ctim),
                    static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_dev)};
 }
 
@@ -275,7 +248,7 @@ Status CacheStore::init() {
   // Objects describe themselves in user xattrs: a file system without them
   // (some FUSE or network file systems) cannot hold a cache.
   {
-    FdGuard probe(::openat(tmp_fd_, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    UniqueFd probe(::openat(tmp_fd_, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (probe.get() >= 0 && ::fsetxattr(probe.get(), kXattrPath, "probe", 5, 0) != 0 &&
         (errno == EOPNOTSUPP || errno == ENOTSUP)) {
       return makeError(Errc::kUnsupported,
@@ -323,7 +296,7 @@ Status CacheStore::recover() {
   ASSIGN_OR_RETURN(auto fans, listDir(objects_fd_, dir + "/objects"));
   for (const auto& fan : fans) {
     std::string fan_display = dir + "/objects/" + fan;
-    FdGuard fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (fan_fd.get() < 0 || fan.size() != 2 || !isHex(fan)) {
       spdlog::warn("cache {}: ignoring unexpected entry {}", dir, fan_display);
       continue;
@@ -337,7 +310,7 @@ Status CacheStore::recover() {
           spdlog::error("cache: unlink {}: {}", display, std::strerror(errno));
         ++stats_.recovery_drops;
       };
-      FdGuard fd(::openat(fan_fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      UniqueFd fd(::openat(fan_fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
       struct stat st {};
       if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
         drop("not a readable regular file");
@@ -375,7 +348,7 @@ Status CacheStore::recover() {
       e.validator = v;
       e.checksum = checksum;
       e.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
-      e.last_open_ns = tsNs(st.st_atim);
+      e.last_open_ns = timespecNs(st.st_atim);
       e.serial = next_serial_++;
       used_bytes_ += e.allocated;
       index_.emplace(std::move(*path), std::move(e));
@@ -425,7 +398,7 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
     if (err.sys_errno == ENOENT) dropLocked(rel_path, "vanished");
     return err;
   }
-  it->second.last_open_ns = nowNs();
+  it->second.last_open_ns = wallNs();
   ++opens_[rel_path];
   return fd;
 }
@@ -734,7 +707,7 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
     e.validator = v;
     e.checksum = checksum;
     e.allocated = allocated;
-    e.last_open_ns = nowNs();
+    e.last_open_ns = wallNs();
     e.serial = next_serial_++;
     used_bytes_ += allocated;
     index_[rel] = std::move(e);
@@ -746,7 +719,7 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
   p->done_ = true;
   // Durability of the name. The object is already complete and served; if
   // this fails, a crash may forget it, which is harmless for a cache.
-  FdGuard fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fan_fd.get() < 0 || ::fsync(fan_fd.get()) != 0) {
     spdlog::warn("cache: fsync {}/objects/{} after publishing {}: {}", opts_.dir, fan, rel,
                  std::strerror(errno));
@@ -840,7 +813,7 @@ Status CacheStore::verify(const std::string& rel_path,
   BuryOnExit bury{this};
   uint64_t serial, expected;
   std::string obj;
-  FdGuard fd;
+  UniqueFd fd;
   bool in_use;
   {
     std::lock_guard lock(mu_);

@@ -37,7 +37,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

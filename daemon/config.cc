@@ -6,9 +6,9 @@
 #include <toml++/toml.h>
 
 #include "daemon/metrics.h"
-#include "daemon/units.h"
+#include "base/units.h"
 #include "fuse/filesystem.h"
-#include "fuse/mount.h"
+#include "base/paths.h"
 
 namespace hotshard {
 namespace {
@@ -266,9 +266,9 @@ Status applyConfigFile(const std::string& path, const std::set<std::string>& ove
 Status finalizeRunConfig(RunConfig& cfg) {
   if (cfg.remote.empty()) return makeError(Errc::kInvalidArgument, "--remote DIR is required");
   if (cfg.cache.empty()) return makeError(Errc::kInvalidArgument, "--cache DIR is required");
-  cfg.remote = fuse::normalPath(cfg.remote);
-  cfg.mount = fuse::normalPath(cfg.mount.empty() ? cfg.remote : cfg.mount);
-  cfg.cache = fuse::normalPath(cfg.cache);
+  cfg.remote = normalPath(cfg.remote);
+  cfg.mount = normalPath(cfg.mount.empty() ? cfg.remote : cfg.mount);
+  cfg.cache = normalPath(cfg.cache);
   if (cfg.cache == cfg.mount || cfg.cache.rfind(cfg.mount + "/", 0) == 0) {
     return makeError(Errc::kInvalidArgument,
                      "the cache directory " + cfg.cache + " must not be inside the mount " +
@@ -284,7 +284,7 @@ Status finalizeRunConfig(RunConfig& cfg) {
 }
 
 std::string controlSocketFor(const std::string& mount) {
-  std::string name = fuse::normalPath(mount);
+  std::string name = normalPath(mount);
   if (name == "/") return std::string(kRunDir) + "/root.sock";
   name.erase(0, 1);
   std::replace(name.begin(), name.end(), '/', '_');

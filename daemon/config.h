@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <thread>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

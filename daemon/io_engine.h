@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

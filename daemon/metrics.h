@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

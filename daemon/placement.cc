@@ -9,6 +9,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "base/clock.h"
 #include "bpf/heat_probes.h"
 #include "policy/plan.h"
 #include "policy/registry.h"
@@ -22,16 +23,6 @@ constexpr double kHitWeight = 0.25;
 constexpr double kStoreHighWatermark = CacheStoreOptions{}.high_watermark;
 
 policy::ObjectId idOf(const std::string& rel) { return XXH3_64bits(rel.data(), rel.size()); }
-
-uint64_t nowNs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
-double monotonicSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 json paramsJson(const policy::Policy& p) {
   json params = json::object();
@@ -58,7 +49,7 @@ Result<std::unique_ptr<Placement>> Placement::start(const PlacementOptions& opts
   auto created = policy::createPolicy(opts.policy, capacity);
   if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.message());
   p->policy_ = std::move(created).value();
-  uint64_t now = nowNs();
+  uint64_t now = static_cast<uint64_t>(wallNs());
   for (const auto& obj : cache->store().list()) {
     policy::ObjectId id = idOf(obj.rel_path);
     p->policy_->add(id, obj.allocated_bytes, now);
@@ -155,13 +146,13 @@ void Placement::noteOpen(const std::string& rel, const struct stat& backing, boo
     if (!from_cache) s.tick_missed += s.size;
     (from_cache ? s.cache_read : s.remote_read) += s.size;
     if (!from_cache) s.remote_missed += s.size;
-    s.last_ns = nowNs();
+    s.last_ns = static_cast<uint64_t>(wallNs());
   }
 }
 
 void Placement::reconcileResidents() {
   std::vector<CacheStore::ObjectSummary> objects = cache_->store().list();  // no mu_ held
-  uint64_t now = nowNs();
+  uint64_t now = static_cast<uint64_t>(wallNs());
   std::lock_guard lock(mu_);
   for (const auto& obj : objects) {
     policy::ObjectId id = idOf(obj.rel_path);
@@ -188,7 +179,7 @@ void Placement::tick() {
     auto c = probes_->drainCgroups();
     if (c.ok()) cgroups = std::move(*c);
   }
-  uint64_t now = nowNs();
+  uint64_t now = static_cast<uint64_t>(wallNs());
   std::vector<std::pair<std::string, policy::Access>> active;
   {
     std::lock_guard lock(mu_);
@@ -406,7 +397,7 @@ json Placement::top(size_t n) const {
 Result<json> Placement::policySet(const std::string& spec) {
   reconcileResidents();
   std::lock_guard lock(mu_);
-  auto rebuilt = policy::rebuildPolicy(*policy_, spec, nowNs());
+  auto rebuilt = policy::rebuildPolicy(*policy_, spec, static_cast<uint64_t>(wallNs()));
   if (!rebuilt.ok()) return makeError(Errc::kInvalidArgument, rebuilt.message());
   policy_ = std::move(rebuilt).value();
   spdlog::info("policy set to {}", policy::describePolicy(*policy_));

@@ -24,7 +24,7 @@
 
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
-#include "daemon/result.h"
+#include "base/result.h"
 #include "policy/policy.h"
 #include "policy/trace.h"
 

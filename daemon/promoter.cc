@@ -14,6 +14,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/clock.h"
+#include "base/fd.h"
+
 namespace hotshard {
 namespace {
 
@@ -22,12 +25,6 @@ constexpr uint32_t kAlign = 4096;
 // within the same timestamp tick without its mtime/ctime moving ("racy
 // clean", as git calls it): wait it out before trusting the validator.
 constexpr int64_t kRacyWindowNs = 50'000'000;
-
-int64_t nowNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // Opens rel_path beneath root_fd without ever leaving it: absolute symlinks
 // and ".." escapes are refused (they could lead into our own mount).
@@ -59,20 +56,6 @@ struct Slot {
   uint32_t written = 0;
   bool read_done = false, hashed = false, write_done = false;
   bool write_direct = false;  // O_DIRECT was on when the write was submitted
-};
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
 };
 
 }  // namespace
@@ -272,7 +255,7 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   };
   // O_NONBLOCK: opening a FIFO must not hang us. It is cleared again below,
   // since io_uring answers EAGAIN on O_NONBLOCK files instead of waiting.
-  Fd src(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
+  UniqueFd src(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
   if (src.get() < 0) {
     int err = errno;
     return fail(err == ENOENT ? Fail::kNotFound : Fail::kRemoteIo,
@@ -289,7 +272,7 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
       fl < 0 || ::fcntl(src.get(), F_SETFL, fl & ~O_NONBLOCK) != 0)
     return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: fcntl remote file", rel)));
   for (int i = 0; i < 20; ++i) {
-    int64_t age = nowNs() - validatorOf(st).ctime_ns;
+    int64_t age = wallNs() - validatorOf(st).ctime_ns;
     if (age < 0 || age >= kRacyWindowNs) break;
     std::this_thread::sleep_for(std::chrono::nanoseconds(kRacyWindowNs - age));
     if (::fstat(src.get(), &st) != 0)
@@ -529,7 +512,7 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
                                                     rel)));
   }
   {
-    Fd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
+    UniqueFd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
     struct stat st2 {};
     if (again.get() < 0 || ::fstat(again.get(), &st2) != 0) {
       int err = errno;

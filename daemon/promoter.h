@@ -31,7 +31,7 @@
 #include "daemon/cache_store.h"
 #include "daemon/io_engine.h"
 #include "daemon/rate_limiter.h"
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

@@ -15,6 +15,9 @@
 #include <cstring>
 #include <string>
 
+#include "base/clock.h"
+#include "base/units.h"
+
 namespace hotshard::fuse {
 
 // ---- consistency ---------------------------------------------------------
@@ -27,19 +30,15 @@ Result<Consistency> Consistency::parse(const std::string& text) {
     return c;
   }
   if (text.rfind("ttl=", 0) == 0) {
-    std::string num = text.substr(4);
-    if (!num.empty() && num.back() == 's') num.pop_back();
-    char* end = nullptr;
-    errno = 0;
-    double v = std::strtod(num.c_str(), &end);
-    if (!num.empty() && end && *end == '\0' && errno == 0 && std::isfinite(v) && v > 0) {
+    auto ttl = parseDurationSeconds(std::string_view(text).substr(4));
+    if (ttl.ok() && *ttl > 0) {
       c.mode = Mode::kTtl;
-      c.ttl_seconds = v;
+      c.ttl_seconds = *ttl;
       return c;
     }
   }
   return makeError(Errc::kInvalidArgument, "consistency '" + text +
-                                               "': expected strict, ttl=SECONDS (> 0) or immutable");
+                                               "': expected strict, ttl=SECONDS (> 0) or immutable; ttl takes units too, e.g. ttl=250ms or ttl=5m");
 }
 
 std::string Consistency::toString() const {
@@ -204,11 +203,6 @@ void FileSystem::invalidateTree(const std::string& rel) {
 }
 
 namespace {
-double monotonicSeconds() {
-  struct timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 bool sameObject(const struct stat& a, const struct stat& b) {
   return a.st_size == b.st_size && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
          a.st_mtim.tv_nsec == b.st_mtim.tv_nsec && a.st_ctim.tv_sec == b.st_ctim.tv_sec &&

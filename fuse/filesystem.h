@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 #include "fuse/cache_hooks.h"
 #include "fuse/passthrough_shim.h"
 

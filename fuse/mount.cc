@@ -113,11 +113,4 @@ std::optional<MountEntry> topMountAt(const std::vector<MountEntry>& table,
   return top;
 }
 
-std::string normalPath(const std::string& path) {
-  std::filesystem::path p = std::filesystem::absolute(path).lexically_normal();
-  std::string s = p.string();
-  while (s.size() > 1 && s.back() == '/') s.pop_back();
-  return s;
-}
-
 }  // namespace hotshard::fuse

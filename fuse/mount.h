@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard::fuse {
 
@@ -36,9 +36,5 @@ Result<std::vector<MountEntry>> readMountTable();
 
 // The mount that is on top at exactly `path` (already absolute and normal), if any.
 std::optional<MountEntry> topMountAt(const std::vector<MountEntry>& table, const std::string& path);
-
-// Absolute, lexically normal form of `path`, without touching the file system
-// (a dead FUSE mount answers ENOTCONN to any stat).
-std::string normalPath(const std::string& path);
 
 }  // namespace hotshard::fuse

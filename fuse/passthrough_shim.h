@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard::fuse {
 

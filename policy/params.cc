@@ -14,19 +14,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-struct Unit {
-  std::string_view suffix;
-  double factor;
-};
-
-// Longest suffixes first so "KiB" wins over "B".
-constexpr Unit kUnits[] = {
-    {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
-    {"KB", 1e3},     {"MB", 1e6},        {"GB", 1e9},           {"TB", 1e12},
-    {"K", 1024.0},   {"M", 1048576.0},   {"G", 1073741824.0},   {"T", 1099511627776.0},
-    {"B", 1.0},
-};
-
 }  // namespace
 
 Expected<KeyValue> parseKeyValue(std::string_view text) {
@@ -84,37 +71,6 @@ Expected<std::uint64_t> parseUint(std::string_view text) {
   return v;
 }
 
-Expected<std::uint64_t> parseSize(std::string_view text, std::optional<std::uint64_t> percent_of) {
-  text = trim(text);
-  auto bad = [&](std::string why) {
-    return Expected<std::uint64_t>::error("bad size '" + std::string(text) + "': " + why);
-  };
-  if (text.empty()) return bad("empty");
-  double factor = 1.0;
-  std::string_view number = text;
-  bool percent = false;
-  if (text.back() == '%') {
-    if (!percent_of) return bad("a percentage needs a reference size here");
-    percent = true;
-    number = trim(text.substr(0, text.size() - 1));
-  } else {
-    for (const auto& u : kUnits) {
-      if (text.size() > u.suffix.size() && text.ends_with(u.suffix)) {
-        factor = u.factor;
-        number = trim(text.substr(0, text.size() - u.suffix.size()));
-        break;
-      }
-    }
-  }
-  auto v = parseDouble(number);
-  if (!v || *v < 0)
-    return bad(
-        "expected a number with an optional unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB, %)");
-  double bytes = percent ? *v / 100.0 * static_cast<double>(*percent_of) : *v * factor;
-  if (bytes >= 1.8e19) return bad("too large");
-  return static_cast<std::uint64_t>(std::llround(bytes));
-}
-
 std::string formatDouble(double value) {
   char buf[64];
   if (value == std::trunc(value) && std::fabs(value) < 1e15) {
@@ -126,20 +82,6 @@ std::string formatDouble(double value) {
     double back = 0;
     std::from_chars(buf, buf + std::char_traits<char>::length(buf), back);
     if (back == value) break;
-  }
-  return buf;
-}
-
-std::string formatBytes(std::uint64_t bytes) {
-  static constexpr const char* kNames[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(bytes);
-  int i = 0;
-  while (v >= 1024.0 && i < 5) v /= 1024.0, ++i;
-  char buf[32];
-  if (i == 0) {
-    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buf, sizeof buf, "%.1f %s", v, kNames[i]);
   }
   return buf;
 }

@@ -1,9 +1,9 @@
 // k=v parameters shared by the CLI, the config file and the simulator, in one syntax:
-// "name;k=v;k=v" (RocksDB Cache::CreateFromString style), sizes with units.
+// "name;k=v;k=v" (RocksDB Cache::CreateFromString style). Sizes with units are
+// base/units.h's.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,14 +29,8 @@ Expected<PolicySpec> parsePolicySpec(std::string_view spec);
 
 Expected<double> parseDouble(std::string_view text);
 Expected<std::uint64_t> parseUint(std::string_view text);
-// "4096", "64KiB", "64MiB", "10GiB", "1TiB", "1.5GB" (SI units too), or "5%" of
-// `percent_of` when given.
-Expected<std::uint64_t> parseSize(std::string_view text,
-                                  std::optional<std::uint64_t> percent_of = {});
 // Shortest text that parses back to the same double ("0.5", "64", "1e-06").
 std::string formatDouble(double value);
-// "1.5 GiB" style, for humans.
-std::string formatBytes(std::uint64_t bytes);
 
 // Binds parameter names to the fields of a policy's Config, so the factory can apply
 // k=v lists and report the current values without per-policy parsing code.

@@ -4,10 +4,10 @@
 
 #include <cstdio>
 
-#include "daemon/units.h"
-#include "fuse/mount.h"
+#include "base/units.h"
+#include "base/paths.h"
 #include "tools/client.h"
-#include "tools/command.h"
+#include "tools/commands.h"
 
 namespace hotshard::cli {
 namespace {
@@ -19,7 +19,7 @@ struct PathArgs {
 
 json pathsJson(const std::vector<std::string>& paths) {
   json out = json::array();
-  for (const auto& p : paths) out.push_back(fuse::normalPath(p));
+  for (const auto& p : paths) out.push_back(normalPath(p));
   return out;
 }
 
@@ -57,7 +57,9 @@ int printResults(const json& reply, const char* verb, bool as_json) {
   return failed;
 }
 
-Registration warm_reg(30, [](CLI::App& app) {
+}  // namespace
+
+void addWarmCommand(CLI::App& app) {
   auto args = std::make_shared<PathArgs>();
   auto* cmd = pathCommand(app, "warm", "Copy files into the cache now (directories recursively)",
                           args,
@@ -92,9 +94,9 @@ Registration warm_reg(30, [](CLI::App& app) {
     }
     if (failed) throw CLI::RuntimeError(kExitFailure);
   });
-});
+}
 
-Registration evict_reg(31, [](CLI::App& app) {
+void addEvictCommand(CLI::App& app) {
   auto args = std::make_shared<PathArgs>();
   auto* cmd = pathCommand(app, "evict", "Drop cached copies (they are read from the remote again)",
                           args, "  hotshard evict /mnt/datasets/old-run\n");
@@ -103,7 +105,7 @@ Registration evict_reg(31, [](CLI::App& app) {
         callDaemon("evict", args->target, json{{"cmd", "evict"}, {"paths", pathsJson(args->paths)}});
     if (printResults(reply, "evicted", args->target.json)) throw CLI::RuntimeError(kExitFailure);
   });
-});
+}
 
 void addPinCommand(CLI::App& app, bool pin) {
   auto args = std::make_shared<PathArgs>();
@@ -121,10 +123,8 @@ void addPinCommand(CLI::App& app, bool pin) {
     }
   });
 }
-Registration pin_reg(32, [](CLI::App& app) { addPinCommand(app, true); });
-Registration unpin_reg(33, [](CLI::App& app) { addPinCommand(app, false); });
 
-Registration stat_reg(34, [](CLI::App& app) {
+void addStatCommand(CLI::App& app) {
   auto args = std::make_shared<PathArgs>();
   auto* cmd = pathCommand(app, "stat", "Show whether files are cached, promoting or remote", args,
                           "  hotshard stat /mnt/datasets/shard-0042.tar\n"
@@ -144,9 +144,9 @@ Registration stat_reg(34, [](CLI::App& app) {
                   formatBytes(r.value("size", 0ull)).c_str());
     }
   });
-});
+}
 
-Registration verify_reg(35, [](CLI::App& app) {
+void addVerifyCommand(CLI::App& app) {
   auto args = std::make_shared<PathArgs>();
   auto* cmd = pathCommand(app, "verify",
                           "Re-read cached copies and drop those whose checksum does not match "
@@ -166,7 +166,6 @@ Registration verify_reg(35, [](CLI::App& app) {
                   static_cast<unsigned long long>(reply.value("dropped", 0ull)));
     }
   });
-});
+}
 
-}  // namespace
 }  // namespace hotshard::cli

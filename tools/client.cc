@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "daemon/config.h"
-#include "tools/command.h"
+#include "tools/commands.h"
 
 namespace hotshard::cli {
 

@@ -6,10 +6,11 @@
 #include <cstdio>
 #include <thread>
 
-#include "daemon/units.h"
-#include "fuse/mount.h"
+#include "base/units.h"
+#include "base/paths.h"
 #include "tools/client.h"
-#include "tools/command.h"
+#include "tools/commands.h"
+#include "tools/options.h"
 
 namespace hotshard::cli {
 namespace {
@@ -44,7 +45,9 @@ void printTop(const json& reply, bool clear) {
 
 volatile std::sig_atomic_t g_stop = 0;
 
-Registration top_reg(40, [](CLI::App& app) {
+}  // namespace
+
+void addTopCommand(CLI::App& app) {
   auto target = std::make_shared<DaemonTarget>();
   auto n = std::make_shared<size_t>(20);
   auto interval = std::make_shared<double>(2.0);
@@ -52,7 +55,8 @@ Registration top_reg(40, [](CLI::App& app) {
   auto* cmd = app.add_subcommand("top", "Hottest shards: heat, bytes read, remote misses, state");
   addTargetOptions(cmd, *target);
   cmd->add_option("-n,--count", *n, "How many shards (default: 20)");
-  cmd->add_option("-d,--delay", *interval, "Seconds between refreshes (default: 2)");
+  cmd->add_option("-d,--delay", *interval, "Time between refreshes, e.g. 500ms (default: 2s)")
+      ->transform(durationUnits());
   cmd->add_option("--iterations", *iterations, "Stop after this many refreshes (default: never)");
   cmd->footer(
       "Examples:\n"
@@ -76,9 +80,9 @@ Registration top_reg(40, [](CLI::App& app) {
       }
     }
   });
-});
+}
 
-Registration trace_reg(41, [](CLI::App& app) {
+void addTraceCommand(CLI::App& app) {
   auto target = std::make_shared<DaemonTarget>();
   auto out = std::make_shared<std::string>();
   auto duration = std::make_shared<std::string>("60s");
@@ -95,7 +99,7 @@ Registration trace_reg(41, [](CLI::App& app) {
   rec->callback([=] {
     auto secs = parseDurationSeconds(*duration);
     if (!secs.ok()) throw CLI::ValidationError("--duration", secs.error().message);
-    std::string path = fuse::normalPath(*out);
+    std::string path = normalPath(*out);
     DaemonTarget t = *target;
     json reply = callDaemon("trace record", t,
                             json{{"cmd", "trace_record"}, {"out", path}, {"duration", *secs}},
@@ -108,12 +112,9 @@ Registration trace_reg(41, [](CLI::App& app) {
                   static_cast<unsigned long long>(reply.value("records", 0ull)), path.c_str());
     }
   });
-});
+}
 
-// `policy show` and `policy set` join the `policy` command that tools/policy_cli.cc
-// registers (order 60): registered after it.
-Registration policy_live_reg(70, [](CLI::App& app) {
-  CLI::App* policy = app.get_subcommand("policy");
+void addPolicyLiveCommands(CLI::App* policy) {
   auto target = std::make_shared<DaemonTarget>();
   auto* show = policy->add_subcommand("show", "Show the running daemon's policy and parameters");
   addTargetOptions(show, *target);
@@ -158,7 +159,6 @@ Registration policy_live_reg(70, [](CLI::App& app) {
                   static_cast<unsigned long long>(reply.value("residents", 0ull)));
     }
   });
-});
+}
 
-}  // namespace
 }  // namespace hotshard::cli

@@ -15,12 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "base/units.h"
 #include "policy/generate.h"
 #include "policy/params.h"
 #include "policy/registry.h"
 #include "policy/simulator.h"
 #include "policy/trace.h"
-#include "tools/command.h"
+#include "tools/commands.h"
 
 namespace hotshard::cli {
 namespace {
@@ -169,7 +170,7 @@ void runSimulate(const SimulateOptions& o) {
   if (!stats) fail(cmd, stats.message());
   if (stats->requests == 0) fail(cmd, "trace " + o.trace + " has no requests");
   auto capacity = parseSize(o.capacity, stats->working_set_bytes);
-  if (!capacity) fail(cmd, "--capacity: " + capacity.message(), kExitUsage);
+  if (!capacity) fail(cmd, "--capacity: " + capacity.error().message, kExitUsage);
   if (*capacity == 0) fail(cmd, "--capacity: must be more than 0 bytes", kExitUsage);
 
   struct Row {
@@ -277,7 +278,7 @@ void runGenerate(const GenerateOptions& o) {
     if (kv->key.ends_with("size")) {
       // Sizes accept units here too.
       auto bytes = parseSize(kv->value);
-      if (!bytes) fail(cmd, "--param " + p + ": " + bytes.message(), kExitUsage);
+      if (!bytes) fail(cmd, "--param " + p + ": " + bytes.error().message, kExitUsage);
       kv->value = std::to_string(*bytes);
     }
     params.push_back(*kv);
@@ -349,7 +350,9 @@ std::string policyNamesText() {
   return names;
 }
 
-Registration reg(60, [](CLI::App& app) {
+}  // namespace
+
+CLI::App* addPolicyCommand(CLI::App& app) {
   auto* policy = app.add_subcommand(
       "policy", "Placement policies: simulate on traces, generate and convert traces, list");
   policy->require_subcommand(1);
@@ -433,7 +436,7 @@ Registration reg(60, [](CLI::App& app) {
       policy->add_subcommand("list", "List the policies and trace families with their parameters");
   list->footer("Examples:\n  hotshard policy list");
   list->callback([] { runList(); });
-});
+  return policy;
+}
 
-}  // namespace
 }  // namespace hotshard::cli

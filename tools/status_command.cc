@@ -1,9 +1,9 @@
 // `hotshard status`: what the daemon is doing, for people or (--json) scripts.
 #include <cstdio>
 
-#include "daemon/units.h"
+#include "base/units.h"
 #include "tools/client.h"
-#include "tools/command.h"
+#include "tools/commands.h"
 
 namespace hotshard::cli {
 namespace {
@@ -69,7 +69,9 @@ void printTopFive(const json& s) {
   }
 }
 
-Registration reg(20, [](CLI::App& app) {
+}  // namespace
+
+void addStatusCommand(CLI::App& app) {
   auto target = std::make_shared<DaemonTarget>();
   auto* cmd = app.add_subcommand("status", "Show what a running hotshard daemon is doing");
   addTargetOptions(cmd, *target);
@@ -87,7 +89,6 @@ Registration reg(20, [](CLI::App& app) {
       printTopFive(s);
     }
   });
-});
+}
 
-}  // namespace
 }  // namespace hotshard::cli

@@ -24,6 +24,7 @@
 #include <list>
 #include <unordered_map>
 
+#include "base/units.h"
 #include "policy/params.h"
 #include "tests/policy/policy_test_util.h"
 

@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "base/units.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -29,14 +31,14 @@ using Clock = std::chrono::steady_clock;
   std::exit(1);
 }
 
-uint64_t parseSize(const char* s) {
-  char* end;
-  double v = std::strtod(s, &end);
-  std::string unit = end;
-  if (unit == "KiB" || unit == "K") v *= 1024;
-  if (unit == "MiB" || unit == "M") v *= 1024 * 1024;
-  if (unit == "GiB" || unit == "G") v *= 1024.0 * 1024 * 1024;
-  return static_cast<uint64_t>(v);
+uint64_t sizeArg(const char* s) {
+  auto bytes = hotshard::parseSize(s);
+  if (!bytes.ok() || *bytes == 0) {
+    std::fprintf(stderr, "hotshard-readbench: --block: %s\n",
+                 bytes.ok() ? "must be more than 0" : bytes.error().message.c_str());
+    std::exit(2);
+  }
+  return *bytes;
 }
 
 std::vector<std::string> listFiles(const std::string& dir) {
@@ -81,7 +83,7 @@ int main(int argc, char** argv) {
   uint64_t block = mode == "seq" ? 1 << 20 : 4096, ops = 100000, seed = 1;
   for (int i = 3; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--block") block = parseSize(argv[i + 1]);
+    if (k == "--block") block = sizeArg(argv[i + 1]);
     if (k == "--ops") ops = std::strtoull(argv[i + 1], nullptr, 10);
     if (k == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
   }

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "tools/command.h"
+#include "tools/commands.h"
 
 namespace hotshard::policy {
 namespace {
@@ -20,7 +20,7 @@ struct CliRun {
 CliRun runCli(std::vector<std::string> args) {
   CLI::App app{"hotshard", "hotshard"};
   app.require_subcommand(1);
-  cli::addRegisteredCommands(app);
+  cli::addAllCommands(app);
   args.insert(args.begin(), "hotshard");
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());

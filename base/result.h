@@ -1,5 +1,5 @@
-// Result<T>: the value or the error of an operation that can fail, for every room
-// but policy/ (which stays free of anything but the standard library).
+// base/: Result<T>, the value or the error of an operation that can fail, in
+// every room.
 // Errors keep their errno and say what was attempted on what:
 //   "open backing file data/shard-0042.tar: Permission denied"
 #pragma once

@@ -4,12 +4,14 @@
 
 #include "daemon/config.h"
 #include "daemon/daemon.h"
-#include "tools/command.h"
+#include "tools/commands.h"
 
-namespace hotshard {
+namespace hotshard::cli {
 namespace {
 
-cli::Registration reg(10, [](CLI::App& app) {
+}  // namespace
+
+void addRunCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("run", "Mount a remote directory through hotshard and serve it");
   auto config_file = std::make_shared<std::string>();
   auto values = std::make_shared<std::map<std::string, std::string>>();
@@ -50,7 +52,6 @@ cli::Registration reg(10, [](CLI::App& app) {
     int rc = runDaemon(cfg);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
-});
+}
 
-}  // namespace
-}  // namespace hotshard
+}  // namespace hotshard::cli

@@ -1,4 +1,4 @@
-#include "daemon/result.h"
+#include "base/result.h"
 
 namespace hotshard {
 

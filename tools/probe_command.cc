@@ -15,48 +15,14 @@
 #include <thread>
 #include <tuple>
 
+#include "base/units.h"
 #include "bpf/heat_probes.h"
-#include "tools/command.h"
+#include "tools/commands.h"
 
-namespace hotshard::bpf {
+namespace hotshard::cli {
 namespace {
 
-// "5s", "500ms", "2m", "1h"; a bare number is seconds.
-Result<std::chrono::milliseconds> parseDuration(const std::string& text) {
-  size_t end = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &end);
-  } catch (const std::exception&) {
-    return makeError(Errc::kInvalidArgument, "bad duration '" + text + "'");
-  }
-  std::string unit = text.substr(end);
-  double ms = unit == "ms"                ? value
-              : unit == "" || unit == "s" ? value * 1e3
-              : unit == "m"               ? value * 60e3
-              : unit == "h"               ? value * 3600e3
-                                          : -1;
-  if (ms < 0)
-    return makeError(Errc::kInvalidArgument, "bad duration '" + text + "' (use ms, s, m or h)");
-  return std::chrono::milliseconds(static_cast<int64_t>(ms));
-}
-
-// "16MiB", "64KiB", "1GiB", or bytes.
-Result<uint64_t> parseSize(const std::string& text) {
-  size_t end = 0;
-  uint64_t value = 0;
-  try {
-    value = std::stoull(text, &end);
-  } catch (const std::exception&) {
-    return makeError(Errc::kInvalidArgument, "bad size '" + text + "'");
-  }
-  std::string unit = text.substr(end);
-  if (unit == "" || unit == "B") return value;
-  if (unit == "KiB" || unit == "K") return value << 10;
-  if (unit == "MiB" || unit == "M") return value << 20;
-  if (unit == "GiB" || unit == "G") return value << 30;
-  return makeError(Errc::kInvalidArgument, "bad size '" + text + "' (use KiB, MiB or GiB)");
-}
+using namespace ::hotshard::bpf;
 
 volatile std::sig_atomic_t stop_requested = 0;
 
@@ -223,7 +189,9 @@ int runProbe(const ProbeArgs& args) {
   return cli::kExitOk;
 }
 
-cli::Registration registration(80, [](CLI::App& app) {
+}  // namespace
+
+void addProbeCommand(CLI::App& app) {
   auto args = std::make_shared<ProbeArgs>();
   auto* cmd = app.add_subcommand(
       "probe", "Load the heat probes alone and show what they count (needs root)");
@@ -251,7 +219,6 @@ cli::Registration registration(80, [](CLI::App& app) {
     int rc = runProbe(*args);
     if (rc != cli::kExitOk) throw CLI::RuntimeError(rc);
   });
-});
+}
 
-}  // namespace
-}  // namespace hotshard::bpf
+}  // namespace hotshard::cli

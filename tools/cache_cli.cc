@@ -13,9 +13,10 @@
 
 #include "daemon/cache_store.h"
 #include "daemon/promoter.h"
-#include "tools/command.h"
+#include "tools/commands.h"
+#include "tools/options.h"
 
-namespace hotshard {
+namespace hotshard::cli {
 namespace {
 
 struct CacheArgs {
@@ -143,7 +144,9 @@ void promote(const CacheArgs& a) {
   if (failed) throw CLI::RuntimeError(cli::kExitFailure);
 }
 
-cli::Registration reg(80, [](CLI::App& app) {
+}  // namespace
+
+void addCacheCommand(CLI::App& app) {
   auto args = std::make_shared<CacheArgs>();
   auto* cache = app.add_subcommand("cache", "Offline maintenance of a cache directory");
   cache->require_subcommand(1);
@@ -167,17 +170,21 @@ cli::Registration reg(80, [](CLI::App& app) {
   addCommon(promote_cmd, args.get());
   promote_cmd->add_option("paths", args->paths, "Paths relative to the remote root")->required();
   promote_cmd->add_option("--io-engine", args->io_engine, "uring or sync")->capture_default_str();
-  promote_cmd->add_option("--chunk", args->chunk, "Chunk size in bytes")->capture_default_str();
-  promote_cmd->add_option("--depth", args->depth, "Chunks in flight")->capture_default_str();
-  promote_cmd->add_option("--rate", args->rate, "Bytes per second, 0 = unlimited")
+  promote_cmd->add_option("--chunk", args->chunk, "Chunk size, e.g. 1MiB")
+      ->transform(sizeUnits())
       ->capture_default_str();
-  promote_cmd->add_option("--capacity", args->capacity,
-                          "Cache capacity in bytes (default: its file system's size)");
+  promote_cmd->add_option("--depth", args->depth, "Chunks in flight")->capture_default_str();
+  promote_cmd->add_option("--rate", args->rate, "Bytes per second, e.g. 200MiB; 0 = unlimited")
+      ->transform(sizeUnits())
+      ->capture_default_str();
+  promote_cmd
+      ->add_option("--capacity", args->capacity,
+                    "Cache capacity, e.g. 500GiB (default: its file system's size)")
+      ->transform(sizeUnits());
   promote_cmd->add_flag("--no-direct", args->no_direct, "Buffered writes instead of O_DIRECT");
   promote_cmd->add_flag("--no-preallocate", args->no_preallocate,
                         "Do not fallocate the copy before writing it");
   promote_cmd->callback([args] { promote(*args); });
-});
+}
 
-}  // namespace
-}  // namespace hotshard
+}  // namespace hotshard::cli

@@ -1,10 +1,10 @@
 // The `hotshard` binary: `run` starts the daemon, every other subcommand is a
-// client of its control socket (tools/). Subcommands register themselves.
+// client of its control socket or works offline (tools/commands.h).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 
-#include "tools/command.h"
+#include "tools/commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"hotshard: a kernel-passthrough read cache for remote datasets", "hotshard"};
@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
       "  hotshard run --remote /mnt/datasets --cache /var/cache/hotshard\n"
       "  hotshard status --json\n"
       "Run 'hotshard COMMAND --help' for a command's options.");
-  hotshard::cli::addRegisteredCommands(app);
+  hotshard::cli::addAllCommands(app);
   std::string known;
   bool found = false;
   for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
