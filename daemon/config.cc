@@ -115,8 +115,8 @@ ConfigItem choiceItem(std::string name, std::string help, std::string RunConfig:
   };
 }
 
-std::vector<ConfigItem> makeItems() {
-  std::vector<ConfigItem> items;
+// Where and how the mount serves: paths, consistency, the FUSE session, logs.
+void addMountItems(std::vector<ConfigItem>& items) {
   items.push_back(stringItem("remote", "Remote directory to cache (NFS, Lustre, sshfs, ...)",
                              &RunConfig::remote));
   items.push_back(stringItem(
@@ -124,11 +124,11 @@ std::vector<ConfigItem> makeItems() {
   items.push_back(stringItem("cache", "Cache directory on local NVMe", &RunConfig::cache));
   items.push_back(ConfigItem{
       .name = "consistency",
-      .help = "strict (revalidate every open), ttl=SECONDS, or immutable (default: strict)",
-      .get = [](const RunConfig& c) { return c.consistency; },
+      .help = "strict (revalidate every open), ttl=DURATION (e.g. ttl=30s, ttl=5m), or immutable "
+              "(default: strict)",
+      .get = [](const RunConfig& c) { return c.consistency.toString(); },
       .set = [](RunConfig& c, const std::string& v) -> Status {
-        RETURN_IF_ERROR(fuse::Consistency::parse(v));
-        c.consistency = v;
+        ASSIGN_OR_RETURN(c.consistency, fuse::Consistency::parse(v));
         return Ok{};
       },
   });
@@ -148,6 +148,10 @@ std::vector<ConfigItem> makeItems() {
                              &RunConfig::log_level, {"trace", "debug", "info", "warn", "error"}));
   items.push_back(countItem("fuse-threads", "Most FUSE worker threads (default: 16)",
                             &RunConfig::fuse_threads, 1, 1024));
+}
+
+// The cache store, the promoter's I/O shape and the scrub.
+void addCacheItems(std::vector<ConfigItem>& items) {
   items.push_back(sizeItem("cache-size",
                            "Cache capacity, e.g. 500GiB (default: 80% of what the cache file "
                            "system can hold for hotshard)",
@@ -155,7 +159,8 @@ std::vector<ConfigItem> makeItems() {
   items.push_back(choiceItem("io-engine",
                              "Promotion I/O: uring (io_uring) or sync (pread/pwrite) (default: uring)",
                              &RunConfig::io_engine, {"uring", "sync"}));
-  items.push_back(sizeItem("promote-chunk", "Promotion chunk size, a multiple of 4KiB (default: 1MiB)",
+  items.push_back(sizeItem("promote-chunk",
+                           "Promotion chunk size, a multiple of 4KiB, e.g. 1.5MiB (default: 1MiB)",
                            &RunConfig::promote_chunk, 4096));
   items.push_back(countItem("promote-depth", "Chunks in flight per promotion (default: 8)",
                             &RunConfig::promote_depth, 1, 256));
@@ -169,6 +174,10 @@ std::vector<ConfigItem> makeItems() {
                            "Bytes per second the background scrub re-reads to verify checksums; "
                            "0: off (default: 32MiB)",
                            &RunConfig::scrub_rate));
+}
+
+// Heat, the policy and the placement loop; the metrics endpoint.
+void addPlacementItems(std::vector<ConfigItem>& items) {
   items.push_back(boolItem("probes",
                            "on: eBPF heat probes (default); off: heat from FUSE opens only",
                            &RunConfig::probes));
@@ -187,15 +196,15 @@ std::vector<ConfigItem> makeItems() {
                            &RunConfig::automatic_placement, "auto", "manual"));
   items.push_back(ConfigItem{
       .name = "tick",
-      .help = "Placement tick, e.g. 1s or 500ms (default: 1s)",
-      .get = [](const RunConfig& c) { return std::to_string(c.tick_seconds); },
+      .help = "Placement tick, e.g. 1s or 250ms (default: 1s)",
+      .get = [](const RunConfig& c) { return formatDuration(c.tick); },
       .set = [](RunConfig& c, const std::string& v) -> Status {
-        auto d = parseDurationSeconds(v);
+        auto d = parseDuration(v);
         if (!d.ok()) return makeError(Errc::kInvalidArgument, "tick: " + d.error().message);
-        if (*d < 0.01 || *d > 3600) {
+        if (*d < std::chrono::milliseconds(10) || *d > std::chrono::hours(1)) {
           return makeError(Errc::kInvalidArgument, "tick '" + v + "': expected 10ms to 1h");
         }
-        c.tick_seconds = *d;
+        c.tick = *d;
         return Ok{};
       },
   });
@@ -210,6 +219,13 @@ std::vector<ConfigItem> makeItems() {
         return Ok{};
       },
   });
+}
+
+std::vector<ConfigItem> makeItems() {
+  std::vector<ConfigItem> items;
+  addMountItems(items);
+  addCacheItems(items);
+  addPlacementItems(items);
   return items;
 }
 

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/units.h"
+#include "fuse/filesystem.h"
 
 namespace hotshard {
 
@@ -17,7 +19,7 @@ struct RunConfig {
   std::string remote_canonical;       // realpath of remote, set at start (not an option)
   std::string mount;                  // where to mount; default: over the remote itself
   std::string cache;                  // the cache directory (required)
-  std::string consistency = "strict";  // strict | ttl=SECONDS | immutable
+  fuse::Consistency consistency;       // strict (default) | ttl=DURATION | immutable
   bool foreground = false;
   bool passthrough = true;  // false: serve reads and writes in user space
   std::string control_socket;         // default: /run/hotshard/<mount>.sock
@@ -40,7 +42,7 @@ struct RunConfig {
                                        // `trace record`; 0: off (records per chunk and tick)
   std::string policy = "hotshard";     // "name;k=v;..."
   bool automatic_placement = true;     // false (manual): only warm/evict/pin copy or drop
-  double tick_seconds = 1.0;
+  Duration tick = std::chrono::seconds(1);  // placement tick, 10ms..1h
 
   // Prometheus endpoint: HOST:PORT (IPv4 literal), [IPv6]:PORT, or off.
   std::string metrics = "127.0.0.1:9464";

@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <thread>
 
 #include "daemon/cache_service.h"
@@ -135,261 +137,345 @@ void detachStdio() {
 
 }  // namespace
 
-int runDaemon(RunConfig cfg) {
-  Status finalized = finalizeRunConfig(cfg);
-  if (!finalized.ok()) {
-    std::fprintf(stderr, "hotshard run: %s\n", finalized.error().message.c_str());
-    return 2;
-  }
-  auto consistency = fuse::Consistency::parse(cfg.consistency);
-  if (!consistency.ok()) {
-    std::fprintf(stderr, "hotshard run: %s\n", consistency.error().message.c_str());
-    return 2;
-  }
-  if (Status st = checkPaths(cfg); !st.ok()) {
-    std::fprintf(stderr, "hotshard run: %s\n", st.error().message.c_str());
-    return 1;
-  }
-  std::error_code ec;
-  std::filesystem::create_directories(cfg.cache, ec);
-  if (ec) {
-    std::fprintf(stderr, "hotshard run: create cache directory %s: %s\n", cfg.cache.c_str(),
-                 ec.message().c_str());
-    return 1;
-  }
+// ---- Daemon: stages ----------------------------------------------------------
 
-  // The cache's keys name the remote by its canonical path (as `hotshard cache`
-  // does offline); resolve it while nothing covers it.
-  if (char* real = ::realpath(cfg.remote.c_str(), nullptr)) {
-    cfg.remote_canonical = real;
-    std::free(real);
-  } else {
-    cfg.remote_canonical = cfg.remote;
+namespace {
+
+// Stage errors say which stage failed: "STAGE: what".
+Status inStage(const std::string& stage, Status st) {
+  if (st.ok()) return st;
+  Error e = st.takeError();
+  e.message = stage + ": " + e.message;
+  return e;
+}
+
+}  // namespace
+
+void Daemon::SessionDeleter::operator()(fuse_session* se) const { fuse_session_destroy(se); }
+
+Daemon::LoopThread::~LoopThread() {
+  if (thread.joinable()) thread.join();
+}
+
+Daemon::Mount::~Mount() {
+  if (daemon != nullptr) daemon->stop("the daemon is going");
+}
+
+Daemon::MetricsHooks::~MetricsHooks() {
+  if (daemon == nullptr) return;
+  daemon->metrics_sink_.store(nullptr, std::memory_order_release);
+  daemon->cache_->setPromotionObserver(nullptr);
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd remote_root) {
+  std::unique_ptr<Daemon> d(new Daemon(cfg));
+  d->remote_fd_ = std::move(remote_root);
+  for (Status (Daemon::*stage)() :
+       {&Daemon::startCache, &Daemon::startPlacement, &Daemon::startFileSystem,
+        &Daemon::startMount, &Daemon::startLoop, &Daemon::startMetrics, &Daemon::startControl}) {
+    RETURN_IF_ERROR((d.get()->*stage)());
   }
+  spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
+               "socket {}, metrics {}",
+               kVersion, cfg.remote, cfg.mount,
+               cfg.mount == cfg.remote ? "over the remote" : "separate",
+               cfg.consistency.toString(), d->shim_->reason(), cfg.control_socket,
+               d->metrics_->enabled() ? d->metrics_->url() : "off");
+  return d;
+}
 
-  // The remote is opened before anything is mounted over it: from here on all
-  // remote access goes through this fd, so mounting on the remote's own path works.
-  int remote_fd = ::open(cfg.remote.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (remote_fd < 0) {
-    std::fprintf(stderr, "hotshard run: open remote %s: %s\n", cfg.remote.c_str(),
-                 std::strerror(errno));
-    return 1;
-  }
+Daemon::Daemon(const RunConfig& cfg) : cfg_(cfg) {}
+Daemon::~Daemon() = default;
 
-  ReadyPipe ready;
-  if (!cfg.foreground) {
-    int rc = daemonize(&ready);
-    if (rc >= 0) return rc;
-  }
-  ::umask(0);  // the kernel has applied the caller's umask to every mode we get
-  setupLogging(cfg);
-  auto fail = [&](const std::string& msg) {
-    spdlog::error("{}", msg);
-    ready.report(msg);
-    return 1;
-  };
+Status Daemon::startCache() {
+  auto cache = CacheService::start(cfg_, remote_fd_.get());
+  if (!cache.ok()) return inStage("cache " + cfg_.cache, cache.takeError());
+  cache_ = std::move(*cache);
+  return Ok{};
+}
 
-  // Signals are taken by one thread with sigwait; every other thread blocks them.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-
-  // After daemonize(): the service starts threads, which a fork would not carry.
-  auto cache = CacheService::start(cfg, remote_fd);
-  if (!cache.ok()) return fail("cache " + cfg.cache + ": " + cache.error().message);
+Status Daemon::startPlacement() {
   // The probes watch the file systems that back our files: the remote's and the cache's.
   std::vector<dev_t> devices;
-  for (int fd : {remote_fd, -1}) {
-    struct stat dst {};
-    if (fd >= 0 ? ::fstat(fd, &dst) == 0 : ::stat(cfg.cache.c_str(), &dst) == 0) {
-      if (std::find(devices.begin(), devices.end(), dst.st_dev) == devices.end()) {
-        devices.push_back(dst.st_dev);
-      }
-    }
+  struct stat remote_st {}, cache_st {};
+  if (::fstat(remote_fd_.get(), &remote_st) == 0) devices.push_back(remote_st.st_dev);
+  if (::stat(cfg_.cache.c_str(), &cache_st) == 0 &&
+      std::find(devices.begin(), devices.end(), cache_st.st_dev) == devices.end()) {
+    devices.push_back(cache_st.st_dev);
   }
+  const double tick_seconds = toSeconds(cfg_.tick);
   auto placement = Placement::start(
-      PlacementOptions{.tick_seconds = cfg.tick_seconds,
-                       .policy = cfg.policy,
-                       .probes = cfg.probes,
-                       .automatic = cfg.automatic_placement,
-                       .promote_budget_per_tick =
-                           static_cast<uint64_t>(static_cast<double>(cfg.promote_rate) *
-                                                 cfg.tick_seconds),
-                       .sample_rate = cfg.probe_sample_rate},
-      cache->get(), devices);
-  if (!placement.ok()) return fail(placement.error().message);
-  (*cache)->setOpenListener([p = placement->get()](const std::string& rel, const struct stat& st,
-                                                   bool from_cache, bool for_write) {
+      PlacementOptions{.tick_seconds = tick_seconds,
+                       .policy = cfg_.policy,
+                       .probes = cfg_.probes,
+                       .automatic = cfg_.automatic_placement,
+                       .promote_budget_per_tick = static_cast<uint64_t>(
+                           static_cast<double>(cfg_.promote_rate) * tick_seconds),
+                       .sample_rate = cfg_.probe_sample_rate},
+      cache_.get(), devices);
+  if (!placement.ok()) return inStage("placement", placement.takeError());
+  placement_ = std::move(*placement);
+  cache_->setOpenListener([p = placement_.get()](const std::string& rel, const struct stat& st,
+                                                 bool from_cache, bool for_write) {
     p->noteOpen(rel, st, from_cache, for_write);
   });
+  return Ok{};
+}
 
-  fuse::PassthroughShim shim(cfg.passthrough);
-  // FUSE latency goes to the metrics exporter, which starts after the mount.
-  std::atomic<MetricsExporter*> latency_sink{nullptr};
-  if (cfg.metrics != "off") {
-    shim.setLatencyObserver([&latency_sink](std::string_view op, double seconds) {
-      if (MetricsExporter* m = latency_sink.load(std::memory_order_acquire)) {
+Status Daemon::startFileSystem() {
+  shim_ = std::make_unique<fuse::PassthroughShim>(cfg_.passthrough);
+  if (cfg_.metrics != "off") {
+    // FUSE latency goes to the exporter, which starts after the mount.
+    shim_->setLatencyObserver([this](std::string_view op, double seconds) {
+      if (MetricsExporter* m = metrics_sink_.load(std::memory_order_acquire)) {
         m->observeFuseOp(op, seconds);
       }
     });
   }
-  fuse::FileSystem fs(fuse::FileSystemOptions{.remote_root_fd = remote_fd,
-                                              .consistency = *consistency,
-                                              .cache = cache->get()},
-                      &shim);
-
+  fs_ = std::make_unique<fuse::FileSystem>(
+      fuse::FileSystemOptions{.remote_root_fd = remote_fd_.get(),
+                              .consistency = cfg_.consistency,
+                              .cache = cache_.get()},
+      shim_.get());
   char arg0[] = "hotshard";
   char* argv[] = {arg0, nullptr};
   fuse_args args = FUSE_ARGS_INIT(1, argv);
-  fuse_session* se =
-      fuse_session_new(&args, &fuse::FileSystem::ops(), sizeof(fuse_lowlevel_ops), fs.userdata());
-  if (se == nullptr) return fail("fuse_session_new failed");
+  session_.reset(fuse_session_new(&args, &fuse::FileSystem::ops(), sizeof(fuse_lowlevel_ops),
+                                  fs_->userdata()));
+  if (!session_) return makeError(Errc::kInternal, "file system: fuse_session_new failed");
+  return Ok{};
+}
 
-  auto devfd = fuse::mountFuse(cfg.mount, "hotshard:" + cfg.remote);
-  if (!devfd.ok()) {
-    fuse_session_destroy(se);
-    return fail(devfd.error().message);
+Status Daemon::startMount() {
+  auto devfd = fuse::mountFuse(cfg_.mount, "hotshard:" + cfg_.remote);
+  if (!devfd.ok()) return devfd.takeError();  // names the mount point
+  {
+    std::lock_guard lock(stop_mu_);
+    mounted_ = true;
   }
+  mount_.daemon = this;
   // The kernel names the connection after the mount's device number. Read it from
   // the mount table: a stat of the mount point would wait on ourselves.
-  dev_t conn_dev = 0;
   if (auto table = fuse::readMountTable(); table.ok()) {
-    if (auto top = fuse::topMountAt(*table, cfg.mount)) conn_dev = top->dev;
+    if (auto top = fuse::topMountAt(*table, cfg_.mount)) conn_dev_ = top->dev;
   }
-  if (Status st = shim.attach(se, *devfd); !st.ok()) {
-    (void)fuse::unmountFuse(cfg.mount);
-    fuse_session_destroy(se);
-    return fail(st.error().message);
-  }
+  return inStage("mount " + cfg_.mount, shim_->attach(session_.get(), *devfd));
+}
 
-  std::atomic<bool> stopping{false};
-  std::thread signals([&] {
-    int sig = 0;
-    while (sigwait(&sigs, &sig) == 0) {
-      if (sig == SIGHUP) continue;  // reserved for config reload
-      break;
-    }
-    if (sig == 0) return;  // sigwait failed: nothing to do
-    stopping = true;
-    spdlog::info("received {}, unmounting {}", strsignal(sig), cfg.mount);
-    auto how = fuse::unmountFuse(cfg.mount);
-    if (!how.ok()) {
-      spdlog::error("{}", how.error().message);
-    } else if (*how != "unmounted") {
-      spdlog::warn("{}: {}; they will see ENOTCONN", cfg.mount, *how);
-      fuse_session_exit(se);
-      fuse::abortConnection(conn_dev);
-    }
-  });
-
+Status Daemon::startLoop() {
   // The session loop runs on its own thread so that start-up can wait for the
   // kernel's FUSE_INIT (sent on mount) before telling anyone the mount is ready.
-  int rc = 0;
-  std::thread loop_thread([&] {
+  loop_.thread = std::thread([this] {
     fuse_loop_config* loop = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_max_threads(loop, cfg.fuse_threads);
-    fuse_loop_cfg_set_idle_threads(loop, std::min(cfg.fuse_threads, 4u));
+    fuse_loop_cfg_set_max_threads(loop, cfg_.fuse_threads);
+    fuse_loop_cfg_set_idle_threads(loop, std::min(cfg_.fuse_threads, 4u));
     fuse_loop_cfg_set_clone_fd(loop, 0);
-    rc = fuse_session_loop_mt(se, loop);
+    loop_.rc = fuse_session_loop_mt(session_.get(), loop);
     fuse_loop_cfg_destroy(loop);
   });
-  std::unique_ptr<ControlServer> control_server;
-  std::unique_ptr<MetricsExporter> metrics;
-  bool start_failed = false;
-  if (!shim.waitForInit(10000)) {
-    start_failed = true;
-    fail("the kernel did not initialize the FUSE connection within 10 s");
-    pthread_kill(signals.native_handle(), SIGTERM);
-  } else {
-    std::map<std::string, ControlServer::Handler> handlers;
-    // One snapshot of everything: the status command and every metrics scrape.
-    auto status_json = [&]() -> json {
-      json ops;
-      for (const auto& [name, n] : shim.requestCounts()) ops[name] = n;
-      json status = {
-          {"version", kVersion},
-          {"pid", ::getpid()},
-          {"mount", cfg.mount},
-          {"remote", cfg.remote},
-          {"cache_dir", cfg.cache},
-          {"overmount", cfg.mount == cfg.remote},
-          {"passthrough", shim.active()},
-          {"passthrough_reason", shim.reason()},
-          {"consistency", consistency->toString()},
-          {"fuse",
-           {{"requests", ops},
-            {"inodes", fs.inodeCount()},
-            {"opens_passthrough", fs.passthroughOpens()},
-            {"opens_userspace", fs.userspaceOpens()},
-            {"opens_cache", fs.cacheOpens()},
-            {"opens_remote", fs.remoteOpens()},
-            {"cache_conflicts", fs.cacheConflicts()},
-            {"userspace_read_bytes", fs.userspaceReadBytes()}}},
-          {"cache", (*cache)->statusJson()},
-      };
-      json heat = (*placement)->statusJson();
-      for (auto& [k, v] : heat.items()) status[k] = v;
-      status["top"] = (*placement)->top(5);
-      return status;
-    };
-    handlers["status"] = [status_json](const json&, const ControlServer::Progress&) -> Result<json> {
-      return status_json();
-    };
-    (*cache)->addHandlers(handlers);
-    (*placement)->addHandlers(handlers);
-    auto exporter = MetricsExporter::start(cfg.metrics, status_json);
-    if (!exporter.ok()) {
-      start_failed = true;
-      fail(exporter.error().message);
-      pthread_kill(signals.native_handle(), SIGTERM);
-    } else if (auto control = ControlServer::start(cfg.control_socket, std::move(handlers));
-               !control.ok()) {
-      start_failed = true;
-      fail(control.error().message);
-      pthread_kill(signals.native_handle(), SIGTERM);
-    } else {
-      control_server = std::move(*control);
-      metrics = std::move(*exporter);
-      if (metrics->enabled()) {
-        MetricsExporter* m = metrics.get();
-        latency_sink.store(m, std::memory_order_release);
-        (*cache)->setPromotionObserver(
-            [m](double seconds, uint64_t bytes) { m->observePromotion(seconds, bytes); });
-      }
-      spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
-                   "socket {}, metrics {}",
-                   kVersion, cfg.remote, cfg.mount,
-                   cfg.mount == cfg.remote ? "over the remote" : "separate",
-                   consistency->toString(), shim.reason(), cfg.control_socket,
-                   metrics->enabled() ? metrics->url() : "off");
-      ready.report("ok");
-      if (!cfg.foreground) detachStdio();
-    }
+  if (!shim_->waitForInit(10000)) {
+    return makeError(Errc::kIo, "FUSE_INIT: the kernel did not initialize the FUSE connection "
+                                "within 10 s");
   }
-  loop_thread.join();
+  return Ok{};
+}
 
+Status Daemon::startMetrics() {
+  auto exporter = MetricsExporter::start(cfg_.metrics, [this] { return statusJson(); });
+  if (!exporter.ok()) return exporter.takeError();  // names the address
+  metrics_ = std::move(*exporter);
+  if (metrics_->enabled()) {
+    MetricsExporter* m = metrics_.get();
+    metrics_sink_.store(m, std::memory_order_release);
+    cache_->setPromotionObserver(
+        [m](double seconds, uint64_t bytes) { m->observePromotion(seconds, bytes); });
+  }
+  metrics_hooks_.daemon = this;
+  return Ok{};
+}
+
+Status Daemon::startControl() {
+  std::map<std::string, ControlServer::Handler> handlers;
+  handlers["status"] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
+    return statusJson();
+  };
+  cache_->addHandlers(handlers);
+  placement_->addHandlers(handlers);
+  auto control = ControlServer::start(cfg_.control_socket, std::move(handlers));
+  if (!control.ok()) return control.takeError();  // names the socket
+  control_ = std::move(*control);
+  return Ok{};
+}
+
+// ---- Daemon: running and stopping ----------------------------------------------
+
+void Daemon::stop(const std::string& why) {
+  std::lock_guard lock(stop_mu_);
+  stopping_ = true;
+  if (!mounted_) return;
+  mounted_ = false;
+  spdlog::info("{}: unmounting {}", why, cfg_.mount);
+  auto how = fuse::unmountFuse(cfg_.mount);
+  if (!how.ok()) {
+    spdlog::error("{}", how.error().message);
+  } else if (*how != "unmounted") {
+    spdlog::warn("{}: {}; they will see ENOTCONN", cfg_.mount, *how);
+  } else {
+    return;
+  }
+  // Busy or failed: end the loop and abort the connection, so nothing hangs.
+  if (session_) fuse_session_exit(session_.get());
+  fuse::abortConnection(conn_dev_);
+}
+
+bool Daemon::wait() {
+  if (loop_.thread.joinable()) loop_.thread.join();
   // The loop ends when the kernel drops the connection: our unmount, or someone
   // else's (umount, fusermount -u).
-  if (!stopping) {
+  if (!stopping()) {
     spdlog::info("the mount went away; shutting down");
-    pthread_kill(signals.native_handle(), SIGTERM);
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+    mounted_ = false;
   }
-  signals.join();
-  if (control_server) control_server->stop();
-  latency_sink.store(nullptr);
-  (*cache)->setPromotionObserver(nullptr);
-  metrics.reset();     // its snapshot reads the shim, the file system, the cache, placement
-  placement->reset();  // stops the ticks, which use the cache
-  cache->reset();      // stops promotions and the scrub before the remote fd goes
-  fuse_session_destroy(se);
-  ::close(remote_fd);
-  spdlog::info("stopped; {} is as before", cfg.mount);
+  return loop_.rc >= 0;
+}
+
+bool Daemon::stopping() const { return stopping_.load(); }
+
+std::string Daemon::metricsUrl() const { return metrics_ && metrics_->enabled() ? metrics_->url() : ""; }
+
+json Daemon::statusJson() const {
+  json ops;
+  for (const auto& [name, n] : shim_->requestCounts()) ops[name] = n;
+  json status = {
+      {"version", kVersion},
+      {"pid", ::getpid()},
+      {"mount", cfg_.mount},
+      {"remote", cfg_.remote},
+      {"cache_dir", cfg_.cache},
+      {"overmount", cfg_.mount == cfg_.remote},
+      {"passthrough", shim_->active()},
+      {"passthrough_reason", shim_->reason()},
+      {"consistency", cfg_.consistency.toString()},
+      {"fuse",
+       {{"requests", ops},
+        {"inodes", fs_->inodeCount()},
+        {"opens_passthrough", fs_->passthroughOpens()},
+        {"opens_userspace", fs_->userspaceOpens()},
+        {"opens_cache", fs_->cacheOpens()},
+        {"opens_remote", fs_->remoteOpens()},
+        {"cache_conflicts", fs_->cacheConflicts()},
+        {"userspace_read_bytes", fs_->userspaceReadBytes()}}},
+      {"cache", cache_->statusJson()},
+  };
+  json heat = placement_->statusJson();
+  for (auto& [k, v] : heat.items()) status[k] = v;
+  status["top"] = placement_->top(5);
+  return status;
+}
+
+// ---- runDaemon: the process around a Daemon -------------------------------------
+
+namespace {
+
+// Validated config and the remote opened before anything covers it. Errors carry
+// the exit code: 2 for a bad configuration, 1 for anything else.
+struct Prepared {
+  RunConfig cfg;
+  UniqueFd remote;
+};
+
+Result<Prepared> prepareRun(RunConfig cfg, int* exit_code) {
+  *exit_code = 2;
+  RETURN_IF_ERROR(finalizeRunConfig(cfg));
+  *exit_code = 1;
+  RETURN_IF_ERROR(checkPaths(cfg));
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.cache, ec);
+  if (ec) return sysError(ec.value(), "create cache directory " + cfg.cache);
+  // The cache's keys name the remote by its canonical path (as `hotshard cache`
+  // does offline); resolve it while nothing covers it.
+  std::error_code canon_ec;
+  auto canonical = std::filesystem::canonical(cfg.remote, canon_ec);
+  cfg.remote_canonical = canon_ec ? cfg.remote : canonical.string();
+  // From here on all remote access goes through this fd, so mounting on the
+  // remote's own path works.
+  UniqueFd remote(::open(cfg.remote.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!remote) return lastSysError("open remote " + cfg.remote);
+  return Prepared{std::move(cfg), std::move(remote)};
+}
+
+// Signals are taken by one thread with sigwait; every other thread blocks them
+// (the mask is set before any thread starts). SIGHUP is reserved for a reload.
+class SignalWaiter {
+ public:
+  static sigset_t blockStopSignals() {
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+    return sigs;
+  }
+  // Calls on_signal(name) on SIGINT/SIGTERM, unless woken by the destructor.
+  SignalWaiter(sigset_t sigs, std::function<void(const char*)> on_signal)
+      : thread_([this, sigs, on_signal = std::move(on_signal)] {
+          int sig = 0;
+          while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+          }
+          if (sig != 0 && !quitting_.load()) on_signal(strsignal(sig));
+        }) {}
+  ~SignalWaiter() {
+    quitting_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> quitting_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+int runDaemon(RunConfig cfg) {
+  int exit_code = 0;
+  auto prepared = prepareRun(std::move(cfg), &exit_code);
+  if (!prepared.ok()) {
+    std::fprintf(stderr, "hotshard run: %s\n", prepared.error().message.c_str());
+    return exit_code;
+  }
+  const RunConfig& run_cfg = prepared->cfg;
+  ReadyPipe ready;
+  if (!run_cfg.foreground) {
+    int rc = daemonize(&ready);
+    if (rc >= 0) return rc;
+  }
+  ::umask(0);  // the kernel has applied the caller's umask to every mode we get
+  setupLogging(run_cfg);
+  sigset_t sigs = SignalWaiter::blockStopSignals();
+  // After daemonize(): the components start threads, which a fork would not carry.
+  auto daemon = Daemon::start(run_cfg, std::move(prepared->remote));
+  if (!daemon.ok()) {
+    spdlog::error("{}", daemon.error().message);
+    ready.report(daemon.error().message);
+    return 1;
+  }
+  ready.report("ok");
+  if (!run_cfg.foreground) detachStdio();
+  bool clean;
+  {
+    Daemon* d = daemon->get();
+    SignalWaiter signals(sigs, [d](const char* sig) { d->stop(std::string("received ") + sig); });
+    clean = d->wait();
+  }
+  daemon->reset();
+  spdlog::info("stopped; {} is as before", run_cfg.mount);
   spdlog::shutdown();
-  return start_failed || rc < 0 ? 1 : 0;
+  return clean ? 0 : 1;
 }
 
 }  // namespace hotshard

@@ -1,14 +1,123 @@
-// `hotshard run`: one process holding the FUSE session, the control socket and
-// (as they land) the probes, placement loop, promoter and metrics.
+// daemon/: the composition room. A Daemon holds every component of one mount:
+// the cache service (store, promoter, scrub), placement (heat, policy), the FUSE
+// file system and its passthrough shim, the session loop, the metrics exporter
+// and the control socket. It starts them in stages, each failing with an error
+// that names the stage, and its members are declared in dependency order, so
+// teardown (on a failed start as after a clean stop) runs in exactly the reverse
+// order with no hand-written sequence.
 #pragma once
 
+#include <nlohmann/json.hpp>
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "base/fd.h"
+#include "base/result.h"
 #include "daemon/config.h"
+
+struct fuse_session;
 
 namespace hotshard {
 
-// Runs the daemon until SIGINT/SIGTERM or until the mount goes away; returns
-// the process exit code. Without cfg.foreground, returns in the parent once the
-// mount is ready (0) or has failed (1), and the child carries on.
+class CacheService;
+class ControlServer;
+class MetricsExporter;
+class Placement;
+namespace fuse {
+class FileSystem;
+class PassthroughShim;
+}  // namespace fuse
+
+class Daemon {
+ public:
+  // Starts every stage in order: cache, placement, file system, mount, session
+  // loop (until the kernel's FUSE_INIT is answered, at most 10 s), metrics,
+  // control socket. cfg must be finalized (finalizeRunConfig); remote_root is
+  // the remote directory opened O_PATH before anything is mounted over it.
+  // Errors: "STAGE: what failed", e.g. "mount /mnt/x: Permission denied".
+  static Result<std::unique_ptr<Daemon>> start(const RunConfig& cfg, UniqueFd remote_root);
+  ~Daemon();
+
+  // Unmounts; when files are still open the mount is detached lazily and the
+  // FUSE connection aborted, so nothing waits on a daemon that is going. The
+  // session loop then ends. Thread-safe; only the first call acts.
+  void stop(const std::string& why);
+  // Blocks until the session loop ends: after stop(), or when someone else
+  // unmounts. True when the loop ended cleanly.
+  bool wait();
+  bool stopping() const;
+
+  // One snapshot of everything: `hotshard status` and every metrics scrape.
+  nlohmann::json statusJson() const;
+  std::string metricsUrl() const;  // "" when metrics are off
+
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+ private:
+  struct SessionDeleter {
+    void operator()(fuse_session* se) const;
+  };
+  // Joins the session loop's thread when it goes (the loop has ended by then:
+  // the mount, declared after it, went first).
+  struct LoopThread {
+    std::thread thread;
+    int rc = 0;
+    ~LoopThread();
+  };
+  // The mount; unmounted when it goes, unless stop() did already.
+  struct Mount {
+    Daemon* daemon = nullptr;
+    ~Mount();
+  };
+  // Points the shim's latency observer and the cache's promotion observer at
+  // the exporter; unhooks both when it goes, before the exporter does.
+  struct MetricsHooks {
+    Daemon* daemon = nullptr;
+    ~MetricsHooks();
+  };
+
+  explicit Daemon(const RunConfig& cfg);
+  // The stages of start(), in order; each error names its stage.
+  Status startCache();
+  Status startPlacement();
+  Status startFileSystem();
+  Status startMount();
+  Status startLoop();
+  Status startMetrics();
+  Status startControl();
+
+  // Members in dependency order: each may use those above it, and they are
+  // destroyed bottom to top.
+  const RunConfig cfg_;
+  UniqueFd remote_fd_;
+  std::atomic<MetricsExporter*> metrics_sink_{nullptr};  // read by the shim's observer
+  std::unique_ptr<CacheService> cache_;
+  std::unique_ptr<Placement> placement_;
+  std::unique_ptr<fuse::PassthroughShim> shim_;
+  std::unique_ptr<fuse::FileSystem> fs_;
+  std::unique_ptr<fuse_session, SessionDeleter> session_;
+  LoopThread loop_;
+  dev_t conn_dev_ = 0;  // the FUSE connection's device, for an abort through fusectl
+  std::mutex stop_mu_;
+  bool mounted_ = false;   // guarded by stop_mu_
+  std::atomic<bool> stopping_{false};
+  Mount mount_;
+  std::unique_ptr<MetricsExporter> metrics_;
+  MetricsHooks metrics_hooks_;
+  std::unique_ptr<ControlServer> control_;
+};
+
+// `hotshard run`: finalizes cfg, checks the paths, opens the remote, detaches
+// into the background unless cfg.foreground (the parent returns once the mount
+// is ready or has failed), sets up logging and signals, and runs a Daemon until
+// SIGINT/SIGTERM or until the mount goes away. Returns the process exit code:
+// 0 clean, 1 failed, 2 bad configuration.
 int runDaemon(RunConfig cfg);
 
 }  // namespace hotshard

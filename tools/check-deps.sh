@@ -12,8 +12,8 @@
 # Usage: tools/check-deps.sh [--graph] [ROOT]
 #   (default)  exit 0 when every include follows the plan; otherwise print each
 #              offending include as FILE:LINE: ROOM -> ROOM and exit 1
-#   --graph    print the room graph as found in the code (Mermaid), each edge
-#              with its number of includes, for docs/architecture.md
+#   --graph    print the room graph as found in the code (Mermaid): an arrow
+#              wherever a room includes another, as docs/architecture.md shows it
 # ROOT defaults to the repository holding this script. tests/ may include anything.
 set -euo pipefail
 
@@ -48,9 +48,7 @@ for room in "${ORDER[@]}"; do
     line=${rest%%:*}
     target=$(sed -E 's/.*#[[:space:]]*include[[:space:]]+"([^"/]+)\/.*/\1/' <<<"${rest#*:}")
     [[ -n ${ALLOWED[$target]+x} ]] || continue  # not a room: a system or generated header
-    if [[ $target != "$room" ]]; then
-      edges["$room $target"]=$(( ${edges["$room $target"]:-0} + 1 ))
-    fi
+    [[ $target != "$room" ]] && edges["$room $target"]=1
     if [[ $allowed != *" $target "* ]]; then
       echo "$file:$line: $room -> $target is not in the floor plan ($room may include: ${ALLOWED[$room]:-nothing})" >&2
       bad=1
@@ -64,8 +62,7 @@ if [[ $graph -eq 1 ]]; then
   echo 'graph TD'
   for from in "${ORDER[@]}"; do
     for to in "${ORDER[@]}"; do
-      n=${edges["$from $to"]:-0}
-      [[ $n -gt 0 ]] && echo "  $from -->|$n| $to"
+      [[ -n ${edges["$from $to"]:-} ]] && echo "  $from --> $to"
     done
   done
   echo '```'

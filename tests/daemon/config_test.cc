@@ -28,7 +28,7 @@ TEST(Config, FileValuesApplyUnlessAFlagOverrides) {
   Status st = applyConfigFile(tmp / "hs.toml", {"consistency"}, cfg);
   ASSERT_TRUE(st.ok()) << st.error().message;
   EXPECT_EQ(cfg.remote, "/data/remote");
-  EXPECT_EQ(cfg.consistency, "immutable");  // the flag wins
+  EXPECT_EQ(cfg.consistency.toString(), "immutable");  // the flag wins
   EXPECT_EQ(cfg.fuse_threads, 8u);
   EXPECT_TRUE(cfg.foreground);
   ASSERT_TRUE(finalizeRunConfig(cfg).ok());
@@ -89,6 +89,32 @@ TEST(Consistency, ParsesTheThreeModes) {
   for (const char* bad : {"", "ttl=", "ttl=0", "ttl=-1", "ttl=abc", "Strict"}) {
     EXPECT_FALSE(Consistency::parse(bad).ok()) << bad;
   }
+}
+
+// One grammar for units wherever an option takes one (base/units.h), flags and
+// TOML keys alike.
+TEST(Config, SizesAndDurationsTakeUnits) {
+  RunConfig cfg;
+  ASSERT_TRUE(item("promote-chunk").set(cfg, "1.5MiB").ok());
+  EXPECT_EQ(cfg.promote_chunk, 1572864u);
+  ASSERT_TRUE(item("consistency").set(cfg, "ttl=5m").ok());
+  EXPECT_EQ(cfg.consistency.mode, fuse::Consistency::Mode::kTtl);
+  EXPECT_DOUBLE_EQ(cfg.consistency.ttl_seconds, 300);
+  ASSERT_TRUE(item("tick").set(cfg, "250ms").ok());
+  EXPECT_EQ(cfg.tick, std::chrono::milliseconds(250));
+  EXPECT_EQ(item("tick").get(cfg), "250ms");
+  ASSERT_TRUE(item("promote-rate").set(cfg, "2GB").ok());
+  EXPECT_EQ(cfg.promote_rate, 2000000000u);
+  EXPECT_FALSE(item("promote-chunk").set(cfg, "1.1MiB").ok());  // not a multiple of 4 KiB
+  EXPECT_FALSE(item("tick").set(cfg, "5ms").ok());               // below 10 ms
+  EXPECT_FALSE(item("consistency").set(cfg, "ttl=0s").ok());
+
+  TempDir tmp;
+  writeFile(tmp / "units.toml", "tick = \"2m\"\nconsistency = \"ttl=250ms\"\ncache_size = \"1.5GiB\"\n");
+  ASSERT_TRUE(applyConfigFile(tmp / "units.toml", {}, cfg).ok());
+  EXPECT_EQ(cfg.tick, std::chrono::minutes(2));
+  EXPECT_DOUBLE_EQ(cfg.consistency.ttl_seconds, 0.25);
+  EXPECT_EQ(cfg.cache_size, 3ull << 29);
 }
 
 }  // namespace
