@@ -159,6 +159,13 @@ class HeatProbes {
 
  private:
   HeatProbes() = default;
+  // load()'s stages for one program kind: open, set rodata, select, load, attach.
+  static Result<std::unique_ptr<HeatProbes>> loadAs(ProgramKind kind, const ProbeOptions& options,
+                                                    long page_size,
+                                                    const std::vector<TracepointSpec>& present,
+                                                    const std::vector<std::string>& skipped);
+  Status openSkeleton(ProgramKind kind);
+  Status attach(const std::vector<TracepointSpec>& present, ProgramKind kind);
   uint64_t pagesToBytes(uint64_t pages) const { return pages << page_shift_; }
   Result<uint64_t> readStat(uint32_t slot) const;
   static uint32_t retireSet(uint32_t* set);
