@@ -5,14 +5,19 @@
 namespace hotshard::policy {
 
 Status HotshardPolicy::Config::validate() const {
-  if (!(half_life > 0)) return Status::error("hotshard: half_life must be > 0");
-  if (!(miss_weight > 0)) return Status::error("hotshard: miss_weight must be > 0");
-  if (!(hit_weight >= 0)) return Status::error("hotshard: hit_weight must be >= 0");
-  if (!(hysteresis >= 0)) return Status::error("hotshard: hysteresis must be >= 0");
-  if (!(margin >= 0)) return Status::error("hotshard: margin must be >= 0");
-  if (!(min_read_ratio >= 0)) return Status::error("hotshard: min_read_ratio must be >= 0");
-  if (!(history >= 0)) return Status::error("hotshard: history must be >= 0");
-  if (!(reuse_factor >= 0)) return Status::error("hotshard: reuse_factor must be >= 0");
+  if (!(half_life > 0)) return makeError(Errc::kInvalidArgument, "hotshard: half_life must be > 0");
+  if (!(miss_weight > 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: miss_weight must be > 0");
+  if (!(hit_weight >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: hit_weight must be >= 0");
+  if (!(hysteresis >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: hysteresis must be >= 0");
+  if (!(margin >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: margin must be >= 0");
+  if (!(min_read_ratio >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: min_read_ratio must be >= 0");
+  if (!(history >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: history must be >= 0");
+  if (!(reuse_factor >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: reuse_factor must be >= 0");
   return {};
 }
 

@@ -7,7 +7,7 @@
 
 namespace hotshard::policy {
 
-Expected<SimResult> simulate(TraceReader& reader, Policy& policy) {
+Result<SimResult> simulate(TraceReader& reader, Policy& policy) {
   SimResult result;
   result.policy = describePolicy(policy);
   result.capacity = policy.capacity();
@@ -45,7 +45,7 @@ Expected<SimResult> simulate(TraceReader& reader, Policy& policy) {
       result.evictions += victims.size();
     }
   }
-  if (!reader.error()) return reader.error();
+  if (!reader.status()) return reader.status().error();
   return result;
 }
 
@@ -55,13 +55,13 @@ using detail::Slot;
 constexpr std::uint32_t kNever = std::numeric_limits<std::uint32_t>::max();
 
 // OPT's pass 1: for each request, the index of the next use of the same object.
-Expected<std::vector<std::uint32_t>> nextUses(TraceReader& reader) {
+Result<std::vector<std::uint32_t>> nextUses(TraceReader& reader) {
   std::vector<std::uint32_t> next;
   detail::IdIndex last;
   Request r;
   while (reader.next(r)) {
     if (next.size() >= kNever - 1)
-      return Expected<std::vector<std::uint32_t>>::error("OPT supports traces up to 4G requests");
+      return makeError(Errc::kUnsupported, "OPT supports traces up to 4G requests");
     auto i = static_cast<Slot>(next.size());
     next.push_back(kNever);
     if (r.flags & kFlagWrite) continue;  // writes are not uses
@@ -72,7 +72,7 @@ Expected<std::vector<std::uint32_t>> nextUses(TraceReader& reader) {
     }
     last.insert(r.id, i);
   }
-  if (!reader.error()) return reader.error();
+  if (!reader.status()) return reader.status().error();
   return next;
 }
 
@@ -162,14 +162,14 @@ class OptCache {
 }  // namespace
 
 // Two passes: next uses, then the cache that evicts the furthest next use.
-Expected<SimResult> simulateOpt(TraceReader& reader, std::uint64_t capacity) {
+Result<SimResult> simulateOpt(TraceReader& reader, std::uint64_t capacity) {
   auto next = nextUses(reader);
-  if (!next) return next.status();
-  if (auto st = reader.rewind(); !st) return st;
+  if (!next) return next.takeError();
+  if (auto st = reader.rewind(); !st) return st.takeError();
   OptCache cache(capacity);
   Request r;
   for (std::size_t i = 0; reader.next(r); ++i) cache.request(r, (*next)[i]);
-  if (!reader.error()) return reader.error();
+  if (!reader.status()) return reader.status().error();
   return cache.result();
 }
 

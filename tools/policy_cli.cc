@@ -53,7 +53,7 @@ TraceFormat traceFormatOf(const std::string& command, const std::string& path,
                           const std::string& format) {
   if (!format.empty()) {
     auto f = parseTraceFormat(format);
-    if (!f) fail(command, f.message(), kExitUsage);
+    if (!f) fail(command, f.error().message, kExitUsage);
     return *f;
   }
   std::ifstream in(path, std::ios::binary);
@@ -73,7 +73,7 @@ TraceFormat outputFormatOf(const std::string& command, const std::string& path,
                            const std::string& format) {
   if (format.empty()) return path.ends_with(".csv") ? TraceFormat::kCsv : TraceFormat::kNative;
   auto f = parseTraceFormat(format);
-  if (!f) fail(command, f.message(), kExitUsage);
+  if (!f) fail(command, f.error().message, kExitUsage);
   return *f;
 }
 
@@ -97,7 +97,7 @@ void addParams(const std::string& cmd, const std::vector<std::string>& params,
     if (colon == std::string::npos)
       fail(cmd, "--param wants NAME:k=v, got '" + p + "'", kExitUsage);
     auto kv = parseKeyValue(p.substr(colon + 1));
-    if (!kv) fail(cmd, "--param " + p + ": " + kv.message(), kExitUsage);
+    if (!kv) fail(cmd, "--param " + p + ": " + kv.error().message, kExitUsage);
     bool used = false;
     for (auto& s : specs) {
       if (s.name == p.substr(0, colon)) s.params.push_back(*kv), used = true;
@@ -158,7 +158,7 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
   std::vector<PolicySpec> specs;
   for (const auto& item : splitList(o.policies, ',')) {
     auto spec = parsePolicySpec(item);
-    if (!spec) fail(cmd, spec.message(), kExitUsage);
+    if (!spec) fail(cmd, spec.error().message, kExitUsage);
     specs.push_back(*spec);
   }
   if (specs.empty()) fail(cmd, "--policy names no policy", kExitUsage);
@@ -196,14 +196,14 @@ std::vector<SimRow> simulatePolicies(TraceReader& reader, const std::vector<Poli
   std::vector<SimRow> rows;
   for (const auto& spec : specs) {
     auto policy = createPolicy(spec, capacity);
-    if (!policy) fail(cmd, policy.message(), kExitUsage);
-    if (auto st = reader.rewind(); !st) fail(cmd, st.message());
+    if (!policy) fail(cmd, policy.error().message, kExitUsage);
+    if (auto st = reader.rewind(); !st) fail(cmd, st.error().message);
     auto start = std::chrono::steady_clock::now();
     std::clock_t cpu_start = std::clock();
     auto result = simulate(reader, **policy);
     double cpu = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-    if (!result) fail(cmd, result.message());
+    if (!result) fail(cmd, result.error().message);
     rows.push_back({label(spec), *result, took.count(), cpu});
   }
   return rows;
@@ -283,15 +283,15 @@ void runSimulate(const SimulateOptions& o) {
   auto specs = policySpecs(o);
 
   auto stats = scanTrace(*reader);
-  if (!stats) fail(cmd, stats.message());
+  if (!stats) fail(cmd, stats.error().message);
   if (stats->requests == 0) fail(cmd, "trace " + o.trace + " has no requests");
   const std::uint64_t capacity = simulateCapacity(o, *stats);
   auto rows = simulatePolicies(*reader, specs, capacity);
   std::optional<SimResult> opt;
   if (!o.no_opt) {
-    if (auto st = reader->rewind(); !st) fail(cmd, st.message());
+    if (auto st = reader->rewind(); !st) fail(cmd, st.error().message);
     auto result = simulateOpt(*reader, capacity);
-    if (!result) fail(cmd, result.message());
+    if (!result) fail(cmd, result.error().message);
     opt = *result;
   }
   if (o.json)
@@ -313,7 +313,7 @@ void runGenerate(const GenerateOptions& o) {
   std::vector<KeyValue> params;
   for (const auto& p : o.params) {
     auto kv = parseKeyValue(p);
-    if (!kv) fail(cmd, "--param: " + kv.message(), kExitUsage);
+    if (!kv) fail(cmd, "--param: " + kv.error().message, kExitUsage);
     if (kv->key.ends_with("size")) {
       // Sizes accept units here too.
       auto bytes = parseSize(kv->value);
@@ -335,10 +335,10 @@ void runGenerate(const GenerateOptions& o) {
     return written;
   });
   if (!st) {
-    fail(cmd, write_failed ? o.out + ": " + st.message() : st.message(),
+    fail(cmd, write_failed ? o.out + ": " + st.error().message : st.error().message,
          write_failed ? kExitFailure : kExitUsage);
   }
-  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.error().message);
   std::fprintf(stderr, "wrote %llu requests to %s (%s)\n", (unsigned long long)count, o.out.c_str(),
                std::string(traceFormatName(format)).c_str());
 }
@@ -360,11 +360,11 @@ void runConvert(const ConvertOptions& o) {
   Request r;
   std::uint64_t count = 0;
   while (reader->next(r)) {
-    if (auto st = writer->write(r); !st) fail(cmd, o.out + ": " + st.message());
+    if (auto st = writer->write(r); !st) fail(cmd, o.out + ": " + st.error().message);
     ++count;
   }
-  if (!reader->error()) fail(cmd, reader->error().message());
-  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  if (!reader->status()) fail(cmd, reader->status().error().message);
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.error().message);
   std::fprintf(stderr, "converted %llu requests: %s (%s) -> %s (%s)\n", (unsigned long long)count,
                o.in.c_str(), std::string(traceFormatName(from)).c_str(), o.out.c_str(),
                std::string(traceFormatName(to)).c_str());
