@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "bpf/heat.skel.h"
@@ -167,6 +168,84 @@ Result<uint64_t> drainMap(int fd, size_t key_size, size_t value_size, bool* use_
   return drained;
 }
 
+// load()'s stages. Each returns an error that names what failed; the ones that
+// try a program kind name the attempt, "<what> <kind> programs: <strerror>",
+// with libbpf's first warning since the attempt began when it gave one.
+
+Status checkProbeOptions(const ProbeOptions& options, long page_size) {
+  if (!std::has_single_bit(options.chunk_bytes) ||
+      options.chunk_bytes < static_cast<uint64_t>(page_size))
+    return makeError(Errc::kInvalidArgument, "heat probes: chunk_bytes " +
+                                                 std::to_string(options.chunk_bytes) +
+                                                 " must be a power of two of at least one page");
+  if (options.sample_rate > 0 && (!std::has_single_bit(options.ring_bytes) ||
+                                  options.ring_bytes < static_cast<uint32_t>(page_size)))
+    return makeError(Errc::kInvalidArgument,
+                     "heat probes: ring_bytes must be a power of two of at least one page");
+  if (options.kinds.empty())
+    return makeError(Errc::kInvalidArgument, "heat probes: no program kind to try");
+  return Ok{};
+}
+
+// The feature probe: which of the wanted tracepoints this kernel has, by BTF or
+// by tracefs. The others are logged and named in `skipped`.
+Result<std::vector<TracepointSpec>> presentTracepoints(const std::vector<TracepointSpec>& wanted,
+                                                       std::vector<std::string>& skipped) {
+  std::unique_ptr<::btf, void (*)(::btf*)> vmlinux(btf__load_vmlinux_btf(), btf__free);
+  std::vector<TracepointSpec> present;
+  for (const auto& tp : wanted) {
+    if (!btfHas(vmlinux.get(), tp) && !tracefsHas(tp)) {
+      spdlog::warn("heat probes: tracepoint {} not found in this kernel: skipped",
+                   tracepointName(tp));
+      skipped.push_back(tracepointName(tp) + ": not found");
+      continue;
+    }
+    for (const auto& other : present)
+      if (other.probe == tp.probe)
+        return makeError(Errc::kInvalidArgument, "heat probes: " + tracepointName(tp) + " and " +
+                                                     tracepointName(other) +
+                                                     " use the same program");
+    present.push_back(tp);
+  }
+  if (present.empty())
+    return makeError(Errc::kUnsupported, "heat probes: none of the tracepoints exists");
+  return present;
+}
+
+Error attemptError(const std::string& what, ProgramKind kind, int err) {
+  std::string why = what + " " + programKindName(kind) + " programs: " + strerror(err);
+  if (!first_libbpf_warning.empty()) why += " (libbpf: " + first_libbpf_warning + ")";
+  return Error{Errc::kUnsupported, err, why};
+}
+
+// The programs' settings (read-only globals) and map sizes, before load.
+void setRodata(heat_bpf* skel, const ProbeOptions& options, uint32_t page_shift, long page_size) {
+  skel->rodata->page_shift = page_shift;
+  skel->rodata->chunk_page_shift = std::countr_zero(options.chunk_bytes) - page_shift;
+  skel->rodata->sample_rate = options.sample_rate;
+  skel->rodata->count_cgroups = options.cgroup_totals;
+  skel->rodata->ignore_tgid = static_cast<uint32_t>(options.ignore_pid);
+  bpf_map__set_max_entries(skel->maps.samples, options.sample_rate > 0
+                                                   ? options.ring_bytes
+                                                   : static_cast<uint32_t>(page_size));
+  if (options.chunk_entries > 0) {
+    bpf_map__set_max_entries(skel->maps.chunks0, options.chunk_entries);
+    bpf_map__set_max_entries(skel->maps.chunks1, options.chunk_entries);
+  }
+}
+
+// Loads only the programs of `kind` for the present tracepoints; tp_btf ones
+// get their target fixed here.
+void selectPrograms(heat_bpf* skel, const std::vector<TracepointSpec>& present, ProgramKind kind) {
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+  for (const auto& tp : present) {
+    prog = programFor(skel, tp.probe, kind);
+    bpf_program__set_autoload(prog, true);
+    if (kind == ProgramKind::kTpBtf) bpf_program__set_attach_target(prog, 0, tp.name.c_str());
+  }
+}
+
 }  // namespace
 
 const char* programKindName(ProgramKind kind) {
@@ -208,125 +287,83 @@ std::string probeUnavailableReason() {
   return "";
 }
 
+// Stages: check the options, probe which tracepoints exist, then for each
+// program kind in turn (best first) open, set rodata, select, load and attach;
+// the first kind that attaches anything wins.
 Result<std::unique_ptr<HeatProbes>> HeatProbes::load(const ProbeOptions& options) {
   installLibbpfLogger();
   const long page_size = sysconf(_SC_PAGESIZE);
-  const uint32_t page_shift = std::countr_zero(static_cast<uint64_t>(page_size));
-  if (!std::has_single_bit(options.chunk_bytes) ||
-      options.chunk_bytes < static_cast<uint64_t>(page_size))
-    return makeError(Errc::kInvalidArgument, "heat probes: chunk_bytes " +
-                                                 std::to_string(options.chunk_bytes) +
-                                                 " must be a power of two of at least one page");
-  if (options.sample_rate > 0 && (!std::has_single_bit(options.ring_bytes) ||
-                                  options.ring_bytes < static_cast<uint32_t>(page_size)))
-    return makeError(Errc::kInvalidArgument,
-                     "heat probes: ring_bytes must be a power of two of at least one page");
-  if (options.kinds.empty())
-    return makeError(Errc::kInvalidArgument, "heat probes: no program kind to try");
-
-  // Which tracepoints this kernel has, by tracefs or by BTF.
-  std::unique_ptr<::btf, void (*)(::btf*)> vmlinux(btf__load_vmlinux_btf(), btf__free);
-  std::vector<TracepointSpec> present;
+  RETURN_IF_ERROR(checkProbeOptions(options, page_size));
   std::vector<std::string> skipped;
-  for (const auto& tp : options.tracepoints) {
-    if (!btfHas(vmlinux.get(), tp) && !tracefsHas(tp)) {
-      spdlog::warn("heat probes: tracepoint {} not found in this kernel: skipped",
-                   tracepointName(tp));
-      skipped.push_back(tracepointName(tp) + ": not found");
-      continue;
-    }
-    for (const auto& other : present)
-      if (other.probe == tp.probe)
-        return makeError(Errc::kInvalidArgument, "heat probes: " + tracepointName(tp) + " and " +
-                                                     tracepointName(other) +
-                                                     " use the same program");
-    present.push_back(tp);
-  }
-  if (present.empty())
-    return makeError(Errc::kUnsupported, "heat probes: none of the tracepoints exists");
+  ASSIGN_OR_RETURN(auto present, presentTracepoints(options.tracepoints, skipped));
 
-  std::string first_failure;
-  int first_errno = 0;
+  std::optional<Error> first_failure;
   for (ProgramKind kind : options.kinds) {
-    std::unique_ptr<HeatProbes> probes(new HeatProbes());
-    probes->page_shift_ = page_shift;
-    probes->chunk_bytes_ = options.chunk_bytes;
-    probes->sample_rate_ = options.sample_rate;
-    probes->batch_ops_ = options.batch_ops;
-    probes->cgroup_totals_ = options.cgroup_totals;
-    probes->skipped_ = skipped;
-    probes->ncpus_ = std::max(1, libbpf_num_possible_cpus());
-    const char* kind_name = programKindName(kind);
-    auto fail = [&](const std::string& what, int err) {
-      std::string why = what + " " + kind_name + " programs: " + strerror(err);
-      if (!first_libbpf_warning.empty()) why += " (libbpf: " + first_libbpf_warning + ")";
-      spdlog::info("heat probes: {}", why);
-      if (first_failure.empty()) {
-        first_failure = why;
-        first_errno = err;
-      }
-    };
-
-    first_libbpf_warning.clear();
-    errno = 0;
-    heat_bpf* skel = heat_bpf__open();
-    if (skel == nullptr) {
-      fail("open", errno ? errno : EINVAL);
-      continue;
-    }
-    probes->skel_ = skel;
-    skel->rodata->page_shift = page_shift;
-    skel->rodata->chunk_page_shift = std::countr_zero(options.chunk_bytes) - page_shift;
-    skel->rodata->sample_rate = options.sample_rate;
-    skel->rodata->count_cgroups = options.cgroup_totals;
-    skel->rodata->ignore_tgid = static_cast<uint32_t>(options.ignore_pid);
-    bpf_map__set_max_entries(skel->maps.samples, options.sample_rate > 0
-                                                     ? options.ring_bytes
-                                                     : static_cast<uint32_t>(page_size));
-    if (options.chunk_entries > 0) {
-      bpf_map__set_max_entries(skel->maps.chunks0, options.chunk_entries);
-      bpf_map__set_max_entries(skel->maps.chunks1, options.chunk_entries);
-    }
-
-    bpf_program* prog;
-    bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
-    for (const auto& tp : present) {
-      prog = programFor(skel, tp.probe, kind);
-      bpf_program__set_autoload(prog, true);
-      if (kind == ProgramKind::kTpBtf) bpf_program__set_attach_target(prog, 0, tp.name.c_str());
-    }
-    if (int rc = heat_bpf__load(skel); rc != 0) {
-      fail("bpf(BPF_PROG_LOAD)", -rc);
-      continue;  // the destructor closes what was created
-    }
-    for (const auto& tp : present) {
-      errno = 0;
-      bpf_link* link = attachProgram(programFor(skel, tp.probe, kind), kind, tp);
-      if (link == nullptr) {
-        int err = errno ? errno : EINVAL;
-        spdlog::warn("heat probes: attach {} as {}: {}: skipped", tracepointName(tp), kind_name,
-                     strerror(err));
-        probes->skipped_.push_back(tracepointName(tp) + ": attach " + kind_name + ": " +
-                                   strerror(err));
-        continue;
-      }
-      probes->links_.push_back(link);
-      probes->attached_.push_back({tracepointName(tp), kind});
-    }
-    if (probes->links_.empty()) {
-      fail("attach", ENOENT);
-      continue;
-    }
-    spdlog::info(
-        "heat probes: {} tracepoint(s) attached as {}, chunk {} bytes, sampling {}",
-        probes->links_.size(), kind_name, options.chunk_bytes,
-        options.sample_rate > 0 ? "1/" + std::to_string(options.sample_rate) : std::string("off"));
-    return probes;
+    auto probes = loadAs(kind, options, page_size, present, skipped);
+    if (probes.ok()) return probes;
+    spdlog::info("heat probes: {}", probes.error().message);
+    if (!first_failure) first_failure = probes.takeError();
   }
-  bool denied = first_errno == EPERM || first_errno == EACCES;
-  return Error{denied ? Errc::kPermission : Errc::kUnsupported, first_errno,
-               "BPF unavailable: " + first_failure +
+  // options.kinds is not empty, so there was a first failure.
+  const int err = first_failure->sys_errno;
+  bool denied = err == EPERM || err == EACCES;
+  return Error{denied ? Errc::kPermission : Errc::kUnsupported, err,
+               "BPF unavailable: " + first_failure->message +
                    (denied ? "; needs root, or CAP_BPF with CAP_PERFMON" : "")};
+}
+
+Result<std::unique_ptr<HeatProbes>> HeatProbes::loadAs(ProgramKind kind,
+                                                       const ProbeOptions& options, long page_size,
+                                                       const std::vector<TracepointSpec>& present,
+                                                       const std::vector<std::string>& skipped) {
+  std::unique_ptr<HeatProbes> probes(new HeatProbes());
+  probes->page_shift_ = std::countr_zero(static_cast<uint64_t>(page_size));
+  probes->chunk_bytes_ = options.chunk_bytes;
+  probes->sample_rate_ = options.sample_rate;
+  probes->batch_ops_ = options.batch_ops;
+  probes->cgroup_totals_ = options.cgroup_totals;
+  probes->skipped_ = skipped;
+  probes->ncpus_ = std::max(1, libbpf_num_possible_cpus());
+
+  first_libbpf_warning.clear();
+  RETURN_IF_ERROR(probes->openSkeleton(kind));
+  setRodata(probes->skel_, options, probes->page_shift_, page_size);
+  selectPrograms(probes->skel_, present, kind);
+  if (int rc = heat_bpf__load(probes->skel_); rc != 0)
+    return attemptError("bpf(BPF_PROG_LOAD)", kind, -rc);  // the destructor closes the rest
+  RETURN_IF_ERROR(probes->attach(present, kind));
+  spdlog::info(
+      "heat probes: {} tracepoint(s) attached as {}, chunk {} bytes, sampling {}",
+      probes->links_.size(), programKindName(kind), options.chunk_bytes,
+      options.sample_rate > 0 ? "1/" + std::to_string(options.sample_rate) : std::string("off"));
+  return probes;
+}
+
+Status HeatProbes::openSkeleton(ProgramKind kind) {
+  errno = 0;
+  skel_ = heat_bpf__open();
+  if (skel_ == nullptr) return attemptError("open", kind, errno ? errno : EINVAL);
+  return Ok{};
+}
+
+// A tracepoint that fails to attach is skipped; an error only when none attached.
+Status HeatProbes::attach(const std::vector<TracepointSpec>& present, ProgramKind kind) {
+  const char* kind_name = programKindName(kind);
+  for (const auto& tp : present) {
+    errno = 0;
+    bpf_link* link = attachProgram(programFor(skel_, tp.probe, kind), kind, tp);
+    if (link == nullptr) {
+      int err = errno ? errno : EINVAL;
+      spdlog::warn("heat probes: attach {} as {}: {}: skipped", tracepointName(tp), kind_name,
+                   strerror(err));
+      skipped_.push_back(tracepointName(tp) + ": attach " + kind_name + ": " + strerror(err));
+      continue;
+    }
+    links_.push_back(link);
+    attached_.push_back({tracepointName(tp), kind});
+  }
+  if (links_.empty()) return attemptError("attach", kind, ENOENT);
+  return Ok{};
 }
 
 HeatProbes::~HeatProbes() {

@@ -133,6 +133,11 @@ class HeatProbes {
   // Opens, loads and attaches the programs. Tracepoints the kernel lacks are
   // skipped with a log line; an error only when none could be attached, its
   // message starting "BPF unavailable: " when the kernel refused BPF.
+  // Errors: Errc::kInvalidArgument for bad options; kUnsupported when none of
+  // the tracepoints exists, or when every kind failed; kPermission (with the
+  // errno) when the first failure was EPERM or EACCES. A failed kind reads
+  // "<stage> <kind> programs: <strerror>" (stage: open, bpf(BPF_PROG_LOAD) or
+  // attach), with libbpf's first warning in parentheses.
   static Result<std::unique_ptr<HeatProbes>> load(const ProbeOptions& options);
   ~HeatProbes();
   HeatProbes(const HeatProbes&) = delete;
@@ -159,6 +164,13 @@ class HeatProbes {
 
  private:
   HeatProbes() = default;
+  // load()'s stages for one program kind: open, set rodata, select, load, attach.
+  static Result<std::unique_ptr<HeatProbes>> loadAs(ProgramKind kind, const ProbeOptions& options,
+                                                    long page_size,
+                                                    const std::vector<TracepointSpec>& present,
+                                                    const std::vector<std::string>& skipped);
+  Status openSkeleton(ProgramKind kind);
+  Status attach(const std::vector<TracepointSpec>& present, ProgramKind kind);
   uint64_t pagesToBytes(uint64_t pages) const { return pages << page_shift_; }
   Result<uint64_t> readStat(uint32_t slot) const;
   static uint32_t retireSet(uint32_t* set);

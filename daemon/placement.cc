@@ -47,7 +47,7 @@ Result<std::unique_ptr<Placement>> Placement::start(const PlacementOptions& opts
   uint64_t capacity = static_cast<uint64_t>(
       static_cast<double>(cache->store().stats().capacity_bytes) * kStoreHighWatermark * 0.99);
   auto created = policy::createPolicy(opts.policy, capacity);
-  if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.message());
+  if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.error().message);
   p->policy_ = std::move(created).value();
   uint64_t now = static_cast<uint64_t>(wallNs());
   for (const auto& obj : cache->store().list()) {
@@ -398,7 +398,7 @@ Result<json> Placement::policySet(const std::string& spec) {
   reconcileResidents();
   std::lock_guard lock(mu_);
   auto rebuilt = policy::rebuildPolicy(*policy_, spec, static_cast<uint64_t>(wallNs()));
-  if (!rebuilt.ok()) return makeError(Errc::kInvalidArgument, rebuilt.message());
+  if (!rebuilt.ok()) return makeError(Errc::kInvalidArgument, rebuilt.error().message);
   policy_ = std::move(rebuilt).value();
   spdlog::info("policy set to {}", policy::describePolicy(*policy_));
   return json{{"name", std::string(policy_->name())},
@@ -461,7 +461,7 @@ Result<json> Placement::traceRecord(const json& req) {
     trace_ = nullptr;
     records = trace_records_;
   }
-  if (auto st = writer->finish(); !st) return makeError(Errc::kIo, "write " + out + ": " + st.message());
+  if (auto st = writer->finish(); !st) return makeError(Errc::kIo, "write " + out + ": " + st.error().message);
   file.close();
   return json{{"out", out}, {"records", records}, {"format", "native"}, {"mode", mode}};
 }

@@ -52,7 +52,8 @@ class Emitter {
 
 Status checkSizes(std::string_view family, std::uint64_t lo, std::uint64_t hi) {
   if (lo == 0 || hi < lo)
-    return Status::error(std::string(family) + ": need 0 < min_size <= max_size");
+    return makeError(Errc::kInvalidArgument,
+                     std::string(family) + ": need 0 < min_size <= max_size");
   return {};
 }
 
@@ -70,7 +71,8 @@ struct ZipfConfig {
         .add("max_size", &max_size, "largest shard, bytes");
   }
   Status validate() const {
-    if (objects == 0 || alpha < 0) return Status::error("zipf: need objects > 0 and alpha >= 0");
+    if (objects == 0 || alpha < 0)
+      return makeError(Errc::kInvalidArgument, "zipf: need objects > 0 and alpha >= 0");
     return checkSizes("zipf", min_size, max_size);
   }
   Status run(Rng& rng, Emitter& out) const {
@@ -79,7 +81,7 @@ struct ZipfConfig {
     ZipfSampler zipf(objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       std::uint32_t obj = rank_to_object[zipf.sample(rng)];
-      POLICY_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
+      RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
     }
     return {};
   }
@@ -100,7 +102,7 @@ struct EpochConfig {
   }
   Status validate() const {
     if (shards == 0 || epochs == 0 || jobs == 0)
-      return Status::error("epoch: need shards, epochs, jobs > 0");
+      return makeError(Errc::kInvalidArgument, "epoch: need shards, epochs, jobs > 0");
     return checkSizes("epoch", min_size, max_size);
   }
   Status run(Rng& rng, Emitter& out) const {
@@ -116,7 +118,7 @@ struct EpochConfig {
       std::size_t k = rng.below(running.size());
       Job& job = running[k];
       std::uint32_t shard = job.order[job.pos];
-      POLICY_RETURN_IF_ERROR(out.read(shard + 1, sizes[shard]));
+      RETURN_IF_ERROR(out.read(shard + 1, sizes[shard]));
       if (++job.pos == shards) {
         job.pos = 0;
         if (++job.epoch == epochs) {
@@ -152,8 +154,8 @@ struct ModelLoadConfig {
   Status validate() const {
     if (model_shards == 0 || model_shard_size == 0 || background_objects == 0 ||
         background_alpha < 0) {
-      return Status::error(
-          "modelload: need model_shards, model_shard_size, background_objects > 0");
+      return makeError(Errc::kInvalidArgument,
+                       "modelload: need model_shards, model_shard_size, background_objects > 0");
     }
     return checkSizes("modelload", min_size, max_size);
   }
@@ -164,10 +166,10 @@ struct ModelLoadConfig {
     constexpr ObjectId kBackgroundBase = 1000000000;
     for (std::uint64_t restart = 0; restart < restarts; ++restart) {
       for (std::uint64_t s = 0; s < model_shards; ++s)
-        POLICY_RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
+        RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
       for (std::uint64_t i = 0; i < background_between; ++i) {
         std::uint32_t obj = rank_to_object[zipf.sample(rng)];
-        POLICY_RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj]));
+        RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj]));
       }
     }
     return {};
@@ -193,7 +195,8 @@ struct ScanConfig {
   }
   Status validate() const {
     if (objects == 0 || hot_objects == 0 || hot_objects > objects || scan_every == 0 || alpha < 0) {
-      return Status::error("scan: need 0 < hot_objects <= objects and scan_every > 0");
+      return makeError(Errc::kInvalidArgument,
+                       "scan: need 0 < hot_objects <= objects and scan_every > 0");
     }
     return checkSizes("scan", min_size, max_size);
   }
@@ -203,11 +206,10 @@ struct ScanConfig {
     ZipfSampler zipf(hot_objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       if (i > 0 && i % scan_every == 0) {
-        for (std::uint64_t o = 0; o < objects; ++o)
-          POLICY_RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
+        for (std::uint64_t o = 0; o < objects; ++o) RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
       }
       std::uint32_t obj = order[zipf.sample(rng)];
-      POLICY_RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
+      RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
     }
     return {};
   }
@@ -228,8 +230,8 @@ Family family(std::string name, std::string summary) {
                   Config c;
                   ParamTable t;
                   c.bind(t);
-                  POLICY_RETURN_IF_ERROR(t.apply(name, params));
-                  POLICY_RETURN_IF_ERROR(c.validate());
+                  RETURN_IF_ERROR(t.apply(name, params));
+                  RETURN_IF_ERROR(c.validate());
                   return c.run(rng, out);
                 }};
 }
@@ -280,7 +282,8 @@ Status generateTrace(std::string_view name, const std::vector<KeyValue>& params,
   }
   std::string names;
   for (const auto& f : families()) names += (names.empty() ? "" : ", ") + f.info.name;
-  return Status::error("unknown trace family '" + std::string(name) + "' (known: " + names + ")");
+  return makeError(Errc::kInvalidArgument,
+                   "unknown trace family '" + std::string(name) + "' (known: " + names + ")");
 }
 
 }  // namespace hotshard::policy

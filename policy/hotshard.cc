@@ -5,14 +5,19 @@
 namespace hotshard::policy {
 
 Status HotshardPolicy::Config::validate() const {
-  if (!(half_life > 0)) return Status::error("hotshard: half_life must be > 0");
-  if (!(miss_weight > 0)) return Status::error("hotshard: miss_weight must be > 0");
-  if (!(hit_weight >= 0)) return Status::error("hotshard: hit_weight must be >= 0");
-  if (!(hysteresis >= 0)) return Status::error("hotshard: hysteresis must be >= 0");
-  if (!(margin >= 0)) return Status::error("hotshard: margin must be >= 0");
-  if (!(min_read_ratio >= 0)) return Status::error("hotshard: min_read_ratio must be >= 0");
-  if (!(history >= 0)) return Status::error("hotshard: history must be >= 0");
-  if (!(reuse_factor >= 0)) return Status::error("hotshard: reuse_factor must be >= 0");
+  if (!(half_life > 0)) return makeError(Errc::kInvalidArgument, "hotshard: half_life must be > 0");
+  if (!(miss_weight > 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: miss_weight must be > 0");
+  if (!(hit_weight >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: hit_weight must be >= 0");
+  if (!(hysteresis >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: hysteresis must be >= 0");
+  if (!(margin >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: margin must be >= 0");
+  if (!(min_read_ratio >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: min_read_ratio must be >= 0");
+  if (!(history >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: history must be >= 0");
+  if (!(reuse_factor >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: reuse_factor must be >= 0");
   return {};
 }
 
@@ -126,6 +131,47 @@ void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
   }
 }
 
+// The coldest residents per byte that make `need` bytes of room, into scratch_, and
+// whether the newcomer's earlier heat beats theirs by the hysteresis margin.
+bool HotshardPolicy::pickVictims(const Node& n, std::uint64_t need) noexcept {
+  std::uint64_t freed = 0;
+  double candidate = detail::logValueNow(n.log_prior, clock_);
+  const double margin = config_.margin * config_.miss_weight * static_cast<double>(n.size);
+  bool beaten = margin >= candidate;  // most misses: objects read once, or rarely
+  // Walk the coldest residents; a key left stale by hits (see recordAccess) is
+  // refreshed and the walk starts over, so the walk sees the true order.
+  for (int round = 0; !beaten && round < 1024; ++round) {
+    double bar = margin;
+    bool stale = false;
+    scratch_.clear();
+    freed = 0;
+    heap_.visitAscending([&](detail::Slot v) {
+      const Node& victim = nodes_[v];
+      if (density(victim) > heap_.keyOf(v)) {
+        stale_.push_back(v);
+        stale = true;
+        return false;
+      }
+      // A victim leaves whole, so its whole heat counts against the newcomer.
+      // (Counting only the bytes the newcomer lacks let a nearly full cache trade
+      // a whole hot object for a few KiB of room: it churned live on shuffled
+      // epochs, where every object is read at the same rate.)
+      bar += (1.0 + config_.hysteresis) * detail::logValueNow(victim.log_heat, clock_);
+      if (bar >= candidate) {
+        beaten = true;
+        return false;
+      }
+      scratch_.push_back(v);
+      freed += victim.size;
+      return freed < need;
+    });
+    if (!stale) break;
+    for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+    stale_.clear();
+  }
+  return !beaten && freed >= need;
+}
+
 bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims) noexcept {
   detail::Slot s = node(access.id, access.size);
   const Node& n = nodes_[s];
@@ -140,51 +186,11 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
   }
   std::uint64_t free = used() < capacity() ? capacity() - used() : 0;
   scratch_.clear();
-  if (n.size > free) {
-    // The coldest residents per byte that make room, and whether the newcomer's
-    // earlier heat beats theirs by the hysteresis margin.
-    std::uint64_t need = n.size - free;
-    std::uint64_t freed = 0;
-    double candidate = detail::logValueNow(n.log_prior, clock_);
-    const double margin = config_.margin * config_.miss_weight * static_cast<double>(n.size);
-    bool beaten = margin >= candidate;  // most misses: objects read once, or rarely
-    // Walk the coldest residents; a key left stale by hits (see recordAccess) is
-    // refreshed and the walk starts over, so the walk sees the true order.
-    for (int round = 0; !beaten && round < 1024; ++round) {
-      double bar = margin;
-      bool stale = false;
-      scratch_.clear();
-      freed = 0;
-      heap_.visitAscending([&](detail::Slot v) {
-        const Node& victim = nodes_[v];
-        if (density(victim) > heap_.keyOf(v)) {
-          stale_.push_back(v);
-          stale = true;
-          return false;
-        }
-        // A victim leaves whole, so its whole heat counts against the newcomer.
-        // (Counting only the bytes the newcomer lacks let a nearly full cache trade
-        // a whole hot object for a few KiB of room: it churned live on shuffled
-        // epochs, where every object is read at the same rate.)
-        bar += (1.0 + config_.hysteresis) * detail::logValueNow(victim.log_heat, clock_);
-        if (bar >= candidate) {
-          beaten = true;
-          return false;
-        }
-        scratch_.push_back(v);
-        freed += victim.size;
-        return freed < need;
-      });
-      if (!stale) break;
-      for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
-      stale_.clear();
-    }
-    if (beaten || freed < need) {
-      scratch_.clear();
-      ++rejected_hysteresis_;
-      countAdmit(false);
-      return false;
-    }
+  if (n.size > free && !pickVictims(n, n.size - free)) {
+    scratch_.clear();
+    ++rejected_hysteresis_;
+    countAdmit(false);
+    return false;
   }
   for (detail::Slot v : scratch_) {
     demote(v);

@@ -111,6 +111,9 @@ class HotshardPolicy final : public Policy {
   void forgetOldHistory();
   // Brings the heap keys of the coldest residents covering `bytes` up to date.
   void refreshColdest(std::uint64_t bytes) noexcept;
+  // admit()'s victims: the coldest residents freeing `need` bytes, into scratch_; false
+  // when the newcomer's heat does not beat theirs by the hysteresis margin.
+  bool pickVictims(const Node& n, std::uint64_t need) noexcept;
   // Resident -> remembered non-resident (its heat is kept).
   void demote(detail::Slot s) noexcept;
 

@@ -24,7 +24,8 @@ class LfuPolicy final : public Policy {
             "accesses after which an access counts half; 0 disables decay");
     }
     Status validate() const {
-      return half_life >= 0 ? Status() : Status::error("lfu: half_life must be >= 0");
+      return half_life >= 0 ? Status()
+                            : makeError(Errc::kInvalidArgument, "lfu: half_life must be >= 0");
     }
   };
 

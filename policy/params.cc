@@ -16,32 +16,34 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
-Expected<KeyValue> parseKeyValue(std::string_view text) {
+Result<KeyValue> parseKeyValue(std::string_view text) {
   auto eq = text.find('=');
   if (eq == std::string_view::npos) {
-    return Expected<KeyValue>::error("expected k=v, got '" + std::string(text) + "'");
+    return makeError(Errc::kInvalidArgument, "expected k=v, got '" + std::string(text) + "'");
   }
   auto key = trim(text.substr(0, eq));
   auto value = trim(text.substr(eq + 1));
   if (key.empty() || value.empty()) {
-    return Expected<KeyValue>::error("expected k=v, got '" + std::string(text) + "'");
+    return makeError(Errc::kInvalidArgument, "expected k=v, got '" + std::string(text) + "'");
   }
   return KeyValue{std::string(key), std::string(value)};
 }
 
-Expected<PolicySpec> parsePolicySpec(std::string_view spec) {
+Result<PolicySpec> parsePolicySpec(std::string_view spec) {
   PolicySpec out;
   bool first = true;
   while (true) {
     auto semi = spec.find(';');
     auto part = trim(spec.substr(0, semi));
     if (first) {
-      if (part.empty()) return Expected<PolicySpec>::error("empty policy name");
+      if (part.empty()) return makeError(Errc::kInvalidArgument, "empty policy name");
       out.name = std::string(part);
       first = false;
     } else if (!part.empty()) {
       auto kv = parseKeyValue(part);
-      if (!kv) return Expected<PolicySpec>::error("policy '" + out.name + "': " + kv.message());
+      if (!kv)
+        return makeError(Errc::kInvalidArgument,
+                         "policy '" + out.name + "': " + kv.error().message);
       out.params.push_back(std::move(*kv));
     }
     if (semi == std::string_view::npos) break;
@@ -50,23 +52,23 @@ Expected<PolicySpec> parsePolicySpec(std::string_view spec) {
   return out;
 }
 
-Expected<double> parseDouble(std::string_view text) {
+Result<double> parseDouble(std::string_view text) {
   text = trim(text);
   double v = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(v)) {
-    return Expected<double>::error("not a number: '" + std::string(text) + "'");
+    return makeError(Errc::kInvalidArgument, "not a number: '" + std::string(text) + "'");
   }
   return v;
 }
 
-Expected<std::uint64_t> parseUint(std::string_view text) {
+Result<std::uint64_t> parseUint(std::string_view text) {
   text = trim(text);
   std::uint64_t v = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || ptr != text.data() + text.size()) {
-    return Expected<std::uint64_t>::error("not a non-negative integer: '" + std::string(text) +
-                                          "'");
+    return makeError(Errc::kInvalidArgument,
+                     "not a non-negative integer: '" + std::string(text) + "'");
   }
   return v;
 }
@@ -109,18 +111,21 @@ Status ParamTable::apply(std::string_view owner, const std::vector<KeyValue>& pa
     if (found == nullptr) {
       std::string accepted;
       for (const auto& e : entries_) accepted += (accepted.empty() ? "" : ", ") + e.name;
-      return Status::error(std::string(owner) + ": no parameter '" + kv.key +
+      return makeError(Errc::kInvalidArgument,
+                       std::string(owner) + ": no parameter '" + kv.key +
                            "' (accepted: " + (accepted.empty() ? "none" : accepted) + ")");
     }
     if (found->real != nullptr) {
       auto v = parseDouble(kv.value);
       if (!v)
-        return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
+        return makeError(Errc::kInvalidArgument,
+                         std::string(owner) + ": parameter " + kv.key + ": " + v.error().message);
       *found->real = *v;
     } else {
       auto v = parseUint(kv.value);
       if (!v)
-        return Status::error(std::string(owner) + ": parameter " + kv.key + ": " + v.message());
+        return makeError(Errc::kInvalidArgument,
+                         std::string(owner) + ": parameter " + kv.key + ": " + v.error().message);
       *found->integer = *v;
     }
   }

@@ -23,12 +23,12 @@ struct PolicySpec {
 };
 
 // "k=v" -> {k, v}; both sides trimmed, neither may be empty.
-Expected<KeyValue> parseKeyValue(std::string_view text);
+Result<KeyValue> parseKeyValue(std::string_view text);
 // "name;k=v;k=v" -> {name, params}.
-Expected<PolicySpec> parsePolicySpec(std::string_view spec);
+Result<PolicySpec> parsePolicySpec(std::string_view spec);
 
-Expected<double> parseDouble(std::string_view text);
-Expected<std::uint64_t> parseUint(std::string_view text);
+Result<double> parseDouble(std::string_view text);
+Result<std::uint64_t> parseUint(std::string_view text);
 // Shortest text that parses back to the same double ("0.5", "64", "1e-06").
 std::string formatDouble(double value);
 

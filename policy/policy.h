@@ -1,5 +1,5 @@
-// policy/: the placement brain of hotshard, a pure library (standard library only,
-// no syscalls, no clocks: time is passed in), so the same code decides in the daemon
+// policy/: the placement brain of hotshard, a pure library (the standard library and base/
+// only; no syscalls, no clocks: time is passed in), so the same code decides in the daemon
 // and replays traces in the simulator, deterministically.
 //
 // The contract every policy implements (CacheLib MMContainer style):
@@ -20,67 +20,28 @@
 // A policy owns the accounting of its resident bytes against the capacity it was built
 // with; admit() never makes `used() > capacity()`. add() may overshoot (an operator
 // asked for it); evictionCandidates() then tells what to drop.
+//
+// What can fail here (bad parameters, bad trace files) returns base's Result<T> or
+// Status: Errc::kInvalidArgument for parameters, specs and names, kCorrupt for
+// malformed trace files, kIo for streams that fail, kUnsupported for what a format or
+// OPT cannot hold. Messages name the policy, parameter or trace ("lfu: no parameter
+// 'x' (accepted: half_life)", "t.csv:3: field object_id: ...").
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <variant>
 #include <vector>
+
+#include "base/result.h"
 
 namespace hotshard::policy {
 
 using ObjectId = std::uint64_t;
 using TimeNs = std::uint64_t;
-
-// What can fail in policy/ (bad parameters, bad trace files): a message, or nothing.
-// daemon/ wraps it into its Result with Errc::kInvalidArgument.
-class [[nodiscard]] Status {
- public:
-  Status() = default;
-  static Status error(std::string message) { return Status(std::move(message)); }
-  bool ok() const noexcept { return !message_.has_value(); }
-  explicit operator bool() const noexcept { return ok(); }
-  const std::string& message() const { return *message_; }
-
- private:
-  explicit Status(std::string message) : message_(std::move(message)) {}
-  std::optional<std::string> message_;
-};
-
-// A value or an error message.
-template <typename T>
-class [[nodiscard]] Expected {
- public:
-  Expected(T value) : v_(std::move(value)) {}
-  Expected(Status status) : v_(status.message()) {}
-  static Expected error(std::string message) { return Expected(Status::error(std::move(message))); }
-  bool ok() const noexcept { return v_.index() == 0; }
-  explicit operator bool() const noexcept { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-  const std::string& message() const { return std::get<1>(v_); }
-  Status status() const { return ok() ? Status() : Status::error(message()); }
-
- private:
-  std::variant<T, std::string> v_;
-};
-
-// Returns the Status of `expr` from the enclosing function when it is an error.
-#define POLICY_RETURN_IF_ERROR(expr)                              \
-  do {                                                            \
-    if (auto policy_st_ = (expr); !policy_st_) return policy_st_; \
-  } while (0)
 
 // One read sample of an object (one trace record, or one tick's probe counts).
 struct Access {

@@ -13,7 +13,7 @@ namespace hotshard::policy {
 namespace {
 
 using Maker =
-    std::function<Expected<std::unique_ptr<Policy>>(const std::vector<KeyValue>&, std::uint64_t)>;
+    std::function<Result<std::unique_ptr<Policy>>(const std::vector<KeyValue>&, std::uint64_t)>;
 
 struct Entry {
   PolicyInfo info;
@@ -21,13 +21,13 @@ struct Entry {
 };
 
 template <typename P>
-Expected<std::unique_ptr<Policy>> make(std::string_view name, const std::vector<KeyValue>& params,
-                                       std::uint64_t capacity) {
+Result<std::unique_ptr<Policy>> make(std::string_view name, const std::vector<KeyValue>& params,
+                                     std::uint64_t capacity) {
   typename P::Config config;
   ParamTable table;
   config.bind(table);
-  POLICY_RETURN_IF_ERROR(table.apply(name, params));
-  POLICY_RETURN_IF_ERROR(config.validate());
+  RETURN_IF_ERROR(table.apply(name, params));
+  RETURN_IF_ERROR(config.validate());
   return std::unique_ptr<Policy>(std::make_unique<P>(capacity, config));
 }
 
@@ -76,33 +76,30 @@ std::vector<std::string> policyNames() {
   return names;
 }
 
-Expected<std::unique_ptr<Policy>> createPolicy(const PolicySpec& spec,
-                                               std::uint64_t capacity_bytes) {
+Result<std::unique_ptr<Policy>> createPolicy(const PolicySpec& spec, std::uint64_t capacity_bytes) {
   for (const auto& e : registry().entries) {
     if (e.info.name == spec.name) return e.make(spec.params, capacity_bytes);
   }
   std::string names;
   for (const auto& n : policyNames()) names += (names.empty() ? "" : ", ") + n;
-  return Expected<std::unique_ptr<Policy>>::error("unknown policy '" + spec.name +
-                                                  "' (known: " + names + ")");
+  return makeError(Errc::kInvalidArgument,
+                   "unknown policy '" + spec.name + "' (known: " + names + ")");
 }
 
-Expected<std::unique_ptr<Policy>> createPolicy(std::string_view spec,
-                                               std::uint64_t capacity_bytes) {
+Result<std::unique_ptr<Policy>> createPolicy(std::string_view spec, std::uint64_t capacity_bytes) {
   auto parsed = parsePolicySpec(spec);
-  if (!parsed) return parsed.status();
+  if (!parsed) return parsed.takeError();
   return createPolicy(*parsed, capacity_bytes);
 }
 
-Expected<std::unique_ptr<Policy>> createPolicy(std::string_view name,
-                                               const std::vector<std::string>& params,
-                                               std::uint64_t capacity_bytes) {
+Result<std::unique_ptr<Policy>> createPolicy(std::string_view name,
+                                             const std::vector<std::string>& params,
+                                             std::uint64_t capacity_bytes) {
   PolicySpec spec{std::string(name), {}};
   for (const auto& p : params) {
     auto kv = parseKeyValue(p);
     if (!kv)
-      return Expected<std::unique_ptr<Policy>>::error("policy '" + spec.name +
-                                                      "': " + kv.message());
+      return makeError(Errc::kInvalidArgument, "policy '" + spec.name + "': " + kv.error().message);
     spec.params.push_back(std::move(*kv));
   }
   return createPolicy(spec, capacity_bytes);
@@ -114,8 +111,8 @@ std::string describePolicy(const Policy& policy) {
   return out;
 }
 
-Expected<std::unique_ptr<Policy>> rebuildPolicy(const Policy& old, std::string_view spec,
-                                                TimeNs now) {
+Result<std::unique_ptr<Policy>> rebuildPolicy(const Policy& old, std::string_view spec,
+                                              TimeNs now) {
   auto fresh = createPolicy(spec, old.capacity());
   if (!fresh) return fresh;
   std::vector<Resident> residents;

@@ -27,12 +27,11 @@ struct PolicyInfo {
 const std::vector<PolicyInfo>& listPolicies();
 std::vector<std::string> policyNames();
 
-Expected<std::unique_ptr<Policy>> createPolicy(std::string_view spec, std::uint64_t capacity_bytes);
-Expected<std::unique_ptr<Policy>> createPolicy(std::string_view name,
-                                               const std::vector<std::string>& params,
-                                               std::uint64_t capacity_bytes);
-Expected<std::unique_ptr<Policy>> createPolicy(const PolicySpec& spec,
-                                               std::uint64_t capacity_bytes);
+Result<std::unique_ptr<Policy>> createPolicy(std::string_view spec, std::uint64_t capacity_bytes);
+Result<std::unique_ptr<Policy>> createPolicy(std::string_view name,
+                                             const std::vector<std::string>& params,
+                                             std::uint64_t capacity_bytes);
+Result<std::unique_ptr<Policy>> createPolicy(const PolicySpec& spec, std::uint64_t capacity_bytes);
 
 // "name;k=v;k=v" with the policy's current parameters; createPolicy() of it rebuilds
 // an equivalent (empty) policy.
@@ -40,7 +39,6 @@ std::string describePolicy(const Policy& policy);
 
 // Live swap: builds `spec` with `old`'s capacity and re-adds every object resident in
 // `old` (what the daemon's `policy set` needs). History is not carried over.
-Expected<std::unique_ptr<Policy>> rebuildPolicy(const Policy& old, std::string_view spec,
-                                                TimeNs now);
+Result<std::unique_ptr<Policy>> rebuildPolicy(const Policy& old, std::string_view spec, TimeNs now);
 
 }  // namespace hotshard::policy

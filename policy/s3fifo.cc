@@ -4,10 +4,11 @@ namespace hotshard::policy {
 
 Status S3FifoPolicy::Config::validate() const {
   if (!(small_ratio > 0 && small_ratio < 1))
-    return Status::error("s3fifo: small_ratio must be in (0, 1)");
-  if (!(ghost_ratio >= 0)) return Status::error("s3fifo: ghost_ratio must be >= 0");
+    return makeError(Errc::kInvalidArgument, "s3fifo: small_ratio must be in (0, 1)");
+  if (!(ghost_ratio >= 0))
+    return makeError(Errc::kInvalidArgument, "s3fifo: ghost_ratio must be >= 0");
   if (move_to_main < 1 || move_to_main > 3)
-    return Status::error("s3fifo: move_to_main must be 1..3");
+    return makeError(Errc::kInvalidArgument, "s3fifo: move_to_main must be 1..3");
   return {};
 }
 

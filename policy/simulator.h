@@ -38,10 +38,12 @@ struct SimResult {
   }
 };
 
-// Runs `reader` from where it stands to its end through `policy`.
-Expected<SimResult> simulate(TraceReader& reader, Policy& policy);
+// Runs `reader` from where it stands to its end through `policy`. Errors are the
+// reader's (Errc::kCorrupt for a malformed trace, kIo for a failing stream).
+Result<SimResult> simulate(TraceReader& reader, Policy& policy);
 
-// Two passes (rewinds `reader` in between): next uses, then the simulation.
-Expected<SimResult> simulateOpt(TraceReader& reader, std::uint64_t capacity);
+// Two passes (rewinds `reader` in between): next uses, then the simulation. Also
+// Errc::kUnsupported for traces of 4G requests or more (next uses are 32-bit).
+Result<SimResult> simulateOpt(TraceReader& reader, std::uint64_t capacity);
 
 }  // namespace hotshard::policy

@@ -39,7 +39,7 @@ class BinaryReader : public TraceReader {
   Status rewind() override {
     in_.clear();
     in_.seekg(0);
-    if (!in_) return error_ = Status::error(source_ + ": cannot rewind the input");
+    if (!in_) return error_ = makeError(Errc::kIo, source_ + ": cannot rewind the input");
     index_ = 0, pos_ = 0, end_ = 0, eof_ = false, started_ = false;
     error_ = {};
     return {};
@@ -52,7 +52,7 @@ class BinaryReader : public TraceReader {
   virtual std::uint64_t expectedCount() const { return kUnknownCount; }
 
   bool fail(std::string message) {
-    error_ = Status::error(source_ + ": " + message);
+    error_ = makeError(Errc::kCorrupt, source_ + ": " + message);
     return false;
   }
 
@@ -191,14 +191,15 @@ class CsvReader final : public TraceReader {
       return parse(line, out);
     }
     if (in_.bad())
-      error_ = Status::error(source_ + ": read error after line " + std::to_string(line_no_));
+      error_ =
+          makeError(Errc::kIo, source_ + ": read error after line " + std::to_string(line_no_));
     return false;
   }
 
   Status rewind() override {
     in_.clear();
     in_.seekg(0);
-    if (!in_) return error_ = Status::error(source_ + ": cannot rewind the input");
+    if (!in_) return error_ = makeError(Errc::kIo, source_ + ": cannot rewind the input");
     line_no_ = 0;
     seen_data_ = false;
     error_ = {};
@@ -210,7 +211,7 @@ class CsvReader final : public TraceReader {
                                             "bytes_read", "bytes_missed", "flags"};
 
   bool fail(std::string message) {
-    error_ = Status::error(source_ + ":" + std::to_string(line_no_) + ": " + message);
+    error_ = makeError(Errc::kCorrupt, source_ + ":" + std::to_string(line_no_) + ": " + message);
     return false;
   }
 
@@ -282,7 +283,8 @@ class NativeWriter final : public TraceWriter {
     out_.write(b, sizeof b);
     ++count_;
     return out_ ? Status()
-                : Status::error("write failed after " + std::to_string(count_ - 1) + " records");
+                : makeError(Errc::kIo,
+                            "write failed after " + std::to_string(count_ - 1) + " records");
   }
   Status finish() override {
     if (start_ != std::streampos(-1)) {
@@ -294,7 +296,7 @@ class NativeWriter final : public TraceWriter {
       out_.seekp(end);
     }
     out_.flush();
-    return out_ ? Status() : Status::error("write failed while finishing the trace");
+    return out_ ? Status() : makeError(Errc::kIo, "write failed while finishing the trace");
   }
 
  private:
@@ -311,11 +313,11 @@ class CsvWriter final : public TraceWriter {
   Status write(const Request& r) override {
     out_ << r.time_ns << ',' << r.id << ',' << r.size << ',' << r.offset << ',' << r.bytes_read
          << ',' << r.bytes_missed << ',' << r.flags << '\n';
-    return out_ ? Status() : Status::error("write failed");
+    return out_ ? Status() : makeError(Errc::kIo, "write failed");
   }
   Status finish() override {
     out_.flush();
-    return out_ ? Status() : Status::error("write failed while finishing the trace");
+    return out_ ? Status() : makeError(Errc::kIo, "write failed while finishing the trace");
   }
 
  private:
@@ -327,8 +329,9 @@ class OracleWriter final : public TraceWriter {
   explicit OracleWriter(std::ostream& out) : out_(out) {}
   Status write(const Request& r) override {
     if (r.size > std::numeric_limits<std::uint32_t>::max()) {
-      return Status::error("oracleGeneral cannot hold object " + std::to_string(r.id) + " of " +
-                           std::to_string(r.size) + " bytes (32-bit sizes)");
+      return makeError(Errc::kUnsupported, "oracleGeneral cannot hold object " +
+                                               std::to_string(r.id) + " of " +
+                                               std::to_string(r.size) + " bytes (32-bit sizes)");
     }
     requests_.push_back(r);
     return {};
@@ -353,7 +356,7 @@ class OracleWriter final : public TraceWriter {
       out_.write(b, sizeof b);
     }
     out_.flush();
-    return out_ ? Status() : Status::error("write failed");
+    return out_ ? Status() : makeError(Errc::kIo, "write failed");
   }
 
  private:
@@ -385,12 +388,12 @@ std::unique_ptr<TraceReader> makeMemoryReader(std::vector<Request> requests) {
   return std::make_unique<MemoryReader>(std::move(requests));
 }
 
-Expected<TraceFormat> parseTraceFormat(std::string_view name) {
+Result<TraceFormat> parseTraceFormat(std::string_view name) {
   if (name == "native") return TraceFormat::kNative;
   if (name == "csv") return TraceFormat::kCsv;
   if (name == "oracleGeneral") return TraceFormat::kOracleGeneral;
-  return Expected<TraceFormat>::error("unknown trace format '" + std::string(name) +
-                                      "' (known: native, csv, oracleGeneral)");
+  return makeError(Errc::kInvalidArgument, "unknown trace format '" + std::string(name) +
+                                               "' (known: native, csv, oracleGeneral)");
 }
 
 std::string_view traceFormatName(TraceFormat format) {
@@ -430,15 +433,15 @@ std::unique_ptr<TraceWriter> makeTraceWriter(TraceFormat format, std::ostream& o
   return nullptr;
 }
 
-Expected<std::vector<Request>> readAll(TraceReader& reader) {
+Result<std::vector<Request>> readAll(TraceReader& reader) {
   std::vector<Request> out;
   Request r;
   while (reader.next(r)) out.push_back(r);
-  if (!reader.error()) return reader.error();
+  if (!reader.status()) return reader.status().error();
   return out;
 }
 
-Expected<TraceStats> scanTrace(TraceReader& reader) {
+Result<TraceStats> scanTrace(TraceReader& reader) {
   TraceStats stats;
   detail::IdIndex seen;
   std::vector<std::uint64_t> sizes;
@@ -455,7 +458,7 @@ Expected<TraceStats> scanTrace(TraceReader& reader) {
       sizes[s] = r.size;
     }
   }
-  if (!reader.error()) return reader.error();
+  if (!reader.status()) return reader.status().error();
   stats.unique_objects = sizes.size();
   for (auto size : sizes) stats.working_set_bytes += size;
   return stats;

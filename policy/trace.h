@@ -47,7 +47,7 @@ struct Request {
 
 enum class TraceFormat { kNative, kCsv, kOracleGeneral };
 
-Expected<TraceFormat> parseTraceFormat(std::string_view name);  // native|csv|oracleGeneral
+Result<TraceFormat> parseTraceFormat(std::string_view name);  // native|csv|oracleGeneral
 std::string_view traceFormatName(TraceFormat format);
 
 inline constexpr char kNativeMagic[8] = {'H', 'S', 'T', 'R', 'A', 'C', 'E', '1'};
@@ -59,11 +59,12 @@ inline constexpr std::size_t kOracleRecordSize = 24;
 class TraceReader {
  public:
   virtual ~TraceReader() = default;
-  // The next request; false at the end or on error (then error() says what).
+  // The next request; false at the end or on error (then status() says what:
+  // Errc::kCorrupt with "source:line: ..." for malformed input, kIo for the stream).
   virtual bool next(Request& out) = 0;
   // Back to the first request.
   virtual Status rewind() = 0;
-  const Status& error() const { return error_; }
+  const Status& status() const { return error_; }
 
  protected:
   Status error_;
@@ -72,6 +73,7 @@ class TraceReader {
 class TraceWriter {
  public:
   virtual ~TraceWriter() = default;
+  // Errc::kIo when the stream fails; kUnsupported for what the format cannot hold.
   virtual Status write(const Request& request) = 0;
   // Flushes; the native writer fills in the record count when the stream can seek.
   virtual Status finish() = 0;
@@ -85,7 +87,7 @@ std::unique_ptr<TraceWriter> makeTraceWriter(TraceFormat format, std::ostream& o
 // A reader over requests held in memory (generated traces, tests).
 std::unique_ptr<TraceReader> makeMemoryReader(std::vector<Request> requests);
 
-Expected<std::vector<Request>> readAll(TraceReader& reader);
+Result<std::vector<Request>> readAll(TraceReader& reader);
 
 // One pass over a trace: what capacity percentages and bounds are computed from.
 struct TraceStats {
@@ -95,6 +97,6 @@ struct TraceStats {
   std::uint64_t bytes_read = 0;
   std::uint64_t first_read_bytes = 0;  // bytes read by each object's first request
 };
-Expected<TraceStats> scanTrace(TraceReader& reader);
+Result<TraceStats> scanTrace(TraceReader& reader);
 
 }  // namespace hotshard::policy

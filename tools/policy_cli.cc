@@ -53,7 +53,7 @@ TraceFormat traceFormatOf(const std::string& command, const std::string& path,
                           const std::string& format) {
   if (!format.empty()) {
     auto f = parseTraceFormat(format);
-    if (!f) fail(command, f.message(), kExitUsage);
+    if (!f) fail(command, f.error().message, kExitUsage);
     return *f;
   }
   std::ifstream in(path, std::ios::binary);
@@ -73,7 +73,7 @@ TraceFormat outputFormatOf(const std::string& command, const std::string& path,
                            const std::string& format) {
   if (format.empty()) return path.ends_with(".csv") ? TraceFormat::kCsv : TraceFormat::kNative;
   auto f = parseTraceFormat(format);
-  if (!f) fail(command, f.message(), kExitUsage);
+  if (!f) fail(command, f.error().message, kExitUsage);
   return *f;
 }
 
@@ -89,22 +89,15 @@ struct SimulateOptions {
   bool timing = false;
 };
 
-// The policy specs to run: --policy entries, --param added, --sweep expanded.
-std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
-  const std::string cmd = "simulate";
-  std::vector<PolicySpec> specs;
-  for (const auto& item : splitList(o.policies, ',')) {
-    auto spec = parsePolicySpec(item);
-    if (!spec) fail(cmd, spec.message(), kExitUsage);
-    specs.push_back(*spec);
-  }
-  if (specs.empty()) fail(cmd, "--policy names no policy", kExitUsage);
-  for (const auto& p : o.params) {
+// --param NAME:k=v entries added to the specs of policy NAME.
+void addParams(const std::string& cmd, const std::vector<std::string>& params,
+               std::vector<PolicySpec>& specs) {
+  for (const auto& p : params) {
     auto colon = p.find(':');
     if (colon == std::string::npos)
       fail(cmd, "--param wants NAME:k=v, got '" + p + "'", kExitUsage);
     auto kv = parseKeyValue(p.substr(colon + 1));
-    if (!kv) fail(cmd, "--param " + p + ": " + kv.message(), kExitUsage);
+    if (!kv) fail(cmd, "--param " + p + ": " + kv.error().message, kExitUsage);
     bool used = false;
     for (auto& s : specs) {
       if (s.name == p.substr(0, colon)) s.params.push_back(*kv), used = true;
@@ -113,28 +106,35 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
       fail(cmd, "--param " + p + ": no policy '" + p.substr(0, colon) + "' in --policy",
            kExitUsage);
   }
-  if (o.sweep.empty()) return specs;
+}
 
-  auto kv = parseKeyValue(o.sweep);
+bool acceptsParam(const PolicySpec& spec, const std::string& key) {
+  bool accepts = false;
+  for (const auto& info : listPolicies()) {
+    for (const auto& doc : info.params)
+      accepts |= info.name == spec.name && doc.starts_with(key + " ");
+  }
+  return accepts;
+}
+
+// --sweep k=a..b:step: each spec whose policy has parameter k, once per value.
+std::vector<PolicySpec> expandSweep(const std::string& cmd, const std::string& sweep,
+                                    const std::vector<PolicySpec>& specs) {
+  auto kv = parseKeyValue(sweep);
   auto dots = kv ? kv->value.find("..") : std::string::npos;
   auto colon = kv ? kv->value.find(':') : std::string::npos;
   if (!kv || dots == std::string::npos || colon == std::string::npos || colon < dots) {
-    fail(cmd, "--sweep wants k=a..b:step, got '" + o.sweep + "'", kExitUsage);
+    fail(cmd, "--sweep wants k=a..b:step, got '" + sweep + "'", kExitUsage);
   }
   auto from = parseDouble(kv->value.substr(0, dots));
   auto to = parseDouble(kv->value.substr(dots + 2, colon - dots - 2));
   auto step = parseDouble(kv->value.substr(colon + 1));
   if (!from || !to || !step || *step <= 0 || *to < *from) {
-    fail(cmd, "--sweep " + o.sweep + ": need numbers a <= b and step > 0", kExitUsage);
+    fail(cmd, "--sweep " + sweep + ": need numbers a <= b and step > 0", kExitUsage);
   }
   std::vector<PolicySpec> swept;
   for (const auto& s : specs) {
-    bool accepts = false;
-    for (const auto& info : listPolicies()) {
-      for (const auto& doc : info.params)
-        accepts |= info.name == s.name && doc.starts_with(kv->key + " ");
-    }
-    if (!accepts) {
+    if (!acceptsParam(s, kv->key)) {
       swept.push_back(s);
       continue;
     }
@@ -152,96 +152,109 @@ std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
   return swept;
 }
 
+// The policy specs to run: --policy entries, --param added, --sweep expanded.
+std::vector<PolicySpec> policySpecs(const SimulateOptions& o) {
+  const std::string cmd = "simulate";
+  std::vector<PolicySpec> specs;
+  for (const auto& item : splitList(o.policies, ',')) {
+    auto spec = parsePolicySpec(item);
+    if (!spec) fail(cmd, spec.error().message, kExitUsage);
+    specs.push_back(*spec);
+  }
+  if (specs.empty()) fail(cmd, "--policy names no policy", kExitUsage);
+  addParams(cmd, o.params, specs);
+  if (o.sweep.empty()) return specs;
+  return expandSweep(cmd, o.sweep, specs);
+}
+
 std::string label(const PolicySpec& spec) {
   std::string out = spec.name;
   for (const auto& kv : spec.params) out += ";" + kv.key + "=" + kv.value;
   return out;
 }
 
-void runSimulate(const SimulateOptions& o) {
-  const std::string cmd = "simulate";
-  TraceFormat format = traceFormatOf(cmd, o.trace, o.format);
-  std::ifstream in(o.trace, std::ios::binary);
-  if (!in) fail(cmd, "cannot open trace " + o.trace + ": " + std::strerror(errno));
-  auto reader = makeTraceReader(format, in, o.trace);
-  auto specs = policySpecs(o);
+struct SimRow {
+  std::string label;
+  SimResult result;
+  double seconds;      // wall clock
+  double cpu_seconds;  // this process's CPU time: fairer on a shared machine
+};
 
-  auto stats = scanTrace(*reader);
-  if (!stats) fail(cmd, stats.message());
-  if (stats->requests == 0) fail(cmd, "trace " + o.trace + " has no requests");
-  auto capacity = parseSize(o.capacity, stats->working_set_bytes);
+// --capacity, a size or a percentage of the trace's working set.
+std::uint64_t simulateCapacity(const SimulateOptions& o, const TraceStats& stats) {
+  const std::string cmd = "simulate";
+  auto capacity = parseSize(o.capacity, stats.working_set_bytes);
   if (!capacity) fail(cmd, "--capacity: " + capacity.error().message, kExitUsage);
   if (*capacity == 0) fail(cmd, "--capacity: must be more than 0 bytes", kExitUsage);
+  return *capacity;
+}
 
-  struct Row {
-    std::string label;
-    SimResult result;
-    double seconds;      // wall clock
-    double cpu_seconds;  // this process's CPU time: fairer on a shared machine
-  };
-  std::vector<Row> rows;
+// Each spec from the start of the trace, timed.
+std::vector<SimRow> simulatePolicies(TraceReader& reader, const std::vector<PolicySpec>& specs,
+                                     std::uint64_t capacity) {
+  const std::string cmd = "simulate";
+  std::vector<SimRow> rows;
   for (const auto& spec : specs) {
-    auto policy = createPolicy(spec, *capacity);
-    if (!policy) fail(cmd, policy.message(), kExitUsage);
-    if (auto st = reader->rewind(); !st) fail(cmd, st.message());
+    auto policy = createPolicy(spec, capacity);
+    if (!policy) fail(cmd, policy.error().message, kExitUsage);
+    if (auto st = reader.rewind(); !st) fail(cmd, st.error().message);
     auto start = std::chrono::steady_clock::now();
     std::clock_t cpu_start = std::clock();
-    auto result = simulate(*reader, **policy);
+    auto result = simulate(reader, **policy);
     double cpu = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-    if (!result) fail(cmd, result.message());
+    if (!result) fail(cmd, result.error().message);
     rows.push_back({label(spec), *result, took.count(), cpu});
   }
-  std::optional<SimResult> opt;
-  if (!o.no_opt) {
-    if (auto st = reader->rewind(); !st) fail(cmd, st.message());
-    auto result = simulateOpt(*reader, *capacity);
-    if (!result) fail(cmd, result.message());
-    opt = *result;
-  }
+  return rows;
+}
 
-  if (o.json) {
-    nlohmann::json out;
-    out["results"] = nlohmann::json::array();
-    for (const auto& row : rows) {
-      nlohmann::json r = {{"policy", row.label},
-                          {"params", row.result.policy},
-                          {"hit_ratio", row.result.hitRatio()},
-                          {"byte_hit_ratio", row.result.byteHitRatio()},
-                          {"promoted_bytes", row.result.promoted_bytes},
-                          {"promotions", row.result.promotions},
-                          {"evictions", row.result.evictions},
-                          {"requests", row.result.requests},
-                          {"hits", row.result.hits}};
-      if (o.timing) {
-        r["requests_per_second"] = double(row.result.requests) / row.seconds;
-        r["requests_per_cpu_second"] = double(row.result.requests) / row.cpu_seconds;
-      }
-      out["results"].push_back(r);
+void printSimulateJson(const SimulateOptions& o, const std::vector<SimRow>& rows,
+                       const std::optional<SimResult>& opt, std::uint64_t capacity,
+                       const TraceStats& stats) {
+  nlohmann::json out;
+  out["results"] = nlohmann::json::array();
+  for (const auto& row : rows) {
+    nlohmann::json r = {{"policy", row.label},
+                        {"params", row.result.policy},
+                        {"hit_ratio", row.result.hitRatio()},
+                        {"byte_hit_ratio", row.result.byteHitRatio()},
+                        {"promoted_bytes", row.result.promoted_bytes},
+                        {"promotions", row.result.promotions},
+                        {"evictions", row.result.evictions},
+                        {"requests", row.result.requests},
+                        {"hits", row.result.hits}};
+    if (o.timing) {
+      r["requests_per_second"] = double(row.result.requests) / row.seconds;
+      r["requests_per_cpu_second"] = double(row.result.requests) / row.cpu_seconds;
     }
-    if (opt) {
-      out["opt"] = {{"hit_ratio", opt->hitRatio()},
-                    {"byte_hit_ratio", opt->byteHitRatio()},
-                    {"promoted_bytes", opt->promoted_bytes}};
-    } else {
-      out["opt"] = nullptr;
-    }
-    out["capacity_bytes"] = *capacity;
-    out["working_set_bytes"] = stats->working_set_bytes;
-    out["requests"] = stats->requests;
-    out["unique_objects"] = stats->unique_objects;
-    out["bytes_read"] = stats->bytes_read;
-    out["first_read_bytes"] = stats->first_read_bytes;
-    std::cout << out.dump(2) << "\n";
-    return;
+    out["results"].push_back(r);
   }
+  if (opt) {
+    out["opt"] = {{"hit_ratio", opt->hitRatio()},
+                  {"byte_hit_ratio", opt->byteHitRatio()},
+                  {"promoted_bytes", opt->promoted_bytes}};
+  } else {
+    out["opt"] = nullptr;
+  }
+  out["capacity_bytes"] = capacity;
+  out["working_set_bytes"] = stats.working_set_bytes;
+  out["requests"] = stats.requests;
+  out["unique_objects"] = stats.unique_objects;
+  out["bytes_read"] = stats.bytes_read;
+  out["first_read_bytes"] = stats.first_read_bytes;
+  std::cout << out.dump(2) << "\n";
+}
+
+void printSimulateTable(const SimulateOptions& o, TraceFormat format,
+                        const std::vector<SimRow>& rows, const std::optional<SimResult>& opt,
+                        std::uint64_t capacity, const TraceStats& stats) {
   std::printf("trace     %s (%s): %llu requests, %llu objects, working set %s, %s read\n",
               o.trace.c_str(), std::string(traceFormatName(format)).c_str(),
-              (unsigned long long)stats->requests, (unsigned long long)stats->unique_objects,
-              formatBytes(stats->working_set_bytes).c_str(),
-              formatBytes(stats->bytes_read).c_str());
-  std::printf("capacity  %s (%.1f%% of the working set)\n\n", formatBytes(*capacity).c_str(),
-              100.0 * double(*capacity) / double(stats->working_set_bytes));
+              (unsigned long long)stats.requests, (unsigned long long)stats.unique_objects,
+              formatBytes(stats.working_set_bytes).c_str(), formatBytes(stats.bytes_read).c_str());
+  std::printf("capacity  %s (%.1f%% of the working set)\n\n", formatBytes(capacity).c_str(),
+              100.0 * double(capacity) / double(stats.working_set_bytes));
   std::printf("%-32s %9s %9s %12s %10s%s\n", "policy", "hit", "byte hit", "promoted", "evictions",
               o.timing ? "    Mreq/s  cpu Mreq/s" : "");
   for (const auto& row : rows) {
@@ -261,6 +274,32 @@ void runSimulate(const SimulateOptions& o) {
   }
 }
 
+void runSimulate(const SimulateOptions& o) {
+  const std::string cmd = "simulate";
+  TraceFormat format = traceFormatOf(cmd, o.trace, o.format);
+  std::ifstream in(o.trace, std::ios::binary);
+  if (!in) fail(cmd, "cannot open trace " + o.trace + ": " + std::strerror(errno));
+  auto reader = makeTraceReader(format, in, o.trace);
+  auto specs = policySpecs(o);
+
+  auto stats = scanTrace(*reader);
+  if (!stats) fail(cmd, stats.error().message);
+  if (stats->requests == 0) fail(cmd, "trace " + o.trace + " has no requests");
+  const std::uint64_t capacity = simulateCapacity(o, *stats);
+  auto rows = simulatePolicies(*reader, specs, capacity);
+  std::optional<SimResult> opt;
+  if (!o.no_opt) {
+    if (auto st = reader->rewind(); !st) fail(cmd, st.error().message);
+    auto result = simulateOpt(*reader, capacity);
+    if (!result) fail(cmd, result.error().message);
+    opt = *result;
+  }
+  if (o.json)
+    printSimulateJson(o, rows, opt, capacity, *stats);
+  else
+    printSimulateTable(o, format, rows, opt, capacity, *stats);
+}
+
 struct GenerateOptions {
   std::string family;
   std::string out;
@@ -274,7 +313,7 @@ void runGenerate(const GenerateOptions& o) {
   std::vector<KeyValue> params;
   for (const auto& p : o.params) {
     auto kv = parseKeyValue(p);
-    if (!kv) fail(cmd, "--param: " + kv.message(), kExitUsage);
+    if (!kv) fail(cmd, "--param: " + kv.error().message, kExitUsage);
     if (kv->key.ends_with("size")) {
       // Sizes accept units here too.
       auto bytes = parseSize(kv->value);
@@ -296,10 +335,10 @@ void runGenerate(const GenerateOptions& o) {
     return written;
   });
   if (!st) {
-    fail(cmd, write_failed ? o.out + ": " + st.message() : st.message(),
+    fail(cmd, write_failed ? o.out + ": " + st.error().message : st.error().message,
          write_failed ? kExitFailure : kExitUsage);
   }
-  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.error().message);
   std::fprintf(stderr, "wrote %llu requests to %s (%s)\n", (unsigned long long)count, o.out.c_str(),
                std::string(traceFormatName(format)).c_str());
 }
@@ -321,11 +360,11 @@ void runConvert(const ConvertOptions& o) {
   Request r;
   std::uint64_t count = 0;
   while (reader->next(r)) {
-    if (auto st = writer->write(r); !st) fail(cmd, o.out + ": " + st.message());
+    if (auto st = writer->write(r); !st) fail(cmd, o.out + ": " + st.error().message);
     ++count;
   }
-  if (!reader->error()) fail(cmd, reader->error().message());
-  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.message());
+  if (!reader->status()) fail(cmd, reader->status().error().message);
+  if (auto fin = writer->finish(); !fin) fail(cmd, o.out + ": " + fin.error().message);
   std::fprintf(stderr, "converted %llu requests: %s (%s) -> %s (%s)\n", (unsigned long long)count,
                o.in.c_str(), std::string(traceFormatName(from)).c_str(), o.out.c_str(),
                std::string(traceFormatName(to)).c_str());
@@ -350,19 +389,7 @@ std::string policyNamesText() {
   return names;
 }
 
-}  // namespace
-
-CLI::App* addPolicyCommand(CLI::App& app) {
-  auto* policy = app.add_subcommand(
-      "policy", "Placement policies: simulate on traces, generate and convert traces, list");
-  policy->require_subcommand(1);
-  policy->footer(
-      "Examples:\n"
-      "  hotshard policy list\n"
-      "  hotshard policy generate epoch --out epoch.trace --seed 7\n"
-      "  hotshard policy simulate --trace epoch.trace --capacity 10% --policy "
-      "hotshard,lru,arc,s3fifo");
-
+void addSimulateCommand(CLI::App* policy) {
   auto sim = std::make_shared<SimulateOptions>();
   auto* simulate = policy->add_subcommand(
       "simulate", "Replay a trace through policies, with Belady's OPT beside");
@@ -396,7 +423,9 @@ CLI::App* addPolicyCommand(CLI::App& app) {
       "  hotshard policy simulate --trace w.oracleGeneral.bin --format oracleGeneral --capacity "
       "1GiB --policy lru");
   simulate->callback([sim] { runSimulate(*sim); });
+}
 
+void addGenerateCommand(CLI::App* policy) {
   auto gen = std::make_shared<GenerateOptions>();
   auto* generate = policy->add_subcommand(
       "generate", "Write a seeded synthetic trace (zipf, epoch, modelload, scan)");
@@ -416,7 +445,9 @@ CLI::App* addPolicyCommand(CLI::App& app) {
       "  hotshard policy generate scan --out scan.csv --param hot_objects=500\n"
       "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB");
   generate->callback([gen] { runGenerate(*gen); });
+}
 
+void addConvertCommand(CLI::App* policy) {
   auto conv = std::make_shared<ConvertOptions>();
   auto* convert =
       policy->add_subcommand("convert", "Convert a trace between native, csv and oracleGeneral");
@@ -431,11 +462,31 @@ CLI::App* addPolicyCommand(CLI::App& app) {
       "  hotshard policy convert --in epoch.trace --out epoch.oracleGeneral.bin --to "
       "oracleGeneral");
   convert->callback([conv] { runConvert(*conv); });
+}
 
+void addListCommand(CLI::App* policy) {
   auto* list =
       policy->add_subcommand("list", "List the policies and trace families with their parameters");
   list->footer("Examples:\n  hotshard policy list");
   list->callback([] { runList(); });
+}
+
+}  // namespace
+
+CLI::App* addPolicyCommand(CLI::App& app) {
+  auto* policy = app.add_subcommand(
+      "policy", "Placement policies: simulate on traces, generate and convert traces, list");
+  policy->require_subcommand(1);
+  policy->footer(
+      "Examples:\n"
+      "  hotshard policy list\n"
+      "  hotshard policy generate epoch --out epoch.trace --seed 7\n"
+      "  hotshard policy simulate --trace epoch.trace --capacity 10% --policy "
+      "hotshard,lru,arc,s3fifo");
+  addSimulateCommand(policy);
+  addGenerateCommand(policy);
+  addConvertCommand(policy);
+  addListCommand(policy);
   return policy;
 }
 

@@ -39,154 +39,194 @@ struct ProbeArgs {
   bool json = false;
 };
 
-int runProbe(const ProbeArgs& args) {
-  auto fail = [&](const std::string& message) {
-    if (args.json)
-      std::printf("%s\n", nlohmann::json{{"error", message}}.dump().c_str());
-    else
-      std::fprintf(stderr, "hotshard probe: %s\n", message.c_str());
-    return cli::kExitFailure;
-  };
-  auto duration = parseDuration(args.duration);
-  auto interval = parseDuration(args.interval);
-  auto chunk = parseSize(args.chunk);
-  if (!duration.ok()) return fail(duration.error().message);
-  if (!interval.ok() || interval->count() <= 0)
-    return fail("bad --interval '" + args.interval + "'");
-  if (!chunk.ok()) return fail(chunk.error().message);
-
-  // Files named on the command line restrict the output to them (--only-files).
+// What the arguments say, checked: durations, the chunk size, the devices to
+// watch and the regular files named (--only-files keeps only those).
+struct ProbeTargets {
+  Duration duration{};
+  Duration interval{};
+  uint64_t chunk_bytes = 0;
   std::set<dev_t> devices;
   std::set<std::pair<dev_t, uint64_t>> files;
-  for (const auto& path : args.paths) {
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) return fail(lastSysError("stat " + path).message);
-    devices.insert(st.st_dev);
-    if (S_ISREG(st.st_mode)) files.insert({st.st_dev, st.st_ino});
-  }
+};
 
-  if (args.json) spdlog::set_level(spdlog::level::warn);
-  if (args.verbose) spdlog::set_level(spdlog::level::debug);  // libbpf's messages too
-  ProbeOptions options{
-      .chunk_bytes = *chunk, .sample_rate = args.sample_rate, .cgroup_totals = !args.no_cgroups};
-  if (!args.kind.empty()) {
-    options.kinds.clear();
-    for (ProgramKind k : {ProgramKind::kTpBtf, ProgramKind::kRawTp, ProgramKind::kTracepoint})
-      if (args.kind == programKindName(k)) options.kinds.push_back(k);
-    if (options.kinds.empty())
-      return fail("bad --kind '" + args.kind + "' (tp_btf, raw_tp or tracepoint)");
-  }
-  auto probes = HeatProbes::load(options);
-  if (!probes.ok()) return fail(probes.error().message);
-  for (dev_t dev : devices)
-    if (auto s = (*probes)->watchDevice(dev); !s.ok()) return fail(s.error().message);
-
-  std::signal(SIGINT, [](int) { stop_requested = 1; });
-  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+// What was counted, summed over drains.
+struct ProbeCounts {
   std::map<std::tuple<dev_t, uint64_t, uint64_t>, ChunkDelta> chunks;
   std::map<uint64_t, CgroupTotals> cgroups;
   uint64_t samples = 0;
-  auto drainOnce = [&]() -> Status {
-    ASSIGN_OR_RETURN(auto deltas, (*probes)->drain());
-    for (const auto& d : deltas) {
-      if (args.only_files && !files.count({d.dev, d.ino})) continue;
-      auto [it, fresh] = chunks.try_emplace({d.dev, d.ino, d.chunk}, d);
-      if (fresh) continue;
-      auto& c = it->second;
-      c.bytes_requested += d.bytes_requested;
-      c.bytes_missed += d.bytes_missed;
-      c.mmap_faults += d.mmap_faults;
-      c.first_ns = std::min(c.first_ns, d.first_ns);
-      c.last_ns = std::max(c.last_ns, d.last_ns);
-    }
-    ASSIGN_OR_RETURN(auto totals, (*probes)->drainCgroups());
-    for (const auto& t : totals) {
-      auto [it, fresh] = cgroups.try_emplace(t.cgroup_id, t);
-      if (fresh) continue;
-      it->second.bytes_requested += t.bytes_requested;
-      it->second.bytes_missed += t.bytes_missed;
-    }
-    return Ok{};
-  };
+  double seconds = 0;
+};
 
-  auto start = std::chrono::steady_clock::now();
-  auto deadline = start + *duration;
-  while (!stop_requested && std::chrono::steady_clock::now() < deadline) {
-    auto next = std::min(deadline, std::chrono::steady_clock::now() + *interval);
+Result<ProbeTargets> probeTargets(const ProbeArgs& args) {
+  auto duration = parseDuration(args.duration);
+  auto interval = parseDuration(args.interval);
+  auto chunk = parseSize(args.chunk);
+  if (!duration.ok()) return duration.takeError();
+  if (!interval.ok() || interval->count() <= 0)
+    return makeError(Errc::kInvalidArgument, "bad --interval '" + args.interval + "'");
+  if (!chunk.ok()) return chunk.takeError();
+  ProbeTargets t{.duration = *duration, .interval = *interval, .chunk_bytes = *chunk};
+  for (const auto& path : args.paths) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return lastSysError("stat " + path);
+    t.devices.insert(st.st_dev);
+    if (S_ISREG(st.st_mode)) t.files.insert({st.st_dev, st.st_ino});
+  }
+  return t;
+}
+
+Result<ProbeOptions> probeOptions(const ProbeArgs& args, uint64_t chunk_bytes) {
+  ProbeOptions options{.chunk_bytes = chunk_bytes,
+                       .sample_rate = args.sample_rate,
+                       .cgroup_totals = !args.no_cgroups};
+  if (args.kind.empty()) return options;
+  options.kinds.clear();
+  for (ProgramKind k : {ProgramKind::kTpBtf, ProgramKind::kRawTp, ProgramKind::kTracepoint})
+    if (args.kind == programKindName(k)) options.kinds.push_back(k);
+  if (options.kinds.empty())
+    return makeError(Errc::kInvalidArgument,
+                     "bad --kind '" + args.kind + "' (tp_btf, raw_tp or tracepoint)");
+  return options;
+}
+
+// One drain of the chunk and cgroup counters, added to `counts`.
+Status drainInto(HeatProbes& probes, const ProbeArgs& args, const ProbeTargets& targets,
+                 ProbeCounts& counts) {
+  ASSIGN_OR_RETURN(auto deltas, probes.drain());
+  for (const auto& d : deltas) {
+    if (args.only_files && !targets.files.count({d.dev, d.ino})) continue;
+    auto [it, fresh] = counts.chunks.try_emplace({d.dev, d.ino, d.chunk}, d);
+    if (fresh) continue;
+    auto& c = it->second;
+    c.bytes_requested += d.bytes_requested;
+    c.bytes_missed += d.bytes_missed;
+    c.mmap_faults += d.mmap_faults;
+    c.first_ns = std::min(c.first_ns, d.first_ns);
+    c.last_ns = std::max(c.last_ns, d.last_ns);
+  }
+  ASSIGN_OR_RETURN(auto totals, probes.drainCgroups());
+  for (const auto& t : totals) {
+    auto [it, fresh] = counts.cgroups.try_emplace(t.cgroup_id, t);
+    if (fresh) continue;
+    it->second.bytes_requested += t.bytes_requested;
+    it->second.bytes_missed += t.bytes_missed;
+  }
+  return Ok{};
+}
+
+// Until the duration is over or a signal asks to stop: count samples (when
+// sampling) or sleep, and drain every interval; then a last drain.
+Status watch(HeatProbes& probes, const ProbeArgs& args, const ProbeTargets& targets,
+             ProbeCounts& counts) {
+  using Clock = std::chrono::steady_clock;
+  auto start = Clock::now();
+  auto deadline = start + targets.duration;
+  while (!stop_requested && Clock::now() < deadline) {
+    auto next = std::min(deadline, Clock::now() + targets.interval);
     if (args.sample_rate > 0) {
-      while (!stop_requested && std::chrono::steady_clock::now() < next) {
-        auto s = (*probes)->pollSamples(100, [&](const SampleEvent&) { ++samples; });
-        if (!s.ok()) return fail(s.error().message);
-      }
+      while (!stop_requested && Clock::now() < next)
+        RETURN_IF_ERROR(probes.pollSamples(100, [&](const SampleEvent&) { ++counts.samples; }));
     } else {
-      while (!stop_requested && std::chrono::steady_clock::now() < next)
-        std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-            next - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
+      while (!stop_requested && Clock::now() < next)
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(next - Clock::now(), std::chrono::milliseconds(100)));
     }
-    if (auto s = drainOnce(); !s.ok()) return fail(s.error().message);
+    RETURN_IF_ERROR(drainInto(probes, args, targets, counts));
   }
-  if (auto s = drainOnce(); !s.ok()) return fail(s.error().message);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ProbeHealth h = (*probes)->health();
+  RETURN_IF_ERROR(drainInto(probes, args, targets, counts));
+  counts.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return Ok{};
+}
 
-  if (args.json) {
-    nlohmann::json out;
-    out["seconds"] = seconds;
-    out["chunk_bytes"] = *chunk;
-    out["attached"] = nlohmann::json::array();
-    for (const auto& a : h.attached)
-      out["attached"].push_back({{"tracepoint", a.tracepoint}, {"kind", programKindName(a.kind)}});
-    out["skipped"] = h.skipped;
-    out["health"] = {{"events", h.events},
-                     {"events_per_second", seconds > 0 ? h.events / seconds : 0},
-                     {"chunk_inserts", h.chunk_inserts},
-                     {"lost_updates", h.lost_updates},
-                     {"cgroup_lost_updates", h.cgroup_lost_updates},
-                     {"continued_reads", h.continued_reads},
-                     {"samples", samples},
-                     {"samples_dropped", h.samples_dropped},
-                     {"evicted_estimate", h.evicted_estimate},
-                     {"batch_ops", h.batch_ops}};
-    out["chunks"] = nlohmann::json::array();
-    for (const auto& [_, c] : chunks)
-      out["chunks"].push_back({{"dev", devName(c.dev)},
-                               {"ino", c.ino},
-                               {"chunk", c.chunk},
-                               {"bytes_requested", c.bytes_requested},
-                               {"bytes_missed", c.bytes_missed},
-                               {"mmap_faults", c.mmap_faults},
-                               {"first_ns", c.first_ns},
-                               {"last_ns", c.last_ns}});
-    out["cgroups"] = nlohmann::json::array();
-    for (const auto& [_, t] : cgroups)
-      out["cgroups"].push_back({{"cgroup_id", t.cgroup_id},
-                                {"path", t.path},
-                                {"bytes_requested", t.bytes_requested},
-                                {"bytes_missed", t.bytes_missed}});
-    std::printf("%s\n", out.dump(2).c_str());
-    return cli::kExitOk;
-  }
+void printProbeJson(const ProbeCounts& counts, const ProbeHealth& h, uint64_t chunk_bytes) {
+  const double seconds = counts.seconds;
+  nlohmann::json out;
+  out["seconds"] = seconds;
+  out["chunk_bytes"] = chunk_bytes;
+  out["attached"] = nlohmann::json::array();
+  for (const auto& a : h.attached)
+    out["attached"].push_back({{"tracepoint", a.tracepoint}, {"kind", programKindName(a.kind)}});
+  out["skipped"] = h.skipped;
+  out["health"] = {{"events", h.events},
+                   {"events_per_second", seconds > 0 ? h.events / seconds : 0},
+                   {"chunk_inserts", h.chunk_inserts},
+                   {"lost_updates", h.lost_updates},
+                   {"cgroup_lost_updates", h.cgroup_lost_updates},
+                   {"continued_reads", h.continued_reads},
+                   {"samples", counts.samples},
+                   {"samples_dropped", h.samples_dropped},
+                   {"evicted_estimate", h.evicted_estimate},
+                   {"batch_ops", h.batch_ops}};
+  out["chunks"] = nlohmann::json::array();
+  for (const auto& [_, c] : counts.chunks)
+    out["chunks"].push_back({{"dev", devName(c.dev)},
+                             {"ino", c.ino},
+                             {"chunk", c.chunk},
+                             {"bytes_requested", c.bytes_requested},
+                             {"bytes_missed", c.bytes_missed},
+                             {"mmap_faults", c.mmap_faults},
+                             {"first_ns", c.first_ns},
+                             {"last_ns", c.last_ns}});
+  out["cgroups"] = nlohmann::json::array();
+  for (const auto& [_, t] : counts.cgroups)
+    out["cgroups"].push_back({{"cgroup_id", t.cgroup_id},
+                              {"path", t.path},
+                              {"bytes_requested", t.bytes_requested},
+                              {"bytes_missed", t.bytes_missed}});
+  std::printf("%s\n", out.dump(2).c_str());
+}
 
+void printProbeText(const ProbeCounts& counts, const ProbeHealth& h) {
   std::printf("%zu tracepoint(s) as %s; %lu events in %.1fs, %lu lost, %lu evicted (estimate)\n",
               h.attached.size(), h.attached.empty() ? "-" : programKindName(h.attached[0].kind),
-              static_cast<unsigned long>(h.events), seconds,
+              static_cast<unsigned long>(h.events), counts.seconds,
               static_cast<unsigned long>(h.lost_updates),
               static_cast<unsigned long>(h.evicted_estimate));
   for (const auto& s : h.skipped) std::printf("skipped %s\n", s.c_str());
   std::printf("%-9s %12s %8s %14s %14s %10s\n", "DEV", "INO", "CHUNK", "REQUESTED", "MISSED",
               "FAULTS");
-  for (const auto& [_, c] : chunks)
+  for (const auto& [_, c] : counts.chunks)
     std::printf("%-9s %12lu %8lu %14lu %14lu %10lu\n", devName(c.dev).c_str(),
                 static_cast<unsigned long>(c.ino), static_cast<unsigned long>(c.chunk),
                 static_cast<unsigned long>(c.bytes_requested),
                 static_cast<unsigned long>(c.bytes_missed),
                 static_cast<unsigned long>(c.mmap_faults));
-  for (const auto& [_, t] : cgroups)
+  for (const auto& [_, t] : counts.cgroups)
     std::printf("cgroup %lu %s: requested %lu missed %lu\n",
                 static_cast<unsigned long>(t.cgroup_id), t.path.empty() ? "?" : t.path.c_str(),
                 static_cast<unsigned long>(t.bytes_requested),
                 static_cast<unsigned long>(t.bytes_missed));
-  return cli::kExitOk;
+}
+
+// Check the arguments, load the probes, watch, print.
+Status probeAndPrint(const ProbeArgs& args) {
+  ASSIGN_OR_RETURN(ProbeTargets targets, probeTargets(args));
+  if (args.json) spdlog::set_level(spdlog::level::warn);
+  if (args.verbose) spdlog::set_level(spdlog::level::debug);  // libbpf's messages too
+  ASSIGN_OR_RETURN(ProbeOptions options, probeOptions(args, targets.chunk_bytes));
+  ASSIGN_OR_RETURN(auto probes, HeatProbes::load(options));
+  for (dev_t dev : targets.devices) RETURN_IF_ERROR(probes->watchDevice(dev));
+
+  std::signal(SIGINT, [](int) { stop_requested = 1; });
+  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+  ProbeCounts counts;
+  RETURN_IF_ERROR(watch(*probes, args, targets, counts));
+  ProbeHealth h = probes->health();
+  if (args.json)
+    printProbeJson(counts, h, targets.chunk_bytes);
+  else
+    printProbeText(counts, h);
+  return Ok{};
+}
+
+int runProbe(const ProbeArgs& args) {
+  Status done = probeAndPrint(args);
+  if (done.ok()) return cli::kExitOk;
+  if (args.json)
+    std::printf("%s\n", nlohmann::json{{"error", done.error().message}}.dump().c_str());
+  else
+    std::fprintf(stderr, "hotshard probe: %s\n", done.error().message.c_str());
+  return cli::kExitFailure;
 }
 
 }  // namespace

@@ -38,7 +38,7 @@ std::vector<Request> loadSmall() {
   EXPECT_TRUE(in) << "run from the repository root: " << kSmallTrace;
   auto reader = makeTraceReader(TraceFormat::kCsv, in, kSmallTrace);
   auto all = readAll(*reader);
-  EXPECT_TRUE(all.ok()) << (all.ok() ? "" : all.message());
+  EXPECT_TRUE(all.ok()) << (all.ok() ? "" : all.error().message);
   return all.ok() ? *all : std::vector<Request>{};
 }
 

@@ -117,7 +117,7 @@ TEST(SimRun, ReportsTraceErrorsInsteadOfResults) {
     auto policy = testing::makePolicy(name, 10);
     auto result = simulate(*reader, *policy);
     ASSERT_FALSE(result.ok()) << name;
-    EXPECT_EQ(result.message(), "cut.trace: truncated trace: record 38 has 53 of 56 bytes");
+    EXPECT_EQ(result.error().message, "cut.trace: truncated trace: record 38 has 53 of 56 bytes");
   }
   std::istringstream in(cut);
   auto reader = makeTraceReader(TraceFormat::kNative, in, "cut.trace");

@@ -145,7 +145,7 @@ TEST_P(PolicyContract, SwapKeepsResidentsAndParamsRoundTrip) {
   }
   std::string spec = describePolicy(*policy);
   auto rebuilt = rebuildPolicy(*policy, spec, 0);
-  ASSERT_TRUE(rebuilt.ok()) << rebuilt.message();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.error().message;
   EXPECT_EQ(describePolicy(**rebuilt), spec);
   EXPECT_EQ((*rebuilt)->used(), policy->used());
   std::vector<Resident> residents;

@@ -9,7 +9,7 @@ namespace {
 
 TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
   auto a = createPolicy("hotshard; hysteresis=0.3 ;half_life=32", 1000);
-  ASSERT_TRUE(a.ok()) << a.message();
+  ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ((*a)->name(), "hotshard");
   EXPECT_EQ(describePolicy(**a),
             "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=2;"
@@ -27,23 +27,23 @@ TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
 TEST(PolicyFactory, ErrorsListWhatIsAccepted) {
   auto unknown = createPolicy("lfru", 1000);
   ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(unknown.message(),
+  EXPECT_EQ(unknown.error().message,
             "unknown policy 'lfru' (known: hotshard, lru, lfu, arc, s3fifo, sieve)");
   auto param = createPolicy("lfu;halflife=3", 1000);
   ASSERT_FALSE(param.ok());
-  EXPECT_EQ(param.message(), "lfu: no parameter 'halflife' (accepted: half_life)");
+  EXPECT_EQ(param.error().message, "lfu: no parameter 'halflife' (accepted: half_life)");
   auto none = createPolicy("lru;x=1", 1000);
   ASSERT_FALSE(none.ok());
-  EXPECT_EQ(none.message(), "lru: no parameter 'x' (accepted: none)");
+  EXPECT_EQ(none.error().message, "lru: no parameter 'x' (accepted: none)");
   auto value = createPolicy("hotshard;hysteresis=lots", 1000);
   ASSERT_FALSE(value.ok());
-  EXPECT_EQ(value.message(), "hotshard: parameter hysteresis: not a number: 'lots'");
+  EXPECT_EQ(value.error().message, "hotshard: parameter hysteresis: not a number: 'lots'");
   auto range = createPolicy("s3fifo;small_ratio=1.5", 1000);
   ASSERT_FALSE(range.ok());
-  EXPECT_EQ(range.message(), "s3fifo: small_ratio must be in (0, 1)");
+  EXPECT_EQ(range.error().message, "s3fifo: small_ratio must be in (0, 1)");
   auto syntax = createPolicy("hotshard;hysteresis", 1000);
   ASSERT_FALSE(syntax.ok());
-  EXPECT_NE(syntax.message().find("expected k=v"), std::string::npos);
+  EXPECT_NE(syntax.error().message.find("expected k=v"), std::string::npos);
   EXPECT_FALSE(createPolicy("", 1000).ok());
 }
 

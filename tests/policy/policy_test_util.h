@@ -49,7 +49,7 @@ inline std::vector<ObjectId> repeat(const std::vector<ObjectId>& ids, int times)
 
 inline std::unique_ptr<Policy> makePolicy(const std::string& spec, std::uint64_t capacity) {
   auto p = createPolicy(spec, capacity);
-  EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.message());
+  EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().message);
   return p.ok() ? std::move(*p) : nullptr;
 }
 

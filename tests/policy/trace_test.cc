@@ -49,7 +49,7 @@ std::string write(TraceFormat format, const std::vector<Request>& requests) {
   return out.str();
 }
 
-Expected<std::vector<Request>> read(TraceFormat format, const std::string& bytes) {
+Result<std::vector<Request>> read(TraceFormat format, const std::string& bytes) {
   std::istringstream in(bytes);
   auto reader = makeTraceReader(format, in, "t");
   return readAll(*reader);
@@ -58,7 +58,7 @@ Expected<std::vector<Request>> read(TraceFormat format, const std::string& bytes
 TEST(TraceFormat, NativeAndCsvRoundTrip) {
   for (auto format : {TraceFormat::kNative, TraceFormat::kCsv}) {
     auto back = read(format, write(format, sample()));
-    ASSERT_TRUE(back.ok()) << back.message();
+    ASSERT_TRUE(back.ok()) << back.error().message;
     EXPECT_EQ(*back, sample()) << traceFormatName(format);
   }
   EXPECT_EQ(write(TraceFormat::kNative, sample()).size(),
@@ -119,30 +119,31 @@ TEST(TraceFormat, TruncatedBinaryTracesAreErrors) {
   std::string native = write(TraceFormat::kNative, sample());
   auto cut = read(TraceFormat::kNative, native.substr(0, native.size() - 10));
   ASSERT_FALSE(cut.ok());
-  EXPECT_NE(cut.message().find("truncated trace: record 2 has 46 of 56 bytes"), std::string::npos)
-      << cut.message();
+  EXPECT_NE(cut.error().message.find("truncated trace: record 2 has 46 of 56 bytes"),
+            std::string::npos)
+      << cut.error().message;
   auto short_by_one =
       read(TraceFormat::kNative, native.substr(0, native.size() - kNativeRecordSize));
   ASSERT_FALSE(short_by_one.ok());
-  EXPECT_NE(short_by_one.message().find("header says 3 records, found 2"), std::string::npos);
+  EXPECT_NE(short_by_one.error().message.find("header says 3 records, found 2"), std::string::npos);
   auto header_only = read(TraceFormat::kNative, native.substr(0, 20));
   ASSERT_FALSE(header_only.ok());
-  EXPECT_NE(header_only.message().find("shorter than its 32-byte header"), std::string::npos);
+  EXPECT_NE(header_only.error().message.find("shorter than its 32-byte header"), std::string::npos);
   auto not_native = read(TraceFormat::kNative, std::string(64, 'x'));
   ASSERT_FALSE(not_native.ok());
-  EXPECT_NE(not_native.message().find("bad magic"), std::string::npos);
+  EXPECT_NE(not_native.error().message.find("bad magic"), std::string::npos);
   std::string oracle = write(TraceFormat::kOracleGeneral, {sample()[0], sample()[1]});
   auto oracle_cut = read(TraceFormat::kOracleGeneral, oracle.substr(0, oracle.size() - 1));
   ASSERT_FALSE(oracle_cut.ok());
-  EXPECT_NE(oracle_cut.message().find("record 1 has 23 of 24 bytes"), std::string::npos)
-      << oracle_cut.message();
+  EXPECT_NE(oracle_cut.error().message.find("record 1 has 23 of 24 bytes"), std::string::npos)
+      << oracle_cut.error().message;
 }
 
 TEST(TraceFormat, CsvDefaultsCommentsAndHeader) {
   auto r = read(TraceFormat::kCsv,
                 "time_ns,object_id,object_size\n# a comment\n\n5,9,100\n6, 10 "
                 ",200,50,20\r\n7,11,300,0,30,10,1\n");
-  ASSERT_TRUE(r.ok()) << r.message();
+  ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_EQ(r->size(), 3u);
   EXPECT_EQ((*r)[0].bytes_read, 100u);
   EXPECT_EQ((*r)[0].bytes_missed, 100u);
@@ -155,13 +156,13 @@ TEST(TraceFormat, CsvDefaultsCommentsAndHeader) {
 TEST(TraceFormat, CsvErrorsNameTheLine) {
   auto bad_number = read(TraceFormat::kCsv, "1,2,3\n# ok\n4,x,6\n");
   ASSERT_FALSE(bad_number.ok());
-  EXPECT_EQ(bad_number.message(), "t:3: field object_id: not a non-negative integer: 'x'");
+  EXPECT_EQ(bad_number.error().message, "t:3: field object_id: not a non-negative integer: 'x'");
   auto too_few = read(TraceFormat::kCsv, "1,2\n");
   ASSERT_FALSE(too_few.ok());
-  EXPECT_NE(too_few.message().find("t:1: expected at least 3 fields"), std::string::npos);
+  EXPECT_NE(too_few.error().message.find("t:1: expected at least 3 fields"), std::string::npos);
   auto missed = read(TraceFormat::kCsv, "1,2,3,0,10,11\n");
   ASSERT_FALSE(missed.ok());
-  EXPECT_EQ(missed.message(), "t:1: bytes_missed is larger than bytes_read");
+  EXPECT_EQ(missed.error().message, "t:1: bytes_missed is larger than bytes_read");
   auto negative = read(TraceFormat::kCsv, "1,2,-3\n");
   EXPECT_FALSE(negative.ok());
 }
@@ -183,7 +184,7 @@ std::vector<Request> generate(const std::string& family, std::uint64_t seed,
     out.push_back(r);
     return Status();
   });
-  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_TRUE(st.ok()) << st.error().message;
   return out;
 }
 
@@ -235,12 +236,13 @@ TEST(TraceGenerate, ScanReadsEverythingPeriodically) {
 TEST(TraceGenerate, UnknownFamilyAndParameterListWhatIsAccepted) {
   auto st = generateTrace("nope", {}, 1, [](const Request&) { return Status(); });
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("known: zipf, epoch, modelload, scan"), std::string::npos);
+  EXPECT_NE(st.error().message.find("known: zipf, epoch, modelload, scan"), std::string::npos);
   st = generateTrace("zipf", {{"alpah", "1"}}, 1, [](const Request&) { return Status(); });
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("zipf: no parameter 'alpah' (accepted: objects, requests, alpha"),
-            std::string::npos)
-      << st.message();
+  EXPECT_NE(
+      st.error().message.find("zipf: no parameter 'alpah' (accepted: objects, requests, alpha"),
+      std::string::npos)
+      << st.error().message;
 }
 
 }  // namespace
