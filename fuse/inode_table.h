@@ -5,7 +5,7 @@
 // root's fd. The FUSE node id is the Inode's address (FUSE_ROOT_ID for the
 // root), as in libfuse's example/passthrough_hp.cc.
 //
-// Lifetime, from the kernel's FUSE protocol (fs/fuse/inode.c, dir.c):
+// Lifetime, from the kernel's FUSE protocol (fs/fuse/inode.c, dir.c, readdir.c):
 //  * every reply that hands out a node id (LOOKUP, CREATE, MKNOD, MKDIR,
 //    SYMLINK, LINK, READDIRPLUS) adds one lookup; FORGET/BATCH_FORGET take them
 //    back; the Inode is freed when its lookup count drops to zero. The kernel
