@@ -1,5 +1,11 @@
 // Mounting /dev/fuse ourselves (libfuse 3.14 would hide the device fd that the
 // passthrough ioctls need) and reading the mount table.
+//
+// Kernel interface: mount(2) of type "fuse.hotshard" with "fd=N,rootmode=...,
+// user_id=,group_id=" options (fs/fuse/inode.c), which needs CAP_SYS_ADMIN;
+// umount2(2), falling back to MNT_DETACH on EBUSY; the fusectl file system's
+// connections/<dev>/abort (fs/fuse/control.c); /proc/self/mountinfo.
+// Errors keep the errno and name the path: "mount fuse.hotshard on /mnt/x: ...".
 #pragma once
 
 #include <sys/types.h>

@@ -193,27 +193,35 @@ static PassthroughShim* shimOf(void* userdata) {
   return static_cast<SessionUserdata*>(userdata)->shim;
 }
 
+// The custom I/O hooks are called from libfuse's C frames: nothing may throw
+// out of them (std::bad_alloc from the pending table, a throwing latency
+// observer). Bookkeeping that fails is dropped; the request or reply itself
+// always goes through, exactly once.
+
 ssize_t PassthroughShim::ioRead(int fd, void* buf, size_t len, void* userdata) {
   ssize_t n = ::read(fd, buf, len);
   if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
-  PassthroughShim* self = shimOf(userdata);
-  const auto* in = static_cast<const fuse_in_header*>(buf);
-  if (in->opcode < kMaxOpcode) self->counts_[in->opcode].fetch_add(1, std::memory_order_relaxed);
-  if (self->timing_.load(std::memory_order_relaxed) && in->opcode != FUSE_FORGET &&
-      in->opcode != FUSE_BATCH_FORGET && in->opcode != FUSE_INTERRUPT) {
-    std::lock_guard lock(self->pending_mu_);
-    if (self->pending_.size() >= kMaxPending) self->pending_.clear();
-    self->pending_[in->unique] = {in->opcode, std::chrono::steady_clock::now()};
-  }
-  if (in->opcode == FUSE_INIT &&
-      static_cast<size_t>(n) >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
-    const auto* init = reinterpret_cast<const fuse_init_in*>(in + 1);
-    bool offers = (init->flags & compat::kInitExt) &&
-                  (init->flags2 & compat::kInitFlags2Passthrough);
-    self->kernel_offers_.store(offers);
-    self->init_unique_.store(in->unique);
+  try {
+    shimOf(userdata)->noteRequest(static_cast<const fuse_in_header*>(buf), static_cast<size_t>(n));
+  } catch (...) {
   }
   return n;
+}
+
+void PassthroughShim::noteRequest(const fuse_in_header* in, size_t n) {
+  if (in->opcode < kMaxOpcode) counts_[in->opcode].fetch_add(1, std::memory_order_relaxed);
+  if (in->opcode == FUSE_INIT && n >= sizeof(fuse_in_header) + sizeof(fuse_init_in)) {
+    const auto* init = reinterpret_cast<const fuse_init_in*>(in + 1);
+    bool offers = (init->flags & compat::kInitExt) && (init->flags2 & compat::kInitFlags2Passthrough);
+    kernel_offers_.store(offers);
+    init_unique_.store(in->unique);
+  }
+  if (timing_.load(std::memory_order_relaxed) && in->opcode != FUSE_FORGET &&
+      in->opcode != FUSE_BATCH_FORGET && in->opcode != FUSE_INTERRUPT) {
+    std::lock_guard lock(pending_mu_);
+    if (pending_.size() >= kMaxPending) pending_.clear();
+    pending_[in->unique] = {in->opcode, std::chrono::steady_clock::now()};
+  }
 }
 
 ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* userdata) {
@@ -224,78 +232,90 @@ ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* us
                        static_cast<const fuse_out_header*>(iov[0].iov_base)->unique == init_unique;
   if (!is_init_reply) {
     ssize_t n = ::writev(fd, iov, count);
-    if (self->timing_.load(std::memory_order_relaxed) && count >= 1 &&
-        iov[0].iov_len >= sizeof(fuse_out_header)) {
-      uint64_t unique = static_cast<const fuse_out_header*>(iov[0].iov_base)->unique;
-      Pending p{};
-      bool found = false;
-      {
-        std::lock_guard lock(self->pending_mu_);
-        auto it = self->pending_.find(unique);
-        if (it != self->pending_.end()) {
-          p = it->second;
-          found = true;
-          self->pending_.erase(it);
-        }
-      }
-      if (found) {
-        self->latency_observer_(
-            opcodeName(p.opcode),
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count());
-      }
+    try {
+      self->observeReply(iov, count);
+    } catch (...) {
     }
     return n;
   }
-
   self->init_unique_.store(0);
-  const auto* hdr = static_cast<const fuse_out_header*>(iov[0].iov_base);
   compat::InitOut patched{};
   bool asked = false;
-  if (hdr->error == 0 && iov[1].iov_len >= sizeof(patched)) {
-    std::memcpy(&patched, iov[1].iov_base, sizeof(patched));
-    if (!self->want_) {
-      self->disable("disabled by configuration (--passthrough=off)");
-    } else if (!self->kernel_offers_.load()) {
-      self->disable(
-          "the kernel does not offer FUSE_PASSTHROUGH (needs Linux >= 6.9 with "
-          "CONFIG_FUSE_PASSTHROUGH)");
-    } else if (patched.flags & FUSE_WRITEBACK_CACHE) {
-      self->disable("writeback cache is on; the kernel refuses passthrough with it");
-    } else {
-      patched.flags |= compat::kInitExt;
-      patched.flags2 |= compat::kInitFlags2Passthrough;
-      patched.max_stack_depth = 1;
-      iov[1].iov_base = &patched;
-      asked = true;
-    }
+  try {
+    asked = self->patchInitReply(iov, patched);
+  } catch (...) {
   }
   ssize_t n = ::writev(fd, iov, count);
-  if (n < 0 || !asked) {
-    self->markInitDone();
-    return n;
+  if (n >= 0 && asked) {
+    try {
+      self->confirmPassthrough();
+    } catch (...) {
+    }
   }
+  self->markInitDone();
+  return n;
+}
 
+void PassthroughShim::observeReply(const struct iovec* iov, int count) {
+  if (!timing_.load(std::memory_order_relaxed) || count < 1 ||
+      iov[0].iov_len < sizeof(fuse_out_header)) {
+    return;
+  }
+  uint64_t unique = static_cast<const fuse_out_header*>(iov[0].iov_base)->unique;
+  Pending p{};
+  {
+    std::lock_guard lock(pending_mu_);
+    auto it = pending_.find(unique);
+    if (it == pending_.end()) return;
+    p = it->second;
+    pending_.erase(it);
+  }
+  latency_observer_(opcodeName(p.opcode),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count());
+}
+
+bool PassthroughShim::patchInitReply(struct iovec* iov, compat::InitOut& patched) {
+  const auto* hdr = static_cast<const fuse_out_header*>(iov[0].iov_base);
+  if (hdr->error != 0 || iov[1].iov_len < sizeof(patched)) return false;
+  std::memcpy(&patched, iov[1].iov_base, sizeof(patched));
+  if (!want_) {
+    disable("disabled by configuration (--passthrough=off)");
+    return false;
+  }
+  if (!kernel_offers_.load()) {
+    disable(
+        "the kernel does not offer FUSE_PASSTHROUGH (needs Linux >= 6.9 with "
+        "CONFIG_FUSE_PASSTHROUGH)");
+    return false;
+  }
+  if (patched.flags & FUSE_WRITEBACK_CACHE) {
+    disable("writeback cache is on; the kernel refuses passthrough with it");
+    return false;
+  }
+  patched.flags |= compat::kInitExt;
+  patched.flags2 |= compat::kInitFlags2Passthrough;
+  patched.max_stack_depth = 1;
+  iov[1].iov_base = &patched;
+  return true;
+}
+
+void PassthroughShim::confirmPassthrough() {
   // The kernel took the reply; a backing open tells whether this process may use
   // passthrough at all (it needs CAP_SYS_ADMIN in the initial user namespace).
   int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  auto id = self->openBacking(probe);
+  auto id = openBacking(probe);
   if (probe >= 0) ::close(probe);
   // Only EPERM is a verdict on this process; newer kernels turn /dev/null down
   // with EINVAL (not a regular file) after the capability check passed.
   if (!id.ok() && id.error().sys_errno == EPERM) {
-    self->disable("the kernel refused a backing file (" + id.error().message +
-                  "; needs CAP_SYS_ADMIN in the initial user namespace)");
-    self->markInitDone();
-    return n;
+    disable("the kernel refused a backing file (" + id.error().message +
+            "; needs CAP_SYS_ADMIN in the initial user namespace)");
+    return;
   }
-  if (id.ok()) self->closeBacking(*id);
-  self->active_.store(true, std::memory_order_release);
-  {
-    std::lock_guard lock(self->reason_mu_);
-    self->reason_ = "kernel passthrough active";
-  }
-  self->markInitDone();
-  return n;
+  if (id.ok()) closeBacking(*id);
+  active_.store(true, std::memory_order_release);
+  std::lock_guard lock(reason_mu_);
+  reason_ = "kernel passthrough active";
 }
 
 }  // namespace hotshard::fuse

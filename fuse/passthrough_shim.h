@@ -9,6 +9,18 @@
 //
 // When the kernel does not offer passthrough, or refuses a backing file, the
 // caller serves reads and writes in user space; reason() says why.
+//
+// Kernel rules it follows (fs/fuse/passthrough.c, inode.c, iomode.c, Linux >= 6.9):
+//  * passthrough is offered in FUSE_INIT only with FUSE_INIT_EXT; it excludes the
+//    writeback cache, and needs max_stack_depth >= 1 in the reply;
+//  * FUSE_DEV_IOC_BACKING_OPEN needs CAP_SYS_ADMIN in the initial user
+//    namespace (EPERM otherwise): checked once after INIT with /dev/null;
+//  * a passthrough open that also asks for FOPEN_KEEP_CACHE or FOPEN_DIRECT_IO
+//    fails with EIO (seen on 6.18): the open reply drops both;
+//  * one backing file per inode at a time (iomode.c: EBUSY for another).
+// Threads: the I/O hooks run on every libfuse worker; counters are atomics,
+// pending_mu_, init_mu_ and reason_mu_ are leaves (never held together).
+// No exception leaves the I/O hooks (they are called from libfuse's C frames).
 #pragma once
 
 #define FUSE_USE_VERSION 314
@@ -29,6 +41,11 @@
 #include <vector>
 
 #include "base/result.h"
+
+struct fuse_in_header;  // <linux/fuse.h>
+namespace hotshard::fusecompat {
+struct InitOut;
+}
 
 namespace hotshard::fuse {
 
@@ -91,6 +108,16 @@ class PassthroughShim {
  private:
   static ssize_t ioRead(int fd, void* buf, size_t len, void* self);
   static ssize_t ioWritev(int fd, struct iovec* iov, int count, void* self);
+  // ioRead's bookkeeping: counts, the FUSE_INIT offer, the start of timing.
+  void noteRequest(const fuse_in_header* in, size_t n);
+  // ioWritev's: the time from reading a request to writing its reply.
+  void observeReply(const struct iovec* iov, int count);
+  // Rewrites the FUSE_INIT reply in iov to ask for passthrough (into `patched`);
+  // false, and reason() says why, when it does not ask.
+  bool patchInitReply(struct iovec* iov, fusecompat::InitOut& patched);
+  // After the kernel took the patched INIT reply: may this process register
+  // backing files (CAP_SYS_ADMIN)? Sets active() or says why not.
+  void confirmPassthrough();
 
   const bool want_;
   int devfd_ = -1;

@@ -1,0 +1,124 @@
+// fuse/inode_table: the kernel's FUSE inodes and the remote objects behind them.
+//
+// One Inode per remote object (st_dev, st_ino) the kernel holds a lookup
+// reference to, reached through an O_PATH fd opened relative to the remote
+// root's fd. The FUSE node id is the Inode's address (FUSE_ROOT_ID for the
+// root), as in libfuse's example/passthrough_hp.cc.
+//
+// Lifetime, from the kernel's FUSE protocol (fs/fuse/inode.c, dir.c, readdir.c):
+//  * every reply that hands out a node id (LOOKUP, CREATE, MKNOD, MKDIR,
+//    SYMLINK, LINK, READDIRPLUS) adds one lookup; FORGET/BATCH_FORGET take them
+//    back; the Inode is freed when its lookup count drops to zero. The kernel
+//    sends the last FORGET only after the last RELEASE, so no open state is
+//    left by then.
+//  * retire() takes an Inode out of the table while it is still open: the next
+//    lookup of the same object makes a new Inode (new node id), free to have a
+//    backing file of its own. The retired one lives until its last forget.
+//
+// Lock order: InodeTable::mu_ before Inode::mu; never take InodeTable::mu_
+// while holding an Inode::mu. CacheHooks calls made under Inode::mu take only
+// the store's leaf lock.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hotshard::fuse {
+
+class PassthroughShim;
+
+// "/proc/self/fd/N": a path naming what an fd (O_PATH ones included) refers to.
+std::string procPath(int fd);
+
+// One remote object the kernel knows.
+struct Inode {
+  int fd = -1;  // O_PATH, owned
+  dev_t src_dev = 0;
+  ino_t src_ino = 0;
+  mode_t type = 0;  // S_IFMT bits
+  uint64_t generation = 0;
+  uint64_t nlookup = 0;  // guarded by InodeTable::mu_
+  // Out of the table: lookups now make a new inode for the same remote object
+  // (see InodeTable::retire). Guarded by InodeTable::mu_.
+  bool retired = false;
+
+  // Open state, guarded by mu. The kernel lets one FUSE inode have one backing
+  // file at a time (fs/fuse/passthrough.c: a second backing for an inode that
+  // has one is refused), so all opens share it: opened on first open,
+  // read-write when the remote allows, closed on last release.
+  std::mutex mu;
+  int nopen = 0;
+  int backing_fd = -1;
+  int backing_id = -1;  // >= 0 when registered with the kernel (FUSE_DEV_IOC_BACKING_OPEN)
+  bool backing_writable = false;
+  int backing_rw_errno = 0;  // why a read-write open was refused
+  // The backing file is the cache's copy of cached_rel (read-only), not the remote,
+  // made from the remote as it was in cached_against.
+  bool backing_is_cache = false;
+  std::string cached_rel;
+  struct stat cached_against {};
+  // One entry per open for writing: the path it began writing at (endWrite must
+  // name the same one, even if the file was renamed since).
+  std::vector<std::string> writer_rels;
+  // The remote's attributes as last seen (lookup, getattr, open); what the
+  // ttl and immutable modes validate the cached copy against.
+  struct stat last_stat {};
+  double last_stat_time = 0;  // CLOCK_MONOTONIC seconds; 0 = never
+};
+
+class InodeTable {
+ public:
+  // remote_root_fd: O_PATH|O_DIRECTORY, borrowed; the table opens its own.
+  // shim: closes the backing ids of inodes still open at teardown or forget.
+  InodeTable(int remote_root_fd, PassthroughShim* shim);
+  ~InodeTable();  // closes every inode's fds and backing ids
+  InodeTable(const InodeTable&) = delete;
+  InodeTable& operator=(const InodeTable&) = delete;
+
+  Inode& root() { return *root_; }
+  bool isRoot(const Inode& inode) const { return &inode == root_.get(); }
+  Inode& inodeOf(fuse_ino_t ino);
+  fuse_ino_t idOf(const Inode& inode) const;
+  // Inodes in the table, retired ones and the root included.
+  size_t size() const;
+
+  // Adds one lookup reference to the object `attr` describes, found at `newfd`
+  // (O_PATH, taken over: kept by a new Inode, closed when the object is known
+  // already, e.g. a hard link under another name or the root's "..").
+  Inode& addLookup(int newfd, const struct stat& attr);
+  // Drops n lookup references; frees the inode at zero. Never the root.
+  void forget(Inode& inode, uint64_t n);
+  // Takes the inode out of the table so that the next lookup of its name makes
+  // a new kernel inode, free to have another backing file. Its open files keep
+  // theirs; it is freed on its last forget.
+  void retire(Inode& inode);
+
+  // rel_path of an inode, from the kernel's name for its O_PATH fd ("" if it
+  // is not (or no longer) under the remote root, e.g. deleted).
+  std::string relPathOf(const Inode& inode) const;
+
+ private:
+  void closeAll(Inode& inode);
+
+  PassthroughShim* shim_;
+  std::unique_ptr<Inode> root_;
+  std::string remote_prefix_;  // the kernel's name of the remote root, for relPathOf
+  // Lock order: mu_ before any Inode::mu.
+  mutable std::mutex mu_;
+  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;  // guarded by mu_
+  std::map<Inode*, std::unique_ptr<Inode>> retired_;                  // guarded by mu_
+  std::atomic<uint64_t> next_generation_{1};
+};
+
+}  // namespace hotshard::fuse
