@@ -214,13 +214,15 @@ int runDaemon(RunConfig cfg) {
   auto placement = Placement::start(
       PlacementOptions{.tick_seconds = cfg.tick_seconds,
                        .policy = cfg.policy,
-                       .probes = cfg.probes,
                        .automatic = cfg.automatic_placement,
                        .promote_budget_per_tick =
                            static_cast<uint64_t>(static_cast<double>(cfg.promote_rate) *
-                                                 cfg.tick_seconds),
-                       .sample_rate = cfg.probe_sample_rate},
-      cache->get(), devices);
+                                                 cfg.tick_seconds)},
+      PlacementDeps{.store = &(*cache)->store(),
+                    .promoter = &(*cache)->promoter(),
+                    .heat = makeHeatSource(HeatSourceOptions{.probes = cfg.probes,
+                                                             .sample_rate = cfg.probe_sample_rate,
+                                                             .watch_devices = devices})});
   if (!placement.ok()) return fail(placement.error().message);
   (*cache)->setOpenListener([p = placement->get()](const std::string& rel, const struct stat& st,
                                                    bool from_cache, bool for_write) {
