@@ -175,8 +175,8 @@ TEST_P(PolicyContract, HeatRanksTheReadObjectAboveTheIdleOneAndUnknownAtZero) {
   policy->add(1, 4096, 0);
   policy->add(2, 4096, 0);
   for (int i = 0; i < 3; ++i) {
-    policy->recordAccess(Access{.id = 1, .size = 4096, .bytes_read = 4096,
-                                .bytes_missed = 4096, .time_ns = TimeNs(i + 1)});
+    policy->recordAccess(Access{
+        .id = 1, .size = 4096, .bytes_read = 4096, .bytes_missed = 4096, .time_ns = TimeNs(i + 1)});
   }
   EXPECT_GT(policy->heat(1), policy->heat(2));
   EXPECT_GE(policy->heat(2), 0.0);
@@ -193,7 +193,8 @@ TEST_P(PolicyContract, AskingHeatNeverChangesDecisions) {
       if (p == asked.get()) sink += p->heat(r.id);
       p->recordAccess(r.access());
       if (p == asked.get()) sink += p->heat(r.id);
-      if (!p->contains(r.id)) p->admit(r.access(), p == quiet.get() ? quiet_victims : asked_victims);
+      if (!p->contains(r.id))
+        p->admit(r.access(), p == quiet.get() ? quiet_victims : asked_victims);
     }
   }
   EXPECT_GE(sink, 0.0);
