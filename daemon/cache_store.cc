@@ -556,6 +556,8 @@ CacheStore::Stats CacheStore::stats() const {
   s.objects = index_.size();
   s.promotions_in_flight = in_flight_.size();
   s.reserved_bytes = reserved_bytes_;
+  s.high_watermark = opts_.high_watermark;
+  s.low_watermark = opts_.low_watermark;
   s.pinned_objects = 0;
   for (const auto& p : pins_) s.pinned_objects += index_.count(p);
   return s;
@@ -747,36 +749,51 @@ Status CacheStore::makeRoomLocked(uint64_t incoming, std::string* why) {
 
 uint64_t CacheStore::evictLocked(uint64_t target_used) {
   if (used_bytes_ <= target_used) return 0;
-  std::vector<EvictionCandidate> candidates;
+  struct Candidate {
+    size_t rank;  // place in the policy's order; unnamed ones after every named one
+    int64_t last_open_ns;
+    const std::string* path;
+  };
+  std::vector<Candidate> candidates;
   for (const auto& [path, e] : index_) {
     if (pins_.count(path) != 0 || isOpenLocked(path)) continue;
-    candidates.push_back(EvictionCandidate{path, e.allocated, e.last_open_ns});
+    auto r = eviction_rank_.find(path);
+    size_t rank = r == eviction_rank_.end() ? SIZE_MAX : r->second;
+    candidates.push_back(Candidate{rank, e.last_open_ns, &path});
   }
-  uint64_t need = used_bytes_ - target_used;
-  std::vector<std::string> order;
-  if (eviction_hook_) {
-    order = eviction_hook_(candidates, need);
-  } else {
-    std::sort(candidates.begin(), candidates.end(),
-              [](const auto& a, const auto& b) { return a.last_open_ns < b.last_open_ns; });
-    for (auto& c : candidates) order.push_back(std::move(c.rel_path));
-  }
+  std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+    return a.rank != b.rank ? a.rank < b.rank : a.last_open_ns < b.last_open_ns;
+  });
+  std::vector<std::string> order;  // copied: dropLocked() erases the index entries
+  for (const auto& c : candidates) order.push_back(*c.path);
   uint64_t freed = 0;
   for (const auto& path : order) {
     if (used_bytes_ <= target_used) break;
-    // The hook may name anything; only evictable objects go.
-    if (index_.count(path) == 0 || pins_.count(path) != 0 || isOpenLocked(path)) continue;
     uint64_t before = used_bytes_;
     dropLocked(path, "evicted");
     freed += before - used_bytes_;
     ++stats_.evictions;
+    if (eviction_order_set_) watermark_evicted_.push_back(path);
   }
   return freed;
 }
 
-void CacheStore::setEvictionHook(EvictionHook hook) {
+std::vector<std::string> CacheStore::updateEvictionOrder(
+    const std::vector<std::string>& coldest_first) {
+  std::unordered_map<std::string, size_t> rank;
+  rank.reserve(coldest_first.size());
+  for (size_t i = 0; i < coldest_first.size(); ++i) rank.emplace(coldest_first[i], i);
   std::lock_guard lock(mu_);
-  eviction_hook_ = std::move(hook);
+  eviction_rank_ = std::move(rank);
+  eviction_order_set_ = true;
+  return std::exchange(watermark_evicted_, {});
+}
+
+void CacheStore::clearEvictionOrder() {
+  std::lock_guard lock(mu_);
+  eviction_rank_.clear();
+  eviction_order_set_ = false;
+  watermark_evicted_.clear();
 }
 
 uint64_t CacheStore::enforceWatermarks() {
@@ -801,6 +818,17 @@ Status CacheStore::evict(const std::string& rel_path) {
   if (index_.count(rel_path) == 0) return makeError(Errc::kNotFound, "not cached: " + rel_path);
   if (pins_.count(rel_path) != 0)
     return makeError(Errc::kBusy, "evict " + rel_path + ": pinned; unpin it first");
+  dropLocked(rel_path, "evicted");
+  ++stats_.evictions;
+  return Ok{};
+}
+
+Status CacheStore::evictIdle(const std::string& rel_path) {
+  BuryOnExit bury{this};
+  std::lock_guard lock(mu_);
+  if (index_.count(rel_path) == 0) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  if (pins_.count(rel_path) != 0) return makeError(Errc::kBusy, "evict " + rel_path + ": pinned");
+  if (isOpenLocked(rel_path)) return makeError(Errc::kBusy, "evict " + rel_path + ": open");
   dropLocked(rel_path, "evicted");
   ++stats_.evictions;
   return Ok{};

@@ -18,7 +18,13 @@
 //
 // Thread safety: every public method may be called from any thread. One mutex
 // (mu_) guards all in-memory state; it is a leaf lock: nothing calls out of the
-// store while holding it except the eviction hook, which must not call back in.
+// store while holding it (no callback runs under it), so callers may hold their
+// own locks while calling in.
+//
+// Eviction authority: the placement policy decides what goes. Placement evicts
+// its victims itself (evictIdle) and hands the store its order, coldest first
+// (updateEvictionOrder); the store's own watermark eviction, a safety net for
+// room it must make now (a promotion, a shrunk capacity), follows that order.
 // Quick metadata syscalls (openat, renameat, the pins file rewrite) run under
 // it; data I/O (copy, fsync of objects, verify reads) and the unlink of
 // dropped objects (moved into tmp/ first) never do.
@@ -111,6 +117,7 @@ class CacheStore {
 
   struct Stats {
     uint64_t used_bytes, capacity_bytes, objects, promotions_in_flight;
+    double high_watermark = 0, low_watermark = 0;  // the running options'
     uint64_t pinned_objects = 0;
     uint64_t reserved_bytes = 0;  // room held for promotions in flight
     uint64_t published = 0;
@@ -169,18 +176,17 @@ class CacheStore {
   // Explicit eviction (CLI `evict`): kNotFound if not cached, kBusy if pinned.
   // An open copy stays readable by its holders until they close it.
   Status evict(const std::string& rel_path);
+  // The policy's eviction of a victim: kNotFound if not cached, kBusy if pinned
+  // or open (the watermarks' rule: a copy in use is never evicted to make room).
+  Status evictIdle(const std::string& rel_path);
 
-  struct EvictionCandidate {
-    std::string rel_path;
-    uint64_t allocated_bytes;
-    int64_t last_open_ns;  // CLOCK_REALTIME; the file's atime after a restart
-  };
-  // Returns the candidates in the order to evict them (it may leave some out).
-  // Runs under the store's lock: it must not call back into the store.
-  using EvictionHook = std::function<std::vector<std::string>(
-      std::vector<EvictionCandidate> candidates, uint64_t bytes_to_free)>;
-  // Default (nullptr): least recently opened first.
-  void setEvictionHook(EvictionHook hook);
+  // The order the watermarks evict in: these paths first, coldest first, then
+  // whatever they do not name, least recently opened first; pinned and open
+  // copies never. Returns the paths the watermarks evicted since the previous
+  // call, so the policy's books follow. Before the first call and after
+  // clearEvictionOrder(), least recently opened first, and nothing is recorded.
+  std::vector<std::string> updateEvictionOrder(const std::vector<std::string>& coldest_first);
+  void clearEvictionOrder();
   // Evicts down to the low watermark when above the high one (e.g. after the
   // capacity shrank). Returns the bytes freed.
   uint64_t enforceWatermarks();
@@ -256,7 +262,10 @@ class CacheStore {
   std::unordered_map<std::string, int> writers_;
   std::vector<std::string> graveyard_;  // dropped objects moved into tmp/, to unlink
   std::unordered_set<std::string> pins_;
-  EvictionHook eviction_hook_;
+  // From updateEvictionOrder(): path -> place in the policy's order.
+  std::unordered_map<std::string, size_t> eviction_rank_;
+  bool eviction_order_set_ = false;
+  std::vector<std::string> watermark_evicted_;  // since the last updateEvictionOrder()
   uint64_t used_bytes_ = 0;
   uint64_t reserved_bytes_ = 0;  // sum of the reservations of promotions in flight
   uint64_t next_serial_ = 1;

@@ -207,12 +207,14 @@ Status Daemon::startPlacement() {
   auto placement = Placement::start(
       PlacementOptions{.tick_seconds = tick_seconds,
                        .policy = cfg_.policy,
-                       .probes = cfg_.probes,
                        .automatic = cfg_.automatic_placement,
                        .promote_budget_per_tick = static_cast<uint64_t>(
-                           static_cast<double>(cfg_.promote_rate) * tick_seconds),
-                       .sample_rate = cfg_.probe_sample_rate},
-      cache_.get(), devices);
+                           static_cast<double>(cfg_.promote_rate) * tick_seconds)},
+      PlacementDeps{.store = &cache_->store(),
+                    .promoter = &cache_->promoter(),
+                    .heat = makeHeatSource(HeatSourceOptions{.probes = cfg_.probes,
+                                                             .sample_rate = cfg_.probe_sample_rate,
+                                                             .watch_devices = devices})});
   if (!placement.ok()) return inStage("placement", placement.takeError());
   placement_ = std::move(*placement);
   cache_->setOpenListener([p = placement_.get()](const std::string& rel, const struct stat& st,

@@ -1,26 +1,18 @@
 #include "daemon/placement.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <fstream>
 
 #include "base/clock.h"
-#include "bpf/heat_probes.h"
 #include "policy/plan.h"
 #include "policy/registry.h"
 
 namespace hotshard {
 namespace {
-
-// Page-cache hits count a quarter of a miss: a miss is what the remote pays.
-constexpr double kHitWeight = 0.25;
-// CacheStoreOptions' default high watermark, which CacheService uses.
-constexpr double kStoreHighWatermark = CacheStoreOptions{}.high_watermark;
 
 policy::ObjectId idOf(const std::string& rel) { return XXH3_64bits(rel.data(), rel.size()); }
 
@@ -36,86 +28,52 @@ json paramsJson(const policy::Policy& p) {
 }  // namespace
 
 Result<std::unique_ptr<Placement>> Placement::start(const PlacementOptions& opts,
-                                                    CacheService* cache,
-                                                    const std::vector<dev_t>& watch_devices) {
+                                                    PlacementDeps deps) {
   auto p = std::unique_ptr<Placement>(new Placement());
   p->opts_ = opts;
-  p->cache_ = cache;
-  // The policy plans within what the store keeps without evicting on its own:
-  // its high watermark, less a little for block rounding (the store counts
-  // allocated blocks, the policy file sizes). Two evictors would fight.
-  uint64_t capacity = static_cast<uint64_t>(
-      static_cast<double>(cache->store().stats().capacity_bytes) * kStoreHighWatermark * 0.99);
-  auto created = policy::createPolicy(opts.policy, capacity);
-  if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.error().message);
-  p->policy_ = std::move(created).value();
-  uint64_t now = static_cast<uint64_t>(wallNs());
-  for (const auto& obj : cache->store().list()) {
-    policy::ObjectId id = idOf(obj.rel_path);
-    p->policy_->add(id, obj.allocated_bytes, now);
-    p->rel_of_[id] = obj.rel_path;
-  }
-  // The store asks the policy whom to evict when it needs room; the store's own
-  // order (least recently opened) fills in whatever the policy does not name.
-  cache->store().setEvictionHook(
-      [raw = p.get()](std::vector<CacheStore::EvictionCandidate> candidates, uint64_t bytes) {
-        std::vector<std::string> order;
-        std::unordered_map<std::string, bool> offered;
-        for (const auto& c : candidates) offered[c.rel_path] = false;
-        {
-          std::lock_guard lock(raw->mu_);
-          std::vector<policy::ObjectId> ids;
-          raw->policy_->evictionCandidates(bytes, ids);
-          for (auto id : ids) {
-            auto it = raw->rel_of_.find(id);
-            if (it == raw->rel_of_.end()) continue;
-            auto o = offered.find(it->second);
-            if (o == offered.end() || o->second) continue;
-            o->second = true;
-            order.push_back(it->second);
-          }
-          for (const auto& c : candidates) {
-            if (!offered[c.rel_path]) order.push_back(c.rel_path);
-          }
-          // What the store evicts leaves the policy's books too.
-          for (const auto& rel : order) raw->policy_->remove(idOf(rel));
-        }
-        return order;
-      });
-
-  if (!opts.probes) {
-    p->probes_reason_ = "disabled by configuration (--probes off)";
-  } else {
-    bpf::ProbeOptions po;
-    po.chunk_bytes = opts.chunk_bytes;
-    po.sample_rate = opts.sample_rate;
-    po.ignore_pid = ::getpid();  // our own promotion reads are not heat
-    auto probes = bpf::HeatProbes::load(po);
-    if (!probes.ok()) {
-      p->probes_reason_ = probes.error().message;
-    } else {
-      p->probes_ = std::move(*probes);
-      for (dev_t dev : watch_devices) {
-        Status st = p->probes_->watchDevice(dev);
-        if (!st.ok()) spdlog::warn("probes: watch device {}: {}", dev, st.error().message);
-      }
-    }
-  }
-  if (p->probes_) {
-    spdlog::info("probes: bpf ({} programs attached)", p->probes_->health().attached.size());
-  } else {
-    spdlog::warn("probes: degraded, heat comes from FUSE opens only: {}", p->probes_reason_);
-  }
-  p->last_decay_s_ = monotonicSeconds();
-  p->thread_ = std::thread([raw = p.get()] { raw->loop(); });
+  RETURN_IF_ERROR(p->init(std::move(deps)));
+  if (opts.tick_seconds > 0) p->thread_ = std::thread([raw = p.get()] { raw->loop(); });
   return p;
 }
+
+Status Placement::init(PlacementDeps deps) {
+  if (deps.store == nullptr || deps.promoter == nullptr || !deps.heat) {
+    return makeError(Errc::kInvalidArgument,
+                     "placement: needs a store, a promoter and a heat source");
+  }
+  store_ = deps.store;
+  promoter_ = deps.promoter;
+  heat_ = std::move(deps.heat);
+  degraded_ = heat_->health().degraded;
+  // The policy plans within what the store keeps without evicting on its own:
+  // its high watermark, less a little for block rounding (the store counts
+  // allocated blocks, the policy file sizes).
+  CacheStore::Stats st = store_->stats();
+  auto cap = static_cast<double>(st.capacity_bytes);
+  policy_capacity_ = static_cast<uint64_t>(cap * st.high_watermark * 0.99);
+  // The store's safety net frees at most its watermarks' span plus what a tick
+  // promotes; the policy's order beyond that would never be read.
+  eviction_span_ = static_cast<uint64_t>(cap * (st.high_watermark - st.low_watermark)) +
+                   (opts_.promote_budget_per_tick ? opts_.promote_budget_per_tick : 1ull << 30);
+  auto created = policy::createPolicy(opts_.policy, policy_capacity_);
+  if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.error().message);
+  policy_ = std::move(created).value();
+  reconcileResidents();
+  syncEvictionOrder();
+  return Ok{};
+}
+
+uint64_t Placement::policyCapacity() const { return policy_capacity_; }
 
 Placement::~Placement() {
   stopping_ = true;
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
-  cache_->store().setEvictionHook(nullptr);
+  {
+    std::lock_guard lock(alive_->mu);  // waits for a callback running now
+    alive_->placement = nullptr;
+  }
+  if (store_ != nullptr) store_->clearEvictionOrder();
 }
 
 void Placement::loop() {
@@ -132,26 +90,22 @@ void Placement::loop() {
 
 void Placement::noteOpen(const std::string& rel, const struct stat& backing, bool from_cache,
                          bool for_write) {
-  std::lock_guard lock(mu_);
-  backings_[{backing.st_dev, backing.st_ino}] = Backing{rel, from_cache};
-  Shard& s = shards_[rel];
-  s.id = idOf(rel);
-  s.size = static_cast<uint64_t>(backing.st_size);
-  s.opens++;
-  rel_of_[s.id] = rel;
-  if (for_write) policy_->remove(s.id);  // its copy is gone (beginWrite)
-  if (!probes_ && !for_write) {
-    // Degraded: an open stands for a whole read of the file, from where it was opened.
-    s.tick_read += s.size;
-    if (!from_cache) s.tick_missed += s.size;
-    (from_cache ? s.cache_read : s.remote_read) += s.size;
-    if (!from_cache) s.remote_missed += s.size;
-    s.last_ns = static_cast<uint64_t>(wallNs());
+  {
+    std::lock_guard lock(mu_);
+    backings_[{backing.st_dev, backing.st_ino}] = Backing{rel, from_cache};
+    Shard& s = shards_[rel];
+    s.id = idOf(rel);
+    s.size = static_cast<uint64_t>(backing.st_size);
+    s.opens++;
+    rel_of_[s.id] = rel;
+    if (for_write) policy_->remove(s.id);  // its copy is gone (beginWrite)
   }
+  // After the backing is known, so the tick can attribute what the source saw.
+  heat_->noteOpen(backing, from_cache, for_write);
 }
 
 void Placement::reconcileResidents() {
-  std::vector<CacheStore::ObjectSummary> objects = cache_->store().list();  // no mu_ held
+  std::vector<CacheStore::ObjectSummary> objects = store_->list();  // no mu_ held
   uint64_t now = static_cast<uint64_t>(wallNs());
   std::lock_guard lock(mu_);
   for (const auto& obj : objects) {
@@ -161,125 +115,135 @@ void Placement::reconcileResidents() {
   }
 }
 
-void Placement::decayLocked(double now_s) {
-  double dt = now_s - last_decay_s_;
-  if (dt <= 0) return;
-  double f = std::exp2(-dt / opts_.heat_half_life_seconds);
-  for (auto& [rel, s] : shards_) s.heat *= f;
-  last_decay_s_ = now_s;
-}
+// ---- the tick ---------------------------------------------------------------------
 
 void Placement::tick() {
   std::lock_guard tick_lock(tick_mu_);
-  std::vector<bpf::ChunkDelta> deltas;
-  std::vector<bpf::CgroupTotals> cgroups;
-  if (probes_) {
-    auto d = probes_->drain();
-    if (d.ok()) deltas = std::move(*d);
-    auto c = probes_->drainCgroups();
-    if (c.ok()) cgroups = std::move(*c);
-  }
-  uint64_t now = static_cast<uint64_t>(wallNs());
-  std::vector<std::pair<std::string, policy::Access>> active;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& d : deltas) {
-      auto it = backings_.find({d.dev, d.ino});
-      if (it == backings_.end()) {
-        unattributed_bytes_ += d.bytes_requested;
-        continue;
-      }
-      Shard& s = shards_[it->second.rel];
-      if (it->second.is_cache) {
-        s.cache_read += d.bytes_requested;
-        s.cache_missed += d.bytes_missed;
-      } else {
-        s.remote_read += d.bytes_requested;
-        s.remote_missed += d.bytes_missed;
-      }
-      s.faults += d.mmap_faults;
-      s.tick_read += d.bytes_requested;
-      s.tick_missed += d.bytes_missed;
-      s.last_ns = now;
-      if (trace_ != nullptr) {
-        policy::Request r{.time_ns = d.last_ns ? d.last_ns : now,
-                          .id = s.id,
-                          .size = s.size,
-                          .offset = d.chunk * probes_->chunkBytes(),
-                          .bytes_read = d.bytes_requested,
-                          .bytes_missed = d.bytes_missed};
-        if (trace_->write(r)) trace_records_++;
-      }
-    }
-    for (const auto& c : cgroups) {
-      Job& j = jobs_[c.path.empty() ? "cgroup:" + std::to_string(c.cgroup_id) : c.path];
-      j.bytes_read += c.bytes_requested;
-      j.bytes_missed += c.bytes_missed;
-    }
-    decayLocked(monotonicSeconds());
-    for (auto& [rel, s] : shards_) {
-      if (s.tick_read == 0 && s.tick_missed == 0) continue;
-      double hits = static_cast<double>(s.tick_read > s.tick_missed ? s.tick_read - s.tick_missed : 0);
-      s.heat += static_cast<double>(s.tick_missed) + kHitWeight * hits;
-      policy::Access a{.id = s.id,
-                       .size = s.size,
-                       .bytes_read = std::max(s.tick_read, s.tick_missed),
-                       .bytes_missed = s.tick_missed,
-                       .time_ns = now};
-      policy_->recordAccess(a);
-      active.emplace_back(rel, a);
-      s.tick_read = s.tick_missed = 0;
-    }
-    ticks_++;
-  }
+  auto now = static_cast<uint64_t>(wallNs());
+  attribute(drainHeat(), now);
+  std::vector<Active> active = feedPolicy(now);
   if (ticks_ % 10 == 0) reconcileResidents();
-  if (!opts_.automatic || active.empty()) return;
+  if (opts_.automatic && !active.empty()) {
+    Decisions d = plan(std::move(active));
+    applyEvictions(d, now);
+    applyPromotions(d);
+  }
+  syncEvictionOrder();
+}
 
-  // Which of them are still only on the remote (store calls without mu_).
-  std::vector<std::pair<std::string, policy::Access>> candidates;
-  for (auto& [rel, a] : active) {
-    if (cache_->store().info(rel).state == CacheStore::State::kRemote && a.size > 0) {
-      candidates.emplace_back(rel, a);
+HeatBatch Placement::drainHeat() {
+  auto batch = heat_->drain();  // no mu_ held
+  if (!batch.ok()) {
+    spdlog::debug("placement: drain heat: {}", batch.error().message);
+    return {};
+  }
+  return std::move(batch).value();
+}
+
+void Placement::attribute(const HeatBatch& batch, uint64_t now) {
+  std::lock_guard lock(mu_);
+  for (const auto& f : batch.files) attributeLocked(f, now);
+  for (const auto& j : batch.jobs) {
+    Job& job = jobs_[j.job];
+    job.bytes_read += j.bytes_read;
+    job.bytes_missed += j.bytes_missed;
+  }
+}
+
+void Placement::attributeLocked(const FileHeat& f, uint64_t now) {
+  auto it = backings_.find({f.dev, f.ino});
+  if (it == backings_.end()) {
+    unattributed_bytes_ += f.bytes_read;
+    return;
+  }
+  Shard& s = shards_[it->second.rel];
+  if (it->second.is_cache) {
+    s.cache_read += f.bytes_read;
+    s.cache_missed += f.bytes_missed;
+  } else {
+    s.remote_read += f.bytes_read;
+    s.remote_missed += f.bytes_missed;
+  }
+  s.faults += f.mmap_faults;
+  s.tick_read += f.bytes_read;
+  s.tick_missed += f.bytes_missed;
+  s.last_ns = now;
+  if (trace_ != nullptr) {
+    policy::Request r{.time_ns = f.time_ns ? f.time_ns : now,
+                      .id = s.id,
+                      .size = s.size,
+                      .offset = f.offset,
+                      .bytes_read = f.bytes_read,
+                      .bytes_missed = f.bytes_missed};
+    if (trace_->write(r)) trace_records_++;
+  }
+}
+
+std::vector<Placement::Active> Placement::feedPolicy(uint64_t now) {
+  std::vector<Active> active;
+  std::lock_guard lock(mu_);
+  for (auto& [rel, s] : shards_) {
+    if (s.tick_read == 0 && s.tick_missed == 0) continue;
+    policy::Access a{.id = s.id,
+                     .size = s.size,
+                     .bytes_read = std::max(s.tick_read, s.tick_missed),
+                     .bytes_missed = s.tick_missed,
+                     .time_ns = now};
+    policy_->recordAccess(a);
+    active.push_back(Active{rel, a});
+    s.tick_read = s.tick_missed = 0;
+  }
+  ticks_++;
+  return active;
+}
+
+Placement::Decisions Placement::plan(std::vector<Active> active) {
+  // Which of them are still only on the remote (store calls without mu_),
+  // most remote bytes first.
+  std::vector<Active> candidates;
+  for (auto& a : active) {
+    if (a.access.size > 0 && store_->info(a.rel).state == CacheStore::State::kRemote) {
+      candidates.push_back(std::move(a));
     }
   }
-  if (candidates.empty()) return;
-  std::sort(candidates.begin(), candidates.end(), [](const auto& x, const auto& y) {
-    return x.second.bytes_missed > y.second.bytes_missed;
+  Decisions d;
+  if (candidates.empty()) return d;
+  std::sort(candidates.begin(), candidates.end(), [](const Active& x, const Active& y) {
+    return x.access.bytes_missed > y.access.bytes_missed;
   });
   std::vector<policy::Access> accesses;
-  for (const auto& c : candidates) accesses.push_back(c.second);
+  for (const auto& c : candidates) accesses.push_back(c.access);
   uint64_t budget = opts_.promote_budget_per_tick ? opts_.promote_budget_per_tick : (1ull << 30);
-  policy::PromotionPlan plan;
-  std::vector<std::pair<policy::ObjectId, std::string>> promote, evict;
-  {
-    std::lock_guard lock(mu_);
-    plan = policy::planPromotions(*policy_, accesses, budget);
-    for (auto id : plan.promote) promote.emplace_back(id, rel_of_[id]);
-    for (auto id : plan.evict) evict.emplace_back(id, rel_of_[id]);
-  }
-  for (const auto& [id, rel] : evict) {
-    Status st = cache_->store().evict(rel);
+  std::lock_guard lock(mu_);
+  policy::PromotionPlan p = policy::planPromotions(*policy_, accesses, budget);
+  for (auto id : p.promote) d.promote.emplace_back(id, rel_of_[id]);
+  for (auto id : p.evict) d.evict.emplace_back(id, rel_of_[id]);
+  return d;
+}
+
+void Placement::applyEvictions(const Decisions& d, uint64_t now) {
+  for (const auto& [id, rel] : d.evict) {
+    Status st = store_->evictIdle(rel);  // no mu_ held
     if (st.ok()) {
       std::lock_guard lock(mu_);
       evictions_++;
       spdlog::debug("placement: evicted {}", rel);
     } else if (st.error().code == Errc::kBusy) {
-      // Pinned: it stays, so the policy keeps counting it.
+      // Pinned or open: it stays, so the policy keeps counting it.
+      uint64_t size = store_->info(rel).size;
       std::lock_guard lock(mu_);
-      policy_->add(id, cache_->store().info(rel).size, now);
+      policy_->add(id, size, now);
     }
   }
-  for (const auto& [id, rel] : promote) {
-    Status st = cache_->promoter().enqueue(rel, nullptr, [this, id = id, rel = rel](const Status& s) {
-      std::lock_guard lock(mu_);
-      if (s.ok()) {
-        spdlog::debug("placement: promoted {}", rel);
-        return;
-      }
-      promotion_failures_++;
-      policy_->remove(id);
-      spdlog::info("placement: promotion of {} failed: {}", rel, s.error().message);
-    });
+}
+
+void Placement::applyPromotions(const Decisions& d) {
+  for (const auto& [id, rel] : d.promote) {
+    Status st =
+        promoter_->enqueue(rel, nullptr, [alive = alive_, id = id, rel = rel](const Status& s) {
+          std::lock_guard lock(alive->mu);
+          if (alive->placement != nullptr) alive->placement->promotionDone(id, rel, s);
+        });
     std::lock_guard lock(mu_);
     if (st.ok()) {
       promotions_++;
@@ -289,22 +253,46 @@ void Placement::tick() {
   }
 }
 
+void Placement::promotionDone(policy::ObjectId id, const std::string& rel, const Status& result) {
+  std::lock_guard lock(mu_);
+  if (result.ok()) {
+    spdlog::debug("placement: promoted {}", rel);
+    return;
+  }
+  promotion_failures_++;
+  policy_->remove(id);
+  spdlog::info("placement: promotion of {} failed: {}", rel, result.error().message);
+}
+
+void Placement::syncEvictionOrder() {
+  std::vector<std::string> order;
+  {
+    std::lock_guard lock(mu_);
+    std::vector<policy::ObjectId> ids;
+    policy_->evictionCandidates(std::min(eviction_span_, policy_->used()), ids);
+    for (auto id : ids) {
+      auto it = rel_of_.find(id);
+      if (it != rel_of_.end()) order.push_back(it->second);
+    }
+  }
+  std::vector<std::string> evicted = store_->updateEvictionOrder(order);  // no mu_ held
+  if (evicted.empty()) return;
+  std::lock_guard lock(mu_);
+  for (const auto& rel : evicted) policy_->remove(idOf(rel));
+}
+
 json Placement::statusJson() const {
   json probes;
-  if (probes_) {
-    bpf::ProbeHealth h = probes_->health();
-    json attached = json::array();
-    for (const auto& a : h.attached) {
-      attached.push_back(a.tracepoint + ":" + bpf::programKindName(a.kind));
-    }
+  HeatSourceHealth h = heat_->health();
+  if (!h.degraded) {
     probes = {{"mode", "bpf"},
               {"events", h.events},
-              {"lost_updates", h.lost_updates + h.cgroup_lost_updates},
-              {"attached", h.attached.size()},
-              {"programs", attached},
+              {"lost_updates", h.lost_updates},
+              {"attached", h.programs.size()},
+              {"programs", h.programs},
               {"skipped", h.skipped}};
   } else {
-    probes = {{"mode", "degraded"}, {"reason", probes_reason_}};
+    probes = {{"mode", "degraded"}, {"reason", h.reason}};
   }
   std::lock_guard lock(mu_);
   uint64_t rr = 0, rm = 0, cr = 0, cm = 0;
@@ -363,24 +351,29 @@ json Placement::statusJson() const {
 }
 
 json Placement::top(size_t n) const {
-  std::vector<std::pair<std::string, Shard>> rows;
+  // Ranked by the heat the policy decides with.
+  struct Row {
+    std::string rel;
+    Shard s;
+    double heat;
+  };
+  std::vector<Row> rows;
   {
     std::lock_guard lock(mu_);
-    rows.assign(shards_.begin(), shards_.end());
+    for (const auto& [rel, s] : shards_) rows.push_back(Row{rel, s, policy_->heat(s.id)});
   }
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
-    return a.second.heat != b.second.heat ? a.second.heat > b.second.heat
-                                          : a.second.last_ns > b.second.last_ns;
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return a.heat != b.heat ? a.heat > b.heat : a.s.last_ns > b.s.last_ns;
   });
   if (rows.size() > n) rows.resize(n);
   json out = json::array();
-  for (const auto& [rel, s] : rows) {
-    CacheStore::ObjectInfo info = cache_->store().info(rel);
+  for (const auto& [rel, s, heat] : rows) {
+    CacheStore::ObjectInfo info = store_->info(rel);
     const char* state = info.state == CacheStore::State::kCached      ? "cached"
                         : info.state == CacheStore::State::kPromoting ? "promoting"
                                                                       : "remote";
     out.push_back({{"path", rel},
-                   {"heat", s.heat},
+                   {"heat", heat},
                    {"size", s.size},
                    {"bytes_read", s.remote_read + s.cache_read},
                    {"remote_read_bytes", s.remote_read},
@@ -408,9 +401,9 @@ Result<json> Placement::policySet(const std::string& spec) {
 }
 
 Result<json> Placement::traceRecord(const json& req) {
-  if (!probes_) {
-    return makeError(Errc::kUnsupported,
-                     "trace record needs the BPF probes, which are degraded: " + probes_reason_);
+  if (degraded_) {
+    return makeError(Errc::kUnsupported, "trace record needs the BPF probes, which are degraded: " +
+                                             heat_->health().reason);
   }
   std::string out = req.value("out", "");
   double duration = req.value("duration", 0.0);
@@ -424,25 +417,24 @@ Result<json> Placement::traceRecord(const json& req) {
   if (!file) return lastSysError("open " + out);
   auto writer = policy::makeTraceWriter(policy::TraceFormat::kNative, file);
   uint64_t records = 0;
-  const char* mode = opts_.sample_rate > 0 ? "samples" : "chunks";
-  if (opts_.sample_rate > 0) {
+  const char* mode = heat_->samples() ? "samples" : "chunks";
+  if (heat_->samples()) {
     // Raw sampled events from the ring buffer, one record each; a page-cache
     // miss is a record of its own, with its bytes counted as read and missed.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration);
     Status failed = Ok{};
     while (failed.ok() && std::chrono::steady_clock::now() < deadline) {
-      failed = probes_->pollSamples(100, [&](const bpf::SampleEvent& e) {
+      failed = heat_->pollSamples(100, [&](const HeatSample& e) {
         std::lock_guard lock(mu_);
         auto it = backings_.find({e.dev, e.ino});
         if (it == backings_.end()) return;
         const Shard& s = shards_[it->second.rel];
-        bool miss = e.kind == bpf::SampleKind::kMiss;
         policy::Request r{.time_ns = e.time_ns,
                           .id = s.id,
                           .size = s.size,
                           .offset = e.offset,
                           .bytes_read = e.length,
-                          .bytes_missed = miss ? e.length : 0};
+                          .bytes_missed = e.miss ? e.length : 0};
         if (writer->write(r)) records++;
       });
     }

@@ -1,13 +1,21 @@
-// Placement: the daemon's loop from heat to copies. Each tick it drains the
-// probes' per-chunk counts (or, degraded, takes FUSE opens as heat), attributes
-// them to shards through the backing files fuse/ reported at open (the remote
-// file or the cache copy), updates per-shard heat and per-job totals, feeds the
-// policy, and applies its promotions and evictions within the tick's byte budget.
-// It also answers `top`, `policy show|set` and `trace record`.
+// Placement: the daemon's loop from heat to copies. Each tick it drains its
+// HeatSource (the eBPF probes, or degraded, FUSE opens), attributes the bytes to
+// shards through the backing files fuse/ reported at open (the remote file or
+// the cache copy), updates per-shard totals and per-job totals, feeds the
+// policy, and applies its evictions and promotions within the tick's byte
+// budget. It also answers `top`, `policy show|set` and `trace record`.
 //
-// Lock order: Placement::mu_ before the policy's use; never held while calling
-// into the store or promoter (the store's eviction hook takes mu_ under the
-// store's lock, so the store is never called with mu_ held).
+// The policy is the one eviction authority: placement evicts the policy's
+// victims itself (CacheStore::evictIdle, which refuses pinned and open copies)
+// and hands the store the policy's order each tick, which the store's watermark
+// eviction (its safety net) follows; what the store evicted on its own comes
+// back with the next hand-over and leaves the policy's books.
+//
+// Lock order: tick_mu_ before mu_. mu_ guards placement's state and the
+// policy; it is never held while calling the store, the promoter or the heat
+// source, and the store calls nothing back (no hook runs under its lock), so
+// Placement::mu_ and CacheStore's lock are never held together. Promotion
+// completions take Alive::mu, then mu_, on the promoter's worker thread.
 #pragma once
 
 #include <sys/types.h>
@@ -22,33 +30,37 @@
 #include <unordered_map>
 #include <vector>
 
-#include "daemon/cache_service.h"
-#include "daemon/control.h"
 #include "base/result.h"
+#include "daemon/cache_store.h"
+#include "daemon/control.h"
+#include "daemon/heat_source.h"
+#include "daemon/promoter.h"
 #include "policy/policy.h"
 #include "policy/trace.h"
 
 namespace hotshard {
-namespace bpf {
-class HeatProbes;
-}
 
 struct PlacementOptions {
-  double tick_seconds = 1.0;
-  std::string policy = "hotshard";  // "name;k=v;..." as `hotshard policy simulate` takes it
-  bool probes = true;               // false: degraded by configuration
-  bool automatic = true;            // false: heat and policy are kept, nothing is copied
-  uint64_t promote_budget_per_tick = 0;  // bytes; 0: from the promotion rate, else 1 GiB
-  uint64_t chunk_bytes = 16ull << 20;
-  uint32_t sample_rate = 0;  // probes' ring-buffer sampling, for trace record
-  double heat_half_life_seconds = 300;
-  size_t top_jobs = 8;  // per-job totals beyond these are summed as "other"
+  double tick_seconds = 1.0;             // <= 0: no loop; the owner calls tick() (tests)
+  std::string policy = "hotshard";       // "name;k=v;..." as `hotshard policy simulate` takes it
+  bool automatic = true;                 // false: heat and policy are kept, nothing is copied
+  uint64_t promote_budget_per_tick = 0;  // bytes; 0: 1 GiB
+  size_t top_jobs = 8;                   // per-job totals beyond these are summed as "other"
+};
+
+// What placement works with, built by its creator. store and promoter must
+// outlive the Placement.
+struct PlacementDeps {
+  CacheStore* store = nullptr;
+  Promoter* promoter = nullptr;
+  std::unique_ptr<HeatSource> heat;
 };
 
 class Placement {
  public:
-  static Result<std::unique_ptr<Placement>> start(const PlacementOptions& opts, CacheService* cache,
-                                                  const std::vector<dev_t>& watch_devices);
+  // Builds the policy within the store's high watermark, counts the copies the
+  // store already holds, and starts the tick loop (unless tick_seconds <= 0).
+  static Result<std::unique_ptr<Placement>> start(const PlacementOptions& opts, PlacementDeps deps);
   ~Placement();
 
   // From fuse (through CacheService::opened): rel_path is open on a backing file.
@@ -61,6 +73,8 @@ class Placement {
 
   // One tick now (tests drive it; the loop calls it every tick_seconds).
   void tick();
+  // The policy's capacity: the store's capacity at its high watermark, less 1%.
+  uint64_t policyCapacity() const;
 
  private:
   struct Shard {
@@ -69,8 +83,7 @@ class Placement {
     uint64_t remote_read = 0, remote_missed = 0, cache_read = 0, cache_missed = 0, faults = 0;
     uint64_t tick_read = 0, tick_missed = 0;  // since the last tick, for the policy
     uint64_t opens = 0;
-    double heat = 0;
-    uint64_t last_ns = 0;
+    uint64_t last_ns = 0;  // latest read or open attributed to it
   };
   struct Backing {
     std::string rel;
@@ -80,9 +93,31 @@ class Placement {
     uint64_t bytes_read = 0, bytes_missed = 0;
   };
 
+  // A shard read this tick, as the policy was told.
+  struct Active {
+    std::string rel;
+    policy::Access access;
+  };
+  struct Decisions {
+    std::vector<std::pair<policy::ObjectId, std::string>> promote, evict;
+  };
+
   Placement() = default;
+  Status init(PlacementDeps deps);
   void loop();
-  void decayLocked(double now_s);
+  // The tick's steps, in order. attribute() and feedPolicy() take mu_.
+  HeatBatch drainHeat();
+  void attribute(const HeatBatch& batch, uint64_t now);
+  std::vector<Active> feedPolicy(uint64_t now);
+  Decisions plan(std::vector<Active> active);
+  void applyEvictions(const Decisions& d, uint64_t now);
+  void applyPromotions(const Decisions& d);
+  // A promotion placement asked for ended (on the promoter's worker).
+  void promotionDone(policy::ObjectId id, const std::string& rel, const Status& result);
+  // Hands the store the policy's eviction order; what the store evicted on its
+  // own since the last hand-over leaves the policy's books.
+  void syncEvictionOrder();
+  void attributeLocked(const FileHeat& f, uint64_t now);
   // Makes the policy count every copy the store holds (warm, or a restart, put
   // copies there without it). Takes mu_; call without it.
   void reconcileResidents();
@@ -90,9 +125,12 @@ class Placement {
   Result<json> traceRecord(const json& req);
 
   PlacementOptions opts_;
-  CacheService* cache_ = nullptr;
-  std::unique_ptr<bpf::HeatProbes> probes_;
-  std::string probes_reason_;
+  CacheStore* store_ = nullptr;
+  Promoter* promoter_ = nullptr;
+  std::unique_ptr<HeatSource> heat_;
+  bool degraded_ = false;         // heat_->health().degraded, fixed at start
+  uint64_t policy_capacity_ = 0;  // what the policy was built with
+  uint64_t eviction_span_ = 0;    // bytes of the policy's order handed to the store
 
   mutable std::mutex mu_;  // guards everything below
   std::unique_ptr<policy::Policy> policy_;
@@ -102,7 +140,6 @@ class Placement {
   std::map<std::string, Job> jobs_;
   uint64_t ticks_ = 0, promotions_ = 0, evictions_ = 0, promotion_failures_ = 0;
   uint64_t unattributed_bytes_ = 0;
-  double last_decay_s_ = 0;
   policy::TraceWriter* trace_ = nullptr;  // while `trace record` runs
   uint64_t trace_records_ = 0;
 
@@ -111,6 +148,14 @@ class Placement {
   std::mutex wake_mu_;
   std::condition_variable wake_;
   std::thread thread_;
+  // What promotion callbacks reach placement through: they may run after it is
+  // gone (the promoter calls them when it shuts down, and it outlives us).
+  struct Alive {
+    explicit Alive(Placement* p) : placement(p) {}
+    std::mutex mu;  // before mu_
+    Placement* placement;
+  };
+  std::shared_ptr<Alive> alive_ = std::make_shared<Alive>(this);
 };
 
 }  // namespace hotshard

@@ -11,6 +11,12 @@ bool ArcPolicy::contains(ObjectId id) const noexcept {
   return s != detail::kNoSlot && nodes_[s].where <= kT2;
 }
 
+double ArcPolicy::heat(ObjectId id) const noexcept {
+  detail::Slot s = index_.find(id);
+  if (s == detail::kNoSlot) return 0.0;
+  return nodes_[s].where == kT2 ? 2.0 : nodes_[s].where == kT1 ? 1.0 : 0.0;
+}
+
 void ArcPolicy::link(detail::Slot s, Where where) noexcept {
   nodes_[s].where = where;
   lists_[where].pushFront(s);

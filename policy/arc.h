@@ -31,6 +31,8 @@ class ArcPolicy final : public Policy {
   void remove(ObjectId id) noexcept override;
   void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
   bool contains(ObjectId id) const noexcept override;
+  // 2 for a resident seen twice or more (T2), 1 for one seen once (T1), 0 otherwise.
+  double heat(ObjectId id) const noexcept override;
   void residents(std::vector<Resident>& out) const override;
   void visitExtraCounters(const CounterVisitor& visit) const override;
 

@@ -83,9 +83,9 @@ class HotshardPolicy final : public Policy {
   void residents(std::vector<Resident>& out) const override;
   void visitExtraCounters(const CounterVisitor& visit) const override;
 
-  // Current heat of an object (decayed weighted bytes), 0 when unknown. For tests
-  // and `hotshard top`.
-  double heat(ObjectId id) const noexcept;
+  // Current heat of an object (decayed weighted bytes, the numerator of the eviction
+  // order's heat per byte), also remembered for non-residents; 0 when unknown.
+  double heat(ObjectId id) const noexcept override;
 
  private:
   // One cache line per object: the simulator's speed is its memory traffic.

@@ -10,6 +10,11 @@ void LfuPolicy::recordAccess(const Access& access) noexcept {
   if (s != detail::kNoSlot) heap_.update(s, detail::logAdd(heap_.keyOf(s), clock_));
 }
 
+double LfuPolicy::heat(ObjectId id) const noexcept {
+  detail::Slot s = index_.find(id);
+  return s == detail::kNoSlot ? 0.0 : detail::logValueNow(heap_.keyOf(s), clock_);
+}
+
 void LfuPolicy::insert(ObjectId id, std::uint64_t size) noexcept {
   detail::Slot s = nodes_.alloc();
   nodes_[s] = {id, size};

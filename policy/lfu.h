@@ -40,6 +40,8 @@ class LfuPolicy final : public Policy {
   void remove(ObjectId id) noexcept override;
   void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
   bool contains(ObjectId id) const noexcept override { return index_.find(id) != detail::kNoSlot; }
+  // The decayed access count of a resident (in-cache counts only); 0 otherwise.
+  double heat(ObjectId id) const noexcept override;
   void residents(std::vector<Resident>& out) const override;
 
  private:

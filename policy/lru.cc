@@ -6,7 +6,14 @@ LruPolicy::LruPolicy(std::uint64_t capacity, Config) : Policy(capacity) {}
 
 void LruPolicy::recordAccess(const Access& access) noexcept {
   detail::Slot s = index_.find(access.id);
-  if (s != detail::kNoSlot) list_.moveToFront(s);
+  if (s == detail::kNoSlot) return;
+  list_.moveToFront(s);
+  nodes_[s].last_use = ++seq_;
+}
+
+double LruPolicy::heat(ObjectId id) const noexcept {
+  detail::Slot s = index_.find(id);
+  return s == detail::kNoSlot ? 0.0 : static_cast<double>(nodes_[s].last_use);
 }
 
 bool LruPolicy::admit(const Access& access, std::vector<ObjectId>& victims) noexcept {
@@ -18,6 +25,7 @@ void LruPolicy::add(ObjectId id, std::uint64_t size, TimeNs) noexcept {
   detail::Slot s = nodes_.alloc();
   nodes_[s].id = id;
   nodes_[s].size = size;
+  nodes_[s].last_use = ++seq_;
   index_.insert(id, s);
   list_.pushFront(s);
   accountAdd(size);

@@ -28,6 +28,9 @@ class LruPolicy final : public Policy {
   void remove(ObjectId id) noexcept override;
   void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
   bool contains(ObjectId id) const noexcept override { return index_.find(id) != detail::kNoSlot; }
+  // Recency: the sequence number of a resident's latest access or add (the most
+  // recent is the highest); 0 otherwise.
+  double heat(ObjectId id) const noexcept override;
   void residents(std::vector<Resident>& out) const override;
 
  private:
@@ -35,7 +38,9 @@ class LruPolicy final : public Policy {
     ObjectId id = 0;
     std::uint64_t size = 0;
     detail::Slot prev = detail::kNoSlot, next = detail::kNoSlot;
+    std::uint64_t last_use = 0;  // seq_ at its latest access or add
   };
+  std::uint64_t seq_ = 0;
   detail::IdIndex index_;
   detail::Slab<Node> nodes_;
   detail::List<Node> list_{nodes_};

@@ -16,6 +16,9 @@
 //   evictionCandidates(n, out)
 //                             residents to drop first to free n bytes, coldest first,
 //                             without dropping them (watermark eviction by the daemon)
+//   heat(id)                  the value the policy ranks `id` by, higher is kept longer;
+//                             0 for objects it does not know. Comparable only within one
+//                             policy (`hotshard top` shows it). Never changes decisions.
 //
 // A policy owns the accounting of its resident bytes against the capacity it was built
 // with; admit() never makes `used() > capacity()`. add() may overshoot (an operator
@@ -81,6 +84,7 @@ class Policy {
   virtual void remove(ObjectId id) noexcept = 0;
   virtual void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept = 0;
   virtual bool contains(ObjectId id) const noexcept = 0;
+  virtual double heat(ObjectId id) const noexcept = 0;
   // A hint that `id` will be accessed soon, so a policy may start loading its metadata:
   // stage 0 comes first (far ahead), stage 1 later (near). Never changes decisions.
   virtual void prefetch(ObjectId id, int stage) const noexcept {

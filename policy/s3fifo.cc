@@ -20,6 +20,10 @@ bool S3FifoPolicy::contains(ObjectId id) const noexcept {
   return s != detail::kNoSlot && nodes_[s].where != kGhost;
 }
 
+double S3FifoPolicy::heat(ObjectId id) const noexcept {
+  return contains(id) ? 1.0 + nodes_[index_.find(id)].freq : 0.0;
+}
+
 void S3FifoPolicy::link(detail::Slot s, Where where) noexcept {
   nodes_[s].where = where;
   lists_[where].pushFront(s);

@@ -41,6 +41,8 @@ class S3FifoPolicy final : public Policy {
   void remove(ObjectId id) noexcept override;
   void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
   bool contains(ObjectId id) const noexcept override;
+  // 1 + the access count (0..3) a resident has for its next pass; 0 otherwise.
+  double heat(ObjectId id) const noexcept override;
   void residents(std::vector<Resident>& out) const override;
   void visitExtraCounters(const CounterVisitor& visit) const override;
 

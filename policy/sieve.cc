@@ -9,6 +9,11 @@ void SievePolicy::recordAccess(const Access& access) noexcept {
   if (s != detail::kNoSlot) nodes_[s].visited = true;
 }
 
+double SievePolicy::heat(ObjectId id) const noexcept {
+  detail::Slot s = index_.find(id);
+  return s == detail::kNoSlot ? 0.0 : (nodes_[s].visited ? 2.0 : 1.0);
+}
+
 detail::Slot SievePolicy::sweep() noexcept {
   detail::Slot s = hand_ != detail::kNoSlot ? hand_ : queue_.back();
   while (nodes_[s].visited) {

@@ -29,6 +29,8 @@ class SievePolicy final : public Policy {
   void remove(ObjectId id) noexcept override;
   void evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept override;
   bool contains(ObjectId id) const noexcept override { return index_.find(id) != detail::kNoSlot; }
+  // 2 for a resident visited since the hand last passed it, 1 for one not; 0 otherwise.
+  double heat(ObjectId id) const noexcept override;
   void residents(std::vector<Resident>& out) const override;
 
  private:

@@ -364,20 +364,40 @@ TEST_F(CacheStoreTest, PinsPersistAcrossRestartAndBlockExplicitEviction) {
   EXPECT_EQ(store_->info("a").state, CacheStore::State::kRemote);
 }
 
-TEST_F(CacheStoreTest, EvictionHookChoosesVictims) {
+TEST_F(CacheStoreTest, EvictionOrderChoosesVictims) {
   constexpr size_t kMiB = 1 << 20;
   openStore(10 * kMiB);
   for (const char* rel : {"a", "b", "c", "d"}) cache(rel, 2 * kMiB);
-  std::vector<std::string> offered;
-  store_->setEvictionHook([&](std::vector<CacheStore::EvictionCandidate> c, uint64_t need) {
-    for (auto& x : c) offered.push_back(x.rel_path);
-    EXPECT_GT(need, 0u);
-    return std::vector<std::string>{"d", "c"};  // hottest first, on purpose
-  });
+  EXPECT_TRUE(store_->updateEvictionOrder({"d", "c"}).empty());  // hottest first, on purpose
   cache("e", 2 * kMiB);
-  EXPECT_EQ(offered.size(), 4u);
   EXPECT_EQ(store_->info("d").state, CacheStore::State::kRemote);
+  EXPECT_EQ(store_->info("c").state, CacheStore::State::kCached);
   EXPECT_EQ(store_->info("a").state, CacheStore::State::kCached);
+  // The watermarks' victims are reported once, for the policy's books.
+  EXPECT_EQ(store_->updateEvictionOrder({}), std::vector<std::string>{"d"});
+  EXPECT_TRUE(store_->updateEvictionOrder({}).empty());
+}
+
+TEST_F(CacheStoreTest, EvictionOrderNeverTakesPinnedOrOpenCopies) {
+  constexpr size_t kMiB = 1 << 20;
+  openStore(10 * kMiB);
+  for (const char* rel : {"a", "b", "c", "d"}) cache(rel, 2 * kMiB);
+  ASSERT_TRUE(store_->pin("a", true).ok());
+  auto fd = store_->openIfValid("b", validatorOfPath(remote_ + "/b"));
+  ASSERT_TRUE(fd.ok());
+  store_->updateEvictionOrder({"a", "b", "c"});
+  cache("e", 2 * kMiB);
+  EXPECT_EQ(store_->info("a").state, CacheStore::State::kCached);
+  EXPECT_EQ(store_->info("b").state, CacheStore::State::kCached);
+  EXPECT_EQ(store_->info("c").state, CacheStore::State::kRemote);
+  // The policy's own evictions are refused the same way; explicit evict still takes an open copy.
+  EXPECT_EQ(store_->evictIdle("a").error().code, Errc::kBusy);
+  EXPECT_EQ(store_->evictIdle("b").error().code, Errc::kBusy);
+  EXPECT_EQ(store_->evictIdle("c").error().code, Errc::kNotFound);
+  EXPECT_TRUE(store_->evictIdle("d").ok());
+  ::close(*fd);
+  store_->release("b");
+  EXPECT_TRUE(store_->evictIdle("b").ok());
 }
 
 TEST_F(CacheStoreTest, ShrinkingCapacityEvictsToLowWatermark) {

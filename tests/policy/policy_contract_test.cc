@@ -170,6 +170,38 @@ TEST_P(PolicyContract, CountersVisitCommonNames) {
   EXPECT_TRUE(counters.count("evictions"));
 }
 
+TEST_P(PolicyContract, HeatRanksTheReadObjectAboveTheIdleOneAndUnknownAtZero) {
+  auto policy = makePolicy(GetParam(), kCapacity);
+  policy->add(1, 4096, 0);
+  policy->add(2, 4096, 0);
+  for (int i = 0; i < 3; ++i) {
+    policy->recordAccess(Access{
+        .id = 1, .size = 4096, .bytes_read = 4096, .bytes_missed = 4096, .time_ns = TimeNs(i + 1)});
+  }
+  EXPECT_GT(policy->heat(1), policy->heat(2));
+  EXPECT_GE(policy->heat(2), 0.0);
+  EXPECT_EQ(policy->heat(3), 0.0);
+}
+
+TEST_P(PolicyContract, AskingHeatNeverChangesDecisions) {
+  auto quiet = makePolicy(GetParam(), kCapacity);
+  auto asked = makePolicy(GetParam(), kCapacity);
+  std::vector<ObjectId> quiet_victims, asked_victims;
+  double sink = 0;
+  for (const auto& r : mixedTrace(5, 2000)) {
+    for (auto* p : {quiet.get(), asked.get()}) {
+      if (p == asked.get()) sink += p->heat(r.id);
+      p->recordAccess(r.access());
+      if (p == asked.get()) sink += p->heat(r.id);
+      if (!p->contains(r.id))
+        p->admit(r.access(), p == quiet.get() ? quiet_victims : asked_victims);
+    }
+  }
+  EXPECT_GE(sink, 0.0);
+  EXPECT_EQ(quiet_victims, asked_victims);
+  EXPECT_EQ(quiet->used(), asked->used());
+}
+
 INSTANTIATE_TEST_SUITE_P(Policy, PolicyContract, ::testing::ValuesIn(policyNames()),
                          [](const auto& info) { return info.param; });
 
