@@ -129,7 +129,8 @@ void Pipeline::fillSlots() {
     unsigned i = 0;
     while (i < slots_.size() && slots_[i].busy) ++i;
     if (i == slots_.size()) return;
-    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(req_.chunk_bytes, req_.size - next_off_));
+    uint32_t len =
+        static_cast<uint32_t>(std::min<uint64_t>(req_.chunk_bytes, req_.size - next_off_));
     if (req_.before_read) {
       Status go = req_.before_read(next_off_, len);
       if (!go.ok()) return fail(CopyFault::kCancelled, go.takeError());
@@ -222,8 +223,8 @@ void Pipeline::onWrite(unsigned i, int64_t res) {
   if (res == -EINVAL && s.write_direct) {
     // The destination's file system refused O_DIRECT for this request: go buffered.
     if (direct_) {
-      if (!clearDirect()) return fail(CopyFault::kDestination,
-                                      writeSideError(errno, dstWhat("clear O_DIRECT on")));
+      if (!clearDirect())
+        return fail(CopyFault::kDestination, writeSideError(errno, dstWhat("clear O_DIRECT on")));
       spdlog::info("{}: O_DIRECT write refused on {}; using buffered writes", req_.label,
                    req_.dst_name);
     }
@@ -277,9 +278,9 @@ Result<CopyResult> Pipeline::run(CopyFault* fault) {
   }
   engine_.reset();  // all requests are done with the buffers
   if (fault_ == CopyFault::kNone && hash_off_ != req_.size) {
-    fail(CopyFault::kInternal, makeError(Errc::kInternal, fmt::format("{}: hashed {} of {} bytes",
-                                                                      req_.label, hash_off_,
-                                                                      req_.size)));
+    fail(CopyFault::kInternal,
+         makeError(Errc::kInternal,
+                   fmt::format("{}: hashed {} of {} bytes", req_.label, hash_off_, req_.size)));
   }
   if (fault_ == CopyFault::kNone) {
     if (Status t = truncateToSize(); !t.ok()) fail(CopyFault::kDestination, t.takeError());

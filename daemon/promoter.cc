@@ -271,9 +271,9 @@ Status Promoter::openSource(const std::string& rel, Source* src, Fail* why) {
                   lastSysError(fmt::format("promote {}: stat remote file", rel)));
   }
   if (!S_ISREG(src->st.st_mode)) {
-    return failed(why, Fail::kOther,
-                  makeError(Errc::kInvalidArgument,
-                            fmt::format("promote {}: not a regular file", rel)));
+    return failed(
+        why, Fail::kOther,
+        makeError(Errc::kInvalidArgument, fmt::format("promote {}: not a regular file", rel)));
   }
   if (int fl = ::fcntl(src->fd.get(), F_GETFL);
       fl < 0 || ::fcntl(src->fd.get(), F_SETFL, fl & ~O_NONBLOCK) != 0) {
@@ -312,8 +312,8 @@ Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string
   if (size > 0 && opts_.preallocate &&
       ::fallocate(pending->fd(), 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP &&
       errno != ENOSYS) {
-    Error e = writeSideError(errno, fmt::format("promote {}: fallocate {} bytes for {}", rel, size,
-                                                pending->tmpPath()));
+    Error e = writeSideError(
+        errno, fmt::format("promote {}: fallocate {} bytes for {}", rel, size, pending->tmpPath()));
     return failed(why, cacheFail(e), std::move(e));
   }
   return pending;
@@ -321,8 +321,8 @@ Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string
 
 // The bytes, through the copy pipeline, paced by the rate limit; the checksum.
 Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
-                                    const CacheStore::Pending& pending,
-                                    const ProgressFn& progress, Fail* why) {
+                                    const CacheStore::Pending& pending, const ProgressFn& progress,
+                                    Fail* why) {
   ::posix_fadvise(src.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   CopyRequest req{
       .src_fd = src.fd.get(),
@@ -366,9 +366,8 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
 // Did the remote change, vanish or move while we copied?
 Status Promoter::revalidate(const std::string& rel, Source* src, Fail* why) {
   auto stale = [&](const std::string& what) {
-    return failed(why, Fail::kStale, makeError(Errc::kStale, fmt::format("promote {}: {}; not "
-                                                                         "published",
-                                                                         rel, what)));
+    return failed(why, Fail::kStale,
+                  makeError(Errc::kStale, fmt::format("promote {}: {}; not published", rel, what)));
   };
   if (::fstat(src->fd.get(), &src->st) != 0) {
     return failed(why, Fail::kRemoteIo,

@@ -66,7 +66,8 @@ class FaultyEngine final : public IoEngine {
     int fl = ::fcntl(req.fd, F_GETFL);
     bool direct = fl >= 0 && (fl & O_DIRECT) != 0;
     Fault* f = match(req.op, n, direct);
-    if (req.op == IoOp::kWrite) writes_->push_back(WriteSeen{req.offset, req.len, direct, f != nullptr});
+    if (req.op == IoOp::kWrite)
+      writes_->push_back(WriteSeen{req.offset, req.len, direct, f != nullptr});
     if (f == nullptr) return inner_->submit(req);
     f->fired = true;
     if (f->err != 0) {
@@ -313,9 +314,9 @@ TEST_P(CopyPipelineTest, SourceEndingEarlyIsStale) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(fault, CopyFault::kSourceShrank);
   EXPECT_EQ(r.error().code, Errc::kStale);
-  EXPECT_NE(r.error().message.find("src shrank during the copy (end of file at " +
-                                   std::to_string(kSize)),
-            std::string::npos)
+  EXPECT_NE(
+      r.error().message.find("src shrank during the copy (end of file at " + std::to_string(kSize)),
+      std::string::npos)
       << r.error().message;
 }
 
@@ -338,7 +339,9 @@ TEST_P(CopyPipelineTest, BeforeReadCancelsAndNothingIsLeftInFlight) {
 
 INSTANTIATE_TEST_SUITE_P(Engines, CopyPipelineTest,
                          ::testing::Values(IoEngineKind::kUring, IoEngineKind::kSync),
-                         [](const auto& info) { return std::string(ioEngineKindName(info.param)); });
+                         [](const auto& info) {
+                           return std::string(ioEngineKindName(info.param));
+                         });
 
 }  // namespace
 }  // namespace hotshard
