@@ -300,6 +300,10 @@ Error writeSideError(int err, std::string what) {
 
 Result<CopyResult> runCopyPipeline(std::unique_ptr<IoEngine> engine, const CopyRequest& req,
                                    CopyFault* fault) {
+  if (engine == nullptr) {
+    if (fault != nullptr) *fault = CopyFault::kInternal;
+    return makeError(Errc::kInvalidArgument, req.label + ": no I/O engine");
+  }
   Pipeline pipeline(std::move(engine), req);
   return pipeline.run(fault);
 }

@@ -153,7 +153,9 @@ class CopyPipelineTest : public ::testing::TestWithParam<IoEngineKind> {
   Result<CopyResult> copy(size_t size = kSize, CopyFault* fault = nullptr) {
     writes_.clear();
     progress_ = 0;
-    auto faulty = std::make_unique<FaultyEngine>(engine(), &faults_, &writes_);
+    std::unique_ptr<IoEngine> inner = engine();
+    if (inner == nullptr) return makeError(Errc::kUnsupported, "no engine to test");
+    auto faulty = std::make_unique<FaultyEngine>(std::move(inner), &faults_, &writes_);
     CopyRequest req{.src_fd = src_.get(),
                     .dst_fd = dst_.get(),
                     .size = size,
