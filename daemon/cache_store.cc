@@ -120,6 +120,226 @@ bool isHex(const std::string& s) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+// ---- init() steps ----
+
+// A directory without a FORMAT file becomes a cache only if it holds nothing
+// but what an interrupted first start leaves.
+Status checkEmptyForNewCache(int dir_fd, const std::string& dir) {
+  ASSIGN_OR_RETURN(auto names, listDir(dir_fd, "cache dir " + dir));
+  for (const auto& n : names) {
+    if (n != "LOCK" && n != "objects" && n != "tmp" && n != "FORMAT.tmp") {
+      return makeError(Errc::kInvalidArgument,
+                       fmt::format("cache dir {}: not a hotshard cache (no FORMAT file) and not "
+                                   "empty (found \"{}\"); refusing to use it",
+                                   dir, n));
+    }
+  }
+  return Ok{};
+}
+
+Status checkFormatVersion(const std::string& f, const std::string& dir) {
+  int version = -1;
+  if (f.rfind(kFormatMagic, 0) == 0) {
+    std::string rest = f.substr(sizeof(kFormatMagic) - 1);
+    char* end = nullptr;
+    long v = std::strtol(rest.c_str(), &end, 10);
+    if (end != rest.c_str() && (*end == '\n' || *end == '\0')) version = static_cast<int>(v);
+  }
+  if (version < 0) {
+    return makeError(Errc::kCorrupt, fmt::format("cache dir {}: FORMAT file is garbled; not a "
+                                                 "hotshard cache this build can read",
+                                                 dir));
+  }
+  if (version != kFormatVersion) {
+    return makeError(Errc::kUnsupported,
+                     fmt::format("cache dir {}: format version {} is not supported by this "
+                                 "build (reads version {}); use another cache dir or remove it",
+                                 dir, version, kFormatVersion));
+  }
+  return Ok{};
+}
+
+// Whether the directory is a new cache (true: FORMAT still to be written).
+Result<bool> checkFormat(int dir_fd, const std::string& dir) {
+  auto format = readWholeFile(dir_fd, "FORMAT", dir + "/FORMAT");
+  if (format.ok()) {
+    RETURN_IF_ERROR(checkFormatVersion(*format, dir));
+    return false;
+  }
+  if (format.error().sys_errno != ENOENT) return format.takeError();
+  RETURN_IF_ERROR(checkEmptyForNewCache(dir_fd, dir));
+  return true;
+}
+
+// The LOCK file, flock'ed: one process per cache directory.
+Result<int> takeLock(int dir_fd, const std::string& dir) {
+  UniqueFd fd(::openat(dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return lastSysError("open " + dir + "/LOCK");
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return makeError(Errc::kBusy, "cache dir " + dir + " is in use by another hotshard process");
+    }
+    return lastSysError("lock " + dir + "/LOCK");
+  }
+  return fd.release();
+}
+
+Result<int> openSubdir(int dir_fd, const std::string& dir, const char* sub) {
+  if (::mkdirat(dir_fd, sub, 0700) != 0 && errno != EEXIST)
+    return lastSysError(fmt::format("create {}/{}", dir, sub));
+  int fd = ::openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return lastSysError(fmt::format("open {}/{}", dir, sub));
+  return fd;
+}
+
+// Objects describe themselves in user xattrs: a file system without them
+// (some FUSE or network file systems) cannot hold a cache.
+Status checkXattrSupport(int tmp_fd, const std::string& dir) {
+  UniqueFd probe(::openat(tmp_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (probe && ::fsetxattr(probe.get(), kXattrPath, "probe", 5, 0) != 0 &&
+      (errno == EOPNOTSUPP || errno == ENOTSUP)) {
+    return makeError(Errc::kUnsupported,
+                     fmt::format("cache dir {}: its file system does not support user xattrs "
+                                 "(user.hotshard.*); put the cache on ext4, xfs, btrfs or tmpfs",
+                                 dir));
+  }
+  return Ok{};
+}
+
+// ---- recover() steps ----
+
+// Removes everything in tmp/; returns how many entries went.
+Result<uint64_t> sweepTmp(int tmp_fd, const std::string& dir) {
+  ASSIGN_OR_RETURN(auto names, listDir(tmp_fd, dir + "/tmp"));
+  uint64_t swept = 0;
+  for (const auto& n : names) {
+    if (::unlinkat(tmp_fd, n.c_str(), 0) != 0 && errno != ENOENT) {
+      // Not ours (a directory someone made?): leave it, it is never served.
+      spdlog::warn("cache: sweep {}/tmp/{}: {}", dir, n, std::strerror(errno));
+      continue;
+    }
+    ++swept;
+  }
+  return swept;
+}
+
+// The pins file: NUL-separated relative paths; a missing file is no pins.
+Result<std::unordered_set<std::string>> readPins(int dir_fd, const std::string& dir) {
+  std::unordered_set<std::string> pins;
+  auto all = readWholeFile(dir_fd, "pins", dir + "/pins");
+  if (!all.ok() && all.error().sys_errno != ENOENT) return all.takeError();
+  if (!all.ok()) return pins;
+  size_t start = 0;
+  while (start < all->size()) {
+    size_t end = all->find('\0', start);
+    if (end == std::string::npos) break;  // a torn tail cannot happen (atomic rewrite)
+    std::string p = all->substr(start, end - start);
+    if (checkRelPath(p).ok()) pins.insert(std::move(p));
+    start = end + 1;
+  }
+  return pins;
+}
+
+// What an object file says it is a copy of; the error's message says why it
+// cannot be trusted.
+struct ObjectFile {
+  std::string rel_path;
+  Validator validator;
+  uint64_t checksum = 0;
+  struct stat st {};
+};
+
+Result<ObjectFile> readObjectFile(int fan_fd, const std::string& name) {
+  auto untrusted = [](std::string why) { return makeError(Errc::kCorrupt, std::move(why)); };
+  ObjectFile obj;
+  UniqueFd fd(::openat(fan_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd || ::fstat(fd.get(), &obj.st) != 0 || !S_ISREG(obj.st.st_mode))
+    return untrusted("not a readable regular file");
+  auto path = getXattr(fd.get(), kXattrPath);
+  auto vstr = getXattr(fd.get(), kXattrValidator);
+  auto cstr = getXattr(fd.get(), kXattrChecksum);
+  if (!path.ok() || !vstr.ok() || !cstr.ok()) return untrusted("missing xattrs");
+  if (!checkRelPath(*path).ok() || !parseValidator(*vstr, &obj.validator) ||
+      !parseChecksum(*cstr, &obj.checksum)) {
+    return untrusted("garbled xattrs");
+  }
+  obj.rel_path = std::move(*path);
+  return obj;
+}
+
+// ---- publish() steps ----
+
+// Makes the tmp file an object in all but its name: checks its size, sets
+// the xattrs, fsyncs. Returns the bytes it occupies.
+Result<uint64_t> sealTmpFile(int fd, const std::string& rel, const std::string& tmp,
+                             const Validator& v, uint64_t checksum) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return lastSysError(fmt::format("promote {}: stat {}", rel, tmp));
+  if (static_cast<uint64_t>(st.st_size) != v.size) {
+    return makeError(Errc::kCorrupt, fmt::format("promote {}: {} has {} bytes, remote had {}", rel,
+                                                 tmp, st.st_size, v.size));
+  }
+  std::string vstr = toString(v);
+  std::string cstr = fmt::format("{:016x}", checksum);
+  using Attr = std::pair<const char*, const std::string*>;
+  for (auto [name, value] :
+       {Attr{kXattrPath, &rel}, Attr{kXattrValidator, &vstr}, Attr{kXattrChecksum, &cstr}}) {
+    if (::fsetxattr(fd, name, value->data(), value->size(), 0) != 0)
+      return lastSysError(fmt::format("promote {}: setxattr {} on {}", rel, name, tmp));
+  }
+  if (::fsync(fd) != 0) return lastSysError(fmt::format("promote {}: fsync {}", rel, tmp));
+  if (::fstat(fd, &st) != 0) return lastSysError(fmt::format("promote {}: stat {}", rel, tmp));
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// objects/<fan>, created (and made durable) if missing.
+Status makeFanDir(int objects_fd, const std::string& fan, const std::string& rel,
+                  const std::string& dir) {
+  if (::mkdirat(objects_fd, fan.c_str(), 0700) != 0) {
+    if (errno == EEXIST) return Ok{};
+    return lastSysError(fmt::format("promote {}: mkdir {}/objects/{}", rel, dir, fan));
+  }
+  if (::fsync(objects_fd) != 0)
+    return lastSysError(fmt::format("promote {}: fsync {}/objects", rel, dir));
+  return Ok{};
+}
+
+// ---- verify() steps ----
+
+struct Digest {
+  uint64_t checksum = 0;
+  uint64_t bytes = 0;
+  Status io_error = Ok{};  // reading stopped there
+};
+
+// The xxh3-64 of the whole file; kBusy when read_hook cancels.
+Result<Digest> checksumFile(int fd, const std::function<bool(uint64_t)>& read_hook,
+                            const std::string& rel, const std::string& display) {
+  struct HashState {
+    XXH3_state_t* s = XXH3_createState();
+    ~HashState() { XXH3_freeState(s); }
+  } hash;
+  XXH3_64bits_reset(hash.s);
+  constexpr size_t kChunk = 1 << 20;
+  std::unique_ptr<char[]> buf(new char[kChunk]);
+  Digest d;
+  for (;;) {
+    if (read_hook && !read_hook(kChunk))
+      return makeError(Errc::kBusy, "verify " + rel + ": cancelled");
+    ssize_t n = ::pread(fd, buf.get(), kChunk, static_cast<off_t>(d.bytes));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      d.io_error = lastSysError(fmt::format("verify {}: read {}", rel, display));
+      break;
+    }
+    if (n == 0) break;
+    XXH3_64bits_update(hash.s, buf.get(), static_cast<size_t>(n));
+    d.bytes += static_cast<uint64_t>(n);
+  }
+  d.checksum = XXH3_64bits_digest(hash.s);
+  return d;
+}
+
 }  // namespace
 
 Validator validatorOf(const struct stat& st) {
@@ -191,72 +411,11 @@ Status CacheStore::init() {
     return lastSysError("create cache dir " + dir);
   dir_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) return lastSysError("open cache dir " + dir);
-
-  auto format = readWholeFile(dir_fd_, "FORMAT", dir + "/FORMAT");
-  bool fresh = false;
-  if (!format.ok()) {
-    if (format.error().sys_errno != ENOENT) return format.takeError();
-    ASSIGN_OR_RETURN(auto names, listDir(dir_fd_, "cache dir " + dir));
-    for (const auto& n : names) {
-      if (n != "LOCK" && n != "objects" && n != "tmp" && n != "FORMAT.tmp") {
-        return makeError(Errc::kInvalidArgument,
-                         fmt::format("cache dir {}: not a hotshard cache (no FORMAT file) and not "
-                                     "empty (found \"{}\"); refusing to use it",
-                                     dir, n));
-      }
-    }
-    fresh = true;
-  } else {
-    const std::string& f = *format;
-    int version = -1;
-    if (f.rfind(kFormatMagic, 0) == 0) {
-      std::string rest = f.substr(sizeof(kFormatMagic) - 1);
-      char* end = nullptr;
-      long v = std::strtol(rest.c_str(), &end, 10);
-      if (end != rest.c_str() && (*end == '\n' || *end == '\0')) version = static_cast<int>(v);
-    }
-    if (version < 0) {
-      return makeError(Errc::kCorrupt,
-                       fmt::format("cache dir {}: FORMAT file is garbled; not a hotshard cache "
-                                   "this build can read",
-                                   dir));
-    }
-    if (version != kFormatVersion) {
-      return makeError(Errc::kUnsupported,
-                       fmt::format("cache dir {}: format version {} is not supported by this "
-                                   "build (reads version {}); use another cache dir or remove it",
-                                   dir, version, kFormatVersion));
-    }
-  }
-
-  lock_fd_ = ::openat(dir_fd_, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0) return lastSysError("open " + dir + "/LOCK");
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      return makeError(Errc::kBusy, "cache dir " + dir + " is in use by another hotshard process");
-    }
-    return lastSysError("lock " + dir + "/LOCK");
-  }
-  for (const char* sub : {"objects", "tmp"}) {
-    if (::mkdirat(dir_fd_, sub, 0700) != 0 && errno != EEXIST)
-      return lastSysError(fmt::format("create {}/{}", dir, sub));
-  }
-  objects_fd_ = ::openat(dir_fd_, "objects", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (objects_fd_ < 0) return lastSysError("open " + dir + "/objects");
-  tmp_fd_ = ::openat(dir_fd_, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (tmp_fd_ < 0) return lastSysError("open " + dir + "/tmp");
-  // Objects describe themselves in user xattrs: a file system without them
-  // (some FUSE or network file systems) cannot hold a cache.
-  {
-    UniqueFd probe(::openat(tmp_fd_, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
-    if (probe.get() >= 0 && ::fsetxattr(probe.get(), kXattrPath, "probe", 5, 0) != 0 &&
-        (errno == EOPNOTSUPP || errno == ENOTSUP)) {
-      return makeError(Errc::kUnsupported,
-                       fmt::format("cache dir {}: its file system does not support user xattrs "
-                                   "(user.hotshard.*); put the cache on ext4, xfs, btrfs or tmpfs",
-                                   dir));
-    }
-  }
+  ASSIGN_OR_RETURN(bool fresh, checkFormat(dir_fd_, dir));
+  ASSIGN_OR_RETURN(lock_fd_, takeLock(dir_fd_, dir));
+  ASSIGN_OR_RETURN(objects_fd_, openSubdir(dir_fd_, dir, "objects"));
+  ASSIGN_OR_RETURN(tmp_fd_, openSubdir(dir_fd_, dir, "tmp"));
+  RETURN_IF_ERROR(checkXattrSupport(tmp_fd_, dir));
   if (fresh) {
     RETURN_IF_ERROR(writeFileAtomic(
         dir_fd_, "FORMAT", fmt::format("{}{}\n", kFormatMagic, kFormatVersion), dir + "/FORMAT"));
@@ -268,91 +427,19 @@ Status CacheStore::recover() {
   BuryOnExit bury{this};
   const std::string& dir = opts_.dir;
   // In-flight promotions of a previous run can never be published.
-  ASSIGN_OR_RETURN(auto tmp_names, listDir(tmp_fd_, dir + "/tmp"));
-  for (const auto& n : tmp_names) {
-    if (::unlinkat(tmp_fd_, n.c_str(), 0) != 0 && errno != ENOENT) {
-      // Not ours (a directory someone made?): leave it, it is never served.
-      spdlog::warn("cache: sweep {}/tmp/{}: {}", dir, n, std::strerror(errno));
-      continue;
-    }
-    ++stats_.recovery_tmp_swept;
-  }
+  ASSIGN_OR_RETURN(uint64_t swept, sweepTmp(tmp_fd_, dir));
+  stats_.recovery_tmp_swept += swept;
 
   std::lock_guard lock(mu_);
-  auto pins = readWholeFile(dir_fd_, "pins", dir + "/pins");
-  if (!pins.ok() && pins.error().sys_errno != ENOENT) return pins.takeError();
-  if (pins.ok()) {
-    const std::string& all = *pins;
-    size_t start = 0;
-    while (start < all.size()) {
-      size_t end = all.find('\0', start);
-      if (end == std::string::npos) break;  // a torn tail cannot happen (atomic rewrite)
-      std::string p = all.substr(start, end - start);
-      if (checkRelPath(p).ok()) pins_.insert(std::move(p));
-      start = end + 1;
-    }
-  }
-
+  ASSIGN_OR_RETURN(pins_, readPins(dir_fd_, dir));
   ASSIGN_OR_RETURN(auto fans, listDir(objects_fd_, dir + "/objects"));
   for (const auto& fan : fans) {
-    std::string fan_display = dir + "/objects/" + fan;
     UniqueFd fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fan_fd.get() < 0 || fan.size() != 2 || !isHex(fan)) {
-      spdlog::warn("cache {}: ignoring unexpected entry {}", dir, fan_display);
+    if (!fan_fd || fan.size() != 2 || !isHex(fan)) {
+      spdlog::warn("cache {}: ignoring unexpected entry {}/objects/{}", dir, dir, fan);
       continue;
     }
-    ASSIGN_OR_RETURN(auto names, listDir(fan_fd.get(), fan_display));
-    for (const auto& name : names) {
-      std::string display = fan_display + "/" + name;
-      auto drop = [&](const std::string& why) {
-        spdlog::warn("cache: dropping object {}: {}", display, why);
-        if (::unlinkat(fan_fd.get(), name.c_str(), 0) != 0 && errno != ENOENT)
-          spdlog::error("cache: unlink {}: {}", display, std::strerror(errno));
-        ++stats_.recovery_drops;
-      };
-      UniqueFd fd(::openat(fan_fd.get(), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-      struct stat st {};
-      if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        drop("not a readable regular file");
-        continue;
-      }
-      auto path = getXattr(fd.get(), kXattrPath);
-      auto vstr = getXattr(fd.get(), kXattrValidator);
-      auto cstr = getXattr(fd.get(), kXattrChecksum);
-      Validator v;
-      uint64_t checksum = 0;
-      if (!path.ok() || !vstr.ok() || !cstr.ok()) {
-        drop("missing xattrs");
-        continue;
-      }
-      if (!checkRelPath(*path).ok() || !parseValidator(*vstr, &v) ||
-          !parseChecksum(*cstr, &checksum)) {
-        drop("garbled xattrs");
-        continue;
-      }
-      std::string key = keyOf(*path);
-      if (fan + name != key) {
-        drop("name does not match its path's key (another remote, or garbled)");
-        continue;
-      }
-      if (static_cast<uint64_t>(st.st_size) != v.size) {
-        drop(fmt::format("size {} but its remote had {}", st.st_size, v.size));
-        continue;
-      }
-      if (index_.count(*path) != 0) {
-        drop("duplicate");
-        continue;
-      }
-      Entry e;
-      e.key = key;
-      e.validator = v;
-      e.checksum = checksum;
-      e.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
-      e.last_open_ns = timespecNs(st.st_atim);
-      e.serial = next_serial_++;
-      used_bytes_ += e.allocated;
-      index_.emplace(std::move(*path), std::move(e));
-    }
+    RETURN_IF_ERROR(recoverFanLocked(fan_fd.get(), fan));
   }
   if (stats_.recovery_drops > 0 || stats_.recovery_tmp_swept > 0) {
     spdlog::info("cache {}: recovered {} objects ({} bytes); dropped {}, swept {} tmp files", dir,
@@ -360,6 +447,42 @@ Status CacheStore::recover() {
   }
   if (used_bytes_ > opts_.capacity_bytes * opts_.high_watermark) {
     evictLocked(static_cast<uint64_t>(opts_.capacity_bytes * opts_.low_watermark));
+  }
+  return Ok{};
+}
+
+// Indexes the objects of objects/<fan>; unlinks those that cannot be trusted.
+Status CacheStore::recoverFanLocked(int fan_fd, const std::string& fan) {
+  const std::string fan_display = opts_.dir + "/objects/" + fan;
+  ASSIGN_OR_RETURN(auto names, listDir(fan_fd, fan_display));
+  for (const auto& name : names) {
+    auto obj = readObjectFile(fan_fd, name);
+    std::string key, why;
+    if (!obj.ok()) {
+      why = obj.error().message;
+    } else if (fan + name != (key = keyOf(obj->rel_path))) {
+      why = "name does not match its path's key (another remote, or garbled)";
+    } else if (static_cast<uint64_t>(obj->st.st_size) != obj->validator.size) {
+      why = fmt::format("size {} but its remote had {}", obj->st.st_size, obj->validator.size);
+    } else if (index_.count(obj->rel_path) != 0) {
+      why = "duplicate";
+    }
+    if (!why.empty()) {
+      spdlog::warn("cache: dropping object {}/{}: {}", fan_display, name, why);
+      if (::unlinkat(fan_fd, name.c_str(), 0) != 0 && errno != ENOENT)
+        spdlog::error("cache: unlink {}/{}: {}", fan_display, name, std::strerror(errno));
+      ++stats_.recovery_drops;
+      continue;
+    }
+    Entry e;
+    e.key = std::move(key);
+    e.validator = obj->validator;
+    e.checksum = obj->checksum;
+    e.allocated = static_cast<uint64_t>(obj->st.st_blocks) * 512;
+    e.last_open_ns = timespecNs(obj->st.st_atim);
+    e.serial = next_serial_++;
+    used_bytes_ += e.allocated;
+    index_.emplace(std::move(obj->rel_path), std::move(e));
   }
   return Ok{};
 }
@@ -644,77 +767,13 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
   BuryOnExit bury{this};
   const std::string& rel = p->rel_path_;
   // Every early return below destroys `p`, which removes the tmp file.
-  auto fail = [](Error err) -> Status { return err; };
-  struct stat st {};
-  if (::fstat(p->fd_, &st) != 0)
-    return fail(lastSysError(fmt::format("promote {}: stat {}", rel, p->tmp_display_)));
-  if (static_cast<uint64_t>(st.st_size) != v.size) {
-    return fail(makeError(Errc::kCorrupt, fmt::format("promote {}: {} has {} bytes, remote had {}",
-                                                      rel, p->tmp_display_, st.st_size, v.size)));
-  }
-  std::string vstr = toString(v);
-  std::string cstr = fmt::format("{:016x}", checksum);
-  using Attr = std::pair<const char*, const std::string*>;
-  for (auto [name, value] :
-       {Attr{kXattrPath, &rel}, Attr{kXattrValidator, &vstr}, Attr{kXattrChecksum, &cstr}}) {
-    if (::fsetxattr(p->fd_, name, value->data(), value->size(), 0) != 0) {
-      return fail(
-          lastSysError(fmt::format("promote {}: setxattr {} on {}", rel, name, p->tmp_display_)));
-    }
-  }
-  if (::fsync(p->fd_) != 0)
-    return fail(lastSysError(fmt::format("promote {}: fsync {}", rel, p->tmp_display_)));
-  if (::fstat(p->fd_, &st) != 0)
-    return fail(lastSysError(fmt::format("promote {}: stat {}", rel, p->tmp_display_)));
-  uint64_t allocated = static_cast<uint64_t>(st.st_blocks) * 512;
-
+  ASSIGN_OR_RETURN(uint64_t allocated, sealTmpFile(p->fd_, rel, p->tmp_display_, v, checksum));
   std::string key = keyOf(rel);
   std::string fan = key.substr(0, 2);
-  std::string obj = fan + "/" + key.substr(2);
-  bool new_fan = false;
-  if (::mkdirat(objects_fd_, fan.c_str(), 0700) == 0) {
-    new_fan = true;
-  } else if (errno != EEXIST) {
-    return fail(lastSysError(fmt::format("promote {}: mkdir {}/objects/{}", rel, opts_.dir, fan)));
-  }
-  if (new_fan && ::fsync(objects_fd_) != 0)
-    return fail(lastSysError(fmt::format("promote {}: fsync {}/objects", rel, opts_.dir)));
-
+  RETURN_IF_ERROR(makeFanDir(objects_fd_, fan, rel, opts_.dir));
   {
     std::lock_guard lock(mu_);
-    auto fl = in_flight_.find(rel);
-    if (fl == in_flight_.end() || fl->second.token != reinterpret_cast<uintptr_t>(p.get()) ||
-        fl->second.generation != p->generation_) {
-      return fail(makeError(Errc::kStale, fmt::format("promote {}: invalidated (written, renamed "
-                                                      "or unlinked through the mount) while "
-                                                      "copying; not published",
-                                                      rel)));
-    }
-    // A previous copy of the same path (stale, not yet dropped) is replaced.
-    if (index_.count(rel) != 0) dropLocked(rel, "replaced");
-    // The reservation becomes the real allocation (usually the same).
-    reserved_bytes_ -= std::min(reserved_bytes_, std::exchange(p->reserved_, 0));
-    std::string why;
-    Status room = makeRoomLocked(allocated, &why);
-    if (!room.ok()) {
-      return fail(makeError(Errc::kNoSpace,
-                            fmt::format("promote {}: cache {} full: {}", rel, opts_.dir, why)));
-    }
-    if (::renameat(tmp_fd_, p->tmp_name_.c_str(), objects_fd_, obj.c_str()) != 0) {
-      return fail(lastSysError(fmt::format("promote {}: rename {} to {}/objects/{}", rel,
-                                           p->tmp_display_, opts_.dir, obj)));
-    }
-    Entry e;
-    e.key = key;
-    e.validator = v;
-    e.checksum = checksum;
-    e.allocated = allocated;
-    e.last_open_ns = wallNs();
-    e.serial = next_serial_++;
-    used_bytes_ += allocated;
-    index_[rel] = std::move(e);
-    in_flight_.erase(fl);
-    ++stats_.published;
+    RETURN_IF_ERROR(commitLocked(*p, key, v, checksum, allocated));
   }
   ::close(p->fd_);
   p->fd_ = -1;
@@ -726,6 +785,47 @@ Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint6
     spdlog::warn("cache: fsync {}/objects/{} after publishing {}: {}", opts_.dir, fan, rel,
                  std::strerror(errno));
   }
+  return Ok{};
+}
+
+// Renames the sealed tmp file into objects/ and indexes it, unless the path
+// was invalidated since beginPromotion or no room can be made for it.
+Status CacheStore::commitLocked(Pending& p, const std::string& key, const Validator& v,
+                                uint64_t checksum, uint64_t allocated) {
+  const std::string& rel = p.rel_path_;
+  auto fl = in_flight_.find(rel);
+  if (fl == in_flight_.end() || fl->second.token != reinterpret_cast<uintptr_t>(&p) ||
+      fl->second.generation != p.generation_) {
+    return makeError(Errc::kStale, fmt::format("promote {}: invalidated (written, renamed or "
+                                               "unlinked through the mount) while copying; not "
+                                               "published",
+                                               rel));
+  }
+  // A previous copy of the same path (stale, not yet dropped) is replaced.
+  if (index_.count(rel) != 0) dropLocked(rel, "replaced");
+  // The reservation becomes the real allocation (usually the same).
+  reserved_bytes_ -= std::min(reserved_bytes_, std::exchange(p.reserved_, 0));
+  std::string why;
+  if (!makeRoomLocked(allocated, &why).ok()) {
+    return makeError(Errc::kNoSpace,
+                     fmt::format("promote {}: cache {} full: {}", rel, opts_.dir, why));
+  }
+  std::string obj = key.substr(0, 2) + "/" + key.substr(2);
+  if (::renameat(tmp_fd_, p.tmp_name_.c_str(), objects_fd_, obj.c_str()) != 0) {
+    return lastSysError(
+        fmt::format("promote {}: rename {} to {}/objects/{}", rel, p.tmp_display_, opts_.dir, obj));
+  }
+  Entry e;
+  e.key = key;
+  e.validator = v;
+  e.checksum = checksum;
+  e.allocated = allocated;
+  e.last_open_ns = wallNs();
+  e.serial = next_serial_++;
+  used_bytes_ += allocated;
+  index_[rel] = std::move(e);
+  in_flight_.erase(fl);
+  ++stats_.published;
   return Ok{};
 }
 
@@ -836,78 +936,64 @@ Status CacheStore::evictIdle(const std::string& rel_path) {
 
 // ---- verify -----------------------------------------------------------------------
 
+struct CacheStore::VerifyTarget {
+  uint64_t serial = 0, expected = 0;
+  std::string display;  // <cache dir>/objects/ab/cdef...
+  UniqueFd fd;
+  bool in_use = false;
+};
+
 Status CacheStore::verify(const std::string& rel_path,
                           const std::function<bool(uint64_t)>& read_hook) {
   BuryOnExit bury{this};
-  uint64_t serial, expected;
-  std::string obj;
-  UniqueFd fd;
-  bool in_use;
+  VerifyTarget t;
   {
     std::lock_guard lock(mu_);
-    auto it = index_.find(rel_path);
-    if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
-    serial = it->second.serial;
-    expected = it->second.checksum;
-    in_use = isOpenLocked(rel_path);
-    obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
-    int raw = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
-    if (raw < 0) {
-      Error err =
-          lastSysError(fmt::format("verify {}: open {}/objects/{}", rel_path, opts_.dir, obj));
-      dropLocked(rel_path, "unreadable");
-      ++stats_.corrupt_drops;
-      return err;
-    }
-    fd.reset(raw);
+    RETURN_IF_ERROR(openForVerifyLocked(rel_path, &t));
   }
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
-  constexpr size_t kChunk = 1 << 20;
-  std::unique_ptr<char[]> buf(new char[kChunk]);
-  uint64_t off = 0;
-  Status io_error = Ok{};
-  for (;;) {
-    if (read_hook && !read_hook(kChunk)) {
-      XXH3_freeState(state);
-      return makeError(Errc::kBusy, "verify " + rel_path + ": cancelled");
-    }
-    ssize_t n = ::pread(fd.get(), buf.get(), kChunk, static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      io_error =
-          lastSysError(fmt::format("verify {}: read {}/objects/{}", rel_path, opts_.dir, obj));
-      break;
-    }
-    if (n == 0) break;
-    XXH3_64bits_update(state, buf.get(), static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
-  }
-  uint64_t got = XXH3_64bits_digest(state);
-  XXH3_freeState(state);
+  ASSIGN_OR_RETURN(Digest d, checksumFile(t.fd.get(), read_hook, rel_path, t.display));
   // A scrub must not fill the page cache at the jobs' expense; but pages of
   // a copy being read right now are the jobs' own.
-  if (!in_use) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+  if (!t.in_use) ::posix_fadvise(t.fd.get(), 0, 0, POSIX_FADV_DONTNEED);
 
   std::lock_guard lock(mu_);
   auto it = index_.find(rel_path);
-  if (it == index_.end() || it->second.serial != serial) return Ok{};  // replaced meanwhile
-  if (!io_error.ok()) {
+  if (it == index_.end() || it->second.serial != t.serial) return Ok{};  // replaced meanwhile
+  if (!d.io_error.ok()) {
     dropLocked(rel_path, "unreadable");
     ++stats_.corrupt_drops;
-    return io_error;
+    return d.io_error;
   }
-  if (got != expected || off != it->second.validator.size) {
+  if (d.checksum != t.expected || d.bytes != it->second.validator.size) {
     dropLocked(rel_path, "checksum mismatch");
     ++stats_.corrupt_drops;
     spdlog::error(
-        "cache: {} ({}/objects/{}) failed verification (checksum {:016x}, expected "
-        "{:016x}, {} bytes); dropped",
-        rel_path, opts_.dir, obj, got, expected, off);
+        "cache: {} ({}) failed verification (checksum {:016x}, expected {:016x}, {} bytes); "
+        "dropped",
+        rel_path, t.display, d.checksum, t.expected, d.bytes);
     return makeError(Errc::kCorrupt,
-                     fmt::format("verify {}: checksum mismatch in {}/objects/{} ({:016x} != "
-                                 "{:016x}); dropped",
-                                 rel_path, opts_.dir, obj, got, expected));
+                     fmt::format("verify {}: checksum mismatch in {} ({:016x} != {:016x}); dropped",
+                                 rel_path, t.display, d.checksum, t.expected));
+  }
+  return Ok{};
+}
+
+// What verify() reads and what it expects; an object that cannot be opened
+// is dropped.
+Status CacheStore::openForVerifyLocked(const std::string& rel_path, VerifyTarget* t) {
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  t->serial = it->second.serial;
+  t->expected = it->second.checksum;
+  t->in_use = isOpenLocked(rel_path);
+  std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  t->display = opts_.dir + "/objects/" + obj;
+  t->fd.reset(::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!t->fd) {
+    Error err = lastSysError(fmt::format("verify {}: open {}", rel_path, t->display));
+    dropLocked(rel_path, "unreadable");
+    ++stats_.corrupt_drops;
+    return err;
   }
   return Ok{};
 }

@@ -235,6 +235,12 @@ class CacheStore {
   explicit CacheStore(const CacheStoreOptions& options);
   Status init();
   Status recover();
+  // Steps of recover(), publish() and verify(); they require mu_.
+  Status recoverFanLocked(int fan_fd, const std::string& fan);
+  Status commitLocked(Pending& p, const std::string& key, const Validator& v, uint64_t checksum,
+                      uint64_t allocated);
+  struct VerifyTarget;
+  Status openForVerifyLocked(const std::string& rel_path, VerifyTarget* t);
   void abandon(Pending& p);
   std::string keyOf(const std::string& rel_path) const;
   // The following require mu_.

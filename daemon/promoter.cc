@@ -8,7 +8,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +15,7 @@
 
 #include "base/clock.h"
 #include "base/fd.h"
+#include "daemon/copy_pipeline.h"
 
 namespace hotshard {
 namespace {
@@ -41,22 +41,6 @@ int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags) {
   }
   return fd;
 }
-
-struct FreeDeleter {
-  void operator()(char* p) const { std::free(p); }
-};
-
-struct Slot {
-  std::unique_ptr<char, FreeDeleter> buf;
-  bool busy = false;
-  uint64_t off = 0;
-  uint32_t len = 0;     // data bytes of this chunk
-  uint32_t wlen = 0;    // bytes to write (len rounded up for O_DIRECT)
-  uint32_t filled = 0;  // bytes read so far
-  uint32_t written = 0;
-  bool read_done = false, hashed = false, write_done = false;
-  bool write_direct = false;  // O_DIRECT was on when the write was submitted
-};
 
 }  // namespace
 
@@ -248,303 +232,177 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
   return s;
 }
 
-Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* why) {
-  auto fail = [&](Fail f, Error e) -> Status {
-    *why = f;
-    return e;
-  };
-  // O_NONBLOCK: opening a FIFO must not hang us. It is cleared again below,
-  // since io_uring answers EAGAIN on O_NONBLOCK files instead of waiting.
-  UniqueFd src(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
-  if (src.get() < 0) {
-    int err = errno;
-    return fail(err == ENOENT ? Fail::kNotFound : Fail::kRemoteIo,
-                sysError(err, fmt::format("promote {}: open remote file", rel)));
-  }
+struct Promoter::Source {
+  UniqueFd fd;
   struct stat st {};
-  if (::fstat(src.get(), &st) != 0)
-    return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: stat remote file", rel)));
-  if (!S_ISREG(st.st_mode)) {
-    return fail(Fail::kOther, makeError(Errc::kInvalidArgument,
-                                        fmt::format("promote {}: not a regular file", rel)));
-  }
-  if (int fl = ::fcntl(src.get(), F_GETFL);
-      fl < 0 || ::fcntl(src.get(), F_SETFL, fl & ~O_NONBLOCK) != 0)
-    return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: fcntl remote file", rel)));
-  for (int i = 0; i < 20; ++i) {
-    int64_t age = wallNs() - validatorOf(st).ctime_ns;
-    if (age < 0 || age >= kRacyWindowNs) break;
-    std::this_thread::sleep_for(std::chrono::nanoseconds(kRacyWindowNs - age));
-    if (::fstat(src.get(), &st) != 0)
-      return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: stat remote file", rel)));
-  }
-  const Validator before = validatorOf(st);
-  if (store_->isCached(rel, before)) {
+  Validator before;  // what the copy is made from, once the file is quiet
+};
+
+Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* why) {
+  Source src;
+  RETURN_IF_ERROR(openSource(rel, &src, why));
+  RETURN_IF_ERROR(waitForQuiet(rel, &src, why));
+  if (store_->isCached(rel, src.before)) {
     std::lock_guard lock(mu_);
     ++stats_.already_cached;
     *why = Fail::kNone;
     return Ok{};
   }
-  const uint64_t size = before.size;
+  ASSIGN_OR_RETURN(std::unique_ptr<CacheStore::Pending> pending,
+                   reserve(rel, src.before.size, why));
+  ASSIGN_OR_RETURN(uint64_t checksum, copyData(rel, src, *pending, progress, why));
+  RETURN_IF_ERROR(revalidate(rel, &src, why));
+  RETURN_IF_ERROR(publish(std::move(pending), src.before, checksum, why));
+  *why = Fail::kNone;
+  return Ok{};
+}
 
+Status Promoter::openSource(const std::string& rel, Source* src, Fail* why) {
+  // O_NONBLOCK: opening a FIFO must not hang us. It is cleared again below,
+  // since io_uring answers EAGAIN on O_NONBLOCK files instead of waiting.
+  src->fd.reset(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
+  if (!src->fd) {
+    int err = errno;
+    return failed(why, err == ENOENT ? Fail::kNotFound : Fail::kRemoteIo,
+                  sysError(err, fmt::format("promote {}: open remote file", rel)));
+  }
+  if (::fstat(src->fd.get(), &src->st) != 0) {
+    return failed(why, Fail::kRemoteIo,
+                  lastSysError(fmt::format("promote {}: stat remote file", rel)));
+  }
+  if (!S_ISREG(src->st.st_mode)) {
+    return failed(
+        why, Fail::kOther,
+        makeError(Errc::kInvalidArgument, fmt::format("promote {}: not a regular file", rel)));
+  }
+  if (int fl = ::fcntl(src->fd.get(), F_GETFL);
+      fl < 0 || ::fcntl(src->fd.get(), F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    return failed(why, Fail::kRemoteIo,
+                  lastSysError(fmt::format("promote {}: fcntl remote file", rel)));
+  }
+  return Ok{};
+}
+
+// A file changed within kRacyWindowNs before our fstat may change again
+// without its timestamps moving: wait until it has been quiet that long.
+Status Promoter::waitForQuiet(const std::string& rel, Source* src, Fail* why) {
+  for (int i = 0; i < 20; ++i) {
+    int64_t age = wallNs() - validatorOf(src->st).ctime_ns;
+    if (age < 0 || age >= kRacyWindowNs) break;
+    std::this_thread::sleep_for(std::chrono::nanoseconds(kRacyWindowNs - age));
+    if (::fstat(src->fd.get(), &src->st) != 0) {
+      return failed(why, Fail::kRemoteIo,
+                    lastSysError(fmt::format("promote {}: stat remote file", rel)));
+    }
+  }
+  src->before = validatorOf(src->st);
+  return Ok{};
+}
+
+// Room in the store and a tmp file, preallocated so that a full cache shows
+// before copying rather than halfway.
+Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string& rel,
+                                                               uint64_t size, Fail* why) {
   auto begun = store_->beginPromotion(rel, size, opts_.direct_io);
   if (!begun.ok()) {
     Error e = begun.takeError();
-    return fail(e.code == Errc::kNoSpace ? Fail::kNoSpace
-                : e.code == Errc::kBusy  ? Fail::kOther
-                                         : Fail::kCacheIo,
-                std::move(e));
+    return failed(why, e.code == Errc::kBusy ? Fail::kOther : cacheFail(e), std::move(e));
   }
   std::unique_ptr<CacheStore::Pending> pending = std::move(begun).value();
-  const int dst = pending->fd();
-  const std::string& tmp = pending->tmpPath();
-  bool direct = pending->direct();
-
-  auto cacheError = [&](int err, const std::string& what) {
-    return fail(
-        err == ENOSPC || err == EDQUOT ? Fail::kNoSpace : Fail::kCacheIo,
-        sysError(err == EDQUOT ? ENOSPC : err, fmt::format("promote {}: {} {}", rel, what, tmp)));
-  };
-  if (size > 0 && opts_.preallocate && ::fallocate(dst, 0, 0, static_cast<off_t>(size)) != 0 &&
-      errno != EOPNOTSUPP && errno != ENOSYS) {
-    return cacheError(errno, fmt::format("fallocate {} bytes for", size));
+  if (size > 0 && opts_.preallocate &&
+      ::fallocate(pending->fd(), 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP &&
+      errno != ENOSYS) {
+    Error e = writeSideError(
+        errno, fmt::format("promote {}: fallocate {} bytes for {}", rel, size, pending->tmpPath()));
+    return failed(why, cacheFail(e), std::move(e));
   }
-  ::posix_fadvise(src.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  return pending;
+}
 
-  // Buffers are declared before the engine so that the engine (which waits
-  // for in-flight requests when destroyed) goes first on every return path.
-  const unsigned depth = opts_.queue_depth;
-  std::vector<Slot> slots(depth);
-  for (auto& s : slots) {
-    void* mem = nullptr;
-    if (posix_memalign(&mem, kAlign, opts_.chunk_bytes) != 0)
-      return fail(Fail::kOther, makeError(Errc::kInternal, "promote " + rel + ": out of memory"));
-    s.buf.reset(static_cast<char*>(mem));
-  }
-  struct HashState {
-    XXH3_state_t* s = XXH3_createState();
-    ~HashState() { XXH3_freeState(s); }
-  } hash;
-  XXH3_64bits_reset(hash.s);
-  std::unique_ptr<IoEngine> engine = makeIoEngine(opts_.io_engine, depth);
-  bool fixed = false;
-  if (opts_.register_buffers && std::string_view(engine->name()) == "uring") {
-    std::vector<iovec> iov;
-    for (auto& s : slots) iov.push_back(iovec{s.buf.get(), opts_.chunk_bytes});
-    Status reg = engine->registerBuffers(iov);
-    fixed = reg.ok();
-    if (!reg.ok()) spdlog::debug("promote {}: {}; plain buffers", rel, reg.error().message);
-  }
-
-  uint64_t next_off = 0, hash_off = 0, done_bytes = 0;
-  bool failed = false;
-  Status result = Ok{};
-  auto setFailed = [&](Status s) {
-    if (!failed) result = std::move(s);
-    failed = true;
+// The bytes, through the copy pipeline, paced by the rate limit; the checksum.
+Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
+                                    const CacheStore::Pending& pending, const ProgressFn& progress,
+                                    Fail* why) {
+  ::posix_fadvise(src.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  CopyRequest req{
+      .src_fd = src.fd.get(),
+      .dst_fd = pending.fd(),
+      .size = src.before.size,
+      .dst_direct = pending.direct(),
+      .chunk_bytes = opts_.chunk_bytes,
+      .register_buffers = opts_.register_buffers,
+      .label = "promote " + rel,
+      .src_name = "remote file",
+      .dst_name = pending.tmpPath(),
+      .before_read = [&](uint64_t offset, uint32_t len) -> Status {
+        if (opts_.chunk_hook) opts_.chunk_hook(rel, offset);
+        if (stopping_ || !bucket_.acquire(len, [&] { return stopping_.load(); }))
+          return makeError(Errc::kBusy, "promote " + rel + ": cancelled (shutdown)");
+        return Ok{};
+      },
+      .progress = progress,
   };
-  auto submitRead = [&](unsigned i) {
-    Slot& s = slots[i];
-    return engine->submit(IoRequest{IoOp::kRead, src.get(), s.buf.get() + s.filled,
-                                    s.len - s.filled, s.off + s.filled, uint64_t{i} << 1,
-                                    fixed ? static_cast<int>(i) : -1});
-  };
-  auto submitWrite = [&](unsigned i) {
-    Slot& s = slots[i];
-    s.write_direct = direct;
-    return engine->submit(IoRequest{IoOp::kWrite, dst, s.buf.get() + s.written, s.wlen - s.written,
-                                    s.off + s.written, uint64_t{i} << 1 | 1,
-                                    fixed ? static_cast<int>(i) : -1});
-  };
-  auto hashInOrder = [&] {
-    for (bool progressed = true; progressed;) {
-      progressed = false;
-      for (auto& s : slots) {
-        if (s.busy && s.read_done && !s.hashed && s.off == hash_off) {
-          XXH3_64bits_update(hash.s, s.buf.get(), s.len);
-          hash_off += s.len;
-          s.hashed = true;
-          if (s.write_done) s.busy = false;
-          progressed = true;
-        }
-      }
-    }
-  };
-
-  std::vector<IoCompletion> completions;
-  for (;;) {
-    while (!failed && next_off < size) {
-      unsigned i = 0;
-      while (i < depth && slots[i].busy) ++i;
-      if (i == depth) break;
-      if (opts_.chunk_hook) opts_.chunk_hook(rel, next_off);
-      uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(opts_.chunk_bytes, size - next_off));
-      if (stopping_ || !bucket_.acquire(len, [&] { return stopping_.load(); })) {
-        setFailed(fail(Fail::kCancelled,
-                       makeError(Errc::kBusy, "promote " + rel + ": cancelled (shutdown)")));
-        break;
-      }
-      Slot& s = slots[i];
-      s.busy = true;
-      s.off = next_off;
-      s.len = len;
-      s.filled = s.written = 0;
-      s.read_done = s.hashed = s.write_done = false;
-      Status sub = submitRead(i);
-      if (!sub.ok()) {
-        setFailed(fail(Fail::kOther, sub.takeError()));
-        break;
-      }
-      next_off += len;
-    }
-    if (engine->inFlight() == 0) break;
-    completions.clear();
-    auto reaped = engine->reap(&completions, 1);
-    if (!reaped.ok()) {
-      // The engine's destructor still waits for what is in flight.
-      setFailed(fail(Fail::kOther, reaped.takeError()));
+  CopyFault fault = CopyFault::kNone;
+  auto copied = runCopyPipeline(makeIoEngine(opts_.io_engine, opts_.queue_depth), req, &fault);
+  if (copied.ok()) return copied->checksum;
+  Error e = copied.takeError();
+  switch (fault) {
+    case CopyFault::kSource:
+      return failed(why, Fail::kRemoteIo, std::move(e));
+    case CopyFault::kSourceShrank:
+      e.message += "; not published";
+      return failed(why, Fail::kStale, std::move(e));
+    case CopyFault::kDestination:
+      return failed(why, cacheFail(e), std::move(e));
+    case CopyFault::kCancelled:
+      return failed(why, Fail::kCancelled, std::move(e));
+    case CopyFault::kNone:
+    case CopyFault::kInternal:
       break;
-    }
-    for (const auto& c : completions) {
-      unsigned i = static_cast<unsigned>(c.user_data >> 1);
-      bool is_write = (c.user_data & 1) != 0;
-      Slot& s = slots[i];
-      if (failed) {
-        s.busy = false;
-        continue;
-      }
-      Status sub = Ok{};
-      if (!is_write) {
-        if (c.result == -EINTR || c.result == -EAGAIN) {
-          sub = submitRead(i);
-        } else if (c.result < 0) {
-          setFailed(fail(Fail::kRemoteIo,
-                         sysError(static_cast<int>(-c.result),
-                                  fmt::format("promote {}: read remote file at offset {}", rel,
-                                              s.off + s.filled))));
-          continue;
-        } else if (c.result == 0) {
-          setFailed(fail(
-              Fail::kStale,
-              makeError(Errc::kStale, fmt::format("promote {}: remote file shrank during the copy "
-                                                  "(end of file at {}, expected {} bytes); not "
-                                                  "published",
-                                                  rel, s.off + s.filled, size))));
-          continue;
-        } else if ((s.filled += static_cast<uint32_t>(c.result)) < s.len) {
-          sub = submitRead(i);
-        } else {
-          s.read_done = true;
-          s.wlen = s.len;
-          if (direct && s.len % kAlign != 0) {
-            // Unaligned tail: pad with zeros; the file is truncated to size at the end.
-            s.wlen = (s.len + kAlign - 1) / kAlign * kAlign;
-            std::memset(s.buf.get() + s.len, 0, s.wlen - s.len);
-          }
-          hashInOrder();
-          sub = submitWrite(i);
-        }
-      } else {
-        if (c.result == -EINVAL && s.write_direct) {
-          // The cache file system refused O_DIRECT for this request: go buffered.
-          if (direct) {
-            int fl = ::fcntl(dst, F_GETFL);
-            if (fl < 0 || ::fcntl(dst, F_SETFL, fl & ~O_DIRECT) != 0) {
-              setFailed(cacheError(errno, "clear O_DIRECT on"));
-              continue;
-            }
-            direct = false;
-            spdlog::info("promote {}: O_DIRECT write refused on {}; using buffered writes", rel,
-                         tmp);
-          }
-          sub = submitWrite(i);
-        } else if (c.result == -EINTR || c.result == -EAGAIN) {
-          sub = submitWrite(i);
-        } else if (c.result < 0) {
-          setFailed(cacheError(static_cast<int>(-c.result), "pwrite"));
-          continue;
-        } else if ((s.written += static_cast<uint32_t>(c.result)) < s.wlen) {
-          if (direct && s.written % kAlign != 0) {  // cannot go on aligned
-            int fl = ::fcntl(dst, F_GETFL);
-            if (fl >= 0) ::fcntl(dst, F_SETFL, fl & ~O_DIRECT);
-            direct = false;
-          }
-          sub = submitWrite(i);
-        } else {
-          s.write_done = true;
-          done_bytes += s.len;
-          if (s.hashed) s.busy = false;
-          if (progress) progress(done_bytes, size);
-        }
-      }
-      if (!sub.ok()) setFailed(fail(Fail::kOther, sub.takeError()));
-    }
   }
-  engine.reset();  // all requests are done with the buffers
-  if (failed) return result;
-  if (hash_off != size) {
-    return fail(Fail::kOther,
-                makeError(Errc::kInternal,
-                          fmt::format("promote {}: hashed {} of {} bytes", rel, hash_off, size)));
-  }
-  struct stat dst_st {};
-  if (::fstat(dst, &dst_st) != 0) return cacheError(errno, "stat");
-  if (static_cast<uint64_t>(dst_st.st_size) != size &&
-      ::ftruncate(dst, static_cast<off_t>(size)) != 0) {
-    return cacheError(errno, "ftruncate");
-  }
+  return failed(why, Fail::kOther, std::move(e));
+}
 
-  // Did the remote change or move while we copied?
-  if (::fstat(src.get(), &st) != 0)
-    return fail(Fail::kRemoteIo, lastSysError(fmt::format("promote {}: stat remote file", rel)));
-  const Validator after = validatorOf(st);
-  if (!(after == before)) {
-    return fail(Fail::kStale,
-                makeError(Errc::kStale,
-                          fmt::format("promote {}: remote file changed during the copy (before: "
-                                      "{}; after: {}); not published",
-                                      rel, toString(before), toString(after))));
+// Did the remote change, vanish or move while we copied?
+Status Promoter::revalidate(const std::string& rel, Source* src, Fail* why) {
+  auto stale = [&](const std::string& what) {
+    return failed(why, Fail::kStale,
+                  makeError(Errc::kStale, fmt::format("promote {}: {}; not published", rel, what)));
+  };
+  if (::fstat(src->fd.get(), &src->st) != 0) {
+    return failed(why, Fail::kRemoteIo,
+                  lastSysError(fmt::format("promote {}: stat remote file", rel)));
   }
-  if (st.st_nlink == 0) {
-    return fail(Fail::kStale,
-                makeError(Errc::kStale, fmt::format("promote {}: remote file was removed during "
-                                                    "the copy; not published",
-                                                    rel)));
+  const Validator after = validatorOf(src->st);
+  if (!(after == src->before)) {
+    return stale(fmt::format("remote file changed during the copy (before: {}; after: {})",
+                             toString(src->before), toString(after)));
   }
-  {
-    UniqueFd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
-    struct stat st2 {};
-    if (again.get() < 0 || ::fstat(again.get(), &st2) != 0) {
-      int err = errno;
-      Error e = sysError(err, fmt::format("promote {}: re-resolve remote path after the copy; "
-                                          "not published",
-                                          rel));
-      if (err == ENOENT) e.code = Errc::kStale;  // removed (or its file system went) meanwhile
-      return fail(err == ENOENT ? Fail::kStale : Fail::kRemoteIo, std::move(e));
-    }
-    if (validatorOf(st2).ino != before.ino || validatorOf(st2).dev != before.dev) {
-      return fail(Fail::kStale,
-                  makeError(Errc::kStale, fmt::format("promote {}: remote path names another file "
-                                                      "now (replaced during the copy); not "
-                                                      "published",
-                                                      rel)));
-    }
+  if (src->st.st_nlink == 0) return stale("remote file was removed during the copy");
+  UniqueFd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
+  struct stat st2 {};
+  if (!again || ::fstat(again.get(), &st2) != 0) {
+    int err = errno;
+    Error e = sysError(
+        err, fmt::format("promote {}: re-resolve remote path after the copy; not published", rel));
+    if (err == ENOENT) e.code = Errc::kStale;  // removed (or its file system went) meanwhile
+    return failed(why, err == ENOENT ? Fail::kStale : Fail::kRemoteIo, std::move(e));
   }
+  if (validatorOf(st2).ino != src->before.ino || validatorOf(st2).dev != src->before.dev)
+    return stale("remote path names another file now (replaced during the copy)");
+  return Ok{};
+}
 
-  Status pub = store_->publish(std::move(pending), before, XXH3_64bits_digest(hash.s));
+Status Promoter::publish(std::unique_ptr<CacheStore::Pending> pending, const Validator& before,
+                         uint64_t checksum, Fail* why) {
+  Status pub = store_->publish(std::move(pending), before, checksum);
   if (!pub.ok()) {
     Error e = pub.takeError();
-    Fail f = e.code == Errc::kStale     ? Fail::kStale
-             : e.code == Errc::kNoSpace ? Fail::kNoSpace
-                                        : Fail::kCacheIo;
-    return fail(f, std::move(e));
+    return failed(why, e.code == Errc::kStale ? Fail::kStale : cacheFail(e), std::move(e));
   }
-  {
-    std::lock_guard lock(mu_);
-    ++stats_.published;
-    stats_.bytes_copied += size;
-  }
-  *why = Fail::kNone;
+  std::lock_guard lock(mu_);
+  ++stats_.published;
+  stats_.bytes_copied += before.size;
   return Ok{};
 }
 

@@ -4,7 +4,8 @@
 // before the mount (hotshard usually mounts over the remote itself, so a path
 // string under the remote would lead back into our own mount), copied through
 // an IoEngine into the store's tmp/ in chunks, several in flight, checksummed
-// in order as it goes (xxh3-64), then published atomically, unless the remote
+// in order as it goes (xxh3-64; daemon/copy_pipeline.h), then published
+// atomically, unless the remote
 // changed meanwhile (validator fstat'ed before and after, path re-resolved) or
 // the path was invalidated through the mount.
 //
@@ -105,7 +106,28 @@ class Promoter {
   bool acquireSlot();
   void releaseSlot();
   Status run(const std::string& rel_path, const ProgressFn& progress);
+  // One promotion, as stages; each failing stage sets *why and returns an
+  // error that names what failed on what.
   Status copy(const std::string& rel_path, const ProgressFn& progress, Fail* why);
+  struct Source;  // the remote file being copied
+  Status openSource(const std::string& rel_path, Source* src, Fail* why);
+  Status waitForQuiet(const std::string& rel_path, Source* src, Fail* why);
+  Result<std::unique_ptr<CacheStore::Pending>> reserve(const std::string& rel_path, uint64_t size,
+                                                       Fail* why);
+  Result<uint64_t> copyData(const std::string& rel_path, const Source& src,
+                            const CacheStore::Pending& pending, const ProgressFn& progress,
+                            Fail* why);
+  Status revalidate(const std::string& rel_path, Source* src, Fail* why);
+  Status publish(std::unique_ptr<CacheStore::Pending> pending, const Validator& before,
+                 uint64_t checksum, Fail* why);
+  static Error failed(Fail* why, Fail f, Error e) {
+    *why = f;
+    return e;
+  }
+  // Which counter a failed write, fsync or rename in the cache goes to.
+  static Fail cacheFail(const Error& e) {
+    return e.code == Errc::kNoSpace ? Fail::kNoSpace : Fail::kCacheIo;
+  }
   void count(Fail why, uint64_t bytes);
 
   CacheStore* store_;
