@@ -18,8 +18,10 @@
 
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
+#include "daemon/control_protocol.h"
 #include "daemon/metrics.h"
 #include "daemon/placement.h"
+#include "daemon/status_sources.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
@@ -307,41 +309,22 @@ int runDaemon(RunConfig cfg) {
   } else {
     std::map<std::string, ControlServer::Handler> handlers;
     // One snapshot of everything: the status command and every metrics scrape.
-    auto status_json = [&]() -> json {
-      json ops;
-      for (const auto& [name, n] : shim.requestCounts()) ops[name] = n;
-      json status = {
-          {"version", kVersion},
-          {"pid", ::getpid()},
-          {"mount", cfg.mount},
-          {"remote", cfg.remote},
-          {"cache_dir", cfg.cache},
-          {"overmount", cfg.mount == cfg.remote},
-          {"passthrough", shim.active()},
-          {"passthrough_reason", shim.reason()},
-          {"consistency", consistency->toString()},
-          {"fuse",
-           {{"requests", ops},
-            {"inodes", fs.inodeCount()},
-            {"opens_passthrough", fs.passthroughOpens()},
-            {"opens_userspace", fs.userspaceOpens()},
-            {"opens_cache", fs.cacheOpens()},
-            {"opens_remote", fs.remoteOpens()},
-            {"cache_conflicts", fs.cacheConflicts()},
-            {"userspace_read_bytes", fs.userspaceReadBytes()}}},
-          {"cache", (*cache)->statusJson()},
-      };
-      json heat = (*placement)->statusJson();
-      for (auto& [k, v] : heat.items()) status[k] = v;
-      status["top"] = (*placement)->top(5);
-      return status;
+    auto status = [sources = StatusSources{.version = kVersion,
+                                           .cfg = &cfg,
+                                           .consistency = consistency->toString(),
+                                           .shim = &shim,
+                                           .fs = &fs,
+                                           .cache = cache->get(),
+                                           .placement = placement->get()}] {
+      return collectStatus(sources);
     };
-    handlers["status"] = [status_json](const json&, const ControlServer::Progress&) -> Result<json> {
-      return status_json();
+    handlers[control::kStatus] = [status](const json&,
+                                          const ControlServer::Progress&) -> Result<json> {
+      return json(status());
     };
     (*cache)->addHandlers(handlers);
     (*placement)->addHandlers(handlers);
-    auto exporter = MetricsExporter::start(cfg.metrics, status_json);
+    auto exporter = MetricsExporter::start(cfg.metrics, status);
     if (!exporter.ok()) {
       start_failed = true;
       fail(exporter.error().message);
