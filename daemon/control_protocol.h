@@ -20,6 +20,7 @@ namespace hotshard::control {
 inline constexpr char kCmd[] = "cmd";  // every request: {"cmd": NAME, ...fields}
 inline constexpr char kOk[] = "ok";    // every reply: true, or false with "error"
 inline constexpr char kError[] = "error";
+inline constexpr char kProgress[] = "progress";  // a progress frame: {"progress": ...}
 
 // ---- commands, with their request fields and replies --------------------------------
 
