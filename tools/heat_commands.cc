@@ -50,7 +50,7 @@ volatile std::sig_atomic_t g_stop = 0;
 
 void addTopCommand(CLI::App& app) {
   auto target = std::make_shared<DaemonTarget>();
-  auto n = std::make_shared<size_t>(20);
+  auto n = std::make_shared<size_t>(control::kTopDefaultCount);
   auto interval = std::make_shared<double>(2.0);
   auto iterations = std::make_shared<int>(0);
   auto* cmd = app.add_subcommand("top", "Hottest shards: heat, bytes read, remote misses, state");
