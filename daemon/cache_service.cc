@@ -12,6 +12,7 @@
 
 #include "base/units.h"
 #include "base/paths.h"
+#include "daemon/control_protocol.h"
 
 namespace hotshard {
 namespace {
@@ -282,28 +283,29 @@ Result<json> CacheService::forEachPath(const json& req,
 }
 
 void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h) {
-  h["warm"] = [this](const json& req, const ControlServer::Progress& progress) {
+  h[control::kWarm] = [this](const json& req, const ControlServer::Progress& progress) {
     return warm(req, progress);
   };
-  h["evict"] = [this](const json& req, const ControlServer::Progress&) {
+  h[control::kEvict] = [this](const json& req, const ControlServer::Progress&) {
     return forEachPath(req, [&](const std::string& rel) {
       Status st = store_->evict(rel);
-      json r = {{"path", rel}, {"evicted", st.ok()}};
-      if (!st.ok()) r["error"] = st.error().message;
+      json r = {{control::kPath, rel}, {control::kEvicted, st.ok()}};
+      if (!st.ok()) r[control::kError] = st.error().message;
       return r;
     });
   };
   for (bool pin : {true, false}) {
-    h[pin ? "pin" : "unpin"] = [this, pin](const json& req, const ControlServer::Progress&) {
+    h[pin ? control::kPin : control::kUnpin] = [this, pin](const json& req,
+                                                           const ControlServer::Progress&) {
       return forEachPath(req, [&](const std::string& rel) {
         Status st = store_->pin(rel, pin);
-        json r = {{"path", rel}, {"pinned", pin && st.ok()}};
-        if (!st.ok()) r["error"] = st.error().message;
+        json r = {{control::kPath, rel}, {control::kPinned, pin && st.ok()}};
+        if (!st.ok()) r[control::kError] = st.error().message;
         return r;
       });
     };
   }
-  h["stat"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+  h[control::kStat] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
     ASSIGN_OR_RETURN(auto paths, pathsOf(req));
     json results = json::array();
     for (const auto& p : paths) {
@@ -314,73 +316,75 @@ void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h)
       if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         size = static_cast<uint64_t>(st.st_size);
       }
-      json r = {{"path", normalPath(p)},
-                {"rel", rel},
-                {"state", stateName(info.state)},
-                {"pinned", info.pinned},
-                {"size", size}};
+      json r = {{control::kPath, normalPath(p)},
+                {control::kRel, rel},
+                {control::kState, stateName(info.state)},
+                {control::kPinned, info.pinned},
+                {control::kSize, size}};
       if (info.state == CacheStore::State::kCached) {
-        r["object"] = store_->dir() + "/" + store_->objectPathFor(rel);
+        r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
       }
       results.push_back(r);
     }
-    return json{{"results", results}};
+    return json{{control::kResults, results}};
   };
-  h["verify"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
-    if (!req.contains("paths") || req["paths"].empty()) {
+  h[control::kVerify] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    if (!req.contains(control::kPaths) || req[control::kPaths].empty()) {
       CacheStore::VerifyReport r = store_->verifyAll();
-      return json{{"checked", r.checked}, {"dropped", r.dropped}, {"bytes", r.bytes}};
+      return json{{control::kChecked, r.checked},
+                  {control::kDropped, r.dropped},
+                  {control::kBytes, r.bytes}};
     }
     uint64_t checked = 0, dropped = 0;
     json problems = json::array();
     ASSIGN_OR_RETURN(json per, forEachPath(req, [&](const std::string& rel) {
                        Status st = store_->verify(rel);
-                       json r = {{"path", rel}};
+                       json r = {{control::kPath, rel}};
                        if (st.ok()) {
                          checked++;
                        } else if (st.error().code == Errc::kCorrupt) {
                          checked++;
                          dropped++;
-                         r["error"] = st.error().message;
+                         r[control::kError] = st.error().message;
                        } else if (st.error().code != Errc::kNotFound) {
-                         r["error"] = st.error().message;
+                         r[control::kError] = st.error().message;
                        }
                        return r;
                      }));
-    return json{{"checked", checked}, {"dropped", dropped}, {"results", per["results"]}};
+    return json{{control::kChecked, checked},
+                {control::kDropped, dropped},
+                {control::kResults, per[control::kResults]}};
   };
 }
 
-json CacheService::statusJson() const {
+void CacheService::fillStatus(CacheStatus& c) const {
   CacheStore::Stats s = store_->stats();
   Promoter::Stats p = promoter_->stats();
-  json j = {{"used_bytes", s.used_bytes},
-            {"capacity_bytes", s.capacity_bytes},
-            {"objects", s.objects},
-            {"promotions_in_flight", s.promotions_in_flight},
-            {"pinned_objects", s.pinned_objects},
-            {"evictions", s.evictions},
-            {"stale_drops", s.stale_drops},
-            {"invalidations", s.invalidations},
-            {"corrupt_drops", s.corrupt_drops},
-            {"promoter",
-             {{"started", p.started},
-              {"published", p.published},
-              {"already_cached", p.already_cached},
-              {"failed_stale", p.failed_stale},
-              {"failed_no_space", p.failed_no_space},
-              {"failed_remote_io", p.failed_remote_io},
-              {"failed_cache_io", p.failed_cache_io},
-              {"failed_not_found", p.failed_not_found},
-              {"queued", p.queued},
-              {"bytes_copied", p.bytes_copied}}}};
+  c = CacheStatus{.used_bytes = s.used_bytes,
+                  .capacity_bytes = s.capacity_bytes,
+                  .objects = s.objects,
+                  .promotions_in_flight = s.promotions_in_flight,
+                  .pinned_objects = s.pinned_objects,
+                  .evictions = s.evictions,
+                  .stale_drops = s.stale_drops,
+                  .invalidations = s.invalidations,
+                  .corrupt_drops = s.corrupt_drops};
+  c.promoter = PromoterStatus{.started = p.started,
+                              .published = p.published,
+                              .already_cached = p.already_cached,
+                              .failed_stale = p.failed_stale,
+                              .failed_no_space = p.failed_no_space,
+                              .failed_remote_io = p.failed_remote_io,
+                              .failed_cache_io = p.failed_cache_io,
+                              .failed_not_found = p.failed_not_found,
+                              .queued = p.queued,
+                              .bytes_copied = p.bytes_copied};
   if (scrubber_) {
     Scrubber::Stats sc = scrubber_->stats();
-    j["scrub"] = {{"passes", sc.passes},
-                  {"objects_checked", sc.objects_checked},
-                  {"objects_dropped", sc.objects_dropped}};
+    c.scrub = ScrubStatus{.passes = sc.passes,
+                          .objects_checked = sc.objects_checked,
+                          .objects_dropped = sc.objects_dropped};
   }
-  return j;
 }
 
 }  // namespace hotshard

@@ -14,6 +14,7 @@
 #include "daemon/control.h"
 #include "daemon/promoter.h"
 #include "daemon/scrubber.h"
+#include "daemon/status.h"
 #include "fuse/cache_hooks.h"
 
 namespace hotshard {
@@ -43,7 +44,8 @@ class CacheService : public fuse::CacheHooks {
 
   // Control commands, added to `handlers`.
   void addHandlers(std::map<std::string, ControlServer::Handler>& handlers);
-  json statusJson() const;
+  // The "cache" part of the status: the store's counts, the promoter's, the scrub's.
+  void fillStatus(CacheStatus& status) const;
 
   CacheStore& store() { return *store_; }
   Promoter& promoter() { return *promoter_; }

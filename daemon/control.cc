@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "daemon/control_protocol.h"
+
 namespace hotshard {
 namespace {
 
@@ -160,14 +162,15 @@ void ControlServer::acceptLoop() {
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
         (cred.uid != 0 && cred.uid != ::geteuid())) {
       spdlog::warn("control socket: refused peer pid {} uid {}", cred.pid, cred.uid);
-      (void)writeFrame(fd, json{{"ok", false}, {"error", "permission denied"}});
+      (void)writeFrame(fd, json{{control::kOk, false}, {control::kError, "permission denied"}});
       ::close(fd);
       continue;
     }
     {
       std::lock_guard lock(mu_);
       if (active_ >= kMaxConnections) {
-        (void)writeFrame(fd, json{{"ok", false}, {"error", "daemon busy: too many clients"}});
+        (void)writeFrame(
+            fd, json{{control::kOk, false}, {control::kError, "daemon busy: too many clients"}});
         ::close(fd);
         continue;
       }
@@ -189,31 +192,35 @@ void ControlServer::serve(int fd) {
     if (!request.ok()) {
       // Garbage, an oversized frame, a stall or a hang-up: say why (best effort)
       // and drop the connection, since the stream can no longer be trusted.
-      (void)writeFrame(fd, json{{"ok", false}, {"error", request.error().message}});
+      (void)writeFrame(fd, json{{control::kOk, false}, {control::kError, request.error().message}});
       return;
     }
     json reply;
     const json& req = *request;
-    if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
-      reply = json{{"ok", false}, {"error", "request must be a JSON object with a string \"cmd\""}};
-    } else if (auto it = handlers_.find(req["cmd"].get<std::string>()); it == handlers_.end()) {
+    if (!req.is_object() || !req.contains(control::kCmd) || !req[control::kCmd].is_string()) {
+      reply = json{{control::kOk, false},
+                   {control::kError, "request must be a JSON object with a string \"cmd\""}};
+    } else if (auto it = handlers_.find(req[control::kCmd].get<std::string>());
+               it == handlers_.end()) {
       std::string known;
       for (const auto& [name, h] : handlers_) known += (known.empty() ? "" : ", ") + name;
-      reply = json{{"ok", false},
-                   {"error", "unknown command '" + req["cmd"].get<std::string>() +
-                                 "' (known: " + known + ")"}};
+      reply = json{{control::kOk, false},
+                   {control::kError, "unknown command '" + req[control::kCmd].get<std::string>() +
+                                         "' (known: " + known + ")"}};
     } else {
       Result<json> result = makeError(Errc::kInternal, "handler threw");
       try {
-        result = it->second(req, [fd](const json& p) { (void)writeFrame(fd, json{{"progress", p}}); });
+        result = it->second(req, [fd](const json& p) {
+          (void)writeFrame(fd, json{{control::kProgress, p}});
+        });
       } catch (const std::exception& e) {
         result = makeError(Errc::kInternal, std::string("internal error: ") + e.what());
       }
       if (result.ok()) {
         reply = result->is_object() ? *result : json::object();
-        reply["ok"] = true;
+        reply[control::kOk] = true;
       } else {
-        reply = json{{"ok", false}, {"error", result.error().message}};
+        reply = json{{control::kOk, false}, {control::kError, result.error().message}};
       }
     }
     if (!writeFrame(fd, reply).ok()) return;
@@ -250,19 +257,20 @@ Result<json> ControlClient::call(const json& request,
   if (!sent.ok()) {
     // A daemon that refused us has written why before closing; prefer its word.
     auto reply = readFrame(fd_, 1000);
-    if (reply.ok() && reply->is_object() && reply->contains("error")) {
-      return makeError(Errc::kProtocol, reply->value("error", "refused"));
+    if (reply.ok() && reply->is_object() && reply->contains(control::kError)) {
+      return makeError(Errc::kProtocol, reply->value(control::kError, "refused"));
     }
     return sent.takeError();
   }
   while (true) {
     ASSIGN_OR_RETURN(json reply, readFrame(fd_, timeout_ms));
-    if (reply.is_object() && reply.contains("progress") && !reply.contains("ok")) {
-      if (on_progress) on_progress(reply["progress"]);
+    if (reply.is_object() && reply.contains(control::kProgress) && !reply.contains(control::kOk)) {
+      if (on_progress) on_progress(reply[control::kProgress]);
       continue;
     }
-    if (!reply.is_object() || !reply.value("ok", false)) {
-      std::string msg = reply.is_object() ? reply.value("error", "malformed reply") : "malformed reply";
+    if (!reply.is_object() || !reply.value(control::kOk, false)) {
+      std::string msg =
+          reply.is_object() ? reply.value(control::kError, "malformed reply") : "malformed reply";
       return makeError(Errc::kProtocol, msg);
     }
     return reply;

@@ -20,8 +20,10 @@
 
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
+#include "daemon/control_protocol.h"
 #include "daemon/metrics.h"
 #include "daemon/placement.h"
+#include "daemon/status_sources.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
@@ -283,7 +285,7 @@ Status Daemon::startLoop() {
 }
 
 Status Daemon::startMetrics() {
-  auto exporter = MetricsExporter::start(cfg_.metrics, [this] { return statusJson(); });
+  auto exporter = MetricsExporter::start(cfg_.metrics, [this] { return status(); });
   if (!exporter.ok()) return exporter.takeError();  // names the address
   metrics_ = std::move(*exporter);
   if (metrics_->enabled()) {
@@ -298,8 +300,8 @@ Status Daemon::startMetrics() {
 
 Status Daemon::startControl() {
   std::map<std::string, ControlServer::Handler> handlers;
-  handlers["status"] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
-    return statusJson();
+  handlers[control::kStatus] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
+    return json(status());
   };
   cache_->addHandlers(handlers);
   placement_->addHandlers(handlers);
@@ -347,34 +349,13 @@ bool Daemon::stopping() const { return stopping_.load(); }
 
 std::string Daemon::metricsUrl() const { return metrics_ && metrics_->enabled() ? metrics_->url() : ""; }
 
-json Daemon::statusJson() const {
-  json ops;
-  for (const auto& [name, n] : shim_->requestCounts()) ops[name] = n;
-  json status = {
-      {"version", kVersion},
-      {"pid", ::getpid()},
-      {"mount", cfg_.mount},
-      {"remote", cfg_.remote},
-      {"cache_dir", cfg_.cache},
-      {"overmount", cfg_.mount == cfg_.remote},
-      {"passthrough", shim_->active()},
-      {"passthrough_reason", shim_->reason()},
-      {"consistency", cfg_.consistency.toString()},
-      {"fuse",
-       {{"requests", ops},
-        {"inodes", fs_->inodeCount()},
-        {"opens_passthrough", fs_->passthroughOpens()},
-        {"opens_userspace", fs_->userspaceOpens()},
-        {"opens_cache", fs_->cacheOpens()},
-        {"opens_remote", fs_->remoteOpens()},
-        {"cache_conflicts", fs_->cacheConflicts()},
-        {"userspace_read_bytes", fs_->userspaceReadBytes()}}},
-      {"cache", cache_->statusJson()},
-  };
-  json heat = placement_->statusJson();
-  for (auto& [k, v] : heat.items()) status[k] = v;
-  status["top"] = placement_->top(5);
-  return status;
+StatusSnapshot Daemon::status() const {
+  return collectStatus(StatusSources{.version = kVersion,
+                                     .cfg = &cfg_,
+                                     .shim = shim_.get(),
+                                     .fs = fs_.get(),
+                                     .cache = cache_.get(),
+                                     .placement = placement_.get()});
 }
 
 // ---- runDaemon: the process around a Daemon -------------------------------------

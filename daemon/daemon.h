@@ -19,6 +19,7 @@
 #include "base/fd.h"
 #include "base/result.h"
 #include "daemon/config.h"
+#include "daemon/status.h"
 
 struct fuse_session;
 
@@ -53,7 +54,7 @@ class Daemon {
   bool stopping() const;
 
   // One snapshot of everything: `hotshard status` and every metrics scrape.
-  nlohmann::json statusJson() const;
+  StatusSnapshot status() const;
   std::string metricsUrl() const;  // "" when metrics are off
 
   Daemon(const Daemon&) = delete;

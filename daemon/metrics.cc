@@ -164,36 +164,14 @@ class Families {
   std::map<std::string, size_t, std::less<>> index_;
 };
 
-const json* at(const json& j, std::initializer_list<const char*> path) {
-  const json* cur = &j;
-  for (const char* key : path) {
-    if (!cur->is_object()) return nullptr;
-    auto it = cur->find(key);
-    if (it == cur->end()) return nullptr;
-    cur = &*it;
-  }
-  return cur;
+// A field's value as a sample; nullopt (no sample) when the field is absent.
+std::optional<double> num(const Opt<uint64_t>& v) {
+  return v ? std::optional<double>(static_cast<double>(*v)) : std::nullopt;
 }
-
-// A number (or a bool as 0/1) at path; nullopt for anything else.
-std::optional<double> num(const json& j, std::initializer_list<const char*> path) {
-  const json* v = at(j, path);
-  if (v == nullptr) return std::nullopt;
-  if (v->is_number()) return v->get<double>();
-  if (v->is_boolean()) return v->get<bool>() ? 1.0 : 0.0;
-  return std::nullopt;
+std::optional<double> num(const Opt<double>& v) { return v; }
+std::optional<double> num(const Opt<bool>& v) {
+  return v ? std::optional<double>(*v ? 1.0 : 0.0) : std::nullopt;
 }
-
-std::string str(const json& j, std::initializer_list<const char*> path) {
-  const json* v = at(j, path);
-  if (v == nullptr) return "";
-  if (v->is_string()) return v->get<std::string>();
-  if (v->is_boolean()) return v->get<bool>() ? "true" : "false";
-  if (v->is_number()) return v->dump();
-  return "";
-}
-
-bool has(const json& j, std::initializer_list<const char*> path) { return at(j, path) != nullptr; }
 
 // A label value Prometheus accepts: valid UTF-8 (one bad byte would fail the
 // whole scrape, and paths and cgroup names are bytes), at most kMaxLabelValue
@@ -236,116 +214,108 @@ std::optional<double> sum(std::initializer_list<std::optional<double>> parts) {
 }
 
 // Policy parameters as one label value, "k=v;k=v" (the policies' own syntax).
-// Accepts an object {k: v} or a list of "k=v" strings.
-std::string paramsText(const json* params) {
+std::string paramsText(const Opt<std::map<std::string, std::string>>& params) {
   std::string out;
-  if (params == nullptr) return out;
-  auto append = [&](const std::string& kv) { out += (out.empty() ? "" : ";") + kv; };
-  if (params->is_object()) {
-    for (const auto& [k, v] : params->items())
-      append(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
-  } else if (params->is_array()) {
-    for (const auto& v : *params) append(v.is_string() ? v.get<std::string>() : v.dump());
-  }
+  if (!params) return out;
+  for (const auto& [k, v] : *params) out += (out.empty() ? "" : ";") + k + "=" + v;
   return out;
 }
 
 // What the conversion remembers between scrapes: the page-cache byte count is
-// a difference of two counters and is held monotonic (see below).
+// a difference of two counters and is held monotonic (see addHeat).
 struct ConversionState {
   double page_cache_bytes = 0;
 };
 
-void convertStatus(const json& s, Families& f, ConversionState& state) {
-  if (!s.is_object()) return;
-  if (has(s, {"version"}))
-    f.add("hotshard_build_info", {{"version", labelValue(str(s, {"version"}))}}, 1);
-  if (has(s, {"mount"})) {
+void addIdentity(const StatusSnapshot& s, Families& f) {
+  if (s.version) f.add("hotshard_build_info", {{"version", labelValue(*s.version)}}, 1);
+  if (s.mount) {
     f.add("hotshard_mount_info",
-          {{"cache_dir", labelValue(str(s, {"cache_dir"}))},
-           {"consistency", labelValue(str(s, {"consistency"}))},
-           {"mount", labelValue(str(s, {"mount"}))},
-           {"overmount", str(s, {"overmount"})},
-           {"remote", labelValue(str(s, {"remote"}))}},
+          {{"cache_dir", labelValue(s.cache_dir.value_or(""))},
+           {"consistency", labelValue(s.consistency.value_or(""))},
+           {"mount", labelValue(*s.mount)},
+           {"overmount", s.overmount ? (*s.overmount ? "true" : "false") : ""},
+           {"remote", labelValue(s.remote.value_or(""))}},
           1);
   }
-  f.add("hotshard_passthrough_active", {}, num(s, {"passthrough"}));
-  if (has(s, {"passthrough_reason"})) {
-    f.add("hotshard_passthrough_info", {{"reason", labelValue(str(s, {"passthrough_reason"}))}}, 1);
+  f.add("hotshard_passthrough_active", {}, num(s.passthrough));
+  if (s.passthrough_reason) {
+    f.add("hotshard_passthrough_info", {{"reason", labelValue(*s.passthrough_reason)}}, 1);
   }
+}
 
-  // FUSE.
-  if (const json* ops = at(s, {"fuse", "requests"}); ops != nullptr && ops->is_object()) {
+void addFuse(const FuseStatus& fu, Families& f) {
+  if (fu.requests) {
     size_t n = 0;
-    for (const auto& [op, count] : ops->items()) {
-      if (!count.is_number() || n++ >= kMaxOps) continue;
-      f.add("hotshard_fuse_requests_total", {{"op", labelValue(op)}}, count.get<double>());
+    for (const auto& [op, count] : *fu.requests) {
+      if (n++ >= kMaxOps) break;
+      f.add("hotshard_fuse_requests_total", {{"op", labelValue(op)}}, static_cast<double>(count));
     }
   }
-  f.add("hotshard_fuse_inodes", {}, num(s, {"fuse", "inodes"}));
-  f.add("hotshard_opens_total", {{"backing", "cache"}}, num(s, {"fuse", "opens_cache"}));
-  f.add("hotshard_opens_total", {{"backing", "remote"}}, num(s, {"fuse", "opens_remote"}));
-  f.add("hotshard_opens_served_total", {{"via", "passthrough"}},
-        num(s, {"fuse", "opens_passthrough"}));
-  f.add("hotshard_opens_served_total", {{"via", "userspace"}}, num(s, {"fuse", "opens_userspace"}));
-  f.add("hotshard_cache_conflicts_total", {}, num(s, {"fuse", "cache_conflicts"}));
-  f.add("hotshard_userspace_read_bytes_total", {}, num(s, {"fuse", "userspace_read_bytes"}));
+  f.add("hotshard_fuse_inodes", {}, num(fu.inodes));
+  f.add("hotshard_opens_total", {{"backing", "cache"}}, num(fu.opens_cache));
+  f.add("hotshard_opens_total", {{"backing", "remote"}}, num(fu.opens_remote));
+  f.add("hotshard_opens_served_total", {{"via", "passthrough"}}, num(fu.opens_passthrough));
+  f.add("hotshard_opens_served_total", {{"via", "userspace"}}, num(fu.opens_userspace));
+  f.add("hotshard_cache_conflicts_total", {}, num(fu.cache_conflicts));
+  f.add("hotshard_userspace_read_bytes_total", {}, num(fu.userspace_read_bytes));
+}
 
-  // Cache store.
-  f.add("hotshard_cache_used_bytes", {}, num(s, {"cache", "used_bytes"}));
-  f.add("hotshard_cache_capacity_bytes", {}, num(s, {"cache", "capacity_bytes"}));
-  f.add("hotshard_cache_objects", {}, num(s, {"cache", "objects"}));
-  f.add("hotshard_cache_pinned_objects", {}, num(s, {"cache", "pinned_objects"}));
-  f.add("hotshard_promotions_in_flight", {}, num(s, {"cache", "promotions_in_flight"}));
-  f.add("hotshard_evictions_total", {}, num(s, {"cache", "evictions"}));
-  f.add("hotshard_cache_drops_total", {{"reason", "stale"}}, num(s, {"cache", "stale_drops"}));
-  f.add("hotshard_cache_drops_total", {{"reason", "invalidated"}},
-        num(s, {"cache", "invalidations"}));
-  f.add("hotshard_cache_drops_total", {{"reason", "corrupt"}}, num(s, {"cache", "corrupt_drops"}));
+// Every failed_X field of the promoter is one failure reason X.
+void addPromoter(const PromoterStatus& p, Families& f) {
+  f.add("hotshard_promotions_started_total", {}, num(p.started));
+  f.add("hotshard_promotions_total", {{"result", "published"}}, num(p.published));
+  f.add("hotshard_promotions_total", {{"result", "already_cached"}}, num(p.already_cached));
+  std::optional<double> failed;
+  PromoterStatus::fields(p, [&](std::string_view key, const Opt<uint64_t>& v) {
+    if (!key.starts_with("failed_") || !v) return;
+    f.add("hotshard_promotion_failures_total", {{"reason", labelValue(std::string(key.substr(7)))}},
+          num(v));
+    failed = failed.value_or(0) + static_cast<double>(*v);
+  });
+  f.add("hotshard_promotions_total", {{"result", "failed"}}, failed);
+  f.add("hotshard_promoted_bytes_total", {}, num(p.bytes_copied));
+  f.add("hotshard_promotions_queued", {}, num(p.queued));
+}
 
-  // Promoter: every failed_X field is one failure reason X.
-  if (const json* p = at(s, {"cache", "promoter"}); p != nullptr && p->is_object()) {
-    f.add("hotshard_promotions_started_total", {}, num(*p, {"started"}));
-    f.add("hotshard_promotions_total", {{"result", "published"}}, num(*p, {"published"}));
-    f.add("hotshard_promotions_total", {{"result", "already_cached"}}, num(*p, {"already_cached"}));
-    std::optional<double> failed;
-    for (const auto& [key, v] : p->items()) {
-      if (key.rfind("failed_", 0) != 0 || !v.is_number()) continue;
-      f.add("hotshard_promotion_failures_total", {{"reason", labelValue(key.substr(7))}},
-            v.get<double>());
-      failed = failed.value_or(0) + v.get<double>();
-    }
-    f.add("hotshard_promotions_total", {{"result", "failed"}}, failed);
-    f.add("hotshard_promoted_bytes_total", {}, num(*p, {"bytes_copied"}));
-    f.add("hotshard_promotions_queued", {}, num(*p, {"queued"}));
+void addCache(const CacheStatus& c, Families& f) {
+  f.add("hotshard_cache_used_bytes", {}, num(c.used_bytes));
+  f.add("hotshard_cache_capacity_bytes", {}, num(c.capacity_bytes));
+  f.add("hotshard_cache_objects", {}, num(c.objects));
+  f.add("hotshard_cache_pinned_objects", {}, num(c.pinned_objects));
+  f.add("hotshard_promotions_in_flight", {}, num(c.promotions_in_flight));
+  f.add("hotshard_evictions_total", {}, num(c.evictions));
+  f.add("hotshard_cache_drops_total", {{"reason", "stale"}}, num(c.stale_drops));
+  f.add("hotshard_cache_drops_total", {{"reason", "invalidated"}}, num(c.invalidations));
+  f.add("hotshard_cache_drops_total", {{"reason", "corrupt"}}, num(c.corrupt_drops));
+  if (c.promoter) addPromoter(*c.promoter, f);
+  if (c.scrub) {
+    f.add("hotshard_scrub_passes_total", {}, num(c.scrub->passes));
+    f.add("hotshard_scrub_objects_checked_total", {}, num(c.scrub->objects_checked));
+    f.add("hotshard_scrub_objects_dropped_total", {}, num(c.scrub->objects_dropped));
   }
-  f.add("hotshard_scrub_passes_total", {}, num(s, {"cache", "scrub", "passes"}));
-  f.add("hotshard_scrub_objects_checked_total", {}, num(s, {"cache", "scrub", "objects_checked"}));
-  f.add("hotshard_scrub_objects_dropped_total", {}, num(s, {"cache", "scrub", "objects_dropped"}));
+}
 
-  // Probes.
-  if (has(s, {"probes", "mode"})) {
-    std::string mode = str(s, {"probes", "mode"});
-    f.add("hotshard_probes_active", {}, mode == "bpf" ? 1 : 0);
+void addProbes(const ProbeStatus& p, Families& f) {
+  if (p.mode) {
+    f.add("hotshard_probes_active", {}, *p.mode == "bpf" ? 1 : 0);
     f.add("hotshard_probes_info",
-          {{"mode", labelValue(mode)}, {"reason", labelValue(str(s, {"probes", "reason"}))}}, 1);
+          {{"mode", labelValue(*p.mode)}, {"reason", labelValue(p.reason.value_or(""))}}, 1);
   }
-  f.add("hotshard_probes_attached", {}, num(s, {"probes", "attached"}));
-  f.add("hotshard_probe_events_total", {}, num(s, {"probes", "events"}));
-  f.add("hotshard_probe_lost_updates_total", {}, num(s, {"probes", "lost_updates"}));
+  f.add("hotshard_probes_attached", {}, num(p.attached));
+  f.add("hotshard_probe_events_total", {}, num(p.events));
+  f.add("hotshard_probe_lost_updates_total", {}, num(p.lost_updates));
+}
 
-  // Heat: bytes_read_X are the bytes jobs requested from files backed by X,
-  // bytes_missed_X the part that missed the page cache and was read from X.
-  auto read_remote = num(s, {"heat", "bytes_read_remote"});
-  auto missed_remote = num(s, {"heat", "bytes_missed_remote"});
-  auto read_cache = num(s, {"heat", "bytes_read_cache"});
-  auto missed_cache = num(s, {"heat", "bytes_missed_cache"});
-  f.add("hotshard_bytes_requested_total", {{"backing", "cache"}}, read_cache);
-  f.add("hotshard_bytes_requested_total", {{"backing", "remote"}}, read_remote);
-  f.add("hotshard_bytes_read_total", {{"source", "remote"}}, missed_remote);
-  f.add("hotshard_bytes_read_total", {{"source", "cache"}}, missed_cache);
-  auto requested = sum({read_remote, read_cache});
-  auto missed = sum({missed_remote, missed_cache});
+// bytes_read_X are the bytes jobs requested from files backed by X,
+// bytes_missed_X the part that missed the page cache and was read from X.
+void addHeat(const HeatStatus& h, Families& f, ConversionState& state) {
+  f.add("hotshard_bytes_requested_total", {{"backing", "cache"}}, num(h.bytes_read_cache));
+  f.add("hotshard_bytes_requested_total", {{"backing", "remote"}}, num(h.bytes_read_remote));
+  f.add("hotshard_bytes_read_total", {{"source", "remote"}}, num(h.bytes_missed_remote));
+  f.add("hotshard_bytes_read_total", {{"source", "cache"}}, num(h.bytes_missed_cache));
+  auto requested = sum({num(h.bytes_read_remote), num(h.bytes_read_cache)});
+  auto missed = sum({num(h.bytes_missed_remote), num(h.bytes_missed_cache)});
   if (requested && missed) {
     // Readahead can put pages into the page cache before they are requested,
     // so requested - missed may dip for a moment; hold it monotonic so that it
@@ -353,48 +323,65 @@ void convertStatus(const json& s, Families& f, ConversionState& state) {
     state.page_cache_bytes = std::max(state.page_cache_bytes, *requested - *missed);
     f.add("hotshard_bytes_read_total", {{"source", "page_cache"}}, state.page_cache_bytes);
   }
-  f.add("hotshard_remote_bytes_avoided_total", {}, num(s, {"heat", "remote_bytes_avoided"}));
-  f.add("hotshard_unattributed_bytes_total", {}, num(s, {"heat", "unattributed_bytes"}));
-  f.add("hotshard_heat_shards", {}, num(s, {"heat", "shards"}));
+  f.add("hotshard_remote_bytes_avoided_total", {}, num(h.remote_bytes_avoided));
+  f.add("hotshard_unattributed_bytes_total", {}, num(h.unattributed_bytes));
+  f.add("hotshard_heat_shards", {}, num(h.shards));
+}
 
-  // Jobs: already bounded by the daemon (top N and "other"); bounded again here.
-  // The label is "cgroup", not "job": Prometheus owns "job" (the scrape job) and
-  // would rename ours to exported_job.
-  if (const json* jobs = at(s, {"jobs"}); jobs != nullptr && jobs->is_array()) {
-    std::optional<double> extra_read, extra_missed;
-    size_t n = 0;
-    for (const auto& job : *jobs) {
-      if (!job.is_object()) continue;
-      std::string name = labelValue(str(job, {"cgroup"}));
-      if (name.empty()) name = "unknown";
-      if (n++ >= kMaxJobs) {
-        extra_read = sum({extra_read, num(job, {"bytes_read"})});
-        extra_missed = sum({extra_missed, num(job, {"bytes_missed"})});
-        continue;
-      }
-      f.add("hotshard_job_bytes_read_total", {{"cgroup", name}}, num(job, {"bytes_read"}));
-      f.add("hotshard_job_bytes_missed_total", {{"cgroup", name}}, num(job, {"bytes_missed"}));
+// Already bounded by the daemon (top N and "other"); bounded again here. The
+// label is "cgroup", not "job": Prometheus owns "job" (the scrape job) and would
+// rename ours to exported_job.
+void addJobs(const std::vector<JobStatus>& jobs, Families& f) {
+  std::optional<double> extra_read, extra_missed;
+  size_t n = 0;
+  for (const auto& job : jobs) {
+    std::string name = labelValue(job.cgroup.value_or(""));
+    if (name.empty()) name = "unknown";
+    if (n++ >= kMaxJobs) {
+      extra_read = sum({extra_read, num(job.bytes_read)});
+      extra_missed = sum({extra_missed, num(job.bytes_missed)});
+      continue;
     }
-    f.add("hotshard_job_bytes_read_total", {{"cgroup", "other_overflow"}}, extra_read);
-    f.add("hotshard_job_bytes_missed_total", {{"cgroup", "other_overflow"}}, extra_missed);
+    f.add("hotshard_job_bytes_read_total", {{"cgroup", name}}, num(job.bytes_read));
+    f.add("hotshard_job_bytes_missed_total", {{"cgroup", name}}, num(job.bytes_missed));
   }
+  f.add("hotshard_job_bytes_read_total", {{"cgroup", "other_overflow"}}, extra_read);
+  f.add("hotshard_job_bytes_missed_total", {{"cgroup", "other_overflow"}}, extra_missed);
+}
 
-  // Policy and placement.
-  if (has(s, {"policy", "name"})) {
+void addPolicy(const PolicyStatus& p, Families& f) {
+  if (p.name) {
     f.add("hotshard_policy_info",
-          {{"params", labelValue(paramsText(at(s, {"policy", "params"})))},
-           {"policy", labelValue(str(s, {"policy", "name"}))}},
-          1);
+          {{"params", labelValue(paramsText(p.params))}, {"policy", labelValue(*p.name)}}, 1);
   }
-  f.add("hotshard_policy_admits_total", {}, num(s, {"policy", "counters", "admits"}));
-  f.add("hotshard_policy_rejects_total", {}, num(s, {"policy", "counters", "rejects"}));
-  f.add("hotshard_placement_automatic", {}, num(s, {"placement", "automatic"}));
-  f.add("hotshard_placement_tick_seconds", {}, num(s, {"placement", "tick_seconds"}));
-  f.add("hotshard_placement_ticks_total", {}, num(s, {"placement", "ticks"}));
-  f.add("hotshard_placement_promotions_total", {}, num(s, {"placement", "promotions"}));
-  f.add("hotshard_placement_promotion_failures_total", {},
-        num(s, {"placement", "promotion_failures"}));
-  f.add("hotshard_placement_evictions_total", {}, num(s, {"placement", "evictions"}));
+  if (p.counters) {
+    auto counter = [&](const char* name) -> std::optional<double> {
+      auto it = p.counters->find(name);
+      return it == p.counters->end() ? std::nullopt : std::optional<double>(it->second);
+    };
+    f.add("hotshard_policy_admits_total", {}, counter("admits"));
+    f.add("hotshard_policy_rejects_total", {}, counter("rejects"));
+  }
+}
+
+void addPlacement(const PlacementStatus& p, Families& f) {
+  f.add("hotshard_placement_automatic", {}, num(p.automatic));
+  f.add("hotshard_placement_tick_seconds", {}, num(p.tick_seconds));
+  f.add("hotshard_placement_ticks_total", {}, num(p.ticks));
+  f.add("hotshard_placement_promotions_total", {}, num(p.promotions));
+  f.add("hotshard_placement_promotion_failures_total", {}, num(p.promotion_failures));
+  f.add("hotshard_placement_evictions_total", {}, num(p.evictions));
+}
+
+void convertStatus(const StatusSnapshot& s, Families& f, ConversionState& state) {
+  addIdentity(s, f);
+  if (s.fuse) addFuse(*s.fuse, f);
+  if (s.cache) addCache(*s.cache, f);
+  if (s.probes) addProbes(*s.probes, f);
+  if (s.heat) addHeat(*s.heat, f, state);
+  if (s.jobs) addJobs(*s.jobs, f);
+  if (s.policy) addPolicy(*s.policy, f);
+  if (s.placement) addPlacement(*s.placement, f);
 }
 
 // ---- the exporter -------------------------------------------------------------------
@@ -410,7 +397,7 @@ class StatusCollectable : public prometheus::Collectable {
   explicit StatusCollectable(MetricsExporter::Snapshot snapshot) : snapshot_(std::move(snapshot)) {}
 
   std::vector<MetricFamily> Collect() const override {
-    json status;
+    StatusSnapshot status;
     bool failed = false;
     try {
       status = snapshot_();
@@ -580,6 +567,10 @@ const std::vector<MetricInfo>& metricCatalog() { return kCatalog; }
 std::string metricsLabelValue(const std::string& s) { return labelValue(s); }
 
 std::string statusMetricsText(const json& status) {
+  return statusMetricsText(status.get<StatusSnapshot>());
+}
+
+std::string statusMetricsText(const StatusSnapshot& status) {
   Families f;
   ConversionState state;
   convertStatus(status, f, state);

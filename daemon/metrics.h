@@ -1,11 +1,12 @@
 // Prometheus metrics of one daemon: an HTTP endpoint (http://HOST:PORT/metrics,
-// prometheus-cpp's pull Exposer) whose series are the daemon's status JSON
-// (`hotshard status --json`), converted at every scrape, plus histograms the
-// daemon observes in process (promotion durations, FUSE request latency).
+// prometheus-cpp's pull Exposer) whose series are the daemon's status snapshot
+// (daemon/status.h, what `hotshard status --json` prints), converted at every
+// scrape, plus histograms the daemon observes in process (promotion durations,
+// FUSE request latency).
 //
-// The status JSON stays the one source of truth: a counter in it (a total that
-// only grows) becomes a `_total` counter here, a level becomes a gauge. Fields
-// that are absent produce no series; nothing in the JSON can crash a scrape.
+// The status stays the one source of truth: a counter in it (a total that only
+// grows) becomes a `_total` counter here, a level becomes a gauge. Fields that
+// are absent produce no series; nothing in a status can crash a scrape.
 // docs/metrics.md lists every series; metricCatalog() is the same list in code.
 #pragma once
 
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "daemon/status.h"
 
 namespace hotshard {
 
@@ -50,11 +52,15 @@ std::string metricsLabelValue(const std::string& s);
 
 // The Prometheus text exposition of one status snapshot, without the in-process
 // histograms (for tests and tools). Stateless: each call starts afresh.
+std::string statusMetricsText(const StatusSnapshot& status);
+// The same for a status as JSON (`hotshard status --json`), read with from_json:
+// fields that are absent or of the wrong type give no series.
 std::string statusMetricsText(const json& status);
 
 class MetricsExporter {
  public:
-  using Snapshot = std::function<json()>;
+  // The daemon's status now; it may throw (the scrape then counts a failure).
+  using Snapshot = std::function<StatusSnapshot()>;
 
   // addr: "HOST:PORT", "[IPv6]:PORT" (port 0: any free port, see port()), or
   // "off": no HTTP endpoint, and the observe methods do nothing.

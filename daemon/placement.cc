@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "base/clock.h"
+#include "daemon/control_protocol.h"
 #include "policy/plan.h"
 #include "policy/registry.h"
 
@@ -281,76 +282,84 @@ void Placement::syncEvictionOrder() {
   for (const auto& rel : evicted) policy_->remove(idOf(rel));
 }
 
-json Placement::statusJson() const {
-  json probes;
-  HeatSourceHealth h = heat_->health();
-  if (!h.degraded) {
-    probes = {{"mode", "bpf"},
-              {"events", h.events},
-              {"lost_updates", h.lost_updates},
-              {"attached", h.programs.size()},
-              {"programs", h.programs},
-              {"skipped", h.skipped}};
-  } else {
-    probes = {{"mode", "degraded"}, {"reason", h.reason}};
-  }
-  std::lock_guard lock(mu_);
-  uint64_t rr = 0, rm = 0, cr = 0, cm = 0;
-  for (const auto& [rel, s] : shards_) {
-    rr += s.remote_read;
-    rm += s.remote_missed;
-    cr += s.cache_read;
-    cm += s.cache_missed;
-  }
-  std::vector<std::pair<std::string, Job>> jobs(jobs_.begin(), jobs_.end());
-  std::sort(jobs.begin(), jobs.end(),
-            [](const auto& a, const auto& b) { return a.second.bytes_read > b.second.bytes_read; });
-  json jobs_json = json::array();
-  Job other;
-  for (size_t i = 0; i < jobs.size(); i++) {
-    if (i < opts_.top_jobs) {
-      jobs_json.push_back({{"cgroup", jobs[i].first},
-                           {"bytes_read", jobs[i].second.bytes_read},
-                           {"bytes_missed", jobs[i].second.bytes_missed}});
-    } else {
-      other.bytes_read += jobs[i].second.bytes_read;
-      other.bytes_missed += jobs[i].second.bytes_missed;
-    }
-  }
-  if (jobs.size() > opts_.top_jobs) {
-    jobs_json.push_back(
-        {{"cgroup", "other"}, {"bytes_read", other.bytes_read}, {"bytes_missed", other.bytes_missed}});
-  }
-  json counters = json::object();
-  policy_->visitCounters([&](std::string_view name, double v) { counters[std::string(name)] = v; });
-  return json{
-      {"probes", probes},
-      {"heat",
-       {{"bytes_read_remote", rr},
-        {"bytes_missed_remote", rm},
-        {"bytes_read_cache", cr},
-        {"bytes_missed_cache", cm},
-        // Bytes that came off the cache disk: without the copy, the remote's.
-        {"remote_bytes_avoided", cm},
-        {"unattributed_bytes", unattributed_bytes_},
-        {"shards", shards_.size()}}},
-      {"jobs", jobs_json},
-      {"policy",
-       {{"name", std::string(policy_->name())},
-        {"spec", policy::describePolicy(*policy_)},
-        {"params", paramsJson(*policy_)},
-        {"counters", counters}}},
-      {"placement",
-       {{"automatic", opts_.automatic},
-        {"tick_seconds", opts_.tick_seconds},
-        {"ticks", ticks_},
-        {"promotions", promotions_},
-        {"promotion_failures", promotion_failures_},
-        {"evictions", evictions_}}},
-  };
+namespace {
+
+ProbeStatus probeStatusOf(const HeatSourceHealth& h) {
+  if (h.degraded) return ProbeStatus{.mode = "degraded", .reason = h.reason};
+  return ProbeStatus{.mode = "bpf",
+                     .events = h.events,
+                     .lost_updates = h.lost_updates,
+                     .attached = h.programs.size(),
+                     .programs = h.programs,
+                     .skipped = h.skipped};
 }
 
-json Placement::top(size_t n) const {
+// The top_jobs jobs by bytes read, then the rest summed as "other".
+template <class JobMap>
+std::vector<JobStatus> topJobsOf(const JobMap& jobs_by_cgroup, size_t top_jobs) {
+  std::vector<std::pair<std::string, typename JobMap::mapped_type>> jobs(jobs_by_cgroup.begin(),
+                                                                         jobs_by_cgroup.end());
+  std::sort(jobs.begin(), jobs.end(),
+            [](const auto& a, const auto& b) { return a.second.bytes_read > b.second.bytes_read; });
+  std::vector<JobStatus> out;
+  JobStatus other{.cgroup = "other", .bytes_read = 0, .bytes_missed = 0};
+  for (size_t i = 0; i < jobs.size(); i++) {
+    if (i < top_jobs) {
+      out.push_back({.cgroup = jobs[i].first,
+                     .bytes_read = jobs[i].second.bytes_read,
+                     .bytes_missed = jobs[i].second.bytes_missed});
+    } else {
+      *other.bytes_read += jobs[i].second.bytes_read;
+      *other.bytes_missed += jobs[i].second.bytes_missed;
+    }
+  }
+  if (jobs.size() > top_jobs) out.push_back(std::move(other));
+  return out;
+}
+
+const char* stateName(CacheStore::State s) {
+  return s == CacheStore::State::kCached      ? "cached"
+         : s == CacheStore::State::kPromoting ? "promoting"
+                                              : "remote";
+}
+
+}  // namespace
+
+void Placement::fillStatus(StatusSnapshot& status) const {
+  status.probes = probeStatusOf(heat_->health());
+  std::lock_guard lock(mu_);
+  HeatStatus heat{.bytes_read_remote = 0,
+                  .bytes_missed_remote = 0,
+                  .bytes_read_cache = 0,
+                  .bytes_missed_cache = 0};
+  for (const auto& [rel, s] : shards_) {
+    *heat.bytes_read_remote += s.remote_read;
+    *heat.bytes_missed_remote += s.remote_missed;
+    *heat.bytes_read_cache += s.cache_read;
+    *heat.bytes_missed_cache += s.cache_missed;
+  }
+  // Bytes that came off the cache disk: without the copy, the remote's.
+  heat.remote_bytes_avoided = heat.bytes_missed_cache;
+  heat.unattributed_bytes = unattributed_bytes_;
+  heat.shards = shards_.size();
+  status.heat = heat;
+  status.jobs = topJobsOf(jobs_, opts_.top_jobs);
+  std::map<std::string, double> counters;
+  policy_->visitCounters([&](std::string_view name, double v) { counters[std::string(name)] = v; });
+  status.policy =
+      PolicyStatus{.name = std::string(policy_->name()),
+                   .spec = policy::describePolicy(*policy_),
+                   .params = paramsJson(*policy_).get<std::map<std::string, std::string>>(),
+                   .counters = std::move(counters)};
+  status.placement = PlacementStatus{.automatic = opts_.automatic,
+                                     .tick_seconds = opts_.tick_seconds,
+                                     .ticks = ticks_,
+                                     .promotions = promotions_,
+                                     .promotion_failures = promotion_failures_,
+                                     .evictions = evictions_};
+}
+
+std::vector<ShardRow> Placement::top(size_t n) const {
   // Ranked by the heat the policy decides with.
   struct Row {
     std::string rel;
@@ -366,23 +375,20 @@ json Placement::top(size_t n) const {
     return a.heat != b.heat ? a.heat > b.heat : a.s.last_ns > b.s.last_ns;
   });
   if (rows.size() > n) rows.resize(n);
-  json out = json::array();
+  std::vector<ShardRow> out;
   for (const auto& [rel, s, heat] : rows) {
     CacheStore::ObjectInfo info = store_->info(rel);
-    const char* state = info.state == CacheStore::State::kCached      ? "cached"
-                        : info.state == CacheStore::State::kPromoting ? "promoting"
-                                                                      : "remote";
-    out.push_back({{"path", rel},
-                   {"heat", heat},
-                   {"size", s.size},
-                   {"bytes_read", s.remote_read + s.cache_read},
-                   {"remote_read_bytes", s.remote_read},
-                   {"remote_miss_bytes", s.remote_missed},
-                   {"cache_bytes", s.cache_read},
-                   {"mmap_faults", s.faults},
-                   {"opens", s.opens},
-                   {"state", state},
-                   {"pinned", info.pinned}});
+    out.push_back(ShardRow{.path = rel,
+                           .heat = heat,
+                           .size = s.size,
+                           .bytes_read = s.remote_read + s.cache_read,
+                           .remote_read_bytes = s.remote_read,
+                           .remote_miss_bytes = s.remote_missed,
+                           .cache_bytes = s.cache_read,
+                           .mmap_faults = s.faults,
+                           .opens = s.opens,
+                           .state = stateName(info.state),
+                           .pinned = info.pinned});
   }
   return out;
 }
@@ -459,23 +465,25 @@ Result<json> Placement::traceRecord(const json& req) {
 }
 
 void Placement::addHandlers(std::map<std::string, ControlServer::Handler>& h) {
-  h["top"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
-    size_t n = req.value("n", 20);
-    return json{{"shards", top(n)}, {"status", statusJson()}};
+  h[control::kTop] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    TopReply reply{.shards = top(req.value(control::kTopCount, control::kTopDefaultCount))};
+    fillStatus(reply.status);
+    return json(reply);
   };
-  h["policy_show"] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
+  h[control::kPolicyShow] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
     reconcileResidents();
-    json s = statusJson();
-    s["policy"]["available"] = policy::policyNames();
-    return s["policy"];
+    StatusSnapshot s;
+    fillStatus(s);
+    s.policy->available = policy::policyNames();
+    return json(*s.policy);
   };
-  h["policy_set"] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
-    if (!req.contains("spec") || !req["spec"].is_string()) {
+  h[control::kPolicySet] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
+    if (!req.contains(control::kSpec) || !req[control::kSpec].is_string()) {
       return makeError(Errc::kInvalidArgument, "\"spec\" must be a string like \"lfu;half_life=60\"");
     }
-    return policySet(req["spec"].get<std::string>());
+    return policySet(req[control::kSpec].get<std::string>());
   };
-  h["trace_record"] = [this](const json& req, const ControlServer::Progress&) {
+  h[control::kTraceRecord] = [this](const json& req, const ControlServer::Progress&) {
     return traceRecord(req);
   };
 }

@@ -34,6 +34,7 @@
 #include "daemon/cache_store.h"
 #include "daemon/control.h"
 #include "daemon/heat_source.h"
+#include "daemon/status.h"
 #include "daemon/promoter.h"
 #include "policy/policy.h"
 #include "policy/trace.h"
@@ -67,8 +68,11 @@ class Placement {
   void noteOpen(const std::string& rel_path, const struct stat& backing, bool from_cache,
                 bool for_write);
 
-  json statusJson() const;  // "probes", "heat", "jobs", "policy", "placement"
-  json top(size_t n) const;
+  // Its part of the status: probes, heat, jobs (the top_jobs, then "other"),
+  // policy and placement. Leaves the other sections of status as they are.
+  void fillStatus(StatusSnapshot& status) const;
+  // The n hottest shards, hottest first (ties: most recently read first).
+  std::vector<ShardRow> top(size_t n) const;
   void addHandlers(std::map<std::string, ControlServer::Handler>& handlers);
 
   // One tick now (tests drive it; the loop calls it every tick_seconds).

@@ -4,8 +4,9 @@
 
 #include <cstdio>
 
-#include "base/units.h"
 #include "base/paths.h"
+#include "base/units.h"
+#include "daemon/control_protocol.h"
 #include "tools/client.h"
 #include "tools/commands.h"
 
@@ -17,10 +18,13 @@ struct PathArgs {
   std::vector<std::string> paths;
 };
 
-json pathsJson(const std::vector<std::string>& paths) {
+// {"cmd": cmd, "paths": [...]} with each path made absolute.
+json pathsRequest(const char* cmd, const std::vector<std::string>& paths) {
   json out = json::array();
   for (const auto& p : paths) out.push_back(normalPath(p));
-  return out;
+  json req = control::request(cmd);
+  req[control::kPaths] = std::move(out);
+  return req;
 }
 
 CLI::App* pathCommand(CLI::App& app, const std::string& name, const std::string& help,
@@ -37,21 +41,21 @@ CLI::App* pathCommand(CLI::App& app, const std::string& name, const std::string&
 // Prints per-path results; returns how many failed.
 int printResults(const json& reply, const char* verb, bool as_json) {
   int failed = 0;
-  for (const auto& r : reply.value("results", json::array())) {
-    if (r.contains("error")) failed++;
+  for (const auto& r : reply.value(control::kResults, json::array())) {
+    if (r.contains(control::kError)) failed++;
   }
   if (as_json) {
     json out = reply;
-    out.erase("ok");
+    out.erase(control::kOk);
     std::printf("%s\n", out.dump().c_str());
     return failed;
   }
-  for (const auto& r : reply.value("results", json::array())) {
-    if (r.contains("error")) {
-      std::printf("%-8s %s: %s\n", "FAILED", r.value("path", "").c_str(),
-                  r["error"].get<std::string>().c_str());
+  for (const auto& r : reply.value(control::kResults, json::array())) {
+    if (r.contains(control::kError)) {
+      std::printf("%-8s %s: %s\n", "FAILED", r.value(control::kPath, "").c_str(),
+                  r[control::kError].get<std::string>().c_str());
     } else {
-      std::printf("%-8s %s\n", verb, r.value("path", "").c_str());
+      std::printf("%-8s %s\n", verb, r.value(control::kPath, "").c_str());
     }
   }
   return failed;
@@ -67,29 +71,29 @@ void addWarmCommand(CLI::App& app) {
                           "  hotshard warm /mnt/models/llama/*.safetensors --json");
   cmd->callback([args] {
     bool tty = ::isatty(STDOUT_FILENO);
-    json reply = callDaemon(
-        "warm", args->target, json{{"cmd", "warm"}, {"paths", pathsJson(args->paths)}},
-        [&](const json& p) {
-          if (args->target.json) return;
-          std::string line = "[" + std::to_string(p.value("done", 0)) + "/" +
-                             std::to_string(p.value("total", 0)) + "] " + p.value("path", "");
-          if (p.value("ok", false)) {
-            line += "  " + formatBytes(p.value("size", 0ull));
-          } else {
-            line += "  FAILED: " + p.value("error", "");
-          }
-          std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());
-          std::fflush(stdout);
-        });
-    reply.erase("ok");
-    size_t failed = reply.value("failed", json::array()).size();
+    json reply = callDaemon(control::kWarm, args->target, pathsRequest(control::kWarm, args->paths),
+                            [&](const json& p) {
+                              if (args->target.json) return;
+                              std::string line = "[" + std::to_string(p.value(control::kDone, 0)) +
+                                                 "/" + std::to_string(p.value(control::kTotal, 0)) +
+                                                 "] " + p.value(control::kPath, "");
+                              if (p.value(control::kOk, false)) {
+                                line += "  " + formatBytes(p.value(control::kSize, 0ull));
+                              } else {
+                                line += "  FAILED: " + p.value(control::kError, "");
+                              }
+                              std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());
+                              std::fflush(stdout);
+                            });
+    reply.erase(control::kOk);
+    size_t failed = reply.value(control::kFailed, json::array()).size();
     if (args->target.json) {
       std::printf("%s\n", reply.dump().c_str());
     } else {
       std::printf("warmed %llu of %llu files (%s)%s\n",
-                  static_cast<unsigned long long>(reply.value("warmed", 0ull)),
-                  static_cast<unsigned long long>(reply.value("files", 0ull)),
-                  formatBytes(reply.value("bytes", 0ull)).c_str(),
+                  static_cast<unsigned long long>(reply.value(control::kWarmed, 0ull)),
+                  static_cast<unsigned long long>(reply.value(control::kFiles, 0ull)),
+                  formatBytes(reply.value(control::kBytes, 0ull)).c_str(),
                   failed ? (", " + std::to_string(failed) + " failed").c_str() : "");
     }
     if (failed) throw CLI::RuntimeError(kExitFailure);
@@ -102,22 +106,21 @@ void addEvictCommand(CLI::App& app) {
                           args, "  hotshard evict /mnt/datasets/old-run\n");
   cmd->callback([args] {
     json reply =
-        callDaemon("evict", args->target, json{{"cmd", "evict"}, {"paths", pathsJson(args->paths)}});
+        callDaemon(control::kEvict, args->target, pathsRequest(control::kEvict, args->paths));
     if (printResults(reply, "evicted", args->target.json)) throw CLI::RuntimeError(kExitFailure);
   });
 }
 
 void addPinCommand(CLI::App& app, bool pin) {
   auto args = std::make_shared<PathArgs>();
-  std::string name = pin ? "pin" : "unpin";
+  std::string name = pin ? control::kPin : control::kUnpin;
   auto* cmd = pathCommand(
       app, name,
       pin ? "Keep files in the cache: never evicted to make room (not yet cached ones too)"
           : "Let pinned files be evicted again",
       args, "  hotshard " + name + " /mnt/models/llama-70b\n");
   cmd->callback([args, name, pin] {
-    json reply =
-        callDaemon(name, args->target, json{{"cmd", name}, {"paths", pathsJson(args->paths)}});
+    json reply = callDaemon(name, args->target, pathsRequest(name.c_str(), args->paths));
     if (printResults(reply, pin ? "pinned" : "unpinned", args->target.json)) {
       throw CLI::RuntimeError(kExitFailure);
     }
@@ -131,17 +134,18 @@ void addStatCommand(CLI::App& app) {
                           "  hotshard stat /mnt/datasets/shard-0042.tar --json\n");
   cmd->callback([args] {
     json reply =
-        callDaemon("stat", args->target, json{{"cmd", "stat"}, {"paths", pathsJson(args->paths)}});
-    const json& results = reply["results"];
+        callDaemon(control::kStat, args->target, pathsRequest(control::kStat, args->paths));
+    const json& results = reply[control::kResults];
     if (args->target.json) {
       // One path: the object itself, as scripts expect; several: an array.
       std::printf("%s\n", (results.size() == 1 ? results[0] : results).dump().c_str());
       return;
     }
     for (const auto& r : results) {
-      std::printf("%-10s %s%s  %s\n", r.value("state", "").c_str(),
-                  r.value("pinned", false) ? "pinned " : "", r.value("path", "").c_str(),
-                  formatBytes(r.value("size", 0ull)).c_str());
+      std::printf("%-10s %s%s  %s\n", r.value(control::kState, "").c_str(),
+                  r.value(control::kPinned, false) ? "pinned " : "",
+                  r.value(control::kPath, "").c_str(),
+                  formatBytes(r.value(control::kSize, 0ull)).c_str());
     }
   });
 }
@@ -154,16 +158,16 @@ void addVerifyCommand(CLI::App& app) {
                           args, "  hotshard verify\n  hotshard verify /mnt/datasets/train\n",
                           /*paths_required=*/false);
   cmd->callback([args] {
-    json req = {{"cmd", "verify"}};
-    if (!args->paths.empty()) req["paths"] = pathsJson(args->paths);
-    json reply = callDaemon("verify", args->target, req);
-    reply.erase("ok");
+    json req = args->paths.empty() ? control::request(control::kVerify)
+                                   : pathsRequest(control::kVerify, args->paths);
+    json reply = callDaemon(control::kVerify, args->target, req);
+    reply.erase(control::kOk);
     if (args->target.json) {
       std::printf("%s\n", reply.dump().c_str());
     } else {
       std::printf("verified %llu cached objects, dropped %llu\n",
-                  static_cast<unsigned long long>(reply.value("checked", 0ull)),
-                  static_cast<unsigned long long>(reply.value("dropped", 0ull)));
+                  static_cast<unsigned long long>(reply.value(control::kChecked, 0ull)),
+                  static_cast<unsigned long long>(reply.value(control::kDropped, 0ull)));
     }
   });
 }

@@ -6,8 +6,9 @@
 #include <cstdio>
 #include <thread>
 
-#include "base/units.h"
 #include "base/paths.h"
+#include "base/units.h"
+#include "daemon/control_protocol.h"
 #include "tools/client.h"
 #include "tools/commands.h"
 #include "tools/options.h"
@@ -15,30 +16,30 @@
 namespace hotshard::cli {
 namespace {
 
-void printTop(const json& reply, bool clear) {
-  const json& st = reply["status"];
+unsigned long long count(const Opt<uint64_t>& v) { return v.value_or(0); }
+
+void printTop(const TopReply& reply, bool clear) {
+  const StatusSnapshot& st = reply.status;
   if (clear) std::printf("\033[H\033[2J");
-  const json& heat = st["heat"];
-  const json& probes = st["probes"];
-  std::printf("hotshard top  probes: %s  policy: %s  ticks: %llu  promotions: %llu  evictions: %llu\n",
-              probes.value("mode", "?").c_str(), st["policy"].value("spec", "?").c_str(),
-              static_cast<unsigned long long>(st["placement"].value("ticks", 0ull)),
-              static_cast<unsigned long long>(st["placement"].value("promotions", 0ull)),
-              static_cast<unsigned long long>(st["placement"].value("evictions", 0ull)));
+  HeatStatus heat = st.heat.value_or(HeatStatus{});
+  PlacementStatus placement = st.placement.value_or(PlacementStatus{});
+  std::printf(
+      "hotshard top  probes: %s  policy: %s  ticks: %llu  promotions: %llu  evictions: %llu\n",
+      st.probes ? st.probes->mode.value_or("?").c_str() : "?",
+      st.policy ? st.policy->spec.value_or("?").c_str() : "?", count(placement.ticks),
+      count(placement.promotions), count(placement.evictions));
   std::printf("read from remote %s (missed %s), from cache %s; remote bytes avoided %s\n\n",
-              formatBytes(heat.value("bytes_read_remote", 0ull)).c_str(),
-              formatBytes(heat.value("bytes_missed_remote", 0ull)).c_str(),
-              formatBytes(heat.value("bytes_read_cache", 0ull)).c_str(),
-              formatBytes(heat.value("remote_bytes_avoided", 0ull)).c_str());
+              formatBytes(count(heat.bytes_read_remote)).c_str(),
+              formatBytes(count(heat.bytes_missed_remote)).c_str(),
+              formatBytes(count(heat.bytes_read_cache)).c_str(),
+              formatBytes(count(heat.remote_bytes_avoided)).c_str());
   std::printf("%10s %10s %10s %10s %10s  %-9s %s\n", "HEAT", "SIZE", "READ", "REMOTE-MISS",
               "CACHE", "STATE", "PATH");
-  for (const auto& s : reply["shards"]) {
-    std::printf("%10.3g %10s %10s %10s %10s  %-9s %s%s\n", s.value("heat", 0.0),
-                formatBytes(s.value("size", 0ull)).c_str(),
-                formatBytes(s.value("bytes_read", 0ull)).c_str(),
-                formatBytes(s.value("remote_miss_bytes", 0ull)).c_str(),
-                formatBytes(s.value("cache_bytes", 0ull)).c_str(), s.value("state", "").c_str(),
-                s.value("pinned", false) ? "[pinned] " : "", s.value("path", "").c_str());
+  for (const ShardRow& s : reply.shards) {
+    std::printf("%10.3g %10s %10s %10s %10s  %-9s %s%s\n", s.heat, formatBytes(s.size).c_str(),
+                formatBytes(s.bytes_read).c_str(), formatBytes(s.remote_miss_bytes).c_str(),
+                formatBytes(s.cache_bytes).c_str(), s.state.c_str(), s.pinned ? "[pinned] " : "",
+                s.path.c_str());
   }
   std::fflush(stdout);
 }
@@ -49,7 +50,7 @@ volatile std::sig_atomic_t g_stop = 0;
 
 void addTopCommand(CLI::App& app) {
   auto target = std::make_shared<DaemonTarget>();
-  auto n = std::make_shared<size_t>(20);
+  auto n = std::make_shared<size_t>(control::kTopDefaultCount);
   auto interval = std::make_shared<double>(2.0);
   auto iterations = std::make_shared<int>(0);
   auto* cmd = app.add_subcommand("top", "Hottest shards: heat, bytes read, remote misses, state");
@@ -63,17 +64,18 @@ void addTopCommand(CLI::App& app) {
       "  hotshard top\n"
       "  hotshard top -n 50 --json | jq '.shards[] | select(.state == \"remote\")'");
   cmd->callback([=] {
-    json req = {{"cmd", "top"}, {"n", *n}};
+    json req = control::request(control::kTop);
+    req[control::kTopCount] = *n;
     if (target->json) {
-      json reply = callDaemon("top", *target, req);
-      reply.erase("ok");
+      json reply = callDaemon(control::kTop, *target, req);
+      reply.erase(control::kOk);
       std::printf("%s\n", reply.dump().c_str());
       return;
     }
     std::signal(SIGINT, [](int) { g_stop = 1; });
     bool tty = ::isatty(STDOUT_FILENO);
     for (int i = 0; !g_stop && (*iterations == 0 || i < *iterations); i++) {
-      printTop(callDaemon("top", *target, req), tty);
+      printTop(callDaemon(control::kTop, *target, req).get<TopReply>(), tty);
       if (*iterations != 0 && i + 1 >= *iterations) break;
       for (int k = 0; k < static_cast<int>(*interval * 10) && !g_stop; k++) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -101,15 +103,18 @@ void addTraceCommand(CLI::App& app) {
     if (!secs.ok()) throw CLI::ValidationError("--duration", secs.error().message);
     std::string path = normalPath(*out);
     DaemonTarget t = *target;
-    json reply = callDaemon("trace record", t,
-                            json{{"cmd", "trace_record"}, {"out", path}, {"duration", *secs}},
-                            nullptr, static_cast<int>(*secs * 1000) + 30000);
-    reply.erase("ok");
+    json req = control::request(control::kTraceRecord);
+    req[control::kOut] = path;
+    req[control::kDuration] = *secs;
+    json reply =
+        callDaemon("trace record", t, req, nullptr, static_cast<int>(*secs * 1000) + 30000);
+    reply.erase(control::kOk);
     if (target->json) {
       std::printf("%s\n", reply.dump().c_str());
     } else {
       std::printf("recorded %llu records to %s\n",
-                  static_cast<unsigned long long>(reply.value("records", 0ull)), path.c_str());
+                  static_cast<unsigned long long>(reply.value(control::kRecords, 0ull)),
+                  path.c_str());
     }
   });
 }
@@ -120,18 +125,21 @@ void addPolicyLiveCommands(CLI::App* policy) {
   addTargetOptions(show, *target);
   show->footer("Examples:\n  hotshard policy show\n  hotshard policy show --json");
   show->callback([target] {
-    json reply = callDaemon("policy show", *target, json{{"cmd", "policy_show"}});
-    reply.erase("ok");
+    json reply = callDaemon("policy show", *target, control::request(control::kPolicyShow));
+    reply.erase(control::kOk);
     if (target->json) {
       std::printf("%s\n", reply.dump().c_str());
       return;
     }
-    std::printf("policy %s\n", reply.value("spec", "").c_str());
-    for (const auto& [k, v] : reply["params"].items()) {
-      std::printf("  %-20s %s\n", k.c_str(), v.get<std::string>().c_str());
+    auto policy = reply.get<PolicyStatus>();
+    std::printf("policy %s\n", policy.spec.value_or("").c_str());
+    for (const auto& [k, v] : policy.params.value_or(std::map<std::string, std::string>{})) {
+      std::printf("  %-20s %s\n", k.c_str(), v.c_str());
     }
     std::printf("available: ");
-    for (const auto& a : reply["available"]) std::printf("%s ", a.get<std::string>().c_str());
+    for (const auto& a : policy.available.value_or(std::vector<std::string>{})) {
+      std::printf("%s ", a.c_str());
+    }
     std::printf("\n");
   });
 
@@ -150,13 +158,16 @@ void addPolicyLiveCommands(CLI::App* policy) {
   set->callback([=] {
     std::string spec = *name;
     for (const auto& p : *params) spec += ";" + p;
-    json reply = callDaemon("policy set", *set_target, json{{"cmd", "policy_set"}, {"spec", spec}});
-    reply.erase("ok");
+    json req = control::request(control::kPolicySet);
+    req[control::kSpec] = spec;
+    json reply = callDaemon("policy set", *set_target, req);
+    reply.erase(control::kOk);
     if (set_target->json) {
       std::printf("%s\n", reply.dump().c_str());
     } else {
-      std::printf("policy now %s (%llu cached objects kept)\n", reply.value("spec", "").c_str(),
-                  static_cast<unsigned long long>(reply.value("residents", 0ull)));
+      auto policy = reply.get<PolicyStatus>();
+      std::printf("policy now %s (%llu cached objects kept)\n", policy.spec.value_or("").c_str(),
+                  count(policy.residents));
     }
   });
 }

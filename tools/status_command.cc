@@ -2,70 +2,72 @@
 #include <cstdio>
 
 #include "base/units.h"
+#include "daemon/control_protocol.h"
 #include "tools/client.h"
 #include "tools/commands.h"
 
 namespace hotshard::cli {
 namespace {
 
-void printHuman(const json& s) {
-  std::printf("hotshard %s (pid %d)\n", s.value("version", "?").c_str(), s.value("pid", 0));
-  std::printf("  mount        %s%s\n", s.value("mount", "").c_str(),
-              s.value("overmount", false) ? "  (over the remote)" : "");
-  std::printf("  remote       %s\n", s.value("remote", "").c_str());
-  std::printf("  cache        %s\n", s.value("cache_dir", "").c_str());
-  if (s.contains("cache") && s["cache"].is_object()) {
-    const json& c = s["cache"];
+unsigned long long count(const Opt<uint64_t>& v) { return v.value_or(0); }
+
+void printIdentity(const StatusSnapshot& s) {
+  std::printf("hotshard %s (pid %d)\n", s.version.value_or("?").c_str(),
+              static_cast<int>(s.pid.value_or(0)));
+  std::printf("  mount        %s%s\n", s.mount.value_or("").c_str(),
+              s.overmount.value_or(false) ? "  (over the remote)" : "");
+  std::printf("  remote       %s\n", s.remote.value_or("").c_str());
+  std::printf("  cache        %s\n", s.cache_dir.value_or("").c_str());
+  if (const auto& c = s.cache) {
     std::printf("  cache fill   %s of %s, %llu objects, %llu promotions in flight\n",
-                formatBytes(c.value("used_bytes", 0ull)).c_str(),
-                formatBytes(c.value("capacity_bytes", 0ull)).c_str(),
-                static_cast<unsigned long long>(c.value("objects", 0ull)),
-                static_cast<unsigned long long>(c.value("promotions_in_flight", 0ull)));
+                formatBytes(c->used_bytes.value_or(0)).c_str(),
+                formatBytes(c->capacity_bytes.value_or(0)).c_str(), count(c->objects),
+                count(c->promotions_in_flight));
   }
-  std::printf("  consistency  %s\n", s.value("consistency", "").c_str());
-  std::printf("  passthrough  %s  (%s)\n", s.value("passthrough", false) ? "yes" : "NO",
-              s.value("passthrough_reason", "").c_str());
-  if (s.contains("probes")) {
-    const json& p = s["probes"];
-    if (p.value("mode", "") == "bpf") {
+  std::printf("  consistency  %s\n", s.consistency.value_or("").c_str());
+  std::printf("  passthrough  %s  (%s)\n", s.passthrough.value_or(false) ? "yes" : "NO",
+              s.passthrough_reason.value_or("").c_str());
+}
+
+void printProbesAndPolicy(const StatusSnapshot& s) {
+  if (const auto& p = s.probes) {
+    if (p->mode == "bpf") {
       std::printf("  probes       bpf, %llu programs, %llu events, %llu lost updates\n",
-                  static_cast<unsigned long long>(p.value("attached", 0ull)),
-                  static_cast<unsigned long long>(p.value("events", 0ull)),
-                  static_cast<unsigned long long>(p.value("lost_updates", 0ull)));
+                  count(p->attached), count(p->events), count(p->lost_updates));
     } else {
-      std::printf("  probes       DEGRADED (%s)\n", p.value("reason", "").c_str());
+      std::printf("  probes       DEGRADED (%s)\n", p->reason.value_or("").c_str());
     }
   }
-  if (s.contains("policy")) {
-    std::printf("  policy       %s (placement %s)\n", s["policy"].value("spec", "").c_str(),
-                s["placement"].value("automatic", false) ? "auto" : "manual");
-  }
-  if (s.contains("fuse")) {
-    const json& f = s["fuse"];
-    std::printf("  opens        %llu passthrough, %llu in user space; %llu from the cache, %llu "
-                "from the remote\n",
-                static_cast<unsigned long long>(f.value("opens_passthrough", 0ull)),
-                static_cast<unsigned long long>(f.value("opens_userspace", 0ull)),
-                static_cast<unsigned long long>(f.value("opens_cache", 0ull)),
-                static_cast<unsigned long long>(f.value("opens_remote", 0ull)));
-    if (f.contains("requests")) {
-      std::printf("  requests    ");
-      for (const auto& [name, n] : f["requests"].items()) {
-        if (n.get<uint64_t>() > 0) {
-          std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n.get<uint64_t>()));
-        }
-      }
-      std::printf("\n");
-    }
+  if (s.policy) {
+    bool automatic = s.placement && s.placement->automatic.value_or(false);
+    std::printf("  policy       %s (placement %s)\n", s.policy->spec.value_or("").c_str(),
+                automatic ? "auto" : "manual");
   }
 }
 
-void printTopFive(const json& s) {
-  if (!s.contains("top") || s["top"].empty()) return;
+void printFuse(const StatusSnapshot& s) {
+  if (!s.fuse) return;
+  const FuseStatus& f = *s.fuse;
+  std::printf(
+      "  opens        %llu passthrough, %llu in user space; %llu from the cache, %llu "
+      "from the remote\n",
+      count(f.opens_passthrough), count(f.opens_userspace), count(f.opens_cache),
+      count(f.opens_remote));
+  if (f.requests) {
+    std::printf("  requests    ");
+    for (const auto& [name, n] : *f.requests) {
+      if (n > 0) std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n));
+    }
+    std::printf("\n");
+  }
+}
+
+void printTopFive(const StatusSnapshot& s) {
+  if (!s.top || s.top->empty()) return;
   std::printf("  hottest\n");
-  for (const auto& sh : s["top"]) {
-    std::printf("    %-9s %10s read  %s\n", sh.value("state", "").c_str(),
-                formatBytes(sh.value("bytes_read", 0ull)).c_str(), sh.value("path", "").c_str());
+  for (const ShardRow& sh : *s.top) {
+    std::printf("    %-9s %10s read  %s\n", sh.state.c_str(), formatBytes(sh.bytes_read).c_str(),
+                sh.path.c_str());
   }
 }
 
@@ -80,14 +82,17 @@ void addStatusCommand(CLI::App& app) {
       "  hotshard status\n"
       "  hotshard status --mount /mnt/datasets --json | jq .passthrough");
   cmd->callback([target] {
-    json s = callDaemon("status", *target, json{{"cmd", "status"}});
-    s.erase("ok");
+    json reply = callDaemon(control::kStatus, *target, control::request(control::kStatus));
+    reply.erase(control::kOk);
     if (target->json) {
-      std::printf("%s\n", s.dump().c_str());
-    } else {
-      printHuman(s);
-      printTopFive(s);
+      std::printf("%s\n", reply.dump().c_str());
+      return;
     }
+    auto s = reply.get<StatusSnapshot>();
+    printIdentity(s);
+    printProbesAndPolicy(s);
+    printFuse(s);
+    printTopFive(s);
   });
 }
 

@@ -25,6 +25,7 @@ namespace hotshard {
 namespace {
 
 using testing::fullStatusFixture;
+using testing::fullStatusSnapshot;
 using testing::httpGet;
 using testing::parseMetricsText;
 
@@ -239,7 +240,7 @@ TEST(MetricsExporter, ServesTheSnapshotAndHistogramsOverHttp) {
   std::atomic<int> calls{0};
   auto exporter = MetricsExporter::start("127.0.0.1:0", [&] {
     calls++;
-    return fullStatusFixture();
+    return fullStatusSnapshot();
   });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   MetricsExporter& e = **exporter;
@@ -283,7 +284,8 @@ TEST(MetricsExporter, PageCacheBytesStayACounterAcrossScrapes) {
                  {{"bytes_read_remote", 500 + 100 * i},
                   {"bytes_missed_remote", kMissed[i]},
                   {"bytes_read_cache", 0},
-                  {"bytes_missed_cache", 0}}}};
+                  {"bytes_missed_cache", 0}}}}
+        .get<StatusSnapshot>();
   });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   std::vector<double> seen;
@@ -297,8 +299,8 @@ TEST(MetricsExporter, PageCacheBytesStayACounterAcrossScrapes) {
 }
 
 TEST(MetricsExporter, SnapshotFailureIsCountedNotFatal) {
-  auto exporter =
-      MetricsExporter::start("127.0.0.1:0", []() -> json { throw std::runtime_error("boom"); });
+  auto exporter = MetricsExporter::start(
+      "127.0.0.1:0", []() -> StatusSnapshot { throw std::runtime_error("boom"); });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   for (int i = 1; i <= 2; i++) {
     auto reply = httpGet((*exporter)->port(), "/metrics");
@@ -321,24 +323,24 @@ TEST(MetricsExporter, PortInUseIsAClearError) {
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len), 0);
   std::string addr = "127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
 
-  auto taken = MetricsExporter::start(addr, [] { return json::object(); });
+  auto taken = MetricsExporter::start(addr, [] { return StatusSnapshot{}; });
   ::close(fd);
   ASSERT_FALSE(taken.ok());
   EXPECT_EQ(taken.error().message, "metrics " + addr + ": address in use");
   EXPECT_EQ(taken.error().code, Errc::kBusy);
 
   // And against another exporter.
-  auto first = MetricsExporter::start("127.0.0.1:0", [] { return json::object(); });
+  auto first = MetricsExporter::start("127.0.0.1:0", [] { return StatusSnapshot{}; });
   ASSERT_TRUE(first.ok()) << first.error().message;
   std::string first_addr = "127.0.0.1:" + std::to_string((*first)->port());
-  auto second = MetricsExporter::start(first_addr, [] { return json::object(); });
+  auto second = MetricsExporter::start(first_addr, [] { return StatusSnapshot{}; });
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.error().message, "metrics " + first_addr + ": address in use");
   EXPECT_EQ(httpGet((*first)->port(), "/metrics").status, 200) << "the first one still serves";
 }
 
 TEST(MetricsExporter, BadAddressIsAClearError) {
-  auto nonsense = MetricsExporter::start("nonsense", [] { return json::object(); });
+  auto nonsense = MetricsExporter::start("nonsense", [] { return StatusSnapshot{}; });
   ASSERT_FALSE(nonsense.ok());
   EXPECT_NE(nonsense.error().message.find("metrics 'nonsense'"), std::string::npos)
       << nonsense.error().message;
@@ -346,14 +348,14 @@ TEST(MetricsExporter, BadAddressIsAClearError) {
   // TEST-NET-1 (RFC 5737) is never an address of this host (unless the host
   // allows binding foreign addresses).
   if (testing::readFile("/proc/sys/net/ipv4/ip_nonlocal_bind").rfind("0", 0) == 0) {
-    auto foreign = MetricsExporter::start("192.0.2.1:9464", [] { return json::object(); });
+    auto foreign = MetricsExporter::start("192.0.2.1:9464", [] { return StatusSnapshot{}; });
     ASSERT_FALSE(foreign.ok());
     EXPECT_EQ(foreign.error().message,
               "metrics 192.0.2.1:9464: address not available on this host");
   }
 
   // IPv6 works where the HTTP server supports it; otherwise it says so.
-  auto v6 = MetricsExporter::start("[::1]:0", [] { return json::object(); });
+  auto v6 = MetricsExporter::start("[::1]:0", [] { return StatusSnapshot{}; });
   if (!v6.ok()) {
     EXPECT_NE(v6.error().message.find("metrics [::1]:0: "), std::string::npos)
         << v6.error().message;
@@ -365,7 +367,7 @@ TEST(MetricsExporter, OffServesNothingAndIgnoresObservations) {
   bool called = false;
   auto exporter = MetricsExporter::start("off", [&] {
     called = true;
-    return json::object();
+    return StatusSnapshot{};
   });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   EXPECT_FALSE((*exporter)->enabled());
@@ -379,7 +381,7 @@ TEST(MetricsExporter, OffServesNothingAndIgnoresObservations) {
 TEST(MetricsPromtool, CheckMetricsReportsNothing) {
   HS_REQUIRE(::access("/usr/bin/promtool", X_OK) == 0,
              "promtool missing (tools/deps.sh installs prometheus)");
-  auto exporter = MetricsExporter::start("127.0.0.1:0", [] { return fullStatusFixture(); });
+  auto exporter = MetricsExporter::start("127.0.0.1:0", [] { return fullStatusSnapshot(); });
   ASSERT_TRUE(exporter.ok()) << exporter.error().message;
   (*exporter)->observePromotion(0.3, 5 << 20);
   (*exporter)->observeFuseOp("getattr", 0.0001);

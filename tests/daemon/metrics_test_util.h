@@ -13,6 +13,7 @@
 #include <string>
 
 #include "daemon/control.h"
+#include "daemon/status.h"
 
 namespace hotshard::testing {
 
@@ -46,6 +47,9 @@ inline json fullStatusFixture() {
     "top": [{"path": "shard-0.tar", "heat": 1.5}]
   })");
 }
+
+// The same, typed: what the daemon's snapshot callback returns.
+inline StatusSnapshot fullStatusSnapshot() { return fullStatusFixture().get<StatusSnapshot>(); }
 
 struct HttpReply {
   int status = 0;  // 0: no reply

@@ -106,9 +106,15 @@ class PlacementTest : public testing::StoreFixture {
   }
 
   CacheStore::State state(const std::string& rel) { return store_->info(rel).state; }
-  uint64_t promotions() { return placement_->statusJson()["placement"]["promotions"]; }
+  // Placement's part of the status, as `hotshard status --json` shows it.
+  json statusJson() {
+    StatusSnapshot status;
+    placement_->fillStatus(status);
+    return status;
+  }
+  uint64_t promotions() { return statusJson()["placement"]["promotions"]; }
   double policyObjects() {
-    return placement_->statusJson()["policy"]["counters"]["objects"].get<double>();
+    return statusJson()["policy"]["counters"]["objects"].get<double>();
   }
 
   FakeHeatSource* heat_ = nullptr;
@@ -118,7 +124,7 @@ class PlacementTest : public testing::StoreFixture {
 TEST_F(PlacementTest, PolicyCapacityIsTheStoresHighWatermark) {
   start(100 * kMiB, "hotshard", 0.5, 0.4);
   EXPECT_EQ(placement_->policyCapacity(), static_cast<uint64_t>(100.0 * kMiB * 0.5 * 0.99));
-  EXPECT_EQ(placement_->statusJson()["policy"]["counters"]["capacity_bytes"].get<double>(),
+  EXPECT_EQ(statusJson()["policy"]["counters"]["capacity_bytes"].get<double>(),
             static_cast<double>(placement_->policyCapacity()));
 }
 
@@ -186,7 +192,7 @@ TEST_F(PlacementFullTest, FullStoreEvictsThePolicysVictim) {
   ASSERT_NO_FATAL_FAILURE(promoteNewcomer());
   EXPECT_EQ(state("r0"), CacheStore::State::kRemote) << "the policy's victim is the coldest";
   for (int i = 1; i < 7; ++i) EXPECT_EQ(state(name(i)), CacheStore::State::kCached) << name(i);
-  EXPECT_EQ(placement_->statusJson()["placement"]["evictions"], 1);
+  EXPECT_EQ(statusJson()["placement"]["evictions"], 1);
   EXPECT_LE(store_->stats().used_bytes, 8 * kMiB * 0.95);
 }
 
@@ -285,7 +291,7 @@ TEST_F(PlacementTest, EvictionDoesNotDeadlockUnderConcurrentPromotionCompletions
   std::thread reader([&] {
     while (!stop) {
       (void)placement_->top(5);
-      (void)placement_->statusJson();
+      (void)statusJson();
     }
   });
   std::mt19937 rng(1);
@@ -305,7 +311,7 @@ TEST_F(PlacementTest, EvictionDoesNotDeadlockUnderConcurrentPromotionCompletions
   watchdog.join();
   for (int i = 0; i < 3; ++i) EXPECT_EQ(state(names[i]), CacheStore::State::kCached) << names[i];
   EXPECT_LE(store_->stats().used_bytes, 6 * kMiB * 0.95);
-  EXPECT_GT(placement_->statusJson()["placement"]["evictions"].get<uint64_t>() +
+  EXPECT_GT(statusJson()["placement"]["evictions"].get<uint64_t>() +
                 store_->stats().evictions,
             0u);
 }

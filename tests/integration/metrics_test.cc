@@ -176,7 +176,8 @@ class IntegrationMetrics : public ::testing::Test {
   static void SetUpTestSuite() {
     if (::access(kPrometheus, X_OK) != 0 || !fs::is_directory(kConsoleLibraries)) return;
     status_ = new GrowingStatus;
-    auto exporter = MetricsExporter::start("127.0.0.1:0", [] { return (*status_)(); });
+    auto exporter =
+        MetricsExporter::start("127.0.0.1:0", [] { return (*status_)().get<StatusSnapshot>(); });
     if (!exporter.ok()) {
       setup_error_ = exporter.error().message;
       return;
