@@ -4,8 +4,9 @@
 # tools/check-deps.sh checks the includes. Sources are globbed per room, so adding
 # a source file needs no edit here.
 #   make            build build/hotshard (installs missing packages first)
-#   make test       check-deps, then unit + integration tests (root, /dev/fuse, BPF)
+#   make test       check-deps and check-length, then unit + integration tests (root, /dev/fuse, BPF)
 #   make check-deps fail on any include that points up or sideways in the floor plan
+#   make check-length fail on any function over 80 lines outside tests
 #   make deps-graph print the room graph found in the code (docs/architecture.md)
 #   make run        start hotshard on a generated sample dataset
 #   make bench      benchmarks; writes docs/benchmarks.md
@@ -61,7 +62,7 @@ VMLINUX_H := $(BUILD)/bpf/vmlinux.h
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 TEST_OBJS := $(call obj,$(TEST_SRCS))
 
-.PHONY: all deps build test test-unit test-integration bench run install clean format check-deps deps-graph
+.PHONY: all deps build test test-unit test-integration bench run install clean format check-deps check-length deps-graph
 all: deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 
@@ -93,6 +94,9 @@ $(BENCH_BIN): $(call obj,$(BENCH_SRCS)) $(call room_lib,base)
 check-deps:
 	$(Q)tools/check-deps.sh
 
+check-length: deps
+	$(Q)tools/check-length.sh
+
 deps-graph:
 	$(Q)tools/check-deps.sh --graph
 
@@ -115,7 +119,7 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
-test: deps check-deps
+test: deps check-deps check-length
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/run-tests.sh
 

@@ -201,11 +201,12 @@ Result<std::vector<std::string>> CacheService::regularFilesUnder(const std::stri
 namespace {
 
 Result<std::vector<std::string>> pathsOf(const json& req) {
-  if (!req.contains("paths") || !req["paths"].is_array() || req["paths"].empty()) {
+  if (!req.contains(control::kPaths) || !req[control::kPaths].is_array() ||
+      req[control::kPaths].empty()) {
     return makeError(Errc::kInvalidArgument, "\"paths\" must be a non-empty array of strings");
   }
   std::vector<std::string> out;
-  for (const auto& p : req["paths"]) {
+  for (const auto& p : req[control::kPaths]) {
     if (!p.is_string()) return makeError(Errc::kInvalidArgument, "\"paths\" must hold strings");
     out.push_back(p.get<std::string>());
   }
@@ -305,56 +306,63 @@ void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h)
       });
     };
   }
-  h[control::kStat] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
-    ASSIGN_OR_RETURN(auto paths, pathsOf(req));
-    json results = json::array();
-    for (const auto& p : paths) {
-      ASSIGN_OR_RETURN(std::string rel, relPathFor(p));
-      CacheStore::ObjectInfo info = store_->info(rel);
-      uint64_t size = info.size;
-      struct stat st;
-      if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        size = static_cast<uint64_t>(st.st_size);
-      }
-      json r = {{control::kPath, normalPath(p)},
-                {control::kRel, rel},
-                {control::kState, stateName(info.state)},
-                {control::kPinned, info.pinned},
-                {control::kSize, size}};
-      if (info.state == CacheStore::State::kCached) {
-        r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
-      }
-      results.push_back(r);
-    }
-    return json{{control::kResults, results}};
+  h[control::kStat] = [this](const json& req, const ControlServer::Progress&) {
+    return statPaths(req);
   };
-  h[control::kVerify] = [this](const json& req, const ControlServer::Progress&) -> Result<json> {
-    if (!req.contains(control::kPaths) || req[control::kPaths].empty()) {
-      CacheStore::VerifyReport r = store_->verifyAll();
-      return json{{control::kChecked, r.checked},
-                  {control::kDropped, r.dropped},
-                  {control::kBytes, r.bytes}};
-    }
-    uint64_t checked = 0, dropped = 0;
-    json problems = json::array();
-    ASSIGN_OR_RETURN(json per, forEachPath(req, [&](const std::string& rel) {
-                       Status st = store_->verify(rel);
-                       json r = {{control::kPath, rel}};
-                       if (st.ok()) {
-                         checked++;
-                       } else if (st.error().code == Errc::kCorrupt) {
-                         checked++;
-                         dropped++;
-                         r[control::kError] = st.error().message;
-                       } else if (st.error().code != Errc::kNotFound) {
-                         r[control::kError] = st.error().message;
-                       }
-                       return r;
-                     }));
-    return json{{control::kChecked, checked},
-                {control::kDropped, dropped},
-                {control::kResults, per[control::kResults]}};
+  h[control::kVerify] = [this](const json& req, const ControlServer::Progress&) {
+    return verifyPaths(req);
   };
+}
+
+Result<json> CacheService::statPaths(const json& req) const {
+  ASSIGN_OR_RETURN(auto paths, pathsOf(req));
+  json results = json::array();
+  for (const auto& p : paths) {
+    ASSIGN_OR_RETURN(std::string rel, relPathFor(p));
+    CacheStore::ObjectInfo info = store_->info(rel);
+    uint64_t size = info.size;
+    struct stat st;
+    if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      size = static_cast<uint64_t>(st.st_size);
+    }
+    json r = {{control::kPath, normalPath(p)},
+              {control::kRel, rel},
+              {control::kState, stateName(info.state)},
+              {control::kPinned, info.pinned},
+              {control::kSize, size}};
+    if (info.state == CacheStore::State::kCached) {
+      r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+    }
+    results.push_back(r);
+  }
+  return json{{control::kResults, results}};
+}
+
+Result<json> CacheService::verifyPaths(const json& req) {
+  if (!req.contains(control::kPaths) || req[control::kPaths].empty()) {
+    CacheStore::VerifyReport r = store_->verifyAll();
+    return json{{control::kChecked, r.checked},
+                {control::kDropped, r.dropped},
+                {control::kBytes, r.bytes}};
+  }
+  uint64_t checked = 0, dropped = 0;
+  ASSIGN_OR_RETURN(json per, forEachPath(req, [&](const std::string& rel) {
+                     Status st = store_->verify(rel);
+                     json r = {{control::kPath, rel}};
+                     if (st.ok()) {
+                       checked++;
+                     } else if (st.error().code == Errc::kCorrupt) {
+                       checked++;
+                       dropped++;
+                       r[control::kError] = st.error().message;
+                     } else if (st.error().code != Errc::kNotFound) {
+                       r[control::kError] = st.error().message;
+                     }
+                     return r;
+                   }));
+  return json{{control::kChecked, checked},
+              {control::kDropped, dropped},
+              {control::kResults, per[control::kResults]}};
 }
 
 void CacheService::fillStatus(CacheStatus& c) const {

@@ -46,6 +46,8 @@ inline constexpr char kTraceRecord[] = "trace_record";
 inline constexpr char kOut[] = "out";
 inline constexpr char kDuration[] = "duration";
 inline constexpr char kRecords[] = "records";
+inline constexpr char kFormat[] = "format";  // the trace's format: "native"
+inline constexpr char kMode[] = "mode";      // "chunks" (per chunk and tick) or "samples"
 
 // The path commands take kPaths, a non-empty array of path strings (under the
 // mount or the remote; directories recursively), optional for verify.

@@ -400,10 +400,11 @@ Result<json> Placement::policySet(const std::string& spec) {
   if (!rebuilt.ok()) return makeError(Errc::kInvalidArgument, rebuilt.error().message);
   policy_ = std::move(rebuilt).value();
   spdlog::info("policy set to {}", policy::describePolicy(*policy_));
-  return json{{"name", std::string(policy_->name())},
-              {"spec", policy::describePolicy(*policy_)},
-              {"params", paramsJson(*policy_)},
-              {"residents", policy_->objects()}};
+  PolicyStatus reply{.name = std::string(policy_->name()),
+                     .spec = policy::describePolicy(*policy_),
+                     .params = paramsJson(*policy_).get<std::map<std::string, std::string>>(),
+                     .residents = policy_->objects()};
+  return json(reply);
 }
 
 Result<json> Placement::traceRecord(const json& req) {
@@ -411,8 +412,8 @@ Result<json> Placement::traceRecord(const json& req) {
     return makeError(Errc::kUnsupported, "trace record needs the BPF probes, which are degraded: " +
                                              heat_->health().reason);
   }
-  std::string out = req.value("out", "");
-  double duration = req.value("duration", 0.0);
+  std::string out = req.value(control::kOut, "");
+  double duration = req.value(control::kDuration, 0.0);
   if (out.empty() || out[0] != '/') {
     return makeError(Errc::kInvalidArgument, "\"out\" must be an absolute path");
   }
@@ -459,9 +460,14 @@ Result<json> Placement::traceRecord(const json& req) {
     trace_ = nullptr;
     records = trace_records_;
   }
-  if (auto st = writer->finish(); !st) return makeError(Errc::kIo, "write " + out + ": " + st.error().message);
+  if (auto st = writer->finish(); !st) {
+    return makeError(Errc::kIo, "write " + out + ": " + st.error().message);
+  }
   file.close();
-  return json{{"out", out}, {"records", records}, {"format", "native"}, {"mode", mode}};
+  return json{{control::kOut, out},
+              {control::kRecords, records},
+              {control::kFormat, "native"},
+              {control::kMode, mode}};
 }
 
 void Placement::addHandlers(std::map<std::string, ControlServer::Handler>& h) {

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  g++ make pkg-config clang llvm bpftool
+  g++ make pkg-config clang llvm bpftool universal-ctags
   # libraries
   libfuse3-dev fuse3 libbpf-dev libelf-dev zlib1g-dev liburing-dev
   prometheus-cpp-dev libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev

@@ -79,5 +79,24 @@ TEST(IntegrationCli, ACrashedDaemonsMountIsNamedAndNotStackedOn) {
   EXPECT_TRUE(named) << r.out;
 }
 
+// One grammar for units everywhere (base/units.h): a daemon started with them
+// runs with what they say.
+class IntegrationUnits : public MountFixture {};
+
+TEST_F(IntegrationUnits, RunTakesSizesAndDurationsWithUnits) {
+  HS_REQUIRE_ROOT();
+  startDaemonWith({.mount = mnt_,
+                   .consistency = "ttl=5m",
+                   .extra_args = {"--tick", "250ms", "--promote-chunk", "1.5MiB"}});
+  ASSERT_TRUE(daemon_->running());
+  json s = daemon_->status();
+  EXPECT_EQ(s.value("consistency", ""), "ttl=300") << s.dump();
+  EXPECT_DOUBLE_EQ(s["placement"].value("tick_seconds", 0.0), 0.25) << s.dump();
+  CommandResult r = runCommand({hotshardBinary(), "run", "--remote", remote_, "--cache",
+                                tmp_ / "c2", "--tick", "5ms"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("tick '5ms': expected 10ms to 1h"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace hotshard::testing

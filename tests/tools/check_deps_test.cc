@@ -1,5 +1,6 @@
 // tools/check-deps.sh: the floor plan holds on this tree, and an include planted
-// against it (up or sideways) is caught and named.
+// against it (up or sideways) is caught and named. tools/check-length.sh: no
+// function over 80 lines, and a planted one is caught.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -21,9 +22,9 @@ struct ScriptRun {
   std::string output;  // stdout and stderr together
 };
 
-ScriptRun checkDeps(const std::string& args) {
+ScriptRun runScript(const std::string& command) {
   ScriptRun run;
-  FILE* p = ::popen(("tools/check-deps.sh " + args + " 2>&1").c_str(), "r");
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
   if (p == nullptr) return run;
   std::array<char, 4096> buf;
   size_t n;
@@ -32,6 +33,8 @@ ScriptRun checkDeps(const std::string& args) {
   run.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return run;
 }
+
+ScriptRun checkDeps(const std::string& args) { return runScript("tools/check-deps.sh " + args); }
 
 // A copy of the rooms' sources in a temporary directory, to plant includes in.
 class PlantedTree : public ::testing::Test {
@@ -100,6 +103,23 @@ TEST(CheckDeps, GraphListsTheEdgesFoundInTheCode) {
       EXPECT_TRUE(line.starts_with("  tools -->") || line.starts_with("  daemon -->")) << line;
     }
   }
+}
+
+TEST(CheckLength, NoFunctionInThisTreeIsOverEightyLines) {
+  ScriptRun run = runScript("tools/check-length.sh");
+  EXPECT_EQ(run.rc, 0) << run.output;
+}
+
+TEST_F(PlantedTree, ALongFunctionFailsTheLengthCheck) {
+  std::string body = "int planted(int x) {\n";
+  for (int i = 0; i < 85; i++) body += "  x += " + std::to_string(i) + ";\n";
+  body += "  return x;\n}\n";
+  testing::writeFile((root_ / "daemon/planted.cc").string(), body);
+  ScriptRun run = runScript("tools/check-length.sh 80 " + root_.string());
+  EXPECT_EQ(run.rc, 1) << run.output;
+  EXPECT_NE(run.output.find("daemon/planted.cc:1 planted"), std::string::npos) << run.output;
+  run = runScript("tools/check-length.sh 90 " + root_.string());
+  EXPECT_EQ(run.rc, 0) << run.output;
 }
 
 // docs/architecture.md shows the graph the code has: regenerate it with
