@@ -220,15 +220,27 @@ Status utimesRemote(const Inode& inode, const struct stat& attr, int valid) {
 
 }  // namespace
 
-Status FileSystem::truncateRemote(Inode& inode, off_t size) {
-  invalidate(relPathOf(inode));
-  UniqueFd backing;
+Result<UniqueFd> FileSystem::remoteFileFd(Inode& inode, bool for_write) {
   {
     std::lock_guard lock(inode.mu);
-    if (inode.backing_fd >= 0 && inode.backing_writable) backing.reset(::dup(inode.backing_fd));
+    bool usable = inode.backing_fd >= 0 && !inode.backing_is_cache &&
+                  (inode.backing_writable || !for_write);
+    if (usable) {
+      UniqueFd fd(::dup(inode.backing_fd));
+      if (!fd) return lastSysError("dup backing file");
+      return fd;
+    }
   }
-  int res = backing ? ::ftruncate(backing.get(), size) : ::truncate(procPath(inode.fd).c_str(), size);
-  if (res < 0) return lastSysError("truncate");
+  int flags = (for_write ? O_WRONLY : O_RDONLY) | O_CLOEXEC | O_LARGEFILE | O_NONBLOCK | O_NOCTTY;
+  UniqueFd fd(::open(procPath(inode.fd).c_str(), flags));
+  if (!fd) return lastSysError(for_write ? "open remote file for writing" : "open remote file");
+  return fd;
+}
+
+Status FileSystem::truncateRemote(Inode& inode, off_t size) {
+  invalidate(relPathOf(inode));
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
+  if (::ftruncate(fd.get(), size) < 0) return lastSysError("truncate");
   return Ok{};
 }
 
@@ -613,6 +625,19 @@ Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   UniqueFd fd = dupBacking(inodeOf(ino));
   if (!fd) return sysError(EBADF, "fsync: no backing file");
   if ((datasync ? ::fdatasync(fd.get()) : ::fsync(fd.get())) < 0) return lastSysError("fsync");
+  return replyDone(req);
+}
+
+// ---- fallocate -----------------------------------------------------------------
+
+Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+                             off_t length) {
+  // Every mode may change the content or the size: the copy goes first, as for
+  // truncate (a writer's fence already keeps new copies away).
+  Inode& inode = inodeOf(ino);
+  invalidate(relPathOf(inode));
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
+  if (::fallocate(fd.get(), mode, offset, length) < 0) return lastSysError("fallocate");
   return replyDone(req);
 }
 

@@ -82,6 +82,10 @@ void opRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void opFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   HS_GUARDED("fsync", fsync, ino, datasync);
 }
+void opFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info*) {
+  HS_GUARDED("fallocate", fallocate, ino, mode, offset, length);
+}
 void opOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   HS_GUARDED("opendir", opendir, ino, fi);
 }
@@ -138,6 +142,7 @@ fuse_lowlevel_ops makeOps() {
   ops.flush = opFlush;
   ops.release = opRelease;
   ops.fsync = opFsync;
+  ops.fallocate = opFallocate;
   ops.opendir = opOpendir;
   ops.readdir = opReaddir;
   ops.readdirplus = opReaddirplus;
