@@ -628,7 +628,7 @@ Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   return replyDone(req);
 }
 
-// ---- fallocate -----------------------------------------------------------------
+// ---- fallocate, SEEK_DATA/SEEK_HOLE ---------------------------------------------
 
 Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
                              off_t length) {
@@ -639,6 +639,16 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
   if (::fallocate(fd.get(), mode, offset, length) < 0) return lastSysError("fallocate");
   return replyDone(req);
+}
+
+Status FileSystem::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
+  // The kernel asks only for SEEK_DATA and SEEK_HOLE (fuse_file_llseek). The
+  // remote file, not a cache copy: copies are written dense, without holes.
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inodeOf(ino), false));
+  off_t res = ::lseek(fd.get(), off, whence);
+  if (res < 0) return lastSysError("lseek");
+  fuse_reply_lseek(req, res);
+  return Ok{};
 }
 
 // ---- directories ---------------------------------------------------------------

@@ -86,6 +86,9 @@ void opFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
                  fuse_file_info*) {
   HS_GUARDED("fallocate", fallocate, ino, mode, offset, length);
 }
+void opLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  HS_GUARDED("lseek", lseek, ino, off, whence);
+}
 void opOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   HS_GUARDED("opendir", opendir, ino, fi);
 }
@@ -143,6 +146,7 @@ fuse_lowlevel_ops makeOps() {
   ops.release = opRelease;
   ops.fsync = opFsync;
   ops.fallocate = opFallocate;
+  ops.lseek = opLseek;
   ops.opendir = opOpendir;
   ops.readdir = opReaddir;
   ops.readdirplus = opReaddirplus;

@@ -1,7 +1,7 @@
-// fallocate through the real
-// mount: each call is made twice, on a twin file in the remote directory itself
-// and through the mount, and must answer the same (return value, errno, and the
-// file's size, blocks, content and flags afterwards).
+// fallocate and SEEK_DATA/SEEK_HOLE through the real mount: each call is made
+// twice, on a twin file in the remote directory itself and through the mount,
+// and must answer the same (return value, errno, and the file's size, blocks
+// and content afterwards).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -114,6 +114,39 @@ TEST_F(IntegrationMountFileOps, FallocateDropsTheCachedCopy) {
   EXPECT_EQ(statOf(mnt_ + "/f")["state"], "remote");
   EXPECT_EQ(sha256File(mnt_ + "/f"), sha256File(remote_ + "/f"));
   EXPECT_EQ(readFile(mnt_ + "/f").substr(0, 65536), std::string(65536, '\0'));
+}
+
+// lseek on a fresh descriptor: its result, or -errno.
+long seekAt(const std::string& path, off_t off, int whence) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return -errno;
+  long res = outcome(::lseek(fd, off, whence));
+  ::close(fd);
+  return res;
+}
+
+TEST_F(IntegrationMountFileOps, SeekDataAndSeekHoleMatchTheRemote) {
+  constexpr off_t kHole = 1 << 20;
+  {
+    int fd = ::open((remote_ + "/sparse").c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "hello", 5, kHole), 5);
+    ::close(fd);
+  }
+  writeRandomFile(remote_ + "/dense", 8192, 1);
+  startDaemon();
+  for (const char* name : {"sparse", "dense"}) {
+    for (int whence : {SEEK_DATA, SEEK_HOLE}) {
+      for (off_t off : {off_t{0}, off_t{4096}, kHole, kHole + 4, kHole + 5, kHole + 100}) {
+        SCOPED_TRACE(std::string(name) + (whence == SEEK_DATA ? " SEEK_DATA " : " SEEK_HOLE ") +
+                     std::to_string(off));
+        EXPECT_EQ(seekAt(mnt_ + "/" + name, off, whence),
+                  seekAt(remote_ + "/" + name, off, whence));
+      }
+    }
+  }
+  EXPECT_EQ(seekAt(mnt_ + "/sparse", 0, SEEK_DATA), seekAt(remote_ + "/sparse", 0, SEEK_DATA));
+  EXPECT_GT(seekAt(remote_ + "/sparse", 0, SEEK_DATA), 0);  // the remote does keep the hole
 }
 
 }  // namespace
