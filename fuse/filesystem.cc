@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -150,6 +152,8 @@ void FileSystem::init(fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  // lsattr -d: file attribute ioctls on directories (libfuse refuses them otherwise).
+  if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
 }
 
 Status FileSystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -628,7 +632,7 @@ Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   return replyDone(req);
 }
 
-// ---- fallocate, SEEK_DATA/SEEK_HOLE ---------------------------------------------
+// ---- fallocate, SEEK_DATA/SEEK_HOLE, file attribute ioctls --------------------
 
 Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
                              off_t length) {
@@ -648,6 +652,45 @@ Status FileSystem::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) 
   off_t res = ::lseek(fd.get(), off, whence);
   if (res < 0) return lastSysError("lseek");
   fuse_reply_lseek(req, res);
+  return Ok{};
+}
+
+namespace {
+
+// The ioctls forwarded: the kernel sends them only from vfs_fileattr_get/set
+// (fuse_priv_ioctl, restricted, fixed sizes): flags as an int, or a struct fsxattr.
+size_t fileattrArgSize(unsigned int cmd) {
+  switch (cmd) {
+    case FS_IOC_GETFLAGS:
+    case FS_IOC_SETFLAGS:
+    case FS_IOC32_GETFLAGS:
+    case FS_IOC32_SETFLAGS:
+      return sizeof(int);
+    case FS_IOC_FSGETXATTR:
+    case FS_IOC_FSSETXATTR:
+      return sizeof(struct fsxattr);
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+Status FileSystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, unsigned flags,
+                         const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  size_t size = fileattrArgSize(cmd);
+  if (size == 0 || (flags & FUSE_IOCTL_UNRESTRICTED)) return sysError(ENOTTY, "ioctl");
+  bool in = _IOC_DIR(cmd) & _IOC_WRITE, out = _IOC_DIR(cmd) & _IOC_READ;
+  if ((in && in_bufsz < size) || (out && out_bufsz < size)) return sysError(EINVAL, "ioctl size");
+  // Directories too (lsattr -d): a plain O_RDONLY open works for both.
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inodeOf(ino), false));
+  alignas(struct fsxattr) char arg[sizeof(struct fsxattr)] = {};
+  if (in) std::memcpy(arg, in_buf, size);
+  {
+    CallerCredentials creds(req);  // the remote checks ownership against the caller
+    if (::ioctl(fd.get(), cmd, arg) < 0) return lastSysError("ioctl");
+  }
+  fuse_reply_ioctl(req, 0, out ? arg : nullptr, out ? size : 0);
   return Ok{};
 }
 

@@ -89,10 +89,12 @@ class FileSystem {
   Status flush(fuse_req_t req, fuse_ino_t ino);
   Status release(fuse_req_t req, fuse_ino_t ino, uint64_t fh);
   Status fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
-  // fallocate and SEEK_DATA/SEEK_HOLE go to the remote file (never a cache
-  // copy), so they answer as the remote would.
+  // fallocate, SEEK_DATA/SEEK_HOLE and the file attribute ioctls go to the
+  // remote file (never a cache copy), so they answer as the remote would.
   Status fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length);
   Status lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
+  Status ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, unsigned flags,
+               const void* in_buf, size_t in_bufsz, size_t out_bufsz);
   Status opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   Status readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
                  bool plus);

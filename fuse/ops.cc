@@ -89,6 +89,10 @@ void opFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
 void opLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
   HS_GUARDED("lseek", lseek, ino, off, whence);
 }
+void opIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
+             unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  HS_GUARDED("ioctl", ioctl, ino, cmd, flags, in_buf, in_bufsz, out_bufsz);
+}
 void opOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   HS_GUARDED("opendir", opendir, ino, fi);
 }
@@ -147,6 +151,7 @@ fuse_lowlevel_ops makeOps() {
   ops.fsync = opFsync;
   ops.fallocate = opFallocate;
   ops.lseek = opLseek;
+  ops.ioctl = opIoctl;
   ops.opendir = opOpendir;
   ops.readdir = opReaddir;
   ops.readdirplus = opReaddirplus;

@@ -1,7 +1,7 @@
-// fallocate and SEEK_DATA/SEEK_HOLE through the real mount: each call is made
-// twice, on a twin file in the remote directory itself and through the mount,
-// and must answer the same (return value, errno, and the file's size, blocks
-// and content afterwards).
+// fallocate, SEEK_DATA/SEEK_HOLE and the file attribute ioctls through the real
+// mount: each call is made twice, on a twin file in the remote directory itself
+// and through the mount, and must answer the same (return value, errno, and the
+// file's size, blocks, content and flags afterwards).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -147,6 +147,55 @@ TEST_F(IntegrationMountFileOps, SeekDataAndSeekHoleMatchTheRemote) {
   }
   EXPECT_EQ(seekAt(mnt_ + "/sparse", 0, SEEK_DATA), seekAt(remote_ + "/sparse", 0, SEEK_DATA));
   EXPECT_GT(seekAt(remote_ + "/sparse", 0, SEEK_DATA), 0);  // the remote does keep the hole
+}
+
+// FS_IOC_GETFLAGS (FS_IOC_SETFLAGS with set >= 0 first) on path: the flags, or -errno.
+long fileFlags(const std::string& path, long set = -1) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK);
+  if (fd < 0) return -errno;
+  int flags = static_cast<int>(set);
+  long res = set >= 0 ? outcome(::ioctl(fd, FS_IOC_SETFLAGS, &flags)) : 0;
+  if (res == 0) res = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0 ? -errno : flags;
+  ::close(fd);
+  return res;
+}
+
+TEST_F(IntegrationMountFileOps, FileAttributeIoctlsAnswerAsTheRemoteDoes) {
+  writeFile(remote_ + "/native", "x");
+  writeFile(remote_ + "/through", "x");
+  fs::create_directories(remote_ + "/dir");
+  startDaemon();
+  // lsattr, on a file and a directory.
+  EXPECT_EQ(fileFlags(mnt_ + "/through"), fileFlags(remote_ + "/native"));
+  EXPECT_EQ(fileFlags(mnt_ + "/dir"), fileFlags(remote_ + "/dir"));
+  ASSERT_GE(fileFlags(remote_ + "/native"), 0) << "the remote file system has no flags";
+
+  // chattr: flags the remote takes, and ones it refuses, answer alike.
+  long base = fileFlags(remote_ + "/native");
+  for (long add : {long{FS_NOATIME_FL}, long{FS_NODUMP_FL}, long{FS_APPEND_FL},
+                   long{FS_COMPR_FL}, long{FS_NOCOW_FL}, long{FS_CASEFOLD_FL}, 0L}) {
+    SCOPED_TRACE(add);
+    EXPECT_EQ(fileFlags(mnt_ + "/through", base | add), fileFlags(remote_ + "/native", base | add));
+    EXPECT_EQ(fileFlags(remote_ + "/through"), fileFlags(remote_ + "/native"));
+  }
+  // Immutable set through the mount holds on the remote; cleared again.
+  ASSERT_EQ(fileFlags(mnt_ + "/through", base | FS_IMMUTABLE_FL), base | FS_IMMUTABLE_FL);
+  int fd = ::open((mnt_ + "/through").c_str(), O_WRONLY);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(errno, EPERM);
+  if (fd >= 0) ::close(fd);
+  EXPECT_EQ(fileFlags(mnt_ + "/through", base), base);
+  writeFile(mnt_ + "/through", "y");
+  EXPECT_EQ(readFile(remote_ + "/through"), "y");
+
+  struct fsxattr native {}, through {};
+  int nfd = ::open((remote_ + "/native").c_str(), O_RDONLY);
+  int tfd = ::open((mnt_ + "/through").c_str(), O_RDONLY);
+  EXPECT_EQ(outcome(::ioctl(tfd, FS_IOC_FSGETXATTR, &through)),
+            outcome(::ioctl(nfd, FS_IOC_FSGETXATTR, &native)));
+  EXPECT_EQ(through.fsx_xflags, native.fsx_xflags);
+  ::close(nfd);
+  ::close(tfd);
 }
 
 }  // namespace
