@@ -55,7 +55,7 @@ Status Placement::init(PlacementDeps deps) {
   // The store's safety net frees at most its watermarks' span plus what a tick
   // promotes; the policy's order beyond that would never be read.
   eviction_span_ = static_cast<uint64_t>(cap * (st.high_watermark - st.low_watermark)) +
-                   (opts_.promote_budget_per_tick ? opts_.promote_budget_per_tick : 1ull << 30);
+                   static_cast<uint64_t>(promoteBudgetPerTick());
   auto created = policy::createPolicy(opts_.policy, policy_capacity_);
   if (!created.ok()) return makeError(Errc::kInvalidArgument, "policy: " + created.error().message);
   policy_ = std::move(created).value();
@@ -123,6 +123,10 @@ void Placement::tick() {
   auto now = static_cast<uint64_t>(wallNs());
   attribute(drainHeat(), now);
   std::vector<Active> active = feedPolicy(now);
+  {
+    std::lock_guard lock(mu_);
+    promote_credit_ = std::min(promote_credit_ + promoteBudgetPerTick(), promoteBudgetPerTick());
+  }
   if (ticks_ % 10 == 0) reconcileResidents();
   if (opts_.automatic && !active.empty()) {
     Decisions d = plan(std::move(active));
@@ -214,12 +218,25 @@ Placement::Decisions Placement::plan(std::vector<Active> active) {
   });
   std::vector<policy::Access> accesses;
   for (const auto& c : candidates) accesses.push_back(c.access);
-  uint64_t budget = opts_.promote_budget_per_tick ? opts_.promote_budget_per_tick : (1ull << 30);
   std::lock_guard lock(mu_);
-  policy::PromotionPlan p = policy::planPromotions(*policy_, accesses, budget);
+  policy::PromotionPlan p = policy::planPromotions(*policy_, accesses, tickBudgetLocked(accesses));
+  promote_credit_ -= static_cast<int64_t>(p.promote_bytes);
   for (auto id : p.promote) d.promote.emplace_back(id, rel_of_[id]);
   for (auto id : p.evict) d.evict.emplace_back(id, rel_of_[id]);
   return d;
+}
+
+uint64_t Placement::tickBudgetLocked(const std::vector<policy::Access>& candidates) {
+  if (promote_credit_ <= 0) return 0;  // still paying for a large file
+  auto budget = static_cast<uint64_t>(promote_credit_);
+  if (promote_credit_ < promoteBudgetPerTick()) return budget;
+  // A whole tick's credit: the first candidate the policy does not hold yet
+  // may take it even when larger (planPromotions would defer it every tick).
+  for (const auto& c : candidates) {
+    if (policy_->contains(c.id)) continue;
+    return std::max(budget, c.size);
+  }
+  return budget;
 }
 
 void Placement::applyEvictions(const Decisions& d, uint64_t now) {

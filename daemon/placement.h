@@ -114,6 +114,13 @@ class Placement {
   void attribute(const HeatBatch& batch, uint64_t now);
   std::vector<Active> feedPolicy(uint64_t now);
   Decisions plan(std::vector<Active> active);
+  // promote_budget_per_tick, or 1 GiB when it is 0 (unlimited).
+  int64_t promoteBudgetPerTick() const {
+    return static_cast<int64_t>(opts_.promote_budget_per_tick ? opts_.promote_budget_per_tick
+                                                              : 1ull << 30);
+  }
+  // This tick's promotion budget for `candidates` (under mu_); see promote_credit_.
+  uint64_t tickBudgetLocked(const std::vector<policy::Access>& candidates);
   void applyEvictions(const Decisions& d, uint64_t now);
   void applyPromotions(const Decisions& d);
   // A promotion placement asked for ended (on the promoter's worker).
@@ -144,6 +151,12 @@ class Placement {
   std::map<std::string, Job> jobs_;
   uint64_t ticks_ = 0, promotions_ = 0, evictions_ = 0, promotion_failures_ = 0;
   uint64_t unattributed_bytes_ = 0;
+  // Promotion bytes the ticks may still plan: topped up by one tick's budget
+  // each tick, never above it. A file larger than a whole tick's budget is
+  // planned on its own when the credit is whole, and the credit goes below zero
+  // until later ticks have paid for it: large files get promoted, and over time
+  // the plan keeps to promote_budget_per_tick.
+  int64_t promote_credit_ = 0;
   policy::TraceWriter* trace_ = nullptr;  // while `trace record` runs
   uint64_t trace_records_ = 0;
 

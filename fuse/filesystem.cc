@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -150,6 +152,8 @@ void FileSystem::init(fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  // lsattr -d: file attribute ioctls on directories (libfuse refuses them otherwise).
+  if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
 }
 
 Status FileSystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -220,15 +224,27 @@ Status utimesRemote(const Inode& inode, const struct stat& attr, int valid) {
 
 }  // namespace
 
-Status FileSystem::truncateRemote(Inode& inode, off_t size) {
-  invalidate(relPathOf(inode));
-  UniqueFd backing;
+Result<UniqueFd> FileSystem::remoteFileFd(Inode& inode, bool for_write) {
   {
     std::lock_guard lock(inode.mu);
-    if (inode.backing_fd >= 0 && inode.backing_writable) backing.reset(::dup(inode.backing_fd));
+    bool usable = inode.backing_fd >= 0 && !inode.backing_is_cache &&
+                  (inode.backing_writable || !for_write);
+    if (usable) {
+      UniqueFd fd(::dup(inode.backing_fd));
+      if (!fd) return lastSysError("dup backing file");
+      return fd;
+    }
   }
-  int res = backing ? ::ftruncate(backing.get(), size) : ::truncate(procPath(inode.fd).c_str(), size);
-  if (res < 0) return lastSysError("truncate");
+  int flags = (for_write ? O_WRONLY : O_RDONLY) | O_CLOEXEC | O_LARGEFILE | O_NONBLOCK | O_NOCTTY;
+  UniqueFd fd(::open(procPath(inode.fd).c_str(), flags));
+  if (!fd) return lastSysError(for_write ? "open remote file for writing" : "open remote file");
+  return fd;
+}
+
+Status FileSystem::truncateRemote(Inode& inode, off_t size) {
+  invalidate(relPathOf(inode));
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
+  if (::ftruncate(fd.get(), size) < 0) return lastSysError("truncate");
   return Ok{};
 }
 
@@ -614,6 +630,68 @@ Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   if (!fd) return sysError(EBADF, "fsync: no backing file");
   if ((datasync ? ::fdatasync(fd.get()) : ::fsync(fd.get())) < 0) return lastSysError("fsync");
   return replyDone(req);
+}
+
+// ---- fallocate, SEEK_DATA/SEEK_HOLE, file attribute ioctls --------------------
+
+Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+                             off_t length) {
+  // Every mode may change the content or the size: the copy goes first, as for
+  // truncate (a writer's fence already keeps new copies away).
+  Inode& inode = inodeOf(ino);
+  invalidate(relPathOf(inode));
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
+  if (::fallocate(fd.get(), mode, offset, length) < 0) return lastSysError("fallocate");
+  return replyDone(req);
+}
+
+Status FileSystem::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
+  // The kernel asks only for SEEK_DATA and SEEK_HOLE (fuse_file_llseek). The
+  // remote file, not a cache copy: copies are written dense, without holes.
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inodeOf(ino), false));
+  off_t res = ::lseek(fd.get(), off, whence);
+  if (res < 0) return lastSysError("lseek");
+  fuse_reply_lseek(req, res);
+  return Ok{};
+}
+
+namespace {
+
+// The ioctls forwarded: the kernel sends them only from vfs_fileattr_get/set
+// (fuse_priv_ioctl, restricted, fixed sizes): flags as an int, or a struct fsxattr.
+size_t fileattrArgSize(unsigned int cmd) {
+  switch (cmd) {
+    case FS_IOC_GETFLAGS:
+    case FS_IOC_SETFLAGS:
+    case FS_IOC32_GETFLAGS:
+    case FS_IOC32_SETFLAGS:
+      return sizeof(int);
+    case FS_IOC_FSGETXATTR:
+    case FS_IOC_FSSETXATTR:
+      return sizeof(struct fsxattr);
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+Status FileSystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, unsigned flags,
+                         const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  size_t size = fileattrArgSize(cmd);
+  if (size == 0 || (flags & FUSE_IOCTL_UNRESTRICTED)) return sysError(ENOTTY, "ioctl");
+  bool in = _IOC_DIR(cmd) & _IOC_WRITE, out = _IOC_DIR(cmd) & _IOC_READ;
+  if ((in && in_bufsz < size) || (out && out_bufsz < size)) return sysError(EINVAL, "ioctl size");
+  // Directories too (lsattr -d): a plain O_RDONLY open works for both.
+  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inodeOf(ino), false));
+  alignas(struct fsxattr) char arg[sizeof(struct fsxattr)] = {};
+  if (in) std::memcpy(arg, in_buf, size);
+  {
+    CallerCredentials creds(req);  // the remote checks ownership against the caller
+    if (::ioctl(fd.get(), cmd, arg) < 0) return lastSysError("ioctl");
+  }
+  fuse_reply_ioctl(req, 0, out ? arg : nullptr, out ? size : 0);
+  return Ok{};
 }
 
 // ---- directories ---------------------------------------------------------------

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/fd.h"
 #include "base/result.h"
 #include "fuse/cache_hooks.h"
 #include "fuse/consistency.h"
@@ -88,6 +89,12 @@ class FileSystem {
   Status flush(fuse_req_t req, fuse_ino_t ino);
   Status release(fuse_req_t req, fuse_ino_t ino, uint64_t fh);
   Status fsync(fuse_req_t req, fuse_ino_t ino, int datasync);
+  // fallocate, SEEK_DATA/SEEK_HOLE and the file attribute ioctls go to the
+  // remote file (never a cache copy), so they answer as the remote would.
+  Status fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length);
+  Status lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
+  Status ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, unsigned flags,
+               const void* in_buf, size_t in_bufsz, size_t out_bufsz);
   Status opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   Status readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
                  bool plus);
@@ -110,6 +117,9 @@ class FileSystem {
   // After mknod, mkdir, symlink, link: the entry for the new name.
   Status replyEntry(fuse_req_t req, fuse_ino_t parent, const char* name);
   Status truncateRemote(Inode& inode, off_t size);
+  // An fd of the remote file: a duplicate of the backing fd when that is the
+  // remote file open as needed, else a fresh open (O_RDONLY or O_WRONLY).
+  Result<UniqueFd> remoteFileFd(Inode& inode, bool for_write);
   // Readdir: appends one entry to buf[0, room); the bytes it took, or 0 when
   // it does not fit (the entry is offered again on the next call).
   Result<size_t> addDirEntry(fuse_req_t req, fuse_ino_t dir, const struct dirent& ent, char* buf,

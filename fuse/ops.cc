@@ -82,6 +82,17 @@ void opRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void opFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   HS_GUARDED("fsync", fsync, ino, datasync);
 }
+void opFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info*) {
+  HS_GUARDED("fallocate", fallocate, ino, mode, offset, length);
+}
+void opLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  HS_GUARDED("lseek", lseek, ino, off, whence);
+}
+void opIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
+             unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+  HS_GUARDED("ioctl", ioctl, ino, cmd, flags, in_buf, in_bufsz, out_bufsz);
+}
 void opOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   HS_GUARDED("opendir", opendir, ino, fi);
 }
@@ -138,6 +149,9 @@ fuse_lowlevel_ops makeOps() {
   ops.flush = opFlush;
   ops.release = opRelease;
   ops.fsync = opFsync;
+  ops.fallocate = opFallocate;
+  ops.lseek = opLseek;
+  ops.ioctl = opIoctl;
   ops.opendir = opOpendir;
   ops.readdir = opReaddir;
   ops.readdirplus = opReaddirplus;

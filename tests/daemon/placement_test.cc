@@ -50,7 +50,7 @@ class FakeHeatSource final : public HeatSource {
 class PlacementTest : public testing::StoreFixture {
  protected:
   void start(uint64_t capacity, const std::string& policy = "hotshard", double high = 0.95,
-             double low = 0.85) {
+             double low = 0.85, uint64_t promote_budget_per_tick = 0) {
     CacheStoreOptions o = storeOptions(capacity);
     o.high_watermark = high;
     o.low_watermark = low;
@@ -63,7 +63,9 @@ class PlacementTest : public testing::StoreFixture {
     auto heat = std::make_unique<FakeHeatSource>();
     heat_ = heat.get();
     auto p = Placement::start(
-        PlacementOptions{.tick_seconds = 0, .policy = policy},
+        PlacementOptions{.tick_seconds = 0,
+                         .policy = policy,
+                         .promote_budget_per_tick = promote_budget_per_tick},
         PlacementDeps{.store = store_.get(), .promoter = promoter_.get(), .heat = std::move(heat)});
     ASSERT_TRUE(p.ok()) << p.error().message;
     placement_ = std::move(p).value();
@@ -145,6 +147,28 @@ TEST_F(PlacementTest, HotFileIsPromotedOnceReadEnoughColdHeaderNever) {
   EXPECT_EQ(cachedBytes("hot.bin"), testing::readFile(remote_ + "/hot.bin"));
   EXPECT_EQ(state("big.bin"), CacheStore::State::kRemote);
   EXPECT_EQ(heat_->drains(), 2);
+}
+
+TEST_F(PlacementTest, AFileLargerThanATicksBudgetIsPromotedAndLaterTicksPayForIt) {
+  start(64 * kMiB, "hotshard", 0.95, 0.85, /*promote_budget_per_tick=*/kMiB);
+  struct stat big = file("big.bin", 8 * kMiB);
+  readWhole(big, 3);
+  tickAndSettle();
+  EXPECT_EQ(promotions(), 1u);
+  EXPECT_EQ(state("big.bin"), CacheStore::State::kCached);
+  EXPECT_EQ(cachedBytes("big.bin"), testing::readFile(remote_ + "/big.bin"));
+
+  // 8 MiB against 1 MiB a tick: the next 7 ticks plan nothing, the 8th does.
+  struct stat small = file("small.bin", kMiB / 2);
+  for (int i = 0; i < 7; ++i) {
+    readWhole(small, 3);
+    tickAndSettle();
+    EXPECT_EQ(state("small.bin"), CacheStore::State::kRemote) << "tick " << i;
+  }
+  readWhole(small, 3);
+  tickAndSettle();
+  EXPECT_EQ(state("small.bin"), CacheStore::State::kCached);
+  EXPECT_EQ(promotions(), 2u);
 }
 
 // 7 hot files of 1 MiB fill the policy (8 MiB x 0.95 x 0.99 = 7.5 MiB).

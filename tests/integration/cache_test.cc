@@ -85,6 +85,27 @@ TEST_F(IntegrationCache, StrictModeNeverServesAStaleCopy) {
   EXPECT_EQ(readFile(mnt_ + "/f"), "replaced by rename");
 }
 
+// Automatic placement, slowed so that a promotion stays in flight for seconds.
+class IntegrationCachePlacement : public MountFixture {};
+
+TEST_F(IntegrationCachePlacement, SigtermWithAPromotionInFlightExitsCleanly) {
+  writeRandomFile(remote_ + "/big", 256ull << 20, 11);
+  for (int round = 0; round < 3; round++) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    startDaemonWith({.mount = mnt_,
+                     .extra_args = {"--scrub-rate", "0", "--placement", "auto", "--tick", "100ms",
+                                    "--promote-rate", "16MiB"}});
+    bool promoting = false;
+    for (int i = 0; i < 200 && !promoting; i++) {  // 20 s: read it, let a tick see the heat
+      if (i % 20 == 0) (void)readFile(mnt_ + "/big");
+      promoting = statOf(mnt_ + "/big")["state"] == "promoting";
+      if (!promoting) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_TRUE(promoting) << statOf(mnt_ + "/big").dump() << "\n" << daemon_->log();
+    EXPECT_EQ(daemon_->stop(), 0) << daemon_->log();
+  }
+}
+
 TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
   writeFile(remote_ + "/f", "cached content");
   writeFile(remote_ + "/r", "to be renamed");
