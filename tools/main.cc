@@ -28,8 +28,14 @@ int main(int argc, char** argv) {
   }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    // A command failed and said why; its code is one of tools/commands.h's.
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Help and version are successes; every parse or validation error is a
+    // usage error, whatever CLI11's own code for it (app.exit prints it).
+    int code = app.exit(e);
+    return code == 0 ? hotshard::cli::kExitOk : hotshard::cli::kExitUsage;
   }
-  return 0;
+  return hotshard::cli::kExitOk;
 }

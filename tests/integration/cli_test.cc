@@ -49,6 +49,37 @@ TEST(IntegrationCli, BadInvocationsSayWhatIsWrong) {
   }
 }
 
+// One exit-code table (tools/commands.h): 0 ok, 1 failure, 2 usage, 3 no daemon;
+// CLI11's own codes never leak out, and its message stays.
+TEST(IntegrationCli, EveryUsageErrorExitsTwoWithItsMessage) {
+  TempDir tmp;
+  writeFile(tmp / "bad.toml", "remote = \"/x\"\ncache_size = \"lots\"\n");
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  } cases[] = {
+      {{"status", "--jsn"}, "--jsn"},
+      {{"warm"}, "path"},
+      {{"top", "-n", "abc"}, "abc"},
+      {{"run", "--config", tmp / "missing.toml"}, "missing.toml"},
+      {{"run", "--config", tmp / "bad.toml"}, tmp / "bad.toml:2: "},
+      {{}, "subcommand"},
+      {{"bogus"}, "unknown command 'bogus'"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {hotshardBinary()};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    CommandResult r = runCommand(argv);
+    std::string what = argv.size() > 1 ? argv[1] + " " + (argv.size() > 2 ? argv[2] : "") : "";
+    EXPECT_EQ(r.exit_code, 2) << what << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.message), std::string::npos) << "want '" << c.message << "' in:\n"
+                                                         << r.out;
+  }
+  for (const char* help : {"--help", "--version"}) {
+    EXPECT_EQ(runCommand({hotshardBinary(), help}).exit_code, 0) << help;
+  }
+}
+
 TEST(IntegrationCli, StatusWithoutADaemonSaysSo) {
   TempDir tmp;
   CommandResult r = runCommand({hotshardBinary(), "status", "--socket", tmp / "none.sock"});
