@@ -129,5 +129,65 @@ TEST_F(IntegrationUnits, RunTakesSizesAndDurationsWithUnits) {
   EXPECT_NE(r.out.find("tick '5ms': expected 10ms to 1h"), std::string::npos) << r.out;
 }
 
+// Every command's --help ends with its own examples, never the top-level ones.
+TEST(IntegrationCli, EachCommandsHelpShowsItsOwnExamples) {
+  const std::string top_level = "Run 'hotshard COMMAND --help'";
+  CommandResult top = runCommand({hotshardBinary(), "--help"});
+  ASSERT_NE(top.out.find(top_level), std::string::npos) << top.out;
+  for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
+           {"run"}, {"status"}, {"warm"}, {"evict"}, {"pin"}, {"unpin"}, {"stat"}, {"verify"},
+           {"top"}, {"trace"}, {"trace", "record"}, {"policy"}, {"policy", "show"},
+           {"policy", "set"}, {"policy", "simulate"}, {"cache"}, {"probe"}}) {
+    std::string name = cmd.size() == 1 ? cmd[0] : cmd[0] + " " + cmd[1];
+    cmd.insert(cmd.begin(), hotshardBinary());
+    cmd.push_back("--help");
+    CommandResult r = runCommand(cmd);
+    EXPECT_EQ(r.exit_code, 0) << name;
+    EXPECT_NE(r.out.find("Examples:\n  hotshard " + cmd[1]), std::string::npos) << name << r.out;
+    EXPECT_EQ(r.out.find(top_level), std::string::npos) << name << " shows the top-level examples";
+  }
+  CommandResult trace = runCommand({hotshardBinary(), "trace", "--help"});
+  EXPECT_NE(trace.out.find("hotshard trace record --out"), std::string::npos) << trace.out;
+}
+
+// The small promises of the client commands, against a running daemon.
+class IntegrationCliDaemon : public MountFixture {
+ protected:
+  void startDaemon() {
+    startDaemonWith({.mount = mnt_, .extra_args = {"--placement", "manual", "--scrub-rate", "0"}});
+  }
+};
+
+TEST_F(IntegrationCliDaemon, EvictOfAFileNotCachedIsANoOpThatSaysSo) {
+  writeFile(remote_ + "/f", "remote only");
+  startDaemon();
+  CommandResult r = hs({"evict", mnt_ + "/f"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("f: not cached, nothing to evict"), std::string::npos) << r.out;
+  r = hs({"evict", mnt_ + "/f", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out, nullptr, false)["results"][0];
+  EXPECT_FALSE(j.value("evicted", true)) << r.out;
+  EXPECT_FALSE(j.contains("error")) << r.out;
+  ASSERT_EQ(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  r = hs({"evict", mnt_ + "/f"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("evicted  f"), std::string::npos) << r.out;
+}
+
+TEST_F(IntegrationCliDaemon, StatusPrintsNoEmptyRequestsLineWhenIdle) {
+  writeFile(remote_ + "/f", "x");
+  startDaemon();
+  auto requestsLine = [&]() -> std::string {
+    CommandResult r = hs({"status"});
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    size_t at = r.out.find("  requests");
+    return at == std::string::npos ? "" : r.out.substr(at, r.out.find('\n', at) - at);
+  };
+  EXPECT_EQ(requestsLine(), "") << "an idle daemon has no requests to list";
+  EXPECT_EQ(readFile(mnt_ + "/f"), "x");
+  EXPECT_NE(requestsLine().find("lookup="), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hotshard::testing
