@@ -163,6 +163,11 @@ Daemon::Mount::~Mount() {
   if (daemon != nullptr) daemon->stop("the daemon is going");
 }
 
+Daemon::ControlLink::~ControlLink() {
+  std::error_code ec;
+  if (!link.empty() && std::filesystem::read_symlink(link, ec) == target) ::unlink(link.c_str());
+}
+
 Daemon::MetricsHooks::~MetricsHooks() {
   if (daemon == nullptr) return;
   daemon->metrics_sink_.store(nullptr, std::memory_order_release);
@@ -308,6 +313,19 @@ Status Daemon::startControl() {
   auto control = ControlServer::start(cfg_.control_socket, std::move(handlers));
   if (!control.ok()) return control.takeError();  // names the socket
   control_ = std::move(*control);
+  // Discovery only: a daemon that cannot leave the link still serves.
+  std::string link = controlSocketFor(cfg_.mount);
+  if (link == cfg_.control_socket) return Ok{};
+  std::error_code ec;
+  std::filesystem::create_directories(kRunDir, ec);
+  ::unlink(link.c_str());  // a link or socket left by a daemon that was killed on this mount
+  if (::symlink(cfg_.control_socket.c_str(), link.c_str()) != 0) {
+    spdlog::warn("control socket {}: symlink {}: {}; 'hotshard --mount {}' will not find it",
+                 cfg_.control_socket, link, std::strerror(errno), cfg_.mount);
+    return Ok{};
+  }
+  control_link_.link = link;  // set in place: a temporary's destructor would remove it
+  control_link_.target = cfg_.control_socket;
   return Ok{};
 }
 

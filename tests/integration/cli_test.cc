@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "daemon/config.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -108,6 +109,7 @@ TEST(IntegrationCli, ACrashedDaemonsMountIsNamedAndNotStackedOn) {
   bool named = r.out.find("umount -l") != std::string::npos ||
                r.out.find("already covered by a hotshard mount") != std::string::npos;
   EXPECT_TRUE(named) << r.out;
+  ::unlink(controlSocketFor(tmp / "mnt").c_str());  // the link a SIGKILL left behind
 }
 
 // One grammar for units everywhere (base/units.h): a daemon started with them
@@ -187,6 +189,28 @@ TEST_F(IntegrationCliDaemon, StatusPrintsNoEmptyRequestsLineWhenIdle) {
   EXPECT_EQ(requestsLine(), "") << "an idle daemon has no requests to list";
   EXPECT_EQ(readFile(mnt_ + "/f"), "x");
   EXPECT_NE(requestsLine().find("lookup="), std::string::npos);
+}
+
+// The harness's daemons keep their control socket in their own directory,
+// outside /run/hotshard: the CLI finds them from the mount table alone.
+TEST_F(IntegrationCliDaemon, StatusAndStatFindTheDaemonServingAPathWhereverItsSocket) {
+  writeFile(remote_ + "/d/f", "x");
+  startDaemon();
+  ASSERT_EQ(daemon_->socket().rfind(kRunDir, 0), std::string::npos) << daemon_->socket();
+  CommandResult r = runCommand({hotshardBinary(), "status", "--mount", mnt_, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out, nullptr, false).value("mount", ""), mnt_) << r.out;
+  r = runCommand({hotshardBinary(), "status", "--mount", mnt_ + "/d"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  r = runCommand({hotshardBinary(), "stat", mnt_ + "/d/f", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out, nullptr, false).value("state", ""), "remote") << r.out;
+  std::string link = controlSocketFor(mnt_);
+  EXPECT_TRUE(fs::is_symlink(link)) << link;
+  EXPECT_EQ(daemon_->stop(), 0);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(link))) << link << " outlived its daemon";
+  r = runCommand({hotshardBinary(), "status", "--mount", mnt_});
+  EXPECT_EQ(r.exit_code, 3) << r.out;
 }
 
 }  // namespace
