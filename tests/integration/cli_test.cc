@@ -1,7 +1,14 @@
 // The binary's error paths: clear messages and exit codes, no mount left behind.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <sstream>
+#include <thread>
 
 #include "daemon/config.h"
 #include "tests/integration/harness.h"
@@ -211,6 +218,66 @@ TEST_F(IntegrationCliDaemon, StatusAndStatFindTheDaemonServingAPathWhereverItsSo
   EXPECT_FALSE(fs::exists(fs::symlink_status(link))) << link << " outlived its daemon";
   r = runCommand({hotshardBinary(), "status", "--mount", mnt_});
   EXPECT_EQ(r.exit_code, 3) << r.out;
+}
+
+// Lines of `log` at level error.
+std::string errorLines(const std::string& log) {
+  std::string out, line;
+  std::istringstream in(log);
+  while (std::getline(in, line)) {
+    if (line.find("[error]") != std::string::npos) out += line + "\n";
+  }
+  return out;
+}
+
+// Someone else's umount is a clean stop: no error in the log, whether the
+// daemon notices alone or a SIGTERM races it, and a lazy umount with a file
+// still open, then SIGTERM, unmounts nothing else at that path.
+TEST_F(IntegrationCliDaemon, AnExternalUmountLogsNoError) {
+  writeFile(remote_ + "/f", "x");
+  startDaemon();
+  ASSERT_EQ(::umount2(mnt_.c_str(), 0), 0) << std::strerror(errno);
+  EXPECT_EQ(daemon_->stop(), 0);  // SIGTERM right behind the umount
+  EXPECT_EQ(errorLines(daemon_->log()), "") << daemon_->log();
+
+  startDaemon();
+  int fd = ::open((mnt_ + "/f").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::umount2(mnt_.c_str(), MNT_DETACH), 0) << std::strerror(errno);
+  ASSERT_FALSE(isHotshardMount(mnt_));
+  EXPECT_EQ(daemon_->stop(), 0);  // the loop still serves the open file
+  ::close(fd);
+  EXPECT_EQ(errorLines(daemon_->log()), "") << daemon_->log();
+  EXPECT_NE(daemon_->log().find("was unmounted already"), std::string::npos) << daemon_->log();
+}
+
+// logrotate: move the file away, SIGHUP, and the daemon goes on in a new one.
+TEST_F(IntegrationCliDaemon, SighupReopensTheLogFile) {
+  std::string log = tmp_ / "hs.log", sock = tmp_ / "hs.sock";
+  CommandResult r = runCommand({hotshardBinary(), "run", "--remote", remote_, "--mount", mnt_,
+                                "--cache", cache_, "--control-socket", sock, "--log-file", log,
+                                "--metrics", "off", "--log-level", "debug"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  CommandResult st = runCommand({hotshardBinary(), "status", "--socket", sock, "--json"});
+  ASSERT_EQ(st.exit_code, 0) << st.out;
+  pid_t pid = json::parse(st.out, nullptr, false).value("pid", 0);
+  ASSERT_GT(pid, 0) << st.out;
+  ASSERT_EQ(::rename(log.c_str(), (log + ".1").c_str()), 0);
+  ASSERT_EQ(::kill(pid, SIGHUP), 0);
+  for (int i = 0; i < 500 && !fs::exists(log); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(fs::exists(log)) << "no new log file after SIGHUP";
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop";
+  std::string fresh = readFile(log);
+  EXPECT_NE(fresh.find("reopened the log file"), std::string::npos) << fresh;
+  EXPECT_NE(fresh.find("stopped;"), std::string::npos) << fresh;
+  EXPECT_EQ(readFile(log + ".1").find("stopped;"), std::string::npos);
+  EXPECT_FALSE(isHotshardMount(mnt_));
 }
 
 }  // namespace
