@@ -74,7 +74,8 @@ TEST(Config, EveryComplaintAboutAFileNamesItsLine) {
     writeFile(tmp / "hs.toml", c.text);
     Status st = applyConfigFile(tmp / "hs.toml", {}, cfg);
     ASSERT_FALSE(st.ok()) << c.text;
-    EXPECT_NE(st.error().message.find(tmp / "hs.toml:3: "), std::string::npos) << st.error().message;
+    EXPECT_NE(st.error().message.find(tmp / "hs.toml:3: "), std::string::npos)
+        << st.error().message;
     EXPECT_NE(st.error().message.find(c.want), std::string::npos) << st.error().message;
   }
 }

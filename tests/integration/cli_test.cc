@@ -81,7 +81,7 @@ TEST(IntegrationCli, EveryUsageErrorExitsTwoWithItsMessage) {
     std::string what = argv.size() > 1 ? argv[1] + " " + (argv.size() > 2 ? argv[2] : "") : "";
     EXPECT_EQ(r.exit_code, 2) << what << "\n" << r.out;
     EXPECT_NE(r.out.find(c.message), std::string::npos) << "want '" << c.message << "' in:\n"
-                                                         << r.out;
+                                                        << r.out;
   }
   for (const char* help : {"--help", "--version"}) {
     EXPECT_EQ(runCommand({hotshardBinary(), help}).exit_code, 0) << help;
@@ -143,12 +143,12 @@ TEST(IntegrationCli, EachCommandsHelpShowsItsOwnExamples) {
   const std::string top_level = "Run 'hotshard COMMAND --help'";
   CommandResult top = runCommand({hotshardBinary(), "--help"});
   ASSERT_NE(top.out.find(top_level), std::string::npos) << top.out;
-  for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
-           {"run"}, {"status"}, {"warm"}, {"evict"}, {"pin"}, {"unpin"}, {"stat"}, {"verify"},
-           {"top"}, {"trace"}, {"trace", "record"}, {"policy"}, {"policy", "show"},
-           {"policy", "set"}, {"policy", "simulate"}, {"cache"}, {"probe"}}) {
-    std::string name = cmd.size() == 1 ? cmd[0] : cmd[0] + " " + cmd[1];
-    cmd.insert(cmd.begin(), hotshardBinary());
+  for (const char* name : {"run", "status", "warm", "evict", "pin", "unpin", "stat", "verify", "top",
+                           "trace", "trace record", "policy", "policy show", "policy set",
+                           "policy simulate", "cache", "probe"}) {
+    std::vector<std::string> cmd = {hotshardBinary()};
+    std::istringstream words(name);
+    for (std::string w; words >> w;) cmd.push_back(w);
     cmd.push_back("--help");
     CommandResult r = runCommand(cmd);
     EXPECT_EQ(r.exit_code, 0) << name;
