@@ -291,7 +291,12 @@ void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h)
     return forEachPath(req, [&](const std::string& rel) {
       Status st = store_->evict(rel);
       json r = {{control::kPath, rel}, {control::kEvicted, st.ok()}};
-      if (!st.ok()) r[control::kError] = st.error().message;
+      // Nothing to drop is no failure: the path is as asked, not cached.
+      if (!st.ok() && st.error().code == Errc::kNotFound) {
+        r[control::kState] = "remote";
+      } else if (!st.ok()) {
+        r[control::kError] = st.error().message;
+      }
       return r;
     });
   };

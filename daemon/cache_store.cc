@@ -613,6 +613,7 @@ void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
   }
   used_bytes_ -= std::min(used_bytes_, it->second.allocated);
   index_.erase(it);
+  if (eviction_order_set_) removed_.push_back(rel_path);
 }
 
 void CacheStore::buryDead() {
@@ -873,7 +874,6 @@ uint64_t CacheStore::evictLocked(uint64_t target_used) {
     dropLocked(path, "evicted");
     freed += before - used_bytes_;
     ++stats_.evictions;
-    if (eviction_order_set_) watermark_evicted_.push_back(path);
   }
   return freed;
 }
@@ -886,14 +886,14 @@ std::vector<std::string> CacheStore::updateEvictionOrder(
   std::lock_guard lock(mu_);
   eviction_rank_ = std::move(rank);
   eviction_order_set_ = true;
-  return std::exchange(watermark_evicted_, {});
+  return std::exchange(removed_, {});
 }
 
 void CacheStore::clearEvictionOrder() {
   std::lock_guard lock(mu_);
   eviction_rank_.clear();
   eviction_order_set_ = false;
-  watermark_evicted_.clear();
+  removed_.clear();
 }
 
 uint64_t CacheStore::enforceWatermarks() {

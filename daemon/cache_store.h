@@ -182,9 +182,11 @@ class CacheStore {
 
   // The order the watermarks evict in: these paths first, coldest first, then
   // whatever they do not name, least recently opened first; pinned and open
-  // copies never. Returns the paths the watermarks evicted since the previous
-  // call, so the policy's books follow. Before the first call and after
-  // clearEvictionOrder(), least recently opened first, and nothing is recorded.
+  // copies never. Returns every path whose copy left the store since the
+  // previous call, whatever took it (the watermarks, evict, evictIdle, verify
+  // and the scrub, invalidate, a stale open), so the policy's books follow.
+  // Before the first call and after clearEvictionOrder(), the watermarks evict
+  // least recently opened first, and nothing is recorded.
   std::vector<std::string> updateEvictionOrder(const std::vector<std::string>& coldest_first);
   void clearEvictionOrder();
   // Evicts down to the low watermark when above the high one (e.g. after the
@@ -271,7 +273,7 @@ class CacheStore {
   // From updateEvictionOrder(): path -> place in the policy's order.
   std::unordered_map<std::string, size_t> eviction_rank_;
   bool eviction_order_set_ = false;
-  std::vector<std::string> watermark_evicted_;  // since the last updateEvictionOrder()
+  std::vector<std::string> removed_;  // every drop since the last updateEvictionOrder()
   uint64_t used_bytes_ = 0;
   uint64_t reserved_bytes_ = 0;  // sum of the reservations of promotions in flight
   uint64_t next_serial_ = 1;

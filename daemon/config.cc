@@ -256,6 +256,8 @@ Status applyConfigFile(const std::string& path, const std::set<std::string>& ove
                                                  std::string(e.description()));
   }
   for (const auto& [key, node] : table) {
+    // "config FILE:LINE", so every complaint names where to look.
+    std::string at = "config " + path + ":" + std::to_string(node.source().begin.line);
     std::string name(key.str());
     std::replace(name.begin(), name.end(), '_', '-');
     const auto& items = runConfigItems();
@@ -265,16 +267,16 @@ Status applyConfigFile(const std::string& path, const std::set<std::string>& ove
       std::string known;
       for (const auto& i : items) known += (known.empty() ? "" : ", ") + i.name;
       return makeError(Errc::kInvalidArgument,
-                       "config " + path + ": unknown key '" + name + "' (known: " + known + ")");
+                       at + ": unknown key '" + name + "' (known: " + known + ")");
     }
     std::string text = tomlValueText(node);
     if (text.empty() && !node.is_string()) {
       return makeError(Errc::kInvalidArgument,
-                       "config " + path + ": key '" + name + "' must be a string, number or bool");
+                       at + ": key '" + name + "' must be a string, number or bool");
     }
     if (overridden.count(name)) continue;
     Status st = it->set(cfg, text);
-    if (!st.ok()) return makeError(Errc::kInvalidArgument, "config " + path + ": " + st.error().message);
+    if (!st.ok()) return makeError(Errc::kInvalidArgument, at + ": " + st.error().message);
   }
   return Ok{};
 }

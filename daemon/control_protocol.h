@@ -55,7 +55,8 @@ inline constexpr char kPaths[] = "paths";
 // warm: progress frames {"path", "done", "total", "ok", "size" | "error"}; reply
 // {"files", "warmed", "bytes", "failed": [{"path", "error"}]}.
 inline constexpr char kWarm[] = "warm";
-// evict, pin, unpin: reply {"results": [{"path", "evicted"|"pinned", "error"?}]}.
+// evict, pin, unpin: reply {"results": [{"path", "evicted"|"pinned", "error"?}]};
+// evict of a path that is not cached: "evicted": false, "state": "remote", no error.
 inline constexpr char kEvict[] = "evict";
 inline constexpr char kPin[] = "pin";
 inline constexpr char kUnpin[] = "unpin";

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/dist_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -74,6 +75,10 @@ Status checkPaths(const RunConfig& cfg) {
   return Ok{};
 }
 
+// In the background the log file sits behind a dist_sink, so reopenLog() can
+// swap it under the sink's own lock while other threads log.
+std::shared_ptr<spdlog::sinks::dist_sink_mt> log_file_sink;
+
 void setupLogging(const RunConfig& cfg) {
   std::shared_ptr<spdlog::logger> logger;
   if (cfg.foreground) {
@@ -81,11 +86,26 @@ void setupLogging(const RunConfig& cfg) {
   } else {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(cfg.log_file).parent_path(), ec);
-    logger = spdlog::basic_logger_mt("hotshard", cfg.log_file);
+    log_file_sink = std::make_shared<spdlog::sinks::dist_sink_mt>();
+    log_file_sink->add_sink(std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.log_file));
+    logger = std::make_shared<spdlog::logger>("hotshard", log_file_sink);
     logger->flush_on(spdlog::level::info);
   }
   logger->set_level(spdlog::level::from_str(cfg.log_level));
   spdlog::set_default_logger(logger);
+}
+
+// SIGHUP: logrotate has moved the file away; go on in a new one at the path.
+void reopenLog(const RunConfig& cfg) {
+  if (!log_file_sink) return;  // --foreground: stderr
+  try {
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.log_file);
+    log_file_sink->set_sinks({file});
+    spdlog::info("SIGHUP: reopened the log file {}", cfg.log_file);
+  } catch (const spdlog::spdlog_ex& e) {
+    spdlog::warn("SIGHUP: reopen the log file {}: {}; logging on to the old one", cfg.log_file,
+                 e.what());
+  }
 }
 
 // The parent of a background daemon waits on this pipe for one line: "ok" or
@@ -161,6 +181,11 @@ Daemon::LoopThread::~LoopThread() {
 
 Daemon::Mount::~Mount() {
   if (daemon != nullptr) daemon->stop("the daemon is going");
+}
+
+Daemon::ControlLink::~ControlLink() {
+  std::error_code ec;
+  if (!link.empty() && std::filesystem::read_symlink(link, ec) == target) ::unlink(link.c_str());
 }
 
 Daemon::MetricsHooks::~MetricsHooks() {
@@ -308,6 +333,19 @@ Status Daemon::startControl() {
   auto control = ControlServer::start(cfg_.control_socket, std::move(handlers));
   if (!control.ok()) return control.takeError();  // names the socket
   control_ = std::move(*control);
+  // Discovery only: a daemon that cannot leave the link still serves.
+  std::string link = controlSocketFor(cfg_.mount);
+  if (link == cfg_.control_socket) return Ok{};
+  std::error_code ec;
+  std::filesystem::create_directories(kRunDir, ec);
+  ::unlink(link.c_str());  // a link or socket left by a daemon that was killed on this mount
+  if (::symlink(cfg_.control_socket.c_str(), link.c_str()) != 0) {
+    spdlog::warn("control socket {}: symlink {}: {}; 'hotshard --mount {}' will not find it",
+                 cfg_.control_socket, link, std::strerror(errno), cfg_.mount);
+    return Ok{};
+  }
+  control_link_.link = link;  // set in place: a temporary's destructor would remove it
+  control_link_.target = cfg_.control_socket;
   return Ok{};
 }
 
@@ -318,6 +356,16 @@ void Daemon::stop(const std::string& why) {
   stopping_ = true;
   if (!mounted_) return;
   mounted_ = false;
+  // Someone else's umount may have come first (its loop is just ending): then
+  // the top mount there is not ours, and may be the remote's own.
+  auto table = fuse::readMountTable();
+  auto top = table.ok() ? fuse::topMountAt(*table, cfg_.mount) : std::nullopt;
+  if (table.ok() && (!top || top->dev != conn_dev_)) {
+    spdlog::info("{}: {} was unmounted already", why, cfg_.mount);
+    if (session_) fuse_session_exit(session_.get());
+    fuse::abortConnection(conn_dev_);  // a lazy umount may leave files open: end them
+    return;
+  }
   spdlog::info("{}: unmounting {}", why, cfg_.mount);
   auto how = fuse::unmountFuse(cfg_.mount);
   if (!how.ok()) {
@@ -390,7 +438,8 @@ Result<Prepared> prepareRun(RunConfig cfg, int* exit_code) {
 }
 
 // Signals are taken by one thread with sigwait; every other thread blocks them
-// (the mask is set before any thread starts). SIGHUP is reserved for a reload.
+// (the mask is set before any thread starts). SIGHUP reopens the log file
+// (logrotate's postrotate), SIGINT and SIGTERM stop.
 class SignalWaiter {
  public:
   static sigset_t blockStopSignals() {
@@ -403,12 +452,13 @@ class SignalWaiter {
     ::signal(SIGPIPE, SIG_IGN);
     return sigs;
   }
-  // Calls on_signal(name) on SIGINT/SIGTERM, unless woken by the destructor.
-  SignalWaiter(sigset_t sigs, std::function<void(const char*)> on_signal)
-      : thread_([this, sigs, on_signal = std::move(on_signal)] {
+  // Calls on_hangup() on each SIGHUP, and on_signal(name) on SIGINT/SIGTERM,
+  // unless woken by the destructor.
+  SignalWaiter(sigset_t sigs, std::function<void()> on_hangup,
+               std::function<void(const char*)> on_signal)
+      : thread_([this, sigs, on_hangup = std::move(on_hangup), on_signal = std::move(on_signal)] {
           int sig = 0;
-          while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
-          }
+          while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) on_hangup();
           if (sig != 0 && !quitting_.load()) on_signal(strsignal(sig));
         }) {}
   ~SignalWaiter() {
@@ -452,7 +502,9 @@ int runDaemon(RunConfig cfg) {
   bool clean;
   {
     Daemon* d = daemon->get();
-    SignalWaiter signals(sigs, [d](const char* sig) { d->stop(std::string("received ") + sig); });
+    SignalWaiter signals(
+        sigs, [&run_cfg] { reopenLog(run_cfg); },
+        [d](const char* sig) { d->stop(std::string("received ") + sig); });
     clean = d->wait();
   }
   daemon->reset();

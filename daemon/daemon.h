@@ -82,6 +82,13 @@ class Daemon {
     Daemon* daemon = nullptr;
     ~MetricsHooks();
   };
+  // With --control-socket outside /run/hotshard, a symlink at the mount's
+  // default socket path (controlSocketFor) to the real one, so the CLI finds
+  // the daemon from the mount alone; removed when it goes, if still ours.
+  struct ControlLink {
+    std::string link, target;
+    ~ControlLink();
+  };
 
   explicit Daemon(const RunConfig& cfg);
   // The stages of start(), in order; each error names its stage.
@@ -112,6 +119,7 @@ class Daemon {
   std::unique_ptr<MetricsExporter> metrics_;
   MetricsHooks metrics_hooks_;
   std::unique_ptr<ControlServer> control_;
+  ControlLink control_link_;
 };
 
 // `hotshard run`: finalizes cfg, checks the paths, opens the remote, detaches

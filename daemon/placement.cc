@@ -293,10 +293,14 @@ void Placement::syncEvictionOrder() {
       if (it != rel_of_.end()) order.push_back(it->second);
     }
   }
-  std::vector<std::string> evicted = store_->updateEvictionOrder(order);  // no mu_ held
-  if (evicted.empty()) return;
+  std::vector<std::string> removed = store_->updateEvictionOrder(order);  // no mu_ held
+  // A copy published again since it was dropped stays on the books.
+  std::erase_if(removed, [&](const std::string& rel) {
+    return store_->info(rel).state == CacheStore::State::kCached;
+  });
+  if (removed.empty()) return;
   std::lock_guard lock(mu_);
-  for (const auto& rel : evicted) policy_->remove(idOf(rel));
+  for (const auto& rel : removed) policy_->remove(idOf(rel));
 }
 
 namespace {

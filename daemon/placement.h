@@ -8,8 +8,10 @@
 // The policy is the one eviction authority: placement evicts the policy's
 // victims itself (CacheStore::evictIdle, which refuses pinned and open copies)
 // and hands the store the policy's order each tick, which the store's watermark
-// eviction (its safety net) follows; what the store evicted on its own comes
-// back with the next hand-over and leaves the policy's books.
+// eviction (its safety net) follows. Every copy that left the store since the
+// last hand-over, whatever took it (the watermarks, `hotshard evict`, verify or
+// the scrub, an invalidation, a stale open), comes back with the next one and
+// leaves the policy's books, so a file read again is promoted again.
 //
 // Lock order: tick_mu_ before mu_. mu_ guards placement's state and the
 // policy; it is never held while calling the store, the promoter or the heat
@@ -125,8 +127,8 @@ class Placement {
   void applyPromotions(const Decisions& d);
   // A promotion placement asked for ended (on the promoter's worker).
   void promotionDone(policy::ObjectId id, const std::string& rel, const Status& result);
-  // Hands the store the policy's eviction order; what the store evicted on its
-  // own since the last hand-over leaves the policy's books.
+  // Hands the store the policy's eviction order; every copy the store dropped
+  // since the last hand-over leaves the policy's books.
   void syncEvictionOrder();
   void attributeLocked(const FileHeat& f, uint64_t now);
   // Makes the policy count every copy the store holds (warm, or a restart, put

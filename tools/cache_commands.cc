@@ -38,8 +38,10 @@ CLI::App* pathCommand(CLI::App& app, const std::string& name, const std::string&
   return cmd;
 }
 
-// Prints per-path results; returns how many failed.
-int printResults(const json& reply, const char* verb, bool as_json) {
+// Prints per-path results; returns how many failed. A result with done_key
+// false and no error did nothing, as it needed to: it is printed as `noop`.
+int printResults(const json& reply, const char* verb, bool as_json, const char* done_key = nullptr,
+                 const char* noop = nullptr) {
   int failed = 0;
   for (const auto& r : reply.value(control::kResults, json::array())) {
     if (r.contains(control::kError)) failed++;
@@ -54,6 +56,8 @@ int printResults(const json& reply, const char* verb, bool as_json) {
     if (r.contains(control::kError)) {
       std::printf("%-8s %s: %s\n", "FAILED", r.value(control::kPath, "").c_str(),
                   r[control::kError].get<std::string>().c_str());
+    } else if (done_key != nullptr && !r.value(done_key, true)) {
+      std::printf("%s: %s\n", r.value(control::kPath, "").c_str(), noop);
     } else {
       std::printf("%-8s %s\n", verb, r.value(control::kPath, "").c_str());
     }
@@ -107,7 +111,10 @@ void addEvictCommand(CLI::App& app) {
   cmd->callback([args] {
     json reply =
         callDaemon(control::kEvict, args->target, pathsRequest(control::kEvict, args->paths));
-    if (printResults(reply, "evicted", args->target.json)) throw CLI::RuntimeError(kExitFailure);
+    if (printResults(reply, "evicted", args->target.json, control::kEvicted,
+                     "not cached, nothing to evict")) {
+      throw CLI::RuntimeError(kExitFailure);
+    }
   });
 }
 

@@ -4,27 +4,58 @@
 #include <filesystem>
 #include <vector>
 
+#include "base/paths.h"
 #include "daemon/config.h"
+#include "daemon/control_protocol.h"
+#include "fuse/mount.h"
 #include "tools/commands.h"
 
 namespace hotshard::cli {
 
 void addTargetOptions(CLI::App* cmd, DaemonTarget& target) {
   cmd->add_option("--mount", target.mount,
-                  "Mount point of the daemon to ask (default: the only one running)");
+                  "Mount point (or a path under it) of the daemon to ask (default: the one "
+                  "serving the paths given, else the only one running)");
   cmd->add_option("--socket", target.socket, "Control socket path (overrides --mount)");
   cmd->add_flag("--json", target.json, "Print JSON for scripts");
 }
 
 namespace {
 
-Result<std::string> findSocket(const DaemonTarget& target) {
+// The hotshard mount that serves `path` (the deepest mount covering it, the
+// last mounted at that point), from this process's mount table; "" if none.
+std::string hotshardMountServing(const std::string& path) {
+  auto table = fuse::readMountTable();
+  if (!table.ok()) return "";
+  std::string p = normalPath(path);
+  const fuse::MountEntry* best = nullptr;
+  for (const auto& e : *table) {
+    if (!pathIsWithin(p, e.mountpoint)) continue;
+    if (best == nullptr || e.mountpoint.size() >= best->mountpoint.size()) best = &e;
+  }
+  return best != nullptr && best->fstype == fuse::kFsType ? best->mountpoint : "";
+}
+
+// --socket; else the daemon of the hotshard mount that serves --mount or, with
+// no --mount, the request's first path: its socket, or the link to it, is at
+// controlSocketFor(mount point) (docs/user-guide.md); else the only one running.
+Result<std::string> findSocket(const DaemonTarget& target, const json& request) {
   if (!target.socket.empty()) return target.socket;
-  if (!target.mount.empty()) return controlSocketFor(target.mount);
+  std::string path = target.mount;
+  const json paths = request.value(control::kPaths, json::array());
+  if (path.empty() && !paths.empty() && paths[0].is_string()) path = paths[0];
+  if (!path.empty()) {
+    std::string mount = hotshardMountServing(path);
+    if (!mount.empty()) return controlSocketFor(mount);
+    if (!target.mount.empty()) return controlSocketFor(target.mount);
+  }
   std::vector<std::string> sockets;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(kRunDir, ec)) {
-    if (entry.path().extension() == ".sock") sockets.push_back(entry.path().string());
+    // A link whose socket is gone was left by a daemon killed with SIGKILL.
+    if (entry.path().extension() == ".sock" && std::filesystem::exists(entry.path(), ec)) {
+      sockets.push_back(entry.path().string());
+    }
   }
   if (sockets.empty()) {
     return makeError(Errc::kNotFound, std::string("no hotshard daemon is running (no socket in ") +
@@ -48,7 +79,7 @@ json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const j
     std::fprintf(stderr, "hotshard %s: %s\n", cmd_name.c_str(), why.c_str());
     throw CLI::RuntimeError(code);
   };
-  auto socket = findSocket(target);
+  auto socket = findSocket(target, request);
   if (!socket.ok()) {
     return fail(socket.error().message,
                 socket.error().code == Errc::kNotFound ? kExitNoDaemon : kExitUsage);

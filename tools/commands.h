@@ -7,13 +7,16 @@
 //
 // Each add function adds its subcommand(s) to `app` and sets their callbacks; a
 // callback that fails throws CLI::RuntimeError with one of the exit codes below.
+// main() applies the table: any other CLI11 error (a parse or validation error,
+// a missing subcommand or argument, CLI::ValidationError thrown by a callback)
+// exits kExitUsage with CLI11's message.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 namespace hotshard::cli {
 
-// Exit codes shared by all commands.
+// Exit codes shared by all commands (docs/user-guide.md lists them).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;

@@ -90,6 +90,11 @@ void addTraceCommand(CLI::App& app) {
   auto duration = std::make_shared<std::string>("60s");
   auto* trace = app.add_subcommand("trace", "Record what jobs read, for the policy simulator");
   trace->require_subcommand(1);
+  trace->footer(
+      "Examples:\n"
+      "  hotshard trace record --out /tmp/epoch.trace --duration 10m\n"
+      "  hotshard trace record --mount /mnt/datasets --out /tmp/t.trace --duration 30s --json\n"
+      "Run 'hotshard trace record --help' for its options.");
   auto* rec = trace->add_subcommand("record", "Record the probes' per-chunk reads to a trace file");
   addTargetOptions(rec, *target);
   rec->add_option("--out", *out, "Trace file to write (hotshard's native format)")->required();

@@ -10,12 +10,14 @@ int main(int argc, char** argv) {
   CLI::App app{"hotshard: a kernel-passthrough read cache for remote datasets", "hotshard"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("hotshard 0.1.0"));
+  hotshard::cli::addAllCommands(app);
+  // After the commands: CLI11 hands a parent's footer to subcommands added
+  // later, and each command's --help ends with its own examples.
   app.footer(
       "Examples:\n"
       "  hotshard run --remote /mnt/datasets --cache /var/cache/hotshard\n"
       "  hotshard status --json\n"
       "Run 'hotshard COMMAND --help' for a command's options.");
-  hotshard::cli::addAllCommands(app);
   std::string known;
   bool found = false;
   for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
@@ -28,8 +30,14 @@ int main(int argc, char** argv) {
   }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    // A command failed and said why; its code is one of tools/commands.h's.
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Help and version are successes; every parse or validation error is a
+    // usage error, whatever CLI11's own code for it (app.exit prints it).
+    int code = app.exit(e);
+    return code == 0 ? hotshard::cli::kExitOk : hotshard::cli::kExitUsage;
   }
-  return 0;
+  return hotshard::cli::kExitOk;
 }

@@ -53,13 +53,11 @@ void printFuse(const StatusSnapshot& s) {
       "from the remote\n",
       count(f.opens_passthrough), count(f.opens_userspace), count(f.opens_cache),
       count(f.opens_remote));
-  if (f.requests) {
-    std::printf("  requests    ");
-    for (const auto& [name, n] : *f.requests) {
-      if (n > 0) std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(n));
-    }
-    std::printf("\n");
+  std::string requests;
+  for (const auto& [name, n] : f.requests.value_or(std::map<std::string, uint64_t>{})) {
+    if (n > 0) requests += " " + name + "=" + std::to_string(n);
   }
+  if (!requests.empty()) std::printf("  requests    %s\n", requests.c_str());  // none when idle
 }
 
 void printTopFive(const StatusSnapshot& s) {

@@ -60,6 +60,26 @@ TEST(Config, BadFilesAreRefusedWithFileAndKey) {
   EXPECT_FALSE(applyConfigFile(tmp / "threads.toml", {}, cfg).ok());
 }
 
+TEST(Config, EveryComplaintAboutAFileNamesItsLine) {
+  TempDir tmp;
+  RunConfig cfg;
+  struct Case {
+    std::string text, want;
+  } cases[] = {
+      {"remote = \"/x\"\n\nremot = \"/x\"\n", "unknown key 'remot'"},
+      {"# header\nremote = \"/x\"\nconsistency = \"sometimes\"\n", "strict, ttl=SECONDS"},
+      {"\n\nforeground = [1, 2]\n", "must be a string, number or bool"},
+  };
+  for (const auto& c : cases) {
+    writeFile(tmp / "hs.toml", c.text);
+    Status st = applyConfigFile(tmp / "hs.toml", {}, cfg);
+    ASSERT_FALSE(st.ok()) << c.text;
+    EXPECT_NE(st.error().message.find(tmp / "hs.toml:3: "), std::string::npos)
+        << st.error().message;
+    EXPECT_NE(st.error().message.find(c.want), std::string::npos) << st.error().message;
+  }
+}
+
 TEST(Config, FinalizeChecksRequiredAndOverlappingPaths) {
   RunConfig cfg;
   EXPECT_FALSE(finalizeRunConfig(cfg).ok());

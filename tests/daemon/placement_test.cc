@@ -340,6 +340,38 @@ TEST_F(PlacementTest, EvictionDoesNotDeadlockUnderConcurrentPromotionCompletions
             0u);
 }
 
+// Every way a copy leaves the store reaches the policy: hot files promoted by
+// placement, then dropped behind its back, are promoted again when read again.
+TEST_F(PlacementTest, CopiesDroppedByHandVerifyOrInvalidationArePromotedAgain) {
+  start(64 * kMiB);
+  const std::vector<std::string> names = {"evicted.bin", "corrupt.bin", "written.bin"};
+  std::vector<struct stat> stats;
+  for (const auto& n : names) stats.push_back(file(n, kMiB));
+  for (const auto& st : stats) readWhole(st, 2);
+  tickAndSettle();
+  for (const auto& n : names) ASSERT_EQ(state(n), CacheStore::State::kCached) << n;
+  ASSERT_EQ(promotions(), 3u);
+
+  ASSERT_TRUE(store_->evict("evicted.bin").ok());  // hotshard evict
+  {
+    std::string obj = cache_ + "/" + store_->objectPathFor("corrupt.bin");
+    FILE* f = std::fopen(obj.c_str(), "r+");
+    ASSERT_NE(f, nullptr) << obj;
+    std::fputs("garbage", f);
+    std::fclose(f);
+    EXPECT_EQ(store_->verify("corrupt.bin").error().code, Errc::kCorrupt);  // verify, scrub
+  }
+  ASSERT_TRUE(store_->invalidate("written.bin").ok());  // a write through the mount
+  for (const auto& n : names) ASSERT_EQ(state(n), CacheStore::State::kRemote) << n;
+
+  tickAndSettle();  // placement learns what left
+  for (const auto& st : stats) readWhole(st, 2);
+  tickAndSettle();
+  EXPECT_EQ(promotions(), 6u);
+  for (const auto& n : names) EXPECT_EQ(state(n), CacheStore::State::kCached) << n;
+  EXPECT_EQ(policyObjects(), 3.0);
+}
+
 TEST(PlacementHeatSource, DegradedOpensCountAsWholeReadsWritesNot) {
   OpenHeatSource src("disabled by configuration (--probes off)");
   struct stat st {};

@@ -1,8 +1,16 @@
 // The binary's error paths: clear messages and exit codes, no mount left behind.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <sstream>
+#include <thread>
 
+#include "daemon/config.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -49,6 +57,37 @@ TEST(IntegrationCli, BadInvocationsSayWhatIsWrong) {
   }
 }
 
+// One exit-code table (tools/commands.h): 0 ok, 1 failure, 2 usage, 3 no daemon;
+// CLI11's own codes never leak out, and its message stays.
+TEST(IntegrationCli, EveryUsageErrorExitsTwoWithItsMessage) {
+  TempDir tmp;
+  writeFile(tmp / "bad.toml", "remote = \"/x\"\ncache_size = \"lots\"\n");
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  } cases[] = {
+      {{"status", "--jsn"}, "--jsn"},
+      {{"warm"}, "path"},
+      {{"top", "-n", "abc"}, "abc"},
+      {{"run", "--config", tmp / "missing.toml"}, "missing.toml"},
+      {{"run", "--config", tmp / "bad.toml"}, tmp / "bad.toml:2: "},
+      {{}, "subcommand"},
+      {{"bogus"}, "unknown command 'bogus'"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {hotshardBinary()};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    CommandResult r = runCommand(argv);
+    std::string what = argv.size() > 1 ? argv[1] + " " + (argv.size() > 2 ? argv[2] : "") : "";
+    EXPECT_EQ(r.exit_code, 2) << what << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.message), std::string::npos) << "want '" << c.message << "' in:\n"
+                                                        << r.out;
+  }
+  for (const char* help : {"--help", "--version"}) {
+    EXPECT_EQ(runCommand({hotshardBinary(), help}).exit_code, 0) << help;
+  }
+}
+
 TEST(IntegrationCli, StatusWithoutADaemonSaysSo) {
   TempDir tmp;
   CommandResult r = runCommand({hotshardBinary(), "status", "--socket", tmp / "none.sock"});
@@ -77,6 +116,7 @@ TEST(IntegrationCli, ACrashedDaemonsMountIsNamedAndNotStackedOn) {
   bool named = r.out.find("umount -l") != std::string::npos ||
                r.out.find("already covered by a hotshard mount") != std::string::npos;
   EXPECT_TRUE(named) << r.out;
+  ::unlink(controlSocketFor(tmp / "mnt").c_str());  // the link a SIGKILL left behind
 }
 
 // One grammar for units everywhere (base/units.h): a daemon started with them
@@ -96,6 +136,148 @@ TEST_F(IntegrationUnits, RunTakesSizesAndDurationsWithUnits) {
                                 tmp_ / "c2", "--tick", "5ms"});
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("tick '5ms': expected 10ms to 1h"), std::string::npos) << r.out;
+}
+
+// Every command's --help ends with its own examples, never the top-level ones.
+TEST(IntegrationCli, EachCommandsHelpShowsItsOwnExamples) {
+  const std::string top_level = "Run 'hotshard COMMAND --help'";
+  CommandResult top = runCommand({hotshardBinary(), "--help"});
+  ASSERT_NE(top.out.find(top_level), std::string::npos) << top.out;
+  for (const char* name : {"run", "status", "warm", "evict", "pin", "unpin", "stat", "verify", "top",
+                           "trace", "trace record", "policy", "policy show", "policy set",
+                           "policy simulate", "cache", "probe"}) {
+    std::vector<std::string> cmd = {hotshardBinary()};
+    std::istringstream words(name);
+    for (std::string w; words >> w;) cmd.push_back(w);
+    cmd.push_back("--help");
+    CommandResult r = runCommand(cmd);
+    EXPECT_EQ(r.exit_code, 0) << name;
+    EXPECT_NE(r.out.find("Examples:\n  hotshard " + cmd[1]), std::string::npos) << name << r.out;
+    EXPECT_EQ(r.out.find(top_level), std::string::npos) << name << " shows the top-level examples";
+  }
+  CommandResult trace = runCommand({hotshardBinary(), "trace", "--help"});
+  EXPECT_NE(trace.out.find("hotshard trace record --out"), std::string::npos) << trace.out;
+}
+
+// The small promises of the client commands, against a running daemon.
+class IntegrationCliDaemon : public MountFixture {
+ protected:
+  void startDaemon() {
+    startDaemonWith({.mount = mnt_, .extra_args = {"--placement", "manual", "--scrub-rate", "0"}});
+  }
+};
+
+TEST_F(IntegrationCliDaemon, EvictOfAFileNotCachedIsANoOpThatSaysSo) {
+  writeFile(remote_ + "/f", "remote only");
+  startDaemon();
+  CommandResult r = hs({"evict", mnt_ + "/f"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("f: not cached, nothing to evict"), std::string::npos) << r.out;
+  r = hs({"evict", mnt_ + "/f", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out, nullptr, false)["results"][0];
+  EXPECT_FALSE(j.value("evicted", true)) << r.out;
+  EXPECT_FALSE(j.contains("error")) << r.out;
+  ASSERT_EQ(hs({"warm", mnt_ + "/f"}).exit_code, 0);
+  r = hs({"evict", mnt_ + "/f"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("evicted  f"), std::string::npos) << r.out;
+}
+
+TEST_F(IntegrationCliDaemon, StatusPrintsNoEmptyRequestsLineWhenIdle) {
+  writeFile(remote_ + "/f", "x");
+  startDaemon();
+  auto requestsLine = [&]() -> std::string {
+    CommandResult r = hs({"status"});
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    size_t at = r.out.find("  requests");
+    return at == std::string::npos ? "" : r.out.substr(at, r.out.find('\n', at) - at);
+  };
+  EXPECT_EQ(requestsLine(), "") << "an idle daemon has no requests to list";
+  EXPECT_EQ(readFile(mnt_ + "/f"), "x");
+  EXPECT_NE(requestsLine().find("lookup="), std::string::npos);
+}
+
+// The harness's daemons keep their control socket in their own directory,
+// outside /run/hotshard: the CLI finds them from the mount table alone.
+TEST_F(IntegrationCliDaemon, StatusAndStatFindTheDaemonServingAPathWhereverItsSocket) {
+  writeFile(remote_ + "/d/f", "x");
+  startDaemon();
+  ASSERT_EQ(daemon_->socket().rfind(kRunDir, 0), std::string::npos) << daemon_->socket();
+  CommandResult r = runCommand({hotshardBinary(), "status", "--mount", mnt_, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out, nullptr, false).value("mount", ""), mnt_) << r.out;
+  r = runCommand({hotshardBinary(), "status", "--mount", mnt_ + "/d"});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  r = runCommand({hotshardBinary(), "stat", mnt_ + "/d/f", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out, nullptr, false).value("state", ""), "remote") << r.out;
+  std::string link = controlSocketFor(mnt_);
+  EXPECT_TRUE(fs::is_symlink(link)) << link;
+  EXPECT_EQ(daemon_->stop(), 0);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(link))) << link << " outlived its daemon";
+  r = runCommand({hotshardBinary(), "status", "--mount", mnt_});
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+}
+
+// Lines of `log` at level error.
+std::string errorLines(const std::string& log) {
+  std::string out, line;
+  std::istringstream in(log);
+  while (std::getline(in, line)) {
+    if (line.find("[error]") != std::string::npos) out += line + "\n";
+  }
+  return out;
+}
+
+// Someone else's umount is a clean stop: no error in the log, whether the
+// daemon notices alone or a SIGTERM races it, and a lazy umount with a file
+// still open, then SIGTERM, unmounts nothing else at that path.
+TEST_F(IntegrationCliDaemon, AnExternalUmountLogsNoError) {
+  writeFile(remote_ + "/f", "x");
+  startDaemon();
+  ASSERT_EQ(::umount2(mnt_.c_str(), 0), 0) << std::strerror(errno);
+  EXPECT_EQ(daemon_->stop(), 0);  // SIGTERM right behind the umount
+  EXPECT_EQ(errorLines(daemon_->log()), "") << daemon_->log();
+
+  startDaemon();
+  int fd = ::open((mnt_ + "/f").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  ASSERT_EQ(::umount2(mnt_.c_str(), MNT_DETACH), 0) << std::strerror(errno);
+  ASSERT_FALSE(isHotshardMount(mnt_));
+  EXPECT_EQ(daemon_->stop(), 0);  // the loop still serves the open file
+  ::close(fd);
+  EXPECT_EQ(errorLines(daemon_->log()), "") << daemon_->log();
+  EXPECT_NE(daemon_->log().find("was unmounted already"), std::string::npos) << daemon_->log();
+}
+
+// logrotate: move the file away, SIGHUP, and the daemon goes on in a new one.
+TEST_F(IntegrationCliDaemon, SighupReopensTheLogFile) {
+  std::string log = tmp_ / "hs.log", sock = tmp_ / "hs.sock";
+  CommandResult r = runCommand({hotshardBinary(), "run", "--remote", remote_, "--mount", mnt_,
+                                "--cache", cache_, "--control-socket", sock, "--log-file", log,
+                                "--metrics", "off", "--log-level", "debug"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  CommandResult st = runCommand({hotshardBinary(), "status", "--socket", sock, "--json"});
+  ASSERT_EQ(st.exit_code, 0) << st.out;
+  pid_t pid = json::parse(st.out, nullptr, false).value("pid", 0);
+  ASSERT_GT(pid, 0) << st.out;
+  ASSERT_EQ(::rename(log.c_str(), (log + ".1").c_str()), 0);
+  ASSERT_EQ(::kill(pid, SIGHUP), 0);
+  for (int i = 0; i < 500 && !fs::exists(log); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(fs::exists(log)) << "no new log file after SIGHUP";
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop";
+  std::string fresh = readFile(log);
+  EXPECT_NE(fresh.find("reopened the log file"), std::string::npos) << fresh;
+  EXPECT_NE(fresh.find("stopped;"), std::string::npos) << fresh;
+  EXPECT_EQ(readFile(log + ".1").find("stopped;"), std::string::npos);
+  EXPECT_FALSE(isHotshardMount(mnt_));
 }
 
 }  // namespace
