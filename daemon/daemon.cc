@@ -276,6 +276,10 @@ Status Daemon::startFileSystem() {
 }
 
 Status Daemon::startMount() {
+  // The mount table names the mount point with its symlinks resolved.
+  std::error_code ec;
+  auto resolved = std::filesystem::canonical(cfg_.mount, ec);
+  mount_path_ = ec ? cfg_.mount : resolved.string();
   auto devfd = fuse::mountFuse(cfg_.mount, "hotshard:" + cfg_.remote);
   if (!devfd.ok()) return devfd.takeError();  // names the mount point
   {
@@ -286,7 +290,7 @@ Status Daemon::startMount() {
   // The kernel names the connection after the mount's device number. Read it from
   // the mount table: a stat of the mount point would wait on ourselves.
   if (auto table = fuse::readMountTable(); table.ok()) {
-    if (auto top = fuse::topMountAt(*table, cfg_.mount)) conn_dev_ = top->dev;
+    if (auto top = fuse::topMountAt(*table, mount_path_)) conn_dev_ = top->dev;
   }
   return inStage("mount " + cfg_.mount, shim_->attach(session_.get(), *devfd));
 }
@@ -359,15 +363,15 @@ void Daemon::stop(const std::string& why) {
   // Someone else's umount may have come first (its loop is just ending): then
   // the top mount there is not ours, and may be the remote's own.
   auto table = fuse::readMountTable();
-  auto top = table.ok() ? fuse::topMountAt(*table, cfg_.mount) : std::nullopt;
-  if (table.ok() && (!top || top->dev != conn_dev_)) {
+  auto top = table.ok() ? fuse::topMountAt(*table, mount_path_) : std::nullopt;
+  if (table.ok() && conn_dev_ != 0 && (!top || top->dev != conn_dev_)) {
     spdlog::info("{}: {} was unmounted already", why, cfg_.mount);
     if (session_) fuse_session_exit(session_.get());
     fuse::abortConnection(conn_dev_);  // a lazy umount may leave files open: end them
     return;
   }
   spdlog::info("{}: unmounting {}", why, cfg_.mount);
-  auto how = fuse::unmountFuse(cfg_.mount);
+  auto how = fuse::unmountFuse(mount_path_);
   if (!how.ok()) {
     spdlog::error("{}", how.error().message);
   } else if (*how != "unmounted") {

@@ -77,7 +77,7 @@ class Daemon {
     ~Mount();
   };
   // Points the shim's latency observer and the cache's promotion observer at
-  // the exporter; unhooks both when it goes, before the exporter does.
+  // the exporter; unhooks both when it goes, just before the exporter does.
   struct MetricsHooks {
     Daemon* daemon = nullptr;
     ~MetricsHooks();
@@ -109,15 +109,18 @@ class Daemon {
   std::unique_ptr<Placement> placement_;
   std::unique_ptr<fuse::PassthroughShim> shim_;
   std::unique_ptr<fuse::FileSystem> fs_;
+  // The exporter reads everything above; the FUSE threads report latency to it
+  // (through metrics_sink_), so it goes only after the session loop has ended.
+  std::unique_ptr<MetricsExporter> metrics_;
+  MetricsHooks metrics_hooks_;
   std::unique_ptr<fuse_session, SessionDeleter> session_;
   LoopThread loop_;
+  std::string mount_path_;  // cfg_.mount with symlinks resolved, as the mount table has it
   dev_t conn_dev_ = 0;  // the FUSE connection's device, for an abort through fusectl
   std::mutex stop_mu_;
   bool mounted_ = false;   // guarded by stop_mu_
   std::atomic<bool> stopping_{false};
   Mount mount_;
-  std::unique_ptr<MetricsExporter> metrics_;
-  MetricsHooks metrics_hooks_;
   std::unique_ptr<ControlServer> control_;
   ControlLink control_link_;
 };

@@ -2,10 +2,12 @@
 // directory standing in for NFS) and every check goes through the kernel.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 
@@ -273,6 +275,30 @@ TEST_F(IntegrationMount, OvermountServesTheRemotePathAndLeavesItIntactOnStop) {
   EXPECT_EQ(sha256File(remote_ + "/shard-0001.tar"), before);
   EXPECT_EQ(readFile(remote_ + "/written-through"), "ok");
   EXPECT_FALSE(fs::exists(tmp_ / "control.sock"));
+}
+
+// Someone detaches the overmount (umount -l) while a file stays open, so the
+// daemon keeps serving; on SIGTERM it must not unmount what is at the path now:
+// the remote's own mount (here a tmpfs standing in for NFS).
+TEST_F(IntegrationMount, StopAfterAnExternalLazyUnmountLeavesTheRemotesMountAlone) {
+  ASSERT_EQ(::mount("tmpfs", remote_.c_str(), "tmpfs", 0, "size=16m"), 0) << strerror(errno);
+  writeFile(remote_ + "/held.txt", "held");
+  dev_t remote_dev = mountDevice(remote_);
+  ASSERT_NE(remote_dev, 0u);
+  startDaemon("strict", true, /*overmount=*/true);
+  ASSERT_TRUE(isHotshardMount(remote_));
+  int held = ::open((remote_ + "/held.txt").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0) << strerror(errno);
+  ASSERT_EQ(::umount2(remote_.c_str(), MNT_DETACH), 0) << strerror(errno);
+  ASSERT_FALSE(isHotshardMount(remote_));
+  ASSERT_EQ(mountDevice(remote_), remote_dev);
+
+  daemon_->stop();
+  ::close(held);
+  EXPECT_EQ(mountDevice(remote_), remote_dev) << "the remote's mount was unmounted\n"
+                                              << daemon_->log();
+  EXPECT_EQ(readFile(remote_ + "/held.txt"), "held");
+  ::umount2(remote_.c_str(), MNT_DETACH);
 }
 
 TEST_F(IntegrationMount, PassthroughSendsNoReadRequestsToUserSpace) {
