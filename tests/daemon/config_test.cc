@@ -117,5 +117,28 @@ TEST(Config, SizesAndDurationsTakeUnits) {
   EXPECT_EQ(cfg.cache_size, 3ull << 29);
 }
 
+// A chunk over 4 GiB used to wrap through a 32-bit cast (4GiB+4KiB became 4KiB);
+// the item now refuses what the promoter cannot take, and names the limit.
+TEST(Config, PromoteChunkIsRangeChecked) {
+  RunConfig cfg;
+  ASSERT_TRUE(item("promote-chunk").set(cfg, "1GiB").ok());
+  EXPECT_EQ(cfg.promote_chunk, 1ull << 30);
+  for (const char* too_big : {"4294971392", "4GiB", "2GiB", "1073745920"}) {
+    Status st = item("promote-chunk").set(cfg, too_big);
+    ASSERT_FALSE(st.ok()) << too_big;
+    EXPECT_NE(st.error().message.find("at most 1"), std::string::npos) << st.error().message;
+  }
+  EXPECT_EQ(cfg.promote_chunk, 1ull << 30);  // unchanged by refused values
+  Status zero = item("promote-chunk").set(cfg, "0");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.error().message.find("at least 4"), std::string::npos) << zero.error().message;
+
+  TempDir tmp;
+  writeFile(tmp / "chunk.toml", "promote_chunk = \"5GiB\"\n");
+  Status file = applyConfigFile(tmp / "chunk.toml", {}, cfg);
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.error().message.find("promote-chunk"), std::string::npos) << file.error().message;
+}
+
 }  // namespace
 }  // namespace hotshard
