@@ -1,4 +1,4 @@
-// Path text, without touching the file system.
+// Path text; only resolvedPath looks at the file system.
 #pragma once
 
 #include <string>
@@ -11,5 +11,11 @@ std::string normalPath(const std::string& path);
 
 // True when `path` is `dir` or lies below it (both normal, see normalPath).
 bool pathIsWithin(const std::string& path, const std::string& dir);
+
+// Where `path` really leads: the realpath of its longest prefix that resolves,
+// then the rest as written, so a directory not created yet still resolves
+// through the symlinks above it. Never fails: with nothing resolvable (a dead
+// FUSE mount answers ENOTCONN) it is normalPath(path).
+std::string resolvedPath(const std::string& path);
 
 }  // namespace hotshard

@@ -254,6 +254,19 @@ std::string tomlValueText(const toml::node& node) {
   return "";
 }
 
+// The cache must not lie inside the mount (its copies would be served through
+// hotshard itself) nor inside the remote (hotshard would cache its own copies),
+// neither as written nor where symlinks lead.
+Status checkCacheOutside(const std::string& cache, const std::string& what,
+                         const std::string& dir) {
+  const std::string real = resolvedPath(cache);
+  if (!pathIsWithin(cache, dir) && !pathIsWithin(real, resolvedPath(dir))) return Ok{};
+  std::string where = real == cache ? cache : cache + " (" + real + ")";
+  return makeError(Errc::kInvalidArgument, "the cache directory " + where +
+                                               " must not be inside the " + what + " " + dir +
+                                               "; put it on a local disk outside it");
+}
+
 }  // namespace
 
 const std::vector<ConfigItem>& runConfigItems() {
@@ -302,11 +315,8 @@ Status finalizeRunConfig(RunConfig& cfg) {
   cfg.remote = normalPath(cfg.remote);
   cfg.mount = normalPath(cfg.mount.empty() ? cfg.remote : cfg.mount);
   cfg.cache = normalPath(cfg.cache);
-  if (cfg.cache == cfg.mount || cfg.cache.rfind(cfg.mount + "/", 0) == 0) {
-    return makeError(Errc::kInvalidArgument,
-                     "the cache directory " + cfg.cache + " must not be inside the mount " +
-                         cfg.mount);
-  }
+  RETURN_IF_ERROR(checkCacheOutside(cfg.cache, "mount", cfg.mount));
+  RETURN_IF_ERROR(checkCacheOutside(cfg.cache, "remote", cfg.remote));
   if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
   if (cfg.log_file.empty()) {
     std::string sock = controlSocketFor(cfg.mount);  // the same escaping of the mount path

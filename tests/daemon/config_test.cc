@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "fuse/filesystem.h"
 #include "tests/integration/harness.h"
@@ -72,6 +73,45 @@ TEST(Config, FinalizeChecksRequiredAndOverlappingPaths) {
   ASSERT_TRUE(finalizeRunConfig(cfg).ok());
   EXPECT_EQ(cfg.mount, "/m/y");
   EXPECT_EQ(cfg.cache, "/c");
+}
+
+// Where the paths really lead counts: a symlink does not smuggle the cache into
+// the mount or the remote, and a cache inside the remote is refused even when the
+// mount is elsewhere (hotshard would cache its own copies).
+TEST(Config, FinalizeRefusesACacheInsideTheRemoteOrMountThroughSymlinks) {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "remote/inside");
+  std::filesystem::create_directories(tmp / "mnt");
+  std::filesystem::create_symlink(tmp / "remote/inside", tmp / "to-inside");
+  std::filesystem::create_symlink(tmp / "remote", tmp / "to-remote");
+  std::filesystem::create_symlink(tmp / "mnt", tmp / "to-mnt");
+  auto refusal = [&](const std::string& mount, const std::string& cache) {
+    RunConfig cfg;
+    cfg.remote = tmp / "remote";
+    cfg.mount = mount;
+    cfg.cache = cache;
+    Status st = finalizeRunConfig(cfg);
+    return st.ok() ? std::string() : st.error().message;
+  };
+  // Over the remote: the cache through a link into it, existing or not yet made.
+  EXPECT_NE(refusal("", tmp / "to-inside").find("must not be inside the mount"), std::string::npos);
+  EXPECT_NE(refusal("", tmp / "to-inside/cache/new").find("must not be inside the mount"),
+            std::string::npos);
+  EXPECT_NE(refusal("", tmp / "to-remote").find(tmp / "remote"), std::string::npos);
+  // A separate mount: the cache in the remote, as written or through a link.
+  for (const std::string& cache : {tmp / "remote/cache", tmp / "to-inside/c", tmp / "to-remote"}) {
+    std::string why = refusal(tmp / "mnt", cache);
+    EXPECT_NE(why.find("must not be inside the remote " + tmp / "remote"), std::string::npos)
+        << cache << ": " << why;
+  }
+  // ... or in the mount through a link.
+  EXPECT_NE(refusal(tmp / "mnt", tmp / "to-mnt/cache").find("inside the mount"),
+            std::string::npos);
+  // Outside both, also through a link that stays outside.
+  std::filesystem::create_directories(tmp / "local");
+  std::filesystem::create_symlink(tmp / "local", tmp / "to-local");
+  EXPECT_EQ(refusal(tmp / "mnt", tmp / "to-local/cache"), "");
+  EXPECT_EQ(refusal("", tmp / "local/cache"), "");
 }
 
 TEST(Consistency, ParsesTheThreeModes) {
