@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/paths.h"
 #include "daemon/control_protocol.h"
 
 namespace hotshard {
@@ -122,10 +123,8 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
 
-  std::error_code ec;
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return sysError(ec.value(), "create " + dir.string());
+  // 0755: the socket itself is 0600; explicit, as the daemon runs with umask 0.
+  RETURN_IF_ERROR(makeDirectories(std::filesystem::path(path).parent_path().string(), 0755));
 
   // A socket that still answers belongs to a live daemon; one that refuses is
   // left over from a crash and can go.

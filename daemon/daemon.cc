@@ -27,6 +27,7 @@
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
+#include "base/paths.h"
 
 namespace hotshard {
 namespace {
@@ -79,8 +80,9 @@ void setupLogging(const RunConfig& cfg) {
   if (cfg.foreground) {
     logger = spdlog::stderr_color_mt("hotshard");
   } else {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(cfg.log_file).parent_path(), ec);
+    // Explicit modes, as the daemon runs with umask 0; spdlog names what fails.
+    std::string dir = std::filesystem::path(cfg.log_file).parent_path().string();
+    if (makeDirectories(dir, 0750).ok()) (void)createFileNoWiderThan(cfg.log_file, 0640);
     logger = spdlog::basic_logger_mt("hotshard", cfg.log_file);
     logger->flush_on(spdlog::level::info);
   }
@@ -374,9 +376,7 @@ Result<Prepared> prepareRun(RunConfig cfg, int* exit_code) {
   RETURN_IF_ERROR(finalizeRunConfig(cfg));
   *exit_code = 1;
   RETURN_IF_ERROR(checkPaths(cfg));
-  std::error_code ec;
-  std::filesystem::create_directories(cfg.cache, ec);
-  if (ec) return sysError(ec.value(), "create cache directory " + cfg.cache);
+  RETURN_IF_ERROR(makeDirectories(cfg.cache, 0755));  // inside, the store makes 0700 and 0600
   // The cache's keys name the remote by its canonical path (as `hotshard cache`
   // does offline); resolve it while nothing covers it.
   std::error_code canon_ec;
