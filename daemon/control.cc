@@ -52,8 +52,8 @@ Status writeAll(int fd, const char* p, size_t n, int timeout_ms) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) return lastSysError("write control frame");
       ASSIGN_OR_RETURN(bool room, waitWritable(fd, timeout_ms, start));
       if (!room) {
-        return makeError(Errc::kProtocol, "timed out writing a control frame: the peer reads "
-                                          "nothing");
+        return makeError(Errc::kProtocol,
+                         "timed out writing a control frame: the peer reads nothing");
       }
       continue;
     }

@@ -49,7 +49,7 @@ class ControlServer {
   ControlServer() = default;
   void acceptLoop();
   void serve(int fd);
-  void shutdownConnections(int how);  // shutdown(2) on each connection being served
+  void shutdownConnections(int how);        // shutdown(2) on each connection being served
   bool waitForConnections(int timeout_ms);  // false: some still served after timeout_ms
 
   std::string path_;

@@ -18,6 +18,7 @@
 #include <map>
 #include <thread>
 
+#include "base/paths.h"
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
 #include "daemon/control_protocol.h"
@@ -27,7 +28,6 @@
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
-#include "base/paths.h"
 
 namespace hotshard {
 namespace {

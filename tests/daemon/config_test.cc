@@ -105,8 +105,7 @@ TEST(Config, FinalizeRefusesACacheInsideTheRemoteOrMountThroughSymlinks) {
         << cache << ": " << why;
   }
   // ... or in the mount through a link.
-  EXPECT_NE(refusal(tmp / "mnt", tmp / "to-mnt/cache").find("inside the mount"),
-            std::string::npos);
+  EXPECT_NE(refusal(tmp / "mnt", tmp / "to-mnt/cache").find("inside the mount"), std::string::npos);
   // Outside both, also through a link that stays outside.
   std::filesystem::create_directories(tmp / "local");
   std::filesystem::create_symlink(tmp / "local", tmp / "to-local");

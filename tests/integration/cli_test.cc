@@ -4,9 +4,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <thread>
-
 #include <filesystem>
+#include <thread>
 
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
