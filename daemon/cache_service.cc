@@ -62,7 +62,7 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                     PromoterOptions{
                                         .remote_root_fd = remote_root_fd,
                                         .io_engine = engine,
-                                        .chunk_bytes = static_cast<uint32_t>(cfg.promote_chunk),
+                                        .chunk_bytes = cfg.promote_chunk,
                                         .queue_depth = cfg.promote_depth,
                                         .max_concurrent = cfg.promote_concurrency,
                                         .bytes_per_sec = cfg.promote_rate,

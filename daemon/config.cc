@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 
 #include "daemon/metrics.h"
+#include "daemon/promoter.h"
 #include "base/units.h"
 #include "fuse/filesystem.h"
 #include "base/paths.h"
@@ -25,18 +26,32 @@ ConfigItem stringItem(std::string name, std::string help, std::string RunConfig:
   };
 }
 
+// What a size item accepts (max 0: no upper limit).
+struct SizeBounds {
+  uint64_t multiple_of = 1;
+  uint64_t min = 0;
+  uint64_t max = 0;
+};
+
 ConfigItem sizeItem(std::string name, std::string help, uint64_t RunConfig::*field,
-                    uint64_t multiple_of = 1) {
+                    SizeBounds bounds = {}) {
   return ConfigItem{
       .name = name,
       .help = std::move(help),
       .get = [field](const RunConfig& c) { return std::to_string(c.*field); },
-      .set = [field, name, multiple_of](RunConfig& c, const std::string& v) -> Status {
+      .set = [field, name, bounds](RunConfig& c, const std::string& v) -> Status {
         auto size = parseSize(v);
         if (!size.ok()) return makeError(Errc::kInvalidArgument, name + ": " + size.error().message);
-        if (*size % multiple_of != 0) {
+        const std::string what = name + " '" + v + "': must be ";
+        if (*size % bounds.multiple_of != 0) {
           return makeError(Errc::kInvalidArgument,
-                           name + " '" + v + "': must be a multiple of " + std::to_string(multiple_of));
+                           what + "a multiple of " + std::to_string(bounds.multiple_of));
+        }
+        if (*size < bounds.min) {
+          return makeError(Errc::kInvalidArgument, what + "at least " + formatBytes(bounds.min));
+        }
+        if (bounds.max != 0 && *size > bounds.max) {
+          return makeError(Errc::kInvalidArgument, what + "at most " + formatBytes(bounds.max));
         }
         c.*field = *size;
         return Ok{};
@@ -160,8 +175,10 @@ void addCacheItems(std::vector<ConfigItem>& items) {
                              "Promotion I/O: uring (io_uring) or sync (pread/pwrite) (default: uring)",
                              &RunConfig::io_engine, {"uring", "sync"}));
   items.push_back(sizeItem("promote-chunk",
-                           "Promotion chunk size, a multiple of 4KiB, e.g. 1.5MiB (default: 1MiB)",
-                           &RunConfig::promote_chunk, 4096));
+                           "Promotion chunk size, a multiple of 4KiB up to 1GiB, e.g. 1.5MiB "
+                           "(default: 1MiB)",
+                           &RunConfig::promote_chunk,
+                           {.multiple_of = 4096, .min = 4096, .max = kMaxPromoteChunk}));
   items.push_back(countItem("promote-depth", "Chunks in flight per promotion (default: 8)",
                             &RunConfig::promote_depth, 1, 256));
   items.push_back(countItem("promote-concurrency", "Promotions at once (default: 2)",
@@ -237,6 +254,19 @@ std::string tomlValueText(const toml::node& node) {
   return "";
 }
 
+// The cache must not lie inside the mount (its copies would be served through
+// hotshard itself) nor inside the remote (hotshard would cache its own copies),
+// neither as written nor where symlinks lead.
+Status checkCacheOutside(const std::string& cache, const std::string& what,
+                         const std::string& dir) {
+  const std::string real = resolvedPath(cache);
+  if (!pathIsWithin(cache, dir) && !pathIsWithin(real, resolvedPath(dir))) return Ok{};
+  std::string where = real == cache ? cache : cache + " (" + real + ")";
+  return makeError(Errc::kInvalidArgument, "the cache directory " + where +
+                                               " must not be inside the " + what + " " + dir +
+                                               "; put it on a local disk outside it");
+}
+
 }  // namespace
 
 const std::vector<ConfigItem>& runConfigItems() {
@@ -287,11 +317,8 @@ Status finalizeRunConfig(RunConfig& cfg) {
   cfg.remote = normalPath(cfg.remote);
   cfg.mount = normalPath(cfg.mount.empty() ? cfg.remote : cfg.mount);
   cfg.cache = normalPath(cfg.cache);
-  if (cfg.cache == cfg.mount || cfg.cache.rfind(cfg.mount + "/", 0) == 0) {
-    return makeError(Errc::kInvalidArgument,
-                     "the cache directory " + cfg.cache + " must not be inside the mount " +
-                         cfg.mount);
-  }
+  RETURN_IF_ERROR(checkCacheOutside(cfg.cache, "mount", cfg.mount));
+  RETURN_IF_ERROR(checkCacheOutside(cfg.cache, "remote", cfg.remote));
   if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
   if (cfg.log_file.empty()) {
     std::string sock = controlSocketFor(cfg.mount);  // the same escaping of the mount path

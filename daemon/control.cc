@@ -8,23 +8,54 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
+#include "base/paths.h"
 #include "daemon/control_protocol.h"
 
 namespace hotshard {
 namespace {
 
-constexpr int kMaxConnections = 32;
+constexpr size_t kMaxConnections = 32;
 constexpr int kRequestTimeoutMs = 5000;
+// A client that reads nothing of a reply for this long is dropped: its server
+// thread would otherwise wait in send() for as long as the client lives.
+constexpr int kSendTimeoutMs = 5000;
+// Refusals are written by the accepting thread, which must not wait on anyone.
+constexpr int kRefusalTimeoutMs = 100;
+// On stop, how long requests being handled have to finish their replies.
+constexpr int kStopGraceMs = 1000;
 
-Status writeAll(int fd, const char* p, size_t n) {
+// Waits for room to write; false when timeout_ms (< 0: none) has passed since start.
+Result<bool> waitWritable(int fd, int timeout_ms, std::chrono::steady_clock::time_point start) {
+  int wait_ms = -1;
+  if (timeout_ms >= 0) {
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    if (waited.count() >= timeout_ms) return false;
+    wait_ms = timeout_ms - static_cast<int>(waited.count());
+  }
+  pollfd pfd{.fd = fd, .events = POLLOUT, .revents = 0};
+  if (::poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) return lastSysError("poll control socket");
+  return true;
+}
+
+// Writes all n bytes within timeout_ms (< 0: however long it takes).
+Status writeAll(int fd, const char* p, size_t n, int timeout_ms) {
+  const auto start = std::chrono::steady_clock::now();
   while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno == EINTR) continue;
-      return lastSysError("write control frame");
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return lastSysError("write control frame");
+      ASSIGN_OR_RETURN(bool room, waitWritable(fd, timeout_ms, start));
+      if (!room) {
+        return makeError(Errc::kProtocol,
+                         "timed out writing a control frame: the peer reads nothing");
+      }
+      continue;
     }
     p += w;
     n -= static_cast<size_t>(w);
@@ -53,14 +84,15 @@ Status readAll(int fd, char* p, size_t n, int timeout_ms) {
 
 }  // namespace
 
-Status writeFrame(int fd, const json& message) {
+Status writeFrame(int fd, const json& message, int timeout_ms) {
   std::string body = message.dump(-1, ' ', false, json::error_handler_t::replace);
   if (body.size() > kMaxFrame) return makeError(Errc::kProtocol, "control frame too large");
   uint32_t n = static_cast<uint32_t>(body.size());
-  char hdr[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                 static_cast<char>(n >> 8), static_cast<char>(n)};
-  RETURN_IF_ERROR(writeAll(fd, hdr, 4));
-  return writeAll(fd, body.data(), body.size());
+  // The length and the body in one write, under one deadline.
+  std::string frame = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                       static_cast<char>(n >> 8), static_cast<char>(n)};
+  frame += body;
+  return writeAll(fd, frame.data(), frame.size(), timeout_ms);
 }
 
 Result<json> readFrame(int fd, int timeout_ms) {
@@ -91,10 +123,8 @@ Result<std::unique_ptr<ControlServer>> ControlServer::start(
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
 
-  std::error_code ec;
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return sysError(ec.value(), "create " + dir.string());
+  // 0755: the socket itself is 0600; explicit, as the daemon runs with umask 0.
+  RETURN_IF_ERROR(makeDirectories(std::filesystem::path(path).parent_path().string(), 0755));
 
   // A socket that still answers belongs to a live daemon; one that refuses is
   // left over from a crash and can go.
@@ -131,17 +161,35 @@ void ControlServer::stop() {
   uint64_t one = 1;
   if (wake_fd_ >= 0) (void)!::write(wake_fd_, &one, sizeof(one));
   if (acceptor_.joinable()) acceptor_.join();
-  // Wait for connections being served (each is bounded by its timeouts).
-  for (int i = 0; i < 500; i++) {
-    {
-      std::lock_guard lock(mu_);
-      if (active_ == 0) break;
+  // Idle connections end at once; requests being handled get a grace period for
+  // their replies; then every connection is shut, which also wakes a send()
+  // blocked on a client that reads nothing.
+  shutdownConnections(SHUT_RD);
+  if (!waitForConnections(kStopGraceMs)) {
+    shutdownConnections(SHUT_RDWR);
+    if (!waitForConnections(kRequestTimeoutMs)) {
+      spdlog::warn("control socket: connections still busy at stop");
     }
-    ::usleep(10000);
   }
   if (listen_fd_ >= 0) ::close(listen_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
   ::unlink(path_.c_str());
+}
+
+void ControlServer::shutdownConnections(int how) {
+  std::lock_guard lock(mu_);
+  for (int fd : connections_) ::shutdown(fd, how);
+}
+
+bool ControlServer::waitForConnections(int timeout_ms) {
+  for (int waited = 0;; waited += 10) {
+    {
+      std::lock_guard lock(mu_);
+      if (connections_.empty()) return true;
+    }
+    if (waited >= timeout_ms) return false;
+    ::usleep(10000);
+  }
 }
 
 void ControlServer::acceptLoop() {
@@ -162,25 +210,29 @@ void ControlServer::acceptLoop() {
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
         (cred.uid != 0 && cred.uid != ::geteuid())) {
       spdlog::warn("control socket: refused peer pid {} uid {}", cred.pid, cred.uid);
-      (void)writeFrame(fd, json{{control::kOk, false}, {control::kError, "permission denied"}});
+      (void)writeFrame(fd, json{{control::kOk, false}, {control::kError, "permission denied"}},
+                       kRefusalTimeoutMs);
       ::close(fd);
       continue;
     }
     {
       std::lock_guard lock(mu_);
-      if (active_ >= kMaxConnections) {
+      if (connections_.size() >= kMaxConnections) {
         (void)writeFrame(
-            fd, json{{control::kOk, false}, {control::kError, "daemon busy: too many clients"}});
+            fd, json{{control::kOk, false}, {control::kError, "daemon busy: too many clients"}},
+            kRefusalTimeoutMs);
         ::close(fd);
         continue;
       }
-      active_++;
+      connections_.insert(fd);
     }
     std::thread([this, fd] {
       serve(fd);
+      {
+        std::lock_guard lock(mu_);
+        connections_.erase(fd);  // before close: stop() never shuts a reused fd
+      }
       ::close(fd);
-      std::lock_guard lock(mu_);
-      active_--;
     }).detach();
   }
 }
@@ -192,7 +244,8 @@ void ControlServer::serve(int fd) {
     if (!request.ok()) {
       // Garbage, an oversized frame, a stall or a hang-up: say why (best effort)
       // and drop the connection, since the stream can no longer be trusted.
-      (void)writeFrame(fd, json{{control::kOk, false}, {control::kError, request.error().message}});
+      (void)writeFrame(fd, json{{control::kOk, false}, {control::kError, request.error().message}},
+                       kSendTimeoutMs);
       return;
     }
     json reply;
@@ -209,13 +262,15 @@ void ControlServer::serve(int fd) {
                                          "' (known: " + known + ")"}};
     } else {
       Result<json> result = makeError(Errc::kInternal, "handler threw");
+      bool broken = false;  // a progress frame failed: the stream is cut, write no more
       try {
-        result = it->second(req, [fd](const json& p) {
-          (void)writeFrame(fd, json{{control::kProgress, p}});
+        result = it->second(req, [fd, &broken](const json& p) {
+          if (!broken) broken = !writeFrame(fd, json{{control::kProgress, p}}, kSendTimeoutMs).ok();
         });
       } catch (const std::exception& e) {
         result = makeError(Errc::kInternal, std::string("internal error: ") + e.what());
       }
+      if (broken) return;
       if (result.ok()) {
         reply = result->is_object() ? *result : json::object();
         reply[control::kOk] = true;
@@ -223,7 +278,7 @@ void ControlServer::serve(int fd) {
         reply = json{{control::kOk, false}, {control::kError, result.error().message}};
       }
     }
-    if (!writeFrame(fd, reply).ok()) return;
+    if (!writeFrame(fd, reply, kSendTimeoutMs).ok()) return;
   }
 }
 
@@ -253,7 +308,7 @@ ControlClient::~ControlClient() {
 Result<json> ControlClient::call(const json& request,
                                  const std::function<void(const json&)>& on_progress,
                                  int timeout_ms) {
-  Status sent = writeFrame(fd_, request);
+  Status sent = writeFrame(fd_, request, timeout_ms);
   if (!sent.ok()) {
     // A daemon that refused us has written why before closing; prefer its word.
     auto reply = readFrame(fd_, 1000);

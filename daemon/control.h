@@ -4,7 +4,8 @@
 // every reply has "ok": true, or "ok": false with "error": MESSAGE. A handler may
 // send progress frames ({"progress": ...}) before its final reply.
 // Malformed, oversized or unknown requests get an error reply; peers that are
-// neither root nor the daemon's user are refused.
+// neither root nor the daemon's user are refused. A client that sends no request
+// for 5 s, or reads nothing of a reply for 5 s, is dropped.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -25,8 +27,8 @@ using json = nlohmann::json;
 
 inline constexpr uint32_t kMaxFrame = 1u << 20;
 
-Status writeFrame(int fd, const json& message);
-// timeout_ms < 0: wait forever.
+// timeout_ms < 0: wait forever; otherwise the whole frame's deadline.
+Status writeFrame(int fd, const json& message, int timeout_ms = -1);
 Result<json> readFrame(int fd, int timeout_ms);
 
 class ControlServer {
@@ -47,6 +49,8 @@ class ControlServer {
   ControlServer() = default;
   void acceptLoop();
   void serve(int fd);
+  void shutdownConnections(int how);        // shutdown(2) on each connection being served
+  bool waitForConnections(int timeout_ms);  // false: some still served after timeout_ms
 
   std::string path_;
   int listen_fd_ = -1;
@@ -54,7 +58,7 @@ class ControlServer {
   std::map<std::string, Handler> handlers_;
   std::thread acceptor_;
   std::mutex mu_;
-  int active_ = 0;  // connections being served, guarded by mu_
+  std::set<int> connections_;  // fds of the connections being served, guarded by mu_
   std::atomic<bool> stopping_{false};
 };
 
@@ -64,6 +68,7 @@ class ControlClient {
   ControlClient(ControlClient&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   ~ControlClient();
   // Sends request and returns the final reply; progress frames go to on_progress.
+  // timeout_ms bounds the request's write and each frame read.
   // A reply with "ok": false becomes an error carrying its message.
   Result<json> call(const json& request,
                     const std::function<void(const json&)>& on_progress = nullptr,

@@ -19,6 +19,7 @@
 #include <map>
 #include <thread>
 
+#include "base/paths.h"
 #include "daemon/cache_service.h"
 #include "daemon/control.h"
 #include "daemon/control_protocol.h"
@@ -84,8 +85,9 @@ void setupLogging(const RunConfig& cfg) {
   if (cfg.foreground) {
     logger = spdlog::stderr_color_mt("hotshard");
   } else {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(cfg.log_file).parent_path(), ec);
+    // Explicit modes, as the daemon runs with umask 0; spdlog names what fails.
+    std::string dir = std::filesystem::path(cfg.log_file).parent_path().string();
+    if (makeDirectories(dir, 0750).ok()) (void)createFileNoWiderThan(cfg.log_file, 0640);
     log_file_sink = std::make_shared<spdlog::sinks::dist_sink_mt>();
     log_file_sink->add_sink(std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.log_file));
     logger = std::make_shared<spdlog::logger>("hotshard", log_file_sink);
@@ -99,6 +101,7 @@ void setupLogging(const RunConfig& cfg) {
 void reopenLog(const RunConfig& cfg) {
   if (!log_file_sink) return;  // --foreground: stderr
   try {
+    (void)createFileNoWiderThan(cfg.log_file, 0640);  // the same mode as the first one
     auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.log_file);
     log_file_sink->set_sinks({file});
     spdlog::info("SIGHUP: reopened the log file {}", cfg.log_file);
@@ -426,9 +429,7 @@ Result<Prepared> prepareRun(RunConfig cfg, int* exit_code) {
   RETURN_IF_ERROR(finalizeRunConfig(cfg));
   *exit_code = 1;
   RETURN_IF_ERROR(checkPaths(cfg));
-  std::error_code ec;
-  std::filesystem::create_directories(cfg.cache, ec);
-  if (ec) return sysError(ec.value(), "create cache directory " + cfg.cache);
+  RETURN_IF_ERROR(makeDirectories(cfg.cache, 0755));  // inside, the store makes 0700 and 0600
   // The cache's keys name the remote by its canonical path (as `hotshard cache`
   // does offline); resolve it while nothing covers it.
   std::error_code canon_ec;

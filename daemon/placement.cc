@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "base/clock.h"
+#include "base/paths.h"
 #include "daemon/control_protocol.h"
 #include "policy/plan.h"
 #include "policy/registry.h"
@@ -441,6 +442,7 @@ Result<json> Placement::traceRecord(const json& req) {
   if (!(duration > 0 && duration <= 86400)) {
     return makeError(Errc::kInvalidArgument, "\"duration\" must be in (0, 86400] seconds");
   }
+  RETURN_IF_ERROR(createFileNoWiderThan(out, 0640));  // the daemon runs with umask 0
   std::ofstream file(out, std::ios::binary | std::ios::trunc);
   if (!file) return lastSysError("open " + out);
   auto writer = policy::makeTraceWriter(policy::TraceFormat::kNative, file);

@@ -54,7 +54,7 @@ Result<std::unique_ptr<Promoter>> Promoter::create(CacheStore* store, PromoterOp
   if (options.remote_root_fd < 0)
     return makeError(Errc::kInvalidArgument, "promoter: no remote root fd");
   if (options.chunk_bytes == 0 || options.chunk_bytes % kAlign != 0 ||
-      options.chunk_bytes > (1u << 30)) {
+      options.chunk_bytes > kMaxPromoteChunk) {
     return makeError(Errc::kInvalidArgument,
                      fmt::format("promoter: chunk size {} must be a multiple of {} up to 1 GiB",
                                  options.chunk_bytes, kAlign));
@@ -329,7 +329,7 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
       .dst_fd = pending.fd(),
       .size = src.before.size,
       .dst_direct = pending.direct(),
-      .chunk_bytes = opts_.chunk_bytes,
+      .chunk_bytes = static_cast<uint32_t>(opts_.chunk_bytes),  // <= 1 GiB (create)
       .register_buffers = opts_.register_buffers,
       .label = "promote " + rel,
       .src_name = "remote file",

@@ -36,10 +36,13 @@
 
 namespace hotshard {
 
+// The largest promotion chunk: one chunk is one buffer and one I/O.
+inline constexpr uint64_t kMaxPromoteChunk = 1ull << 30;
+
 struct PromoterOptions {
   int remote_root_fd = -1;  // not owned; must outlive the promoter
   IoEngineKind io_engine = IoEngineKind::kUring;
-  uint32_t chunk_bytes = 1 << 20;  // multiple of 4096
+  uint64_t chunk_bytes = 1 << 20;  // multiple of 4096, up to kMaxPromoteChunk
   unsigned queue_depth = 8;        // chunks in flight per promotion
   unsigned max_concurrent = 2;     // promotions at once (worker threads)
   uint64_t bytes_per_sec = 0;      // all promotions together; 0 = unlimited

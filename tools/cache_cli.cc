@@ -23,7 +23,7 @@ struct CacheArgs {
   std::string cache_dir, remote_dir;
   uint64_t capacity = 0;  // 0: the cache file system's size
   std::string io_engine = "uring";
-  uint32_t chunk = 1 << 20;
+  uint64_t chunk = 1 << 20;  // the promoter checks the range
   unsigned depth = 8;
   bool no_direct = false;
   bool no_preallocate = false;

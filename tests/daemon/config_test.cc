@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "fuse/filesystem.h"
 #include "tests/integration/harness.h"
@@ -94,6 +95,44 @@ TEST(Config, FinalizeChecksRequiredAndOverlappingPaths) {
   EXPECT_EQ(cfg.cache, "/c");
 }
 
+// Where the paths really lead counts: a symlink does not smuggle the cache into
+// the mount or the remote, and a cache inside the remote is refused even when the
+// mount is elsewhere (hotshard would cache its own copies).
+TEST(Config, FinalizeRefusesACacheInsideTheRemoteOrMountThroughSymlinks) {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "remote/inside");
+  std::filesystem::create_directories(tmp / "mnt");
+  std::filesystem::create_symlink(tmp / "remote/inside", tmp / "to-inside");
+  std::filesystem::create_symlink(tmp / "remote", tmp / "to-remote");
+  std::filesystem::create_symlink(tmp / "mnt", tmp / "to-mnt");
+  auto refusal = [&](const std::string& mount, const std::string& cache) {
+    RunConfig cfg;
+    cfg.remote = tmp / "remote";
+    cfg.mount = mount;
+    cfg.cache = cache;
+    Status st = finalizeRunConfig(cfg);
+    return st.ok() ? std::string() : st.error().message;
+  };
+  // Over the remote: the cache through a link into it, existing or not yet made.
+  EXPECT_NE(refusal("", tmp / "to-inside").find("must not be inside the mount"), std::string::npos);
+  EXPECT_NE(refusal("", tmp / "to-inside/cache/new").find("must not be inside the mount"),
+            std::string::npos);
+  EXPECT_NE(refusal("", tmp / "to-remote").find(tmp / "remote"), std::string::npos);
+  // A separate mount: the cache in the remote, as written or through a link.
+  for (const std::string& cache : {tmp / "remote/cache", tmp / "to-inside/c", tmp / "to-remote"}) {
+    std::string why = refusal(tmp / "mnt", cache);
+    EXPECT_NE(why.find("must not be inside the remote " + tmp / "remote"), std::string::npos)
+        << cache << ": " << why;
+  }
+  // ... or in the mount through a link.
+  EXPECT_NE(refusal(tmp / "mnt", tmp / "to-mnt/cache").find("inside the mount"), std::string::npos);
+  // Outside both, also through a link that stays outside.
+  std::filesystem::create_directories(tmp / "local");
+  std::filesystem::create_symlink(tmp / "local", tmp / "to-local");
+  EXPECT_EQ(refusal(tmp / "mnt", tmp / "to-local/cache"), "");
+  EXPECT_EQ(refusal("", tmp / "local/cache"), "");
+}
+
 TEST(Consistency, ParsesTheThreeModes) {
   using fuse::Consistency;
   EXPECT_EQ(Consistency::parse("strict")->entryTimeout(), 0);
@@ -135,6 +174,29 @@ TEST(Config, SizesAndDurationsTakeUnits) {
   EXPECT_EQ(cfg.tick, std::chrono::minutes(2));
   EXPECT_DOUBLE_EQ(cfg.consistency.ttl_seconds, 0.25);
   EXPECT_EQ(cfg.cache_size, 3ull << 29);
+}
+
+// A chunk over 4 GiB used to wrap through a 32-bit cast (4GiB+4KiB became 4KiB);
+// the item now refuses what the promoter cannot take, and names the limit.
+TEST(Config, PromoteChunkIsRangeChecked) {
+  RunConfig cfg;
+  ASSERT_TRUE(item("promote-chunk").set(cfg, "1GiB").ok());
+  EXPECT_EQ(cfg.promote_chunk, 1ull << 30);
+  for (const char* too_big : {"4294971392", "4GiB", "2GiB", "1073745920"}) {
+    Status st = item("promote-chunk").set(cfg, too_big);
+    ASSERT_FALSE(st.ok()) << too_big;
+    EXPECT_NE(st.error().message.find("at most 1"), std::string::npos) << st.error().message;
+  }
+  EXPECT_EQ(cfg.promote_chunk, 1ull << 30);  // unchanged by refused values
+  Status zero = item("promote-chunk").set(cfg, "0");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.error().message.find("at least 4"), std::string::npos) << zero.error().message;
+
+  TempDir tmp;
+  writeFile(tmp / "chunk.toml", "promote_chunk = \"5GiB\"\n");
+  Status file = applyConfigFile(tmp / "chunk.toml", {}, cfg);
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.error().message.find("promote-chunk"), std::string::npos) << file.error().message;
 }
 
 }  // namespace

@@ -6,7 +6,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -125,6 +128,52 @@ TEST_F(ControlTest, GarbageAndOversizedFramesNeverHarmTheServer) {
   auto client = ControlClient::connect(path_);
   ASSERT_TRUE(client.ok());
   EXPECT_TRUE(client->call(json{{"cmd", "echo"}}).ok());
+}
+
+// A connection that asks for a reply far larger than the socket buffer and then
+// reads nothing: the server's send() has nowhere to put it.
+int connectAndNeverRead(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, path.c_str());
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_TRUE(writeFrame(fd, json{{"cmd", "echo"}, {"text", std::string(900000, 'x')}}).ok());
+  return fd;
+}
+
+double secondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Clients that send but never read used to pin their server threads in send()
+// for as long as they lived; with every slot taken, nobody else was served.
+TEST_F(ControlTest, ClientsThatNeverReadAreDroppedSoOthersAreServed) {
+  std::vector<int> stuck;
+  for (int i = 0; i < 32; i++) stuck.push_back(connectAndNeverRead(path_));
+  auto t0 = std::chrono::steady_clock::now();
+  auto busy = ControlClient::connect(path_)->call(json{{"cmd", "echo"}});
+  ASSERT_FALSE(busy.ok());  // every slot is pinned for now
+  EXPECT_NE(busy.error().message.find("busy"), std::string::npos) << busy.error().message;
+  bool served = false;
+  while (!served && secondsSince(t0) < 20) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto client = ControlClient::connect(path_);
+    served = client.ok() && client->call(json{{"cmd", "echo"}}).ok();
+  }
+  EXPECT_TRUE(served);
+  EXPECT_LT(secondsSince(t0), 8) << "the stuck clients were dropped too late";
+  for (int fd : stuck) ::close(fd);
+}
+
+TEST_F(ControlTest, StopIsNotHeldByAClientThatNeverReads) {
+  int fd = connectAndNeverRead(path_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the reply is under way
+  auto t0 = std::chrono::steady_clock::now();
+  server_->stop();
+  EXPECT_LT(secondsSince(t0), 3);
+  server_.reset();
+  ::close(fd);
 }
 
 TEST_F(ControlTest, PeersThatAreNeitherRootNorTheDaemonUserAreRefused) {

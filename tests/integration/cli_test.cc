@@ -2,9 +2,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -117,6 +119,66 @@ TEST(IntegrationCli, ACrashedDaemonsMountIsNamedAndNotStackedOn) {
                r.out.find("already covered by a hotshard mount") != std::string::npos;
   EXPECT_TRUE(named) << r.out;
   ::unlink(controlSocketFor(tmp / "mnt").c_str());  // the link a SIGKILL left behind
+}
+
+// Group- or world-writable paths below `root` (itself included), one a line.
+std::string writableByOthers(const std::string& root) {
+  std::string found;
+  std::error_code ec;
+  auto check = [&](const fs::path& p) {
+    struct stat st;
+    if (::lstat(p.c_str(), &st) == 0 && !S_ISLNK(st.st_mode) && (st.st_mode & 022) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof(mode), "%04o", st.st_mode & 07777);
+      found += p.string() + " " + mode + "\n";
+    }
+  };
+  check(root);
+  for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    check(it->path());
+  }
+  return found;
+}
+
+// The daemon runs with umask 0 (a file made through the mount gets exactly the
+// caller's mode), so each path it makes for itself needs an explicit mode: its
+// run and log directories, its log, its cache and a recorded trace are never
+// group- or world-writable, whatever the umask it was started with.
+TEST(IntegrationCli, NothingTheDaemonCreatesIsWritableByOthers) {
+  HS_REQUIRE_ROOT();
+  HS_REQUIRE(::access("/dev/fuse", R_OK | W_OK) == 0, "needs /dev/fuse");
+  TempDir tmp;
+  fs::create_directories(tmp / "remote");
+  fs::create_directories(tmp / "mnt");
+  writeFile(tmp / "remote/f", "data");
+  const std::string sock = tmp / "run/hs/ctl.sock";
+  mode_t old_umask = ::umask(0);
+  CommandResult r = runCommand({hotshardBinary(), "run", "--remote", tmp / "remote", "--mount",
+                                tmp / "mnt", "--cache", tmp / "cache/hs", "--control-socket", sock,
+                                "--log-file", tmp / "log/hs/daemon.log", "--metrics", "off"},
+                               /*timeout_s=*/30);
+  ::umask(old_umask);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto client = ControlClient::connect(sock);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  auto st = client->call(json{{"cmd", "status"}});
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  const pid_t pid = (*st)["pid"].get<pid_t>();
+  if ((*st)["probes"].value("mode", "") == "bpf") {  // trace record needs the probes
+    CommandResult t = runCommand({hotshardBinary(), "trace", "record", "--out", tmp / "t.trace",
+                                  "--duration", "300ms", "--socket", sock});
+    EXPECT_EQ(t.exit_code, 0) << t.out;
+    EXPECT_EQ(writableByOthers(tmp / "t.trace"), "");
+  }
+  ASSERT_TRUE(fs::exists(tmp / "log/hs/daemon.log"));
+  for (const char* dir : {"run", "log", "cache"}) EXPECT_EQ(writableByOthers(tmp / dir), "");
+
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (::kill(pid, SIGKILL) == 0) ADD_FAILURE() << "the daemon did not stop on SIGTERM";
 }
 
 // One grammar for units everywhere (base/units.h): a daemon started with them
