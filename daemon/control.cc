@@ -167,8 +167,10 @@ void ControlServer::stop() {
   shutdownConnections(SHUT_RD);
   if (!waitForConnections(kStopGraceMs)) {
     shutdownConnections(SHUT_RDWR);
-    if (!waitForConnections(kRequestTimeoutMs)) {
-      spdlog::warn("control socket: connections still busy at stop");
+    // Their threads use this object: wait for every one (handlers are bounded,
+    // and the daemon has cancelled promotions and trace recording by now).
+    while (!waitForConnections(kRequestTimeoutMs)) {
+      spdlog::warn("control socket: connections still busy at stop; waiting for them");
     }
   }
   if (listen_fd_ >= 0) ::close(listen_fd_);

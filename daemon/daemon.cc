@@ -191,6 +191,12 @@ Daemon::ControlLink::~ControlLink() {
   if (!link.empty() && std::filesystem::read_symlink(link, ec) == target) ::unlink(link.c_str());
 }
 
+Daemon::Quiesce::~Quiesce() {
+  if (daemon == nullptr) return;
+  if (daemon->placement_) daemon->placement_->stop();
+  if (daemon->cache_) daemon->cache_->promoter().shutdown();
+}
+
 Daemon::MetricsHooks::~MetricsHooks() {
   if (daemon == nullptr) return;
   daemon->metrics_sink_.store(nullptr, std::memory_order_release);
@@ -200,6 +206,7 @@ Daemon::MetricsHooks::~MetricsHooks() {
 Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd remote_root) {
   std::unique_ptr<Daemon> d(new Daemon(cfg));
   d->remote_fd_ = std::move(remote_root);
+  d->quiesce_.daemon = d.get();
   for (Status (Daemon::*stage)() :
        {&Daemon::startCache, &Daemon::startPlacement, &Daemon::startFileSystem,
         &Daemon::startMount, &Daemon::startLoop, &Daemon::startMetrics, &Daemon::startControl}) {

@@ -76,6 +76,13 @@ class Daemon {
     Daemon* daemon = nullptr;
     ~Mount();
   };
+  // Cancels what a control request may be waiting on (promotions, a trace
+  // being recorded), so that the control server, which goes next, is not
+  // held by them.
+  struct Quiesce {
+    Daemon* daemon = nullptr;
+    ~Quiesce();
+  };
   // Points the shim's latency observer and the cache's promotion observer at
   // the exporter; unhooks both when it goes, just before the exporter does.
   struct MetricsHooks {
@@ -123,6 +130,7 @@ class Daemon {
   Mount mount_;
   std::unique_ptr<ControlServer> control_;
   ControlLink control_link_;
+  Quiesce quiesce_;
 };
 
 // `hotshard run`: finalizes cfg, checks the paths, opens the remote, detaches

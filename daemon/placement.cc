@@ -67,9 +67,16 @@ Status Placement::init(PlacementDeps deps) {
 
 uint64_t Placement::policyCapacity() const { return policy_capacity_; }
 
-Placement::~Placement() {
-  stopping_ = true;
+void Placement::stop() {
+  {
+    std::lock_guard lock(wake_mu_);
+    stopping_ = true;
+  }
   wake_.notify_all();
+}
+
+Placement::~Placement() {
+  stop();
   if (thread_.joinable()) thread_.join();
   {
     std::lock_guard lock(alive_->mu);  // waits for a callback running now
@@ -453,7 +460,7 @@ Result<json> Placement::traceRecord(const json& req) {
     // miss is a record of its own, with its bytes counted as read and missed.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration);
     Status failed = Ok{};
-    while (failed.ok() && std::chrono::steady_clock::now() < deadline) {
+    while (failed.ok() && !stopping_ && std::chrono::steady_clock::now() < deadline) {
       failed = heat_->pollSamples(100, [&](const HeatSample& e) {
         std::lock_guard lock(mu_);
         auto it = backings_.find({e.dev, e.ino});
@@ -477,7 +484,12 @@ Result<json> Placement::traceRecord(const json& req) {
       trace_ = writer.get();
       trace_records_ = 0;
     }
-    std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+    {
+      // The whole duration, or until the daemon stops.
+      std::unique_lock lock(wake_mu_);
+      wake_.wait_for(lock, std::chrono::duration<double>(duration),
+                     [&] { return stopping_.load(); });
+    }
     tick();  // what the last partial tick saw
     std::lock_guard lock(mu_);
     trace_ = nullptr;

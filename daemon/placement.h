@@ -64,7 +64,10 @@ class Placement {
   // Builds the policy within the store's high watermark, counts the copies the
   // store already holds, and starts the tick loop (unless tick_seconds <= 0).
   static Result<std::unique_ptr<Placement>> start(const PlacementOptions& opts, PlacementDeps deps);
-  ~Placement();
+  ~Placement();  // stop(), then joins the loop
+  // Ends the tick loop and any `trace record` early (it writes what it has).
+  // Thread-safe; the daemon calls it before stopping the control socket.
+  void stop();
 
   // From fuse (through CacheService::opened): rel_path is open on a backing file.
   void noteOpen(const std::string& rel_path, const struct stat& backing, bool from_cache,

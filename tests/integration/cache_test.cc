@@ -106,6 +106,30 @@ TEST_F(IntegrationCachePlacement, SigtermWithAPromotionInFlightExitsCleanly) {
   }
 }
 
+// A control request waiting on promotions (warm at a low rate) does not hold up
+// a stop: the daemon cancels the promotions before it closes the control socket,
+// and the client gets its answer.
+TEST_F(IntegrationCachePlacement, SigtermDuringAWarmStopsPromptly) {
+  writeRandomFile(remote_ + "/big", 64ull << 20, 12);
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--scrub-rate", "0", "--placement", "manual", "--promote-rate",
+                                  "4MiB"}});
+  CommandResult warm;
+  std::thread client([&] { warm = hs({"warm", mnt_ + "/big"}); });
+  bool promoting = false;
+  for (int i = 0; i < 100 && !promoting; i++) {
+    promoting = statOf(mnt_ + "/big")["state"] == "promoting";
+    if (!promoting) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(promoting) << statOf(mnt_ + "/big").dump();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(daemon_->stop(), 0) << daemon_->log();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  client.join();
+  EXPECT_LT(seconds, 3.0) << daemon_->log();
+  EXPECT_NE(warm.exit_code, 0) << warm.out;  // the copy was cancelled, and it says so
+}
+
 TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
   writeFile(remote_ + "/f", "cached content");
   writeFile(remote_ + "/r", "to be renamed");
