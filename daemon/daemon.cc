@@ -35,30 +35,26 @@ namespace {
 
 constexpr const char* kVersion = "0.1.0";
 
+// A FUSE mount whose daemon died answers ENOTCONN to everything.
+Error deadMountError(const std::string& path) {
+  return makeError(Errc::kBusy, path +
+                                    " is a FUSE mount whose daemon is gone (a crashed "
+                                    "hotshard?): run 'umount -l " + path + "' and start again");
+}
+
 // Refuses a mount point that hotshard (live or dead) already covers, and a remote
 // that is itself a hotshard mount.
 Status checkPaths(const RunConfig& cfg) {
   struct stat st;
   if (::stat(cfg.remote.c_str(), &st) < 0) {
-    if (errno == ENOTCONN) {
-      return makeError(Errc::kBusy, cfg.remote +
-                                        " is a FUSE mount whose daemon is gone (a crashed "
-                                        "hotshard?): run 'umount -l " + cfg.remote +
-                                        "' and start again");
-    }
-    return lastSysError("remote " + cfg.remote);
+    return errno == ENOTCONN ? deadMountError(cfg.remote) : lastSysError("remote " + cfg.remote);
   }
   if (!S_ISDIR(st.st_mode)) {
     return makeError(Errc::kInvalidArgument, "remote " + cfg.remote + " is not a directory");
   }
   if (cfg.mount != cfg.remote && ::stat(cfg.mount.c_str(), &st) < 0) {
-    if (errno == ENOTCONN) {
-      return makeError(Errc::kBusy, cfg.mount +
-                                        " is a FUSE mount whose daemon is gone (a crashed "
-                                        "hotshard?): run 'umount -l " + cfg.mount +
-                                        "' and start again");
-    }
-    return lastSysError("mount point " + cfg.mount);
+    return errno == ENOTCONN ? deadMountError(cfg.mount)
+                             : lastSysError("mount point " + cfg.mount);
   }
   ASSIGN_OR_RETURN(auto table, fuse::readMountTable());
   if (auto top = fuse::topMountAt(table, cfg.mount); top && top->fstype == fuse::kFsType) {
@@ -408,8 +404,6 @@ bool Daemon::wait() {
 }
 
 bool Daemon::stopping() const { return stopping_.load(); }
-
-std::string Daemon::metricsUrl() const { return metrics_ && metrics_->enabled() ? metrics_->url() : ""; }
 
 StatusSnapshot Daemon::status() const {
   return collectStatus(StatusSources{.version = kVersion,

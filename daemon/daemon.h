@@ -55,7 +55,6 @@ class Daemon {
 
   // One snapshot of everything: `hotshard status` and every metrics scrape.
   StatusSnapshot status() const;
-  std::string metricsUrl() const;  // "" when metrics are off
 
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
