@@ -32,7 +32,7 @@ Q := @
 msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
 endif
 
-PKGS      := fuse3 libbpf liburing prometheus-cpp-pull spdlog fmt libxxhash tomlplusplus
+PKGS      := fuse3 libbpf liburing prometheus-cpp-pull spdlog fmt libxxhash tomlplusplus libsystemd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
