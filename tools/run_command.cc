@@ -34,7 +34,7 @@ void addRunCommand(CLI::App& app) {
       "  hotshard run --remote /mnt/datasets --cache /nvme/hotshard\n"
       "      mount over /mnt/datasets itself: jobs keep their paths\n"
       "  hotshard run --remote /mnt/nfs/ds --mount /data/ds --cache /nvme/hs --consistency ttl=30\n"
-      "  hotshard run --config /etc/hotshard.toml --foreground\n"
+      "  hotshard run --config /etc/hotshard/datasets.toml --foreground\n"
       "Stop with SIGINT/SIGTERM (Ctrl-C in the foreground): the mount is removed and the\n"
       "path is left exactly as before.");
   cmd->callback([cmd, config_file, values, flags, print_config] {
