@@ -11,7 +11,7 @@ PACKAGES=(
   prometheus-cpp-dev libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libxxhash-dev libsystemd-dev nlohmann-json3-dev libibverbs-dev librdmacm-dev libgtest-dev
   # tests and benchmarks
-  attr coreutils util-linux iproute2 sshfs openssh-server openssh-client socat prometheus jq systemd
+  attr coreutils util-linux iproute2 sshfs openssh-server openssh-client socat prometheus jq systemd logrotate
 )
 
 missing=()

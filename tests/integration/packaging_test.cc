@@ -211,6 +211,53 @@ TEST_F(IntegrationNotify, ReadyOnlyOnceTheMountAnswersAndStoppingOnSigterm) {
   EXPECT_EQ(notify.next(std::chrono::milliseconds(100)), "") << "nothing after STOPPING=1";
 }
 
+class IntegrationLogrotate : public MountFixture {};
+
+// The shipped logrotate snippet, run by logrotate on a background daemon's log:
+// its postrotate pattern names the daemon, and the daemon goes on in a fresh
+// file. The test points the snippet at its own directory and, so as not to
+// signal other tests' daemons, turns the pkill into a kill of this one.
+TEST_F(IntegrationLogrotate, TheShippedSnippetRotatesABackgroundDaemonsLog) {
+  HS_REQUIRE(::access("/usr/sbin/logrotate", X_OK) == 0, "needs logrotate");
+  const std::string logs = tmp_ / "logs", log = logs + "/hs.log", sock = tmp_ / "hs.sock";
+  fs::create_directories(logs);
+  ::chmod(logs.c_str(), 0750);  // logrotate refuses a directory others may write
+  auto r = runCommand({hotshardBinary(), "run", "--remote", remote_, "--mount", mnt_, "--cache",
+                       cache_, "--control-socket", sock, "--log-file", log, "--metrics", "off"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto st = runCommand({hotshardBinary(), "status", "--socket", sock, "--json"});
+  pid_t pid = json::parse(st.out, nullptr, false).value("pid", 0);
+  ASSERT_GT(pid, 0) << st.out;
+
+  std::string snippet = readFile("tools/packaging/hotshard.logrotate");
+  const std::string pkill = "pkill -HUP -f ";
+  size_t at = snippet.find(pkill), end = snippet.find(" || true", at);
+  ASSERT_NE(at, std::string::npos) << snippet;
+  std::string pattern = snippet.substr(at + pkill.size() + 1, end - at - pkill.size() - 2);
+  auto matched = runCommand({"pgrep", "-f", pattern});
+  EXPECT_NE(("\n" + matched.out).find("\n" + std::to_string(pid) + "\n"), std::string::npos)
+      << "'" << pattern << "' does not match the daemon: " << matched.out;
+  snippet.replace(at, end - at, "kill -HUP " + std::to_string(pid));
+  const std::string pat = "/var/log/hotshard/*.log";
+  snippet.replace(snippet.find(pat), pat.size(), logs + "/*.log");
+  writeFile(tmp_ / "logrotate.conf", snippet);
+  auto rot =
+      runCommand({"logrotate", "-f", "-s", tmp_ / "logrotate.state", tmp_ / "logrotate.conf"});
+  EXPECT_EQ(rot.exit_code, 0) << rot.out;
+  for (int i = 0; i < 500 && readFile(log).find("reopened") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(fs::exists(log + ".1")) << rot.out;
+  EXPECT_NE(readFile(log).find("SIGHUP: reopened the log file"), std::string::npos)
+      << readFile(log);
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop";
+  EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
 // Without NOTIFY_SOCKET (the plain foreground run the other tests make) nothing
 // changes: covered by every DaemonProcess test; in the background the daemon
 // never notifies, as its parent is told "ok" instead.
