@@ -90,6 +90,9 @@ TEST_F(IntegrationPackaging, InstallLaysOutEverythingAndUninstallRemovesIt) {
   EXPECT_EQ(unit_text.find("/usr/local"), std::string::npos) << unit_text;
   EXPECT_NE(unit_text.find("\nType=notify\n"), std::string::npos);
   EXPECT_EQ(readFile(example), readFile("tools/packaging/hotshard.toml.example"));
+  const std::string helper = root + "/sbin/mount.hotshard";
+  EXPECT_EQ(modeOf(helper), 0755u);
+  EXPECT_NE(readFile(helper).find("HOTSHARD=${HOTSHARD:-/usr/bin/hotshard}"), std::string::npos);
   const std::string rotate = readFile(logrotate);
   EXPECT_NE(rotate.find("/var/log/hotshard/*.log"), std::string::npos) << rotate;
   EXPECT_NE(rotate.find("pkill -HUP"), std::string::npos) << rotate;
@@ -98,7 +101,7 @@ TEST_F(IntegrationPackaging, InstallLaysOutEverythingAndUninstallRemovesIt) {
   writeFile(root + "/etc/hotshard/mine.toml", "remote = \"/r\"\n");
   r = makeTarget("uninstall", {"DESTDIR=" + root, "PREFIX=/usr"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  for (const auto& p : {bin, unit, example, logrotate}) EXPECT_FALSE(fs::exists(p)) << p;
+  for (const auto& p : {bin, unit, example, logrotate, helper}) EXPECT_FALSE(fs::exists(p)) << p;
   EXPECT_TRUE(fs::exists(root + "/etc/hotshard/mine.toml"));
 }
 
@@ -255,6 +258,55 @@ TEST_F(IntegrationLogrotate, TheShippedSnippetRotatesABackgroundDaemonsLog) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop";
+  EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
+class IntegrationMountHelper : public MountFixture {
+ protected:
+  // tools/packaging/mount.hotshard REMOTE MNT ARGS..., as mount(8) runs it.
+  CommandResult helper(std::vector<std::string> args) {
+    std::vector<std::string> argv = {"env", "HOTSHARD=" + hotshardBinary(),
+                                     "tools/packaging/mount.hotshard", remote_, mnt_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return runCommand(argv);
+  }
+};
+
+// An fstab line's options: hotshard's as KEY=VALUE, mount's own skipped; the
+// helper returns with the mount ready, and an umount stops the daemon.
+TEST_F(IntegrationMountHelper, MountsWithFstabOptionsAndUmountStopsIt) {
+  writeFile(remote_ + "/hello", "hello\n");
+  const std::string sock = tmp_ / "hs.sock";
+  auto r =
+      helper({"-n", "-o",
+              "rw,_netdev,nofail,x-systemd.automount,cache=" + cache_ + ",control-socket=" + sock +
+                  ",log-file=" + (tmp_ / "hs.log") + ",metrics=off,consistency=ttl=30"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(isHotshardMount(mnt_));
+  EXPECT_EQ(readFile(mnt_ + "/hello"), "hello\n");
+  auto st = runCommand({hotshardBinary(), "status", "--socket", sock, "--json"});
+  auto status = json::parse(st.out, nullptr, false);
+  pid_t pid = status.value("pid", 0);
+  ASSERT_GT(pid, 0) << st.out;
+  EXPECT_NE(st.out.find("ttl=30"), std::string::npos) << st.out;
+  auto um = runCommand({"umount", mnt_});
+  EXPECT_EQ(um.exit_code, 0) << um.out;
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop after umount";
+  EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
+TEST_F(IntegrationMountHelper, RefusesWhatItCannotHonourAndMountsNothing) {
+  for (const std::string& opts : {"ro", "cache", "user", "mount=/x", "noexec", "bogus-key=1"}) {
+    auto r = helper({"-o", "cache=" + cache_ + ",metrics=off," + opts});
+    EXPECT_NE(r.exit_code, 0) << opts << ": " << r.out;
+    EXPECT_NE(r.out.find(opts.substr(0, opts.find('='))), std::string::npos)
+        << opts << ": " << r.out;
+    EXPECT_FALSE(isHotshardMount(mnt_)) << opts;
+  }
+  EXPECT_EQ(helper({"-f", "-o", "cache=" + cache_}).exit_code, 0);  // -f: pretend
   EXPECT_FALSE(isHotshardMount(mnt_));
 }
 
