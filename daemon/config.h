@@ -63,6 +63,11 @@ const std::vector<ConfigItem>& runConfigItems();
 Status applyConfigFile(const std::string& path, const std::set<std::string>& overridden,
                        RunConfig& cfg);
 
+// An example TOML file: every item, its help as a comment and its default as a
+// commented-out `key = value` line (what `hotshard run --print-config` prints and
+// tools/hotshard.toml.example holds).
+std::string exampleConfigToml();
+
 // Fills defaults that depend on other items and checks the whole.
 Status finalizeRunConfig(RunConfig& cfg);
 

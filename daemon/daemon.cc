@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -504,13 +505,19 @@ int runDaemon(RunConfig cfg) {
     return 1;
   }
   ready.report("ok");
+  // Under systemd (Type=notify, --foreground): the mount has answered FUSE_INIT and
+  // the control socket listens. Without NOTIFY_SOCKET sd_notify does nothing.
+  if (run_cfg.foreground) (void)sd_notify(0, "READY=1");
   if (!run_cfg.foreground) detachStdio();
   bool clean;
   {
     Daemon* d = daemon->get();
     SignalWaiter signals(
         sigs, [&run_cfg] { reopenLog(run_cfg); },
-        [d](const char* sig) { d->stop(std::string("received ") + sig); });
+        [d, &run_cfg](const char* sig) {
+          if (run_cfg.foreground) (void)sd_notify(0, "STOPPING=1");
+          d->stop(std::string("received ") + sig);
+        });
     clean = d->wait();
   }
   daemon->reset();

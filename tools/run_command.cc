@@ -1,4 +1,5 @@
 // `hotshard run`: every item of the daemon's config as a flag, plus --config FILE.
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -18,6 +19,9 @@ void addRunCommand(CLI::App& app) {
   auto flags = std::make_shared<std::map<std::string, bool>>();
   cmd->add_option("--config", *config_file, "TOML file with any of the options below")
       ->check(CLI::ExistingFile);
+  auto print_config = std::make_shared<bool>(false);
+  cmd->add_flag("--print-config", *print_config,
+                "Print an example TOML file with every option and its default, and exit");
   for (const auto& item : runConfigItems()) {
     if (item.is_flag) {
       cmd->add_flag("--" + item.name, (*flags)[item.name], item.help);
@@ -30,10 +34,14 @@ void addRunCommand(CLI::App& app) {
       "  hotshard run --remote /mnt/datasets --cache /nvme/hotshard\n"
       "      mount over /mnt/datasets itself: jobs keep their paths\n"
       "  hotshard run --remote /mnt/nfs/ds --mount /data/ds --cache /nvme/hs --consistency ttl=30\n"
-      "  hotshard run --config /etc/hotshard.toml --foreground\n"
+      "  hotshard run --config /etc/hotshard/datasets.toml --foreground\n"
       "Stop with SIGINT/SIGTERM (Ctrl-C in the foreground): the mount is removed and the\n"
       "path is left exactly as before.");
-  cmd->callback([cmd, config_file, values, flags] {
+  cmd->callback([cmd, config_file, values, flags, print_config] {
+    if (*print_config) {
+      std::fputs(exampleConfigToml().c_str(), stdout);
+      return;
+    }
     RunConfig cfg;
     std::set<std::string> given;
     for (const auto& item : runConfigItems()) {

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
+#include <sstream>
 
 #include "fuse/filesystem.h"
 #include "tests/integration/harness.h"
@@ -197,6 +199,49 @@ TEST(Config, PromoteChunkIsRangeChecked) {
   Status file = applyConfigFile(tmp / "chunk.toml", {}, cfg);
   ASSERT_FALSE(file.ok());
   EXPECT_NE(file.error().message.find("promote-chunk"), std::string::npos) << file.error().message;
+}
+
+// The shipped example (installed as /etc/hotshard/hotshard.toml.example) is the
+// generated one, so it names every option with its current help and default.
+TEST(ConfigExample, ShippedFileEqualsTheGeneratedOne) {
+  ASSERT_TRUE(std::filesystem::exists("tools/packaging/hotshard.toml.example"))
+      << "run the tests from the repository root";
+  EXPECT_EQ(testing::readFile("tools/packaging/hotshard.toml.example"), exampleConfigToml())
+      << "regenerate: build/hotshard run --print-config > tools/packaging/hotshard.toml.example";
+}
+
+TEST(ConfigExample, NamesEveryItemOnceWithItsHelp) {
+  const std::string text = exampleConfigToml();
+  for (const auto& i : runConfigItems()) {
+    const std::string key = "\n# " + i.name + " = ";
+    size_t at = text.find(key);
+    ASSERT_NE(at, std::string::npos) << i.name;
+    EXPECT_EQ(text.find(key, at + 1), std::string::npos) << i.name << " twice";
+    EXPECT_NE(text.find("# " + i.help + key), std::string::npos) << i.name << ": help not above it";
+  }
+}
+
+// Every key uncommented, the file loads as `hotshard run --config` reads it and
+// sets each item to its default.
+TEST(ConfigExample, UncommentedItLoadsAndGivesTheDefaults) {
+  std::string text = exampleConfigToml(), loaded;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    bool key =
+        line.size() > 2 && line.rfind("# ", 0) == 0 && line.find(" = ") != std::string::npos &&
+        std::islower(static_cast<unsigned char>(line[2])) && line.find(' ', 2) == line.find(" = ");
+    loaded += (key ? line.substr(2) : line) + "\n";
+  }
+  TempDir tmp;
+  writeFile(tmp / "all.toml", loaded);
+  RunConfig cfg, defaults;
+  cfg.fuse_threads = 3;  // to see the file set it back
+  Status st = applyConfigFile(tmp / "all.toml", {}, cfg);
+  ASSERT_TRUE(st.ok()) << st.error().message << "\n" << loaded;
+  for (const auto& i : runConfigItems()) EXPECT_EQ(i.get(cfg), i.get(defaults)) << i.name;
+  size_t keys = 0;
+  for (size_t at = 0; (at = loaded.find(" = ", at)) != std::string::npos; at++) keys++;
+  EXPECT_EQ(keys, runConfigItems().size()) << loaded;
 }
 
 }  // namespace
