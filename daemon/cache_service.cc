@@ -385,11 +385,11 @@ void CacheService::fillStatus(CacheStatus& c) const {
   c.promoter = PromoterStatus{.started = p.started,
                               .published = p.published,
                               .already_cached = p.already_cached,
+                              .vanished = p.vanished,
                               .failed_stale = p.failed_stale,
                               .failed_no_space = p.failed_no_space,
                               .failed_remote_io = p.failed_remote_io,
                               .failed_cache_io = p.failed_cache_io,
-                              .failed_not_found = p.failed_not_found,
                               .queued = p.queued,
                               .bytes_copied = p.bytes_copied};
   if (scrubber_) {
