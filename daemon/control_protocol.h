@@ -60,7 +60,8 @@ inline constexpr char kWarm[] = "warm";
 inline constexpr char kEvict[] = "evict";
 inline constexpr char kPin[] = "pin";
 inline constexpr char kUnpin[] = "unpin";
-// stat: reply {"results": [{"path", "rel", "state", "pinned", "size", "object"?}]}.
+// stat: reply {"results": [{"path", "rel", "state", "pinned", "size", "object"?}]},
+// one per regular file below each directory given (its path under the one given).
 inline constexpr char kStat[] = "stat";
 // verify: reply {"checked", "dropped", "bytes"} (all) or {"checked", "dropped",
 // "results": [{"path", "error"?}]} (kPaths given).

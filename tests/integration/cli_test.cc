@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -340,6 +341,35 @@ TEST_F(IntegrationCliDaemon, SighupReopensTheLogFile) {
   EXPECT_NE(fresh.find("stopped;"), std::string::npos) << fresh;
   EXPECT_EQ(readFile(log + ".1").find("stopped;"), std::string::npos);
   EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
+// `stat DIR` walks it as warm does: every regular file below, one line each.
+TEST_F(IntegrationCliDaemon, StatOfADirectoryShowsEveryFileBelowIt) {
+  writeFile(remote_ + "/d/a", "1");
+  writeFile(remote_ + "/d/sub/b", "22");
+  writeFile(remote_ + "/d/sub/deeper/c", "333");
+  writeFile(remote_ + "/one/only", "4444");
+  startDaemon();
+  CommandResult r = hs({"stat", mnt_ + "/d"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* f : {"/d/a", "/d/sub/b", "/d/sub/deeper/c"}) {
+    EXPECT_NE(r.out.find("remote     " + mnt_ + f + "  "), std::string::npos) << f << r.out;
+  }
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
+  r = hs({"stat", mnt_ + "/d", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_array()) << r.out;
+  ASSERT_EQ(j.size(), 3u) << r.out;
+  EXPECT_EQ(j[2].value("path", ""), mnt_ + "/d/sub/deeper/c");
+  EXPECT_EQ(j[2].value("rel", ""), "d/sub/deeper/c");
+  EXPECT_EQ(j[2].value("size", 0), 3);
+  // A directory holding one file is still a directory: an array.
+  j = json::parse(hs({"stat", mnt_ + "/one", "--json"}).out, nullptr, false);
+  EXPECT_TRUE(j.is_array() && j.size() == 1) << j.dump();
+  // One file: the object itself, as before.
+  j = json::parse(hs({"stat", mnt_ + "/one/only", "--json"}).out, nullptr, false);
+  EXPECT_EQ(j.value("size", 0), 4) << j.dump();
 }
 
 }  // namespace
