@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -370,6 +371,43 @@ TEST_F(IntegrationCliDaemon, StatOfADirectoryShowsEveryFileBelowIt) {
   // One file: the object itself, as before.
   j = json::parse(hs({"stat", mnt_ + "/one/only", "--json"}).out, nullptr, false);
   EXPECT_EQ(j.value("size", 0), 4) << j.dump();
+}
+
+// The daemon holds a descriptor per inode the kernel knows: it raises its soft
+// limit (1024 here) to the hard one, so a walk of 3,000 files sees them all.
+TEST_F(IntegrationCliDaemon, TheDaemonRaisesItsDescriptorLimitForBigTrees) {
+  struct rlimit rl;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+  HS_REQUIRE(rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= 8192, "needs a hard limit >= 8192");
+  for (int d = 0; d < 30; d++) {
+    fs::create_directories(remote_ + "/t/d" + std::to_string(d));
+    for (int f = 0; f < 100; f++) {
+      std::string p = remote_ + "/t/d" + std::to_string(d) + "/f" + std::to_string(f);
+      int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ASSERT_GE(fd, 0) << p;
+      ::close(fd);
+    }
+  }
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--placement", "manual", "--scrub-rate", "0"},
+                   .fd_soft_limit = 1024});
+  auto t0 = std::chrono::steady_clock::now();
+  int seen = 0;
+  std::string first_error;
+  for (int d = 0; d < 30; d++) {
+    for (int f = 0; f < 100; f++) {
+      std::string p = mnt_ + "/t/d" + std::to_string(d) + "/f" + std::to_string(f);
+      struct stat st;
+      if (::stat(p.c_str(), &st) == 0) {
+        seen++;
+      } else if (first_error.empty()) {
+        first_error = p + ": " + std::strerror(errno);
+      }
+    }
+  }
+  EXPECT_EQ(seen, 3000) << first_error;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(daemon_->log().find("descriptor limit"), std::string::npos);
 }
 
 }  // namespace

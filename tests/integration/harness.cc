@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -215,6 +216,12 @@ dev_t mountDevice(const std::string& path) {
     int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(log, STDOUT_FILENO);
     ::dup2(log, STDERR_FILENO);
+    if (opts_.fd_soft_limit != 0) {
+      struct rlimit rl;
+      ::getrlimit(RLIMIT_NOFILE, &rl);
+      rl.rlim_cur = opts_.fd_soft_limit;
+      ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -57,6 +57,7 @@ class DaemonProcess {
     std::string consistency = "strict";
     bool passthrough = true;
     std::vector<std::string> extra_args;
+    uint64_t fd_soft_limit = 0;  // RLIMIT_NOFILE's soft limit for the daemon; 0: as ours
   };
   explicit DaemonProcess(Options opts, std::string workdir);
   ~DaemonProcess();  // stop()
