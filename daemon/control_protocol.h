@@ -85,11 +85,16 @@ inline constexpr char kFailed[] = "failed";
 inline constexpr char kChecked[] = "checked";
 inline constexpr char kDropped[] = "dropped";
 
+// stop: no fields. The daemon stops as on SIGTERM (unmounts, finishes, exits 0);
+// reply {"pid"} before it does.
+inline constexpr char kStop[] = "stop";
+inline constexpr char kPid[] = "pid";
+
 // Every command the daemon answers.
 inline const std::vector<std::string_view>& commandNames() {
   static const std::vector<std::string_view> names = {kStatus,      kTop,  kPolicyShow, kPolicySet,
                                                       kTraceRecord, kWarm, kEvict,      kPin,
-                                                      kUnpin,       kStat, kVerify};
+                                                      kUnpin,       kStat, kVerify,     kStop};
   return names;
 }
 

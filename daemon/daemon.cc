@@ -343,6 +343,10 @@ Status Daemon::startControl() {
   handlers[control::kStatus] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
     return json(status());
   };
+  handlers[control::kStop] = [](const json&, const ControlServer::Progress&) -> Result<json> {
+    ::kill(::getpid(), SIGTERM);  // the signal thread stops us, as for `kill`
+    return json{{control::kPid, ::getpid()}};
+  };
   cache_->addHandlers(handlers);
   placement_->addHandlers(handlers);
   auto control = ControlServer::start(cfg_.control_socket, std::move(handlers));

@@ -207,9 +207,9 @@ TEST(IntegrationCli, EachCommandsHelpShowsItsOwnExamples) {
   const std::string top_level = "Run 'hotshard COMMAND --help'";
   CommandResult top = runCommand({hotshardBinary(), "--help"});
   ASSERT_NE(top.out.find(top_level), std::string::npos) << top.out;
-  for (const char* name : {"run", "status", "warm", "evict", "pin", "unpin", "stat", "verify", "top",
-                           "trace", "trace record", "policy", "policy show", "policy set",
-                           "policy simulate", "cache", "probe"}) {
+  for (const char* name : {"run", "status", "stop", "warm", "evict", "pin", "unpin", "stat",
+                           "verify", "top", "trace", "trace record", "policy", "policy show",
+                           "policy set", "policy simulate", "cache", "probe"}) {
     std::vector<std::string> cmd = {hotshardBinary()};
     std::istringstream words(name);
     for (std::string w; words >> w;) cmd.push_back(w);
@@ -342,6 +342,30 @@ TEST_F(IntegrationCliDaemon, SighupReopensTheLogFile) {
   EXPECT_NE(fresh.find("stopped;"), std::string::npos) << fresh;
   EXPECT_EQ(readFile(log + ".1").find("stopped;"), std::string::npos);
   EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
+// `hotshard stop`: the same clean stop as SIGTERM, and it waits for it.
+TEST_F(IntegrationCliDaemon, StopStopsTheDaemonAndWaitsUntilTheMountIsGone) {
+  writeFile(remote_ + "/d/f", "x");
+  startDaemon();
+  CommandResult r = runCommand({hotshardBinary(), "stop", "--mount", mnt_});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("is unmounted"), std::string::npos) << r.out;
+  EXPECT_FALSE(isHotshardMount(mnt_)) << "stop returned before the mount went";
+  EXPECT_EQ(daemon_->waitExit(10), 0) << daemon_->log();
+  EXPECT_EQ(readFile(mnt_ + "/d/f"), "") << "the mount point is as before: empty";
+  r = runCommand({hotshardBinary(), "stop", mnt_});
+  EXPECT_EQ(r.exit_code, 3) << r.out;  // no daemon serves it any more
+}
+
+TEST_F(IntegrationCliDaemon, StopTakesAPathUnderTheMount) {
+  writeFile(remote_ + "/d/f", "x");
+  startDaemon();
+  CommandResult r = runCommand({hotshardBinary(), "stop", mnt_ + "/d", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out, nullptr, false).value("mount", ""), mnt_) << r.out;
+  EXPECT_FALSE(isHotshardMount(mnt_));
+  EXPECT_EQ(daemon_->waitExit(10), 0) << daemon_->log();
 }
 
 // `stat DIR` walks it as warm does: every regular file below, one line each.

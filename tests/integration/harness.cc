@@ -270,6 +270,19 @@ int DaemonProcess::stop(bool keep_dead_mount) {
   return rc;
 }
 
+int DaemonProcess::waitExit(int timeout_s) {
+  if (pid_ <= 0) return -1;
+  for (int i = 0; i < timeout_s * 100; i++) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
+}
+
 json DaemonProcess::status() {
   auto client = ControlClient::connect(socket_);
   if (!client.ok()) return json{{"error", client.error().message}};

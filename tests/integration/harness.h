@@ -68,6 +68,9 @@ class DaemonProcess {
   // mount it left behind unless keep_dead_mount. Returns the exit status (or -1
   // when it had to be killed).
   int stop(bool keep_dead_mount = false);
+  // Waits (without signalling it) for the daemon to exit on its own, as after
+  // `hotshard stop`; its exit status, or -1 if it did not exit in time.
+  int waitExit(int timeout_s);
   bool running() const { return pid_ > 0; }
   json status();
   const std::string& mountpoint() const { return mountpoint_; }
