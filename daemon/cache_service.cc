@@ -319,26 +319,44 @@ void CacheService::addHandlers(std::map<std::string, ControlServer::Handler>& h)
   };
 }
 
+json CacheService::statOne(const std::string& path, const std::string& rel) const {
+  CacheStore::ObjectInfo info = store_->info(rel);
+  uint64_t size = info.size;
+  struct stat st;
+  if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    size = static_cast<uint64_t>(st.st_size);
+  }
+  json r = {{control::kPath, path},
+            {control::kRel, rel},
+            {control::kState, stateName(info.state)},
+            {control::kPinned, info.pinned},
+            {control::kSize, size}};
+  if (info.state == CacheStore::State::kCached) {
+    r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+  }
+  return r;
+}
+
+// A directory: every regular file below it, as warm walks them; anything else
+// (a file, or a path the remote no longer has) itself.
 Result<json> CacheService::statPaths(const json& req) const {
   ASSIGN_OR_RETURN(auto paths, pathsOf(req));
   json results = json::array();
   for (const auto& p : paths) {
     ASSIGN_OR_RETURN(std::string rel, relPathFor(p));
-    CacheStore::ObjectInfo info = store_->info(rel);
-    uint64_t size = info.size;
+    std::string path = normalPath(p);
     struct stat st;
-    if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      size = static_cast<uint64_t>(st.st_size);
+    if (::fstatat(remote_fd_, rel.empty() ? "." : rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISDIR(st.st_mode)) {
+      results.push_back(statOne(path, rel));
+      continue;
     }
-    json r = {{control::kPath, normalPath(p)},
-              {control::kRel, rel},
-              {control::kState, stateName(info.state)},
-              {control::kPinned, info.pinned},
-              {control::kSize, size}};
-    if (info.state == CacheStore::State::kCached) {
-      r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+    ASSIGN_OR_RETURN(auto files, regularFilesUnder(rel));
+    for (const auto& f : files) {
+      // f is rel + "/..." (or, at the root, "..."): the same tail under path.
+      std::string tail = rel.empty() ? "/" + f : f.substr(rel.size());
+      results.push_back(statOne(path == "/" ? tail : path + tail, f));
     }
-    results.push_back(r);
   }
   return json{{control::kResults, results}};
 }
@@ -385,11 +403,11 @@ void CacheService::fillStatus(CacheStatus& c) const {
   c.promoter = PromoterStatus{.started = p.started,
                               .published = p.published,
                               .already_cached = p.already_cached,
+                              .vanished = p.vanished,
                               .failed_stale = p.failed_stale,
                               .failed_no_space = p.failed_no_space,
                               .failed_remote_io = p.failed_remote_io,
                               .failed_cache_io = p.failed_cache_io,
-                              .failed_not_found = p.failed_not_found,
                               .queued = p.queued,
                               .bytes_copied = p.bytes_copied};
   if (scrubber_) {

@@ -61,6 +61,7 @@ class CacheService : public fuse::CacheHooks {
   Result<std::vector<std::string>> regularFilesUnder(const std::string& rel) const;
   Result<json> warm(const json& req, const ControlServer::Progress& progress);
   Result<json> statPaths(const json& req) const;  // control::kStat
+  json statOne(const std::string& path, const std::string& rel) const;
   Result<json> verifyPaths(const json& req);      // control::kVerify
   Result<json> forEachPath(const json& req, const std::function<json(const std::string& rel)>& fn);
 

@@ -60,7 +60,8 @@ inline constexpr char kWarm[] = "warm";
 inline constexpr char kEvict[] = "evict";
 inline constexpr char kPin[] = "pin";
 inline constexpr char kUnpin[] = "unpin";
-// stat: reply {"results": [{"path", "rel", "state", "pinned", "size", "object"?}]}.
+// stat: reply {"results": [{"path", "rel", "state", "pinned", "size", "object"?}]},
+// one per regular file below each directory given (its path under the one given).
 inline constexpr char kStat[] = "stat";
 // verify: reply {"checked", "dropped", "bytes"} (all) or {"checked", "dropped",
 // "results": [{"path", "error"?}]} (kPaths given).
@@ -84,11 +85,16 @@ inline constexpr char kFailed[] = "failed";
 inline constexpr char kChecked[] = "checked";
 inline constexpr char kDropped[] = "dropped";
 
+// stop: no fields. The daemon stops as on SIGTERM (unmounts, finishes, exits 0);
+// reply {"pid"} before it does.
+inline constexpr char kStop[] = "stop";
+inline constexpr char kPid[] = "pid";
+
 // Every command the daemon answers.
 inline const std::vector<std::string_view>& commandNames() {
   static const std::vector<std::string_view> names = {kStatus,      kTop,  kPolicyShow, kPolicySet,
                                                       kTraceRecord, kWarm, kEvict,      kPin,
-                                                      kUnpin,       kStat, kVerify};
+                                                      kUnpin,       kStat, kVerify,     kStop};
   return names;
 }
 

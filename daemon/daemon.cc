@@ -6,6 +6,7 @@
 #include <spdlog/sinks/dist_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -339,6 +340,10 @@ Status Daemon::startControl() {
   handlers[control::kStatus] = [this](const json&, const ControlServer::Progress&) -> Result<json> {
     return json(status());
   };
+  handlers[control::kStop] = [](const json&, const ControlServer::Progress&) -> Result<json> {
+    ::kill(::getpid(), SIGTERM);  // the signal thread stops us, as for `kill`
+    return json{{control::kPid, ::getpid()}};
+  };
   cache_->addHandlers(handlers);
   placement_->addHandlers(handlers);
   auto control = ControlServer::start(cfg_.control_socket, std::move(handlers));
@@ -479,6 +484,25 @@ class SignalWaiter {
   std::thread thread_;
 };
 
+// The daemon holds an O_PATH fd per inode the kernel knows, so a walk of a big
+// tree runs past the usual soft limit of 1024 (EMFILE): raise it to the hard one.
+void raiseFdLimit() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      spdlog::warn("descriptor limit {}: raising it to {}: {}", was, rl.rlim_max,
+                   std::strerror(errno));
+      return;
+    }
+  }
+  spdlog::info(
+      "descriptor limit {} (one per inode the kernel knows)",
+      rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : std::to_string(rl.rlim_cur));
+}
+
 }  // namespace
 
 int runDaemon(RunConfig cfg) {
@@ -496,6 +520,7 @@ int runDaemon(RunConfig cfg) {
   }
   ::umask(0);  // the kernel has applied the caller's umask to every mode we get
   setupLogging(run_cfg);
+  raiseFdLimit();
   sigset_t sigs = SignalWaiter::blockStopSignals();
   // After daemonize(): the components start threads, which a fork would not carry.
   auto daemon = Daemon::start(run_cfg, std::move(prepared->remote));

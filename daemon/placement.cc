@@ -285,8 +285,12 @@ void Placement::promotionDone(policy::ObjectId id, const std::string& rel, const
     spdlog::debug("placement: promoted {}", rel);
     return;
   }
-  promotion_failures_++;
   policy_->remove(id);
+  if (result.error().code == Errc::kNotFound) {  // removed meanwhile: no failure
+    spdlog::info("placement: {} vanished before its promotion", rel);
+    return;
+  }
+  promotion_failures_++;
   spdlog::info("placement: promotion of {} failed: {}", rel, result.error().message);
 }
 

@@ -193,8 +193,8 @@ void Promoter::count(Fail why, uint64_t bytes) {
     case Fail::kCacheIo:
       ++stats_.failed_cache_io;
       break;
-    case Fail::kNotFound:
-      ++stats_.failed_not_found;
+    case Fail::kVanished:
+      ++stats_.vanished;
       break;
     case Fail::kCancelled:
       ++stats_.failed_cancelled;
@@ -221,7 +221,12 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
   if (!s.ok()) {
     if (why == Fail::kNone) why = Fail::kOther;
     if (s.error().code == Errc::kNoSpace) why = Fail::kNoSpace;
-    spdlog::debug("{}", s.error().message);
+    if (why == Fail::kVanished) {
+      spdlog::info("promote {}: the remote file vanished (removed or renamed); nothing to cache",
+                   rel_path);
+    } else {
+      spdlog::debug("{}", s.error().message);
+    }
   }
   count(s.ok() ? Fail::kNone : why, 0);
   if (opts_.on_finished) {
@@ -263,7 +268,7 @@ Status Promoter::openSource(const std::string& rel, Source* src, Fail* why) {
   src->fd.reset(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
   if (!src->fd) {
     int err = errno;
-    return failed(why, err == ENOENT ? Fail::kNotFound : Fail::kRemoteIo,
+    return failed(why, err == ENOENT ? Fail::kVanished : Fail::kRemoteIo,
                   sysError(err, fmt::format("promote {}: open remote file", rel)));
   }
   if (::fstat(src->fd.get(), &src->st) != 0) {
@@ -373,12 +378,8 @@ Status Promoter::revalidate(const std::string& rel, Source* src, Fail* why) {
     return failed(why, Fail::kRemoteIo,
                   lastSysError(fmt::format("promote {}: stat remote file", rel)));
   }
-  const Validator after = validatorOf(src->st);
-  if (!(after == src->before)) {
-    return stale(fmt::format("remote file changed during the copy (before: {}; after: {})",
-                             toString(src->before), toString(after)));
-  }
-  if (src->st.st_nlink == 0) return stale("remote file was removed during the copy");
+  // Gone from its path (removed, or renamed away as rsync does with its temp
+  // files): vanished, whatever it holds now; replaced by another file: stale.
   UniqueFd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
   struct stat st2 {};
   if (!again || ::fstat(again.get(), &st2) != 0) {
@@ -386,10 +387,21 @@ Status Promoter::revalidate(const std::string& rel, Source* src, Fail* why) {
     Error e = sysError(
         err, fmt::format("promote {}: re-resolve remote path after the copy; not published", rel));
     if (err == ENOENT) e.code = Errc::kStale;  // removed (or its file system went) meanwhile
-    return failed(why, err == ENOENT ? Fail::kStale : Fail::kRemoteIo, std::move(e));
+    return failed(why, err == ENOENT ? Fail::kVanished : Fail::kRemoteIo, std::move(e));
   }
   if (validatorOf(st2).ino != src->before.ino || validatorOf(st2).dev != src->before.dev)
     return stale("remote path names another file now (replaced during the copy)");
+  if (src->st.st_nlink == 0) {
+    return failed(why, Fail::kVanished,
+                  makeError(Errc::kStale, fmt::format("promote {}: remote file was removed during "
+                                                      "the copy; not published",
+                                                      rel)));
+  }
+  const Validator after = validatorOf(src->st);
+  if (!(after == src->before)) {
+    return stale(fmt::format("remote file changed during the copy (before: {}; after: {})",
+                             toString(src->before), toString(after)));
+  }
   return Ok{};
 }
 

@@ -84,11 +84,13 @@ class Promoter {
 
   struct Stats {
     uint64_t started = 0, published = 0, already_cached = 0;
+    // The remote file went (removed or renamed away, like rsync's temp files)
+    // before or during the copy: an outcome, not a failure.
+    uint64_t vanished = 0;
     uint64_t failed_stale = 0;      // remote changed or path invalidated during the copy
     uint64_t failed_no_space = 0;   // ENOSPC or watermark
     uint64_t failed_remote_io = 0;  // open/read/stat of the remote failed
     uint64_t failed_cache_io = 0;   // write/fsync/rename in the cache failed
-    uint64_t failed_not_found = 0;  // no such remote file
     uint64_t failed_cancelled = 0;
     uint64_t failed_other = 0;
     uint64_t bytes_copied = 0;
@@ -97,7 +99,7 @@ class Promoter {
   Stats stats() const;
 
  private:
-  enum class Fail { kNone, kStale, kNoSpace, kRemoteIo, kCacheIo, kNotFound, kCancelled, kOther };
+  enum class Fail { kNone, kStale, kNoSpace, kRemoteIo, kCacheIo, kVanished, kCancelled, kOther };
   struct Job {
     std::string rel_path;
     ProgressFn progress;

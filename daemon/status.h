@@ -52,7 +52,9 @@ struct FuseStatus {
 // (the metrics export each as hotshard_promotion_failures_total{reason="X"}).
 struct PromoterStatus {
   Opt<uint64_t> started, published, already_cached;  // promotions
-  Opt<uint64_t> failed_stale, failed_no_space, failed_remote_io, failed_cache_io, failed_not_found;
+  // The remote file went before or during the copy (rsync's temp files): no failure.
+  Opt<uint64_t> vanished;
+  Opt<uint64_t> failed_stale, failed_no_space, failed_remote_io, failed_cache_io;
   Opt<uint64_t> queued;        // waiting for a promoter slot now
   Opt<uint64_t> bytes_copied;  // bytes
 
@@ -61,11 +63,11 @@ struct PromoterStatus {
     f("started", s.started);
     f("published", s.published);
     f("already_cached", s.already_cached);
+    f("vanished", s.vanished);
     f("failed_stale", s.failed_stale);
     f("failed_no_space", s.failed_no_space);
     f("failed_remote_io", s.failed_remote_io);
     f("failed_cache_io", s.failed_cache_io);
-    f("failed_not_found", s.failed_not_found);
     f("queued", s.queued);
     f("bytes_copied", s.bytes_copied);
   }

@@ -136,16 +136,24 @@ void addPinCommand(CLI::App& app, bool pin) {
 
 void addStatCommand(CLI::App& app) {
   auto args = std::make_shared<PathArgs>();
-  auto* cmd = pathCommand(app, "stat", "Show whether files are cached, promoting or remote", args,
-                          "  hotshard stat /mnt/datasets/shard-0042.tar\n"
-                          "  hotshard stat /mnt/datasets/shard-0042.tar --json\n");
+  auto* cmd =
+      pathCommand(app, "stat",
+                  "Show whether files are cached, promoting or remote (directories: "
+                  "every file below, one line each)",
+                  args,
+                  "  hotshard stat /mnt/datasets/shard-0042.tar\n"
+                  "  hotshard stat /mnt/datasets/shard-0042.tar --json\n"
+                  "  hotshard stat /mnt/datasets/train --json   # an array, one per file\n");
   cmd->callback([args] {
     json reply =
         callDaemon(control::kStat, args->target, pathsRequest(control::kStat, args->paths));
     const json& results = reply[control::kResults];
     if (args->target.json) {
-      // One path: the object itself, as scripts expect; several: an array.
-      std::printf("%s\n", (results.size() == 1 ? results[0] : results).dump().c_str());
+      // One file asked for: the object itself, as scripts expect; several, or
+      // a directory (however many files it holds): an array.
+      bool one_file = args->paths.size() == 1 && results.size() == 1 &&
+                      results[0].value(control::kPath, "") == normalPath(args->paths[0]);
+      std::printf("%s\n", (one_file ? results[0] : results).dump().c_str());
       return;
     }
     for (const auto& r : results) {

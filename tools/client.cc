@@ -36,6 +36,8 @@ std::string hotshardMountServing(const std::string& path) {
   return best != nullptr && best->fstype == fuse::kFsType ? best->mountpoint : "";
 }
 
+}  // namespace
+
 // --socket; else the daemon of the hotshard mount that serves --mount or, with
 // no --mount, the request's first path: its socket, or the link to it, is at
 // controlSocketFor(mount point) (docs/user-guide.md); else the only one running.
@@ -70,8 +72,6 @@ Result<std::string> findSocket(const DaemonTarget& target, const json& request) 
   }
   return sockets.front();
 }
-
-}  // namespace
 
 json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const json& request,
                 const std::function<void(const json&)>& on_progress, int timeout_ms) {

@@ -19,6 +19,11 @@ struct DaemonTarget {
 // Adds --mount, --socket and --json to cmd.
 void addTargetOptions(CLI::App* cmd, DaemonTarget& target);
 
+// The control socket of the daemon to ask: --socket; else that of the hotshard
+// mount serving --mount or, without it, the request's first path; else the only
+// one running (kNotFound when none is).
+Result<std::string> findSocket(const DaemonTarget& target, const json& request);
+
 // Sends request to the chosen daemon; on failure prints "hotshard CMD: why" and
 // throws CLI::RuntimeError with the matching exit code.
 json callDaemon(const std::string& cmd_name, const DaemonTarget& target, const json& request,

@@ -5,6 +5,7 @@ namespace hotshard::cli {
 void addAllCommands(CLI::App& app) {
   addRunCommand(app);
   addStatusCommand(app);
+  addStopCommand(app);
   addWarmCommand(app);
   addEvictCommand(app);
   addPinCommand(app, /*pin=*/true);

@@ -31,7 +31,7 @@ inline json fullStatusFixture() {
               "invalidations": 6, "corrupt_drops": 1,
               "promoter": {"started": 20, "published": 10, "already_cached": 2, "failed_stale": 1,
                            "failed_no_space": 2, "failed_remote_io": 3, "failed_cache_io": 4,
-                           "failed_not_found": 5, "queued": 3, "bytes_copied": 123456789},
+                           "vanished": 5, "queued": 3, "bytes_copied": 123456789},
               "scrub": {"passes": 2, "objects_checked": 18, "objects_dropped": 1}},
     "probes": {"mode": "bpf", "reason": "tp_btf", "events": 1000, "lost_updates": 0, "attached": 6},
     "heat": {"bytes_read_remote": 3000, "bytes_missed_remote": 1000, "bytes_read_cache": 8000,

@@ -51,14 +51,53 @@ TEST_F(PromoterTest, PromotesAndSkipsWhatIsAlreadyCached) {
   EXPECT_EQ(st.in_flight, 0u);
 }
 
-TEST_F(PromoterTest, MissingRemoteFileIsNotFound) {
+// No failure reason for a file that is gone: no alert fires for rsync's temp files.
+void expectNoFailure(const Promoter::Stats& st) {
+  EXPECT_EQ(st.failed_stale + st.failed_no_space + st.failed_remote_io + st.failed_cache_io +
+                st.failed_cancelled + st.failed_other,
+            0u);
+}
+
+TEST_F(PromoterTest, MissingRemoteFileVanished) {
   openStore();
   makePromoter(promoterOptions());
   Status s = promoter_->promote("nope.tar");
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, Errc::kNotFound);
   EXPECT_EQ(s.error().message, "promote nope.tar: open remote file: No such file or directory");
-  EXPECT_EQ(promoter_->stats().failed_not_found, 1u);
+  EXPECT_EQ(promoter_->stats().vanished, 1u);
+  expectNoFailure(promoter_->stats());
+}
+
+TEST_F(PromoterTest, FileRemovedBeforeTheCopyVanished) {
+  openStore();
+  makeRemote("tmp/.shard.tar.Xy12", 64 * 1024);
+  makePromoter(promoterOptions());
+  ASSERT_EQ(::unlink((remote_ + "/tmp/.shard.tar.Xy12").c_str()), 0);
+  Status s = promoter_->promote("tmp/.shard.tar.Xy12");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(promoter_->stats().vanished, 1u);
+  expectNoFailure(promoter_->stats());
+  EXPECT_EQ(store_->info("tmp/.shard.tar.Xy12").state, CacheStore::State::kRemote);
+}
+
+TEST_F(PromoterTest, FileRenamedAwayDuringTheCopyVanished) {  // rsync: temp, then rename
+  openStore();
+  makeRemote(".a.bin.Xy12", 2 * kMiB);
+  auto o = promoterOptions();
+  o.chunk_bytes = 256 * 1024;
+  o.chunk_hook = [&](const std::string&, uint64_t off) {
+    if (off == 512 * 1024) {
+      ASSERT_EQ(::rename((remote_ + "/.a.bin.Xy12").c_str(), (remote_ + "/a.bin").c_str()), 0);
+    }
+  };
+  makePromoter(o);
+  Status s = promoter_->promote(".a.bin.Xy12");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(promoter_->stats().vanished, 1u);
+  expectNoFailure(promoter_->stats());
+  EXPECT_EQ(store_->stats().objects, 0u);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
 }
 
 TEST_F(PromoterTest, NeverLeavesTheRemoteRoot) {

@@ -2,9 +2,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -205,9 +207,9 @@ TEST(IntegrationCli, EachCommandsHelpShowsItsOwnExamples) {
   const std::string top_level = "Run 'hotshard COMMAND --help'";
   CommandResult top = runCommand({hotshardBinary(), "--help"});
   ASSERT_NE(top.out.find(top_level), std::string::npos) << top.out;
-  for (const char* name : {"run", "status", "warm", "evict", "pin", "unpin", "stat", "verify", "top",
-                           "trace", "trace record", "policy", "policy show", "policy set",
-                           "policy simulate", "cache", "probe"}) {
+  for (const char* name : {"run", "status", "stop", "warm", "evict", "pin", "unpin", "stat",
+                           "verify", "top", "trace", "trace record", "policy", "policy show",
+                           "policy set", "policy simulate", "cache", "probe"}) {
     std::vector<std::string> cmd = {hotshardBinary()};
     std::istringstream words(name);
     for (std::string w; words >> w;) cmd.push_back(w);
@@ -340,6 +342,96 @@ TEST_F(IntegrationCliDaemon, SighupReopensTheLogFile) {
   EXPECT_NE(fresh.find("stopped;"), std::string::npos) << fresh;
   EXPECT_EQ(readFile(log + ".1").find("stopped;"), std::string::npos);
   EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
+// `hotshard stop`: the same clean stop as SIGTERM, and it waits for it.
+TEST_F(IntegrationCliDaemon, StopStopsTheDaemonAndWaitsUntilTheMountIsGone) {
+  writeFile(remote_ + "/d/f", "x");
+  startDaemon();
+  CommandResult r = runCommand({hotshardBinary(), "stop", "--mount", mnt_});
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("is unmounted"), std::string::npos) << r.out;
+  EXPECT_FALSE(isHotshardMount(mnt_)) << "stop returned before the mount went";
+  EXPECT_EQ(daemon_->waitExit(10), 0) << daemon_->log();
+  EXPECT_EQ(readFile(mnt_ + "/d/f"), "") << "the mount point is as before: empty";
+  r = runCommand({hotshardBinary(), "stop", mnt_});
+  EXPECT_EQ(r.exit_code, 3) << r.out;  // no daemon serves it any more
+}
+
+TEST_F(IntegrationCliDaemon, StopTakesAPathUnderTheMount) {
+  writeFile(remote_ + "/d/f", "x");
+  startDaemon();
+  CommandResult r = runCommand({hotshardBinary(), "stop", mnt_ + "/d", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out, nullptr, false).value("mount", ""), mnt_) << r.out;
+  EXPECT_FALSE(isHotshardMount(mnt_));
+  EXPECT_EQ(daemon_->waitExit(10), 0) << daemon_->log();
+}
+
+// `stat DIR` walks it as warm does: every regular file below, one line each.
+TEST_F(IntegrationCliDaemon, StatOfADirectoryShowsEveryFileBelowIt) {
+  writeFile(remote_ + "/d/a", "1");
+  writeFile(remote_ + "/d/sub/b", "22");
+  writeFile(remote_ + "/d/sub/deeper/c", "333");
+  writeFile(remote_ + "/one/only", "4444");
+  startDaemon();
+  CommandResult r = hs({"stat", mnt_ + "/d"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* f : {"/d/a", "/d/sub/b", "/d/sub/deeper/c"}) {
+    EXPECT_NE(r.out.find("remote     " + mnt_ + f + "  "), std::string::npos) << f << r.out;
+  }
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
+  r = hs({"stat", mnt_ + "/d", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  json j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_array()) << r.out;
+  ASSERT_EQ(j.size(), 3u) << r.out;
+  EXPECT_EQ(j[2].value("path", ""), mnt_ + "/d/sub/deeper/c");
+  EXPECT_EQ(j[2].value("rel", ""), "d/sub/deeper/c");
+  EXPECT_EQ(j[2].value("size", 0), 3);
+  // A directory holding one file is still a directory: an array.
+  j = json::parse(hs({"stat", mnt_ + "/one", "--json"}).out, nullptr, false);
+  EXPECT_TRUE(j.is_array() && j.size() == 1) << j.dump();
+  // One file: the object itself, as before.
+  j = json::parse(hs({"stat", mnt_ + "/one/only", "--json"}).out, nullptr, false);
+  EXPECT_EQ(j.value("size", 0), 4) << j.dump();
+}
+
+// The daemon holds a descriptor per inode the kernel knows: it raises its soft
+// limit (1024 here) to the hard one, so a walk of 3,000 files sees them all.
+TEST_F(IntegrationCliDaemon, TheDaemonRaisesItsDescriptorLimitForBigTrees) {
+  struct rlimit rl;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+  HS_REQUIRE(rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= 8192, "needs a hard limit >= 8192");
+  for (int d = 0; d < 30; d++) {
+    fs::create_directories(remote_ + "/t/d" + std::to_string(d));
+    for (int f = 0; f < 100; f++) {
+      std::string p = remote_ + "/t/d" + std::to_string(d) + "/f" + std::to_string(f);
+      int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ASSERT_GE(fd, 0) << p;
+      ::close(fd);
+    }
+  }
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--placement", "manual", "--scrub-rate", "0"},
+                   .fd_soft_limit = 1024});
+  auto t0 = std::chrono::steady_clock::now();
+  int seen = 0;
+  std::string first_error;
+  for (int d = 0; d < 30; d++) {
+    for (int f = 0; f < 100; f++) {
+      std::string p = mnt_ + "/t/d" + std::to_string(d) + "/f" + std::to_string(f);
+      struct stat st;
+      if (::stat(p.c_str(), &st) == 0) {
+        seen++;
+      } else if (first_error.empty()) {
+        first_error = p + ": " + std::strerror(errno);
+      }
+    }
+  }
+  EXPECT_EQ(seen, 3000) << first_error;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(daemon_->log().find("descriptor limit"), std::string::npos);
 }
 
 }  // namespace

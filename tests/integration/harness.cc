@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -215,6 +216,12 @@ dev_t mountDevice(const std::string& path) {
     int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(log, STDOUT_FILENO);
     ::dup2(log, STDERR_FILENO);
+    if (opts_.fd_soft_limit != 0) {
+      struct rlimit rl;
+      ::getrlimit(RLIMIT_NOFILE, &rl);
+      rl.rlim_cur = opts_.fd_soft_limit;
+      ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -261,6 +268,19 @@ int DaemonProcess::stop(bool keep_dead_mount) {
   // A daemon that died (or was killed) leaves its mount behind, dead.
   if (!keep_dead_mount && isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);
   return rc;
+}
+
+int DaemonProcess::waitExit(int timeout_s) {
+  if (pid_ <= 0) return -1;
+  for (int i = 0; i < timeout_s * 100; i++) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
 }
 
 json DaemonProcess::status() {

@@ -57,6 +57,7 @@ class DaemonProcess {
     std::string consistency = "strict";
     bool passthrough = true;
     std::vector<std::string> extra_args;
+    uint64_t fd_soft_limit = 0;  // RLIMIT_NOFILE's soft limit for the daemon; 0: as ours
   };
   explicit DaemonProcess(Options opts, std::string workdir);
   ~DaemonProcess();  // stop()
@@ -67,6 +68,9 @@ class DaemonProcess {
   // mount it left behind unless keep_dead_mount. Returns the exit status (or -1
   // when it had to be killed).
   int stop(bool keep_dead_mount = false);
+  // Waits (without signalling it) for the daemon to exit on its own, as after
+  // `hotshard stop`; its exit status, or -1 if it did not exit in time.
+  int waitExit(int timeout_s);
   bool running() const { return pid_ > 0; }
   json status();
   const std::string& mountpoint() const { return mountpoint_; }
