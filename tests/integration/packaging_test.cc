@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,6 +94,9 @@ TEST_F(IntegrationPackaging, InstallLaysOutEverythingAndUninstallRemovesIt) {
   const std::string helper = root + "/sbin/mount.hotshard";
   EXPECT_EQ(modeOf(helper), 0755u);
   EXPECT_NE(readFile(helper).find("HOTSHARD=${HOTSHARD:-/usr/bin/hotshard}"), std::string::npos);
+  const std::string fuse_helper = root + "/sbin/mount.fuse.hotshard";
+  EXPECT_TRUE(fs::is_symlink(fuse_helper));
+  if (fs::is_symlink(fuse_helper)) EXPECT_EQ(fs::read_symlink(fuse_helper), "mount.hotshard");
   const std::string rotate = readFile(logrotate);
   EXPECT_NE(rotate.find("/var/log/hotshard/*.log"), std::string::npos) << rotate;
   EXPECT_NE(rotate.find("pkill -HUP"), std::string::npos) << rotate;
@@ -102,6 +106,7 @@ TEST_F(IntegrationPackaging, InstallLaysOutEverythingAndUninstallRemovesIt) {
   r = makeTarget("uninstall", {"DESTDIR=" + root, "PREFIX=/usr"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const auto& p : {bin, unit, example, logrotate, helper}) EXPECT_FALSE(fs::exists(p)) << p;
+  EXPECT_FALSE(fs::exists(fs::symlink_status(fuse_helper))) << fuse_helper;
   EXPECT_TRUE(fs::exists(root + "/etc/hotshard/mine.toml"));
 }
 
@@ -270,6 +275,16 @@ class IntegrationMountHelper : public MountFixture {
     argv.insert(argv.end(), args.begin(), args.end());
     return runCommand(argv);
   }
+  // umount(8) of the mount, which stops the daemon `pid`.
+  void umountExpectingStop(pid_t pid) {
+  auto um = runCommand({"umount", mnt_});
+  EXPECT_EQ(um.exit_code, 0) << um.out;
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop after umount";
+  EXPECT_FALSE(isHotshardMount(mnt_));
+  }
 };
 
 // An fstab line's options: hotshard's as KEY=VALUE, mount's own skipped; the
@@ -289,13 +304,7 @@ TEST_F(IntegrationMountHelper, MountsWithFstabOptionsAndUmountStopsIt) {
   pid_t pid = status.value("pid", 0);
   ASSERT_GT(pid, 0) << st.out;
   EXPECT_NE(st.out.find("ttl=30"), std::string::npos) << st.out;
-  auto um = runCommand({"umount", mnt_});
-  EXPECT_EQ(um.exit_code, 0) << um.out;
-  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_NE(::kill(pid, 0), 0) << "the daemon did not stop after umount";
-  EXPECT_FALSE(isHotshardMount(mnt_));
+  umountExpectingStop(pid);
 }
 
 TEST_F(IntegrationMountHelper, RefusesWhatItCannotHonourAndMountsNothing) {
@@ -308,6 +317,43 @@ TEST_F(IntegrationMountHelper, RefusesWhatItCannotHonourAndMountsNothing) {
   }
   EXPECT_EQ(helper({"-f", "-o", "cache=" + cache_}).exit_code, 0);  // -f: pretend
   EXPECT_FALSE(isHotshardMount(mnt_));
+}
+
+// `mount -t fuse.hotshard REMOTE MNT -o ...` (or type fuse.hotshard in fstab):
+// mount(8) runs /sbin/mount.fuse.hotshard, which `make install` lays out as a
+// link to mount.hotshard. mount(8) looks in /sbin only, so this runs the link
+// installed into a DESTDIR as mount(8) would (util-linux may add -t TYPE).
+TEST_F(IntegrationMountHelper, FuseDotHotshardTypeMountsServesAndUmountsCleanly) {
+  TempDir root;
+  auto inst = runCommand({"make", "-C", fs::current_path().string(), "--no-print-directory", "-o",
+                          hotshardBinary(), "BIN=" + hotshardBinary(), "install",
+                          "DESTDIR=" + root.path(), "PREFIX=/usr"},
+                         120);
+  ASSERT_EQ(inst.exit_code, 0) << inst.out;
+  writeFile(remote_ + "/hello", "hello\n");
+  const std::string sock = tmp_ / "hs.sock", log = tmp_ / "hs.log";
+  auto r = runCommand({"env", "HOTSHARD=" + hotshardBinary(), root.path() + "/sbin/mount.fuse.hotshard",
+                       remote_, mnt_, "-o",
+                       "cache=" + cache_ + ",consistency=immutable,control-socket=" + sock +
+                           ",log-file=" + log + ",metrics=off",
+                       "-t", "fuse.hotshard"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(isHotshardMount(mnt_));
+  EXPECT_EQ(readFile(mnt_ + "/hello"), "hello\n");
+  auto status = json::parse(
+      runCommand({hotshardBinary(), "status", "--socket", sock, "--json"}).out, nullptr, false);
+  EXPECT_TRUE(status.value("passthrough", false)) << status.dump();
+  EXPECT_GE(status["fuse"].value("opens_passthrough", uint64_t{0}), 1u) << status.dump();
+  EXPECT_NE(status.dump().find("immutable"), std::string::npos) << status.dump();
+  pid_t pid = status.value("pid", 0);
+  ASSERT_GT(pid, 0) << status.dump();
+  umountExpectingStop(pid);
+  std::string errors, line;
+  std::istringstream in(readFile(log));
+  while (std::getline(in, line)) {
+    if (line.find("[error]") != std::string::npos) errors += line + "\n";
+  }
+  EXPECT_EQ(errors, "") << readFile(log);
 }
 
 // Without NOTIFY_SOCKET (the plain foreground run the other tests make) nothing
