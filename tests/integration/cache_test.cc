@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -302,12 +303,11 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
               "#!/bin/bash\nexec -a " + server_name_ + " /usr/lib/openssh/sftp-server\n");
     ::chmod((tmp_ / "fake-ssh").c_str(), 0755);
   }
-  void mountRemote() {
-    // No caching in the remote's own client: every question reaches the server.
+  // By default no caching in the remote's own client: every question reaches the server.
+  void mountRemote(const std::string& options = "dcache_timeout=0,entry_timeout=0,"
+                                                "attr_timeout=0,negative_timeout=0") {
     CommandResult r = runCommand({"sshfs", "-o", "ssh_command=" + (tmp_ / "fake-ssh"), "-o",
-                                  "dcache_timeout=0,entry_timeout=0,attr_timeout=0,"
-                                  "negative_timeout=0",
-                                  "localhost:" + source_, remote_});
+                                  options, "localhost:" + source_, remote_});
     ASSERT_EQ(r.exit_code, 0) << r.out;
   }
   void killRemote() {
@@ -324,6 +324,36 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
   std::string source_;
   std::string server_name_;
 };
+
+off_t sizeOf(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+// What docs/user-guide.md says of strict mode: it sees a change on the server
+// as soon as the remote's own client does. sshfs with its defaults (a 20 s
+// directory cache, 1 s kernel attr_timeout) still shows the old size after a
+// change on the server, through hotshard as through the remote mount itself;
+// with the client's caches off (the guide's options) strict sees it at once.
+TEST_F(IntegrationCacheRemoteGone, StrictSeesAServerChangeOnlyAsTheRemotesClientDoes) {
+  writeFile(source_ + "/f", "1234");
+  mountRemote("dcache_timeout=20,attr_timeout=1,entry_timeout=1");
+  startDaemon("strict");
+  ASSERT_EQ(sizeOf(mnt_ + "/f"), 4);
+  writeFile(source_ + "/f", "12345678");
+  EXPECT_EQ(sizeOf(remote_ + "/f"), 4) << "sshfs's own cache did not hold the old size";
+  EXPECT_EQ(sizeOf(mnt_ + "/f"), 4) << "strict saw past the remote's client";
+  daemon_->stop();
+  daemon_.reset();
+  ASSERT_EQ(::umount2(remote_.c_str(), 0), 0) << std::strerror(errno);
+
+  mountRemote("dir_cache=no,attr_timeout=0,entry_timeout=0");
+  startDaemon("strict");
+  ASSERT_EQ(sizeOf(mnt_ + "/f"), 8);
+  writeFile(source_ + "/f", "123");
+  EXPECT_EQ(sizeOf(mnt_ + "/f"), 3);
+  EXPECT_EQ(readFile(mnt_ + "/f"), "123");
+}
 
 TEST_F(IntegrationCacheRemoteGone, ImmutableModeServesCachedFilesWithoutTheRemote) {
   writeRandomFile(source_ + "/model/weights.bin", 4 << 20, 5);
