@@ -18,6 +18,7 @@ void addAllCommands(CLI::App& app) {
   addPolicyLiveCommands(policy);
   addCacheCommand(app);
   addProbeCommand(app);
+  addManCommand(app);
 }
 
 }  // namespace hotshard::cli

@@ -39,6 +39,9 @@ void addPolicyLiveCommands(CLI::App* policy);
 CLI::App* addPolicyCommand(CLI::App& app);
 void addCacheCommand(CLI::App& app);  // cache_cli.cc: offline `cache ls|verify|promote`
 void addProbeCommand(CLI::App& app);  // probe_command.cc: the probes alone, no daemon
+// man_command.cc: hidden `man [PAGE]`, the manual pages in roff from the commands
+// above (and runConfigItems()); added last, so it sees them all.
+void addManCommand(CLI::App& app);
 
 // Adds every command above, in `hotshard --help` order.
 void addAllCommands(CLI::App& app);

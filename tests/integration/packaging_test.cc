@@ -97,6 +97,17 @@ TEST_F(IntegrationPackaging, InstallLaysOutEverythingAndUninstallRemovesIt) {
   const std::string fuse_helper = root + "/sbin/mount.fuse.hotshard";
   EXPECT_TRUE(fs::is_symlink(fuse_helper));
   if (fs::is_symlink(fuse_helper)) EXPECT_EQ(fs::read_symlink(fuse_helper), "mount.hotshard");
+  const std::string man1 = root + "/usr/share/man/man1/", man5 = root + "/usr/share/man/man5/";
+  std::vector<std::string> man_pages;
+  for (const auto& e : fs::directory_iterator("tools/packaging/man")) {
+    const std::string name = e.path().filename().string();
+    man_pages.push_back((name.back() == '5' ? man5 : man1) + name);
+    EXPECT_EQ(modeOf(man_pages.back()), 0644u) << man_pages.back();
+    EXPECT_EQ(readFile(man_pages.back()), readFile(e.path())) << name;
+  }
+  EXPECT_TRUE(fs::exists(man1 + "hotshard.1"));
+  EXPECT_TRUE(fs::exists(man1 + "hotshard-run.1"));
+  EXPECT_TRUE(fs::exists(man5 + "hotshard.toml.5"));
   const std::string rotate = readFile(logrotate);
   EXPECT_NE(rotate.find("/var/log/hotshard/*.log"), std::string::npos) << rotate;
   EXPECT_NE(rotate.find("pkill -HUP"), std::string::npos) << rotate;
@@ -107,6 +118,7 @@ TEST_F(IntegrationPackaging, InstallLaysOutEverythingAndUninstallRemovesIt) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const auto& p : {bin, unit, example, logrotate, helper}) EXPECT_FALSE(fs::exists(p)) << p;
   EXPECT_FALSE(fs::exists(fs::symlink_status(fuse_helper))) << fuse_helper;
+  for (const auto& p : man_pages) EXPECT_FALSE(fs::exists(p)) << p;
   EXPECT_TRUE(fs::exists(root + "/etc/hotshard/mine.toml"));
 }
 
