@@ -24,6 +24,8 @@ const volatile __u32 page_shift = 12;
 const volatile __u32 sample_rate = 0;	  /* 1 in N events to the ring buffer; 0: none */
 const volatile bool count_cgroups = true; /* per-cgroup totals (about a third of the cost) */
 const volatile __u32 ignore_tgid = 0;	  /* a process whose reads are not heat (the daemon) */
+/* Per-cgroup totals count only files in served_files (the mount's backings). */
+const volatile bool cgroup_files_only = false;
 
 /*
  * The device filter: kernel dev_t of each watched file system. A global (the
@@ -58,6 +60,21 @@ struct cgroup_map {
 	__type(key, __u64); /* cgroup id */
 	__type(value, struct heat_cgroup_val);
 } cgroups0 SEC(".maps"), cgroups1 SEC(".maps");
+
+/*
+ * The backing files the mount opened (remote files and cache copies), filled
+ * by the daemon when it opens one. With cgroup_files_only, the per-cgroup
+ * totals count a file's pages only when it is here: other files on the same
+ * file system are heat of nobody's job. One hash lookup, taken only for
+ * events that would be counted per cgroup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, HEAT_FILE_ENTRIES);
+	__type(key, struct heat_file_key);
+	__type(value, __u8);
+} served_files SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -216,6 +233,13 @@ static __always_inline void add_chunk(void *chunks, struct heat_key *key, __u64 
 	v->last_ns = now;
 }
 
+static __always_inline bool served(__u32 dev, __u64 ino)
+{
+	struct heat_file_key key = {.dev = dev, .ino = ino};
+
+	return !cgroup_files_only || bpf_map_lookup_elem(&served_files, &key);
+}
+
 static __always_inline void add_cgroup(void *cgroups, __u64 cgroup_id, __u64 pages, __u32 kind)
 {
 	struct heat_cgroup_val *v = bpf_map_lookup_elem(cgroups, &cgroup_id);
@@ -278,7 +302,7 @@ static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 las
 	stat_add(HEAT_STAT_EVENTS, 1);
 	if (sample_rate)
 		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
-	if (count_cgroups) {
+	if (count_cgroups && served(dev, ino)) {
 		if (cgroup_set)
 			add_cgroup(&cgroups1, cgroup_id, last - first + 1, kind);
 		else

@@ -17,6 +17,8 @@
 /* Sizes of the in-kernel maps (the loader may override the chunk map's). */
 #define HEAT_CHUNK_ENTRIES 65536
 #define HEAT_CGROUP_ENTRIES 1024
+/* Files whose reads count toward the per-cgroup totals (with cgroup_files_only). */
+#define HEAT_FILE_ENTRIES 262144
 /* File systems the filter can hold. */
 #define HEAT_MAX_DEVICES 16
 /* A read whose page range spans more chunks than this counts the rest as lost. */
@@ -28,6 +30,13 @@ struct heat_key {
 	__u32 pad;
 	__u64 ino;
 	__u64 chunk; /* page index >> chunk_page_shift */
+};
+
+/* Key of the served-files set: one backing file the mount opened. */
+struct heat_file_key {
+	__u32 dev; /* kernel encoding */
+	__u32 pad;
+	__u64 ino;
 };
 
 /* Per-chunk counters, accumulated since the loader last drained the key. */

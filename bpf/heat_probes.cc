@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdarg>
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "bpf/heat.skel.h"
@@ -31,6 +33,7 @@ static_assert(sizeof(heat_key) == 24, "heat_key layout changed: rebuild both sid
 static_assert(sizeof(heat_val) == 40, "heat_val layout changed: rebuild both sides");
 static_assert(sizeof(heat_cgroup_val) == 16, "heat_cgroup_val layout changed");
 static_assert(sizeof(heat_sample) == 48, "heat_sample layout changed");
+static_assert(sizeof(heat_file_key) == 16, "heat_file_key layout changed");
 
 namespace hotshard::bpf {
 namespace {
@@ -225,6 +228,7 @@ void setRodata(heat_bpf* skel, const ProbeOptions& options, uint32_t page_shift,
   skel->rodata->sample_rate = options.sample_rate;
   skel->rodata->count_cgroups = options.cgroup_totals;
   skel->rodata->ignore_tgid = static_cast<uint32_t>(options.ignore_pid);
+  skel->rodata->cgroup_files_only = options.cgroup_files_only;
   bpf_map__set_max_entries(skel->maps.samples, options.sample_rate > 0
                                                    ? options.ring_bytes
                                                    : static_cast<uint32_t>(page_size));
@@ -405,6 +409,22 @@ Status HeatProbes::unwatchDevice(dev_t st_dev) {
                    "heat probes: unwatch device " + devName(st_dev) + ": not watched");
 }
 
+// The served-files set: a syscall each, safe from any thread.
+Status HeatProbes::watchFile(dev_t st_dev, uint64_t ino) {
+  heat_file_key key{.dev = stDevToKernelDev(st_dev), .pad = 0, .ino = ino};
+  uint8_t one = 1;
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.served_files), &key, &one, BPF_ANY) != 0)
+    return lastSysError("heat probes: watch file " + devName(st_dev) + ":" + std::to_string(ino));
+  return Ok{};
+}
+
+Status HeatProbes::unwatchFile(dev_t st_dev, uint64_t ino) {
+  heat_file_key key{.dev = stDevToKernelDev(st_dev), .pad = 0, .ino = ino};
+  if (bpf_map_delete_elem(bpf_map__fd(skel_->maps.served_files), &key) != 0)
+    return lastSysError("heat probes: unwatch file " + devName(st_dev) + ":" + std::to_string(ino));
+  return Ok{};
+}
+
 // Points the programs at the other counter set and returns the one they used,
 // once no program can still be writing to it: programs run under
 // rcu_read_lock(), and MEMBARRIER_CMD_GLOBAL returns after synchronize_rcu().
@@ -475,15 +495,46 @@ Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
   return totals;
 }
 
+namespace {
+
+// A mount point as /proc/self/mountinfo writes it: space, tab, newline and
+// backslash as \ooo octal escapes.
+std::string unescapeMountField(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// mountinfo: "id parent major:minor root mount-point options [optional...] -
+// fstype source super-options". The first cgroup2 mount whose root is the
+// hierarchy's root ("/"): /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts.
 std::string cgroup2MountPoint() {
-  std::ifstream mounts("/proc/self/mounts");
-  std::string source, target, type, rest;
-  while (mounts >> source >> target >> type && std::getline(mounts, rest))
-    if (type == "cgroup2") return target;
+  std::ifstream mounts("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    std::istringstream in(line);
+    std::string id, parent, devno, root, target, field;
+    if (!(in >> id >> parent >> devno >> root >> target)) continue;
+    while (in >> field && field != "-") {
+    }
+    std::string fstype;
+    if (in >> fstype && fstype == "cgroup2" && root == "/") return unescapeMountField(target);
+  }
   return "";
 }
 
-// bpf_get_current_cgroup_id() is the v2 cgroup's id: the inode number of its directory.
+// bpf_get_current_cgroup_id() is the v2 cgroup's id: the inode number of its
+// directory under the cgroup2 mount. The path is the job's v2 path as
+// /proc/PID/cgroup shows it ("0::/system.slice/x.service"): "/" for the root.
 std::string HeatProbes::cgroupPath(uint64_t cgroup_id) {
   if (auto it = cgroup_paths_.find(cgroup_id); it != cgroup_paths_.end()) return it->second;
   namespace fs = std::filesystem;
@@ -492,7 +543,9 @@ std::string HeatProbes::cgroupPath(uint64_t cgroup_id) {
   if (root.empty()) return "";
   auto remember = [&](const fs::path& dir) {
     struct stat st;
-    if (stat(dir.c_str(), &st) == 0) cgroup_paths_[st.st_ino] = dir.string();
+    if (stat(dir.c_str(), &st) != 0) return;
+    std::string rel = dir.lexically_relative(root).string();
+    cgroup_paths_[st.st_ino] = rel == "." ? "/" : "/" + rel;
   };
   remember(root);
   for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec),

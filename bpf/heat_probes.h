@@ -56,6 +56,9 @@ struct ProbeOptions {
   uint32_t chunk_entries = 0;      // LRU capacity of the chunk map; 0: HEAT_CHUNK_ENTRIES (65536)
   pid_t ignore_pid = 0;  // a process (the daemon: getpid()) whose reads are not counted; 0: none
   bool cgroup_totals = true;  // per-cgroup totals for drainCgroups(); off saves a third of the cost
+  // Per-cgroup totals count only the files given to watchFile() (the daemon:
+  // the backing files its mount opened); false: every file on watched devices.
+  bool cgroup_files_only = false;
   std::vector<TracepointSpec> tracepoints = defaultTracepoints();
   std::vector<ProgramKind> kinds = {ProgramKind::kTpBtf, ProgramKind::kRawTp,
                                     ProgramKind::kTracepoint};  // tried in this order
@@ -77,7 +80,9 @@ struct ChunkDelta {
 
 struct CgroupTotals {
   uint64_t cgroup_id;
-  std::string path;  // under the cgroup2 mount, "" when not found (no v2, or cgroup gone)
+  // The v2 path as /proc/PID/cgroup shows it ("/" for the root, "/a/b"),
+  // relative to the cgroup2 mount; "" when not found (no v2, or cgroup gone).
+  std::string path;
   uint64_t bytes_requested;
   uint64_t bytes_missed;
 };
@@ -146,6 +151,11 @@ class HeatProbes {
   // Counts events on the file system of st_dev (as stat(2) reports it).
   Status watchDevice(dev_t st_dev);
   Status unwatchDevice(dev_t st_dev);
+  // With options.cgroup_files_only, per-cgroup totals count reads of these
+  // files only (st_dev as stat(2) reports it). Thread-safe (a syscall each);
+  // watchFile fails with E2BIG past HEAT_FILE_ENTRIES files.
+  Status watchFile(dev_t st_dev, uint64_t ino);
+  Status unwatchFile(dev_t st_dev, uint64_t ino);
 
   // Deltas since the previous drain, exact: the programs switch to a second
   // set of maps first, and the drained set is emptied once no program can

@@ -44,6 +44,11 @@ Result<HeatBatch> ProbeHeatSource::drain() {
   return batch;
 }
 
+void ProbeHeatSource::noteOpen(const struct stat& backing, bool, bool) {
+  Status st = probes_->watchFile(backing.st_dev, backing.st_ino);
+  if (!st.ok()) spdlog::warn("probes: {} (its reads will not count per job)", st.error().message);
+}
+
 HeatSourceHealth ProbeHeatSource::health() const {
   bpf::ProbeHealth h = probes_->health();
   HeatSourceHealth out{.events = h.events,
@@ -100,6 +105,7 @@ Result<std::unique_ptr<HeatSource>> loadProbes(const HeatSourceOptions& o) {
   po.chunk_bytes = o.chunk_bytes;
   po.sample_rate = o.sample_rate;
   po.ignore_pid = ::getpid();  // our own promotion reads are not heat
+  po.cgroup_files_only = true;  // jobs' bytes: the files this mount serves, not the whole device
   ASSIGN_OR_RETURN(auto probes, bpf::HeatProbes::load(po));
   for (dev_t dev : o.watch_devices) {
     Status st = probes->watchDevice(dev);

@@ -93,6 +93,8 @@ class ProbeHeatSource final : public HeatSource {
   explicit ProbeHeatSource(std::unique_ptr<bpf::HeatProbes> probes, uint32_t sample_rate);
   ~ProbeHeatSource() override;
   Result<HeatBatch> drain() override;
+  // Adds the backing to the probes' served files: only those count per job.
+  void noteOpen(const struct stat& backing, bool from_cache, bool for_write) override;
   HeatSourceHealth health() const override;
   Status pollSamples(int timeout_ms,
                      const std::function<void(const HeatSample&)>& on_sample) override;

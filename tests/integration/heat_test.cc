@@ -5,12 +5,16 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
+#include "bpf/heat_probes.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -111,6 +115,97 @@ TEST_F(IntegrationHeat, MmapReadsAreCountedAndOtherFileSystemsAreNot) {
   // ext4; here the remote shares its device with the rest of the machine.)
   json st = daemon_->status();
   EXPECT_EQ(st["heat"]["shards"], 1) << st.dump();
+}
+
+// A cgroup made for one test under the cgroup2 mount, removed afterwards.
+class TestCgroup {
+ public:
+  TestCgroup(const std::string& mount, const std::string& name)
+      : v2_path_("/" + name), dir_(mount + v2_path_) {
+    ok_ = ::mkdir(dir_.c_str(), 0755) == 0;
+  }
+  ~TestCgroup() {
+    // The cgroup is empty once its reader is reaped; the kernel may lag a little.
+    for (int i = 0; i < 50 && ::rmdir(dir_.c_str()) != 0 && errno == EBUSY; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  bool ok() const { return ok_; }
+  const std::string& v2Path() const { return v2_path_; }  // the job's label
+
+  // Runs a child that joins this cgroup and reads `path` to its end; returns
+  // the bytes read, or -1. The child only makes system calls (fork of a
+  // threaded process), into a buffer allocated before the fork.
+  int64_t readIn(const std::string& path) {
+    const std::string procs = dir_ + "/cgroup.procs";
+    std::vector<char> buf(1 << 20);
+    int pipefd[2];
+    if (::pipe(pipefd) != 0) return -1;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      char pidbuf[32];
+      int len = std::snprintf(pidbuf, sizeof pidbuf, "%d", static_cast<int>(::getpid()));
+      int cfd = ::open(procs.c_str(), O_WRONLY);
+      int64_t n = -1;
+      if (cfd >= 0 && ::write(cfd, pidbuf, len) == len) {
+        int fd = ::open(path.c_str(), O_RDONLY);
+        ssize_t r = 0;
+        for (n = 0; fd >= 0 && (r = ::read(fd, buf.data(), buf.size())) > 0;) n += r;
+        if (fd < 0 || r < 0) n = -1;
+      }
+      (void)!::write(pipefd[1], &n, sizeof n);
+      ::_exit(0);
+    }
+    ::close(pipefd[1]);
+    int64_t n = -1;
+    if (pid < 0 || ::read(pipefd[0], &n, sizeof n) != sizeof n) n = -1;
+    ::close(pipefd[0]);
+    if (pid > 0) ::waitpid(pid, nullptr, 0);
+    return n;
+  }
+
+ private:
+  std::string v2_path_, dir_;
+  bool ok_ = false;
+};
+
+// Issue 13: per-job bytes are the bytes of files this mount serves, labelled
+// with the job's cgroup v2 path; a big read elsewhere on the remote's file
+// system (same device, not under the mount) is no job's bytes.
+TEST_F(IntegrationHeat, JobBytesCountOnlyFilesServedByTheMount) {
+  HS_REQUIRE_ROOT();
+  const std::string cg2 = bpf::cgroup2MountPoint();
+  HS_REQUIRE(!cg2.empty(), "no cgroup v2 hierarchy mounted");
+  const uint64_t served = 64ull << 20, outside = 200ull << 20;
+  writeRandomFile(remote_ + "/job.bin", served, 4);
+  const std::string elsewhere = (fs::path(remote_).parent_path() / "outside.bin").string();
+  writeRandomFile(elsewhere, outside, 5);
+  startDaemon({"--placement", "manual"});
+  ASSERT_EQ(daemon_->status()["probes"]["mode"], "bpf");
+
+  const std::string tag = "hotshard-test-" + std::to_string(::getpid());
+  TestCgroup in_mount(cg2, tag + "-mount"), off_mount(cg2, tag + "-outside");
+  ASSERT_TRUE(in_mount.ok() && off_mount.ok()) << "mkdir under " << cg2 << ": " << strerror(errno);
+  dropPageCache(remote_ + "/job.bin");
+  dropPageCache(elsewhere);
+  ASSERT_EQ(in_mount.readIn(mnt_ + "/job.bin"), static_cast<int64_t>(served));
+  ASSERT_EQ(off_mount.readIn(elsewhere), static_cast<int64_t>(outside));
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // a few ticks
+  json st = daemon_->status();
+  uint64_t mount_bytes = 0, outside_bytes = 0;
+  bool mount_seen = false;
+  for (const auto& job : st["jobs"]) {
+    if (job["cgroup"] == in_mount.v2Path()) mount_seen = true;
+    if (job["cgroup"] == in_mount.v2Path()) mount_bytes = job["bytes_read"].get<uint64_t>();
+    // Any label naming the outside cgroup (a full path as well as the v2 path).
+    const std::string label = job["cgroup"].get<std::string>();
+    if (label.ends_with(off_mount.v2Path())) outside_bytes += job["bytes_read"].get<uint64_t>();
+  }
+  EXPECT_TRUE(mount_seen) << "no job " << in_mount.v2Path() << ": " << st["jobs"].dump();
+  EXPECT_GE(mount_bytes, served * 3 / 4) << st["jobs"].dump();
+  EXPECT_LE(mount_bytes, served + kSlack) << st["jobs"].dump();
+  EXPECT_EQ(outside_bytes, 0u) << st["jobs"].dump();
+  ::unlink(elsewhere.c_str());
 }
 
 TEST_F(IntegrationHeat, DegradedModeCountsOpensAndSaysWhy) {
