@@ -84,8 +84,16 @@ class WarmView {
       uint64_t copied = p.value(control::kCopied, 0ull);
       if (f.first == Clock::time_point{}) f = {Clock::now(), copied, copied};
       f.copied = copied;
-      std::string line = fileLine(p, f) + " | total " + totalLine(p);
-      std::printf("\r\033[K%s", ellipsize(line, terminalColumns(STDOUT_FILENO) - 1).c_str());
+      size_t columns = terminalColumns(STDOUT_FILENO) - 1;  // the last column would wrap
+      std::string counts = "[" + std::to_string(p.value(control::kDone, 0)) + "/" +
+                           std::to_string(p.value(control::kTotal, 0)) + "] ";
+      std::string rest = fileLine(p, f) + " | total " + totalLine(p);
+      // The path takes what the numbers leave, cut at its front.
+      size_t room = columns > counts.size() + rest.size() + 10
+                        ? columns - counts.size() - rest.size()
+                        : 10;
+      std::string line = counts + ellipsizeFront(path, room) + rest;
+      std::printf("\r\033[K%s", ellipsize(line, columns).c_str());
       std::fflush(stdout);
       return;
     }
@@ -116,13 +124,12 @@ class WarmView {
     if (rate <= 0) return "--/s  ETA --";
     return formatBytes(static_cast<uint64_t>(rate)) + "/s  ETA " + formatEta(left / rate);
   }
+  // "  12.0 MiB/64.0 MiB  16.0 MiB/s  ETA 3s": the file being copied.
   std::string fileLine(const json& p, const File& f) const {
     uint64_t size = p.value(control::kSize, 0ull);
     double secs = since(f.first);
     double rate = secs > 0.2 ? (f.copied - f.first_copied) / secs : 0;
-    return "[" + std::to_string(p.value(control::kDone, 0)) + "/" +
-           std::to_string(p.value(control::kTotal, 0)) + "] " + p.value(control::kPath, "") +
-           "  " + formatBytes(f.copied) + "/" + formatBytes(size) + "  " +
+    return "  " + formatBytes(f.copied) + "/" + formatBytes(size) + "  " +
            rateEta(rate, size - std::min(size, f.copied));
   }
   // The rate is of bytes copied by this warm; already cached files add none.
