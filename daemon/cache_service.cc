@@ -6,8 +6,10 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 
 #include "base/units.h"
@@ -215,6 +217,47 @@ Result<std::vector<std::string>> pathsOf(const json& req) {
 
 }  // namespace
 
+// One warm request's bookkeeping. The promoter's workers record bytes copied
+// and finished files; only the handler's thread sends frames.
+struct CacheService::WarmRun {
+  using Clock = std::chrono::steady_clock;
+  static constexpr auto kEvery = std::chrono::milliseconds(250);  // in-file progress frames
+  struct Event {
+    std::string rel;
+    bool finished;
+    Status status;
+  };
+  struct File {
+    uint64_t size = 0;         // the remote's, when the warm began
+    uint64_t copied = 0;       // by this warm's promotion
+    bool was_cached = false;   // cached before the warm began
+    Clock::time_point last_sent{};
+  };
+  std::mutex mu;  // guards everything below
+  std::condition_variable cv;
+  std::deque<Event> events;
+  std::map<std::string, File> files;
+  uint64_t bytes_done = 0, bytes_total = 0;
+
+  void push(Event e) {
+    std::lock_guard lock(mu);
+    events.push_back(std::move(e));
+    cv.notify_all();
+  }
+  // On a worker thread: a chunk of rel is copied; a frame at most every kEvery.
+  void copied(const std::string& rel, uint64_t done) {
+    std::lock_guard lock(mu);
+    File& f = files[rel];
+    bytes_done += done - std::min(done, f.copied);
+    f.copied = done;
+    auto now = Clock::now();
+    if (now - f.last_sent < kEvery) return;
+    f.last_sent = now;
+    events.push_back({rel, false, Status(Ok{})});
+    cv.notify_all();
+  }
+};
+
 Result<json> CacheService::warm(const json& req, const ControlServer::Progress& progress) {
   ASSIGN_OR_RETURN(auto paths, pathsOf(req));
   std::vector<std::string> files;
@@ -223,52 +266,67 @@ Result<json> CacheService::warm(const json& req, const ControlServer::Progress& 
     ASSIGN_OR_RETURN(auto under, regularFilesUnder(rel));
     files.insert(files.end(), under.begin(), under.end());
   }
-  struct Done {
-    std::string rel;
-    Status status;
-  };
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Done> finished;
-  size_t outstanding = 0;
+  WarmRun run;
   for (const auto& rel : files) {
-    {
-      std::lock_guard lock(mu);
-      outstanding++;
-    }
-    Status st = promoter_->enqueue(rel, nullptr, [&, rel](const Status& s) {
-      std::lock_guard lock(mu);
-      finished.push_back({rel, s});
-      cv.notify_all();
-    });
+    struct stat st;
+    WarmRun::File& f = run.files[rel];
+    if (::fstatat(remote_fd_, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) f.size = st.st_size;
+    f.was_cached = store_->info(rel).state == CacheStore::State::kCached;
+    run.bytes_total += f.size;
+  }
+  for (const auto& rel : files) {
+    Status st = promoter_->enqueue(
+        rel, [&run, rel](uint64_t done, uint64_t) { run.copied(rel, done); },
+        [&run, rel](const Status& s) { run.push({rel, true, s}); });
     if (!st.ok()) {  // already queued by someone else, or shutting down
-      std::lock_guard lock(mu);
-      finished.push_back({rel, st.error().code == Errc::kExists ? Status(Ok{}) : st});
+      run.push({rel, true, st.error().code == Errc::kExists ? Status(Ok{}) : st});
     }
   }
-  uint64_t ok = 0, bytes = 0, n = 0;
+  return warmReplies(run, files.size(), progress);
+}
+
+// Sends run's frames until every file is finished; returns the reply.
+Result<json> CacheService::warmReplies(WarmRun& run, size_t total,
+                                       const ControlServer::Progress& progress) {
+  uint64_t warmed = 0, cached = 0, bytes = 0, n = 0;
   json failed = json::array();
-  std::unique_lock lock(mu);
-  while (n < files.size()) {
-    cv.wait(lock, [&] { return !finished.empty(); });
-    Done d = std::move(finished.front());
-    finished.pop_front();
-    n++;
-    lock.unlock();
-    CacheStore::ObjectInfo info = store_->info(d.rel);
-    json event = {{"path", d.rel}, {"done", n}, {"total", files.size()}, {"ok", d.status.ok()}};
-    if (d.status.ok()) {
-      ok++;
-      bytes += info.size;
-      event["size"] = info.size;
+  std::unique_lock lock(run.mu);
+  while (n < total) {
+    run.cv.wait(lock, [&] { return !run.events.empty(); });
+    WarmRun::Event e = std::move(run.events.front());
+    run.events.pop_front();
+    WarmRun::File& f = run.files[e.rel];
+    json event = {{control::kPath, e.rel}, {control::kDone, n + (e.finished ? 1 : 0)},
+                  {control::kTotal, total}};
+    if (!e.finished) {
+      event[control::kCopied] = f.copied;
+      event[control::kSize] = f.size;
     } else {
-      event["error"] = d.status.error().message;
-      failed.push_back({{"path", d.rel}, {"error", d.status.error().message}});
+      n++;
+      run.bytes_done += f.size - std::min(f.size, f.copied);
+      lock.unlock();
+      CacheStore::ObjectInfo info = store_->info(e.rel);
+      lock.lock();
+      event[control::kOk] = e.status.ok();
+      if (e.status.ok()) {
+        bool was = f.was_cached && f.copied == 0;
+        (was ? cached : warmed)++;
+        bytes += info.size;
+        event[control::kSize] = info.size;
+        event[control::kCached] = was;
+      } else {
+        event[control::kError] = e.status.error().message;
+        failed.push_back({{control::kPath, e.rel}, {control::kError, e.status.error().message}});
+      }
     }
+    event[control::kBytesDone] = run.bytes_done;
+    event[control::kBytesTotal] = run.bytes_total;
+    lock.unlock();
     progress(event);
     lock.lock();
   }
-  return json{{"files", files.size()}, {"warmed", ok}, {"bytes", bytes}, {"failed", failed}};
+  return json{{control::kFiles, total},    {control::kWarmed, warmed}, {control::kCached, cached},
+              {control::kBytes, bytes},    {control::kFailed, failed}};
 }
 
 Result<json> CacheService::forEachPath(const json& req,

@@ -60,6 +60,8 @@ class CacheService : public fuse::CacheHooks {
   // remote root fd.
   Result<std::vector<std::string>> regularFilesUnder(const std::string& rel) const;
   Result<json> warm(const json& req, const ControlServer::Progress& progress);
+  struct WarmRun;  // one warm request's files and frames
+  Result<json> warmReplies(WarmRun& run, size_t total, const ControlServer::Progress& progress);
   Result<json> statPaths(const json& req) const;  // control::kStat
   json statOne(const std::string& path, const std::string& rel) const;
   Result<json> verifyPaths(const json& req);      // control::kVerify

@@ -52,8 +52,12 @@ inline constexpr char kMode[] = "mode";      // "chunks" (per chunk and tick) or
 // The path commands take kPaths, a non-empty array of path strings (under the
 // mount or the remote; directories recursively), optional for verify.
 inline constexpr char kPaths[] = "paths";
-// warm: progress frames {"path", "done", "total", "ok", "size" | "error"}; reply
-// {"files", "warmed", "bytes", "failed": [{"path", "error"}]}.
+// warm: progress frames, each with "done" (files finished), "total" (files),
+// "bytes_done" and "bytes_total" (all files, already cached ones count as done):
+// while a file is copied, every 250 ms {"path", "copied", "size"}; when a file is
+// finished {"path", "ok", "size", "cached" | "error"}, "cached": true when it was
+// cached already and nothing was copied. Reply {"files", "warmed" (copied now),
+// "cached" (already), "bytes", "failed": [{"path", "error"}]}.
 inline constexpr char kWarm[] = "warm";
 // evict, pin, unpin: reply {"results": [{"path", "evicted"|"pinned", "error"?}]};
 // evict of a path that is not cached: "evicted": false, "state": "remote", no error.
@@ -80,6 +84,10 @@ inline constexpr char kDone[] = "done";
 inline constexpr char kTotal[] = "total";
 inline constexpr char kFiles[] = "files";
 inline constexpr char kWarmed[] = "warmed";
+inline constexpr char kCached[] = "cached";
+inline constexpr char kCopied[] = "copied";
+inline constexpr char kBytesDone[] = "bytes_done";
+inline constexpr char kBytesTotal[] = "bytes_total";
 inline constexpr char kBytes[] = "bytes";
 inline constexpr char kFailed[] = "failed";
 inline constexpr char kChecked[] = "checked";

@@ -2,13 +2,16 @@
 // stat, verify. Paths are as the user sees them (under the mount).
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <map>
 
 #include "base/paths.h"
 #include "base/units.h"
 #include "daemon/control_protocol.h"
 #include "tools/client.h"
 #include "tools/commands.h"
+#include "tools/terminal.h"
 
 namespace hotshard::cli {
 namespace {
@@ -65,6 +68,85 @@ int printResults(const json& reply, const char* verb, bool as_json, const char* 
   return failed;
 }
 
+// Renders warm's progress frames: a line per finished file ("warmed" when
+// copied now, "cached" when it was already); on a terminal also one updating
+// line with the file being copied and the total: bytes, rate and ETA.
+class WarmView {
+ public:
+  explicit WarmView(bool tty) : tty_(tty), t0_(Clock::now()) {}
+
+  void frame(const json& p) {
+    std::string path = p.value(control::kPath, "");
+    bool finished = p.contains(control::kOk);
+    if (!finished) {
+      if (!tty_) return;
+      File& f = files_[path];
+      uint64_t copied = p.value(control::kCopied, 0ull);
+      if (f.first == Clock::time_point{}) f = {Clock::now(), copied, copied};
+      f.copied = copied;
+      size_t columns = terminalColumns(STDOUT_FILENO) - 1;  // the last column would wrap
+      std::string counts = "[" + std::to_string(p.value(control::kDone, 0)) + "/" +
+                           std::to_string(p.value(control::kTotal, 0)) + "] ";
+      std::string rest = fileLine(p, f) + " | total " + totalLine(p);
+      // The path takes what the numbers leave, cut at its front.
+      size_t room = columns > counts.size() + rest.size() + 10
+                        ? columns - counts.size() - rest.size()
+                        : 10;
+      std::string line = counts + ellipsizeFront(path, room) + rest;
+      std::printf("\r\033[K%s", ellipsize(line, columns).c_str());
+      std::fflush(stdout);
+      return;
+    }
+    std::string line = "[" + std::to_string(p.value(control::kDone, 0)) + "/" +
+                       std::to_string(p.value(control::kTotal, 0)) + "] ";
+    if (p.value(control::kOk, false)) {
+      bool cached = p.value(control::kCached, false);
+      line += std::string(cached ? "cached " : "warmed ") + path + "  " +
+              formatBytes(p.value(control::kSize, 0ull));
+      files_[path].copied = cached ? 0 : p.value(control::kSize, 0ull);
+    } else {
+      line += "FAILED " + path + ": " + p.value(control::kError, "");
+    }
+    std::printf("%s%s\n", tty_ ? "\r\033[K" : "", line.c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct File {
+    Clock::time_point first;  // its first progress frame
+    uint64_t first_copied = 0, copied = 0;
+  };
+  static double since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  }
+  static std::string rateEta(double rate, uint64_t left) {
+    if (rate <= 0) return "--/s  ETA --";
+    return formatBytes(static_cast<uint64_t>(rate)) + "/s  ETA " + formatEta(left / rate);
+  }
+  // "  12.0 MiB/64.0 MiB  16.0 MiB/s  ETA 3s": the file being copied.
+  std::string fileLine(const json& p, const File& f) const {
+    uint64_t size = p.value(control::kSize, 0ull);
+    double secs = since(f.first);
+    double rate = secs > 0.2 ? (f.copied - f.first_copied) / secs : 0;
+    return "  " + formatBytes(f.copied) + "/" + formatBytes(size) + "  " +
+           rateEta(rate, size - std::min(size, f.copied));
+  }
+  // The rate is of bytes copied by this warm; already cached files add none.
+  std::string totalLine(const json& p) const {
+    uint64_t done = p.value(control::kBytesDone, 0ull), all = p.value(control::kBytesTotal, 0ull);
+    uint64_t copied = 0;
+    for (const auto& [path, f] : files_) copied += f.copied;
+    double secs = since(t0_);
+    return formatBytes(done) + "/" + formatBytes(all) + "  " +
+           rateEta(secs > 0.2 ? copied / secs : 0, all - std::min(all, done));
+  }
+
+  bool tty_;
+  Clock::time_point t0_;
+  std::map<std::string, File> files_;
+};
+
 }  // namespace
 
 void addWarmCommand(CLI::App& app) {
@@ -74,31 +156,23 @@ void addWarmCommand(CLI::App& app) {
                           "  hotshard warm /mnt/datasets/imagenet/train\n"
                           "  hotshard warm /mnt/models/llama/*.safetensors --json");
   cmd->callback([args] {
-    bool tty = ::isatty(STDOUT_FILENO);
+    WarmView view(::isatty(STDOUT_FILENO));
     json reply = callDaemon(control::kWarm, args->target, pathsRequest(control::kWarm, args->paths),
                             [&](const json& p) {
-                              if (args->target.json) return;
-                              std::string line = "[" + std::to_string(p.value(control::kDone, 0)) +
-                                                 "/" + std::to_string(p.value(control::kTotal, 0)) +
-                                                 "] " + p.value(control::kPath, "");
-                              if (p.value(control::kOk, false)) {
-                                line += "  " + formatBytes(p.value(control::kSize, 0ull));
-                              } else {
-                                line += "  FAILED: " + p.value(control::kError, "");
-                              }
-                              std::printf("%s%s\n", tty ? "\r\033[K" : "", line.c_str());
-                              std::fflush(stdout);
+                              if (!args->target.json) view.frame(p);
                             });
     reply.erase(control::kOk);
     size_t failed = reply.value(control::kFailed, json::array()).size();
+    uint64_t cached = reply.value(control::kCached, 0ull);
     if (args->target.json) {
       std::printf("%s\n", reply.dump().c_str());
     } else {
+      std::string also = cached ? ", " + std::to_string(cached) + " already cached" : "";
+      if (failed) also += ", " + std::to_string(failed) + " failed";
       std::printf("warmed %llu of %llu files (%s)%s\n",
                   static_cast<unsigned long long>(reply.value(control::kWarmed, 0ull)),
                   static_cast<unsigned long long>(reply.value(control::kFiles, 0ull)),
-                  formatBytes(reply.value(control::kBytes, 0ull)).c_str(),
-                  failed ? (", " + std::to_string(failed) + " failed").c_str() : "");
+                  formatBytes(reply.value(control::kBytes, 0ull)).c_str(), also.c_str());
     }
     if (failed) throw CLI::RuntimeError(kExitFailure);
   });

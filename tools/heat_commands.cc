@@ -4,6 +4,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <string>
 #include <thread>
 
 #include "base/paths.h"
@@ -12,34 +13,57 @@
 #include "tools/client.h"
 #include "tools/commands.h"
 #include "tools/options.h"
+#include "tools/terminal.h"
 
 namespace hotshard::cli {
 namespace {
 
 unsigned long long count(const Opt<uint64_t>& v) { return v.value_or(0); }
 
-void printTop(const TopReply& reply, bool clear) {
+// One line of at most `columns` characters.
+void printLine(const std::string& line, size_t columns) {
+  std::printf("%s\n", ellipsize(line, columns).c_str());
+}
+
+std::string format(const char* fmt, auto... args) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, fmt, args...);
+  return buf;
+}
+
+// Every line fits `columns`: the path column takes what the others leave, cut at
+// its front (a path's end tells shards apart), and so do the header lines.
+void printTop(const TopReply& reply, bool clear, size_t columns) {
   const StatusSnapshot& st = reply.status;
   if (clear) std::printf("\033[H\033[2J");
   HeatStatus heat = st.heat.value_or(HeatStatus{});
   PlacementStatus placement = st.placement.value_or(PlacementStatus{});
-  std::printf(
-      "hotshard top  probes: %s  policy: %s  ticks: %llu  promotions: %llu  evictions: %llu\n",
-      st.probes ? st.probes->mode.value_or("?").c_str() : "?",
-      st.policy ? st.policy->spec.value_or("?").c_str() : "?", count(placement.ticks),
-      count(placement.promotions), count(placement.evictions));
-  std::printf("read from remote %s (missed %s), from cache %s; remote bytes avoided %s\n\n",
-              formatBytes(count(heat.bytes_read_remote)).c_str(),
-              formatBytes(count(heat.bytes_missed_remote)).c_str(),
-              formatBytes(count(heat.bytes_read_cache)).c_str(),
-              formatBytes(count(heat.remote_bytes_avoided)).c_str());
-  std::printf("%10s %10s %10s %10s %10s  %-9s %s\n", "HEAT", "SIZE", "READ", "REMOTE-MISS",
-              "CACHE", "STATE", "PATH");
+  printLine(format("hotshard top  probes: %s  policy: %s  ticks: %llu  promotions: %llu  "
+                   "evictions: %llu",
+                   st.probes ? st.probes->mode.value_or("?").c_str() : "?",
+                   st.policy ? st.policy->spec.value_or("?").c_str() : "?", count(placement.ticks),
+                   count(placement.promotions), count(placement.evictions)),
+            columns);
+  printLine(format("read: remote %s (missed %s), cache %s; remote bytes avoided %s",
+                   formatBytes(count(heat.bytes_read_remote)).c_str(),
+                   formatBytes(count(heat.bytes_missed_remote)).c_str(),
+                   formatBytes(count(heat.bytes_read_cache)).c_str(),
+                   formatBytes(count(heat.remote_bytes_avoided)).c_str()),
+            columns);
+  std::printf("\n");
+  constexpr size_t kFixed = 63;  // the columns before PATH
+  size_t path_width = columns > kFixed + 10 ? columns - kFixed : 10;
+  printLine(format("%7s %10s %10s %11s %10s %-9s %s", "HEAT", "SIZE", "READ", "REMOTE-MISS",
+                   "CACHE", "STATE", "PATH"),
+            columns);
   for (const ShardRow& s : reply.shards) {
-    std::printf("%10.3g %10s %10s %10s %10s  %-9s %s%s\n", s.heat, formatBytes(s.size).c_str(),
-                formatBytes(s.bytes_read).c_str(), formatBytes(s.remote_miss_bytes).c_str(),
-                formatBytes(s.cache_bytes).c_str(), s.state.c_str(), s.pinned ? "[pinned] " : "",
-                s.path.c_str());
+    std::string path = ellipsizeFront((s.pinned ? "[pinned] " : "") + s.path, path_width);
+    std::string heat = format("%.3g", s.heat);
+    if (heat.size() > 7) heat = format("%.1e", s.heat);  // "2.5e+04": HEAT is 7 wide
+    printLine(format("%7s %10s %10s %11s %10s %-9s %s", heat.c_str(), formatBytes(s.size).c_str(),
+                     formatBytes(s.bytes_read).c_str(), formatBytes(s.remote_miss_bytes).c_str(),
+                     formatBytes(s.cache_bytes).c_str(), s.state.c_str(), path.c_str()),
+              columns);
   }
   std::fflush(stdout);
 }
@@ -53,7 +77,8 @@ void addTopCommand(CLI::App& app) {
   auto n = std::make_shared<size_t>(control::kTopDefaultCount);
   auto interval = std::make_shared<double>(2.0);
   auto iterations = std::make_shared<int>(0);
-  auto* cmd = app.add_subcommand("top", "Hottest shards: heat, bytes read, remote misses, state");
+  auto* cmd = app.add_subcommand(
+      "top", "Hottest shards: heat, bytes read, remote misses, state (q quits, space refreshes)");
   addTargetOptions(cmd, *target);
   cmd->add_option("-n,--count", *n, "How many shards (default: 20)");
   cmd->add_option("-d,--delay", *interval, "Time between refreshes, e.g. 500ms (default: 2s)")
@@ -72,13 +97,25 @@ void addTopCommand(CLI::App& app) {
       std::printf("%s\n", reply.dump().c_str());
       return;
     }
-    std::signal(SIGINT, [](int) { g_stop = 1; });
+    // q quits: stdin (when a terminal) in raw mode, restored on exit and on ^C.
+    RawInput keys;
+    std::signal(SIGINT, [](int) {
+      RawInput::restoreTerminal();
+      g_stop = 1;
+    });
     bool tty = ::isatty(STDOUT_FILENO);
     for (int i = 0; !g_stop && (*iterations == 0 || i < *iterations); i++) {
-      printTop(callDaemon(control::kTop, *target, req).get<TopReply>(), tty);
+      printTop(callDaemon(control::kTop, *target, req).get<TopReply>(), tty,
+               terminalColumns(STDOUT_FILENO));
       if (*iterations != 0 && i + 1 >= *iterations) break;
       for (int k = 0; k < static_cast<int>(*interval * 10) && !g_stop; k++) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (!keys.active()) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          continue;
+        }
+        TopKey key = topKey(keys.readKey(100));
+        if (key == TopKey::kQuit) g_stop = 1;
+        if (key == TopKey::kRefresh) break;
       }
     }
   });

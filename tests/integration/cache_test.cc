@@ -131,6 +131,77 @@ TEST_F(IntegrationCachePlacement, SigtermDuringAWarmStopsPromptly) {
   EXPECT_NE(warm.exit_code, 0) << warm.out;  // the copy was cancelled, and it says so
 }
 
+// A second warm copies nothing and says so: "cached", not "warmed", per file,
+// in the summary and in --json.
+TEST_F(IntegrationCache, WarmReportsFilesAlreadyCachedAsCached) {
+  writeRandomFile(remote_ + "/d/a", 1 << 20, 1);
+  writeRandomFile(remote_ + "/d/b", 1 << 20, 2);
+  startDaemon();
+  ASSERT_EQ(hs({"warm", mnt_ + "/d/a"}).exit_code, 0);
+  CommandResult again = hs({"warm", mnt_ + "/d"});
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_NE(again.out.find("] cached d/a"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("] warmed d/b"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("warmed 1 of 2 files (2.0 MiB), 1 already cached"), std::string::npos)
+      << again.out;
+  CommandResult j = hs({"warm", mnt_ + "/d", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.out;
+  json reply = json::parse(j.out, nullptr, false);
+  ASSERT_FALSE(reply.is_discarded()) << j.out;
+  EXPECT_EQ(reply["files"], 2) << j.out;
+  EXPECT_EQ(reply["warmed"], 0) << j.out;
+  EXPECT_EQ(reply["cached"], 2) << j.out;
+}
+
+// While a file is copied the daemon sends progress frames with the bytes copied
+// so far and the total; the CLI draws them as one updating line on a terminal
+// and prints only the per-file lines otherwise.
+TEST_F(IntegrationCache, WarmSendsProgressFramesWhileAFileIsCopied) {
+  writeRandomFile(remote_ + "/big", 64ull << 20, 3);
+  startDaemon("strict", {"--promote-rate", "16MiB"});
+  auto client = ControlClient::connect(daemon_->socket());
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  std::vector<json> during, finished;
+  json req = {{"cmd", "warm"}, {"paths", {mnt_ + "/big"}}};
+  auto reply = client->call(req, [&](const json& p) {
+    (p.contains("ok") ? finished : during).push_back(p);
+  });
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  ASSERT_GE(during.size(), 3u);
+  uint64_t last = 0;
+  for (const json& p : during) {
+    EXPECT_EQ(p["path"], "big") << p.dump();
+    EXPECT_EQ(p["size"], 64ull << 20) << p.dump();
+    EXPECT_EQ(p["bytes_total"], 64ull << 20) << p.dump();
+    EXPECT_GT(p["copied"].get<uint64_t>(), last) << p.dump();
+    last = p["copied"].get<uint64_t>();
+  }
+  EXPECT_LT(last, 64ull << 20);
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0]["cached"], false) << finished[0].dump();
+  EXPECT_EQ(finished[0]["bytes_done"], 64ull << 20) << finished[0].dump();
+  EXPECT_EQ((*reply)["warmed"], 1) << reply->dump();
+
+  // Not a terminal: no carriage-return progress lines.
+  writeRandomFile(remote_ + "/big2", 32ull << 20, 4);
+  CommandResult piped = hs({"warm", mnt_ + "/big2"});
+  ASSERT_EQ(piped.exit_code, 0) << piped.out;
+  EXPECT_EQ(piped.out.find('\r'), std::string::npos) << piped.out;
+  EXPECT_NE(piped.out.find("[1/1] warmed big2  32.0 MiB\n"), std::string::npos) << piped.out;
+
+  // A terminal (script(1)'s pseudo-terminal): the updating line, with rate and ETA.
+  writeRandomFile(remote_ + "/big3", 32ull << 20, 5);
+  CommandResult tty = runCommand({"script", "-qec",
+                                  hotshardBinary() + " warm " + mnt_ + "/big3 --socket " +
+                                      daemon_->socket(),
+                                  "/dev/null"});
+  ASSERT_EQ(tty.exit_code, 0) << tty.out;
+  EXPECT_NE(tty.out.find("\r\033[K[0/1] big3  "), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("/s  ETA "), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("| total "), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("[1/1] warmed big3"), std::string::npos) << tty.out;
+}
+
 TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
   writeFile(remote_ + "/f", "cached content");
   writeFile(remote_ + "/r", "to be renamed");

@@ -248,6 +248,41 @@ TEST_F(IntegrationCliDaemon, EvictOfAFileNotCachedIsANoOpThatSaysSo) {
   EXPECT_NE(r.out.find("evicted  f"), std::string::npos) << r.out;
 }
 
+// top fits 80 columns when stdout is not a terminal, long paths cut at the front.
+TEST_F(IntegrationCliDaemon, TopLinesFitEightyColumnsWithLongPaths) {
+  std::string deep = "a-rather-long-directory-name/another-long-directory-name-for-shards/";
+  writeFile(remote_ + "/" + deep + "shard-000042-of-001024.tar", std::string(1 << 16, 'x'));
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--placement", "manual", "--scrub-rate", "0", "--tick", "100ms"}});
+  ASSERT_EQ(readFile(mnt_ + "/" + deep + "shard-000042-of-001024.tar").size(), 1u << 16);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CommandResult r = hs({"top", "--iterations", "1", "-n", "100"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("...-of-001024.tar"), std::string::npos) << r.out;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_LE(line.size(), 80u) << line;
+  }
+}
+
+// On a terminal, q quits top (here long before its 60 s refresh), and the
+// terminal is left as it was (canonical mode and echo back on).
+TEST_F(IntegrationCliDaemon, TopQuitsOnQAndRestoresTheTerminal) {
+  startDaemon();
+  std::string top = hotshardBinary() + " top --delay 60s --socket " + daemon_->socket();
+  auto t0 = std::chrono::steady_clock::now();
+  CommandResult r = runCommand(
+      {"sh", "-c",
+       "(sleep 2; printf q; sleep 2) | timeout 20 script -qec '" + top + "; stty -a' /dev/null"},
+      30);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_LT(seconds, 15) << r.out;
+  EXPECT_NE(r.out.find("hotshard top"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" icanon"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" echo "), std::string::npos) << r.out;
+}
+
 TEST_F(IntegrationCliDaemon, StatusPrintsNoEmptyRequestsLineWhenIdle) {
   writeFile(remote_ + "/f", "x");
   startDaemon();
