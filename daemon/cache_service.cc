@@ -391,6 +391,8 @@ json CacheService::statOne(const std::string& path, const std::string& rel) cons
             {control::kSize, size}};
   if (info.state == CacheStore::State::kCached) {
     r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+  } else if (info.state == CacheStore::State::kPromoting) {
+    r[control::kCopied] = promoter_->copiedSoFar(rel);
   }
   return r;
 }

@@ -205,6 +205,12 @@ void Promoter::count(Fail why, uint64_t bytes) {
   }
 }
 
+uint64_t Promoter::copiedSoFar(const std::string& rel_path) const {
+  std::lock_guard lock(mu_);
+  auto it = copied_.find(rel_path);
+  return it == copied_.end() ? 0 : it->second;
+}
+
 Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
   {
     std::lock_guard lock(mu_);
@@ -216,8 +222,16 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
   uint64_t copied = 0;
   Status s = copy(rel_path, [&](uint64_t done, uint64_t total) {
     copied = done;
+    {
+      std::lock_guard lock(mu_);
+      copied_[rel_path] = done;
+    }
     if (progress) progress(done, total);
   }, &why);
+  {
+    std::lock_guard lock(mu_);
+    copied_.erase(rel_path);
+  }
   if (!s.ok()) {
     if (why == Fail::kNone) why = Fail::kOther;
     if (s.error().code == Errc::kNoSpace) why = Fail::kNoSpace;

@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -97,6 +98,8 @@ class Promoter {
     uint64_t queued = 0, in_flight = 0;
   };
   Stats stats() const;
+  // Bytes of rel_path copied so far by a promotion in flight; 0 when none is.
+  uint64_t copiedSoFar(const std::string& rel_path) const;
 
  private:
   enum class Fail { kNone, kStale, kNoSpace, kRemoteIo, kCacheIo, kVanished, kCancelled, kOther };
@@ -141,6 +144,7 @@ class Promoter {
   std::atomic<bool> stopping_{false};
 
   mutable std::mutex mu_;  // guards everything below
+  std::unordered_map<std::string, uint64_t> copied_;  // in flight: bytes copied so far
   std::condition_variable cv_;
   std::deque<Job> queue_;
   std::unordered_set<std::string> pending_;  // queued or in flight through enqueue()

@@ -231,10 +231,14 @@ void addStatCommand(CLI::App& app) {
       return;
     }
     for (const auto& r : results) {
-      std::printf("%-10s %s%s  %s\n", r.value(control::kState, "").c_str(),
+      std::string state = r.value(control::kState, "");
+      uint64_t size = r.value(control::kSize, 0ull);
+      if (r.contains(control::kCopied) && size > 0) {  // a copy in flight: how far it is
+        state += " " + std::to_string(r.value(control::kCopied, 0ull) * 100 / size) + "%";
+      }
+      std::printf("%-10s %s%s  %s\n", state.c_str(),
                   r.value(control::kPinned, false) ? "pinned " : "",
-                  r.value(control::kPath, "").c_str(),
-                  formatBytes(r.value(control::kSize, 0ull)).c_str());
+                  r.value(control::kPath, "").c_str(), formatBytes(size).c_str());
     }
   });
 }

@@ -107,6 +107,30 @@ TEST_F(IntegrationCachePlacement, SigtermWithAPromotionInFlightExitsCleanly) {
   }
 }
 
+// `stat` of a file being copied says how far the copy is.
+TEST_F(IntegrationCachePlacement, StatShowsHowFarACopyInFlightIs) {
+  writeRandomFile(remote_ + "/big", 64ull << 20, 13);
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--scrub-rate", "0", "--placement", "manual", "--promote-rate",
+                                  "8MiB"}});
+  std::thread client([&] { (void)hs({"warm", mnt_ + "/big"}); });
+  json st;
+  for (int i = 0; i < 100; i++) {
+    st = statOf(mnt_ + "/big");
+    if (st.value("state", "") == "promoting" && st.value("copied", 0ull) > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(st.value("state", ""), "promoting") << st.dump();
+  EXPECT_GT(st.value("copied", 0ull), 0u) << st.dump();
+  EXPECT_LT(st.value("copied", 0ull), 64ull << 20) << st.dump();
+  CommandResult r = hs({"stat", mnt_ + "/big"});
+  EXPECT_NE(r.out.find("promoting "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("%"), std::string::npos) << r.out;
+  client.join();
+  EXPECT_EQ(statOf(mnt_ + "/big").value("state", ""), "cached");
+  EXPECT_FALSE(statOf(mnt_ + "/big").contains("copied"));
+}
+
 // A control request waiting on promotions (warm at a low rate) does not hold up
 // a stop: the daemon cancels the promotions before it closes the control socket,
 // and the client gets its answer.
