@@ -53,6 +53,12 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                     .remote_id = remote_id,
                                     .capacity_bytes = cfg.cache_size ? cfg.cache_size : UINT64_MAX / 4,
                                 }));
+  // Before the mount serves: writes a crash left in dirty copies reach the remote.
+  CacheStore::DirtyRecovery dirty = svc->store_->recoverDirty(remote_root_fd);
+  if (dirty.written_back + dirty.kept_aside > 0) {
+    spdlog::warn("cache {}: {} dirty copies written back after a crash, {} kept aside in {}/lost+found",
+                 cfg.cache, dirty.written_back, dirty.kept_aside, cfg.cache);
+  }
   if (cfg.cache_size == 0) {
     ASSIGN_OR_RETURN(uint64_t cap, defaultCapacity(cfg.cache, svc->store_->stats().used_bytes));
     svc->store_->setCapacity(cap);
@@ -136,6 +142,28 @@ void CacheService::opened(const std::string& rel_path, const struct stat& backin
   spdlog::debug("open {} from {}{}", rel_path, from_cache ? "cache" : "remote",
                 for_write ? " for writing" : "");
   if (open_listener_) open_listener_(rel_path, backing, from_cache, for_write);
+}
+
+bool CacheService::adoptCopy(const std::string& rel_path, const struct stat& copy,
+                             const struct stat& base) {
+  Status st = store_->adopt(rel_path, copy.st_dev, copy.st_ino, validatorOf(base));
+  if (!st.ok()) {
+    spdlog::warn("{}: the open cached copy cannot take writes: {}", rel_path, st.error().message);
+    return false;
+  }
+  spdlog::debug("{}: writers joined the open cached copy; it is written back to the remote",
+                rel_path);
+  return true;
+}
+
+void CacheService::copyWrittenBack(const std::string& rel_path, const struct stat& base) {
+  // A mark left behind only makes crash recovery keep the copy aside: safe.
+  Status st = store_->markWrittenBack(rel_path, validatorOf(base));
+  if (!st.ok()) spdlog::warn("{}: {}", rel_path, st.error().message);
+}
+
+void CacheService::releaseAdopted(const std::string& rel_path, bool written_back) {
+  store_->releaseAdopted(rel_path, written_back);
 }
 
 // ---- paths -------------------------------------------------------------------

@@ -34,6 +34,10 @@ class CacheService : public fuse::CacheHooks {
   void endWrite(const std::string& rel_path) override;
   void opened(const std::string& rel_path, const struct stat& backing, bool from_cache,
               bool for_write) override;
+  bool adoptCopy(const std::string& rel_path, const struct stat& copy,
+                 const struct stat& base) override;
+  void copyWrittenBack(const std::string& rel_path, const struct stat& base) override;
+  void releaseAdopted(const std::string& rel_path, bool written_back) override;
   // Who hears of opens (the placement loop); set before the mount serves.
   using OpenListener =
       std::function<void(const std::string&, const struct stat&, bool from_cache, bool for_write)>;

@@ -135,6 +135,14 @@ class FileSystem {
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
   void registerBacking(Inode& inode);
   void releaseBacking(Inode& inode, bool was_writer);
+  // The cache copy as the inode's write-back buffer (docs/cache.md "One file,
+  // one truth"); each under inode.mu, see filesystem.cc.
+  Status adoptCopyLocked(Inode& inode);
+  Status writeBackLocked(Inode& inode);
+  Status truncateCopyLocked(Inode& inode, off_t size);
+  Status fallocateCopyLocked(Inode& inode, int mode, off_t offset, off_t length);
+  // stat of an inode with an adopted copy: size, blocks and mtime are the copy's.
+  void overlayAdoptedCopy(Inode& inode, struct stat& st);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   std::string childRelPath(fuse_ino_t parent, const char* name);

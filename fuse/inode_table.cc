@@ -42,6 +42,9 @@ InodeTable::~InodeTable() {
 void InodeTable::closeAll(Inode& inode) {
   if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
   if (inode.backing_fd >= 0) ::close(inode.backing_fd);
+  // An adopted copy left here (teardown with files open) stays dirty in the
+  // cache: the next start's recovery writes it back (docs/cache.md).
+  if (inode.remote_wb_fd >= 0) ::close(inode.remote_wb_fd);
   ::close(inode.fd);
 }
 
