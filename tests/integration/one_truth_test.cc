@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -233,6 +234,83 @@ TEST_F(IntegrationOneTruth, TruncateAndFallocateOfAnOpenCopyReachEveryOpenAndThe
   ::close(w);
   ::close(reader);
   EXPECT_EQ(readFile(mnt_ + "/s"), std::string("0\0\0" "3++", 6));
+}
+
+// An sqlite3 shell kept running on a database, fed one statement at a time.
+class SqliteShell {
+ public:
+  SqliteShell(const std::string& uri) {
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::dup2(out[1], 2);
+      ::execl("/usr/bin/sqlite3", "sqlite3", "-batch", uri.c_str(), nullptr);
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    to_ = ::fdopen(in[1], "w");
+    from_ = ::fdopen(out[0], "r");
+  }
+  ~SqliteShell() {
+    if (to_ != nullptr) ::fclose(to_);  // EOF: the shell exits
+    if (from_ != nullptr) ::fclose(from_);
+    if (pid_ > 0) ::waitpid(pid_, nullptr, 0);
+  }
+  // The first line the statement prints (a marker line ends each answer).
+  std::string query(const std::string& sql) {
+    if (to_ == nullptr || from_ == nullptr) return "<no shell>";
+    std::fprintf(to_, "%s\n.print --end--\n", sql.c_str());
+    std::fflush(to_);
+    std::string first;
+    char line[512];
+    while (std::fgets(line, sizeof(line), from_) != nullptr) {
+      std::string l(line);
+      if (!l.empty() && l.back() == '\n') l.pop_back();
+      if (l == "--end--") return first;
+      if (first.empty()) first = l;
+    }
+    return first.empty() ? "<shell gone>" : first;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+};
+
+// A read-only connection, open across another connection's commit, sees the new
+// row on its next query: sqlite's change counter and locks both live in the
+// file that both connections have open.
+std::pair<std::string, std::string> sqliteReaderSeesACommit(const std::string& db) {
+  SqliteShell reader("file:" + db + "?mode=ro");
+  std::string before = reader.query("SELECT count(*) FROM t;");
+  CommandResult w = runCommand({"/usr/bin/sqlite3", db, "INSERT INTO t VALUES (4);"});
+  EXPECT_EQ(w.exit_code, 0) << w.out;
+  return {before, reader.query("SELECT count(*) FROM t;")};
+}
+
+TEST_F(IntegrationOneTruth, AnSqliteReaderSeesAnotherConnectionsCommit) {
+  HS_REQUIRE(::access("/usr/bin/sqlite3", X_OK) == 0, "needs sqlite3 (make deps)");
+  fs::create_directories(tmp_ / "native");
+  std::string twin = tmp_ / "native/db";
+  CommandResult made = runCommand(
+      {"/usr/bin/sqlite3", twin, "CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);"});
+  ASSERT_EQ(made.exit_code, 0) << made.out;
+  fs::copy_file(twin, remote_ + "/db");
+  auto want = sqliteReaderSeesACommit(twin);
+  ASSERT_EQ(want, std::make_pair(std::string("3"), std::string("4")));
+
+  startDaemon();
+  ASSERT_EQ(hs({"warm", mnt_ + "/db"}).exit_code, 0);
+  ASSERT_EQ(statOf(mnt_ + "/db")["state"], "cached");
+  EXPECT_EQ(sqliteReaderSeesACommit(mnt_ + "/db"), want);
+  EXPECT_EQ(conflicts(), 0u);
+  CommandResult check = runCommand({"/usr/bin/sqlite3", remote_ + "/db", "SELECT count(*) FROM t;"});
+  EXPECT_EQ(check.out, "4\n") << "the remote itself, after the writer closed";
 }
 
 class IntegrationOneTruthCrash : public IntegrationOneTruth {
