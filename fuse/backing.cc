@@ -58,13 +58,12 @@ BackingChoice chooseBacking(const BackingFacts& f) {
 bool backingWantsCopy(const BackingFacts& f) { return !f.backing_open && copyCandidate(f); }
 
 bool stampSeesLaterWrites(const struct stat& stamp, const struct timespec& coarse_before) {
-  return olderThan(stamp.st_mtim, coarse_before) && olderThan(stamp.st_ctim, coarse_before);
+  return olderThan(stamp.st_mtim, coarse_before);
 }
 
 bool copyUnchanged(const struct stat& a, const struct stat& b) {
   return a.st_size == b.st_size && a.st_ino == b.st_ino && a.st_dev == b.st_dev &&
-         !olderThan(a.st_mtim, b.st_mtim) && !olderThan(b.st_mtim, a.st_mtim) &&
-         !olderThan(a.st_ctim, b.st_ctim) && !olderThan(b.st_ctim, a.st_ctim);
+         !olderThan(a.st_mtim, b.st_mtim) && !olderThan(b.st_mtim, a.st_mtim);
 }
 
 }  // namespace hotshard::fuse

@@ -86,15 +86,17 @@ BackingChoice chooseBacking(const BackingFacts& facts);
 
 // Write-back of an adopted copy is skipped when the copy did not change since
 // the last one. Passthrough writes never reach the daemon, so the copy's own
-// (size, mtime, ctime) tell: `stamp` is its fstat taken just before a
-// write-back, `coarse_before` CLOCK_REALTIME_COARSE read just before that
-// fstat. File systems stamp a change with the coarse clock (or finer, with
-// multigrain timestamps, 6.13+), and skip the update when the time is the same
-// as the one stored (inode_needs_update_time, fs/inode.c), so a later write is
-// visible only if the stamp's times are older than the clock was at the fstat.
-// Pure.
+// size and mtime tell (every data change sets mtime: write, truncate,
+// fallocate, a shared mapping's page fault via file_update_time; ctime is no
+// use, the dirty mark's xattr changes it): `stamp` is its fstat taken just
+// before a write-back, `coarse_before` CLOCK_REALTIME_COARSE read just before
+// that fstat. File systems stamp a change with the coarse clock (or finer,
+// with multigrain timestamps, 6.13+), and skip the update when the time is the
+// same as the one stored (inode_needs_update_time, fs/inode.c), so a later
+// write is visible only if the stamp's mtime is older than the clock was at
+// the fstat. Pure.
 bool stampSeesLaterWrites(const struct stat& stamp, const struct timespec& coarse_before);
-// The copy as fstat says now is the copy the stamp describes.
+// The copy as fstat says now (size, mtime, inode) is the copy the stamp describes.
 bool copyUnchanged(const struct stat& stamp, const struct stat& now);
 
 // Whether valid_copy can change the choice, i.e. whether it is worth asking
