@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -311,6 +312,39 @@ TEST_F(IntegrationOneTruth, AnSqliteReaderSeesAnotherConnectionsCommit) {
   EXPECT_EQ(conflicts(), 0u);
   CommandResult check = runCommand({"/usr/bin/sqlite3", remote_ + "/db", "SELECT count(*) FROM t;"});
   EXPECT_EQ(check.out, "4\n") << "the remote itself, after the writer closed";
+}
+
+// A write-back that fails is the caller's error at close() and fsync(), never
+// swallowed; and the last close keeps the copy aside rather than drop it.
+TEST_F(IntegrationOneTruth, AFailedWriteBackIsTheClosersErrorAndTheCopyIsKept) {
+  HS_REQUIRE_ROOT();
+  // The remote on a tmpfs too small for what will be written (the cache is not).
+  ASSERT_EQ(::mount("tmpfs", remote_.c_str(), "tmpfs", 0, "size=256k"), 0) << std::strerror(errno);
+  startDaemon();
+  warmed("e", "small");
+  int reader = ::open((mnt_ + "/e").c_str(), O_RDONLY);
+  ASSERT_GE(reader, 0);
+  int w = ::open((mnt_ + "/e").c_str(), O_WRONLY);
+  ASSERT_GE(w, 0);
+  std::string big(1 << 20, 'B');
+  ASSERT_EQ(::pwrite(w, big.data(), big.size(), 0), static_cast<ssize_t>(big.size()));
+  EXPECT_EQ(::fsync(w), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  EXPECT_EQ(::close(w), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  EXPECT_EQ(preadAll(reader).substr(0, 4), "BBBB") << "the reader sees the write all the same";
+  ::close(reader);  // the last close: one more try, then the copy goes aside
+  bool kept = false;
+  for (int i = 0; i < 50 && !kept; i++) {  // RELEASE is asynchronous to close()
+    kept = fs::exists(cache_ + "/lost+found") && !fs::is_empty(cache_ + "/lost+found");
+    if (!kept) ::usleep(100 * 1000);
+  }
+  ASSERT_TRUE(kept) << daemon_->log();
+  for (const auto& e : fs::directory_iterator(cache_ + "/lost+found")) {
+    EXPECT_EQ(readFile(e.path()), big);
+  }
+  daemon_->stop();
+  ASSERT_EQ(::umount2(remote_.c_str(), MNT_DETACH), 0);
 }
 
 class IntegrationOneTruthCrash : public IntegrationOneTruth {
