@@ -42,6 +42,12 @@ class IntegrationOneTruth : public MountFixture {
     ASSERT_EQ(hs({"warm", mnt_ + "/" + rel}).exit_code, 0);
     ASSERT_EQ(statOf(mnt_ + "/" + rel)["state"], "cached");
   }
+  // A reader of rel's copy, then a writer that joins it: {reader, writer}.
+  std::pair<int, int> readerThenWriter(const std::string& rel) {
+    int reader = ::open((mnt_ + "/" + rel).c_str(), O_RDONLY);
+    int writer = ::open((mnt_ + "/" + rel).c_str(), O_WRONLY);
+    return {reader, writer};
+  }
   uint64_t cacheOpens() { return daemon_->status()["fuse"]["opens_cache"].get<uint64_t>(); }
   uint64_t conflicts() { return daemon_->status()["fuse"]["cache_conflicts"].get<uint64_t>(); }
   // A native twin of a file, in a plain directory beside the remote.
@@ -322,9 +328,8 @@ TEST_F(IntegrationOneTruth, AFailedWriteBackIsTheClosersErrorAndTheCopyIsKept) {
   ASSERT_EQ(::mount("tmpfs", remote_.c_str(), "tmpfs", 0, "size=256k"), 0) << std::strerror(errno);
   startDaemon();
   warmed("e", "small");
-  int reader = ::open((mnt_ + "/e").c_str(), O_RDONLY);
+  auto [reader, w] = readerThenWriter("e");
   ASSERT_GE(reader, 0);
-  int w = ::open((mnt_ + "/e").c_str(), O_WRONLY);
   ASSERT_GE(w, 0);
   std::string big(1 << 20, 'B');
   ASSERT_EQ(::pwrite(w, big.data(), big.size(), 0), static_cast<ssize_t>(big.size()));
@@ -355,9 +360,8 @@ class IntegrationOneTruthCrash : public IntegrationOneTruth {
   void dirtyThenKill() {
     startDaemon();
     warmed("c", "old-old-old");
-    int reader = ::open((mnt_ + "/c").c_str(), O_RDONLY);
+    auto [reader, writer] = readerThenWriter("c");
     ASSERT_GE(reader, 0);
-    int writer = ::open((mnt_ + "/c").c_str(), O_WRONLY);
     ASSERT_GE(writer, 0);
     ASSERT_EQ(::pwrite(writer, "NEW", 3, 0), 3);
     EXPECT_EQ(preadAll(reader), "NEW-old-old");
