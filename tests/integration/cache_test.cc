@@ -576,5 +576,31 @@ TEST_F(IntegrationCacheRemoteReads, APromotionAfterThePagesWentReadsTheRemoteOnc
   EXPECT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);
 }
 
+// The same through automatic placement, as a training job meets it: the job
+// reads the file and closes it; a tick later placement promotes it, and the
+// copy still comes from the page cache (the daemon kept the job's file open).
+TEST_F(IntegrationCacheRemoteReads, PlacementPromotesAFileJustReadWithoutReadingItAgain) {
+  constexpr uint64_t kSize = 4 << 20;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 23);
+  mountRemote();
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--scrub-rate", "0", "--placement", "auto", "--tick", "200ms"}});
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // opened, read whole, closed
+  const uint64_t by_the_job = servedBytes("data/shard.bin", kSize);
+  EXPECT_EQ(by_the_job, kSize);
+  json st;
+  for (int i = 0; i < 100; i++) {  // 10 s
+    st = statOf(mnt_ + "/data/shard.bin");
+    if (st.value("state", "") == "cached") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(st.value("state", ""), "cached") << st.dump() << "\n" << daemon_->log();
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize), by_the_job);
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 1ull), 0u) << p.dump();
+}
+
 }  // namespace
 }  // namespace hotshard::testing
