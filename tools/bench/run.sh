@@ -109,6 +109,7 @@ if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
 if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
   RATE=200mbit EPOCHS=3 EPOCH_FILES=64 EPOCH_FILE_MIB=4 EPOCH_CACHE_MIB=384 EPOCH_WORKERS=4 \
     EPOCH_DROP=0 EPOCH_PAUSE=2 EPOCH_BENCH_OUT=docs/benchmarks.d/first-epoch.md \
+    EPOCH_SKIP_VAR=BENCH_FIRST_EPOCH \
     EPOCH_TITLE="First epoch: a DataLoader-like reader, the data set within the cache" \
     tools/bench/epoch-bench.sh
 fi
