@@ -113,6 +113,7 @@ class Promoter {
   // sets it each tick from the probes). Promotions that must read the remote
   // yield while it is above yield_above.
   void setForegroundRemoteRate(uint64_t bytes_per_sec) { foreground_rate_ = bytes_per_sec; }
+  uint64_t foregroundRemoteRate() const { return foreground_rate_; }
 
   struct Stats {
     uint64_t started = 0, published = 0, already_cached = 0;
