@@ -461,11 +461,13 @@ Status Promoter::beforeChunk(const std::string& rel, ChunkSplit& split, uint64_t
   };
   if (opts_.chunk_hook) opts_.chunk_hook(rel, offset);
   uint64_t resident = split.residency.residentBytes(offset, len);
-  // Behind a job's readahead: wait while the chunk's pages keep arriving.
+  // Behind a job's readahead: wait while the chunk's pages keep arriving (a
+  // minute at most, should pages come and go).
   if (resident < len && split.following) {
     ++split.yields;
     auto idle_since = std::chrono::steady_clock::now();
-    while (resident < len && !stopping_) {
+    const auto give_up = idle_since + std::chrono::minutes(1);
+    while (resident < len && !stopping_ && std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(milliseconds(10));
       uint64_t now_resident = split.residency.residentBytes(offset, len);
       if (now_resident > resident) idle_since = std::chrono::steady_clock::now();
