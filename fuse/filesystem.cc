@@ -85,6 +85,16 @@ FileSystem::~FileSystem() = default;
 
 size_t FileSystem::inodeCount() const { return table_.size(); }
 
+UniqueFd FileSystem::shareRemoteBacking(dev_t dev, ino_t ino) {
+  UniqueFd fd;
+  table_.visit(dev, ino, [&](Inode& inode) {
+    std::lock_guard lock(inode.mu);
+    if (inode.backing_fd >= 0 && !inode.backing_is_cache && inode.writer_rels.empty())
+      fd.reset(::fcntl(inode.backing_fd, F_DUPFD_CLOEXEC, 0));
+  });
+  return fd;
+}
+
 std::string FileSystem::childRelPath(fuse_ino_t parent, const char* name) {
   if (parent == FUSE_ROOT_ID) return name;
   std::string dir = relPathOf(inodeOf(parent));

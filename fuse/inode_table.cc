@@ -62,6 +62,14 @@ size_t InodeTable::size() const {
   return inodes_.size() + retired_.size() + 1;
 }
 
+bool InodeTable::visit(dev_t dev, ino_t ino, const std::function<void(Inode&)>& fn) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(std::make_pair(dev, ino));
+  if (it == inodes_.end()) return false;
+  fn(*it->second);
+  return true;
+}
+
 Inode& InodeTable::addLookup(int newfd, const struct stat& attr) {
   std::lock_guard lock(mu_);
   auto key = std::make_pair(attr.st_dev, attr.st_ino);

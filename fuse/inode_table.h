@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -102,6 +103,9 @@ class InodeTable {
   fuse_ino_t idOf(const Inode& inode) const;
   // Inodes in the table, retired ones and the root included.
   size_t size() const;
+  // Runs fn on the (not retired) inode of the remote object (dev, ino) under
+  // mu_, so it cannot be freed meanwhile; fn may take Inode::mu. False if none.
+  bool visit(dev_t dev, ino_t ino, const std::function<void(Inode&)>& fn);
 
   // Adds one lookup reference to the object `attr` describes, found at `newfd`
   // (O_PATH, taken over: kept by a new Inode, closed when the object is known

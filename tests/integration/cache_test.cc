@@ -496,5 +496,113 @@ TEST_F(IntegrationCacheRemoteGone, StrictModeKeepsCopiesWhileTheRemoteIsDown) {
   EXPECT_EQ(st["cache"]["stale_drops"], 0);
   EXPECT_EQ(statOf(mnt_ + "/f")["state"], "cached");
 }
+// sshfs whose sftp-server logs every read it serves (path, offset, length): the
+// bytes the remote sent, counted on the remote's side, apart from the daemon.
+class IntegrationCacheRemoteReads : public IntegrationCacheRemoteGone {
+ protected:
+  void SetUp() override {
+    IntegrationCacheRemoteGone::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    sftp_log_ = tmp_ / "sftp.log";
+    writeFile(tmp_ / "fake-ssh", "#!/bin/bash\nexec -a " + server_name_ +
+                                     " /usr/lib/openssh/sftp-server -e -l DEBUG1 2>>" +
+                                     sftp_log_ + "\n");
+  }
+  // Bytes of source_/rel the server has read out so far, each read clipped to
+  // the file's size. Its log lines: `read "PATH" (handle N) off OFF len LEN`.
+  uint64_t servedBytes(const std::string& rel, uint64_t size) {
+    std::string log = readFile(sftp_log_);
+    std::string key = "read \"" + source_ + "/" + rel + "\" (handle ";
+    uint64_t total = 0;
+    for (size_t at = log.find(key); at != std::string::npos; at = log.find(key, at + 1)) {
+      unsigned long long off = 0, len = 0;
+      size_t o = log.find(" off ", at);
+      if (o == std::string::npos ||
+          std::sscanf(log.c_str() + o, " off %llu len %llu", &off, &len) != 2) {
+        ADD_FAILURE() << "unreadable sftp-server log line at " << at;
+        continue;
+      }
+      if (off < size) total += std::min<uint64_t>(len, size - off);
+    }
+    return total;
+  }
+  std::string sftp_log_;
+};
+
+// One remote read per byte: a file a job has just read is copied from the page
+// cache its read filled (through the job's open file), not read again.
+TEST_F(IntegrationCacheRemoteReads, APromotionAfterAReadCopiesThePageCache) {
+  constexpr uint64_t kSize = 8 << 20;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 21);
+  mountRemote();
+  startDaemon();
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // the job's read
+  const uint64_t by_the_job = servedBytes("data/shard.bin", kSize);
+  EXPECT_EQ(by_the_job, kSize) << "the job's read should come from the remote once";
+
+  CommandResult r = hs({"warm", mnt_ + "/data/shard.bin"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(statOf(mnt_ + "/data/shard.bin")["state"], "cached");
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize) - by_the_job, 0u)
+      << "the promotion read the remote again";
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 1ull), 0u) << p.dump();
+  EXPECT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // now from the copy
+  CommandResult status = hs({"status"});
+  EXPECT_NE(status.out.find("read 8.0 MiB from the page cache, 0 B from the remote"),
+            std::string::npos)
+      << status.out;
+}
+
+// The pages went (memory pressure, here a new open of the sshfs file and
+// POSIX_FADV_DONTNEED): the promotion reads the remote, each byte exactly once.
+TEST_F(IntegrationCacheRemoteReads, APromotionAfterThePagesWentReadsTheRemoteOnce) {
+  constexpr uint64_t kSize = (6 << 20) + 4321;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 22);
+  mountRemote();
+  startDaemon();
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);
+  dropPageCache(remote_ + "/data/shard.bin");
+  const uint64_t before = servedBytes("data/shard.bin", kSize);
+
+  CommandResult r = hs({"warm", mnt_ + "/data/shard.bin"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(statOf(mnt_ + "/data/shard.bin")["state"], "cached");
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize) - before, kSize);
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 1ull), 0u) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);
+}
+
+// The same through automatic placement, as a training job meets it: the job
+// reads the file and closes it; a tick later placement promotes it, and the
+// copy still comes from the page cache (the daemon kept the job's file open).
+TEST_F(IntegrationCacheRemoteReads, PlacementPromotesAFileJustReadWithoutReadingItAgain) {
+  constexpr uint64_t kSize = 4 << 20;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 23);
+  mountRemote();
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--scrub-rate", "0", "--placement", "auto", "--tick", "200ms"}});
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // opened, read whole, closed
+  const uint64_t by_the_job = servedBytes("data/shard.bin", kSize);
+  EXPECT_EQ(by_the_job, kSize);
+  json st;
+  for (int i = 0; i < 100; i++) {  // 10 s
+    st = statOf(mnt_ + "/data/shard.bin");
+    if (st.value("state", "") == "cached") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(st.value("state", ""), "cached") << st.dump() << "\n" << daemon_->log();
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize), by_the_job);
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 1ull), 0u) << p.dump();
+}
+
 }  // namespace
 }  // namespace hotshard::testing
