@@ -10,9 +10,9 @@
 // (negative entries are never cached there) and shows in listings from the next
 // opendir; a removed or renamed-away name leaves listings at the next opendir
 // and, from then on, lookups too (Linux >= 6.16). Directory listings are
-// revalidated at each opendir against the directory's mtime and ctime, as an
-// NFS client revalidates its cached directory pages and dentries against the
-// directory's change attribute (RFC 7530 §10.3.4, fs/nfs/dir.c).
+// revalidated at each opendir against the directory's mtime and ctime, as the
+// Linux NFS client revalidates its cached directory pages and dentries against
+// the directory's change attribute (fs/nfs/dir.c, nfs_check_verifier).
 #pragma once
 
 #include <sys/stat.h>
