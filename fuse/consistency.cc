@@ -40,8 +40,10 @@ std::string Consistency::toString() const {
 }
 
 // Immutable datasets never change in place: the kernel may keep what it knows
-// for as long as it likes. New names can still appear, so negative entries are
-// not cached.
+// of a file for as long as it likes. New names can still appear, so negative
+// entries are not cached; listings are revalidated at each opendir
+// (keepsListing), and a changed directory makes the kernel look its names up
+// again (FileSystem::opendir).
 static constexpr double kImmutableTimeout = 86400.0 * 365;
 
 double Consistency::entryTimeout() const {
@@ -53,6 +55,19 @@ double Consistency::negativeTimeout() const { return mode == Mode::kTtl ? ttl_se
 bool Consistency::trustsRememberedAttrs(double remembered_at, double now) const {
   if (mode == Mode::kStrict || remembered_at <= 0) return false;
   return mode == Mode::kImmutable || now - remembered_at < ttl_seconds;
+}
+
+bool sameDirectoryVersion(const struct stat& a, const struct stat& b) {
+  return a.st_ino == b.st_ino && a.st_dev == b.st_dev && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
+         a.st_mtim.tv_nsec == b.st_mtim.tv_nsec && a.st_ctim.tv_sec == b.st_ctim.tv_sec &&
+         a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+bool Consistency::keepsListing(const struct stat& listed, double listed_at,
+                               const struct stat& now) const {
+  if (mode == Mode::kStrict || listed_at <= 0 || !sameDirectoryVersion(listed, now)) return false;
+  double changed_at = static_cast<double>(listed.st_ctim.tv_sec) + listed.st_ctim.tv_nsec * 1e-9;
+  return changed_at <= listed_at - kQuietListingSeconds;
 }
 
 }  // namespace hotshard::fuse

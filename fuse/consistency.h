@@ -4,7 +4,18 @@
 //
 // Units: seconds (double), as fuse_entry_param and fuse_reply_attr take them.
 // Errors: parse() returns Errc::kInvalidArgument naming the text it refused.
+//
+// Names (docs/user-guide.md, "Consistency modes"): immutable promises that a
+// file's contents never change; names may. A new name answers lookup at once
+// (negative entries are never cached there) and shows in listings from the next
+// opendir; a removed or renamed-away name leaves listings at the next opendir
+// and, from then on, lookups too (Linux >= 6.16). Directory listings are
+// revalidated at each opendir against the directory's mtime and ctime, as the
+// Linux NFS client revalidates its cached directory pages and dentries against
+// the directory's change attribute (fs/nfs/dir.c, nfs_check_verifier).
 #pragma once
+
+#include <sys/stat.h>
 
 #include <string>
 
@@ -33,6 +44,21 @@ struct Consistency {
   // fstat of the remote? Never in strict mode; in ttl mode while younger than
   // the ttl; in immutable mode always once known. Pure: `now` is passed in.
   bool trustsRememberedAttrs(double remembered_at, double now) const;
+
+  // At an opendir: may the kernel keep the listing it cached (FOPEN_CACHE_DIR with
+  // FOPEN_KEEP_CACHE), rather than read the directory again? Only outside strict
+  // mode, while the directory's validator `now` (mtime, ctime, inode, device: its
+  // fstat at this opendir) equals `listed`, the validator at the opendir that
+  // began the cached listing, taken at `listed_at` (CLOCK_REALTIME seconds; 0 =
+  // never), and only when the directory had then been unchanged for
+  // kQuietListingSeconds: a change within the same timestamp tick as the listing
+  // would leave the validator as it was (git's "racy" entries; file systems with
+  // coarse timestamps). Pure.
+  bool keepsListing(const struct stat& listed, double listed_at, const struct stat& now) const;
+  static constexpr double kQuietListingSeconds = 1.0;
 };
+
+// Same directory, unchanged: inode, device, mtime and ctime (nanoseconds) equal.
+bool sameDirectoryVersion(const struct stat& a, const struct stat& b);
 
 }  // namespace hotshard::fuse

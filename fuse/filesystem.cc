@@ -702,26 +702,68 @@ Status createAsCaller(fuse_req_t req, int dir_fd, const char* name, mode_t mode,
 
 Status FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                           fuse_file_info* fi) {
+  if (isTmpfileCreate(name)) return tmpfile(req, parent, mode, fi);
   RETURN_IF_ERROR(createAsCaller(req, inodeOf(parent).fd, name, mode, fi->flags));
   fuse_entry_param e;
   RETURN_IF_ERROR(doLookup(parent, name, &e));
+  return replyCreated(req, e, fi, fi->flags & ~O_TRUNC, "create");
+}
+
+Status FileSystem::replyCreated(fuse_req_t req, const fuse_entry_param& e, fuse_file_info* fi,
+                                int flags, const char* op) {
   Inode& inode = inodeOf(e.ino);
-  auto backing = acquireBacking(inode, fi->flags & ~O_TRUNC);
+  auto backing = acquireBacking(inode, flags);
   if (!backing.ok()) {
     table_.forget(inode, 1);
     return backing.takeError();
   }
-  fi->fh = opensForWrite(fi->flags & ~O_TRUNC) ? kFhWriter : 0;
+  fi->fh = opensForWrite(flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
   int id = *backing;
   (id >= 0 ? passthrough_opens_ : userspace_opens_).fetch_add(1, std::memory_order_relaxed);
   if (shim_->replyCreate(req, e, *fi, id) != 0) {
-    afterReply("create", [&] {
+    afterReply(op, [&] {
       releaseBacking(inode, fi->fh == kFhWriter);
       table_.forget(inode, 1);
     });
   }
   return Ok{};
+}
+
+namespace {
+// The unnamed file, made as the caller (so it belongs to them), and an O_PATH fd
+// of it for the inode table. Only the access mode and O_EXCL (never linkable)
+// travel; the backing file is opened later, shared per inode, as for create.
+Result<UniqueFd> tmpfileAsCaller(fuse_req_t req, int dir_fd, mode_t mode, int open_flags) {
+  UniqueFd fd;
+  {
+    CallerCredentials creds(req);
+    int flags = O_TMPFILE | O_CLOEXEC | (open_flags & (O_ACCMODE | O_EXCL));
+    fd.reset(::openat(dir_fd, ".", flags, mode & ~S_IFMT));
+  }
+  // ENOSYS would make the kernel refuse O_TMPFILE on the whole mount for good.
+  if (!fd) return sysError(errno == ENOSYS ? EOPNOTSUPP : errno, "O_TMPFILE");
+  UniqueFd path_fd(::open(procPath(fd.get()).c_str(), O_PATH | O_CLOEXEC));
+  if (!path_fd) return lastSysError("O_PATH of the O_TMPFILE file");
+  return path_fd;
+}
+}  // namespace
+
+Status FileSystem::tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_file_info* fi) {
+  ASSIGN_OR_RETURN(UniqueFd path_fd, tmpfileAsCaller(req, inodeOf(parent).fd, mode, fi->flags));
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.attr_timeout = opts_.consistency.attrTimeout();
+  e.entry_timeout = opts_.consistency.entryTimeout();
+  if (::fstat(path_fd.get(), &e.attr) < 0) return lastSysError("fstat O_TMPFILE file");
+  Inode& inode = table_.addLookup(path_fd.release(), e.attr);
+  e.ino = table_.idOf(inode);
+  e.generation = inode.generation;
+  // The kernel's d_tmpfile() drops one link from what the reply says (fs/dcache.c),
+  // as local file systems make the inode with one link and drop it there.
+  e.attr.st_nlink += 1;
+  // O_TMPFILE's flags carry O_DIRECTORY: only the access mode and O_APPEND open it.
+  return replyCreated(req, e, fi, fi->flags & (O_ACCMODE | O_APPEND), "tmpfile");
 }
 
 Status FileSystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
@@ -880,16 +922,56 @@ Status FileSystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, unsig
 
 // ---- directories ---------------------------------------------------------------
 
+bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
+  bool keep;
+  {
+    std::lock_guard lock(listings_mu_);
+    auto key = std::make_pair(now.st_dev, now.st_ino);
+    if (listings_.size() >= kMaxListings && !listings_.contains(key)) listings_.clear();
+    Listing& listing = listings_[key];
+    keep = opts_.consistency.keepsListing(listing.dir, listing.at, now);
+    if (!keep) listing = {.dir = now, .at = static_cast<double>(wallNs()) * 1e-9};
+  }
+  spdlog::debug("opendir of {}: {}", now.st_ino, keep ? "listing kept" : "listing read afresh");
+  if (keep) return true;
+  // The open's reply without FOPEN_KEEP_CACHE drops the cached listing where the
+  // kernel honours that flag for directories (6.18 does); this drops it on any
+  // kernel, and the directory's cached attributes too: its mtime, which
+  // fuse_readdir_cached() checks its cache against, and what `ls -ld` shows,
+  // otherwise trusted for the whole attribute timeout. Before the reply.
+  Status st = shim_->invalidateInode(dir);
+  if (!st.ok()) spdlog::warn("opendir: {}", st.error().message);
+  // A listing read afresh may lack names the kernel still holds entries for
+  // (removed or renamed on the remote): it looks each up again on next use.
+  if (opts_.consistency.mode == Consistency::Mode::kImmutable) {
+    st = shim_->invalidateAllEntries();
+    if (!st.ok() && !warned_no_epoch_.exchange(true)) {
+      spdlog::warn(
+          "{}: names removed on the remote may answer stat until the kernel drops them "
+          "(needs Linux >= 6.16)",
+          st.error().message);
+    }
+  }
+  return false;
+}
+
 Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto d = std::make_unique<DirHandle>();
   UniqueFd fd(::openat(inodeOf(ino).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return lastSysError("opendir");
+  struct stat now {};
+  if (opts_.consistency.keepCache() && ::fstat(fd.get(), &now) < 0) {
+    return lastSysError("opendir: fstat");
+  }
   d->dp = ::fdopendir(fd.get());
   if (d->dp == nullptr) return lastSysError("fdopendir");
   (void)fd.release();  // the DIR owns it now
   fi->fh = reinterpret_cast<uint64_t>(d.release());
   if (opts_.consistency.keepCache()) {
-    fi->keep_cache = 1;
+    // The kernel caches the listing (FOPEN_CACHE_DIR); revalidateListing drops
+    // it where the directory changed. FOPEN_KEEP_CACHE says the same to kernels
+    // whose directory open drops the cache without it.
+    fi->keep_cache = revalidateListing(ino, now);
     fi->cache_readdir = 1;
   }
   fuse_reply_open(req, fi);

@@ -25,7 +25,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "base/fd.h"
 #include "base/result.h"
@@ -91,6 +94,11 @@ class FileSystem {
   Status open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   Status create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                 fuse_file_info* fi);
+  // open(dir, O_TMPFILE): an unnamed file in the remote directory, made as the
+  // caller, linkable later (FUSE_LINK of its node id) unless O_EXCL; the
+  // remote's errno where it refuses (EOPNOTSUPP on a remote without O_TMPFILE,
+  // as the native call there). Reached through create() (isTmpfileCreate).
+  Status tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_file_info* fi);
   Status read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   Status write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off);
   Status flush(fuse_req_t req, fuse_ino_t ino);
@@ -123,6 +131,10 @@ class FileSystem {
   Status doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e);
   // After mknod, mkdir, symlink, link: the entry for the new name.
   Status replyEntry(fuse_req_t req, fuse_ino_t parent, const char* name);
+  // After create and tmpfile (e holds one lookup reference): opens the backing
+  // file for `flags` and replies entry + open; on failure the reference is dropped.
+  Status replyCreated(fuse_req_t req, const fuse_entry_param& e, fuse_file_info* fi, int flags,
+                      const char* op);
   Status truncateRemote(Inode& inode, off_t size);
   // An fd of the remote file: a duplicate of the backing fd when that is the
   // remote file open as needed, else a fresh open (O_RDONLY or O_WRONLY).
@@ -157,6 +169,11 @@ class FileSystem {
   void invalidateTree(const std::string& rel);
   // Attributes to validate a cached copy against, per the consistency mode.
   Result<struct stat> remoteAttrsForOpen(Inode& inode);
+  // At an opendir of `dir` (fstat `now`), outside strict mode: may the kernel keep
+  // its cached listing? When not, the listing starts afresh from here, and in
+  // immutable mode the kernel is told to look up again every name it holds
+  // (a name may have gone; see consistency.h).
+  bool revalidateListing(fuse_ino_t dir, const struct stat& now);
   void rememberStat(Inode& inode, const struct stat& st);
 
   FileSystemOptions opts_;
@@ -169,6 +186,18 @@ class FileSystem {
   std::atomic<uint64_t> cache_opens_{0};
   std::atomic<uint64_t> remote_opens_{0};
   std::atomic<uint64_t> cache_conflicts_{0};
+  std::atomic<bool> warned_no_epoch_{false};
+  // Each directory as of the opendir that began the kernel's cached listing of
+  // it (Consistency::keepsListing), by remote (st_dev, st_ino): kept apart from
+  // Inode, which the kernel may forget and look up again meanwhile. At
+  // kMaxListings it starts over (every directory is then read afresh once).
+  struct Listing {
+    struct stat dir {};
+    double at = 0;  // CLOCK_REALTIME seconds; 0 = never
+  };
+  static constexpr size_t kMaxListings = 1 << 16;
+  std::mutex listings_mu_;                               // a leaf
+  std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
 };
 
 }  // namespace hotshard::fuse

@@ -1,6 +1,8 @@
-// Kernel FUSE passthrough ABI (Linux >= 6.9, protocol 7.40) that Debian 12's
-// <linux/fuse.h> (7.38) and libfuse 3.14 predate. One place, so a newer
-// header or libfuse >= 3.17 replaces it wholesale.
+// Kernel FUSE ABI that Debian 12's <linux/fuse.h> (7.38) and libfuse 3.14
+// predate or do not wire up: passthrough (Linux >= 6.9, protocol 7.40), the
+// FUSE_TMPFILE request (7.37, which libfuse 3.14 answers ENOSYS) and the
+// FUSE_NOTIFY_INC_EPOCH notification (Linux >= 6.16, 7.44). One place, so a
+// newer header or libfuse >= 3.17 replaces it wholesale.
 #pragma once
 
 #include <linux/fuse.h>
@@ -41,6 +43,20 @@ struct OpenOut {
   int32_t backing_id;
 };
 static_assert(sizeof(OpenOut) == sizeof(struct fuse_open_out));
+
+// FUSE_TMPFILE (opcode 51): fuse_create_in + the name "/" (the tmpfile dentry's
+// name, fs/namei.c vfs_tmpfile), answered with fuse_entry_out + fuse_open_out
+// as FUSE_CREATE is (fs/fuse/dir.c fuse_create_open). No FUSE_INIT flag asks for
+// it; an ENOSYS answer makes the kernel fail every later O_TMPFILE open on the
+// connection with EOPNOTSUPP (fs/fuse/dir.c fuse_tmpfile, fc->no_tmpfile).
+inline constexpr uint32_t kOpTmpfile = 51;
+static_assert(kOpTmpfile == FUSE_TMPFILE);
+
+// A notification (fuse_out_header.unique == 0, .error == the code, no payload):
+// every dentry the kernel holds is invalid from now on, so the next path walk
+// through it looks the name up again (fs/fuse/dir.c fuse_dentry_revalidate
+// compares the dentry's epoch with fc->epoch). Linux < 6.16 answers EINVAL.
+inline constexpr int32_t kNotifyIncEpoch = 8;
 
 struct BackingMap {
   int32_t fd;

@@ -71,6 +71,25 @@ void PassthroughShim::closeBacking(int backing_id) {
   }
 }
 
+Status PassthroughShim::notify(int32_t code, const void* payload, size_t size, const char* what) {
+  fuse_out_header out{
+      .len = static_cast<uint32_t>(sizeof(fuse_out_header) + size), .error = code, .unique = 0};
+  struct iovec iov[2] = {{&out, sizeof(out)}, {const_cast<void*>(payload), size}};
+  if (::writev(devfd_, iov, size > 0 ? 2 : 1) != static_cast<ssize_t>(out.len)) {
+    return lastSysError(what);
+  }
+  return Ok{};
+}
+
+Status PassthroughShim::invalidateAllEntries() {
+  return notify(compat::kNotifyIncEpoch, nullptr, 0, "FUSE_NOTIFY_INC_EPOCH");
+}
+
+Status PassthroughShim::invalidateInode(uint64_t nodeid) {
+  fuse_notify_inval_inode_out arg{.ino = nodeid, .off = 0, .len = 0};
+  return notify(FUSE_NOTIFY_INVAL_INODE, &arg, sizeof(arg), "FUSE_NOTIFY_INVAL_INODE");
+}
+
 namespace {
 const char* opcodeName(uint32_t op) {
   switch (op) {
@@ -79,6 +98,7 @@ const char* opcodeName(uint32_t op) {
     case FUSE_SETATTR: return "setattr";
     case FUSE_OPEN: return "open";
     case FUSE_CREATE: return "create";
+    case FUSE_TMPFILE: return "tmpfile";
     case FUSE_READ: return "read";
     case FUSE_WRITE: return "write";
     case FUSE_FLUSH: return "flush";
@@ -198,13 +218,25 @@ static PassthroughShim* shimOf(void* userdata) {
 // observer). Bookkeeping that fails is dropped; the request or reply itself
 // always goes through, exactly once.
 
+namespace {
+// FUSE_TMPFILE as a FUSE_CREATE of the name "" (isTmpfileCreate): the request
+// keeps its unique id, credentials and fuse_create_in; the name "/" becomes "".
+void disguiseTmpfile(fuse_in_header* in, size_t n) {
+  if (n < sizeof(fuse_in_header) + sizeof(fuse_create_in) + 1) return;  // libfuse: ENOSYS
+  in->opcode = FUSE_CREATE;
+  reinterpret_cast<char*>(in + 1)[sizeof(fuse_create_in)] = '\0';
+}
+}  // namespace
+
 ssize_t PassthroughShim::ioRead(int fd, void* buf, size_t len, void* userdata) {
   ssize_t n = ::read(fd, buf, len);
   if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+  auto* in = static_cast<fuse_in_header*>(buf);
   try {
-    shimOf(userdata)->noteRequest(static_cast<const fuse_in_header*>(buf), static_cast<size_t>(n));
+    shimOf(userdata)->noteRequest(in, static_cast<size_t>(n));
   } catch (...) {
   }
+  if (in->opcode == compat::kOpTmpfile) disguiseTmpfile(in, static_cast<size_t>(n));
   return n;
 }
 

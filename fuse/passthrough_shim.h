@@ -5,7 +5,12 @@
 //    FUSE_INIT request tells whether the kernel offers passthrough); writev() patches
 //    the INIT reply to ask for it (FUSE_INIT_EXT, FUSE_PASSTHROUGH, max_stack_depth=1);
 //  * openBacking()/closeBacking(): FUSE_DEV_IOC_BACKING_OPEN/CLOSE on the device fd;
-//  * replyOpen()/replyCreate(): raw fuse_open_out with FOPEN_PASSTHROUGH + backing id.
+//  * replyOpen()/replyCreate(): raw fuse_open_out with FOPEN_PASSTHROUGH + backing id;
+//  * FUSE_TMPFILE, which libfuse 3.14 would answer ENOSYS, reaches the create
+//    handler as a FUSE_CREATE with an empty name (isTmpfileCreate());
+//  * invalidateAllEntries(), invalidateInode(): FUSE_NOTIFY_INC_EPOCH and
+//    FUSE_NOTIFY_INVAL_INODE, raw on the device fd (libfuse 3.14 has no call for
+//    the first and no session at hand for the second).
 //
 // When the kernel does not offer passthrough, or refuses a backing file, the
 // caller serves reads and writes in user space; reason() says why.
@@ -53,6 +58,13 @@ inline constexpr size_t kMaxOpcode = 64;
 
 class PassthroughShim;
 
+// Is this FUSE_CREATE a FUSE_TMPFILE (open(dir, O_TMPFILE)) in disguise? The shim
+// rewrites FUSE_TMPFILE (same fuse_create_in, same entry + open reply) into a
+// FUSE_CREATE with the name "" (the kernel sends "/"), a name no real CREATE
+// carries, so the handler gets a fuse_req_t with the caller's credentials and
+// answers it exactly once through libfuse.
+inline bool isTmpfileCreate(const char* name) { return name[0] == '\0'; }
+
 // What fuse_session_new() gets as userdata: the shim's I/O hooks and the file
 // system's handlers both find their object through it.
 struct SessionUserdata {
@@ -88,6 +100,16 @@ class PassthroughShim {
   int replyCreate(fuse_req_t req, const fuse_entry_param& e, const fuse_file_info& fi,
                   int backing_id);
 
+  // FUSE_NOTIFY_INC_EPOCH: every name the kernel caches is looked up again on
+  // its next use (see fuse_compat.h). Safe inside a handler (the kernel takes no
+  // lock for it). An error on kernels before 6.16 (EINVAL).
+  Status invalidateAllEntries();
+  // FUSE_NOTIFY_INVAL_INODE over the whole file: the kernel drops the inode's
+  // cached attributes and pages (for a directory, its cached listing;
+  // fs/fuse/inode.c fuse_reverse_inval_inode). Safe inside a handler (no inode
+  // lock taken).
+  Status invalidateInode(uint64_t nodeid);
+
   // Requests read from /dev/fuse, by opcode (FUSE_READ == 15, ...).
   uint64_t requestCount(uint32_t opcode) const {
     return opcode < kMaxOpcode ? counts_[opcode].load(std::memory_order_relaxed) : 0;
@@ -106,6 +128,8 @@ class PassthroughShim {
   void disable(std::string why);
 
  private:
+  // Writes a notification (unique 0, error = code) with its payload.
+  Status notify(int32_t code, const void* payload, size_t size, const char* what);
   static ssize_t ioRead(int fd, void* buf, size_t len, void* self);
   static ssize_t ioWritev(int fd, struct iovec* iov, int count, void* self);
   // ioRead's bookkeeping: counts, the FUSE_INIT offer, the start of timing.

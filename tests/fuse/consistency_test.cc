@@ -41,5 +41,42 @@ TEST(FuseConsistency, TimeoutsPerMode) {
   EXPECT_TRUE(immutable->keepCache());
 }
 
+struct stat dirAt(long mtime_s, long ctime_s, long nsec = 0) {
+  struct stat st {};
+  st.st_ino = 42;
+  st.st_dev = 7;
+  st.st_mtim = {mtime_s, nsec};
+  st.st_ctim = {ctime_s, nsec};
+  return st;
+}
+
+// A cached listing is kept while the directory is unchanged, and only once it
+// had been quiet for kQuietListingSeconds when the listing began.
+TEST(FuseConsistency, ListingKeptOnlyWhileTheDirectoryIsUnchanged) {
+  auto immutable = Consistency::parse("immutable");
+  ASSERT_TRUE(immutable.ok());
+  struct stat listed = dirAt(1000, 1000);
+  EXPECT_TRUE(immutable->keepsListing(listed, 1001.0, dirAt(1000, 1000)));
+  EXPECT_FALSE(immutable->keepsListing(listed, 0, dirAt(1000, 1000)));       // never listed
+  EXPECT_FALSE(immutable->keepsListing(listed, 1001.0, dirAt(1005, 1005)));  // a name came or went
+  EXPECT_FALSE(immutable->keepsListing(listed, 1001.0, dirAt(1000, 1003)));  // ctime only
+  EXPECT_FALSE(immutable->keepsListing(listed, 1001.0, dirAt(1000, 1000, 1)));  // nanoseconds
+  struct stat other = dirAt(1000, 1000);
+  other.st_ino = 43;  // another directory now under that name
+  EXPECT_FALSE(immutable->keepsListing(listed, 1001.0, other));
+  // Listed within a second of its last change: a change in the same timestamp
+  // tick would not show, so the listing is read again.
+  EXPECT_FALSE(immutable->keepsListing(listed, 1000.5, dirAt(1000, 1000)));
+  EXPECT_TRUE(immutable->keepsListing(listed, 1000.0 + Consistency::kQuietListingSeconds,
+                                      dirAt(1000, 1000)));
+
+  auto ttl = Consistency::parse("ttl=30");
+  ASSERT_TRUE(ttl.ok());
+  EXPECT_TRUE(ttl->keepsListing(listed, 1001.0, dirAt(1000, 1000)));
+  EXPECT_FALSE(ttl->keepsListing(listed, 1001.0, dirAt(1001, 1001)));
+  Consistency strict;
+  EXPECT_FALSE(strict.keepsListing(listed, 1001.0, dirAt(1000, 1000)));  // never cached
+}
+
 }  // namespace
 }  // namespace hotshard::fuse
