@@ -461,7 +461,7 @@ Result<json> Placement::traceRecord(const json& req) {
   const char* mode = heat_->samples() ? "samples" : "chunks";
   if (heat_->samples()) {
     // Raw sampled events from the ring buffer, one record each; a page-cache
-    // miss is a record of its own, with its bytes counted as read and missed.
+    // miss is a record of its own, flagged kFlagMissSample (not a second read).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration);
     Status failed = Ok{};
     while (failed.ok() && !stopping_ && std::chrono::steady_clock::now() < deadline) {
@@ -475,7 +475,10 @@ Result<json> Placement::traceRecord(const json& req) {
                           .size = s.size,
                           .offset = e.offset,
                           .bytes_read = e.length,
-                          .bytes_missed = e.miss ? e.length : 0};
+                          .bytes_missed = e.miss ? e.length : 0,
+                          // The read itself is a record of its own: a miss only says
+                          // its bytes came from the remote, so it is not read twice.
+                          .flags = e.miss ? policy::kFlagMissSample : 0u};
         if (writer->write(r)) records++;
       });
     }

@@ -8,7 +8,8 @@ namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
-constexpr TimeNs kStepNs = 1000000;  // 1 ms between requests
+constexpr TimeNs kStepNs = 1000000;  // at least 1 ms between requests
+constexpr double kReadRate = 4.0 * kGiB;  // bytes/s the jobs read, all together
 
 std::uint64_t logUniform(Rng& rng, std::uint64_t lo, std::uint64_t hi) {
   double l = std::log(static_cast<double>(lo)), h = std::log(static_cast<double>(hi));
@@ -30,22 +31,33 @@ std::vector<std::uint32_t> permutation(Rng& rng, std::uint64_t n) {
   return p;
 }
 
-// Emits whole-object reads, all from the remote, one step apart.
+// Emits whole-object reads, all from the remote. Time advances by what the read takes
+// at kReadRate, at least kStepNs, so copies (policy/simulator.h, charged) compete with
+// reads on a realistic time scale.
 class Emitter {
  public:
   explicit Emitter(const RequestSink& sink) : sink_(sink) {}
-  Status read(ObjectId id, std::uint64_t size) {
+  Status read(ObjectId id, std::uint64_t size) { return emit(id, size, size, 0); }
+  // The whole object written through the mount (its cached copy is invalidated).
+  Status write(ObjectId id, std::uint64_t size) { return emit(id, size, size, kFlagWrite); }
+  Status unlink(ObjectId id, std::uint64_t size) { return emit(id, size, 0, kFlagUnlink); }
+  // Time passes with no request (a pause between phases).
+  void idle(TimeNs ns) { now_ += ns; }
+
+ private:
+  Status emit(ObjectId id, std::uint64_t size, std::uint64_t bytes, std::uint32_t flags) {
     Request r;
     r.time_ns = now_;
     r.id = id;
     r.size = size;
-    r.bytes_read = size;
-    r.bytes_missed = size;
-    now_ += kStepNs;
+    r.bytes_read = flags == 0 ? bytes : 0;
+    r.bytes_missed = r.bytes_read;
+    r.flags = flags;
+    now_ += std::max<TimeNs>(kStepNs, static_cast<TimeNs>(static_cast<double>(bytes) /
+                                                          kReadRate * 1e9));
     return sink_(r);
   }
 
- private:
   const RequestSink& sink_;
   TimeNs now_ = 0;
 };
