@@ -500,9 +500,12 @@ void addSimulateCommand(CLI::App* policy) {
 
 void addGenerateCommand(CLI::App* policy) {
   auto gen = std::make_shared<GenerateOptions>();
+  std::string families;
+  for (const auto& g : listGenerators()) families += (families.empty() ? "" : ", ") + g.name;
   auto* generate = policy->add_subcommand(
-      "generate", "Write a seeded synthetic trace (zipf, epoch, modelload, scan)");
-  generate->add_option("family", gen->family, "zipf | epoch | modelload | scan")->required();
+      "generate", "Write a seeded synthetic trace (" + families + ")");
+  generate->add_option("family", gen->family, "One of: " + families + " (see 'list')")
+      ->required();
   generate->add_option("--out", gen->out, "Output file")->required();
   generate->add_option("--format", gen->format,
                        "native|csv|oracleGeneral (default: csv for *.csv, else native)");
@@ -516,7 +519,8 @@ void addGenerateCommand(CLI::App* policy) {
       "  hotshard policy generate epoch --out epoch.trace --seed 3 --param jobs=4 --param "
       "epochs=8\n"
       "  hotshard policy generate scan --out scan.csv --param hot_objects=500\n"
-      "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB");
+      "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB\n"
+      "  hotshard policy generate kvspill --out kv.trace --param live=64");
   generate->callback([gen] { runGenerate(*gen); });
 }
 

@@ -214,6 +214,13 @@ TEST(TraceGenerate, SameSeedSameTraceOtherSeedOtherTrace) {
       small = {{"requests", "2000"}, {"objects", "3000"}, {"scan_every", "1000"}};
     if (g.name == "modelload") small = {{"restarts", "3"}, {"background_between", "100"}};
     if (g.name == "epoch") small = {{"shards", "100"}};
+    if (g.name == "multijob") small = {{"shards", "20"}, {"stagger", "10"}};
+    if (g.name == "inference") small = {{"deployments", "5"}, {"background_between", "10"}};
+    if (g.name == "kvspill") small = {{"chunks", "200"}};
+    if (g.name == "checkpoint") small = {{"shards", "100"}, {"every", "50"}};
+    if (g.name == "webdataset") small = {{"shards", "100"}, {"eval_every", "50"}};
+    if (g.name == "shift") small = {{"requests", "2000"}};
+    if (g.name == "smallfiles") small = {{"files", "500"}, {"shards", "20"}};
     auto a = generate(g.name, 1, small), b = generate(g.name, 1, small),
          c = generate(g.name, 2, small);
     EXPECT_FALSE(a.empty()) << g.name;
