@@ -99,6 +99,28 @@ struct ZipfConfig {
   }
 };
 
+// One job reading a data set in epochs, each a fresh shuffle of its files.
+struct ShuffledJob {
+  ObjectId base = 0;  // ids base + 0 .. base + n - 1
+  const std::vector<std::uint64_t>* sizes = nullptr;
+  std::uint64_t epochs = 1;
+  std::vector<std::uint32_t> order;
+  std::uint64_t pos = 0, epoch = 0;
+
+  ShuffledJob(Rng& rng, ObjectId first, const std::vector<std::uint64_t>& files, std::uint64_t n)
+      : base(first), sizes(&files), epochs(n), order(permutation(rng, files.size())) {}
+  bool done() const { return epoch >= epochs; }
+  Status step(Rng& rng, Emitter& out) {
+    std::uint32_t f = order[pos];
+    RETURN_IF_ERROR(out.read(base + f, (*sizes)[f]));
+    if (++pos == order.size()) {
+      pos = 0;
+      if (++epoch < epochs) order = permutation(rng, sizes->size());
+    }
+    return {};
+  }
+};
+
 struct EpochConfig {
   std::uint64_t shards = 2000;
   std::uint64_t epochs = 5;
@@ -120,25 +142,12 @@ struct EpochConfig {
   Status run(Rng& rng, Emitter& out) const {
     std::vector<std::uint64_t> sizes(shards);
     for (auto& s : sizes) s = min_size + rng.below(max_size - min_size + 1);
-    struct Job {
-      std::vector<std::uint32_t> order;
-      std::uint64_t pos = 0, epoch = 0;
-    };
-    std::vector<Job> running(jobs);
-    for (auto& j : running) j.order = permutation(rng, shards);
+    std::vector<ShuffledJob> running;
+    for (std::uint64_t j = 0; j < jobs; ++j) running.emplace_back(rng, 1, sizes, epochs);
     while (!running.empty()) {
       std::size_t k = rng.below(running.size());
-      Job& job = running[k];
-      std::uint32_t shard = job.order[job.pos];
-      RETURN_IF_ERROR(out.read(shard + 1, sizes[shard]));
-      if (++job.pos == shards) {
-        job.pos = 0;
-        if (++job.epoch == epochs) {
-          running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
-        } else {
-          job.order = permutation(rng, shards);  // a fresh shuffle every epoch
-        }
-      }
+      RETURN_IF_ERROR(running[k].step(rng, out));
+      if (running[k].done()) running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
     }
     return {};
   }
@@ -222,28 +231,6 @@ struct ScanConfig {
       }
       std::uint32_t obj = order[zipf.sample(rng)];
       RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
-    }
-    return {};
-  }
-};
-
-// One job reading a data set in epochs, each a fresh shuffle of its files.
-struct ShuffledJob {
-  ObjectId base = 0;  // ids base + 0 .. base + n - 1
-  const std::vector<std::uint64_t>* sizes = nullptr;
-  std::uint64_t epochs = 1;
-  std::vector<std::uint32_t> order;
-  std::uint64_t pos = 0, epoch = 0;
-
-  ShuffledJob(Rng& rng, ObjectId first, const std::vector<std::uint64_t>& files, std::uint64_t n)
-      : base(first), sizes(&files), epochs(n), order(permutation(rng, files.size())) {}
-  bool done() const { return epoch >= epochs; }
-  Status step(Rng& rng, Emitter& out) {
-    std::uint32_t f = order[pos];
-    RETURN_IF_ERROR(out.read(base + f, (*sizes)[f]));
-    if (++pos == order.size()) {
-      pos = 0;
-      if (++epoch < epochs) order = permutation(rng, sizes->size());
     }
     return {};
   }
