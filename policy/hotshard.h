@@ -59,7 +59,7 @@ class HotshardPolicy final : public Policy {
     double half_life = 64;     // heat halves every half_life x capacity bytes read
     double miss_weight = 1.0;  // weight of a byte fetched from the remote
     double hit_weight = 0.25;  // weight of a byte served by the page cache
-    double hysteresis = 1.0;  // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
+    double hysteresis = 0.5;  // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
     double margin = 2.0;      // ... plus this many full reads of itself
     double min_read_ratio = 1.0;  // bytes read (all time) over size before a promotion
     double history = 4;           // non-resident objects remembered, x max(residents, 1024)
