@@ -108,6 +108,15 @@ void Placement::noteOpen(const std::string& rel, const struct stat& backing, boo
     s.opens++;
     rel_of_[s.id] = rel;
     if (for_write) policy_->remove(s.id);  // its copy is gone (beginWrite)
+    if (for_write && trace_ != nullptr) {
+      // The simulator invalidates its copy too (policy/trace.h kFlagWrite); the clock
+      // is the probes' (CLOCK_MONOTONIC), which time the read records.
+      policy::Request r{.time_ns = static_cast<uint64_t>(monotonicNs()),
+                        .id = s.id,
+                        .size = s.size,
+                        .flags = policy::kFlagWrite};
+      if (trace_->write(r)) trace_records_++;
+    }
   }
   // After the backing is known, so the tick can attribute what the source saw.
   heat_->noteOpen(backing, from_cache, for_write);
