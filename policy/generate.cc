@@ -8,7 +8,7 @@ namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
-constexpr TimeNs kStepNs = 1000000;  // at least 1 ms between requests
+constexpr TimeNs kStepNs = 1000000;       // at least 1 ms between requests
 constexpr double kReadRate = 4.0 * kGiB;  // bytes/s the jobs read, all together
 
 std::uint64_t logUniform(Rng& rng, std::uint64_t lo, std::uint64_t hi) {
@@ -53,8 +53,8 @@ class Emitter {
     r.bytes_read = flags == 0 ? bytes : 0;
     r.bytes_missed = r.bytes_read;
     r.flags = flags;
-    now_ += std::max<TimeNs>(kStepNs, static_cast<TimeNs>(static_cast<double>(bytes) /
-                                                          kReadRate * 1e9));
+    now_ += std::max<TimeNs>(kStepNs,
+                             static_cast<TimeNs>(static_cast<double>(bytes) / kReadRate * 1e9));
     return sink_(r);
   }
 
@@ -538,9 +538,8 @@ struct SmallFilesConfig {
     std::vector<std::uint64_t> large(shards);
     for (auto& size : large) size = min_size + rng.below(max_size - min_size + 1);
     ShuffledJob images(rng, 1, small, file_epochs), tars(rng, 1000000000, large, shard_epochs);
-    const double image_share =
-        static_cast<double>(files * file_epochs) /
-        static_cast<double>(files * file_epochs + shards * shard_epochs);
+    const double image_share = static_cast<double>(files * file_epochs) /
+                               static_cast<double>(files * file_epochs + shards * shard_epochs);
     while (!images.done() || !tars.done()) {
       bool image = tars.done() || (!images.done() && rng.unit() < image_share);
       RETURN_IF_ERROR(image ? images.step(rng, out) : tars.step(rng, out));
@@ -577,8 +576,7 @@ const std::vector<Family>& families() {
       family<ModelLoadConfig>("modelload",
                               "the same large model shards read whole at every restart"),
       family<ScanConfig>("scan", "a hot set under periodic full scans"),
-      family<MultiJobConfig>("multijob",
-                             "overlapping training jobs on different data sets"),
+      family<MultiJobConfig>("multijob", "overlapping training jobs on different data sets"),
       family<InferenceConfig>("inference",
                               "model cold starts: bursts of replicas loading the same model"),
       family<KvSpillConfig>("kvspill", "KV-cache chunks written, reread soon, deleted"),
@@ -586,8 +584,7 @@ const std::vector<Family>& families() {
                                "training reads with checkpoints written, evaluated, reloaded"),
       family<WebdatasetConfig>("webdataset", "tar shards in shuffled epochs and an eval set"),
       family<ShiftConfig>("shift", "Zipf reads whose hot data set changes midway"),
-      family<SmallFilesConfig>("smallfiles",
-                               "a small-file image data set beside large shards"),
+      family<SmallFilesConfig>("smallfiles", "a small-file image data set beside large shards"),
   };
   return f;
 }

@@ -63,9 +63,7 @@ double HotshardPolicy::liveLogHeat(const Node& n, double at_least) const noexcep
   return n.log_heat - std::max(0.0, idle / gap - config_.idle_gaps);
 }
 
-double HotshardPolicy::density(const Node& n) const noexcept {
-  return liveLogHeat(n) - n.log_size;
-}
+double HotshardPolicy::density(const Node& n) const noexcept { return liveLogHeat(n) - n.log_size; }
 
 void HotshardPolicy::sweepIdle() noexcept {
   for (int i = 0; i < 2 && !heap_.empty(); ++i) {
@@ -119,9 +117,11 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
     // read at the same long-run rate (epoch-shuffled shards) end up with nearly equal
     // heat instead of Poisson noise, short enough to follow a moving hot set.
     double reuse = bytes_clock_ - n.last_read_at;
-    n.gap = n.gap == 0 ? static_cast<float>(reuse) : n.gap + (static_cast<float>(reuse) - n.gap) / 2;
-    mean_reuse_bytes_ =
-        mean_reuse_bytes_ == 0 ? reuse : mean_reuse_bytes_ + (reuse - mean_reuse_bytes_) / kReuseWindow;
+    n.gap =
+        n.gap == 0 ? static_cast<float>(reuse) : n.gap + (static_cast<float>(reuse) - n.gap) / 2;
+    mean_reuse_bytes_ = mean_reuse_bytes_ == 0
+                            ? reuse
+                            : mean_reuse_bytes_ + (reuse - mean_reuse_bytes_) / kReuseWindow;
     ++reuses_seen_;
     half_life_bytes_ = std::max(min_half_life_bytes_, config_.reuse_factor * mean_reuse_bytes_);
   }

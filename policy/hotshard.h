@@ -13,13 +13,15 @@
 // Idle detection: each object also keeps its own reuse distance (a running mean). A
 // resident idle for more than idle_gaps of its reuse distances (its own, at least the
 // mean one, and against a newcomer at least the newcomer's) counts half its heat per
-// further reuse distance, in the eviction order and against newcomers: the old hot set after a popularity shift, or the data of a finished
-// job, stops standing in the way within a few of its own reuse distances, instead of
-// after the long half-life that keeps shuffled epochs stable. Live objects read at the
-// same rate are left alone: the threshold sits far in the tail of their gaps, and it is
-// off until the mean reuse distance has averaged a full window of reuses (before that it
-// is biased short). A round-robin sweep re-keys two residents per access, so idle ones
-// sink in the heap (keys otherwise only rise, lazily).
+// further reuse distance, in the eviction order and against newcomers: the old hot set
+// after a popularity shift, or the data of a finished job, stops standing in the way
+// within a few of its own reuse distances, instead of after the long half-life that
+// keeps shuffled epochs stable. Live objects read at the same rate are left alone: the
+// threshold sits far in the tail of their gaps, and it is off until the mean reuse
+// distance has averaged a full window of reuses (before that it is biased short; with
+// reuse_factor=0 it is never measured, so idle detection stays off). A round-robin
+// sweep re-keys two residents per access, so idle ones sink in the heap (keys
+// otherwise only rise, lazily).
 //
 // Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
 // whose keys are refreshed lazily, only near the top. For whole reads this orders by
@@ -142,12 +144,12 @@ class HotshardPolicy final : public Policy {
   void demote(detail::Slot s) noexcept;
 
   Config config_;
-  double clock_ = 0;             // in half-lives
-  double bytes_clock_ = 0;       // bytes read so far, for reuse distances
-  double min_half_life_bytes_;   // half_life x capacity
-  double half_life_bytes_;       // max(min, reuse_factor x mean reuse distance)
+  double clock_ = 0;                            // in half-lives
+  double bytes_clock_ = 0;                      // bytes read so far, for reuse distances
+  double min_half_life_bytes_;                  // half_life x capacity
+  double half_life_bytes_;                      // max(min, reuse_factor x mean reuse distance)
   static constexpr double kReuseWindow = 4096;  // reuses the mean reuse distance averages
-  double mean_reuse_bytes_ = 0;  // EWMA of bytes read between two reads of an object
+  double mean_reuse_bytes_ = 0;                 // EWMA of bytes read between two reads of an object
   std::uint64_t reuses_seen_ = 0;
   detail::IdIndex index_;
   detail::Slab<Node> nodes_;

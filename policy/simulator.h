@@ -38,7 +38,7 @@
 namespace hotshard::policy {
 
 struct SimOptions {
-  bool instant = false;  // promotions are instant and free (the old model)
+  bool instant = false;                // promotions are instant and free (the old model)
   double promote_rate = 1073741824.0;  // bytes/s of trace time, all copies together, > 0
   unsigned promote_concurrency = 2;    // copies at once (daemon's promote_concurrency), > 0
   // A copy that could not start within this many seconds of trace time after it was

@@ -111,9 +111,9 @@ Result<std::vector<Request>> readAll(TraceReader& reader);
 // Only reads (isRead()) count: objects only ever written, truncated or unlinked are not
 // in the working set, so `--capacity 10%` is a share of the bytes the jobs read.
 struct TraceStats {
-  std::uint64_t requests = 0;        // reads
-  std::uint64_t other_records = 0;   // invalidations and repeated miss samples
-  std::uint64_t unique_objects = 0;  // objects read at least once
+  std::uint64_t requests = 0;           // reads
+  std::uint64_t other_records = 0;      // invalidations and repeated miss samples
+  std::uint64_t unique_objects = 0;     // objects read at least once
   std::uint64_t working_set_bytes = 0;  // sum over objects read of their (largest) size
   std::uint64_t bytes_read = 0;
   std::uint64_t first_read_bytes = 0;  // bytes read by each object's first read

@@ -262,12 +262,10 @@ void printSimulateJson(const SimulateOptions& o, const std::vector<SimRow>& rows
     out["results"].push_back(r);
   }
   if (opt) {
-    out["opt"] = {{"hit_ratio", opt->hitRatio()},
-                  {"byte_hit_ratio", opt->byteHitRatio()},
-                  {"promoted_bytes", opt->promoted_bytes},
-                  {"nvme_bytes_written", opt->promoted_bytes},
-                  {"remote_bytes", opt->remote_bytes},
-                  {"windows", windowsJson(*opt)}};
+    out["opt"] = {
+        {"hit_ratio", opt->hitRatio()},          {"byte_hit_ratio", opt->byteHitRatio()},
+        {"promoted_bytes", opt->promoted_bytes}, {"nvme_bytes_written", opt->promoted_bytes},
+        {"remote_bytes", opt->remote_bytes},     {"windows", windowsJson(*opt)}};
   } else {
     out["opt"] = nullptr;
   }
@@ -305,11 +303,10 @@ void printSimulateTable(const SimulateOptions& o, TraceFormat format,
               formatBytes(stats.working_set_bytes).c_str(), formatBytes(stats.bytes_read).c_str());
   std::printf("capacity  %s (%.1f%% of the working set read)\n", formatBytes(capacity).c_str(),
               100.0 * double(capacity) / double(stats.working_set_bytes));
-  std::printf("model     %s\n\n",
-              o.instant ? "instant (promotions free and immediate)"
-                        : ("charged (copies at " + o.promote_rate + "/s, " +
-                           std::to_string(o.promote_concurrency) + " at once)")
-                              .c_str());
+  std::printf("model     %s\n\n", o.instant ? "instant (promotions free and immediate)"
+                                            : ("charged (copies at " + o.promote_rate + "/s, " +
+                                               std::to_string(o.promote_concurrency) + " at once)")
+                                                  .c_str());
   std::printf("%-32s %9s %9s %12s %12s %10s%s\n", "policy", "hit", "byte hit", "remote",
               "NVMe written", "evictions", o.timing ? "    Mreq/s  cpu Mreq/s" : "");
   for (const auto& row : rows) {
@@ -324,8 +321,8 @@ void printSimulateTable(const SimulateOptions& o, TraceFormat format,
     std::printf("\n");
   }
   if (opt) {
-    std::printf("%-32s %9.4f %9.4f %12s %12s %10llu\n", "opt (size-aware Belady)",
-                opt->hitRatio(), opt->byteHitRatio(), formatBytes(opt->remote_bytes).c_str(),
+    std::printf("%-32s %9.4f %9.4f %12s %12s %10llu\n", "opt (size-aware Belady)", opt->hitRatio(),
+                opt->byteHitRatio(), formatBytes(opt->remote_bytes).c_str(),
                 formatBytes(opt->promoted_bytes).c_str(), (unsigned long long)opt->evictions);
   }
   if (o.windows > 0) printWindows(rows, opt);
@@ -502,10 +499,9 @@ void addGenerateCommand(CLI::App* policy) {
   auto gen = std::make_shared<GenerateOptions>();
   std::string families;
   for (const auto& g : listGenerators()) families += (families.empty() ? "" : ", ") + g.name;
-  auto* generate = policy->add_subcommand(
-      "generate", "Write a seeded synthetic trace (" + families + ")");
-  generate->add_option("family", gen->family, "One of: " + families + " (see 'list')")
-      ->required();
+  auto* generate =
+      policy->add_subcommand("generate", "Write a seeded synthetic trace (" + families + ")");
+  generate->add_option("family", gen->family, "One of: " + families + " (see 'list')")->required();
   generate->add_option("--out", gen->out, "Output file")->required();
   generate->add_option("--format", gen->format,
                        "native|csv|oracleGeneral (default: csv for *.csv, else native)");

@@ -1,11 +1,11 @@
 // The shape of each workload family of policy/generate.h beyond the first four
 // (those are in trace_test.cc): what each one must read, write and delete.
+#include "policy/generate.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
-
-#include "policy/generate.h"
 
 namespace hotshard::policy {
 namespace {
@@ -28,8 +28,8 @@ std::map<ObjectId, int> readsPerObject(const std::vector<Request>& t) {
 }
 
 TEST(TraceFamilies, MultiJobDataSetsGrowAndOverlapInTime) {
-  auto t = generate("multijob", {{"jobs", "3"}, {"shards", "10"}, {"epochs", "2"},
-                                 {"stagger", "5"}});
+  auto t =
+      generate("multijob", {{"jobs", "3"}, {"shards", "10"}, {"epochs", "2"}, {"stagger", "5"}});
   ASSERT_EQ(t.size(), (10u + 20 + 30) * 2);
   std::map<ObjectId, int> per_job;  // job = id / 1000000
   for (const auto& [id, n] : readsPerObject(t)) {
@@ -48,8 +48,10 @@ TEST(TraceFamilies, MultiJobDataSetsGrowAndOverlapInTime) {
 }
 
 TEST(TraceFamilies, InferenceReplicasLoadTheSameModelInABurst) {
-  auto t = generate("inference", {{"models", "3"}, {"shards_per_model", "2"},
-                                  {"deployments", "20"}, {"max_replicas", "4"},
+  auto t = generate("inference", {{"models", "3"},
+                                  {"shards_per_model", "2"},
+                                  {"deployments", "20"},
+                                  {"max_replicas", "4"},
                                   {"background_between", "5"}});
   // Each deployment: replicas x 2 shard reads of one model, then 5 small reads.
   std::size_t i = 0, bursts_with_rereads = 0;
@@ -97,8 +99,11 @@ TEST(TraceFamilies, KvSpillWritesThenRereadsSoonThenDeletes) {
 }
 
 TEST(TraceFamilies, CheckpointsOverwriteTwoSlotsAndAreReadAfterWriting) {
-  auto t = generate("checkpoint", {{"shards", "100"}, {"epochs", "2"}, {"every", "20"},
-                                   {"ckpt_files", "2"}, {"eval_share", "1"},
+  auto t = generate("checkpoint", {{"shards", "100"},
+                                   {"epochs", "2"},
+                                   {"every", "20"},
+                                   {"ckpt_files", "2"},
+                                   {"eval_share", "1"},
                                    {"restart_share", "0"}});
   std::set<ObjectId> ckpt_ids;
   int writes = 0;
@@ -114,8 +119,9 @@ TEST(TraceFamilies, CheckpointsOverwriteTwoSlotsAndAreReadAfterWriting) {
 }
 
 TEST(TraceFamilies, WebdatasetEvalSetIsRereadEveryPeriod) {
-  auto t = generate("webdataset", {{"shards", "60"}, {"epochs", "2"}, {"eval_shards", "4"},
-                                   {"eval_every", "30"}});
+  auto t =
+      generate("webdataset",
+               {{"shards", "60"}, {"epochs", "2"}, {"eval_shards", "4"}, {"eval_every", "30"}});
   auto reads = readsPerObject(t);
   for (const auto& [id, n] : reads) EXPECT_EQ(n, id >= 1000000000 ? 4 : 2) << id;
   EXPECT_EQ(reads.size(), 64u);
@@ -128,8 +134,9 @@ TEST(TraceFamilies, ShiftChangesTheHotDataSetAtTheGivenShare) {
 }
 
 TEST(TraceFamilies, SmallFilesBesideShards) {
-  auto t = generate("smallfiles", {{"files", "200"}, {"file_epochs", "3"}, {"shards", "10"},
-                                   {"shard_epochs", "2"}});
+  auto t =
+      generate("smallfiles",
+               {{"files", "200"}, {"file_epochs", "3"}, {"shards", "10"}, {"shard_epochs", "2"}});
   auto reads = readsPerObject(t);
   int small = 0, large = 0;
   for (const auto& [id, n] : reads) {

@@ -256,10 +256,12 @@ TEST(PolicyHotshard, ForgetsAnIdleHotSetAfterAShift) {
   // the reads; a 10% cache, instant copies. The old hot set's heat took many reads to
   // build and would take as long to decay; idle for more than idle_gaps of its reuse
   // distances, it stops standing in the way, and the cache follows within a window.
-  auto trace = testing::generated(
-      "shift",
-      {{"objects", "1000"}, {"requests", "60000"}, {"min_size", "1048576"}, {"max_size", "1048576"}},
-      3);
+  auto trace = testing::generated("shift",
+                                  {{"objects", "1000"},
+                                   {"requests", "60000"},
+                                   {"min_size", "1048576"},
+                                   {"max_size", "1048576"}},
+                                  3);
   ASSERT_EQ(trace.size(), 60000u);
   const std::uint64_t capacity = 100ull << 20;
   const SimOptions windows{.instant = true, .window_requests = 6000};

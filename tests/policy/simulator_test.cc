@@ -60,10 +60,9 @@ TEST(SimCharged, AReadDuringTheCopyIsAMissAndTheCopyReadsTheRemote) {
 TEST(SimCharged, CopiesQueueBehindTheConcurrencyLimit) {
   // Two 1 GiB misses at once, one slot: the second copy ends at 2 s, so a read of it
   // at 1.5 s misses, while the first is a hit by then.
-  std::vector<Request> trace = {readAt(0, 1, kGiB), readAt(1, 2, kGiB),
-                                readAt(kSecond * 3 / 2, 1, kGiB),
-                                readAt(kSecond * 3 / 2 + 1, 2, kGiB),
-                                readAt(kSecond * 5 / 2, 2, kGiB)};
+  std::vector<Request> trace = {
+      readAt(0, 1, kGiB), readAt(1, 2, kGiB), readAt(kSecond * 3 / 2, 1, kGiB),
+      readAt(kSecond * 3 / 2 + 1, 2, kGiB), readAt(kSecond * 5 / 2, 2, kGiB)};
   auto r = runWith("lru", 4 * kGiB, trace, kOneSlot);
   EXPECT_EQ(r.hits, 2u);
   EXPECT_EQ(r.misses_during_copy, 1u);
@@ -103,10 +102,10 @@ TEST(SimCharged, ARecordedTraceWithWritesNeverHitsAnOverwrittenFile) {
     // at most 2 + 1 hits (before the write, and the reread after it).
     auto upto = std::vector<Request>(trace->begin(), trace->begin() + 6);
     auto before = runWith(name, 16 << 20, upto, SimOptions{});
-    EXPECT_EQ(before.hits, runWith(name, 16 << 20,
-                                   std::vector<Request>(trace->begin(), trace->begin() + 4),
-                                   SimOptions{})
-                               .hits)
+    EXPECT_EQ(before.hits,
+              runWith(name, 16 << 20, std::vector<Request>(trace->begin(), trace->begin() + 4),
+                      SimOptions{})
+                  .hits)
         << name << ": the read after the overwrite hit";
   }
   auto lru = runWith("lru", 16 << 20, *trace, SimOptions{});

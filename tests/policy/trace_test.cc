@@ -184,8 +184,12 @@ TEST(TraceFormat, WorkingSetLeavesOutWhatIsOnlyWrittenAndMissSamples) {
   trace.push_back({.time_ns = 4, .id = 99, .size = 1ull << 30, .flags = kFlagWrite});
   trace.push_back({.time_ns = 5, .id = 99, .size = 1ull << 30, .flags = kFlagUnlink});
   // A sampled page-cache miss of bytes already read: no second read.
-  trace.push_back({.time_ns = 6, .id = 7, .size = 4096, .bytes_read = 4096,
-                   .bytes_missed = 4096, .flags = kFlagMissSample});
+  trace.push_back({.time_ns = 6,
+                   .id = 7,
+                   .size = 4096,
+                   .bytes_read = 4096,
+                   .bytes_missed = 4096,
+                   .flags = kFlagMissSample});
   auto reader = makeMemoryReader(trace);
   auto stats = scanTrace(*reader);
   ASSERT_TRUE(stats.ok());
