@@ -108,6 +108,15 @@ void Placement::noteOpen(const std::string& rel, const struct stat& backing, boo
     s.opens++;
     rel_of_[s.id] = rel;
     if (for_write) policy_->remove(s.id);  // its copy is gone (beginWrite)
+    if (for_write && trace_ != nullptr) {
+      // The simulator invalidates its copy too (policy/trace.h kFlagWrite); the clock
+      // is the probes' (CLOCK_MONOTONIC), which time the read records.
+      policy::Request r{.time_ns = static_cast<uint64_t>(monotonicNs()),
+                        .id = s.id,
+                        .size = s.size,
+                        .flags = policy::kFlagWrite};
+      if (trace_->write(r)) trace_records_++;
+    }
   }
   // After the backing is known, so the tick can attribute what the source saw.
   heat_->noteOpen(backing, from_cache, for_write);
@@ -194,7 +203,7 @@ void Placement::attributeLocked(const FileHeat& f, uint64_t now) {
   s.tick_read += f.bytes_read;
   s.tick_missed += f.bytes_missed;
   s.last_ns = now;
-  if (trace_ != nullptr) {
+  if (trace_ != nullptr && !trace_samples_) {
     policy::Request r{.time_ns = f.time_ns ? f.time_ns : now,
                       .id = s.id,
                       .size = s.size,
@@ -453,6 +462,44 @@ Result<json> Placement::policySet(const std::string& spec) {
   return json(reply);
 }
 
+// Raw sampled events from the ring buffer, one record each, for `duration` seconds; a
+// page-cache miss is a record of its own, flagged kFlagMissSample (not a second read).
+Result<uint64_t> Placement::recordSamples(policy::TraceWriter& writer, double duration) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration);
+  {
+    // Shared with noteOpen(), which adds a record for each open for writing.
+    std::lock_guard lock(mu_);
+    if (trace_ != nullptr) return makeError(Errc::kBusy, "a trace is already being recorded");
+    trace_ = &writer;
+    trace_samples_ = true;
+    trace_records_ = 0;
+  }
+  Status failed = Ok{};
+  while (failed.ok() && !stopping_ && std::chrono::steady_clock::now() < deadline) {
+    failed = heat_->pollSamples(100, [&](const HeatSample& e) {
+      std::lock_guard lock(mu_);
+      auto it = backings_.find({e.dev, e.ino});
+      if (it == backings_.end()) return;
+      const Shard& s = shards_[it->second.rel];
+      policy::Request r{.time_ns = e.time_ns,
+                        .id = s.id,
+                        .size = s.size,
+                        .offset = e.offset,
+                        .bytes_read = e.length,
+                        .bytes_missed = e.miss ? e.length : 0,
+                        // The read itself is a record of its own: a miss only says
+                        // its bytes came from the remote, so it is not read twice.
+                        .flags = e.miss ? policy::kFlagMissSample : 0u};
+      if (writer.write(r)) trace_records_++;
+    });
+  }
+  std::lock_guard lock(mu_);
+  trace_ = nullptr;
+  trace_samples_ = false;
+  if (!failed.ok()) return failed.takeError();
+  return trace_records_;
+}
+
 Result<json> Placement::traceRecord(const json& req) {
   if (degraded_) {
     return makeError(Errc::kUnsupported, "trace record needs the BPF probes, which are degraded: " +
@@ -473,26 +520,9 @@ Result<json> Placement::traceRecord(const json& req) {
   uint64_t records = 0;
   const char* mode = heat_->samples() ? "samples" : "chunks";
   if (heat_->samples()) {
-    // Raw sampled events from the ring buffer, one record each; a page-cache
-    // miss is a record of its own, with its bytes counted as read and missed.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(duration);
-    Status failed = Ok{};
-    while (failed.ok() && !stopping_ && std::chrono::steady_clock::now() < deadline) {
-      failed = heat_->pollSamples(100, [&](const HeatSample& e) {
-        std::lock_guard lock(mu_);
-        auto it = backings_.find({e.dev, e.ino});
-        if (it == backings_.end()) return;
-        const Shard& s = shards_[it->second.rel];
-        policy::Request r{.time_ns = e.time_ns,
-                          .id = s.id,
-                          .size = s.size,
-                          .offset = e.offset,
-                          .bytes_read = e.length,
-                          .bytes_missed = e.miss ? e.length : 0};
-        if (writer->write(r)) records++;
-      });
-    }
-    if (!failed.ok()) return failed.takeError();
+    auto sampled = recordSamples(*writer, duration);
+    if (!sampled.ok()) return sampled.takeError();
+    records = *sampled;
   } else {
     // Per chunk and tick, as the placement loop drains them.
     {

@@ -140,6 +140,7 @@ class Placement {
   void reconcileResidents();
   Result<json> policySet(const std::string& spec);
   Result<json> traceRecord(const json& req);
+  Result<uint64_t> recordSamples(policy::TraceWriter& writer, double duration);
 
   PlacementOptions opts_;
   CacheStore* store_ = nullptr;
@@ -164,6 +165,7 @@ class Placement {
   // the plan keeps to promote_budget_per_tick.
   int64_t promote_credit_ = 0;
   policy::TraceWriter* trace_ = nullptr;  // while `trace record` runs
+  bool trace_samples_ = false;            // ... in sample mode: ticks write no records
   uint64_t trace_records_ = 0;
 
   std::mutex tick_mu_;  // one tick at a time

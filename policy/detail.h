@@ -177,6 +177,7 @@ class MinHeap {
   Slot top() const noexcept { return heap_.front().slot; }
   double topKey() const noexcept { return heap_.front().key; }
   double keyOf(Slot s) const noexcept { return heap_[pos_[s]].key; }
+  Slot at(std::size_t i) const noexcept { return heap_[i].slot; }  // i < size(), heap order
 
   void push(Slot s, double key) {
     if (s >= pos_.size()) pos_.resize(s + 1, kNoSlot);

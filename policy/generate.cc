@@ -8,7 +8,8 @@ namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
-constexpr TimeNs kStepNs = 1000000;  // 1 ms between requests
+constexpr TimeNs kStepNs = 1000000;       // at least 1 ms between requests
+constexpr double kReadRate = 4.0 * kGiB;  // bytes/s the jobs read, all together
 
 std::uint64_t logUniform(Rng& rng, std::uint64_t lo, std::uint64_t hi) {
   double l = std::log(static_cast<double>(lo)), h = std::log(static_cast<double>(hi));
@@ -30,22 +31,33 @@ std::vector<std::uint32_t> permutation(Rng& rng, std::uint64_t n) {
   return p;
 }
 
-// Emits whole-object reads, all from the remote, one step apart.
+// Emits whole-object reads, all from the remote. Time advances by what the read takes
+// at kReadRate, at least kStepNs, so copies (policy/simulator.h, charged) compete with
+// reads on a realistic time scale.
 class Emitter {
  public:
   explicit Emitter(const RequestSink& sink) : sink_(sink) {}
-  Status read(ObjectId id, std::uint64_t size) {
+  Status read(ObjectId id, std::uint64_t size) { return emit(id, size, size, 0); }
+  // The whole object written through the mount (its cached copy is invalidated).
+  Status write(ObjectId id, std::uint64_t size) { return emit(id, size, size, kFlagWrite); }
+  Status unlink(ObjectId id, std::uint64_t size) { return emit(id, size, 0, kFlagUnlink); }
+  // Time passes with no request (a pause between phases).
+  void idle(TimeNs ns) { now_ += ns; }
+
+ private:
+  Status emit(ObjectId id, std::uint64_t size, std::uint64_t bytes, std::uint32_t flags) {
     Request r;
     r.time_ns = now_;
     r.id = id;
     r.size = size;
-    r.bytes_read = size;
-    r.bytes_missed = size;
-    now_ += kStepNs;
+    r.bytes_read = flags == 0 ? bytes : 0;
+    r.bytes_missed = r.bytes_read;
+    r.flags = flags;
+    now_ += std::max<TimeNs>(kStepNs,
+                             static_cast<TimeNs>(static_cast<double>(bytes) / kReadRate * 1e9));
     return sink_(r);
   }
 
- private:
   const RequestSink& sink_;
   TimeNs now_ = 0;
 };
@@ -87,6 +99,28 @@ struct ZipfConfig {
   }
 };
 
+// One job reading a data set in epochs, each a fresh shuffle of its files.
+struct ShuffledJob {
+  ObjectId base = 0;  // ids base + 0 .. base + n - 1
+  const std::vector<std::uint64_t>* sizes = nullptr;
+  std::uint64_t epochs = 1;
+  std::vector<std::uint32_t> order;
+  std::uint64_t pos = 0, epoch = 0;
+
+  ShuffledJob(Rng& rng, ObjectId first, const std::vector<std::uint64_t>& files, std::uint64_t n)
+      : base(first), sizes(&files), epochs(n), order(permutation(rng, files.size())) {}
+  bool done() const { return epoch >= epochs; }
+  Status step(Rng& rng, Emitter& out) {
+    std::uint32_t f = order[pos];
+    RETURN_IF_ERROR(out.read(base + f, (*sizes)[f]));
+    if (++pos == order.size()) {
+      pos = 0;
+      if (++epoch < epochs) order = permutation(rng, sizes->size());
+    }
+    return {};
+  }
+};
+
 struct EpochConfig {
   std::uint64_t shards = 2000;
   std::uint64_t epochs = 5;
@@ -108,25 +142,12 @@ struct EpochConfig {
   Status run(Rng& rng, Emitter& out) const {
     std::vector<std::uint64_t> sizes(shards);
     for (auto& s : sizes) s = min_size + rng.below(max_size - min_size + 1);
-    struct Job {
-      std::vector<std::uint32_t> order;
-      std::uint64_t pos = 0, epoch = 0;
-    };
-    std::vector<Job> running(jobs);
-    for (auto& j : running) j.order = permutation(rng, shards);
+    std::vector<ShuffledJob> running;
+    for (std::uint64_t j = 0; j < jobs; ++j) running.emplace_back(rng, 1, sizes, epochs);
     while (!running.empty()) {
       std::size_t k = rng.below(running.size());
-      Job& job = running[k];
-      std::uint32_t shard = job.order[job.pos];
-      RETURN_IF_ERROR(out.read(shard + 1, sizes[shard]));
-      if (++job.pos == shards) {
-        job.pos = 0;
-        if (++job.epoch == epochs) {
-          running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
-        } else {
-          job.order = permutation(rng, shards);  // a fresh shuffle every epoch
-        }
-      }
+      RETURN_IF_ERROR(running[k].step(rng, out));
+      if (running[k].done()) running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
     }
     return {};
   }
@@ -215,6 +236,318 @@ struct ScanConfig {
   }
 };
 
+// Several training jobs on different data sets, started one after another so they
+// overlap: job j reads shards * (j + 1) shards, so the first job's smaller data set is
+// reread most often. Each step, a random running job reads its next shard.
+struct MultiJobConfig {
+  std::uint64_t jobs = 3;
+  std::uint64_t shards = 300;  // of the first job's data set
+  std::uint64_t epochs = 4;
+  std::uint64_t stagger = 600;  // reads before the next job starts
+  std::uint64_t min_size = 64 * kMiB;
+  std::uint64_t max_size = 256 * kMiB;
+  void bind(ParamTable& t) {
+    t.add("jobs", &jobs, "training jobs, each on its own data set")
+        .add("shards", &shards, "shards of the first job's data set; job j has (j + 1) x")
+        .add("epochs", &epochs, "epochs per job")
+        .add("stagger", &stagger, "reads between two job starts")
+        .add("min_size", &min_size, "smallest shard, bytes (uniform)")
+        .add("max_size", &max_size, "largest shard, bytes");
+  }
+  Status validate() const {
+    if (jobs == 0 || shards == 0 || epochs == 0)
+      return makeError(Errc::kInvalidArgument, "multijob: need jobs, shards, epochs > 0");
+    return checkSizes("multijob", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    std::vector<std::vector<std::uint64_t>> sets(jobs);
+    for (std::uint64_t j = 0; j < jobs; ++j) {
+      sets[j].resize(shards * (j + 1));
+      for (auto& size : sets[j]) size = min_size + rng.below(max_size - min_size + 1);
+    }
+    std::vector<ShuffledJob> running;
+    std::uint64_t started = 0;
+    for (std::uint64_t i = 0; started < jobs || !running.empty(); ++i) {
+      if (started < jobs && (i >= started * stagger || running.empty())) {
+        running.emplace_back(rng, (started + 1) * 1000000, sets[started], epochs);
+        ++started;
+      }
+      std::size_t k = rng.below(running.size());
+      RETURN_IF_ERROR(running[k].step(rng, out));
+      if (running[k].done()) running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+    return {};
+  }
+};
+
+// LLM inference cold starts: each deployment picks a model (Zipf over models) and
+// `replicas` replicas load it whole within seconds (their shard reads interleaved),
+// with small Zipf reads (configs, tokenizers, other files) between deployments.
+struct InferenceConfig {
+  std::uint64_t models = 12;
+  std::uint64_t shards_per_model = 4;
+  std::uint64_t deployments = 300;
+  std::uint64_t max_replicas = 8;
+  double model_alpha = 1.0;
+  std::uint64_t background_between = 200;
+  std::uint64_t background_objects = 20000;
+  std::uint64_t min_size = 256 * kMiB;  // model shard sizes (log-uniform per model)
+  std::uint64_t max_size = 4 * kGiB;
+  void bind(ParamTable& t) {
+    t.add("models", &models, "models deployed")
+        .add("shards_per_model", &shards_per_model, "files per model, read whole at every load")
+        .add("deployments", &deployments, "deployments (bursts of replica loads)")
+        .add("max_replicas", &max_replicas, "replicas per deployment: 1..max, uniform")
+        .add("model_alpha", &model_alpha, "Zipf skew of which model is deployed")
+        .add("background_between", &background_between, "small reads between deployments")
+        .add("background_objects", &background_objects, "small files (64 KiB..16 MiB)")
+        .add("min_size", &min_size, "smallest model shard, bytes (log-uniform)")
+        .add("max_size", &max_size, "largest model shard, bytes");
+  }
+  Status validate() const {
+    if (models == 0 || shards_per_model == 0 || max_replicas == 0 || background_objects == 0)
+      return makeError(Errc::kInvalidArgument,
+                       "inference: need models, shards_per_model, max_replicas, "
+                       "background_objects > 0");
+    return checkSizes("inference", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    auto shard_sizes = logUniformSizes(rng, models * shards_per_model, min_size, max_size);
+    auto small = logUniformSizes(rng, background_objects, 64 * 1024, 16 * kMiB);
+    ZipfSampler pick_model(models, model_alpha), pick_small(background_objects, 0.9);
+    auto model_rank = permutation(rng, models);
+    for (std::uint64_t d = 0; d < deployments; ++d) {
+      std::uint64_t m = model_rank[pick_model.sample(rng)];
+      std::uint64_t replicas = 1 + rng.below(max_replicas);
+      // Replica r starts r shard-reads after the first: interleaved, seconds apart.
+      for (std::uint64_t t = 0; t < shards_per_model + replicas - 1; ++t) {
+        for (std::uint64_t r = 0; r < replicas; ++r) {
+          if (t < r || t - r >= shards_per_model) continue;
+          std::uint64_t f = m * shards_per_model + (t - r);
+          RETURN_IF_ERROR(out.read(f + 1, shard_sizes[f]));
+        }
+      }
+      for (std::uint64_t i = 0; i < background_between; ++i) {
+        std::uint64_t o = pick_small.sample(rng);
+        RETURN_IF_ERROR(out.read(1000000000 + o, small[o]));
+      }
+    }
+    return {};
+  }
+};
+
+// KV-cache spill: an inference server writes KV chunks of 2..64 MiB to files and
+// rereads them soon (the next turns of a conversation, a prefix shared by requests),
+// then deletes them. `live` chunks are in use at once; each is reread 1..max_rereads
+// times (uniform) at random moments while live, then unlinked and replaced.
+struct KvSpillConfig {
+  std::uint64_t chunks = 20000;
+  std::uint64_t live = 48;
+  std::uint64_t max_rereads = 6;
+  std::uint64_t min_size = 2 * kMiB;
+  std::uint64_t max_size = 64 * kMiB;
+  void bind(ParamTable& t) {
+    t.add("chunks", &chunks, "chunks written over the trace")
+        .add("live", &live, "chunks in use at once")
+        .add("max_rereads", &max_rereads, "reads per chunk: 1..max, uniform")
+        .add("min_size", &min_size, "smallest chunk, bytes (log-uniform)")
+        .add("max_size", &max_size, "largest chunk, bytes");
+  }
+  Status validate() const {
+    if (chunks == 0 || live == 0 || max_rereads == 0)
+      return makeError(Errc::kInvalidArgument, "kvspill: need chunks, live, max_rereads > 0");
+    return checkSizes("kvspill", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    struct Chunk {
+      ObjectId id;
+      std::uint64_t size, reads_left;
+    };
+    std::vector<Chunk> in_use;
+    std::uint64_t written = 0;
+    while (written < chunks || !in_use.empty()) {
+      while (in_use.size() < live && written < chunks) {
+        Chunk c{++written, logUniform(rng, min_size, max_size), 1 + rng.below(max_rereads)};
+        RETURN_IF_ERROR(out.write(c.id, c.size));
+        in_use.push_back(c);
+      }
+      std::size_t k = rng.below(in_use.size());
+      RETURN_IF_ERROR(out.read(in_use[k].id, in_use[k].size));
+      if (--in_use[k].reads_left == 0) {
+        RETURN_IF_ERROR(out.unlink(in_use[k].id, in_use[k].size));
+        in_use[k] = in_use.back();
+        in_use.pop_back();
+      }
+    }
+    return {};
+  }
+};
+
+// Training with checkpoints: a job reads its data set in shuffled epochs and every
+// `every` reads writes a checkpoint (ckpt_files files) over the older of two slots (the
+// same paths, overwritten). After a checkpoint, an evaluation job reads it whole with
+// probability eval_share, and a restart (probability restart_share) reads it again.
+struct CheckpointConfig {
+  std::uint64_t shards = 1500;
+  std::uint64_t epochs = 4;
+  std::uint64_t every = 400;
+  std::uint64_t ckpt_files = 8;
+  std::uint64_t ckpt_file_size = kGiB;
+  double eval_share = 0.5;
+  double restart_share = 0.2;
+  std::uint64_t min_size = 64 * kMiB;
+  std::uint64_t max_size = 256 * kMiB;
+  void bind(ParamTable& t) {
+    t.add("shards", &shards, "shards of the data set")
+        .add("epochs", &epochs, "epochs")
+        .add("every", &every, "data reads between two checkpoints")
+        .add("ckpt_files", &ckpt_files, "files per checkpoint")
+        .add("ckpt_file_size", &ckpt_file_size, "bytes per checkpoint file")
+        .add("eval_share", &eval_share, "chance that an evaluation reads a new checkpoint")
+        .add("restart_share", &restart_share, "chance that a restart reads it (again)")
+        .add("min_size", &min_size, "smallest data shard, bytes (uniform)")
+        .add("max_size", &max_size, "largest data shard, bytes");
+  }
+  Status validate() const {
+    if (shards == 0 || epochs == 0 || every == 0 || ckpt_files == 0 || ckpt_file_size == 0)
+      return makeError(Errc::kInvalidArgument, "checkpoint: need every count > 0");
+    return checkSizes("checkpoint", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    std::vector<std::uint64_t> sizes(shards);
+    for (auto& size : sizes) size = min_size + rng.below(max_size - min_size + 1);
+    ShuffledJob job(rng, 1, sizes, epochs);
+    for (std::uint64_t i = 1, ckpt = 0; !job.done(); ++i) {
+      RETURN_IF_ERROR(job.step(rng, out));
+      if (i % every != 0) continue;
+      ObjectId slot = 1000000000 + (ckpt++ % 2) * 1000;  // two slots, overwritten in turn
+      for (std::uint64_t f = 0; f < ckpt_files; ++f)
+        RETURN_IF_ERROR(out.write(slot + f, ckpt_file_size));
+      int readers = (rng.unit() < eval_share) + (rng.unit() < restart_share);
+      for (int r = 0; r < readers; ++r) {
+        for (std::uint64_t f = 0; f < ckpt_files; ++f)
+          RETURN_IF_ERROR(out.read(slot + f, ckpt_file_size));
+      }
+    }
+    return {};
+  }
+};
+
+// Webdataset training: tar shards read whole in shuffled epochs, and an eval set of
+// smaller shards read whole every eval_every training reads.
+struct WebdatasetConfig {
+  std::uint64_t shards = 1500;
+  std::uint64_t epochs = 4;
+  std::uint64_t eval_shards = 40;
+  std::uint64_t eval_every = 300;
+  std::uint64_t min_size = 256 * kMiB;
+  std::uint64_t max_size = 1 * kGiB;
+  void bind(ParamTable& t) {
+    t.add("shards", &shards, "training shards")
+        .add("epochs", &epochs, "epochs over the training shards")
+        .add("eval_shards", &eval_shards, "eval shards (a quarter of a training shard's size)")
+        .add("eval_every", &eval_every, "training reads between two evaluations")
+        .add("min_size", &min_size, "smallest training shard, bytes (uniform)")
+        .add("max_size", &max_size, "largest training shard, bytes");
+  }
+  Status validate() const {
+    if (shards == 0 || epochs == 0 || eval_every == 0)
+      return makeError(Errc::kInvalidArgument, "webdataset: need shards, epochs, eval_every > 0");
+    return checkSizes("webdataset", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    std::vector<std::uint64_t> sizes(shards), eval(eval_shards);
+    for (auto& size : sizes) size = min_size + rng.below(max_size - min_size + 1);
+    for (auto& size : eval) size = (min_size + rng.below(max_size - min_size + 1)) / 4;
+    ShuffledJob job(rng, 1, sizes, epochs);
+    for (std::uint64_t i = 1; !job.done(); ++i) {
+      RETURN_IF_ERROR(job.step(rng, out));
+      if (i % eval_every != 0) continue;
+      for (std::uint64_t e = 0; e < eval_shards; ++e)
+        RETURN_IF_ERROR(out.read(1000000000 + e, eval[e]));
+    }
+    return {};
+  }
+};
+
+// A popularity shift: Zipf reads over one data set, then, from `shift_at` (a share of
+// the reads) on, over another one of the same shape: the hot data set changes.
+struct ShiftConfig {
+  std::uint64_t objects = 10000;
+  std::uint64_t requests = 400000;
+  double alpha = 0.9;
+  double shift_at = 0.5;
+  std::uint64_t min_size = kMiB;
+  std::uint64_t max_size = 64 * kMiB;
+  void bind(ParamTable& t) {
+    t.add("objects", &objects, "objects per data set")
+        .add("requests", &requests, "reads")
+        .add("alpha", &alpha, "Zipf skew")
+        .add("shift_at", &shift_at, "share of the reads before the shift, 0..1")
+        .add("min_size", &min_size, "smallest object, bytes (log-uniform)")
+        .add("max_size", &max_size, "largest object, bytes");
+  }
+  Status validate() const {
+    if (objects == 0 || alpha < 0 || !(shift_at >= 0 && shift_at <= 1))
+      return makeError(Errc::kInvalidArgument, "shift: need objects > 0, 0 <= shift_at <= 1");
+    return checkSizes("shift", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    auto sizes = logUniformSizes(rng, 2 * objects, min_size, max_size);
+    auto before = permutation(rng, objects), after = permutation(rng, objects);
+    ZipfSampler zipf(objects, alpha);
+    auto shift = static_cast<std::uint64_t>(shift_at * static_cast<double>(requests));
+    for (std::uint64_t i = 0; i < requests; ++i) {
+      std::uint64_t o = i < shift ? before[zipf.sample(rng)] : objects + after[zipf.sample(rng)];
+      RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
+    }
+    return {};
+  }
+};
+
+// Small files beside large shards: an image data set of many small files read in
+// shuffled epochs by one job, while another job reads large shards in shuffled epochs;
+// each step one of the two reads, in proportion to their file counts over a pass.
+struct SmallFilesConfig {
+  std::uint64_t files = 60000;
+  std::uint64_t file_epochs = 6;
+  std::uint64_t min_file = 32 * 1024;
+  std::uint64_t max_file = 512 * 1024;
+  std::uint64_t shards = 400;
+  std::uint64_t shard_epochs = 3;
+  std::uint64_t min_size = 256 * kMiB;
+  std::uint64_t max_size = 1 * kGiB;
+  void bind(ParamTable& t) {
+    t.add("files", &files, "small files of the image data set")
+        .add("file_epochs", &file_epochs, "epochs over the small files")
+        .add("min_file", &min_file, "smallest small file, bytes (log-uniform)")
+        .add("max_file", &max_file, "largest small file, bytes")
+        .add("shards", &shards, "large shards of the other job")
+        .add("shard_epochs", &shard_epochs, "epochs over the shards")
+        .add("min_size", &min_size, "smallest shard, bytes (uniform)")
+        .add("max_size", &max_size, "largest shard, bytes");
+  }
+  Status validate() const {
+    if (files == 0 || file_epochs == 0 || shards == 0 || shard_epochs == 0)
+      return makeError(Errc::kInvalidArgument, "smallfiles: need counts > 0");
+    RETURN_IF_ERROR(checkSizes("smallfiles", min_file, max_file));
+    return checkSizes("smallfiles", min_size, max_size);
+  }
+  Status run(Rng& rng, Emitter& out) const {
+    auto small = logUniformSizes(rng, files, min_file, max_file);
+    std::vector<std::uint64_t> large(shards);
+    for (auto& size : large) size = min_size + rng.below(max_size - min_size + 1);
+    ShuffledJob images(rng, 1, small, file_epochs), tars(rng, 1000000000, large, shard_epochs);
+    const double image_share = static_cast<double>(files * file_epochs) /
+                               static_cast<double>(files * file_epochs + shards * shard_epochs);
+    while (!images.done() || !tars.done()) {
+      bool image = tars.done() || (!images.done() && rng.unit() < image_share);
+      RETURN_IF_ERROR(image ? images.step(rng, out) : tars.step(rng, out));
+    }
+    return {};
+  }
+};
+
 struct Family {
   GeneratorInfo info;
   std::function<Status(const std::vector<KeyValue>&, Rng&, Emitter&)> generate;
@@ -243,6 +576,15 @@ const std::vector<Family>& families() {
       family<ModelLoadConfig>("modelload",
                               "the same large model shards read whole at every restart"),
       family<ScanConfig>("scan", "a hot set under periodic full scans"),
+      family<MultiJobConfig>("multijob", "overlapping training jobs on different data sets"),
+      family<InferenceConfig>("inference",
+                              "model cold starts: bursts of replicas loading the same model"),
+      family<KvSpillConfig>("kvspill", "KV-cache chunks written, reread soon, deleted"),
+      family<CheckpointConfig>("checkpoint",
+                               "training reads with checkpoints written, evaluated, reloaded"),
+      family<WebdatasetConfig>("webdataset", "tar shards in shuffled epochs and an eval set"),
+      family<ShiftConfig>("shift", "Zipf reads whose hot data set changes midway"),
+      family<SmallFilesConfig>("smallfiles", "a small-file image data set beside large shards"),
   };
   return f;
 }

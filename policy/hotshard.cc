@@ -16,6 +16,8 @@ Status HotshardPolicy::Config::validate() const {
   if (!(min_read_ratio >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: min_read_ratio must be >= 0");
   if (!(history >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: history must be >= 0");
+  if (!(idle_gaps >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: idle_gaps must be >= 0");
   if (!(reuse_factor >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: reuse_factor must be >= 0");
   return {};
@@ -51,7 +53,25 @@ void HotshardPolicy::setSize(Node& n, std::uint64_t size) noexcept {
   n.log_size = static_cast<float>(std::log2(static_cast<double>(std::max<std::uint64_t>(size, 1))));
 }
 
-double HotshardPolicy::density(const Node& n) const noexcept { return n.log_heat - n.log_size; }
+double HotshardPolicy::liveLogHeat(const Node& n, double at_least) const noexcept {
+  // Until the mean reuse distance has seen a full window of reuses it is biased short
+  // (only short reuses have completed yet), and idleness would be overestimated.
+  if (config_.idle_gaps <= 0 || n.last_read_at < 0 || reuses_seen_ < kReuseWindow)
+    return n.log_heat;
+  double gap = std::max({static_cast<double>(n.gap), mean_reuse_bytes_, at_least});
+  double idle = bytes_clock_ - n.last_read_at;
+  return n.log_heat - std::max(0.0, idle / gap - config_.idle_gaps);
+}
+
+double HotshardPolicy::density(const Node& n) const noexcept { return liveLogHeat(n) - n.log_size; }
+
+void HotshardPolicy::sweepIdle() noexcept {
+  for (int i = 0; i < 2 && !heap_.empty(); ++i) {
+    if (sweep_hand_ >= heap_.size()) sweep_hand_ = 0;
+    detail::Slot v = heap_.at(sweep_hand_++);
+    heap_.update(v, density(nodes_[v]));
+  }
+}
 
 void HotshardPolicy::forgetOldHistory() {
   auto limit = static_cast<std::size_t>(
@@ -97,8 +117,12 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
     // read at the same long-run rate (epoch-shuffled shards) end up with nearly equal
     // heat instead of Poisson noise, short enough to follow a moving hot set.
     double reuse = bytes_clock_ - n.last_read_at;
-    mean_reuse_bytes_ =
-        mean_reuse_bytes_ == 0 ? reuse : mean_reuse_bytes_ + (reuse - mean_reuse_bytes_) / 4096;
+    n.gap =
+        n.gap == 0 ? static_cast<float>(reuse) : n.gap + (static_cast<float>(reuse) - n.gap) / 2;
+    mean_reuse_bytes_ = mean_reuse_bytes_ == 0
+                            ? reuse
+                            : mean_reuse_bytes_ + (reuse - mean_reuse_bytes_) / kReuseWindow;
+    ++reuses_seen_;
     half_life_bytes_ = std::max(min_half_life_bytes_, config_.reuse_factor * mean_reuse_bytes_);
   }
   bytes_clock_ += static_cast<double>(access.bytes_read);
@@ -109,6 +133,7 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
   n.log_prior = n.log_heat;
   if (weight > 0) n.log_heat = detail::logAdd(n.log_heat, std::log2(weight) + clock_);
   n.bytes_read += static_cast<float>(access.bytes_read);
+  if (config_.idle_gaps > 0) sweepIdle();
   // A resident's heap key is left stale here: heat only grows on access, so the stored
   // key is a lower bound, fixed by refreshColdest() when the node nears the top. Hot
   // objects, deep in the heap, are never touched: hits cost no heap work.
@@ -132,7 +157,9 @@ void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
 }
 
 // The coldest residents per byte that make `need` bytes of room, into scratch_, and
-// whether the newcomer's earlier heat beats theirs by the hysteresis margin.
+// whether the newcomer's earlier heat beats theirs by the hysteresis margin. Victims
+// count their live heat (liveLogHeat): one idle past idle_gaps reuse distances, such
+// as the data of a finished job or an old hot set, stands in the way less and less.
 bool HotshardPolicy::pickVictims(const Node& n, std::uint64_t need) noexcept {
   std::uint64_t freed = 0;
   double candidate = detail::logValueNow(n.log_prior, clock_);
@@ -156,7 +183,8 @@ bool HotshardPolicy::pickVictims(const Node& n, std::uint64_t need) noexcept {
       // (Counting only the bytes the newcomer lacks let a nearly full cache trade
       // a whole hot object for a few KiB of room: it churned live on shuffled
       // epochs, where every object is read at the same rate.)
-      bar += (1.0 + config_.hysteresis) * detail::logValueNow(victim.log_heat, clock_);
+      bar += (1.0 + config_.hysteresis) *
+             detail::logValueNow(liveLogHeat(victim, static_cast<double>(n.gap)), clock_);
       if (bar >= candidate) {
         beaten = true;
         return false;
@@ -179,7 +207,10 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     countAdmit(false);
     return false;
   }
-  if (static_cast<double>(n.bytes_read) < config_.min_read_ratio * static_cast<double>(n.size)) {
+  // bytes_read is a float: allow for its rounding (24-bit mantissa), or a whole read of a
+  // size it cannot hold exactly would count as a little less than one read.
+  if (static_cast<double>(n.bytes_read) * (1 + 1e-6) <
+      config_.min_read_ratio * static_cast<double>(n.size)) {
     ++rejected_read_ratio_;
     countAdmit(false);
     return false;

@@ -10,6 +10,19 @@
 // mere Poisson noise and the cache churns. Heat is remembered for recently seen
 // non-resident objects too (a bounded history).
 //
+// Idle detection: each object also keeps its own reuse distance (a running mean). A
+// resident idle for more than idle_gaps of its reuse distances (its own, at least the
+// mean one, and against a newcomer at least the newcomer's) counts half its heat per
+// further reuse distance, in the eviction order and against newcomers: the old hot set
+// after a popularity shift, or the data of a finished job, stops standing in the way
+// within a few of its own reuse distances, instead of after the long half-life that
+// keeps shuffled epochs stable. Live objects read at the same rate are left alone: the
+// threshold sits far in the tail of their gaps, and it is off until the mean reuse
+// distance has averaged a full window of reuses (before that it is biased short; with
+// reuse_factor=0 it is never measured, so idle detection stays off). A round-robin
+// sweep re-keys two residents per access, so idle ones sink in the heap (keys
+// otherwise only rise, lazily).
+//
 // Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
 // whose keys are refreshed lazily, only near the top. For whole reads this orders by
 // access rate, the greedy knapsack order for bytes saved from the remote.
@@ -23,12 +36,15 @@
 //     earlier reads makes a one-off scan worthless (no earlier reads), and comparing
 //     against the coldest residents with a margin keeps a stable subset under
 //     epoch-shuffled training reads, where every shard is read once per epoch and
-//     LRU-like policies churn the whole cache without a single hit.
+//     LRU-like policies churn the whole cache without a single hit. Victims count their
+//     live heat (after the idle penalty).
 //
 // Related work: GDSF (Cherkasova, "Improving WWW proxies performance with
 // Greedy-Dual-Size-Frequency caching policy", HP Labs 1998) for value per byte,
 // TinyLFU (Einziger et al., "TinyLFU: A Highly Efficient Cache Admission Policy",
-// ACM ToS 2017) for frequency-based admission against the eviction victim.
+// ACM ToS 2017) for frequency-based admission against the eviction victim; the idle
+// test is the inter-reference-gap idea of LRFU/LIRS (Jiang and Zhang, "LIRS: An
+// Efficient Low Inter-reference Recency Set Replacement Policy", SIGMETRICS 2002).
 #pragma once
 
 #include <deque>
@@ -45,11 +61,12 @@ class HotshardPolicy final : public Policy {
     double half_life = 64;     // heat halves every half_life x capacity bytes read
     double miss_weight = 1.0;  // weight of a byte fetched from the remote
     double hit_weight = 0.25;  // weight of a byte served by the page cache
-    double hysteresis = 1.0;  // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
+    double hysteresis = 0.5;  // a newcomer's heat must exceed (1 + hysteresis) x the displaced heat
     double margin = 2.0;      // ... plus this many full reads of itself
     double min_read_ratio = 1.0;  // bytes read (all time) over size before a promotion
     double history = 4;           // non-resident objects remembered, x max(residents, 1024)
     double reuse_factor = 16;     // half-life at least this many mean reuse distances
+    double idle_gaps = 6;  // idle past this many reuse distances: heat halves per further one
     void bind(ParamTable& t) {
       t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
           .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
@@ -62,6 +79,9 @@ class HotshardPolicy final : public Policy {
           .add("reuse_factor", &reuse_factor,
                "the half-life stretches to this many mean reuse distances (bytes read between "
                "two reads of an object), >= 0; 0 keeps it at half_life")
+          .add("idle_gaps", &idle_gaps,
+               "a resident idle for more than this many of its reuse distances (its own "
+               "average, at least the mean) counts half its heat per further one, >= 0; 0: off")
           .add("history", &history,
                "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
     }
@@ -98,11 +118,17 @@ class HotshardPolicy final : public Policy {
     float bytes_read = 0;                 // all time, for min_read_ratio
     float log_size = 0;                   // log2(max(size, 1)), cached for density()
     std::uint32_t ghost_seq = 0;          // != 0 while non-resident and in history_
+    float gap = 0;                        // its reuse distance (bytes, running mean); 0: none yet
     bool resident = false;
   };
   static_assert(sizeof(Node) == 64);
   detail::Slot node(ObjectId id, std::uint64_t size);
   double density(const Node& n) const noexcept;
+  // log_heat less the idle penalty (idle_gaps), in the same log2 domain.
+  // Idleness is counted in reuse distances of at least `at_least` bytes.
+  double liveLogHeat(const Node& n, double at_least = 0) const noexcept;
+  // Re-keys a few residents in turn, so idle ones sink in the heap (keys only rise lazily).
+  void sweepIdle() noexcept;
   std::uint32_t nextGhostSeq() noexcept {
     if (next_ghost_seq_ == 0) next_ghost_seq_ = 1;
     return next_ghost_seq_++;
@@ -118,11 +144,13 @@ class HotshardPolicy final : public Policy {
   void demote(detail::Slot s) noexcept;
 
   Config config_;
-  double clock_ = 0;             // in half-lives
-  double bytes_clock_ = 0;       // bytes read so far, for reuse distances
-  double min_half_life_bytes_;   // half_life x capacity
-  double half_life_bytes_;       // max(min, reuse_factor x mean reuse distance)
-  double mean_reuse_bytes_ = 0;  // EWMA of bytes read between two reads of an object
+  double clock_ = 0;                            // in half-lives
+  double bytes_clock_ = 0;                      // bytes read so far, for reuse distances
+  double min_half_life_bytes_;                  // half_life x capacity
+  double half_life_bytes_;                      // max(min, reuse_factor x mean reuse distance)
+  static constexpr double kReuseWindow = 4096;  // reuses the mean reuse distance averages
+  double mean_reuse_bytes_ = 0;                 // EWMA of bytes read between two reads of an object
+  std::uint64_t reuses_seen_ = 0;
   detail::IdIndex index_;
   detail::Slab<Node> nodes_;
   detail::MinHeap heap_;  // residents by log2(heat per byte)
@@ -131,6 +159,7 @@ class HotshardPolicy final : public Policy {
   std::uint64_t tracked_ghosts_ = 0;
   std::uint64_t rejected_read_ratio_ = 0;
   std::uint64_t rejected_hysteresis_ = 0;
+  std::size_t sweep_hand_ = 0;  // sweepIdle()'s position in the heap array
   std::vector<detail::Slot> scratch_;
   std::vector<detail::Slot> stale_;
 };

@@ -447,6 +447,10 @@ Result<TraceStats> scanTrace(TraceReader& reader) {
   std::vector<std::uint64_t> sizes;
   Request r;
   while (reader.next(r)) {
+    if (!isRead(r.flags)) {
+      ++stats.other_records;
+      continue;
+    }
     ++stats.requests;
     stats.bytes_read += r.bytes_read;
     detail::Slot s = seen.find(r.id);

@@ -29,8 +29,26 @@
 
 namespace hotshard::policy {
 
-// The object was written through the mount: its cached copy is invalidated.
+// Flags of a record. Any of write, truncate, unlink and rename means the file changed
+// through the mount (fuse/cache_hooks.h invalidate/beginWrite): it is not a read, and
+// the cached copy of `id` is invalidated (a promotion in flight is cancelled).
+// The object was written through the mount.
 inline constexpr std::uint32_t kFlagWrite = 1u << 0;
+inline constexpr std::uint32_t kFlagTruncate = 1u << 1;  // truncated (size: the new size)
+inline constexpr std::uint32_t kFlagUnlink = 1u << 2;    // unlinked
+inline constexpr std::uint32_t kFlagRename = 1u << 3;    // renamed away (id: the old path's)
+inline constexpr std::uint32_t kInvalidatingFlags =
+    kFlagWrite | kFlagTruncate | kFlagUnlink | kFlagRename;
+// A sampled page-cache miss of bytes already recorded as read by another record (a
+// sample-mode `trace record`): not a read of its own; it only says those bytes came
+// from the remote. Older recordings without it count such misses twice.
+inline constexpr std::uint32_t kFlagMissSample = 1u << 4;
+
+// True when `flags` make a record a read of its object (neither an invalidation nor a
+// repeated miss sample).
+inline bool isRead(std::uint32_t flags) noexcept {
+  return (flags & (kInvalidatingFlags | kFlagMissSample)) == 0;
+}
 
 struct Request {
   TimeNs time_ns = 0;
@@ -90,12 +108,15 @@ std::unique_ptr<TraceReader> makeMemoryReader(std::vector<Request> requests);
 Result<std::vector<Request>> readAll(TraceReader& reader);
 
 // One pass over a trace: what capacity percentages and bounds are computed from.
+// Only reads (isRead()) count: objects only ever written, truncated or unlinked are not
+// in the working set, so `--capacity 10%` is a share of the bytes the jobs read.
 struct TraceStats {
-  std::uint64_t requests = 0;
-  std::uint64_t unique_objects = 0;
-  std::uint64_t working_set_bytes = 0;  // sum over objects of their (largest) size
+  std::uint64_t requests = 0;           // reads
+  std::uint64_t other_records = 0;      // invalidations and repeated miss samples
+  std::uint64_t unique_objects = 0;     // objects read at least once
+  std::uint64_t working_set_bytes = 0;  // sum over objects read of their (largest) size
   std::uint64_t bytes_read = 0;
-  std::uint64_t first_read_bytes = 0;  // bytes read by each object's first request
+  std::uint64_t first_read_bytes = 0;  // bytes read by each object's first read
 };
 Result<TraceStats> scanTrace(TraceReader& reader);
 

@@ -87,7 +87,23 @@ struct SimulateOptions {
   bool json = false;
   bool no_opt = false;
   bool timing = false;
+  bool instant = false;
+  std::string promote_rate = "1GiB";  // per second
+  unsigned promote_concurrency = 2;
+  std::uint64_t windows = 0;
 };
+
+// The cost model: charged unless --instant; windows of equal read counts.
+SimOptions simOptions(const SimulateOptions& o, const TraceStats& stats) {
+  const std::string cmd = "simulate";
+  SimOptions options{.instant = o.instant, .promote_concurrency = o.promote_concurrency};
+  auto rate = parseSize(o.promote_rate);
+  if (!rate || *rate == 0) fail(cmd, "--promote-rate: need bytes per second > 0", kExitUsage);
+  options.promote_rate = static_cast<double>(*rate);
+  if (o.promote_concurrency == 0) fail(cmd, "--promote-concurrency: must be > 0", kExitUsage);
+  if (o.windows > 0) options.window_requests = (stats.requests + o.windows - 1) / o.windows;
+  return options;
+}
 
 // --param NAME:k=v entries added to the specs of policy NAME.
 void addParams(const std::string& cmd, const std::vector<std::string>& params,
@@ -191,7 +207,7 @@ std::uint64_t simulateCapacity(const SimulateOptions& o, const TraceStats& stats
 
 // Each spec from the start of the trace, timed.
 std::vector<SimRow> simulatePolicies(TraceReader& reader, const std::vector<PolicySpec>& specs,
-                                     std::uint64_t capacity) {
+                                     std::uint64_t capacity, const SimOptions& options) {
   const std::string cmd = "simulate";
   std::vector<SimRow> rows;
   for (const auto& spec : specs) {
@@ -200,13 +216,24 @@ std::vector<SimRow> simulatePolicies(TraceReader& reader, const std::vector<Poli
     if (auto st = reader.rewind(); !st) fail(cmd, st.error().message);
     auto start = std::chrono::steady_clock::now();
     std::clock_t cpu_start = std::clock();
-    auto result = simulate(reader, **policy);
+    auto result = simulate(reader, **policy, options);
     double cpu = double(std::clock() - cpu_start) / CLOCKS_PER_SEC;
     std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     if (!result) fail(cmd, result.error().message);
     rows.push_back({label(spec), *result, took.count(), cpu});
   }
   return rows;
+}
+
+// Per window: reads, hit ratio, byte hit ratio.
+nlohmann::json windowsJson(const SimResult& r) {
+  auto out = nlohmann::json::array();
+  for (const auto& w : r.windows) {
+    out.push_back({{"requests", w.requests},
+                   {"hit_ratio", w.requests ? double(w.hits) / double(w.requests) : 0.0},
+                   {"byte_hit_ratio", w.byteHitRatio()}});
+  }
+  return out;
 }
 
 void printSimulateJson(const SimulateOptions& o, const std::vector<SimRow>& rows,
@@ -220,6 +247,10 @@ void printSimulateJson(const SimulateOptions& o, const std::vector<SimRow>& rows
                         {"hit_ratio", row.result.hitRatio()},
                         {"byte_hit_ratio", row.result.byteHitRatio()},
                         {"promoted_bytes", row.result.promoted_bytes},
+                        {"nvme_bytes_written", row.result.promoted_bytes},
+                        {"remote_bytes", row.result.remote_bytes},
+                        {"misses_during_copy", row.result.misses_during_copy},
+                        {"windows", windowsJson(row.result)},
                         {"promotions", row.result.promotions},
                         {"evictions", row.result.evictions},
                         {"requests", row.result.requests},
@@ -231,12 +262,14 @@ void printSimulateJson(const SimulateOptions& o, const std::vector<SimRow>& rows
     out["results"].push_back(r);
   }
   if (opt) {
-    out["opt"] = {{"hit_ratio", opt->hitRatio()},
-                  {"byte_hit_ratio", opt->byteHitRatio()},
-                  {"promoted_bytes", opt->promoted_bytes}};
+    out["opt"] = {
+        {"hit_ratio", opt->hitRatio()},          {"byte_hit_ratio", opt->byteHitRatio()},
+        {"promoted_bytes", opt->promoted_bytes}, {"nvme_bytes_written", opt->promoted_bytes},
+        {"remote_bytes", opt->remote_bytes},     {"windows", windowsJson(*opt)}};
   } else {
     out["opt"] = nullptr;
   }
+  out["model"] = o.instant ? "instant" : "charged";
   out["capacity_bytes"] = capacity;
   out["working_set_bytes"] = stats.working_set_bytes;
   out["requests"] = stats.requests;
@@ -246,6 +279,21 @@ void printSimulateJson(const SimulateOptions& o, const std::vector<SimRow>& rows
   std::cout << out.dump(2) << "\n";
 }
 
+// --windows: byte hit ratio per window of reads, one line per policy.
+void printWindows(const std::vector<SimRow>& rows, const std::optional<SimResult>& opt) {
+  auto line = [](const std::string& label, const SimResult& r) {
+    std::printf("%-32s", label.c_str());
+    for (const auto& w : r.windows) std::printf(" %.3f", w.byteHitRatio());
+    std::printf("\n");
+  };
+  std::printf("\nbyte hit ratio per window of %llu reads:\n",
+              (unsigned long long)(rows.empty() || rows[0].result.windows.empty()
+                                       ? 0
+                                       : rows[0].result.windows[0].requests));
+  for (const auto& row : rows) line(row.label, row.result);
+  if (opt) line("opt", *opt);
+}
+
 void printSimulateTable(const SimulateOptions& o, TraceFormat format,
                         const std::vector<SimRow>& rows, const std::optional<SimResult>& opt,
                         std::uint64_t capacity, const TraceStats& stats) {
@@ -253,13 +301,18 @@ void printSimulateTable(const SimulateOptions& o, TraceFormat format,
               o.trace.c_str(), std::string(traceFormatName(format)).c_str(),
               (unsigned long long)stats.requests, (unsigned long long)stats.unique_objects,
               formatBytes(stats.working_set_bytes).c_str(), formatBytes(stats.bytes_read).c_str());
-  std::printf("capacity  %s (%.1f%% of the working set)\n\n", formatBytes(capacity).c_str(),
+  std::printf("capacity  %s (%.1f%% of the working set read)\n", formatBytes(capacity).c_str(),
               100.0 * double(capacity) / double(stats.working_set_bytes));
-  std::printf("%-32s %9s %9s %12s %10s%s\n", "policy", "hit", "byte hit", "promoted", "evictions",
-              o.timing ? "    Mreq/s  cpu Mreq/s" : "");
+  std::printf("model     %s\n\n", o.instant ? "instant (promotions free and immediate)"
+                                            : ("charged (copies at " + o.promote_rate + "/s, " +
+                                               std::to_string(o.promote_concurrency) + " at once)")
+                                                  .c_str());
+  std::printf("%-32s %9s %9s %12s %12s %10s%s\n", "policy", "hit", "byte hit", "remote",
+              "NVMe written", "evictions", o.timing ? "    Mreq/s  cpu Mreq/s" : "");
   for (const auto& row : rows) {
-    std::printf("%-32s %9.4f %9.4f %12s %10llu", row.label.c_str(), row.result.hitRatio(),
-                row.result.byteHitRatio(), formatBytes(row.result.promoted_bytes).c_str(),
+    std::printf("%-32s %9.4f %9.4f %12s %12s %10llu", row.label.c_str(), row.result.hitRatio(),
+                row.result.byteHitRatio(), formatBytes(row.result.remote_bytes).c_str(),
+                formatBytes(row.result.promoted_bytes).c_str(),
                 (unsigned long long)row.result.evictions);
     if (o.timing) {
       std::printf(" %9.2f %11.2f", double(row.result.requests) / row.seconds / 1e6,
@@ -268,10 +321,11 @@ void printSimulateTable(const SimulateOptions& o, TraceFormat format,
     std::printf("\n");
   }
   if (opt) {
-    std::printf("%-32s %9.4f %9.4f %12s %10llu\n", "opt (size-aware Belady)", opt->hitRatio(),
-                opt->byteHitRatio(), formatBytes(opt->promoted_bytes).c_str(),
-                (unsigned long long)opt->evictions);
+    std::printf("%-32s %9.4f %9.4f %12s %12s %10llu\n", "opt (size-aware Belady)", opt->hitRatio(),
+                opt->byteHitRatio(), formatBytes(opt->remote_bytes).c_str(),
+                formatBytes(opt->promoted_bytes).c_str(), (unsigned long long)opt->evictions);
   }
+  if (o.windows > 0) printWindows(rows, opt);
 }
 
 void runSimulate(const SimulateOptions& o) {
@@ -286,11 +340,12 @@ void runSimulate(const SimulateOptions& o) {
   if (!stats) fail(cmd, stats.error().message);
   if (stats->requests == 0) fail(cmd, "trace " + o.trace + " has no requests");
   const std::uint64_t capacity = simulateCapacity(o, *stats);
-  auto rows = simulatePolicies(*reader, specs, capacity);
+  const SimOptions options = simOptions(o, *stats);
+  auto rows = simulatePolicies(*reader, specs, capacity, options);
   std::optional<SimResult> opt;
   if (!o.no_opt) {
     if (auto st = reader->rewind(); !st) fail(cmd, st.error().message);
-    auto result = simulateOpt(*reader, capacity);
+    auto result = simulateOpt(*reader, capacity, options);
     if (!result) fail(cmd, result.error().message);
     opt = *result;
   }
@@ -412,6 +467,19 @@ void addSimulateCommand(CLI::App* policy) {
   simulate->add_flag("--json", sim->json, "Print JSON: {\"results\": [...], \"opt\": {...}}");
   simulate->add_flag("--no-opt", sim->no_opt, "Skip Belady's OPT");
   simulate->add_flag("--timing", sim->timing, "Add simulation speed (requests/s) per policy");
+  simulate->add_flag("--instant", sim->instant,
+                     "Old cost model: promotions are immediate and free (default: charged, "
+                     "copies take time and read the remote)");
+  simulate
+      ->add_option("--promote-rate", sim->promote_rate,
+                   "Charged model: copy rate per second, all copies together (64MiB, 1GiB)")
+      ->capture_default_str();
+  simulate
+      ->add_option("--promote-concurrency", sim->promote_concurrency,
+                   "Charged model: copies at once")
+      ->capture_default_str();
+  simulate->add_option("--windows", sim->windows,
+                       "Also print the hit ratio over time: N windows of equal read counts");
   simulate->footer(
       "Examples:\n"
       "  hotshard policy simulate --trace t.trace --capacity 10% --policy "
@@ -420,6 +488,8 @@ void addSimulateCommand(CLI::App* policy) {
       "hotshard:hysteresis=0.3\n"
       "  hotshard policy simulate --trace t.trace --capacity 5% --policy hotshard --sweep "
       "hysteresis=0..1:0.25 --json\n"
+      "  hotshard policy simulate --trace shift.trace --capacity 10% --windows 20\n"
+      "  hotshard policy simulate --trace t.trace --capacity 10% --instant\n"
       "  hotshard policy simulate --trace w.oracleGeneral.bin --format oracleGeneral --capacity "
       "1GiB --policy lru");
   simulate->callback([sim] { runSimulate(*sim); });
@@ -427,9 +497,11 @@ void addSimulateCommand(CLI::App* policy) {
 
 void addGenerateCommand(CLI::App* policy) {
   auto gen = std::make_shared<GenerateOptions>();
-  auto* generate = policy->add_subcommand(
-      "generate", "Write a seeded synthetic trace (zipf, epoch, modelload, scan)");
-  generate->add_option("family", gen->family, "zipf | epoch | modelload | scan")->required();
+  std::string families;
+  for (const auto& g : listGenerators()) families += (families.empty() ? "" : ", ") + g.name;
+  auto* generate =
+      policy->add_subcommand("generate", "Write a seeded synthetic trace (" + families + ")");
+  generate->add_option("family", gen->family, "One of: " + families + " (see 'list')")->required();
   generate->add_option("--out", gen->out, "Output file")->required();
   generate->add_option("--format", gen->format,
                        "native|csv|oracleGeneral (default: csv for *.csv, else native)");
@@ -443,7 +515,8 @@ void addGenerateCommand(CLI::App* policy) {
       "  hotshard policy generate epoch --out epoch.trace --seed 3 --param jobs=4 --param "
       "epochs=8\n"
       "  hotshard policy generate scan --out scan.csv --param hot_objects=500\n"
-      "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB");
+      "  hotshard policy generate modelload --out m.trace --param model_shard_size=1GiB\n"
+      "  hotshard policy generate kvspill --out kv.trace --param live=64");
   generate->callback([gen] { runGenerate(*gen); });
 }
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "bpf/heat_probes.h"
+#include "policy/trace.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -287,6 +288,42 @@ TEST_F(IntegrationHeat, TraceRecordWritesATraceTheSimulatorReads) {
     json result = json::parse(sim.out);
     ASSERT_EQ(result["results"].size(), 1u);
     EXPECT_GT(result["results"][0]["hit_ratio"].get<double>(), 0) << sim.out;
+    daemon_->stop();
+  }
+}
+
+TEST_F(IntegrationHeat, TraceRecordMarksWritesAndMissSamples) {
+  writeRandomFile(remote_ + "/w.bin", 1 << 20, 7);
+  for (const std::string rate : {"0", "1"}) {
+    SCOPED_TRACE("probe-sample-rate " + rate);
+    startDaemon({"--placement", "manual", "--probe-sample-rate", rate});
+    std::thread writer([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      dropPageCache(remote_ + "/w.bin");
+      readAll(mnt_ + "/w.bin");
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      int fd = ::open((mnt_ + "/w.bin").c_str(), O_WRONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0) << std::strerror(errno);
+      ASSERT_EQ(::pwrite(fd, "x", 1, 0), 1);
+      ::close(fd);
+    });
+    std::string trace = tmp_ / ("w" + rate + ".trace");
+    CommandResult rec = hs({"trace", "record", "--out", trace, "--duration", "1500ms", "--json"});
+    writer.join();
+    ASSERT_EQ(rec.exit_code, 0) << rec.out;
+    std::ifstream in(trace, std::ios::binary);
+    auto reader = policy::makeTraceReader(policy::TraceFormat::kNative, in, trace);
+    policy::Request r;
+    int writes = 0, miss_samples = 0, reads = 0;
+    while (reader->next(r)) {
+      writes += (r.flags & policy::kFlagWrite) != 0;
+      miss_samples += (r.flags & policy::kFlagMissSample) != 0;
+      reads += policy::isRead(r.flags) && r.bytes_read > 0;
+    }
+    ASSERT_TRUE(reader->status().ok()) << reader->status().error().message;
+    EXPECT_GT(reads, 0);
+    EXPECT_EQ(writes, 1) << "the open for writing is a record of its own";
+    if (rate == "1") EXPECT_GT(miss_samples, 0) << "the read after dropping the page cache missed";
     daemon_->stop();
   }
 }

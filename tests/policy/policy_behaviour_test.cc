@@ -247,3 +247,49 @@ TEST(PolicyHotshard, FollowsAHotSetThatMoves) {
 
 }  // namespace
 }  // namespace hotshard::policy
+
+namespace hotshard::policy {
+namespace {
+
+TEST(PolicyHotshard, ForgetsAnIdleHotSetAfterAShift) {
+  // 1000 objects of 1 MiB, Zipf reads, the hot data set replaced by another after half
+  // the reads; a 10% cache, instant copies. The old hot set's heat took many reads to
+  // build and would take as long to decay; idle for more than idle_gaps of its reuse
+  // distances, it stops standing in the way, and the cache follows within a window.
+  auto trace = testing::generated("shift",
+                                  {{"objects", "1000"},
+                                   {"requests", "60000"},
+                                   {"min_size", "1048576"},
+                                   {"max_size", "1048576"}},
+                                  3);
+  ASSERT_EQ(trace.size(), 60000u);
+  const std::uint64_t capacity = 100ull << 20;
+  const SimOptions windows{.instant = true, .window_requests = 6000};
+  auto runWindows = [&](const std::string& spec) {
+    auto policy = testing::makePolicy(spec, capacity);
+    auto reader = makeMemoryReader(trace);
+    auto r = simulate(*reader, *policy, windows);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? r->windows : std::vector<SimWindow>{};
+  };
+  auto adaptive = runWindows("hotshard");
+  auto fixed = runWindows("hotshard;idle_gaps=0");
+  ASSERT_EQ(adaptive.size(), 10u);
+  ASSERT_EQ(fixed.size(), 10u);
+  const double before = adaptive[4].byteHitRatio();  // the last window before the shift
+  EXPECT_GT(before, 0.6);
+  EXPECT_NEAR(fixed[4].byteHitRatio(), before, 0.02);  // the same until the shift
+  // The window after the shift's: back to 90% of the level before it...
+  EXPECT_GE(adaptive[6].byteHitRatio(), 0.9 * before);
+  // ... where the same policy without idle detection is still far below it.
+  EXPECT_LT(fixed[6].byteHitRatio(), 0.8 * before);
+  double adaptive_after = 0, fixed_after = 0;
+  for (int w = 5; w < 10; ++w) {
+    adaptive_after += adaptive[w].byteHitRatio();
+    fixed_after += fixed[w].byteHitRatio();
+  }
+  EXPECT_GT(adaptive_after, fixed_after + 0.4);  // 0.08 per window on average
+}
+
+}  // namespace
+}  // namespace hotshard::policy

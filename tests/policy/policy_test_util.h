@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "policy/generate.h"
 #include "policy/registry.h"
 #include "policy/simulator.h"
 #include "policy/trace.h"
@@ -44,6 +45,18 @@ inline std::vector<ObjectId> concat(std::initializer_list<std::vector<ObjectId>>
 inline std::vector<ObjectId> repeat(const std::vector<ObjectId>& ids, int times) {
   std::vector<ObjectId> out;
   for (int i = 0; i < times; ++i) out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+
+// A trace of a generator family (policy/generate.h), in memory.
+inline std::vector<Request> generated(const std::string& family,
+                                      const std::vector<KeyValue>& params, std::uint64_t seed) {
+  std::vector<Request> out;
+  auto st = generateTrace(family, params, seed, [&](const Request& r) {
+    out.push_back(r);
+    return Status();
+  });
+  EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message);
   return out;
 }
 

@@ -171,10 +171,32 @@ TEST(TraceFormat, ScanCountsTheWorkingSet) {
   auto reader = makeMemoryReader(sample());
   auto stats = scanTrace(*reader);
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->requests, 3u);
+  EXPECT_EQ(stats->requests, 2u);  // the write of 7 is not a read
+  EXPECT_EQ(stats->other_records, 1u);
   EXPECT_EQ(stats->unique_objects, 2u);
   EXPECT_EQ(stats->working_set_bytes, 4096u + (1u << 20));
   EXPECT_EQ(stats->first_read_bytes, 4096u + 1024u);
+}
+
+TEST(TraceFormat, WorkingSetLeavesOutWhatIsOnlyWrittenAndMissSamples) {
+  auto trace = sample();
+  // A checkpoint written and unlinked, never read: not in the working set.
+  trace.push_back({.time_ns = 4, .id = 99, .size = 1ull << 30, .flags = kFlagWrite});
+  trace.push_back({.time_ns = 5, .id = 99, .size = 1ull << 30, .flags = kFlagUnlink});
+  // A sampled page-cache miss of bytes already read: no second read.
+  trace.push_back({.time_ns = 6,
+                   .id = 7,
+                   .size = 4096,
+                   .bytes_read = 4096,
+                   .bytes_missed = 4096,
+                   .flags = kFlagMissSample});
+  auto reader = makeMemoryReader(trace);
+  auto stats = scanTrace(*reader);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->requests, 2u);
+  EXPECT_EQ(stats->other_records, 4u);
+  EXPECT_EQ(stats->working_set_bytes, 4096u + (1u << 20));
+  EXPECT_EQ(stats->bytes_read, 4096u + 1024u);
 }
 
 std::vector<Request> generate(const std::string& family, std::uint64_t seed,
@@ -196,6 +218,13 @@ TEST(TraceGenerate, SameSeedSameTraceOtherSeedOtherTrace) {
       small = {{"requests", "2000"}, {"objects", "3000"}, {"scan_every", "1000"}};
     if (g.name == "modelload") small = {{"restarts", "3"}, {"background_between", "100"}};
     if (g.name == "epoch") small = {{"shards", "100"}};
+    if (g.name == "multijob") small = {{"shards", "20"}, {"stagger", "10"}};
+    if (g.name == "inference") small = {{"deployments", "5"}, {"background_between", "10"}};
+    if (g.name == "kvspill") small = {{"chunks", "200"}};
+    if (g.name == "checkpoint") small = {{"shards", "100"}, {"every", "50"}};
+    if (g.name == "webdataset") small = {{"shards", "100"}, {"eval_every", "50"}};
+    if (g.name == "shift") small = {{"requests", "2000"}};
+    if (g.name == "smallfiles") small = {{"files", "500"}, {"shards", "20"}};
     auto a = generate(g.name, 1, small), b = generate(g.name, 1, small),
          c = generate(g.name, 2, small);
     EXPECT_FALSE(a.empty()) << g.name;

@@ -48,12 +48,43 @@ TEST(SimCli, JsonHasTheDocumentedShapeAndTheGoldenNumbers) {
   auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["results"].size(), 2u);
   EXPECT_EQ(j["results"][0]["policy"], "hotshard");
-  EXPECT_DOUBLE_EQ(j["results"][0]["hit_ratio"].get<double>(), 1478.0 / 2100);  // golden_test.cc
-  EXPECT_EQ(j["results"][0]["promoted_bytes"].get<std::uint64_t>(), 6407780u);
+  EXPECT_DOUBLE_EQ(j["results"][0]["hit_ratio"].get<double>(), 1463.0 / 2100);  // golden_test.cc
+  EXPECT_EQ(j["results"][0]["promoted_bytes"].get<std::uint64_t>(), 6439299u);
   EXPECT_TRUE(j["results"][1].contains("byte_hit_ratio"));
   EXPECT_DOUBLE_EQ(j["opt"]["hit_ratio"].get<double>(), 1506.0 / 2100);
   EXPECT_TRUE(j["opt"].contains("byte_hit_ratio"));
   EXPECT_EQ(j["capacity_bytes"].get<std::uint64_t>(), 6409513u);
+}
+
+TEST(SimCli, ChargedByDefaultInstantOnRequestWithWindows) {
+  // A 1 GiB file read at 0 s, 0.5 s and 2 s: charged (1 GiB/s, one copy at a time), the
+  // read at 0.5 s comes during the copy and misses; instant, it hits.
+  std::string path = tempPath("charged.csv");
+  {
+    std::ofstream out(path);
+    out << "0,1,1073741824\n500000000,1,1073741824\n2000000000,1,1073741824\n";
+  }
+  auto charged = runCli({"policy", "simulate", "--trace", path, "--capacity", "2GiB", "--policy",
+                         "lru", "--promote-rate", "1GiB", "--promote-concurrency", "1",
+                         "--windows", "3", "--json"});
+  auto instant = runCli(
+      {"policy", "simulate", "--trace", path, "--capacity", "2GiB", "--policy", "lru", "--instant",
+       "--json"});
+  std::filesystem::remove(path);
+  ASSERT_EQ(charged.code, 0) << charged.err;
+  ASSERT_EQ(instant.code, 0) << instant.err;
+  auto c = nlohmann::json::parse(charged.out), i = nlohmann::json::parse(instant.out);
+  EXPECT_EQ(c["model"], "charged");
+  EXPECT_EQ(i["model"], "instant");
+  EXPECT_EQ(c["results"][0]["hits"].get<int>(), 1);
+  EXPECT_EQ(i["results"][0]["hits"].get<int>(), 2);
+  EXPECT_EQ(c["results"][0]["remote_bytes"].get<std::uint64_t>(), 3ull << 30);
+  EXPECT_EQ(i["results"][0]["remote_bytes"].get<std::uint64_t>(), 1ull << 30);
+  EXPECT_EQ(c["results"][0]["nvme_bytes_written"].get<std::uint64_t>(), 1ull << 30);
+  ASSERT_EQ(c["results"][0]["windows"].size(), 3u);
+  EXPECT_EQ(c["results"][0]["windows"][1]["byte_hit_ratio"].get<double>(), 0.0);
+  EXPECT_EQ(c["results"][0]["windows"][2]["byte_hit_ratio"].get<double>(), 1.0);
+  EXPECT_EQ(c["opt"]["windows"].size(), 3u);
 }
 
 TEST(SimCli, SweepAndParamsMakeVariants) {
@@ -108,7 +139,7 @@ TEST(SimCli, GenerateThenSimulateEveryFormat) {
     std::filesystem::remove(path);
   }
   auto list = runCli({"policy", "list"});
-  EXPECT_NE(list.out.find("hysteresis (default 1)"), std::string::npos);
+  EXPECT_NE(list.out.find("hysteresis (default 0.5)"), std::string::npos);
   EXPECT_NE(list.out.find("modelload"), std::string::npos);
 }
 
