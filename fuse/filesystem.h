@@ -33,6 +33,7 @@
 #include "fuse/consistency.h"
 #include "fuse/inode_table.h"
 #include "fuse/passthrough_shim.h"
+#include "fuse/remote_calls.h"
 
 namespace hotshard::fuse {
 
@@ -40,6 +41,9 @@ struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
   CacheHooks* cache = nullptr;  // borrowed; nullptr: every open goes to the remote
+  // Deadline of each remote call on the request path (remote_calls.h), in
+  // seconds; 0: none.
+  double remote_timeout_seconds = 0;
 };
 
 class FileSystem {
@@ -63,6 +67,7 @@ class FileSystem {
   uint64_t cacheOpens() const { return cache_opens_.load(); }
   uint64_t remoteOpens() const { return remote_opens_.load(); }
   uint64_t cacheConflicts() const { return cache_conflicts_.load(); }
+  RemoteCalls::Stats remoteCallStats() const { return remote_.stats(); }
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
@@ -143,8 +148,20 @@ class FileSystem {
   // Attributes to validate a cached copy against, per the consistency mode.
   Result<struct stat> remoteAttrsForOpen(Inode& inode);
   void rememberStat(Inode& inode, const struct stat& st);
+  // The remote calls of the request path, each under the deadline (fds are
+  // duplicated for the worker, which may outlive the request).
+  Result<struct stat> statRemote(int fd, const char* what);
+  struct Found {
+    int fd;  // O_PATH, the caller's to keep or close
+    struct stat st;
+  };
+  Result<Found> lookupRemote(int parent_fd, const char* name);
+  // Opens what fd (O_PATH) names with flags.
+  Result<int> openRemote(int fd, int flags, const char* what);
+  Result<DIR*> openRemoteDir(int fd);
 
   FileSystemOptions opts_;
+  RemoteCalls remote_;
   PassthroughShim* shim_;
   SessionUserdata userdata_;
   InodeTable table_;
