@@ -8,6 +8,7 @@
 //   inode_table.h   Inode (lookup count, open count, backing_id) and the table
 //   backing.h       the pure choice of an open's backing file
 //   reply.h         the guard every op runs in; Error -> fuse_reply_err
+//   remote_calls.h  the deadline on calls into the remote (--remote-timeout)
 //   filesystem.h    FileSystem: the handlers (this file); ops.cc: the libfuse table
 //   passthrough_shim.h, fuse_compat.h   the kernel passthrough ABI on libfuse 3.14
 //   mount.h         mounting /dev/fuse ourselves; cache_hooks.h: what fuse/ asks of the cache
