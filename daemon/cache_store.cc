@@ -369,10 +369,14 @@ std::string toString(const Validator& v) {
                      v.ctime_ns, v.ino, v.dev);
 }
 
+bool servesFor(const Validator& copy, const Validator& now) {
+  return copy.size == now.size && copy.mtime_ns == now.mtime_ns && copy.ctime_ns == now.ctime_ns;
+}
+
 Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path) {
   struct stat st {};
   if (::fstat(remote_root_fd, &st) != 0) return lastSysError("stat remote root " + canonical_path);
-  return fmt::format("{}@{}", canonical_path, static_cast<uint64_t>(st.st_dev));
+  return canonical_path;
 }
 
 Status checkRelPath(const std::string& rel_path) {
@@ -458,9 +462,12 @@ Status CacheStore::recover() {
     }
     RETURN_IF_ERROR(recoverFanLocked(fan_fd.get(), fan));
   }
-  if (stats_.recovery_drops > 0 || stats_.recovery_tmp_swept > 0) {
-    spdlog::info("cache {}: recovered {} objects ({} bytes); dropped {}, swept {} tmp files", dir,
-                 index_.size(), used_bytes_, stats_.recovery_drops, stats_.recovery_tmp_swept);
+  if (stats_.recovery_drops > 0 || stats_.recovery_tmp_swept > 0 || stats_.recovery_rekeyed > 0) {
+    spdlog::info(
+        "cache {}: recovered {} objects ({} bytes); dropped {}, swept {} tmp files, renamed {} "
+        "from their path@st_dev key",
+        dir, index_.size(), used_bytes_, stats_.recovery_drops, stats_.recovery_tmp_swept,
+        stats_.recovery_rekeyed);
   }
   if (used_bytes_ > opts_.capacity_bytes * opts_.high_watermark) {
     evictLocked(static_cast<uint64_t>(opts_.capacity_bytes * opts_.low_watermark));
@@ -480,14 +487,21 @@ Status CacheStore::recoverFanLocked(int fan_fd, const std::string& fan) {
     }
     auto obj = readObjectFile(fan_fd, name);
     std::string key, why;
+    if (obj.ok()) {
+      auto known = index_.find(obj->rel_path);
+      if (known != index_.end() && known->second.key == fan + name) continue;  // re-keyed here
+    }
     if (!obj.ok()) {
       why = obj.error().message;
-    } else if (fan + name != (key = keyOf(obj->rel_path))) {
+    } else if (fan + name != (key = keyOf(obj->rel_path)) &&
+               fan + name != legacyKeyOf(obj->rel_path, obj->validator.dev)) {
       why = "name does not match its path's key (another remote, or garbled)";
     } else if (static_cast<uint64_t>(obj->st.st_size) != obj->validator.size) {
       why = fmt::format("size {} but its remote had {}", obj->st.st_size, obj->validator.size);
     } else if (index_.count(obj->rel_path) != 0) {
       why = "duplicate";
+    } else if (fan + name != key && !rekeyLocked(fan_fd, name, key)) {
+      why = "cannot rename it from its former \"path@st_dev\" key";
     }
     if (!why.empty()) {
       spdlog::warn("cache: dropping object {}/{}: {}", fan_display, name, why);
@@ -509,13 +523,41 @@ Status CacheStore::recoverFanLocked(int fan_fd, const std::string& fan) {
   return Ok{};
 }
 
-std::string CacheStore::keyOf(const std::string& rel_path) const {
+namespace {
+std::string hashKey(const std::string& remote_id, const std::string& rel_path) {
   std::string input;
-  input.reserve(opts_.remote_id.size() + 1 + rel_path.size());
-  input.append(opts_.remote_id).push_back('\0');
+  input.reserve(remote_id.size() + 1 + rel_path.size());
+  input.append(remote_id).push_back('\0');
   input.append(rel_path);
   XXH128_hash_t h = XXH3_128bits(input.data(), input.size());
   return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+}  // namespace
+
+std::string CacheStore::keyOf(const std::string& rel_path) const {
+  return hashKey(opts_.remote_id, rel_path);
+}
+
+std::string CacheStore::legacyKeyOf(const std::string& rel_path, uint64_t dev) const {
+  return hashKey(fmt::format("{}@{}", opts_.remote_id, dev), rel_path);
+}
+
+// A copy named under the former key of this remote's path is the same copy:
+// it keeps its validator, which servesFor() checks on every open as for any
+// other copy, so re-keying never serves anything stale.
+bool CacheStore::rekeyLocked(int fan_fd, const std::string& name, const std::string& key) {
+  std::string fan = key.substr(0, 2), to = fan + "/" + key.substr(2);
+  if (makeFanDir(objects_fd_, fan, name, opts_.dir).ok() &&
+      ::renameat(fan_fd, name.c_str(), objects_fd_, to.c_str()) == 0 && ::fsync(fan_fd) == 0) {
+    UniqueFd to_fan(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (to_fan && ::fsync(to_fan.get()) == 0) {
+      ++stats_.recovery_rekeyed;
+      return true;
+    }
+  }
+  spdlog::warn("cache {}: rename object {} to objects/{}: {}", opts_.dir, name, to,
+               std::strerror(errno));
+  return false;
 }
 
 std::string CacheStore::objectPathFor(const std::string& rel_path) const {
@@ -530,7 +572,7 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
   std::lock_guard lock(mu_);
   auto it = index_.find(rel_path);
   if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
-  if (!(it->second.validator == current)) {
+  if (!servesFor(it->second.validator, current)) {
     ++stats_.stale_drops;
     dropLocked(rel_path, "stale");
     return makeError(Errc::kStale, "cached copy of " + rel_path + " is stale; dropped");
@@ -662,7 +704,7 @@ CacheStore::ObjectInfo CacheStore::info(const std::string& rel_path) const {
 bool CacheStore::isCached(const std::string& rel_path, const Validator& v) const {
   std::lock_guard lock(mu_);
   auto it = index_.find(rel_path);
-  return it != index_.end() && it->second.validator == v;
+  return it != index_.end() && servesFor(it->second.validator, v);
 }
 
 Status CacheStore::pin(const std::string& rel_path, bool pinned) {

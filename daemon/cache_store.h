@@ -9,10 +9,14 @@
 //   objects/ab/cdef...     one file per object, named by the hex xxh3-128 of
 //                          (remote identity, '\0', relative path), fanned out
 //                          by its first byte. xattrs user.hotshard.{path,
-//                          validator,checksum} say what it is a copy of;
-//                          user.hotshard.dirty (a validator), that writers
-//                          joined it and the remote, as that validator
-//                          describes it, may lack some of its bytes.
+//                          validator,checksum} say what it is a copy of.
+//                          The remote identity is the remote root's canonical
+//                          path alone: nothing that a remount or a reboot
+//                          changes (st_dev is not part of it; objects named
+//                          under the former "path@st_dev" are renamed at open).
+//                          user.hotshard.dirty (a validator) says that
+//                          writers joined it and the remote, as that
+//                          validator describes it, may lack some of its bytes.
 //   lost+found/            (0700) dirty copies that could not be written back:
 //                          the remote changed underneath, or the write failed
 //
@@ -53,8 +57,10 @@
 
 namespace hotshard {
 
-// What a cached copy was made from. Serve the copy only while the remote's
-// current attributes equal it.
+// What a cached copy was made from (stat(2) of the remote file). All five
+// fields are recorded; operator== compares all five (the promoter's "did the
+// file change during the copy", within one mount); servesFor() says when a
+// copy may be served.
 struct Validator {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
@@ -67,8 +73,23 @@ struct Validator {
 Validator validatorOf(const struct stat& st);
 std::string toString(const Validator& v);
 
-// "canonical_path@st_dev" of the remote root, opened before the mount: the
-// remote identity part of every key.
+// May a copy made from `copy` be served for the remote file `now` describes?
+// Size, mtime and ctime (ns) must be equal; inode and device are not looked at,
+// since neither survives a remount on every remote: st_dev of a FUSE remote
+// (sshfs) or of NFS is an anonymous device number given at each mount
+// (fs/super.c, get_anon_bdev), and sshfs's st_ino is its own node id, given
+// afresh when the kernel forgets and looks up a name again. ctime is the
+// server's on NFS, Lustre, CephFS and GPFS, and is set to the file's mtime by
+// sshfs (SFTP v3 carries no ctime), so it survives a remount; a file replaced
+// by rename or written has a new ctime. On sshfs (seconds, ctime = mtime) a
+// same-size rewrite that keeps the mtime to the second (cp -p, rsync -t)
+// cannot be told apart, as rsync's own quick check cannot. Pure.
+bool servesFor(const Validator& copy, const Validator& now);
+
+// The remote identity part of every key: the remote root's canonical path
+// (the namespace), after checking that remote_root_fd (opened before the
+// mount) answers fstat. Not its st_dev, which changes at every remount of a
+// FUSE or NFS remote.
 Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path);
 
 // A relative path as the store accepts it: not empty, not absolute, no "." or
@@ -90,8 +111,8 @@ class CacheStore {
   CacheStore& operator=(const CacheStore&) = delete;
 
   // ---- FUSE layer -------------------------------------------------------
-  // O_RDWR fd of the cached copy iff present and its validator equals
-  // `current` (read-write for adopt()); kNotFound or kStale otherwise (a stale
+  // O_RDWR fd of the cached copy iff present and servesFor(its validator,
+  // `current`) (read-write for adopt()); kNotFound or kStale otherwise (a stale
   // copy is dropped).
   // Each successful call counts the object as open (never evicted by the
   // watermarks) until a matching release(rel_path).
@@ -158,6 +179,7 @@ class CacheStore {
     uint64_t recovery_drops = 0;      // objects unlinked by open()
     uint64_t recovery_tmp_swept = 0;  // tmp files removed by open()
     uint64_t adopted_objects = 0;     // copies that are write-back buffers now
+    uint64_t recovery_rekeyed = 0;    // objects renamed from their "path@st_dev" key by open()
   };
   Stats stats() const;
 
@@ -200,7 +222,7 @@ class CacheStore {
   // The Pending is consumed either way.
   Status publish(std::unique_ptr<Pending> pending, const Validator& v, uint64_t checksum);
 
-  // True when rel_path is cached with exactly this validator.
+  // True when rel_path is cached with a copy that servesFor(copy, v).
   bool isCached(const std::string& rel_path, const Validator& v) const;
 
   // ---- operations and policy -------------------------------------------
@@ -279,6 +301,11 @@ class CacheStore {
   // Requires mu_. Moves objects/<obj> to lost+found/ and logs why.
   void keepAsideLocked(const std::string& obj, const std::string& rel_path, const std::string& why);
   std::string keyOf(const std::string& rel_path) const;
+  // The key rel_path had when the remote identity was "path@st_dev" (before
+  // keys left the device out), for the device the copy was made on.
+  std::string legacyKeyOf(const std::string& rel_path, uint64_t dev) const;
+  // Renames objects/<fan>/<name> to rel_path's key; false if it cannot.
+  bool rekeyLocked(int fan_fd, const std::string& name, const std::string& key);
   // The following require mu_.
   void dropLocked(const std::string& rel_path, const char* why);
   // Unlinks what dropLocked() moved aside. Without mu_: unlinking a large,

@@ -163,6 +163,23 @@ void addMountItems(std::vector<ConfigItem>& items) {
                              &RunConfig::log_level, {"trace", "debug", "info", "warn", "error"}));
   items.push_back(countItem("fuse-threads", "Most FUSE worker threads (default: 16)",
                             &RunConfig::fuse_threads, 1, 1024));
+  items.push_back(ConfigItem{
+      .name = "remote-timeout",
+      .help = "Deadline of each call into the remote for a request (lookup, stat, open, "
+              "opendir, statfs), 100ms to 1h; past it the request fails with ETIMEDOUT "
+              "(default: 30s)",
+      .get = [](const RunConfig& c) { return formatDuration(c.remote_timeout); },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        auto d = parseDuration(v);
+        if (!d.ok()) return makeError(Errc::kInvalidArgument, "remote-timeout: " + d.error().message);
+        if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
+          return makeError(Errc::kInvalidArgument,
+                           "remote-timeout '" + v + "': expected 100ms to 1h");
+        }
+        c.remote_timeout = *d;
+        return Ok{};
+      },
+  });
 }
 
 // The cache store, the promoter's I/O shape and the scrub.

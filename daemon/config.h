@@ -26,6 +26,9 @@ struct RunConfig {
   std::string log_file;               // default: /var/log/hotshard/<mount>.log in the background
   std::string log_level = "info";     // trace | debug | info | warn | error
   unsigned fuse_threads = 16;         // most FUSE worker threads
+  // Deadline of each call into the remote on the FUSE request path (lookup,
+  // getattr, open, opendir, statfs): past it the request fails with ETIMEDOUT.
+  Duration remote_timeout = std::chrono::seconds(30);  // 100ms..1h
 
   // Cache store and promoter.
   uint64_t cache_size = 0;             // bytes; 0: 80% of what the cache fs can hold for us

@@ -272,7 +272,8 @@ Status Daemon::startFileSystem() {
   fs_ = std::make_unique<fuse::FileSystem>(
       fuse::FileSystemOptions{.remote_root_fd = remote_fd_.get(),
                               .consistency = cfg_.consistency,
-                              .cache = cache_.get()},
+                              .cache = cache_.get(),
+                              .remote_timeout_seconds = toSeconds(cfg_.remote_timeout)},
       shim_.get());
   // Promotions read through the jobs' open remote files (daemon/promoter.h).
   cache_->setBackingSharer([fs = fs_.get()](dev_t dev, ino_t ino) {

@@ -56,6 +56,11 @@ const std::vector<MetricInfo> kCatalog = {
      "Opens that could not use a valid cached copy because a writer held the file."},
     {"hotshard_userspace_read_bytes_total", "counter", {},
      "Bytes the daemon read on behalf of opens served in user space."},
+    {"hotshard_remote_call_failures_total", "counter", {"reason"},
+     "Remote calls of FUSE requests that failed for want of an answer: past --remote-timeout "
+     "(timeout, ETIMEDOUT) or refused at once while every remote worker was blocked (blocked, EIO)."},
+    {"hotshard_remote_calls_blocked", "gauge", {},
+     "Remote calls still blocked in the remote after their request was answered."},
     {"hotshard_cache_used_bytes", "gauge", {}, "Bytes the cache store holds."},
     {"hotshard_cache_capacity_bytes", "gauge", {}, "Bytes the cache store may hold."},
     {"hotshard_cache_objects", "gauge", {}, "Objects (cached files) in the cache store."},
@@ -265,6 +270,9 @@ void addFuse(const FuseStatus& fu, Families& f) {
   f.add("hotshard_opens_served_total", {{"via", "userspace"}}, num(fu.opens_userspace));
   f.add("hotshard_cache_conflicts_total", {}, num(fu.cache_conflicts));
   f.add("hotshard_userspace_read_bytes_total", {}, num(fu.userspace_read_bytes));
+  f.add("hotshard_remote_call_failures_total", {{"reason", "timeout"}}, num(fu.remote_timeouts));
+  f.add("hotshard_remote_call_failures_total", {{"reason", "blocked"}}, num(fu.remote_refused));
+  f.add("hotshard_remote_calls_blocked", {}, num(fu.remote_calls_blocked));
 }
 
 // Every failed_X field of the promoter is one failure reason X.

@@ -34,6 +34,9 @@ struct FuseStatus {
   Opt<uint64_t> opens_cache, opens_remote;           // opens by the file backing them
   Opt<uint64_t> cache_conflicts;       // opens that fell back to the remote: a writer held it
   Opt<uint64_t> userspace_read_bytes;  // bytes read for opens served in user space
+  // Remote calls past --remote-timeout (answered ETIMEDOUT), refused at once
+  // (EIO: every remote worker blocked), and workers still blocked in the remote.
+  Opt<uint64_t> remote_timeouts, remote_refused, remote_calls_blocked;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -45,6 +48,9 @@ struct FuseStatus {
     f("opens_remote", s.opens_remote);
     f("cache_conflicts", s.cache_conflicts);
     f("userspace_read_bytes", s.userspace_read_bytes);
+    f("remote_timeouts", s.remote_timeouts);
+    f("remote_refused", s.remote_refused);
+    f("remote_calls_blocked", s.remote_calls_blocked);
   }
 };
 

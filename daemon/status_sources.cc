@@ -14,6 +14,7 @@ namespace {
 FuseStatus fuseStatusOf(const fuse::PassthroughShim& shim, const fuse::FileSystem& fs) {
   std::map<std::string, uint64_t> requests;
   for (const auto& [name, n] : shim.requestCounts()) requests[name] = n;
+  fuse::RemoteCalls::Stats remote = fs.remoteCallStats();
   return FuseStatus{.requests = std::move(requests),
                     .inodes = fs.inodeCount(),
                     .opens_passthrough = fs.passthroughOpens(),
@@ -21,7 +22,10 @@ FuseStatus fuseStatusOf(const fuse::PassthroughShim& shim, const fuse::FileSyste
                     .opens_cache = fs.cacheOpens(),
                     .opens_remote = fs.remoteOpens(),
                     .cache_conflicts = fs.cacheConflicts(),
-                    .userspace_read_bytes = fs.userspaceReadBytes()};
+                    .userspace_read_bytes = fs.userspaceReadBytes(),
+                    .remote_timeouts = remote.timeouts,
+                    .remote_refused = remote.refused,
+                    .remote_calls_blocked = remote.blocked};
 }
 
 }  // namespace

@@ -79,7 +79,11 @@ constexpr uint64_t kFhWriter = 1;
 // ---- table, paths, attributes ----------------------------------------------
 
 FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
-    : opts_(opts), shim_(shim), userdata_{shim, this}, table_(opts.remote_root_fd, shim) {}
+    : opts_(opts),
+      remote_({.timeout_seconds = opts.remote_timeout_seconds}),
+      shim_(shim),
+      userdata_{shim, this},
+      table_(opts.remote_root_fd, shim) {}
 
 FileSystem::~FileSystem() = default;
 
@@ -132,12 +136,84 @@ Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
       return inode.last_stat;
     }
   }
-  struct stat st;
-  if (::fstatat(inode.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-    return lastSysError("stat remote");
-  }
+  ASSIGN_OR_RETURN(struct stat st, statRemote(inode.fd, "stat remote"));
   rememberStat(inode, st);
   return st;
+}
+
+// ---- remote calls under the deadline ----------------------------------------
+
+namespace {
+// A duplicate of fd for a remote call's worker, closed with the call (run or not).
+Result<std::shared_ptr<UniqueFd>> dupForCall(int fd, const char* what) {
+  auto dup = std::make_shared<UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!*dup) return lastSysError(what);
+  return dup;
+}
+}  // namespace
+
+Result<struct stat> FileSystem::statRemote(int fd, const char* what) {
+  ASSIGN_OR_RETURN(auto own, dupForCall(fd, what));
+  return remote_.run<struct stat>(what, [own, what]() -> Result<struct stat> {
+    struct stat st;
+    if (::fstatat(own->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+      return lastSysError(what);
+    }
+    return st;
+  });
+}
+
+Result<FileSystem::Found> FileSystem::lookupRemote(int parent_fd, const char* name) {
+  ASSIGN_OR_RETURN(auto dir, dupForCall(parent_fd, "lookup"));
+  return remote_.run<Found>(
+      std::string("lookup ") + name,
+      [dir, name = std::string(name)]() -> Result<Found> {
+        Found f;
+        f.fd = ::openat(dir->get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (f.fd < 0) return lastSysError("openat");
+        if (::fstatat(f.fd, "", &f.st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+          Error err = lastSysError("fstatat");
+          ::close(f.fd);
+          return err;
+        }
+        return f;
+      },
+      [](Result<Found>& late) {
+        if (late.ok()) ::close(late->fd);
+      });
+}
+
+// Opens what fd (an O_PATH fd) names, through /proc/self/fd of its duplicate.
+Result<int> FileSystem::openRemote(int fd, int flags, const char* what) {
+  ASSIGN_OR_RETURN(auto own, dupForCall(fd, what));
+  return remote_.run<int>(
+      what,
+      [own, flags, what]() -> Result<int> {
+        int opened = ::open(procPath(own->get()).c_str(), flags);
+        if (opened < 0) return lastSysError(what);
+        return opened;
+      },
+      [](Result<int>& late) {
+        if (late.ok()) ::close(*late);
+      });
+}
+
+// fdopendir() fstats the directory: a remote call too, so both run on the worker.
+Result<DIR*> FileSystem::openRemoteDir(int fd) {
+  ASSIGN_OR_RETURN(auto own, dupForCall(fd, "opendir"));
+  return remote_.run<DIR*>(
+      "opendir",
+      [own]() -> Result<DIR*> {
+        UniqueFd dir(::open(procPath(own->get()).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!dir) return lastSysError("opendir");
+        DIR* dp = ::fdopendir(dir.get());
+        if (dp == nullptr) return lastSysError("fdopendir");
+        (void)dir.release();  // the DIR owns it now
+        return dp;
+      },
+      [](Result<DIR*>& late) {
+        if (late.ok()) ::closedir(*late);
+      });
 }
 
 Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e) {
@@ -145,13 +221,9 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->attr_timeout = opts_.consistency.attrTimeout();
   e->entry_timeout = opts_.consistency.entryTimeout();
 
-  int newfd = ::openat(inodeOf(parent).fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (newfd < 0) return lastSysError("openat");
-  if (::fstatat(newfd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-    Error err = lastSysError("fstatat");
-    ::close(newfd);
-    return err;
-  }
+  ASSIGN_OR_RETURN(Found found, lookupRemote(inodeOf(parent).fd, name));
+  int newfd = found.fd;
+  e->attr = found.st;
   Inode& inode = table_.addLookup(newfd, e->attr);
   e->ino = table_.idOf(inode);
   e->generation = inode.generation;
@@ -199,10 +271,7 @@ void FileSystem::forget(fuse_ino_t ino, uint64_t nlookup) { table_.forget(inodeO
 
 Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   Inode& inode = inodeOf(ino);
-  struct stat st;
-  if (::fstatat(inode.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-    return lastSysError("getattr");
-  }
+  ASSIGN_OR_RETURN(struct stat st, statRemote(inode.fd, "getattr"));
   if (S_ISREG(st.st_mode)) rememberStat(inode, st);
   overlayAdoptedCopy(inode, st);
   fuse_reply_attr(req, &st, opts_.consistency.attrTimeout());
@@ -417,14 +486,17 @@ BackingFacts factsOf(const Inode& inode, bool for_write, bool cache_hooks, bool 
 }
 
 // Read-write whenever the remote lets us, so a later writer can share the
-// backing file that readers already passed through to.
-Status openRemoteBacking(Inode& inode, bool for_write) {
-  std::string path = procPath(inode.fd);
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_LARGEFILE);
-  int rw_errno = fd < 0 ? errno : 0;
-  if (fd < 0 && !for_write) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE);
-  if (fd < 0) return sysError(errno, "open backing file");
-  inode.backing_fd = fd;
+// backing file that readers already passed through to. open(flags) is the
+// remote call under the deadline; a remote that did not answer is not asked twice.
+template <class Open>
+Status openRemoteBacking(Inode& inode, bool for_write, Open&& open) {
+  Result<int> fd = open(O_RDWR | O_CLOEXEC | O_LARGEFILE);
+  int rw_errno = fd.ok() ? 0 : fd.error().sys_errno;
+  if (!fd.ok() && !for_write && rw_errno != ETIMEDOUT && rw_errno != EIO) {
+    fd = open(O_RDONLY | O_CLOEXEC | O_LARGEFILE);
+  }
+  if (!fd.ok()) return fd.takeError();
+  inode.backing_fd = *fd;
   inode.backing_writable = rw_errno == 0;
   inode.backing_rw_errno = rw_errno;
   return Ok{};
@@ -442,7 +514,9 @@ Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
   } else {
-    RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write));
+    RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write, [&](int flags) {
+      return openRemote(inode.fd, flags, "open backing file");
+    }));
   }
   registerBacking(inode);
   return Ok{};
@@ -957,15 +1031,16 @@ bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
 
 Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto d = std::make_unique<DirHandle>();
-  UniqueFd fd(::openat(inodeOf(ino).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return lastSysError("opendir");
+  ASSIGN_OR_RETURN(d->dp, openRemoteDir(inodeOf(ino).fd));
   struct stat now {};
-  if (opts_.consistency.keepCache() && ::fstat(fd.get(), &now) < 0) {
-    return lastSysError("opendir: fstat");
+  if (opts_.consistency.keepCache()) {
+    auto st = statRemote(::dirfd(d->dp), "opendir: fstat");
+    if (!st.ok()) {
+      ::closedir(d->dp);
+      return st.takeError();
+    }
+    now = *st;
   }
-  d->dp = ::fdopendir(fd.get());
-  if (d->dp == nullptr) return lastSysError("fdopendir");
-  (void)fd.release();  // the DIR owns it now
   fi->fh = reinterpret_cast<uint64_t>(d.release());
   if (opts_.consistency.keepCache()) {
     // The kernel caches the listing (FOPEN_CACHE_DIR); revalidateListing drops
@@ -1055,8 +1130,13 @@ Status FileSystem::fsyncdir(fuse_req_t req, fuse_file_info* fi, int datasync) {
 }
 
 Status FileSystem::statfs(fuse_req_t req) {
-  struct statvfs sv;
-  if (::fstatvfs(table_.root().fd, &sv) < 0) return lastSysError("statfs");
+  ASSIGN_OR_RETURN(auto root, dupForCall(table_.root().fd, "statfs"));
+  ASSIGN_OR_RETURN(struct statvfs sv,
+                   remote_.run<struct statvfs>("statfs", [root]() -> Result<struct statvfs> {
+                     struct statvfs out;
+                     if (::fstatvfs(root->get(), &out) < 0) return lastSysError("statfs");
+                     return out;
+                   }));
   fuse_reply_statfs(req, &sv);
   return Ok{};
 }

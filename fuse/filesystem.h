@@ -8,6 +8,7 @@
 //   inode_table.h   Inode (lookup count, open count, backing_id) and the table
 //   backing.h       the pure choice of an open's backing file
 //   reply.h         the guard every op runs in; Error -> fuse_reply_err
+//   remote_calls.h  the deadline on calls into the remote (--remote-timeout)
 //   filesystem.h    FileSystem: the handlers (this file); ops.cc: the libfuse table
 //   passthrough_shim.h, fuse_compat.h   the kernel passthrough ABI on libfuse 3.14
 //   mount.h         mounting /dev/fuse ourselves; cache_hooks.h: what fuse/ asks of the cache
@@ -36,6 +37,7 @@
 #include "fuse/consistency.h"
 #include "fuse/inode_table.h"
 #include "fuse/passthrough_shim.h"
+#include "fuse/remote_calls.h"
 
 namespace hotshard::fuse {
 
@@ -43,6 +45,9 @@ struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
   CacheHooks* cache = nullptr;  // borrowed; nullptr: every open goes to the remote
+  // Deadline of each remote call on the request path (remote_calls.h), in
+  // seconds; 0: none.
+  double remote_timeout_seconds = 0;
 };
 
 class FileSystem {
@@ -73,6 +78,7 @@ class FileSystem {
   // (sshfs without kernel_cache) drops it (fs/fuse/file.c, fuse_finish_open).
   // The caller owns it.
   UniqueFd shareRemoteBacking(dev_t dev, ino_t ino);
+  RemoteCalls::Stats remoteCallStats() const { return remote_.stats(); }
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
@@ -175,8 +181,20 @@ class FileSystem {
   // (a name may have gone; see consistency.h).
   bool revalidateListing(fuse_ino_t dir, const struct stat& now);
   void rememberStat(Inode& inode, const struct stat& st);
+  // The remote calls of the request path, each under the deadline (fds are
+  // duplicated for the worker, which may outlive the request).
+  Result<struct stat> statRemote(int fd, const char* what);
+  struct Found {
+    int fd;  // O_PATH, the caller's to keep or close
+    struct stat st;
+  };
+  Result<Found> lookupRemote(int parent_fd, const char* name);
+  // Opens what fd (O_PATH) names with flags.
+  Result<int> openRemote(int fd, int flags, const char* what);
+  Result<DIR*> openRemoteDir(int fd);
 
   FileSystemOptions opts_;
+  RemoteCalls remote_;
   PassthroughShim* shim_;
   SessionUserdata userdata_;
   InodeTable table_;

@@ -46,7 +46,7 @@ struct Opened {
 };
 
 // Opens the remote root and the store the way the daemon does: the remote
-// identity is its canonical path and device.
+// identity is its canonical path.
 void openBoth(const CacheArgs& a, bool for_promotion, Opened* out) {
   char real[PATH_MAX];
   if (::realpath(a.remote_dir.c_str(), real) == nullptr)

@@ -75,29 +75,44 @@ TEST_F(CacheStoreTest, LookupOfUncachedIsNotFound) {
 
 TEST_F(CacheStoreTest, ValidatorMismatchIsStaleAndDropsTheCopy) {
   openStore();
-  cache("a.bin", 5000);
-  Validator v = validatorOfPath(remote_ + "/a.bin");
-  for (auto change : {&Validator::size, &Validator::ino, &Validator::dev}) {
-    Validator other = v;
-    ++(other.*change);
-    // A mismatch in any field is Stale; the first one drops the copy.
+  using Change = std::pair<const char*, void (*)(Validator&)>;
+  for (auto [what, change] : {Change{"size", [](Validator& v) { ++v.size; }},
+                              Change{"mtime", [](Validator& v) { ++v.mtime_ns; }},
+                              Change{"ctime", [](Validator& v) { ++v.ctime_ns; }}}) {
+    SCOPED_TRACE(what);
+    uint64_t drops = store_->stats().stale_drops;
+    cache("a.bin", 5000);
+    Validator other = validatorOfPath(remote_ + "/a.bin");
+    change(other);
     auto fd = store_->openIfValid("a.bin", other);
     ASSERT_FALSE(fd.ok());
-    if (change == &Validator::size) {
-      EXPECT_EQ(fd.error().code, Errc::kStale);
-    }
+    EXPECT_EQ(fd.error().code, Errc::kStale);
+    EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
+    EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
+    EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);  // moved aside, then unlinked
+    EXPECT_EQ(store_->stats().stale_drops, drops + 1);
   }
-  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kRemote);
-  EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
-  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);  // moved aside, then unlinked
-  EXPECT_EQ(store_->stats().stale_drops, 1u);
+}
 
-  cache("b.bin", 5000);
-  Validator vb = validatorOfPath(remote_ + "/b.bin");
-  vb.mtime_ns += 1;
-  auto fd = store_->openIfValid("b.bin", vb);
-  ASSERT_FALSE(fd.ok());
-  EXPECT_EQ(fd.error().code, Errc::kStale);
+// Inode and device numbers do not survive a remount (an sshfs or NFS remote
+// gets a new anonymous st_dev; sshfs numbers its nodes afresh): a copy whose
+// size, mtime and ctime still match is served, and kept.
+TEST_F(CacheStoreTest, ACopyIsServedAcrossANewInodeOrDeviceNumber) {
+  openStore();
+  std::string content = cache("a.bin", 5000);
+  Validator v = validatorOfPath(remote_ + "/a.bin");
+  for (auto change : {&Validator::ino, &Validator::dev}) {
+    Validator other = v;
+    other.*change += 7;
+    EXPECT_TRUE(store_->isCached("a.bin", other));
+    auto fd = store_->openIfValid("a.bin", other);
+    ASSERT_TRUE(fd.ok()) << fd.error().message;
+    EXPECT_EQ(readFd(*fd), content);
+    ::close(*fd);
+    store_->release("a.bin");
+  }
+  EXPECT_EQ(store_->stats().stale_drops, 0u);
+  EXPECT_EQ(store_->info("a.bin").state, CacheStore::State::kCached);
 }
 
 TEST_F(CacheStoreTest, InvalidateDropsTheCopy) {
@@ -341,6 +356,43 @@ TEST_F(CacheStoreTest, ObjectsOfAnotherRemoteAreNotServed) {
   ASSERT_TRUE(other.ok()) << other.error().message;
   EXPECT_EQ((*other)->stats().objects, 0u);
   EXPECT_EQ((*other)->info("a.bin").state, CacheStore::State::kRemote);
+}
+
+// A cache written when keys were xxh3-128("path@st_dev" '\0' rel) keeps its
+// copies: each object named under its own device's former key is renamed to
+// the key without the device, still validated on every open.
+TEST_F(CacheStoreTest, ObjectsUnderTheFormerPathAtDeviceKeyAreRenamedAndKept) {
+  openStore();
+  std::string a = cache("a.bin", 3000), b = cache("dir/b.bin", 70000);
+  Validator va = validatorOfPath(remote_ + "/a.bin");
+  std::string new_a = store_->objectPathFor("a.bin"), new_b = store_->objectPathFor("dir/b.bin");
+  store_.reset();
+  auto legacyPath = [&](const std::string& rel, uint64_t dev) {
+    std::string in = storeOptions().remote_id + "@" + std::to_string(dev) + std::string(1, '\0') + rel;
+    XXH128_hash_t h = XXH3_128bits(in.data(), in.size());
+    char hex[33];
+    std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                  static_cast<unsigned long long>(h.low64));
+    return "objects/" + std::string(hex, 2) + "/" + std::string(hex + 2);
+  };
+  // a.bin as the former build named it; dir/b.bin under a device it was not made on.
+  for (auto [from, to] : {std::pair{new_a, legacyPath("a.bin", va.dev)},
+                          std::pair{new_b, legacyPath("dir/b.bin", va.dev + 1)}}) {
+    std::filesystem::create_directories(cache_ + "/" + to.substr(0, 10));
+    ASSERT_EQ(::rename((cache_ + "/" + from).c_str(), (cache_ + "/" + to).c_str()), 0);
+  }
+  openStore();
+  EXPECT_EQ(store_->stats().recovery_rekeyed, 1u);
+  EXPECT_EQ(store_->stats().recovery_drops, 1u);
+  EXPECT_EQ(cachedBytes("a.bin"), a);
+  EXPECT_TRUE(std::filesystem::exists(cache_ + "/" + new_a));
+  EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + legacyPath("a.bin", va.dev)));
+  EXPECT_EQ(store_->info("dir/b.bin").state, CacheStore::State::kRemote);
+  // Renamed for good: the next open finds it under its key and renames nothing.
+  openStore();
+  EXPECT_EQ(store_->stats().recovery_rekeyed, 0u);
+  EXPECT_EQ(store_->stats().recovery_drops, 0u);
+  EXPECT_EQ(cachedBytes("a.bin"), a);
 }
 
 TEST_F(CacheStoreTest, UnknownFormatIsRefused) {

@@ -407,6 +407,11 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
                                   options, "localhost:" + source_, remote_});
     ASSERT_EQ(r.exit_code, 0) << r.out;
   }
+  // SIGSTOP: the server stops answering and sshfs waits for it without end, as
+  // for a server behind a link that went down; SIGCONT: it answers again.
+  void signalRemote(const std::string& sig) {
+    runCommand({"pkill", "-" + sig, "-f", "^" + server_name_ + "$"});
+  }
   void killRemote() {
     runCommand({"pkill", "-KILL", "-f", "^" + server_name_ + "$"});
     for (int i = 0; i < 100 && isMounted(remote_); i++) {
@@ -415,8 +420,12 @@ class IntegrationCacheRemoteGone : public IntegrationCache {
   }
   static bool isMounted(const std::string& path) { return mountDevice(path) != 0; }
   void TearDown() override {
+    if (!server_name_.empty()) signalRemote("CONT");  // a test that failed while it was stopped
     if (daemon_) daemon_->stop();
-    if (!source_.empty() && isMounted(remote_)) ::umount2(remote_.c_str(), MNT_DETACH);
+    // Every sshfs stacked on the remote, top first.
+    for (int i = 0; i < 4 && !source_.empty() && isMounted(remote_); i++) {
+      ::umount2(remote_.c_str(), MNT_DETACH);
+    }
   }
   std::string source_;
   std::string server_name_;
@@ -604,5 +613,68 @@ TEST_F(IntegrationCacheRemoteReads, PlacementPromotesAFileJustReadWithoutReading
   EXPECT_EQ(p.value("read_remote_bytes", 1ull), 0u) << p.dump();
 }
 
+
+// A remote mounted again (sshfs restarted, NFS after a reboot) has a new st_dev
+// and numbers its inodes afresh: a restart over it keeps every copy, and serves
+// it, since keys name the remote by its path and copies are validated by size,
+// mtime and ctime.
+TEST_F(IntegrationCacheRemoteGone, ARestartAfterTheRemoteWasMountedAgainKeepsTheCache) {
+  writeRandomFile(source_ + "/model/weights.bin", 2 << 20, 7);
+  std::string want = sha256File(source_ + "/model/weights.bin");
+  mountRemote();
+  dev_t first = mountDevice(remote_);
+  startDaemon("strict");
+  ASSERT_EQ(hs({"warm", mnt_ + "/model/weights.bin"}).exit_code, 0);
+  ASSERT_EQ(statOf(mnt_ + "/model/weights.bin")["state"], "cached");
+  daemon_->stop();
+  daemon_.reset();
+
+  mountRemote();  // a second sshfs over the first: the same files under a new device
+  ASSERT_NE(mountDevice(remote_), first);
+  startDaemon("strict");
+  json st = daemon_->status();
+  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
+  EXPECT_EQ(statOf(mnt_ + "/model/weights.bin")["state"], "cached");
+  EXPECT_EQ(sha256File(mnt_ + "/model/weights.bin"), want);
+  st = daemon_->status();
+  EXPECT_EQ(st["fuse"]["opens_cache"], 1) << st.dump();
+  EXPECT_EQ(st["cache"]["stale_drops"], 0);
+  EXPECT_EQ(daemon_->log().find("dropping object"), std::string::npos) << daemon_->log();
+}
+
+// A server that stops answering (sshfs then waits for it without end): what
+// needs the remote fails within --remote-timeout instead of hanging, cached
+// files keep being read in immutable mode, status answers; once the server
+// answers again, so does the mount, with no copy dropped and no restart.
+TEST_F(IntegrationCacheRemoteGone, AHungRemoteIsAnsweredWithinTheDeadline) {
+  writeRandomFile(source_ + "/cached.bin", 1 << 20, 3);
+  writeFile(source_ + "/uncached.txt", "remote only");
+  std::string want = sha256File(source_ + "/cached.bin");
+  mountRemote();
+  startDaemon("immutable", {"--remote-timeout", "2s"});
+  ASSERT_EQ(hs({"warm", mnt_ + "/cached.bin"}).exit_code, 0);
+  ASSERT_EQ(sha256File(mnt_ + "/cached.bin"), want);  // the kernel knows its name now
+
+  signalRemote("STOP");
+  for (const auto& argv : {std::vector<std::string>{"stat", mnt_ + "/uncached.txt"},
+                           std::vector<std::string>{"ls", mnt_}}) {
+    auto t0 = std::chrono::steady_clock::now();
+    CommandResult r = runCommand(argv, 30);
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(r.exit_code, 0) << argv[0] << ": " << r.out;
+    EXPECT_NE(r.out.find("timed out"), std::string::npos) << argv[0] << ": " << r.out;
+    EXPECT_LT(took, 10.0) << argv[0] << " waited past the 2 s deadline";
+  }
+  EXPECT_EQ(sha256File(mnt_ + "/cached.bin"), want);
+  json st = daemon_->status();  // answers while calls are stuck in the remote
+  EXPECT_GE(st["fuse"]["remote_timeouts"].get<uint64_t>(), 2u) << st.dump();
+  EXPECT_GE(st["fuse"]["remote_calls_blocked"].get<uint64_t>(), 1u) << st.dump();
+
+  signalRemote("CONT");
+  EXPECT_EQ(readFile(mnt_ + "/uncached.txt"), "remote only");
+  st = daemon_->status();
+  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
+  EXPECT_EQ(st["cache"]["stale_drops"], 0);
+}
 }  // namespace
 }  // namespace hotshard::testing

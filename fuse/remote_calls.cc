@@ -1,0 +1,88 @@
+#include "fuse/remote_calls.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <thread>
+
+namespace hotshard::fuse {
+
+struct RemoteCalls::Pool {
+  std::mutex mu;  // guards everything below
+  std::condition_variable cv;
+  std::deque<std::function<void()>> jobs;
+  unsigned workers = 0, idle = 0;
+  unsigned blocked = 0;  // running (or queued) calls whose caller gave up
+  bool stopping = false;
+  uint64_t timeouts = 0, refused = 0;
+
+  static void work(const std::shared_ptr<Pool>& pool) {
+    std::unique_lock lock(pool->mu);
+    while (true) {
+      pool->idle++;
+      pool->cv.wait(lock, [&] { return pool->stopping || !pool->jobs.empty(); });
+      pool->idle--;
+      if (pool->jobs.empty()) break;  // stopping
+      std::function<void()> job = std::move(pool->jobs.front());
+      pool->jobs.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+    pool->workers--;
+  }
+};
+
+RemoteCalls::RemoteCalls(Options opts) : opts_(opts), pool_(std::make_shared<Pool>()) {
+  if (opts_.max_workers == 0) opts_.max_workers = 1;
+}
+
+RemoteCalls::~RemoteCalls() {
+  std::lock_guard lock(pool_->mu);
+  pool_->stopping = true;
+  pool_->cv.notify_all();
+}
+
+bool RemoteCalls::submit(std::function<void()> job) {
+  std::lock_guard lock(pool_->mu);
+  if (pool_->blocked >= opts_.max_workers) {
+    pool_->refused++;
+    return false;
+  }
+  pool_->jobs.push_back(std::move(job));
+  if (pool_->idle < pool_->jobs.size() && pool_->workers < opts_.max_workers) {
+    pool_->workers++;
+    std::thread([pool = pool_] { Pool::work(pool); }).detach();
+  }
+  pool_->cv.notify_one();
+  return true;
+}
+
+void RemoteCalls::noteAbandoned(Pool& pool) {
+  std::lock_guard lock(pool.mu);
+  pool.blocked++;
+  pool.timeouts++;
+}
+
+void RemoteCalls::noteBlockedDone(Pool& pool) {
+  std::lock_guard lock(pool.mu);
+  pool.blocked--;
+}
+
+Error RemoteCalls::timedOut(const std::string& what) {
+  return sysError(ETIMEDOUT, fmt::format("{}: the remote did not answer within {} s", what,
+                                         opts_.timeout_seconds));
+}
+
+Error RemoteCalls::refused(const std::string& what) {
+  return sysError(EIO, fmt::format("{}: not sent to the remote: all {} remote calls are blocked "
+                                   "past the {} s deadline",
+                                   what, opts_.max_workers, opts_.timeout_seconds));
+}
+
+RemoteCalls::Stats RemoteCalls::stats() const {
+  std::lock_guard lock(pool_->mu);
+  return Stats{.timeouts = pool_->timeouts, .refused = pool_->refused, .blocked = pool_->blocked};
+}
+
+}  // namespace hotshard::fuse

@@ -1,0 +1,111 @@
+// fuse/remote_calls: a deadline on the remote. A FUSE handler that asks the
+// remote (lookup, getattr, the stat and open of an open, opendir, statfs) runs
+// the syscall on a small pool of worker threads and waits for it at most
+// `timeout_seconds`. When the deadline passes the request is answered with
+// ETIMEDOUT while the syscall stays blocked on its worker: a thread in an
+// uninterruptible wait on a hung NFS or sshfs server cannot be taken back, but
+// it no longer holds a FUSE thread, so other requests (cached files, `status`)
+// keep being answered. When every worker is blocked past its deadline, new
+// calls fail at once with EIO instead of queueing behind them.
+//
+// Units: seconds (double). Errors: sysError(ETIMEDOUT, "<what>: the remote did
+// not answer within N s") and sysError(EIO, "<what>: ... remote calls blocked").
+// Thread safety: run() may be called from any thread. The workers are detached
+// and share the pool's state, so a worker still blocked at teardown returns
+// into valid memory and exits.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "base/result.h"
+
+namespace hotshard::fuse {
+
+class RemoteCalls {
+ public:
+  struct Options {
+    double timeout_seconds = 30;  // 0: no deadline, calls run on the caller's thread
+    unsigned max_workers = 32;    // threads that may be inside the remote at once
+  };
+  explicit RemoteCalls(Options opts);
+  ~RemoteCalls();  // idle workers exit; blocked ones exit when their call returns
+  RemoteCalls(const RemoteCalls&) = delete;
+  RemoteCalls& operator=(const RemoteCalls&) = delete;
+
+  // Runs call() (which owns everything it touches: duplicated fds, copied
+  // names) on a worker and returns its result, or the errors above. A call
+  // that finishes after its caller gave up hands its result to abandon(), on
+  // the worker, to close what it opened.
+  template <class T>
+  Result<T> run(const std::string& what, std::function<Result<T>()> call,
+                std::function<void(Result<T>&)> abandon = nullptr);
+
+  double timeoutSeconds() const { return opts_.timeout_seconds; }
+  struct Stats {
+    uint64_t timeouts = 0;  // calls answered ETIMEDOUT
+    uint64_t refused = 0;   // calls answered EIO: every worker blocked
+    unsigned blocked = 0;   // workers now inside a call whose caller gave up
+  };
+  Stats stats() const;
+
+ private:
+  struct Pool;  // shared with the workers (remote_calls.cc)
+  // Queues job on a worker; false when every worker is blocked past a deadline.
+  bool submit(std::function<void()> job);
+  Error timedOut(const std::string& what);
+  Error refused(const std::string& what);
+  // A caller gave up on its call; the call, once it returns, says so.
+  static void noteAbandoned(Pool& pool);
+  static void noteBlockedDone(Pool& pool);
+
+  Options opts_;
+  std::shared_ptr<Pool> pool_;
+};
+
+template <class T>
+Result<T> RemoteCalls::run(const std::string& what, std::function<Result<T>()> call,
+                           std::function<void(Result<T>&)> abandon) {
+  if (opts_.timeout_seconds <= 0) return call();
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<T>> result;
+    bool abandoned = false;
+  };
+  auto shared = std::make_shared<Shared>();
+  bool queued = submit([pool = pool_, shared, call = std::move(call),
+                        abandon = std::move(abandon)] {
+    Result<T> r = call();
+    std::unique_lock lock(shared->mu);
+    if (!shared->abandoned) {
+      shared->result.emplace(std::move(r));
+      shared->cv.notify_all();
+      return;
+    }
+    lock.unlock();
+    if (abandon) abandon(r);
+    noteBlockedDone(*pool);
+  });
+  if (!queued) return refused(what);
+  std::unique_lock lock(shared->mu);
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(opts_.timeout_seconds));
+  if (shared->cv.wait_until(lock, deadline, [&] { return shared->result.has_value(); })) {
+    return std::move(*shared->result);
+  }
+  shared->abandoned = true;
+  noteAbandoned(*pool_);
+  return timedOut(what);
+}
+
+}  // namespace hotshard::fuse

@@ -1,0 +1,110 @@
+// fuse/remote_calls.h: a call into the remote that does not return is answered
+// within the deadline, a pool full of such calls refuses at once, and what a
+// late call opened is handed back for closing.
+#include "fuse/remote_calls.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <future>
+#include <thread>
+
+namespace hotshard::fuse {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// A stand-in for a remote that hangs until released.
+struct Gate {
+  std::promise<void> open;
+  std::shared_future<void> opened = open.get_future().share();
+  void release() { open.set_value(); }
+};
+
+TEST(RemoteCalls, AnAnsweredCallGivesItsResult) {
+  RemoteCalls calls({.timeout_seconds = 5, .max_workers = 2});
+  auto r = calls.run<int>("stat f", [] { return Result<int>(42); });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, 42);
+  auto e = calls.run<int>("stat g", [] { return Result<int>(sysError(ENOENT, "stat g")); });
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().sys_errno, ENOENT);  // the remote's errno, unchanged
+  EXPECT_EQ(calls.stats().timeouts, 0u);
+}
+
+TEST(RemoteCalls, AHungCallIsAnsweredAtTheDeadlineAndItsResultClosedLater) {
+  RemoteCalls calls({.timeout_seconds = 0.3, .max_workers = 4});
+  Gate gate;
+  auto abandoned = std::make_shared<std::promise<int>>();
+  auto t0 = Clock::now();
+  auto r = calls.run<int>(
+      "lookup f", [f = gate.opened] { f.wait(); return Result<int>(7); },
+      [abandoned](Result<int>& late) { abandoned->set_value(late.ok() ? *late : -1); });
+  double took = secondsSince(t0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().sys_errno, ETIMEDOUT);
+  EXPECT_NE(r.error().message.find("lookup f"), std::string::npos) << r.error().message;
+  EXPECT_GE(took, 0.3);
+  EXPECT_LT(took, 3.0);
+  EXPECT_EQ(calls.stats().timeouts, 1u);
+  EXPECT_EQ(calls.stats().blocked, 1u);
+
+  // Another call is not held up by the hung one.
+  auto other = calls.run<int>("stat g", [] { return Result<int>(1); });
+  EXPECT_TRUE(other.ok());
+
+  gate.release();
+  auto late = abandoned->get_future();
+  ASSERT_EQ(late.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_EQ(late.get(), 7);  // what it opened reaches abandon(), to be closed
+  for (int i = 0; i < 200 && calls.stats().blocked != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(calls.stats().blocked, 0u);
+}
+
+TEST(RemoteCalls, WhenEveryWorkerIsBlockedCallsFailAtOnceWithEio) {
+  RemoteCalls calls({.timeout_seconds = 0.2, .max_workers = 2});
+  Gate gate;
+  for (int i = 0; i < 2; i++) {
+    auto r = calls.run<int>("read dir", [f = gate.opened] { f.wait(); return Result<int>(0); });
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().sys_errno, ETIMEDOUT);
+  }
+  std::atomic<bool> ran{false};
+  auto t0 = Clock::now();
+  auto r = calls.run<int>("stat f", [&] {
+    ran = true;
+    return Result<int>(1);
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().sys_errno, EIO);
+  EXPECT_LT(secondsSince(t0), 0.1) << "it waited instead of failing fast";
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(calls.stats().refused, 1u);
+
+  gate.release();  // the remote answers again: so does the pool
+  bool answered = false;
+  for (int i = 0; i < 200 && !answered; i++) {
+    answered = calls.run<int>("stat f", [] { return Result<int>(1); }).ok();
+    if (!answered) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(answered);
+}
+
+TEST(RemoteCalls, NoDeadlineRunsOnTheCallersThread) {
+  RemoteCalls calls({.timeout_seconds = 0, .max_workers = 1});
+  auto me = std::this_thread::get_id();
+  auto r = calls.run<bool>("stat f", [&] { return Result<bool>(std::this_thread::get_id() == me); });
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(*r);
+}
+
+}  // namespace
+}  // namespace hotshard::fuse
