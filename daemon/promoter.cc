@@ -42,6 +42,25 @@ int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags) {
   return fd;
 }
 
+// Lowers queue_depth so that every promotion's buffers fit in buffer_bytes.
+Status capDepth(PromoterOptions& o) {
+  if (o.buffer_bytes == 0) return Ok{};
+  const uint64_t per_chunk_set = o.chunk_bytes * o.max_concurrent;
+  if (o.buffer_bytes < per_chunk_set) {
+    return makeError(Errc::kInvalidArgument,
+                     fmt::format("promoter: buffers capped at {} bytes, below one {}-byte chunk "
+                                 "for each of {} promotions",
+                                 o.buffer_bytes, o.chunk_bytes, o.max_concurrent));
+  }
+  const uint64_t fits = o.buffer_bytes / per_chunk_set;
+  if (fits < o.queue_depth) {
+    spdlog::info("promoter: {} chunk(s) in flight per promotion, not {}: buffers capped at {} bytes",
+                 fits, o.queue_depth, o.buffer_bytes);
+    o.queue_depth = static_cast<unsigned>(fits);
+  }
+  return Ok{};
+}
+
 }  // namespace
 
 Promoter::Promoter(CacheStore* store, PromoterOptions options)
@@ -63,6 +82,7 @@ Result<std::unique_ptr<Promoter>> Promoter::create(CacheStore* store, PromoterOp
     return makeError(Errc::kInvalidArgument, "promoter: queue depth must be 1..1024");
   if (options.max_concurrent == 0 || options.max_concurrent > 256)
     return makeError(Errc::kInvalidArgument, "promoter: max concurrent must be 1..256");
+  RETURN_IF_ERROR(capDepth(options));
   std::unique_ptr<Promoter> p(new Promoter(store, std::move(options)));
   for (unsigned i = 0; i < p->opts_.max_concurrent; ++i) {
     p->workers_.emplace_back([raw = p.get()] { raw->workerLoop(); });
@@ -119,10 +139,16 @@ Status Promoter::enqueue(const std::string& rel_path, ProgressFn progress, DoneF
 }
 
 void Promoter::workerLoop() {
+  std::unique_ptr<CopyKit> kit;  // kept while files are queued
   for (;;) {
     Job job;
     {
       std::unique_lock lock(mu_);
+      if (queue_.empty() && kit) {
+        lock.unlock();
+        kit.reset();  // idle: the buffers go back to the kernel
+        lock.lock();
+      }
       cv_.wait(lock,
                [&] { return stopping_ || (!queue_.empty() && active_ < opts_.max_concurrent); });
       if (stopping_) return;
@@ -131,7 +157,7 @@ void Promoter::workerLoop() {
       --stats_.queued;
       ++active_;
     }
-    Status s = run(job.rel_path, job.progress);
+    Status s = run(job.rel_path, job.progress, &kit);
     releaseSlot();
     {
       std::lock_guard lock(mu_);
@@ -139,6 +165,17 @@ void Promoter::workerLoop() {
     }
     if (job.done) job.done(s);
   }
+}
+
+Result<CopyKit*> Promoter::kitFor(std::unique_ptr<CopyKit>* holder) {
+  if (*holder && !(*holder)->usable()) holder->reset();
+  if (!*holder) {
+    ASSIGN_OR_RETURN(*holder,
+                     CopyKit::create(makeIoEngine(opts_.io_engine, opts_.queue_depth),
+                                     static_cast<uint32_t>(opts_.chunk_bytes),  // <= 1 GiB
+                                     opts_.register_buffers));
+  }
+  return holder->get();
 }
 
 bool Promoter::acquireSlot() {
@@ -164,7 +201,8 @@ Status Promoter::promote(const std::string& rel_path, const ProgressFn& progress
     ++stats_.failed_cancelled;
     return makeError(Errc::kBusy, "promote " + rel_path + ": cancelled (shutdown)");
   }
-  Status s = run(rel_path, progress);
+  std::unique_ptr<CopyKit> kit;  // this copy's only
+  Status s = run(rel_path, progress, &kit);
   releaseSlot();
   return s;
 }
@@ -211,7 +249,8 @@ uint64_t Promoter::copiedSoFar(const std::string& rel_path) const {
   return it == copied_.end() ? 0 : it->second;
 }
 
-Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
+Status Promoter::run(const std::string& rel_path, const ProgressFn& progress,
+                     std::unique_ptr<CopyKit>* kit) {
   {
     std::lock_guard lock(mu_);
     ++stats_.started;
@@ -227,7 +266,7 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress) {
       copied_[rel_path] = done;
     }
     if (progress) progress(done, total);
-  }, &why);
+  }, kit, &why);
   {
     std::lock_guard lock(mu_);
     copied_.erase(rel_path);
@@ -257,7 +296,8 @@ struct Promoter::Source {
   Validator before;  // what the copy is made from, once the file is quiet
 };
 
-Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* why) {
+Status Promoter::copy(const std::string& rel, const ProgressFn& progress,
+                      std::unique_ptr<CopyKit>* kit, Fail* why) {
   Source src;
   RETURN_IF_ERROR(openSource(rel, &src, why));
   RETURN_IF_ERROR(waitForQuiet(rel, &src, why));
@@ -269,7 +309,7 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Fail* 
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CacheStore::Pending> pending,
                    reserve(rel, src.before.size, why));
-  ASSIGN_OR_RETURN(uint64_t checksum, copyData(rel, src, *pending, progress, why));
+  ASSIGN_OR_RETURN(uint64_t checksum, copyData(rel, src, *pending, progress, kit, why));
   RETURN_IF_ERROR(revalidate(rel, &src, why));
   RETURN_IF_ERROR(publish(std::move(pending), src.before, checksum, why));
   *why = Fail::kNone;
@@ -341,7 +381,9 @@ Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string
 // The bytes, through the copy pipeline, paced by the rate limit; the checksum.
 Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
                                     const CacheStore::Pending& pending, const ProgressFn& progress,
-                                    Fail* why) {
+                                    std::unique_ptr<CopyKit>* kit, Fail* why) {
+  auto have = kitFor(kit);
+  if (!have.ok()) return failed(why, Fail::kOther, have.takeError());
   ::posix_fadvise(src.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   CopyRequest req{
       .src_fd = src.fd.get(),
@@ -362,7 +404,7 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
       .progress = progress,
   };
   CopyFault fault = CopyFault::kNone;
-  auto copied = runCopyPipeline(makeIoEngine(opts_.io_engine, opts_.queue_depth), req, &fault);
+  auto copied = runCopyPipeline(**have, req, &fault);
   if (copied.ok()) return copied->checksum;
   Error e = copied.takeError();
   switch (fault) {

@@ -12,6 +12,13 @@
 // Limits: max_concurrent promotions at once (queued ones wait), and one
 // bytes/second token bucket shared by all of them (0 = unlimited).
 //
+// Memory: each worker keeps one CopyKit (an io_uring and queue_depth buffers
+// of chunk_bytes, io_uring-registered, so resident) while files are queued and
+// unmaps it when the queue runs dry; promote() on a caller's thread makes one
+// for its copy. All buffers together stay within buffer_bytes: queue_depth is
+// lowered to buffer_bytes / (chunk_bytes * max_concurrent) when it would not
+// fit (create() refuses a cap below one chunk per promotion).
+//
 // Lock order: Promoter::mu_ and CacheStore's lock are never held together; the
 // promoter calls the store without holding mu_. Callbacks run on the worker
 // thread, without locks held.
@@ -31,6 +38,7 @@
 #include <vector>
 
 #include "daemon/cache_store.h"
+#include "daemon/copy_pipeline.h"
 #include "daemon/io_engine.h"
 #include "daemon/rate_limiter.h"
 #include "base/result.h"
@@ -46,6 +54,9 @@ struct PromoterOptions {
   uint64_t chunk_bytes = 1 << 20;  // multiple of 4096, up to kMaxPromoteChunk
   unsigned queue_depth = 8;        // chunks in flight per promotion
   unsigned max_concurrent = 2;     // promotions at once (worker threads)
+  // Most bytes of chunk buffers, all promotions together (see Memory above);
+  // 0: no cap (queue_depth * chunk_bytes * max_concurrent).
+  uint64_t buffer_bytes = 0;
   uint64_t bytes_per_sec = 0;      // all promotions together; 0 = unlimited
   bool direct_io = true;           // O_DIRECT writes where the cache fs allows
   bool preallocate = true;         // fallocate the whole file first: ENOSPC before copying
@@ -100,6 +111,8 @@ class Promoter {
   Stats stats() const;
   // Bytes of rel_path copied so far by a promotion in flight; 0 when none is.
   uint64_t copiedSoFar(const std::string& rel_path) const;
+  // Chunks in flight per promotion: queue_depth, or less under buffer_bytes.
+  unsigned depth() const { return opts_.queue_depth; }
 
  private:
   enum class Fail { kNone, kStale, kNoSpace, kRemoteIo, kCacheIo, kVanished, kCancelled, kOther };
@@ -111,12 +124,17 @@ class Promoter {
 
   Promoter(CacheStore* store, PromoterOptions options);
   void workerLoop();
+  // The kit a copy on this thread uses: the worker's own (made on first use),
+  // or, for promote(), one for this copy only.
+  Result<CopyKit*> kitFor(std::unique_ptr<CopyKit>* holder);
   bool acquireSlot();
   void releaseSlot();
-  Status run(const std::string& rel_path, const ProgressFn& progress);
+  Status run(const std::string& rel_path, const ProgressFn& progress,
+             std::unique_ptr<CopyKit>* kit);
   // One promotion, as stages; each failing stage sets *why and returns an
   // error that names what failed on what.
-  Status copy(const std::string& rel_path, const ProgressFn& progress, Fail* why);
+  Status copy(const std::string& rel_path, const ProgressFn& progress,
+              std::unique_ptr<CopyKit>* kit, Fail* why);
   struct Source;  // the remote file being copied
   Status openSource(const std::string& rel_path, Source* src, Fail* why);
   Status waitForQuiet(const std::string& rel_path, Source* src, Fail* why);
@@ -124,7 +142,7 @@ class Promoter {
                                                        Fail* why);
   Result<uint64_t> copyData(const std::string& rel_path, const Source& src,
                             const CacheStore::Pending& pending, const ProgressFn& progress,
-                            Fail* why);
+                            std::unique_ptr<CopyKit>* kit, Fail* why);
   Status revalidate(const std::string& rel_path, Source* src, Fail* why);
   Status publish(std::unique_ptr<CacheStore::Pending> pending, const Validator& before,
                  uint64_t checksum, Fail* why);
