@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -53,6 +54,12 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                     .remote_id = remote_id,
                                     .capacity_bytes = cfg.cache_size ? cfg.cache_size : UINT64_MAX / 4,
                                 }));
+  // Before the mount serves: writes a crash left in dirty copies reach the remote.
+  CacheStore::DirtyRecovery dirty = svc->store_->recoverDirty(remote_root_fd);
+  if (dirty.written_back + dirty.kept_aside > 0) {
+    spdlog::warn("cache {}: {} dirty copies written back after a crash, {} kept aside in {}/lost+found",
+                 cfg.cache, dirty.written_back, dirty.kept_aside, cfg.cache);
+  }
   if (cfg.cache_size == 0) {
     ASSIGN_OR_RETURN(uint64_t cap, defaultCapacity(cfg.cache, svc->store_->stats().used_bytes));
     svc->store_->setCapacity(cap);
@@ -77,6 +84,10 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                               if (raw->promotion_observer_) {
                                                 raw->promotion_observer_(seconds, bytes);
                                               }
+                                            },
+                                        .shared_source =
+                                            [raw = svc.get()](const std::string& rel) {
+                                              return raw->takeShared(rel);
                                             },
                                     }));
   if (cfg.scrub_rate > 0) {
@@ -116,6 +127,7 @@ int CacheService::openCached(const std::string& rel_path, const struct stat& rem
 void CacheService::releaseCached(const std::string& rel_path) { store_->release(rel_path); }
 
 void CacheService::invalidate(const std::string& rel_path) {
+  dropShared(rel_path);
   Status st = store_->invalidate(rel_path);
   if (!st.ok()) spdlog::warn("invalidate {}: {}", rel_path, st.error().message);
 }
@@ -126,6 +138,7 @@ void CacheService::invalidateTree(const std::string& rel_dir) {
 }
 
 void CacheService::beginWrite(const std::string& rel_path) {
+  dropShared(rel_path);
   Status st = store_->beginWrite(rel_path);
   if (!st.ok()) spdlog::warn("begin write {}: {}", rel_path, st.error().message);
 }
@@ -136,7 +149,64 @@ void CacheService::opened(const std::string& rel_path, const struct stat& backin
                           bool from_cache, bool for_write) {
   spdlog::debug("open {} from {}{}", rel_path, from_cache ? "cache" : "remote",
                 for_write ? " for writing" : "");
+  if (!from_cache && !for_write && sharer_) holdShared(rel_path, backing);
   if (open_listener_) open_listener_(rel_path, backing, from_cache, for_write);
+}
+
+bool CacheService::adoptCopy(const std::string& rel_path, const struct stat& copy,
+                             const struct stat& base) {
+  Status st = store_->adopt(rel_path, copy.st_dev, copy.st_ino, validatorOf(base));
+  if (!st.ok()) {
+    spdlog::warn("{}: the open cached copy cannot take writes: {}", rel_path, st.error().message);
+    return false;
+  }
+  spdlog::debug("{}: writers joined the open cached copy; it is written back to the remote",
+                rel_path);
+  return true;
+}
+
+void CacheService::copyWrittenBack(const std::string& rel_path, const struct stat& base) {
+  // A mark left behind only makes crash recovery keep the copy aside: safe.
+  Status st = store_->markWrittenBack(rel_path, validatorOf(base));
+  if (!st.ok()) spdlog::warn("{}: {}", rel_path, st.error().message);
+}
+
+void CacheService::releaseAdopted(const std::string& rel_path, bool written_back) {
+  store_->releaseAdopted(rel_path, written_back);
+}
+
+// ---- the jobs' open remote files, for the promoter ----------------------------
+
+void CacheService::holdShared(const std::string& rel_path, const struct stat& backing) {
+  UniqueFd fd = sharer_(backing.st_dev, backing.st_ino);
+  if (!fd) return;
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(held_mu_);
+  if (held_.size() >= kMaxShared && held_.find(rel_path) == held_.end()) {
+    std::erase_if(held_, [&](const auto& kv) { return now - kv.second.at >= kHoldShared; });
+    if (held_.size() >= kMaxShared) {
+      auto oldest = std::min_element(held_.begin(), held_.end(), [](const auto& a, const auto& b) {
+        return a.second.at < b.second.at;
+      });
+      held_.erase(oldest);
+    }
+  }
+  held_[rel_path] = Shared{std::move(fd), now};
+}
+
+UniqueFd CacheService::takeShared(const std::string& rel_path) {
+  std::lock_guard lock(held_mu_);
+  auto it = held_.find(rel_path);
+  if (it == held_.end()) return UniqueFd();
+  Shared held = std::move(it->second);
+  held_.erase(it);
+  if (std::chrono::steady_clock::now() - held.at >= kHoldShared) return UniqueFd();
+  return std::move(held.fd);
+}
+
+void CacheService::dropShared(const std::string& rel_path) {
+  std::lock_guard lock(held_mu_);
+  held_.erase(rel_path);
 }
 
 // ---- paths -------------------------------------------------------------------
@@ -470,7 +540,10 @@ void CacheService::fillStatus(CacheStatus& c) const {
                               .failed_remote_io = p.failed_remote_io,
                               .failed_cache_io = p.failed_cache_io,
                               .queued = p.queued,
-                              .bytes_copied = p.bytes_copied};
+                              .bytes_copied = p.bytes_copied,
+                              .read_page_cache_bytes = p.read_page_cache_bytes,
+                              .read_remote_bytes = p.read_remote_bytes,
+                              .yields = p.yields};
   if (scrubber_) {
     Scrubber::Stats sc = scrubber_->stats();
     c.scrub = ScrubStatus{.passes = sc.passes,

@@ -4,11 +4,17 @@
 // stat and verify.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
+#include "base/fd.h"
 #include "daemon/cache_store.h"
 #include "daemon/config.h"
 #include "daemon/control.h"
@@ -34,10 +40,24 @@ class CacheService : public fuse::CacheHooks {
   void endWrite(const std::string& rel_path) override;
   void opened(const std::string& rel_path, const struct stat& backing, bool from_cache,
               bool for_write) override;
+  bool adoptCopy(const std::string& rel_path, const struct stat& copy,
+                 const struct stat& base) override;
+  void copyWrittenBack(const std::string& rel_path, const struct stat& base) override;
+  void releaseAdopted(const std::string& rel_path, bool written_back) override;
   // Who hears of opens (the placement loop); set before the mount serves.
   using OpenListener =
       std::function<void(const std::string&, const struct stat&, bool from_cache, bool for_write)>;
   void setOpenListener(OpenListener listener) { open_listener_ = std::move(listener); }
+  // How CacheService gets a duplicate of the remote file (dev, ino) the mount has
+  // open as a passthrough backing (fuse::FileSystem::shareRemoteBacking); set
+  // before the mount serves. Each read-only open of a remote file then keeps
+  // one for up to kHoldShared (at most kMaxShared of them), so that a promotion
+  // reads what the jobs' reads left in the page cache instead of the remote
+  // again (daemon/promoter.h).
+  using BackingSharer = std::function<UniqueFd(dev_t dev, ino_t ino)>;
+  void setBackingSharer(BackingSharer sharer) { sharer_ = std::move(sharer); }
+  static constexpr size_t kMaxShared = 256;
+  static constexpr std::chrono::seconds kHoldShared{30};
   // Told of every finished promotion that copied something (the metrics' histograms).
   using PromotionObserver = std::function<void(double seconds, uint64_t bytes)>;
   void setPromotionObserver(PromotionObserver observer);
@@ -67,6 +87,10 @@ class CacheService : public fuse::CacheHooks {
   Result<json> verifyPaths(const json& req);      // control::kVerify
   Result<json> forEachPath(const json& req, const std::function<json(const std::string& rel)>& fn);
 
+  void holdShared(const std::string& rel_path, const struct stat& backing);
+  UniqueFd takeShared(const std::string& rel_path);  // the promoter's shared_source
+  void dropShared(const std::string& rel_path);
+
   RunConfig cfg_;
   int remote_fd_ = -1;
   std::unique_ptr<CacheStore> store_;
@@ -75,6 +99,13 @@ class CacheService : public fuse::CacheHooks {
   OpenListener open_listener_;
   std::mutex observer_mu_;
   PromotionObserver promotion_observer_;  // guarded by observer_mu_
+  BackingSharer sharer_;
+  struct Shared {
+    UniqueFd fd;
+    std::chrono::steady_clock::time_point at;  // when the jobs last opened it
+  };
+  std::mutex held_mu_;  // a leaf: nothing is called under it
+  std::unordered_map<std::string, Shared> held_;  // guarded by held_mu_
 };
 
 }  // namespace hotshard

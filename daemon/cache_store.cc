@@ -16,6 +16,7 @@
 
 #include "base/clock.h"
 #include "base/fd.h"
+#include "base/file_copy.h"
 
 namespace hotshard {
 namespace {
@@ -25,6 +26,8 @@ constexpr char kFormatMagic[] = "hotshard-cache ";
 constexpr char kXattrPath[] = "user.hotshard.path";
 constexpr char kXattrValidator[] = "user.hotshard.validator";
 constexpr char kXattrChecksum[] = "user.hotshard.checksum";
+constexpr char kXattrDirty[] = "user.hotshard.dirty";
+constexpr char kLostFound[] = "lost+found";
 
 // Names in a directory, without "." and "..".
 Result<std::vector<std::string>> listDir(int dir_fd, const std::string& what) {
@@ -127,7 +130,7 @@ bool isHex(const std::string& s) {
 Status checkEmptyForNewCache(int dir_fd, const std::string& dir) {
   ASSIGN_OR_RETURN(auto names, listDir(dir_fd, "cache dir " + dir));
   for (const auto& n : names) {
-    if (n != "LOCK" && n != "objects" && n != "tmp" && n != "FORMAT.tmp") {
+    if (n != "LOCK" && n != "objects" && n != "tmp" && n != "FORMAT.tmp" && n != kLostFound) {
       return makeError(Errc::kInvalidArgument,
                        fmt::format("cache dir {}: not a hotshard cache (no FORMAT file) and not "
                                    "empty (found \"{}\"); refusing to use it",
@@ -265,6 +268,20 @@ Result<ObjectFile> readObjectFile(int fan_fd, const std::string& name) {
   }
   obj.rel_path = std::move(*path);
   return obj;
+}
+
+// An object that writers joined (user.hotshard.dirty): the path it holds
+// writes to and the remote's validator they were made against. A dirty object
+// with garbled xattrs has an empty rel_path (kept aside, never unlinked).
+bool readDirtyMark(int fan_fd, const std::string& name, std::string* rel, Validator* base) {
+  UniqueFd fd(::openat(fan_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return false;
+  auto dirty = getXattr(fd.get(), kXattrDirty);
+  if (!dirty.ok()) return false;
+  auto path = getXattr(fd.get(), kXattrPath);
+  rel->clear();
+  if (path.ok() && checkRelPath(*path).ok() && parseValidator(*dirty, base)) *rel = *path;
+  return true;
 }
 
 // ---- publish() steps ----
@@ -456,6 +473,11 @@ Status CacheStore::recoverFanLocked(int fan_fd, const std::string& fan) {
   const std::string fan_display = opts_.dir + "/objects/" + fan;
   ASSIGN_OR_RETURN(auto names, listDir(fan_fd, fan_display));
   for (const auto& name : names) {
+    DirtyFound dirty{.obj = fan + "/" + name};
+    if (readDirtyMark(fan_fd, name, &dirty.rel_path, &dirty.base)) {
+      dirty_found_.push_back(std::move(dirty));  // not indexed: recoverDirty()
+      continue;
+    }
     auto obj = readObjectFile(fan_fd, name);
     std::string key, why;
     if (!obj.ok()) {
@@ -514,7 +536,7 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
     return makeError(Errc::kStale, "cached copy of " + rel_path + " is stale; dropped");
   }
   std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
-  int fd = ::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::openat(objects_fd_, obj.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     Error err =
         lastSysError(fmt::format("open cached copy {}/objects/{} of {}", opts_.dir, obj, rel_path));
@@ -682,6 +704,7 @@ CacheStore::Stats CacheStore::stats() const {
   s.reserved_bytes = reserved_bytes_;
   s.high_watermark = opts_.high_watermark;
   s.low_watermark = opts_.low_watermark;
+  s.adopted_objects = adopted_.size();
   s.pinned_objects = 0;
   for (const auto& p : pins_) s.pinned_objects += index_.count(p);
   return s;
@@ -727,7 +750,7 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
     if (in_flight_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
     }
-    if (writers_.count(rel_path) != 0) {
+    if (writers_.count(rel_path) != 0 || adopted_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": open for writing through the mount");
     }
     // Room for the copy is made (and reserved) now, not after copying it.
@@ -796,7 +819,7 @@ Status CacheStore::commitLocked(Pending& p, const std::string& key, const Valida
   const std::string& rel = p.rel_path_;
   auto fl = in_flight_.find(rel);
   if (fl == in_flight_.end() || fl->second.token != reinterpret_cast<uintptr_t>(&p) ||
-      fl->second.generation != p.generation_) {
+      fl->second.generation != p.generation_ || adopted_.count(rel) != 0) {
     return makeError(Errc::kStale, fmt::format("promote {}: invalidated (written, renamed or "
                                                "unlinked through the mount) while copying; not "
                                                "published",
@@ -1023,6 +1046,155 @@ std::vector<CacheStore::ObjectSummary> CacheStore::list() const {
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.rel_path < b.rel_path; });
   return out;
+}
+
+}  // namespace hotshard
+
+namespace hotshard {
+
+// ---- copies that writers joined ----------------------------------------------
+
+Status CacheStore::writeDirtyMark(const std::string& obj, const std::string& rel,
+                                  const Validator& base) {
+  std::string display = opts_.dir + "/objects/" + obj;
+  UniqueFd fd(::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return lastSysError(fmt::format("mark {} dirty: open {}", rel, display));
+  std::string mark = toString(base);
+  if (::fsetxattr(fd.get(), kXattrDirty, mark.data(), mark.size(), 0) != 0)
+    return lastSysError(fmt::format("mark {} dirty: setxattr {} on {}", rel, kXattrDirty, display));
+  if (::fsync(fd.get()) != 0) return lastSysError(fmt::format("mark {} dirty: fsync {}", rel, display));
+  return Ok{};
+}
+
+Status CacheStore::adopt(const std::string& rel_path, dev_t copy_dev, ino_t copy_ino,
+                         const Validator& base) {
+  BuryOnExit bury{this};
+  std::string obj;
+  {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(rel_path);
+    if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+    obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+    struct stat st {};
+    if (::fstatat(objects_fd_, obj.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        st.st_dev != copy_dev || st.st_ino != copy_ino) {
+      return makeError(Errc::kNotFound, "the open copy of " + rel_path + " is no longer cached");
+    }
+    adopted_[rel_path] = std::move(it->second);
+    index_.erase(it);
+    if (eviction_order_set_) removed_.push_back(rel_path);
+  }
+  // Outside mu_: an fsync. Nothing else touches an adopted entry meanwhile.
+  Status marked = writeDirtyMark(obj, rel_path, base);
+  if (!marked.ok()) {
+    std::lock_guard lock(mu_);
+    auto it = adopted_.find(rel_path);
+    if (it != adopted_.end()) {
+      index_[rel_path] = std::move(it->second);
+      adopted_.erase(it);
+      dropLocked(rel_path, "dirty mark failed");
+    }
+  }
+  return marked;
+}
+
+Status CacheStore::markWrittenBack(const std::string& rel_path, const Validator& base) {
+  std::string obj;
+  {
+    std::lock_guard lock(mu_);
+    auto it = adopted_.find(rel_path);
+    if (it == adopted_.end()) return makeError(Errc::kNotFound, "not adopted: " + rel_path);
+    obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  }
+  return writeDirtyMark(obj, rel_path, base);
+}
+
+void CacheStore::releaseAdopted(const std::string& rel_path, bool written_back) {
+  BuryOnExit bury{this};
+  std::lock_guard lock(mu_);
+  auto it = adopted_.find(rel_path);
+  if (it == adopted_.end()) return;
+  std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  used_bytes_ -= std::min(used_bytes_, it->second.allocated);
+  adopted_.erase(it);
+  if (!written_back) {
+    keepAsideLocked(obj, rel_path, "its last write-back to the remote failed");
+    return;
+  }
+  std::string dead = fmt::format("dead.{}", next_serial_++);
+  if (::renameat(objects_fd_, obj.c_str(), tmp_fd_, dead.c_str()) == 0) {
+    graveyard_.push_back(std::move(dead));
+  } else if (errno != ENOENT) {
+    spdlog::error("cache: drop written-back copy of {}: rename {}/objects/{}: {}", rel_path,
+                  opts_.dir, obj, std::strerror(errno));
+  }
+}
+
+void CacheStore::keepAsideLocked(const std::string& obj, const std::string& rel_path,
+                                 const std::string& why) {
+  std::string from = opts_.dir + "/objects/" + obj;
+  if (::mkdirat(dir_fd_, kLostFound, 0700) != 0 && errno != EEXIST) {
+    spdlog::error("cache: {} holds writes to {} that are not on the remote ({}); left in place: "
+                  "mkdir {}/{}: {}",
+                  from, rel_path, why, opts_.dir, kLostFound, std::strerror(errno));
+    return;
+  }
+  std::string name = fmt::format("{}.{}", obj.substr(0, 2) + obj.substr(3), wallNs());
+  std::string to = fmt::format("{}/{}/{}", opts_.dir, kLostFound, name);
+  UniqueFd lf(::openat(dir_fd_, kLostFound, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!lf || ::renameat(objects_fd_, obj.c_str(), lf.get(), name.c_str()) != 0) {
+    spdlog::error("cache: {} holds writes to {} that are not on the remote ({}); left in place: "
+                  "rename to {}: {}",
+                  from, rel_path, why, to, std::strerror(errno));
+    return;
+  }
+  ::fsync(lf.get());
+  spdlog::error("cache: writes to {} (remote {}) could not be written back: {}; the copy is kept "
+                "as {}",
+                rel_path, opts_.remote_id, why, to);
+}
+
+CacheStore::DirtyRecovery CacheStore::recoverDirty(int remote_root_fd) {
+  std::vector<DirtyFound> found;
+  {
+    std::lock_guard lock(mu_);
+    found.swap(dirty_found_);
+  }
+  DirtyRecovery r;
+  for (const DirtyFound& d : found) {
+    std::string why;
+    UniqueFd obj(::openat(objects_fd_, d.obj.c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd remote;
+    struct stat st {};
+    if (d.rel_path.empty()) {
+      why = "its xattrs are garbled";
+    } else if (!obj) {
+      why = fmt::format("open {}/objects/{}: {}", opts_.dir, d.obj, std::strerror(errno));
+    } else if (remote.reset(::openat(remote_root_fd, d.rel_path.c_str(),
+                                     O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)),
+               !remote || ::fstat(remote.get(), &st) != 0) {
+      why = fmt::format("open remote file: {}", std::strerror(errno));
+    } else if (!(validatorOf(st) == d.base)) {
+      why = fmt::format("the remote changed underneath (now {}, writes were made against {})",
+                        toString(validatorOf(st)), toString(d.base));
+    } else if (Status c = copyFileInPlace(obj.get(), remote.get()); !c.ok()) {
+      why = c.error().message;
+    }
+    std::lock_guard lock(mu_);
+    if (!why.empty()) {
+      keepAsideLocked(d.obj, d.rel_path, why);
+      ++r.kept_aside;
+      continue;
+    }
+    if (::unlinkat(objects_fd_, d.obj.c_str(), 0) != 0 && errno != ENOENT) {
+      spdlog::warn("cache: unlink written-back {}/objects/{}: {}", opts_.dir, d.obj,
+                   std::strerror(errno));
+    }
+    spdlog::info("cache: wrote back {} (writes made before a crash) from {}/objects/{}",
+                 d.rel_path, opts_.dir, d.obj);
+    ++r.written_back;
+  }
+  return r;
 }
 
 }  // namespace hotshard

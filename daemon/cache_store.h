@@ -9,12 +9,18 @@
 //   objects/ab/cdef...     one file per object, named by the hex xxh3-128 of
 //                          (remote identity, '\0', relative path), fanned out
 //                          by its first byte. xattrs user.hotshard.{path,
-//                          validator,checksum} say what it is a copy of.
+//                          validator,checksum} say what it is a copy of;
+//                          user.hotshard.dirty (a validator), that writers
+//                          joined it and the remote, as that validator
+//                          describes it, may lack some of its bytes.
+//   lost+found/            (0700) dirty copies that could not be written back:
+//                          the remote changed underneath, or the write failed
 //
 // Publish is atomic: the promoter writes tmp/<key>.<n>, then publish() sets the
 // xattrs, fsyncs, renames into objects/ and fsyncs the directory. A crash at
 // any point leaves no object or a complete one. open() sweeps tmp/ and rebuilds
-// the index from objects/, unlinking anything truncated or unverifiable.
+// the index from objects/, unlinking anything truncated or unverifiable; dirty
+// objects are kept for recoverDirty() (docs/cache.md "One file, one truth").
 //
 // Thread safety: every public method may be called from any thread. One mutex
 // (mu_) guards all in-memory state; it is a leaf lock: nothing calls out of the
@@ -84,8 +90,9 @@ class CacheStore {
   CacheStore& operator=(const CacheStore&) = delete;
 
   // ---- FUSE layer -------------------------------------------------------
-  // O_RDONLY fd of the cached copy iff present and its validator equals
-  // `current`; kNotFound or kStale otherwise (a stale copy is dropped).
+  // O_RDWR fd of the cached copy iff present and its validator equals
+  // `current` (read-write for adopt()); kNotFound or kStale otherwise (a stale
+  // copy is dropped).
   // Each successful call counts the object as open (never evicted by the
   // watermarks) until a matching release(rel_path).
   Result<int> openIfValid(const std::string& rel_path, const Validator& current);
@@ -103,6 +110,29 @@ class CacheStore {
   // cannot be promoted (kBusy); both also invalidate().
   Status beginWrite(const std::string& rel_path);
   void endWrite(const std::string& rel_path);
+
+  // ---- copies that writers joined (docs/cache.md "One file, one truth") ----
+  // The cached copy of rel_path, open as the file (copy_dev, copy_ino), becomes
+  // its inode's write-back buffer: out of the index (never evicted, verified,
+  // served, replaced or promoted over; its bytes stay counted as used) and
+  // marked dirty on disk against `base` (xattr user.hotshard.dirty, fsync'd)
+  // before this returns. kNotFound: not cached, or the object is another file.
+  Status adopt(const std::string& rel_path, dev_t copy_dev, ino_t copy_ino, const Validator& base);
+  // The remote has the adopted copy's bytes now, with validator `base`.
+  Status markWrittenBack(const std::string& rel_path, const Validator& base);
+  // The adopted copy leaves the store: unlinked when written_back, else moved
+  // to lost+found/ with an error logged that names it.
+  void releaseAdopted(const std::string& rel_path, bool written_back);
+  // At start, before the mount serves: each object a crash left dirty is
+  // written back in place to its remote file (rel path under remote_root_fd)
+  // if the remote's validator still equals its mark, then unlinked; otherwise
+  // (the remote changed or is gone, or the write-back failed) it is moved to
+  // lost+found/ with an error naming both. Never silently dropped, never
+  // written over a remote that changed underneath.
+  struct DirtyRecovery {
+    uint64_t written_back = 0, kept_aside = 0;
+  };
+  DirtyRecovery recoverDirty(int remote_root_fd);
 
   enum class State { kRemote, kPromoting, kCached };
   struct ObjectInfo {
@@ -127,6 +157,7 @@ class CacheStore {
     uint64_t corrupt_drops = 0;       // verify() mismatches
     uint64_t recovery_drops = 0;      // objects unlinked by open()
     uint64_t recovery_tmp_swept = 0;  // tmp files removed by open()
+    uint64_t adopted_objects = 0;     // copies that are write-back buffers now
   };
   Stats stats() const;
 
@@ -244,6 +275,9 @@ class CacheStore {
   struct VerifyTarget;
   Status openForVerifyLocked(const std::string& rel_path, VerifyTarget* t);
   void abandon(Pending& p);
+  Status writeDirtyMark(const std::string& obj, const std::string& rel_path, const Validator& base);
+  // Requires mu_. Moves objects/<obj> to lost+found/ and logs why.
+  void keepAsideLocked(const std::string& obj, const std::string& rel_path, const std::string& why);
   std::string keyOf(const std::string& rel_path) const;
   // The following require mu_.
   void dropLocked(const std::string& rel_path, const char* why);
@@ -265,6 +299,12 @@ class CacheStore {
 
   mutable std::mutex mu_;  // leaf lock; see the header comment
   std::unordered_map<std::string, Entry> index_;
+  std::unordered_map<std::string, Entry> adopted_;  // see adopt(); not in index_
+  struct DirtyFound {
+    std::string rel_path, obj;  // obj: "ab/cdef..." under objects/
+    Validator base;
+  };
+  std::vector<DirtyFound> dirty_found_;  // by recover(), for recoverDirty()
   std::unordered_map<std::string, InFlight> in_flight_;
   std::unordered_map<std::string, int> opens_;
   std::unordered_map<std::string, int> writers_;

@@ -274,6 +274,10 @@ Status Daemon::startFileSystem() {
                               .consistency = cfg_.consistency,
                               .cache = cache_.get()},
       shim_.get());
+  // Promotions read through the jobs' open remote files (daemon/promoter.h).
+  cache_->setBackingSharer([fs = fs_.get()](dev_t dev, ino_t ino) {
+    return fs->shareRemoteBacking(dev, ino);
+  });
   char arg0[] = "hotshard";
   char* argv[] = {arg0, nullptr};
   fuse_args args = FUSE_ARGS_INIT(1, argv);

@@ -73,6 +73,11 @@ const std::vector<MetricInfo> kCatalog = {
     {"hotshard_promotion_failures_total", "counter", {"reason"},
      "Failed promotions by reason (stale, no_space, remote_io, cache_io, ...)."},
     {"hotshard_promoted_bytes_total", "counter", {}, "Bytes copied into the cache by promotions."},
+    {"hotshard_promotion_read_bytes_total", "counter", {"source"},
+     "Bytes promotions read, by source: page_cache (the jobs' reads had brought them in) or "
+     "remote."},
+    {"hotshard_promotion_yields_total", "counter", {},
+     "Promotion chunks that waited for the jobs' reads of the remote."},
     {"hotshard_scrub_passes_total", "counter", {}, "Completed passes of the background scrub."},
     {"hotshard_scrub_objects_checked_total", "counter", {},
      "Objects whose checksum the scrub verified."},
@@ -277,6 +282,10 @@ void addPromoter(const PromoterStatus& p, Families& f) {
   });
   f.add("hotshard_promotions_total", {{"result", "failed"}}, failed);
   f.add("hotshard_promoted_bytes_total", {}, num(p.bytes_copied));
+  f.add("hotshard_promotion_read_bytes_total", {{"source", "page_cache"}},
+        num(p.read_page_cache_bytes));
+  f.add("hotshard_promotion_read_bytes_total", {{"source", "remote"}}, num(p.read_remote_bytes));
+  f.add("hotshard_promotion_yields_total", {}, num(p.yields));
   f.add("hotshard_promotions_queued", {}, num(p.queued));
 }
 

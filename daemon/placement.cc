@@ -129,7 +129,14 @@ void Placement::reconcileResidents() {
 void Placement::tick() {
   std::lock_guard tick_lock(tick_mu_);
   auto now = static_cast<uint64_t>(wallNs());
-  attribute(drainHeat(), now);
+  uint64_t remote_missed = attribute(drainHeat(), now);
+  // How fast the jobs read the remote: promotions that must read it yield.
+  if (last_tick_ns_ != 0 && now > last_tick_ns_) {
+    promoter_->setForegroundRemoteRate(
+        static_cast<uint64_t>(static_cast<double>(remote_missed) * 1e9 /
+                              static_cast<double>(now - last_tick_ns_)));
+  }
+  last_tick_ns_ = now;
   std::vector<Active> active = feedPolicy(now);
   {
     std::lock_guard lock(mu_);
@@ -153,14 +160,20 @@ HeatBatch Placement::drainHeat() {
   return std::move(batch).value();
 }
 
-void Placement::attribute(const HeatBatch& batch, uint64_t now) {
+uint64_t Placement::attribute(const HeatBatch& batch, uint64_t now) {
   std::lock_guard lock(mu_);
-  for (const auto& f : batch.files) attributeLocked(f, now);
+  uint64_t remote_missed = 0;
+  for (const auto& f : batch.files) {
+    attributeLocked(f, now);
+    auto it = backings_.find({f.dev, f.ino});
+    if (it != backings_.end() && !it->second.is_cache) remote_missed += f.bytes_missed;
+  }
   for (const auto& j : batch.jobs) {
     Job& job = jobs_[j.job];
     job.bytes_read += j.bytes_read;
     job.bytes_missed += j.bytes_missed;
   }
+  return remote_missed;
 }
 
 void Placement::attributeLocked(const FileHeat& f, uint64_t now) {

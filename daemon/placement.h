@@ -114,9 +114,10 @@ class Placement {
   Placement() = default;
   Status init(PlacementDeps deps);
   void loop();
-  // The tick's steps, in order. attribute() and feedPolicy() take mu_.
+  // The tick's steps, in order. attribute() and feedPolicy() take mu_;
+  // attribute() returns the bytes the jobs missed on remote backings.
   HeatBatch drainHeat();
-  void attribute(const HeatBatch& batch, uint64_t now);
+  uint64_t attribute(const HeatBatch& batch, uint64_t now);
   std::vector<Active> feedPolicy(uint64_t now);
   Decisions plan(std::vector<Active> active);
   // promote_budget_per_tick, or 1 GiB when it is 0 (unlimited).
@@ -166,6 +167,7 @@ class Placement {
   uint64_t trace_records_ = 0;
 
   std::mutex tick_mu_;  // one tick at a time
+  uint64_t last_tick_ns_ = 0;  // guarded by tick_mu_
   std::atomic<bool> stopping_{false};
   std::mutex wake_mu_;
   std::condition_variable wake_;

@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 #include <linux/openat2.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -60,6 +62,86 @@ Status capDepth(PromoterOptions& o) {
   }
   return Ok{};
 }
+
+// Which bytes of a file are in its page cache: mincore(2) over a read-only
+// private mapping answers for the file's own pages where nothing is mapped
+// (mm/mincore.c, mincore_page); the mapping is never touched, so a file that
+// shrinks meanwhile raises no SIGBUS. The kernel answers truthfully only to
+// whoever owns the file, may write it or holds CAP_FOWNER (can_do_mincore;
+// to others it says every page is resident): for them residency is unknown,
+// and every byte counts as read from the remote.
+//
+// Once the copy starts reading the remote, its own readahead brings in pages
+// beyond what it asked for; freeze() takes a snapshot then, and from there on
+// only pages resident in it as well count (a page a job brings in later counts
+// as remote: the split errs towards the remote).
+class Residency {
+ public:
+  Residency(int fd, const struct stat& st) : size_(static_cast<uint64_t>(st.st_size)) {
+    if (size_ == 0 || !mayAsk(fd, st)) return;
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      spdlog::debug("mmap of a remote file for mincore: {}; residency unknown",
+                    std::strerror(errno));
+      return;
+    }
+    map_ = static_cast<char*>(p);
+  }
+  ~Residency() {
+    if (map_ != nullptr) ::munmap(map_, size_);
+  }
+  Residency(const Residency&) = delete;
+  Residency& operator=(const Residency&) = delete;
+
+  // Resident bytes of [off, off + len) within the file as it was mapped; 0 when unknown.
+  uint64_t residentBytes(uint64_t off, uint64_t len) {
+    if (map_ == nullptr || len == 0 || off >= size_) return 0;
+    len = std::min(len, size_ - off);
+    const uint64_t page = pageSize();
+    const uint64_t first = off / page, last = (off + len - 1) / page;
+    if (!ask(first, last)) return 0;
+    uint64_t n = 0;
+    for (uint64_t i = first; i <= last; ++i) {
+      if ((vec_[i - first] & 1) == 0 || (frozen_ && !snapshot_[i])) continue;
+      n += std::min(off + len, (i + 1) * page) - std::max(off, i * page);
+    }
+    return n;
+  }
+  void freeze() {
+    if (map_ == nullptr || frozen_) return;
+    const uint64_t page = pageSize(), pages = (size_ + page - 1) / page;
+    constexpr uint64_t kStep = 16384;  // pages per mincore call: 64 MiB of 4 KiB pages
+    snapshot_.assign(pages, false);
+    for (uint64_t first = 0; first < pages; first += kStep) {
+      uint64_t last = std::min(pages, first + kStep) - 1;
+      if (!ask(first, last)) continue;  // unknown: not resident
+      for (uint64_t i = first; i <= last; ++i) snapshot_[i] = (vec_[i - first] & 1) != 0;
+    }
+    frozen_ = true;
+  }
+
+ private:
+  static uint64_t pageSize() {
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    return page;
+  }
+  static bool mayAsk(int fd, const struct stat& st) {
+    if (::geteuid() == 0 || st.st_uid == ::geteuid()) return true;
+    int fl = ::fcntl(fd, F_GETFL);
+    return fl >= 0 && (fl & O_ACCMODE) != O_RDONLY;
+  }
+  // mincore of pages [first, last] into vec_.
+  bool ask(uint64_t first, uint64_t last) {
+    const uint64_t page = pageSize();
+    vec_.resize(last - first + 1);
+    return ::mincore(map_ + first * page, (last - first + 1) * page, vec_.data()) == 0;
+  }
+  uint64_t size_;
+  char* map_ = nullptr;
+  std::vector<unsigned char> vec_;
+  bool frozen_ = false;
+  std::vector<bool> snapshot_;  // page i was resident at freeze()
+};
 
 }  // namespace
 
@@ -131,7 +213,16 @@ Status Promoter::enqueue(const std::string& rel_path, ProgressFn progress, DoneF
     if (stopping_) return makeError(Errc::kBusy, "promote " + rel_path + ": shutting down");
     if (!pending_.insert(rel_path).second)
       return makeError(Errc::kExists, "promote " + rel_path + ": already queued");
-    queue_.push_back(Job{rel_path, std::move(progress), std::move(done)});
+  }
+  // Taken now, while the jobs' reads are fresh in the page cache; no lock held.
+  UniqueFd shared = sharedSourceOf(rel_path);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      pending_.erase(rel_path);
+      return makeError(Errc::kBusy, "promote " + rel_path + ": shutting down");
+    }
+    queue_.push_back(Job{rel_path, std::move(progress), std::move(done), std::move(shared)});
     ++stats_.queued;
   }
   cv_.notify_one();
@@ -157,7 +248,7 @@ void Promoter::workerLoop() {
       --stats_.queued;
       ++active_;
     }
-    Status s = run(job.rel_path, job.progress, &kit);
+    Status s = run(job.rel_path, job.progress, std::move(job.shared), &kit);
     releaseSlot();
     {
       std::lock_guard lock(mu_);
@@ -202,7 +293,7 @@ Status Promoter::promote(const std::string& rel_path, const ProgressFn& progress
     return makeError(Errc::kBusy, "promote " + rel_path + ": cancelled (shutdown)");
   }
   std::unique_ptr<CopyKit> kit;  // this copy's only
-  Status s = run(rel_path, progress, &kit);
+  Status s = run(rel_path, progress, sharedSourceOf(rel_path), &kit);
   releaseSlot();
   return s;
 }
@@ -249,7 +340,7 @@ uint64_t Promoter::copiedSoFar(const std::string& rel_path) const {
   return it == copied_.end() ? 0 : it->second;
 }
 
-Status Promoter::run(const std::string& rel_path, const ProgressFn& progress,
+Status Promoter::run(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared,
                      std::unique_ptr<CopyKit>* kit) {
   {
     std::lock_guard lock(mu_);
@@ -266,7 +357,7 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress,
       copied_[rel_path] = done;
     }
     if (progress) progress(done, total);
-  }, kit, &why);
+  }, std::move(shared), kit, &why);
   {
     std::lock_guard lock(mu_);
     copied_.erase(rel_path);
@@ -292,14 +383,15 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress,
 
 struct Promoter::Source {
   UniqueFd fd;
+  bool shared = false;  // the jobs' open file (shared_source), not our own open
   struct stat st {};
   Validator before;  // what the copy is made from, once the file is quiet
 };
 
-Status Promoter::copy(const std::string& rel, const ProgressFn& progress,
+Status Promoter::copy(const std::string& rel, const ProgressFn& progress, UniqueFd shared,
                       std::unique_ptr<CopyKit>* kit, Fail* why) {
   Source src;
-  RETURN_IF_ERROR(openSource(rel, &src, why));
+  RETURN_IF_ERROR(openSource(rel, std::move(shared), &src, why));
   RETURN_IF_ERROR(waitForQuiet(rel, &src, why));
   if (store_->isCached(rel, src.before)) {
     std::lock_guard lock(mu_);
@@ -316,7 +408,22 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress,
   return Ok{};
 }
 
-Status Promoter::openSource(const std::string& rel, Source* src, Fail* why) {
+// The jobs' file when rel still names it (a regular file, by construction of
+// the passthrough backing); otherwise a new open of rel.
+Status Promoter::openSource(const std::string& rel, UniqueFd shared, Source* src, Fail* why) {
+  if (shared) {
+    UniqueFd at(openBeneath(opts_.remote_root_fd, rel, O_PATH));
+    struct stat path_st {};
+    if (at && ::fstat(at.get(), &path_st) == 0 && ::fstat(shared.get(), &src->st) == 0 &&
+        S_ISREG(src->st.st_mode) && path_st.st_dev == src->st.st_dev &&
+        path_st.st_ino == src->st.st_ino) {
+      src->fd = std::move(shared);
+      src->shared = true;
+      std::lock_guard lock(mu_);
+      ++stats_.shared_sources;
+      return Ok{};
+    }
+  }
   // O_NONBLOCK: opening a FIFO must not hang us. It is cleared again below,
   // since io_uring answers EAGAIN on O_NONBLOCK files instead of waiting.
   src->fd.reset(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
@@ -378,13 +485,66 @@ Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string
   return pending;
 }
 
+struct Promoter::ChunkSplit {
+  ChunkSplit(int fd, const struct stat& st, bool follow) : residency(fd, st), following(follow) {}
+  Residency residency;
+  bool following;  // still waiting for a job that reads the file ahead of the copy
+  uint64_t page_cache = 0, remote = 0, yields = 0;
+};
+
+Status Promoter::beforeChunk(const std::string& rel, ChunkSplit& split, uint64_t offset,
+                             uint32_t len) {
+  using std::chrono::milliseconds;
+  auto cancelled = [&] {
+    return makeError(Errc::kBusy, "promote " + rel + ": cancelled (shutdown)");
+  };
+  if (opts_.chunk_hook) opts_.chunk_hook(rel, offset);
+  uint64_t resident = split.residency.residentBytes(offset, len);
+  // Behind a job's readahead: wait while the chunk's pages keep arriving (a
+  // minute at most, should pages come and go).
+  if (resident < len && split.following) {
+    ++split.yields;
+    auto idle_since = std::chrono::steady_clock::now();
+    const auto give_up = idle_since + std::chrono::minutes(1);
+    while (resident < len && !stopping_ && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(milliseconds(10));
+      uint64_t now_resident = split.residency.residentBytes(offset, len);
+      if (now_resident > resident) idle_since = std::chrono::steady_clock::now();
+      resident = now_resident;
+      if (std::chrono::steady_clock::now() - idle_since >= opts_.follow_idle) {
+        split.following = false;  // no job is bringing it in: read it ourselves
+        break;
+      }
+    }
+  }
+  // The rest comes from the remote: let the jobs' reads of it go first.
+  if (resident < len && opts_.yield_above > 0 && foreground_rate_ > opts_.yield_above) {
+    ++split.yields;
+    auto until = std::chrono::steady_clock::now() + opts_.yield_max;
+    while (!stopping_ && foreground_rate_ > opts_.yield_above &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  }
+  if (resident < len) {  // the copy reads the remote from here on
+    split.residency.freeze();
+    resident = split.residency.residentBytes(offset, len);
+  }
+  if (stopping_ || !bucket_.acquire(len, [&] { return stopping_.load(); })) return cancelled();
+  split.page_cache += resident;
+  split.remote += len - resident;
+  return Ok{};
+}
+
 // The bytes, through the copy pipeline, paced by the rate limit; the checksum.
 Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
                                     const CacheStore::Pending& pending, const ProgressFn& progress,
                                     std::unique_ptr<CopyKit>* kit, Fail* why) {
   auto have = kitFor(kit);
   if (!have.ok()) return failed(why, Fail::kOther, have.takeError());
-  ::posix_fadvise(src.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  // Not on the jobs' file: its readahead state is theirs.
+  if (!src.shared) ::posix_fadvise(src.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  ChunkSplit split(src.fd.get(), src.st, src.shared && opts_.follow_idle.count() > 0);
   CopyRequest req{
       .src_fd = src.fd.get(),
       .dst_fd = pending.fd(),
@@ -396,15 +556,18 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
       .src_name = "remote file",
       .dst_name = pending.tmpPath(),
       .before_read = [&](uint64_t offset, uint32_t len) -> Status {
-        if (opts_.chunk_hook) opts_.chunk_hook(rel, offset);
-        if (stopping_ || !bucket_.acquire(len, [&] { return stopping_.load(); }))
-          return makeError(Errc::kBusy, "promote " + rel + ": cancelled (shutdown)");
-        return Ok{};
+        return beforeChunk(rel, split, offset, len);
       },
       .progress = progress,
   };
   CopyFault fault = CopyFault::kNone;
   auto copied = runCopyPipeline(**have, req, &fault);
+  {
+    std::lock_guard lock(mu_);
+    stats_.read_page_cache_bytes += split.page_cache;
+    stats_.read_remote_bytes += split.remote;
+    stats_.yields += split.yields;
+  }
   if (copied.ok()) return copied->checksum;
   Error e = copied.takeError();
   switch (fault) {

@@ -12,6 +12,19 @@
 // Limits: max_concurrent promotions at once (queued ones wait), and one
 // bytes/second token bucket shared by all of them (0 = unlimited).
 //
+// One remote read per byte: when the jobs have the file open, or had it
+// moments ago, the copy reads through their open file (shared_source: the
+// passthrough backing), not a new open, which on FUSE remotes such as sshfs
+// would drop the page cache the jobs' reads just filled (fs/fuse/file.c,
+// fuse_finish_open without FOPEN_KEEP_CACHE). Before each chunk the promoter
+// asks which of its pages are resident (mincore(2) over a read-only mapping,
+// mm/mincore.c) and counts the chunk's bytes as read from the page cache or
+// from the remote. Reading what is not resident from the remote yields to the
+// jobs: a chunk a job reading the same file is about to bring in is waited for
+// (follow_idle), and while the jobs read the remote at more than
+// yield_above bytes/s (setForegroundRemoteRate, from the probes) such a chunk
+// waits up to yield_max. The validator rule is the same for every source.
+//
 // Memory: each worker keeps one CopyKit (an io_uring and queue_depth buffers
 // of chunk_bytes, io_uring-registered, so resident) while files are queued and
 // unmaps it when the queue runs dry; promote() on a caller's thread makes one
@@ -25,6 +38,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -37,6 +51,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/fd.h"
 #include "daemon/cache_store.h"
 #include "daemon/copy_pipeline.h"
 #include "daemon/io_engine.h"
@@ -68,6 +83,18 @@ struct PromoterOptions {
       on_finished;
   // Tests: called before each chunk is read, with the offset about to be read.
   std::function<void(const std::string& rel_path, uint64_t offset)> chunk_hook;
+  // An fd of the remote file rel_path that the jobs have (or just had) open, whose
+  // reads share the page cache their reads filled; invalid: open the remote file
+  // afresh. Called on the worker thread; the promoter closes what it gets.
+  std::function<UniqueFd(const std::string& rel_path)> shared_source;
+  // Reading a shared source, how long a chunk not yet resident waits without the
+  // page cache growing (a job reading the file ahead of the copy) before it is
+  // read from the remote; after one such wait in vain the copy stops waiting.
+  std::chrono::milliseconds follow_idle{300};
+  // While the jobs read the remote faster than this (bytes/s), a chunk that must
+  // come from the remote waits up to yield_max first. 0: never yield.
+  uint64_t yield_above = 1 << 20;
+  std::chrono::milliseconds yield_max{1000};
 };
 
 class Promoter {
@@ -93,6 +120,11 @@ class Promoter {
   void shutdown();
 
   void setRate(uint64_t bytes_per_sec);
+  // How fast the jobs read the remote now (bytes/s, missed page cache; placement
+  // sets it each tick from the probes). Promotions that must read the remote
+  // yield while it is above yield_above.
+  void setForegroundRemoteRate(uint64_t bytes_per_sec) { foreground_rate_ = bytes_per_sec; }
+  uint64_t foregroundRemoteRate() const { return foreground_rate_; }
 
   struct Stats {
     uint64_t started = 0, published = 0, already_cached = 0;
@@ -106,6 +138,11 @@ class Promoter {
     uint64_t failed_cancelled = 0;
     uint64_t failed_other = 0;
     uint64_t bytes_copied = 0;
+    // Bytes promotions read (published or not), by where they came from: pages
+    // already in the remote file's page cache, or the remote itself.
+    uint64_t read_page_cache_bytes = 0, read_remote_bytes = 0;
+    uint64_t shared_sources = 0;  // copies read through the jobs' open file
+    uint64_t yields = 0;          // chunks that waited for the jobs (follow or yield)
     uint64_t queued = 0, in_flight = 0;
   };
   Stats stats() const;
@@ -120,6 +157,7 @@ class Promoter {
     std::string rel_path;
     ProgressFn progress;
     DoneFn done;
+    UniqueFd shared;  // shared_source's answer when it was queued
   };
 
   Promoter(CacheStore* store, PromoterOptions options);
@@ -129,20 +167,29 @@ class Promoter {
   Result<CopyKit*> kitFor(std::unique_ptr<CopyKit>* holder);
   bool acquireSlot();
   void releaseSlot();
-  Status run(const std::string& rel_path, const ProgressFn& progress,
+  UniqueFd sharedSourceOf(const std::string& rel_path) const {
+    return opts_.shared_source ? opts_.shared_source(rel_path) : UniqueFd();
+  }
+  Status run(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared,
              std::unique_ptr<CopyKit>* kit);
   // One promotion, as stages; each failing stage sets *why and returns an
   // error that names what failed on what.
-  Status copy(const std::string& rel_path, const ProgressFn& progress,
+  Status copy(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared,
               std::unique_ptr<CopyKit>* kit, Fail* why);
   struct Source;  // the remote file being copied
-  Status openSource(const std::string& rel_path, Source* src, Fail* why);
+  // `shared` (may be invalid) is used when it is still the file at rel_path.
+  Status openSource(const std::string& rel_path, UniqueFd shared, Source* src, Fail* why);
   Status waitForQuiet(const std::string& rel_path, Source* src, Fail* why);
   Result<std::unique_ptr<CacheStore::Pending>> reserve(const std::string& rel_path, uint64_t size,
                                                        Fail* why);
   Result<uint64_t> copyData(const std::string& rel_path, const Source& src,
                             const CacheStore::Pending& pending, const ProgressFn& progress,
                             std::unique_ptr<CopyKit>* kit, Fail* why);
+  struct ChunkSplit;  // one copy's resident pages and its page cache / remote bytes
+  // Before a chunk is read: wait for the jobs as the options say, then count
+  // its bytes by source. An error cancels the copy (shutdown).
+  Status beforeChunk(const std::string& rel_path, ChunkSplit& split, uint64_t offset,
+                     uint32_t len);
   Status revalidate(const std::string& rel_path, Source* src, Fail* why);
   Status publish(std::unique_ptr<CacheStore::Pending> pending, const Validator& before,
                  uint64_t checksum, Fail* why);
@@ -160,6 +207,7 @@ class Promoter {
   PromoterOptions opts_;
   TokenBucket bucket_;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> foreground_rate_{0};
 
   mutable std::mutex mu_;  // guards everything below
   std::unordered_map<std::string, uint64_t> copied_;  // in flight: bytes copied so far

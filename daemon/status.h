@@ -57,6 +57,10 @@ struct PromoterStatus {
   Opt<uint64_t> failed_stale, failed_no_space, failed_remote_io, failed_cache_io;
   Opt<uint64_t> queued;        // waiting for a promoter slot now
   Opt<uint64_t> bytes_copied;  // bytes
+  // Bytes promotions read, by source: the remote file's page cache (what the
+  // jobs' reads had brought in) or the remote itself.
+  Opt<uint64_t> read_page_cache_bytes, read_remote_bytes;
+  Opt<uint64_t> yields;  // chunks that waited for the jobs' reads of the remote
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -70,6 +74,9 @@ struct PromoterStatus {
     f("failed_cache_io", s.failed_cache_io);
     f("queued", s.queued);
     f("bytes_copied", s.bytes_copied);
+    f("read_page_cache_bytes", s.read_page_cache_bytes);
+    f("read_remote_bytes", s.read_remote_bytes);
+    f("yields", s.yields);
   }
 };
 

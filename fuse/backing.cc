@@ -18,6 +18,7 @@ const char* backingChoiceName(BackingChoice choice) {
   switch (choice) {
     case BackingChoice::kShareOpen: return "share-open";
     case BackingChoice::kRetire: return "retire";
+    case BackingChoice::kAdoptCopy: return "adopt-copy";
     case BackingChoice::kRefuseWrite: return "refuse-write";
     case BackingChoice::kOpenCache: return "open-cache";
     case BackingChoice::kOpenRemote: return "open-remote";
@@ -30,14 +31,21 @@ namespace {
 bool copyCandidate(const BackingFacts& f) {
   return f.cache_hooks && !f.for_write && f.remote_attrs_known;
 }
+
+bool olderThan(const struct timespec& a, const struct timespec& b) {
+  return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
 }  // namespace
 
 BackingChoice chooseBacking(const BackingFacts& f) {
-  if (f.backing_open && f.backing_is_cache) {
-    // The open copy cannot serve a writer, nor a reader that must see the
-    // remote as it is now: one backing per inode, so a new inode it is.
-    if (f.for_write) return BackingChoice::kRetire;
-    if (copyCandidate(f) && !f.open_copy_current) return BackingChoice::kRetire;
+  if (f.backing_open && f.backing_is_cache && !f.copy_adopted) {
+    // Another host changed the remote under the open copy: an open must see
+    // that (close-to-open), and the copy cannot show it; a new inode it is.
+    bool moved_on = f.cache_hooks && f.remote_attrs_known && !f.open_copy_current;
+    if (moved_on) return BackingChoice::kRetire;
+    // A writer joins the copy (one backing per inode): it becomes the inode's
+    // write-back buffer, also when the path is gone (the copy still names it).
+    if (f.for_write) return BackingChoice::kAdoptCopy;
   }
   if (f.backing_open) {
     if (f.for_write && !f.backing_writable) return BackingChoice::kRefuseWrite;
@@ -48,5 +56,14 @@ BackingChoice chooseBacking(const BackingFacts& f) {
 }
 
 bool backingWantsCopy(const BackingFacts& f) { return !f.backing_open && copyCandidate(f); }
+
+bool stampSeesLaterWrites(const struct stat& stamp, const struct timespec& coarse_before) {
+  return olderThan(stamp.st_mtim, coarse_before);
+}
+
+bool copyUnchanged(const struct stat& a, const struct stat& b) {
+  return a.st_size == b.st_size && a.st_ino == b.st_ino && a.st_dev == b.st_dev &&
+         !olderThan(a.st_mtim, b.st_mtim) && !olderThan(b.st_mtim, a.st_mtim);
+}
 
 }  // namespace hotshard::fuse

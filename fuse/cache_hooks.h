@@ -1,5 +1,6 @@
-// What fuse/ asks of the cache: a valid local copy to pass reads through to, and
-// an invalidation before anything through the mount changes a file. daemon/
+// What fuse/ asks of the cache: a valid local copy to pass reads through to, an
+// invalidation before anything through the mount changes a file, and the life
+// of a copy that writers joined (docs/cache.md "One file, one truth"). daemon/
 // implements it over the CacheStore; fuse/ knows nothing else of the cache.
 #pragma once
 
@@ -12,7 +13,8 @@ namespace hotshard::fuse {
 class CacheHooks {
  public:
   virtual ~CacheHooks() = default;
-  // An O_RDONLY fd of a copy of rel_path whose validator equals `remote`, or -1.
+  // An O_RDWR fd of a copy of rel_path whose validator equals `remote`, or -1
+  // (read-write so that a writer joining it can share it: see adoptCopy).
   // A copy handed out counts as open until releaseCached(rel_path).
   virtual int openCached(const std::string& rel_path, const struct stat& remote) = 0;
   virtual void releaseCached(const std::string& rel_path) = 0;
@@ -29,6 +31,22 @@ class CacheHooks {
   // when the probes are unavailable.
   virtual void opened(const std::string& rel_path, const struct stat& backing, bool from_cache,
                       bool for_write) = 0;
+
+  // A writer joins the open copy of rel_path (`copy`: its fstat, to tell it from
+  // a copy published since): from now on it is the inode's write-back buffer.
+  // Before this returns true the copy is marked dirty on the cache disk against
+  // `base` (the remote's attributes, which the copy's bytes equal; what crash
+  // recovery checks before writing it back) and it is out of the store's normal
+  // life: never evicted, scrubbed, handed to another open or replaced. false:
+  // the store no longer holds that file (dropped meanwhile) or the mark failed.
+  virtual bool adoptCopy(const std::string& rel_path, const struct stat& copy,
+                         const struct stat& base) = 0;
+  // The remote holds the adopted copy's bytes now, with attributes `base`.
+  virtual void copyWrittenBack(const std::string& rel_path, const struct stat& base) = 0;
+  // The inode's last open closed (releaseCached comes first). written_back: the
+  // remote has the copy's bytes and the copy leaves the store; false: the last
+  // write-back failed, and the copy is kept aside (lost+found/) with an error.
+  virtual void releaseAdopted(const std::string& rel_path, bool written_back) = 0;
 };
 
 }  // namespace hotshard::fuse

@@ -14,12 +14,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/fd.h"
+#include "base/file_copy.h"
 #include "fuse/backing.h"
 #include "fuse/reply.h"
 
@@ -83,6 +85,16 @@ FileSystem::~FileSystem() = default;
 
 size_t FileSystem::inodeCount() const { return table_.size(); }
 
+UniqueFd FileSystem::shareRemoteBacking(dev_t dev, ino_t ino) {
+  UniqueFd fd;
+  table_.visit(dev, ino, [&](Inode& inode) {
+    std::lock_guard lock(inode.mu);
+    if (inode.backing_fd >= 0 && !inode.backing_is_cache && inode.writer_rels.empty())
+      fd.reset(::fcntl(inode.backing_fd, F_DUPFD_CLOEXEC, 0));
+  });
+  return fd;
+}
+
 std::string FileSystem::childRelPath(fuse_ino_t parent, const char* name) {
   if (parent == FUSE_ROOT_ID) return name;
   std::string dir = relPathOf(inodeOf(parent));
@@ -95,6 +107,16 @@ void FileSystem::invalidate(const std::string& rel) {
 
 void FileSystem::invalidateTree(const std::string& rel) {
   if (opts_.cache != nullptr && !rel.empty()) opts_.cache->invalidateTree(rel);
+}
+
+void FileSystem::overlayAdoptedCopy(Inode& inode, struct stat& st) {
+  std::lock_guard lock(inode.mu);
+  struct stat copy;
+  if (!inode.copy_adopted || ::fstat(inode.backing_fd, &copy) != 0) return;
+  // Size and data from the same file, so stat and read agree between write-backs.
+  st.st_size = copy.st_size;
+  st.st_blocks = copy.st_blocks;
+  st.st_mtim = copy.st_mtim;
 }
 
 void FileSystem::rememberStat(Inode& inode, const struct stat& st) {
@@ -134,6 +156,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->ino = table_.idOf(inode);
   e->generation = inode.generation;
   rememberStat(inode, e->attr);  // our lookup reference keeps it alive
+  overlayAdoptedCopy(inode, e->attr);
   return Ok{};
 }
 
@@ -181,6 +204,7 @@ Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
     return lastSysError("getattr");
   }
   if (S_ISREG(st.st_mode)) rememberStat(inode, st);
+  overlayAdoptedCopy(inode, st);
   fuse_reply_attr(req, &st, opts_.consistency.attrTimeout());
   return Ok{};
 }
@@ -242,6 +266,13 @@ Result<UniqueFd> FileSystem::remoteFileFd(Inode& inode, bool for_write) {
 }
 
 Status FileSystem::truncateRemote(Inode& inode, off_t size) {
+  {
+    std::lock_guard lock(inode.mu);
+    if (inode.backing_is_cache) {
+      Status st = truncateCopyLocked(inode, size);
+      if (st.ok() || st.error().code != Errc::kStale) return st;
+    }
+  }
   invalidate(relPathOf(inode));
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
   if (::ftruncate(fd.get(), size) < 0) return lastSysError("truncate");
@@ -340,9 +371,10 @@ struct FileSystem::OpenIntent {
   std::string rel;  // "" without cache hooks, or when the inode is not under the remote
   bool remote_known = false;
   struct stat remote {};
-  // A writer fences the cache for the whole open; if the open fails, the fence
-  // comes down again on the way out (the store's lock is a leaf: no order issue
-  // with inode.mu). Cleared once releaseBacking owns lowering it.
+  // A writer fences the cache for the whole open, raised once its backing is
+  // chosen (under inode.mu: the store's lock is a leaf); if the open fails
+  // after that, the fence comes down again on the way out. Cleared once
+  // releaseBacking owns lowering it.
   CacheHooks* fence = nullptr;
 
   OpenIntent() = default;
@@ -358,11 +390,8 @@ void FileSystem::prepareOpen(Inode& inode, OpenIntent& intent) {
   if (cache == nullptr) return;
   intent.rel = relPathOf(inode);
   if (intent.rel.empty()) return;
-  if (intent.for_write) {
-    cache->beginWrite(intent.rel);  // before the write can happen
-    intent.fence = cache;
-    return;
-  }
+  // Writers too: one arriving at an open copy that the remote moved past must
+  // not make that copy the truth (backing.h).
   auto attrs = remoteAttrsForOpen(inode);
   if (attrs.ok()) {
     intent.remote = *attrs;
@@ -379,6 +408,7 @@ BackingFacts factsOf(const Inode& inode, bool for_write, bool cache_hooks, bool 
       .backing_open = inode.backing_fd >= 0,
       .backing_is_cache = inode.backing_is_cache,
       .backing_writable = inode.backing_writable,
+      .copy_adopted = inode.copy_adopted,
       .cache_hooks = cache_hooks,
       .remote_attrs_known = remote_known,
       .open_copy_current = inode.backing_is_cache && sameRemoteObject(remote, inode.cached_against),
@@ -405,9 +435,9 @@ Status openRemoteBacking(Inode& inode, bool for_write) {
 Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
                                   const OpenIntent& intent) {
   if (to_cache) {
-    inode.backing_fd = cache_fd;
-    inode.backing_writable = false;
-    inode.backing_rw_errno = EROFS;
+    inode.backing_fd = cache_fd;  // O_RDWR: a writer may join it (adoptCopyLocked)
+    inode.backing_writable = true;
+    inode.backing_rw_errno = 0;
     inode.backing_is_cache = true;
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
@@ -460,12 +490,21 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   int cache_fd = backingWantsCopy(facts) ? opts_.cache->openCached(intent.rel, intent.remote) : -1;
   facts.valid_copy = cache_fd >= 0;
   BackingChoice choice = chooseBacking(facts);
+  auto retire = [&] {
+    lock.unlock();
+    cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
+    table_.retire(inode);
+    return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
+  };
   switch (choice) {
     case BackingChoice::kRetire:
-      lock.unlock();
-      cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
-      table_.retire(inode);
-      return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
+      return retire();
+    case BackingChoice::kAdoptCopy: {
+      Status adopted = adoptCopyLocked(inode);
+      if (!adopted.ok() && adopted.error().code == Errc::kStale) return retire();
+      RETURN_IF_ERROR(adopted);
+      break;
+    }
     case BackingChoice::kRefuseWrite:
       return sysError(inode.backing_rw_errno ? inode.backing_rw_errno : EACCES,
                       "open backing file for writing");
@@ -475,6 +514,12 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
       break;
     case BackingChoice::kShareOpen:
       break;
+  }
+  if (intent.for_write && !intent.rel.empty()) {
+    // No copy of the path is served or made while it is open for writing
+    // (an adopted copy is out of the store's index: untouched).
+    opts_.cache->beginWrite(intent.rel);
+    intent.fence = opts_.cache;
   }
   if (flags & O_TRUNC) RETURN_IF_ERROR(truncateOnOpen(inode, *shim_));
   inode.nopen++;
@@ -496,6 +541,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
 
 void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
   std::string release_cached, end_write;
+  bool adopted = false, written_back = false;
   {
     std::lock_guard lock(inode.mu);
     if (was_writer && !inode.writer_rels.empty()) {
@@ -503,6 +549,16 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
       inode.writer_rels.pop_back();
     }
     if (--inode.nopen == 0) {
+      // The last open of an adopted copy: whatever a writer or a shared
+      // mapping left in it since the last flush reaches the remote now.
+      if ((adopted = inode.copy_adopted)) {
+        Status wb = writeBackLocked(inode);
+        if (!wb.ok()) spdlog::error("last close: {}", wb.error().message);
+        written_back = wb.ok();
+        ::close(inode.remote_wb_fd);
+        inode.remote_wb_fd = -1;
+        inode.copy_adopted = false;
+      }
       if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
       if (inode.backing_fd >= 0) ::close(inode.backing_fd);
       if (inode.backing_is_cache) release_cached = inode.cached_rel;
@@ -515,7 +571,101 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
   }
   if (opts_.cache == nullptr) return;
   if (!release_cached.empty()) opts_.cache->releaseCached(release_cached);
+  if (adopted) opts_.cache->releaseAdopted(release_cached, written_back);
   if (!end_write.empty()) opts_.cache->endWrite(end_write);
+}
+
+// kAdoptCopy (backing.h): the inode's open cache copy becomes its write-back
+// buffer. The remote is opened for writing first (its errno refuses the open,
+// as for a remote backing file), then checked to be the object the copy was
+// made from, and the store marks the copy dirty on disk before any writer is
+// answered. kStale: the copy cannot become the truth (the remote moved on, or
+// the store dropped it meanwhile); the caller falls back to what it did before
+// adoption existed. Under inode.mu.
+Status FileSystem::adoptCopyLocked(Inode& inode) {
+  UniqueFd remote(::open(procPath(inode.fd).c_str(), O_WRONLY | O_CLOEXEC | O_LARGEFILE));
+  if (!remote) return lastSysError("open remote file for writing");
+  struct stat base;
+  if (::fstat(remote.get(), &base) != 0) return lastSysError("stat remote file");
+  if (!sameRemoteObject(base, inode.cached_against) || !inode.backing_writable) {
+    return makeError(Errc::kStale, "the remote changed since the open copy was made");
+  }
+  struct stat copy;
+  if (::fstat(inode.backing_fd, &copy) != 0) return lastSysError("stat cache copy");
+  if (!opts_.cache->adoptCopy(inode.cached_rel, copy, base)) {
+    return makeError(Errc::kStale, "the cache no longer holds the open copy");
+  }
+  inode.copy_adopted = true;
+  inode.remote_wb_fd = remote.release();
+  // The copy equals the remote now: the stamp of "last written back" (taken
+  // after the dirty mark, which changed its ctime).
+  struct timespec coarse;
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &coarse);
+  inode.stamp_usable = ::fstat(inode.backing_fd, &inode.written_back) == 0 &&
+                       stampSeesLaterWrites(inode.written_back, coarse);
+  return Ok{};
+}
+
+// Copies an adopted copy to the remote in place (base/file_copy.h), unless its
+// stamp says nothing changed since the last write-back; then the remote's new
+// attributes become what the copy is validated against, here and in the
+// store's dirty mark. Errors name the path and keep the errno, for the flush or
+// fsync caller. Under inode.mu, which also keeps write-backs one at a time.
+Status FileSystem::writeBackLocked(Inode& inode) {
+  if (!inode.copy_adopted) return Ok{};
+  const std::string what = "write back " + inode.cached_rel;
+  struct timespec coarse;
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &coarse);  // before the stamp: see backing.h
+  struct stat stamp;
+  if (::fstat(inode.backing_fd, &stamp) != 0) return lastSysError(what + ": stat cache copy");
+  if (inode.stamp_usable && copyUnchanged(inode.written_back, stamp)) return Ok{};
+  Status copied = copyFileInPlace(inode.backing_fd, inode.remote_wb_fd);
+  if (!copied.ok()) {
+    const Error& e = copied.error();
+    return Error{e.code, e.sys_errno, what + ": " + e.message};
+  }
+  struct stat remote;
+  if (::fstat(inode.remote_wb_fd, &remote) != 0) return lastSysError(what + ": stat remote");
+  inode.cached_against = remote;
+  inode.last_stat = remote;
+  inode.last_stat_time = monotonicSeconds();
+  inode.written_back = stamp;
+  inode.stamp_usable = stampSeesLaterWrites(stamp, coarse);
+  opts_.cache->copyWrittenBack(inode.cached_rel, remote);
+  return Ok{};
+}
+
+// A truncate through the mount of an inode whose backing is the cache copy
+// goes to the copy, adopted for it, and is written back at once, so stat, the
+// data and the remote agree. kStale: the copy cannot be adopted; the caller
+// truncates the remote as for any other file. Under inode.mu.
+Status FileSystem::truncateCopyLocked(Inode& inode, off_t size) {
+  if (!inode.copy_adopted) RETURN_IF_ERROR(adoptCopyLocked(inode));
+  if (::ftruncate(inode.backing_fd, size) != 0) return lastSysError("truncate cache copy");
+  return writeBackLocked(inode);
+}
+
+// fallocate of an inode whose backing is the cache copy: done on the remote
+// (so it answers as the remote does, and the remote allocates as asked), after
+// the copy's pending bytes reached it; then the copy is made the remote's bytes
+// again (fallocate may zero a range or grow the file). kStale: as
+// truncateCopyLocked. Under inode.mu.
+Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off_t length) {
+  if (!inode.copy_adopted) RETURN_IF_ERROR(adoptCopyLocked(inode));
+  RETURN_IF_ERROR(writeBackLocked(inode));
+  if (::fallocate(inode.remote_wb_fd, mode, offset, length) < 0) return lastSysError("fallocate");
+  UniqueFd remote(::open(procPath(inode.fd).c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE));
+  if (!remote) return lastSysError("fallocate: open remote file to refresh the cache copy");
+  Status copied = copyFileInPlace(remote.get(), inode.backing_fd);
+  if (!copied.ok()) return Error{copied.error().code, copied.error().sys_errno,
+                                 "fallocate: refresh the cache copy: " + copied.error().message};
+  struct stat st;
+  if (::fstat(inode.remote_wb_fd, &st) == 0) {
+    inode.cached_against = st;
+    opts_.cache->copyWrittenBack(inode.cached_rel, st);
+  }
+  inode.stamp_usable = false;  // the next write-back copies: equal, and cheap to be sure
+  return Ok{};
 }
 
 // ---- files -------------------------------------------------------------------
@@ -613,9 +763,16 @@ UniqueFd dupBacking(Inode& inode) {
 }  // namespace
 
 Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
+  Inode& inode = inodeOf(ino);
+  {
+    // A writer's close returns once the remote has its bytes (close-to-open
+    // for other hosts), or with the error that kept them from it.
+    std::lock_guard lock(inode.mu);
+    RETURN_IF_ERROR(writeBackLocked(inode));
+  }
   // Closing a duplicate reports the remote's deferred write errors (NFS
   // close-to-open) to the closing process, as close() on the remote would.
-  UniqueFd fd = dupBacking(inodeOf(ino));
+  UniqueFd fd = dupBacking(inode);
   if (fd && ::close(fd.release()) < 0) return lastSysError("flush");
   return replyDone(req);
 }
@@ -626,7 +783,17 @@ Status FileSystem::release(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
 }
 
 Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
-  UniqueFd fd = dupBacking(inodeOf(ino));
+  Inode& inode = inodeOf(ino);
+  {
+    // Durable means on the remote: an adopted copy is written back (and the
+    // remote fsync'd) rather than the copy synced.
+    std::lock_guard lock(inode.mu);
+    if (inode.copy_adopted) {
+      RETURN_IF_ERROR(writeBackLocked(inode));
+      return replyDone(req);
+    }
+  }
+  UniqueFd fd = dupBacking(inode);
   if (!fd) return sysError(EBADF, "fsync: no backing file");
   if ((datasync ? ::fdatasync(fd.get()) : ::fsync(fd.get())) < 0) return lastSysError("fsync");
   return replyDone(req);
@@ -639,6 +806,14 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
   // Every mode may change the content or the size: the copy goes first, as for
   // truncate (a writer's fence already keeps new copies away).
   Inode& inode = inodeOf(ino);
+  {
+    std::lock_guard lock(inode.mu);
+    if (inode.backing_is_cache) {
+      Status st = fallocateCopyLocked(inode, mode, offset, length);
+      if (st.ok()) return replyDone(req);
+      if (st.error().code != Errc::kStale) return st;
+    }
+  }
   invalidate(relPathOf(inode));
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
   if (::fallocate(fd.get(), mode, offset, length) < 0) return lastSysError("fallocate");
@@ -647,8 +822,17 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
 
 Status FileSystem::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
   // The kernel asks only for SEEK_DATA and SEEK_HOLE (fuse_file_llseek). The
-  // remote file, not a cache copy: copies are written dense, without holes.
-  ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inodeOf(ino), false));
+  // remote file, not a cache copy: copies are written dense, without holes;
+  // but an adopted copy holds data the remote may not have yet.
+  Inode& inode = inodeOf(ino);
+  UniqueFd fd;
+  {
+    std::lock_guard lock(inode.mu);
+    if (inode.copy_adopted) fd.reset(::dup(inode.backing_fd));
+  }
+  if (!fd) {
+    ASSIGN_OR_RETURN(fd, remoteFileFd(inode, false));
+  }
   off_t res = ::lseek(fd.get(), off, whence);
   if (res < 0) return lastSysError("lseek");
   fuse_reply_lseek(req, res);

@@ -63,6 +63,13 @@ class FileSystem {
   uint64_t cacheOpens() const { return cache_opens_.load(); }
   uint64_t remoteOpens() const { return remote_opens_.load(); }
   uint64_t cacheConflicts() const { return cache_conflicts_.load(); }
+  // A duplicate (O_CLOEXEC) of the remote file (dev, ino) open now as an
+  // inode's backing file, or an invalid fd when it is not open, is open on the
+  // cache copy, or has a writer. Reading through it leaves the remote inode's
+  // page cache as the jobs' reads filled it, where a new open of a FUSE remote
+  // (sshfs without kernel_cache) drops it (fs/fuse/file.c, fuse_finish_open).
+  // The caller owns it.
+  UniqueFd shareRemoteBacking(dev_t dev, ino_t ino);
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
@@ -135,6 +142,14 @@ class FileSystem {
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
   void registerBacking(Inode& inode);
   void releaseBacking(Inode& inode, bool was_writer);
+  // The cache copy as the inode's write-back buffer (docs/cache.md "One file,
+  // one truth"); each under inode.mu, see filesystem.cc.
+  Status adoptCopyLocked(Inode& inode);
+  Status writeBackLocked(Inode& inode);
+  Status truncateCopyLocked(Inode& inode, off_t size);
+  Status fallocateCopyLocked(Inode& inode, int mode, off_t offset, off_t length);
+  // stat of an inode with an adopted copy: size, blocks and mtime are the copy's.
+  void overlayAdoptedCopy(Inode& inode, struct stat& st);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   std::string childRelPath(fuse_ino_t parent, const char* name);

@@ -42,6 +42,9 @@ InodeTable::~InodeTable() {
 void InodeTable::closeAll(Inode& inode) {
   if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
   if (inode.backing_fd >= 0) ::close(inode.backing_fd);
+  // An adopted copy left here (teardown with files open) stays dirty in the
+  // cache: the next start's recovery writes it back (docs/cache.md).
+  if (inode.remote_wb_fd >= 0) ::close(inode.remote_wb_fd);
   ::close(inode.fd);
 }
 
@@ -57,6 +60,14 @@ fuse_ino_t InodeTable::idOf(const Inode& inode) const {
 size_t InodeTable::size() const {
   std::lock_guard lock(mu_);
   return inodes_.size() + retired_.size() + 1;
+}
+
+bool InodeTable::visit(dev_t dev, ino_t ino, const std::function<void(Inode&)>& fn) {
+  std::lock_guard lock(mu_);
+  auto it = inodes_.find(std::make_pair(dev, ino));
+  if (it == inodes_.end()) return false;
+  fn(*it->second);
+  return true;
 }
 
 Inode& InodeTable::addLookup(int newfd, const struct stat& attr) {

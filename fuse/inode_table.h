@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -63,11 +64,21 @@ struct Inode {
   int backing_id = -1;  // >= 0 when registered with the kernel (FUSE_DEV_IOC_BACKING_OPEN)
   bool backing_writable = false;
   int backing_rw_errno = 0;  // why a read-write open was refused
-  // The backing file is the cache's copy of cached_rel (read-only), not the remote,
-  // made from the remote as it was in cached_against.
+  // The backing file is the cache's copy of cached_rel, not the remote, made
+  // from the remote as it was in cached_against (updated by each write-back).
   bool backing_is_cache = false;
   std::string cached_rel;
   struct stat cached_against {};
+  // A writer joined the copy (backing.h, kAdoptCopy): it is the inode's
+  // write-back buffer until the last release; every open passes through to it,
+  // and FileSystem::writeBack copies it to the remote through remote_wb_fd
+  // (O_WRONLY, owned) at flush, fsync, truncate and the last release.
+  // written_back: the copy's fstat just before the last write-back;
+  // stamp_usable: that stamp can tell a later write (stampSeesLaterWrites).
+  bool copy_adopted = false;
+  int remote_wb_fd = -1;
+  struct stat written_back {};
+  bool stamp_usable = false;
   // One entry per open for writing: the path it began writing at (endWrite must
   // name the same one, even if the file was renamed since).
   std::vector<std::string> writer_rels;
@@ -92,6 +103,9 @@ class InodeTable {
   fuse_ino_t idOf(const Inode& inode) const;
   // Inodes in the table, retired ones and the root included.
   size_t size() const;
+  // Runs fn on the (not retired) inode of the remote object (dev, ino) under
+  // mu_, so it cannot be freed meanwhile; fn may take Inode::mu. False if none.
+  bool visit(dev_t dev, ino_t ino, const std::function<void(Inode&)>& fn);
 
   // Adds one lookup reference to the object `attr` describes, found at `newfd`
   // (O_PATH, taken over: kept by a new Inode, closed when the object is known

@@ -12,6 +12,7 @@ PACKAGES=(
   libxxhash-dev libsystemd-dev nlohmann-json3-dev libibverbs-dev librdmacm-dev libgtest-dev
   # tests and benchmarks
   attr coreutils util-linux iproute2 sshfs openssh-server openssh-client socat prometheus jq systemd logrotate
+  sqlite3
   groff-base man-db
 )
 

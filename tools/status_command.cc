@@ -23,6 +23,11 @@ void printIdentity(const StatusSnapshot& s) {
                 formatBytes(c->used_bytes.value_or(0)).c_str(),
                 formatBytes(c->capacity_bytes.value_or(0)).c_str(), count(c->objects),
                 count(c->promotions_in_flight));
+    if (const auto& p = c->promoter) {
+      std::printf("  promotions   %llu published; read %s from the page cache, %s from the remote\n",
+                  count(p->published), formatBytes(p->read_page_cache_bytes.value_or(0)).c_str(),
+                  formatBytes(p->read_remote_bytes.value_or(0)).c_str());
+    }
   }
   std::printf("  consistency  %s\n", s.consistency.value_or("").c_str());
   std::printf("  passthrough  %s  (%s)\n", s.passthrough.value_or(false) ? "yes" : "NO",

@@ -5,6 +5,8 @@
 #include <xxhash.h>
 
 #include <atomic>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "tests/daemon/store_fixture.h"
@@ -107,6 +109,98 @@ TEST_F(CacheStoreTest, InvalidateDropsTheCopy) {
   ASSERT_FALSE(fd.ok());
   EXPECT_EQ(fd.error().code, Errc::kNotFound);
   EXPECT_TRUE(store_->invalidate("never-cached").ok());
+}
+
+// docs/cache.md "One file, one truth": a copy writers joined is the inode's
+// write-back buffer, marked dirty on disk and out of the store's normal life.
+TEST_F(CacheStoreTest, AnAdoptedCopyIsMarkedDirtyAndOutOfTheStoresLife) {
+  openStore();
+  cache("a.bin", 5000);
+  Validator v = validatorOfPath(remote_ + "/a.bin");
+  auto fd = store_->openIfValid("a.bin", v);
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  struct stat copy {};
+  ASSERT_EQ(::fstat(*fd, &copy), 0);
+  EXPECT_EQ(store_->adopt("a.bin", copy.st_dev, copy.st_ino + 1, v).error().code, Errc::kNotFound)
+      << "another file than the open copy";
+  ASSERT_TRUE(store_->adopt("a.bin", copy.st_dev, copy.st_ino, v).ok());
+
+  std::string obj = cache_ + "/" + store_->objectPathFor("a.bin");
+  char buf[256];
+  ssize_t n = ::getxattr(obj.c_str(), "user.hotshard.dirty", buf, sizeof buf);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, n), toString(v));
+  // Not served, dropped, evicted, verified or promoted over, whatever asks.
+  EXPECT_EQ(store_->openIfValid("a.bin", v).error().code, Errc::kNotFound);
+  EXPECT_TRUE(store_->invalidate("a.bin").ok());
+  EXPECT_EQ(store_->evict("a.bin").error().code, Errc::kNotFound);
+  EXPECT_EQ(store_->verifyAll().checked, 0u);
+  EXPECT_EQ(store_->beginPromotion("a.bin", 5000, false).error().code, Errc::kBusy);
+  store_->enforceWatermarks();
+  EXPECT_TRUE(std::filesystem::exists(obj));
+  EXPECT_EQ(store_->stats().adopted_objects, 1u);
+  EXPECT_EQ(store_->stats().objects, 0u);
+
+  Validator after = v;
+  after.mtime_ns += 7;
+  ASSERT_TRUE(store_->markWrittenBack("a.bin", after).ok());
+  n = ::getxattr(obj.c_str(), "user.hotshard.dirty", buf, sizeof buf);
+  EXPECT_EQ(std::string(buf, n > 0 ? n : 0), toString(after));
+
+  ::close(*fd);
+  store_->release("a.bin");
+  store_->releaseAdopted("a.bin", true);
+  EXPECT_FALSE(std::filesystem::exists(obj));
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  EXPECT_EQ(store_->stats().adopted_objects, 0u);
+  EXPECT_FALSE(std::filesystem::exists(cache_ + "/lost+found"));
+}
+
+// Crash recovery: a dirty copy reaches the remote if nobody changed it since
+// the mark; otherwise the remote is kept and the copy set aside, never dropped.
+TEST_F(CacheStoreTest, ADirtyCopyIsWrittenBackAtRecoveryUnlessTheRemoteChanged) {
+  openStore();
+  std::map<std::string, std::string> written;
+  for (const std::string rel : {"a.bin", "d/b.bin", "c.bin"}) {
+    cache(rel, 3000);
+    auto fd = store_->openIfValid(rel, validatorOfPath(remote_ + "/" + rel));
+    ASSERT_TRUE(fd.ok());
+    struct stat copy {};
+    ASSERT_EQ(::fstat(*fd, &copy), 0);
+    ASSERT_TRUE(store_->adopt(rel, copy.st_dev, copy.st_ino, validatorOfPath(remote_ + "/" + rel)).ok());
+    written[rel] = "written " + rel;  // and shorter than before: the remote is truncated
+    ASSERT_EQ(::pwrite(*fd, written[rel].data(), written[rel].size(), 0),
+              static_cast<ssize_t>(written[rel].size()));
+    ASSERT_EQ(::ftruncate(*fd, written[rel].size()), 0);
+    ::close(*fd);
+  }
+  store_.reset();  // a crash: no write-back, no release
+  writeFile(remote_ + "/d/b.bin", "another host wrote this");
+  ::unlink((remote_ + "/c.bin").c_str());
+
+  openStore();
+  EXPECT_EQ(store_->stats().objects, 0u) << "a dirty copy was indexed as a valid one";
+  CacheStore::DirtyRecovery r = store_->recoverDirty(remote_fd_);
+  EXPECT_EQ(r.written_back, 1u);
+  EXPECT_EQ(r.kept_aside, 2u);
+  EXPECT_EQ(readFile(remote_ + "/a.bin"), written["a.bin"]);
+  EXPECT_EQ(readFile(remote_ + "/d/b.bin"), "another host wrote this");
+  EXPECT_FALSE(std::filesystem::exists(remote_ + "/c.bin"));
+  std::multiset<std::string> kept;
+  for (const auto& e : std::filesystem::directory_iterator(cache_ + "/lost+found")) {
+    kept.insert(readFile(e.path()));
+  }
+  EXPECT_EQ(kept, (std::multiset<std::string>{written["d/b.bin"], written["c.bin"]}));
+  struct stat st {};
+  ASSERT_EQ(::stat((cache_ + "/lost+found").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  for (const std::string rel : {"a.bin", "d/b.bin", "c.bin"}) {
+    EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor(rel))) << rel;
+  }
+  // Done once: a restart finds nothing more to do.
+  openStore();
+  r = store_->recoverDirty(remote_fd_);
+  EXPECT_EQ(r.written_back + r.kept_aside, 0u);
 }
 
 TEST_F(CacheStoreTest, InvalidateTreeDropsEverythingBelowADirectory) {

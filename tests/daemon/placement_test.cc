@@ -394,5 +394,27 @@ TEST(PlacementHeatSource, DegradedOpensCountAsWholeReadsWritesNot) {
   EXPECT_EQ(src.pollSamples(0, [](const HeatSample&) {}).error().code, Errc::kUnsupported);
 }
 
+// Each tick tells the promoter how fast the jobs read the remote: the bytes they
+// missed on remote backings since the last tick, per second; reads of cache
+// copies do not count.
+TEST_F(PlacementTest, TellsThePromoterHowFastTheJobsReadTheRemote) {
+  start(64 * kMiB);
+  struct stat remote = file("a.bin", kMiB);
+  struct stat copy = file("b.bin", kMiB);
+  placement_->noteOpen("b.bin", copy, /*from_cache=*/true, /*for_write=*/false);
+  placement_->tick();  // the first tick only starts the clock
+  EXPECT_EQ(promoter_->foregroundRemoteRate(), 0u);
+  heat_->read(remote, 8 * kMiB, 8 * kMiB);
+  heat_->read(copy, 64 * kMiB, 64 * kMiB);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  placement_->tick();
+  uint64_t rate = promoter_->foregroundRemoteRate();
+  EXPECT_GT(rate, 8 * kMiB / 10);  // under 10 s between the ticks
+  EXPECT_LE(rate, 80 * kMiB);      // at least 100 ms between them; the copy's reads left out
+  heat_->read(copy, 64 * kMiB, 64 * kMiB);
+  placement_->tick();  // only the cache copy was read since
+  EXPECT_EQ(promoter_->foregroundRemoteRate(), 0u);
+}
+
 }  // namespace
 }  // namespace hotshard

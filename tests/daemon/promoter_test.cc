@@ -514,5 +514,129 @@ TEST_F(PromoterTest, CrashSafetyUnderKill9) {
       kIterations, objects_seen, tmp_swept, dropped);
 }
 
+// ---- one remote read per byte: the jobs' open file, resident pages ----------
+
+// Writes back and drops a remote file's pages (ext4 under /tmp honours
+// POSIX_FADV_DONTNEED for clean pages).
+void dropPages(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(::fdatasync(fd), 0);
+  ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  ::close(fd);
+}
+
+UniqueFd openRead(const std::string& path) {
+  return UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+}
+
+// What a job just read is copied from the page cache, through the file the job
+// has open; pages that are gone come from the remote, and the split says so.
+TEST_F(PromoterTest, CountsBytesReadFromThePageCacheAndFromTheRemote) {
+  openStore();
+  auto o = promoterOptions();
+  std::atomic<int> asked{0};
+  o.shared_source = [&](const std::string& rel) {
+    asked++;
+    return openRead(remote_ + "/" + rel);
+  };
+  o.follow_idle = std::chrono::milliseconds(0);
+  makePromoter(o);
+  std::string hot = makeRemote("hot.bin", 5 * kMiB + 123, 1);
+  std::string cold = makeRemote("cold.bin", 3 * kMiB + 5, 2);
+  ASSERT_EQ(testing::readFile(remote_ + "/hot.bin"), hot);  // the job's read: all resident
+  dropPages(remote_ + "/cold.bin");
+
+  ASSERT_TRUE(promoter_->promote("hot.bin").ok());
+  auto st = promoter_->stats();
+  EXPECT_EQ(asked.load(), 1);
+  EXPECT_EQ(st.shared_sources, 1u);
+  EXPECT_EQ(st.read_page_cache_bytes, 5 * kMiB + 123);
+  EXPECT_EQ(st.read_remote_bytes, 0u);
+  EXPECT_EQ(cachedBytes("hot.bin"), hot);
+
+  ASSERT_TRUE(promoter_->promote("cold.bin").ok());
+  st = promoter_->stats();
+  EXPECT_EQ(st.read_page_cache_bytes, 5 * kMiB + 123);
+  EXPECT_EQ(st.read_remote_bytes, 3 * kMiB + 5);
+  EXPECT_EQ(cachedBytes("cold.bin"), cold);
+}
+
+// The fd handed over names a file that rel no longer names (replaced by
+// rename): the copy is made from a new open of rel, never from the old file.
+TEST_F(PromoterTest, ASharedSourceOfAReplacedFileIsNotUsed) {
+  openStore();
+  makeRemote("f.bin", 2 * kMiB, 3);
+  UniqueFd old_fd = openRead(remote_ + "/f.bin");
+  ASSERT_TRUE(old_fd);
+  std::string fresh = makeRemote("f.bin.tmp", 2 * kMiB, 4);
+  ASSERT_EQ(::rename((remote_ + "/f.bin.tmp").c_str(), (remote_ + "/f.bin").c_str()), 0);
+  auto o = promoterOptions();
+  o.shared_source = [&](const std::string&) { return std::move(old_fd); };
+  makePromoter(o);
+  ASSERT_TRUE(promoter_->promote("f.bin").ok());
+  EXPECT_EQ(promoter_->stats().shared_sources, 0u);
+  EXPECT_EQ(cachedBytes("f.bin"), fresh);
+}
+
+// A job reading the file ahead of the copy brings every chunk in; the copy
+// waits for it behind its readahead instead of reading the remote itself.
+TEST_F(PromoterTest, FollowsAJobReadingTheSameFile) {
+  openStore();
+  const size_t size = 8 * kMiB;
+  std::string content = makeRemote("seq.bin", size, 5);
+  dropPages(remote_ + "/seq.bin");
+  auto o = promoterOptions();
+  o.shared_source = [&](const std::string& rel) { return openRead(remote_ + "/" + rel); };
+  o.follow_idle = std::chrono::milliseconds(2000);
+  makePromoter(o);
+  std::thread job([&] {
+    UniqueFd fd = openRead(remote_ + "/seq.bin");
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);  // exactly what it reads, no more
+    std::string buf(kMiB / 4, '\0');
+    for (size_t off = 0; off < size; off += buf.size()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+      ASSERT_EQ(::pread(fd.get(), buf.data(), buf.size(), static_cast<off_t>(off)),
+                static_cast<ssize_t>(buf.size()));
+    }
+  });
+  Status s = promoter_->promote("seq.bin");
+  job.join();
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto st = promoter_->stats();
+  EXPECT_EQ(st.read_remote_bytes, 0u);
+  EXPECT_EQ(st.read_page_cache_bytes, size);
+  EXPECT_GE(st.yields, 1u);
+  EXPECT_EQ(cachedBytes("seq.bin"), content);
+}
+
+// While the jobs read the remote, a chunk that must come from it waits (up to
+// yield_max); when they do not, it does not.
+TEST_F(PromoterTest, YieldsToTheJobsReadsOfTheRemote) {
+  openStore();
+  auto o = promoterOptions();
+  o.chunk_bytes = kMiB;
+  o.queue_depth = 1;
+  o.yield_above = 1 << 20;
+  o.yield_max = std::chrono::milliseconds(150);
+  makePromoter(o);
+  makeRemote("a.bin", 4 * kMiB, 6);
+  makeRemote("b.bin", 4 * kMiB, 7);
+  dropPages(remote_ + "/a.bin");
+  dropPages(remote_ + "/b.bin");
+
+  promoter_->setForegroundRemoteRate(100 << 20);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(promoter_->promote("a.bin").ok());
+  auto busy = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(busy, std::chrono::milliseconds(4 * 150));
+  EXPECT_EQ(promoter_->stats().yields, 4u);
+
+  promoter_->setForegroundRemoteRate(0);
+  ASSERT_TRUE(promoter_->promote("b.bin").ok());
+  EXPECT_EQ(promoter_->stats().yields, 4u);
+  EXPECT_EQ(promoter_->stats().read_remote_bytes, 8 * kMiB);
+}
+
 }  // namespace
 }  // namespace hotshard

@@ -19,17 +19,24 @@ BackingFacts firstRead() {
                       .backing_open = false,
                       .backing_is_cache = false,
                       .backing_writable = false,
+                      .copy_adopted = false,
                       .cache_hooks = true,
                       .remote_attrs_known = true,
                       .open_copy_current = false,
                       .valid_copy = false};
 }
 
+// The copy is opened read-write (a writer may join it).
 BackingFacts withCacheBacking(BackingFacts f, bool current) {
   f.backing_open = true;
   f.backing_is_cache = true;
-  f.backing_writable = false;
+  f.backing_writable = true;
   f.open_copy_current = current;
+  return f;
+}
+
+BackingFacts adopted(BackingFacts f) {
+  f.copy_adopted = true;
   return f;
 }
 
@@ -42,7 +49,6 @@ BackingFacts withRemoteBacking(BackingFacts f, bool writable) {
 
 BackingFacts writer(BackingFacts f) {
   f.for_write = true;
-  f.remote_attrs_known = false;  // attributes are looked up for read-only opens only
   return f;
 }
 
@@ -73,8 +79,20 @@ TEST(BackingChoice, DecisionTable) {
       {"remote attributes could not be had -> remote", no_attrs, C::kOpenRemote},
       {"writer, first open, even with a valid copy -> remote (fence raised)", writer(valid),
        C::kOpenRemote},
-      {"writer while the cache copy is the backing -> retire, ESTALE",
-       writer(withCacheBacking(firstRead(), true)), C::kRetire},
+      {"writer while the cache copy is the backing -> adopt it (one inode, one truth)",
+       writer(withCacheBacking(firstRead(), true)), C::kAdoptCopy},
+      {"writer at the open copy, remote attributes unknown -> adopt it",
+       writer(withCacheBacking(no_attrs, false)), C::kAdoptCopy},
+      {"writer at the open copy, path gone (deleted) -> adopt it", writer(cache_no_hooks),
+       C::kAdoptCopy},
+      {"writer, another host changed the remote under the open copy -> retire, ESTALE",
+       writer(withCacheBacking(firstRead(), false)), C::kRetire},
+      {"writer at an adopted copy -> share it", writer(adopted(withCacheBacking(firstRead(), true))),
+       C::kShareOpen},
+      {"writer at an adopted copy, even if the remote moved on -> share it (it holds writes)",
+       writer(adopted(withCacheBacking(firstRead(), false))), C::kShareOpen},
+      {"reader at an adopted copy, even if the remote moved on -> share it",
+       adopted(withCacheBacking(firstRead(), false)), C::kShareOpen},
       {"reader, open copy still matches the remote -> share it",
        withCacheBacking(firstRead(), true), C::kShareOpen},
       {"reader, the remote changed under the open copy (strict: fresh stat) -> retire, ESTALE",
@@ -96,15 +114,16 @@ TEST(BackingChoice, DecisionTable) {
   }
 }
 
-// Every combination of the eight facts.
+// Every combination of the nine facts.
 template <typename Fn>
 void forAllFacts(Fn&& fn) {
-  for (unsigned bits = 0; bits < 256; bits++) {
+  for (unsigned bits = 0; bits < 512; bits++) {
     auto bit = [&](int i) { return ((bits >> i) & 1u) != 0; };
     fn(BackingFacts{.for_write = bit(0),
                     .backing_open = bit(1),
                     .backing_is_cache = bit(2),
                     .backing_writable = bit(3),
+                    .copy_adopted = bit(8),
                     .cache_hooks = bit(4),
                     .remote_attrs_known = bit(5),
                     .open_copy_current = bit(6),
@@ -137,11 +156,54 @@ TEST(BackingChoice, InvariantsOverEveryCombination) {
     // (one backing file per inode).
     if (c == C::kShareOpen || c == C::kRefuseWrite) { EXPECT_TRUE(f.backing_open); }
     if (c == C::kOpenCache || c == C::kOpenRemote) { EXPECT_FALSE(f.backing_open); }
-    // Retiring is for an open cache copy that cannot serve this open only.
-    if (c == C::kRetire) { EXPECT_TRUE(f.backing_open && f.backing_is_cache); }
-    // The cache copy is never refused for writing: the writer gets a new inode.
-    if (f.backing_open && f.backing_is_cache) { EXPECT_NE(c, C::kRefuseWrite); }
+    // Retiring is for an open cache copy that cannot serve this open only, and
+    // only when the remote moved past it; an adopted copy (it holds writes the
+    // remote may lack) never.
+    if (c == C::kRetire) {
+      EXPECT_TRUE(f.backing_open && f.backing_is_cache && !f.copy_adopted);
+      EXPECT_TRUE(f.remote_attrs_known && !f.open_copy_current);
+    }
+    // A writer at an open copy joins it (or retires): never refused, never a new
+    // backing file; adoption happens once, for a writer.
+    if (f.backing_open && f.backing_is_cache && !f.copy_adopted) {
+      EXPECT_NE(c, C::kRefuseWrite);
+      if (f.for_write) { EXPECT_TRUE(c == C::kAdoptCopy || c == C::kRetire); }
+    }
+    if (c == C::kAdoptCopy) {
+      EXPECT_TRUE(f.for_write && f.backing_open && f.backing_is_cache && !f.copy_adopted);
+    }
   });
+}
+
+TEST(BackingChoice, AWriteBackIsSkippedOnlyWhenTheStampCanTellALaterWrite) {
+  struct stat stamp {};
+  stamp.st_size = 11;
+  stamp.st_ino = 5;
+  stamp.st_dev = 6;
+  stamp.st_mtim = {100, 500};
+  stamp.st_ctim = {100, 700};
+  // An mtime older than the coarse clock before the fstat: any later write gets
+  // a newer one, so an unchanged stamp means an unchanged copy.
+  EXPECT_TRUE(stampSeesLaterWrites(stamp, {100, 501}));
+  EXPECT_TRUE(stampSeesLaterWrites(stamp, {101, 0}));
+  // In the same clock tick a write may leave the mtime as it is.
+  EXPECT_FALSE(stampSeesLaterWrites(stamp, {100, 500}));
+  EXPECT_FALSE(stampSeesLaterWrites(stamp, {100, 400}));
+  EXPECT_FALSE(stampSeesLaterWrites(stamp, {99, 999999999}));
+
+  EXPECT_TRUE(copyUnchanged(stamp, stamp));
+  auto changed = [&](auto change) {
+    struct stat now = stamp;
+    change(now);
+    return !copyUnchanged(stamp, now);
+  };
+  EXPECT_TRUE(changed([](struct stat& s) { s.st_size = 1; }));  // O_TRUNC + a write of 1 byte
+  EXPECT_TRUE(changed([](struct stat& s) { s.st_mtim.tv_nsec++; }));
+  EXPECT_TRUE(changed([](struct stat& s) { s.st_mtim.tv_sec++; }));
+  EXPECT_TRUE(changed([](struct stat& s) { s.st_ino++; }));
+  EXPECT_FALSE(changed([](struct stat& s) { s.st_atim.tv_sec++; }));  // reads change nothing
+  // The dirty mark (an xattr) changes ctime alone: no data changed.
+  EXPECT_FALSE(changed([](struct stat& s) { s.st_ctim.tv_sec++; }));
 }
 
 TEST(BackingChoice, OpensForWrite) {

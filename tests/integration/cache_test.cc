@@ -234,8 +234,10 @@ TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
   ASSERT_EQ(hs({"warm", mnt_}).exit_code, 0);
   ASSERT_EQ(statOf(mnt_ + "/f")["state"], "cached");
 
-  // A reader holds the cached copy open while a writer comes: the writer goes to
-  // the remote, the old reader keeps its open-time copy, a new reader sees the write.
+  // A reader holds the cached copy open while a writer comes: the writer joins
+  // the copy (one file, one inode: docs/cache.md), the reader sees the write as
+  // a local file's reader would, the remote has it once the writer closed, and
+  // the copy leaves the cache when the last open closes.
   int reader = ::open((mnt_ + "/f").c_str(), O_RDONLY);
   ASSERT_GE(reader, 0);
   writeFile(mnt_ + "/f", "new content!!!");
@@ -243,10 +245,10 @@ TEST_F(IntegrationCache, WritesThroughTheMountInvalidateTheCopy) {
   EXPECT_EQ(readFile(mnt_ + "/f"), "new content!!!");
   char buf[64] = {};
   ASSERT_EQ(::pread(reader, buf, sizeof(buf), 0), 14);
-  EXPECT_EQ(std::string(buf, 14), "cached content");
+  EXPECT_EQ(std::string(buf, 14), "new content!!!");
   ::close(reader);
   EXPECT_EQ(statOf(mnt_ + "/f")["state"], "remote");
-  EXPECT_GE(daemon_->status()["fuse"]["cache_conflicts"].get<uint64_t>(), 1u);
+  EXPECT_EQ(daemon_->status()["fuse"]["cache_conflicts"].get<uint64_t>(), 0u);
 
   ASSERT_EQ(::truncate((mnt_ + "/f").c_str(), 3), 0);
   EXPECT_EQ(readFile(mnt_ + "/f"), "new");
@@ -494,5 +496,113 @@ TEST_F(IntegrationCacheRemoteGone, StrictModeKeepsCopiesWhileTheRemoteIsDown) {
   EXPECT_EQ(st["cache"]["stale_drops"], 0);
   EXPECT_EQ(statOf(mnt_ + "/f")["state"], "cached");
 }
+// sshfs whose sftp-server logs every read it serves (path, offset, length): the
+// bytes the remote sent, counted on the remote's side, apart from the daemon.
+class IntegrationCacheRemoteReads : public IntegrationCacheRemoteGone {
+ protected:
+  void SetUp() override {
+    IntegrationCacheRemoteGone::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    sftp_log_ = tmp_ / "sftp.log";
+    writeFile(tmp_ / "fake-ssh", "#!/bin/bash\nexec -a " + server_name_ +
+                                     " /usr/lib/openssh/sftp-server -e -l DEBUG1 2>>" +
+                                     sftp_log_ + "\n");
+  }
+  // Bytes of source_/rel the server has read out so far, each read clipped to
+  // the file's size. Its log lines: `read "PATH" (handle N) off OFF len LEN`.
+  uint64_t servedBytes(const std::string& rel, uint64_t size) {
+    std::string log = readFile(sftp_log_);
+    std::string key = "read \"" + source_ + "/" + rel + "\" (handle ";
+    uint64_t total = 0;
+    for (size_t at = log.find(key); at != std::string::npos; at = log.find(key, at + 1)) {
+      unsigned long long off = 0, len = 0;
+      size_t o = log.find(" off ", at);
+      if (o == std::string::npos ||
+          std::sscanf(log.c_str() + o, " off %llu len %llu", &off, &len) != 2) {
+        ADD_FAILURE() << "unreadable sftp-server log line at " << at;
+        continue;
+      }
+      if (off < size) total += std::min<uint64_t>(len, size - off);
+    }
+    return total;
+  }
+  std::string sftp_log_;
+};
+
+// One remote read per byte: a file a job has just read is copied from the page
+// cache its read filled (through the job's open file), not read again.
+TEST_F(IntegrationCacheRemoteReads, APromotionAfterAReadCopiesThePageCache) {
+  constexpr uint64_t kSize = 8 << 20;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 21);
+  mountRemote();
+  startDaemon();
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // the job's read
+  const uint64_t by_the_job = servedBytes("data/shard.bin", kSize);
+  EXPECT_EQ(by_the_job, kSize) << "the job's read should come from the remote once";
+
+  CommandResult r = hs({"warm", mnt_ + "/data/shard.bin"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(statOf(mnt_ + "/data/shard.bin")["state"], "cached");
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize) - by_the_job, 0u)
+      << "the promotion read the remote again";
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 1ull), 0u) << p.dump();
+  EXPECT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // now from the copy
+  CommandResult status = hs({"status"});
+  EXPECT_NE(status.out.find("read 8.0 MiB from the page cache, 0 B from the remote"),
+            std::string::npos)
+      << status.out;
+}
+
+// The pages went (memory pressure, here a new open of the sshfs file and
+// POSIX_FADV_DONTNEED): the promotion reads the remote, each byte exactly once.
+TEST_F(IntegrationCacheRemoteReads, APromotionAfterThePagesWentReadsTheRemoteOnce) {
+  constexpr uint64_t kSize = (6 << 20) + 4321;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 22);
+  mountRemote();
+  startDaemon();
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);
+  dropPageCache(remote_ + "/data/shard.bin");
+  const uint64_t before = servedBytes("data/shard.bin", kSize);
+
+  CommandResult r = hs({"warm", mnt_ + "/data/shard.bin"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(statOf(mnt_ + "/data/shard.bin")["state"], "cached");
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize) - before, kSize);
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 1ull), 0u) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);
+}
+
+// The same through automatic placement, as a training job meets it: the job
+// reads the file and closes it; a tick later placement promotes it, and the
+// copy still comes from the page cache (the daemon kept the job's file open).
+TEST_F(IntegrationCacheRemoteReads, PlacementPromotesAFileJustReadWithoutReadingItAgain) {
+  constexpr uint64_t kSize = 4 << 20;
+  writeRandomFile(source_ + "/data/shard.bin", kSize, 23);
+  mountRemote();
+  startDaemonWith({.mount = mnt_,
+                   .extra_args = {"--scrub-rate", "0", "--placement", "auto", "--tick", "200ms"}});
+  const std::string want = sha256File(source_ + "/data/shard.bin");
+  ASSERT_EQ(sha256File(mnt_ + "/data/shard.bin"), want);  // opened, read whole, closed
+  const uint64_t by_the_job = servedBytes("data/shard.bin", kSize);
+  EXPECT_EQ(by_the_job, kSize);
+  json st;
+  for (int i = 0; i < 100; i++) {  // 10 s
+    st = statOf(mnt_ + "/data/shard.bin");
+    if (st.value("state", "") == "cached") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(st.value("state", ""), "cached") << st.dump() << "\n" << daemon_->log();
+  EXPECT_EQ(servedBytes("data/shard.bin", kSize), by_the_job);
+  json p = daemon_->status()["cache"]["promoter"];
+  EXPECT_EQ(p.value("read_page_cache_bytes", 0ull), kSize) << p.dump();
+  EXPECT_EQ(p.value("read_remote_bytes", 1ull), 0u) << p.dump();
+}
+
 }  // namespace
 }  // namespace hotshard::testing

@@ -161,6 +161,8 @@ class GrowingStatus {
     s["heat"]["bytes_missed_remote"] = 1000 + 500 * n;
     s["heat"]["remote_bytes_avoided"] = 6000 + 2000 * n;
     s["cache"]["promoter"]["published"] = 10 + n;
+    s["cache"]["promoter"]["read_page_cache_bytes"] = 100000000 + 4000 * n;
+    s["cache"]["promoter"]["read_remote_bytes"] = 23456789 + 1000 * n;
     s["cache"]["evictions"] = 4 + n;
     s["fuse"]["requests"]["lookup"] = 11 + 7 * n;
     s["probes"]["events"] = 1000 + 100 * n;

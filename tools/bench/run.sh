@@ -13,6 +13,9 @@
 #                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
 #   BENCH_MEMORY=0                      skip tools/bench/memory-bench.sh (daemon RSS warming 20,000
 #                                       files; writes docs/benchmarks.d/memory.md)
+#   BENCH_FIRST_EPOCH=0                 skip the "first epoch" run of epoch-bench.sh (a DataLoader-like
+#                                       reader, 4 workers, data set within the cache, 200 Mbit/s;
+#                                       writes docs/benchmarks.d/first-epoch.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -105,6 +108,13 @@ if [[ ${BENCH_PROBES:-1} != 0 ]]; then
   mv docs/benchmarks.d/probes.md.new docs/benchmarks.d/probes.md
 fi
 if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
+if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
+  RATE=200mbit EPOCHS=3 EPOCH_FILES=64 EPOCH_FILE_MIB=4 EPOCH_CACHE_MIB=384 EPOCH_WORKERS=4 \
+    EPOCH_DROP=0 EPOCH_PAUSE=2 EPOCH_BENCH_OUT=docs/benchmarks.d/first-epoch.md \
+    EPOCH_SKIP_VAR=BENCH_FIRST_EPOCH \
+    EPOCH_TITLE="First epoch: a DataLoader-like reader, the data set within the cache" \
+    tools/bench/epoch-bench.sh
+fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 
 prepare
@@ -167,7 +177,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in extra probes epochs memory; do
+  for part in extra probes epochs first-epoch memory; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
