@@ -46,6 +46,8 @@ __u32 nr_watched_devs;
  */
 __u32 chunk_set;
 __u32 cgroup_set;
+/* Bumped by the loader after every change to served_files: memos go stale. */
+__u64 served_gen;
 
 struct chunk_map {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -75,6 +77,20 @@ struct {
 	__type(key, struct heat_file_key);
 	__type(value, __u8);
 } served_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2); /* index: the counter set */
+	__type(key, __u32);
+	__type(value, struct heat_cgroup_pending);
+} cgroup_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct heat_served_memo);
+} served_memos SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -233,14 +249,38 @@ static __always_inline void add_chunk(void *chunks, struct heat_key *key, __u64 
 	v->last_ns = now;
 }
 
+/*
+ * Is (dev, ino) in served_files? Reads of one file come in runs, so the
+ * latest answer is kept per CPU and reused while served_gen has not moved
+ * (it is read before the lookup: a change made during it leaves the memo
+ * stale, and the next event looks again).
+ */
 static __always_inline bool served(__u32 dev, __u64 ino)
 {
 	struct heat_file_key key = {.dev = dev, .ino = ino};
+	__u32 zero = 0;
+	struct heat_served_memo *m;
+	__u64 gen;
+	bool yes;
 
-	return !cgroup_files_only || bpf_map_lookup_elem(&served_files, &key);
+	if (!cgroup_files_only)
+		return true;
+	gen = served_gen;
+	m = bpf_map_lookup_elem(&served_memos, &zero);
+	if (m && m->gen == gen && m->ino == ino && m->dev == dev)
+		return m->served;
+	yes = bpf_map_lookup_elem(&served_files, &key) != NULL;
+	if (m) {
+		m->dev = dev;
+		m->ino = ino;
+		m->served = yes;
+		m->gen = gen;
+	}
+	return yes;
 }
 
-static __always_inline void add_cgroup(void *cgroups, __u64 cgroup_id, __u64 pages, __u32 kind)
+static __always_inline void add_cgroup(void *cgroups, __u64 cgroup_id, __u64 requested,
+				       __u64 missed)
 {
 	struct heat_cgroup_val *v = bpf_map_lookup_elem(cgroups, &cgroup_id);
 
@@ -255,11 +295,38 @@ static __always_inline void add_cgroup(void *cgroups, __u64 cgroup_id, __u64 pag
 			return;
 		}
 	}
-	/* Per-CPU value: plain adds. A fault counts its one page. */
+	/* Per-CPU value: plain adds. */
+	v->pages_requested += requested;
+	v->pages_missed += missed;
+}
+
+/*
+ * Adds to this CPU's pending slot of the set; the slot goes into the set's
+ * map when an event of another cgroup arrives. A fault counts its one page.
+ * Two programs interleaving on one CPU (a preemption mid-update) can move a
+ * few pages to the wrong cgroup; the chunk counts are not affected.
+ */
+static __always_inline void add_cgroup_pending(__u32 set, void *cgroups, __u64 cgroup_id,
+					       __u64 pages, __u32 kind)
+{
+	struct heat_cgroup_pending *p = bpf_map_lookup_elem(&cgroup_pending, &set);
+
+	if (!p) {
+		add_cgroup(cgroups, cgroup_id, kind == HEAT_EV_MISS ? 0 : pages,
+			   kind == HEAT_EV_MISS ? pages : 0);
+		return;
+	}
+	if (p->cgroup_id != cgroup_id) {
+		if (p->pages_requested || p->pages_missed)
+			add_cgroup(cgroups, p->cgroup_id, p->pages_requested, p->pages_missed);
+		p->cgroup_id = cgroup_id;
+		p->pages_requested = 0;
+		p->pages_missed = 0;
+	}
 	if (kind == HEAT_EV_MISS)
-		v->pages_missed += pages;
+		p->pages_missed += pages;
 	else
-		v->pages_requested += pages;
+		p->pages_requested += pages;
 }
 
 /* Adds pages [first, last] of one file to a chunk map, split at chunk boundaries. */
@@ -304,9 +371,9 @@ static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 las
 		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
 	if (count_cgroups && served(dev, ino)) {
 		if (cgroup_set)
-			add_cgroup(&cgroups1, cgroup_id, last - first + 1, kind);
+			add_cgroup_pending(1, &cgroups1, cgroup_id, last - first + 1, kind);
 		else
-			add_cgroup(&cgroups0, cgroup_id, last - first + 1, kind);
+			add_cgroup_pending(0, &cgroups0, cgroup_id, last - first + 1, kind);
 	}
 	if (chunk_set)
 		add_chunks(&chunks1, dev, ino, first, last, kind, now);

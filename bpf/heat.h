@@ -54,6 +54,27 @@ struct heat_cgroup_val {
 	__u64 pages_missed;
 };
 
+/*
+ * Per-CPU pending per-cgroup counts, one slot per counter set: the cgroup of
+ * the CPU's latest events and what they read since. Events of the same cgroup
+ * add here (a per-CPU array: no hash lookup on the hot path); an event of
+ * another cgroup first adds the slot into cgroupsN. The loader adds what is
+ * left in the retired set's slots when it drains.
+ */
+struct heat_cgroup_pending {
+	__u64 cgroup_id; /* 0: empty */
+	__u64 pages_requested;
+	__u64 pages_missed;
+};
+
+/* Per-CPU memo of the latest served_files answer (with cgroup_files_only). */
+struct heat_served_memo {
+	__u64 ino;
+	__u32 dev;
+	__u32 served;
+	__u64 gen; /* served_gen when it was looked up */
+};
+
 enum heat_event_kind {
 	HEAT_EV_READ = 1,  /* mm_filemap_get_pages */
 	HEAT_EV_MISS = 2,  /* mm_filemap_add_to_page_cache */

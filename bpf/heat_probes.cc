@@ -34,6 +34,8 @@ static_assert(sizeof(heat_val) == 40, "heat_val layout changed: rebuild both sid
 static_assert(sizeof(heat_cgroup_val) == 16, "heat_cgroup_val layout changed");
 static_assert(sizeof(heat_sample) == 48, "heat_sample layout changed");
 static_assert(sizeof(heat_file_key) == 16, "heat_file_key layout changed");
+static_assert(sizeof(heat_cgroup_pending) == 24, "heat_cgroup_pending layout changed");
+static_assert(sizeof(heat_served_memo) == 24, "heat_served_memo layout changed");
 
 namespace hotshard::bpf {
 namespace {
@@ -415,6 +417,7 @@ Status HeatProbes::watchFile(dev_t st_dev, uint64_t ino) {
   uint8_t one = 1;
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.served_files), &key, &one, BPF_ANY) != 0)
     return lastSysError("heat probes: watch file " + devName(st_dev) + ":" + std::to_string(ino));
+  __atomic_fetch_add(&skel_->bss->served_gen, 1, __ATOMIC_RELEASE);  // per-CPU memos go stale
   return Ok{};
 }
 
@@ -422,6 +425,7 @@ Status HeatProbes::unwatchFile(dev_t st_dev, uint64_t ino) {
   heat_file_key key{.dev = stDevToKernelDev(st_dev), .pad = 0, .ino = ino};
   if (bpf_map_delete_elem(bpf_map__fd(skel_->maps.served_files), &key) != 0)
     return lastSysError("heat probes: unwatch file " + devName(st_dev) + ":" + std::to_string(ino));
+  __atomic_fetch_add(&skel_->bss->served_gen, 1, __ATOMIC_RELEASE);  // per-CPU memos go stale
   return Ok{};
 }
 
@@ -475,6 +479,29 @@ Result<std::vector<ChunkDelta>> HeatProbes::drain() {
   return deltas;
 }
 
+// What the CPUs' pending slots of the retired set still hold (no program
+// writes them after retireSet), added to `totals`; the slots are emptied.
+Status HeatProbes::drainPendingCgroups(uint32_t retired, std::vector<CgroupTotals>* totals) {
+  std::vector<heat_cgroup_pending> slots(ncpus_);
+  const size_t size = slots.size() * sizeof(heat_cgroup_pending);
+  if (bpf_map__lookup_elem(skel_->maps.cgroup_pending, &retired, sizeof(retired), slots.data(),
+                           size, 0) != 0)
+    return lastSysError("heat probes: read pending cgroup totals");
+  for (const auto& p : slots) {
+    if (p.pages_requested == 0 && p.pages_missed == 0) continue;
+    auto it = std::find_if(totals->begin(), totals->end(),
+                           [&](const CgroupTotals& t) { return t.cgroup_id == p.cgroup_id; });
+    if (it == totals->end()) it = totals->insert(totals->end(), CgroupTotals{.cgroup_id = p.cgroup_id});
+    it->bytes_requested += pagesToBytes(p.pages_requested);
+    it->bytes_missed += pagesToBytes(p.pages_missed);
+  }
+  std::vector<heat_cgroup_pending> empty(ncpus_);
+  if (bpf_map__update_elem(skel_->maps.cgroup_pending, &retired, sizeof(retired), empty.data(),
+                           size, BPF_ANY) != 0)
+    return lastSysError("heat probes: reset pending cgroup totals");
+  return Ok{};
+}
+
 Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
   std::vector<CgroupTotals> totals;
   if (!cgroup_totals_) return totals;  // nothing counted: spare the grace period
@@ -491,6 +518,7 @@ Result<std::vector<CgroupTotals>> HeatProbes::drainCgroups() {
                              }
                              totals.push_back(std::move(t));
                            }));
+  RETURN_IF_ERROR(drainPendingCgroups(retired, &totals));
   for (auto& t : totals) t.path = cgroupPath(t.cgroup_id);
   return totals;
 }

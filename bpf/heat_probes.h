@@ -184,6 +184,7 @@ class HeatProbes {
   uint64_t pagesToBytes(uint64_t pages) const { return pages << page_shift_; }
   Result<uint64_t> readStat(uint32_t slot) const;
   static uint32_t retireSet(uint32_t* set);
+  Status drainPendingCgroups(uint32_t retired, std::vector<CgroupTotals>* totals);
   std::string cgroupPath(uint64_t cgroup_id);
 
   heat_bpf* skel_ = nullptr;

@@ -74,6 +74,7 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                         .chunk_bytes = cfg.promote_chunk,
                                         .queue_depth = cfg.promote_depth,
                                         .max_concurrent = cfg.promote_concurrency,
+                                        .buffer_bytes = cfg.promote_buffers,
                                         .bytes_per_sec = cfg.promote_rate,
                                         .on_finished =
                                             [raw = svc.get()](const std::string&, const Status& s,

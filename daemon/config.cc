@@ -200,6 +200,11 @@ void addCacheItems(std::vector<ConfigItem>& items) {
                             &RunConfig::promote_depth, 1, 256));
   items.push_back(countItem("promote-concurrency", "Promotions at once (default: 2)",
                             &RunConfig::promote_concurrency, 1, 64));
+  items.push_back(sizeItem("promote-buffers",
+                           "Most memory for promotion buffers, all promotions together, e.g. "
+                           "16MiB; lowers --promote-depth to fit, at least one chunk per "
+                           "promotion (default: 32MiB)",
+                           &RunConfig::promote_buffers, {.min = 4096}));
   items.push_back(sizeItem("promote-rate",
                            "Bytes per second for all promotions together, e.g. 200MiB; 0: "
                            "unlimited (default: 0)",
@@ -365,6 +370,13 @@ Status finalizeRunConfig(RunConfig& cfg) {
   cfg.cache = normalPath(cfg.cache);
   RETURN_IF_ERROR(checkCacheOutside(cfg.cache, "mount", cfg.mount));
   RETURN_IF_ERROR(checkCacheOutside(cfg.cache, "remote", cfg.remote));
+  if (cfg.promote_buffers < cfg.promote_chunk * cfg.promote_concurrency) {
+    return makeError(Errc::kInvalidArgument,
+                     "promote-buffers " + formatBytes(cfg.promote_buffers) +
+                         ": must hold one promote-chunk (" + formatBytes(cfg.promote_chunk) +
+                         ") for each of the " + std::to_string(cfg.promote_concurrency) +
+                         " promotions at once");
+  }
   if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
   if (cfg.log_file.empty()) {
     std::string sock = controlSocketFor(cfg.mount);  // the same escaping of the mount path

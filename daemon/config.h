@@ -36,6 +36,7 @@ struct RunConfig {
   uint64_t promote_chunk = 1 << 20;    // bytes per read/write, multiple of 4 KiB
   unsigned promote_depth = 8;          // chunks in flight per promotion
   unsigned promote_concurrency = 2;    // promotions at once
+  uint64_t promote_buffers = 32ull << 20;  // bytes of chunk buffers, all promotions together
   uint64_t promote_rate = 0;           // bytes/s for all promotions; 0: unlimited
   uint64_t scrub_rate = 32ull << 20;   // bytes/s re-read by the background scrub; 0: off
 

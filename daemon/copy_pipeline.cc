@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -16,13 +17,9 @@ namespace {
 
 constexpr uint32_t kAlign = 4096;
 
-struct FreeDeleter {
-  void operator()(char* p) const { std::free(p); }
-};
-
 // One chunk in flight: read into buf, hashed in file order, then written.
 struct Slot {
-  std::unique_ptr<char, FreeDeleter> buf;
+  char* buf = nullptr;  // the kit's
   bool busy = false;
   uint64_t off = 0;
   uint32_t len = 0;     // data bytes of this chunk
@@ -44,14 +41,14 @@ uint64_t tagOf(unsigned slot, bool write) { return uint64_t{slot} << 1 | (write 
 
 class Pipeline {
  public:
-  Pipeline(std::unique_ptr<IoEngine> engine, const CopyRequest& req)
-      : req_(req), direct_(req.dst_direct), engine_(std::move(engine)) {}
+  Pipeline(CopyKit& kit, const CopyRequest& req)
+      : req_(req), direct_(req.dst_direct), kit_(kit), engine_(&kit.engine()) {}
 
   Result<CopyResult> run(CopyFault* fault);
 
  private:
   Status allocate();
-  void registerBuffers();
+  void drain();
   void fillSlots();
   void onCompletion(const IoCompletion& c);
   void onRead(unsigned i, int64_t res);
@@ -68,16 +65,15 @@ class Pipeline {
 
   const CopyRequest& req_;
   bool direct_;
+  CopyKit& kit_;
+  IoEngine* engine_;  // the kit's
   bool fixed_ = false;
   uint64_t next_off_ = 0, hash_off_ = 0, done_bytes_ = 0;
   CopyResult result_;
   CopyFault fault_ = CopyFault::kNone;
   Error error_;
   HashState hash_;
-  // Buffers are declared before the engine so that the engine (which waits
-  // for in-flight requests when destroyed) goes first on every path.
   std::vector<Slot> slots_;
-  std::unique_ptr<IoEngine> engine_;
 };
 
 void Pipeline::fail(CopyFault f, Error e) {
@@ -86,31 +82,39 @@ void Pipeline::fail(CopyFault f, Error e) {
   error_ = std::move(e);
 }
 
+// Slots over the kit's buffers; fixed-buffer requests only when this copy
+// asked for them and the kit has them registered.
 Status Pipeline::allocate() {
-  slots_.resize(engine_->depth());
-  for (auto& s : slots_) {
-    void* mem = nullptr;
-    if (posix_memalign(&mem, kAlign, req_.chunk_bytes) != 0)
-      return makeError(Errc::kInternal, req_.label + ": out of memory");
-    s.buf.reset(static_cast<char*>(mem));
+  if (req_.chunk_bytes == 0 || req_.chunk_bytes > kit_.chunkBytes() ||
+      engine_->inFlight() != 0) {
+    return makeError(Errc::kInternal,
+                     fmt::format("{}: chunk {} bytes on a kit of {}-byte buffers ({} in flight)",
+                                 req_.label, req_.chunk_bytes, kit_.chunkBytes(),
+                                 engine_->inFlight()));
   }
+  slots_.resize(kit_.slots());
+  for (unsigned i = 0; i < kit_.slots(); ++i) slots_[i].buf = kit_.buffer(i);
+  fixed_ = kit_.fixed() && req_.register_buffers;
   return Ok{};
 }
 
-void Pipeline::registerBuffers() {
-  if (!req_.register_buffers) return;
-  std::vector<iovec> iov;
-  for (auto& s : slots_) iov.push_back(iovec{s.buf.get(), req_.chunk_bytes});
-  Status reg = engine_->registerBuffers(iov);
-  fixed_ = reg.ok();
-  // kUnsupported: an engine without the notion (sync); nothing to say.
-  if (!reg.ok() && reg.error().code != Errc::kUnsupported)
-    spdlog::debug("{}: {}; plain buffers", req_.label, reg.error().message);
+// Reaps what is still in flight, so that the kit's buffers are free for the
+// next copy; a kit whose engine cannot reap is not used again.
+void Pipeline::drain() {
+  std::vector<IoCompletion> sink;
+  while (engine_->inFlight() > 0) {
+    auto r = engine_->reap(&sink, engine_->inFlight());
+    if (!r.ok()) {
+      kit_.markUnusable();
+      return;
+    }
+    sink.clear();
+  }
 }
 
 Status Pipeline::submitRead(unsigned i) {
   Slot& s = slots_[i];
-  return engine_->submit(IoRequest{IoOp::kRead, req_.src_fd, s.buf.get() + s.filled,
+  return engine_->submit(IoRequest{IoOp::kRead, req_.src_fd, s.buf + s.filled,
                                    s.len - s.filled, s.off + s.filled, tagOf(i, false),
                                    fixed_ ? static_cast<int>(i) : -1});
 }
@@ -118,7 +122,7 @@ Status Pipeline::submitRead(unsigned i) {
 Status Pipeline::submitWrite(unsigned i) {
   Slot& s = slots_[i];
   s.write_direct = direct_;
-  return engine_->submit(IoRequest{IoOp::kWrite, req_.dst_fd, s.buf.get() + s.written,
+  return engine_->submit(IoRequest{IoOp::kWrite, req_.dst_fd, s.buf + s.written,
                                    s.wlen - s.written, s.off + s.written, tagOf(i, true),
                                    fixed_ ? static_cast<int>(i) : -1});
 }
@@ -152,7 +156,7 @@ void Pipeline::hashInOrder() {
     progressed = false;
     for (auto& s : slots_) {
       if (s.busy && s.read_done && !s.hashed && s.off == hash_off_) {
-        XXH3_64bits_update(hash_.s, s.buf.get(), s.len);
+        XXH3_64bits_update(hash_.s, s.buf, s.len);
         hash_off_ += s.len;
         s.hashed = true;
         if (s.write_done) s.busy = false;
@@ -200,7 +204,7 @@ void Pipeline::onRead(unsigned i, int64_t res) {
     if (direct_ && s.len % kAlign != 0) {
       // Unaligned tail: pad with zeros; the file is truncated to size at the end.
       s.wlen = (s.len + kAlign - 1) / kAlign * kAlign;
-      std::memset(s.buf.get() + s.len, 0, s.wlen - s.len);
+      std::memset(s.buf + s.len, 0, s.wlen - s.len);
     }
     hashInOrder();
     sub = submitWrite(i);
@@ -262,21 +266,23 @@ Status Pipeline::truncateToSize() {
 }
 
 Result<CopyResult> Pipeline::run(CopyFault* fault) {
-  if (Status mem = allocate(); !mem.ok()) fail(CopyFault::kInternal, mem.takeError());
-  if (fault_ == CopyFault::kNone) registerBuffers();
+  if (Status mem = allocate(); !mem.ok()) {
+    if (fault != nullptr) *fault = CopyFault::kInternal;
+    return mem.takeError();
+  }
   std::vector<IoCompletion> completions;
   for (;;) {
     fillSlots();
     if (engine_->inFlight() == 0) break;
     completions.clear();
     auto reaped = engine_->reap(&completions, 1);
-    if (!reaped.ok()) {  // the engine's destructor still waits for what is in flight
+    if (!reaped.ok()) {
       fail(CopyFault::kInternal, reaped.takeError());
       break;
     }
     for (const auto& c : completions) onCompletion(c);
   }
-  engine_.reset();  // all requests are done with the buffers
+  drain();  // all requests are done with the buffers
   if (fault_ == CopyFault::kNone && hash_off_ != req_.size) {
     fail(CopyFault::kInternal,
          makeError(Errc::kInternal,
@@ -298,14 +304,59 @@ Error writeSideError(int err, std::string what) {
   return sysError(err == EDQUOT ? ENOSPC : err, std::move(what));
 }
 
+Result<std::unique_ptr<CopyKit>> CopyKit::create(std::unique_ptr<IoEngine> engine,
+                                                 uint32_t chunk_bytes, bool register_buffers) {
+  if (engine == nullptr) return makeError(Errc::kInvalidArgument, "copy kit: no I/O engine");
+  if (chunk_bytes == 0 || chunk_bytes % kAlign != 0) {
+    return makeError(Errc::kInvalidArgument,
+                     fmt::format("copy kit: chunk {} bytes is not a multiple of {}", chunk_bytes,
+                                 kAlign));
+  }
+  std::unique_ptr<CopyKit> kit(new CopyKit());
+  kit->chunk_bytes_ = chunk_bytes;
+  for (unsigned i = 0; i < engine->depth(); ++i) {
+    void* mem = ::mmap(nullptr, chunk_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+    if (mem == MAP_FAILED) {
+      Error e = lastSysError(fmt::format("copy kit: mmap {}-byte buffer", chunk_bytes));
+      e.code = Errc::kInternal;
+      return e;
+    }
+    kit->buffers_.push_back(static_cast<char*>(mem));
+  }
+  kit->engine_ = std::move(engine);
+  if (register_buffers) {
+    std::vector<iovec> iov;
+    for (char* b : kit->buffers_) iov.push_back(iovec{b, chunk_bytes});
+    Status reg = kit->engine_->registerBuffers(iov);
+    kit->fixed_ = reg.ok();
+    // kUnsupported: an engine without the notion (sync); nothing to say.
+    if (!reg.ok() && reg.error().code != Errc::kUnsupported)
+      spdlog::debug("copy kit: {}; plain buffers", reg.error().message);
+  }
+  return kit;
+}
+
+CopyKit::~CopyKit() {
+  engine_.reset();  // waits for what is in flight: the kernel is done with the buffers
+  for (char* b : buffers_) ::munmap(b, chunk_bytes_);
+}
+
+Result<CopyResult> runCopyPipeline(CopyKit& kit, const CopyRequest& req, CopyFault* fault) {
+  Pipeline pipeline(kit, req);
+  return pipeline.run(fault);
+}
+
 Result<CopyResult> runCopyPipeline(std::unique_ptr<IoEngine> engine, const CopyRequest& req,
                                    CopyFault* fault) {
-  if (engine == nullptr) {
+  auto kit = CopyKit::create(std::move(engine), req.chunk_bytes, req.register_buffers);
+  if (!kit.ok()) {
     if (fault != nullptr) *fault = CopyFault::kInternal;
-    return makeError(Errc::kInvalidArgument, req.label + ": no I/O engine");
+    Error e = kit.takeError();
+    e.message = req.label + ": " + e.message;
+    return e;
   }
-  Pipeline pipeline(std::move(engine), req);
-  return pipeline.run(fault);
+  return runCopyPipeline(**kit, req, fault);
 }
 
 }  // namespace hotshard

@@ -5,8 +5,9 @@
 //
 // Shapes and units: `size` bytes from offset 0 of `src_fd` to offset 0 of
 // `dst_fd`, in chunks of `chunk_bytes` (a multiple of 4096, as O_DIRECT needs);
-// one buffer per engine slot, 4096-aligned, registered with the engine when it
-// can (io_uring fixed buffers). The destination ends exactly `size` bytes long.
+// one buffer per engine slot, page-aligned, registered with the engine when it
+// can (io_uring fixed buffers); engine and buffers come as a CopyKit, which a
+// caller may keep for many copies. The destination ends exactly `size` bytes long.
 //
 // What it absorbs, as the kernel and io_uring hand it out:
 //   - short reads and short writes: the rest of the chunk is resubmitted;
@@ -32,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "daemon/io_engine.h"
@@ -72,8 +74,56 @@ struct CopyResult {
   uint64_t resubmits = 0;              // short transfers, EINTR/EAGAIN and EINVAL retries
 };
 
-// Copies req.size bytes through `engine` (owned: it is torn down before the
-// buffers). On error, *fault (when given) says which side failed.
+// An engine and its chunk buffers, kept across copies: a promoter worker holds
+// one while it has files queued, so that a warm of 20,000 files sets up one
+// io_uring and pins one set of buffers per worker, not one per file.
+//
+// The buffers are engine->depth() anonymous mappings of chunk_bytes each
+// (page-aligned, outside malloc's arenas: freeing them returns the memory to
+// the kernel at once; buffers allocated and io_uring-registered per copy left
+// the heap fragmented and grew the daemon by ~10-70 KB a file). They are
+// registered with the engine when `register_buffers` and the engine allows
+// (io_uring fixed buffers pin every page: resident for the kit's life);
+// otherwise pages are touched only as chunks use them. Destruction waits for
+// the engine's requests, then unmaps.
+class CopyKit {
+ public:
+  // kInvalidArgument for a chunk size that is 0 or not a multiple of 4096,
+  // kInternal when mmap fails (with its errno in the message).
+  static Result<std::unique_ptr<CopyKit>> create(std::unique_ptr<IoEngine> engine,
+                                                 uint32_t chunk_bytes, bool register_buffers);
+  ~CopyKit();
+  CopyKit(const CopyKit&) = delete;
+  CopyKit& operator=(const CopyKit&) = delete;
+
+  IoEngine& engine() { return *engine_; }
+  unsigned slots() const { return static_cast<unsigned>(buffers_.size()); }
+  char* buffer(unsigned i) const { return buffers_[i]; }
+  uint32_t chunkBytes() const { return chunk_bytes_; }
+  bool fixed() const { return fixed_; }  // buffers registered: requests may name them
+  uint64_t bufferBytes() const { return uint64_t{chunk_bytes_} * buffers_.size(); }
+  // False after a copy could not reap what it had in flight: drop the kit.
+  bool usable() const { return usable_; }
+  void markUnusable() { usable_ = false; }
+
+ private:
+  CopyKit() = default;
+  uint32_t chunk_bytes_ = 0;
+  bool fixed_ = false;
+  bool usable_ = true;
+  std::vector<char*> buffers_;
+  std::unique_ptr<IoEngine> engine_;  // declared last: destroyed (drained) first
+};
+
+// Copies req.size bytes through the kit's engine and buffers (req.chunk_bytes
+// must not exceed kit.chunkBytes()). Every request it submitted is reaped
+// before it returns; should reaping fail, the kit is marked unusable. On
+// error, *fault (when given) says which side failed.
+Result<CopyResult> runCopyPipeline(CopyKit& kit, const CopyRequest& req,
+                                   CopyFault* fault = nullptr);
+
+// The same with a kit made for this one copy (req.chunk_bytes buffers, one per
+// engine slot) and torn down after it.
 Result<CopyResult> runCopyPipeline(std::unique_ptr<IoEngine> engine, const CopyRequest& req,
                                    CopyFault* fault = nullptr);
 

@@ -44,6 +44,25 @@ int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags) {
   return fd;
 }
 
+// Lowers queue_depth so that every promotion's buffers fit in buffer_bytes.
+Status capDepth(PromoterOptions& o) {
+  if (o.buffer_bytes == 0) return Ok{};
+  const uint64_t per_chunk_set = o.chunk_bytes * o.max_concurrent;
+  if (o.buffer_bytes < per_chunk_set) {
+    return makeError(Errc::kInvalidArgument,
+                     fmt::format("promoter: buffers capped at {} bytes, below one {}-byte chunk "
+                                 "for each of {} promotions",
+                                 o.buffer_bytes, o.chunk_bytes, o.max_concurrent));
+  }
+  const uint64_t fits = o.buffer_bytes / per_chunk_set;
+  if (fits < o.queue_depth) {
+    spdlog::info("promoter: {} chunk(s) in flight per promotion, not {}: buffers capped at {} bytes",
+                 fits, o.queue_depth, o.buffer_bytes);
+    o.queue_depth = static_cast<unsigned>(fits);
+  }
+  return Ok{};
+}
+
 // Which bytes of a file are in its page cache: mincore(2) over a read-only
 // private mapping answers for the file's own pages where nothing is mapped
 // (mm/mincore.c, mincore_page); the mapping is never touched, so a file that
@@ -145,6 +164,7 @@ Result<std::unique_ptr<Promoter>> Promoter::create(CacheStore* store, PromoterOp
     return makeError(Errc::kInvalidArgument, "promoter: queue depth must be 1..1024");
   if (options.max_concurrent == 0 || options.max_concurrent > 256)
     return makeError(Errc::kInvalidArgument, "promoter: max concurrent must be 1..256");
+  RETURN_IF_ERROR(capDepth(options));
   std::unique_ptr<Promoter> p(new Promoter(store, std::move(options)));
   for (unsigned i = 0; i < p->opts_.max_concurrent; ++i) {
     p->workers_.emplace_back([raw = p.get()] { raw->workerLoop(); });
@@ -210,10 +230,16 @@ Status Promoter::enqueue(const std::string& rel_path, ProgressFn progress, DoneF
 }
 
 void Promoter::workerLoop() {
+  std::unique_ptr<CopyKit> kit;  // kept while files are queued
   for (;;) {
     Job job;
     {
       std::unique_lock lock(mu_);
+      if (queue_.empty() && kit) {
+        lock.unlock();
+        kit.reset();  // idle: the buffers go back to the kernel
+        lock.lock();
+      }
       cv_.wait(lock,
                [&] { return stopping_ || (!queue_.empty() && active_ < opts_.max_concurrent); });
       if (stopping_) return;
@@ -222,7 +248,7 @@ void Promoter::workerLoop() {
       --stats_.queued;
       ++active_;
     }
-    Status s = run(job.rel_path, job.progress, std::move(job.shared));
+    Status s = run(job.rel_path, job.progress, std::move(job.shared), &kit);
     releaseSlot();
     {
       std::lock_guard lock(mu_);
@@ -230,6 +256,17 @@ void Promoter::workerLoop() {
     }
     if (job.done) job.done(s);
   }
+}
+
+Result<CopyKit*> Promoter::kitFor(std::unique_ptr<CopyKit>* holder) {
+  if (*holder && !(*holder)->usable()) holder->reset();
+  if (!*holder) {
+    ASSIGN_OR_RETURN(*holder,
+                     CopyKit::create(makeIoEngine(opts_.io_engine, opts_.queue_depth),
+                                     static_cast<uint32_t>(opts_.chunk_bytes),  // <= 1 GiB
+                                     opts_.register_buffers));
+  }
+  return holder->get();
 }
 
 bool Promoter::acquireSlot() {
@@ -255,7 +292,8 @@ Status Promoter::promote(const std::string& rel_path, const ProgressFn& progress
     ++stats_.failed_cancelled;
     return makeError(Errc::kBusy, "promote " + rel_path + ": cancelled (shutdown)");
   }
-  Status s = run(rel_path, progress, sharedSourceOf(rel_path));
+  std::unique_ptr<CopyKit> kit;  // this copy's only
+  Status s = run(rel_path, progress, sharedSourceOf(rel_path), &kit);
   releaseSlot();
   return s;
 }
@@ -302,7 +340,8 @@ uint64_t Promoter::copiedSoFar(const std::string& rel_path) const {
   return it == copied_.end() ? 0 : it->second;
 }
 
-Status Promoter::run(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared) {
+Status Promoter::run(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared,
+                     std::unique_ptr<CopyKit>* kit) {
   {
     std::lock_guard lock(mu_);
     ++stats_.started;
@@ -318,7 +357,7 @@ Status Promoter::run(const std::string& rel_path, const ProgressFn& progress, Un
       copied_[rel_path] = done;
     }
     if (progress) progress(done, total);
-  }, std::move(shared), &why);
+  }, std::move(shared), kit, &why);
   {
     std::lock_guard lock(mu_);
     copied_.erase(rel_path);
@@ -350,7 +389,7 @@ struct Promoter::Source {
 };
 
 Status Promoter::copy(const std::string& rel, const ProgressFn& progress, UniqueFd shared,
-                      Fail* why) {
+                      std::unique_ptr<CopyKit>* kit, Fail* why) {
   Source src;
   RETURN_IF_ERROR(openSource(rel, std::move(shared), &src, why));
   RETURN_IF_ERROR(waitForQuiet(rel, &src, why));
@@ -362,7 +401,7 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Unique
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CacheStore::Pending> pending,
                    reserve(rel, src.before.size, why));
-  ASSIGN_OR_RETURN(uint64_t checksum, copyData(rel, src, *pending, progress, why));
+  ASSIGN_OR_RETURN(uint64_t checksum, copyData(rel, src, *pending, progress, kit, why));
   RETURN_IF_ERROR(revalidate(rel, &src, why));
   RETURN_IF_ERROR(publish(std::move(pending), src.before, checksum, why));
   *why = Fail::kNone;
@@ -500,7 +539,9 @@ Status Promoter::beforeChunk(const std::string& rel, ChunkSplit& split, uint64_t
 // The bytes, through the copy pipeline, paced by the rate limit; the checksum.
 Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
                                     const CacheStore::Pending& pending, const ProgressFn& progress,
-                                    Fail* why) {
+                                    std::unique_ptr<CopyKit>* kit, Fail* why) {
+  auto have = kitFor(kit);
+  if (!have.ok()) return failed(why, Fail::kOther, have.takeError());
   // Not on the jobs' file: its readahead state is theirs.
   if (!src.shared) ::posix_fadvise(src.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   ChunkSplit split(src.fd.get(), src.st, src.shared && opts_.follow_idle.count() > 0);
@@ -520,7 +561,7 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
       .progress = progress,
   };
   CopyFault fault = CopyFault::kNone;
-  auto copied = runCopyPipeline(makeIoEngine(opts_.io_engine, opts_.queue_depth), req, &fault);
+  auto copied = runCopyPipeline(**have, req, &fault);
   {
     std::lock_guard lock(mu_);
     stats_.read_page_cache_bytes += split.page_cache;

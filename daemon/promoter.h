@@ -25,6 +25,13 @@
 // yield_above bytes/s (setForegroundRemoteRate, from the probes) such a chunk
 // waits up to yield_max. The validator rule is the same for every source.
 //
+// Memory: each worker keeps one CopyKit (an io_uring and queue_depth buffers
+// of chunk_bytes, io_uring-registered, so resident) while files are queued and
+// unmaps it when the queue runs dry; promote() on a caller's thread makes one
+// for its copy. All buffers together stay within buffer_bytes: queue_depth is
+// lowered to buffer_bytes / (chunk_bytes * max_concurrent) when it would not
+// fit (create() refuses a cap below one chunk per promotion).
+//
 // Lock order: Promoter::mu_ and CacheStore's lock are never held together; the
 // promoter calls the store without holding mu_. Callbacks run on the worker
 // thread, without locks held.
@@ -46,6 +53,7 @@
 
 #include "base/fd.h"
 #include "daemon/cache_store.h"
+#include "daemon/copy_pipeline.h"
 #include "daemon/io_engine.h"
 #include "daemon/rate_limiter.h"
 #include "base/result.h"
@@ -61,6 +69,9 @@ struct PromoterOptions {
   uint64_t chunk_bytes = 1 << 20;  // multiple of 4096, up to kMaxPromoteChunk
   unsigned queue_depth = 8;        // chunks in flight per promotion
   unsigned max_concurrent = 2;     // promotions at once (worker threads)
+  // Most bytes of chunk buffers, all promotions together (see Memory above);
+  // 0: no cap (queue_depth * chunk_bytes * max_concurrent).
+  uint64_t buffer_bytes = 0;
   uint64_t bytes_per_sec = 0;      // all promotions together; 0 = unlimited
   bool direct_io = true;           // O_DIRECT writes where the cache fs allows
   bool preallocate = true;         // fallocate the whole file first: ENOSPC before copying
@@ -137,6 +148,8 @@ class Promoter {
   Stats stats() const;
   // Bytes of rel_path copied so far by a promotion in flight; 0 when none is.
   uint64_t copiedSoFar(const std::string& rel_path) const;
+  // Chunks in flight per promotion: queue_depth, or less under buffer_bytes.
+  unsigned depth() const { return opts_.queue_depth; }
 
  private:
   enum class Fail { kNone, kStale, kNoSpace, kRemoteIo, kCacheIo, kVanished, kCancelled, kOther };
@@ -149,16 +162,20 @@ class Promoter {
 
   Promoter(CacheStore* store, PromoterOptions options);
   void workerLoop();
+  // The kit a copy on this thread uses: the worker's own (made on first use),
+  // or, for promote(), one for this copy only.
+  Result<CopyKit*> kitFor(std::unique_ptr<CopyKit>* holder);
   bool acquireSlot();
   void releaseSlot();
   UniqueFd sharedSourceOf(const std::string& rel_path) const {
     return opts_.shared_source ? opts_.shared_source(rel_path) : UniqueFd();
   }
-  Status run(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared);
+  Status run(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared,
+             std::unique_ptr<CopyKit>* kit);
   // One promotion, as stages; each failing stage sets *why and returns an
   // error that names what failed on what.
   Status copy(const std::string& rel_path, const ProgressFn& progress, UniqueFd shared,
-              Fail* why);
+              std::unique_ptr<CopyKit>* kit, Fail* why);
   struct Source;  // the remote file being copied
   // `shared` (may be invalid) is used when it is still the file at rel_path.
   Status openSource(const std::string& rel_path, UniqueFd shared, Source* src, Fail* why);
@@ -167,7 +184,7 @@ class Promoter {
                                                        Fail* why);
   Result<uint64_t> copyData(const std::string& rel_path, const Source& src,
                             const CacheStore::Pending& pending, const ProgressFn& progress,
-                            Fail* why);
+                            std::unique_ptr<CopyKit>* kit, Fail* why);
   struct ChunkSplit;  // one copy's resident pages and its page cache / remote bytes
   // Before a chunk is read: wait for the jobs as the options say, then count
   // its bytes by source. An error cancels the copy (shutdown).

@@ -3,6 +3,7 @@
 #include "bpf/heat_probes.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <grp.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -514,6 +515,84 @@ TEST(BpfHeatProbes, CgroupTotalsResolveToTheCallersCgroup) {
   }
   EXPECT_TRUE(found) << "no totals for " << expected << " among " << totals->size()
                      << " cgroup(s), first " << (totals->empty() ? "" : (*totals)[0].path);
+}
+
+// An ext4 image loop-mounted on a fresh directory under /var/tmp: a file
+// system no one else reads. Unmounted and removed on destruction.
+class LoopFs {
+ public:
+  LoopFs() {
+    if (mkdtemp(dir_) == nullptr) return;
+    image_ = std::string(dir_) + ".img";
+    cmd_ = "truncate -s 64M " + image_ + " && mkfs.ext4 -q -F " + image_ + " && mount -o loop " +
+           image_ + " " + dir_;
+    mounted_ = system(cmd_.c_str()) == 0;
+  }
+  ~LoopFs() {
+    if (mounted_) umount(dir_);
+    rmdir(dir_);
+    if (!image_.empty()) unlink(image_.c_str());
+  }
+  bool mounted() const { return mounted_; }
+  const char* dir() const { return dir_; }
+  const std::string& command() const { return cmd_; }
+
+ private:
+  char dir_[64] = "/var/tmp/hotshard-loop-XXXXXX";
+  std::string image_, cmd_;
+  bool mounted_ = false;
+};
+
+// With cgroup_files_only, each CPU keeps its latest served_files answer; a
+// file watched or unwatched after it was read must be seen at once (the memo
+// goes stale with served_gen), and what the CPU still holds pending for our
+// cgroup is in the next drain. On a file system only this test reads, from
+// one CPU, so the memo is this file's between reads.
+TEST(BpfHeatProbes, CgroupTotalsFollowWatchFileAtOnce) {
+  HS_REQUIRE_ROOT();
+  ensureTracefs();
+  HS_REQUIRE(!cgroup2MountPoint().empty(), "no cgroup v2 hierarchy mounted");
+  LoopFs fs;
+  HS_REQUIRE(fs.mounted(), "cannot loop-mount an ext4 image (" + fs.command() + ")");
+  cpu_set_t old_cpus, one_cpu;
+  ASSERT_EQ(sched_getaffinity(0, sizeof old_cpus, &old_cpus), 0);
+  CPU_ZERO(&one_cpu);
+  CPU_SET(sched_getcpu(), &one_cpu);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one_cpu, &one_cpu), 0);
+  {
+    ColdFile file(4 * kMiB, fs.dir());
+    auto probes = loadOrFail({.cgroup_files_only = true});
+    ASSERT_NE(probes, nullptr);
+    ASSERT_TRUE(probes->watchDevice(file.dev()).ok());
+    std::ifstream cgroup_file("/proc/self/cgroup");
+    std::string line, mine;
+    while (std::getline(cgroup_file, line))
+      if (line.rfind("0::", 0) == 0) mine = line.substr(3);
+    auto ours = [&]() -> uint64_t {
+      auto totals = probes->drainCgroups();
+      EXPECT_TRUE(totals.ok()) << totals.error().message;
+      uint64_t bytes = 0;
+      for (const auto& t : totals.ok() ? *totals : std::vector<CgroupTotals>{})
+        if (t.path == mine) bytes += t.bytes_requested;
+      return bytes;
+    };
+    auto readThrice = [&] {
+      for (int i = 0; i < 3; ++i) file.readAll();
+    };
+    readThrice();
+    const uint64_t unwatched = ours();
+    ASSERT_TRUE(probes->watchFile(file.dev(), file.ino()).ok());
+    readThrice();
+    const uint64_t watched = ours();
+    ASSERT_TRUE(probes->unwatchFile(file.dev(), file.ino()).ok());
+    readThrice();
+    const uint64_t again = ours();
+    EXPECT_EQ(unwatched, 0u);
+    EXPECT_GE(watched, 3 * 4 * kMiB);
+    EXPECT_LE(watched, 3 * 4 * kMiB + 3 * 4096);  // a last single-page batch counts twice
+    EXPECT_EQ(again, 0u);
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof old_cpus, &old_cpus), 0);
 }
 
 TEST(BpfHeatProbes, CgroupTotalsCanBeTurnedOff) {

@@ -339,6 +339,51 @@ TEST_P(CopyPipelineTest, BeforeReadCancelsAndNothingIsLeftInFlight) {
   EXPECT_EQ(calls, 6u);
 }
 
+// A promoter worker keeps one kit for many files: a copy that failed midway
+// leaves nothing in flight, and the next copy through the same buffers is exact.
+TEST_P(CopyPipelineTest, OneKitServesManyCopiesAfterAFailure) {
+  openDst(false);
+  auto kit = CopyKit::create(engine(), kChunk, /*register_buffers=*/true);
+  ASSERT_TRUE(kit.ok()) << kit.error().message;
+  EXPECT_EQ((*kit)->slots(), kDepth);
+  EXPECT_EQ((*kit)->bufferBytes(), uint64_t{kDepth} * kChunk);
+  EXPECT_EQ((*kit)->fixed(), GetParam() == IoEngineKind::kUring);
+  for (int round = 0; round < 3; ++round) {
+    unsigned calls = 0;
+    progress_ = 0;
+    CopyRequest req{.src_fd = src_.get(),
+                    .dst_fd = dst_.get(),
+                    .size = kSize,
+                    .chunk_bytes = kChunk,
+                    .label = "test",
+                    .src_name = "src",
+                    .dst_name = "dst",
+                    .before_read = [&](uint64_t, uint32_t) -> Status {
+                      if (round == 1 && ++calls == 6) return makeError(Errc::kBusy, "cancelled");
+                      return Ok{};
+                    },
+                    .progress = [&](uint64_t copied, uint64_t) { progress_ = copied; }};
+    ASSERT_EQ(::ftruncate(dst_.get(), 0), 0);
+    CopyFault fault = CopyFault::kNone;
+    auto r = runCopyPipeline(**kit, req, &fault);
+    EXPECT_EQ((*kit)->engine().inFlight(), 0u) << "round " << round;
+    EXPECT_TRUE((*kit)->usable());
+    if (round == 1) {
+      EXPECT_FALSE(r.ok());
+      EXPECT_EQ(fault, CopyFault::kCancelled);
+    } else {
+      expectExactCopy(r);
+    }
+  }
+  // A chunk larger than the kit's buffers is refused, not overrun.
+  CopyRequest big{.src_fd = src_.get(), .dst_fd = dst_.get(), .size = kSize,
+                  .chunk_bytes = 2 * kChunk, .label = "test"};
+  CopyFault fault = CopyFault::kNone;
+  auto r = runCopyPipeline(**kit, big, &fault);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(fault, CopyFault::kInternal);
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, CopyPipelineTest,
                          ::testing::Values(IoEngineKind::kUring, IoEngineKind::kSync),
                          [](const auto& info) {

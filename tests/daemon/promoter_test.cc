@@ -51,6 +51,62 @@ TEST_F(PromoterTest, PromotesAndSkipsWhatIsAlreadyCached) {
   EXPECT_EQ(st.in_flight, 0u);
 }
 
+// --promote-buffers: the depth is lowered until every promotion's buffers
+// fit; a cap below one chunk per promotion is refused; copies stay exact.
+TEST_F(PromoterTest, BufferCapLowersTheDepthAndCopiesStayExact) {
+  openStore();
+  PromoterOptions o = promoterOptions();
+  o.chunk_bytes = kMiB;
+  o.queue_depth = 8;
+  o.max_concurrent = 2;
+  o.buffer_bytes = kMiB;
+  auto refused = Promoter::create(store_.get(), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Errc::kInvalidArgument);
+  EXPECT_NE(refused.error().message.find("below one"), std::string::npos)
+      << refused.error().message;
+
+  o.buffer_bytes = 5 * kMiB;  // 2 promotions x 2 chunks fit, 3 would not
+  makePromoter(o);
+  EXPECT_EQ(promoter_->depth(), 2u);
+  std::string content = makeRemote("data/big", 7 * kMiB + 5);
+  ASSERT_TRUE(promoter_->promote("data/big").ok());
+  EXPECT_EQ(cachedBytes("data/big"), content);
+
+  o.buffer_bytes = 64 * kMiB;  // room to spare: the depth asked for
+  makePromoter(o);
+  EXPECT_EQ(promoter_->depth(), 8u);
+}
+
+// Many small files through the workers: each keeps its kit across files and
+// every copy is exact.
+TEST_F(PromoterTest, WorkersReuseTheirBuffersAcrossQueuedFiles) {
+  openStore();
+  makePromoter(promoterOptions());
+  constexpr int kFiles = 200;
+  std::vector<std::string> contents;
+  for (int i = 0; i < kFiles; ++i) contents.push_back(makeRemote(fmt::format("s/f{}", i), 4096 + i));
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  for (int i = 0; i < kFiles; ++i) {
+    ASSERT_TRUE(promoter_
+                    ->enqueue(fmt::format("s/f{}", i), nullptr,
+                              [&](const Status& s) {
+                                EXPECT_TRUE(s.ok()) << s.error().message;
+                                std::lock_guard lock(mu);
+                                ++done;
+                                cv.notify_all();
+                              })
+                    .ok());
+  }
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done == kFiles; }));
+  lock.unlock();
+  for (int i = 0; i < kFiles; ++i) EXPECT_EQ(cachedBytes(fmt::format("s/f{}", i)), contents[i]);
+  EXPECT_EQ(promoter_->stats().published, uint64_t{kFiles});
+}
+
 // No failure reason for a file that is gone: no alert fires for rsync's temp files.
 void expectNoFailure(const Promoter::Stats& st) {
   EXPECT_EQ(st.failed_stale + st.failed_no_space + st.failed_remote_io + st.failed_cache_io +

@@ -11,6 +11,8 @@
 #                                       detached; writes docs/benchmarks.d/probes.md)
 #   BENCH_EPOCHS=0                      skip tools/bench/epoch-bench.sh (shuffled epochs over a data
 #                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
+#   BENCH_MEMORY=0                      skip tools/bench/memory-bench.sh (daemon RSS warming 20,000
+#                                       files; writes docs/benchmarks.d/memory.md)
 #   BENCH_FIRST_EPOCH=0                 skip the "first epoch" run of epoch-bench.sh (a DataLoader-like
 #                                       reader, 4 workers, data set within the cache, 200 Mbit/s;
 #                                       writes docs/benchmarks.d/first-epoch.md)
@@ -113,6 +115,7 @@ if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
     EPOCH_TITLE="First epoch: a DataLoader-like reader, the data set within the cache" \
     tools/bench/epoch-bench.sh
 fi
+if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -174,7 +177,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in extra probes epochs first-epoch; do
+  for part in extra probes epochs first-epoch memory; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
