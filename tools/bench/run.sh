@@ -11,6 +11,8 @@
 #                                       detached; writes docs/benchmarks.d/probes.md)
 #   BENCH_EPOCHS=0                      skip tools/bench/epoch-bench.sh (shuffled epochs over a data
 #                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
+#   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
+#                                       uncached, against native; writes docs/benchmarks.d/opens.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -103,6 +105,7 @@ if [[ ${BENCH_PROBES:-1} != 0 ]]; then
   mv docs/benchmarks.d/probes.md.new docs/benchmarks.d/probes.md
 fi
 if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
+if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -164,7 +167,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in extra probes epochs; do
+  for part in opens extra probes epochs; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
