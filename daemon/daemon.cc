@@ -201,6 +201,10 @@ Daemon::MetricsHooks::~MetricsHooks() {
   daemon->cache_->setPromotionObserver(nullptr);
 }
 
+Daemon::CopyDropHook::~CopyDropHook() {
+  if (daemon != nullptr) daemon->cache_->store().setDropListener(nullptr);  // waits for a call
+}
+
 Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd remote_root) {
   std::unique_ptr<Daemon> d(new Daemon(cfg));
   d->remote_fd_ = std::move(remote_root);
@@ -274,6 +278,9 @@ Status Daemon::startFileSystem() {
                               .consistency = cfg_.consistency,
                               .cache = cache_.get()},
       shim_.get());
+  cache_->store().setDropListener(
+      [fs = fs_.get()](const std::vector<std::string>& rels) { fs->copiesDropped(rels); });
+  copy_drop_hook_.daemon = this;
   char arg0[] = "hotshard";
   char* argv[] = {arg0, nullptr};
   fuse_args args = FUSE_ARGS_INIT(1, argv);

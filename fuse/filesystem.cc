@@ -123,7 +123,20 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->attr_timeout = opts_.consistency.attrTimeout();
   e->entry_timeout = opts_.consistency.entryTimeout();
 
-  int newfd = ::openat(inodeOf(parent).fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  int parent_fd = inodeOf(parent).fd;
+  // An object the kernel knows already needs no new O_PATH fd: one fstatat, not
+  // openat + fstat + close (strict mode looks up every component of every open).
+  if (::fstatat(parent_fd, name, &e->attr, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (Inode* known = table_.addLookupIfKnown(e->attr)) {
+      e->ino = table_.idOf(*known);
+      e->generation = known->generation;
+      rememberStat(*known, e->attr);
+      return Ok{};
+    }
+  } else if (errno == ENOENT) {
+    return lastSysError("lookup");  // a negative lookup: no second try
+  }
+  int newfd = ::openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (newfd < 0) return lastSysError("openat");
   if (::fstatat(newfd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
     Error err = lastSysError("fstatat");
@@ -431,6 +444,52 @@ void FileSystem::registerBacking(Inode& inode) {
   }
 }
 
+// ---- idle backings ------------------------------------------------------------
+
+namespace {
+// Copies the store dropped while this thread held an Inode::mu (inside an
+// open, through CacheHooks): closing their idle backings takes InodeTable's
+// lock, which must not be taken under an Inode::mu, so the open does it at its end.
+thread_local int t_inode_lock_depth = 0;
+thread_local std::vector<std::pair<FileSystem*, std::string>> t_deferred_drops;
+}  // namespace
+
+FileSystem::DeferDrops::DeferDrops() { ++t_inode_lock_depth; }
+
+FileSystem::DeferDrops::~DeferDrops() {
+  if (--t_inode_lock_depth > 0 || t_deferred_drops.empty()) return;
+  std::vector<std::pair<FileSystem*, std::string>> drops;
+  drops.swap(t_deferred_drops);
+  for (auto& [fs, rel] : drops) fs->copiesDropped({rel});
+}
+
+void FileSystem::copiesDropped(const std::vector<std::string>& rel_paths) {
+  if (t_inode_lock_depth > 0) {
+    for (const auto& rel : rel_paths) t_deferred_drops.emplace_back(this, rel);
+    return;
+  }
+  table_.closeIdleCopies(rel_paths);
+}
+
+bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent) {
+  if (inode.backing_is_cache) {
+    // The copy, if the store still has it as the copy valid now: the check a
+    // fresh open makes (openCached), against the file the kept fd refers to.
+    if (intent.for_write || !intent.remote_known || intent.rel != inode.cached_rel) return false;
+    if (!sameRemoteObject(intent.remote, inode.cached_against)) return false;
+    struct stat copy;
+    if (::fstat(inode.backing_fd, &copy) < 0) return false;
+    return opts_.cache->reopenCached(intent.rel, intent.remote, copy);
+  }
+  // The remote file: never for a writer (the remote's open-time checks, an
+  // immutable flag or a read-only remount, must answer it), nor in strict mode
+  // (an NFS remote revalidates its page cache at open: close-to-open); for a
+  // reader, unless a fresh open would pass it through to a copy.
+  if (intent.for_write || opts_.consistency.mode == Consistency::Mode::kStrict) return false;
+  bool copy_candidate = intent.remote_known && !intent.rel.empty();
+  return !(copy_candidate && opts_.cache->hasValidCopy(intent.rel, intent.remote));
+}
+
 namespace {
 // O_TRUNC on open, on the shared backing file; a failed first open leaves no
 // backing behind. Under inode.mu.
@@ -453,7 +512,15 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   intent.for_write = opensForWrite(flags);
   prepareOpen(inode, intent);
 
+  DeferDrops defer_drops;  // declared before the lock: runs after its release
   std::unique_lock lock(inode.mu);
+  if (hasIdleBacking(inode)) {
+    if (idleBackingServes(inode, intent)) {
+      idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
+    } else {
+      closeIdleBacking(inode, *shim_);
+    }
+  }
   BackingFacts facts = factsOf(inode, intent.for_write, !intent.rel.empty(), intent.remote_known,
                                intent.remote);
   // Asked only when the answer decides (a copy handed out counts as open).
@@ -496,6 +563,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
 
 void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
   std::string release_cached, end_write;
+  bool went_idle = false;
   {
     std::lock_guard lock(inode.mu);
     if (was_writer && !inode.writer_rels.empty()) {
@@ -503,16 +571,11 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
       inode.writer_rels.pop_back();
     }
     if (--inode.nopen == 0) {
-      if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
-      if (inode.backing_fd >= 0) ::close(inode.backing_fd);
       if (inode.backing_is_cache) release_cached = inode.cached_rel;
-      inode.backing_id = -1;
-      inode.backing_fd = -1;
-      inode.backing_writable = false;
-      inode.backing_is_cache = false;
-      inode.cached_rel.clear();
+      went_idle = inode.backing_fd >= 0;  // kept for the next open; noteIdle closes what it must
     }
   }
+  if (went_idle) table_.noteIdle(inode, opts_.idle_backings);
   if (opts_.cache == nullptr) return;
   if (!release_cached.empty()) opts_.cache->releaseCached(release_cached);
   if (!end_write.empty()) opts_.cache->endWrite(end_write);

@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/result.h"
@@ -40,6 +41,9 @@ struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
   CacheHooks* cache = nullptr;  // borrowed; nullptr: every open goes to the remote
+  // Inodes that may keep their backing file registered after their last
+  // release, for the next open to reuse (inode_table.h); 0: none.
+  size_t idle_backings = 1024;
 };
 
 class FileSystem {
@@ -63,6 +67,16 @@ class FileSystem {
   uint64_t cacheOpens() const { return cache_opens_.load(); }
   uint64_t remoteOpens() const { return remote_opens_.load(); }
   uint64_t cacheConflicts() const { return cache_conflicts_.load(); }
+  // Opens that reused an idle backing (no new backing file or id), and idle
+  // backings kept now.
+  uint64_t idleReuses() const { return idle_reuses_.load(); }
+  size_t idleBackings() const { return table_.idleCount(); }
+
+  // The cache store dropped its copies of rel_paths (evicted, invalidated,
+  // stale, replaced): idle backings on them are closed, so their blocks are
+  // freed. Any thread; a FUSE thread inside an open defers it to the end of
+  // that open (it holds an Inode::mu, which the closing takes).
+  void copiesDropped(const std::vector<std::string>& rel_paths);
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
@@ -110,6 +124,14 @@ class FileSystem {
 
  private:
   struct OpenIntent;  // what an open knows before it takes Inode::mu (filesystem.cc)
+  // While one lives on this thread, copiesDropped() defers to its end (declared
+  // before taking an Inode::mu that CacheHooks calls are made under).
+  struct DeferDrops {
+    DeferDrops();
+    ~DeferDrops();
+    DeferDrops(const DeferDrops&) = delete;
+    DeferDrops& operator=(const DeferDrops&) = delete;
+  };
 
   Inode& inodeOf(fuse_ino_t ino) { return table_.inodeOf(ino); }
   // Looks up name under parent, adds one kernel reference and fills e.
@@ -135,6 +157,13 @@ class FileSystem {
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
   void registerBacking(Inode& inode);
   void releaseBacking(Inode& inode, bool was_writer);
+  // Whether the inode's idle backing can serve this open as the one a fresh
+  // open would choose; under inode.mu, and the caller closes it if not. A
+  // cache copy serves a reader while the store still has it as the copy valid
+  // for the remote's attributes (checked as for a fresh open, every mode); the
+  // remote file serves a reader outside strict mode when no valid copy exists;
+  // a writer is never served (the remote's open-time checks answer it).
+  bool idleBackingServes(Inode& inode, const OpenIntent& intent);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   std::string childRelPath(fuse_ino_t parent, const char* name);
@@ -154,6 +183,7 @@ class FileSystem {
   std::atomic<uint64_t> cache_opens_{0};
   std::atomic<uint64_t> remote_opens_{0};
   std::atomic<uint64_t> cache_conflicts_{0};
+  std::atomic<uint64_t> idle_reuses_{0};
 };
 
 }  // namespace hotshard::fuse

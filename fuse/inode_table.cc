@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "fuse/passthrough_shim.h"
 
 namespace hotshard::fuse {
@@ -37,6 +39,18 @@ InodeTable::~InodeTable() {
   for (auto& [key, inode] : inodes_) closeAll(*inode);
   for (auto& [ptr, inode] : retired_) closeAll(*inode);
   if (root_->fd >= 0) ::close(root_->fd);
+}
+
+void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
+  if (!hasIdleBacking(inode)) return;
+  if (inode.backing_id >= 0) shim.closeBacking(inode.backing_id);
+  ::close(inode.backing_fd);
+  inode.backing_id = -1;
+  inode.backing_fd = -1;
+  inode.backing_writable = false;
+  inode.backing_rw_errno = 0;
+  inode.backing_is_cache = false;
+  inode.cached_rel.clear();
 }
 
 void InodeTable::closeAll(Inode& inode) {
@@ -83,6 +97,16 @@ Inode& InodeTable::addLookup(int newfd, const struct stat& attr) {
   return *inode;
 }
 
+Inode* InodeTable::addLookupIfKnown(const struct stat& attr) {
+  std::lock_guard lock(mu_);
+  auto key = std::make_pair(attr.st_dev, attr.st_ino);
+  if (key.first == root_->src_dev && key.second == root_->src_ino) return root_.get();
+  auto it = inodes_.find(key);
+  if (it == inodes_.end()) return nullptr;
+  it->second->nlookup++;
+  return it->second.get();
+}
+
 void InodeTable::forget(Inode& inode, uint64_t n) {
   if (isRoot(inode)) return;
   std::lock_guard lock(mu_);
@@ -94,7 +118,8 @@ void InodeTable::forget(Inode& inode, uint64_t n) {
   inode.nlookup -= n;
   if (inode.nlookup > 0) return;
   // The kernel forgets an inode only after its last release, so no open state
-  // is left; close it all the same rather than leak.
+  // is left but an idle backing; close it all the same rather than leak.
+  unlistIdleLocked(inode);
   closeAll(inode);
   if (inode.retired) {
     retired_.erase(&inode);
@@ -111,6 +136,56 @@ void InodeTable::retire(Inode& inode) {
   inode.retired = true;
   retired_.emplace(&inode, std::move(it->second));
   inodes_.erase(it);
+}
+
+void InodeTable::unlistIdleLocked(Inode& inode) {
+  if (!inode.idle_listed) return;
+  idle_.erase(inode.idle_pos);
+  inode.idle_listed = false;
+}
+
+void InodeTable::noteIdle(Inode& inode, size_t cap) {
+  std::lock_guard lock(mu_);
+  if (inode.retired || cap == 0) {
+    unlistIdleLocked(inode);
+    std::lock_guard inode_lock(inode.mu);
+    closeIdleBacking(inode, *shim_);
+    return;
+  }
+  if (inode.idle_listed) {
+    idle_.splice(idle_.end(), idle_, inode.idle_pos);
+  } else {
+    inode.idle_pos = idle_.insert(idle_.end(), &inode);
+    inode.idle_listed = true;
+  }
+  while (idle_.size() > cap) {
+    Inode& oldest = *idle_.front();
+    unlistIdleLocked(oldest);
+    std::lock_guard inode_lock(oldest.mu);
+    closeIdleBacking(oldest, *shim_);  // nothing if it is open again: listed anew at its release
+  }
+}
+
+void InodeTable::closeIdleCopies(const std::vector<std::string>& rel_paths) {
+  std::lock_guard lock(mu_);
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    Inode& inode = **it++;
+    std::lock_guard inode_lock(inode.mu);
+    if (!hasIdleBacking(inode) || !inode.backing_is_cache) continue;
+    if (std::find(rel_paths.begin(), rel_paths.end(), inode.cached_rel) == rel_paths.end()) continue;
+    closeIdleBacking(inode, *shim_);
+    unlistIdleLocked(inode);
+  }
+}
+
+size_t InodeTable::idleCount() const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (Inode* inode : idle_) {
+    std::lock_guard inode_lock(inode->mu);
+    n += hasIdleBacking(*inode) ? 1 : 0;
+  }
+  return n;
 }
 
 std::string InodeTable::relPathOf(const Inode& inode) const {

@@ -11,7 +11,8 @@
 #
 # in the strict and immutable consistency modes. The page cache is warm (one
 # unmeasured pass first); each cell is the median of OPEN_BENCH_REPS runs, the
-# three sides alternating their order. The FUSE requests the kernel sent per
+# three sides alternating their order; the daemon's CPU time per pair is
+# reported beside them. The FUSE requests the kernel sent per
 # open+close (from `hotshard status --json`) are counted on the side. Writes a
 # markdown section to docs/benchmarks.d/opens.md (make bench appends it to
 # docs/benchmarks.md) and prints it. Target: a cached open+close <= 2x native's.
@@ -112,26 +113,35 @@ dir_of() {  # side
   esac
 }
 
+# CPU time the daemon's threads have had (ns; /proc/PID/task/*/schedstat).
+daemon_cpu_ns() { cat /proc/"$daemon_pid"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'; }
+
 rows=() req_rows=()
 # measure MODE KIND ARGS...: one row of the table for the daemon running now.
 measure() {
   local mode=$1 kind=$2; shift 2
-  local -A vals=()
+  local -A vals=() cpu=()
   local sides=(native cached uncached)
   for side in "${sides[@]}"; do "$RB" opens "$(dir_of "$side")" "$@" >/dev/null; done  # warm-up
   for rep in $(seq "$REPS"); do
     local order=("${sides[@]:rep % 3}" "${sides[@]:0:rep % 3}")
     for side in "${order[@]}"; do
+      local t0 t1
+      t0=$(daemon_cpu_ns)
       vals[$side]+="$("$RB" opens "$(dir_of "$side")" --passes "$PASSES" "$@" | field us_per_open) "
+      t1=$(daemon_cpu_ns)
+      cpu[$side]+="$(awk -v a="$t0" -v b="$t1" -v n=$((NFILES * PASSES)) 'BEGIN { printf "%.2f", (b - a) / 1000 / n }') "
     done
   done
-  local n c u
+  local n c u dc du
   n=$(tr ' ' '\n' <<<"${vals[native]}" | grep . | median)
   c=$(tr ' ' '\n' <<<"${vals[cached]}" | grep . | median)
   u=$(tr ' ' '\n' <<<"${vals[uncached]}" | grep . | median)
-  rows+=("| $mode | $kind | $n | $c | **$(ratio "$n" "$c")** | $u | **$(ratio "$n" "$u")** |")
-  say "$(printf '%-9s %-22s native %8s us  cached %8s us (x%s)  uncached %8s us (x%s)' \
-    "$mode" "$kind" "$n" "$c" "$(ratio "$n" "$c")" "$u" "$(ratio "$n" "$u")")"
+  dc=$(tr ' ' '\n' <<<"${cpu[cached]}" | grep . | median)
+  du=$(tr ' ' '\n' <<<"${cpu[uncached]}" | grep . | median)
+  rows+=("| $mode | $kind | $n | $c | **$(ratio "$n" "$c")** | $u | **$(ratio "$n" "$u")** | $dc | $du |")
+  say "$(printf '%-9s %-22s native %8s us  cached %8s us (x%s)  uncached %8s us (x%s)  daemon CPU %s / %s us' \
+    "$mode" "$kind" "$n" "$c" "$(ratio "$n" "$c")" "$u" "$(ratio "$n" "$u")" "$dc" "$du")"
   for side in cached uncached; do  # one more pass, counting the requests it sends
     local a b
     a=$(requests)
@@ -169,10 +179,12 @@ mkdir -p "$(dirname "$OUT")"
   echo "the same files through the mount after \`hotshard warm\` (opens pass through to the cache"
   echo "copy). Uncached: another $NFILES files through the mount, never warmed (opens pass through"
   echo "to the remote file). Ratio = hotshard / native (lower is better). Target: cached"
-  echo "open+close <= 2x native."
+  echo "open+close <= 2x native. Daemon CPU: the CPU time of all the daemon's threads during"
+  echo "the run (/proc/PID/task/*/schedstat) per pair, median: the daemon's own work per pair,"
+  echo "steadier than wall time on a shared machine."
   echo
-  echo "| mode | pair | native µs | cached µs | cached / native | uncached µs | uncached / native |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| mode | pair | native µs | cached µs | cached / native | uncached µs | uncached / native | daemon CPU µs, cached | daemon CPU µs, uncached |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   echo
   echo "FUSE requests the kernel sent per pair (one more pass, counted by the daemon):"

@@ -74,6 +74,34 @@ void report(const char* mode, double seconds, double cpu, uint64_t bytes, uint64
               ops / cpu);
 }
 
+// open(O_RDONLY) [+ one read of read_bytes] + close of every file in dir, passes times.
+void runOpens(const std::string& dir, uint64_t passes, uint64_t read_bytes, std::vector<char>& buf) {
+  std::vector<std::string> files = listFiles(dir);
+  if (files.empty()) die("no files in " + dir);
+  uint64_t bytes = 0, done = 0;
+  double c0 = cpuSeconds();
+  auto t0 = Clock::now();
+  for (uint64_t p = 0; p < passes; p++) {
+    for (const auto& f : files) {
+      int fd = ::open(f.c_str(), O_RDONLY);
+      if (fd < 0) die("open " + f);
+      if (read_bytes > 0) {
+        ssize_t n = ::read(fd, buf.data(), read_bytes);
+        if (n < 0) die("read " + f);
+        bytes += n;
+      }
+      if (::close(fd) < 0) die("close " + f);
+      done++;
+    }
+  }
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  double cpu = cpuSeconds() - c0;
+  std::printf("{\"mode\":\"opens\",\"seconds\":%.6f,\"cpu_seconds\":%.6f,\"bytes\":%llu,"
+              "\"ops\":%llu,\"us_per_open\":%.3f,\"cpu_us_per_open\":%.3f}\n",
+              s, cpu, static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(done),
+              s * 1e6 / done, cpu * 1e6 / done);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,30 +174,7 @@ int main(int argc, char** argv) {
     double s = std::chrono::duration<double>(Clock::now() - t0).count();
     report(mode.c_str(), s, cpuSeconds() - c0, bytes, files.size());
   } else if (mode == "opens") {
-    std::vector<std::string> files = listFiles(path);
-    if (files.empty()) die("no files in " + path);
-    uint64_t bytes = 0, done = 0;
-    double c0 = cpuSeconds();
-    auto t0 = Clock::now();
-    for (uint64_t p = 0; p < passes; p++) {
-      for (const auto& f : files) {
-        int fd = ::open(f.c_str(), O_RDONLY);
-        if (fd < 0) die("open " + f);
-        if (read_bytes > 0) {
-          ssize_t n = ::read(fd, buf.data(), read_bytes);
-          if (n < 0) die("read " + f);
-          bytes += n;
-        }
-        if (::close(fd) < 0) die("close " + f);
-        done++;
-      }
-    }
-    double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    double cpu = cpuSeconds() - c0;
-    std::printf("{\"mode\":\"opens\",\"seconds\":%.6f,\"cpu_seconds\":%.6f,\"bytes\":%llu,"
-                "\"ops\":%llu,\"us_per_open\":%.3f,\"cpu_us_per_open\":%.3f}\n",
-                s, cpu, static_cast<unsigned long long>(bytes),
-                static_cast<unsigned long long>(done), s * 1e6 / done, cpu * 1e6 / done);
+    runOpens(path, passes, read_bytes, buf);
   } else {
     std::fprintf(stderr, "hotshard-readbench: unknown mode '%s'\n", mode.c_str());
     return 2;
