@@ -14,15 +14,20 @@ namespace hotshard::fuse {
 std::string procPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 namespace {
-// The kernel's name of what fd refers to ("" when it cannot say).
-std::string kernelNameOf(int fd) {
+// The kernel's name of what fd refers to ("" when it cannot say). proc_fd_dir:
+// /proc/self/fd opened O_PATH, so the readlink walks one component, not four
+// (every open asks: relPathOf); -1 walks the whole /proc/self/fd/N.
+std::string kernelNameOf(int fd, int proc_fd_dir = -1) {
   char buf[PATH_MAX];
-  ssize_t n = ::readlink(procPath(fd).c_str(), buf, sizeof(buf) - 1);
+  ssize_t n = proc_fd_dir >= 0
+                  ? ::readlinkat(proc_fd_dir, std::to_string(fd).c_str(), buf, sizeof(buf) - 1)
+                  : ::readlink(procPath(fd).c_str(), buf, sizeof(buf) - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 }  // namespace
 
-InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim) : shim_(shim) {
+InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim)
+    : shim_(shim), proc_fd_dir_(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC)) {
   root_ = std::make_unique<Inode>();
   root_->fd = ::openat(remote_root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   struct stat st {};
@@ -39,6 +44,7 @@ InodeTable::~InodeTable() {
   for (auto& [key, inode] : inodes_) closeAll(*inode);
   for (auto& [ptr, inode] : retired_) closeAll(*inode);
   if (root_->fd >= 0) ::close(root_->fd);
+  if (proc_fd_dir_ >= 0) ::close(proc_fd_dir_);
 }
 
 void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
@@ -190,7 +196,7 @@ size_t InodeTable::idleCount() const {
 
 std::string InodeTable::relPathOf(const Inode& inode) const {
   if (isRoot(inode)) return "";
-  std::string path = kernelNameOf(inode.fd);
+  std::string path = kernelNameOf(inode.fd, proc_fd_dir_);
   static const std::string kDeleted = " (deleted)";
   if (path.empty() || (path.size() > kDeleted.size() &&
                        path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)) {
@@ -203,7 +209,7 @@ std::string InodeTable::relPathOf(const Inode& inode) const {
   std::string rel = under(remote_prefix_);
   // The kernel's name of the remote root changes when the remote's mount is
   // detached (a FUSE remote whose server died unmounts itself): ask again.
-  if (rel.empty()) rel = under(kernelNameOf(root_->fd));
+  if (rel.empty()) rel = under(kernelNameOf(root_->fd, proc_fd_dir_));
   return rel;
 }
 

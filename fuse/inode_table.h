@@ -145,6 +145,9 @@ class InodeTable {
   void unlistIdleLocked(Inode& inode);  // requires mu_
 
   PassthroughShim* shim_;
+  // /proc/self/fd (O_PATH; the process's, whichever thread asks), for
+  // relPathOf; opened after any fork (the daemon forks before it starts).
+  int proc_fd_dir_ = -1;
   std::unique_ptr<Inode> root_;
   std::string remote_prefix_;  // the kernel's name of the remote root, for relPathOf
   // Lock order: mu_ before any Inode::mu.
