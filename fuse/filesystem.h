@@ -13,7 +13,10 @@
 //   mount.h         mounting /dev/fuse ourselves; cache_hooks.h: what fuse/ asks of the cache
 //
 // Lock order: InodeTable's lock before Inode::mu (inode_table.h); CacheHooks
-// calls made under Inode::mu take only the store's leaf lock.
+// calls made under Inode::mu take only the store's leaf lock. The store's
+// report of dropped copies (copiesDropped, which takes InodeTable's lock) comes
+// after the store's lock is released; on a thread inside an open it waits for
+// the end of the open (DeferDrops).
 // Errors: handlers return Status; the guard in reply.h answers the request with
 // its errno (kernel and libc errnos are kept as they came).
 #pragma once

@@ -167,7 +167,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens extra probes epochs; do
+  for part in opens opens-profile extra probes epochs; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
