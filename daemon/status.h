@@ -34,6 +34,9 @@ struct FuseStatus {
   Opt<uint64_t> opens_cache, opens_remote;           // opens by the file backing them
   Opt<uint64_t> cache_conflicts;       // opens that fell back to the remote: a writer held it
   Opt<uint64_t> userspace_read_bytes;  // bytes read for opens served in user space
+  // Opens that reused a backing file kept registered since the inode's last
+  // release, and such idle backings kept now.
+  Opt<uint64_t> opens_reused, idle_backings;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -45,6 +48,8 @@ struct FuseStatus {
     f("opens_remote", s.opens_remote);
     f("cache_conflicts", s.cache_conflicts);
     f("userspace_read_bytes", s.userspace_read_bytes);
+    f("opens_reused", s.opens_reused);
+    f("idle_backings", s.idle_backings);
   }
 };
 

@@ -21,7 +21,9 @@ FuseStatus fuseStatusOf(const fuse::PassthroughShim& shim, const fuse::FileSyste
                     .opens_cache = fs.cacheOpens(),
                     .opens_remote = fs.remoteOpens(),
                     .cache_conflicts = fs.cacheConflicts(),
-                    .userspace_read_bytes = fs.userspaceReadBytes()};
+                    .userspace_read_bytes = fs.userspaceReadBytes(),
+                    .opens_reused = fs.idleReuses(),
+                    .idle_backings = fs.idleBackings()};
 }
 
 }  // namespace

@@ -14,6 +14,8 @@
 #   BENCH_FIRST_EPOCH=0                 skip the "first epoch" run of epoch-bench.sh (a DataLoader-like
 #                                       reader, 4 workers, data set within the cache, 200 Mbit/s;
 #                                       writes docs/benchmarks.d/first-epoch.md)
+#   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
+#                                       uncached, against native; writes docs/benchmarks.d/opens.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -113,6 +115,7 @@ if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
     EPOCH_TITLE="First epoch: a DataLoader-like reader, the data set within the cache" \
     tools/bench/epoch-bench.sh
 fi
+if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -174,7 +177,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in extra probes epochs first-epoch; do
+  for part in opens opens-profile extra probes epochs first-epoch; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
