@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/fd.h"
 #include "tests/integration/harness.h"
@@ -38,35 +40,29 @@ class IntegrationOpens : public MountFixture {
     }
     return n;
   }
+  // What the daemon's open fds name under the cache directory.
+  std::vector<std::string> cacheFdTargets() {
+    std::string fd_dir = "/proc/" + std::to_string(daemon_->status()["pid"].get<int>()) + "/fd";
+    std::vector<std::string> targets;
+    for (const auto& e : std::filesystem::directory_iterator(fd_dir)) {
+      std::error_code ec;
+      std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+      if (!ec && target.rfind(cache_ + "/", 0) == 0) targets.push_back(target);
+    }
+    return targets;
+  }
   // The daemon's open fds that name a file under the cache directory that is
   // no longer there (a dropped copy kept open keeps its blocks allocated).
   int deletedCacheFds() {
-    std::string fd_dir = "/proc/" + std::to_string(daemon_->status()["pid"].get<int>()) + "/fd";
-    int n = 0;
-    for (const auto& e : std::filesystem::directory_iterator(fd_dir)) {
-      std::error_code ec;
-      std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-      if (!ec && target.rfind(cache_, 0) == 0 && target.find("(deleted)") != std::string::npos) {
-        n++;
-      }
-    }
-    return n;
+    return static_cast<int>(std::ranges::count_if(cacheFdTargets(), [](const std::string& t) {
+      return t.find("(deleted)") != std::string::npos;
+    }));
   }
-  // The daemon's open fds on copies: files under the cache's objects/, or
-  // deleted files under the cache (a dropped copy).
+  // The daemon's open fds on copies: files in the store's objects/, or dropped ones.
   int copyFds() {
-    std::string fd_dir = "/proc/" + std::to_string(daemon_->status()["pid"].get<int>()) + "/fd";
-    int n = 0;
-    for (const auto& e : std::filesystem::directory_iterator(fd_dir)) {
-      std::error_code ec;
-      std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-      if (ec || target.rfind(cache_ + "/", 0) != 0) continue;
-      if (target.find("/objects/") != std::string::npos ||
-          target.find("(deleted)") != std::string::npos) {
-        n++;
-      }
-    }
-    return n;
+    return static_cast<int>(std::ranges::count_if(cacheFdTargets(), [](const std::string& t) {
+      return t.find("/objects/") != std::string::npos || t.find("(deleted)") != std::string::npos;
+    }));
   }
   // Copies of any kind (valid or dirty) in the store's objects/.
   int storedCopies() {
