@@ -126,6 +126,15 @@ int CacheService::openCached(const std::string& rel_path, const struct stat& rem
 
 void CacheService::releaseCached(const std::string& rel_path) { store_->release(rel_path); }
 
+bool CacheService::reopenCached(const std::string& rel_path, const struct stat& remote,
+                                const struct stat& copy) {
+  return store_->reopenIfValid(rel_path, validatorOf(remote), copy);
+}
+
+bool CacheService::hasValidCopy(const std::string& rel_path, const struct stat& remote) {
+  return store_->isCached(rel_path, validatorOf(remote));
+}
+
 void CacheService::invalidate(const std::string& rel_path) {
   dropShared(rel_path);
   Status st = store_->invalidate(rel_path);

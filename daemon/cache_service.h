@@ -34,6 +34,9 @@ class CacheService : public fuse::CacheHooks {
   // fuse::CacheHooks
   int openCached(const std::string& rel_path, const struct stat& remote) override;
   void releaseCached(const std::string& rel_path) override;
+  bool reopenCached(const std::string& rel_path, const struct stat& remote,
+                    const struct stat& copy) override;
+  bool hasValidCopy(const std::string& rel_path, const struct stat& remote) override;
   void invalidate(const std::string& rel_path) override;
   void invalidateTree(const std::string& rel_dir) override;
   void beginWrite(const std::string& rel_path) override;

@@ -590,6 +590,33 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
   return fd;
 }
 
+bool CacheStore::reopenIfValid(const std::string& rel_path, const Validator& current,
+                               const struct stat& copy) {
+  BuryOnExit bury{this};
+  std::lock_guard lock(mu_);
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return false;
+  if (!(it->second.validator == current)) {
+    ++stats_.stale_drops;
+    dropLocked(rel_path, "stale");
+    return false;
+  }
+  std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  struct stat st;
+  if (::fstatat(objects_fd_, obj.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+      st.st_dev != copy.st_dev || st.st_ino != copy.st_ino) {
+    return false;  // replaced since (its drop was reported), or gone: open it afresh
+  }
+  it->second.last_open_ns = wallNs();
+  ++opens_[rel_path];
+  return true;
+}
+
+void CacheStore::setDropListener(DropListener listener) {
+  std::unique_lock lock(listener_mu_);
+  drop_listener_ = std::move(listener);
+}
+
 void CacheStore::release(const std::string& rel_path) {
   std::lock_guard lock(mu_);
   auto it = opens_.find(rel_path);
@@ -677,19 +704,24 @@ void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
   }
   used_bytes_ -= std::min(used_bytes_, it->second.allocated);
   index_.erase(it);
+  dropped_.push_back(rel_path);
   if (eviction_order_set_) removed_.push_back(rel_path);
 }
 
 void CacheStore::buryDead() {
-  std::vector<std::string> dead;
+  std::vector<std::string> dead, dropped;
   {
     std::lock_guard lock(mu_);
     dead.swap(graveyard_);
+    dropped.swap(dropped_);
   }
   for (const auto& name : dead) {
     if (::unlinkat(tmp_fd_, name.c_str(), 0) != 0 && errno != ENOENT)
       spdlog::warn("cache: unlink {}/tmp/{}: {}", opts_.dir, name, std::strerror(errno));
   }
+  if (dropped.empty()) return;
+  std::shared_lock lock(listener_mu_);
+  if (drop_listener_) drop_listener_(dropped);
 }
 
 CacheStore::ObjectInfo CacheStore::info(const std::string& rel_path) const {

@@ -48,6 +48,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -118,6 +119,19 @@ class CacheStore {
   // watermarks) until a matching release(rel_path).
   Result<int> openIfValid(const std::string& rel_path, const Validator& current);
   void release(const std::string& rel_path);
+  // For an fd that openIfValid handed out and its caller kept after release():
+  // true, counting the object open again (as openIfValid), iff rel_path is
+  // cached with validator `current` and its object is still the file `copy`
+  // describes (st_dev, st_ino: the kept fd's fstat). A stale copy is dropped.
+  bool reopenIfValid(const std::string& rel_path, const Validator& current,
+                     const struct stat& copy);
+  // Told the paths whose copies left the store (evicted, invalidated, stale,
+  // replaced, corrupt), after the store's lock is released, on the thread that
+  // dropped them: whoever keeps fds of copies closes them, so that their blocks
+  // are freed. Set it before serving; setDropListener(nullptr) waits for calls
+  // in progress, so the listener's target may go after it.
+  using DropListener = std::function<void(const std::vector<std::string>& rel_paths)>;
+  void setDropListener(DropListener listener);
   // Drops the cached copy and makes any promotion of rel_path now in flight
   // unpublishable. Call before forwarding a write, truncate, unlink or rename
   // through the mount, and again when a writable handle is released.
@@ -336,6 +350,7 @@ class CacheStore {
   std::unordered_map<std::string, int> opens_;
   std::unordered_map<std::string, int> writers_;
   std::vector<std::string> graveyard_;  // dropped objects moved into tmp/, to unlink
+  std::vector<std::string> dropped_;    // their paths, for the drop listener
   std::unordered_set<std::string> pins_;
   // From updateEvictionOrder(): path -> place in the policy's order.
   std::unordered_map<std::string, size_t> eviction_rank_;
@@ -345,6 +360,9 @@ class CacheStore {
   uint64_t reserved_bytes_ = 0;  // sum of the reservations of promotions in flight
   uint64_t next_serial_ = 1;
   Stats stats_{};
+  // Held shared while the listener runs (outside mu_), exclusively to change it.
+  std::shared_mutex listener_mu_;
+  DropListener drop_listener_;  // guarded by listener_mu_
 };
 
 }  // namespace hotshard

@@ -201,6 +201,21 @@ Daemon::MetricsHooks::~MetricsHooks() {
   daemon->cache_->setPromotionObserver(nullptr);
 }
 
+Daemon::CopyDropHook::~CopyDropHook() {
+  if (daemon != nullptr) daemon->cache_->store().setDropListener(nullptr);  // waits for a call
+}
+
+namespace {
+// Idle backings each hold an fd: at most 1024, and at most an eighth of the
+// descriptor limit (the inodes' O_PATH fds need the rest).
+size_t idleBackingCap() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur == RLIM_INFINITY) return 1024;
+  return std::min<size_t>(1024, static_cast<size_t>(rl.rlim_cur / 8));
+}
+}  // namespace
+
 Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd remote_root) {
   std::unique_ptr<Daemon> d(new Daemon(cfg));
   d->remote_fd_ = std::move(remote_root);
@@ -273,12 +288,16 @@ Status Daemon::startFileSystem() {
       fuse::FileSystemOptions{.remote_root_fd = remote_fd_.get(),
                               .consistency = cfg_.consistency,
                               .cache = cache_.get(),
-                              .remote_timeout_seconds = toSeconds(cfg_.remote_timeout)},
+                              .remote_timeout_seconds = toSeconds(cfg_.remote_timeout),
+                              .idle_backings = idleBackingCap()},
       shim_.get());
   // Promotions read through the jobs' open remote files (daemon/promoter.h).
   cache_->setBackingSharer([fs = fs_.get()](dev_t dev, ino_t ino) {
     return fs->shareRemoteBacking(dev, ino);
   });
+  cache_->store().setDropListener(
+      [fs = fs_.get()](const std::vector<std::string>& rels) { fs->copiesDropped(rels); });
+  copy_drop_hook_.daemon = this;
   char arg0[] = "hotshard";
   char* argv[] = {arg0, nullptr};
   fuse_args args = FUSE_ARGS_INIT(1, argv);

@@ -88,6 +88,12 @@ class Daemon {
     Daemon* daemon = nullptr;
     ~MetricsHooks();
   };
+  // Tells the file system of the copies the store drops (so idle backings on
+  // them close); unhooks when it goes, just before the file system does.
+  struct CopyDropHook {
+    Daemon* daemon = nullptr;
+    ~CopyDropHook();
+  };
   // With --control-socket outside /run/hotshard, a symlink at the mount's
   // default socket path (controlSocketFor) to the real one, so the CLI finds
   // the daemon from the mount alone; removed when it goes, if still ours.
@@ -115,6 +121,7 @@ class Daemon {
   std::unique_ptr<Placement> placement_;
   std::unique_ptr<fuse::PassthroughShim> shim_;
   std::unique_ptr<fuse::FileSystem> fs_;
+  CopyDropHook copy_drop_hook_;
   // The exporter reads everything above; the FUSE threads report latency to it
   // (through metrics_sink_), so it goes only after the session loop has ended.
   std::unique_ptr<MetricsExporter> metrics_;

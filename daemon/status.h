@@ -37,6 +37,9 @@ struct FuseStatus {
   // Remote calls past --remote-timeout (answered ETIMEDOUT), refused at once
   // (EIO: every remote worker blocked), and workers still blocked in the remote.
   Opt<uint64_t> remote_timeouts, remote_refused, remote_calls_blocked;
+  // Opens that reused a backing file kept registered since the inode's last
+  // release, and such idle backings kept now.
+  Opt<uint64_t> opens_reused, idle_backings;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -51,6 +54,8 @@ struct FuseStatus {
     f("remote_timeouts", s.remote_timeouts);
     f("remote_refused", s.remote_refused);
     f("remote_calls_blocked", s.remote_calls_blocked);
+    f("opens_reused", s.opens_reused);
+    f("idle_backings", s.idle_backings);
   }
 };
 

@@ -25,7 +25,9 @@ FuseStatus fuseStatusOf(const fuse::PassthroughShim& shim, const fuse::FileSyste
                     .userspace_read_bytes = fs.userspaceReadBytes(),
                     .remote_timeouts = remote.timeouts,
                     .remote_refused = remote.refused,
-                    .remote_calls_blocked = remote.blocked};
+                    .remote_calls_blocked = remote.blocked,
+                    .opens_reused = fs.idleReuses(),
+                    .idle_backings = fs.idleBackings()};
 }
 
 }  // namespace

@@ -18,6 +18,14 @@ class CacheHooks {
   // A copy handed out counts as open until releaseCached(rel_path).
   virtual int openCached(const std::string& rel_path, const struct stat& remote) = 0;
   virtual void releaseCached(const std::string& rel_path) = 0;
+  // An fd of a copy that openCached handed out was kept after releaseCached:
+  // is the file it refers to (`copy`: its fstat) still the store's copy of
+  // rel_path, valid for `remote`? If so it counts as open again, as from
+  // openCached, until releaseCached(rel_path).
+  virtual bool reopenCached(const std::string& rel_path, const struct stat& remote,
+                            const struct stat& copy) = 0;
+  // Whether openCached(rel_path, remote) would hand out a copy; counts nothing.
+  virtual bool hasValidCopy(const std::string& rel_path, const struct stat& remote) = 0;
   // Before a truncate, unlink or rename of rel_path through the mount. Must not
   // fail the operation.
   virtual void invalidate(const std::string& rel_path) = 0;

@@ -163,6 +163,15 @@ Result<struct stat> FileSystem::statRemote(int fd, const char* what) {
   });
 }
 
+Result<struct stat> FileSystem::statRemoteAt(int dir_fd, const char* name, const char* what) {
+  ASSIGN_OR_RETURN(auto dir, dupForCall(dir_fd, what));
+  return remote_.run<struct stat>(what, [dir, name = std::string(name), what]() -> Result<struct stat> {
+    struct stat st;
+    if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return lastSysError(what);
+    return st;
+  });
+}
+
 Result<FileSystem::Found> FileSystem::lookupRemote(int parent_fd, const char* name) {
   ASSIGN_OR_RETURN(auto dir, dupForCall(parent_fd, "lookup"));
   return remote_.run<Found>(
@@ -221,7 +230,23 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->attr_timeout = opts_.consistency.attrTimeout();
   e->entry_timeout = opts_.consistency.entryTimeout();
 
-  ASSIGN_OR_RETURN(Found found, lookupRemote(inodeOf(parent).fd, name));
+  int parent_fd = inodeOf(parent).fd;
+  // An object the kernel knows already needs no new O_PATH fd: one fstatat, not
+  // openat + fstat + close (strict mode looks up every component of every open).
+  auto seen = statRemoteAt(parent_fd, name, "lookup");
+  if (seen.ok()) {
+    e->attr = *seen;
+    if (Inode* known = table_.addLookupIfKnown(e->attr)) {
+      e->ino = table_.idOf(*known);
+      e->generation = known->generation;
+      rememberStat(*known, e->attr);
+      overlayAdoptedCopy(*known, e->attr);  // its size and data agree (one truth)
+      return Ok{};
+    }
+  } else if (int err = seen.error().sys_errno; err == ENOENT || err == ETIMEDOUT || err == EIO) {
+    return seen.takeError();  // a negative lookup, or the remote past its deadline: no second try
+  }
+  ASSIGN_OR_RETURN(Found found, lookupRemote(parent_fd, name));
   int newfd = found.fd;
   e->attr = found.st;
   Inode& inode = table_.addLookup(newfd, e->attr);
@@ -336,7 +361,12 @@ Result<UniqueFd> FileSystem::remoteFileFd(Inode& inode, bool for_write) {
 
 Status FileSystem::truncateRemote(Inode& inode, off_t size) {
   {
+    DeferDrops defer_drops;  // adopting calls the store under inode.mu
     std::lock_guard lock(inode.mu);
+    // truncate(2) with no open file is a writer that finds the inode idle: as
+    // at a writer's open, an idle backing is closed, never adopted nor written
+    // through (the invalidation below drops the copy; the remote is opened afresh).
+    if (hasIdleBacking(inode)) closeIdleBacking(inode, *shim_);
     if (inode.backing_is_cache) {
       Status st = truncateCopyLocked(inode, size);
       if (st.ok() || st.error().code != Errc::kStale) return st;
@@ -535,6 +565,52 @@ void FileSystem::registerBacking(Inode& inode) {
   }
 }
 
+// ---- idle backings ------------------------------------------------------------
+
+namespace {
+// Copies the store dropped while this thread held an Inode::mu (inside an
+// open, through CacheHooks): closing their idle backings takes InodeTable's
+// lock, which must not be taken under an Inode::mu, so the open does it at its end.
+thread_local int t_inode_lock_depth = 0;
+thread_local std::vector<std::pair<FileSystem*, std::string>> t_deferred_drops;
+}  // namespace
+
+FileSystem::DeferDrops::DeferDrops() { ++t_inode_lock_depth; }
+
+FileSystem::DeferDrops::~DeferDrops() {
+  if (--t_inode_lock_depth > 0 || t_deferred_drops.empty()) return;
+  std::vector<std::pair<FileSystem*, std::string>> drops;
+  drops.swap(t_deferred_drops);
+  for (auto& [fs, rel] : drops) fs->copiesDropped({rel});
+}
+
+void FileSystem::copiesDropped(const std::vector<std::string>& rel_paths) {
+  if (t_inode_lock_depth > 0) {
+    for (const auto& rel : rel_paths) t_deferred_drops.emplace_back(this, rel);
+    return;
+  }
+  table_.closeIdleCopies(rel_paths);
+}
+
+bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent) {
+  if (inode.backing_is_cache) {
+    // The copy, if the store still has it as the copy valid now: the check a
+    // fresh open makes (openCached), against the file the kept fd refers to.
+    if (intent.for_write || !intent.remote_known || intent.rel != inode.cached_rel) return false;
+    if (!sameRemoteObject(intent.remote, inode.cached_against)) return false;
+    struct stat copy;
+    if (::fstat(inode.backing_fd, &copy) < 0) return false;
+    return opts_.cache->reopenCached(intent.rel, intent.remote, copy);
+  }
+  // The remote file: never for a writer (the remote's open-time checks, an
+  // immutable flag or a read-only remount, must answer it), nor in strict mode
+  // (an NFS remote revalidates its page cache at open: close-to-open); for a
+  // reader, unless a fresh open would pass it through to a copy.
+  if (intent.for_write || opts_.consistency.mode == Consistency::Mode::kStrict) return false;
+  bool copy_candidate = intent.remote_known && !intent.rel.empty();
+  return !(copy_candidate && opts_.cache->hasValidCopy(intent.rel, intent.remote));
+}
+
 namespace {
 // O_TRUNC on open, on the shared backing file; a failed first open leaves no
 // backing behind. Under inode.mu.
@@ -557,7 +633,15 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   intent.for_write = opensForWrite(flags);
   prepareOpen(inode, intent);
 
+  DeferDrops defer_drops;  // declared before the lock: runs after its release
   std::unique_lock lock(inode.mu);
+  if (hasIdleBacking(inode)) {
+    if (idleBackingServes(inode, intent)) {
+      idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
+    } else {
+      closeIdleBacking(inode, *shim_);
+    }
+  }
   BackingFacts facts = factsOf(inode, intent.for_write, !intent.rel.empty(), intent.remote_known,
                                intent.remote);
   // Asked only when the answer decides (a copy handed out counts as open).
@@ -615,7 +699,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
 
 void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
   std::string release_cached, end_write;
-  bool adopted = false, written_back = false;
+  bool adopted = false, written_back = false, went_idle = false;
   {
     std::lock_guard lock(inode.mu);
     if (was_writer && !inode.writer_rels.empty()) {
@@ -623,8 +707,12 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
       inode.writer_rels.pop_back();
     }
     if (--inode.nopen == 0) {
+      if (inode.backing_is_cache) release_cached = inode.cached_rel;
       // The last open of an adopted copy: whatever a writer or a shared
-      // mapping left in it since the last flush reaches the remote now.
+      // mapping left in it since the last flush reaches the remote now, and
+      // the copy goes (the store drops it, or keeps it aside): a dirty copy is
+      // never kept as an idle backing. Any other backing is kept for the next
+      // open; noteIdle closes what it must.
       if ((adopted = inode.copy_adopted)) {
         Status wb = writeBackLocked(inode);
         if (!wb.ok()) spdlog::error("last close: {}", wb.error().message);
@@ -632,17 +720,13 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
         ::close(inode.remote_wb_fd);
         inode.remote_wb_fd = -1;
         inode.copy_adopted = false;
+        closeIdleBacking(inode, *shim_);
+      } else {
+        went_idle = inode.backing_fd >= 0;
       }
-      if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
-      if (inode.backing_fd >= 0) ::close(inode.backing_fd);
-      if (inode.backing_is_cache) release_cached = inode.cached_rel;
-      inode.backing_id = -1;
-      inode.backing_fd = -1;
-      inode.backing_writable = false;
-      inode.backing_is_cache = false;
-      inode.cached_rel.clear();
     }
   }
+  if (went_idle) table_.noteIdle(inode, opts_.idle_backings);
   if (opts_.cache == nullptr) return;
   if (!release_cached.empty()) opts_.cache->releaseCached(release_cached);
   if (adopted) opts_.cache->releaseAdopted(release_cached, written_back);
@@ -923,8 +1007,9 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
   // truncate (a writer's fence already keeps new copies away).
   Inode& inode = inodeOf(ino);
   {
+    DeferDrops defer_drops;  // adopting calls the store under inode.mu
     std::lock_guard lock(inode.mu);
-    if (inode.backing_is_cache) {
+    if (inode.backing_is_cache && inode.nopen > 0) {
       Status st = fallocateCopyLocked(inode, mode, offset, length);
       if (st.ok()) return replyDone(req);
       if (st.error().code != Errc::kStale) return st;

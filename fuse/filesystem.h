@@ -14,7 +14,11 @@
 //   mount.h         mounting /dev/fuse ourselves; cache_hooks.h: what fuse/ asks of the cache
 //
 // Lock order: InodeTable's lock before Inode::mu (inode_table.h); CacheHooks
-// calls made under Inode::mu take only the store's leaf lock.
+// calls made under Inode::mu take only the store's leaf lock. The store's
+// report of dropped copies (copiesDropped, which takes InodeTable's lock) comes
+// after the store's lock is released; on a thread inside an open (or a
+// truncate or fallocate that may adopt a copy) it waits for their end
+// (DeferDrops).
 // Errors: handlers return Status; the guard in reply.h answers the request with
 // its errno (kernel and libc errnos are kept as they came).
 #pragma once
@@ -30,6 +34,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/result.h"
@@ -48,6 +53,9 @@ struct FileSystemOptions {
   // Deadline of each remote call on the request path (remote_calls.h), in
   // seconds; 0: none.
   double remote_timeout_seconds = 0;
+  // Inodes that may keep their backing file registered after their last
+  // release, for the next open to reuse (inode_table.h); 0: none.
+  size_t idle_backings = 1024;
 };
 
 class FileSystem {
@@ -72,13 +80,24 @@ class FileSystem {
   uint64_t remoteOpens() const { return remote_opens_.load(); }
   uint64_t cacheConflicts() const { return cache_conflicts_.load(); }
   // A duplicate (O_CLOEXEC) of the remote file (dev, ino) open now as an
-  // inode's backing file, or an invalid fd when it is not open, is open on the
-  // cache copy, or has a writer. Reading through it leaves the remote inode's
+  // inode's backing file (or kept idle since its last release: the same file a
+  // reader's re-open reuses), or an invalid fd when it is not open, is open on
+  // the cache copy, or has a writer. Reading through it leaves the remote inode's
   // page cache as the jobs' reads filled it, where a new open of a FUSE remote
   // (sshfs without kernel_cache) drops it (fs/fuse/file.c, fuse_finish_open).
   // The caller owns it.
   UniqueFd shareRemoteBacking(dev_t dev, ino_t ino);
   RemoteCalls::Stats remoteCallStats() const { return remote_.stats(); }
+  // Opens that reused an idle backing (no new backing file or id), and idle
+  // backings kept now.
+  uint64_t idleReuses() const { return idle_reuses_.load(); }
+  size_t idleBackings() const { return table_.idleCount(); }
+
+  // The cache store dropped its copies of rel_paths (evicted, invalidated,
+  // stale, replaced): idle backings on them are closed, so their blocks are
+  // freed. Any thread; a FUSE thread inside an open defers it to the end of
+  // that open (it holds an Inode::mu, which the closing takes).
+  void copiesDropped(const std::vector<std::string>& rel_paths);
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
@@ -131,6 +150,14 @@ class FileSystem {
 
  private:
   struct OpenIntent;  // what an open knows before it takes Inode::mu (filesystem.cc)
+  // While one lives on this thread, copiesDropped() defers to its end (declared
+  // before taking an Inode::mu that CacheHooks calls are made under).
+  struct DeferDrops {
+    DeferDrops();
+    ~DeferDrops();
+    DeferDrops(const DeferDrops&) = delete;
+    DeferDrops& operator=(const DeferDrops&) = delete;
+  };
 
   Inode& inodeOf(fuse_ino_t ino) { return table_.inodeOf(ino); }
   // Looks up name under parent, adds one kernel reference and fills e.
@@ -168,6 +195,13 @@ class FileSystem {
   Status fallocateCopyLocked(Inode& inode, int mode, off_t offset, off_t length);
   // stat of an inode with an adopted copy: size, blocks and mtime are the copy's.
   void overlayAdoptedCopy(Inode& inode, struct stat& st);
+  // Whether the inode's idle backing can serve this open as the one a fresh
+  // open would choose; under inode.mu, and the caller closes it if not. A
+  // cache copy serves a reader while the store still has it as the copy valid
+  // for the remote's attributes (checked as for a fresh open, every mode); the
+  // remote file serves a reader outside strict mode when no valid copy exists;
+  // a writer is never served (the remote's open-time checks answer it).
+  bool idleBackingServes(Inode& inode, const OpenIntent& intent);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   std::string childRelPath(fuse_ino_t parent, const char* name);
@@ -184,6 +218,8 @@ class FileSystem {
   // The remote calls of the request path, each under the deadline (fds are
   // duplicated for the worker, which may outlive the request).
   Result<struct stat> statRemote(int fd, const char* what);
+  // fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW) under the deadline.
+  Result<struct stat> statRemoteAt(int dir_fd, const char* name, const char* what);
   struct Found {
     int fd;  // O_PATH, the caller's to keep or close
     struct stat st;
@@ -216,6 +252,7 @@ class FileSystem {
   static constexpr size_t kMaxListings = 1 << 16;
   std::mutex listings_mu_;                               // a leaf
   std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
+  std::atomic<uint64_t> idle_reuses_{0};
 };
 
 }  // namespace hotshard::fuse

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "fuse/passthrough_shim.h"
 
 namespace hotshard::fuse {
@@ -12,15 +14,20 @@ namespace hotshard::fuse {
 std::string procPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 namespace {
-// The kernel's name of what fd refers to ("" when it cannot say).
-std::string kernelNameOf(int fd) {
+// The kernel's name of what fd refers to ("" when it cannot say). proc_fd_dir:
+// /proc/self/fd opened O_PATH, so the readlink walks one component, not four
+// (every open asks: relPathOf); -1 walks the whole /proc/self/fd/N.
+std::string kernelNameOf(int fd, int proc_fd_dir = -1) {
   char buf[PATH_MAX];
-  ssize_t n = ::readlink(procPath(fd).c_str(), buf, sizeof(buf) - 1);
+  ssize_t n = proc_fd_dir >= 0
+                  ? ::readlinkat(proc_fd_dir, std::to_string(fd).c_str(), buf, sizeof(buf) - 1)
+                  : ::readlink(procPath(fd).c_str(), buf, sizeof(buf) - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 }  // namespace
 
-InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim) : shim_(shim) {
+InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim)
+    : shim_(shim), proc_fd_dir_(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC)) {
   root_ = std::make_unique<Inode>();
   root_->fd = ::openat(remote_root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   struct stat st {};
@@ -37,6 +44,19 @@ InodeTable::~InodeTable() {
   for (auto& [key, inode] : inodes_) closeAll(*inode);
   for (auto& [ptr, inode] : retired_) closeAll(*inode);
   if (root_->fd >= 0) ::close(root_->fd);
+  if (proc_fd_dir_ >= 0) ::close(proc_fd_dir_);
+}
+
+void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
+  if (!hasIdleBacking(inode)) return;
+  if (inode.backing_id >= 0) shim.closeBacking(inode.backing_id);
+  ::close(inode.backing_fd);
+  inode.backing_id = -1;
+  inode.backing_fd = -1;
+  inode.backing_writable = false;
+  inode.backing_rw_errno = 0;
+  inode.backing_is_cache = false;
+  inode.cached_rel.clear();
 }
 
 void InodeTable::closeAll(Inode& inode) {
@@ -94,6 +114,16 @@ Inode& InodeTable::addLookup(int newfd, const struct stat& attr) {
   return *inode;
 }
 
+Inode* InodeTable::addLookupIfKnown(const struct stat& attr) {
+  std::lock_guard lock(mu_);
+  auto key = std::make_pair(attr.st_dev, attr.st_ino);
+  if (key.first == root_->src_dev && key.second == root_->src_ino) return root_.get();
+  auto it = inodes_.find(key);
+  if (it == inodes_.end()) return nullptr;
+  it->second->nlookup++;
+  return it->second.get();
+}
+
 void InodeTable::forget(Inode& inode, uint64_t n) {
   if (isRoot(inode)) return;
   std::lock_guard lock(mu_);
@@ -105,7 +135,8 @@ void InodeTable::forget(Inode& inode, uint64_t n) {
   inode.nlookup -= n;
   if (inode.nlookup > 0) return;
   // The kernel forgets an inode only after its last release, so no open state
-  // is left; close it all the same rather than leak.
+  // is left but an idle backing; close it all the same rather than leak.
+  unlistIdleLocked(inode);
   closeAll(inode);
   if (inode.retired) {
     retired_.erase(&inode);
@@ -124,9 +155,59 @@ void InodeTable::retire(Inode& inode) {
   inodes_.erase(it);
 }
 
+void InodeTable::unlistIdleLocked(Inode& inode) {
+  if (!inode.idle_listed) return;
+  idle_.erase(inode.idle_pos);
+  inode.idle_listed = false;
+}
+
+void InodeTable::noteIdle(Inode& inode, size_t cap) {
+  std::lock_guard lock(mu_);
+  if (inode.retired || cap == 0) {
+    unlistIdleLocked(inode);
+    std::lock_guard inode_lock(inode.mu);
+    closeIdleBacking(inode, *shim_);
+    return;
+  }
+  if (inode.idle_listed) {
+    idle_.splice(idle_.end(), idle_, inode.idle_pos);
+  } else {
+    inode.idle_pos = idle_.insert(idle_.end(), &inode);
+    inode.idle_listed = true;
+  }
+  while (idle_.size() > cap) {
+    Inode& oldest = *idle_.front();
+    unlistIdleLocked(oldest);
+    std::lock_guard inode_lock(oldest.mu);
+    closeIdleBacking(oldest, *shim_);  // nothing if it is open again: listed anew at its release
+  }
+}
+
+void InodeTable::closeIdleCopies(const std::vector<std::string>& rel_paths) {
+  std::lock_guard lock(mu_);
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    Inode& inode = **it++;
+    std::lock_guard inode_lock(inode.mu);
+    if (!hasIdleBacking(inode) || !inode.backing_is_cache) continue;
+    if (std::find(rel_paths.begin(), rel_paths.end(), inode.cached_rel) == rel_paths.end()) continue;
+    closeIdleBacking(inode, *shim_);
+    unlistIdleLocked(inode);
+  }
+}
+
+size_t InodeTable::idleCount() const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (Inode* inode : idle_) {
+    std::lock_guard inode_lock(inode->mu);
+    n += hasIdleBacking(*inode) ? 1 : 0;
+  }
+  return n;
+}
+
 std::string InodeTable::relPathOf(const Inode& inode) const {
   if (isRoot(inode)) return "";
-  std::string path = kernelNameOf(inode.fd);
+  std::string path = kernelNameOf(inode.fd, proc_fd_dir_);
   static const std::string kDeleted = " (deleted)";
   if (path.empty() || (path.size() > kDeleted.size() &&
                        path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)) {
@@ -139,7 +220,7 @@ std::string InodeTable::relPathOf(const Inode& inode) const {
   std::string rel = under(remote_prefix_);
   // The kernel's name of the remote root changes when the remote's mount is
   // detached (a FUSE remote whose server died unmounts itself): ask again.
-  if (rel.empty()) rel = under(kernelNameOf(root_->fd));
+  if (rel.empty()) rel = under(kernelNameOf(root_->fd, proc_fd_dir_));
   return rel;
 }
 

@@ -14,6 +14,11 @@
 //  * retire() takes an Inode out of the table while it is still open: the next
 //    lookup of the same object makes a new Inode (new node id), free to have a
 //    backing file of its own. The retired one lives until its last forget.
+//  * an Inode whose last open was released may keep its backing file and
+//    backing id registered ("idle"), so that the next open reuses them without
+//    FUSE_DEV_IOC_BACKING_OPEN, open() and their undoing at release. The table
+//    keeps at most `cap` idle ones (noteIdle, least recently idled closed
+//    first); forget, retire and closeIdleCopies close them too.
 //
 // Lock order: InodeTable::mu_ before Inode::mu; never take InodeTable::mu_
 // while holding an Inode::mu. CacheHooks calls made under Inode::mu take only
@@ -28,6 +33,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -86,7 +92,21 @@ struct Inode {
   // ttl and immutable modes validate the cached copy against.
   struct stat last_stat {};
   double last_stat_time = 0;  // CLOCK_MONOTONIC seconds; 0 = never
+
+  // In InodeTable's list of idle backings; guarded by InodeTable::mu_.
+  bool idle_listed = false;
+  std::list<Inode*>::iterator idle_pos;
 };
+
+// Idle: no open, but a backing file kept (see InodeTable); never an adopted
+// copy (the last release writes it back and closes it). Under inode.mu.
+inline bool hasIdleBacking(const Inode& inode) {
+  return inode.nopen == 0 && inode.backing_fd >= 0 && !inode.copy_adopted;
+}
+
+// Closes an idle backing: its backing id (FUSE_DEV_IOC_BACKING_CLOSE) and fd.
+// Does nothing to an inode that is open or has none. Under inode.mu.
+void closeIdleBacking(Inode& inode, PassthroughShim& shim);
 
 class InodeTable {
  public:
@@ -111,6 +131,9 @@ class InodeTable {
   // (O_PATH, taken over: kept by a new Inode, closed when the object is known
   // already, e.g. a hard link under another name or the root's "..").
   Inode& addLookup(int newfd, const struct stat& attr);
+  // addLookup() without an fd, for an object the table knows already (the
+  // root included); nullptr when it does not, and nothing is counted.
+  Inode* addLookupIfKnown(const struct stat& attr);
   // Drops n lookup references; frees the inode at zero. Never the root.
   void forget(Inode& inode, uint64_t n);
   // Takes the inode out of the table so that the next lookup of its name makes
@@ -122,16 +145,33 @@ class InodeTable {
   // is not (or no longer) under the remote root, e.g. deleted).
   std::string relPathOf(const Inode& inode) const;
 
+  // The inode's last open was released and it kept its backing: lists it as the
+  // most recently idled, then closes the least recently idled ones beyond cap
+  // (cap 0: keeps none). A retired inode's backing is closed at once (no new
+  // open reaches it). Called without inode.mu (takes mu_, then inode.mu).
+  void noteIdle(Inode& inode, size_t cap);
+  // Closes the idle backings that are cache copies of any of rel_paths (the
+  // store dropped them: an fd kept open would keep their blocks allocated).
+  // Called without any Inode::mu.
+  void closeIdleCopies(const std::vector<std::string>& rel_paths);
+  // Idle backings kept now (listed inodes that are idle).
+  size_t idleCount() const;
+
  private:
   void closeAll(Inode& inode);
+  void unlistIdleLocked(Inode& inode);  // requires mu_
 
   PassthroughShim* shim_;
+  // /proc/self/fd (O_PATH; the process's, whichever thread asks), for
+  // relPathOf; opened after any fork (the daemon forks before it starts).
+  int proc_fd_dir_ = -1;
   std::unique_ptr<Inode> root_;
   std::string remote_prefix_;  // the kernel's name of the remote root, for relPathOf
   // Lock order: mu_ before any Inode::mu.
   mutable std::mutex mu_;
   std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;  // guarded by mu_
   std::map<Inode*, std::unique_ptr<Inode>> retired_;                  // guarded by mu_
+  std::list<Inode*> idle_;  // least recently idled first; guarded by mu_
   std::atomic<uint64_t> next_generation_{1};
 };
 

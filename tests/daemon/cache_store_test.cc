@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "base/fd.h"
 #include "tests/daemon/store_fixture.h"
 
 namespace hotshard {
@@ -216,6 +217,62 @@ TEST_F(CacheStoreTest, ADirtyCopyIsWrittenBackAtRecoveryUnlessTheRemoteChanged) 
   openStore();
   r = store_->recoverDirty(remote_fd_);
   EXPECT_EQ(r.written_back + r.kept_aside, 0u);
+}
+
+// An fd kept after release() (an idle backing in fuse/) is taken back only
+// while it is still the copy valid now, and every drop reaches the listener.
+TEST_F(CacheStoreTest, ReopenTakesBackAKeptFdOnlyWhileItIsTheValidCopy) {
+  openStore();
+  std::vector<std::string> dropped;
+  store_->setDropListener([&](const std::vector<std::string>& rels) {
+    dropped.insert(dropped.end(), rels.begin(), rels.end());
+  });
+  cache("a.bin", 5000);
+  Validator v = validatorOfPath(remote_ + "/a.bin");
+  auto fd = store_->openIfValid("a.bin", v);
+  ASSERT_TRUE(fd.ok());
+  UniqueFd kept(*fd);
+  struct stat copy {};
+  ASSERT_EQ(::fstat(*fd, &copy), 0);
+  store_->release("a.bin");
+
+  ASSERT_TRUE(store_->reopenIfValid("a.bin", v, copy));  // counts open again
+  EXPECT_EQ(store_->evictIdle("a.bin").error().code, Errc::kBusy);
+  store_->release("a.bin");
+  struct stat other = copy;
+  other.st_ino++;
+  EXPECT_FALSE(store_->reopenIfValid("a.bin", v, other));  // not the store's object
+  EXPECT_TRUE(dropped.empty());
+
+  // Replaced by a new copy: the kept fd is the old one.
+  ASSERT_TRUE(publishBytes("a.bin", readFile(remote_ + "/a.bin"), v).ok());
+  EXPECT_EQ(dropped, std::vector<std::string>{"a.bin"});
+  EXPECT_FALSE(store_->reopenIfValid("a.bin", v, copy));
+
+  // Evicted, invalidated, stale: dropped, told, never taken back.
+  ASSERT_TRUE(store_->evict("a.bin").ok());
+  EXPECT_EQ(dropped.size(), 2u);
+  EXPECT_FALSE(store_->reopenIfValid("a.bin", v, copy));
+  cache("b.bin", 100);
+  cache("c.bin", 100);
+  ASSERT_TRUE(store_->invalidate("b.bin").ok());
+  Validator vc = validatorOfPath(remote_ + "/c.bin");
+  Validator changed = vc;
+  changed.mtime_ns++;
+  auto cfd = store_->openIfValid("c.bin", vc);
+  ASSERT_TRUE(cfd.ok());
+  UniqueFd kept_c(*cfd);
+  struct stat ccopy {};
+  ASSERT_EQ(::fstat(*cfd, &ccopy), 0);
+  store_->release("c.bin");
+  EXPECT_FALSE(store_->reopenIfValid("c.bin", changed, ccopy));
+  EXPECT_EQ(store_->info("c.bin").state, CacheStore::State::kRemote);  // stale: dropped
+  EXPECT_EQ(dropped, (std::vector<std::string>{"a.bin", "a.bin", "b.bin", "c.bin"}));
+
+  store_->setDropListener(nullptr);
+  cache("d.bin", 100);
+  ASSERT_TRUE(store_->invalidate("d.bin").ok());
+  EXPECT_EQ(dropped.size(), 4u);
 }
 
 TEST_F(CacheStoreTest, InvalidateTreeDropsEverythingBelowADirectory) {

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "fuse/passthrough_shim.h"
 #include "tests/test_util.h"
@@ -89,6 +90,68 @@ TEST_F(InodeTableTest, ARetiredInodeLeavesTheTableAndLookupsMakeANewOne) {
   EXPECT_EQ(table.size(), 4u);  // root, a, old (retired), fresh
   table.forget(old, 1);          // freed on its last forget
   EXPECT_EQ(table.size(), 3u);
+}
+
+// Idle backings (kept after the last release): at most `cap`, the least
+// recently idled closed first; closed on forget, on retire, and when the store
+// drops the copy they are.
+TEST_F(InodeTableTest, IdleBackingsAreBoundedAndClosedWhenTheirCopyGoes) {
+  InodeTable table(root_fd_, &shim_);
+  std::vector<Inode*> files;
+  for (const char* name : {"f0", "f1", "f2", "f3"}) {
+    testing::writeFile(dir_ + "/" + name, name);
+    files.push_back(&lookUp(table, table.root(), name));
+  }
+  auto goIdle = [&](Inode& inode, const char* cached_rel) {
+    {
+      std::lock_guard lock(inode.mu);
+      inode.backing_fd = ::open((dir_ + "/f0").c_str(), O_RDONLY | O_CLOEXEC);
+      inode.backing_is_cache = cached_rel != nullptr;
+      inode.cached_rel = cached_rel ? cached_rel : "";
+    }
+    table.noteIdle(inode, 2);
+  };
+  auto idle = [](Inode& inode) {
+    std::lock_guard lock(inode.mu);
+    return hasIdleBacking(inode);
+  };
+  goIdle(*files[0], nullptr);
+  goIdle(*files[1], "f1");
+  EXPECT_EQ(table.idleCount(), 2u);
+  goIdle(*files[2], "f2");  // over the cap: f0, the least recently idled, closes
+  EXPECT_FALSE(idle(*files[0]));
+  EXPECT_TRUE(idle(*files[1]));
+  EXPECT_TRUE(idle(*files[2]));
+  EXPECT_EQ(files[0]->backing_fd, -1);
+
+  table.closeIdleCopies({"f2", "elsewhere"});  // the store dropped f2's copy
+  EXPECT_FALSE(idle(*files[2]));
+  EXPECT_TRUE(idle(*files[1]));
+  EXPECT_EQ(table.idleCount(), 1u);
+
+  {
+    std::lock_guard lock(files[1]->mu);
+    files[1]->nopen = 1;  // open again: not closed by the cap nor by a drop
+  }
+  table.closeIdleCopies({"f1"});
+  goIdle(*files[3], nullptr);
+  goIdle(*files[0], nullptr);
+  EXPECT_GE(files[1]->backing_fd, 0);
+  {
+    std::lock_guard lock(files[1]->mu);
+    files[1]->nopen = 0;
+    ::close(files[1]->backing_fd);
+    files[1]->backing_fd = -1;
+  }
+
+  table.retire(*files[3]);
+  goIdle(*files[3], nullptr);  // retired: no open reaches it again
+  EXPECT_FALSE(idle(*files[3]));
+  table.forget(*files[0], 1);  // frees it, idle backing and all, and unlists it
+  EXPECT_EQ(table.idleCount(), 0u);
+  goIdle(*files[2], nullptr);
+  table.noteIdle(*files[2], 0);  // cap 0: none kept
+  EXPECT_FALSE(idle(*files[2]));
 }
 
 TEST_F(InodeTableTest, RelPathIsUnderTheRemoteRootAndEmptyOnceDeleted) {

@@ -5,6 +5,10 @@
 //   hotshard-readbench rand  FILE [--block 4KiB] [--ops N] [--seed S]
 //   hotshard-readbench whole DIR  [--block 4KiB]        every file in DIR, read whole
 //   hotshard-readbench stat  DIR                        stat every file in DIR
+//   hotshard-readbench opens DIR  [--read 16KiB] [--passes N]
+//                         open(O_RDONLY)+close of every file in DIR, N passes; with
+//                         --read, one read of up to that many bytes between them.
+//                         Reports us_per_open (wall time per open+close pair).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -70,20 +74,51 @@ void report(const char* mode, double seconds, double cpu, uint64_t bytes, uint64
               ops / cpu);
 }
 
+// open(O_RDONLY) [+ one read of read_bytes] + close of every file in dir, passes times.
+void runOpens(const std::string& dir, uint64_t passes, uint64_t read_bytes, std::vector<char>& buf) {
+  std::vector<std::string> files = listFiles(dir);
+  if (files.empty()) die("no files in " + dir);
+  uint64_t bytes = 0, done = 0;
+  double c0 = cpuSeconds();
+  auto t0 = Clock::now();
+  for (uint64_t p = 0; p < passes; p++) {
+    for (const auto& f : files) {
+      int fd = ::open(f.c_str(), O_RDONLY);
+      if (fd < 0) die("open " + f);
+      if (read_bytes > 0) {
+        ssize_t n = ::read(fd, buf.data(), read_bytes);
+        if (n < 0) die("read " + f);
+        bytes += n;
+      }
+      if (::close(fd) < 0) die("close " + f);
+      done++;
+    }
+  }
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  double cpu = cpuSeconds() - c0;
+  std::printf("{\"mode\":\"opens\",\"seconds\":%.6f,\"cpu_seconds\":%.6f,\"bytes\":%llu,"
+              "\"ops\":%llu,\"us_per_open\":%.3f,\"cpu_us_per_open\":%.3f}\n",
+              s, cpu, static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(done),
+              s * 1e6 / done, cpu * 1e6 / done);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr,
-                 "usage: hotshard-readbench seq|rand|whole|stat PATH [--block SIZE] [--ops N] "
-                 "[--seed S]\n");
+                 "usage: hotshard-readbench seq|rand|whole|stat|opens PATH [--block SIZE] [--ops N] "
+                 "[--seed S] [--read SIZE] [--passes N]\n");
     return 2;
   }
   std::string mode = argv[1], path = argv[2];
   uint64_t block = mode == "seq" ? 1 << 20 : 4096, ops = 100000, seed = 1;
+  uint64_t read_bytes = 0, passes = 1;
   for (int i = 3; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k == "--block") block = sizeArg(argv[i + 1]);
+    if (k == "--read") read_bytes = block = sizeArg(argv[i + 1]);
+    if (k == "--passes") passes = std::max<uint64_t>(1, std::strtoull(argv[i + 1], nullptr, 10));
     if (k == "--ops") ops = std::strtoull(argv[i + 1], nullptr, 10);
     if (k == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
   }
@@ -138,6 +173,8 @@ int main(int argc, char** argv) {
     }
     double s = std::chrono::duration<double>(Clock::now() - t0).count();
     report(mode.c_str(), s, cpuSeconds() - c0, bytes, files.size());
+  } else if (mode == "opens") {
+    runOpens(path, passes, read_bytes, buf);
   } else {
     std::fprintf(stderr, "hotshard-readbench: unknown mode '%s'\n", mode.c_str());
     return 2;

@@ -16,6 +16,8 @@
 #   BENCH_FIRST_EPOCH=0                 skip the "first epoch" run of epoch-bench.sh (a DataLoader-like
 #                                       reader, 4 workers, data set within the cache, 200 Mbit/s;
 #                                       writes docs/benchmarks.d/first-epoch.md)
+#   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
+#                                       uncached, against native; writes docs/benchmarks.d/opens.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -116,6 +118,7 @@ if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
     tools/bench/epoch-bench.sh
 fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
+if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -177,7 +180,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in extra probes epochs first-epoch memory; do
+  for part in opens opens-profile extra probes epochs first-epoch memory; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
