@@ -126,10 +126,11 @@ int CacheService::openCached(const std::string& rel_path, const struct stat& rem
 
 void CacheService::releaseCached(const std::string& rel_path) { store_->release(rel_path); }
 
-void CacheService::invalidate(const std::string& rel_path) {
+void CacheService::invalidate(const std::string& rel_path, const fuse::Change& change) {
   dropShared(rel_path);
   Status st = store_->invalidate(rel_path);
   if (!st.ok()) spdlog::warn("invalidate {}: {}", rel_path, st.error().message);
+  if (change_listener_) change_listener_(rel_path, change);
 }
 
 void CacheService::invalidateTree(const std::string& rel_dir) {

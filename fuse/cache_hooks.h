@@ -6,9 +6,24 @@
 
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <string>
 
 namespace hotshard::fuse {
+
+// What an operation through the mount did to a file, told to invalidate(): the
+// daemon records it into traces (policy/trace.h flags) so that the simulator
+// invalidates its copy at the same point.
+struct Change {
+  enum class Kind {
+    kTruncate,  // truncate/ftruncate; new_size is the size it is cut or grown to
+    kUnlink,    // unlinked, or replaced by a rename onto its name
+    kRename,    // renamed away from this name
+    kWrite,     // content changed in place (fallocate)
+  };
+  Kind kind;
+  std::uint64_t new_size = 0;  // bytes; kTruncate only
+};
 
 class CacheHooks {
  public:
@@ -18,9 +33,9 @@ class CacheHooks {
   // A copy handed out counts as open until releaseCached(rel_path).
   virtual int openCached(const std::string& rel_path, const struct stat& remote) = 0;
   virtual void releaseCached(const std::string& rel_path) = 0;
-  // Before a truncate, unlink or rename of rel_path through the mount. Must not
-  // fail the operation.
-  virtual void invalidate(const std::string& rel_path) = 0;
+  // Before a truncate, unlink or rename of rel_path through the mount (`change`
+  // says which). Must not fail the operation.
+  virtual void invalidate(const std::string& rel_path, const Change& change) = 0;
   // Around every handle open for writing (passthrough writes never reach the
   // daemon): no copy of rel_path is served or made in between.
   virtual void beginWrite(const std::string& rel_path) = 0;
