@@ -135,10 +135,11 @@ bool CacheService::hasValidCopy(const std::string& rel_path, const struct stat& 
   return store_->isCached(rel_path, validatorOf(remote));
 }
 
-void CacheService::invalidate(const std::string& rel_path) {
+void CacheService::invalidate(const std::string& rel_path, const fuse::Change& change) {
   dropShared(rel_path);
   Status st = store_->invalidate(rel_path);
   if (!st.ok()) spdlog::warn("invalidate {}: {}", rel_path, st.error().message);
+  if (change_listener_) change_listener_(rel_path, change);
 }
 
 void CacheService::invalidateTree(const std::string& rel_dir) {

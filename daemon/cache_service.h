@@ -37,7 +37,7 @@ class CacheService : public fuse::CacheHooks {
   bool reopenCached(const std::string& rel_path, const struct stat& remote,
                     const struct stat& copy) override;
   bool hasValidCopy(const std::string& rel_path, const struct stat& remote) override;
-  void invalidate(const std::string& rel_path) override;
+  void invalidate(const std::string& rel_path, const fuse::Change& change) override;
   void invalidateTree(const std::string& rel_dir) override;
   void beginWrite(const std::string& rel_path) override;
   void endWrite(const std::string& rel_path) override;
@@ -51,6 +51,10 @@ class CacheService : public fuse::CacheHooks {
   using OpenListener =
       std::function<void(const std::string&, const struct stat&, bool from_cache, bool for_write)>;
   void setOpenListener(OpenListener listener) { open_listener_ = std::move(listener); }
+  // Who hears of truncates, unlinks and renames through the mount (the placement
+  // loop, for traces); set before the mount serves. Called after the copy is dropped.
+  using ChangeListener = std::function<void(const std::string&, const fuse::Change&)>;
+  void setChangeListener(ChangeListener listener) { change_listener_ = std::move(listener); }
   // How CacheService gets a duplicate of the remote file (dev, ino) the mount has
   // open as a passthrough backing (fuse::FileSystem::shareRemoteBacking); set
   // before the mount serves. Each read-only open of a remote file then keeps
@@ -100,6 +104,7 @@ class CacheService : public fuse::CacheHooks {
   std::unique_ptr<Promoter> promoter_;
   std::unique_ptr<Scrubber> scrubber_;
   OpenListener open_listener_;
+  ChangeListener change_listener_;
   std::mutex observer_mu_;
   PromotionObserver promotion_observer_;  // guarded by observer_mu_
   BackingSharer sharer_;

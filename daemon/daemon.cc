@@ -271,6 +271,10 @@ Status Daemon::startPlacement() {
                                                  bool from_cache, bool for_write) {
     p->noteOpen(rel, st, from_cache, for_write);
   });
+  cache_->setChangeListener([p = placement_.get()](const std::string& rel,
+                                                   const fuse::Change& change) {
+    p->noteChange(rel, change);
+  });
   return Ok{};
 }
 

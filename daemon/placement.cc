@@ -122,6 +122,23 @@ void Placement::noteOpen(const std::string& rel, const struct stat& backing, boo
   heat_->noteOpen(backing, from_cache, for_write);
 }
 
+void Placement::noteChange(const std::string& rel, const fuse::Change& change) {
+  std::lock_guard lock(mu_);
+  if (trace_ == nullptr) return;
+  auto it = shards_.find(rel);
+  if (it == shards_.end()) return;
+  using Kind = fuse::Change::Kind;
+  std::uint32_t flag = change.kind == Kind::kTruncate ? policy::kFlagTruncate
+                       : change.kind == Kind::kUnlink ? policy::kFlagUnlink
+                       : change.kind == Kind::kRename ? policy::kFlagRename
+                                                      : policy::kFlagWrite;
+  policy::Request r{.time_ns = static_cast<uint64_t>(monotonicNs()),
+                    .id = it->second.id,
+                    .size = change.kind == Kind::kTruncate ? change.new_size : it->second.size,
+                    .flags = flag};
+  if (trace_->write(r)) trace_records_++;
+}
+
 void Placement::reconcileResidents() {
   std::vector<CacheStore::ObjectSummary> objects = store_->list();  // no mu_ held
   uint64_t now = static_cast<uint64_t>(wallNs());

@@ -38,6 +38,7 @@
 #include "daemon/heat_source.h"
 #include "daemon/status.h"
 #include "daemon/promoter.h"
+#include "fuse/cache_hooks.h"
 #include "policy/policy.h"
 #include "policy/trace.h"
 
@@ -72,6 +73,11 @@ class Placement {
   // From fuse (through CacheService::opened): rel_path is open on a backing file.
   void noteOpen(const std::string& rel_path, const struct stat& backing, bool from_cache,
                 bool for_write);
+  // From fuse (through CacheService::invalidate): rel_path was truncated, unlinked,
+  // renamed away or changed in place. While a trace is recorded, a record with the
+  // matching policy/trace.h flag, for a file placement has seen opened (the
+  // simulator has nothing to drop for any other).
+  void noteChange(const std::string& rel_path, const fuse::Change& change);
 
   // Its part of the status: probes, heat, jobs (the top_jobs, then "other"),
   // policy and placement. Leaves the other sections of status as they are.

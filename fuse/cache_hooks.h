@@ -6,9 +6,24 @@
 
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <string>
 
 namespace hotshard::fuse {
+
+// What an operation through the mount did to a file, told to invalidate(): the
+// daemon records it into traces (policy/trace.h flags) so that the simulator
+// invalidates its copy at the same point.
+struct Change {
+  enum class Kind {
+    kTruncate,  // truncate/ftruncate; new_size is the size it is cut or grown to
+    kUnlink,    // unlinked, or replaced by a rename onto its name
+    kRename,    // renamed away from this name
+    kWrite,     // content changed in place (fallocate)
+  };
+  Kind kind;
+  std::uint64_t new_size = 0;  // bytes; kTruncate only
+};
 
 class CacheHooks {
  public:
@@ -26,9 +41,9 @@ class CacheHooks {
                             const struct stat& copy) = 0;
   // Whether openCached(rel_path, remote) would hand out a copy; counts nothing.
   virtual bool hasValidCopy(const std::string& rel_path, const struct stat& remote) = 0;
-  // Before a truncate, unlink or rename of rel_path through the mount. Must not
-  // fail the operation.
-  virtual void invalidate(const std::string& rel_path) = 0;
+  // Before a truncate, unlink or rename of rel_path through the mount (`change`
+  // says which). Must not fail the operation.
+  virtual void invalidate(const std::string& rel_path, const Change& change) = 0;
   // Around every handle open for writing (passthrough writes never reach the
   // daemon): no copy of rel_path is served or made in between.
   virtual void beginWrite(const std::string& rel_path) = 0;

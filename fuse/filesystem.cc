@@ -105,8 +105,8 @@ std::string FileSystem::childRelPath(fuse_ino_t parent, const char* name) {
   return dir.empty() ? "" : dir + "/" + name;
 }
 
-void FileSystem::invalidate(const std::string& rel) {
-  if (opts_.cache != nullptr && !rel.empty()) opts_.cache->invalidate(rel);
+void FileSystem::invalidate(const std::string& rel, const Change& change) {
+  if (opts_.cache != nullptr && !rel.empty()) opts_.cache->invalidate(rel, change);
 }
 
 void FileSystem::invalidateTree(const std::string& rel) {
@@ -372,7 +372,8 @@ Status FileSystem::truncateRemote(Inode& inode, off_t size) {
       if (st.ok() || st.error().code != Errc::kStale) return st;
     }
   }
-  invalidate(relPathOf(inode));
+  invalidate(relPathOf(inode),
+             {.kind = Change::Kind::kTruncate, .new_size = static_cast<uint64_t>(size)});
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
   if (::ftruncate(fd.get(), size) < 0) return lastSysError("truncate");
   return Ok{};
@@ -438,7 +439,7 @@ Status FileSystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const
 }
 
 Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  invalidate(childRelPath(parent, name));
+  invalidate(childRelPath(parent, name), {.kind = Change::Kind::kUnlink});
   if (::unlinkat(inodeOf(parent).fd, name, 0) < 0) return lastSysError("unlink");
   return replyDone(req);
 }
@@ -452,8 +453,8 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
                           fuse_ino_t newparent, const char* newname, unsigned int flags) {
   // Whatever sits at either name may be a directory: drop everything below both.
   std::string from = childRelPath(parent, name), to = childRelPath(newparent, newname);
-  invalidate(from);
-  invalidate(to);
+  invalidate(from, {.kind = Change::Kind::kRename});
+  invalidate(to, {.kind = Change::Kind::kUnlink});  // a file there is replaced
   invalidateTree(from);
   invalidateTree(to);
   if (::syscall(SYS_renameat2, inodeOf(parent).fd, name, inodeOf(newparent).fd, newname, flags) <
@@ -1015,7 +1016,7 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
       if (st.error().code != Errc::kStale) return st;
     }
   }
-  invalidate(relPathOf(inode));
+  invalidate(relPathOf(inode), {.kind = Change::Kind::kWrite});
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
   if (::fallocate(fd.get(), mode, offset, length) < 0) return lastSysError("fallocate");
   return replyDone(req);

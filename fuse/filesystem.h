@@ -205,7 +205,7 @@ class FileSystem {
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   std::string childRelPath(fuse_ino_t parent, const char* name);
-  void invalidate(const std::string& rel);
+  void invalidate(const std::string& rel, const Change& change);
   void invalidateTree(const std::string& rel);
   // Attributes to validate a cached copy against, per the consistency mode.
   Result<struct stat> remoteAttrsForOpen(Inode& inode);

@@ -278,6 +278,19 @@ EOF
   time); and inference at 5%, where hotshard is far above every baseline but below 0.8
   of OPT (0.71). Inference at 25% is met since the default hysteresis went from 1 to
   0.5 (0.656 against LFU's 0.649).
+- **Tried for those cells and left out**, because each costs more elsewhere than it
+  gains: an S3-FIFO-style probationary FIFO (10% of the capacity, a miss reread within
+  0.1 x capacity bytes is copied there, one read again there moves to the heat-ordered
+  main segment) lifts shift at 25% only to 0.81 (0.82 with `idle_gaps=2`) while
+  modelload at 10% falls from 0.45 to 0.36 and epoch at 5% from 1.0 to 0.9 of the fixed
+  subset. `reuse_factor=4` meets inference at 5% (0.272, 0.80 of OPT; seeds 2 and 3 no
+  worse) but with 8 jobs on epoch at 2% and 5% the saving falls from 0.90 and 0.94 to
+  0.74 and 0.76 of the fixed subset with twice the NVMe writes. `hysteresis=0` reaches 0.84 of OPT there on
+  seed 1 and falls from 0.23 to 0.13 on seed 2. Multijob at 25% does not move with
+  `margin` 0..2, `idle_gaps` 1.5..6 or idle detection starting after as many reuses as
+  objects tracked (0.151 to 0.163 at best): a later job's shard is read 4 times, and
+  the dead job's shards do not look idle against the newcomer's own long reuse
+  distance before the trace ends.
 - epoch: every shard has the same long-run popularity, so the best an online policy can
   do without knowing the shuffle is to keep a fixed subset; hotshard stays within 1-2%
   of that with 2 jobs, while LRU, ARC and S3-FIFO churn the cache for a fraction of it.

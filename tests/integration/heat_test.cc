@@ -11,10 +11,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
 #include "bpf/heat_probes.h"
+#include "policy/registry.h"
+#include "policy/simulator.h"
 #include "policy/trace.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -326,6 +329,92 @@ TEST_F(IntegrationHeat, TraceRecordMarksWritesAndMissSamples) {
     if (rate == "1") EXPECT_GT(miss_samples, 0) << "the read after dropping the page cache missed";
     daemon_->stop();
   }
+}
+
+// Truncates, unlinks and renames through the mount are records of their own
+// (fuse/cache_hooks.h Change -> policy/trace.h flags), and the simulator drops its
+// copy on them: a file read again after a truncate is not a hit.
+TEST_F(IntegrationHeat, TraceRecordMarksTruncatesUnlinksAndRenames) {
+  // Sizes tell the files apart in the trace (ids are path hashes).
+  writeRandomFile(remote_ + "/a.bin", 1 << 20, 8);
+  writeRandomFile(remote_ + "/b.bin", 2 << 20, 9);
+  writeRandomFile(remote_ + "/c.bin", 3 << 20, 10);
+  startDaemon({"--placement", "manual", "--probe-sample-rate", "0"});
+  std::thread changer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (const char* f : {"/a.bin", "/b.bin", "/c.bin"}) {
+      dropPageCache(remote_ + f);
+      readAll(mnt_ + f);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(::truncate((mnt_ + "/a.bin").c_str(), 4096), 0) << std::strerror(errno);
+    EXPECT_EQ(::unlink((mnt_ + "/b.bin").c_str()), 0) << std::strerror(errno);
+    EXPECT_EQ(::rename((mnt_ + "/c.bin").c_str(), (mnt_ + "/d.bin").c_str()), 0)
+        << std::strerror(errno);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    dropPageCache(remote_ + "/a.bin");
+    readAll(mnt_ + "/a.bin");  // after the truncate: a miss, not a hit on the old copy
+  });
+  std::string path = tmp_ / "changes.trace";
+  CommandResult rec = hs({"trace", "record", "--out", path, "--duration", "1500ms", "--json"});
+  changer.join();
+  ASSERT_EQ(rec.exit_code, 0) << rec.out;
+  std::ifstream in(path, std::ios::binary);
+  auto reader = policy::makeTraceReader(policy::TraceFormat::kNative, in, path);
+  std::vector<policy::Request> trace;
+  std::map<uint64_t, policy::ObjectId> id_of_size;  // from the reads
+  while (true) {
+    policy::Request r;
+    if (!reader->next(r)) break;
+    trace.push_back(r);
+    if (policy::isRead(r.flags) && r.bytes_read > 0) id_of_size[r.size] = r.id;
+  }
+  ASSERT_TRUE(reader->status().ok()) << reader->status().error().message;
+  ASSERT_TRUE(id_of_size.count(1 << 20) && id_of_size.count(2 << 20) && id_of_size.count(3 << 20))
+      << "every file's reads were recorded";
+  auto changes = [&](uint32_t flag) {
+    std::vector<policy::Request> out;
+    for (const auto& r : trace) {
+      if (r.flags & flag) out.push_back(r);
+    }
+    return out;
+  };
+  auto truncated = changes(policy::kFlagTruncate);
+  ASSERT_EQ(truncated.size(), 1u);
+  EXPECT_EQ(truncated[0].id, id_of_size[1 << 20]);
+  EXPECT_EQ(truncated[0].size, 4096u) << "a truncate record carries the new size";
+  auto unlinked = changes(policy::kFlagUnlink);
+  ASSERT_EQ(unlinked.size(), 1u) << "d.bin did not exist: the rename replaced nothing";
+  EXPECT_EQ(unlinked[0].id, id_of_size[2 << 20]);
+  auto renamed = changes(policy::kFlagRename);
+  ASSERT_EQ(renamed.size(), 1u);
+  EXPECT_EQ(renamed[0].id, id_of_size[3 << 20]) << "the old path's id";
+  EXPECT_TRUE(changes(policy::kFlagWrite).empty()) << "nothing was opened for writing";
+  // a.bin's records replayed with room for everything: the bytes hit after the
+  // truncate record (all of a run less the run of the records before it) are none;
+  // without that record, the read after the truncate hits the first copy.
+  auto bytesHit = [](const std::vector<policy::Request>& t) {
+    auto lru = policy::createPolicy("lru", 1ull << 30);
+    EXPECT_TRUE(lru.ok());
+    auto mem = policy::makeMemoryReader(t);
+    auto r = policy::simulate(*mem, **lru);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? r->bytes_hit : 0;
+  };
+  std::vector<policy::Request> of_a;
+  size_t truncate_at = 0;
+  for (const auto& r : trace) {
+    if (r.id != truncated[0].id) continue;
+    if (r.flags & policy::kFlagTruncate) truncate_at = of_a.size();
+    of_a.push_back(r);
+  }
+  std::vector<policy::Request> before(of_a.begin(), of_a.begin() + truncate_at);
+  ASSERT_LT(truncate_at + 1, of_a.size()) << "a.bin was read after the truncate";
+  EXPECT_EQ(bytesHit(of_a) - bytesHit(before), 0u);
+  std::vector<policy::Request> without = of_a;
+  without.erase(without.begin() + truncate_at);
+  EXPECT_GT(bytesHit(without) - bytesHit(before), 0u);
+  daemon_->stop();
 }
 
 }  // namespace
