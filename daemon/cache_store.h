@@ -45,7 +45,9 @@
 // room it must make now (a promotion, a shrunk capacity), follows that order.
 // Quick metadata syscalls (openat, renameat, the pins file rewrite) run under
 // it; data I/O (copy, fsync of objects, verify reads) and the unlink of
-// dropped objects (moved into tmp/ first) never do.
+// dropped objects (moved into tmp/ first) never do, except the few a failing
+// disk kept in objects/ (undead_), which probeHealth() unlinks under mu_ so
+// that no publish reuses their names meanwhile.
 #pragma once
 
 #include <sys/stat.h>
