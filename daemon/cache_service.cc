@@ -95,6 +95,7 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
         svc->store_.get(), ScrubberOptions{.bytes_per_sec = cfg.scrub_rate});
     svc->scrubber_->start();
   }
+  svc->health_thread_ = std::thread([raw = svc.get()] { raw->probeHealthLoop(); });
   auto st = svc->store_->stats();
   spdlog::info("cache {}: {} objects, {} of {} used", cfg.cache, st.objects,
                formatBytes(st.used_bytes), formatBytes(st.capacity_bytes));
@@ -102,8 +103,30 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
 }
 
 CacheService::~CacheService() {
+  {
+    std::lock_guard lock(health_mu_);
+    stopping_ = true;
+  }
+  health_cv_.notify_all();
+  if (health_thread_.joinable()) health_thread_.join();
   if (scrubber_) scrubber_->stop();
   if (promoter_) promoter_->shutdown();
+}
+
+void CacheService::probeHealthLoop() {
+  // Wakes every kProbeFailed, so that a disk that failed between two probes of
+  // a healthy one is probed again within kProbeFailed.
+  auto last = std::chrono::steady_clock::now();
+  std::unique_lock lock(health_mu_);
+  while (!stopping_) {
+    if (health_cv_.wait_for(lock, kProbeFailed, [this] { return stopping_; })) return;
+    auto now = std::chrono::steady_clock::now();
+    if (store_->healthy() && now - last < kProbeHealthy) continue;
+    last = now;
+    lock.unlock();
+    (void)store_->probeHealth();  // logs its transitions itself
+    lock.lock();
+  }
 }
 
 void CacheService::setPromotionObserver(PromotionObserver observer) {
@@ -114,8 +137,10 @@ void CacheService::setPromotionObserver(PromotionObserver observer) {
 // ---- fuse::CacheHooks ------------------------------------------------------
 
 int CacheService::openCached(const std::string& rel_path, const struct stat& remote) {
+  if (!store_->healthy()) return -1;  // logged once, when it failed
   auto fd = store_->openIfValid(rel_path, validatorOf(remote));
   if (fd.ok()) return *fd;
+  if (!store_->healthy()) return -1;  // this open found the disk failing
   if (fd.error().code == Errc::kStale) {
     spdlog::info("{}: the remote changed since it was cached; copy dropped", rel_path);
   } else if (fd.error().code != Errc::kNotFound) {
@@ -472,6 +497,9 @@ json CacheService::statOne(const std::string& path, const std::string& rel) cons
             {control::kSize, size}};
   if (info.state == CacheStore::State::kCached) {
     r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+    if (CacheStore::Health h = store_->health(); !h.healthy) {
+      r[control::kUnusable] = "cache disk failed: " + h.reason;
+    }
   } else if (info.state == CacheStore::State::kPromoting) {
     r[control::kCopied] = promoter_->copiedSoFar(rel);
   }
@@ -554,6 +582,10 @@ void CacheService::fillStatus(CacheStatus& c) const {
                               .read_page_cache_bytes = p.read_page_cache_bytes,
                               .read_remote_bytes = p.read_remote_bytes,
                               .yields = p.yields};
+  CacheStore::Health h = store_->health();
+  c.disk_healthy = h.healthy;
+  if (!h.healthy) c.disk_error = h.reason;
+  if (h.since_ns > 0) c.disk_since = static_cast<uint64_t>(h.since_ns / 1000000000);
   if (scrubber_) {
     Scrubber::Stats sc = scrubber_->stats();
     c.scrub = ScrubStatus{.passes = sc.passes,

@@ -7,11 +7,13 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "base/fd.h"
@@ -65,6 +67,8 @@ class CacheService : public fuse::CacheHooks {
   void setBackingSharer(BackingSharer sharer) { sharer_ = std::move(sharer); }
   static constexpr size_t kMaxShared = 256;
   static constexpr std::chrono::seconds kHoldShared{30};
+  // How often the cache disk is probed (a 4 KiB write, fsync and read in tmp/).
+  static constexpr std::chrono::seconds kProbeHealthy{10}, kProbeFailed{1};
   // Told of every finished promotion that copied something (the metrics' histograms).
   using PromotionObserver = std::function<void(double seconds, uint64_t bytes)>;
   void setPromotionObserver(PromotionObserver observer);
@@ -94,6 +98,10 @@ class CacheService : public fuse::CacheHooks {
   Result<json> verifyPaths(const json& req);      // control::kVerify
   Result<json> forEachPath(const json& req, const std::function<json(const std::string& rel)>& fn);
 
+  // Probes the cache disk (CacheStore::probeHealth) every kProbeHealthy, or
+  // every kProbeFailed while it is failed, until the destructor stops it.
+  void probeHealthLoop();
+
   void holdShared(const std::string& rel_path, const struct stat& backing);
   UniqueFd takeShared(const std::string& rel_path);  // the promoter's shared_source
   void dropShared(const std::string& rel_path);
@@ -114,6 +122,10 @@ class CacheService : public fuse::CacheHooks {
   };
   std::mutex held_mu_;  // a leaf: nothing is called under it
   std::unordered_map<std::string, Shared> held_;  // guarded by held_mu_
+  std::mutex health_mu_;  // a leaf; guards stopping_
+  std::condition_variable health_cv_;
+  bool stopping_ = false;
+  std::thread health_thread_;  // probeHealthLoop(); joined first by the destructor
 };
 
 }  // namespace hotshard

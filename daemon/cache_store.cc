@@ -174,9 +174,12 @@ Result<bool> checkFormat(int dir_fd, const std::string& dir) {
   return true;
 }
 
-// The LOCK file, flock'ed: one process per cache directory.
+// The LOCK file, flock'ed: one process per cache directory. Opened read-only
+// (flock needs no write access), so that the cache holds no file open for
+// writing at rest and its file system can go read-only under it (an ext4
+// errors=remount-ro, or a read-only remount) without EBUSY.
 Result<int> takeLock(int dir_fd, const std::string& dir) {
-  UniqueFd fd(::openat(dir_fd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  UniqueFd fd(::openat(dir_fd, "LOCK", O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) return lastSysError("open " + dir + "/LOCK");
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
@@ -398,6 +401,87 @@ Status checkRelPath(const std::string& rel_path) {
   return Ok{};
 }
 
+// ---- cache disk health ------------------------------------------------------
+
+bool CacheStore::isDiskFault(int err) {
+  switch (err) {
+    case EIO:
+    case EROFS:
+    case ENXIO:
+    case ENODEV:
+    case EUCLEAN:
+    case EBADMSG:
+    case EREMOTEIO:
+      return true;
+    default:
+      return false;
+  }
+}
+
+CacheStore::Health CacheStore::health() const {
+  std::lock_guard lock(health_mu_);
+  return health_;
+}
+
+void CacheStore::noteIoError(const Error& e) {
+  if (!isDiskFault(e.sys_errno)) return;
+  std::lock_guard lock(health_mu_);
+  ++health_.faults;
+  if (!health_.healthy) return;
+  health_ = Health{.healthy = false, .reason = e.message, .since_ns = wallNs(),
+                   .faults = health_.faults};
+  healthy_.store(false, std::memory_order_release);
+  spdlog::error("cache disk {} FAILED: {}; new opens go to the remote and promotions pause until "
+                "it answers again (probed every second)",
+                opts_.dir, e.message);
+}
+
+namespace {
+// One probe of the cache disk: write, fsync, drop the pages, read back.
+Status probeDisk(int tmp_fd, const std::string& display) {
+  constexpr char kName[] = "health-probe";
+  std::string block(4096, '\0');
+  std::string stamp = fmt::format("hotshard health probe {}\n", wallNs());
+  block.replace(0, stamp.size(), stamp);
+  UniqueFd fd(::openat(tmp_fd, kName, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return lastSysError("health probe: create " + display);
+  if (::pwrite(fd.get(), block.data(), block.size(), 0) != static_cast<ssize_t>(block.size()))
+    return lastSysError("health probe: write " + display);
+  if (::fsync(fd.get()) != 0) return lastSysError("health probe: fsync " + display);
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);  // the read below goes to the disk
+  std::string back(block.size(), '\1');
+  if (::pread(fd.get(), back.data(), back.size(), 0) != static_cast<ssize_t>(back.size()))
+    return lastSysError("health probe: read " + display);
+  if (back != block) return makeError(Errc::kCorrupt, "health probe: " + display + " reads back wrong");
+  if (::unlinkat(tmp_fd, kName, 0) != 0) return lastSysError("health probe: unlink " + display);
+  return Ok{};
+}
+}  // namespace
+
+Status CacheStore::probeHealth() {
+  Status s = probeDisk(tmp_fd_, opts_.dir + "/tmp/health-probe");
+  if (!s.ok()) {
+    noteIoError(s.error());
+    return s;
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = undead_.begin(); it != undead_.end();) {
+      if (::unlinkat(objects_fd_, it->c_str(), 0) != 0 && errno != ENOENT) break;
+      it = undead_.erase(it);
+    }
+  }
+  std::lock_guard lock(health_mu_);
+  if (!health_.healthy) {
+    spdlog::warn("cache disk {} answers again (failed since {}: {}); serving copies and promoting "
+                 "again",
+                 opts_.dir, health_.since_ns / 1000000000, health_.reason);
+    health_ = Health{.healthy = true, .since_ns = wallNs(), .faults = health_.faults};
+    healthy_.store(true, std::memory_order_release);
+  }
+  return Ok{};
+}
+
 // ---------------------------------------------------------------------------
 
 CacheStore::CacheStore(const CacheStoreOptions& options) : opts_(options) {}
@@ -572,6 +656,10 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
   std::lock_guard lock(mu_);
   auto it = index_.find(rel_path);
   if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  if (!healthy()) {
+    return makeError(Errc::kIo, fmt::format("cached copy of {} unusable: cache disk {} failed",
+                                            rel_path, opts_.dir));
+  }
   if (!servesFor(it->second.validator, current)) {
     ++stats_.stale_drops;
     dropLocked(rel_path, "stale");
@@ -583,6 +671,7 @@ Result<int> CacheStore::openIfValid(const std::string& rel_path, const Validator
     Error err =
         lastSysError(fmt::format("open cached copy {}/objects/{} of {}", opts_.dir, obj, rel_path));
     if (err.sys_errno == ENOENT) dropLocked(rel_path, "vanished");
+    noteIoError(err);
     return err;
   }
   it->second.last_open_ns = wallNs();
@@ -689,7 +778,7 @@ Status CacheStore::invalidateTree(const std::string& rel_dir) {
   return Ok{};
 }
 
-void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
+void CacheStore::dropLocked(const std::string& rel_path, const char* why, std::string* left) {
   auto it = index_.find(rel_path);
   if (it == index_.end()) return;
   std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
@@ -699,8 +788,13 @@ void CacheStore::dropLocked(const std::string& rel_path, const char* why) {
   if (::renameat(objects_fd_, obj.c_str(), tmp_fd_, dead.c_str()) == 0) {
     graveyard_.push_back(std::move(dead));
   } else if (errno != ENOENT && ::unlinkat(objects_fd_, obj.c_str(), 0) != 0 && errno != ENOENT) {
-    spdlog::error("cache: drop {} ({}): unlink {}/objects/{}: {}", rel_path, why, opts_.dir, obj,
-                  std::strerror(errno));
+    Error err = lastSysError(fmt::format("drop {} ({}): unlink {}/objects/{}", rel_path, why,
+                                         opts_.dir, obj));
+    spdlog::error("cache: {}; left on disk, never served, unlinked when the disk answers again",
+                  err.message);
+    noteIoError(err);
+    undead_.insert(obj);
+    if (left != nullptr) *left = err.message;
   }
   used_bytes_ -= std::min(used_bytes_, it->second.allocated);
   index_.erase(it);
@@ -716,8 +810,11 @@ void CacheStore::buryDead() {
     dropped.swap(dropped_);
   }
   for (const auto& name : dead) {
-    if (::unlinkat(tmp_fd_, name.c_str(), 0) != 0 && errno != ENOENT)
-      spdlog::warn("cache: unlink {}/tmp/{}: {}", opts_.dir, name, std::strerror(errno));
+    if (::unlinkat(tmp_fd_, name.c_str(), 0) != 0 && errno != ENOENT) {
+      Error err = lastSysError(fmt::format("unlink {}/tmp/{}", opts_.dir, name));
+      spdlog::warn("cache: {}", err.message);
+      noteIoError(err);
+    }
   }
   if (dropped.empty()) return;
   std::shared_lock lock(listener_mu_);
@@ -765,7 +862,9 @@ Status CacheStore::savePinsLocked() {
   std::sort(sorted.begin(), sorted.end());
   std::string content;
   for (const auto& p : sorted) content.append(p).push_back('\0');
-  return writeFileAtomic(dir_fd_, "pins", content, opts_.dir + "/pins");
+  Status s = writeFileAtomic(dir_fd_, "pins", content, opts_.dir + "/pins");
+  if (!s.ok()) noteIoError(s.error());
+  return s;
 }
 
 CacheStore::Stats CacheStore::stats() const {
@@ -794,7 +893,9 @@ void CacheStore::abandon(Pending& p) {
   if (p.fd_ >= 0) ::close(p.fd_);
   p.fd_ = -1;
   if (::unlinkat(tmp_fd_, p.tmp_name_.c_str(), 0) != 0 && errno != ENOENT) {
-    spdlog::error("cache: remove {}: {}", p.tmp_display_, std::strerror(errno));
+    Error err = lastSysError("remove " + p.tmp_display_);
+    spdlog::error("cache: {}", err.message);
+    noteIoError(err);
   }
   p.done_ = true;
   std::lock_guard lock(mu_);
@@ -820,6 +921,11 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
                                    "high watermark {})",
                                    rel_path, expected_size, opts_.dir, opts_.capacity_bytes,
                                    opts_.high_watermark));
+    }
+    if (!healthy()) {
+      return makeError(Errc::kIo, fmt::format("promote {}: cache disk {} failed; promotions "
+                                              "paused until it answers again",
+                                              rel_path, opts_.dir));
     }
     if (in_flight_.count(rel_path) != 0) {
       return makeError(Errc::kBusy, "promote " + rel_path + ": already in flight");
@@ -851,6 +957,7 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
   }
   if (fd < 0) {
     Error err = lastSysError(fmt::format("promote {}: create {}", rel_path, p->tmp_display_));
+    noteIoError(err);
     p->done_ = true;
     std::lock_guard lock(mu_);
     in_flight_.erase(rel_path);
@@ -862,6 +969,13 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
 }
 
 Status CacheStore::publish(std::unique_ptr<Pending> p, const Validator& v, uint64_t checksum) {
+  Status s = publishSteps(std::move(p), v, checksum);
+  if (!s.ok()) noteIoError(s.error());
+  return s;
+}
+
+Status CacheStore::publishSteps(std::unique_ptr<Pending> p, const Validator& v,
+                                uint64_t checksum) {
   BuryOnExit bury{this};
   const std::string& rel = p->rel_path_;
   // Every early return below destroys `p`, which removes the tmp file.
@@ -909,6 +1023,7 @@ Status CacheStore::commitLocked(Pending& p, const std::string& key, const Valida
                      fmt::format("promote {}: cache {} full: {}", rel, opts_.dir, why));
   }
   std::string obj = key.substr(0, 2) + "/" + key.substr(2);
+  undead_.erase(obj);  // the rename below replaces a copy a drop could not unlink
   if (::renameat(tmp_fd_, p.tmp_name_.c_str(), objects_fd_, obj.c_str()) != 0) {
     return lastSysError(
         fmt::format("promote {}: rename {} to {}/objects/{}", rel, p.tmp_display_, opts_.dir, obj));
@@ -1057,20 +1172,27 @@ Status CacheStore::verify(const std::string& rel_path,
   auto it = index_.find(rel_path);
   if (it == index_.end() || it->second.serial != t.serial) return Ok{};  // replaced meanwhile
   if (!d.io_error.ok()) {
-    dropLocked(rel_path, "unreadable");
+    noteIoError(d.io_error.error());
+    std::string left;
+    dropLocked(rel_path, "unreadable", &left);
     ++stats_.corrupt_drops;
-    return d.io_error;
+    if (left.empty()) return d.io_error;
+    return Error{d.io_error.error().code, d.io_error.error().sys_errno,
+                 d.io_error.error().message + "; dropped from the index, but " + left};
   }
   if (d.checksum != t.expected || d.bytes != it->second.validator.size) {
-    dropLocked(rel_path, "checksum mismatch");
+    std::string left;
+    dropLocked(rel_path, "checksum mismatch", &left);
     ++stats_.corrupt_drops;
     spdlog::error(
         "cache: {} ({}) failed verification (checksum {:016x}, expected {:016x}, {} bytes); "
         "dropped",
         rel_path, t.display, d.checksum, t.expected, d.bytes);
     return makeError(Errc::kCorrupt,
-                     fmt::format("verify {}: checksum mismatch in {} ({:016x} != {:016x}); dropped",
-                                 rel_path, t.display, d.checksum, t.expected));
+                     fmt::format("verify {}: checksum mismatch in {} ({:016x} != {:016x}); dropped{}",
+                                 rel_path, t.display, d.checksum, t.expected,
+                                 left.empty() ? "" : " from the index, but " + left +
+                                                         " (left on disk, never served)"));
   }
   return Ok{};
 }
@@ -1088,6 +1210,7 @@ Status CacheStore::openForVerifyLocked(const std::string& rel_path, VerifyTarget
   t->fd.reset(::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC));
   if (!t->fd) {
     Error err = lastSysError(fmt::format("verify {}: open {}", rel_path, t->display));
+    noteIoError(err);
     dropLocked(rel_path, "unreadable");
     ++stats_.corrupt_drops;
     return err;
@@ -1160,6 +1283,7 @@ Status CacheStore::adopt(const std::string& rel_path, dev_t copy_dev, ino_t copy
   }
   // Outside mu_: an fsync. Nothing else touches an adopted entry meanwhile.
   Status marked = writeDirtyMark(obj, rel_path, base);
+  if (!marked.ok()) noteIoError(marked.error());
   if (!marked.ok()) {
     std::lock_guard lock(mu_);
     auto it = adopted_.find(rel_path);

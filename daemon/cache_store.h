@@ -31,13 +31,23 @@
 // store while holding it (no callback runs under it), so callers may hold their
 // own locks while calling in.
 //
+// Disk health: an error from the cache disk that says the disk or its file
+// system is sick (isDiskFault: EIO, EROFS, ...), from any operation on the
+// cache directory, marks the store failed at once (one error logged). While
+// failed, openIfValid() serves no copy (opens go to the remote) and
+// beginPromotion() refuses; the index is kept. probeHealth() brings it back
+// when a write, fsync and read of a probe file in tmp/ succeed again. health_mu_
+// is a leaf taken under mu_ or alone.
+//
 // Eviction authority: the placement policy decides what goes. Placement evicts
 // its victims itself (evictIdle) and hands the store its order, coldest first
 // (updateEvictionOrder); the store's own watermark eviction, a safety net for
 // room it must make now (a promotion, a shrunk capacity), follows that order.
 // Quick metadata syscalls (openat, renameat, the pins file rewrite) run under
 // it; data I/O (copy, fsync of objects, verify reads) and the unlink of
-// dropped objects (moved into tmp/ first) never do.
+// dropped objects (moved into tmp/ first) never do, except the few a failing
+// disk kept in objects/ (undead_), which probeHealth() unlinks under mu_ so
+// that no publish reuses their names meanwhile.
 #pragma once
 
 #include <sys/stat.h>
@@ -111,10 +121,33 @@ class CacheStore {
   CacheStore(const CacheStore&) = delete;
   CacheStore& operator=(const CacheStore&) = delete;
 
+  // ---- cache disk health (see the header comment) -------------------------
+  struct Health {
+    bool healthy = true;
+    std::string reason;    // the first fault's message, "" while healthy
+    int64_t since_ns = 0;  // wall clock (ns since the epoch) of the last transition; 0: never
+    uint64_t faults = 0;   // disk faults seen since open (each noteIoError that counted)
+  };
+  Health health() const;
+  bool healthy() const { return healthy_.load(std::memory_order_acquire); }
+  // Errnos that say the cache disk or its file system is failing, not that one
+  // request cannot be met: EIO, EROFS (ext4 errors=remount-ro, a read-only
+  // remount), ENXIO and ENODEV (device gone), EUCLEAN (EFSCORRUPTED) and
+  // EBADMSG (EFSBADCRC) from ext4/xfs, EREMOTEIO. ENOSPC, ENOENT, EEXIST,
+  // EINVAL are not. Pure.
+  static bool isDiskFault(int err);
+  // Marks the store failed if e.sys_errno isDiskFault(); logs once per
+  // transition. Callers outside the store (the promoter's writes) report here.
+  void noteIoError(const Error& e);
+  // Writes 4 KiB to tmp/health-probe, fsyncs it, drops its pages and reads it
+  // back, then unlinks it. Ok: the store is healthy (again: logged); a disk
+  // fault marks it failed. Takes no mu_.
+  Status probeHealth();
+
   // ---- FUSE layer -------------------------------------------------------
   // O_RDWR fd of the cached copy iff present and servesFor(its validator,
   // `current`) (read-write for adopt()); kNotFound or kStale otherwise (a stale
-  // copy is dropped).
+  // copy is dropped); kIo while the disk is failed (see health()).
   // Each successful call counts the object as open (never evicted by the
   // watermarks) until a matching release(rel_path).
   Result<int> openIfValid(const std::string& rel_path, const Validator& current);
@@ -222,7 +255,8 @@ class CacheStore {
     bool direct_ = false;
     bool done_ = false;
   };
-  // Starts a promotion of rel_path: kBusy if one is in flight; kNoSpace if
+  // Starts a promotion of rel_path: kIo while the disk is failed (health());
+  // kBusy if one is in flight; kNoSpace if
   // expected_size can never fit under the high watermark, or room cannot be
   // made for it now (evicting down to the low watermark; the room stays
   // reserved until publish or abandon). The tmp file is
@@ -321,7 +355,11 @@ class CacheStore {
   // Renames objects/<fan>/<name> to rel_path's key; false if it cannot.
   bool rekeyLocked(int fan_fd, const std::string& name, const std::string& key);
   // The following require mu_.
-  void dropLocked(const std::string& rel_path, const char* why);
+  // An object it cannot move aside or unlink (a failing disk) leaves the index
+  // all the same and is kept in undead_ for probeHealth() to unlink; *left,
+  // when given, says why.
+  void dropLocked(const std::string& rel_path, const char* why, std::string* left = nullptr);
+  Status publishSteps(std::unique_ptr<Pending> pending, const Validator& v, uint64_t checksum);
   // Unlinks what dropLocked() moved aside. Without mu_: unlinking a large,
   // fragmented file can take a while, and lookups must not wait for it.
   void buryDead();
@@ -351,6 +389,7 @@ class CacheStore {
   std::unordered_map<std::string, int> writers_;
   std::vector<std::string> graveyard_;  // dropped objects moved into tmp/, to unlink
   std::vector<std::string> dropped_;    // their paths, for the drop listener
+  std::unordered_set<std::string> undead_;  // "ab/cdef..." dropped but not unlinked (dropLocked)
   std::unordered_set<std::string> pins_;
   // From updateEvictionOrder(): path -> place in the policy's order.
   std::unordered_map<std::string, size_t> eviction_rank_;
@@ -363,6 +402,10 @@ class CacheStore {
   // Held shared while the listener runs (outside mu_), exclusively to change it.
   std::shared_mutex listener_mu_;
   DropListener drop_listener_;  // guarded by listener_mu_
+
+  std::atomic<bool> healthy_{true};
+  mutable std::mutex health_mu_;  // leaf; guards health_
+  Health health_;
 };
 
 }  // namespace hotshard

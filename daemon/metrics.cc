@@ -61,6 +61,9 @@ const std::vector<MetricInfo> kCatalog = {
      "(timeout, ETIMEDOUT) or refused at once while every remote worker was blocked (blocked, EIO)."},
     {"hotshard_remote_calls_blocked", "gauge", {},
      "Remote calls still blocked in the remote after their request was answered."},
+    {"hotshard_cache_healthy", "gauge", {},
+     "1 while the cache disk answers; 0 from its first I/O error (EIO, EROFS, ...) until a probe "
+     "succeeds: opens go to the remote and promotions pause meanwhile."},
     {"hotshard_cache_used_bytes", "gauge", {}, "Bytes the cache store holds."},
     {"hotshard_cache_capacity_bytes", "gauge", {}, "Bytes the cache store may hold."},
     {"hotshard_cache_objects", "gauge", {}, "Objects (cached files) in the cache store."},
@@ -298,6 +301,7 @@ void addPromoter(const PromoterStatus& p, Families& f) {
 }
 
 void addCache(const CacheStatus& c, Families& f) {
+  if (c.disk_healthy) f.add("hotshard_cache_healthy", {}, *c.disk_healthy ? 1 : 0);
   f.add("hotshard_cache_used_bytes", {}, num(c.used_bytes));
   f.add("hotshard_cache_capacity_bytes", {}, num(c.capacity_bytes));
   f.add("hotshard_cache_objects", {}, num(c.objects));

@@ -169,7 +169,9 @@ void Placement::tick() {
     promote_credit_ = std::min(promote_credit_ + promoteBudgetPerTick(), promoteBudgetPerTick());
   }
   if (ticks_ % 10 == 0) reconcileResidents();
-  if (opts_.automatic && !active.empty()) {
+  // A failed cache disk pauses promotions (CacheStore::health()); the policy
+  // keeps learning meanwhile.
+  if (opts_.automatic && !active.empty() && store_->healthy()) {
     Decisions d = plan(std::move(active));
     applyEvictions(d, now);
     applyPromotions(d);

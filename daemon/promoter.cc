@@ -480,6 +480,7 @@ Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string
       errno != ENOSYS) {
     Error e = writeSideError(
         errno, fmt::format("promote {}: fallocate {} bytes for {}", rel, size, pending->tmpPath()));
+    store_->noteIoError(e);  // EIO, EROFS: the disk is failing, not this file
     return failed(why, cacheFail(e), std::move(e));
   }
   return pending;
@@ -577,6 +578,7 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
       e.message += "; not published";
       return failed(why, Fail::kStale, std::move(e));
     case CopyFault::kDestination:
+      store_->noteIoError(e);
       return failed(why, cacheFail(e), std::move(e));
     case CopyFault::kCancelled:
       return failed(why, Fail::kCancelled, std::move(e));

@@ -30,6 +30,16 @@ Scrubber::Stats Scrubber::stats() const {
   return stats_;
 }
 
+// A failed cache disk (CacheStore::health()) is not scrubbed: its read errors
+// say nothing of the copies, which are served again when it answers.
+bool Scrubber::waitForHealthyDisk() {
+  std::unique_lock lock(mu_);
+  while (!stopping_ && !store_->healthy()) {
+    cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_.load(); });
+  }
+  return !stopping_;
+}
+
 void Scrubber::loop() {
   auto paced = [this](uint64_t bytes) {
     if (!bucket_.acquire(bytes, [this] { return stopping_.load(); })) return false;
@@ -40,6 +50,7 @@ void Scrubber::loop() {
   while (!stopping_) {
     for (const auto& o : store_->list()) {
       if (stopping_) return;
+      if (!waitForHealthyDisk()) return;
       Status s = store_->verify(o.rel_path, paced);
       if (!s.ok() && s.error().code == Errc::kBusy) return;  // stopped mid-object
       if (!s.ok() && s.error().code == Errc::kNotFound) continue;

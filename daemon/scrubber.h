@@ -1,7 +1,8 @@
 // Scrubber: re-reads every cached object in the background at a bounded rate
 // (bytes/second) and drops those whose content no longer matches the checksum
 // recorded at publish (bit rot, a torn write the file system did not report,
-// a hand edit). One pass over the store, then a pause, then again.
+// a hand edit). One pass over the store, then a pause, then again. Paused while
+// the cache disk is failed (CacheStore::health()).
 #pragma once
 
 #include <atomic>
@@ -36,6 +37,8 @@ class Scrubber {
 
  private:
   void loop();
+  // Waits while the store's disk is failed; false when stopping.
+  bool waitForHealthyDisk();
 
   CacheStore* store_;
   ScrubberOptions opts_;

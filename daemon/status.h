@@ -110,9 +110,18 @@ struct CacheStatus {
   Opt<uint64_t> evictions, stale_drops, invalidations, corrupt_drops;  // objects
   Opt<PromoterStatus> promoter;
   Opt<ScrubStatus> scrub;
+  // The cache disk (CacheStore::health()): false from the first disk fault
+  // (EIO, EROFS, ...) until a probe succeeds; disk_error is that fault, and
+  // disk_since the last change, unix seconds (absent before any).
+  Opt<bool> disk_healthy;
+  Opt<std::string> disk_error;
+  Opt<uint64_t> disk_since;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
+    f("disk_healthy", s.disk_healthy);
+    f("disk_error", s.disk_error);
+    f("disk_since", s.disk_since);
     f("used_bytes", s.used_bytes);
     f("capacity_bytes", s.capacity_bytes);
     f("objects", s.objects);

@@ -232,6 +232,7 @@ void addStatCommand(CLI::App& app) {
     }
     for (const auto& r : results) {
       std::string state = r.value(control::kState, "");
+      if (r.contains(control::kUnusable)) state = "unusable";  // cached, but the disk failed
       uint64_t size = r.value(control::kSize, 0ull);
       if (r.contains(control::kCopied) && size > 0) {  // a copy in flight: how far it is
         state += " " + std::to_string(r.value(control::kCopied, 0ull) * 100 / size) + "%";
@@ -239,6 +240,10 @@ void addStatCommand(CLI::App& app) {
       std::printf("%-10s %s%s  %s\n", state.c_str(),
                   r.value(control::kPinned, false) ? "pinned " : "",
                   r.value(control::kPath, "").c_str(), formatBytes(size).c_str());
+      if (r.contains(control::kUnusable)) {
+        std::printf("           (%s; opens go to the remote)\n",
+                    r.value(control::kUnusable, "").c_str());
+      }
     }
   });
 }

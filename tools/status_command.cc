@@ -1,5 +1,7 @@
 // `hotshard status`: what the daemon is doing, for people or (--json) scripts.
 #include <cstdio>
+#include <ctime>
+#include <string>
 
 #include "base/units.h"
 #include "daemon/control_protocol.h"
@@ -10,6 +12,16 @@ namespace hotshard::cli {
 namespace {
 
 unsigned long long count(const Opt<uint64_t>& v) { return v.value_or(0); }
+
+// Unix seconds as "2026-11-29 12:59:01 UTC".
+std::string formatUtc(uint64_t unix_s) {
+  time_t t = static_cast<time_t>(unix_s);
+  struct tm tm {};
+  char buf[40];
+  if (::gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%F %T UTC", &tm) == 0)
+    return std::to_string(unix_s);
+  return buf;
+}
 
 void printIdentity(const StatusSnapshot& s) {
   std::printf("hotshard %s (pid %d)\n", s.version.value_or("?").c_str(),
@@ -23,6 +35,13 @@ void printIdentity(const StatusSnapshot& s) {
                 formatBytes(c->used_bytes.value_or(0)).c_str(),
                 formatBytes(c->capacity_bytes.value_or(0)).c_str(), count(c->objects),
                 count(c->promotions_in_flight));
+    if (c->disk_healthy && !*c->disk_healthy) {
+      std::printf("  cache disk   FAILED (%s, since %s); opens go to the remote, promotions paused\n",
+                  c->disk_error.value_or("?").c_str(),
+                  formatUtc(c->disk_since.value_or(0)).c_str());
+    } else if (c->disk_healthy) {
+      std::printf("  cache disk   ok\n");
+    }
     if (const auto& p = c->promoter) {
       std::printf("  promotions   %llu published; read %s from the page cache, %s from the remote\n",
                   count(p->published), formatBytes(p->read_page_cache_bytes.value_or(0)).c_str(),

@@ -97,6 +97,7 @@ TEST(MetricsConversion, FullSnapshotGivesEverySeries) {
       {R"(hotshard_cache_used_bytes)", 600000000},
       {R"(hotshard_cache_capacity_bytes)", 1000000000},
       {R"(hotshard_cache_objects)", 9},
+      {R"(hotshard_cache_healthy)", 0},
       {R"(hotshard_cache_pinned_objects)", 2},
       {R"(hotshard_promotions_in_flight)", 1},
       {R"(hotshard_promotions_queued)", 3},

@@ -28,7 +28,8 @@ inline json fullStatusFixture() {
              "opens_remote": 5, "cache_conflicts": 1, "userspace_read_bytes": 4096},
     "cache": {"used_bytes": 600000000, "capacity_bytes": 1000000000, "objects": 9,
               "promotions_in_flight": 1, "pinned_objects": 2, "evictions": 4, "stale_drops": 5,
-              "invalidations": 6, "corrupt_drops": 1,
+              "invalidations": 6, "corrupt_drops": 1, "disk_healthy": false,
+              "disk_error": "open cached copy: Input/output error", "disk_since": 1790000000,
               "promoter": {"started": 20, "published": 10, "already_cached": 2, "failed_stale": 1,
                            "failed_no_space": 2, "failed_remote_io": 3, "failed_cache_io": 4,
                            "vanished": 5, "queued": 3, "bytes_copied": 123456789,
@@ -57,6 +58,19 @@ struct HttpReply {
   int status = 0;  // 0: no reply
   std::string body;
 };
+
+// A loopback TCP port that was free a moment ago (for a daemon's --metrics).
+inline uint16_t freeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(sin);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), len);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  ::close(fd);
+  return ntohs(sin.sin_port);
+}
 
 // GET http://127.0.0.1:port/path (HTTP/1.0: the reply ends at EOF).
 inline HttpReply httpGet(uint16_t port, const std::string& path, int timeout_s = 5) {

@@ -34,18 +34,6 @@ constexpr const char* kConsoleLibraries = "/usr/share/doc/prometheus/examples/co
 
 std::string repoRoot() { return fs::path(hotshardBinary()).parent_path().parent_path().string(); }
 
-uint16_t freeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(sin);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), len);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
-  ::close(fd);
-  return ntohs(sin.sin_port);
-}
-
 std::string urlEncode(const std::string& s) {
   static const char* kHex = "0123456789ABCDEF";
   std::string out;
