@@ -41,6 +41,15 @@
 
 namespace hotshard::fuse {
 
+// One name of a remote directory as readdir(3) gave it, copied off the DIR
+// stream (which a remote call's worker reads).
+struct DirEntry {
+  std::string name;
+  ino_t ino = 0;
+  unsigned char type = 0;  // DT_*
+  off_t off = 0;           // telldir() position after it
+};
+
 struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
@@ -147,7 +156,7 @@ class FileSystem {
   Result<UniqueFd> remoteFileFd(Inode& inode, bool for_write);
   // Readdir: appends one entry to buf[0, room); the bytes it took, or 0 when
   // it does not fit (the entry is offered again on the next call).
-  Result<size_t> addDirEntry(fuse_req_t req, fuse_ino_t dir, const struct dirent& ent, char* buf,
+  Result<size_t> addDirEntry(fuse_req_t req, fuse_ino_t dir, const DirEntry& ent, char* buf,
                              size_t room, bool plus);
 
   // Opens (or reuses) the inode's backing file as chooseBacking() (backing.h)
@@ -192,6 +201,10 @@ class FileSystem {
   // Opens what fd (O_PATH) names with flags.
   Result<int> openRemote(int fd, int flags, const char* what);
   Result<DIR*> openRemoteDir(int fd);
+  // unlinkat(dir_fd, name, flags): unlink, or rmdir with AT_REMOVEDIR.
+  Status unlinkRemote(int dir_fd, const char* name, int flags);
+  // fsync(fd), or fdatasync when datasync; what names it in errors.
+  Status syncRemote(int fd, int datasync, const char* what);
 
   FileSystemOptions opts_;
   RemoteCalls remote_;

@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -675,6 +677,82 @@ TEST_F(IntegrationCacheRemoteGone, AHungRemoteIsAnsweredWithinTheDeadline) {
   st = daemon_->status();
   EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
   EXPECT_EQ(st["cache"]["stale_drops"], 0);
+}
+
+// One syscall through the mount in a child process, so a hang cannot hang the
+// test: its errno (0: it succeeded) and how long it took; a child still
+// waiting after limit_s is killed (FUSE waits are killable) and reads -1.
+struct TimedCall {
+  int err = -1;
+  double seconds = 0;
+};
+TimedCall callInChild(const std::function<int()>& op, double limit_s = 20) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto since = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(op() < 0 ? errno : 0);
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (since() > limit_s) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return {.err = -1, .seconds = since()};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return {.err = WIFEXITED(status) ? WEXITSTATUS(status) : -1, .seconds = since()};
+}
+
+// Calls whose names the kernel already knows (a long ttl: no lookup goes out)
+// reach their own handlers: unlink, rename, create, mkdir, chmod and readdir of
+// a directory opened before the server stopped each fail with ETIMEDOUT within
+// the deadline instead of hanging; the mount answers again once the server does.
+// (Not getxattr: sshfs answers xattr calls itself, without the server.)
+TEST_F(IntegrationCacheRemoteGone, HungRemoteNamespaceCallsFailWithinTheDeadline) {
+  for (const char* f : {"a", "b", "x", "after"}) writeFile(source_ + "/" + f, f);
+  fs::create_directories(source_ + "/d");
+  writeFile(source_ + "/d/inside", "in");
+  mountRemote();
+  startDaemon("ttl=10m", {"--remote-timeout", "2s"});
+  for (const char* f : {"a", "b", "x", "after", "d"}) ASSERT_GE(sizeOf(mnt_ + "/" + f), 0) << f;
+  for (const char* f : {"c", "new", "nd"}) ASSERT_EQ(sizeOf(mnt_ + "/" + f), -1) << f;  // negative entries
+  DIR* dir = ::opendir((mnt_ + "/d").c_str());
+  ASSERT_NE(dir, nullptr) << std::strerror(errno);
+  json before = daemon_->status();
+
+  signalRemote("STOP");
+  const std::string a = mnt_ + "/a", b = mnt_ + "/b", c = mnt_ + "/c", x = mnt_ + "/x",
+                    created = mnt_ + "/new", made = mnt_ + "/nd";
+  std::vector<std::pair<std::string, std::function<int()>>> calls = {
+      {"unlink", [&] { return ::unlink(a.c_str()); }},
+      {"rename", [&] { return ::rename(b.c_str(), c.c_str()); }},
+      {"create", [&] { return ::open(created.c_str(), O_CREAT | O_WRONLY | O_EXCL, 0644); }},
+      {"mkdir", [&] { return ::mkdir(made.c_str(), 0755); }},
+      {"chmod", [&] { return ::chmod(x.c_str(), 0600); }},
+      {"readdir",
+       [&] {
+         errno = 0;
+         return ::readdir(dir) == nullptr && errno != 0 ? -1 : 0;
+       }},
+  };
+  for (const auto& [name, op] : calls) {
+    TimedCall r = callInChild(op);
+    EXPECT_EQ(r.err, ETIMEDOUT) << name << ": " << (r.err > 0 ? std::strerror(r.err) : "hung");
+    EXPECT_LT(r.seconds, 10.0) << name << " waited past the 2 s deadline";
+  }
+  json st = daemon_->status();  // one timeout per call: none went through a lookup
+  EXPECT_EQ(st["fuse"]["remote_timeouts"].get<uint64_t>(),
+            before["fuse"]["remote_timeouts"].get<uint64_t>() + calls.size())
+      << st.dump();
+
+  signalRemote("CONT");
+  ::closedir(dir);
+  EXPECT_EQ(readFile(mnt_ + "/after"), "after");
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(mnt_ + "/d")) names.push_back(e.path().filename());
+  EXPECT_EQ(names, std::vector<std::string>{"inside"});
 }
 }  // namespace
 }  // namespace hotshard::testing
