@@ -137,6 +137,16 @@ FileSystem::~FileSystem() = default;
 
 size_t FileSystem::inodeCount() const { return table_.size(); }
 
+void FileSystem::remoteRootReplaced(int new_root_fd) {
+  if (::dup3(new_root_fd, table_.root().fd, O_CLOEXEC) < 0) {
+    spdlog::error("remote mounted again: dup3 onto the root's fd: {}", std::strerror(errno));
+    return;
+  }
+  for (Status st : {shim_->invalidateInode(FUSE_ROOT_ID), shim_->invalidateAllEntries()}) {
+    if (!st.ok()) spdlog::warn("remote mounted again: {}", st.error().message);
+  }
+}
+
 UniqueFd FileSystem::shareRemoteBacking(dev_t dev, ino_t ino) {
   UniqueFd fd;
   table_.visit(dev, ino, [&](Inode& inode) {

@@ -88,6 +88,13 @@ class FileSystem {
   // The caller owns it.
   UniqueFd shareRemoteBacking(dev_t dev, ino_t ino);
   RemoteCalls::Stats remoteCallStats() const { return remote_.stats(); }
+  // The remote was mounted again (daemon.cc, the remote watch): new_root_fd (an
+  // O_PATH directory, borrowed) replaces the root's fd in place (dup3), and the
+  // kernel is told to look every name up again (FUSE_NOTIFY_INC_EPOCH, Linux >=
+  // 6.16; the root's attributes too), so names resolve under the new mount.
+  // Inodes looked up under the old one keep its dead fds and answer its errors
+  // (ENOTCONN) until the kernel forgets them.
+  void remoteRootReplaced(int new_root_fd);
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the

@@ -773,7 +773,16 @@ TEST_F(IntegrationCacheRemoteGone, APromotionOfAHungRemoteIsAbandonedWithinTheDe
     warm = hs({"warm", mnt_ + "/slow.bin"});
     done = std::chrono::steady_clock::now();
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // about 6 of 16 MiB copied
+  // Stopped mid-copy: once a few MiB are in (a busy machine may take a while to start).
+  for (int i = 0; i < 300; i++) {
+    json slow = statOf(mnt_ + "/slow.bin");
+    if (slow.value("copied", uint64_t{0}) >= (2u << 20) || slow["state"] == "cached") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (statOf(mnt_ + "/slow.bin")["state"] != "promoting") {
+    warming.join();
+    FAIL() << "the copy was not under way: " << warm.out;
+  }
   signalRemote("STOP");
   stopped = std::chrono::steady_clock::now();
   warming.join();
@@ -795,6 +804,39 @@ TEST_F(IntegrationCacheRemoteGone, APromotionOfAHungRemoteIsAbandonedWithinTheDe
   st = daemon_->status();
   EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
   EXPECT_EQ(st["cache"]["promoter"]["published"], 1) << st.dump();
+}
+
+// With --mount elsewhere, a remote that died (its server killed: sshfs then
+// unmounts itself) and is mounted again at its path is picked up by the running
+// daemon: names resolve under the new mount, the cached file is served from its
+// copy again, no copy is dropped, no restart.
+TEST_F(IntegrationCacheRemoteGone, ARemoteMountedAgainIsServedWithoutARestart) {
+  writeRandomFile(source_ + "/cached.bin", 1 << 20, 8);
+  writeFile(source_ + "/plain.txt", "plain");
+  std::string want = sha256File(source_ + "/cached.bin");
+  mountRemote();
+  startDaemon("strict", {"--remote-timeout", "2s"});
+  ASSERT_EQ(hs({"warm", mnt_ + "/cached.bin"}).exit_code, 0);
+  ASSERT_EQ(sha256File(mnt_ + "/cached.bin"), want);
+  ASSERT_EQ(readFile(mnt_ + "/plain.txt"), "plain");
+
+  killRemote();
+  ASSERT_FALSE(isMounted(remote_));
+  EXPECT_EQ(readFile(mnt_ + "/plain.txt"), "");  // the old root is dead
+  mountRemote();
+  bool back = false;
+  for (int i = 0; i < 100 && !back; i++) {
+    back = readFile(mnt_ + "/plain.txt") == "plain";
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(back) << daemon_->log();
+  EXPECT_EQ(sha256File(mnt_ + "/cached.bin"), want);
+  EXPECT_EQ(statOf(mnt_ + "/cached.bin")["state"], "cached");
+  json st = daemon_->status();
+  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
+  EXPECT_EQ(st["cache"]["stale_drops"], 0) << st.dump();
+  EXPECT_GE(st["fuse"]["opens_cache"].get<uint64_t>(), 2u) << st.dump();
+  EXPECT_NE(daemon_->log().find("is mounted again"), std::string::npos) << daemon_->log();
 }
 }  // namespace
 }  // namespace hotshard::testing
