@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <thread>
 
 #include "base/paths.h"
@@ -222,7 +224,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd rem
   d->quiesce_.daemon = d.get();
   for (Status (Daemon::*stage)() :
        {&Daemon::startCache, &Daemon::startPlacement, &Daemon::startFileSystem,
-        &Daemon::startMount, &Daemon::startLoop, &Daemon::startMetrics, &Daemon::startControl}) {
+        &Daemon::startMount, &Daemon::startLoop, &Daemon::startRemoteWatch, &Daemon::startMetrics,
+        &Daemon::startControl}) {
     RETURN_IF_ERROR((d.get()->*stage)());
   }
   spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
@@ -347,6 +350,95 @@ Status Daemon::startLoop() {
                                 "within 10 s");
   }
   return Ok{};
+}
+
+// ---- the remote watch: a remote that dies and is mounted again ----------------
+
+namespace {
+bool isMountRoot(int fd) {
+  struct statx stx {};
+  return ::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+         (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) != 0 &&
+         (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+}
+}  // namespace
+
+Status Daemon::startRemoteWatch() {
+  // Over the remote, a new mount at its path would land on top of ours: nothing
+  // to watch (docs/user-guide.md, "A remote that hangs").
+  if (cfg_.mount == cfg_.remote) return Ok{};
+  struct statfs sf {};
+  if (::fstatfs(remote_fd_.get(), &sf) != 0) return lastSysError("remote watch: statfs " + cfg_.remote);
+  remote_watch_.fs_type = static_cast<int64_t>(sf.f_type);
+  remote_watch_.mount_root = isMountRoot(remote_fd_.get());
+  remote_watch_.thread = std::thread([this] { watchRemote(); });
+  return Ok{};
+}
+
+Daemon::RemoteWatch::~RemoteWatch() {
+  {
+    std::lock_guard lock(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  if (thread.joinable()) thread.join();
+}
+
+void Daemon::watchRemote() {
+  fuse::RemoteCalls calls({.timeout_seconds = toSeconds(cfg_.remote_timeout), .max_workers = 2});
+  bool dead = false;
+  std::unique_lock lock(remote_watch_.mu);
+  while (!remote_watch_.cv.wait_for(lock, std::chrono::seconds(1),
+                                    [&] { return remote_watch_.stop; })) {
+    lock.unlock();
+    if (!dead) dead = remoteRootDead(calls);
+    if (dead && reopenRemote(calls)) dead = false;
+    lock.lock();
+  }
+}
+
+bool Daemon::remoteRootDead(fuse::RemoteCalls& calls) {
+  auto own = std::make_shared<UniqueFd>(::fcntl(remote_fd_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!*own) return false;
+  auto r = calls.run<int>("remote watch: statfs", [own]() -> Result<int> {
+    struct statfs sf {};
+    return ::fstatfs(own->get(), &sf) == 0 ? 0 : errno;
+  });
+  if (!r.ok()) return false;  // hung or refused: the deadline answers for it
+  if (*r != ENOTCONN && *r != EIO && *r != ESTALE && *r != ENODEV) return false;
+  spdlog::warn("remote {}: its root answers {}; waiting for it to be mounted again there",
+               cfg_.remote, std::strerror(*r));
+  return true;
+}
+
+bool Daemon::reopenRemote(fuse::RemoteCalls& calls) {
+  auto r = calls.run<int>(
+      "remote watch: open " + cfg_.remote,
+      [path = cfg_.remote, type = remote_watch_.fs_type,
+       root = remote_watch_.mount_root]() -> Result<int> {
+        UniqueFd fd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!fd) return lastSysError("open " + path);
+        struct statfs sf {};
+        if (::fstatfs(fd.get(), &sf) != 0) return lastSysError("statfs " + path);
+        // The directory under a mount that went is no remote: wait for the mount.
+        if (static_cast<int64_t>(sf.f_type) != type || (root && !isMountRoot(fd.get()))) {
+          return makeError(Errc::kNotFound, path + ": not mounted again yet");
+        }
+        return fd.release();
+      },
+      [](Result<int>& late) {
+        if (late.ok()) ::close(*late);
+      });
+  if (!r.ok()) return false;
+  UniqueFd fresh(*r);
+  // The cache and the promoter borrow this fd: they see the new root at once.
+  if (::dup3(fresh.get(), remote_fd_.get(), O_CLOEXEC) < 0) {
+    spdlog::error("remote {}: dup3 of the new root: {}", cfg_.remote, std::strerror(errno));
+    return false;
+  }
+  fs_->remoteRootReplaced(remote_fd_.get());
+  spdlog::info("remote {} is mounted again: serving it without a restart", cfg_.remote);
+  return true;
 }
 
 Status Daemon::startMetrics() {

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -111,6 +112,14 @@ class Daemon {
   Status startLoop();
   Status startMetrics();
   Status startControl();
+  Status startRemoteWatch();
+  void watchRemote();
+  // One look at the remote root: true when it is dead (ENOTCONN, EIO, ESTALE,
+  // ENODEV from fstatfs; a call that passes the deadline is hung, not dead).
+  bool remoteRootDead(fuse::RemoteCalls& calls);
+  // When the remote path holds a live file system like the one started over:
+  // it becomes the root (dup3 onto remote_fd_, which the cache borrows).
+  bool reopenRemote(fuse::RemoteCalls& calls);
 
   // Members in dependency order: each may use those above it, and they are
   // destroyed bottom to top.
@@ -122,6 +131,19 @@ class Daemon {
   std::unique_ptr<fuse::PassthroughShim> shim_;
   std::unique_ptr<fuse::FileSystem> fs_;
   CopyDropHook copy_drop_hook_;
+  // With --mount elsewhere: notices a dead remote root and carries on over the
+  // file system mounted at the remote path again (watchRemote); stopped before
+  // anything above goes.
+  struct RemoteWatch {
+    std::thread thread;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool stop = false;  // guarded by mu
+    int64_t fs_type = 0;     // the remote's statfs f_type at start
+    bool mount_root = false;  // the remote path was a mount's root at start
+    ~RemoteWatch();
+  };
+  RemoteWatch remote_watch_;
   // The exporter reads everything above; the FUSE threads report latency to it
   // (through metrics_sink_), so it goes only after the session loop has ended.
   std::unique_ptr<MetricsExporter> metrics_;

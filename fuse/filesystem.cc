@@ -15,7 +15,10 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,21 +32,37 @@ namespace hotshard::fuse {
 
 namespace {
 
+// The FUSE caller's ids, taken on the FUSE thread: a remote call's worker may
+// still run after the request was answered (and libfuse freed it).
+struct CallerIds {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+};
+
+CallerIds callerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  CallerIds ids{.uid = ctx->uid, .gid = ctx->gid};
+  if (ids.uid == 0 && ids.gid == 0) return ids;
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  if (n < 0 || n > 64) n = 0;  // the process is gone or has too many: primary group only
+  ids.groups.assign(groups, groups + n);
+  return ids;
+}
+
 // Runs the enclosed syscalls with the FUSE caller's fsuid, fsgid and groups, so
 // what it creates on the remote belongs to the caller, as if created there
 // directly. Linux credentials are per thread and the raw syscalls (unlike glibc's
-// setgroups wrapper) change only this thread.
+// setgroups wrapper) change only this thread: a remote call takes them on its
+// worker (callRemote).
 class CallerCredentials {
  public:
-  explicit CallerCredentials(fuse_req_t req) {
-    const fuse_ctx* ctx = fuse_req_ctx(req);
-    if (ctx->uid == 0 && ctx->gid == 0) return;
-    gid_t groups[64];
-    int n = fuse_req_getgroups(req, 64, groups);
-    if (n < 0 || n > 64) n = 0;  // the process is gone or has too many: primary group only
-    ::syscall(SYS_setgroups, n, groups);
-    ::syscall(SYS_setfsgid, ctx->gid);
-    ::syscall(SYS_setfsuid, ctx->uid);
+  explicit CallerCredentials(const CallerIds& ids) {
+    if (ids.uid == 0 && ids.gid == 0) return;
+    ::syscall(SYS_setgroups, ids.groups.size(), ids.groups.data());
+    ::syscall(SYS_setfsgid, ids.gid);
+    ::syscall(SYS_setfsuid, ids.uid);
     switched_ = true;
   }
   ~CallerCredentials() {
@@ -59,10 +78,39 @@ class CallerCredentials {
   bool switched_ = false;
 };
 
+// Duplicates of the fds a remote call works on, owned by the call: the inodes
+// they came from may be forgotten once its caller gave up on it.
+struct CallFds {
+  std::vector<UniqueFd> fds;
+  int operator[](size_t i) const { return fds[i].get(); }
+};
+
+// Runs body(fds) on a remote-call worker under the deadline (remote_calls.h),
+// as `caller` when given, else as the daemon. body owns what it captures.
+template <class T, class Body>
+Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initializer_list<int> fds,
+                     std::optional<CallerIds> caller, Body body,
+                     std::function<void(Result<T>&)> abandon = nullptr) {
+  auto own = std::make_shared<CallFds>();
+  for (int fd : fds) {
+    own->fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!own->fds.back()) return lastSysError(what);
+  }
+  return remote.run<T>(
+      what,
+      [own, caller = std::move(caller), body = std::move(body)]() -> Result<T> {
+        std::optional<CallerCredentials> creds;
+        if (caller) creds.emplace(*caller);
+        return body(*own);
+      },
+      std::move(abandon));
+}
+
 struct DirHandle {
-  DIR* dp = nullptr;
-  off_t offset = 0;
-  dirent* entry = nullptr;
+  std::shared_ptr<DIR> dp;  // closed by its last user: a worker may outlive the handle
+  off_t offset = 0;         // -1: unknown, the next readdir seeks
+  std::deque<DirEntry> pending;  // read from the stream, not yet given to the kernel
+  bool lost = false;  // a read passed its deadline: the worker may still move the stream
 };
 
 DirHandle* dirOf(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
@@ -88,6 +136,16 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
 FileSystem::~FileSystem() = default;
 
 size_t FileSystem::inodeCount() const { return table_.size(); }
+
+void FileSystem::remoteRootReplaced(int new_root_fd) {
+  if (::dup3(new_root_fd, table_.root().fd, O_CLOEXEC) < 0) {
+    spdlog::error("remote mounted again: dup3 onto the root's fd: {}", std::strerror(errno));
+    return;
+  }
+  for (Status st : {shim_->invalidateInode(FUSE_ROOT_ID), shim_->invalidateAllEntries()}) {
+    if (!st.ok()) spdlog::warn("remote mounted again: {}", st.error().message);
+  }
+}
 
 UniqueFd FileSystem::shareRemoteBacking(dev_t dev, ino_t ino) {
   UniqueFd fd;
@@ -305,10 +363,10 @@ Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
 
 namespace {
 
-Status chownRemote(const Inode& inode, const struct stat& attr, int valid) {
+Status chownRemote(int fd, const struct stat& attr, int valid) {
   uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr.st_uid : static_cast<uid_t>(-1);
   gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr.st_gid : static_cast<gid_t>(-1);
-  if (::fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+  if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
     return lastSysError("chown");
   }
   return Ok{};
@@ -330,12 +388,11 @@ void setattrTimes(const struct stat& attr, int valid, struct timespec tv[2]) {
   }
 }
 
-Status utimesRemote(const Inode& inode, const struct stat& attr, int valid) {
+Status utimesRemote(int fd, mode_t type, const struct stat& attr, int valid) {
   struct timespec tv[2];
   setattrTimes(attr, valid, tv);
-  int res = inode.type == S_IFLNK
-                ? ::utimensat(inode.fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
-                : ::utimensat(AT_FDCWD, procPath(inode.fd).c_str(), tv, 0);
+  int res = type == S_IFLNK ? ::utimensat(fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+                            : ::utimensat(AT_FDCWD, procPath(fd).c_str(), tv, 0);
   if (res < 0) return lastSysError("utimensat");
   return Ok{};
 }
@@ -354,9 +411,9 @@ Result<UniqueFd> FileSystem::remoteFileFd(Inode& inode, bool for_write) {
     }
   }
   int flags = (for_write ? O_WRONLY : O_RDONLY) | O_CLOEXEC | O_LARGEFILE | O_NONBLOCK | O_NOCTTY;
-  UniqueFd fd(::open(procPath(inode.fd).c_str(), flags));
-  if (!fd) return lastSysError(for_write ? "open remote file for writing" : "open remote file");
-  return fd;
+  ASSIGN_OR_RETURN(int fd, openRemote(inode.fd, flags,
+                                      for_write ? "open remote file for writing" : "open remote file"));
+  return UniqueFd(fd);
 }
 
 Status FileSystem::truncateRemote(Inode& inode, off_t size) {
@@ -375,77 +432,116 @@ Status FileSystem::truncateRemote(Inode& inode, off_t size) {
   invalidate(relPathOf(inode),
              {.kind = Change::Kind::kTruncate, .new_size = static_cast<uint64_t>(size)});
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
-  if (::ftruncate(fd.get(), size) < 0) return lastSysError("truncate");
-  return Ok{};
+  return callRemote<void>(remote_, "truncate", {fd.get()}, std::nullopt,
+                          [size](const CallFds& f) -> Status {
+                            if (::ftruncate(f[0], size) < 0) return lastSysError("truncate");
+                            return Ok{};
+                          });
 }
 
 Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
                            fuse_file_info* /*fi*/) {
   Inode& inode = inodeOf(ino);
-  if ((valid & FUSE_SET_ATTR_MODE) &&
-      ::fchmodat(AT_FDCWD, procPath(inode.fd).c_str(), attr->st_mode, 0) < 0) {
-    return lastSysError("chmod");
+  const struct stat want = *attr;
+  if (valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    RETURN_IF_ERROR(callRemote<void>(
+        remote_, "chmod/chown", {inode.fd}, std::nullopt, [want, valid](const CallFds& f) -> Status {
+          if ((valid & FUSE_SET_ATTR_MODE) &&
+              ::fchmodat(AT_FDCWD, procPath(f[0]).c_str(), want.st_mode, 0) < 0) {
+            return lastSysError("chmod");
+          }
+          if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) return chownRemote(f[0], want, valid);
+          return Ok{};
+        }));
   }
-  if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) RETURN_IF_ERROR(chownRemote(inode, *attr, valid));
   if (valid & FUSE_SET_ATTR_SIZE) RETURN_IF_ERROR(truncateRemote(inode, attr->st_size));
   if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-    RETURN_IF_ERROR(utimesRemote(inode, *attr, valid));
+    RETURN_IF_ERROR(callRemote<void>(remote_, "utimensat", {inode.fd}, std::nullopt,
+                                     [want, valid, type = inode.type](const CallFds& f) {
+                                       return utimesRemote(f[0], type, want, valid);
+                                     }));
   }
   return getattr(req, ino);
 }
 
 Status FileSystem::readlink(fuse_req_t req, fuse_ino_t ino) {
-  char buf[PATH_MAX + 1];
-  ssize_t n = ::readlinkat(inodeOf(ino).fd, "", buf, sizeof(buf));
-  if (n < 0) return lastSysError("readlink");
-  if (n == sizeof(buf)) return sysError(ENAMETOOLONG, "readlink");
-  buf[n] = '\0';
-  fuse_reply_readlink(req, buf);
+  ASSIGN_OR_RETURN(
+      std::string target,
+      callRemote<std::string>(remote_, "readlink", {inodeOf(ino).fd}, std::nullopt,
+                              [](const CallFds& f) -> Result<std::string> {
+                                char buf[PATH_MAX + 1];
+                                ssize_t n = ::readlinkat(f[0], "", buf, sizeof(buf));
+                                if (n < 0) return lastSysError("readlink");
+                                if (n == sizeof(buf)) return sysError(ENAMETOOLONG, "readlink");
+                                return std::string(buf, static_cast<size_t>(n));
+                              }));
+  fuse_reply_readlink(req, target.c_str());
   return Ok{};
 }
 
 Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                          dev_t rdev) {
-  {
-    CallerCredentials creds(req);
-    if (::mknodat(inodeOf(parent).fd, name, mode, rdev) < 0) return lastSysError("mknod");
-  }
+  RETURN_IF_ERROR(callRemote<void>(remote_, "mknod", {inodeOf(parent).fd}, callerOf(req),
+                                   [name = std::string(name), mode, rdev](const CallFds& f) -> Status {
+                                     if (::mknodat(f[0], name.c_str(), mode, rdev) < 0) {
+                                       return lastSysError("mknod");
+                                     }
+                                     return Ok{};
+                                   }));
   return replyEntry(req, parent, name);
 }
 
 Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  {
-    CallerCredentials creds(req);
-    if (::mkdirat(inodeOf(parent).fd, name, mode) < 0) return lastSysError("mkdir");
-  }
+  RETURN_IF_ERROR(callRemote<void>(remote_, "mkdir", {inodeOf(parent).fd}, callerOf(req),
+                                   [name = std::string(name), mode](const CallFds& f) -> Status {
+                                     if (::mkdirat(f[0], name.c_str(), mode) < 0) {
+                                       return lastSysError("mkdir");
+                                     }
+                                     return Ok{};
+                                   }));
   return replyEntry(req, parent, name);
 }
 
 Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent,
                            const char* name) {
-  {
-    CallerCredentials creds(req);
-    if (::symlinkat(target, inodeOf(parent).fd, name) < 0) return lastSysError("symlink");
-  }
+  RETURN_IF_ERROR(callRemote<void>(
+      remote_, "symlink", {inodeOf(parent).fd}, callerOf(req),
+      [target = std::string(target), name = std::string(name)](const CallFds& f) -> Status {
+        if (::symlinkat(target.c_str(), f[0], name.c_str()) < 0) return lastSysError("symlink");
+        return Ok{};
+      }));
   return replyEntry(req, parent, name);
 }
 
 Status FileSystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
-  std::string path = procPath(inodeOf(ino).fd);
-  if (::linkat(AT_FDCWD, path.c_str(), inodeOf(parent).fd, name, AT_SYMLINK_FOLLOW) < 0) {
-    return lastSysError("link");
-  }
+  RETURN_IF_ERROR(callRemote<void>(
+      remote_, "link", {inodeOf(ino).fd, inodeOf(parent).fd}, std::nullopt,
+      [name = std::string(name)](const CallFds& f) -> Status {
+        if (::linkat(AT_FDCWD, procPath(f[0]).c_str(), f[1], name.c_str(), AT_SYMLINK_FOLLOW) < 0) {
+          return lastSysError("link");
+        }
+        return Ok{};
+      }));
   return replyEntry(req, parent, name);
+}
+
+Status FileSystem::unlinkRemote(int dir_fd, const char* name, int flags) {
+  const char* what = flags & AT_REMOVEDIR ? "rmdir" : "unlink";
+  return callRemote<void>(remote_, what, {dir_fd}, std::nullopt,
+                          [name = std::string(name), flags, what](const CallFds& f) -> Status {
+                            if (::unlinkat(f[0], name.c_str(), flags) < 0) return lastSysError(what);
+                            return Ok{};
+                          });
 }
 
 Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   invalidate(childRelPath(parent, name), {.kind = Change::Kind::kUnlink});
-  if (::unlinkat(inodeOf(parent).fd, name, 0) < 0) return lastSysError("unlink");
+  RETURN_IF_ERROR(unlinkRemote(inodeOf(parent).fd, name, 0));
   return replyDone(req);
 }
 
 Status FileSystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  if (::unlinkat(inodeOf(parent).fd, name, AT_REMOVEDIR) < 0) return lastSysError("rmdir");
+  RETURN_IF_ERROR(unlinkRemote(inodeOf(parent).fd, name, AT_REMOVEDIR));
   return replyDone(req);
 }
 
@@ -457,10 +553,14 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   invalidate(to, {.kind = Change::Kind::kUnlink});  // a file there is replaced
   invalidateTree(from);
   invalidateTree(to);
-  if (::syscall(SYS_renameat2, inodeOf(parent).fd, name, inodeOf(newparent).fd, newname, flags) <
-      0) {
-    return lastSysError("rename");
-  }
+  RETURN_IF_ERROR(callRemote<void>(
+      remote_, "rename", {inodeOf(parent).fd, inodeOf(newparent).fd}, std::nullopt,
+      [name = std::string(name), newname = std::string(newname), flags](const CallFds& f) -> Status {
+        if (::syscall(SYS_renameat2, f[0], name.c_str(), f[1], newname.c_str(), flags) < 0) {
+          return lastSysError("rename");
+        }
+        return Ok{};
+      }));
   return replyDone(req);
 }
 
@@ -845,15 +945,17 @@ Status FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 namespace {
-// Creates (or opens, without O_EXCL) name under dir as the caller; the fd is
-// only a test of the flags: the backing file is opened later, shared per inode.
-Status createAsCaller(fuse_req_t req, int dir_fd, const char* name, mode_t mode, int open_flags) {
-  CallerCredentials creds(req);
+// Creates (or opens, without O_EXCL) name under dir; the fd is only a test of
+// the flags: the backing file is opened later, shared per inode. Runs as the
+// caller (callRemote).
+Status createAsCaller(int dir_fd, const std::string& name, mode_t mode, int open_flags) {
   int flags = (open_flags | O_CREAT | O_CLOEXEC) & ~(O_NOFOLLOW | O_ACCMODE);
   // A new file can always be opened read-write by its creator; an existing one
   // (no O_EXCL) only as its mode allows.
-  UniqueFd fd(::openat(dir_fd, name, flags | O_RDWR, mode));
-  if (!fd && errno == EACCES) fd.reset(::openat(dir_fd, name, flags | (open_flags & O_ACCMODE), mode));
+  UniqueFd fd(::openat(dir_fd, name.c_str(), flags | O_RDWR, mode));
+  if (!fd && errno == EACCES) {
+    fd.reset(::openat(dir_fd, name.c_str(), flags | (open_flags & O_ACCMODE), mode));
+  }
   if (!fd) return lastSysError("create");
   return Ok{};
 }
@@ -862,7 +964,11 @@ Status createAsCaller(fuse_req_t req, int dir_fd, const char* name, mode_t mode,
 Status FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                           fuse_file_info* fi) {
   if (isTmpfileCreate(name)) return tmpfile(req, parent, mode, fi);
-  RETURN_IF_ERROR(createAsCaller(req, inodeOf(parent).fd, name, mode, fi->flags));
+  RETURN_IF_ERROR(callRemote<void>(remote_, "create", {inodeOf(parent).fd}, callerOf(req),
+                                   [name = std::string(name), mode, flags = fi->flags](
+                                       const CallFds& f) {
+                                     return createAsCaller(f[0], name, mode, flags);
+                                   }));
   fuse_entry_param e;
   RETURN_IF_ERROR(doLookup(parent, name, &e));
   return replyCreated(req, e, fi, fi->flags & ~O_TRUNC, "create");
@@ -890,32 +996,44 @@ Status FileSystem::replyCreated(fuse_req_t req, const fuse_entry_param& e, fuse_
 }
 
 namespace {
-// The unnamed file, made as the caller (so it belongs to them), and an O_PATH fd
-// of it for the inode table. Only the access mode and O_EXCL (never linkable)
-// travel; the backing file is opened later, shared per inode, as for create.
-Result<UniqueFd> tmpfileAsCaller(fuse_req_t req, int dir_fd, mode_t mode, int open_flags) {
-  UniqueFd fd;
-  {
-    CallerCredentials creds(req);
-    int flags = O_TMPFILE | O_CLOEXEC | (open_flags & (O_ACCMODE | O_EXCL));
-    fd.reset(::openat(dir_fd, ".", flags, mode & ~S_IFMT));
-  }
+// The unnamed file, made as the caller (so it belongs to them; callRemote), and
+// an O_PATH fd of it for the inode table, with its stat. Only the access mode
+// and O_EXCL (never linkable) travel; the backing file is opened later, shared
+// per inode, as for create.
+struct MadeTmpfile {
+  int path_fd;  // the caller's to keep or close
+  struct stat st;
+};
+Result<MadeTmpfile> tmpfileAsCaller(int dir_fd, mode_t mode, int open_flags) {
+  int flags = O_TMPFILE | O_CLOEXEC | (open_flags & (O_ACCMODE | O_EXCL));
+  UniqueFd fd(::openat(dir_fd, ".", flags, mode & ~S_IFMT));
   // ENOSYS would make the kernel refuse O_TMPFILE on the whole mount for good.
   if (!fd) return sysError(errno == ENOSYS ? EOPNOTSUPP : errno, "O_TMPFILE");
   UniqueFd path_fd(::open(procPath(fd.get()).c_str(), O_PATH | O_CLOEXEC));
   if (!path_fd) return lastSysError("O_PATH of the O_TMPFILE file");
-  return path_fd;
+  MadeTmpfile made{.path_fd = -1, .st = {}};
+  if (::fstat(path_fd.get(), &made.st) < 0) return lastSysError("fstat O_TMPFILE file");
+  made.path_fd = path_fd.release();
+  return made;
 }
 }  // namespace
 
 Status FileSystem::tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_file_info* fi) {
-  ASSIGN_OR_RETURN(UniqueFd path_fd, tmpfileAsCaller(req, inodeOf(parent).fd, mode, fi->flags));
+  ASSIGN_OR_RETURN(MadeTmpfile made,
+                   callRemote<MadeTmpfile>(
+                       remote_, "O_TMPFILE", {inodeOf(parent).fd}, callerOf(req),
+                       [mode, flags = fi->flags](const CallFds& f) {
+                         return tmpfileAsCaller(f[0], mode, flags);
+                       },
+                       [](Result<MadeTmpfile>& late) {
+                         if (late.ok()) ::close(late->path_fd);
+                       }));
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
   e.attr_timeout = opts_.consistency.attrTimeout();
   e.entry_timeout = opts_.consistency.entryTimeout();
-  if (::fstat(path_fd.get(), &e.attr) < 0) return lastSysError("fstat O_TMPFILE file");
-  Inode& inode = table_.addLookup(path_fd.release(), e.attr);
+  e.attr = made.st;
+  Inode& inode = table_.addLookup(made.path_fd, e.attr);
   e.ino = table_.idOf(inode);
   e.generation = inode.generation;
   // The kernel's d_tmpfile() drops one link from what the reply says (fs/dcache.c),
@@ -928,11 +1046,29 @@ Status FileSystem::tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_
 Status FileSystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   Inode& inode = inodeOf(ino);
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  bool remote;
   {
     std::lock_guard lock(inode.mu);
     buf.buf[0].fd = inode.backing_fd;
+    remote = !inode.backing_is_cache;
   }
   if (buf.buf[0].fd < 0) return sysError(EBADF, "read: no backing file");
+  if (remote && remote_.timeoutSeconds() > 0) {
+    // Read on a worker, under the deadline; the splice below would block here.
+    ASSIGN_OR_RETURN(std::vector<char> data,
+                     callRemote<std::vector<char>>(
+                         remote_, "read", {buf.buf[0].fd}, std::nullopt,
+                         [size, off](const CallFds& f) -> Result<std::vector<char>> {
+                           std::vector<char> data(size);
+                           ssize_t n = ::pread(f[0], data.data(), size, off);
+                           if (n < 0) return lastSysError("read");
+                           data.resize(static_cast<size_t>(n));
+                           return data;
+                         }));
+    userspace_read_bytes_.fetch_add(data.size(), std::memory_order_relaxed);
+    fuse_reply_buf(req, data.data(), data.size());
+    return Ok{};
+  }
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].pos = off;
   userspace_read_bytes_.fetch_add(size, std::memory_order_relaxed);
@@ -944,14 +1080,29 @@ Status FileSystem::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_
                          off_t off) {
   Inode& inode = inodeOf(ino);
   int fd;
+  bool remote;
   {
     std::lock_guard lock(inode.mu);
     fd = inode.backing_fd;
+    remote = !inode.backing_is_cache;
   }
   if (fd < 0) return sysError(EBADF, "write: no backing file");
-  ssize_t n = ::pwrite(fd, data, size, off);
-  if (n < 0) return lastSysError("write");
-  fuse_reply_write(req, static_cast<size_t>(n));
+  if (!remote || remote_.timeoutSeconds() <= 0) {
+    ssize_t n = ::pwrite(fd, data, size, off);
+    if (n < 0) return lastSysError("write");
+    fuse_reply_write(req, static_cast<size_t>(n));
+    return Ok{};
+  }
+  // A write that passes the deadline may still reach the remote later.
+  ASSIGN_OR_RETURN(size_t n, callRemote<size_t>(remote_, "write", {fd}, std::nullopt,
+                                                [bytes = std::string(data, size),
+                                                 off](const CallFds& f) -> Result<size_t> {
+                                                  ssize_t n = ::pwrite(f[0], bytes.data(),
+                                                                       bytes.size(), off);
+                                                  if (n < 0) return lastSysError("write");
+                                                  return static_cast<size_t>(n);
+                                                }));
+  fuse_reply_write(req, n);
   return Ok{};
 }
 
@@ -973,14 +1124,29 @@ Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
   }
   // Closing a duplicate reports the remote's deferred write errors (NFS
   // close-to-open) to the closing process, as close() on the remote would.
-  UniqueFd fd = dupBacking(inode);
-  if (fd && ::close(fd.release()) < 0) return lastSysError("flush");
+  auto fd = std::make_shared<UniqueFd>(dupBacking(inode));
+  if (*fd) {
+    RETURN_IF_ERROR(remote_.run<void>("flush", [fd]() -> Status {
+      if (::close(fd->release()) < 0) return lastSysError("flush");
+      return Ok{};
+    }));
+  }
   return replyDone(req);
 }
 
 Status FileSystem::release(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
   releaseBacking(inodeOf(ino), fh == kFhWriter);
   return replyDone(req);
+}
+
+Status FileSystem::syncRemote(int fd, int datasync, const char* what) {
+  return callRemote<void>(remote_, what, {fd}, std::nullopt,
+                          [datasync, what](const CallFds& f) -> Status {
+                            if ((datasync ? ::fdatasync(f[0]) : ::fsync(f[0])) < 0) {
+                              return lastSysError(what);
+                            }
+                            return Ok{};
+                          });
 }
 
 Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
@@ -996,7 +1162,7 @@ Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   }
   UniqueFd fd = dupBacking(inode);
   if (!fd) return sysError(EBADF, "fsync: no backing file");
-  if ((datasync ? ::fdatasync(fd.get()) : ::fsync(fd.get())) < 0) return lastSysError("fsync");
+  RETURN_IF_ERROR(syncRemote(fd.get(), datasync, "fsync"));
   return replyDone(req);
 }
 
@@ -1018,7 +1184,13 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
   }
   invalidate(relPathOf(inode), {.kind = Change::Kind::kWrite});
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
-  if (::fallocate(fd.get(), mode, offset, length) < 0) return lastSysError("fallocate");
+  RETURN_IF_ERROR(callRemote<void>(remote_, "fallocate", {fd.get()}, std::nullopt,
+                                   [mode, offset, length](const CallFds& f) -> Status {
+                                     if (::fallocate(f[0], mode, offset, length) < 0) {
+                                       return lastSysError("fallocate");
+                                     }
+                                     return Ok{};
+                                   }));
   return replyDone(req);
 }
 
@@ -1035,8 +1207,12 @@ Status FileSystem::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) 
   if (!fd) {
     ASSIGN_OR_RETURN(fd, remoteFileFd(inode, false));
   }
-  off_t res = ::lseek(fd.get(), off, whence);
-  if (res < 0) return lastSysError("lseek");
+  ASSIGN_OR_RETURN(off_t res, callRemote<off_t>(remote_, "lseek", {fd.get()}, std::nullopt,
+                                                 [off, whence](const CallFds& f) -> Result<off_t> {
+                                                   off_t res = ::lseek(f[0], off, whence);
+                                                   if (res < 0) return lastSysError("lseek");
+                                                   return res;
+                                                 }));
   fuse_reply_lseek(req, res);
   return Ok{};
 }
@@ -1070,13 +1246,20 @@ Status FileSystem::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, unsig
   if ((in && in_bufsz < size) || (out && out_bufsz < size)) return sysError(EINVAL, "ioctl size");
   // Directories too (lsattr -d): a plain O_RDONLY open works for both.
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inodeOf(ino), false));
-  alignas(struct fsxattr) char arg[sizeof(struct fsxattr)] = {};
-  if (in) std::memcpy(arg, in_buf, size);
-  {
-    CallerCredentials creds(req);  // the remote checks ownership against the caller
-    if (::ioctl(fd.get(), cmd, arg) < 0) return lastSysError("ioctl");
-  }
-  fuse_reply_ioctl(req, 0, out ? arg : nullptr, out ? size : 0);
+  struct Arg {
+    alignas(struct fsxattr) char bytes[sizeof(struct fsxattr)] = {};
+  } arg;
+  if (in) std::memcpy(arg.bytes, in_buf, size);
+  // As the caller: the remote checks ownership against them.
+  ASSIGN_OR_RETURN(arg, callRemote<Arg>(remote_, "ioctl", {fd.get()}, callerOf(req),
+                                        [in_arg = arg, cmd](const CallFds& f) -> Result<Arg> {
+                                          Arg arg = in_arg;
+                                          if (::ioctl(f[0], cmd, arg.bytes) < 0) {
+                                            return lastSysError("ioctl");
+                                          }
+                                          return arg;
+                                        }));
+  fuse_reply_ioctl(req, 0, out ? arg.bytes : nullptr, out ? size : 0);
   return Ok{};
 }
 
@@ -1117,15 +1300,11 @@ bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
 
 Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto d = std::make_unique<DirHandle>();
-  ASSIGN_OR_RETURN(d->dp, openRemoteDir(inodeOf(ino).fd));
+  ASSIGN_OR_RETURN(DIR * dp, openRemoteDir(inodeOf(ino).fd));
+  d->dp = std::shared_ptr<DIR>(dp, ::closedir);
   struct stat now {};
   if (opts_.consistency.keepCache()) {
-    auto st = statRemote(::dirfd(d->dp), "opendir: fstat");
-    if (!st.ok()) {
-      ::closedir(d->dp);
-      return st.takeError();
-    }
-    now = *st;
+    ASSIGN_OR_RETURN(now, statRemote(::dirfd(dp), "opendir: fstat"));
   }
   fi->fh = reinterpret_cast<uint64_t>(d.release());
   if (opts_.consistency.keepCache()) {
@@ -1139,14 +1318,14 @@ Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   return Ok{};
 }
 
-Result<size_t> FileSystem::addDirEntry(fuse_req_t req, fuse_ino_t dir, const struct dirent& ent,
+Result<size_t> FileSystem::addDirEntry(fuse_req_t req, fuse_ino_t dir, const DirEntry& ent,
                                        char* buf, size_t room, bool plus) {
-  const char* name = ent.d_name;
+  const char* name = ent.name.c_str();
   if (!plus) {
     struct stat st {};
-    st.st_ino = ent.d_ino;
-    st.st_mode = static_cast<mode_t>(ent.d_type) << 12;
-    size_t size = fuse_add_direntry(req, buf, room, name, &st, ent.d_off);
+    st.st_ino = ent.ino;
+    st.st_mode = static_cast<mode_t>(ent.type) << 12;
+    size_t size = fuse_add_direntry(req, buf, room, name, &st, ent.off);
     return size > room ? 0 : size;
   }
   fuse_entry_param e;
@@ -1155,36 +1334,66 @@ Result<size_t> FileSystem::addDirEntry(fuse_req_t req, fuse_ino_t dir, const str
     RETURN_IF_ERROR(doLookup(dir, name, &e));
   } else {
     std::memset(&e, 0, sizeof(e));
-    e.attr.st_ino = ent.d_ino;
-    e.attr.st_mode = static_cast<mode_t>(ent.d_type) << 12;
+    e.attr.st_ino = ent.ino;
+    e.attr.st_mode = static_cast<mode_t>(ent.type) << 12;
   }
-  size_t size = fuse_add_direntry_plus(req, buf, room, name, &e, ent.d_off);
+  size_t size = fuse_add_direntry_plus(req, buf, room, name, &e, ent.off);
   if (size <= room) return size;
   if (looked_up) table_.forget(inodeOf(e.ino), 1);  // not handed out after all
   return 0;
 }
 
+namespace {
+// Up to n entries of the stream, after seekdir(seek) when given: on a worker,
+// since the getdents under readdir(3) waits on the remote.
+Result<std::deque<DirEntry>> readRemoteDir(RemoteCalls& remote, std::shared_ptr<DIR> dp,
+                                           std::optional<off_t> seek, size_t n) {
+  return remote.run<std::deque<DirEntry>>(
+      "readdir", [dp = std::move(dp), seek, n]() -> Result<std::deque<DirEntry>> {
+        if (seek) ::seekdir(dp.get(), *seek);
+        std::deque<DirEntry> out;
+        while (out.size() < n) {
+          errno = 0;
+          const dirent* ent = ::readdir(dp.get());
+          if (ent == nullptr) {
+            // An error after some entries is reported on the next call, as getdents does.
+            if (errno != 0 && out.empty()) return lastSysError("readdir");
+            break;
+          }
+          out.push_back({.name = ent->d_name, .ino = ent->d_ino, .type = ent->d_type,
+                         .off = ent->d_off});
+        }
+        return out;
+      });
+}
+}  // namespace
+
 Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            fuse_file_info* fi, bool plus) {
   DirHandle* d = dirOf(fi);
+  if (d->lost) return sysError(EIO, "readdir: an earlier read of this directory timed out");
+  std::optional<off_t> seek;
+  if (off != d->offset) {
+    seek = off;
+    d->pending.clear();
+  }
   std::vector<char> buf(size);
   size_t used = 0;
   int err = 0;
-  if (off != d->offset) {
-    ::seekdir(d->dp, off);
-    d->entry = nullptr;
-    d->offset = off;
-  }
   while (true) {
-    if (d->entry == nullptr) {
-      errno = 0;
-      d->entry = ::readdir(d->dp);
-      if (d->entry == nullptr) {
-        err = errno;  // 0 at the end of the directory
+    if (d->pending.empty()) {
+      // Enough entries to fill buf; the rest wait in pending.
+      auto more = readRemoteDir(remote_, d->dp, seek, size / (plus ? 152 : 24) + 1);
+      if (!more.ok()) {
+        d->lost = more.error().sys_errno == ETIMEDOUT;
+        err = replyErrno(more.error());
         break;
       }
+      if (seek) d->offset = *std::exchange(seek, std::nullopt);
+      if (more->empty()) break;  // the end of the directory
+      d->pending = std::move(*more);
     }
-    auto added = addDirEntry(req, ino, *d->entry, buf.data() + used, size - used, plus);
+    auto added = addDirEntry(req, ino, d->pending.front(), buf.data() + used, size - used, plus);
     // A name that vanished between readdir and lookup is skipped, as a listing
     // taken a moment later would.
     if (!added.ok() && added.error().sys_errno != ENOENT) {
@@ -1193,25 +1402,21 @@ Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     }
     if (added.ok() && *added == 0) break;  // full: offered again on the next call
     if (added.ok()) used += *added;
-    d->offset = d->entry->d_off;
-    d->entry = nullptr;
+    d->offset = d->pending.front().off;
+    d->pending.pop_front();
   }
-  // An error after some entries is reported on the next call, as getdents does.
   if (err != 0 && used == 0) return sysError(err, "readdir");
   fuse_reply_buf(req, buf.data(), used);
   return Ok{};
 }
 
 Status FileSystem::releasedir(fuse_req_t req, fuse_file_info* fi) {
-  DirHandle* d = dirOf(fi);
-  ::closedir(d->dp);
-  delete d;
+  delete dirOf(fi);  // the stream closes with its last user
   return replyDone(req);
 }
 
 Status FileSystem::fsyncdir(fuse_req_t req, fuse_file_info* fi, int datasync) {
-  int fd = ::dirfd(dirOf(fi)->dp);
-  if ((datasync ? ::fdatasync(fd) : ::fsync(fd)) < 0) return lastSysError("fsyncdir");
+  RETURN_IF_ERROR(syncRemote(::dirfd(dirOf(fi)->dp.get()), datasync, "fsyncdir"));
   return replyDone(req);
 }
 
@@ -1228,27 +1433,40 @@ Status FileSystem::statfs(fuse_req_t req) {
 }
 
 Status FileSystem::access(fuse_req_t req, fuse_ino_t ino, int mask) {
-  std::string path = procPath(inodeOf(ino).fd);
-  {
-    CallerCredentials creds(req);
-    if (::faccessat(AT_FDCWD, path.c_str(), mask, AT_EACCESS) < 0) return lastSysError("access");
-  }
+  RETURN_IF_ERROR(callRemote<void>(remote_, "access", {inodeOf(ino).fd}, callerOf(req),
+                                   [mask](const CallFds& f) -> Status {
+                                     if (::faccessat(AT_FDCWD, procPath(f[0]).c_str(), mask,
+                                                     AT_EACCESS) < 0) {
+                                       return lastSysError("access");
+                                     }
+                                     return Ok{};
+                                   }));
   return replyDone(req);
 }
 
 // ---- extended attributes -----------------------------------------------------
 
 namespace {
-// getxattr and listxattr: size 0 asks for the size needed, else for the bytes.
+// getxattr and listxattr: size 0 asks for the size needed, else for the bytes;
+// query(path, buf, size) runs on a worker (callRemote) with the inode's path.
 template <typename Query>
-Status replyXattrQuery(fuse_req_t req, size_t size, const char* what, Query&& query) {
-  std::vector<char> buf(size);
-  ssize_t n = query(size == 0 ? nullptr : buf.data(), size);
-  if (n < 0) return lastSysError(what);
+Status replyXattrQuery(fuse_req_t req, RemoteCalls& remote, int fd, size_t size, const char* what,
+                       Query query) {
+  using Answer = std::pair<size_t, std::vector<char>>;  // the size, and the bytes when asked
+  ASSIGN_OR_RETURN(Answer answer,
+                   callRemote<Answer>(remote, what, {fd}, std::nullopt,
+                                      [size, what, query](const CallFds& f) -> Result<Answer> {
+                                        std::vector<char> buf(size);
+                                        ssize_t n = query(procPath(f[0]),
+                                                          size == 0 ? nullptr : buf.data(), size);
+                                        if (n < 0) return lastSysError(what);
+                                        buf.resize(size == 0 ? 0 : static_cast<size_t>(n));
+                                        return Answer(static_cast<size_t>(n), std::move(buf));
+                                      }));
   if (size == 0) {
-    fuse_reply_xattr(req, static_cast<size_t>(n));
+    fuse_reply_xattr(req, answer.first);
   } else {
-    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+    fuse_reply_buf(req, answer.second.data(), answer.second.size());
   }
   return Ok{};
 }
@@ -1257,10 +1475,10 @@ Status replyXattrQuery(fuse_req_t req, size_t size, const char* what, Query&& qu
 Status FileSystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(ENODATA, "getxattr on a symlink");
-  std::string path = procPath(inode.fd);
-  return replyXattrQuery(req, size, "getxattr", [&](char* buf, size_t n) {
-    return ::getxattr(path.c_str(), name, buf, n);
-  });
+  return replyXattrQuery(req, remote_, inode.fd, size, "getxattr",
+                         [name = std::string(name)](const std::string& path, char* buf, size_t n) {
+                           return ::getxattr(path.c_str(), name.c_str(), buf, n);
+                         });
 }
 
 Status FileSystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -1269,26 +1487,37 @@ Status FileSystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     size == 0 ? fuse_reply_xattr(req, 0) : fuse_reply_buf(req, nullptr, 0);
     return Ok{};
   }
-  std::string path = procPath(inode.fd);
-  return replyXattrQuery(req, size, "listxattr", [&](char* buf, size_t n) {
-    return ::listxattr(path.c_str(), buf, n);
-  });
+  return replyXattrQuery(req, remote_, inode.fd, size, "listxattr",
+                         [](const std::string& path, char* buf, size_t n) {
+                           return ::listxattr(path.c_str(), buf, n);
+                         });
 }
 
 Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                             size_t size, int flags) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "setxattr on a symlink");
-  if (::setxattr(procPath(inode.fd).c_str(), name, value, size, flags) < 0) {
-    return lastSysError("setxattr");
-  }
+  RETURN_IF_ERROR(callRemote<void>(
+      remote_, "setxattr", {inode.fd}, std::nullopt,
+      [name = std::string(name), value = std::string(value, size), flags](const CallFds& f) -> Status {
+        if (::setxattr(procPath(f[0]).c_str(), name.c_str(), value.data(), value.size(), flags) < 0) {
+          return lastSysError("setxattr");
+        }
+        return Ok{};
+      }));
   return replyDone(req);
 }
 
 Status FileSystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "removexattr on a symlink");
-  if (::removexattr(procPath(inode.fd).c_str(), name) < 0) return lastSysError("removexattr");
+  RETURN_IF_ERROR(callRemote<void>(remote_, "removexattr", {inode.fd}, std::nullopt,
+                                   [name = std::string(name)](const CallFds& f) -> Status {
+                                     if (::removexattr(procPath(f[0]).c_str(), name.c_str()) < 0) {
+                                       return lastSysError("removexattr");
+                                     }
+                                     return Ok{};
+                                   }));
   return replyDone(req);
 }
 

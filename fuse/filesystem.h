@@ -46,6 +46,15 @@
 
 namespace hotshard::fuse {
 
+// One name of a remote directory as readdir(3) gave it, copied off the DIR
+// stream (which a remote call's worker reads).
+struct DirEntry {
+  std::string name;
+  ino_t ino = 0;
+  unsigned char type = 0;  // DT_*
+  off_t off = 0;           // telldir() position after it
+};
+
 struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
@@ -98,6 +107,14 @@ class FileSystem {
   // freed. Any thread; a FUSE thread inside an open defers it to the end of
   // that open (it holds an Inode::mu, which the closing takes).
   void copiesDropped(const std::vector<std::string>& rel_paths);
+
+  // The remote was mounted again (daemon.cc, the remote watch): new_root_fd (an
+  // O_PATH directory, borrowed) replaces the root's fd in place (dup3), and the
+  // kernel is told to look every name up again (FUSE_NOTIFY_INC_EPOCH, Linux >=
+  // 6.16; the root's attributes too), so names resolve under the new mount.
+  // Inodes looked up under the old one keep its dead fds and answer its errors
+  // (ENOTCONN) until the kernel forgets them.
+  void remoteRootReplaced(int new_root_fd);
 
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
@@ -174,7 +191,7 @@ class FileSystem {
   Result<UniqueFd> remoteFileFd(Inode& inode, bool for_write);
   // Readdir: appends one entry to buf[0, room); the bytes it took, or 0 when
   // it does not fit (the entry is offered again on the next call).
-  Result<size_t> addDirEntry(fuse_req_t req, fuse_ino_t dir, const struct dirent& ent, char* buf,
+  Result<size_t> addDirEntry(fuse_req_t req, fuse_ino_t dir, const DirEntry& ent, char* buf,
                              size_t room, bool plus);
 
   // Opens (or reuses) the inode's backing file as chooseBacking() (backing.h)
@@ -228,6 +245,10 @@ class FileSystem {
   // Opens what fd (O_PATH) names with flags.
   Result<int> openRemote(int fd, int flags, const char* what);
   Result<DIR*> openRemoteDir(int fd);
+  // unlinkat(dir_fd, name, flags): unlink, or rmdir with AT_REMOVEDIR.
+  Status unlinkRemote(int dir_fd, const char* name, int flags);
+  // fsync(fd), or fdatasync when datasync; what names it in errors.
+  Status syncRemote(int fd, int datasync, const char* what);
 
   FileSystemOptions opts_;
   RemoteCalls remote_;

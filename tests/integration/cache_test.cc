@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -675,6 +677,166 @@ TEST_F(IntegrationCacheRemoteGone, AHungRemoteIsAnsweredWithinTheDeadline) {
   st = daemon_->status();
   EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
   EXPECT_EQ(st["cache"]["stale_drops"], 0);
+}
+
+// One syscall through the mount in a child process, so a hang cannot hang the
+// test: its errno (0: it succeeded) and how long it took; a child still
+// waiting after limit_s is killed (FUSE waits are killable) and reads -1.
+struct TimedCall {
+  int err = -1;
+  double seconds = 0;
+};
+TimedCall callInChild(const std::function<int()>& op, double limit_s = 20) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto since = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(op() < 0 ? errno : 0);
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (since() > limit_s) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return {.err = -1, .seconds = since()};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return {.err = WIFEXITED(status) ? WEXITSTATUS(status) : -1, .seconds = since()};
+}
+
+// Calls whose names the kernel already knows (a long ttl: no lookup goes out)
+// reach their own handlers: unlink, rename, create, mkdir, chmod and readdir of
+// a directory opened before the server stopped each fail with ETIMEDOUT within
+// the deadline instead of hanging; the mount answers again once the server does.
+// (Not getxattr: sshfs answers xattr calls itself, without the server.)
+TEST_F(IntegrationCacheRemoteGone, HungRemoteNamespaceCallsFailWithinTheDeadline) {
+  for (const char* f : {"a", "b", "x", "after"}) writeFile(source_ + "/" + f, f);
+  fs::create_directories(source_ + "/d");
+  writeFile(source_ + "/d/inside", "in");
+  mountRemote();
+  startDaemon("ttl=10m", {"--remote-timeout", "2s"});
+  for (const char* f : {"a", "b", "x", "after", "d"}) ASSERT_GE(sizeOf(mnt_ + "/" + f), 0) << f;
+  for (const char* f : {"c", "new", "nd"}) ASSERT_EQ(sizeOf(mnt_ + "/" + f), -1) << f;  // negative entries
+  DIR* dir = ::opendir((mnt_ + "/d").c_str());
+  ASSERT_NE(dir, nullptr) << std::strerror(errno);
+  json before = daemon_->status();
+
+  signalRemote("STOP");
+  const std::string a = mnt_ + "/a", b = mnt_ + "/b", c = mnt_ + "/c", x = mnt_ + "/x",
+                    created = mnt_ + "/new", made = mnt_ + "/nd";
+  std::vector<std::pair<std::string, std::function<int()>>> calls = {
+      {"unlink", [&] { return ::unlink(a.c_str()); }},
+      {"rename", [&] { return ::rename(b.c_str(), c.c_str()); }},
+      {"create", [&] { return ::open(created.c_str(), O_CREAT | O_WRONLY | O_EXCL, 0644); }},
+      {"mkdir", [&] { return ::mkdir(made.c_str(), 0755); }},
+      {"chmod", [&] { return ::chmod(x.c_str(), 0600); }},
+      {"readdir",
+       [&] {
+         errno = 0;
+         return ::readdir(dir) == nullptr && errno != 0 ? -1 : 0;
+       }},
+  };
+  for (const auto& [name, op] : calls) {
+    TimedCall r = callInChild(op);
+    EXPECT_EQ(r.err, ETIMEDOUT) << name << ": " << (r.err > 0 ? std::strerror(r.err) : "hung");
+    EXPECT_LT(r.seconds, 10.0) << name << " waited past the 2 s deadline";
+  }
+  json st = daemon_->status();  // one timeout per call: none went through a lookup
+  EXPECT_EQ(st["fuse"]["remote_timeouts"].get<uint64_t>(),
+            before["fuse"]["remote_timeouts"].get<uint64_t>() + calls.size())
+      << st.dump();
+
+  signalRemote("CONT");
+  ::closedir(dir);
+  EXPECT_EQ(readFile(mnt_ + "/after"), "after");
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(mnt_ + "/d")) names.push_back(e.path().filename());
+  EXPECT_EQ(names, std::vector<std::string>{"inside"});
+}
+
+// A promotion whose remote stops answering mid-copy (the io_uring engine, whose
+// waits the deadline bounds) is abandoned within the deadline and never
+// published, even after the server answers again; the promoter goes on with
+// the next file.
+TEST_F(IntegrationCacheRemoteGone, APromotionOfAHungRemoteIsAbandonedWithinTheDeadline) {
+  writeRandomFile(source_ + "/slow.bin", 16 << 20, 5);
+  writeRandomFile(source_ + "/next.bin", 1 << 20, 6);
+  std::string want = sha256File(source_ + "/next.bin");
+  mountRemote();
+  startDaemon("strict", {"--remote-timeout", "2s", "--io-engine", "uring", "--promote-rate",
+                         "4MiB", "--promote-concurrency", "1"});
+  ASSERT_EQ(statOf(mnt_ + "/next.bin")["state"], "remote");  // looked up before the stop
+  CommandResult warm;
+  std::chrono::steady_clock::time_point stopped, done;
+  std::thread warming([&] {
+    warm = hs({"warm", mnt_ + "/slow.bin"});
+    done = std::chrono::steady_clock::now();
+  });
+  // Stopped mid-copy: once a few MiB are in (a busy machine may take a while to start).
+  for (int i = 0; i < 300; i++) {
+    json slow = statOf(mnt_ + "/slow.bin");
+    if (slow.value("copied", uint64_t{0}) >= (2u << 20) || slow["state"] == "cached") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (statOf(mnt_ + "/slow.bin")["state"] != "promoting") {
+    warming.join();
+    FAIL() << "the copy was not under way: " << warm.out;
+  }
+  signalRemote("STOP");
+  stopped = std::chrono::steady_clock::now();
+  warming.join();
+  double took = std::chrono::duration<double>(done - stopped).count();
+  EXPECT_NE(warm.exit_code, 0) << warm.out;
+  EXPECT_NE(warm.out.find("no answer within"), std::string::npos) << warm.out;
+  EXPECT_LT(took, 10.0) << "the copy waited past the 2 s deadline";
+  json st = daemon_->status();
+  EXPECT_GE(st["cache"]["promoter"]["failed_remote_io"].get<uint64_t>(), 1u) << st.dump();
+  EXPECT_EQ(st["cache"]["promotions_in_flight"], 0) << st.dump();
+
+  signalRemote("CONT");
+  CommandResult next = hs({"warm", mnt_ + "/next.bin"});
+  EXPECT_EQ(next.exit_code, 0) << next.out;
+  EXPECT_EQ(statOf(mnt_ + "/next.bin")["state"], "cached");
+  EXPECT_EQ(sha256File(mnt_ + "/next.bin"), want);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the abandoned reads return
+  EXPECT_EQ(statOf(mnt_ + "/slow.bin")["state"], "remote");
+  st = daemon_->status();
+  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
+  EXPECT_EQ(st["cache"]["promoter"]["published"], 1) << st.dump();
+}
+
+// With --mount elsewhere, a remote that died (its server killed: sshfs then
+// unmounts itself) and is mounted again at its path is picked up by the running
+// daemon: names resolve under the new mount, the cached file is served from its
+// copy again, no copy is dropped, no restart.
+TEST_F(IntegrationCacheRemoteGone, ARemoteMountedAgainIsServedWithoutARestart) {
+  writeRandomFile(source_ + "/cached.bin", 1 << 20, 8);
+  writeFile(source_ + "/plain.txt", "plain");
+  std::string want = sha256File(source_ + "/cached.bin");
+  mountRemote();
+  startDaemon("strict", {"--remote-timeout", "2s"});
+  ASSERT_EQ(hs({"warm", mnt_ + "/cached.bin"}).exit_code, 0);
+  ASSERT_EQ(sha256File(mnt_ + "/cached.bin"), want);
+  ASSERT_EQ(readFile(mnt_ + "/plain.txt"), "plain");
+
+  killRemote();
+  ASSERT_FALSE(isMounted(remote_));
+  EXPECT_EQ(readFile(mnt_ + "/plain.txt"), "");  // the old root is dead
+  mountRemote();
+  bool back = false;
+  for (int i = 0; i < 100 && !back; i++) {
+    back = readFile(mnt_ + "/plain.txt") == "plain";
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(back) << daemon_->log();
+  EXPECT_EQ(sha256File(mnt_ + "/cached.bin"), want);
+  EXPECT_EQ(statOf(mnt_ + "/cached.bin")["state"], "cached");
+  json st = daemon_->status();
+  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
+  EXPECT_EQ(st["cache"]["stale_drops"], 0) << st.dump();
+  EXPECT_GE(st["fuse"]["opens_cache"].get<uint64_t>(), 2u) << st.dump();
+  EXPECT_NE(daemon_->log().find("is mounted again"), std::string::npos) << daemon_->log();
 }
 }  // namespace
 }  // namespace hotshard::testing
