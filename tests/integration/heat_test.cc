@@ -105,7 +105,7 @@ TEST_F(IntegrationHeat, MmapReadsAreCountedAndOtherFileSystemsAreNot) {
     void* p = ::mmap(nullptr, 4 << 20, PROT_READ, MAP_PRIVATE, fd, 0);
     ASSERT_NE(p, MAP_FAILED);
     volatile uint64_t sum = 0;
-    for (size_t off = 0; off < (4u << 20); off += 4096) sum += static_cast<const char*>(p)[off];
+    for (size_t off = 0; off < (4u << 20); off += 4096) sum = sum + static_cast<const char*>(p)[off];
     ::munmap(p, 4 << 20);
     ::close(fd);
   }
@@ -326,7 +326,9 @@ TEST_F(IntegrationHeat, TraceRecordMarksWritesAndMissSamples) {
     ASSERT_TRUE(reader->status().ok()) << reader->status().error().message;
     EXPECT_GT(reads, 0);
     EXPECT_EQ(writes, 1) << "the open for writing is a record of its own";
-    if (rate == "1") EXPECT_GT(miss_samples, 0) << "the read after dropping the page cache missed";
+    if (rate == "1") {
+      EXPECT_GT(miss_samples, 0) << "the read after dropping the page cache missed";
+    }
     daemon_->stop();
   }
 }
