@@ -1378,6 +1378,17 @@ CacheStore::DirtyRecovery CacheStore::recoverDirty(int remote_root_fd) {
     } else if (Status c = copyFileInPlace(obj.get(), remote.get()); !c.ok()) {
       why = c.error().message;
     }
+    // A process that had the file open through the crashed daemon's mount may
+    // still write into the copy (passthrough needs no daemon). Whatever it writes
+    // from now on must not land in an unlinked file: a write lease is refused
+    // while any other open file exists (fcntl(2) F_SETLEASE, fs/locks.c
+    // check_conflicting_open), and such a copy is kept aside, not removed.
+    if (why.empty() && ::fcntl(obj.get(), F_SETLEASE, F_WRLCK) != 0) {
+      why = fmt::format(
+          "written back, but still open by a process from before the crash ({}): "
+          "what it writes from now on stays in this copy",
+          std::strerror(errno));
+    }
     std::lock_guard lock(mu_);
     if (!why.empty()) {
       keepAsideLocked(d.obj, d.rel_path, why);

@@ -388,6 +388,29 @@ TEST_F(IntegrationOneTruthCrash, WritesLeftInTheCopyByACrashReachTheRemoteAtRest
   EXPECT_TRUE(lostAndFound().empty());
 }
 
+// Passthrough writes need no daemon: a writer from before the crash keeps
+// writing into the copy after recovery. What it writes then must not land in an
+// unlinked file: the copy is written back and kept aside, still growing.
+TEST_F(IntegrationOneTruthCrash, AWriterThatOutlivesTheCrashKeepsItsLaterWritesOnDisk) {
+  startDaemon();
+  warmed("c", "old-old-old");
+  auto [reader, writer] = readerThenWriter("c");
+  ASSERT_GE(reader, 0);
+  ASSERT_GE(writer, 0);
+  ASSERT_EQ(::pwrite(writer, "NEW", 3, 0), 3);
+  ::kill(daemon_->status()["pid"].get<pid_t>(), SIGKILL);
+  daemon_->stop();  // reaps and lazily unmounts the dead mount; the fds stay open
+  startDaemon();    // recovery, with the writer still holding the copy
+  EXPECT_EQ(readFile(remote_ + "/c"), "NEW-old-old") << "what was written before recovery";
+  ASSERT_EQ(::pwrite(writer, "LATE", 4, 0), 4) << "a passthrough write after the crash";
+  ::close(writer);
+  ::close(reader);
+  auto kept = lostAndFound();
+  ASSERT_EQ(kept.size(), 1u) << daemon_->log();
+  EXPECT_EQ(readFile(kept[0]), "LATEold-old") << "the late write is on disk, not in an unlinked file";
+  EXPECT_NE(daemon_->log().find("still open"), std::string::npos) << daemon_->log();
+}
+
 TEST_F(IntegrationOneTruthCrash, ARemoteChangedUnderADirtyCopyIsKeptAndTheCopySetAside) {
   dirtyThenKill();
   if (HasFatalFailure()) return;
