@@ -76,7 +76,6 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                         .max_concurrent = cfg.promote_concurrency,
                                         .buffer_bytes = cfg.promote_buffers,
                                         .bytes_per_sec = cfg.promote_rate,
-                                        .remote_timeout_seconds = toSeconds(cfg.remote_timeout),
                                         .on_finished =
                                             [raw = svc.get()](const std::string&, const Status& s,
                                                               double seconds, uint64_t bytes) {

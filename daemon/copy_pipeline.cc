@@ -114,11 +114,9 @@ void Pipeline::drain() {
 
 Status Pipeline::submitRead(unsigned i) {
   Slot& s = slots_[i];
-  // Under a stall timeout, off the submitting thread: see IoRequest::async.
   return engine_->submit(IoRequest{IoOp::kRead, req_.src_fd, s.buf + s.filled,
                                    s.len - s.filled, s.off + s.filled, tagOf(i, false),
-                                   fixed_ ? static_cast<int>(i) : -1,
-                                   req_.stall_timeout.count() > 0});
+                                   fixed_ ? static_cast<int>(i) : -1});
 }
 
 Status Pipeline::submitWrite(unsigned i) {
@@ -277,23 +275,14 @@ Result<CopyResult> Pipeline::run(CopyFault* fault) {
     fillSlots();
     if (engine_->inFlight() == 0) break;
     completions.clear();
-    auto reaped = engine_->reap(&completions, 1, req_.stall_timeout);
-    if (!reaped.ok() && reaped.error().sys_errno == ETIMEDOUT && req_.stall_timeout.count() > 0) {
-      // What is in flight may never complete: neither reap it nor free its buffers.
-      kit_.markAbandoned();
-      fail(CopyFault::kSource,
-           sysError(ETIMEDOUT, fmt::format("{}: read {}: no answer within {} s; copy abandoned",
-                                           req_.label, req_.src_name,
-                                           req_.stall_timeout.count() / 1000.0)));
-      break;
-    }
+    auto reaped = engine_->reap(&completions, 1);
     if (!reaped.ok()) {
       fail(CopyFault::kInternal, reaped.takeError());
       break;
     }
     for (const auto& c : completions) onCompletion(c);
   }
-  if (!kit_.abandoned()) drain();  // all requests are done with the buffers
+  drain();  // all requests are done with the buffers
   if (fault_ == CopyFault::kNone && hash_off_ != req_.size) {
     fail(CopyFault::kInternal,
          makeError(Errc::kInternal,
@@ -349,10 +338,6 @@ Result<std::unique_ptr<CopyKit>> CopyKit::create(std::unique_ptr<IoEngine> engin
 }
 
 CopyKit::~CopyKit() {
-  if (abandoned_) {
-    (void)engine_.release();  // see markAbandoned: the kernel may still use the buffers
-    return;
-  }
   engine_.reset();  // waits for what is in flight: the kernel is done with the buffers
   for (char* b : buffers_) ::munmap(b, chunk_bytes_);
 }

@@ -29,7 +29,6 @@
 // Not thread-safe: one pipeline per copy, on one thread.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -66,12 +65,6 @@ struct CopyRequest {
   std::function<Status(uint64_t offset, uint32_t len)> before_read;
   // Called after each chunk is fully written: bytes written so far, of size.
   std::function<void(uint64_t copied, uint64_t total)> progress;
-  // The longest wait for any read or write to complete (a remote that stopped
-  // answering); 0: no limit. Past it the copy fails with ETIMEDOUT
-  // (CopyFault::kSource) without waiting for what is in flight, and the kit is
-  // abandoned (CopyKit::markAbandoned). Bounds the uring engine only: the sync
-  // engine's reads block in submit.
-  std::chrono::milliseconds stall_timeout{0};
 };
 
 struct CopyResult {
@@ -110,21 +103,14 @@ class CopyKit {
   bool fixed() const { return fixed_; }  // buffers registered: requests may name them
   uint64_t bufferBytes() const { return uint64_t{chunk_bytes_} * buffers_.size(); }
   // False after a copy could not reap what it had in flight: drop the kit.
-  bool usable() const { return usable_ && !abandoned_; }
+  bool usable() const { return usable_; }
   void markUnusable() { usable_ = false; }
-  // A copy gave up on requests still in flight (stall_timeout): the kernel may
-  // still write into the buffers whenever the remote answers, so destroying
-  // the kit leaves its ring and buffers in place (a deliberate leak of
-  // slots() * chunkBytes() bytes) instead of waiting or unmapping.
-  void markAbandoned() { abandoned_ = true; }
-  bool abandoned() const { return abandoned_; }
 
  private:
   CopyKit() = default;
   uint32_t chunk_bytes_ = 0;
   bool fixed_ = false;
   bool usable_ = true;
-  bool abandoned_ = false;
   std::vector<char*> buffers_;
   std::unique_ptr<IoEngine> engine_;  // declared last: destroyed (drained) first
 };

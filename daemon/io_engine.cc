@@ -1,6 +1,5 @@
 #include "daemon/io_engine.h"
 
-#include <fmt/format.h>
 #include <liburing.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -34,8 +33,7 @@ class SyncEngine final : public IoEngine {
     return Ok{};
   }
 
-  Result<size_t> reap(std::vector<IoCompletion>* out, unsigned,
-                      std::chrono::milliseconds) override {
+  Result<size_t> reap(std::vector<IoCompletion>* out, unsigned) override {
     size_t n = done_.size();
     for (auto& c : done_) out->push_back(c);
     done_.clear();
@@ -55,7 +53,7 @@ class UringEngine final : public IoEngine {
     // after destroying us: the kernel must be done with them first.
     std::vector<IoCompletion> sink;
     while (in_flight_ > 0) {
-      auto r = reap(&sink, in_flight_, {});
+      auto r = reap(&sink, in_flight_);
       if (!r.ok()) break;
       sink.clear();
     }
@@ -97,7 +95,6 @@ class UringEngine final : public IoEngine {
     } else {
       io_uring_prep_write(sqe, req.fd, req.buf, req.len, req.offset);
     }
-    if (req.async) io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     io_uring_sqe_set_data64(sqe, req.user_data);
     int rc;
     do {
@@ -108,26 +105,15 @@ class UringEngine final : public IoEngine {
     return Ok{};
   }
 
-  Result<size_t> reap(std::vector<IoCompletion>* out, unsigned min_complete,
-                      std::chrono::milliseconds timeout) override {
+  Result<size_t> reap(std::vector<IoCompletion>* out, unsigned min_complete) override {
     if (in_flight_ == 0) return size_t{0};
     unsigned want = std::min(min_complete, in_flight_);
     io_uring_cqe* cqe = nullptr;
     if (want > 0) {
-      // A deadline rather than IORING_OP_LINK_TIMEOUT: cancelling a read that
-      // waits on a FUSE or NFS server does not end it (the kernel's wait for an
-      // answer already sent is killable only), so only the waiting can be bounded.
-      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-      __kernel_timespec ts{.tv_sec = ns / 1'000'000'000, .tv_nsec = ns % 1'000'000'000};
       int rc;
       do {
-        rc = timeout.count() > 0 ? io_uring_wait_cqes(&ring_, &cqe, want, &ts, nullptr)
-                                 : io_uring_wait_cqe_nr(&ring_, &cqe, want);
+        rc = io_uring_wait_cqe_nr(&ring_, &cqe, want);
       } while (rc == -EINTR);
-      if (rc == -ETIME) {
-        return sysError(ETIMEDOUT, fmt::format("io_uring: no completion within {} ms",
-                                               timeout.count()));
-      }
       if (rc < 0) return sysError(-rc, "io_uring_wait_cqe");
     }
     size_t n = 0;

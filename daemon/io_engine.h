@@ -9,7 +9,6 @@
 
 #include <sys/uio.h>
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -31,11 +30,6 @@ struct IoRequest {
   // Index of a buffer given to registerBuffers() that holds [buf, buf+len),
   // or -1. Engines without registration ignore it.
   int buf_index = -1;
-  // uring: run in the kernel's io-wq threads (IOSQE_ASYNC), never inline in
-  // submit. A read of a FUSE file may otherwise wait for its server right in
-  // io_uring_enter (fuse_file_read_iter revalidating attributes), where no
-  // reap deadline can bound it. The sync engine ignores it.
-  bool async = false;
 };
 
 struct IoCompletion {
@@ -59,11 +53,7 @@ class IoEngine {
   virtual Status submit(const IoRequest& req) = 0;
   // Waits until at least min(min_complete, inFlight()) completions are ready,
   // then appends every ready completion to `out`; returns how many it appended.
-  // timeout > 0: waits at most that long, then fails with ETIMEDOUT (nothing
-  // appended; the requests stay in flight). The sync engine never waits here
-  // (its requests complete in submit), so the bound is the uring engine's.
-  virtual Result<size_t> reap(std::vector<IoCompletion>* out, unsigned min_complete = 1,
-                              std::chrono::milliseconds timeout = {}) = 0;
+  virtual Result<size_t> reap(std::vector<IoCompletion>* out, unsigned min_complete = 1) = 0;
 };
 
 enum class IoEngineKind { kUring, kSync };

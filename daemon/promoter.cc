@@ -44,46 +44,6 @@ int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags) {
   return fd;
 }
 
-// What a remote call opened beneath the root: the fd (the caller's to keep or
-// close) and its fstat.
-struct Opened {
-  int fd = -1;
-  struct stat st {};
-};
-
-// openBeneath(root_fd, rel, flags) and an fstat of it, on a remote-call worker
-// under the deadline, with a duplicate of the root (the worker may outlive the
-// copy). Errors keep their errno: "<label>: open remote file" or "... stat ...".
-Result<Opened> openRemote(fuse::RemoteCalls& remote, int root_fd, const std::string& rel,
-                          uint64_t flags, const std::string& label) {
-  auto root = std::make_shared<UniqueFd>(::fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
-  if (!*root) return lastSysError(label + ": dup remote root");
-  return remote.run<Opened>(
-      label + ": open remote file",
-      [root, rel, flags, label]() -> Result<Opened> {
-        UniqueFd fd(openBeneath(root->get(), rel, flags));
-        if (!fd) return lastSysError(label + ": open remote file");
-        Opened o;
-        if (::fstat(fd.get(), &o.st) != 0) return lastSysError(label + ": stat remote file");
-        o.fd = fd.release();
-        return o;
-      },
-      [](Result<Opened>& late) {
-        if (late.ok()) ::close(late->fd);
-      });
-}
-
-// fstat(fd) on a remote-call worker under the deadline (fd duplicated).
-Result<struct stat> statRemote(fuse::RemoteCalls& remote, int fd, const std::string& what) {
-  auto own = std::make_shared<UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
-  if (!*own) return lastSysError(what);
-  return remote.run<struct stat>(what, [own, what]() -> Result<struct stat> {
-    struct stat st;
-    if (::fstat(own->get(), &st) != 0) return lastSysError(what);
-    return st;
-  });
-}
-
 // Lowers queue_depth so that every promotion's buffers fit in buffer_bytes.
 Status capDepth(PromoterOptions& o) {
   if (o.buffer_bytes == 0) return Ok{};
@@ -186,9 +146,7 @@ class Residency {
 }  // namespace
 
 Promoter::Promoter(CacheStore* store, PromoterOptions options)
-    : store_(store),
-      opts_(std::move(options)),
-      remote_({.timeout_seconds = opts_.remote_timeout_seconds, .max_workers = 8}) {
+    : store_(store), opts_(std::move(options)) {
   bucket_.setRate(opts_.bytes_per_sec, opts_.chunk_bytes);
 }
 
@@ -453,18 +411,12 @@ Status Promoter::copy(const std::string& rel, const ProgressFn& progress, Unique
 // The jobs' file when rel still names it (a regular file, by construction of
 // the passthrough backing); otherwise a new open of rel.
 Status Promoter::openSource(const std::string& rel, UniqueFd shared, Source* src, Fail* why) {
-  const std::string label = "promote " + rel;
   if (shared) {
-    auto at = openRemote(remote_, opts_.remote_root_fd, rel, O_PATH, label);
-    if (at.ok()) ::close(at->fd);
-    if (!at.ok() && at.error().sys_errno == ETIMEDOUT) {
-      return failed(why, Fail::kRemoteIo, at.takeError());
-    }
-    auto st = at.ok() ? statRemote(remote_, shared.get(), label + ": stat remote file")
-                      : Result<struct stat>(at.error());
-    if (st.ok() && S_ISREG(st->st_mode) && at->st.st_dev == st->st_dev &&
-        at->st.st_ino == st->st_ino) {
-      src->st = *st;
+    UniqueFd at(openBeneath(opts_.remote_root_fd, rel, O_PATH));
+    struct stat path_st {};
+    if (at && ::fstat(at.get(), &path_st) == 0 && ::fstat(shared.get(), &src->st) == 0 &&
+        S_ISREG(src->st.st_mode) && path_st.st_dev == src->st.st_dev &&
+        path_st.st_ino == src->st.st_ino) {
       src->fd = std::move(shared);
       src->shared = true;
       std::lock_guard lock(mu_);
@@ -474,13 +426,16 @@ Status Promoter::openSource(const std::string& rel, UniqueFd shared, Source* src
   }
   // O_NONBLOCK: opening a FIFO must not hang us. It is cleared again below,
   // since io_uring answers EAGAIN on O_NONBLOCK files instead of waiting.
-  auto opened = openRemote(remote_, opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK, label);
-  if (!opened.ok()) {
-    int err = opened.error().sys_errno;
-    return failed(why, err == ENOENT ? Fail::kVanished : Fail::kRemoteIo, opened.takeError());
+  src->fd.reset(openBeneath(opts_.remote_root_fd, rel, O_RDONLY | O_NONBLOCK));
+  if (!src->fd) {
+    int err = errno;
+    return failed(why, err == ENOENT ? Fail::kVanished : Fail::kRemoteIo,
+                  sysError(err, fmt::format("promote {}: open remote file", rel)));
   }
-  src->fd.reset(opened->fd);
-  src->st = opened->st;
+  if (::fstat(src->fd.get(), &src->st) != 0) {
+    return failed(why, Fail::kRemoteIo,
+                  lastSysError(fmt::format("promote {}: stat remote file", rel)));
+  }
   if (!S_ISREG(src->st.st_mode)) {
     return failed(
         why, Fail::kOther,
@@ -501,9 +456,10 @@ Status Promoter::waitForQuiet(const std::string& rel, Source* src, Fail* why) {
     int64_t age = wallNs() - validatorOf(src->st).ctime_ns;
     if (age < 0 || age >= kRacyWindowNs) break;
     std::this_thread::sleep_for(std::chrono::nanoseconds(kRacyWindowNs - age));
-    auto st = statRemote(remote_, src->fd.get(), fmt::format("promote {}: stat remote file", rel));
-    if (!st.ok()) return failed(why, Fail::kRemoteIo, st.takeError());
-    src->st = *st;
+    if (::fstat(src->fd.get(), &src->st) != 0) {
+      return failed(why, Fail::kRemoteIo,
+                    lastSysError(fmt::format("promote {}: stat remote file", rel)));
+    }
   }
   src->before = validatorOf(src->st);
   return Ok{};
@@ -604,8 +560,6 @@ Result<uint64_t> Promoter::copyData(const std::string& rel, const Source& src,
         return beforeChunk(rel, split, offset, len);
       },
       .progress = progress,
-      .stall_timeout = std::chrono::milliseconds(
-          static_cast<int64_t>(opts_.remote_timeout_seconds * 1000)),
   };
   CopyFault fault = CopyFault::kNone;
   auto copied = runCopyPipeline(**have, req, &fault);
@@ -641,19 +595,16 @@ Status Promoter::revalidate(const std::string& rel, Source* src, Fail* why) {
     return failed(why, Fail::kStale,
                   makeError(Errc::kStale, fmt::format("promote {}: {}; not published", rel, what)));
   };
-  auto now = statRemote(remote_, src->fd.get(), fmt::format("promote {}: stat remote file", rel));
-  if (!now.ok()) return failed(why, Fail::kRemoteIo, now.takeError());
-  src->st = *now;
+  if (::fstat(src->fd.get(), &src->st) != 0) {
+    return failed(why, Fail::kRemoteIo,
+                  lastSysError(fmt::format("promote {}: stat remote file", rel)));
+  }
   // Gone from its path (removed, or renamed away as rsync does with its temp
   // files): vanished, whatever it holds now; replaced by another file: stale.
-  auto again = openRemote(remote_, opts_.remote_root_fd, rel, O_PATH, "promote " + rel);
+  UniqueFd again(openBeneath(opts_.remote_root_fd, rel, O_PATH));
   struct stat st2 {};
-  if (again.ok()) {
-    ::close(again->fd);
-    st2 = again->st;
-  }
-  if (!again.ok()) {
-    int err = again.error().sys_errno;
+  if (!again || ::fstat(again.get(), &st2) != 0) {
+    int err = errno;
     Error e = sysError(
         err, fmt::format("promote {}: re-resolve remote path after the copy; not published", rel));
     if (err == ENOENT) e.code = Errc::kStale;  // removed (or its file system went) meanwhile

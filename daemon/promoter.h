@@ -32,14 +32,6 @@
 // lowered to buffer_bytes / (chunk_bytes * max_concurrent) when it would not
 // fit (create() refuses a cap below one chunk per promotion).
 //
-// A remote that stops answering (remote_timeout_seconds): the open, each stat
-// and each chunk read wait at most that long; a copy that passes it fails
-// (failed_remote_io) and is never published, and the worker goes on with the
-// next file. The syscall left behind stays blocked on a remote-call thread
-// (fuse/remote_calls.h), or, for a chunk read, in the kernel with the copy's
-// ring and buffers, which are then never freed (CopyKit::markAbandoned). The
-// sync engine's reads are not bounded (they block in submit).
-//
 // Lock order: Promoter::mu_ and CacheStore's lock are never held together; the
 // promoter calls the store without holding mu_. Callbacks run on the worker
 // thread, without locks held.
@@ -64,7 +56,6 @@
 #include "daemon/copy_pipeline.h"
 #include "daemon/io_engine.h"
 #include "daemon/rate_limiter.h"
-#include "fuse/remote_calls.h"
 #include "base/result.h"
 
 namespace hotshard {
@@ -85,8 +76,6 @@ struct PromoterOptions {
   bool direct_io = true;           // O_DIRECT writes where the cache fs allows
   bool preallocate = true;         // fallocate the whole file first: ENOSPC before copying
   bool register_buffers = true;    // io_uring fixed buffers (skipped if refused)
-  // The longest wait for one call into the remote (see above), seconds; 0: none.
-  double remote_timeout_seconds = 0;
   // Called after each copy ends (on its worker thread, no locks held): how long the
   // copy took and how many bytes it copied. Metrics use it.
   std::function<void(const std::string& rel_path, const Status& result, double seconds,
@@ -216,7 +205,6 @@ class Promoter {
 
   CacheStore* store_;
   PromoterOptions opts_;
-  fuse::RemoteCalls remote_;  // the open and stats of remote files, under the deadline
   TokenBucket bucket_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> foreground_rate_{0};

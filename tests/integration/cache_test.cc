@@ -755,57 +755,6 @@ TEST_F(IntegrationCacheRemoteGone, HungRemoteNamespaceCallsFailWithinTheDeadline
   EXPECT_EQ(names, std::vector<std::string>{"inside"});
 }
 
-// A promotion whose remote stops answering mid-copy (the io_uring engine, whose
-// waits the deadline bounds) is abandoned within the deadline and never
-// published, even after the server answers again; the promoter goes on with
-// the next file.
-TEST_F(IntegrationCacheRemoteGone, APromotionOfAHungRemoteIsAbandonedWithinTheDeadline) {
-  writeRandomFile(source_ + "/slow.bin", 16 << 20, 5);
-  writeRandomFile(source_ + "/next.bin", 1 << 20, 6);
-  std::string want = sha256File(source_ + "/next.bin");
-  mountRemote();
-  startDaemon("strict", {"--remote-timeout", "2s", "--io-engine", "uring", "--promote-rate",
-                         "4MiB", "--promote-concurrency", "1"});
-  ASSERT_EQ(statOf(mnt_ + "/next.bin")["state"], "remote");  // looked up before the stop
-  CommandResult warm;
-  std::chrono::steady_clock::time_point stopped, done;
-  std::thread warming([&] {
-    warm = hs({"warm", mnt_ + "/slow.bin"});
-    done = std::chrono::steady_clock::now();
-  });
-  // Stopped mid-copy: once a few MiB are in (a busy machine may take a while to start).
-  for (int i = 0; i < 300; i++) {
-    json slow = statOf(mnt_ + "/slow.bin");
-    if (slow.value("copied", uint64_t{0}) >= (2u << 20) || slow["state"] == "cached") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (statOf(mnt_ + "/slow.bin")["state"] != "promoting") {
-    warming.join();
-    FAIL() << "the copy was not under way: " << warm.out;
-  }
-  signalRemote("STOP");
-  stopped = std::chrono::steady_clock::now();
-  warming.join();
-  double took = std::chrono::duration<double>(done - stopped).count();
-  EXPECT_NE(warm.exit_code, 0) << warm.out;
-  EXPECT_NE(warm.out.find("no answer within"), std::string::npos) << warm.out;
-  EXPECT_LT(took, 10.0) << "the copy waited past the 2 s deadline";
-  json st = daemon_->status();
-  EXPECT_GE(st["cache"]["promoter"]["failed_remote_io"].get<uint64_t>(), 1u) << st.dump();
-  EXPECT_EQ(st["cache"]["promotions_in_flight"], 0) << st.dump();
-
-  signalRemote("CONT");
-  CommandResult next = hs({"warm", mnt_ + "/next.bin"});
-  EXPECT_EQ(next.exit_code, 0) << next.out;
-  EXPECT_EQ(statOf(mnt_ + "/next.bin")["state"], "cached");
-  EXPECT_EQ(sha256File(mnt_ + "/next.bin"), want);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the abandoned reads return
-  EXPECT_EQ(statOf(mnt_ + "/slow.bin")["state"], "remote");
-  st = daemon_->status();
-  EXPECT_EQ(st["cache"]["objects"], 1) << st.dump();
-  EXPECT_EQ(st["cache"]["promoter"]["published"], 1) << st.dump();
-}
-
 // With --mount elsewhere, a remote that died (its server killed: sshfs then
 // unmounts itself) and is mounted again at its path is picked up by the running
 // daemon: names resolve under the new mount, the cached file is served from its
