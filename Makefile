@@ -43,7 +43,8 @@ Q := @
 msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
 endif
 
-PKGS      := fuse3 libbpf liburing prometheus-cpp-pull spdlog fmt libxxhash tomlplusplus libsystemd
+PKGS      := fuse3 libbpf liburing prometheus-cpp-pull spdlog fmt libxxhash tomlplusplus libsystemd \
+             libcurl libcrypto libibverbs librdmacm
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -58,7 +59,7 @@ TEST_BIN  := $(BUILD)/hotshard-tests
 BENCH_BIN := $(BUILD)/hotshard-readbench
 
 # Rooms top to bottom: the link order (tools/check-deps.sh holds what each may include).
-ROOMS     := tools daemon fuse bpf policy base
+ROOMS     := tools daemon fuse bpf peer policy base
 MAIN_SRC  := tools/main.cc
 room_srcs  = $(filter-out $(MAIN_SRC),$(wildcard $(1)/*.cc))
 room_lib   = $(BUILD)/lib/libhotshard_$(1).a

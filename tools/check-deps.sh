@@ -6,6 +6,7 @@
 #   tools/   every subcommand and main
 #   daemon/  composition of everything below
 #   fuse/    bpf/      the file system and shim; the probes (never each other)
+#   peer/              the peer tier: membership, ownership, transports
 #   policy/            pure placement and simulator
 #   base/              the shared vocabulary: errors, units, paths, fds, clocks
 #
@@ -19,14 +20,15 @@ set -euo pipefail
 
 # The one table of the plan: ROOM and the rooms it may include from.
 declare -A ALLOWED=(
-  [tools]="daemon fuse bpf policy base"
-  [daemon]="fuse bpf policy base"
+  [tools]="daemon fuse bpf peer policy base"
+  [daemon]="fuse bpf peer policy base"
   [fuse]="base"
   [bpf]="base"
+  [peer]="base"
   [policy]="base"
   [base]=""
 )
-ORDER=(tools daemon fuse bpf policy base)  # top to bottom; also the link order
+ORDER=(tools daemon fuse bpf peer policy base)  # top to bottom; also the link order
 
 graph=0
 if [[ ${1:-} == --graph ]]; then
