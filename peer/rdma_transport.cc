@@ -57,7 +57,7 @@ class RdmaChannel final : public Channel {
       RETURN_IF_ERROR(post(slot, static_cast<uint32_t>(n)));
       p += n, len -= n;
     }
-    return Ok{};
+    return reapReady();
   }
 
   Result<size_t> recvSome(void* buf, size_t len, Deadline deadline) override {
@@ -86,7 +86,7 @@ class RdmaChannel final : public Channel {
       RETURN_IF_ERROR(post(slot, static_cast<uint32_t>(n)));
       offset += n, len -= n;
     }
-    return Ok{};
+    return reapReady();
   }
 
   void close() override {
@@ -158,6 +158,16 @@ class RdmaChannel final : public Channel {
     credits_ += header[1];
     if (header[0] == 0) return repost(slot);  // credit-only
     ready_.push_back(Received{slot, header[0], 0});
+    return Ok{};
+  }
+
+  // Handles completions already queued, without waiting: a SEND that failed
+  // is reported by the send call that posted it where it is known by then.
+  Status reapReady() {
+    if (failed_) return *failed_;
+    auto wcs = qp_->pollCompletions(2 * kRdmaDepth, std::chrono::steady_clock::now());
+    if (!wcs.ok()) return fail(wcs.error().message);
+    for (const WorkCompletion& wc : *wcs) RETURN_IF_ERROR(handle(wc));
     return Ok{};
   }
 
