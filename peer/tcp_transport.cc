@@ -193,6 +193,12 @@ Result<std::unique_ptr<Listener>> listenTcp(const std::string& address) {
   return std::unique_ptr<Listener>(std::make_unique<TcpListener>(std::move(fd), std::move(wake)));
 }
 
+std::unique_ptr<Channel> adoptTcpSocket(UniqueFd fd, std::string peer_address) {
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  return std::make_unique<TcpChannel>(std::move(fd), std::move(peer_address));
+}
+
 std::unique_ptr<Connector> makeTcpConnector() { return std::make_unique<TcpConnector>(); }
 
 }  // namespace hotshard::peer
