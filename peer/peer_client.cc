@@ -1,5 +1,6 @@
 #include "peer/peer_client.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -87,6 +88,12 @@ Result<ObjectMeta> fetchOnChannel(Channel& channel, const ObjectRequest& request
                                          request.relpath + " with another validator (size " +
                                          std::to_string(meta.size) + ")");
   RETURN_IF_ERROR(receiveBody(channel, meta, dest_fd, io_timeout, deadline, received));
+  // dest holds exactly the object, even if the caller handed a longer file.
+  struct stat st {};
+  if (::fstat(dest_fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<uint64_t>(st.st_size) > meta.size &&
+      ::ftruncate(dest_fd, static_cast<off_t>(meta.size)) != 0)
+    return lastSysError("ftruncate peer object to " + std::to_string(meta.size) + " bytes");
   return meta;
 }
 

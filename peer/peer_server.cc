@@ -1,6 +1,7 @@
 #include "peer/peer_server.h"
 
 #include <algorithm>
+#include <system_error>
 
 #include "peer/auth.h"
 #include "peer/rdma_transport.h"
@@ -66,9 +67,14 @@ void PeerServer::acceptLoop(Listener* listener) {
   for (;;) {
     auto channel = listener->accept();
     if (!channel.ok()) {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      continue;  // one client's failed set-up (RDMA) is not the listener's end
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;
+      }
+      // One client's failed set-up is not the listener's end; a failing
+      // accept (EMFILE) is retried without spinning.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
     }
     admit(std::move(*channel));
   }
@@ -85,8 +91,14 @@ void PeerServer::admit(std::unique_ptr<Channel> channel) {
   auto conn = std::make_unique<Connection>();
   conn->channel = std::move(channel);
   Connection* c = conn.get();
+  try {
+    c->thread = std::thread([this, c] { serveConnection(c); });
+  } catch (const std::system_error&) {  // no thread to be had: refuse, as when full
+    refused_connections_++;
+    c->channel->close();
+    return;
+  }
   connections_.push_back(std::move(conn));
-  c->thread = std::thread([this, c] { serveConnection(c); });
 }
 
 void PeerServer::reapLocked() {

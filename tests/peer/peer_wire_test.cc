@@ -135,13 +135,17 @@ TEST_F(PeerWire, OneConnectionCarriesManyFetches) {
     EXPECT_EQ(received, content.size());
     EXPECT_TRUE(testing::readFd(dest.get()) == content);
   }
+  UniqueFd longer = testing::tempDest();
+  ASSERT_EQ(::pwrite(longer.get(), std::string(200000, 'z').data(), 200000, 0), 200000);
+  ASSERT_TRUE(fetchOnChannel(**channel, rb, longer.get(), 2s, deadlineIn(10s), nullptr).ok());
+  EXPECT_EQ(testing::readFd(longer.get()), b) << "a longer dest is cut to the object";
   auto missing = fetchOnChannel(**channel, ObjectRequest{"ds", "none", 1, 1}, -1, 2s,
                                 deadlineIn(10s), nullptr);
   EXPECT_EQ(missing.error().code, Errc::kNotFound);
   UniqueFd dest = testing::tempDest();
   EXPECT_TRUE(fetchOnChannel(**channel, rb, dest.get(), 2s, deadlineIn(10s), nullptr).ok())
       << "goes on after ERR";
-  EXPECT_EQ(server_->stats().served_objects, 4u);
+  EXPECT_EQ(server_->stats().served_objects, 5u);
 }
 
 TEST_F(PeerWire, ALyingChecksumIsCorrupt) {
@@ -348,7 +352,7 @@ TEST_F(PeerWire, ConnectingToNobodyFailsWithinTheConnectTimeout) {
 // A peer played by the test: authenticates properly, then misbehaves.
 class DyingPeer {
  public:
-  enum class Then { kCloseMidBody, kStallMidBody, kGarbageReply };
+  enum class Then { kCloseMidBody, kStallMidBody, kGarbageReply, kOtherValidator };
   explicit DyingPeer(Then then) : then_(then) {
     auto l = listenTcp("127.0.0.1:0");
     EXPECT_TRUE(l.ok());
@@ -371,7 +375,9 @@ class DyingPeer {
     if (!authenticateAsServer(ch, kToken, deadlineIn(2s)).ok()) return;
     auto fetch = recvFrame(ch, deadlineIn(2s));
     if (!fetch.ok()) return;
-    if (then_ == Then::kGarbageReply) {
+    if (then_ == Then::kOtherValidator) {
+      (void)sendFrame(ch, FrameType::kOk, encodeOk(ObjectMeta{kSize, 2, 42}), deadlineIn(2s));
+    } else if (then_ == Then::kGarbageReply) {
       (void)ch.sendAll(
           "\x48\x53\x50\x57\x00\x01\x06\x00\x00\x00\x00\x03"
           "abc",
@@ -416,6 +422,15 @@ TEST_F(PeerWire, AMalformedReplyIsAProtocolError) {
   UniqueFd dest = testing::tempDest();
   auto r = fetch(ObjectRequest{"ds", "x", DyingPeer::kSize, 1}, dest.get());
   EXPECT_EQ(r.error().code, Errc::kProtocol) << r.error().message;
+}
+
+TEST_F(PeerWire, AnOkForAnotherVersionIsRefusedBeforeItsBody) {
+  DyingPeer dying(DyingPeer::Then::kOtherValidator);
+  peer_ = Member{"dying", dying.address(), {"tcp"}, 0, "ds"};
+  UniqueFd dest = testing::tempDest();
+  auto r = fetch(ObjectRequest{"ds", "x", DyingPeer::kSize, 1}, dest.get());
+  EXPECT_EQ(r.error().code, Errc::kCorrupt) << r.error().message;
+  EXPECT_EQ(testing::fileSize(dest.get()), 0u);
 }
 
 TEST_F(PeerWire, AWholeFetchIsBoundedByFetchTimeout) {
