@@ -335,6 +335,22 @@ TEST_F(PeerWire, AStalledSourceEndsTheFetchAtTheClientsIoTimeout) {
   server_->stop();  // joins the connection that waited on the source
 }
 
+TEST_F(PeerWire, StopClosesLiveConnectionsPromptly) {
+  auto req = source_.add("ok", "data");
+  startServer();  // io_timeout 10 s: stop() must not wait for it
+  auto channel = makeTcpConnector()->connect(server_->boundAddress(), deadlineIn(2s));
+  ASSERT_TRUE(channel.ok());
+  ASSERT_TRUE(authenticateAsClient(**channel, kToken, deadlineIn(2s)).ok());
+  UniqueFd silent = rawConnect();  // and one still before authentication
+  auto start = std::chrono::steady_clock::now();
+  server_->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  UniqueFd dest = testing::tempDest();
+  auto r = fetchOnChannel(**channel, req, dest.get(), 2s, deadlineIn(5s), nullptr);
+  EXPECT_EQ(r.error().code, Errc::kIo) << r.error().message;
+  EXPECT_LT(timeToClose(silent.get()), 1s);
+}
+
 TEST_F(PeerWire, ConnectingToNobodyFailsWithinTheConnectTimeout) {
   startServer();
   std::string address = server_->boundAddress();
