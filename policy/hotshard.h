@@ -35,7 +35,12 @@
 // dataset_idle of those is far beyond its pauses; a job that ended is seen within
 // dataset_idle x (its longest gap) bytes, where per-object idleness waits for several
 // of the object's own reuse distances (an epoch each), often longer than the other
-// jobs run. Unknown data sets (0: old traces, files at the top level) never finish.
+// jobs run. The cost of being wrong is bounded: a data set whose first long pause
+// comes before any gap that long has been seen (an eval set read once, then idle for
+// hundreds of training reads) counts as finished once and loses its room; its next
+// read makes it live again, and its files, whose heat is remembered, come back by the
+// usual admission. Unknown data sets (0: old traces, files at the top level) never
+// finish.
 // This is fairness between data sets where it matters most: a dead job's data never
 // holds the room of the live ones (first-come lock-in), whatever its heat. Between
 // data sets that are all being read, heat per byte decides, with no fixed shares.
