@@ -197,12 +197,22 @@ std::uint64_t HotshardPolicy::updateFinished() noexcept {
 bool HotshardPolicy::pickFinished(std::uint64_t need) noexcept {
   std::uint64_t freed = 0;
   scratch_.clear();
+  stale_.clear();
+  // The residents of finished data sets are keyed -inf (updateFinished()), so they come
+  // first; so do those of a data set read again since, whose keys are not lifted yet:
+  // those are passed over (and re-keyed after the walk).
   heap_.visitAscending([&](detail::Slot v) {
-    if (liveLogHeat(nodes_[v]) != detail::kLogZero || nodes_[v].dataset == 0) return false;
+    if (heap_.keyOf(v) != detail::kLogZero) return false;
+    if (liveLogHeat(nodes_[v]) != detail::kLogZero || nodes_[v].dataset == 0) {
+      stale_.push_back(v);
+      return true;
+    }
     scratch_.push_back(v);
     freed += nodes_[v].size;
     return freed < need;
   });
+  for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+  stale_.clear();
   return freed >= need;
 }
 

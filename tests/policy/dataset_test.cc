@@ -96,6 +96,39 @@ TEST(PolicyHotshardDataset, ADataSetStillReadKeepsItsPlace) {
   EXPECT_EQ(r.hits_after, 50u);  // every read of data set 1
 }
 
+TEST(PolicyHotshardDataset, OnlyTheRoomOfDataSetsStillFinishedIsFree) {
+  // Data sets 1 (objects 1..10) and 2 (11..20) fill a 20-unit cache, read in turn 20
+  // times over; data set 3 streams, both finish and 3 takes some of their room. Then 1
+  // is read once: live again, its residents are not free room any more, though their
+  // heap keys still say heat 0 until lifted. 3's next files take 2's room, never 1's.
+  std::vector<Request> trace;
+  for (int round = 0; round < 20; ++round) {
+    for (ObjectId i = 1; i <= 10; ++i) {
+      readsOf(trace, {i}, 1);
+      readsOf(trace, {10 + i}, 2);
+    }
+  }
+  readsOf(trace, range(101, 121), 3);
+  readsOf(trace, {1}, 1);
+  readsOf(trace, range(121, 131), 3);
+  auto r = replay("hotshard", 20, trace, 0);
+  auto ids = residentIds(*r.policy);
+  auto in = [&](ObjectId from, ObjectId to) {
+    return std::count_if(ids.begin(), ids.end(), [&](ObjectId id) { return id >= from && id < to; });
+  };
+  const auto before = in(1, 11);  // what 1 kept while it was finished
+  EXPECT_GE(before, 5);
+  EXPECT_EQ(in(121, 131), std::min<long>(10, 20 - before - in(101, 121)))
+      << "each of 3's later files took a finished resident's room while one was left";
+  // 1's residents stayed: replaying without the later files of 3 keeps as many.
+  std::vector<Request> shorter(trace.begin(), trace.end() - 10);
+  EXPECT_EQ(in(1, 11), [&] {
+    auto p = replay("hotshard", 20, shorter, 0);
+    auto kept = residentIds(*p.policy);
+    return std::count_if(kept.begin(), kept.end(), [](ObjectId id) { return id >= 1 && id < 11; });
+  }());
+}
+
 TEST(PolicyHotshardDataset, ALaterJobsDataSetGetsTheRoomOfAnEndedJob) {
   // Two training jobs (policy/generate.h multijob) on data sets of 100 and 200 shards of
   // 1 MiB, 4 epochs each, the second started 200 reads after the first; the cache holds
