@@ -159,6 +159,7 @@ UniqueFd FileSystem::shareRemoteBacking(dev_t dev, ino_t ino) {
 }
 
 Result<PathFd> FileSystem::pathFd(Inode& inode) {
+  if (PathFd fd = table_.cachedPathFd(inode)) return fd;  // the usual case: no table lock
   // A rename or unlink through the mount between planning and walking may have
   // moved a name on the way: planned again (a few times), not reported stale.
   for (int attempt = 0;; attempt++) {
