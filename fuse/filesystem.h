@@ -1,6 +1,7 @@
 // fuse/: the namespace hotshard mounts over a remote directory. Every object is
 // reached through an O_PATH fd opened relative to the remote root's fd (taken
-// before the mount, so mounting over the remote's own path works); every regular
+// before the mount, so mounting over the remote's own path works), kept in a
+// bounded cache or opened again by its names (inode_table.h); every regular
 // file open is answered with kernel passthrough to a backing file.
 //
 // The room's units:
