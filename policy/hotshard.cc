@@ -1,6 +1,7 @@
 #include "policy/hotshard.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace hotshard::policy {
 
@@ -20,6 +21,8 @@ Status HotshardPolicy::Config::validate() const {
     return makeError(Errc::kInvalidArgument, "hotshard: idle_gaps must be >= 0");
   if (!(dataset_idle >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: dataset_idle must be >= 0");
+  if (!(co_access >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: co_access must be >= 0");
   if (!(reuse_factor >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: reuse_factor must be >= 0");
   return {};
@@ -132,6 +135,10 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
     half_life_bytes_ = std::max(min_half_life_bytes_, config_.reuse_factor * mean_reuse_bytes_);
   }
   bytes_clock_ += static_cast<double>(access.bytes_read);
+  if (n.last_read_at >= 0) {
+    double reuse = bytes_clock_ - n.last_read_at;
+    n.reuse_log = static_cast<std::uint16_t>(std::min(65535.0, std::log2(1 + reuse) * 256 + 0.5));
+  }
   n.last_read_at = bytes_clock_;
   recordDatasetRead(n, access.dataset);
   std::uint64_t missed = std::min(access.bytes_missed, access.bytes_read);
@@ -233,6 +240,24 @@ void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
   }
 }
 
+// Siblings read together at every load (one model's shards, loaded by several replicas
+// at once) have had the same reads, so their heat per byte is equal with no noise
+// between them: the hysteresis, which guards against noise, is not needed. The test:
+// same data set, the newcomer read again within co_access x its size (a burst), the
+// victim read within the last two of those reuse distances, and both read whole the
+// same number of times, give or take one (the read of the burst not yet reached).
+bool HotshardPolicy::coAccessed(const Node& victim, const Node& n) const noexcept {
+  if (config_.co_access <= 0 || victim.dataset != n.dataset || n.reuse_log == 0) return false;
+  const double reuse = std::exp2(n.reuse_log / 256.0) - 1;  // n's latest reuse distance
+  if (reuse > config_.co_access * static_cast<double>(n.size)) return false;
+  if (victim.last_read_at < 0 || bytes_clock_ - victim.last_read_at > 2 * reuse) return false;
+  auto reads = [](const Node& x) {
+    return static_cast<double>(x.bytes_read) /
+           static_cast<double>(std::max<std::uint64_t>(x.size, 1));
+  };
+  return std::abs(reads(n) - reads(victim)) < 1.5;
+}
+
 // The coldest residents per byte that make `need` bytes of room, into scratch_, and
 // whether the newcomer's earlier heat beats theirs by the hysteresis margin. Victims
 // count their live heat (liveLogHeat): one idle past idle_gaps reuse distances, such
@@ -260,7 +285,7 @@ bool HotshardPolicy::pickVictims(const Node& n, std::uint64_t need) noexcept {
       // (Counting only the bytes the newcomer lacks let a nearly full cache trade
       // a whole hot object for a few KiB of room: it churned live on shuffled
       // epochs, where every object is read at the same rate.)
-      bar += (1.0 + config_.hysteresis) *
+      bar += (coAccessed(victim, n) ? 1.0 : 1.0 + config_.hysteresis) *
              detail::logValueNow(liveLogHeat(victim, static_cast<double>(n.gap)), clock_);
       if (bar >= candidate) {
         beaten = true;

@@ -45,6 +45,19 @@
 // holds the room of the live ones (first-come lock-in), whatever its heat. Between
 // data sets that are all being read, heat per byte decides, with no fixed shares.
 //
+// Co-accessed siblings (co_access): the shards of one model, loaded together by several
+// replicas at every deployment, are read the same number of times, so their heat per
+// byte is equal and no noise tells them apart. When a newcomer is read again within
+// co_access x its size bytes (a burst), residents of its data set read within the last
+// two of its reuse distances and read as often (give or take one read) are charged
+// their plain heat, without the hysteresis. Among equals a swap then needs the newcomer
+// to be larger than the siblings it displaces (plus the margin): the cache fills with
+// the combination of one model's shards that holds the most bytes, instead of keeping
+// whichever fit first (a knapsack effect when a model is larger than the cache), and
+// every swap leaves more of the model resident, so it cannot churn. Files read at
+// random moments (shuffled epochs) are not reread within a burst and keep the
+// hysteresis.
+//
 // Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
 // whose keys are refreshed lazily, only near the top. For whole reads this orders by
 // access rate, the greedy knapsack order for bytes saved from the remote.
@@ -91,6 +104,7 @@ class HotshardPolicy final : public Policy {
     double reuse_factor = 16;     // half-life at least this many mean reuse distances
     double idle_gaps = 6;  // idle past this many reuse distances: heat halves per further one
     double dataset_idle = 8;  // a data set unread for this many of its longest gaps is finished
+    double co_access = 8;  // siblings reread within this many of their sizes: no hysteresis
     void bind(ParamTable& t) {
       t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
           .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
@@ -110,6 +124,10 @@ class HotshardPolicy final : public Policy {
                "a data set (Access::dataset) not read for more than this many of its longest "
                "gaps between two of its reads (bytes read by all) is finished: its residents "
                "count as free room, >= 0; 0: off")
+          .add("co_access", &co_access,
+               "a newcomer read again within co_access x its size bytes (a burst) displaces "
+               "the files of its data set read with it, as often, without the hysteresis, "
+               ">= 0; 0: off")
           .add("history", &history,
                "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
     }
@@ -149,6 +167,7 @@ class HotshardPolicy final : public Policy {
     float gap = 0;                        // its reuse distance (bytes, running mean); 0: none yet
     std::uint32_t dataset = 0;            // Access::dataset of its latest read
     bool resident = false;
+    std::uint16_t reuse_log = 0;  // log2(1 + its latest reuse distance) x 256; 0: none yet
   };
   static_assert(sizeof(Node) == 64);
   // A data set's reads, to tell when the job reading it has ended (dataset_idle).
@@ -177,6 +196,7 @@ class HotshardPolicy final : public Policy {
   // admit()'s victims: the coldest residents freeing `need` bytes, into scratch_; false
   // when the newcomer's heat does not beat theirs by the hysteresis margin.
   bool pickVictims(const Node& n, std::uint64_t need) noexcept;
+  bool coAccessed(const Node& victim, const Node& n) const noexcept;
   // Resident -> remembered non-resident (its heat is kept).
   void demote(detail::Slot s) noexcept;
   // Data sets: the read of `n`'s data set (its finished state ends), and whether it is

@@ -13,6 +13,7 @@ namespace {
 
 using testing::range;
 using testing::repeat;
+using testing::residentIds;
 
 // Whole unit reads of `ids`, all of data set `dataset`, appended to `out`.
 void readsOf(std::vector<Request>& out, const std::vector<ObjectId>& ids, std::uint32_t dataset) {
@@ -42,15 +43,6 @@ Replay replay(const std::string& spec, std::uint64_t capacity, const std::vector
     }
   }
   return out;
-}
-
-std::vector<ObjectId> residentIds(const Policy& p) {
-  std::vector<Resident> r;
-  p.residents(r);
-  std::vector<ObjectId> ids;
-  for (const auto& x : r) ids.push_back(x.id);
-  std::sort(ids.begin(), ids.end());
-  return ids;
 }
 
 TEST(PolicyHotshardDataset, AFinishedDataSetsRoomGoesToTheActiveOne) {

@@ -12,17 +12,9 @@ namespace {
 using testing::concat;
 using testing::range;
 using testing::repeat;
+using testing::residentIds;
 using testing::run;
 using testing::wholeReads;
-
-std::vector<ObjectId> residentIds(const Policy& p) {
-  std::vector<Resident> r;
-  p.residents(r);
-  std::vector<ObjectId> ids;
-  for (const auto& x : r) ids.push_back(x.id);
-  std::sort(ids.begin(), ids.end());
-  return ids;
-}
 
 // Feeds whole unit reads through the simulator loop and returns the policy.
 std::unique_ptr<Policy> feed(const std::string& spec, std::uint64_t capacity,
