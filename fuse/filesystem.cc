@@ -323,19 +323,20 @@ void FileSystem::setEntryTimeouts(fuse_ino_t parent, const char* name, Inode& in
   e->attr_timeout = opts_.consistency.attrTimeout(e->attr);
   e->entry_timeout = opts_.consistency.entryTimeout(e->attr);
   if (!opts_.consistency.opensCheckPath() || isDotOrDotdot(name)) return;
-  std::string rel;
+  std::optional<std::string> rel;
   {
     Inode& dir = inodeOf(parent);
     std::lock_guard lock(dir.mu);
-    if (!table_.isRoot(dir) && !dir.kernel_rel_known) {
-      e->entry_timeout = 0;  // a path an open could not check: looked up at each use
-      return;
-    }
-    rel = table_.isRoot(dir) ? std::string(name) : dir.kernel_rel + "/" + name;
+    if (table_.isRoot(dir)) rel = name;
+    else if (dir.kernel_rel_known) rel = dir.kernel_rel + "/" + name;
   }
+  // A path past PATH_MAX cannot be checked with one fstatat (ENAMETOOLONG).
+  if (rel && rel->size() >= PATH_MAX) rel.reset();
+  // A path an open cannot check: the kernel looks the name up at each use.
+  if (!rel) e->entry_timeout = 0;
   std::lock_guard lock(inode.mu);
-  inode.kernel_rel = std::move(rel);
-  inode.kernel_rel_known = true;
+  inode.kernel_rel_known = rel.has_value();
+  inode.kernel_rel = std::move(rel).value_or("");
 }
 
 std::optional<struct stat> FileSystem::objectAtName(fuse_ino_t parent, const char* name) {
