@@ -381,6 +381,13 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
     // opens what it leads to now, or answers ENOENT.
     return sysError(ESTALE, "open " + rel + ": the path leads elsewhere on the remote now");
   }
+  if (now->st_mode != seen.st_mode || now->st_uid != seen.st_uid || now->st_gid != seen.st_gid) {
+    // The kernel checked this open's permission against the mode and owner it
+    // kept (default_permissions): again, after a lookup brings the new ones.
+    rememberStat(inode, *now);
+    (void)shim_->invalidateAttrs(ino);  // the retry's lookup refreshes them too
+    return sysError(ESTALE, "open " + rel + ": its mode or owner changed on the remote");
+  }
   if (now->st_size != seen.st_size || !sameTime(now->st_mtim, seen.st_mtim) ||
       !sameTime(now->st_ctim, seen.st_ctim)) {
     // Changed since the kernel last heard: its next stat asks again, and a read

@@ -152,6 +152,24 @@ TEST_F(IntegrationStrict, AnOpenSeesARemoteChangeWithinTheAttributeTimeout) {
   EXPECT_EQ(readFile(f), "a copy must not serve this");
 }
 
+// A file's mode changed on the remote within the attribute timeout: the next
+// open is checked against the new mode (the kernel checks permissions itself,
+// default_permissions, against the attributes it kept).
+TEST_F(IntegrationStrict, AnOpenIsCheckedAgainstAModeChangedOnTheRemote) {
+  constexpr uid_t kOtherUid = 54321;
+  constexpr gid_t kOtherGid = 54321;
+  writeFile(remote_ + "/f", "was public");
+  ASSERT_EQ(::chmod((remote_ + "/f").c_str(), 0644), 0);
+  startDaemon("strict");
+  const std::string f = mnt_ + "/f";
+  auto openAsOther = [&] { return runAs(kOtherUid, kOtherGid, [&] { return openErrno(f); }); };
+  ASSERT_EQ(openAsOther(), 0);
+  ASSERT_EQ(::chmod((remote_ + "/f").c_str(), 0600), 0);
+  EXPECT_EQ(openAsOther(), EACCES);
+  ASSERT_EQ(::chmod((remote_ + "/f").c_str(), 0644), 0);
+  EXPECT_EQ(openAsOther(), 0);
+}
+
 // A file removed on the remote: the next open fails with ENOENT (never the old
 // file), and from then on stat does too.
 TEST_F(IntegrationStrict, AnOpenOfAFileRemovedOnTheRemoteFailsWithEnoent) {
