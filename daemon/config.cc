@@ -139,8 +139,9 @@ void addMountItems(std::vector<ConfigItem>& items) {
   items.push_back(stringItem("cache", "Cache directory on local NVMe", &RunConfig::cache));
   items.push_back(ConfigItem{
       .name = "consistency",
-      .help = "strict (revalidate every open), ttl=DURATION (e.g. ttl=30s, ttl=5m), or immutable "
-              "(default: strict)",
+      .help = "strict (close-to-open: every open revalidates; stat may be ac=3s old for files, "
+              "acdir=30s for directories; e.g. 'strict;ac=1s', 'strict;ac=0' for none), "
+              "ttl=DURATION (e.g. ttl=30s, ttl=5m), or immutable (default: strict)",
       .get = [](const RunConfig& c) { return c.consistency.toString(); },
       .set = [](RunConfig& c, const std::string& v) -> Status {
         ASSIGN_OR_RETURN(c.consistency, fuse::Consistency::parse(v));

@@ -6,9 +6,54 @@
 
 namespace hotshard::fuse {
 
+namespace {
+
+// strict's parameters after "strict;": ac=DURATION and acdir=DURATION.
+Status parseStrictParams(std::string_view params, Consistency& c) {
+  bool acdir_given = false;
+  for (size_t pos = 0, end = 0; end != std::string_view::npos; pos = end + 1) {
+    end = params.find(';', pos);
+    std::string_view item =
+        params.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    size_t eq = item.find('=');
+    std::string_view key = item.substr(0, eq);
+    if (eq == std::string_view::npos || (key != "ac" && key != "acdir")) {
+      return makeError(Errc::kInvalidArgument,
+                       "'" + std::string(item) + "': strict takes ac=DURATION and acdir=DURATION");
+    }
+    auto seconds = parseDurationSeconds(item.substr(eq + 1));
+    if (!seconds.ok() || *seconds < 0) {
+      return makeError(Errc::kInvalidArgument,
+                       "'" + std::string(item) + "': a duration >= 0 (e.g. 3s, 500ms, 0)");
+    }
+    if (key == "acdir") {
+      c.acdir_seconds = *seconds;
+      acdir_given = true;
+    } else {
+      c.ac_seconds = *seconds;
+      if (!acdir_given) c.acdir_seconds = *seconds;
+    }
+  }
+  return Ok{};
+}
+
+std::string secondsText(double seconds) {
+  std::string s = std::to_string(seconds);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
+}  // namespace
+
 Result<Consistency> Consistency::parse(const std::string& text) {
   Consistency c;
   if (text == "strict") return c;
+  if (text.rfind("strict;", 0) == 0) {
+    Status st = parseStrictParams(std::string_view(text).substr(7), c);
+    if (!st.ok()) return makeError(Errc::kInvalidArgument, "consistency '" + text + "': " + st.error().message);
+    return c;
+  }
   if (text == "immutable") {
     c.mode = Mode::kImmutable;
     return c;
@@ -21,20 +66,19 @@ Result<Consistency> Consistency::parse(const std::string& text) {
       return c;
     }
   }
-  return makeError(Errc::kInvalidArgument, "consistency '" + text +
-                                               "': expected strict, ttl=SECONDS (> 0) or immutable; ttl takes units too, e.g. ttl=250ms or ttl=5m");
+  return makeError(Errc::kInvalidArgument,
+                   "consistency '" + text +
+                       "': expected strict[;ac=DURATION][;acdir=DURATION], ttl=SECONDS (> 0) or "
+                       "immutable; durations take units, e.g. ttl=250ms, ttl=5m, strict;ac=1s");
 }
 
 std::string Consistency::toString() const {
   switch (mode) {
-    case Mode::kStrict: return "strict";
+    case Mode::kStrict:
+      if (ac_seconds == kDefaultAcSeconds && acdir_seconds == kDefaultAcdirSeconds) return "strict";
+      return "strict;ac=" + secondsText(ac_seconds) + ";acdir=" + secondsText(acdir_seconds);
     case Mode::kImmutable: return "immutable";
-    case Mode::kTtl: {
-      std::string s = std::to_string(ttl_seconds);
-      s.erase(s.find_last_not_of('0') + 1);
-      if (!s.empty() && s.back() == '.') s.pop_back();
-      return "ttl=" + s;
-    }
+    case Mode::kTtl: return "ttl=" + secondsText(ttl_seconds);
   }
   return "strict";
 }
@@ -46,10 +90,14 @@ std::string Consistency::toString() const {
 // again (FileSystem::opendir).
 static constexpr double kImmutableTimeout = 86400.0 * 365;
 
-double Consistency::entryTimeout() const {
-  return mode == Mode::kStrict ? 0 : mode == Mode::kTtl ? ttl_seconds : kImmutableTimeout;
+double Consistency::attrTimeout(const struct stat& attr) const {
+  if (mode == Mode::kStrict) return S_ISDIR(attr.st_mode) ? acdir_seconds : ac_seconds;
+  return mode == Mode::kTtl ? ttl_seconds : kImmutableTimeout;
 }
-double Consistency::attrTimeout() const { return entryTimeout(); }
+double Consistency::entryTimeout(const struct stat& attr) const {
+  if (mode == Mode::kStrict && !S_ISDIR(attr.st_mode) && attr.st_nlink > 1) return 0;
+  return attrTimeout(attr);
+}
 double Consistency::negativeTimeout() const { return mode == Mode::kTtl ? ttl_seconds : 0; }
 
 bool Consistency::trustsRememberedAttrs(double remembered_at, double now) const {

@@ -25,19 +25,42 @@ namespace hotshard::fuse {
 
 struct Consistency {
   enum class Mode {
-    kStrict,     // revalidate on every open: no kernel caching, fresh fstat per open
+    kStrict,     // close-to-open: every open revalidates; names and attrs kept ac/acdir
     kTtl,        // trust metadata for ttl_seconds
     kImmutable,  // files never change in place: trust metadata (almost) forever
   };
+  // NFS's defaults, acregmin and acdirmin (nfs(5)).
+  static constexpr double kDefaultAcSeconds = 3;
+  static constexpr double kDefaultAcdirSeconds = 30;
   Mode mode = Mode::kStrict;
   double ttl_seconds = 0;  // kTtl only
+  // kStrict only, seconds >= 0: how long the kernel keeps the names and
+  // attributes of non-directories (ac) and of directories (acdir).
+  double ac_seconds = kDefaultAcSeconds;
+  double acdir_seconds = kDefaultAcdirSeconds;
 
-  static Result<Consistency> parse(const std::string& text);  // strict | ttl=N | immutable
-  std::string toString() const;
-  double entryTimeout() const;
-  double attrTimeout() const;
+  // strict[;ac=DURATION][;acdir=DURATION] | ttl=DURATION | immutable. `ac` sets
+  // both timeouts (as NFS's actimeo), `acdir` then the directories' alone, in
+  // either order; "policy;k=v" is the syntax of --policy too, and has no comma,
+  // which mount(8) options would split.
+  static Result<Consistency> parse(const std::string& text);
+  std::string toString() const;  // parse(toString()) gives the same
+  // The timeouts of an entry or attribute reply about an object with `attr`
+  // (its st_mode and st_nlink), in seconds. In strict mode a non-directory
+  // with several names (st_nlink > 1) gets an entry timeout of 0: an open's
+  // path check (opensCheckPath) knows one name per object, the last looked up,
+  // so each of its names is looked up again at each use.
+  double entryTimeout(const struct stat& attr) const;
+  double attrTimeout(const struct stat& attr) const;
   double negativeTimeout() const;
   bool keepCache() const { return mode != Mode::kStrict; }
+  // Strict with names kept (ac or acdir > 0): the kernel may open a file through
+  // a name it kept, so the open checks that its path still leads to the same
+  // object on the remote, and ESTALE makes the kernel walk the path again
+  // (fs/namei.c, do_filp_open: a retry with LOOKUP_REVAL).
+  bool opensCheckPath() const {
+    return mode == Mode::kStrict && (ac_seconds > 0 || acdir_seconds > 0);
+  }
 
   // May an open validate a cached copy against the attributes remembered at
   // `remembered_at` (CLOCK_MONOTONIC seconds, 0 = never), rather than a fresh

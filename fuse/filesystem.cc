@@ -115,6 +115,10 @@ struct DirHandle {
 
 DirHandle* dirOf(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 
+bool sameTime(const struct timespec& a, const struct timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
 bool isDotOrDotdot(const char* name) {
   return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
@@ -306,9 +310,6 @@ Result<DIR*> FileSystem::openRemoteDir(int fd) {
 
 Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e) {
   std::memset(e, 0, sizeof(*e));
-  e->attr_timeout = opts_.consistency.attrTimeout();
-  e->entry_timeout = opts_.consistency.entryTimeout();
-
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   int parent_fd = dir_fd->get();
@@ -322,6 +323,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
       e->generation = known->generation;
       rememberStat(*known, e->attr);
       overlayAdoptedCopy(*known, e->attr);  // its size and data agree (one truth)
+      setEntryTimeouts(parent, name, *known, e);
       return Ok{};
     }
   } else if (int err = seen.error().sys_errno; err == ENOENT || err == ETIMEDOUT || err == EIO) {
@@ -335,6 +337,91 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->generation = inode.generation;
   rememberStat(inode, e->attr);  // our lookup reference keeps it alive
   overlayAdoptedCopy(inode, e->attr);
+  setEntryTimeouts(parent, name, inode, e);
+  return Ok{};
+}
+
+void FileSystem::setEntryTimeouts(fuse_ino_t parent, const char* name, Inode& inode,
+                                  fuse_entry_param* e) {
+  e->attr_timeout = opts_.consistency.attrTimeout(e->attr);
+  e->entry_timeout = opts_.consistency.entryTimeout(e->attr);
+  if (!opts_.consistency.opensCheckPath() || isDotOrDotdot(name)) return;
+  std::optional<std::string> rel;
+  {
+    Inode& dir = inodeOf(parent);
+    std::lock_guard lock(dir.mu);
+    if (table_.isRoot(dir)) rel = name;
+    else if (dir.kernel_rel_known) rel = dir.kernel_rel + "/" + name;
+  }
+  // A path past PATH_MAX cannot be checked with one fstatat (ENAMETOOLONG).
+  if (rel && rel->size() >= PATH_MAX) rel.reset();
+  // A path an open cannot check: the kernel looks the name up at each use.
+  if (!rel) e->entry_timeout = 0;
+  std::lock_guard lock(inode.mu);
+  inode.kernel_rel_known = rel.has_value();
+  inode.kernel_rel = std::move(rel).value_or("");
+}
+
+std::optional<struct stat> FileSystem::objectAtName(fuse_ino_t parent, const char* name) {
+  if (!opts_.consistency.opensCheckPath()) return std::nullopt;
+  auto dir_fd = pathFd(inodeOf(parent));
+  if (!dir_fd.ok()) return std::nullopt;
+  auto st = statRemoteAt((*dir_fd)->get(), name, "the object at a name");
+  return st.ok() ? std::optional<struct stat>(*st) : std::nullopt;
+}
+
+void FileSystem::followName(const std::optional<struct stat>& object, fuse_ino_t parent,
+                            const char* name) {
+  if (!object) return;
+  std::optional<std::string> rel;
+  if (parent != 0) {
+    Inode& dir = inodeOf(parent);
+    std::lock_guard lock(dir.mu);
+    if (table_.isRoot(dir)) rel = name;
+    else if (dir.kernel_rel_known) rel = dir.kernel_rel + "/" + name;
+  }
+  table_.visit(object->st_dev, object->st_ino, [&](Inode& inode) {
+    std::lock_guard lock(inode.mu);
+    inode.kernel_rel_known = rel.has_value();
+    inode.kernel_rel = rel.value_or("");
+  });
+}
+
+Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
+  if (!opts_.consistency.opensCheckPath() || table_.isRoot(inode)) return Ok{};
+  std::string rel;
+  struct stat seen;
+  {
+    std::lock_guard lock(inode.mu);
+    if (!inode.kernel_rel_known) return Ok{};
+    rel = inode.kernel_rel;
+    seen = inode.last_stat;
+  }
+  ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
+  auto now = statRemoteAt(root_fd->get(), rel.c_str(), "open: check the path");
+  if (!now.ok() && now.error().sys_errno != ENOENT && now.error().sys_errno != ENOTDIR) {
+    return now.takeError();
+  }
+  if (!now.ok() || now->st_dev != inode.src_dev || now->st_ino != inode.src_ino) {
+    // The kernel walks the path again, each name looked up (LOOKUP_REVAL), and
+    // opens what it leads to now, or answers ENOENT.
+    return sysError(ESTALE, "open " + rel + ": the path leads elsewhere on the remote now");
+  }
+  if (now->st_mode != seen.st_mode || now->st_uid != seen.st_uid || now->st_gid != seen.st_gid) {
+    // The kernel checked this open's permission against the mode and owner it
+    // kept (default_permissions): again, after a lookup brings the new ones.
+    rememberStat(inode, *now);
+    (void)shim_->invalidateAttrs(ino);  // the retry's lookup refreshes them too
+    return sysError(ESTALE, "open " + rel + ": its mode or owner changed on the remote");
+  }
+  if (now->st_size != seen.st_size || !sameTime(now->st_mtim, seen.st_mtim) ||
+      !sameTime(now->st_ctim, seen.st_ctim)) {
+    // Changed since the kernel last heard: its next stat asks again, and a read
+    // past the old size is not cut short.
+    Status st = shim_->invalidateAttrs(ino);
+    if (!st.ok()) spdlog::warn("open {}: {}", rel, st.error().message);
+  }
+  rememberStat(inode, *now);
   return Ok{};
 }
 
@@ -381,7 +468,7 @@ Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   ASSIGN_OR_RETURN(struct stat st, statRemote(path->get(), "getattr"));
   if (S_ISREG(st.st_mode)) rememberStat(inode, st);
   overlayAdoptedCopy(inode, st);
-  fuse_reply_attr(req, &st, opts_.consistency.attrTimeout());
+  fuse_reply_attr(req, &st, opts_.consistency.attrTimeout(st));
   return Ok{};
 }
 
@@ -579,8 +666,10 @@ Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   PathFd held = childPathFd(dir, name);  // its only way back once the name is gone
+  auto object = objectAtName(parent, name);
   RETURN_IF_ERROR(unlinkRemote(dir_fd->get(), name, 0));
   table_.unlinked(dir, name, held);
+  followName(object, 0, name);  // unchecked until looked up again by another name
   return replyDone(req);
 }
 
@@ -607,6 +696,7 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   ASSIGN_OR_RETURN(PathFd newdir_fd, pathFd(newdir));
   // A replaced target keeps only its fd; under RENAME_EXCHANGE it takes the old name.
   PathFd held = (flags & RENAME_EXCHANGE) ? PathFd() : childPathFd(newdir, newname);
+  auto moved = objectAtName(parent, name), replaced = objectAtName(newparent, newname);
   RETURN_IF_ERROR(callRemote<void>(
       remote_, "rename", {dir_fd->get(), newdir_fd->get()}, std::nullopt,
       [name = std::string(name), newname = std::string(newname), flags](const CallFds& f) -> Status {
@@ -616,6 +706,12 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
         return Ok{};
       }));
   table_.renamed(dir, name, newdir, newname, flags, held);
+  followName(moved, newparent, newname);
+  if (flags & RENAME_EXCHANGE) {
+    followName(replaced, parent, name);
+  } else {
+    followName(replaced, 0, newname);  // unchecked until looked up again by another name
+  }
   return replyDone(req);
 }
 
@@ -1018,6 +1114,7 @@ Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off
 
 Status FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = inodeOf(ino);
+  RETURN_IF_ERROR(checkOpenPath(ino, inode));  // close-to-open (consistency.h)
   ASSIGN_OR_RETURN(int id, acquireBacking(inode, fi->flags));
   fi->fh = opensForWrite(fi->flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
@@ -1119,9 +1216,9 @@ Status FileSystem::tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_
                        }));
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
-  e.attr_timeout = opts_.consistency.attrTimeout();
-  e.entry_timeout = opts_.consistency.entryTimeout();
   e.attr = made.st;
+  e.attr_timeout = opts_.consistency.attrTimeout(e.attr);
+  e.entry_timeout = opts_.consistency.entryTimeout(e.attr);
   Inode& inode = table_.addLookup(made.path_fd, e.attr);
   e.ino = table_.idOf(inode);
   e.generation = inode.generation;

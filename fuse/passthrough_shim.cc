@@ -90,6 +90,11 @@ Status PassthroughShim::invalidateInode(uint64_t nodeid) {
   return notify(FUSE_NOTIFY_INVAL_INODE, &arg, sizeof(arg), "FUSE_NOTIFY_INVAL_INODE");
 }
 
+Status PassthroughShim::invalidateAttrs(uint64_t nodeid) {
+  fuse_notify_inval_inode_out arg{.ino = nodeid, .off = -1, .len = 0};
+  return notify(FUSE_NOTIFY_INVAL_INODE, &arg, sizeof(arg), "FUSE_NOTIFY_INVAL_INODE (attributes)");
+}
+
 namespace {
 const char* opcodeName(uint32_t op) {
   switch (op) {

@@ -109,6 +109,9 @@ class PassthroughShim {
   // fs/fuse/inode.c fuse_reverse_inval_inode). Safe inside a handler (no inode
   // lock taken).
   Status invalidateInode(uint64_t nodeid);
+  // FUSE_NOTIFY_INVAL_INODE with a negative offset: the cached attributes
+  // alone, the pages kept (fuse_reverse_inval_inode). Safe inside a handler.
+  Status invalidateAttrs(uint64_t nodeid);
 
   // Requests read from /dev/fuse, by opcode (FUSE_READ == 15, ...).
   uint64_t requestCount(uint32_t opcode) const {

@@ -57,7 +57,7 @@ TEST(Config, BadFilesAreRefusedWithFileAndKey) {
   writeFile(tmp / "value.toml", "consistency = \"sometimes\"\n");
   st = applyConfigFile(tmp / "value.toml", {}, cfg);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.error().message.find("strict, ttl=SECONDS"), std::string::npos);
+  EXPECT_NE(st.error().message.find("strict[;ac=DURATION][;acdir=DURATION], ttl=SECONDS"), std::string::npos);
 
   writeFile(tmp / "threads.toml", "fuse-threads = 0\n");
   EXPECT_FALSE(applyConfigFile(tmp / "threads.toml", {}, cfg).ok());
@@ -70,7 +70,7 @@ TEST(Config, EveryComplaintAboutAFileNamesItsLine) {
     std::string text, want;
   } cases[] = {
       {"remote = \"/x\"\n\nremot = \"/x\"\n", "unknown key 'remot'"},
-      {"# header\nremote = \"/x\"\nconsistency = \"sometimes\"\n", "strict, ttl=SECONDS"},
+      {"# header\nremote = \"/x\"\nconsistency = \"sometimes\"\n", "strict[;ac=DURATION][;acdir=DURATION], ttl=SECONDS"},
       {"\n\nforeground = [1, 2]\n", "must be a string, number or bool"},
   };
   for (const auto& c : cases) {
@@ -137,17 +137,26 @@ TEST(Config, FinalizeRefusesACacheInsideTheRemoteOrMountThroughSymlinks) {
 
 TEST(Consistency, ParsesTheThreeModes) {
   using fuse::Consistency;
-  EXPECT_EQ(Consistency::parse("strict")->entryTimeout(), 0);
+  struct stat file {}, dir {};
+  file.st_mode = S_IFREG | 0644;
+  file.st_nlink = 1;
+  dir.st_mode = S_IFDIR | 0755;
+  auto strict = Consistency::parse("strict");
+  ASSERT_TRUE(strict.ok());
+  EXPECT_EQ(strict->entryTimeout(file), Consistency::kDefaultAcSeconds);
+  EXPECT_EQ(strict->entryTimeout(dir), Consistency::kDefaultAcdirSeconds);
+  EXPECT_EQ(Consistency::parse("strict;ac=0")->entryTimeout(dir), 0);
   auto ttl = Consistency::parse("ttl=2.5");
   ASSERT_TRUE(ttl.ok());
-  EXPECT_DOUBLE_EQ(ttl->attrTimeout(), 2.5);
+  EXPECT_DOUBLE_EQ(ttl->attrTimeout(file), 2.5);
   EXPECT_EQ(ttl->toString(), "ttl=2.5");
   EXPECT_EQ(Consistency::parse("ttl=30s")->toString(), "ttl=30");
   auto imm = Consistency::parse("immutable");
-  EXPECT_GT(imm->entryTimeout(), 86400);
+  EXPECT_GT(imm->entryTimeout(file), 86400);
   EXPECT_EQ(imm->negativeTimeout(), 0);
   EXPECT_TRUE(imm->keepCache());
-  for (const char* bad : {"", "ttl=", "ttl=0", "ttl=-1", "ttl=abc", "Strict"}) {
+  for (const char* bad : {"", "ttl=", "ttl=0", "ttl=-1", "ttl=abc", "Strict", "strict;",
+                          "strict;ac", "strict;ac=-1", "strict;ttl=3", "strict,ac=1s"}) {
     EXPECT_FALSE(Consistency::parse(bad).ok()) << bad;
   }
 }

@@ -24,21 +24,80 @@ TEST(FuseConsistency, ModeDecidesWhetherRememberedAttrsAreTrusted) {
   EXPECT_FALSE(immutable->trustsRememberedAttrs(0, 1.0));
 }
 
+struct stat objectOf(mode_t type, nlink_t nlink = 1) {
+  struct stat st {};
+  st.st_mode = type | 0644;
+  st.st_nlink = nlink;
+  return st;
+}
+
 TEST(FuseConsistency, TimeoutsPerMode) {
-  Consistency strict;
-  EXPECT_EQ(strict.entryTimeout(), 0);
+  const struct stat file = objectOf(S_IFREG), dir = objectOf(S_IFDIR, 2);
+  Consistency strict;  // NFS's acregmin and acdirmin
+  EXPECT_EQ(strict.entryTimeout(file), 3);
+  EXPECT_EQ(strict.attrTimeout(file), 3);
+  EXPECT_EQ(strict.entryTimeout(objectOf(S_IFLNK)), 3);
+  EXPECT_EQ(strict.entryTimeout(dir), 30);
+  EXPECT_EQ(strict.attrTimeout(dir), 30);
   EXPECT_EQ(strict.negativeTimeout(), 0);
   EXPECT_FALSE(strict.keepCache());
+  EXPECT_TRUE(strict.opensCheckPath());
+  // A file with several names: each name is looked up again at each use (an
+  // open's path check knows one of them); its attributes are kept.
+  EXPECT_EQ(strict.entryTimeout(objectOf(S_IFREG, 2)), 0);
+  EXPECT_EQ(strict.attrTimeout(objectOf(S_IFREG, 2)), 3);
   auto ttl = Consistency::parse("ttl=250ms");
   ASSERT_TRUE(ttl.ok());
-  EXPECT_DOUBLE_EQ(ttl->attrTimeout(), 0.25);
+  EXPECT_DOUBLE_EQ(ttl->attrTimeout(file), 0.25);
+  EXPECT_DOUBLE_EQ(ttl->entryTimeout(objectOf(S_IFREG, 2)), 0.25);
   EXPECT_DOUBLE_EQ(ttl->negativeTimeout(), 0.25);
   EXPECT_EQ(ttl->toString(), "ttl=0.25");
+  EXPECT_FALSE(ttl->opensCheckPath());
   auto immutable = Consistency::parse("immutable");
   ASSERT_TRUE(immutable.ok());
-  EXPECT_GT(immutable->entryTimeout(), 86400.0);
+  EXPECT_GT(immutable->entryTimeout(file), 86400.0);
+  EXPECT_GT(immutable->entryTimeout(dir), 86400.0);
   EXPECT_EQ(immutable->negativeTimeout(), 0);  // new names can still appear
   EXPECT_TRUE(immutable->keepCache());
+  EXPECT_FALSE(immutable->opensCheckPath());
+}
+
+// strict;ac=D sets both timeouts (NFS's actimeo), acdir=D the directories' alone,
+// in either order; ac=0 keeps nothing, as strict did before it had an
+// attribute cache.
+TEST(FuseConsistency, StrictTakesAttributeCacheTimeouts) {
+  const struct stat file = objectOf(S_IFREG), dir = objectOf(S_IFDIR, 2);
+  auto off = Consistency::parse("strict;ac=0");
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->entryTimeout(file), 0);
+  EXPECT_EQ(off->attrTimeout(file), 0);
+  EXPECT_EQ(off->entryTimeout(dir), 0);
+  EXPECT_EQ(off->attrTimeout(dir), 0);
+  EXPECT_FALSE(off->opensCheckPath());
+  EXPECT_EQ(off->toString(), "strict;ac=0;acdir=0");
+
+  for (const char* text : {"strict;ac=1s;acdir=1m", "strict;acdir=60;ac=1000ms"}) {
+    SCOPED_TRACE(text);
+    auto c = Consistency::parse(text);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    EXPECT_EQ(c->entryTimeout(file), 1);
+    EXPECT_EQ(c->entryTimeout(dir), 60);
+    EXPECT_EQ(c->toString(), "strict;ac=1;acdir=60");
+    EXPECT_EQ(Consistency::parse(c->toString())->toString(), c->toString());
+  }
+  auto dirs_only = Consistency::parse("strict;acdir=0");
+  ASSERT_TRUE(dirs_only.ok());
+  EXPECT_EQ(dirs_only->entryTimeout(file), Consistency::kDefaultAcSeconds);
+  EXPECT_EQ(dirs_only->entryTimeout(dir), 0);
+  EXPECT_TRUE(dirs_only->opensCheckPath());
+  EXPECT_EQ(Consistency::parse("strict;ac=3s;acdir=30s")->toString(), "strict");
+
+  for (const char* bad : {"strict;", "strict;ac", "strict;ac=", "strict;ac=-1s", "strict;ac=x",
+                          "strict;ttl=3", "strict;ac=1;", "strict,ac=1"}) {
+    auto c = Consistency::parse(bad);
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_NE(c.error().message.find(bad), std::string::npos) << c.error().message;
+  }
 }
 
 struct stat dirAt(long mtime_s, long ctime_s, long nsec = 0) {

@@ -47,7 +47,7 @@ TEST(IntegrationCli, BadInvocationsSayWhatIsWrong) {
       {{"run", "--remote", tmp / "r"}, "--cache DIR is required"},
       {{"run", "--remote", tmp / "missing", "--cache", tmp / "c"}, "No such file or directory"},
       {{"run", "--remote", tmp / "r", "--cache", tmp / "c", "--consistency", "eventual"},
-       "expected strict, ttl=SECONDS (> 0) or immutable"},
+       "expected strict[;ac=DURATION][;acdir=DURATION], ttl=SECONDS (> 0) or immutable"},
       {{"run", "--remote", tmp / "r", "--cache", tmp / "c", "--mount", tmp / "nodir"},
        "mount point"},
       {{"bogus"}, "bogus"},

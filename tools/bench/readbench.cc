@@ -3,8 +3,8 @@
 //
 //   hotshard-readbench seq   FILE [--block 1MiB]
 //   hotshard-readbench rand  FILE [--block 4KiB] [--ops N] [--seed S]
-//   hotshard-readbench whole DIR  [--block 4KiB]        every file in DIR, read whole
-//   hotshard-readbench stat  DIR                        stat every file in DIR
+//   hotshard-readbench whole DIR  [--block 4KiB]        every file under DIR, read whole
+//   hotshard-readbench stat  DIR                        stat every file under DIR
 //   hotshard-readbench opens DIR  [--read 16KiB] [--passes N]
 //                         open(O_RDONLY)+close of every file in DIR, N passes; with
 //                         --read, one read of up to that many bytes between them.
@@ -45,15 +45,23 @@ uint64_t sizeArg(const char* s) {
   return *bytes;
 }
 
-std::vector<std::string> listFiles(const std::string& dir) {
-  std::vector<std::string> files;
+// The files under dir, subdirectories' too (deep trees: one stat walks every
+// component of the path), sorted.
+void addFiles(const std::string& dir, std::vector<std::string>& files) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) die("opendir " + dir);
+  std::vector<std::string> subdirs;
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    files.push_back(dir + "/" + e->d_name);
+    (e->d_type == DT_DIR ? subdirs : files).push_back(dir + "/" + e->d_name);
   }
   ::closedir(d);
+  for (const auto& sub : subdirs) addFiles(sub, files);
+}
+
+std::vector<std::string> listFiles(const std::string& dir) {
+  std::vector<std::string> files;
+  addFiles(dir, files);
   std::sort(files.begin(), files.end());
   return files;
 }
