@@ -394,9 +394,13 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
   {
     std::lock_guard lock(inode.mu);
     if (!inode.kernel_rel_known) return Ok{};
-    rel = inode.kernel_rel;
     seen = inode.last_stat;
   }
+  // The table's names follow renames through the mount of the inode and of
+  // every directory above it (kernel_rel only knows the inode's own); "" when
+  // a name on the way is gone: nothing to check against.
+  rel = table_.relPathOf(inode);  // takes the table's lock: not under inode.mu
+  if (rel.empty()) return Ok{};
   ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
   auto now = statRemoteAt(root_fd->get(), rel.c_str(), "open: check the path");
   if (!now.ok() && now.error().sys_errno != ENOENT && now.error().sys_errno != ENOTDIR) {
