@@ -81,6 +81,26 @@ ConfigItem countItem(std::string name, std::string help, unsigned RunConfig::*fi
   };
 }
 
+// A duration from `lo` to `hi`; range_text says them in the error ("100ms to 1h").
+ConfigItem durationItem(std::string name, std::string help, Duration RunConfig::*field,
+                        Duration lo, Duration hi, std::string range_text) {
+  return ConfigItem{
+      .name = name,
+      .help = std::move(help),
+      .get = [field](const RunConfig& c) { return formatDuration(c.*field); },
+      .set = [field, name, lo, hi, range_text](RunConfig& c, const std::string& v) -> Status {
+        auto d = parseDuration(v);
+        if (!d.ok()) return makeError(Errc::kInvalidArgument, name + ": " + d.error().message);
+        if (*d < lo || *d > hi) {
+          return makeError(Errc::kInvalidArgument,
+                           name + " '" + v + "': expected " + range_text);
+        }
+        c.*field = *d;
+        return Ok{};
+      },
+  };
+}
+
 Result<bool> parseBool(const std::string& name, const std::string& v) {
   if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
   if (v == "false" || v == "0" || v == "no" || v == "off") return false;
@@ -165,23 +185,12 @@ void addMountItems(std::vector<ConfigItem>& items) {
                              &RunConfig::log_level, {"trace", "debug", "info", "warn", "error"}));
   items.push_back(countItem("fuse-threads", "Most FUSE worker threads (default: 16)",
                             &RunConfig::fuse_threads, 1, 1024));
-  items.push_back(ConfigItem{
-      .name = "remote-timeout",
-      .help = "Deadline of each call into the remote for a request (lookup, stat, open, "
-              "opendir, statfs), 100ms to 1h; past it the request fails with ETIMEDOUT "
-              "(default: 30s)",
-      .get = [](const RunConfig& c) { return formatDuration(c.remote_timeout); },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        auto d = parseDuration(v);
-        if (!d.ok()) return makeError(Errc::kInvalidArgument, "remote-timeout: " + d.error().message);
-        if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
-          return makeError(Errc::kInvalidArgument,
-                           "remote-timeout '" + v + "': expected 100ms to 1h");
-        }
-        c.remote_timeout = *d;
-        return Ok{};
-      },
-  });
+  items.push_back(durationItem(
+      "remote-timeout",
+      "Deadline of each call into the remote for a request (lookup, stat, open, opendir, "
+      "statfs), 100ms to 1h; past it the request fails with ETIMEDOUT (default: 30s)",
+      &RunConfig::remote_timeout, std::chrono::milliseconds(100), std::chrono::hours(1),
+      "100ms to 1h"));
 }
 
 // The cache store, the promoter's I/O shape and the scrub.
@@ -235,20 +244,9 @@ void addPlacementItems(std::vector<ConfigItem>& items) {
                            "auto: promote and evict by heat (default); manual: only "
                            "warm/evict/pin do",
                            &RunConfig::automatic_placement, "auto", "manual"));
-  items.push_back(ConfigItem{
-      .name = "tick",
-      .help = "Placement tick, e.g. 1s or 250ms (default: 1s)",
-      .get = [](const RunConfig& c) { return formatDuration(c.tick); },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        auto d = parseDuration(v);
-        if (!d.ok()) return makeError(Errc::kInvalidArgument, "tick: " + d.error().message);
-        if (*d < std::chrono::milliseconds(10) || *d > std::chrono::hours(1)) {
-          return makeError(Errc::kInvalidArgument, "tick '" + v + "': expected 10ms to 1h");
-        }
-        c.tick = *d;
-        return Ok{};
-      },
-  });
+  items.push_back(durationItem("tick", "Placement tick, e.g. 1s or 250ms (default: 1s)",
+                               &RunConfig::tick, std::chrono::milliseconds(10),
+                               std::chrono::hours(1), "10ms to 1h"));
   items.push_back(ConfigItem{
       .name = "metrics",
       .help = "Prometheus endpoint http://ADDR/metrics: HOST:PORT with an IP address, "
@@ -309,21 +307,11 @@ void addClusterItems(std::vector<ConfigItem>& items) {
         return Ok{};
       },
   });
-  items.push_back(ConfigItem{
-      .name = "peer-timeout",
-      .help = "Deadline of one fetch from a peer, 100ms to 1h; past it the open reads the "
-              "remote (default: 30s)",
-      .get = [](const RunConfig& c) { return formatDuration(c.peer_timeout); },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        auto d = parseDuration(v);
-        if (!d.ok()) return makeError(Errc::kInvalidArgument, "peer-timeout: " + d.error().message);
-        if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
-          return makeError(Errc::kInvalidArgument, "peer-timeout '" + v + "': expected 100ms to 1h");
-        }
-        c.peer_timeout = *d;
-        return Ok{};
-      },
-  });
+  items.push_back(durationItem("peer-timeout",
+                               "Deadline of one fetch from a peer, 100ms to 1h; past it the "
+                               "open reads the remote (default: 30s)",
+                               &RunConfig::peer_timeout, std::chrono::milliseconds(100),
+                               std::chrono::hours(1), "100ms to 1h"));
 }
 
 std::vector<ConfigItem> makeItems() {
