@@ -1,10 +1,6 @@
 #include "peer/etcd_client.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <thread>
@@ -98,17 +94,8 @@ TEST_F(EtcdClientTest, LeasedKeysGoWithTheirLease) {
 }
 
 TEST_F(EtcdClientTest, AnUnreachableEndpointIsSkippedAndNamed) {
-  const int dead_port = [] {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);  // nothing listens there now: connection refused
-    return static_cast<int>(ntohs(a.sin_port));
-  }();
+  const int dead_port = hotshard::testing::freePort();  // nothing listens there: connection refused
+  ASSERT_NE(dead_port, 0);
   const std::string dead = "http://127.0.0.1:" + std::to_string(dead_port);
   EtcdClient both(EtcdClientOptions{.endpoints = {dead, etcd_.endpoint()}, .call_timeout = milliseconds(2000)});
   ASSERT_TRUE(both.put("/t/k", "v").ok());
@@ -124,15 +111,9 @@ TEST_F(EtcdClientTest, AnUnreachableEndpointIsSkippedAndNamed) {
 // listening socket) and never answers: each call is still bounded, and the time
 // it takes leaves room for the next endpoint.
 TEST_F(EtcdClientTest, ASilentEndpointCostsAShareOfTheCallTimeout) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(::listen(fd, 16), 0);
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  const std::string silent = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  hotshard::testing::SilentEndpoint endpoint;
+  const std::string silent = endpoint.url();
+  ASSERT_FALSE(silent.empty());
 
   EtcdClient only_silent(EtcdClientOptions{.endpoints = {silent}, .call_timeout = milliseconds(600)});
   auto t0 = steady_clock::now();
@@ -149,7 +130,6 @@ TEST_F(EtcdClientTest, ASilentEndpointCostsAShareOfTheCallTimeout) {
   Status put = both.put("/t/k", "v");
   EXPECT_TRUE(put.ok()) << put.error().message;
   EXPECT_LT(steady_clock::now() - t0, milliseconds(2000));
-  ::close(fd);
 }
 
 TEST_F(EtcdClientTest, AStoppedEtcdIsAnIoErrorAndARestartedOneAnswers) {

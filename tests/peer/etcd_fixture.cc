@@ -34,23 +34,6 @@ std::string findExecutable(const std::string& name) {
   return "";
 }
 
-// A port that nothing listens on now (bound to :0 and released).
-int freePort(const std::string& host) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 size_t appendTo(char* data, size_t size, size_t nmemb, void* userp) {
   static_cast<std::string*>(userp)->append(data, size * nmemb);
   return size * nmemb;
@@ -73,6 +56,22 @@ bool healthy(const std::string& url, std::chrono::milliseconds timeout) {
 }
 
 }  // namespace
+
+int freePort(const std::string& host) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
 
 std::string etcdBinary() {
   const char* env = std::getenv("HS_ETCD");
@@ -187,6 +186,24 @@ void EtcdServer::stop() {
   }
   pid_ = -1;
 }
+
+SilentEndpoint::SilentEndpoint() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 && ::listen(fd_, 64) == 0 &&
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port_ = ntohs(addr.sin_port);
+  }
+}
+
+SilentEndpoint::~SilentEndpoint() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string SilentEndpoint::url() const { return port_ == 0 ? "" : "http://127.0.0.1:" + std::to_string(port_); }
 
 void EtcdTest::SetUp() {
   HS_REQUIRE_ETCD();

@@ -23,6 +23,10 @@ namespace hotshard::testing {
 // The etcd binary: $HS_ETCD if set, else `etcd` on PATH; "" when there is none.
 std::string etcdBinary();
 
+// A TCP port on host (IPv4) that nothing listens on now (bound to :0 and
+// released), 0 when none could be had. Connecting to it is refused.
+int freePort(const std::string& host = "127.0.0.1");
+
 class EtcdServer {
  public:
   struct Options {
@@ -66,6 +70,21 @@ class EtcdServer {
   int client_port_ = 0;
   int peer_port_ = 0;
   pid_t pid_ = -1;
+};
+
+// A loopback HTTP endpoint that accepts connections (the kernel completes the
+// handshake on a listening socket) and never answers: an etcd that hangs.
+class SilentEndpoint {
+ public:
+  SilentEndpoint();  // check url() is not empty
+  ~SilentEndpoint();
+  SilentEndpoint(const SilentEndpoint&) = delete;
+  SilentEndpoint& operator=(const SilentEndpoint&) = delete;
+  std::string url() const;  // "http://127.0.0.1:PORT"; "" when the socket could not be set up
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
 };
 
 // A test with a running etcd in etcd_; fails under CI=true (skips elsewhere)
