@@ -143,6 +143,12 @@ TEST_F(PeerDaemons, FetchFromThePeerFallBackAndGoOnAloneWithoutEtcd) {
   std::string text = runCommand({testing::hotshardBinary(), "status", "--socket", b->socket()}).out;
   EXPECT_NE(text.find("connected"), std::string::npos) << text;
   EXPECT_NE(text.find("8.0 MiB from peers"), std::string::npos) << text;
+  // top names each hot file's owner.
+  text = runCommand({testing::hotshardBinary(), "top", "--iterations", "1", "--socket",
+                     b->socket()})
+             .out;
+  EXPECT_NE(text.find("OWNER"), std::string::npos) << text;
+  EXPECT_NE(text.find(" a "), std::string::npos) << text;
 
   // A file B owns, read on A first: A asks B, B promotes it once and serves it.
   const std::string theirs = fileOwnedBy("b-owns", "b");
