@@ -245,6 +245,24 @@ TEST_F(PeerDaemons, ColdFileOpenedOnBothAtOnceLeavesTheRemoteOnce) {
   EXPECT_EQ(at(sb, "/fuse/opens_remote"_json_pointer), 0u);
 }
 
+// etcd down never blocks a start: the daemon serves alone, says why, and
+// joins once etcd answers.
+TEST_F(PeerDaemons, StartsAloneWithoutEtcdAndJoinsLater) {
+  etcd_.stop();
+  auto a = startMember("a");
+  ASSERT_TRUE(a);
+  json s = a->status();
+  ASSERT_TRUE(sees(s, 1, false)) << s.dump(2);
+  EXPECT_FALSE(s["cluster"].value("alone_reason", "").empty()) << s.dump(2);
+  writeRandomFile(remote_ + "/x.bin", 1 << 20, 7);
+  EXPECT_EQ(readThrough(a->mountpoint() + "/x.bin"), sha256File(remote_ + "/x.bin"));
+  ASSERT_TRUE(etcd_.restart());
+  auto b = startMember("b");
+  ASSERT_TRUE(b);
+  s = waitStatus(*a, [](const json& s) { return sees(s, 2, true); });
+  EXPECT_TRUE(sees(s, 2, true)) << s.dump(2);
+}
+
 // A peer with the wrong token is refused and counted; the asker reads the
 // remote, with the right bytes.
 TEST_F(PeerDaemons, WrongTokenIsRefusedAndTheRemoteServes) {
