@@ -112,11 +112,11 @@ class IntegrationHungRemote : public MountFixture {
     return ::testing::AssertionFailure()
            << "ip netns exec " << ns_ << " " << argv[4] << ": " << r.out;
   }
-  // Link n: 10.(200+n).X.Y/30 (X, Y from our pid), host .Y+1, namespace .Y+2.
+  // Link n: 10.(210+n).X.Y/30 (X, Y from our pid), host .Y+1, namespace .Y+2.
   std::string hostIf(int n) const { return if_ + "a" + std::to_string(n); }
   std::string nsIf(int n) const { return if_ + "b" + std::to_string(n); }
   static std::string address(int n, int host) {
-    return "10." + std::to_string(200 + n) + "." + std::to_string((::getpid() / 64) % 256) + "." +
+    return "10." + std::to_string(210 + n) + "." + std::to_string((::getpid() / 64) % 256) + "." +
            std::to_string((::getpid() % 64) * 4 + host);
   }
   std::string hostIp(int n) const { return address(n, 1); }
