@@ -1,6 +1,7 @@
 #include "policy/hotshard.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace hotshard::policy {
 
@@ -18,6 +19,10 @@ Status HotshardPolicy::Config::validate() const {
   if (!(history >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: history must be >= 0");
   if (!(idle_gaps >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: idle_gaps must be >= 0");
+  if (!(dataset_idle >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: dataset_idle must be >= 0");
+  if (!(co_access >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: co_access must be >= 0");
   if (!(reuse_factor >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: reuse_factor must be >= 0");
   return {};
@@ -54,6 +59,10 @@ void HotshardPolicy::setSize(Node& n, std::uint64_t size) noexcept {
 }
 
 double HotshardPolicy::liveLogHeat(const Node& n, double at_least) const noexcept {
+  if (n.dataset != 0 && config_.dataset_idle > 0) {
+    auto d = datasets_.find(n.dataset);
+    if (d != datasets_.end() && d->second.finished) return detail::kLogZero;
+  }
   // Until the mean reuse distance has seen a full window of reuses it is biased short
   // (only short reuses have completed yet), and idleness would be overestimated.
   if (config_.idle_gaps <= 0 || n.last_read_at < 0 || reuses_seen_ < kReuseWindow)
@@ -126,7 +135,12 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
     half_life_bytes_ = std::max(min_half_life_bytes_, config_.reuse_factor * mean_reuse_bytes_);
   }
   bytes_clock_ += static_cast<double>(access.bytes_read);
+  if (n.last_read_at >= 0) {
+    double reuse = bytes_clock_ - n.last_read_at;
+    n.reuse_log = static_cast<std::uint16_t>(std::min(65535.0, std::log2(1 + reuse) * 256 + 0.5));
+  }
   n.last_read_at = bytes_clock_;
+  recordDatasetRead(n, access.dataset);
   std::uint64_t missed = std::min(access.bytes_missed, access.bytes_read);
   double weight = config_.miss_weight * static_cast<double>(missed) +
                   config_.hit_weight * static_cast<double>(access.bytes_read - missed);
@@ -137,6 +151,76 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
   // A resident's heap key is left stale here: heat only grows on access, so the stored
   // key is a lower bound, fixed by refreshColdest() when the node nears the top. Hot
   // objects, deep in the heap, are never touched: hits cost no heap work.
+}
+
+void HotshardPolicy::accountResident(const Node& n, bool add) noexcept {
+  if (n.dataset == 0 || config_.dataset_idle <= 0) return;
+  auto& bytes = datasets_[n.dataset].resident_bytes;
+  bytes = add ? bytes + n.size : bytes - std::min(bytes, n.size);
+}
+
+void HotshardPolicy::recordDatasetRead(Node& n, std::uint32_t dataset) noexcept {
+  if (n.dataset != dataset) {
+    if (n.resident) accountResident(n, false);
+    n.dataset = dataset;
+    if (n.resident) accountResident(n, true);
+  }
+  if (dataset == 0 || config_.dataset_idle <= 0) return;
+  Dataset& d = datasets_[dataset];
+  if (d.last_read_at >= 0) d.longest_gap = std::max(d.longest_gap, bytes_clock_ - d.last_read_at);
+  d.last_read_at = bytes_clock_;
+  ++d.reads;
+  // Read again: active. Its residents' heap keys, -inf while it was finished, are now
+  // below their density, the lower bounds that refreshColdest() lifts when they matter.
+  d.finished = false;
+}
+
+bool HotshardPolicy::isFinished(const Dataset& d) const noexcept {
+  return d.reads >= 2 && d.longest_gap > 0 &&
+         bytes_clock_ - d.last_read_at > config_.dataset_idle * d.longest_gap;
+}
+
+std::uint64_t HotshardPolicy::updateFinished() noexcept {
+  std::uint64_t bytes = 0;
+  bool newly = false;
+  for (auto& [id, d] : datasets_) {
+    bool now = isFinished(d);
+    newly |= now && !d.finished;
+    d.finished = now;
+    if (now) bytes += d.resident_bytes;
+  }
+  if (newly) {  // their keys fall to -inf: heap keys only rise lazily, so re-key them now
+    stale_.clear();
+    for (std::size_t i = 0; i < heap_.size(); ++i) {
+      detail::Slot v = heap_.at(i);
+      if (density(nodes_[v]) < heap_.keyOf(v)) stale_.push_back(v);
+    }
+    for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+    stale_.clear();
+  }
+  return bytes;
+}
+
+bool HotshardPolicy::pickFinished(std::uint64_t need) noexcept {
+  std::uint64_t freed = 0;
+  scratch_.clear();
+  stale_.clear();
+  // The residents of finished data sets are keyed -inf (updateFinished()), so they come
+  // first; so do those of a data set read again since, whose keys are not lifted yet:
+  // those are passed over (and re-keyed after the walk).
+  heap_.visitAscending([&](detail::Slot v) {
+    if (heap_.keyOf(v) != detail::kLogZero) return false;
+    if (liveLogHeat(nodes_[v]) != detail::kLogZero || nodes_[v].dataset == 0) {
+      stale_.push_back(v);
+      return true;
+    }
+    scratch_.push_back(v);
+    freed += nodes_[v].size;
+    return freed < need;
+  });
+  for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+  stale_.clear();
+  return freed >= need;
 }
 
 void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
@@ -154,6 +238,24 @@ void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
     if (stale_.empty()) return;
     for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
   }
+}
+
+// Siblings read together at every load (one model's shards, loaded by several replicas
+// at once) have had the same reads, so their heat per byte is equal with no noise
+// between them: the hysteresis, which guards against noise, is not needed. The test:
+// same data set, the newcomer read again within co_access x its size (a burst), the
+// victim read within the last two of those reuse distances, and both read whole the
+// same number of times, give or take one (the read of the burst not yet reached).
+bool HotshardPolicy::coAccessed(const Node& victim, const Node& n) const noexcept {
+  if (config_.co_access <= 0 || victim.dataset != n.dataset || n.reuse_log == 0) return false;
+  const double reuse = std::exp2(n.reuse_log / 256.0) - 1;  // n's latest reuse distance
+  if (reuse > config_.co_access * static_cast<double>(n.size)) return false;
+  if (victim.last_read_at < 0 || bytes_clock_ - victim.last_read_at > 2 * reuse) return false;
+  auto reads = [](const Node& x) {
+    return static_cast<double>(x.bytes_read) /
+           static_cast<double>(std::max<std::uint64_t>(x.size, 1));
+  };
+  return std::abs(reads(n) - reads(victim)) < 1.5;
 }
 
 // The coldest residents per byte that make `need` bytes of room, into scratch_, and
@@ -183,7 +285,7 @@ bool HotshardPolicy::pickVictims(const Node& n, std::uint64_t need) noexcept {
       // (Counting only the bytes the newcomer lacks let a nearly full cache trade
       // a whole hot object for a few KiB of room: it churned live on shuffled
       // epochs, where every object is read at the same rate.)
-      bar += (1.0 + config_.hysteresis) *
+      bar += (coAccessed(victim, n) ? 1.0 : 1.0 + config_.hysteresis) *
              detail::logValueNow(liveLogHeat(victim, static_cast<double>(n.gap)), clock_);
       if (bar >= candidate) {
         beaten = true;
@@ -216,8 +318,15 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     return false;
   }
   std::uint64_t free = used() < capacity() ? capacity() - used() : 0;
+  std::uint64_t finished = config_.dataset_idle > 0 ? updateFinished() : 0;
   scratch_.clear();
-  if (n.size > free && !pickVictims(n, n.size - free)) {
+  // The room of finished data sets is as good as free: their jobs have ended.
+  bool room = n.size <= free;
+  if (!room && n.size <= free + finished) {
+    room = pickFinished(n.size - free);
+    admitted_finished_ += room ? 1 : 0;
+  }
+  if (!room && !pickVictims(n, n.size - free)) {
     scratch_.clear();
     ++rejected_hysteresis_;
     countAdmit(false);
@@ -234,6 +343,7 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
   --tracked_ghosts_;
   heap_.push(s, density(admitted));
   accountAdd(admitted.size);
+  accountResident(admitted, true);
   countAdmit(true);
   forgetOldHistory();
   return true;
@@ -248,6 +358,7 @@ void HotshardPolicy::add(ObjectId id, std::uint64_t size, TimeNs) noexcept {
   --tracked_ghosts_;
   heap_.push(s, density(n));
   accountAdd(n.size);
+  accountResident(n, true);
 }
 
 void HotshardPolicy::remove(ObjectId id) noexcept {
@@ -265,9 +376,11 @@ void HotshardPolicy::demote(detail::Slot s) noexcept {
   history_.emplace_back(n.id, n.ghost_seq);
   ++tracked_ghosts_;
   accountRemove(n.size);
+  accountResident(n, false);
 }
 
 void HotshardPolicy::evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept {
+  if (config_.dataset_idle > 0) updateFinished();
   refreshColdest(bytes);
   std::vector<detail::Slot> slots;
   heap_.collectAscending(bytes, slots, [&](detail::Slot s) { return nodes_[s].size; });
@@ -285,6 +398,7 @@ void HotshardPolicy::visitExtraCounters(const CounterVisitor& visit) const {
   visit("hotshard_rejected_read_ratio", static_cast<double>(rejected_read_ratio_));
   visit("hotshard_rejected_hysteresis", static_cast<double>(rejected_hysteresis_));
   visit("hotshard_tracked_non_resident", static_cast<double>(tracked_ghosts_));
+  visit("hotshard_admitted_finished_dataset", static_cast<double>(admitted_finished_));
 }
 
 }  // namespace hotshard::policy

@@ -58,6 +58,7 @@ class DaemonProcess {
     bool passthrough = true;
     std::vector<std::string> extra_args;
     uint64_t fd_soft_limit = 0;  // RLIMIT_NOFILE's soft limit for the daemon; 0: as ours
+    uint64_t fd_hard_limit = 0;  // and its hard limit (the daemon raises soft to hard); 0: as ours
   };
   explicit DaemonProcess(Options opts, std::string workdir);
   ~DaemonProcess();  // stop()

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -28,6 +29,16 @@ inline std::vector<Request> wholeReads(const std::vector<ObjectId>& ids, std::ui
     out.push_back(r);
   }
   return out;
+}
+
+// The ids of the objects `p` holds, sorted.
+inline std::vector<ObjectId> residentIds(const Policy& p) {
+  std::vector<Resident> r;
+  p.residents(r);
+  std::vector<ObjectId> ids;
+  for (const auto& x : r) ids.push_back(x.id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 inline std::vector<ObjectId> range(ObjectId from, ObjectId to) {  // [from, to)
