@@ -388,6 +388,13 @@ bool isMountRoot(int fd) {
          (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) != 0 &&
          (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
 }
+// The id of the mount that dir_fd/path is on (statx(2) STATX_MNT_ID, Linux >=
+// 5.8), or 0. AT_STATX_DONT_SYNC: no need to ask a network file system for it.
+uint64_t mountIdOf(int dir_fd, const char* path, int flags) {
+  struct statx stx {};
+  if (::statx(dir_fd, path, flags | AT_STATX_DONT_SYNC, STATX_MNT_ID, &stx) != 0) return 0;
+  return (stx.stx_mask & STATX_MNT_ID) != 0 ? stx.stx_mnt_id : 0;
+}
 }  // namespace
 
 Status Daemon::startRemoteWatch() {
@@ -398,6 +405,7 @@ Status Daemon::startRemoteWatch() {
   if (::fstatfs(remote_fd_.get(), &sf) != 0) return lastSysError("remote watch: statfs " + cfg_.remote);
   remote_watch_.fs_type = static_cast<int64_t>(sf.f_type);
   remote_watch_.mount_root = isMountRoot(remote_fd_.get());
+  remote_watch_.mnt_id = mountIdOf(remote_fd_.get(), "", AT_EMPTY_PATH);
   remote_watch_.thread = std::thread([this] { watchRemote(); });
   return Ok{};
 }
@@ -412,29 +420,54 @@ Daemon::RemoteWatch::~RemoteWatch() {
 }
 
 void Daemon::watchRemote() {
-  fuse::RemoteCalls calls({.timeout_seconds = toSeconds(cfg_.remote_timeout), .max_workers = 2});
+  const double timeout = toSeconds(cfg_.remote_timeout);
+  auto rootCalls = [timeout] {
+    return std::make_unique<fuse::RemoteCalls>(
+        fuse::RemoteCalls::Options{.timeout_seconds = timeout, .max_workers = 1});
+  };
+  // A fresh pool for each new root: the old one's worker may stay blocked in it.
+  std::unique_ptr<fuse::RemoteCalls> root_calls = rootCalls();
+  fuse::RemoteCalls path_calls({.timeout_seconds = timeout, .max_workers = 2});
   bool dead = false;
   std::unique_lock lock(remote_watch_.mu);
   while (!remote_watch_.cv.wait_for(lock, std::chrono::seconds(1),
                                     [&] { return remote_watch_.stop; })) {
     lock.unlock();
-    if (!dead) dead = remoteRootDead(calls);
-    if (dead && reopenRemote(calls)) dead = false;
+    if (!dead) dead = remoteRootDead(*root_calls, path_calls);
+    if (dead && reopenRemote(path_calls)) {
+      dead = false;
+      root_calls = rootCalls();
+    }
     lock.lock();
   }
 }
 
-bool Daemon::remoteRootDead(fuse::RemoteCalls& calls) {
+bool Daemon::remoteRootDead(fuse::RemoteCalls& root_calls, fuse::RemoteCalls& path_calls) {
   auto own = std::make_shared<UniqueFd>(::fcntl(remote_fd_.get(), F_DUPFD_CLOEXEC, 0));
   if (!*own) return false;
-  auto r = calls.run<int>("remote watch: statfs", [own]() -> Result<int> {
+  auto r = root_calls.run<int>("remote watch: statfs", [own]() -> Result<int> {
     struct statfs sf {};
     return ::fstatfs(own->get(), &sf) == 0 ? 0 : errno;
   });
-  if (!r.ok()) return false;  // hung or refused: the deadline answers for it
+  // Hung (or still hung: refused): the deadline answers for its calls, unless
+  // it was detached and the path is another mount now.
+  if (!r.ok()) return remotePathMoved(path_calls);
   if (*r != ENOTCONN && *r != EIO && *r != ESTALE && *r != ENODEV) return false;
   spdlog::warn("remote {}: its root answers {}; waiting for it to be mounted again there",
                cfg_.remote, std::strerror(*r));
+  return true;
+}
+
+bool Daemon::remotePathMoved(fuse::RemoteCalls& path_calls) {
+  if (remote_watch_.mnt_id == 0) return false;
+  auto r = path_calls.run<uint64_t>("remote watch: statx " + cfg_.remote,
+                               [path = cfg_.remote]() -> Result<uint64_t> {
+                                 return mountIdOf(AT_FDCWD, path.c_str(), 0);
+                               });
+  if (!r.ok() || *r == 0 || *r == remote_watch_.mnt_id) return false;
+  spdlog::warn("remote {}: its root does not answer and the path is another mount now (the "
+               "old one detached); waiting for the remote to be mounted there",
+               cfg_.remote);
   return true;
 }
 
@@ -463,6 +496,7 @@ bool Daemon::reopenRemote(fuse::RemoteCalls& calls) {
     spdlog::error("remote {}: dup3 of the new root: {}", cfg_.remote, std::strerror(errno));
     return false;
   }
+  remote_watch_.mnt_id = mountIdOf(remote_fd_.get(), "", AT_EMPTY_PATH);
   fs_->remoteRootReplaced(remote_fd_.get());
   spdlog::info("remote {} is mounted again: serving it without a restart", cfg_.remote);
   return true;

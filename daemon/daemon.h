@@ -118,8 +118,13 @@ class Daemon {
   Status startRemoteWatch();
   void watchRemote();
   // One look at the remote root: true when it is dead (ENOTCONN, EIO, ESTALE,
-  // ENODEV from fstatfs; a call that passes the deadline is hung, not dead).
-  bool remoteRootDead(fuse::RemoteCalls& calls);
+  // ENODEV from fstatfs), or when it hangs (past the deadline, or refused) and
+  // the remote path names another mount now (remotePathMoved): an operator
+  // detached the hung mount (`umount -l`), its calls stay blocked for good.
+  // root_calls: one worker, so a root that hangs holds one thread and later
+  // looks are refused at once; path_calls: the remote path's, apart.
+  bool remoteRootDead(fuse::RemoteCalls& root_calls, fuse::RemoteCalls& path_calls);
+  bool remotePathMoved(fuse::RemoteCalls& path_calls);
   // When the remote path holds a live file system like the one started over:
   // it becomes the root (dup3 onto remote_fd_, which the cache borrows).
   bool reopenRemote(fuse::RemoteCalls& calls);
@@ -148,6 +153,7 @@ class Daemon {
     bool stop = false;  // guarded by mu
     int64_t fs_type = 0;     // the remote's statfs f_type at start
     bool mount_root = false;  // the remote path was a mount's root at start
+    uint64_t mnt_id = 0;      // statx STATX_MNT_ID of the root in use; 0: unknown
     ~RemoteWatch();
   };
   RemoteWatch remote_watch_;

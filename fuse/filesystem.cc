@@ -146,6 +146,7 @@ void FileSystem::remoteRootReplaced(int new_root_fd) {
     spdlog::error("remote mounted again: dup3 onto the root's fd: {}", std::strerror(errno));
     return;
   }
+  remote_.forgetBlocked();  // calls stuck in the old mount no longer fill the pool
   table_.dropUnpinnedFds();  // walked again from the new root, checked to be the same objects
   for (Status st : {shim_->invalidateInode(FUSE_ROOT_ID), shim_->invalidateAllEntries()}) {
     if (!st.ok()) spdlog::warn("remote mounted again: {}", st.error().message);

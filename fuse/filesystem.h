@@ -122,7 +122,9 @@ class FileSystem {
   // kernel is told to look every name up again (FUSE_NOTIFY_INC_EPOCH, Linux >=
   // 6.16; the root's attributes too), so names resolve under the new mount.
   // Inodes looked up under the old one keep its dead fds and answer its errors
-  // (ENOTCONN) until the kernel forgets them.
+  // (ENOTCONN) until the kernel forgets them. Remote calls still blocked in
+  // the old mount (one that hangs for good) are written off
+  // (RemoteCalls::forgetBlocked), so the new one gets a full pool.
   void remoteRootReplaced(int new_root_fd);
 
   // The handlers, public for the op table. Each either replies with success as

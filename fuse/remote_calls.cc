@@ -13,6 +13,10 @@ struct RemoteCalls::Pool {
   std::deque<std::function<void()>> jobs;
   unsigned workers = 0, idle = 0;
   unsigned blocked = 0;  // running (or queued) calls whose caller gave up
+  // Blocked calls of earlier generations (forgetBlocked): their threads are
+  // not counted against max_workers.
+  unsigned written_off = 0;
+  uint64_t generation = 0;
   bool stopping = false;
   uint64_t timeouts = 0, refused = 0;
 
@@ -50,7 +54,8 @@ bool RemoteCalls::submit(std::function<void()> job) {
     return false;
   }
   pool_->jobs.push_back(std::move(job));
-  if (pool_->idle < pool_->jobs.size() && pool_->workers < opts_.max_workers) {
+  if (pool_->idle < pool_->jobs.size() &&
+      pool_->workers - pool_->written_off < opts_.max_workers) {
     pool_->workers++;
     std::thread([pool = pool_] { Pool::work(pool); }).detach();
   }
@@ -58,15 +63,27 @@ bool RemoteCalls::submit(std::function<void()> job) {
   return true;
 }
 
-void RemoteCalls::noteAbandoned(Pool& pool) {
+uint64_t RemoteCalls::noteAbandoned(Pool& pool) {
   std::lock_guard lock(pool.mu);
   pool.blocked++;
   pool.timeouts++;
+  return pool.generation;
 }
 
-void RemoteCalls::noteBlockedDone(Pool& pool) {
+void RemoteCalls::noteBlockedDone(Pool& pool, uint64_t generation) {
   std::lock_guard lock(pool.mu);
-  pool.blocked--;
+  if (generation == pool.generation) {
+    pool.blocked--;
+  } else {
+    pool.written_off--;
+  }
+}
+
+void RemoteCalls::forgetBlocked() {
+  std::lock_guard lock(pool_->mu);
+  pool_->written_off += pool_->blocked;
+  pool_->blocked = 0;
+  pool_->generation++;
 }
 
 Error RemoteCalls::timedOut(const std::string& what) {
@@ -82,7 +99,9 @@ Error RemoteCalls::refused(const std::string& what) {
 
 RemoteCalls::Stats RemoteCalls::stats() const {
   std::lock_guard lock(pool_->mu);
-  return Stats{.timeouts = pool_->timeouts, .refused = pool_->refused, .blocked = pool_->blocked};
+  return Stats{.timeouts = pool_->timeouts,
+               .refused = pool_->refused,
+               .blocked = pool_->blocked + pool_->written_off};
 }
 
 }  // namespace hotshard::fuse

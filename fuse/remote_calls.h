@@ -50,10 +50,15 @@ class RemoteCalls {
                 std::function<void(Result<T>&)> abandon = nullptr);
 
   double timeoutSeconds() const { return opts_.timeout_seconds; }
+  // The calls blocked now are written off (the remote they wait on was replaced:
+  // a new mount at its path, see FileSystem::remoteRootReplaced): they no longer
+  // count against max_workers, so the new remote gets a full pool while they
+  // stay blocked on the old one. Their threads exit when their calls return.
+  void forgetBlocked();
   struct Stats {
     uint64_t timeouts = 0;  // calls answered ETIMEDOUT
     uint64_t refused = 0;   // calls answered EIO: every worker blocked
-    unsigned blocked = 0;   // workers now inside a call whose caller gave up
+    unsigned blocked = 0;   // workers now inside a call whose caller gave up (written off too)
   };
   Stats stats() const;
 
@@ -63,9 +68,10 @@ class RemoteCalls {
   bool submit(std::function<void()> job);
   Error timedOut(const std::string& what);
   Error refused(const std::string& what);
-  // A caller gave up on its call; the call, once it returns, says so.
-  static void noteAbandoned(Pool& pool);
-  static void noteBlockedDone(Pool& pool);
+  // A caller gave up on its call (the pool's generation then, which
+  // forgetBlocked() advances); the call, once it returns, says so.
+  static uint64_t noteAbandoned(Pool& pool);
+  static void noteBlockedDone(Pool& pool, uint64_t generation);
 
   Options opts_;
   std::shared_ptr<Pool> pool_;
@@ -80,6 +86,7 @@ Result<T> RemoteCalls::run(const std::string& what, std::function<Result<T>()> c
     std::condition_variable cv;
     std::optional<Result<T>> result;
     bool abandoned = false;
+    uint64_t generation = 0;  // the pool's when abandoned
   };
   auto shared = std::make_shared<Shared>();
   bool queued = submit([pool = pool_, shared, call = std::move(call),
@@ -91,9 +98,10 @@ Result<T> RemoteCalls::run(const std::string& what, std::function<Result<T>()> c
       shared->cv.notify_all();
       return;
     }
+    uint64_t generation = shared->generation;
     lock.unlock();
     if (abandon) abandon(r);
-    noteBlockedDone(*pool);
+    noteBlockedDone(*pool, generation);
   });
   if (!queued) return refused(what);
   std::unique_lock lock(shared->mu);
@@ -104,7 +112,7 @@ Result<T> RemoteCalls::run(const std::string& what, std::function<Result<T>()> c
     return std::move(*shared->result);
   }
   shared->abandoned = true;
-  noteAbandoned(*pool_);
+  shared->generation = noteAbandoned(*pool_);
   return timedOut(what);
 }
 

@@ -98,6 +98,46 @@ TEST(RemoteCalls, WhenEveryWorkerIsBlockedCallsFailAtOnceWithEio) {
   EXPECT_TRUE(answered);
 }
 
+// A remote mounted again over one that hangs for good: the calls blocked on the
+// old one are written off, the new one gets a full pool, and the written-off
+// calls, when they do return, leave the new count alone.
+TEST(RemoteCalls, BlockedCallsWrittenOffLeaveAFullPool) {
+  RemoteCalls calls({.timeout_seconds = 0.2, .max_workers = 2});
+  Gate old_remote;
+  for (int i = 0; i < 2; i++) {
+    auto r = calls.run<int>("lookup", [f = old_remote.opened] { f.wait(); return Result<int>(0); });
+    ASSERT_EQ(r.error().sys_errno, ETIMEDOUT);
+  }
+  ASSERT_EQ(calls.run<int>("stat f", [] { return Result<int>(1); }).error().sys_errno, EIO);
+
+  calls.forgetBlocked();
+  EXPECT_EQ(calls.stats().blocked, 2u);  // still counted as stuck threads
+  auto r = calls.run<int>("stat f", [] { return Result<int>(1); });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  // The new remote hangs too: its own two calls fill the pool again.
+  Gate new_remote;
+  for (int i = 0; i < 2; i++) {
+    auto h = calls.run<int>("lookup", [f = new_remote.opened] { f.wait(); return Result<int>(0); });
+    ASSERT_EQ(h.error().sys_errno, ETIMEDOUT);
+  }
+  EXPECT_EQ(calls.run<int>("stat f", [] { return Result<int>(1); }).error().sys_errno, EIO);
+  // The old calls return: the pool stays full of the new remote's.
+  old_remote.release();
+  for (int i = 0; i < 200 && calls.stats().blocked != 2; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(calls.stats().blocked, 2u);
+  EXPECT_EQ(calls.run<int>("stat f", [] { return Result<int>(1); }).error().sys_errno, EIO);
+  new_remote.release();
+  bool answered = false;
+  for (int i = 0; i < 200 && !answered; i++) {
+    answered = calls.run<int>("stat f", [] { return Result<int>(1); }).ok();
+    if (!answered) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(calls.stats().blocked, 0u);
+}
+
 TEST(RemoteCalls, NoDeadlineRunsOnTheCallersThread) {
   RemoteCalls calls({.timeout_seconds = 0, .max_workers = 1});
   auto me = std::this_thread::get_id();

@@ -1,0 +1,295 @@
+// A remote whose link goes down for good (issue 11, "Hung remote test"): sshfs
+// to an SFTP server in a network namespace, through a veth link that is cut.
+// hotshard, in immutable mode with a short --remote-timeout, must keep serving
+// cached files, fail what needs the remote within the deadline, answer
+// `status`, and, once the operator mounts the remote again at its path, serve
+// it again without a restart and with every copy kept.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace hotshard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kRemoteTimeoutS = 3;
+// The bound of every call during the outage: the deadline and a margin.
+constexpr double kBoundS = kRemoteTimeoutS + 5;
+
+struct Timed {
+  CommandResult r;
+  double seconds = 0;
+};
+// A command run in its own process, killed (it then reads "[timed out]") past
+// limit_s, so that a call hung in the mount cannot hang the test.
+Timed timed(const std::vector<std::string>& argv, int limit_s = 20) {
+  auto t0 = std::chrono::steady_clock::now();
+  CommandResult r = runCommand(argv, limit_s);
+  return {r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+}
+
+bool failedAsTheRemote(const CommandResult& r) {
+  return r.exit_code != 0 && (r.out.find("Connection timed out") != std::string::npos ||
+                              r.out.find("Input/output error") != std::string::npos);
+}
+
+// Threads of `pid` in uninterruptible sleep (state D in /proc/PID/task/TID/stat).
+std::vector<std::string> threadsInD(pid_t pid) {
+  std::vector<std::string> stuck;
+  std::error_code ec;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::string stat = readFile(t.path() / "stat");
+    auto close = stat.rfind(')');
+    if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'D') {
+      stuck.push_back(t.path().filename());
+    }
+  }
+  return stuck;
+}
+
+// The remote: source_ served by sftp-server behind socat in namespace ns_,
+// reached over a veth pair; sshfs on remote_ connects through a stand-in for
+// ssh (socat with TCP keepalive and TCP_USER_TIMEOUT, as ServerAliveInterval
+// would make ssh give up on a dead link).
+class IntegrationHungRemote : public MountFixture {
+ protected:
+  void SetUp() override {
+    MountFixture::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    for (const char* tool : {"/usr/bin/sshfs", "/usr/lib/openssh/sftp-server", "/usr/bin/socat",
+                             "/usr/bin/fusermount3"}) {
+      HS_REQUIRE(::access(tool, X_OK) == 0, std::string("needs ") + tool + " (make deps)");
+    }
+    HS_REQUIRE(runCommand({"ip", "netns", "list"}).exit_code == 0, "needs ip netns (iproute2)");
+    const std::string id = std::to_string(::getpid() % 100000);
+    ns_ = "hs-hung-" + id;
+    if_ = "hsh" + id;  // + "a"/"b" and a link number: within IFNAMSIZ
+    source_ = tmp_ / "source";
+    fs::create_directories(source_);
+    ::chmod(tmp_.path().c_str(), 0755);
+    ASSERT_EQ(runCommand({"ip", "netns", "add", ns_}).exit_code, 0);
+    ns_made_ = true;
+    ASSERT_TRUE(ns({"ip", "link", "set", "lo", "up"}));
+    ASSERT_NO_FATAL_FAILURE(addLink(1));
+    startServer();
+  }
+
+  void TearDown() override {
+    // Every sshfs we started, the detached ones included, first: their end
+    // aborts their FUSE connections, and with them the calls the daemon's
+    // threads are blocked in (uninterruptibly), which would keep it from exiting.
+    for (pid_t pid : sshfs_) ::kill(pid, SIGKILL);
+    for (pid_t pid : sshfs_) ::waitpid(pid, nullptr, 0);
+    if (daemon_) daemon_->stop();
+    for (int i = 0; i < 4 && mountDevice(remote_) != 0; i++) {
+      runCommand({"umount", "-l", remote_}, 10);
+    }
+    if (server_ > 0) {
+      ::kill(-server_, SIGKILL);
+      ::waitpid(server_, nullptr, 0);
+    }
+    // Each pair goes with either end; the namespace's may outlive its deletion
+    // for a while (sockets of the cut connection still in it), so the host's ends go too.
+    for (int n = 1; n <= links_; n++) runCommand({"ip", "link", "delete", hostIf(n)});
+    if (ns_made_) runCommand({"ip", "netns", "delete", ns_});
+  }
+
+  ::testing::AssertionResult ns(std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"ip", "netns", "exec", ns_});
+    CommandResult r = runCommand(argv);
+    if (r.exit_code == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure()
+           << "ip netns exec " << ns_ << " " << argv[4] << ": " << r.out;
+  }
+  // Link n: 10.(210+n).X.Y/30 (X, Y from our pid), host .Y+1, namespace .Y+2.
+  std::string hostIf(int n) const { return if_ + "a" + std::to_string(n); }
+  std::string nsIf(int n) const { return if_ + "b" + std::to_string(n); }
+  static std::string address(int n, int host) {
+    return "10." + std::to_string(210 + n) + "." + std::to_string((::getpid() / 64) % 256) + "." +
+           std::to_string((::getpid() % 64) * 4 + host);
+  }
+  std::string hostIp(int n) const { return address(n, 1); }
+  std::string serverIp(int n) const { return address(n, 2); }
+  void addLink(int n) {
+    links_ = n;
+    ASSERT_EQ(runCommand({"ip", "link", "add", hostIf(n), "type", "veth", "peer", "name", nsIf(n),
+                          "netns", ns_})
+                  .exit_code,
+              0);
+    ASSERT_EQ(runCommand({"ip", "addr", "add", hostIp(n) + "/30", "dev", hostIf(n)}).exit_code, 0);
+    ASSERT_EQ(runCommand({"ip", "link", "set", hostIf(n), "up"}).exit_code, 0);
+    ASSERT_TRUE(ns({"ip", "addr", "add", serverIp(n) + "/30", "dev", nsIf(n)}));
+    ASSERT_TRUE(ns({"ip", "link", "set", nsIf(n), "up"}));
+  }
+  // One sftp-server per connection, on every address of the namespace.
+  void startServer() {
+    server_ = ::fork();
+    if (server_ == 0) {
+      ::setsid();
+      int null = ::open("/dev/null", O_RDWR);
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execlp("ip", "ip", "netns", "exec", ns_.c_str(), "socat", "TCP-LISTEN:7022,reuseaddr,fork",
+               "EXEC:/usr/lib/openssh/sftp-server", nullptr);
+      ::_exit(127);
+    }
+  }
+  // sshfs in the foreground (a child we can kill) on remote_, over link n.
+  // gives_up: its connection ends 2 s after the server stops acknowledging
+  // (TCP_USER_TIMEOUT) and sshfs fails its requests; otherwise TCP retransmits
+  // for about 15 minutes, during which sshfs waits without end.
+  void mountRemote(int n, bool gives_up) {
+    std::string ssh = tmp_ / ("fake-ssh-" + std::to_string(n));
+    writeFile(ssh, "#!/bin/sh\nexec socat STDIO TCP:" + serverIp(n) + ":7022,connect-timeout=2" +
+                       (gives_up ? ",keepalive,keepidle=1,keepintvl=1,keepcnt=2,"
+                                   "setsockopt-int=6:18:2000"  // IPPROTO_TCP, TCP_USER_TIMEOUT, ms
+                                 : "") +
+                       "\n");
+    ::chmod(ssh.c_str(), 0755);
+    dev_t before = mountDevice(remote_);
+    const std::string log_path = tmp_ / "sshfs.log";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_RDWR);
+      int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      ::dup2(null, 0);
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+      ::execlp("sshfs", "sshfs", "-f", "-o", ("ssh_command=" + ssh).c_str(), "-o",
+               "reconnect,dcache_timeout=0,entry_timeout=0,attr_timeout=0,negative_timeout=0",
+               ("server:" + source_).c_str(), remote_.c_str(), nullptr);
+      ::_exit(127);
+    }
+    sshfs_.push_back(pid);
+    for (int i = 0; i < 200; i++) {  // 20 s
+      dev_t now = mountDevice(remote_);
+      if (now != 0 && now != before) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "sshfs over link " << n << " did not mount " << remote_ << ": "
+           << readFile(tmp_ / "sshfs.log");
+  }
+  void startDaemon() {
+    startDaemonWith({.mount = mnt_,
+                     .consistency = "immutable",
+                     .extra_args = {"--scrub-rate", "0", "--placement", "manual",
+                                    "--remote-timeout", std::to_string(kRemoteTimeoutS) + "s"}});
+  }
+
+  void outageAndBack(bool sshfs_gives_up);
+  std::string ns_, if_, source_;
+  bool ns_made_ = false;
+  int links_ = 0;  // veth pairs 1..links_ made
+  pid_t server_ = -1;
+  std::vector<pid_t> sshfs_;
+};
+
+void IntegrationHungRemote::outageAndBack(bool sshfs_gives_up) {
+  writeRandomFile(source_ + "/cached-read.bin", 3 << 20, 1);
+  writeRandomFile(source_ + "/cached-idle.bin", 2 << 20, 2);
+  writeRandomFile(source_ + "/d/uncached.bin", 1 << 20, 3);
+  writeFile(source_ + "/d/other.txt", "other");
+  writeFile(source_ + "/d/third.txt", "third");
+  const std::string want_read = sha256File(source_ + "/cached-read.bin");
+  const std::string want_idle = sha256File(source_ + "/cached-idle.bin");
+  const std::string want_uncached = sha256File(source_ + "/d/uncached.bin");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, sshfs_gives_up));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  for (const char* f : {"cached-read.bin", "cached-idle.bin"}) {
+    CommandResult w = hs({"warm", mnt_ + "/" + f});
+    ASSERT_EQ(w.exit_code, 0) << w.out;
+  }
+  // A restart: what was warmed is found through the store, and cached-idle.bin
+  // is never opened (nor looked up) by this daemon before the cut.
+  daemon_->stop();
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  ASSERT_EQ(sha256File(mnt_ + "/cached-read.bin"), want_read);
+  json before = daemon_->status();
+  ASSERT_EQ(before["cache"]["objects"], 2) << before.dump();
+
+  // The cut: the server's end goes down, so the host's packets go nowhere.
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  Timed cached = timed({"sha256sum", mnt_ + "/cached-read.bin"});
+  EXPECT_EQ(cached.r.out.substr(0, 64), want_read) << cached.r.out;
+  EXPECT_LT(cached.seconds, kBoundS);
+  RecordProperty("outage_cached_read_s", std::to_string(cached.seconds));
+  const std::string uncached = mnt_ + "/d/uncached.bin";
+  // A cached file whose name this daemon never looked up is looked up on the
+  // remote (docs/user-guide.md, "Consistency"): whatever the remote's client
+  // answers, the right bytes or an error, within the bound.
+  Timed idle = timed({"sha256sum", mnt_ + "/cached-idle.bin"});
+  EXPECT_TRUE(idle.r.out.substr(0, 64) == want_idle || failedAsTheRemote(idle.r)) << idle.r.out;
+  EXPECT_LT(idle.seconds, kBoundS);
+  RecordProperty("outage_cached_never_looked_up_s", std::to_string(idle.seconds));
+  std::vector<std::pair<std::string, std::vector<std::string>>> calls = {
+      {"stat", {"stat", uncached}},
+      {"open", {"dd", "if=" + uncached, "of=/dev/null", "count=0"}},
+      {"read", {"cat", mnt_ + "/d/other.txt"}},
+  };
+  for (const auto& [name, argv] : calls) {
+    Timed t = timed(argv);
+    EXPECT_TRUE(failedAsTheRemote(t.r)) << name << ": " << t.r.out;
+    EXPECT_LT(t.seconds, kBoundS) << name << " waited past the deadline";
+    RecordProperty("outage_" + name + "_s", std::to_string(t.seconds));
+  }
+  Timed ls = timed({"ls", mnt_ + "/d"});
+  EXPECT_TRUE(ls.r.exit_code == 0 || failedAsTheRemote(ls.r)) << ls.r.out;
+  EXPECT_LT(ls.seconds, kBoundS) << "ls waited past the deadline";
+  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+  EXPECT_LT(status.seconds, 2.0) << "status during the outage";
+  EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
+      << "test threads stuck in the mount";
+
+  // Back, as an operator would: detach the hung sshfs, mount the remote again at
+  // its path (over a new link: the old one stays down).
+  ASSERT_NO_FATAL_FAILURE(addLink(2));
+  ASSERT_EQ(runCommand({"fusermount3", "-uz", remote_}, 10).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(mountRemote(2, true));
+  Timed back;
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < give_up) {
+    back = timed({"sha256sum", uncached}, 10);
+    if (back.r.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_EQ(back.r.out.substr(0, 64), want_uncached) << back.r.out << "\n" << daemon_->log();
+  EXPECT_EQ(timed({"cat", mnt_ + "/d/other.txt"}).r.out, "other");
+  for (const auto& [f, want] :
+       {std::pair{"cached-read.bin", want_read}, {"cached-idle.bin", want_idle}}) {
+    EXPECT_EQ(statOf(mnt_ + "/" + f)["state"], "cached") << f;
+    EXPECT_EQ(timed({"sha256sum", mnt_ + "/" + f}).r.out.substr(0, 64), want) << f;
+  }
+  EXPECT_TRUE(daemon_->running());
+  json after = daemon_->status();
+  EXPECT_EQ(after["cache"]["objects"], before["cache"]["objects"]) << after.dump();
+  EXPECT_EQ(after["cache"]["stale_drops"], 0) << after.dump();
+  EXPECT_EQ(daemon_->log().find("dropping"), std::string::npos) << daemon_->log();
+}
+
+// sshfs gives up on the dead link: its requests fail, the remote's root
+// answers errors, the remote watch sees it dead.
+TEST_F(IntegrationHungRemote, ALinkDownForGoodIsShieldedAndAMountAgainIsServed) {
+  outageAndBack(/*sshfs_gives_up=*/true);
+}
+
+// sshfs waits without end: every remote call hangs, the root's included, until
+// the operator detaches it and mounts the remote again.
+TEST_F(IntegrationHungRemote, AHungSshfsIsShieldedAndAMountAgainIsServed) {
+  outageAndBack(/*sshfs_gives_up=*/false);
+}
+
+}  // namespace
+}  // namespace hotshard::testing
