@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -49,15 +50,43 @@ class IntegrationCluster : public ::testing::Test {
       std::string rel = dir + "/" + name;
       writeRandomFile(topo_->exportDir() + "/" + rel, size, seed + i);
       rels.push_back(rel);
+      sha256_[rel] = sha256File(topo_->exportDir() + "/" + rel);
     }
     return rels;
   }
 
   std::string hostDir(int n) const { return tmp_ / ("h" + std::to_string(n)); }
+  std::string mnt(int n) const { return hostDir(n) + "/mnt"; }
+
+  // Starts host n's daemon in its namespace over its sshfs mount.
+  ::testing::AssertionResult startHost(int n, std::vector<std::string> extra_args) {
+    fs::create_directories(mnt(n));
+    if (daemons_.size() < static_cast<size_t>(n)) daemons_.resize(n);
+    daemons_[n - 1] = std::make_unique<DaemonProcess>(
+        DaemonProcess::Options{.remote = topo_->hostRemote(n),
+                               .mount = mnt(n),
+                               .cache = hostDir(n) + "/cache",
+                               .extra_args = std::move(extra_args),
+                               .netns = topo_->hostNetns(n)},
+        hostDir(n));
+    return daemons_[n - 1]->start();
+  }
+
+  // Reads every file through host n's mount; each must hash as the source does.
+  ::testing::AssertionResult readAll(int n, const std::vector<std::string>& rels) {
+    for (const auto& rel : rels) {
+      std::string got = sha256File(mnt(n) + "/" + rel);
+      if (got != sha256_.at(rel)) {
+        return ::testing::AssertionFailure() << "host " << n << " read " << rel << " as " << got;
+      }
+    }
+    return ::testing::AssertionSuccess();
+  }
 
   TempDir tmp_;
   std::unique_ptr<ClusterTopology> topo_;
-  std::vector<std::unique_ptr<DaemonProcess>> daemons_;
+  std::vector<std::unique_ptr<DaemonProcess>> daemons_;  // host n at [n - 1]
+  std::map<std::string, std::string> sha256_;             // of each source file
 };
 
 // The fixture's own check: what hosts read straight from their sshfs mounts is
@@ -82,6 +111,17 @@ TEST_F(IntegrationCluster, TheRemoteCountsWhatEachHostReads) {
   // 200 Mbit/s is 25 MB/s: 24 MiB take at least ~1 s through the shaped link.
   EXPECT_GT(seconds, 0.9 * topo_->hosts() * data_bytes / 25e6);
   RecordProperty("seconds", std::to_string(seconds));
+}
+
+// Today without the cluster: each host copies from the remote on its own, so
+// the remote serves the data set once per host (the contrast to the peer tier).
+TEST_F(IntegrationCluster, WithoutTheClusterEachHostReadsTheRemote) {
+  constexpr uint64_t kSize = 512 << 10;
+  auto rels = writeDataSet("solo", 32, kSize, 200);
+  const uint64_t data_bytes = rels.size() * kSize;
+  for (int n = 1; n <= topo_->hosts(); n++) ASSERT_TRUE(startHost(n, {}));
+  for (int n = 1; n <= topo_->hosts(); n++) ASSERT_TRUE(readAll(n, rels));
+  EXPECT_EQ(topo_->remoteFileBytes(), topo_->hosts() * data_bytes);
 }
 
 }  // namespace
