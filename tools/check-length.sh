@@ -11,7 +11,7 @@ if ! command -v ctags >/dev/null || ! ctags --version 2>/dev/null | grep -q Univ
   echo "check-length: universal-ctags is missing (make deps installs it)" >&2
   exit 2
 fi
-mapfile -t files < <(find base policy fuse bpf daemon tools -type f \
+mapfile -t files < <(find base policy peer fuse bpf daemon tools -type f \
                        \( -name '*.cc' -o -name '*.h' -o -name '*.c' \) 2>/dev/null | sort)
 long=$(ctags --kinds-c++=f --kinds-c=f --fields=+ne -f - "${files[@]}" |
   awk -F'\t' -v limit="$limit" '{

@@ -12,6 +12,7 @@ PACKAGES=(
   libxxhash-dev libsystemd-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libibverbs-dev librdmacm-dev libgtest-dev
   # tests and benchmarks
   attr coreutils util-linux iproute2 sshfs openssh-server openssh-client socat prometheus jq systemd logrotate
+  etcd-server etcd-client
   sqlite3
   groff-base man-db
 )
@@ -36,5 +37,12 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if systemctl is-active --quiet prometheus 2>/dev/null; then
   systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+# etcd-server enables and starts a system-wide etcd on :2379; the peer tests start
+# their own on free ports, and an operator sets up the cluster's (docs/cluster.md).
+# Disabled whether or not it is running now (a container without systemd as PID 1
+# still gets the unit disabled; the stop then fails harmlessly).
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 echo "hotshard deps: done"
