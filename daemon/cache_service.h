@@ -49,6 +49,15 @@ class CacheService : public fuse::CacheHooks {
                  const struct stat& base) override;
   void copyWrittenBack(const std::string& rel_path, const struct stat& base) override;
   void releaseAdopted(const std::string& rel_path, bool written_back) override;
+  bool fetchesCopies() const override { return static_cast<bool>(fetcher_); }
+  bool fetchCopy(const std::string& rel_path, const struct stat& remote) override {
+    return fetcher_ && fetcher_(rel_path, remote);
+  }
+  // Who makes a copy for a read-only open that found none (the peer tier,
+  // daemon/peer_service.h); set before the mount serves. Without one, opens
+  // read the remote as before and placement alone promotes.
+  using CopyFetcher = std::function<bool(const std::string& rel_path, const struct stat& remote)>;
+  void setCopyFetcher(CopyFetcher fetcher) { fetcher_ = std::move(fetcher); }
   // Who hears of opens (the placement loop); set before the mount serves.
   using OpenListener =
       std::function<void(const std::string&, const struct stat&, bool from_cache, bool for_write)>;
@@ -113,6 +122,7 @@ class CacheService : public fuse::CacheHooks {
   std::unique_ptr<Scrubber> scrubber_;
   OpenListener open_listener_;
   ChangeListener change_listener_;
+  CopyFetcher fetcher_;
   std::mutex observer_mu_;
   PromotionObserver promotion_observer_;  // guarded by observer_mu_
   BackingSharer sharer_;

@@ -362,6 +362,16 @@ Result<Digest> checksumFile(int fd, const std::function<bool(uint64_t)>& read_ho
 
 }  // namespace
 
+Result<uint64_t> objectChecksum(int object_fd) {
+  auto text = getXattr(object_fd, kXattrChecksum);
+  uint64_t sum = 0;
+  if (!text.ok() || !parseChecksum(*text, &sum)) {
+    return makeError(Errc::kCorrupt,
+                     std::string("cache object: no checksum (") + kXattrChecksum + ")");
+  }
+  return sum;
+}
+
 Validator validatorOf(const struct stat& st) {
   return Validator{static_cast<uint64_t>(st.st_size), timespecNs(st.st_mtim), timespecNs(st.st_ctim),
                    static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_dev)};

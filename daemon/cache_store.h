@@ -103,6 +103,11 @@ bool servesFor(const Validator& copy, const Validator& now);
 // FUSE or NFS remote.
 Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path);
 
+// The content checksum (xxh3-64) an object records in user.hotshard.checksum,
+// read from an fd of the object file itself (so it describes that file even if
+// the store has replaced the object since). kCorrupt if absent or garbled.
+Result<uint64_t> objectChecksum(int object_fd);
+
 // A relative path as the store accepts it: not empty, not absolute, no "." or
 // ".." component, no empty component, no NUL.
 Status checkRelPath(const std::string& rel_path);

@@ -1,8 +1,10 @@
 #include "daemon/config.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <toml++/toml.h>
 
 #include "daemon/metrics.h"
@@ -74,6 +76,26 @@ ConfigItem countItem(std::string name, std::string help, unsigned RunConfig::*fi
                                                        std::to_string(hi));
         }
         c.*field = static_cast<unsigned>(n);
+        return Ok{};
+      },
+  };
+}
+
+// A duration from `lo` to `hi`; range_text says them in the error ("100ms to 1h").
+ConfigItem durationItem(std::string name, std::string help, Duration RunConfig::*field,
+                        Duration lo, Duration hi, std::string range_text) {
+  return ConfigItem{
+      .name = name,
+      .help = std::move(help),
+      .get = [field](const RunConfig& c) { return formatDuration(c.*field); },
+      .set = [field, name, lo, hi, range_text](RunConfig& c, const std::string& v) -> Status {
+        auto d = parseDuration(v);
+        if (!d.ok()) return makeError(Errc::kInvalidArgument, name + ": " + d.error().message);
+        if (*d < lo || *d > hi) {
+          return makeError(Errc::kInvalidArgument,
+                           name + " '" + v + "': expected " + range_text);
+        }
+        c.*field = *d;
         return Ok{};
       },
   };
@@ -163,23 +185,12 @@ void addMountItems(std::vector<ConfigItem>& items) {
                              &RunConfig::log_level, {"trace", "debug", "info", "warn", "error"}));
   items.push_back(countItem("fuse-threads", "Most FUSE worker threads (default: 16)",
                             &RunConfig::fuse_threads, 1, 1024));
-  items.push_back(ConfigItem{
-      .name = "remote-timeout",
-      .help = "Deadline of each call into the remote for a request (lookup, stat, open, "
-              "opendir, statfs), 100ms to 1h; past it the request fails with ETIMEDOUT "
-              "(default: 30s)",
-      .get = [](const RunConfig& c) { return formatDuration(c.remote_timeout); },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        auto d = parseDuration(v);
-        if (!d.ok()) return makeError(Errc::kInvalidArgument, "remote-timeout: " + d.error().message);
-        if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
-          return makeError(Errc::kInvalidArgument,
-                           "remote-timeout '" + v + "': expected 100ms to 1h");
-        }
-        c.remote_timeout = *d;
-        return Ok{};
-      },
-  });
+  items.push_back(durationItem(
+      "remote-timeout",
+      "Deadline of each call into the remote for a request (lookup, stat, open, opendir, "
+      "statfs), 100ms to 1h; past it the request fails with ETIMEDOUT (default: 30s)",
+      &RunConfig::remote_timeout, std::chrono::milliseconds(100), std::chrono::hours(1),
+      "100ms to 1h"));
 }
 
 // The cache store, the promoter's I/O shape and the scrub.
@@ -233,20 +244,9 @@ void addPlacementItems(std::vector<ConfigItem>& items) {
                            "auto: promote and evict by heat (default); manual: only "
                            "warm/evict/pin do",
                            &RunConfig::automatic_placement, "auto", "manual"));
-  items.push_back(ConfigItem{
-      .name = "tick",
-      .help = "Placement tick, e.g. 1s or 250ms (default: 1s)",
-      .get = [](const RunConfig& c) { return formatDuration(c.tick); },
-      .set = [](RunConfig& c, const std::string& v) -> Status {
-        auto d = parseDuration(v);
-        if (!d.ok()) return makeError(Errc::kInvalidArgument, "tick: " + d.error().message);
-        if (*d < std::chrono::milliseconds(10) || *d > std::chrono::hours(1)) {
-          return makeError(Errc::kInvalidArgument, "tick '" + v + "': expected 10ms to 1h");
-        }
-        c.tick = *d;
-        return Ok{};
-      },
-  });
+  items.push_back(durationItem("tick", "Placement tick, e.g. 1s or 250ms (default: 1s)",
+                               &RunConfig::tick, std::chrono::milliseconds(10),
+                               std::chrono::hours(1), "10ms to 1h"));
   items.push_back(ConfigItem{
       .name = "metrics",
       .help = "Prometheus endpoint http://ADDR/metrics: HOST:PORT with an IP address, "
@@ -260,11 +260,66 @@ void addPlacementItems(std::vector<ConfigItem>& items) {
   });
 }
 
+// The peer tier (docs/cluster.md). Checked together in finalizeRunConfig.
+void addClusterItems(std::vector<ConfigItem>& items) {
+  items.push_back(stringItem("cluster",
+                             "Join the peer tier of this cluster name (letters, digits, . _ -); "
+                             "off unless given (default: off)",
+                             &RunConfig::cluster));
+  items.push_back(stringItem(
+      "etcd", "etcd endpoints of the cluster, http://HOST:PORT[,http://HOST:PORT...]",
+      &RunConfig::etcd));
+  items.push_back(stringItem("peer-listen", "HOST:PORT the peer listener binds, e.g. 0.0.0.0:7464",
+                             &RunConfig::peer_listen));
+  items.push_back(stringItem("peer-advertise",
+                             "HOST:PORT peers dial to reach this host (default: --peer-listen; "
+                             "required when it binds 0.0.0.0 or ::)",
+                             &RunConfig::peer_advertise));
+  items.push_back(stringItem("namespace",
+                             "Name of the data set under the remote, the same on every host of "
+                             "the cluster (letters, digits, . _ -)",
+                             &RunConfig::ns));
+  items.push_back(stringItem("cluster-token-file",
+                             "File holding the cluster's shared token; refused if group or others "
+                             "may read it (chmod 600)",
+                             &RunConfig::cluster_token_file));
+  items.push_back(stringItem("peer-id", "This host's id in the cluster (default: the hostname)",
+                             &RunConfig::peer_id));
+  items.push_back(ConfigItem{
+      .name = "peer-transports",
+      .help = "Peer transports offered, best first: rdma,tcp, tcp or rdma; rdma only where an "
+              "RDMA device exists (default: rdma,tcp)",
+      .get = [](const RunConfig& c) { return c.peer_transports; },
+      .set = [](RunConfig& c, const std::string& v) -> Status {
+        std::vector<std::string> list = splitList(v);
+        if (list.empty()) {
+          return makeError(Errc::kInvalidArgument,
+                           "peer-transports '" + v + "': expected rdma,tcp, tcp or rdma");
+        }
+        for (const auto& t : list) {
+          if (t != "rdma" && t != "tcp") {
+            return makeError(Errc::kInvalidArgument,
+                             "peer-transports '" + v + "': unknown transport '" + t +
+                                 "' (expected rdma or tcp)");
+          }
+        }
+        c.peer_transports = v;
+        return Ok{};
+      },
+  });
+  items.push_back(durationItem("peer-timeout",
+                               "Deadline of one fetch from a peer, 100ms to 1h; past it the "
+                               "open reads the remote (default: 30s)",
+                               &RunConfig::peer_timeout, std::chrono::milliseconds(100),
+                               std::chrono::hours(1), "100ms to 1h"));
+}
+
 std::vector<ConfigItem> makeItems() {
   std::vector<ConfigItem> items;
   addMountItems(items);
   addCacheItems(items);
   addPlacementItems(items);
+  addClusterItems(items);
   return items;
 }
 
@@ -289,7 +344,119 @@ Status checkCacheOutside(const std::string& cache, const std::string& what,
                                                "; put it on a local disk outside it");
 }
 
+// A cluster or namespace name: [A-Za-z0-9._-]+, as it appears in etcd keys.
+bool isClusterName(const std::string& s) {
+  return !s.empty() && s.size() <= 128 && s != "." && s != ".." &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isalnum(c) || c == '.' || c == '_' || c == '-';
+         });
+}
+
+// "HOST:PORT" or "[IPv6]:PORT" with a port 1..65535 (0 for a listener: any).
+Status checkHostPort(const std::string& name, const std::string& v, bool any_port) {
+  size_t colon = v.rfind(':');
+  bool bracketed = !v.empty() && v[0] == '[';
+  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v.size() &&
+            (!bracketed || v[colon - 1] == ']');
+  if (ok) {
+    std::string port = v.substr(colon + 1);
+    char* end = nullptr;
+    unsigned long n = std::strtoul(port.c_str(), &end, 10);
+    ok = *end == '\0' && std::isdigit(static_cast<unsigned char>(port[0])) && n <= 65535 &&
+         (n > 0 || any_port);
+  }
+  if (ok) return Ok{};
+  return makeError(Errc::kInvalidArgument,
+                   name + " '" + v + "': expected HOST:PORT or [IPv6]:PORT, port 1 to 65535");
+}
+
+bool wildcardHost(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  return host == "0.0.0.0" || host == "[::]" || host == "*" || host.empty();
+}
+
+// The peer tier's options as a whole: all or nothing around --cluster.
+Status finalizeClusterConfig(RunConfig& cfg) {
+  if (cfg.cluster.empty()) {
+    for (const auto& [name, value] :
+         {std::pair<const char*, const std::string*>{"etcd", &cfg.etcd},
+          {"peer-listen", &cfg.peer_listen},
+          {"peer-advertise", &cfg.peer_advertise},
+          {"namespace", &cfg.ns},
+          {"cluster-token-file", &cfg.cluster_token_file},
+          {"peer-id", &cfg.peer_id}}) {
+      if (!value->empty()) {
+        return makeError(Errc::kInvalidArgument,
+                         std::string("--") + name + " is for the peer tier: give --cluster NAME too");
+      }
+    }
+    return Ok{};
+  }
+  if (!isClusterName(cfg.cluster)) {
+    return makeError(Errc::kInvalidArgument,
+                     "cluster '" + cfg.cluster + "': expected letters, digits, '.', '_' or '-'");
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"etcd URL[,URL...]", &cfg.etcd},
+        {"peer-listen HOST:PORT", &cfg.peer_listen},
+        {"namespace NAME", &cfg.ns},
+        {"cluster-token-file FILE", &cfg.cluster_token_file}}) {
+    if (value->empty()) {
+      return makeError(Errc::kInvalidArgument, std::string("--cluster needs --") + name);
+    }
+  }
+  if (!isClusterName(cfg.ns)) {
+    return makeError(Errc::kInvalidArgument,
+                     "namespace '" + cfg.ns + "': expected letters, digits, '.', '_' or '-'");
+  }
+  for (const auto& url : splitList(cfg.etcd)) {
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+      return makeError(Errc::kInvalidArgument,
+                       "etcd '" + url + "': expected http://HOST:PORT or https://HOST:PORT");
+    }
+  }
+  RETURN_IF_ERROR(checkHostPort("peer-listen", cfg.peer_listen, /*any_port=*/true));
+  if (cfg.peer_advertise.empty()) {
+    if (wildcardHost(cfg.peer_listen)) {
+      return makeError(Errc::kInvalidArgument,
+                       "peer-listen " + cfg.peer_listen +
+                           " binds every address: give --peer-advertise HOST:PORT, the address "
+                           "other hosts reach this one at");
+    }
+  } else {
+    RETURN_IF_ERROR(checkHostPort("peer-advertise", cfg.peer_advertise, /*any_port=*/false));
+  }
+  if (cfg.peer_id.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') {
+      return makeError(Errc::kInvalidArgument, "cannot read the hostname: give --peer-id ID");
+    }
+    cfg.peer_id = host;
+  }
+  if (!isClusterName(cfg.peer_id)) {
+    return makeError(Errc::kInvalidArgument,
+                     "peer-id '" + cfg.peer_id + "': expected letters, digits, '.', '_' or '-'");
+  }
+  cfg.cluster_token_file = normalPath(cfg.cluster_token_file);
+  return Ok{};
+}
+
 }  // namespace
+
+std::vector<std::string> splitList(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) out.push_back(item);
+    start = comma + 1;
+  }
+  return out;
+}
 
 const std::vector<ConfigItem>& runConfigItems() {
   static const std::vector<ConfigItem> items = makeItems();
@@ -377,6 +544,7 @@ Status finalizeRunConfig(RunConfig& cfg) {
                          ") for each of the " + std::to_string(cfg.promote_concurrency) +
                          " promotions at once");
   }
+  RETURN_IF_ERROR(finalizeClusterConfig(cfg));
   if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
   if (cfg.log_file.empty()) {
     std::string sock = controlSocketFor(cfg.mount);  // the same escaping of the mount path

@@ -50,7 +50,22 @@ struct RunConfig {
 
   // Prometheus endpoint: HOST:PORT (IPv4 literal), [IPv6]:PORT, or off.
   std::string metrics = "127.0.0.1:9464";
+
+  // The peer tier (docs/cluster.md): off unless `cluster` is set, which then
+  // requires etcd, peer_listen, ns and cluster_token_file.
+  std::string cluster;             // cluster name: keys under /hotshard/<cluster>/ in etcd
+  std::string etcd;                // "http://HOST:PORT[,http://HOST:PORT...]"
+  std::string peer_listen;         // HOST:PORT of this host's peer listener
+  std::string peer_advertise;      // HOST:PORT peers dial; default: peer_listen
+  std::string ns;                  // namespace: the data set's name, the same on every host
+  std::string cluster_token_file;  // the shared secret; mode 0600 (or 0400), owned by us
+  std::string peer_id;             // this host in the cluster; default: the hostname
+  std::string peer_transports = "rdma,tcp";  // offered, best first; rdma only where present
+  Duration peer_timeout = std::chrono::seconds(30);  // one peer fetch, 100ms..1h
 };
+
+// The list in a comma-separated option ("a,b" -> {"a", "b"}); empty items dropped.
+std::vector<std::string> splitList(const std::string& text);
 
 struct ConfigItem {
   std::string name;  // flag --NAME and TOML key NAME (dashes or underscores)

@@ -28,6 +28,7 @@
 #include "daemon/control.h"
 #include "daemon/control_protocol.h"
 #include "daemon/metrics.h"
+#include "daemon/peer_service.h"
 #include "daemon/placement.h"
 #include "daemon/status_sources.h"
 #include "fuse/filesystem.h"
@@ -201,6 +202,7 @@ Daemon::MetricsHooks::~MetricsHooks() {
   if (daemon == nullptr) return;
   daemon->metrics_sink_.store(nullptr, std::memory_order_release);
   daemon->cache_->setPromotionObserver(nullptr);
+  if (daemon->peer_) daemon->peer_->setFetchObserver(nullptr);
 }
 
 Daemon::CopyDropHook::~CopyDropHook() {
@@ -223,9 +225,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd rem
   d->remote_fd_ = std::move(remote_root);
   d->quiesce_.daemon = d.get();
   for (Status (Daemon::*stage)() :
-       {&Daemon::startCache, &Daemon::startPlacement, &Daemon::startFileSystem,
-        &Daemon::startMount, &Daemon::startLoop, &Daemon::startRemoteWatch, &Daemon::startMetrics,
-        &Daemon::startControl}) {
+       {&Daemon::startCache, &Daemon::startPlacement, &Daemon::startPeer,
+        &Daemon::startFileSystem, &Daemon::startMount, &Daemon::startLoop,
+        &Daemon::startRemoteWatch, &Daemon::startMetrics, &Daemon::startControl}) {
     RETURN_IF_ERROR((d.get()->*stage)());
   }
   spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
@@ -278,6 +280,20 @@ Status Daemon::startPlacement() {
                                                    const fuse::Change& change) {
     p->noteChange(rel, change);
   });
+  return Ok{};
+}
+
+Status Daemon::startPeer() {
+  if (cfg_.cluster.empty()) return Ok{};
+  auto peer = PeerService::start(cfg_, PeerServiceDeps{.store = &cache_->store(),
+                                                       .promoter = &cache_->promoter(),
+                                                       .remote_root_fd = remote_fd_.get()});
+  if (!peer.ok()) return inStage("cluster " + cfg_.cluster, peer.takeError());
+  peer_ = std::move(*peer);
+  cache_->setCopyFetcher([p = peer_.get()](const std::string& rel, const struct stat& remote) {
+    return p->fetchCopy(rel, remote);
+  });
+  placement_->setOwnerOf([p = peer_.get()](const std::string& rel) { return p->ownerOf(rel); });
   return Ok{};
 }
 
@@ -450,6 +466,7 @@ Status Daemon::startMetrics() {
     metrics_sink_.store(m, std::memory_order_release);
     cache_->setPromotionObserver(
         [m](double seconds, uint64_t bytes) { m->observePromotion(seconds, bytes); });
+    if (peer_) peer_->setFetchObserver([m](double seconds) { m->observePeerFetch(seconds); });
   }
   metrics_hooks_.daemon = this;
   return Ok{};
@@ -537,7 +554,8 @@ StatusSnapshot Daemon::status() const {
                                      .shim = shim_.get(),
                                      .fs = fs_.get(),
                                      .cache = cache_.get(),
-                                     .placement = placement_.get()});
+                                     .placement = placement_.get(),
+                                     .peer = peer_.get()});
 }
 
 // ---- runDaemon: the process around a Daemon -------------------------------------

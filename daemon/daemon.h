@@ -29,6 +29,7 @@ namespace hotshard {
 class CacheService;
 class ControlServer;
 class MetricsExporter;
+class PeerService;
 class Placement;
 namespace fuse {
 class FileSystem;
@@ -37,10 +38,11 @@ class PassthroughShim;
 
 class Daemon {
  public:
-  // Starts every stage in order: cache, placement, file system, mount, session
-  // loop (until the kernel's FUSE_INIT is answered, at most 10 s), metrics,
-  // control socket. cfg must be finalized (finalizeRunConfig); remote_root is
-  // the remote directory opened O_PATH before anything is mounted over it.
+  // Starts every stage in order: cache, placement, peer tier (with --cluster),
+  // file system, mount, session loop (until the kernel's FUSE_INIT is
+  // answered, at most 10 s), metrics, control socket. cfg must be finalized
+  // (finalizeRunConfig); remote_root is the remote directory opened O_PATH
+  // before anything is mounted over it.
   // Errors: "STAGE: what failed", e.g. "mount /mnt/x: Permission denied".
   static Result<std::unique_ptr<Daemon>> start(const RunConfig& cfg, UniqueFd remote_root);
   ~Daemon();
@@ -107,6 +109,7 @@ class Daemon {
   // The stages of start(), in order; each error names its stage.
   Status startCache();
   Status startPlacement();
+  Status startPeer();
   Status startFileSystem();
   Status startMount();
   Status startLoop();
@@ -128,6 +131,10 @@ class Daemon {
   std::atomic<MetricsExporter*> metrics_sink_{nullptr};  // read by the shim's observer
   std::unique_ptr<CacheService> cache_;
   std::unique_ptr<Placement> placement_;
+  // With --cluster: the peer tier. It uses the cache store and promoter, and
+  // the file system calls into it (through CacheService) while the session
+  // loop runs: it goes after both the loop and the mount, before the cache.
+  std::unique_ptr<PeerService> peer_;
   std::unique_ptr<fuse::PassthroughShim> shim_;
   std::unique_ptr<fuse::FileSystem> fs_;
   CopyDropHook copy_drop_hook_;

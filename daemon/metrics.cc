@@ -128,6 +128,27 @@ const std::vector<MetricInfo> kCatalog = {
      "Promotions the placement loop queued that then failed."},
     {"hotshard_placement_evictions_total", "counter", {},
      "Evictions the placement loop decided on."},
+    {"hotshard_peer_members", "gauge", {},
+     "Live members of this host's cluster namespace, this host included (1 when alone)."},
+    {"hotshard_peer_connected", "gauge", {},
+     "1 while etcd answers and this host's lease is alive; 0 while it goes on alone."},
+    {"hotshard_peer_fetch_bytes_total", "counter", {"peer", "transport"},
+     "Bytes of objects fetched from peers and published, by peer id and transport."},
+    {"hotshard_peer_fetches_total", "counter", {"peer", "transport"},
+     "Objects fetched from peers and published, by peer id and transport."},
+    {"hotshard_peer_fetch_failures_total", "counter", {"reason"},
+     "Fetches from peers that failed, after which the open read the remote, by reason."},
+    {"hotshard_peer_owner_promotions_total", "counter", {},
+     "Opens of files this host owns that promoted from the remote at once."},
+    {"hotshard_peer_served_bytes_total", "counter", {},
+     "Bytes of objects this host served to peers."},
+    {"hotshard_peer_served_objects_total", "counter", {}, "Objects this host served to peers."},
+    {"hotshard_peer_refused_total", "counter", {},
+     "Peer connections refused: they did not authenticate with the cluster token."},
+    {"hotshard_peer_protocol_errors_total", "counter", {},
+     "Malformed frames or requests on the peer listener."},
+    {"hotshard_peer_not_served_total", "counter", {},
+     "Peer requests answered without an object (not found, stale, busy)."},
     {"hotshard_metrics_snapshot_failures_total", "counter", {},
      "Scrapes at which the daemon's status could not be read; the status series are missing "
      "from those scrapes."},
@@ -135,6 +156,8 @@ const std::vector<MetricInfo> kCatalog = {
     {"hotshard_promotion_size_bytes", "histogram", {}, "Bytes copied by finished promotions."},
     {"hotshard_fuse_request_duration_seconds", "histogram", {"op"},
      "Time to handle FUSE requests in user space, by operation."},
+    {"hotshard_peer_fetch_seconds", "histogram", {},
+     "Wall time of successful fetches from peers, request to publish."},
 };
 // clang-format on
 
@@ -396,6 +419,27 @@ void addPlacement(const PlacementStatus& p, Families& f) {
   f.add("hotshard_placement_evictions_total", {}, num(p.evictions));
 }
 
+void addCluster(const ClusterStatus& c, Families& f) {
+  if (c.members) f.add("hotshard_peer_members", {}, static_cast<double>(c.members->size()));
+  f.add("hotshard_peer_connected", {}, num(c.connected));
+  for (const auto& t : c.fetched.value_or(std::vector<PeerTrafficStatus>{})) {
+    if (!t.peer || !t.transport) continue;
+    Labels labels = {{"peer", labelValue(*t.peer)}, {"transport", labelValue(*t.transport)}};
+    f.add("hotshard_peer_fetch_bytes_total", labels, num(t.bytes));
+    f.add("hotshard_peer_fetches_total", labels, num(t.fetches));
+  }
+  for (const auto& [reason, n] : c.fetch_failures.value_or(std::map<std::string, uint64_t>{})) {
+    f.add("hotshard_peer_fetch_failures_total", {{"reason", labelValue(reason)}},
+          static_cast<double>(n));
+  }
+  f.add("hotshard_peer_owner_promotions_total", {}, num(c.owner_promotions));
+  f.add("hotshard_peer_served_bytes_total", {}, num(c.served_bytes));
+  f.add("hotshard_peer_served_objects_total", {}, num(c.served_objects));
+  f.add("hotshard_peer_refused_total", {}, num(c.refused));
+  f.add("hotshard_peer_protocol_errors_total", {}, num(c.protocol_errors));
+  f.add("hotshard_peer_not_served_total", {}, num(c.not_served));
+}
+
 void convertStatus(const StatusSnapshot& s, Families& f, ConversionState& state) {
   addIdentity(s, f);
   if (s.fuse) addFuse(*s.fuse, f);
@@ -405,6 +449,7 @@ void convertStatus(const StatusSnapshot& s, Families& f, ConversionState& state)
   if (s.jobs) addJobs(*s.jobs, f);
   if (s.policy) addPolicy(*s.policy, f);
   if (s.placement) addPlacement(*s.placement, f);
+  if (s.cluster) addCluster(*s.cluster, f);
 }
 
 // ---- the exporter -------------------------------------------------------------------
@@ -523,6 +568,8 @@ struct MetricsExporter::Impl {
   prometheus::Family<prometheus::Histogram>* fuse_family = nullptr;
   std::array<std::atomic<prometheus::Histogram*>, kFuseOps.size()> fuse_ops{};
   std::mutex fuse_mu;                            // creating a FUSE op's histogram
+  std::atomic<prometheus::Histogram*> peer_fetch{nullptr};  // made at the first peer fetch
+  std::mutex peer_mu;                                       // making it
   std::unique_ptr<prometheus::Exposer> exposer;  // last: stops first
 
   ~Impl() {
@@ -666,6 +713,31 @@ void MetricsExporter::observePromotion(double seconds, uint64_t bytes) noexcept 
   if (!impl_->enabled) return;
   impl_->promotion_seconds->Observe(seconds);
   impl_->promotion_bytes->Observe(static_cast<double>(bytes));
+}
+
+void MetricsExporter::observePeerFetch(double seconds) noexcept {
+  if (!impl_->enabled) return;
+  prometheus::Histogram* h = impl_->peer_fetch.load(std::memory_order_acquire);
+  if (h == nullptr) {
+    // Made on first use: a daemon outside a cluster exports no such series.
+    std::lock_guard lock(impl_->peer_mu);
+    h = impl_->peer_fetch.load(std::memory_order_relaxed);
+    if (h == nullptr) {
+      try {
+        h = &prometheus::BuildHistogram()
+                 .Name("hotshard_peer_fetch_seconds")
+                 .Help(info("hotshard_peer_fetch_seconds").help)
+                 .Register(*impl_->registry)
+                 .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.025, 0.05,
+                                                                  0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                                                                  30, 60});
+      } catch (...) {
+        return;  // out of memory: drop the observation
+      }
+      impl_->peer_fetch.store(h, std::memory_order_release);
+    }
+  }
+  h->Observe(seconds);
 }
 
 void MetricsExporter::observeFuseOp(std::string_view op, double seconds) noexcept {

@@ -81,6 +81,9 @@ class MetricsExporter {
   // fuse.requests: "lookup", "read", ...; unknown ops count as "other").
   // Thread-safe, lock-free after the first request of each op.
   void observeFuseOp(std::string_view op, double seconds) noexcept;
+  // One successful fetch from a peer (daemon/peer_service.h), request to
+  // publish, seconds. Thread-safe; the histogram appears at the first one.
+  void observePeerFetch(double seconds) noexcept;
 
   struct Impl;
 

@@ -462,7 +462,8 @@ std::vector<ShardRow> Placement::top(size_t n) const {
                            .mmap_faults = s.faults,
                            .opens = s.opens,
                            .state = stateName(info.state),
-                           .pinned = info.pinned});
+                           .pinned = info.pinned,
+                           .owner = owner_of_ ? owner_of_(rel) : std::string()});
   }
   return out;
 }

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <map>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -84,6 +85,10 @@ class Placement {
   void fillStatus(StatusSnapshot& status) const;
   // The n hottest shards, hottest first (ties: most recently read first).
   std::vector<ShardRow> top(size_t n) const;
+  // Cluster mode: who owns a path (the peer tier's rendezvous), for top's
+  // owner column. Set before the control socket and the metrics serve.
+  using OwnerOf = std::function<std::string(const std::string& rel_path)>;
+  void setOwnerOf(OwnerOf owner_of) { owner_of_ = std::move(owner_of); }
   void addHandlers(std::map<std::string, ControlServer::Handler>& handlers);
 
   // One tick now (tests drive it; the loop calls it every tick_seconds).
@@ -92,6 +97,7 @@ class Placement {
   uint64_t policyCapacity() const;
 
  private:
+  OwnerOf owner_of_;
   struct Shard {
     policy::ObjectId id = 0;
     uint64_t size = 0;

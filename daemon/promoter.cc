@@ -28,22 +28,6 @@ constexpr uint32_t kAlign = 4096;
 // clean", as git calls it): wait it out before trusting the validator.
 constexpr int64_t kRacyWindowNs = 50'000'000;
 
-// Opens rel_path beneath root_fd without ever leaving it: absolute symlinks
-// and ".." escapes are refused (they could lead into our own mount).
-int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags) {
-  open_how how{};
-  how.flags = flags | O_CLOEXEC;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-  int fd;
-  do {
-    fd = static_cast<int>(::syscall(SYS_openat2, root_fd, rel_path.c_str(), &how, sizeof how));
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0 && errno == ENOSYS) {  // kernel < 5.6
-    fd = ::openat(root_fd, rel_path.c_str(), static_cast<int>(flags) | O_CLOEXEC | O_NOFOLLOW);
-  }
-  return fd;
-}
-
 // Lowers queue_depth so that every promotion's buffers fit in buffer_bytes.
 Status capDepth(PromoterOptions& o) {
   if (o.buffer_bytes == 0) return Ok{};
@@ -144,6 +128,20 @@ class Residency {
 };
 
 }  // namespace
+
+int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  int fd;
+  do {
+    fd = static_cast<int>(::syscall(SYS_openat2, root_fd, rel_path.c_str(), &how, sizeof how));
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0 && errno == ENOSYS) {  // kernel < 5.6
+    fd = ::openat(root_fd, rel_path.c_str(), static_cast<int>(flags) | O_CLOEXEC | O_NOFOLLOW);
+  }
+  return fd;
+}
 
 Promoter::Promoter(CacheStore* store, PromoterOptions options)
     : store_(store), opts_(std::move(options)) {

@@ -60,6 +60,12 @@
 
 namespace hotshard {
 
+// Opens rel_path beneath root_fd without ever leaving it: absolute symlinks
+// and ".." escapes are refused (they could lead into our own mount), as are
+// magic links (openat2(2) RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS; O_NOFOLLOW
+// on kernels before 5.6). An fd, or -1 with errno set.
+int openBeneath(int root_fd, const std::string& rel_path, uint64_t flags);
+
 // The largest promotion chunk: one chunk is one buffer and one I/O.
 inline constexpr uint64_t kMaxPromoteChunk = 1ull << 30;
 

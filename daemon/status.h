@@ -229,6 +229,74 @@ struct PlacementStatus {
   }
 };
 
+// One entry of "cluster.members": a live member as registered in etcd.
+struct MemberStatus {
+  Opt<std::string> id, address;                // address: HOST:PORT of its peer listener
+  Opt<std::vector<std::string>> transports;    // offered, best first
+  Opt<uint64_t> capacity_bytes;                // its cache's capacity, bytes
+  Opt<bool> self;                              // this host
+
+  template <class Self, class F>
+  static void fields(Self& s, F&& f) {
+    f("id", s.id);
+    f("address", s.address);
+    f("transports", s.transports);
+    f("capacity_bytes", s.capacity_bytes);
+    f("self", s.self);
+  }
+};
+
+// One entry of "cluster.fetched": bytes fetched from one peer over one transport.
+struct PeerTrafficStatus {
+  Opt<std::string> peer, transport;
+  Opt<uint64_t> bytes, fetches;  // payload bytes; objects published
+
+  template <class Self, class F>
+  static void fields(Self& s, F&& f) {
+    f("peer", s.peer);
+    f("transport", s.transport);
+    f("bytes", s.bytes);
+    f("fetches", s.fetches);
+  }
+};
+
+// "cluster": the peer tier (docs/cluster.md); present only with --cluster.
+struct ClusterStatus {
+  Opt<std::string> name, ns, id, address;  // ns: --namespace; id, address: this host's
+  Opt<bool> connected;         // etcd answered and our lease is alive
+  Opt<std::string> alone_reason;  // why not connected (hosts go on alone)
+  Opt<std::vector<MemberStatus>> members;  // live members of the namespace, self included
+  Opt<std::vector<PeerTrafficStatus>> fetched;  // from peers, by peer and transport
+  Opt<uint64_t> fetched_bytes;  // all of fetched, bytes
+  // Fetches that fell back to the remote, by reason ("not_found", "stale",
+  // "busy", "corrupt", "refused", "protocol", "no_space", "io", "other").
+  Opt<std::map<std::string, uint64_t>> fetch_failures;
+  Opt<uint64_t> owner_promotions;  // opens of keys this host owns that promoted at once
+  // The listener: bytes and objects served to peers, connections refused
+  // (bad token), protocol errors, requests answered without an object.
+  Opt<uint64_t> served_bytes, served_objects, refused, protocol_errors, not_served;
+
+  template <class Self, class F>
+  static void fields(Self& s, F&& f) {
+    f("name", s.name);
+    f("namespace", s.ns);
+    f("id", s.id);
+    f("address", s.address);
+    f("connected", s.connected);
+    f("alone_reason", s.alone_reason);
+    f("members", s.members);
+    f("fetched", s.fetched);
+    f("fetched_bytes", s.fetched_bytes);
+    f("fetch_failures", s.fetch_failures);
+    f("owner_promotions", s.owner_promotions);
+    f("served_bytes", s.served_bytes);
+    f("served_objects", s.served_objects);
+    f("refused", s.refused);
+    f("protocol_errors", s.protocol_errors);
+    f("not_served", s.not_served);
+  }
+};
+
 // One row of "top" (Placement::top): a shard by heat. Always complete.
 struct ShardRow {
   std::string path;  // relative to the remote root
@@ -238,6 +306,7 @@ struct ShardRow {
   uint64_t mmap_faults = 0, opens = 0;
   std::string state;  // "cached" | "promoting" | "remote"
   bool pinned = false;
+  std::string owner;  // cluster mode: the member owning it (rendezvous); "" otherwise
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -252,6 +321,7 @@ struct ShardRow {
     f("opens", s.opens);
     f("state", s.state);
     f("pinned", s.pinned);
+    f("owner", s.owner);
   }
 };
 
@@ -271,6 +341,7 @@ struct StatusSnapshot {
   Opt<PolicyStatus> policy;
   Opt<PlacementStatus> placement;
   Opt<std::vector<ShardRow>> top;  // the hottest few
+  Opt<ClusterStatus> cluster;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -291,6 +362,7 @@ struct StatusSnapshot {
     f("policy", s.policy);
     f("placement", s.placement);
     f("top", s.top);
+    f("cluster", s.cluster);
   }
 };
 

@@ -4,6 +4,7 @@
 
 #include "daemon/cache_service.h"
 #include "daemon/config.h"
+#include "daemon/peer_service.h"
 #include "daemon/placement.h"
 #include "fuse/filesystem.h"
 #include "fuse/passthrough_shim.h"
@@ -47,6 +48,7 @@ StatusSnapshot collectStatus(const StatusSources& src) {
   src.cache->fillStatus(*s.cache);
   src.placement->fillStatus(s);
   s.top = src.placement->top(src.top_shards);
+  if (src.peer != nullptr) src.peer->fillStatus(s.cluster.emplace());
   return s;
 }
 

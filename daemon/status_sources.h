@@ -12,6 +12,7 @@ namespace hotshard {
 
 struct RunConfig;
 class CacheService;
+class PeerService;
 class Placement;
 namespace fuse {
 class FileSystem;
@@ -26,11 +27,12 @@ struct StatusSources {
   const fuse::FileSystem* fs = nullptr;
   const CacheService* cache = nullptr;
   const Placement* placement = nullptr;
+  const PeerService* peer = nullptr;  // with --cluster only
   size_t top_shards = 5;  // rows of "top"
 };
 
 // Every section set: identity, fuse, cache, probes, heat, jobs, policy,
-// placement, top.
+// placement, top; cluster with a peer service.
 StatusSnapshot collectStatus(const StatusSources& sources);
 
 }  // namespace hotshard

@@ -41,6 +41,20 @@ class CacheHooks {
                             const struct stat& copy) = 0;
   // Whether openCached(rel_path, remote) would hand out a copy; counts nothing.
   virtual bool hasValidCopy(const std::string& rel_path, const struct stat& remote) = 0;
+  // Whether fetchCopy may make a copy (the daemon is in a cluster): only then
+  // does a read-only open of a file with no valid copy call it.
+  virtual bool fetchesCopies() const { return false; }
+  // A read-only open of rel_path found no valid copy, after the caller passed
+  // the kernel's permission check (default_permissions) and the remote file
+  // opened for reading. The cache may make one now (from a peer, or from the
+  // remote when this host is the file's owner; docs/cluster.md), bounded in
+  // time; true when a copy valid for `remote` is in the store afterwards.
+  // Never fails the open: without a copy it reads the remote as before.
+  virtual bool fetchCopy(const std::string& rel_path, const struct stat& remote) {
+    (void)rel_path;
+    (void)remote;
+    return false;
+  }
   // Before a truncate, unlink or rename of rel_path through the mount (`change`
   // says which). Must not fail the operation.
   virtual void invalidate(const std::string& rel_path, const Change& change) = 0;

@@ -729,10 +729,31 @@ Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
 }
 }  // namespace
 
+// Cluster mode: a read-only open of a file with no valid copy may get one
+// (CacheHooks::fetchCopy), but only for a caller the local kernel let through
+// (default_permissions, before the open reached us) and whose file the remote
+// opens for reading now: a peer is never asked for a file either denied. If
+// the remote refuses, the open goes on and fails there as it would have.
+// Before Inode::mu: a fetch can take up to --peer-timeout, and a second open of
+// the same file waits on the first one's fetch in the cache, not on the inode.
+void FileSystem::fetchCopyIfMissing(Inode& inode, const OpenIntent& intent) {
+  CacheHooks* cache = opts_.cache;
+  if (cache == nullptr || intent.for_write || !intent.remote_known || intent.rel.empty() ||
+      !cache->fetchesCopies() || !S_ISREG(intent.remote.st_mode) ||
+      cache->hasValidCopy(intent.rel, intent.remote)) {
+    return;
+  }
+  auto remote = openRemote(inode.fd, O_RDONLY | O_CLOEXEC | O_LARGEFILE, "open remote file");
+  if (!remote.ok()) return;
+  ::close(*remote);
+  (void)cache->fetchCopy(intent.rel, intent.remote);
+}
+
 Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   OpenIntent intent;
   intent.for_write = opensForWrite(flags);
   prepareOpen(inode, intent);
+  fetchCopyIfMissing(inode, intent);
 
   DeferDrops defer_drops;  // declared before the lock: runs after its release
   std::unique_lock lock(inode.mu);

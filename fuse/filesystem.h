@@ -200,6 +200,7 @@ class FileSystem {
   // backing id (-1: no passthrough).
   Result<int> acquireBacking(Inode& inode, int flags);
   void prepareOpen(Inode& inode, OpenIntent& intent);
+  void fetchCopyIfMissing(Inode& inode, const OpenIntent& intent);
   // Carries out a choice to open a new backing file; under inode.mu.
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
   void registerBacking(Inode& inode);

@@ -34,7 +34,8 @@ using Proof = std::array<uint8_t, kProofBytes>;
 enum class AuthRole { kServer, kClient };
 
 // HMAC-SHA256(token, label(role) | client_nonce | server_nonce).
-Proof authProof(std::string_view token, AuthRole role, const Nonce& client_nonce, const Nonce& server_nonce);
+Proof authProof(std::string_view token, AuthRole role, const Nonce& client_nonce,
+                const Nonce& server_nonce);
 
 // Runs the client's side. Errors: kPermission (the server's proof is wrong,
 // or it hung up on ours), kProtocol (malformed or unexpected frame), kIo.

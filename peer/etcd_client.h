@@ -18,6 +18,8 @@
 // from the environment are ignored (an etcd cluster is reached directly).
 // The next endpoint is tried when one cannot be reached, times out or answers
 // 5xx; an answer from etcd itself (e.g. "lease not found") ends the call.
+// TLS: https:// endpoints are verified against the system's CAs; client
+// certificates and etcd's own user/password auth are not supported (yet).
 //
 // Errors: kInvalidArgument (no endpoints, bad argument), kNotFound (the lease
 // does not exist or expired), kIo (no endpoint answered: the message names each

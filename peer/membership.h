@@ -20,6 +20,8 @@
 //   starts at min(P, 200 ms) and doubles up to max(P, T/3). When etcd answers
 //   again it renews its lease (or, if the lease expired meanwhile, grants a new
 //   one and registers again) and is connected again.
+// - C should be well under T/3, or a renewal that waits on a slow endpoint can
+//   come too late (defaults: T = 10 s, C = 2 s, P = 1 s);
 // - stop() returns within about 2 C: the thread finishes its current call (each
 //   bounded by C) and the lease is revoked (bounded by C), so the others drop
 //   this host at their next refresh instead of after T.

@@ -1,5 +1,6 @@
 #include "peer/peer_client.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -39,8 +40,8 @@ struct HashState {
 };
 
 // Streams `meta.size` body bytes into dest_fd, hashing them as they arrive.
-Status receiveBody(Channel& channel, const ObjectMeta& meta, int dest_fd, std::chrono::milliseconds io_timeout,
-                   Deadline deadline, uint64_t* received) {
+Status receiveBody(Channel& channel, const ObjectMeta& meta, int dest_fd,
+                   std::chrono::milliseconds io_timeout, Deadline deadline, uint64_t* received) {
   HashState hash;
   if (hash.state == nullptr) return makeError(Errc::kInternal, "XXH3_createState failed");
   auto buf = std::make_unique<char[]>(kReceiveBuffer);
@@ -50,7 +51,8 @@ Status receiveBody(Channel& channel, const ObjectMeta& meta, int dest_fd, std::c
     auto n = channel.recvSome(buf.get(), want, earlier(deadlineIn(io_timeout), deadline));
     if (!n.ok()) {
       Error e = n.takeError();
-      e.message += " (body: " + std::to_string(got) + " of " + std::to_string(meta.size) + " bytes)";
+      e.message +=
+          " (body: " + std::to_string(got) + " of " + std::to_string(meta.size) + " bytes)";
       return e;
     }
     RETURN_IF_ERROR(pwriteAll(dest_fd, buf.get(), *n, got));
@@ -60,14 +62,16 @@ Status receiveBody(Channel& channel, const ObjectMeta& meta, int dest_fd, std::c
   }
   uint64_t digest = XXH3_64bits_digest(hash.state);
   if (digest != meta.xxh3)
-    return makeError(Errc::kCorrupt, "peer object from " + channel.peerAddress() + ": xxh3 mismatch");
+    return makeError(Errc::kCorrupt,
+                     "peer object from " + channel.peerAddress() + ": xxh3 mismatch");
   return Ok{};
 }
 
 }  // namespace
 
 Result<ObjectMeta> fetchOnChannel(Channel& channel, const ObjectRequest& request, int dest_fd,
-                                  std::chrono::milliseconds io_timeout, Deadline deadline, uint64_t* received) {
+                                  std::chrono::milliseconds io_timeout, Deadline deadline,
+                                  uint64_t* received) {
   if (received != nullptr) *received = 0;
   if (Status valid = validateRequest(request); !valid.ok())
     return makeError(Errc::kInvalidArgument, valid.error().message);
@@ -76,12 +80,20 @@ Result<ObjectMeta> fetchOnChannel(Channel& channel, const ObjectRequest& request
   ASSIGN_OR_RETURN(Frame reply, recvFrame(channel, earlier(deadlineIn(io_timeout), deadline)));
   if (reply.type == FrameType::kErr) return decodeErr(reply.payload);
   if (reply.type != FrameType::kOk)
-    return makeError(Errc::kProtocol, std::string("peer protocol: FETCH answered by ") + frameTypeName(reply.type));
+    return makeError(Errc::kProtocol,
+                     std::string("peer protocol: FETCH answered by ") + frameTypeName(reply.type));
   ASSIGN_OR_RETURN(ObjectMeta meta, decodeOk(reply.payload));
   if (meta.size != request.size || meta.mtime_ns != request.mtime_ns)
-    return makeError(Errc::kCorrupt, "peer " + channel.peerAddress() + " offered " + request.relpath +
-                                         " with another validator (size " + std::to_string(meta.size) + ")");
+    return makeError(Errc::kCorrupt, "peer " + channel.peerAddress() + " offered " +
+                                         request.relpath + " with another validator (size " +
+                                         std::to_string(meta.size) + ")");
   RETURN_IF_ERROR(receiveBody(channel, meta, dest_fd, io_timeout, deadline, received));
+  // dest holds exactly the object, even if the caller handed a longer file.
+  struct stat st {};
+  if (::fstat(dest_fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<uint64_t>(st.st_size) > meta.size &&
+      ::ftruncate(dest_fd, static_cast<off_t>(meta.size)) != 0)
+    return lastSysError("ftruncate peer object to " + std::to_string(meta.size) + " bytes");
   return meta;
 }
 
@@ -93,7 +105,8 @@ std::string PeerClient::transportFor(const Member& peer) const {
   return verbs.probe().ok() ? "rdma" : "tcp";
 }
 
-Result<std::unique_ptr<Channel>> PeerClient::connect(const Member& peer, Deadline deadline, std::string* transport) {
+Result<std::unique_ptr<Channel>> PeerClient::connect(const Member& peer, Deadline deadline,
+                                                     std::string* transport) {
   Deadline connect_by = earlier(deadlineIn(options_.connect_timeout), deadline);
   *transport = transportFor(peer);
   if (*transport == "rdma") {
@@ -128,7 +141,8 @@ Result<ObjectMeta> PeerClient::fetch(const Member& peer, const ObjectRequest& re
     account();
     return channel.takeError();
   }
-  Status auth = authenticateAsClient(**channel, options_.token, earlier(deadlineIn(options_.io_timeout), deadline));
+  Status auth = authenticateAsClient(**channel, options_.token,
+                                     earlier(deadlineIn(options_.io_timeout), deadline));
   if (!auth.ok()) {
     account();
     return auth.takeError();

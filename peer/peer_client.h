@@ -20,7 +20,7 @@ struct ClientOptions {
   std::string token;
   std::vector<std::string> transports{"tcp"};  // what this host offers
   std::chrono::milliseconds connect_timeout{2000};
-  std::chrono::milliseconds io_timeout{10000};     // any single send/recv
+  std::chrono::milliseconds io_timeout{10000};      // any single send/recv
   std::chrono::milliseconds fetch_timeout{600000};  // a whole fetch, connect to last byte
   Verbs* rdma_verbs = nullptr;  // tests: the verbs behind "rdma"; nullptr: the host's rdma-core
 };
@@ -36,14 +36,16 @@ class PeerClient {
   // size mismatch), kPermission (authentication refused), kProtocol, kIo
   // (connect/timeout/peer died), kInvalidArgument (a request the protocol
   // cannot carry). On any error the caller discards dest.
-  Result<ObjectMeta> fetch(const Member& peer, const ObjectRequest& request, int dest_fd, FetchStats* stats);
+  Result<ObjectMeta> fetch(const Member& peer, const ObjectRequest& request, int dest_fd,
+                           FetchStats* stats);
 
   // The transport this client would use with `peer`: "rdma" when both offer
   // it and an RDMA device is usable here, else "tcp".
   std::string transportFor(const Member& peer) const;
 
  private:
-  Result<std::unique_ptr<Channel>> connect(const Member& peer, Deadline deadline, std::string* transport);
+  Result<std::unique_ptr<Channel>> connect(const Member& peer, Deadline deadline,
+                                           std::string* transport);
   ClientOptions options_;
 };
 
@@ -52,6 +54,7 @@ class PeerClient {
 // ERR. Each send/recv waits at most io_timeout, and never past `deadline`.
 // `received` counts body bytes. Errors as PeerClient::fetch.
 Result<ObjectMeta> fetchOnChannel(Channel& channel, const ObjectRequest& request, int dest_fd,
-                                  std::chrono::milliseconds io_timeout, Deadline deadline, uint64_t* received);
+                                  std::chrono::milliseconds io_timeout, Deadline deadline,
+                                  uint64_t* received);
 
 }  // namespace hotshard::peer

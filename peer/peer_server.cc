@@ -1,6 +1,7 @@
 #include "peer/peer_server.h"
 
 #include <algorithm>
+#include <system_error>
 
 #include "peer/auth.h"
 #include "peer/rdma_transport.h"
@@ -14,8 +15,10 @@ PeerServer::PeerServer(ServerOptions options, ObjectSource& source)
 PeerServer::~PeerServer() { stop(); }
 
 Status PeerServer::start() {
-  if (options_.token.empty()) return makeError(Errc::kInvalidArgument, "peer server: empty cluster token");
-  if (options_.max_connections < 1) return makeError(Errc::kInvalidArgument, "peer server: max_connections < 1");
+  if (options_.token.empty())
+    return makeError(Errc::kInvalidArgument, "peer server: empty cluster token");
+  if (options_.max_connections < 1)
+    return makeError(Errc::kInvalidArgument, "peer server: max_connections < 1");
   ASSIGN_OR_RETURN(std::unique_ptr<Listener> tcp, listenTcp(options_.listen));
   bound_ = tcp->boundAddress();
   listeners_.push_back(std::move(tcp));
@@ -31,7 +34,8 @@ Status PeerServer::start() {
       live_transports_.insert(live_transports_.begin(), "rdma");
     }
   }
-  for (auto& listener : listeners_) acceptors_.emplace_back([this, l = listener.get()] { acceptLoop(l); });
+  for (auto& listener : listeners_)
+    acceptors_.emplace_back([this, l = listener.get()] { acceptLoop(l); });
   return Ok{};
 }
 
@@ -63,9 +67,14 @@ void PeerServer::acceptLoop(Listener* listener) {
   for (;;) {
     auto channel = listener->accept();
     if (!channel.ok()) {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      continue;  // one client's failed set-up (RDMA) is not the listener's end
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;
+      }
+      // One client's failed set-up is not the listener's end; a failing
+      // accept (EMFILE) is retried without spinning.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
     }
     admit(std::move(*channel));
   }
@@ -82,8 +91,14 @@ void PeerServer::admit(std::unique_ptr<Channel> channel) {
   auto conn = std::make_unique<Connection>();
   conn->channel = std::move(channel);
   Connection* c = conn.get();
+  try {
+    c->thread = std::thread([this, c] { serveConnection(c); });
+  } catch (const std::system_error&) {  // no thread to be had: refuse, as when full
+    refused_connections_++;
+    c->channel->close();
+    return;
+  }
   connections_.push_back(std::move(conn));
-  c->thread = std::thread([this, c] { serveConnection(c); });
 }
 
 void PeerServer::reapLocked() {
@@ -100,25 +115,22 @@ void PeerServer::reapLocked() {
 void PeerServer::serveConnection(Connection* connection) {
   Channel& channel = *connection->channel;
   Status auth = authenticateAsServer(channel, options_.token, deadlineIn(options_.io_timeout));
-  if (!auth.ok()) {
-    refused_auth_++;
-    if (auth.error().code == Errc::kProtocol) protocol_errors_++;
-  } else {
-    for (;;) {
-      auto frame = recvFrame(channel, deadlineIn(options_.io_timeout));
-      if (!frame.ok()) {
-        if (frame.error().code == Errc::kProtocol) protocol_errors_++;
-        break;
-      }
-      if (frame->type != FrameType::kFetch) {
-        protocol_errors_++;
-        break;
-      }
-      if (!serveFetch(channel, *frame)) break;
-    }
-  }
+  bool protocol_error = !auth.ok() && auth.error().code == Errc::kProtocol;
+  if (auth.ok()) protocol_error = !serveRequests(channel);
   channel.close();
+  // Done before counted: whoever sees the counter may count on the slot being free.
   connection->done = true;
+  if (!auth.ok()) refused_auth_++;
+  if (protocol_error) protocol_errors_++;
+}
+
+bool PeerServer::serveRequests(Channel& channel) {
+  for (;;) {
+    auto frame = recvFrame(channel, deadlineIn(options_.io_timeout));
+    if (!frame.ok()) return frame.error().code != Errc::kProtocol;
+    if (frame->type != FrameType::kFetch) return false;
+    if (!serveFetch(channel, *frame)) return true;
+  }
 }
 
 void PeerServer::refuse(Channel& channel, const Error& error, bool count_protocol) {
@@ -139,14 +151,17 @@ bool PeerServer::serveFetch(Channel& channel, const Frame& frame) {
     return true;
   }
   if (object->meta.size != request->size || object->meta.mtime_ns != request->mtime_ns) {
-    refuse(channel, makeError(Errc::kStale, "copy of " + request->relpath + " has another validator"), false);
+    refuse(channel,
+           makeError(Errc::kStale, "copy of " + request->relpath + " has another validator"),
+           false);
     return true;
   }
   return sendObject(channel, *object).ok();
 }
 
 Status PeerServer::sendObject(Channel& channel, ServedObject& object) {
-  RETURN_IF_ERROR(sendFrame(channel, FrameType::kOk, encodeOk(object.meta), deadlineIn(options_.io_timeout)));
+  RETURN_IF_ERROR(
+      sendFrame(channel, FrameType::kOk, encodeOk(object.meta), deadlineIn(options_.io_timeout)));
   // The deadline bounds each wait for the socket, not the whole body: a
   // receiver that keeps reading keeps the transfer alive.
   uint64_t sent = 0;

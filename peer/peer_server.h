@@ -25,12 +25,13 @@ namespace hotshard::peer {
 class Verbs;
 
 struct ServerOptions {
-  std::string listen;                        // "HOST:PORT" (PORT 0 = any; see boundAddress)
-  std::string token;                         // the cluster token; never sent on the wire
+  std::string listen;  // "HOST:PORT" (PORT 0 = any; see boundAddress)
+  std::string token;   // the cluster token; never sent on the wire
   std::vector<std::string> transports{"tcp"};
   int max_connections = 64;
-  std::chrono::milliseconds io_timeout{10000};  // any single send/recv; also the idle time between requests
-  Verbs* rdma_verbs = nullptr;               // tests: the verbs behind "rdma"; nullptr: the host's rdma-core
+  std::chrono::milliseconds io_timeout{
+      10000};                   // any single send/recv; also the idle time between requests
+  Verbs* rdma_verbs = nullptr;  // tests: the verbs behind "rdma"; nullptr: the host's rdma-core
 };
 
 // Counters since start(), for hotshard_peer_* metrics.
@@ -46,15 +47,15 @@ struct ServerStats {
 class PeerServer {
  public:
   PeerServer(ServerOptions options, ObjectSource& source);
-  ~PeerServer();                              // stop()
+  ~PeerServer();  // stop()
   PeerServer(const PeerServer&) = delete;
   PeerServer& operator=(const PeerServer&) = delete;
   // Binds, listens, starts accepting. "rdma" in transports without a usable
   // device is left out (see transports()), never an error. Errors:
   // kInvalidArgument (options), kIo (bind/listen).
   Status start();
-  void stop();                                // closes the listener and every connection; joins
-  std::string boundAddress() const;           // "HOST:PORT" actually bound
+  void stop();                                  // closes the listener and every connection; joins
+  std::string boundAddress() const;             // "HOST:PORT" actually bound
   std::vector<std::string> transports() const;  // those actually listening
   ServerStats stats() const;
 
@@ -68,6 +69,9 @@ class PeerServer {
   void admit(std::unique_ptr<Channel> channel);
   void reapLocked();
   void serveConnection(Connection* connection);
+  // FETCH after FETCH until the connection ends; false when it ended on a
+  // malformed frame.
+  bool serveRequests(Channel& channel);
   // Answers one FETCH; false when the connection must end.
   bool serveFetch(Channel& channel, const Frame& frame);
   Status sendObject(Channel& channel, ServedObject& object);

@@ -47,12 +47,15 @@ class Reader {
   size_t pos_ = 0;
 };
 
-Error protocolError(std::string what) { return makeError(Errc::kProtocol, "peer protocol: " + std::move(what)); }
+Error protocolError(std::string what) {
+  return makeError(Errc::kProtocol, "peer protocol: " + std::move(what));
+}
 
 bool knownType(uint8_t t) { return t >= 1 && t <= 7; }
 
 Status validateRelpath(std::string_view path) {
-  if (path.empty() || path.size() > kMaxRelpathBytes) return protocolError("relpath length out of 1..4096");
+  if (path.empty() || path.size() > kMaxRelpathBytes)
+    return protocolError("relpath length out of 1..4096");
   if (path.find('\0') != std::string_view::npos) return protocolError("relpath holds a NUL byte");
   if (path.front() == '/') return protocolError("relpath is absolute");
   size_t start = 0;
@@ -71,13 +74,20 @@ Status validateRelpath(std::string_view path) {
 
 const char* frameTypeName(FrameType type) {
   switch (type) {
-    case FrameType::kHello: return "HELLO";
-    case FrameType::kChallenge: return "CHALLENGE";
-    case FrameType::kAuth: return "AUTH";
-    case FrameType::kAuthOk: return "AUTH_OK";
-    case FrameType::kFetch: return "FETCH";
-    case FrameType::kOk: return "OK";
-    case FrameType::kErr: return "ERR";
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kChallenge:
+      return "CHALLENGE";
+    case FrameType::kAuth:
+      return "AUTH";
+    case FrameType::kAuthOk:
+      return "AUTH_OK";
+    case FrameType::kFetch:
+      return "FETCH";
+    case FrameType::kOk:
+      return "OK";
+    case FrameType::kErr:
+      return "ERR";
   }
   return "?";
 }
@@ -100,11 +110,13 @@ Result<FrameHeader> decodeFrameHeader(const uint8_t (&bytes)[kFrameHeaderBytes])
   uint16_t version = 0, type_flags = 0;
   r.u32(magic), r.u16(version), r.u16(type_flags), r.u32(length);
   if (magic != kProtocolMagic) return protocolError("bad magic");
-  if (version != kProtocolVersion) return protocolError("unsupported version " + std::to_string(version));
+  if (version != kProtocolVersion)
+    return protocolError("unsupported version " + std::to_string(version));
   uint8_t type = static_cast<uint8_t>(type_flags >> 8);
   if (!knownType(type)) return protocolError("unknown frame type " + std::to_string(type));
   if ((type_flags & 0xff) != 0) return protocolError("reserved flags set");
-  if (length > kMaxFramePayload) return protocolError("frame length " + std::to_string(length) + " over 64 KiB");
+  if (length > kMaxFramePayload)
+    return protocolError("frame length " + std::to_string(length) + " over 64 KiB");
   return FrameHeader{static_cast<FrameType>(type), length};
 }
 
@@ -122,7 +134,8 @@ std::string encodeFetch(const ObjectRequest& request) {
 Status validateRequest(const ObjectRequest& request) {
   if (request.ns.empty() || request.ns.size() > kMaxNamespaceBytes)
     return protocolError("namespace length out of 1..255");
-  if (request.ns.find('\0') != std::string::npos) return protocolError("namespace holds a NUL byte");
+  if (request.ns.find('\0') != std::string::npos)
+    return protocolError("namespace holds a NUL byte");
   return validateRelpath(request.relpath);
 }
 
@@ -133,7 +146,8 @@ Result<ObjectRequest> decodeFetch(std::string_view payload) {
   uint16_t ns_len = 0, path_len = 0;
   if (!r.u64(req.size) || !r.u64(mtime) || !r.u16(ns_len) || !r.u16(path_len))
     return protocolError("FETCH shorter than its fixed fields");
-  if (ns_len > kMaxNamespaceBytes || path_len > kMaxRelpathBytes) return protocolError("FETCH name too long");
+  if (ns_len > kMaxNamespaceBytes || path_len > kMaxRelpathBytes)
+    return protocolError("FETCH name too long");
   if (payload.size() != kFetchFixedBytes + ns_len + path_len)
     return protocolError("FETCH length does not match its names");
   r.bytes(ns_len, req.ns);
@@ -164,12 +178,23 @@ Result<ObjectMeta> decodeOk(std::string_view payload) {
 std::string encodeErr(const Error& error) {
   WireError code = WireError::kIo;
   switch (error.code) {
-    case Errc::kNotFound: code = WireError::kNotFound; break;
-    case Errc::kStale: code = WireError::kStale; break;
-    case Errc::kBusy: code = WireError::kBusy; break;
-    case Errc::kProtocol: code = WireError::kProtocol; break;
-    case Errc::kInternal: code = WireError::kInternal; break;
-    default: break;
+    case Errc::kNotFound:
+      code = WireError::kNotFound;
+      break;
+    case Errc::kStale:
+      code = WireError::kStale;
+      break;
+    case Errc::kBusy:
+      code = WireError::kBusy;
+      break;
+    case Errc::kProtocol:
+      code = WireError::kProtocol;
+      break;
+    case Errc::kInternal:
+      code = WireError::kInternal;
+      break;
+    default:
+      break;
   }
   std::string_view msg(error.message);
   msg = msg.substr(0, kMaxErrorMessageBytes);
@@ -189,19 +214,33 @@ Error decodeErr(std::string_view payload) {
   r.bytes(len, msg);
   Errc errc;
   switch (static_cast<WireError>(code)) {
-    case WireError::kNotFound: errc = Errc::kNotFound; break;
-    case WireError::kStale: errc = Errc::kStale; break;
-    case WireError::kBusy: errc = Errc::kBusy; break;
-    case WireError::kIo: errc = Errc::kIo; break;
-    case WireError::kProtocol: errc = Errc::kProtocol; break;
-    case WireError::kInternal: errc = Errc::kInternal; break;
-    default: return protocolError("unknown ERR code " + std::to_string(code));
+    case WireError::kNotFound:
+      errc = Errc::kNotFound;
+      break;
+    case WireError::kStale:
+      errc = Errc::kStale;
+      break;
+    case WireError::kBusy:
+      errc = Errc::kBusy;
+      break;
+    case WireError::kIo:
+      errc = Errc::kIo;
+      break;
+    case WireError::kProtocol:
+      errc = Errc::kProtocol;
+      break;
+    case WireError::kInternal:
+      errc = Errc::kInternal;
+      break;
+    default:
+      return protocolError("unknown ERR code " + std::to_string(code));
   }
   return makeError(errc, "peer: " + msg);
 }
 
 Status sendFrame(Channel& channel, FrameType type, std::string_view payload, Deadline deadline) {
-  if (payload.size() > kMaxFramePayload) return makeError(Errc::kInternal, "peer frame over 64 KiB");
+  if (payload.size() > kMaxFramePayload)
+    return makeError(Errc::kInternal, "peer frame over 64 KiB");
   std::string frame = encodeFrame(type, payload);
   return channel.sendAll(frame.data(), frame.size(), deadline);
 }
@@ -211,7 +250,8 @@ Result<Frame> recvFrame(Channel& channel, Deadline deadline) {
   RETURN_IF_ERROR(recvAll(channel, raw, sizeof raw, deadline));
   ASSIGN_OR_RETURN(FrameHeader header, decodeFrameHeader(raw));
   Frame frame{header.type, std::string(header.length, '\0')};
-  if (header.length > 0) RETURN_IF_ERROR(recvAll(channel, frame.payload.data(), header.length, deadline));
+  if (header.length > 0)
+    RETURN_IF_ERROR(recvAll(channel, frame.payload.data(), header.length, deadline));
   return frame;
 }
 

@@ -16,13 +16,16 @@ struct FreeDeleter {
 };
 using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
 
-Buffer pageAligned(size_t bytes) { return Buffer(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes))); }
+Buffer pageAligned(size_t bytes) {
+  return Buffer(static_cast<uint8_t*>(std::aligned_alloc(4096, bytes)));
+}
 
 constexpr size_t kPoolBytes = ((kRdmaSlotBytes * kRdmaDepth + 4095) / 4096) * 4096;
 
 class RdmaChannel final : public Channel {
  public:
-  explicit RdmaChannel(std::unique_ptr<VerbsQueuePair> qp) : qp_(std::move(qp)), peer_(qp_->peerAddress()) {}
+  explicit RdmaChannel(std::unique_ptr<VerbsQueuePair> qp)
+      : qp_(std::move(qp)), peer_(qp_->peerAddress()) {}
 
   ~RdmaChannel() override {
     qp_->disconnect();
@@ -34,7 +37,8 @@ class RdmaChannel final : public Channel {
   Status setUp(Deadline deadline) {
     send_buf_ = pageAligned(kPoolBytes);
     recv_buf_ = pageAligned(kPoolBytes);
-    if (!send_buf_ || !recv_buf_) return makeError(Errc::kNoSpace, "rdma channel: no memory for buffers");
+    if (!send_buf_ || !recv_buf_)
+      return makeError(Errc::kNoSpace, "rdma channel: no memory for buffers");
     ASSIGN_OR_RETURN(send_mr_, qp_->registerMemory(send_buf_.get(), kPoolBytes));
     ASSIGN_OR_RETURN(recv_mr_, qp_->registerMemory(recv_buf_.get(), kPoolBytes));
     for (uint32_t slot = 0; slot < kRdmaDepth; ++slot) {
@@ -53,7 +57,7 @@ class RdmaChannel final : public Channel {
       RETURN_IF_ERROR(post(slot, static_cast<uint32_t>(n)));
       p += n, len -= n;
     }
-    return Ok{};
+    return reapReady();
   }
 
   Result<size_t> recvSome(void* buf, size_t len, Deadline deadline) override {
@@ -82,7 +86,7 @@ class RdmaChannel final : public Channel {
       RETURN_IF_ERROR(post(slot, static_cast<uint32_t>(n)));
       offset += n, len -= n;
     }
-    return Ok{};
+    return reapReady();
   }
 
   void close() override {
@@ -102,7 +106,8 @@ class RdmaChannel final : public Channel {
   uint8_t* recvSlot(uint32_t slot) { return recv_buf_.get() + slot * kRdmaSlotBytes; }
 
   Error fail(std::string why) {
-    if (!failed_) failed_ = makeError(Errc::kIo, "rdma channel with " + peer_ + ": " + std::move(why));
+    if (!failed_)
+      failed_ = makeError(Errc::kIo, "rdma channel with " + peer_ + ": " + std::move(why));
     return *failed_;
   }
 
@@ -114,7 +119,8 @@ class RdmaChannel final : public Channel {
       if (r <= 0) {
         free_send_.push_back(slot);
         if (r < 0) return lastSysError("pread served object for rdma peer " + peer_);
-        return makeError(Errc::kIo, "sendfile to rdma peer " + peer_ + ": short: the file ended early");
+        return makeError(Errc::kIo,
+                         "sendfile to rdma peer " + peer_ + ": short: the file ended early");
       }
       got += static_cast<size_t>(r);
     }
@@ -133,8 +139,11 @@ class RdmaChannel final : public Channel {
   }
 
   Status handle(const WorkCompletion& wc) {
-    if (!wc.ok) return fail(std::string(wc.op == WorkOp::kSend ? "send" : "receive") + " completion: " + wc.status);
-    if (wc.wr_id >= kRdmaDepth) return fail("completion for unknown work request " + std::to_string(wc.wr_id));
+    if (!wc.ok)
+      return fail(std::string(wc.op == WorkOp::kSend ? "send" : "receive") +
+                  " completion: " + wc.status);
+    if (wc.wr_id >= kRdmaDepth)
+      return fail("completion for unknown work request " + std::to_string(wc.wr_id));
     uint32_t slot = static_cast<uint32_t>(wc.wr_id);
     if (wc.op == WorkOp::kSend) {
       free_send_.push_back(slot);
@@ -149,6 +158,16 @@ class RdmaChannel final : public Channel {
     credits_ += header[1];
     if (header[0] == 0) return repost(slot);  // credit-only
     ready_.push_back(Received{slot, header[0], 0});
+    return Ok{};
+  }
+
+  // Handles completions already queued, without waiting: a SEND that failed
+  // is reported by the send call that posted it where it is known by then.
+  Status reapReady() {
+    if (failed_) return *failed_;
+    auto wcs = qp_->pollCompletions(2 * kRdmaDepth, std::chrono::steady_clock::now());
+    if (!wcs.ok()) return fail(wcs.error().message);
+    for (const WorkCompletion& wc : *wcs) RETURN_IF_ERROR(handle(wc));
     return Ok{};
   }
 
@@ -230,13 +249,15 @@ class RdmaConnector final : public Connector {
 
 }  // namespace
 
-Result<std::unique_ptr<Channel>> makeRdmaChannel(std::unique_ptr<VerbsQueuePair> qp, Deadline deadline) {
+Result<std::unique_ptr<Channel>> makeRdmaChannel(std::unique_ptr<VerbsQueuePair> qp,
+                                                 Deadline deadline) {
   auto channel = std::make_unique<RdmaChannel>(std::move(qp));
   RETURN_IF_ERROR(channel->setUp(deadline));
   return std::unique_ptr<Channel>(std::move(channel));
 }
 
-Result<std::unique_ptr<Listener>> listenRdma(Verbs& verbs, const std::string& address, RdmaOptions options) {
+Result<std::unique_ptr<Listener>> listenRdma(Verbs& verbs, const std::string& address,
+                                             RdmaOptions options) {
   RETURN_IF_ERROR(verbs.probe());
   ASSIGN_OR_RETURN(std::unique_ptr<VerbsListener> listener, verbs.listen(address));
   return std::unique_ptr<Listener>(std::make_unique<RdmaListener>(std::move(listener), options));

@@ -91,8 +91,10 @@ class VerbsQueuePair {
   virtual void deregisterMemory(const MemoryRegion& region) = 0;
   // ibv_post_recv / ibv_post_send (IBV_WR_SEND, signaled) of one sge
   // [offset, offset + length) of `region`. Errors: kIo.
-  virtual Status postRecv(uint64_t wr_id, const MemoryRegion& region, size_t offset, size_t length) = 0;
-  virtual Status postSend(uint64_t wr_id, const MemoryRegion& region, size_t offset, size_t length) = 0;
+  virtual Status postRecv(uint64_t wr_id, const MemoryRegion& region, size_t offset,
+                          size_t length) = 0;
+  virtual Status postSend(uint64_t wr_id, const MemoryRegion& region, size_t offset,
+                          size_t length) = 0;
   // Up to `max` completions; waits (completion channel) until at least one
   // or the deadline: an empty vector then. Errors: kIo.
   virtual Result<std::vector<WorkCompletion>> pollCompletions(size_t max, Deadline deadline) = 0;
@@ -122,7 +124,8 @@ class Verbs {
   virtual Status probe() = 0;
   // Client side: address and route resolved, queue pair made, not connected.
   // Errors: kInvalidArgument, kIo, kUnsupported.
-  virtual Result<std::unique_ptr<VerbsQueuePair>> resolve(const std::string& address, Deadline deadline) = 0;
+  virtual Result<std::unique_ptr<VerbsQueuePair>> resolve(const std::string& address,
+                                                          Deadline deadline) = 0;
   virtual Result<std::unique_ptr<VerbsListener>> listen(const std::string& address) = 0;
 };
 
@@ -135,9 +138,11 @@ struct RdmaOptions {
 
 // The channel over a made (not yet established) queue pair: registers its
 // buffers, posts its receives, establishes. Errors: kIo, kUnsupported.
-Result<std::unique_ptr<Channel>> makeRdmaChannel(std::unique_ptr<VerbsQueuePair> qp, Deadline deadline);
+Result<std::unique_ptr<Channel>> makeRdmaChannel(std::unique_ptr<VerbsQueuePair> qp,
+                                                 Deadline deadline);
 
-Result<std::unique_ptr<Listener>> listenRdma(Verbs& verbs, const std::string& address, RdmaOptions options);
+Result<std::unique_ptr<Listener>> listenRdma(Verbs& verbs, const std::string& address,
+                                             RdmaOptions options);
 std::unique_ptr<Connector> makeRdmaConnector(Verbs& verbs, RdmaOptions options);
 
 }  // namespace hotshard::peer

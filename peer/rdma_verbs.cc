@@ -24,44 +24,30 @@ Status setNonBlocking(int fd, const char* what) {
   return Ok{};
 }
 
-std::string formatAddr(const sockaddr* sa) {
-  if (sa == nullptr) return "?";
-  char host[INET6_ADDRSTRLEN] = "?";
-  uint16_t port = 0;
-  if (sa->sa_family == AF_INET) {
-    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    return std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
-  }
-  if (sa->sa_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    port = ntohs(in6->sin6_port);
-  }
-  return "[" + std::string(host) + "]:" + std::to_string(port);
-}
-
 // Waits for the next event on `channel` and checks it is `want`.
-Status waitCmEvent(rdma_event_channel* channel, rdma_cm_event_type want, Deadline deadline, const char* what) {
+Status waitCmEvent(rdma_event_channel* channel, rdma_cm_event_type want, Deadline deadline,
+                   const char* what) {
   pollfd p{channel->fd, POLLIN, 0};
   int r = ::poll(&p, 1, pollTimeoutMs(deadline));
   if (r == 0) return makeError(Errc::kIo, std::string("rdma ") + what + ": timed out");
   if (r < 0) return lastSysError(std::string("poll rdma event channel for ") + what);
   rdma_cm_event* event = nullptr;
-  if (rdma_get_cm_event(channel, &event) != 0) return lastSysError(std::string("rdma_get_cm_event for ") + what);
+  if (rdma_get_cm_event(channel, &event) != 0)
+    return lastSysError(std::string("rdma_get_cm_event for ") + what);
   rdma_cm_event_type got = event->event;
   int status = event->status;
   rdma_ack_cm_event(event);
   if (got != want)
-    return makeError(Errc::kIo, std::string("rdma ") + what + ": " + rdma_event_str(got) + " (status " +
-                                    std::to_string(status) + ")");
+    return makeError(Errc::kIo, std::string("rdma ") + what + ": " + rdma_event_str(got) +
+                                    " (status " + std::to_string(status) + ")");
   return Ok{};
 }
 
 // The resources of one connection, released in reverse order of creation.
 class RealQueuePair final : public VerbsQueuePair {
  public:
-  RealQueuePair(rdma_event_channel* events, rdma_cm_id* id, bool server) : events_(events), id_(id), server_(server) {}
+  RealQueuePair(rdma_event_channel* events, rdma_cm_id* id, bool server)
+      : events_(events), id_(id), server_(server) {}
 
   ~RealQueuePair() override {
     if (id_->qp != nullptr) rdma_destroy_qp(id_);
@@ -102,8 +88,10 @@ class RealQueuePair final : public VerbsQueuePair {
     if (region.handle != nullptr) ibv_dereg_mr(static_cast<ibv_mr*>(region.handle));
   }
 
-  Status postRecv(uint64_t wr_id, const MemoryRegion& region, size_t offset, size_t length) override {
-    ibv_sge sge{reinterpret_cast<uint64_t>(region.addr + offset), static_cast<uint32_t>(length), region.lkey};
+  Status postRecv(uint64_t wr_id, const MemoryRegion& region, size_t offset,
+                  size_t length) override {
+    ibv_sge sge{reinterpret_cast<uint64_t>(region.addr + offset), static_cast<uint32_t>(length),
+                region.lkey};
     ibv_recv_wr wr{};
     ibv_recv_wr* bad = nullptr;
     wr.wr_id = wr_id, wr.sg_list = &sge, wr.num_sge = 1;
@@ -111,8 +99,10 @@ class RealQueuePair final : public VerbsQueuePair {
     return rc == 0 ? Status(Ok{}) : sysError(rc, "ibv_post_recv");
   }
 
-  Status postSend(uint64_t wr_id, const MemoryRegion& region, size_t offset, size_t length) override {
-    ibv_sge sge{reinterpret_cast<uint64_t>(region.addr + offset), static_cast<uint32_t>(length), region.lkey};
+  Status postSend(uint64_t wr_id, const MemoryRegion& region, size_t offset,
+                  size_t length) override {
+    ibv_sge sge{reinterpret_cast<uint64_t>(region.addr + offset), static_cast<uint32_t>(length),
+                region.lkey};
     ibv_send_wr wr{};
     ibv_send_wr* bad = nullptr;
     wr.wr_id = wr_id, wr.sg_list = &sge, wr.num_sge = 1;
@@ -153,7 +143,7 @@ class RealQueuePair final : public VerbsQueuePair {
     if (!disconnected_.exchange(true)) rdma_disconnect(id_);
   }
 
-  std::string peerAddress() const override { return formatAddr(rdma_get_peer_addr(id_)); }
+  std::string peerAddress() const override { return formatSockaddr(rdma_get_peer_addr(id_)); }
 
  private:
   Result<std::vector<WorkCompletion>> reap(size_t max) {
@@ -163,8 +153,9 @@ class RealQueuePair final : public VerbsQueuePair {
     std::vector<WorkCompletion> out;
     for (int i = 0; i < n; ++i) {
       const ibv_wc& wc = wcs[i];
-      out.push_back(WorkCompletion{wc.wr_id, wc.opcode == IBV_WC_RECV ? WorkOp::kRecv : WorkOp::kSend,
-                                   wc.status == IBV_WC_SUCCESS, wc.byte_len, ibv_wc_status_str(wc.status)});
+      out.push_back(
+          WorkCompletion{wc.wr_id, wc.opcode == IBV_WC_RECV ? WorkOp::kRecv : WorkOp::kSend,
+                         wc.status == IBV_WC_SUCCESS, wc.byte_len, ibv_wc_status_str(wc.status)});
       // A failed completion's opcode is undefined: the channel ends on it anyway.
     }
     return out;
@@ -190,22 +181,22 @@ Result<rdma_event_channel*> newEventChannel() {
   return ch;
 }
 
-Result<addrinfo*> resolveAddress(const std::string& address, bool passive) {
-  ASSIGN_OR_RETURN(HostPort hp, splitHostPort(address));
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(hp.port);
-  int rc = ::getaddrinfo(hp.host.empty() ? nullptr : hp.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0) return makeError(Errc::kInvalidArgument, "resolve rdma address " + address + ": " + gai_strerror(rc));
-  return res;
+// A CM id on a fresh event channel; the caller owns both.
+Result<std::pair<rdma_event_channel*, rdma_cm_id*>> newCmId() {
+  ASSIGN_OR_RETURN(rdma_event_channel * events, newEventChannel());
+  rdma_cm_id* id = nullptr;
+  if (rdma_create_id(events, &id, nullptr, RDMA_PS_TCP) != 0) {
+    Error e = lastSysError("rdma_create_id");
+    rdma_destroy_event_channel(events);
+    return e;
+  }
+  return std::make_pair(events, id);
 }
 
 class RealListener final : public VerbsListener {
  public:
-  RealListener(rdma_event_channel* events, rdma_cm_id* id, UniqueFd wake) : events_(events), id_(id), wake_(std::move(wake)) {}
+  RealListener(rdma_event_channel* events, rdma_cm_id* id, UniqueFd wake)
+      : events_(events), id_(id), wake_(std::move(wake)) {}
   ~RealListener() override {
     rdma_destroy_id(id_);
     rdma_destroy_event_channel(events_);
@@ -216,7 +207,8 @@ class RealListener final : public VerbsListener {
       pollfd p[2] = {{events_->fd, POLLIN, 0}, {wake_.get(), POLLIN, 0}};
       if (closed_) return makeError(Errc::kIo, "rdma listener closed");
       int r = ::poll(p, 2, -1);
-      if (closed_ || (r > 0 && (p[1].revents & POLLIN))) return makeError(Errc::kIo, "rdma listener closed");
+      if (closed_ || (r > 0 && (p[1].revents & POLLIN)))
+        return makeError(Errc::kIo, "rdma listener closed");
       if (r < 0 && errno != EINTR) return lastSysError("poll rdma listener");
       rdma_cm_event* event = nullptr;
       if (r <= 0 || rdma_get_cm_event(events_, &event) != 0) continue;
@@ -226,7 +218,7 @@ class RealListener final : public VerbsListener {
     }
   }
 
-  std::string boundAddress() const override { return formatAddr(rdma_get_local_addr(id_)); }
+  std::string boundAddress() const override { return formatSockaddr(rdma_get_local_addr(id_)); }
   void close() override {
     if (closed_.exchange(true)) return;
     uint64_t one = 1;
@@ -262,46 +254,39 @@ class RealVerbs final : public Verbs {
     int n = 0;
     ibv_device** list = ibv_get_device_list(&n);
     if (list == nullptr)
-      return makeError(Errc::kUnsupported, std::string("no RDMA device: ibv_get_device_list: ") + std::strerror(errno));
+      return makeError(Errc::kUnsupported,
+                       std::string("no RDMA device: ibv_get_device_list: ") + std::strerror(errno));
     ibv_free_device_list(list);
-    if (n == 0) return makeError(Errc::kUnsupported, "no RDMA device (ibv_get_device_list found none)");
+    if (n == 0)
+      return makeError(Errc::kUnsupported, "no RDMA device (ibv_get_device_list found none)");
     return Ok{};
   }
 
-  Result<std::unique_ptr<VerbsQueuePair>> resolve(const std::string& address, Deadline deadline) override {
-    ASSIGN_OR_RETURN(addrinfo * ai, resolveAddress(address, false));
-    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addrs(ai, freeaddrinfo);
-    ASSIGN_OR_RETURN(rdma_event_channel * events, newEventChannel());
-    rdma_cm_id* id = nullptr;
-    if (rdma_create_id(events, &id, nullptr, RDMA_PS_TCP) != 0) {
-      Error e = lastSysError("rdma_create_id");
-      rdma_destroy_event_channel(events);
-      return e;
-    }
+  Result<std::unique_ptr<VerbsQueuePair>> resolve(const std::string& address,
+                                                  Deadline deadline) override {
+    ASSIGN_OR_RETURN(AddrInfoPtr addrs, resolveHostPort(address, false));
+    ASSIGN_OR_RETURN(auto cm, newCmId());
+    auto [events, id] = cm;
     auto qp = std::make_unique<RealQueuePair>(events, id, false);  // owns events and id from here
     int timeout_ms = std::max(1, pollTimeoutMs(deadline));
-    if (rdma_resolve_addr(id, nullptr, ai->ai_addr, timeout_ms) != 0) return lastSysError("rdma_resolve_addr " + address);
+    if (rdma_resolve_addr(id, nullptr, addrs->ai_addr, timeout_ms) != 0)
+      return lastSysError("rdma_resolve_addr " + address);
     RETURN_IF_ERROR(waitCmEvent(events, RDMA_CM_EVENT_ADDR_RESOLVED, deadline, "resolve address"));
-    if (rdma_resolve_route(id, std::max(1, pollTimeoutMs(deadline))) != 0) return lastSysError("rdma_resolve_route " + address);
+    if (rdma_resolve_route(id, std::max(1, pollTimeoutMs(deadline))) != 0)
+      return lastSysError("rdma_resolve_route " + address);
     RETURN_IF_ERROR(waitCmEvent(events, RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, "resolve route"));
     RETURN_IF_ERROR(qp->create());
     return std::unique_ptr<VerbsQueuePair>(std::move(qp));
   }
 
   Result<std::unique_ptr<VerbsListener>> listen(const std::string& address) override {
-    ASSIGN_OR_RETURN(addrinfo * ai, resolveAddress(address, true));
-    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addrs(ai, freeaddrinfo);
+    ASSIGN_OR_RETURN(AddrInfoPtr addrs, resolveHostPort(address, true));
     UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake) return lastSysError("eventfd for rdma listener");
-    ASSIGN_OR_RETURN(rdma_event_channel * events, newEventChannel());
-    rdma_cm_id* id = nullptr;
-    if (rdma_create_id(events, &id, nullptr, RDMA_PS_TCP) != 0) {
-      Error e = lastSysError("rdma_create_id");
-      rdma_destroy_event_channel(events);
-      return e;
-    }
+    ASSIGN_OR_RETURN(auto cm, newCmId());
+    auto [events, id] = cm;
     auto listener = std::make_unique<RealListener>(events, id, std::move(wake));
-    if (rdma_bind_addr(id, ai->ai_addr) != 0) return lastSysError("rdma_bind_addr " + address);
+    if (rdma_bind_addr(id, addrs->ai_addr) != 0) return lastSysError("rdma_bind_addr " + address);
     if (rdma_listen(id, 128) != 0) return lastSysError("rdma_listen " + address);
     return std::unique_ptr<VerbsListener>(std::move(listener));
   }

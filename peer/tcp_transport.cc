@@ -17,23 +17,6 @@
 namespace hotshard::peer {
 namespace {
 
-std::string formatSockaddr(const sockaddr* sa) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  uint16_t port = 0;
-  if (sa->sa_family == AF_INET) {
-    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    port = ntohs(in->sin_port);
-    return std::string(host) + ":" + std::to_string(port);
-  }
-  if (sa->sa_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    port = ntohs(in6->sin6_port);
-  }
-  return "[" + std::string(host) + "]:" + std::to_string(port);
-}
-
 // Waits until `fd` is ready for `events`. Errors: kIo when the deadline passes.
 Status waitFor(int fd, short events, Deadline deadline, const char* what, const std::string& peer) {
   for (;;) {
@@ -116,25 +99,6 @@ class TcpChannel final : public Channel {
   std::atomic<bool> closed_{false};
 };
 
-struct AddrInfoDeleter {
-  void operator()(addrinfo* ai) const { ::freeaddrinfo(ai); }
-};
-using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoDeleter>;
-
-Result<AddrInfoPtr> resolve(const std::string& address, bool passive) {
-  ASSIGN_OR_RETURN(HostPort hp, splitHostPort(address));
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(hp.port);
-  int rc = ::getaddrinfo(hp.host.empty() ? nullptr : hp.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0)
-    return makeError(Errc::kInvalidArgument, "resolve peer address " + address + ": " + ::gai_strerror(rc));
-  return AddrInfoPtr(res);
-}
-
 class TcpListener final : public Listener {
  public:
   TcpListener(UniqueFd fd, UniqueFd wake) : fd_(std::move(fd)), wake_(std::move(wake)) {}
@@ -149,10 +113,11 @@ class TcpListener final : public Listener {
       if (r <= 0 || !(p[0].revents & POLLIN)) continue;
       sockaddr_storage ss{};
       socklen_t len = sizeof ss;
-      int c = ::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      int c = ::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len,
+                        SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (c >= 0)
-        return std::unique_ptr<Channel>(
-            std::make_unique<TcpChannel>(UniqueFd(c), formatSockaddr(reinterpret_cast<sockaddr*>(&ss))));
+        return std::unique_ptr<Channel>(std::make_unique<TcpChannel>(
+            UniqueFd(c), formatSockaddr(reinterpret_cast<sockaddr*>(&ss))));
       // A client that reset before we accepted it is its problem, not the listener's.
       if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
       return lastSysError("accept on peer listener");
@@ -179,7 +144,8 @@ class TcpListener final : public Listener {
 };
 
 Result<UniqueFd> connectOne(const addrinfo* ai, const std::string& address, Deadline deadline) {
-  UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+  UniqueFd fd(
+      ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
   if (!fd) return lastSysError("socket for peer " + address);
   if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
     if (errno != EINPROGRESS) return lastSysError("connect to peer " + address);
@@ -195,11 +161,12 @@ Result<UniqueFd> connectOne(const addrinfo* ai, const std::string& address, Dead
 class TcpConnector final : public Connector {
  public:
   Result<std::unique_ptr<Channel>> connect(const std::string& address, Deadline deadline) override {
-    ASSIGN_OR_RETURN(AddrInfoPtr addrs, resolve(address, false));
+    ASSIGN_OR_RETURN(AddrInfoPtr addrs, resolveHostPort(address, false));
     Error last = makeError(Errc::kIo, "connect to peer " + address + ": no address");
     for (const addrinfo* ai = addrs.get(); ai != nullptr; ai = ai->ai_next) {
       auto fd = connectOne(ai, address, deadline);
-      if (fd.ok()) return std::unique_ptr<Channel>(std::make_unique<TcpChannel>(std::move(*fd), address));
+      if (fd.ok())
+        return std::unique_ptr<Channel>(std::make_unique<TcpChannel>(std::move(*fd), address));
       last = fd.takeError();
       if (last.code != Errc::kIo && last.code != Errc::kPermission) break;
       last.code = Errc::kIo;  // refused/unreachable: the peer is not there
@@ -211,17 +178,25 @@ class TcpConnector final : public Connector {
 }  // namespace
 
 Result<std::unique_ptr<Listener>> listenTcp(const std::string& address) {
-  ASSIGN_OR_RETURN(AddrInfoPtr addrs, resolve(address, true));
+  ASSIGN_OR_RETURN(AddrInfoPtr addrs, resolveHostPort(address, true));
   const addrinfo* ai = addrs.get();
-  UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+  UniqueFd fd(
+      ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
   if (!fd) return lastSysError("socket for peer listener " + address);
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) return lastSysError("bind peer listener " + address);
+  if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0)
+    return lastSysError("bind peer listener " + address);
   if (::listen(fd.get(), 128) != 0) return lastSysError("listen on peer listener " + address);
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake) return lastSysError("eventfd for peer listener");
   return std::unique_ptr<Listener>(std::make_unique<TcpListener>(std::move(fd), std::move(wake)));
+}
+
+std::unique_ptr<Channel> adoptTcpSocket(UniqueFd fd, std::string peer_address) {
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  return std::make_unique<TcpChannel>(std::move(fd), std::move(peer_address));
 }
 
 std::unique_ptr<Connector> makeTcpConnector() { return std::make_unique<TcpConnector>(); }

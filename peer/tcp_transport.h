@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "base/fd.h"
 #include "peer/transport.h"
 
 namespace hotshard::peer {
@@ -15,6 +16,10 @@ namespace hotshard::peer {
 // Listener::boundAddress). Errors: kInvalidArgument (address), kIo (socket,
 // bind, listen; e.g. EADDRINUSE).
 Result<std::unique_ptr<Listener>> listenTcp(const std::string& address);
+
+// A channel over a connected TCP socket that the caller made (tests, socket
+// activation); it takes ownership and makes it non-blocking.
+std::unique_ptr<Channel> adoptTcpSocket(UniqueFd fd, std::string peer_address);
 
 // Connects over TCP (getaddrinfo, then each address in turn until the deadline).
 std::unique_ptr<Connector> makeTcpConnector();

@@ -13,10 +13,11 @@ Result<std::string> readClusterToken(const std::string& path) {
   if (!fd) return lastSysError("open cluster token file " + path);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return lastSysError("stat cluster token file " + path);
-  if (!S_ISREG(st.st_mode)) return makeError(Errc::kPermission, "cluster token file " + path + " is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return makeError(Errc::kPermission, "cluster token file " + path + " is not a regular file");
   if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-    return makeError(Errc::kPermission, "cluster token file " + path +
-                                            " is open to group or others (chmod 600 it)");
+    return makeError(Errc::kPermission,
+                     "cluster token file " + path + " is open to group or others (chmod 600 it)");
   if (st.st_uid != ::geteuid())
     return makeError(Errc::kPermission, "cluster token file " + path + " is owned by uid " +
                                             std::to_string(st.st_uid) + ", not by us");
@@ -34,9 +35,11 @@ Result<std::string> readClusterToken(const std::string& path) {
     token.pop_back();
     if (!token.empty() && token.back() == '\r') token.pop_back();
   }
-  if (token.empty()) return makeError(Errc::kInvalidArgument, "cluster token file " + path + " is empty");
+  if (token.empty())
+    return makeError(Errc::kInvalidArgument, "cluster token file " + path + " is empty");
   if (token.size() > kMaxTokenBytes)
-    return makeError(Errc::kInvalidArgument, "cluster token file " + path + " holds over 4096 bytes");
+    return makeError(Errc::kInvalidArgument,
+                     "cluster token file " + path + " holds over 4096 bytes");
   return token;
 }
 

@@ -16,6 +16,9 @@
 
 #include "base/result.h"
 
+struct addrinfo;
+struct sockaddr;
+
 namespace hotshard::peer {
 
 using Deadline = std::chrono::steady_clock::time_point;
@@ -75,7 +78,8 @@ class Connector {
   virtual ~Connector() = default;
   // Connects to "HOST:PORT". Errors: kInvalidArgument (bad address), kIo
   // (refused, unreachable, deadline passed), kUnsupported (no such device).
-  virtual Result<std::unique_ptr<Channel>> connect(const std::string& address, Deadline deadline) = 0;
+  virtual Result<std::unique_ptr<Channel>> connect(const std::string& address,
+                                                   Deadline deadline) = 0;
 };
 
 // Splits "HOST:PORT" or "[V6]:PORT" into its host and port (0..65535).
@@ -85,5 +89,16 @@ struct HostPort {
   uint16_t port = 0;
 };
 Result<HostPort> splitHostPort(const std::string& address);
+
+// getaddrinfo(3) of "HOST:PORT" for a stream socket (passive: for bind, an
+// empty host is any address). Errors: kInvalidArgument.
+struct AddrInfoDeleter {
+  void operator()(addrinfo* ai) const;
+};
+using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoDeleter>;
+Result<AddrInfoPtr> resolveHostPort(const std::string& address, bool passive);
+
+// "A.B.C.D:PORT" or "[V6]:PORT" of an AF_INET/AF_INET6 address; "?" otherwise.
+std::string formatSockaddr(const sockaddr* address);
 
 }  // namespace hotshard::peer

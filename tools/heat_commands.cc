@@ -1,6 +1,7 @@
 // Client commands on heat and placement: top, trace record, policy show|set.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -51,18 +52,24 @@ void printTop(const TopReply& reply, bool clear, size_t columns) {
                    formatBytes(count(heat.remote_bytes_avoided)).c_str()),
             columns);
   std::printf("\n");
-  constexpr size_t kFixed = 63;  // the columns before PATH
-  size_t path_width = columns > kFixed + 10 ? columns - kFixed : 10;
-  printLine(format("%7s %10s %10s %11s %10s %-9s %s", "HEAT", "SIZE", "READ", "REMOTE-MISS",
-                   "CACHE", "STATE", "PATH"),
+  // Cluster mode: an OWNER column, the member each shard's key belongs to.
+  bool owners = std::any_of(reply.shards.begin(), reply.shards.end(),
+                            [](const ShardRow& s) { return !s.owner.empty(); });
+  const size_t fixed = owners ? 76 : 63;  // the columns before PATH
+  size_t path_width = columns > fixed + 10 ? columns - fixed : 10;
+  std::string owner_head = owners ? format(" %-12s", "OWNER") : "";
+  printLine(format("%7s %10s %10s %11s %10s %-9s%s %s", "HEAT", "SIZE", "READ", "REMOTE-MISS",
+                   "CACHE", "STATE", owner_head.c_str(), "PATH"),
             columns);
   for (const ShardRow& s : reply.shards) {
     std::string path = ellipsizeFront((s.pinned ? "[pinned] " : "") + s.path, path_width);
     std::string heat = format("%.3g", s.heat);
     if (heat.size() > 7) heat = format("%.1e", s.heat);  // "2.5e+04": HEAT is 7 wide
-    printLine(format("%7s %10s %10s %11s %10s %-9s %s", heat.c_str(), formatBytes(s.size).c_str(),
-                     formatBytes(s.bytes_read).c_str(), formatBytes(s.remote_miss_bytes).c_str(),
-                     formatBytes(s.cache_bytes).c_str(), s.state.c_str(), path.c_str()),
+    std::string owner = owners ? format(" %-12s", s.owner.empty() ? "-" : s.owner.c_str()) : "";
+    printLine(format("%7s %10s %10s %11s %10s %-9s%s %s", heat.c_str(),
+                     formatBytes(s.size).c_str(), formatBytes(s.bytes_read).c_str(),
+                     formatBytes(s.remote_miss_bytes).c_str(), formatBytes(s.cache_bytes).c_str(),
+                     s.state.c_str(), owner.c_str(), path.c_str()),
               columns);
   }
   std::fflush(stdout);

@@ -35,6 +35,10 @@ void addRunCommand(CLI::App& app) {
       "      mount over /mnt/datasets itself: jobs keep their paths\n"
       "  hotshard run --remote /mnt/nfs/ds --mount /data/ds --cache /nvme/hs --consistency ttl=30\n"
       "  hotshard run --config /etc/hotshard/datasets.toml --foreground\n"
+      "  hotshard run --remote /mnt/nfs/ds --cache /nvme/hs --cluster train-a \\\n"
+      "      --etcd http://10.0.0.11:2379 --peer-listen 10.0.1.23:7464 --namespace ds \\\n"
+      "      --cluster-token-file /etc/hotshard/cluster.token\n"
+      "      join the peer tier: a file leaves the remote once per cluster (docs/cluster.md)\n"
       "Stop with SIGINT/SIGTERM (Ctrl-C in the foreground): the mount is removed and the\n"
       "path is left exactly as before.");
   cmd->callback([cmd, config_file, values, flags, print_config] {

@@ -84,6 +84,43 @@ void printFuse(const StatusSnapshot& s) {
   if (!requests.empty()) std::printf("  requests    %s\n", requests.c_str());  // none when idle
 }
 
+// The peer tier: connected or alone (and why), members, bytes from peers.
+void printCluster(const StatusSnapshot& s) {
+  if (!s.cluster) return;
+  const ClusterStatus& c = *s.cluster;
+  bool connected = c.connected.value_or(false);
+  std::printf("  cluster      %s, namespace %s, member %s at %s: %s\n", c.name.value_or("?").c_str(),
+              c.ns.value_or("?").c_str(), c.id.value_or("?").c_str(),
+              c.address.value_or("?").c_str(),
+              connected ? "connected"
+                        : ("ALONE (" + c.alone_reason.value_or("etcd not reached") + ")").c_str());
+  for (const MemberStatus& m : c.members.value_or(std::vector<MemberStatus>{})) {
+    std::string transports;
+    for (const auto& t : m.transports.value_or(std::vector<std::string>{})) {
+      transports += (transports.empty() ? "" : ",") + t;
+    }
+    std::printf("    member     %-16s %-22s %-9s %s cache%s\n", m.id.value_or("?").c_str(),
+                m.address.value_or("?").c_str(), transports.c_str(),
+                formatBytes(m.capacity_bytes.value_or(0)).c_str(),
+                m.self.value_or(false) ? "  (this host)" : "");
+  }
+  uint64_t remote = 0;
+  if (s.cache && s.cache->promoter) remote += s.cache->promoter->read_remote_bytes.value_or(0);
+  if (s.heat) remote += s.heat->bytes_missed_remote.value_or(0);
+  uint64_t failures = 0;
+  std::string reasons;
+  for (const auto& [reason, n] : c.fetch_failures.value_or(std::map<std::string, uint64_t>{})) {
+    failures += n;
+    reasons += (reasons.empty() ? " (" : ", ") + reason + " " + std::to_string(n);
+  }
+  if (!reasons.empty()) reasons += ")";
+  std::printf("  peer bytes   %s from peers, %s from the remote; %s served to peers\n",
+              formatBytes(c.fetched_bytes.value_or(0)).c_str(), formatBytes(remote).c_str(),
+              formatBytes(c.served_bytes.value_or(0)).c_str());
+  std::printf("  peer fetch   %llu failed%s, %llu refused connections\n",
+              static_cast<unsigned long long>(failures), reasons.c_str(), count(c.refused));
+}
+
 void printTopFive(const StatusSnapshot& s) {
   if (!s.top || s.top->empty()) return;
   std::printf("  hottest\n");
@@ -114,6 +151,7 @@ void addStatusCommand(CLI::App& app) {
     printIdentity(s);
     printProbesAndPolicy(s);
     printFuse(s);
+    printCluster(s);
     printTopFive(s);
   });
 }

@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -242,6 +243,116 @@ TEST(ConfigExample, UncommentedItLoadsAndGivesTheDefaults) {
   size_t keys = 0;
   for (size_t at = 0; (at = loaded.find(" = ", at)) != std::string::npos; at++) keys++;
   EXPECT_EQ(keys, runConfigItems().size()) << loaded;
+}
+
+}  // namespace
+}  // namespace hotshard
+
+namespace hotshard {
+namespace {
+
+RunConfig clusterConfig() {
+  RunConfig cfg;
+  cfg.remote = "/data/remote";
+  cfg.cache = "/nvme/cache";
+  cfg.cluster = "train-a";
+  cfg.etcd = "http://10.0.0.11:2379, http://10.0.0.12:2379";
+  cfg.peer_listen = "10.0.1.23:7464";
+  cfg.ns = "datasets";
+  cfg.cluster_token_file = "/etc/hotshard/cluster.token";
+  return cfg;
+}
+
+std::string finalizeError(RunConfig cfg) {
+  Status st = finalizeRunConfig(cfg);
+  return st.ok() ? "" : st.error().message;
+}
+
+TEST(ClusterConfig, OffUnlessClusterIsGivenAndThenComplete) {
+  RunConfig plain;
+  plain.remote = "/data/remote";
+  plain.cache = "/nvme/cache";
+  ASSERT_TRUE(finalizeRunConfig(plain).ok());
+  EXPECT_TRUE(plain.cluster.empty());
+  EXPECT_TRUE(plain.peer_id.empty()) << "no cluster: no id is made up";
+
+  RunConfig stray = plain;
+  stray.etcd = "http://e:2379";
+  EXPECT_NE(finalizeError(stray).find("--etcd is for the peer tier: give --cluster NAME"),
+            std::string::npos)
+      << finalizeError(stray);
+
+  RunConfig ok = clusterConfig();
+  ASSERT_TRUE(finalizeRunConfig(ok).ok()) << finalizeError(clusterConfig());
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  EXPECT_EQ(ok.peer_id, host) << "the hostname by default";
+  EXPECT_EQ(splitList(ok.etcd),
+            (std::vector<std::string>{"http://10.0.0.11:2379", "http://10.0.0.12:2379"}));
+
+  using Needed = std::pair<std::string RunConfig::*, const char*>;
+  for (auto [field, flag] : {Needed{&RunConfig::etcd, "--cluster needs --etcd"},
+                             Needed{&RunConfig::peer_listen, "--cluster needs --peer-listen"},
+                             Needed{&RunConfig::ns, "--cluster needs --namespace"},
+                             Needed{&RunConfig::cluster_token_file,
+                                    "--cluster needs --cluster-token-file"}}) {
+    RunConfig missing = clusterConfig();
+    missing.*field = "";
+    EXPECT_NE(finalizeError(missing).find(flag), std::string::npos) << finalizeError(missing);
+  }
+}
+
+TEST(ClusterConfig, BadValuesAreRefusedClearly) {
+  auto with = [](auto field, std::string value) {
+    RunConfig cfg = clusterConfig();
+    cfg.*field = std::move(value);
+    return finalizeError(cfg);
+  };
+  EXPECT_NE(with(&RunConfig::cluster, "a/b").find("cluster 'a/b'"), std::string::npos);
+  EXPECT_NE(with(&RunConfig::ns, "..").find("namespace '..'"), std::string::npos);
+  EXPECT_NE(with(&RunConfig::etcd, "10.0.0.1:2379").find("etcd '10.0.0.1:2379': expected http://"),
+            std::string::npos);
+  EXPECT_NE(with(&RunConfig::peer_listen, "7464").find("peer-listen '7464'"), std::string::npos);
+  EXPECT_NE(with(&RunConfig::peer_listen, "h:99999").find("port 1 to 65535"), std::string::npos);
+  // Binding every address needs the address others dial.
+  EXPECT_NE(with(&RunConfig::peer_listen, "0.0.0.0:7464").find("give --peer-advertise"),
+            std::string::npos);
+  RunConfig advertised = clusterConfig();
+  advertised.peer_listen = "0.0.0.0:7464";
+  advertised.peer_advertise = "10.0.1.23:7464";
+  EXPECT_EQ(finalizeError(advertised), "");
+  EXPECT_NE(with(&RunConfig::peer_advertise, "10.0.1.23:0").find("peer-advertise"),
+            std::string::npos);
+  EXPECT_NE(with(&RunConfig::peer_id, "a b").find("peer-id 'a b'"), std::string::npos);
+
+  RunConfig cfg;
+  Status st = item("peer-transports").set(cfg, "tcp,ib");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("unknown transport 'ib'"), std::string::npos);
+  EXPECT_TRUE(item("peer-transports").set(cfg, "tcp").ok());
+  EXPECT_EQ(cfg.peer_transports, "tcp");
+  EXPECT_FALSE(item("peer-timeout").set(cfg, "10ms").ok());
+  ASSERT_TRUE(item("peer-timeout").set(cfg, "5s").ok());
+  EXPECT_EQ(cfg.peer_timeout, std::chrono::seconds(5));
+}
+
+TEST(ClusterConfig, KeysLoadFromTheConfigFile) {
+  TempDir tmp;
+  writeFile(tmp / "hs.toml",
+            "remote = \"/data/remote\"\ncache = \"/nvme/cache\"\ncluster = \"train-a\"\n"
+            "etcd = \"http://e1:2379\"\npeer_listen = \"0.0.0.0:7464\"\n"
+            "peer_advertise = \"10.0.1.23:7464\"\nnamespace = \"datasets\"\n"
+            "cluster_token_file = \"/etc/hotshard/cluster.token\"\npeer_id = \"gpu-17\"\n"
+            "peer_transports = \"tcp\"\npeer_timeout = \"10s\"\n");
+  RunConfig cfg;
+  Status st = applyConfigFile(tmp / "hs.toml", {}, cfg);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  ASSERT_TRUE(finalizeRunConfig(cfg).ok()) << finalizeError(cfg);
+  EXPECT_EQ(cfg.cluster, "train-a");
+  EXPECT_EQ(cfg.ns, "datasets");
+  EXPECT_EQ(cfg.peer_id, "gpu-17");
+  EXPECT_EQ(cfg.peer_advertise, "10.0.1.23:7464");
+  EXPECT_EQ(cfg.peer_timeout, std::chrono::seconds(10));
 }
 
 }  // namespace

@@ -47,7 +47,20 @@ inline json fullStatusFixture() {
                "counters": {"capacity_bytes": 1000000000, "admits": 14, "rejects": 6}},
     "placement": {"automatic": true, "tick_seconds": 0.5, "ticks": 100, "promotions": 12,
                   "promotion_failures": 2, "evictions": 3},
-    "top": [{"path": "shard-0.tar", "heat": 1.5}]
+    "top": [{"path": "shard-0.tar", "heat": 1.5}],
+    "cluster": {"name": "train-a", "namespace": "datasets", "id": "host-a",
+                "address": "10.0.1.1:7464", "connected": false,
+                "alone_reason": "etcd http://10.0.0.11:2379: connection refused",
+                "members": [{"id": "host-a", "address": "10.0.1.1:7464",
+                             "transports": ["tcp"], "capacity_bytes": 1000000000, "self": true},
+                            {"id": "host-b", "address": "10.0.1.2:7464",
+                             "transports": ["rdma", "tcp"], "capacity_bytes": 2000000000,
+                             "self": false}],
+                "fetched": [{"peer": "host-b", "transport": "tcp", "bytes": 7340032,
+                             "fetches": 3}],
+                "fetched_bytes": 7340032, "fetch_failures": {"io": 2, "stale": 1},
+                "owner_promotions": 4, "served_bytes": 5242880, "served_objects": 2,
+                "refused": 1, "protocol_errors": 3, "not_served": 5}
   })");
 }
 

@@ -154,6 +154,9 @@ class GrowingStatus {
     s["cache"]["evictions"] = 4 + n;
     s["fuse"]["requests"]["lookup"] = 11 + 7 * n;
     s["probes"]["events"] = 1000 + 100 * n;
+    s["cluster"]["fetched"][0]["bytes"] = 7340032 + 65536 * n;
+    s["cluster"]["fetch_failures"]["io"] = 2 + n;
+    s["cluster"]["served_bytes"] = 5242880 + 65536 * n;
     return s;
   }
 
@@ -177,6 +180,7 @@ class IntegrationMetrics : public ::testing::Test {
     exporter_->observePromotion(7, 512 << 20);
     exporter_->observeFuseOp("lookup", 0.00015);
     exporter_->observeFuseOp("getattr", 0.00004);
+    exporter_->observePeerFetch(0.02);
     dir_ = new TempDir;
     server_ = new PrometheusServer(dir_->path() + "/prometheus",
                                    "127.0.0.1:" + std::to_string(exporter_->port()));
@@ -273,7 +277,8 @@ TEST_F(IntegrationMetrics, GrafanaDashboardQueriesWork) {
   walk(dash["panels"]);
   for (const char* want :
        {"Hit ratio by bytes", "Bytes read by source", "Remote bytes avoided",
-        "Promotions and evictions", "Cache fill", "Probe health", "FUSE latency (user space)"}) {
+        "Promotions and evictions", "Cache fill", "Probe health", "FUSE latency (user space)",
+        "Cluster members", "Bytes from peers and the remote", "Peer fetch failures by reason"}) {
     EXPECT_TRUE(titles.count(want)) << "no panel '" << want << "'";
   }
   ASSERT_GE(exprs.size(), 10u);

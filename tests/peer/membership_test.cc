@@ -137,6 +137,20 @@ TEST_F(MembershipTest, TwoMembersSeeEachOther) {
   EXPECT_EQ(a->state().generation, s.generation);
 }
 
+TEST_F(MembershipTest, ADeadOrHungEndpointBeforeTheLiveOneIsPassedOver) {
+  hotshard::testing::SilentEndpoint hung;
+  ASSERT_FALSE(hung.url().empty());
+  const std::string dead = "http://127.0.0.1:" + std::to_string(hotshard::testing::freePort());
+  MembershipOptions o = options(member("host-a"));
+  o.endpoints = {dead, hung.url(), etcd_.endpoint()};
+  o.call_timeout = milliseconds(1500);  // the hung one may take a third of it, etcd gets the rest
+  Membership a(o);
+  ASSERT_TRUE(a.start().ok());
+  auto b = started(member("host-b"));
+  ASSERT_TRUE(waitFor(a, connectedWith({"host-a", "host-b"}))) << a.state().last_error;
+  ASSERT_TRUE(waitFor(*b, connectedWith({"host-a", "host-b"}))) << b->state().last_error;
+}
+
 TEST_F(MembershipTest, OnlyMembersOfTheSameNamespaceAndClusterCount) {
   auto a = started(member("host-a", "train"));
   auto b = started(member("host-b", "train"));

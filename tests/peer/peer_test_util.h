@@ -2,29 +2,33 @@
 // files, random content and fd helpers.
 #pragma once
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <random>
-#include <cstring>
 #include <string>
 #include <thread>
 
 #include "base/fd.h"
 #include "peer/peer.h"
+#include "tests/daemon/store_fixture.h"
 #include "tests/test_util.h"
 
 namespace hotshard::peer::testing {
+
+using ::hotshard::testing::randomBytes;
+using ::hotshard::testing::readFd;
 
 inline constexpr char kToken[] = "correct horse battery staple";
 
@@ -44,31 +48,8 @@ class TempDir {
   std::string path_;
 };
 
-inline std::string randomBytes(size_t n, uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return s;
-}
-
 // An anonymous file to fetch into (the daemon uses a file in its store's tmp/).
 inline UniqueFd tempDest() { return UniqueFd(::memfd_create("hs-peer-dest", MFD_CLOEXEC)); }
-
-inline std::string readAll(int fd) {
-  std::string out;
-  char buf[1 << 16];
-  off_t off = 0;
-  for (;;) {
-    ssize_t n = ::pread(fd, buf, sizeof buf, off);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    off += n;
-  }
-  return out;
-}
 
 inline uint64_t fileSize(int fd) { return static_cast<uint64_t>(::lseek(fd, 0, SEEK_END)); }
 
@@ -78,11 +59,13 @@ class FileSource final : public ObjectSource {
   explicit FileSource(std::string dir) : dir_(std::move(dir)) {}
 
   // Adds `content` as `relpath` with mtime_ns `mtime`; returns its request.
-  ObjectRequest add(const std::string& relpath, const std::string& content, int64_t mtime = 1'700'000'000'123'456'789) {
+  ObjectRequest add(const std::string& relpath, const std::string& content,
+                    int64_t mtime = 1'700'000'000'123'456'789) {
     std::string path = dir_ + "/" + std::to_string(entries_.size());
     ::hotshard::testing::writeFile(path, content);
     std::lock_guard lock(mu_);
-    entries_[relpath] = Entry{path, ObjectMeta{content.size(), mtime, XXH3_64bits(content.data(), content.size())}, {}};
+    entries_[relpath] = Entry{
+        path, ObjectMeta{content.size(), mtime, XXH3_64bits(content.data(), content.size())}, {}};
     return ObjectRequest{"ds", relpath, content.size(), mtime};
   }
   void setMeta(const std::string& relpath, ObjectMeta meta) {
@@ -113,7 +96,8 @@ class FileSource final : public ObjectSource {
     if (hook) hook();
     std::lock_guard lock(mu_);
     auto it = entries_.find(request.relpath);
-    if (request.ns != "ds" || it == entries_.end()) return makeError(Errc::kNotFound, "no copy of " + request.relpath);
+    if (request.ns != "ds" || it == entries_.end())
+      return makeError(Errc::kNotFound, "no copy of " + request.relpath);
     if (it->second.error) return *it->second.error;
     UniqueFd fd(::open(it->second.path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) return lastSysError("open " + it->second.path);
@@ -134,7 +118,8 @@ class FileSource final : public ObjectSource {
 };
 
 // Waits up to `timeout` for `pred`.
-inline bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+inline bool eventually(const std::function<bool()>& pred,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
   auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {
     if (pred()) return true;

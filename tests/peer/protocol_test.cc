@@ -43,12 +43,12 @@ TEST(PeerProtocol, BadHeadersAreProtocolErrors) {
     headerOf(f, &code);
     EXPECT_EQ(code, Errc::kProtocol) << "byte " << at << " = " << int(value);
   };
-  expectBad(0, 'X');   // magic
-  expectBad(5, 2);     // version
-  expectBad(6, 0);     // type 0
-  expectBad(6, 8);     // unknown type
-  expectBad(7, 1);     // reserved flags
-  expectBad(9, 1);     // length 64 KiB * 4
+  expectBad(0, 'X');  // magic
+  expectBad(5, 2);    // version
+  expectBad(6, 0);    // type 0
+  expectBad(6, 8);    // unknown type
+  expectBad(7, 1);    // reserved flags
+  expectBad(9, 1);    // length 64 KiB * 4
   std::string max = good;
   max[8] = 0, max[9] = 1, max[10] = 0, max[11] = 0;  // exactly 64 KiB: allowed
   Errc code;
@@ -69,9 +69,9 @@ TEST(PeerProtocol, FetchRoundTripsAndChecksItsNames) {
 
   ObjectRequest longest{"ds", std::string(kMaxRelpathBytes, 'a'), 1, 1};
   EXPECT_TRUE(decodeFetch(encodeFetch(longest)).ok());
-  for (std::string bad : {std::string(kMaxRelpathBytes + 1, 'a'), std::string("/etc/passwd"), std::string("a/../b"),
-                          std::string(".."), std::string("a//b"), std::string("a/"), std::string("a\0b", 3),
-                          std::string("")}) {
+  for (std::string bad : {std::string(kMaxRelpathBytes + 1, 'a'), std::string("/etc/passwd"),
+                          std::string("a/../b"), std::string(".."), std::string("a//b"),
+                          std::string("a/"), std::string("a\0b", 3), std::string("")}) {
     ObjectRequest r{"ds", bad, 1, 1};
     auto d = decodeFetch(encodeFetch(r));
     ASSERT_FALSE(d.ok()) << bad;
@@ -100,7 +100,8 @@ TEST(PeerProtocol, OkAndErrRoundTrip) {
   EXPECT_EQ(back->xxh3, meta.xxh3);
   EXPECT_EQ(decodeOk(encodeOk(meta).substr(1)).error().code, Errc::kProtocol);
 
-  for (Errc code : {Errc::kNotFound, Errc::kStale, Errc::kBusy, Errc::kIo, Errc::kProtocol, Errc::kInternal}) {
+  for (Errc code :
+       {Errc::kNotFound, Errc::kStale, Errc::kBusy, Errc::kIo, Errc::kProtocol, Errc::kInternal}) {
     Error e = decodeErr(encodeErr(makeError(code, "why")));
     EXPECT_EQ(e.code, code);
     EXPECT_EQ(e.message, "peer: why");
@@ -116,7 +117,8 @@ TEST(PeerProtocol, OkAndErrRoundTrip) {
 
 TEST(PeerAuth, ProofIsHmacSha256OverLabelAndBothNonces) {
   Nonce cn{}, sn{};
-  for (size_t i = 0; i < 32; ++i) cn[i] = static_cast<uint8_t>(i), sn[i] = static_cast<uint8_t>(32 + i);
+  for (size_t i = 0; i < 32; ++i)
+    cn[i] = static_cast<uint8_t>(i), sn[i] = static_cast<uint8_t>(32 + i);
   auto hex = [](const Proof& p) {
     std::string s;
     char b[3];
@@ -128,7 +130,8 @@ TEST(PeerAuth, ProofIsHmacSha256OverLabelAndBothNonces) {
             "c25f05521b225759426e8b032b7def89ccbac11813ba7a638b26d70a1888f555");
   EXPECT_EQ(hex(authProof("Jefe", AuthRole::kClient, cn, sn)),
             "156b9fe291c592b4b2c960439e446850034da8ce31fd36ac3bb423352effb582");
-  EXPECT_NE(authProof("Jefe", AuthRole::kClient, sn, cn), authProof("Jefe", AuthRole::kClient, cn, sn));
+  EXPECT_NE(authProof("Jefe", AuthRole::kClient, sn, cn),
+            authProof("Jefe", AuthRole::kClient, cn, sn));
 }
 
 class ClusterToken : public ::testing::Test {
