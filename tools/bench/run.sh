@@ -18,6 +18,9 @@
 #                                       writes docs/benchmarks.d/first-epoch.md)
 #   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
 #                                       uncached, against native; writes docs/benchmarks.d/opens.md)
+#   BENCH_CLUSTER=0                     skip tools/bench/cluster-bench.sh (the peer tier: peer fetch rate
+#                                       over a shaped link, cold start of a 1 GiB file on three hosts
+#                                       at once; writes docs/benchmarks.d/cluster.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -119,6 +122,7 @@ if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
 fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
+if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then tools/bench/cluster-bench.sh; fi
 
 prepare
 : > "$ROOT/daemon.log"
@@ -180,7 +184,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes epochs first-epoch memory; do
+  for part in opens opens-profile extra probes epochs first-epoch memory cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
