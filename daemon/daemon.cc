@@ -218,6 +218,16 @@ size_t idleBackingCap() {
   if (rl.rlim_cur == RLIM_INFINITY) return 1024;
   return std::min<size_t>(1024, static_cast<size_t>(rl.rlim_cur / 8));
 }
+
+// The inodes' cached O_PATH fds (fuse/inode_table.h): a quarter of the
+// descriptor limit, at least 256 and at most 262144; the others are opened
+// again from their names when used.
+size_t inodeFdCap() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 256;
+  size_t limit = rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<size_t>(rl.rlim_cur);
+  return std::clamp<size_t>(limit / 4, 256, 262144);
+}
 }  // namespace
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd remote_root) {
@@ -312,7 +322,8 @@ Status Daemon::startFileSystem() {
                               .consistency = cfg_.consistency,
                               .cache = cache_.get(),
                               .remote_timeout_seconds = toSeconds(cfg_.remote_timeout),
-                              .idle_backings = idleBackingCap()},
+                              .idle_backings = idleBackingCap(),
+                              .inode_fds = inodeFdCap()},
       shim_.get());
   // Promotions read through the jobs' open remote files (daemon/promoter.h).
   cache_->setBackingSharer([fs = fs_.get()](dev_t dev, ino_t ino) {
@@ -622,8 +633,8 @@ class SignalWaiter {
   std::thread thread_;
 };
 
-// The daemon holds an O_PATH fd per inode the kernel knows, so a walk of a big
-// tree runs past the usual soft limit of 1024 (EMFILE): raise it to the hard one.
+// Open files, idle backings and the inodes' cached O_PATH fds are sized by the
+// descriptor limit (a quarter of it for the last): raise the soft one to the hard one.
 void raiseFdLimit() {
   struct rlimit rl;
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
@@ -637,7 +648,7 @@ void raiseFdLimit() {
     }
   }
   spdlog::info(
-      "descriptor limit {} (one per inode the kernel knows)",
+      "descriptor limit {}",
       rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : std::to_string(rl.rlim_cur));
 }
 

@@ -104,6 +104,7 @@ void Placement::noteOpen(const std::string& rel, const struct stat& backing, boo
     backings_[{backing.st_dev, backing.st_ino}] = Backing{rel, from_cache};
     Shard& s = shards_[rel];
     s.id = idOf(rel);
+    s.dataset = policy::datasetOf(rel);
     s.size = static_cast<uint64_t>(backing.st_size);
     s.opens++;
     rel_of_[s.id] = rel;
@@ -114,7 +115,8 @@ void Placement::noteOpen(const std::string& rel, const struct stat& backing, boo
       policy::Request r{.time_ns = static_cast<uint64_t>(monotonicNs()),
                         .id = s.id,
                         .size = s.size,
-                        .flags = policy::kFlagWrite};
+                        .flags = policy::kFlagWrite,
+                        .dataset = s.dataset};
       if (trace_->write(r)) trace_records_++;
     }
   }
@@ -135,7 +137,8 @@ void Placement::noteChange(const std::string& rel, const fuse::Change& change) {
   policy::Request r{.time_ns = static_cast<uint64_t>(monotonicNs()),
                     .id = it->second.id,
                     .size = change.kind == Kind::kTruncate ? change.new_size : it->second.size,
-                    .flags = flag};
+                    .flags = flag,
+                    .dataset = it->second.dataset};
   if (trace_->write(r)) trace_records_++;
 }
 
@@ -228,7 +231,8 @@ void Placement::attributeLocked(const FileHeat& f, uint64_t now) {
                       .size = s.size,
                       .offset = f.offset,
                       .bytes_read = f.bytes_read,
-                      .bytes_missed = f.bytes_missed};
+                      .bytes_missed = f.bytes_missed,
+                      .dataset = s.dataset};
     if (trace_->write(r)) trace_records_++;
   }
 }
@@ -242,7 +246,8 @@ std::vector<Placement::Active> Placement::feedPolicy(uint64_t now) {
                      .size = s.size,
                      .bytes_read = std::max(s.tick_read, s.tick_missed),
                      .bytes_missed = s.tick_missed,
-                     .time_ns = now};
+                     .time_ns = now,
+                     .dataset = s.dataset};
     policy_->recordAccess(a);
     active.push_back(Active{rel, a});
     s.tick_read = s.tick_missed = 0;
@@ -509,7 +514,8 @@ Result<uint64_t> Placement::recordSamples(policy::TraceWriter& writer, double du
                         .bytes_missed = e.miss ? e.length : 0,
                         // The read itself is a record of its own: a miss only says
                         // its bytes came from the remote, so it is not read twice.
-                        .flags = e.miss ? policy::kFlagMissSample : 0u};
+                        .flags = e.miss ? policy::kFlagMissSample : 0u,
+                        .dataset = s.dataset};
       if (writer.write(r)) trace_records_++;
     });
   }

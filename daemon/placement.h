@@ -101,6 +101,7 @@ class Placement {
   struct Shard {
     policy::ObjectId id = 0;
     uint64_t size = 0;
+    uint32_t dataset = 0;  // policy::datasetOf(its path): its top-level directory
     uint64_t remote_read = 0, remote_missed = 0, cache_read = 0, cache_missed = 0, faults = 0;
     uint64_t tick_read = 0, tick_missed = 0;  // since the last tick, for the policy
     uint64_t opens = 0;

@@ -40,6 +40,9 @@ struct FuseStatus {
   // Opens that reused a backing file kept registered since the inode's last
   // release, and such idle backings kept now.
   Opt<uint64_t> opens_reused, idle_backings;
+  // The inodes' O_PATH fds open now (fuse/inode_table.h: a bounded cache, the
+  // root's included), and walks that opened an inode's fd again from its names.
+  Opt<uint64_t> inode_fds, path_walks;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -56,6 +59,8 @@ struct FuseStatus {
     f("remote_calls_blocked", s.remote_calls_blocked);
     f("opens_reused", s.opens_reused);
     f("idle_backings", s.idle_backings);
+    f("inode_fds", s.inode_fds);
+    f("path_walks", s.path_walks);
   }
 };
 

@@ -28,7 +28,9 @@ FuseStatus fuseStatusOf(const fuse::PassthroughShim& shim, const fuse::FileSyste
                     .remote_refused = remote.refused,
                     .remote_calls_blocked = remote.blocked,
                     .opens_reused = fs.idleReuses(),
-                    .idle_backings = fs.idleBackings()};
+                    .idle_backings = fs.idleBackings(),
+                    .inode_fds = fs.inodeFds(),
+                    .path_walks = fs.pathWalks()};
 }
 
 }  // namespace

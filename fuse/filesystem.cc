@@ -131,17 +131,18 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
       remote_({.timeout_seconds = opts.remote_timeout_seconds}),
       shim_(shim),
       userdata_{shim, this},
-      table_(opts.remote_root_fd, shim) {}
+      table_(opts.remote_root_fd, shim, opts.inode_fds) {}
 
 FileSystem::~FileSystem() = default;
 
 size_t FileSystem::inodeCount() const { return table_.size(); }
 
 void FileSystem::remoteRootReplaced(int new_root_fd) {
-  if (::dup3(new_root_fd, table_.root().fd, O_CLOEXEC) < 0) {
+  if (::dup3(new_root_fd, table_.rootFd(), O_CLOEXEC) < 0) {
     spdlog::error("remote mounted again: dup3 onto the root's fd: {}", std::strerror(errno));
     return;
   }
+  table_.dropUnpinnedFds();  // walked again from the new root, checked to be the same objects
   for (Status st : {shim_->invalidateInode(FUSE_ROOT_ID), shim_->invalidateAllEntries()}) {
     if (!st.ok()) spdlog::warn("remote mounted again: {}", st.error().message);
   }
@@ -155,6 +156,25 @@ UniqueFd FileSystem::shareRemoteBacking(dev_t dev, ino_t ino) {
       fd.reset(::fcntl(inode.backing_fd, F_DUPFD_CLOEXEC, 0));
   });
   return fd;
+}
+
+Result<PathFd> FileSystem::pathFd(Inode& inode) {
+  if (PathFd fd = table_.cachedPathFd(inode)) return fd;  // the usual case: no table lock
+  // A rename or unlink through the mount between planning and walking may have
+  // moved a name on the way: planned again (a few times), not reported stale.
+  for (int attempt = 0;; attempt++) {
+    PathWalk walk;
+    ASSIGN_OR_RETURN(PathFd cached, table_.planWalk(inode, &walk));
+    if (cached) return cached;
+    path_walks_.fetch_add(1, std::memory_order_relaxed);
+    auto fds = remote_.run<std::vector<UniqueFd>>(
+        "resolve inode", [walk]() -> Result<std::vector<UniqueFd>> { return walkPath(walk); });
+    if (fds.ok()) {
+      if (PathFd fd = table_.installWalk(inode, walk, std::move(*fds))) return fd;
+      return sysError(ESTALE, "resolve inode: nothing opened");
+    }
+    if (attempt >= 2 || table_.namesEpoch() == walk.names_epoch) return fds.takeError();
+  }
 }
 
 std::string FileSystem::childRelPath(fuse_ino_t parent, const char* name) {
@@ -194,7 +214,8 @@ Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
       return inode.last_stat;
     }
   }
-  ASSIGN_OR_RETURN(struct stat st, statRemote(inode.fd, "stat remote"));
+  ASSIGN_OR_RETURN(PathFd fd, pathFd(inode));
+  ASSIGN_OR_RETURN(struct stat st, statRemote(fd->get(), "stat remote"));
   rememberStat(inode, st);
   return st;
 }
@@ -288,13 +309,15 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->attr_timeout = opts_.consistency.attrTimeout();
   e->entry_timeout = opts_.consistency.entryTimeout();
 
-  int parent_fd = inodeOf(parent).fd;
+  Inode& dir = inodeOf(parent);
+  ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
+  int parent_fd = dir_fd->get();
   // An object the kernel knows already needs no new O_PATH fd: one fstatat, not
   // openat + fstat + close (strict mode looks up every component of every open).
   auto seen = statRemoteAt(parent_fd, name, "lookup");
   if (seen.ok()) {
     e->attr = *seen;
-    if (Inode* known = table_.addLookupIfKnown(e->attr)) {
+    if (Inode* known = table_.addLookupIfKnown(e->attr, &dir, name)) {
       e->ino = table_.idOf(*known);
       e->generation = known->generation;
       rememberStat(*known, e->attr);
@@ -307,7 +330,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   ASSIGN_OR_RETURN(Found found, lookupRemote(parent_fd, name));
   int newfd = found.fd;
   e->attr = found.st;
-  Inode& inode = table_.addLookup(newfd, e->attr);
+  Inode& inode = table_.addLookup(newfd, e->attr, &dir, name);
   e->ino = table_.idOf(inode);
   e->generation = inode.generation;
   rememberStat(inode, e->attr);  // our lookup reference keeps it alive
@@ -354,7 +377,8 @@ void FileSystem::forget(fuse_ino_t ino, uint64_t nlookup) { table_.forget(inodeO
 
 Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   Inode& inode = inodeOf(ino);
-  ASSIGN_OR_RETURN(struct stat st, statRemote(inode.fd, "getattr"));
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
+  ASSIGN_OR_RETURN(struct stat st, statRemote(path->get(), "getattr"));
   if (S_ISREG(st.st_mode)) rememberStat(inode, st);
   overlayAdoptedCopy(inode, st);
   fuse_reply_attr(req, &st, opts_.consistency.attrTimeout());
@@ -411,7 +435,8 @@ Result<UniqueFd> FileSystem::remoteFileFd(Inode& inode, bool for_write) {
     }
   }
   int flags = (for_write ? O_WRONLY : O_RDONLY) | O_CLOEXEC | O_LARGEFILE | O_NONBLOCK | O_NOCTTY;
-  ASSIGN_OR_RETURN(int fd, openRemote(inode.fd, flags,
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
+  ASSIGN_OR_RETURN(int fd, openRemote(path->get(), flags,
                                       for_write ? "open remote file for writing" : "open remote file"));
   return UniqueFd(fd);
 }
@@ -443,9 +468,10 @@ Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, in
                            fuse_file_info* /*fi*/) {
   Inode& inode = inodeOf(ino);
   const struct stat want = *attr;
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   if (valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     RETURN_IF_ERROR(callRemote<void>(
-        remote_, "chmod/chown", {inode.fd}, std::nullopt, [want, valid](const CallFds& f) -> Status {
+        remote_, "chmod/chown", {path->get()}, std::nullopt, [want, valid](const CallFds& f) -> Status {
           if ((valid & FUSE_SET_ATTR_MODE) &&
               ::fchmodat(AT_FDCWD, procPath(f[0]).c_str(), want.st_mode, 0) < 0) {
             return lastSysError("chmod");
@@ -456,7 +482,7 @@ Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, in
   }
   if (valid & FUSE_SET_ATTR_SIZE) RETURN_IF_ERROR(truncateRemote(inode, attr->st_size));
   if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-    RETURN_IF_ERROR(callRemote<void>(remote_, "utimensat", {inode.fd}, std::nullopt,
+    RETURN_IF_ERROR(callRemote<void>(remote_, "utimensat", {path->get()}, std::nullopt,
                                      [want, valid, type = inode.type](const CallFds& f) {
                                        return utimesRemote(f[0], type, want, valid);
                                      }));
@@ -465,9 +491,10 @@ Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, in
 }
 
 Status FileSystem::readlink(fuse_req_t req, fuse_ino_t ino) {
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
   ASSIGN_OR_RETURN(
       std::string target,
-      callRemote<std::string>(remote_, "readlink", {inodeOf(ino).fd}, std::nullopt,
+      callRemote<std::string>(remote_, "readlink", {path->get()}, std::nullopt,
                               [](const CallFds& f) -> Result<std::string> {
                                 char buf[PATH_MAX + 1];
                                 ssize_t n = ::readlinkat(f[0], "", buf, sizeof(buf));
@@ -481,7 +508,8 @@ Status FileSystem::readlink(fuse_req_t req, fuse_ino_t ino) {
 
 Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                          dev_t rdev) {
-  RETURN_IF_ERROR(callRemote<void>(remote_, "mknod", {inodeOf(parent).fd}, callerOf(req),
+  ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
+  RETURN_IF_ERROR(callRemote<void>(remote_, "mknod", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode, rdev](const CallFds& f) -> Status {
                                      if (::mknodat(f[0], name.c_str(), mode, rdev) < 0) {
                                        return lastSysError("mknod");
@@ -492,7 +520,8 @@ Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 }
 
 Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  RETURN_IF_ERROR(callRemote<void>(remote_, "mkdir", {inodeOf(parent).fd}, callerOf(req),
+  ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
+  RETURN_IF_ERROR(callRemote<void>(remote_, "mkdir", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode](const CallFds& f) -> Status {
                                      if (::mkdirat(f[0], name.c_str(), mode) < 0) {
                                        return lastSysError("mkdir");
@@ -504,8 +533,9 @@ Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 
 Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent,
                            const char* name) {
+  ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(
-      remote_, "symlink", {inodeOf(parent).fd}, callerOf(req),
+      remote_, "symlink", {dir->get()}, callerOf(req),
       [target = std::string(target), name = std::string(name)](const CallFds& f) -> Status {
         if (::symlinkat(target.c_str(), f[0], name.c_str()) < 0) return lastSysError("symlink");
         return Ok{};
@@ -514,8 +544,10 @@ Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent
 }
 
 Status FileSystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
+  ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(
-      remote_, "link", {inodeOf(ino).fd, inodeOf(parent).fd}, std::nullopt,
+      remote_, "link", {path->get(), dir->get()}, std::nullopt,
       [name = std::string(name)](const CallFds& f) -> Status {
         if (::linkat(AT_FDCWD, procPath(f[0]).c_str(), f[1], name.c_str(), AT_SYMLINK_FOLLOW) < 0) {
           return lastSysError("link");
@@ -534,14 +566,30 @@ Status FileSystem::unlinkRemote(int dir_fd, const char* name, int flags) {
                           });
 }
 
+PathFd FileSystem::childPathFd(Inode& parent, const char* name) {
+  Inode* child = table_.holdChild(parent, name);
+  if (child == nullptr) return {};
+  auto fd = pathFd(*child);
+  table_.forget(*child, 1);
+  return fd.ok() ? *fd : PathFd();
+}
+
 Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   invalidate(childRelPath(parent, name), {.kind = Change::Kind::kUnlink});
-  RETURN_IF_ERROR(unlinkRemote(inodeOf(parent).fd, name, 0));
+  Inode& dir = inodeOf(parent);
+  ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
+  PathFd held = childPathFd(dir, name);  // its only way back once the name is gone
+  RETURN_IF_ERROR(unlinkRemote(dir_fd->get(), name, 0));
+  table_.unlinked(dir, name, held);
   return replyDone(req);
 }
 
 Status FileSystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  RETURN_IF_ERROR(unlinkRemote(inodeOf(parent).fd, name, AT_REMOVEDIR));
+  Inode& dir = inodeOf(parent);
+  ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
+  PathFd held = childPathFd(dir, name);
+  RETURN_IF_ERROR(unlinkRemote(dir_fd->get(), name, AT_REMOVEDIR));
+  table_.unlinked(dir, name, held);
   return replyDone(req);
 }
 
@@ -553,14 +601,21 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   invalidate(to, {.kind = Change::Kind::kUnlink});  // a file there is replaced
   invalidateTree(from);
   invalidateTree(to);
+  Inode& dir = inodeOf(parent);
+  Inode& newdir = inodeOf(newparent);
+  ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
+  ASSIGN_OR_RETURN(PathFd newdir_fd, pathFd(newdir));
+  // A replaced target keeps only its fd; under RENAME_EXCHANGE it takes the old name.
+  PathFd held = (flags & RENAME_EXCHANGE) ? PathFd() : childPathFd(newdir, newname);
   RETURN_IF_ERROR(callRemote<void>(
-      remote_, "rename", {inodeOf(parent).fd, inodeOf(newparent).fd}, std::nullopt,
+      remote_, "rename", {dir_fd->get(), newdir_fd->get()}, std::nullopt,
       [name = std::string(name), newname = std::string(newname), flags](const CallFds& f) -> Status {
         if (::syscall(SYS_renameat2, f[0], name.c_str(), f[1], newname.c_str(), flags) < 0) {
           return lastSysError("rename");
         }
         return Ok{};
       }));
+  table_.renamed(dir, name, newdir, newname, flags, held);
   return replyDone(req);
 }
 
@@ -568,6 +623,7 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
 
 struct FileSystem::OpenIntent {
   bool for_write = false;
+  PathFd path;  // the inode's O_PATH fd, pinned for as long as the open
   std::string rel;  // "" without cache hooks, or when the inode is not under the remote
   bool remote_known = false;
   struct stat remote {};
@@ -646,7 +702,7 @@ Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
     inode.cached_against = intent.remote;
   } else {
     RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write, [&](int flags) {
-      return openRemote(inode.fd, flags, "open backing file");
+      return openRemote(intent.path->get(), flags, "open backing file");
     }));
   }
   registerBacking(inode);
@@ -729,6 +785,27 @@ Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
 }
 }  // namespace
 
+namespace {
+// Pins an inode's fd in the table's cache until it goes, unless kept.
+class PathFdPin {
+ public:
+  PathFdPin(InodeTable& table, Inode& inode, const PathFd& fd) : table_(table), inode_(inode) {
+    table_.pinPathFd(inode_, fd);
+  }
+  ~PathFdPin() {
+    if (!kept_) table_.unpinPathFd(inode_);
+  }
+  PathFdPin(const PathFdPin&) = delete;
+  PathFdPin& operator=(const PathFdPin&) = delete;
+  void keep() { kept_ = true; }
+
+ private:
+  InodeTable& table_;
+  Inode& inode_;
+  bool kept_ = false;
+};
+}  // namespace
+
 // Cluster mode: a read-only open of a file with no valid copy may get one
 // (CacheHooks::fetchCopy), but only for a caller the local kernel let through
 // (default_permissions, before the open reached us) and whose file the remote
@@ -736,14 +813,15 @@ Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
 // the remote refuses, the open goes on and fails there as it would have.
 // Before Inode::mu: a fetch can take up to --peer-timeout, and a second open of
 // the same file waits on the first one's fetch in the cache, not on the inode.
-void FileSystem::fetchCopyIfMissing(Inode& inode, const OpenIntent& intent) {
+void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   CacheHooks* cache = opts_.cache;
   if (cache == nullptr || intent.for_write || !intent.remote_known || intent.rel.empty() ||
       !cache->fetchesCopies() || !S_ISREG(intent.remote.st_mode) ||
       cache->hasValidCopy(intent.rel, intent.remote)) {
     return;
   }
-  auto remote = openRemote(inode.fd, O_RDONLY | O_CLOEXEC | O_LARGEFILE, "open remote file");
+  auto remote =
+      openRemote(intent.path->get(), O_RDONLY | O_CLOEXEC | O_LARGEFILE, "open remote file");
   if (!remote.ok()) return;
   ::close(*remote);
   (void)cache->fetchCopy(intent.rel, intent.remote);
@@ -752,11 +830,15 @@ void FileSystem::fetchCopyIfMissing(Inode& inode, const OpenIntent& intent) {
 Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   OpenIntent intent;
   intent.for_write = opensForWrite(flags);
+  ASSIGN_OR_RETURN(intent.path, pathFd(inode));
   prepareOpen(inode, intent);
-  fetchCopyIfMissing(inode, intent);
+  fetchCopyIfMissing(intent);
 
   DeferDrops defer_drops;  // declared before the lock: runs after its release
   std::unique_lock lock(inode.mu);
+  // The handlers under inode.mu use the inode's fd from the cache (cachedPathFd):
+  // pinned from here, and for as long as the open if it succeeds.
+  PathFdPin pin(table_, inode, intent.path);
   if (hasIdleBacking(inode)) {
     if (idleBackingServes(inode, intent)) {
       idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
@@ -803,6 +885,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   }
   if (flags & O_TRUNC) RETURN_IF_ERROR(truncateOnOpen(inode, *shim_));
   inode.nopen++;
+  pin.keep();  // releaseBacking unpins
   if (intent.fence != nullptr) {
     inode.writer_rels.push_back(intent.rel);  // releaseBacking lowers the fence
     intent.fence = nullptr;
@@ -847,6 +930,7 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
         went_idle = inode.backing_fd >= 0;
       }
     }
+    table_.unpinPathFd(inode);  // pinned by its open (acquireBacking)
   }
   if (went_idle) table_.noteIdle(inode, opts_.idle_backings);
   if (opts_.cache == nullptr) return;
@@ -863,7 +947,9 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
 // the store dropped it meanwhile); the caller falls back to what it did before
 // adoption existed. Under inode.mu.
 Status FileSystem::adoptCopyLocked(Inode& inode) {
-  UniqueFd remote(::open(procPath(inode.fd).c_str(), O_WRONLY | O_CLOEXEC | O_LARGEFILE));
+  PathFd path = table_.cachedPathFd(inode);  // pinned by the open
+  if (!path) return sysError(ESTALE, "open remote file for writing: no fd for the inode");
+  UniqueFd remote(::open(procPath(path->get()).c_str(), O_WRONLY | O_CLOEXEC | O_LARGEFILE));
   if (!remote) return lastSysError("open remote file for writing");
   struct stat base;
   if (::fstat(remote.get(), &base) != 0) return lastSysError("stat remote file");
@@ -934,7 +1020,9 @@ Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off
   if (!inode.copy_adopted) RETURN_IF_ERROR(adoptCopyLocked(inode));
   RETURN_IF_ERROR(writeBackLocked(inode));
   if (::fallocate(inode.remote_wb_fd, mode, offset, length) < 0) return lastSysError("fallocate");
-  UniqueFd remote(::open(procPath(inode.fd).c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE));
+  PathFd path = table_.cachedPathFd(inode);  // pinned by the open
+  if (!path) return sysError(ESTALE, "fallocate: no fd for the inode");
+  UniqueFd remote(::open(procPath(path->get()).c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE));
   if (!remote) return lastSysError("fallocate: open remote file to refresh the cache copy");
   Status copied = copyFileInPlace(remote.get(), inode.backing_fd);
   if (!copied.ok()) return Error{copied.error().code, copied.error().sys_errno,
@@ -985,7 +1073,8 @@ Status createAsCaller(int dir_fd, const std::string& name, mode_t mode, int open
 Status FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                           fuse_file_info* fi) {
   if (isTmpfileCreate(name)) return tmpfile(req, parent, mode, fi);
-  RETURN_IF_ERROR(callRemote<void>(remote_, "create", {inodeOf(parent).fd}, callerOf(req),
+  ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
+  RETURN_IF_ERROR(callRemote<void>(remote_, "create", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode, flags = fi->flags](
                                        const CallFds& f) {
                                      return createAsCaller(f[0], name, mode, flags);
@@ -1040,9 +1129,10 @@ Result<MadeTmpfile> tmpfileAsCaller(int dir_fd, mode_t mode, int open_flags) {
 }  // namespace
 
 Status FileSystem::tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_file_info* fi) {
+  ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   ASSIGN_OR_RETURN(MadeTmpfile made,
                    callRemote<MadeTmpfile>(
-                       remote_, "O_TMPFILE", {inodeOf(parent).fd}, callerOf(req),
+                       remote_, "O_TMPFILE", {dir->get()}, callerOf(req),
                        [mode, flags = fi->flags](const CallFds& f) {
                          return tmpfileAsCaller(f[0], mode, flags);
                        },
@@ -1321,7 +1411,8 @@ bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
 
 Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto d = std::make_unique<DirHandle>();
-  ASSIGN_OR_RETURN(DIR * dp, openRemoteDir(inodeOf(ino).fd));
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
+  ASSIGN_OR_RETURN(DIR * dp, openRemoteDir(path->get()));
   d->dp = std::shared_ptr<DIR>(dp, ::closedir);
   struct stat now {};
   if (opts_.consistency.keepCache()) {
@@ -1442,7 +1533,7 @@ Status FileSystem::fsyncdir(fuse_req_t req, fuse_file_info* fi, int datasync) {
 }
 
 Status FileSystem::statfs(fuse_req_t req) {
-  ASSIGN_OR_RETURN(auto root, dupForCall(table_.root().fd, "statfs"));
+  ASSIGN_OR_RETURN(auto root, dupForCall(table_.rootFd(), "statfs"));
   ASSIGN_OR_RETURN(struct statvfs sv,
                    remote_.run<struct statvfs>("statfs", [root]() -> Result<struct statvfs> {
                      struct statvfs out;
@@ -1454,7 +1545,8 @@ Status FileSystem::statfs(fuse_req_t req) {
 }
 
 Status FileSystem::access(fuse_req_t req, fuse_ino_t ino, int mask) {
-  RETURN_IF_ERROR(callRemote<void>(remote_, "access", {inodeOf(ino).fd}, callerOf(req),
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
+  RETURN_IF_ERROR(callRemote<void>(remote_, "access", {path->get()}, callerOf(req),
                                    [mask](const CallFds& f) -> Status {
                                      if (::faccessat(AT_FDCWD, procPath(f[0]).c_str(), mask,
                                                      AT_EACCESS) < 0) {
@@ -1496,7 +1588,8 @@ Status replyXattrQuery(fuse_req_t req, RemoteCalls& remote, int fd, size_t size,
 Status FileSystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(ENODATA, "getxattr on a symlink");
-  return replyXattrQuery(req, remote_, inode.fd, size, "getxattr",
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
+  return replyXattrQuery(req, remote_, path->get(), size, "getxattr",
                          [name = std::string(name)](const std::string& path, char* buf, size_t n) {
                            return ::getxattr(path.c_str(), name.c_str(), buf, n);
                          });
@@ -1508,7 +1601,8 @@ Status FileSystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     size == 0 ? fuse_reply_xattr(req, 0) : fuse_reply_buf(req, nullptr, 0);
     return Ok{};
   }
-  return replyXattrQuery(req, remote_, inode.fd, size, "listxattr",
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
+  return replyXattrQuery(req, remote_, path->get(), size, "listxattr",
                          [](const std::string& path, char* buf, size_t n) {
                            return ::listxattr(path.c_str(), buf, n);
                          });
@@ -1518,8 +1612,9 @@ Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, co
                             size_t size, int flags) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "setxattr on a symlink");
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   RETURN_IF_ERROR(callRemote<void>(
-      remote_, "setxattr", {inode.fd}, std::nullopt,
+      remote_, "setxattr", {path->get()}, std::nullopt,
       [name = std::string(name), value = std::string(value, size), flags](const CallFds& f) -> Status {
         if (::setxattr(procPath(f[0]).c_str(), name.c_str(), value.data(), value.size(), flags) < 0) {
           return lastSysError("setxattr");
@@ -1532,7 +1627,8 @@ Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, co
 Status FileSystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "removexattr on a symlink");
-  RETURN_IF_ERROR(callRemote<void>(remote_, "removexattr", {inode.fd}, std::nullopt,
+  ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
+  RETURN_IF_ERROR(callRemote<void>(remote_, "removexattr", {path->get()}, std::nullopt,
                                    [name = std::string(name)](const CallFds& f) -> Status {
                                      if (::removexattr(procPath(f[0]).c_str(), name.c_str()) < 0) {
                                        return lastSysError("removexattr");

@@ -1,6 +1,7 @@
 // fuse/: the namespace hotshard mounts over a remote directory. Every object is
 // reached through an O_PATH fd opened relative to the remote root's fd (taken
-// before the mount, so mounting over the remote's own path works); every regular
+// before the mount, so mounting over the remote's own path works), kept in a
+// bounded cache or opened again by its names (inode_table.h); every regular
 // file open is answered with kernel passthrough to a backing file.
 //
 // The room's units:
@@ -65,6 +66,9 @@ struct FileSystemOptions {
   // Inodes that may keep their backing file registered after their last
   // release, for the next open to reuse (inode_table.h); 0: none.
   size_t idle_backings = 1024;
+  // O_PATH fds kept for inodes that are neither open nor without a name
+  // (inode_table.h); the rest are opened again when used.
+  size_t inode_fds = 1024;
 };
 
 class FileSystem {
@@ -101,6 +105,10 @@ class FileSystem {
   // backings kept now.
   uint64_t idleReuses() const { return idle_reuses_.load(); }
   size_t idleBackings() const { return table_.idleCount(); }
+  // Inodes' O_PATH fds open now (the root's included; inode_table.h), and walks
+  // that opened one again since the start.
+  size_t inodeFds() const { return table_.pathFdCount(); }
+  uint64_t pathWalks() const { return path_walks_.load(); }
 
   // The cache store dropped its copies of rel_paths (evicted, invalidated,
   // stale, replaced): idle backings on them are closed, so their blocks are
@@ -200,7 +208,7 @@ class FileSystem {
   // backing id (-1: no passthrough).
   Result<int> acquireBacking(Inode& inode, int flags);
   void prepareOpen(Inode& inode, OpenIntent& intent);
-  void fetchCopyIfMissing(Inode& inode, const OpenIntent& intent);
+  void fetchCopyIfMissing(const OpenIntent& intent);
   // Carries out a choice to open a new backing file; under inode.mu.
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
   void registerBacking(Inode& inode);
@@ -222,6 +230,13 @@ class FileSystem {
   bool idleBackingServes(Inode& inode, const OpenIntent& intent);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
+  // The inode's O_PATH fd: from the table's cache, or opened again by walking
+  // its names from the nearest ancestor that has one (inode_table.h). ESTALE
+  // when its names no longer lead to it; the walk runs under the deadline.
+  Result<PathFd> pathFd(Inode& inode);
+  // The fd of the inode known as `name` in `parent` (null if none or
+  // unreachable): what keeps it reachable once an unlink or rename takes the name.
+  PathFd childPathFd(Inode& parent, const char* name);
   std::string childRelPath(fuse_ino_t parent, const char* name);
   void invalidate(const std::string& rel, const Change& change);
   void invalidateTree(const std::string& rel);
@@ -275,6 +290,7 @@ class FileSystem {
   std::mutex listings_mu_;                               // a leaf
   std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
   std::atomic<uint64_t> idle_reuses_{0};
+  std::atomic<uint64_t> path_walks_{0};
 };
 
 }  // namespace hotshard::fuse

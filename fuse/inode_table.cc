@@ -1,11 +1,13 @@
 #include "fuse/inode_table.h"
 
 #include <fcntl.h>
-#include <limits.h>
+#include <linux/fs.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "fuse/passthrough_shim.h"
 
@@ -13,38 +15,47 @@ namespace hotshard::fuse {
 
 std::string procPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
-namespace {
-// The kernel's name of what fd refers to ("" when it cannot say). proc_fd_dir:
-// /proc/self/fd opened O_PATH, so the readlink walks one component, not four
-// (every open asks: relPathOf); -1 walks the whole /proc/self/fd/N.
-std::string kernelNameOf(int fd, int proc_fd_dir = -1) {
-  char buf[PATH_MAX];
-  ssize_t n = proc_fd_dir >= 0
-                  ? ::readlinkat(proc_fd_dir, std::to_string(fd).c_str(), buf, sizeof(buf) - 1)
-                  : ::readlink(procPath(fd).c_str(), buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+Result<std::vector<UniqueFd>> walkPath(const PathWalk& walk) {
+  std::vector<UniqueFd> fds;
+  int at = walk.from->get();
+  for (const PathWalk::Step& step : walk.steps) {
+    UniqueFd fd(::openat(at, step.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    int err = errno;
+    if (!fd && (err == ENOENT || err == ENOTDIR || err == ELOOP)) {
+      return sysError(ESTALE, "resolve " + step.name + ": " + std::strerror(err));
+    }
+    if (!fd) return lastSysError("resolve " + step.name);
+    struct stat st;
+    if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+      return lastSysError("resolve " + step.name + ": stat");
+    }
+    if (st.st_dev != step.dev || st.st_ino != step.ino || (st.st_mode & S_IFMT) != step.type) {
+      return sysError(ESTALE, "resolve " + step.name + ": another object has the name now");
+    }
+    at = fd.get();
+    fds.push_back(std::move(fd));
+  }
+  return fds;
 }
-}  // namespace
 
-InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim)
-    : shim_(shim), proc_fd_dir_(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC)) {
+InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim, size_t fd_cap)
+    : shim_(shim), fd_cap_(std::max<size_t>(fd_cap, 1)) {
   root_ = std::make_unique<Inode>();
-  root_->fd = ::openat(remote_root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  root_->path_fd = std::make_shared<const UniqueFd>(
+      ::openat(remote_root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
   struct stat st {};
-  if (root_->fd >= 0) ::fstat(root_->fd, &st);
+  if (root_->path_fd->valid()) ::fstat(root_->path_fd->get(), &st);
   root_->src_dev = st.st_dev;
   root_->src_ino = st.st_ino;
   root_->type = S_IFDIR;
   root_->nlookup = 2;  // never forgotten
-  remote_prefix_ = kernelNameOf(remote_root_fd);
+  root_->fd_pins = 1;  // never closed
 }
 
 InodeTable::~InodeTable() {
   std::lock_guard lock(mu_);
-  for (auto& [key, inode] : inodes_) closeAll(*inode);
-  for (auto& [ptr, inode] : retired_) closeAll(*inode);
-  if (root_->fd >= 0) ::close(root_->fd);
-  if (proc_fd_dir_ >= 0) ::close(proc_fd_dir_);
+  for (auto& [key, inode] : inodes_) closeBackings(*inode);
+  for (auto& [ptr, inode] : retired_) closeBackings(*inode);
 }
 
 void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
@@ -59,13 +70,15 @@ void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
   inode.cached_rel.clear();
 }
 
-void InodeTable::closeAll(Inode& inode) {
+void InodeTable::closeBackings(Inode& inode) {
   if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
   if (inode.backing_fd >= 0) ::close(inode.backing_fd);
   // An adopted copy left here (teardown with files open) stays dirty in the
   // cache: the next start's recovery writes it back (docs/cache.md).
   if (inode.remote_wb_fd >= 0) ::close(inode.remote_wb_fd);
-  ::close(inode.fd);
+  inode.backing_id = -1;
+  inode.backing_fd = -1;
+  inode.remote_wb_fd = -1;
 }
 
 Inode& InodeTable::inodeOf(fuse_ino_t ino) {
@@ -90,38 +103,59 @@ bool InodeTable::visit(dev_t dev, ino_t ino, const std::function<void(Inode&)>& 
   return true;
 }
 
-Inode& InodeTable::addLookup(int newfd, const struct stat& attr) {
+namespace {
+// "." and ".." name no object of their own (an export's ".." lookup).
+bool isDotName(std::string_view name) { return name == "." || name == ".."; }
+}  // namespace
+
+Inode& InodeTable::addLookup(int newfd, const struct stat& attr, Inode* parent,
+                             std::string_view name) {
+  UniqueFd fd(newfd);
   std::lock_guard lock(mu_);
   auto key = std::make_pair(attr.st_dev, attr.st_ino);
   Inode* inode;
   if (key.first == root_->src_dev && key.second == root_->src_ino) {
-    inode = root_.get();  // ".." at the top, or a bind of the root
-    ::close(newfd);
+    return *root_;  // ".." at the top, or a bind of the root
   } else if (auto it = inodes_.find(key); it != inodes_.end()) {
-    inode = it->second.get();
-    ::close(newfd);  // same object under another name (a hard link): keep the first fd
+    inode = it->second.get();  // same object under another name (a hard link): one fd is enough
+    std::lock_guard fds_lock(fds_mu_);
+    if (!inode->path_fd) setPathFdLocked(*inode, std::make_shared<const UniqueFd>(std::move(fd)));
   } else {
     auto fresh = std::make_unique<Inode>();
-    fresh->fd = newfd;
     fresh->src_dev = key.first;
     fresh->src_ino = key.second;
     fresh->type = attr.st_mode & S_IFMT;
     fresh->generation = next_generation_.fetch_add(1);
     inode = fresh.get();
     inodes_.emplace(key, std::move(fresh));
+    std::lock_guard fds_lock(fds_mu_);
+    setPathFdLocked(*inode, std::make_shared<const UniqueFd>(std::move(fd)));
   }
-  if (inode != root_.get()) inode->nlookup++;
+  inode->nlookup++;
+  if (parent != nullptr && !isDotName(name)) {
+    setNameLocked(*inode, parent, name);
+  } else if (inode->parent == nullptr) {
+    setNameLocked(*inode, nullptr, {});  // pins its fd: there is no other way back
+  }
+  std::vector<PathFd> closed;  // closed after the lock
+  std::lock_guard fds_lock(fds_mu_);
+  evictFdsLocked(closed);
   return *inode;
 }
 
-Inode* InodeTable::addLookupIfKnown(const struct stat& attr) {
+Inode* InodeTable::addLookupIfKnown(const struct stat& attr, Inode* parent,
+                                    std::string_view name) {
   std::lock_guard lock(mu_);
   auto key = std::make_pair(attr.st_dev, attr.st_ino);
   if (key.first == root_->src_dev && key.second == root_->src_ino) return root_.get();
   auto it = inodes_.find(key);
   if (it == inodes_.end()) return nullptr;
-  it->second->nlookup++;
-  return it->second.get();
+  Inode* inode = it->second.get();
+  inode->nlookup++;
+  // The name the kernel just found it by leads to it: the way back from now
+  // on (it follows renames on the remote that the kernel looked up since).
+  if (parent != nullptr && !isDotName(name)) setNameLocked(*inode, parent, name);
+  return inode;
 }
 
 void InodeTable::forget(Inode& inode, uint64_t n) {
@@ -137,11 +171,28 @@ void InodeTable::forget(Inode& inode, uint64_t n) {
   // The kernel forgets an inode only after its last release, so no open state
   // is left but an idle backing; close it all the same rather than leak.
   unlistIdleLocked(inode);
-  closeAll(inode);
-  if (inode.retired) {
-    retired_.erase(&inode);
-  } else {
-    inodes_.erase(std::make_pair(inode.src_dev, inode.src_ino));
+  closeBackings(inode);
+  freeIfUnusedLocked(&inode);
+}
+
+void InodeTable::freeIfUnusedLocked(Inode* inode) {
+  while (inode != nullptr && !isRoot(*inode) && inode->nlookup == 0 && inode->nchildren == 0) {
+    Inode* parent = inode->parent;
+    if (parent != nullptr) {
+      if (auto it = names_.find(inode); it != names_.end() && *it == inode) names_.erase(it);
+      parent->nchildren--;
+    }
+    std::vector<PathFd> closed;
+    {
+      std::lock_guard fds_lock(fds_mu_);
+      dropFdLocked(*inode, closed);
+    }
+    if (inode->retired) {
+      retired_.erase(inode);
+    } else {
+      inodes_.erase(std::make_pair(inode->src_dev, inode->src_ino));
+    }
+    inode = parent;
   }
 }
 
@@ -206,22 +257,225 @@ size_t InodeTable::idleCount() const {
 }
 
 std::string InodeTable::relPathOf(const Inode& inode) const {
-  if (isRoot(inode)) return "";
-  std::string path = kernelNameOf(inode.fd, proc_fd_dir_);
-  static const std::string kDeleted = " (deleted)";
-  if (path.empty() || (path.size() > kDeleted.size() &&
-                       path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)) {
-    return "";
+  std::lock_guard lock(mu_);
+  std::vector<const std::string*> names;
+  const Inode* at = &inode;
+  for (; at->parent != nullptr; at = at->parent) names.push_back(&at->name);
+  if (!isRoot(*at)) return "";  // a name on the way is gone
+  std::string rel;
+  for (auto it = names.rbegin(); it != names.rend(); ++it) {
+    if (!rel.empty()) rel += '/';
+    rel += **it;
   }
-  auto under = [&](const std::string& root) -> std::string {
-    std::string prefix = root == "/" ? "/" : root + "/";
-    return path.compare(0, prefix.size(), prefix) == 0 ? path.substr(prefix.size()) : "";
-  };
-  std::string rel = under(remote_prefix_);
-  // The kernel's name of the remote root changes when the remote's mount is
-  // detached (a FUSE remote whose server died unmounts itself): ask again.
-  if (rel.empty()) rel = under(kernelNameOf(root_->fd, proc_fd_dir_));
   return rel;
+}
+
+
+// ---- names ------------------------------------------------------------------
+
+Inode* InodeTable::childLocked(Inode& parent, std::string_view name) {
+  auto it = names_.find(ByName::Key{&parent, name});
+  return it == names_.end() ? nullptr : *it;
+}
+
+void InodeTable::setNameLocked(Inode& inode, Inode* parent, std::string_view name) {
+  if (isRoot(inode) || (inode.parent == parent && inode.name == name && parent != nullptr)) return;
+  for (Inode* up = parent; up != nullptr; up = up->parent) {
+    if (up == &inode) return;  // a directory below itself: the remote changed under us
+  }
+  Inode* old_parent = inode.parent;
+  if (old_parent != nullptr) {
+    names_.erase(&inode);
+    old_parent->nchildren--;
+  }
+  inode.parent = parent;
+  inode.name.assign(name);
+  bool nameless = parent == nullptr;
+  if (!nameless) {
+    parent->nchildren++;
+    if (Inode* had = childLocked(*parent, name)) setNameLocked(*had, nullptr, {});
+    names_.insert(&inode);
+  }
+  {
+    std::lock_guard fds_lock(fds_mu_);
+    // Without a name its fd is the only way back: kept for as long as the inode.
+    if (nameless && !inode.nameless_pin && inode.path_fd) {
+      inode.nameless_pin = true;
+      pinLocked(inode);
+    } else if (!nameless && inode.nameless_pin) {
+      inode.nameless_pin = false;
+      unpinLocked(inode);
+    }
+  }
+  if (old_parent != nullptr && old_parent != parent) freeIfUnusedLocked(old_parent);
+}
+
+Inode* InodeTable::holdChild(Inode& parent, std::string_view name) {
+  std::lock_guard lock(mu_);
+  Inode* child = childLocked(parent, name);
+  if (child != nullptr) child->nlookup++;
+  return child;
+}
+
+void InodeTable::unlinked(Inode& parent, std::string_view name, const PathFd& held) {
+  names_epoch_.fetch_add(1);
+  std::lock_guard lock(mu_);
+  Inode* child = childLocked(parent, name);
+  if (child == nullptr) return;
+  {
+    std::lock_guard fds_lock(fds_mu_);
+    if (!child->path_fd && held) setPathFdLocked(*child, held);
+  }
+  setNameLocked(*child, nullptr, {});
+}
+
+void InodeTable::renamed(Inode& parent, std::string_view name, Inode& newparent,
+                         std::string_view newname, unsigned int flags, const PathFd& held_target) {
+  names_epoch_.fetch_add(1);
+  std::lock_guard lock(mu_);
+  Inode* moved = childLocked(parent, name);
+  Inode* target = childLocked(newparent, newname);
+  if (target == moved) return;  // the same object under both names: rename does nothing
+  if (target != nullptr) {
+    std::lock_guard fds_lock(fds_mu_);
+    if (!target->path_fd && held_target && !(flags & RENAME_EXCHANGE)) {
+      setPathFdLocked(*target, held_target);
+    }
+  }
+  // Each name is taken from its old holder (setNameLocked): the replaced target
+  // is left without one, or under RENAME_EXCHANGE takes the moved one's.
+  if (target != nullptr) setNameLocked(*target, nullptr, {});
+  if (moved != nullptr) setNameLocked(*moved, &newparent, newname);
+  if (target != nullptr && (flags & RENAME_EXCHANGE)) setNameLocked(*target, &parent, name);
+}
+
+// ---- the O_PATH fd cache ------------------------------------------------------
+
+void InodeTable::setPathFdLocked(Inode& inode, PathFd fd) {
+  if (!fd || !fd->valid()) return;
+  if (!inode.path_fd) fd_count_++;
+  inode.path_fd = std::move(fd);
+  if (inode.nameless_pin) return;
+  if (!inode.nameless_pin && inode.parent == nullptr && !isRoot(inode)) {
+    inode.nameless_pin = true;  // an fd arriving at an inode without a name stays
+    pinLocked(inode);
+    return;
+  }
+  touchFdLocked(inode);
+}
+
+void InodeTable::touchFdLocked(Inode& inode) {
+  if (inode.fd_pins > 0 || !inode.path_fd) return;
+  if (inode.fd_listed) {
+    fds_.splice(fds_.end(), fds_, inode.fd_pos);
+  } else {
+    inode.fd_pos = fds_.insert(fds_.end(), &inode);
+    inode.fd_listed = true;
+  }
+}
+
+void InodeTable::pinLocked(Inode& inode) {
+  if (inode.fd_pins++ == 0 && inode.fd_listed) {
+    fds_.erase(inode.fd_pos);
+    inode.fd_listed = false;
+  }
+}
+
+void InodeTable::unpinLocked(Inode& inode) {
+  if (inode.fd_pins == 0) {
+    spdlog::error("unpin of inode {} that has no pins", inode.src_ino);
+    return;
+  }
+  if (--inode.fd_pins == 0) touchFdLocked(inode);
+}
+
+void InodeTable::dropFdLocked(Inode& inode, std::vector<PathFd>& closed) {
+  if (inode.fd_listed) {
+    fds_.erase(inode.fd_pos);
+    inode.fd_listed = false;
+  }
+  if (inode.path_fd) {
+    fd_count_--;
+    closed.push_back(std::move(inode.path_fd));
+    inode.path_fd.reset();
+  }
+}
+
+void InodeTable::evictFdsLocked(std::vector<PathFd>& closed) {
+  while (fds_.size() > fd_cap_) dropFdLocked(*fds_.front(), closed);
+}
+
+PathFd InodeTable::cachedPathFd(Inode& inode) {
+  std::lock_guard fds_lock(fds_mu_);
+  touchFdLocked(inode);
+  return inode.path_fd;
+}
+
+Result<PathFd> InodeTable::planWalk(Inode& inode, PathWalk* walk) {
+  std::lock_guard lock(mu_);
+  std::lock_guard fds_lock(fds_mu_);
+  walk->names_epoch = names_epoch_.load();
+  walk->steps.clear();
+  for (Inode* at = &inode;; at = at->parent) {
+    if (at->path_fd) {
+      touchFdLocked(*at);
+      if (at == &inode) return at->path_fd;
+      walk->from = at->path_fd;
+      break;
+    }
+    if (at->parent == nullptr) {
+      return sysError(ESTALE, "inode " + std::to_string(inode.src_ino) + " has no name left");
+    }
+    walk->steps.push_back({.name = at->name, .dev = at->src_dev, .ino = at->src_ino,
+                           .type = at->type});
+  }
+  std::reverse(walk->steps.begin(), walk->steps.end());
+  return PathFd();
+}
+
+PathFd InodeTable::installWalk(Inode& inode, const PathWalk& walk, std::vector<UniqueFd> fds) {
+  std::vector<PathFd> closed;  // closed after the locks
+  std::lock_guard lock(mu_);
+  std::lock_guard fds_lock(fds_mu_);
+  PathFd last;
+  for (size_t i = 0; i < fds.size() && i < walk.steps.size(); i++) {
+    auto fd = std::make_shared<const UniqueFd>(std::move(fds[i]));
+    const PathWalk::Step& step = walk.steps[i];
+    Inode* at = nullptr;
+    if (i + 1 == walk.steps.size()) {
+      at = &inode;  // the caller's reference keeps it, retired or not
+    } else if (auto it = inodes_.find(std::make_pair(step.dev, step.ino)); it != inodes_.end()) {
+      at = it->second.get();
+    }
+    if (at != nullptr && !at->path_fd) setPathFdLocked(*at, fd);
+    last = at != nullptr && at->path_fd ? at->path_fd : fd;
+  }
+  evictFdsLocked(closed);
+  return last;
+}
+
+void InodeTable::pinPathFd(Inode& inode, const PathFd& fd) {
+  std::lock_guard fds_lock(fds_mu_);
+  if (!inode.path_fd) setPathFdLocked(inode, fd);
+  pinLocked(inode);
+}
+
+void InodeTable::unpinPathFd(Inode& inode) {
+  std::vector<PathFd> closed;
+  std::lock_guard fds_lock(fds_mu_);
+  unpinLocked(inode);
+  evictFdsLocked(closed);
+}
+
+size_t InodeTable::pathFdCount() const {
+  std::lock_guard fds_lock(fds_mu_);
+  return fd_count_;
+}
+
+void InodeTable::dropUnpinnedFds() {
+  std::vector<PathFd> closed;
+  std::lock_guard fds_lock(fds_mu_);
+  while (!fds_.empty()) dropFdLocked(*fds_.front(), closed);
 }
 
 }  // namespace hotshard::fuse

@@ -1,16 +1,33 @@
 // fuse/inode_table: the kernel's FUSE inodes and the remote objects behind them.
 //
 // One Inode per remote object (st_dev, st_ino) the kernel holds a lookup
-// reference to, reached through an O_PATH fd opened relative to the remote
-// root's fd. The FUSE node id is the Inode's address (FUSE_ROOT_ID for the
+// reference to. The FUSE node id is the Inode's address (FUSE_ROOT_ID for the
 // root), as in libfuse's example/passthrough_hp.cc.
+//
+// Reaching the object again: an Inode keeps its identity (st_dev, st_ino, type)
+// and where it was last seen: its parent Inode and its name there, updated by
+// every lookup that finds it and by unlink, rmdir and rename through the mount.
+// It does not hold a descriptor for as long as the kernel remembers it (a walk
+// of a million files would need a million): a bounded set of O_PATH fds is kept
+// (least recently used closed first, `fd_cap`), and an inode whose fd was closed
+// is opened again by walking from its nearest ancestor that has one, one
+// openat(O_PATH|O_NOFOLLOW) per name, each checked to be the same object
+// (st_dev, st_ino, type). A name that no longer leads to the object (renamed or
+// replaced on the remote behind the mount) answers ESTALE, on which the kernel's
+// path walk looks the name up again (fs/namei.c, retry_estale; fuse's
+// d_revalidate looks up under LOOKUP_REVAL): the table never operates on
+// another object than the one an inode stands for. The fds of open inodes
+// (pinned by the open, released with it) and of inodes without a name (unlinked
+// through the mount, O_TMPFILE files) are never closed before the inode is.
+// File handles (open_by_handle_at) are not used: the usual remotes (sshfs, most
+// FUSE servers) have none.
 //
 // Lifetime, from the kernel's FUSE protocol (fs/fuse/inode.c, dir.c, readdir.c):
 //  * every reply that hands out a node id (LOOKUP, CREATE, MKNOD, MKDIR,
 //    SYMLINK, LINK, READDIRPLUS) adds one lookup; FORGET/BATCH_FORGET take them
-//    back; the Inode is freed when its lookup count drops to zero. The kernel
-//    sends the last FORGET only after the last RELEASE, so no open state is
-//    left by then.
+//    back; the Inode is freed when its lookup count drops to zero and no other
+//    Inode names it as parent. The kernel sends the last FORGET only after the
+//    last RELEASE, so no open state is left by then.
 //  * retire() takes an Inode out of the table while it is still open: the next
 //    lookup of the same object makes a new Inode (new node id), free to have a
 //    backing file of its own. The retired one lives until its last forget.
@@ -20,9 +37,10 @@
 //    keeps at most `cap` idle ones (noteIdle, least recently idled closed
 //    first); forget, retire and closeIdleCopies close them too.
 //
-// Lock order: InodeTable::mu_ before Inode::mu; never take InodeTable::mu_
-// while holding an Inode::mu. CacheHooks calls made under Inode::mu take only
-// the store's leaf lock.
+// Lock order: InodeTable::mu_ before Inode::mu before InodeTable::fds_mu_ (a
+// leaf: the O_PATH fd cache, taken under either, takes nothing); never take
+// InodeTable::mu_ while holding an Inode::mu. CacheHooks calls made under
+// Inode::mu take only the store's leaf lock.
 #pragma once
 
 #define FUSE_USE_VERSION 314
@@ -32,6 +50,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <set>
+#include <string_view>
 #include <functional>
 #include <list>
 #include <map>
@@ -41,16 +61,43 @@
 #include <utility>
 #include <vector>
 
+#include "base/fd.h"
+#include "base/result.h"
+
 namespace hotshard::fuse {
 
 class PassthroughShim;
 
+// An O_PATH fd of an inode's object, shared by the table's cache and the
+// operations using it: closed when the last of them lets go.
+using PathFd = std::shared_ptr<const UniqueFd>;
+
 // "/proc/self/fd/N": a path naming what an fd (O_PATH ones included) refers to.
 std::string procPath(int fd);
 
+// How to open an inode's object again (InodeTable::planWalk): from `from`, the
+// fd of its nearest ancestor that has one, one name after another, each
+// expected to be the object given (the inode's own last).
+struct PathWalk {
+  struct Step {
+    std::string name;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    mode_t type = 0;  // S_IFMT bits
+  };
+  PathFd from;
+  std::vector<Step> steps;
+  uint64_t names_epoch = 0;  // InodeTable::namesEpoch() when planned
+};
+
+// Carries out a walk (syscalls only, no lock: runs on a remote-call worker):
+// an O_PATH fd per step. ESTALE when a name leads nowhere (ENOENT, ENOTDIR,
+// ELOOP) or to another object than the step's (st_dev, st_ino, type); other
+// errnos as openat/fstat gave them (EACCES, ENOTCONN, EIO...).
+Result<std::vector<UniqueFd>> walkPath(const PathWalk& walk);
+
 // One remote object the kernel knows.
 struct Inode {
-  int fd = -1;  // O_PATH, owned
   dev_t src_dev = 0;
   ino_t src_ino = 0;
   mode_t type = 0;  // S_IFMT bits
@@ -96,6 +143,22 @@ struct Inode {
   // In InodeTable's list of idle backings; guarded by InodeTable::mu_.
   bool idle_listed = false;
   std::list<Inode*>::iterator idle_pos;
+
+  // Where the object was last seen, guarded by InodeTable::mu_: `name` in the
+  // directory `parent` (which counts it in nchildren, so outlives it). nullptr
+  // for the root and for an inode without a name (see hasName).
+  Inode* parent = nullptr;
+  std::string name;
+  uint64_t nchildren = 0;
+
+  // The O_PATH fd cache's entry, guarded by InodeTable::fds_mu_: the fd (null
+  // when closed), pins (opens, and one while the inode has no name) that keep
+  // it from being closed, and its place in the least-recently-used list.
+  PathFd path_fd;
+  int fd_pins = 0;
+  bool nameless_pin = false;
+  bool fd_listed = false;
+  std::list<Inode*>::iterator fd_pos;
 };
 
 // Idle: no open, but a backing file kept (see InodeTable); never an adopted
@@ -112,7 +175,9 @@ class InodeTable {
  public:
   // remote_root_fd: O_PATH|O_DIRECTORY, borrowed; the table opens its own.
   // shim: closes the backing ids of inodes still open at teardown or forget.
-  InodeTable(int remote_root_fd, PassthroughShim* shim);
+  // fd_cap: O_PATH fds kept open for inodes that are neither open nor nameless
+  // (at least 1; those beyond it are closed, least recently used first).
+  InodeTable(int remote_root_fd, PassthroughShim* shim, size_t fd_cap = 1024);
   ~InodeTable();  // closes every inode's fds and backing ids
   InodeTable(const InodeTable&) = delete;
   InodeTable& operator=(const InodeTable&) = delete;
@@ -127,13 +192,17 @@ class InodeTable {
   // mu_, so it cannot be freed meanwhile; fn may take Inode::mu. False if none.
   bool visit(dev_t dev, ino_t ino, const std::function<void(Inode&)>& fn);
 
-  // Adds one lookup reference to the object `attr` describes, found at `newfd`
-  // (O_PATH, taken over: kept by a new Inode, closed when the object is known
-  // already, e.g. a hard link under another name or the root's "..").
-  Inode& addLookup(int newfd, const struct stat& attr);
+  // Adds one lookup reference to the object `attr` describes, found as `name`
+  // in `parent` (nullptr, or a name of "." or "..": an inode without a name,
+  // e.g. an O_TMPFILE file) at `newfd` (O_PATH, taken over: cached for a new
+  // Inode, closed when the object is known already, e.g. a hard link under
+  // another name or the root's ".."). The inode's name becomes this one.
+  Inode& addLookup(int newfd, const struct stat& attr, Inode* parent = nullptr,
+                   std::string_view name = {});
   // addLookup() without an fd, for an object the table knows already (the
   // root included); nullptr when it does not, and nothing is counted.
-  Inode* addLookupIfKnown(const struct stat& attr);
+  Inode* addLookupIfKnown(const struct stat& attr, Inode* parent = nullptr,
+                          std::string_view name = {});
   // Drops n lookup references; frees the inode at zero. Never the root.
   void forget(Inode& inode, uint64_t n);
   // Takes the inode out of the table so that the next lookup of its name makes
@@ -141,9 +210,49 @@ class InodeTable {
   // theirs; it is freed on its last forget.
   void retire(Inode& inode);
 
-  // rel_path of an inode, from the kernel's name for its O_PATH fd ("" if it
-  // is not (or no longer) under the remote root, e.g. deleted).
+  // rel_path of an inode, from its names up to the root ("" for the root and
+  // for an inode without a name: unlinked through the mount, O_TMPFILE).
   std::string relPathOf(const Inode& inode) const;
+
+  // The O_PATH fd cache. cachedPathFd: the inode's fd if the cache has it
+  // (marked most recently used), else null; any lock may be held. planWalk:
+  // the same, or null and *walk filled to open it again (walkPath), or an
+  // ESTALE error for an inode without a name or fd. installWalk: caches what
+  // walkPath opened (every step whose object the table knows) and returns the
+  // inode's fd. The root's fd is always there.
+  PathFd cachedPathFd(Inode& inode);
+  Result<PathFd> planWalk(Inode& inode, PathWalk* walk);
+  PathFd installWalk(Inode& inode, const PathWalk& walk, std::vector<UniqueFd> fds);
+  // Renames and unlinks through the mount since the start; a walk planned
+  // before one may have taken a name that moved (worth planning again).
+  uint64_t namesEpoch() const { return names_epoch_.load(); }
+  // Pins keep an inode's fd open (an open file: pinned by each successful
+  // open, `fd` installed when the cache has none; unpinned by each release).
+  void pinPathFd(Inode& inode, const PathFd& fd);
+  void unpinPathFd(Inode& inode);
+  // Fds cached now (the root's included), and how many the cache may keep
+  // unpinned.
+  size_t pathFdCount() const;
+  size_t pathFdCap() const { return fd_cap_; }
+  // The remote root's fd (O_PATH|O_DIRECTORY), owned by the table.
+  int rootFd() const { return root_->path_fd->get(); }
+  // The remote root's mount was replaced: closes every unpinned fd, so that
+  // the next use walks from the new root (and answers ESTALE where the
+  // objects differ).
+  void dropUnpinnedFds();
+
+  // Renames and unlinks through the mount, told before and after the remote
+  // call. holdChild: the inode known as `name` in `parent`, with one lookup
+  // reference added so it cannot go meanwhile (forget it after), or nullptr.
+  // unlinked: `name` in `parent` was removed; the inode known by it keeps
+  // `held` (its fd from before the unlink; may be null) and has no name now.
+  // renamed: the inode known as `name` moves to `newname` in `newparent`; an
+  // inode known there is unlinked (keeping `held_target`), or with
+  // RENAME_EXCHANGE takes the old name.
+  Inode* holdChild(Inode& parent, std::string_view name);
+  void unlinked(Inode& parent, std::string_view name, const PathFd& held);
+  void renamed(Inode& parent, std::string_view name, Inode& newparent, std::string_view newname,
+               unsigned int flags, const PathFd& held_target);
 
   // The inode's last open was released and it kept its backing: lists it as the
   // most recently idled, then closes the least recently idled ones beyond cap
@@ -158,17 +267,43 @@ class InodeTable {
   size_t idleCount() const;
 
  private:
-  void closeAll(Inode& inode);
+  // Orders names_ by (parent, name); finds by a (parent, name) pair too.
+  struct ByName {
+    using is_transparent = void;
+    using Key = std::pair<const Inode*, std::string_view>;
+    static Key key(const Inode* i) { return {i->parent, i->name}; }
+    bool operator()(const Inode* a, const Inode* b) const { return key(a) < key(b); }
+    bool operator()(const Inode* a, const Key& b) const { return key(a) < b; }
+    bool operator()(const Key& a, const Inode* b) const { return a < key(b); }
+  };
+
+  void closeBackings(Inode& inode);
   void unlistIdleLocked(Inode& inode);  // requires mu_
+  Inode* childLocked(Inode& parent, std::string_view name);  // requires mu_
+  // Gives the inode `name` in `parent` (nullptr: no name), taking the name from
+  // an inode that had it; unless parent is inode itself or below it. Requires mu_.
+  void setNameLocked(Inode& inode, Inode* parent, std::string_view name);
+  // Frees inode if unreferenced (no lookups, no children), then its parent
+  // likewise. Requires mu_.
+  void freeIfUnusedLocked(Inode* inode);
+  // Requires fds_mu_: the fd cache's list and pins.
+  void touchFdLocked(Inode& inode);
+  void pinLocked(Inode& inode);
+  void unpinLocked(Inode& inode);
+  void evictFdsLocked(std::vector<PathFd>& closed);
+  void dropFdLocked(Inode& inode, std::vector<PathFd>& closed);
+  void setPathFdLocked(Inode& inode, PathFd fd);
 
   PassthroughShim* shim_;
-  // /proc/self/fd (O_PATH; the process's, whichever thread asks), for
-  // relPathOf; opened after any fork (the daemon forks before it starts).
-  int proc_fd_dir_ = -1;
   std::unique_ptr<Inode> root_;
-  std::string remote_prefix_;  // the kernel's name of the remote root, for relPathOf
-  // Lock order: mu_ before any Inode::mu.
+  const size_t fd_cap_;
+  std::atomic<uint64_t> names_epoch_{0};
+  // Lock order: mu_ before any Inode::mu, before fds_mu_.
   mutable std::mutex mu_;
+  std::set<Inode*, ByName> names_;  // inodes with a name; guarded by mu_
+  mutable std::mutex fds_mu_;        // a leaf
+  std::list<Inode*> fds_;  // unpinned inodes with an fd, least recently used first; fds_mu_
+  size_t fd_count_ = 1;    // inodes with an fd, the root included; guarded by fds_mu_
   std::map<std::pair<dev_t, ino_t>, std::unique_ptr<Inode>> inodes_;  // guarded by mu_
   std::map<Inode*, std::unique_ptr<Inode>> retired_;                  // guarded by mu_
   std::list<Inode*> idle_;  // least recently idled first; guarded by mu_

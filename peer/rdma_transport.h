@@ -11,7 +11,9 @@
 //     only then connects (rdma_connect / rdma_accept, waiting for
 //     ESTABLISHED), so that no SEND of the peer ever finds no receive posted.
 //     The server listens on the same port number as its TCP listener, in the
-//     RDMA CM port space (RDMA_PS_TCP).
+//     RDMA CM port space (RDMA_PS_TCP), and sets each connection up inside
+//     Listener::accept(), bounded by RdmaOptions::setup_timeout. A client
+//     that cannot connect over RDMA falls back to TCP (PeerClient).
 //   * Buffers: kRdmaDepth send slots and kRdmaDepth receive slots, each
 //     kRdmaSlotBytes = an 8-byte header + up to kRdmaChunkBytes (64 KiB) of
 //     payload, in two registered regions (LOCAL_WRITE; nothing is exposed to

@@ -37,16 +37,25 @@ std::vector<std::uint32_t> permutation(Rng& rng, std::uint64_t n) {
 class Emitter {
  public:
   explicit Emitter(const RequestSink& sink) : sink_(sink) {}
-  Status read(ObjectId id, std::uint64_t size) { return emit(id, size, size, 0); }
+  // `dataset`: Request::dataset, the top-level directory the file would sit in; 0: none.
+  Status read(ObjectId id, std::uint64_t size, std::uint32_t dataset = 0) {
+    return emit(id, size, size, 0, dataset);
+  }
   // The whole object written through the mount (its cached copy is invalidated).
-  Status write(ObjectId id, std::uint64_t size) { return emit(id, size, size, kFlagWrite); }
-  Status unlink(ObjectId id, std::uint64_t size) { return emit(id, size, 0, kFlagUnlink); }
+  Status write(ObjectId id, std::uint64_t size, std::uint32_t dataset = 0) {
+    return emit(id, size, size, kFlagWrite, dataset);
+  }
+  Status unlink(ObjectId id, std::uint64_t size, std::uint32_t dataset = 0) {
+    return emit(id, size, 0, kFlagUnlink, dataset);
+  }
   // Time passes with no request (a pause between phases).
   void idle(TimeNs ns) { now_ += ns; }
 
  private:
-  Status emit(ObjectId id, std::uint64_t size, std::uint64_t bytes, std::uint32_t flags) {
+  Status emit(ObjectId id, std::uint64_t size, std::uint64_t bytes, std::uint32_t flags,
+              std::uint32_t dataset = 0) {
     Request r;
+    r.dataset = dataset;
     r.time_ns = now_;
     r.id = id;
     r.size = size;
@@ -93,7 +102,7 @@ struct ZipfConfig {
     ZipfSampler zipf(objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       std::uint32_t obj = rank_to_object[zipf.sample(rng)];
-      RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
+      RETURN_IF_ERROR(out.read(obj + 1, sizes[obj], 1));
     }
     return {};
   }
@@ -102,6 +111,7 @@ struct ZipfConfig {
 // One job reading a data set in epochs, each a fresh shuffle of its files.
 struct ShuffledJob {
   ObjectId base = 0;  // ids base + 0 .. base + n - 1
+  std::uint32_t dataset = 0;  // Request::dataset of its reads
   const std::vector<std::uint64_t>* sizes = nullptr;
   std::uint64_t epochs = 1;
   std::vector<std::uint32_t> order;
@@ -112,7 +122,7 @@ struct ShuffledJob {
   bool done() const { return epoch >= epochs; }
   Status step(Rng& rng, Emitter& out) {
     std::uint32_t f = order[pos];
-    RETURN_IF_ERROR(out.read(base + f, (*sizes)[f]));
+    RETURN_IF_ERROR(out.read(base + f, (*sizes)[f], dataset));
     if (++pos == order.size()) {
       pos = 0;
       if (++epoch < epochs) order = permutation(rng, sizes->size());
@@ -143,7 +153,10 @@ struct EpochConfig {
     std::vector<std::uint64_t> sizes(shards);
     for (auto& s : sizes) s = min_size + rng.below(max_size - min_size + 1);
     std::vector<ShuffledJob> running;
-    for (std::uint64_t j = 0; j < jobs; ++j) running.emplace_back(rng, 1, sizes, epochs);
+    for (std::uint64_t j = 0; j < jobs; ++j) {
+      running.emplace_back(rng, 1, sizes, epochs);
+      running.back().dataset = 1;  // one data set, read by every job
+    }
     while (!running.empty()) {
       std::size_t k = rng.below(running.size());
       RETURN_IF_ERROR(running[k].step(rng, out));
@@ -187,10 +200,10 @@ struct ModelLoadConfig {
     constexpr ObjectId kBackgroundBase = 1000000000;
     for (std::uint64_t restart = 0; restart < restarts; ++restart) {
       for (std::uint64_t s = 0; s < model_shards; ++s)
-        RETURN_IF_ERROR(out.read(s + 1, model_shard_size));
+        RETURN_IF_ERROR(out.read(s + 1, model_shard_size, 1));  // models/ and data/
       for (std::uint64_t i = 0; i < background_between; ++i) {
         std::uint32_t obj = rank_to_object[zipf.sample(rng)];
-        RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj]));
+        RETURN_IF_ERROR(out.read(kBackgroundBase + obj, sizes[obj], 2));
       }
     }
     return {};
@@ -227,10 +240,11 @@ struct ScanConfig {
     ZipfSampler zipf(hot_objects, alpha);
     for (std::uint64_t i = 0; i < requests; ++i) {
       if (i > 0 && i % scan_every == 0) {
-        for (std::uint64_t o = 0; o < objects; ++o) RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
+        for (std::uint64_t o = 0; o < objects; ++o)
+          RETURN_IF_ERROR(out.read(o + 1, sizes[o], 1));
       }
       std::uint32_t obj = order[zipf.sample(rng)];
-      RETURN_IF_ERROR(out.read(obj + 1, sizes[obj]));
+      RETURN_IF_ERROR(out.read(obj + 1, sizes[obj], 1));
     }
     return {};
   }
@@ -270,6 +284,7 @@ struct MultiJobConfig {
     for (std::uint64_t i = 0; started < jobs || !running.empty(); ++i) {
       if (started < jobs && (i >= started * stagger || running.empty())) {
         running.emplace_back(rng, (started + 1) * 1000000, sets[started], epochs);
+        running.back().dataset = static_cast<std::uint32_t>(started + 1);  // its own directory
         ++started;
       }
       std::size_t k = rng.below(running.size());
@@ -324,12 +339,12 @@ struct InferenceConfig {
         for (std::uint64_t r = 0; r < replicas; ++r) {
           if (t < r || t - r >= shards_per_model) continue;
           std::uint64_t f = m * shards_per_model + (t - r);
-          RETURN_IF_ERROR(out.read(f + 1, shard_sizes[f]));
+          RETURN_IF_ERROR(out.read(f + 1, shard_sizes[f], 1));  // models/ and data/
         }
       }
       for (std::uint64_t i = 0; i < background_between; ++i) {
         std::uint64_t o = pick_small.sample(rng);
-        RETURN_IF_ERROR(out.read(1000000000 + o, small[o]));
+        RETURN_IF_ERROR(out.read(1000000000 + o, small[o], 2));
       }
     }
     return {};
@@ -368,13 +383,13 @@ struct KvSpillConfig {
     while (written < chunks || !in_use.empty()) {
       while (in_use.size() < live && written < chunks) {
         Chunk c{++written, logUniform(rng, min_size, max_size), 1 + rng.below(max_rereads)};
-        RETURN_IF_ERROR(out.write(c.id, c.size));
+        RETURN_IF_ERROR(out.write(c.id, c.size, 1));
         in_use.push_back(c);
       }
       std::size_t k = rng.below(in_use.size());
-      RETURN_IF_ERROR(out.read(in_use[k].id, in_use[k].size));
+      RETURN_IF_ERROR(out.read(in_use[k].id, in_use[k].size, 1));
       if (--in_use[k].reads_left == 0) {
-        RETURN_IF_ERROR(out.unlink(in_use[k].id, in_use[k].size));
+        RETURN_IF_ERROR(out.unlink(in_use[k].id, in_use[k].size, 1));
         in_use[k] = in_use.back();
         in_use.pop_back();
       }
@@ -417,16 +432,17 @@ struct CheckpointConfig {
     std::vector<std::uint64_t> sizes(shards);
     for (auto& size : sizes) size = min_size + rng.below(max_size - min_size + 1);
     ShuffledJob job(rng, 1, sizes, epochs);
+    job.dataset = 1;  // data/; the checkpoints go to ckpt/ (2)
     for (std::uint64_t i = 1, ckpt = 0; !job.done(); ++i) {
       RETURN_IF_ERROR(job.step(rng, out));
       if (i % every != 0) continue;
       ObjectId slot = 1000000000 + (ckpt++ % 2) * 1000;  // two slots, overwritten in turn
       for (std::uint64_t f = 0; f < ckpt_files; ++f)
-        RETURN_IF_ERROR(out.write(slot + f, ckpt_file_size));
+        RETURN_IF_ERROR(out.write(slot + f, ckpt_file_size, 2));
       int readers = (rng.unit() < eval_share) + (rng.unit() < restart_share);
       for (int r = 0; r < readers; ++r) {
         for (std::uint64_t f = 0; f < ckpt_files; ++f)
-          RETURN_IF_ERROR(out.read(slot + f, ckpt_file_size));
+          RETURN_IF_ERROR(out.read(slot + f, ckpt_file_size, 2));
       }
     }
     return {};
@@ -460,11 +476,12 @@ struct WebdatasetConfig {
     for (auto& size : sizes) size = min_size + rng.below(max_size - min_size + 1);
     for (auto& size : eval) size = (min_size + rng.below(max_size - min_size + 1)) / 4;
     ShuffledJob job(rng, 1, sizes, epochs);
+    job.dataset = 1;  // train/; the eval shards sit in eval/ (2)
     for (std::uint64_t i = 1; !job.done(); ++i) {
       RETURN_IF_ERROR(job.step(rng, out));
       if (i % eval_every != 0) continue;
       for (std::uint64_t e = 0; e < eval_shards; ++e)
-        RETURN_IF_ERROR(out.read(1000000000 + e, eval[e]));
+        RETURN_IF_ERROR(out.read(1000000000 + e, eval[e], 2));
     }
     return {};
   }
@@ -499,7 +516,7 @@ struct ShiftConfig {
     auto shift = static_cast<std::uint64_t>(shift_at * static_cast<double>(requests));
     for (std::uint64_t i = 0; i < requests; ++i) {
       std::uint64_t o = i < shift ? before[zipf.sample(rng)] : objects + after[zipf.sample(rng)];
-      RETURN_IF_ERROR(out.read(o + 1, sizes[o]));
+      RETURN_IF_ERROR(out.read(o + 1, sizes[o], o < objects ? 1 : 2));  // a directory each
     }
     return {};
   }
@@ -538,6 +555,8 @@ struct SmallFilesConfig {
     std::vector<std::uint64_t> large(shards);
     for (auto& size : large) size = min_size + rng.below(max_size - min_size + 1);
     ShuffledJob images(rng, 1, small, file_epochs), tars(rng, 1000000000, large, shard_epochs);
+    images.dataset = 1;  // images/ and shards/
+    tars.dataset = 2;
     const double image_share = static_cast<double>(files * file_epochs) /
                                static_cast<double>(files * file_epochs + shards * shard_epochs);
     while (!images.done() || !tars.done()) {

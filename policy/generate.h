@@ -1,7 +1,10 @@
 // Seeded, deterministic synthetic traces for the workloads hotshard is built for.
 // Same family, parameters and seed: the same trace, byte for byte, on any platform
 // (own PRNG and samplers, no <random> distributions, whose output is
-// implementation-defined). Parameters use the policies' k=v syntax.
+// implementation-defined). Parameters use the policies' k=v syntax. Every record
+// carries the data set (Request::dataset, 1, 2, ...) of the top-level directory its file
+// would sit in: one per training job, models apart from other files, checkpoints apart
+// from training data (docs/policies.md lists them per family).
 //
 //   zipf       Zipf-popular reads over shards of mixed (log-uniform) sizes.
 //   epoch      Epoch-shuffled training: each job reads every shard once per epoch in a

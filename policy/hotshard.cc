@@ -18,6 +18,8 @@ Status HotshardPolicy::Config::validate() const {
   if (!(history >= 0)) return makeError(Errc::kInvalidArgument, "hotshard: history must be >= 0");
   if (!(idle_gaps >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: idle_gaps must be >= 0");
+  if (!(dataset_idle >= 0))
+    return makeError(Errc::kInvalidArgument, "hotshard: dataset_idle must be >= 0");
   if (!(reuse_factor >= 0))
     return makeError(Errc::kInvalidArgument, "hotshard: reuse_factor must be >= 0");
   return {};
@@ -54,6 +56,10 @@ void HotshardPolicy::setSize(Node& n, std::uint64_t size) noexcept {
 }
 
 double HotshardPolicy::liveLogHeat(const Node& n, double at_least) const noexcept {
+  if (n.dataset != 0 && config_.dataset_idle > 0) {
+    auto d = datasets_.find(n.dataset);
+    if (d != datasets_.end() && d->second.finished) return detail::kLogZero;
+  }
   // Until the mean reuse distance has seen a full window of reuses it is biased short
   // (only short reuses have completed yet), and idleness would be overestimated.
   if (config_.idle_gaps <= 0 || n.last_read_at < 0 || reuses_seen_ < kReuseWindow)
@@ -127,6 +133,7 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
   }
   bytes_clock_ += static_cast<double>(access.bytes_read);
   n.last_read_at = bytes_clock_;
+  recordDatasetRead(n, access.dataset);
   std::uint64_t missed = std::min(access.bytes_missed, access.bytes_read);
   double weight = config_.miss_weight * static_cast<double>(missed) +
                   config_.hit_weight * static_cast<double>(access.bytes_read - missed);
@@ -137,6 +144,76 @@ void HotshardPolicy::recordAccess(const Access& access) noexcept {
   // A resident's heap key is left stale here: heat only grows on access, so the stored
   // key is a lower bound, fixed by refreshColdest() when the node nears the top. Hot
   // objects, deep in the heap, are never touched: hits cost no heap work.
+}
+
+void HotshardPolicy::accountResident(const Node& n, bool add) noexcept {
+  if (n.dataset == 0 || config_.dataset_idle <= 0) return;
+  auto& bytes = datasets_[n.dataset].resident_bytes;
+  bytes = add ? bytes + n.size : bytes - std::min(bytes, n.size);
+}
+
+void HotshardPolicy::recordDatasetRead(Node& n, std::uint32_t dataset) noexcept {
+  if (n.dataset != dataset) {
+    if (n.resident) accountResident(n, false);
+    n.dataset = dataset;
+    if (n.resident) accountResident(n, true);
+  }
+  if (dataset == 0 || config_.dataset_idle <= 0) return;
+  Dataset& d = datasets_[dataset];
+  if (d.last_read_at >= 0) d.longest_gap = std::max(d.longest_gap, bytes_clock_ - d.last_read_at);
+  d.last_read_at = bytes_clock_;
+  ++d.reads;
+  // Read again: active. Its residents' heap keys, -inf while it was finished, are now
+  // below their density, the lower bounds that refreshColdest() lifts when they matter.
+  d.finished = false;
+}
+
+bool HotshardPolicy::isFinished(const Dataset& d) const noexcept {
+  return d.reads >= 2 && d.longest_gap > 0 &&
+         bytes_clock_ - d.last_read_at > config_.dataset_idle * d.longest_gap;
+}
+
+std::uint64_t HotshardPolicy::updateFinished() noexcept {
+  std::uint64_t bytes = 0;
+  bool newly = false;
+  for (auto& [id, d] : datasets_) {
+    bool now = isFinished(d);
+    newly |= now && !d.finished;
+    d.finished = now;
+    if (now) bytes += d.resident_bytes;
+  }
+  if (newly) {  // their keys fall to -inf: heap keys only rise lazily, so re-key them now
+    stale_.clear();
+    for (std::size_t i = 0; i < heap_.size(); ++i) {
+      detail::Slot v = heap_.at(i);
+      if (density(nodes_[v]) < heap_.keyOf(v)) stale_.push_back(v);
+    }
+    for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+    stale_.clear();
+  }
+  return bytes;
+}
+
+bool HotshardPolicy::pickFinished(std::uint64_t need) noexcept {
+  std::uint64_t freed = 0;
+  scratch_.clear();
+  stale_.clear();
+  // The residents of finished data sets are keyed -inf (updateFinished()), so they come
+  // first; so do those of a data set read again since, whose keys are not lifted yet:
+  // those are passed over (and re-keyed after the walk).
+  heap_.visitAscending([&](detail::Slot v) {
+    if (heap_.keyOf(v) != detail::kLogZero) return false;
+    if (liveLogHeat(nodes_[v]) != detail::kLogZero || nodes_[v].dataset == 0) {
+      stale_.push_back(v);
+      return true;
+    }
+    scratch_.push_back(v);
+    freed += nodes_[v].size;
+    return freed < need;
+  });
+  for (detail::Slot v : stale_) heap_.update(v, density(nodes_[v]));
+  stale_.clear();
+  return freed >= need;
 }
 
 void HotshardPolicy::refreshColdest(std::uint64_t bytes) noexcept {
@@ -216,8 +293,15 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
     return false;
   }
   std::uint64_t free = used() < capacity() ? capacity() - used() : 0;
+  std::uint64_t finished = config_.dataset_idle > 0 ? updateFinished() : 0;
   scratch_.clear();
-  if (n.size > free && !pickVictims(n, n.size - free)) {
+  // The room of finished data sets is as good as free: their jobs have ended.
+  bool room = n.size <= free;
+  if (!room && n.size <= free + finished) {
+    room = pickFinished(n.size - free);
+    admitted_finished_ += room ? 1 : 0;
+  }
+  if (!room && !pickVictims(n, n.size - free)) {
     scratch_.clear();
     ++rejected_hysteresis_;
     countAdmit(false);
@@ -234,6 +318,7 @@ bool HotshardPolicy::admit(const Access& access, std::vector<ObjectId>& victims)
   --tracked_ghosts_;
   heap_.push(s, density(admitted));
   accountAdd(admitted.size);
+  accountResident(admitted, true);
   countAdmit(true);
   forgetOldHistory();
   return true;
@@ -248,6 +333,7 @@ void HotshardPolicy::add(ObjectId id, std::uint64_t size, TimeNs) noexcept {
   --tracked_ghosts_;
   heap_.push(s, density(n));
   accountAdd(n.size);
+  accountResident(n, true);
 }
 
 void HotshardPolicy::remove(ObjectId id) noexcept {
@@ -265,9 +351,11 @@ void HotshardPolicy::demote(detail::Slot s) noexcept {
   history_.emplace_back(n.id, n.ghost_seq);
   ++tracked_ghosts_;
   accountRemove(n.size);
+  accountResident(n, false);
 }
 
 void HotshardPolicy::evictionCandidates(std::uint64_t bytes, std::vector<ObjectId>& out) noexcept {
+  if (config_.dataset_idle > 0) updateFinished();
   refreshColdest(bytes);
   std::vector<detail::Slot> slots;
   heap_.collectAscending(bytes, slots, [&](detail::Slot s) { return nodes_[s].size; });
@@ -285,6 +373,7 @@ void HotshardPolicy::visitExtraCounters(const CounterVisitor& visit) const {
   visit("hotshard_rejected_read_ratio", static_cast<double>(rejected_read_ratio_));
   visit("hotshard_rejected_hysteresis", static_cast<double>(rejected_hysteresis_));
   visit("hotshard_tracked_non_resident", static_cast<double>(tracked_ghosts_));
+  visit("hotshard_admitted_finished_dataset", static_cast<double>(admitted_finished_));
 }
 
 }  // namespace hotshard::policy

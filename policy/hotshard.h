@@ -23,6 +23,28 @@
 // sweep re-keys two residents per access, so idle ones sink in the heap (keys
 // otherwise only rise, lazily).
 //
+// Finished data sets (dataset_idle): each read carries its data set (Access::dataset,
+// the top-level directory: one training job's files, the models, the checkpoints). Per
+// data set the policy keeps its longest gap: the bytes read by everything between two
+// of its reads, its own read included. A data set not read for more than dataset_idle
+// of its longest gaps is finished, its job has ended: its residents count heat 0 (first
+// in the eviction order) and their room counts as free space, so a newcomer that fits
+// in free space plus that room is admitted as into free space, without having to beat
+// anyone. A read of a finished data set makes it active again. Why the longest gap: a
+// job that pauses (an evaluation, a checkpoint) has shown how long it pauses, and
+// dataset_idle of those is far beyond its pauses; a job that ended is seen within
+// dataset_idle x (its longest gap) bytes, where per-object idleness waits for several
+// of the object's own reuse distances (an epoch each), often longer than the other
+// jobs run. The cost of being wrong is bounded: a data set whose first long pause
+// comes before any gap that long has been seen (an eval set read once, then idle for
+// hundreds of training reads) counts as finished once and loses its room; its next
+// read makes it live again, and its files, whose heat is remembered, come back by the
+// usual admission. Unknown data sets (0: old traces, files at the top level) never
+// finish.
+// This is fairness between data sets where it matters most: a dead job's data never
+// holds the room of the live ones (first-come lock-in), whatever its heat. Between
+// data sets that are all being read, heat per byte decides, with no fixed shares.
+//
 // Eviction order: heat per byte of the object (lowest first), kept in an indexed heap
 // whose keys are refreshed lazily, only near the top. For whole reads this orders by
 // access rate, the greedy knapsack order for bytes saved from the remote.
@@ -48,6 +70,7 @@
 #pragma once
 
 #include <deque>
+#include <unordered_map>
 
 #include "policy/detail.h"
 #include "policy/params.h"
@@ -67,6 +90,7 @@ class HotshardPolicy final : public Policy {
     double history = 4;           // non-resident objects remembered, x max(residents, 1024)
     double reuse_factor = 16;     // half-life at least this many mean reuse distances
     double idle_gaps = 6;  // idle past this many reuse distances: heat halves per further one
+    double dataset_idle = 8;  // a data set unread for this many of its longest gaps is finished
     void bind(ParamTable& t) {
       t.add("half_life", &half_life, "heat halves every half_life x capacity bytes read, > 0")
           .add("miss_weight", &miss_weight, "heat per byte read from the remote, > 0")
@@ -82,6 +106,10 @@ class HotshardPolicy final : public Policy {
           .add("idle_gaps", &idle_gaps,
                "a resident idle for more than this many of its reuse distances (its own "
                "average, at least the mean) counts half its heat per further one, >= 0; 0: off")
+          .add("dataset_idle", &dataset_idle,
+               "a data set (Access::dataset) not read for more than this many of its longest "
+               "gaps between two of its reads (bytes read by all) is finished: its residents "
+               "count as free room, >= 0; 0: off")
           .add("history", &history,
                "non-resident objects remembered, as a multiple of max(residents, 1024), >= 0");
     }
@@ -119,9 +147,18 @@ class HotshardPolicy final : public Policy {
     float log_size = 0;                   // log2(max(size, 1)), cached for density()
     std::uint32_t ghost_seq = 0;          // != 0 while non-resident and in history_
     float gap = 0;                        // its reuse distance (bytes, running mean); 0: none yet
+    std::uint32_t dataset = 0;            // Access::dataset of its latest read
     bool resident = false;
   };
   static_assert(sizeof(Node) == 64);
+  // A data set's reads, to tell when the job reading it has ended (dataset_idle).
+  struct Dataset {
+    double last_read_at = -1;         // bytes_clock_ after its latest read
+    double longest_gap = 0;           // bytes read by all between two of its reads, its own included
+    std::uint64_t reads = 0;
+    std::uint64_t resident_bytes = 0;
+    bool finished = false;  // as of the latest updateFinished()
+  };
   detail::Slot node(ObjectId id, std::uint64_t size);
   double density(const Node& n) const noexcept;
   // log_heat less the idle penalty (idle_gaps), in the same log2 domain.
@@ -142,6 +179,18 @@ class HotshardPolicy final : public Policy {
   bool pickVictims(const Node& n, std::uint64_t need) noexcept;
   // Resident -> remembered non-resident (its heat is kept).
   void demote(detail::Slot s) noexcept;
+  // Data sets: the read of `n`'s data set (its finished state ends), and whether it is
+  // finished now.
+  void recordDatasetRead(Node& n, std::uint32_t dataset) noexcept;
+  bool isFinished(const Dataset& d) const noexcept;
+  // Recomputes Dataset::finished; a data set that has just finished has its residents
+  // re-keyed (heat 0), so they come first in the eviction order. Returns the resident
+  // bytes of finished data sets.
+  std::uint64_t updateFinished() noexcept;
+  // admit()'s victims when `need` bytes fit in the residents of finished data sets: the
+  // first of those in the eviction order, into scratch_; false if they do not free `need`.
+  bool pickFinished(std::uint64_t need) noexcept;
+  void accountResident(const Node& n, bool add) noexcept;
 
   Config config_;
   double clock_ = 0;                            // in half-lives
@@ -159,6 +208,8 @@ class HotshardPolicy final : public Policy {
   std::uint64_t tracked_ghosts_ = 0;
   std::uint64_t rejected_read_ratio_ = 0;
   std::uint64_t rejected_hysteresis_ = 0;
+  std::uint64_t admitted_finished_ = 0;  // admissions into the room of finished data sets
+  std::unordered_map<std::uint32_t, Dataset> datasets_;  // by Access::dataset, 0 left out
   std::size_t sweep_hand_ = 0;  // sweepIdle()'s position in the heap array
   std::vector<detail::Slot> scratch_;
   std::vector<detail::Slot> stale_;

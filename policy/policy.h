@@ -55,6 +55,11 @@ struct Access {
   // copy for a resident object (what would come from the remote if it were evicted).
   std::uint64_t bytes_missed = 0;
   TimeNs time_ns = 0;
+  // The data set the object belongs to: a hash of its top-level directory under the
+  // mount (datasetOf() in policy/trace.h), so one training job's files, or one model's,
+  // share an id. 0: unknown (old traces, files at the top level); policies treat every
+  // unknown object alike and never call its data set finished.
+  std::uint32_t dataset = 0;
 };
 
 // Counters are handed to a visitor, so only daemon/ knows Prometheus.

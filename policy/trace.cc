@@ -149,6 +149,7 @@ class NativeReader final : public BinaryReader {
     out.bytes_read = load<std::uint64_t>(r + 32);
     out.bytes_missed = load<std::uint64_t>(r + 40);
     out.flags = load<std::uint32_t>(r + 48);
+    out.dataset = load<std::uint32_t>(r + 52);
   }
   std::uint64_t expectedCount() const override { return count_; }
   std::uint64_t count_ = kUnknownCount;
@@ -169,6 +170,7 @@ class OracleReader final : public BinaryReader {
     out.bytes_read = out.size;
     out.bytes_missed = out.size;
     out.flags = 0;
+    out.dataset = 0;
   }
 };
 
@@ -208,7 +210,8 @@ class CsvReader final : public TraceReader {
 
  private:
   static constexpr const char* kFields[] = {"time_ns",    "object_id",    "object_size", "offset",
-                                            "bytes_read", "bytes_missed", "flags"};
+                                            "bytes_read", "bytes_missed", "flags",
+                                            "dataset"};
 
   bool fail(std::string message) {
     error_ = makeError(Errc::kCorrupt, source_ + ":" + std::to_string(line_no_) + ": " + message);
@@ -216,7 +219,7 @@ class CsvReader final : public TraceReader {
   }
 
   bool parse(std::string_view line, Request& out) {
-    std::uint64_t v[7] = {0, 0, 0, 0, 0, 0, 0};
+    std::uint64_t v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int n = 0;
     while (true) {
       auto comma = line.find(',');
@@ -225,7 +228,7 @@ class CsvReader final : public TraceReader {
         field.remove_prefix(1);
       while (!field.empty() && (field.back() == ' ' || field.back() == '\t'))
         field.remove_suffix(1);
-      if (n == 7) return fail("more than 7 fields (" + std::string(kFieldList) + ")");
+      if (n == 8) return fail("more than 8 fields (" + std::string(kFieldList) + ")");
       auto [ptr, ec] = std::from_chars(field.data(), field.data() + field.size(), v[n]);
       if (field.empty() || ec != std::errc() || ptr != field.data() + field.size()) {
         return fail(std::string("field ") + kFields[n] + ": not a non-negative integer: '" +
@@ -247,12 +250,15 @@ class CsvReader final : public TraceReader {
     out.flags = n > 6 ? static_cast<std::uint32_t>(v[6]) : 0;
     if (n > 6 && v[6] > std::numeric_limits<std::uint32_t>::max())
       return fail("field flags: larger than 32 bits");
+    out.dataset = n > 7 ? static_cast<std::uint32_t>(v[7]) : 0;
+    if (n > 7 && v[7] > std::numeric_limits<std::uint32_t>::max())
+      return fail("field dataset: larger than 32 bits");
     if (out.bytes_missed > out.bytes_read) return fail("bytes_missed is larger than bytes_read");
     return true;
   }
 
   static constexpr const char* kFieldList =
-      "time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags]]]]";
+      "time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags[,dataset]]]]]";
   std::istream& in_;
   std::string source_;
   std::string line_;
@@ -280,6 +286,7 @@ class NativeWriter final : public TraceWriter {
     store<std::uint64_t>(b + 32, r.bytes_read);
     store<std::uint64_t>(b + 40, r.bytes_missed);
     store<std::uint32_t>(b + 48, r.flags);
+    store<std::uint32_t>(b + 52, r.dataset);
     out_.write(b, sizeof b);
     ++count_;
     return out_ ? Status()
@@ -308,11 +315,11 @@ class NativeWriter final : public TraceWriter {
 class CsvWriter final : public TraceWriter {
  public:
   explicit CsvWriter(std::ostream& out) : out_(out) {
-    out_ << "time_ns,object_id,object_size,offset,bytes_read,bytes_missed,flags\n";
+    out_ << "time_ns,object_id,object_size,offset,bytes_read,bytes_missed,flags,dataset\n";
   }
   Status write(const Request& r) override {
     out_ << r.time_ns << ',' << r.id << ',' << r.size << ',' << r.offset << ',' << r.bytes_read
-         << ',' << r.bytes_missed << ',' << r.flags << '\n';
+         << ',' << r.bytes_missed << ',' << r.flags << ',' << r.dataset << '\n';
     return out_ ? Status() : makeError(Errc::kIo, "write failed");
   }
   Status finish() override {
@@ -386,6 +393,15 @@ class MemoryReader final : public TraceReader {
 
 std::unique_ptr<TraceReader> makeMemoryReader(std::vector<Request> requests) {
   return std::make_unique<MemoryReader>(std::move(requests));
+}
+
+std::uint32_t datasetOf(std::string_view path) noexcept {
+  while (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  auto slash = path.find('/');
+  if (slash == std::string_view::npos || slash == 0) return 0;
+  std::uint32_t h = 2166136261u;  // FNV-1a, 32 bits (Fowler, Noll, Vo)
+  for (char c : path.substr(0, slash)) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return h == 0 ? 1 : h;
 }
 
 Result<TraceFormat> parseTraceFormat(std::string_view name) {

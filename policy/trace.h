@@ -6,11 +6,14 @@
 //                     u64 record_count (UINT64_MAX when the writer could not seek back);
 //                     u64 reserved = 0
 //   record, 56 bytes: u64 time_ns; u64 object_id; u64 object_size; u64 offset;
-//                     u64 bytes_read; u64 bytes_missed; u32 flags; u32 reserved = 0
+//                     u64 bytes_read; u64 bytes_missed; u32 flags; u32 dataset
+//   dataset (Request::dataset) was a reserved zero before it was added, so older
+//   recordings read as data set 0, unknown; the format version stays 1.
 // csv (text, one request per line; '#' comments and blank lines skipped; an optional
 //   header line starting with "time"):
-//     time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags]]]]
-//   defaults: offset 0, bytes_read = object_size, bytes_missed = bytes_read, flags 0.
+//     time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags[,dataset]]]]]
+//   defaults: offset 0, bytes_read = object_size, bytes_missed = bytes_read, flags 0,
+//   dataset 0.
 // oracleGeneral (libCacheSim's binary format, 24-byte packed little-endian records):
 //     u32 timestamp (s); u64 obj_id; u32 obj_size; i64 next_access_vtime
 //   next_access_vtime is the index of the next request to the same object, -1 (or
@@ -58,12 +61,20 @@ struct Request {
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_missed = 0;
   std::uint32_t flags = 0;
+  std::uint32_t dataset = 0;  // Access::dataset; 0: unknown
 
-  Access access() const noexcept { return {id, size, bytes_read, bytes_missed, time_ns}; }
+  Access access() const noexcept {
+    return {id, size, bytes_read, bytes_missed, time_ns, dataset};
+  }
   bool operator==(const Request&) const = default;
 };
 
 enum class TraceFormat { kNative, kCsv, kOracleGeneral };
+
+// The data set of a file at `path` relative to the mount root: a 32-bit hash (FNV-1a) of
+// its first path component, never 0; 0 for a file at the top level (no directory). So
+// "imagenet/train/00001.tar" and "imagenet/val/x.tar" share one id.
+std::uint32_t datasetOf(std::string_view path) noexcept;
 
 Result<TraceFormat> parseTraceFormat(std::string_view name);  // native|csv|oracleGeneral
 std::string_view traceFormatName(TraceFormat format);

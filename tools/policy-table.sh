@@ -95,6 +95,13 @@ The families (\`policy/generate.h\`):
 | shift | Zipf(0.9) reads of 10000 objects of 1..64 MiB; after half of the 400000 reads, another data set of the same shape |
 | smallfiles | 60000 image files of 32..512 KiB in 6 shuffled epochs beside 400 shards of 256 MiB..1 GiB in 3 |
 
+Each read carries the data set of its file (\`Request::dataset\`: the top-level directory
+it would sit in, as the daemon records it): multijob one per job; shift one before and
+one after the shift; modelload and inference the models and the other files;
+checkpoint the training data and the checkpoints; webdataset the training and the eval
+shards; smallfiles the images and the shards; zipf, epoch (both jobs read one data
+set), scan and kvspill one each.
+
 EOF
   # One line per family and capacity: where hotshard stands.
   cat <<'EOF'
@@ -264,21 +271,45 @@ EOF
   chunks) and all reach the same figure, 0.98 of OPT.
 - **Idle detection** (`idle_gaps`, new with this table): a resident that has not been
   read for more than 6 of its reuse distances counts half its heat per further one, so
-  an old hot set stops blocking the new one. On shift at 10% (windows above) it is back
-  to its level before the shift 5 windows after it, as SIEVE is, where with
-  `idle_gaps=0` it is still 0.08 below at the end of the trace (whole trace: 0.60 /
-  0.67 / 0.76 at 5 / 10 / 25% with `idle_gaps=0`, against 0.65 / 0.72 / 0.80 now). It
-  is off until 4096 reuses have been seen, and its threshold sits far in the tail of
+  an old hot set stops blocking the new one. On shift at 10%, without data sets
+  (`dataset_idle=0`), it is back to its level before the shift 5 windows after it, as
+  SIEVE is, where with `idle_gaps=0` as well it is still 0.08 below at the end of the
+  trace (whole trace: 0.60 / 0.67 / 0.76 at 5 / 10 / 25% with both off, against 0.65 /
+  0.72 / 0.80 with idle detection alone). With data sets (the windows above) the old
+  data set is finished within a few hundred MiB of reads after the shift and the
+  window after it is at 0.65 instead of 0.44. Idle detection is off until 4096 reuses have been seen, and its threshold sits far in the tail of
   the gaps of objects read at random moments, so shuffled epochs keep their stable
   subset (epoch is unchanged).
-- **Not reached** (bold in the summary): shift at 25%, where LRU keeps recovering faster
-  (a newcomer still needs a few reads to beat residents that are not idle long enough
-  yet); multijob at 25%, where the first job's data set stays after that job ends (4
-  epochs per job are too few reads for the margin to admit the later jobs' shards in
-  time); and inference at 5%, where hotshard is far above every baseline but below 0.8
-  of OPT (0.71). Inference at 25% is met since the default hysteresis went from 1 to
+- **Finished data sets** (`dataset_idle`, new with this table): a data set not read for
+  more than 8 of its longest gaps (bytes read by everything between two of its reads)
+  is finished, its job has ended: its residents count heat 0 and their room counts as
+  free, so the live jobs' files are admitted into it as into free space. Against
+  `dataset_idle=0` (seed 1, 5 / 10 / 25%): multijob 0.075 / 0.141 / 0.288 from 0.037 /
+  0.066 / 0.151 (ARC 0.179 at 25%, OPT 0.295), shift 0.666 / 0.745 / 0.855 from 0.653 /
+  0.717 / 0.795 (LRU 0.842 at 25%): the cells missed before are met, with fewer NVMe
+  bytes than any baseline. Families whose data sets are all read to the end do not
+  move; webdataset at 10% loses 0.004 (0.085 from 0.089: the eval set counts as
+  finished once, in the long gap after its first read, before a gap that long has been
+  seen) and checkpoint writes 26 / 39 GiB to NVMe at 5 / 10% instead of 12 / 25 (an
+  older checkpoint's room is reused), against 309 GiB for S3-FIFO. Seeds 2 and 3: every
+  cell at or above the best baseline. A trace without data sets (older recordings, files
+  at the top of the mount: data set 0) behaves as before.
+- **Not reached**: inference at 5%, where hotshard (0.243) is far above every baseline
+  (LFU 0.070) but below 0.8 of OPT (0.72; 0.80 needs 0.270). At 5% the cache (5.1 GiB)
+  holds about two of the most deployed model's four shards, which all have the same heat
+  per byte: which ones fit together decides (the best pair reads 0.278, hotshard keeps
+  two of them beside two shards of the second model, 0.235), a knapsack effect of the
+  seed: on seeds 2 and 3 hotshard is above OPT at 5% (0.233 against 0.205, 0.245
+  against 0.241). Inference at 25% is met since the default hysteresis went from 1 to
   0.5 (0.656 against LFU's 0.649).
-- **Tried for those cells and left out**, because each costs more elsewhere than it
+- **Tried for inference at 5% and left out** (seed 1 / seed 2): admitting a miss reread
+  within 2..8 of its own sizes (a replica burst) without hysteresis and margin reaches
+  0.286 (0.85 of OPT) but locks seed 2 into a large shard of a less deployed model
+  (0.233 to 0.131 at 5%, 0.409 to 0.30..0.35 at 10%); charging victims clearly colder per
+  byte than the newcomer without the hysteresis reaches only 0.260 (seed 2 at 10%: 0.373);
+  `hysteresis=0.25` reaches 0.272 but with 8 jobs on epoch at 2% the saving falls from
+  0.0177 to 0.0161 byte hit with 40% more NVMe writes.
+- **Tried earlier and left out**, because each costs more elsewhere than it
   gains: an S3-FIFO-style probationary FIFO (10% of the capacity, a miss reread within
   0.1 x capacity bytes is copied there, one read again there moves to the heat-ordered
   main segment) lifts shift at 25% only to 0.81 (0.82 with `idle_gaps=2`) while
@@ -286,11 +317,11 @@ EOF
   subset. `reuse_factor=4` meets inference at 5% (0.272, 0.80 of OPT; seeds 2 and 3 no
   worse) but with 8 jobs on epoch at 2% and 5% the saving falls from 0.90 and 0.94 to
   0.74 and 0.76 of the fixed subset with twice the NVMe writes. `hysteresis=0` reaches 0.84 of OPT there on
-  seed 1 and falls from 0.23 to 0.13 on seed 2. Multijob at 25% does not move with
-  `margin` 0..2, `idle_gaps` 1.5..6 or idle detection starting after as many reuses as
-  objects tracked (0.151 to 0.163 at best): a later job's shard is read 4 times, and
-  the dead job's shards do not look idle against the newcomer's own long reuse
-  distance before the trace ends.
+  seed 1 and falls from 0.23 to 0.13 on seed 2. Without data sets, multijob at 25% does
+  not move with `margin` 0..2, `idle_gaps` 1.5..6 or idle detection starting after as
+  many reuses as objects tracked (0.151 to 0.163 at best): a later job's shard is read
+  4 times, and the dead job's shards do not look idle against the newcomer's own long
+  reuse distance before the trace ends (what finished data sets fix).
 - epoch: every shard has the same long-run popularity, so the best an online policy can
   do without knowing the shuffle is to keep a fixed subset; hotshard stays within 1-2%
   of that with 2 jobs, while LRU, ARC and S3-FIFO churn the cache for a fraction of it.
@@ -328,14 +359,17 @@ EOF
 - **native**: little-endian; a 32-byte header (`char magic[8] = "HSTRACE1"`, `u32
   version = 1`, `u32 record_size = 56`, `u64 record_count`, `u64 reserved`) then
   56-byte records (`u64 time_ns, object_id, object_size, offset, bytes_read,
-  bytes_missed; u32 flags, reserved`). Flags: bit 0 written, bit 1 truncated, bit 2
+  bytes_missed; u32 flags, dataset`). `dataset` is the file's data set, a hash of its
+  top-level directory under the mount (0: unknown or no directory); it was a reserved
+  zero before, so older recordings read as data set 0. Flags: bit 0 written, bit 1 truncated, bit 2
   unlinked, bit 3 renamed away (each invalidates the cached copy and is not a read),
   bit 4 a sampled page-cache miss of bytes another record already read (only remote
   bytes, no second read). A record cut short, or fewer records than the header says,
   is an error naming the record.
-- **csv**: `time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags]]]]`,
+- **csv**: `time_ns,object_id,object_size[,offset[,bytes_read[,bytes_missed[,flags[,dataset]]]]]`,
   one request per line, `#` comments, an optional header line starting with `time`;
-  `bytes_read` defaults to the object size, `bytes_missed` to `bytes_read`. Errors
+  `bytes_read` defaults to the object size, `bytes_missed` to `bytes_read`, `dataset`
+  to 0. Errors
   name the file and line: `t.csv:12: field object_size: not a non-negative integer: 'x'`.
 - **oracleGeneral**: libCacheSim's binary format, 24-byte packed records (`u32
   timestamp, u64 obj_id, u32 obj_size, i64 next_access_vtime`); every request reads its

@@ -146,6 +146,18 @@ TEST(MetricsConversion, FullSnapshotGivesEverySeries) {
       {R"(hotshard_placement_ticks_total)", 100},
       {R"(hotshard_placement_promotions_total)", 12},
       {R"(hotshard_placement_evictions_total)", 3},
+      {R"(hotshard_peer_members)", 2},
+      {R"(hotshard_peer_connected)", 0},
+      {R"(hotshard_peer_fetch_bytes_total{peer="host-b",transport="tcp"})", 7340032},
+      {R"(hotshard_peer_fetches_total{peer="host-b",transport="tcp"})", 3},
+      {R"(hotshard_peer_fetch_failures_total{reason="io"})", 2},
+      {R"(hotshard_peer_fetch_failures_total{reason="stale"})", 1},
+      {R"(hotshard_peer_owner_promotions_total)", 4},
+      {R"(hotshard_peer_served_bytes_total)", 5242880},
+      {R"(hotshard_peer_served_objects_total)", 2},
+      {R"(hotshard_peer_refused_total)", 1},
+      {R"(hotshard_peer_protocol_errors_total)", 3},
+      {R"(hotshard_peer_not_served_total)", 5},
   };
   for (const auto& [series, value] : want) {
     auto it = m.find(series);

@@ -1,5 +1,7 @@
 // fuse/inode_table.h without a mount: lookup counts, hard links, forget,
-// retire, and paths under the remote root, over a temporary directory.
+// retire, paths under the remote root, and the bounded O_PATH fd cache (walks
+// that open an inode again, checked to reach the same object), over a
+// temporary directory.
 #include "fuse/inode_table.h"
 
 #include <fcntl.h>
@@ -36,11 +38,26 @@ class InodeTableTest : public ::testing::Test {
   }
   // What FileSystem::doLookup does before the table: an O_PATH fd and its stat.
   Inode& lookUp(InodeTable& table, Inode& parent, const char* name) {
-    int fd = ::openat(parent.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    auto dir = resolve(table, parent);
+    EXPECT_TRUE(dir.ok()) << name;
+    int fd = ::openat(dir.ok() ? (*dir)->get() : -1, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     EXPECT_GE(fd, 0) << name;
     struct stat st {};
     ::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    return table.addLookup(fd, st);
+    return table.addLookup(fd, st, &parent, name);
+  }
+  // What FileSystem::pathFd does: the cached fd, or a walk to open it again.
+  static Result<PathFd> resolve(InodeTable& table, Inode& inode) {
+    PathWalk walk;
+    ASSIGN_OR_RETURN(PathFd cached, table.planWalk(inode, &walk));
+    if (cached) return cached;
+    ASSIGN_OR_RETURN(std::vector<UniqueFd> fds, walkPath(walk));
+    return table.installWalk(inode, walk, std::move(fds));
+  }
+  static struct stat statOfFd(const PathFd& fd) {
+    struct stat st {};
+    EXPECT_EQ(::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW), 0);
+    return st;
   }
 
   std::string dir_;
@@ -154,7 +171,7 @@ TEST_F(InodeTableTest, IdleBackingsAreBoundedAndClosedWhenTheirCopyGoes) {
   EXPECT_FALSE(idle(*files[2]));
 }
 
-TEST_F(InodeTableTest, RelPathIsUnderTheRemoteRootAndEmptyOnceDeleted) {
+TEST_F(InodeTableTest, RelPathFollowsRenamesAndUnlinksThroughTheMount) {
   InodeTable table(root_fd_, &shim_);
   Inode& a = lookUp(table, table.root(), "a");
   Inode& file = lookUp(table, a, "file");
@@ -162,10 +179,108 @@ TEST_F(InodeTableTest, RelPathIsUnderTheRemoteRootAndEmptyOnceDeleted) {
   EXPECT_EQ(table.relPathOf(a), "a");
   EXPECT_EQ(table.relPathOf(file), "a/file");
   fs::rename(dir_ + "/a/file", dir_ + "/a/renamed");
+  table.renamed(a, "file", a, "renamed", 0, nullptr);
   EXPECT_EQ(table.relPathOf(file), "a/renamed");
-  fs::remove(dir_ + "/a/renamed");
-  fs::remove(dir_ + "/hardlink");
+  fs::rename(dir_ + "/a", dir_ + "/b");
+  table.renamed(table.root(), "a", table.root(), "b", 0, nullptr);
+  EXPECT_EQ(table.relPathOf(file), "b/renamed");
+  fs::remove(dir_ + "/b/renamed");
+  table.unlinked(a, "renamed", nullptr);
   EXPECT_EQ(table.relPathOf(file), "");
+  EXPECT_TRUE(resolve(table, file).ok());  // its fd is kept: the only way back
+  // A lookup under another name (the hard link) gives it a name again.
+  EXPECT_EQ(&lookUp(table, table.root(), "hardlink"), &file);
+  EXPECT_EQ(table.relPathOf(file), "hardlink");
+}
+
+TEST_F(InodeTableTest, RenameOverAKnownNameLeavesTheReplacedInodeNamelessWithItsFd) {
+  InodeTable table(root_fd_, &shim_, 1);
+  testing::writeFile(dir_ + "/x", "x");
+  testing::writeFile(dir_ + "/y", "y");
+  Inode& x = lookUp(table, table.root(), "x");
+  Inode& y = lookUp(table, table.root(), "y");
+  auto held = resolve(table, y);
+  ASSERT_TRUE(held.ok());
+  fs::rename(dir_ + "/x", dir_ + "/y");
+  table.renamed(table.root(), "x", table.root(), "y", 0, *held);
+  EXPECT_EQ(table.relPathOf(x), "y");
+  EXPECT_EQ(table.relPathOf(y), "");
+  for (const char* name : {"f0", "f1", "f2"}) {  // cap 1: evicts what it may
+    testing::writeFile(dir_ + "/" + name, name);
+    lookUp(table, table.root(), name);
+  }
+  auto fd = resolve(table, y);
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  EXPECT_EQ(statOfFd(*fd).st_ino, y.src_ino);  // the replaced file, unlinked, still reached
+  auto xfd = resolve(table, x);
+  ASSERT_TRUE(xfd.ok()) << xfd.error().message;
+  EXPECT_EQ(statOfFd(*xfd).st_ino, x.src_ino);
+}
+
+// At most fd_cap unpinned fds; an inode whose fd was closed is opened again
+// from its names, and reaches the same object.
+TEST_F(InodeTableTest, FdsAreBoundedAndAClosedOneIsOpenedAgainByItsNames) {
+  InodeTable table(root_fd_, &shim_, 4);
+  std::vector<Inode*> files;
+  for (int d = 0; d < 3; d++) {
+    std::string dir = "d" + std::to_string(d);
+    fs::create_directories(dir_ + "/" + dir);
+    Inode& di = lookUp(table, table.root(), dir.c_str());
+    for (int i = 0; i < 10; i++) {
+      std::string name = "f" + std::to_string(i);
+      testing::writeFile(dir_ + "/" + dir + "/" + name, name);
+      files.push_back(&lookUp(table, di, name.c_str()));
+      EXPECT_LE(table.pathFdCount(), 1u + 4u);
+    }
+  }
+  EXPECT_EQ(table.size(), 1u + 3u + 30u);
+  EXPECT_LE(table.pathFdCount(), 1u + 4u);
+  for (Inode* file : files) {
+    auto fd = resolve(table, *file);
+    ASSERT_TRUE(fd.ok()) << fd.error().message;
+    struct stat st = statOfFd(*fd);
+    EXPECT_EQ(st.st_ino, file->src_ino);
+    EXPECT_EQ(st.st_dev, file->src_dev);
+    EXPECT_LE(table.pathFdCount(), 1u + 4u);
+  }
+  // Pinned (open) fds are kept beyond the cap, and go back under it when unpinned.
+  std::vector<PathFd> pins;
+  for (int i = 0; i < 6; i++) {
+    pins.push_back(*resolve(table, *files[i]));
+    table.pinPathFd(*files[i], pins.back());
+  }
+  for (int i = 10; i < 20; i++) ASSERT_TRUE(resolve(table, *files[i]).ok());
+  for (int i = 0; i < 6; i++) EXPECT_EQ(table.cachedPathFd(*files[i]), pins[i]);
+  EXPECT_LE(table.pathFdCount(), 1u + 4u + 6u);
+  for (int i = 0; i < 6; i++) table.unpinPathFd(*files[i]);
+  EXPECT_LE(table.pathFdCount(), 1u + 4u);
+}
+
+// A name changed on the remote behind the table: the inode's walk answers
+// ESTALE, never another object's fd.
+TEST_F(InodeTableTest, AWalkToANameThatLeadsElsewhereIsStale) {
+  InodeTable table(root_fd_, &shim_, 1);
+  testing::writeFile(dir_ + "/d/one", "one");
+  testing::writeFile(dir_ + "/d/two", "two");
+  Inode& d = lookUp(table, table.root(), "d");
+  Inode& one = lookUp(table, d, "one");
+  Inode& two = lookUp(table, d, "two");
+  lookUp(table, table.root(), "a");  // cap 1: one's and two's fds are closed
+  lookUp(table, table.root(), "hardlink");
+  EXPECT_FALSE(table.cachedPathFd(one));
+  fs::rename(dir_ + "/d/one", dir_ + "/d/moved");  // one is gone from its name
+  fs::rename(dir_ + "/d/two", dir_ + "/d/one");    // and another file has it
+  auto fd = resolve(table, one);
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.error().sys_errno, ESTALE) << fd.error().message;
+  auto gone = resolve(table, two);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().sys_errno, ESTALE) << gone.error().message;
+  // A lookup of the new name finds the known object and gives it that name.
+  EXPECT_EQ(&lookUp(table, d, "moved"), &one);
+  auto again = resolve(table, one);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(statOfFd(*again).st_ino, one.src_ino);
 }
 
 }  // namespace

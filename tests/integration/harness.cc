@@ -218,11 +218,13 @@ dev_t mountDevice(const std::string& path) {
     int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(log, STDOUT_FILENO);
     ::dup2(log, STDERR_FILENO);
-    if (opts_.fd_soft_limit != 0) {
+    if (opts_.fd_soft_limit != 0 || opts_.fd_hard_limit != 0) {
       struct rlimit rl;
       ::getrlimit(RLIMIT_NOFILE, &rl);
-      rl.rlim_cur = opts_.fd_soft_limit;
-      ::setrlimit(RLIMIT_NOFILE, &rl);
+      if (opts_.fd_hard_limit != 0) rl.rlim_max = opts_.fd_hard_limit;
+      if (opts_.fd_soft_limit != 0) rl.rlim_cur = opts_.fd_soft_limit;
+      rl.rlim_cur = std::min(rl.rlim_cur, rl.rlim_max);
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
     }
     if (!opts_.netns.empty()) {
       int ns = ::open(opts_.netns.c_str(), O_RDONLY | O_CLOEXEC);

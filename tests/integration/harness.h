@@ -58,6 +58,7 @@ class DaemonProcess {
     bool passthrough = true;
     std::vector<std::string> extra_args;
     uint64_t fd_soft_limit = 0;  // RLIMIT_NOFILE's soft limit for the daemon; 0: as ours
+    uint64_t fd_hard_limit = 0;  // and its hard limit (the daemon raises soft to hard); 0: as ours
     // A network namespace ("/run/netns/NAME") the daemon runs in (setns(2) before
     // exec; its mount namespace stays ours, so its mount is seen here); empty: ours.
     std::string netns;

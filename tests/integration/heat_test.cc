@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -54,6 +55,21 @@ class IntegrationHeat : public MountFixture {
       if (s["path"] == rel) return s;
     }
     return json{{"error", "no shard " + rel + " in " + r.out}};
+  }
+  // The records of `hotshard trace record` (1.5 s, native format, tmp_/name) while
+  // `work` runs on a thread of its own; failures are test failures.
+  std::vector<policy::Request> recordWhile(const std::string& name,
+                                           const std::function<void()>& work) {
+    std::thread worker(work);
+    std::string path = tmp_ / name;
+    CommandResult rec = hs({"trace", "record", "--out", path, "--duration", "1500ms", "--json"});
+    worker.join();
+    EXPECT_EQ(rec.exit_code, 0) << rec.out;
+    std::ifstream in(path, std::ios::binary);
+    auto reader = policy::makeTraceReader(policy::TraceFormat::kNative, in, path);
+    auto records = policy::readAll(*reader);
+    EXPECT_TRUE(records.ok()) << (records.ok() ? "" : records.error().message);
+    return records.ok() ? *records : std::vector<policy::Request>{};
   }
 };
 
@@ -333,6 +349,34 @@ TEST_F(IntegrationHeat, TraceRecordMarksWritesAndMissSamples) {
   }
 }
 
+// Each record carries its file's data set, the top-level directory under the mount
+// (policy/trace.h datasetOf), which the default policy uses to tell when a job ended.
+TEST_F(IntegrationHeat, TraceRecordCarriesEachFilesDataSet) {
+  fs::create_directories(remote_ + "/imagenet/train");
+  fs::create_directories(remote_ + "/coco");
+  writeRandomFile(remote_ + "/imagenet/train/a.bin", 1 << 20, 8);
+  writeRandomFile(remote_ + "/coco/b.bin", 2 << 20, 9);
+  writeRandomFile(remote_ + "/top.bin", 3 << 20, 10);
+  startDaemon({"--placement", "manual"});
+  auto trace = recordWhile("datasets.trace", [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (const char* f : {"/imagenet/train/a.bin", "/coco/b.bin", "/top.bin"}) {
+      dropPageCache(remote_ + f);
+      readAll(mnt_ + f);
+    }
+  });
+  std::map<uint64_t, std::set<uint32_t>> datasets_of_size;  // sizes tell the files apart
+  for (const auto& r : trace) {
+    if (policy::isRead(r.flags) && r.bytes_read > 0) datasets_of_size[r.size].insert(r.dataset);
+  }
+  using Set = std::set<uint32_t>;
+  EXPECT_EQ(datasets_of_size[1 << 20], Set{policy::datasetOf("imagenet/train/a.bin")});
+  EXPECT_EQ(datasets_of_size[2 << 20], Set{policy::datasetOf("coco/b.bin")});
+  EXPECT_EQ(datasets_of_size[3 << 20], Set{0u}) << "a file at the top has none";
+  EXPECT_NE(policy::datasetOf("imagenet/train/a.bin"), policy::datasetOf("coco/b.bin"));
+  daemon_->stop();
+}
+
 // Truncates, unlinks and renames through the mount are records of their own
 // (fuse/cache_hooks.h Change -> policy/trace.h flags), and the simulator drops its
 // copy on them: a file read again after a truncate is not a hit.
@@ -342,7 +386,7 @@ TEST_F(IntegrationHeat, TraceRecordMarksTruncatesUnlinksAndRenames) {
   writeRandomFile(remote_ + "/b.bin", 2 << 20, 9);
   writeRandomFile(remote_ + "/c.bin", 3 << 20, 10);
   startDaemon({"--placement", "manual", "--probe-sample-rate", "0"});
-  std::thread changer([&] {
+  auto trace = recordWhile("changes.trace", [&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     for (const char* f : {"/a.bin", "/b.bin", "/c.bin"}) {
       dropPageCache(remote_ + f);
@@ -357,21 +401,10 @@ TEST_F(IntegrationHeat, TraceRecordMarksTruncatesUnlinksAndRenames) {
     dropPageCache(remote_ + "/a.bin");
     readAll(mnt_ + "/a.bin");  // after the truncate: a miss, not a hit on the old copy
   });
-  std::string path = tmp_ / "changes.trace";
-  CommandResult rec = hs({"trace", "record", "--out", path, "--duration", "1500ms", "--json"});
-  changer.join();
-  ASSERT_EQ(rec.exit_code, 0) << rec.out;
-  std::ifstream in(path, std::ios::binary);
-  auto reader = policy::makeTraceReader(policy::TraceFormat::kNative, in, path);
-  std::vector<policy::Request> trace;
   std::map<uint64_t, policy::ObjectId> id_of_size;  // from the reads
-  while (true) {
-    policy::Request r;
-    if (!reader->next(r)) break;
-    trace.push_back(r);
+  for (const auto& r : trace) {
     if (policy::isRead(r.flags) && r.bytes_read > 0) id_of_size[r.size] = r.id;
   }
-  ASSERT_TRUE(reader->status().ok()) << reader->status().error().message;
   ASSERT_TRUE(id_of_size.count(1 << 20) && id_of_size.count(2 << 20) && id_of_size.count(3 << 20))
       << "every file's reads were recorded";
   auto changes = [&](uint32_t flag) {

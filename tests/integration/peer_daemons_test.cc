@@ -143,6 +143,12 @@ TEST_F(PeerDaemons, FetchFromThePeerFallBackAndGoOnAloneWithoutEtcd) {
   std::string text = runCommand({testing::hotshardBinary(), "status", "--socket", b->socket()}).out;
   EXPECT_NE(text.find("connected"), std::string::npos) << text;
   EXPECT_NE(text.find("8.0 MiB from peers"), std::string::npos) << text;
+  // top names each hot file's owner.
+  text = runCommand({testing::hotshardBinary(), "top", "--iterations", "1", "--socket",
+                     b->socket()})
+             .out;
+  EXPECT_NE(text.find("OWNER"), std::string::npos) << text;
+  EXPECT_NE(text.find(" a "), std::string::npos) << text;
 
   // A file B owns, read on A first: A asks B, B promotes it once and serves it.
   const std::string theirs = fileOwnedBy("b-owns", "b");
@@ -237,6 +243,24 @@ TEST_F(PeerDaemons, ColdFileOpenedOnBothAtOnceLeavesTheRemoteOnce) {
             size);
   EXPECT_EQ(at(sa, "/fuse/opens_remote"_json_pointer), 0u);
   EXPECT_EQ(at(sb, "/fuse/opens_remote"_json_pointer), 0u);
+}
+
+// etcd down never blocks a start: the daemon serves alone, says why, and
+// joins once etcd answers.
+TEST_F(PeerDaemons, StartsAloneWithoutEtcdAndJoinsLater) {
+  etcd_.stop();
+  auto a = startMember("a");
+  ASSERT_TRUE(a);
+  json s = a->status();
+  ASSERT_TRUE(sees(s, 1, false)) << s.dump(2);
+  EXPECT_FALSE(s["cluster"].value("alone_reason", "").empty()) << s.dump(2);
+  writeRandomFile(remote_ + "/x.bin", 1 << 20, 7);
+  EXPECT_EQ(readThrough(a->mountpoint() + "/x.bin"), sha256File(remote_ + "/x.bin"));
+  ASSERT_TRUE(etcd_.restart());
+  auto b = startMember("b");
+  ASSERT_TRUE(b);
+  s = waitStatus(*a, [](const json& s) { return sees(s, 2, true); });
+  EXPECT_TRUE(sees(s, 2, true)) << s.dump(2);
 }
 
 // A peer with the wrong token is refused and counted; the asker reads the

@@ -243,31 +243,31 @@ TEST_F(PeerWire, AWrongTokenIsRefusedByBothSides) {
 TEST_F(PeerWire, GarbageSilenceAndHugeLengthsAreClosedWithinTheTimeout) {
   auto req = source_.add("ok", "still serving");
   ServerOptions options;
-  options.io_timeout = 300ms;
+  options.io_timeout = 1500ms;  // far from "at once", even on a loaded host
   startServer(options);
   {
     UniqueFd fd = rawConnect();
     ASSERT_GT(::send(fd.get(), "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 0);
-    EXPECT_LT(timeToClose(fd.get()), 250ms) << "garbage: closed at once";
+    EXPECT_LT(timeToClose(fd.get()), 1000ms) << "garbage: closed at once";
   }
   {
     UniqueFd fd = rawConnect();
     auto waited = timeToClose(fd.get());
-    EXPECT_GE(waited, 250ms) << "silence: closed at the io timeout";
-    EXPECT_LT(waited, 2s);
+    EXPECT_GE(waited, 1400ms) << "silence: closed at the io timeout";
+    EXPECT_LT(waited, 4s);
   }
   {
     UniqueFd fd = rawConnect();
     std::string huge = encodeFrame(FrameType::kHello, "");
     huge[8] = huge[9] = huge[10] = huge[11] = '\xff';
     ASSERT_GT(::send(fd.get(), huge.data(), huge.size(), MSG_NOSIGNAL), 0);
-    EXPECT_LT(timeToClose(fd.get()), 250ms) << "a 4 GiB frame length: closed at once";
+    EXPECT_LT(timeToClose(fd.get()), 1000ms) << "a 4 GiB frame length: closed at once";
   }
   {
     UniqueFd fd = rawConnect();
     std::string partial = encodeFrame(FrameType::kHello, std::string(32, 'n')).substr(0, 20);
     ASSERT_GT(::send(fd.get(), partial.data(), partial.size(), MSG_NOSIGNAL), 0);
-    EXPECT_LT(timeToClose(fd.get()), 2s) << "half a frame: closed at the io timeout";
+    EXPECT_LT(timeToClose(fd.get()), 4s) << "half a frame: closed at the io timeout";
   }
   EXPECT_TRUE(testing::eventually([&] { return server_->stats().refused_auth == 4; }));
   EXPECT_EQ(server_->stats().protocol_errors, 2u);
@@ -298,13 +298,13 @@ TEST_F(PeerWire, BeyondMaxConnectionsAClientIsClosedAtOnce) {
   auto req = source_.add("ok", "data");
   ServerOptions options;
   options.max_connections = 1;
-  options.io_timeout = 1s;
+  options.io_timeout = 2s;
   startServer(options);
   UniqueFd idle = rawConnect();  // holds the one connection slot, silent; accepted first
   UniqueFd second = rawConnect();
-  EXPECT_LT(timeToClose(second.get()), 500ms);
+  EXPECT_LT(timeToClose(second.get()), 1s);
   EXPECT_EQ(server_->stats().refused_connections, 1u);
-  EXPECT_LT(timeToClose(idle.get()), 2s);  // the idle one ends at io_timeout
+  EXPECT_LT(timeToClose(idle.get()), 4s);  // the idle one ends at io_timeout
   ASSERT_TRUE(testing::eventually([&] { return server_->stats().refused_auth == 1; }));
   expectFetches(req, "data");
 }
@@ -333,6 +333,22 @@ TEST_F(PeerWire, AStalledSourceEndsTheFetchAtTheClientsIoTimeout) {
   }
   cv.notify_all();
   server_->stop();  // joins the connection that waited on the source
+}
+
+TEST_F(PeerWire, StopClosesLiveConnectionsPromptly) {
+  auto req = source_.add("ok", "data");
+  startServer();  // io_timeout 10 s: stop() must not wait for it
+  auto channel = makeTcpConnector()->connect(server_->boundAddress(), deadlineIn(2s));
+  ASSERT_TRUE(channel.ok());
+  ASSERT_TRUE(authenticateAsClient(**channel, kToken, deadlineIn(2s)).ok());
+  UniqueFd silent = rawConnect();  // and one still before authentication
+  auto start = std::chrono::steady_clock::now();
+  server_->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  UniqueFd dest = testing::tempDest();
+  auto r = fetchOnChannel(**channel, req, dest.get(), 2s, deadlineIn(5s), nullptr);
+  EXPECT_EQ(r.error().code, Errc::kIo) << r.error().message;
+  EXPECT_LT(timeToClose(silent.get()), 1s);
 }
 
 TEST_F(PeerWire, ConnectingToNobodyFailsWithinTheConnectTimeout) {

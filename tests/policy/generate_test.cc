@@ -45,6 +45,21 @@ TEST(TraceFamilies, MultiJobDataSetsGrowAndOverlapInTime) {
   }
   EXPECT_LT(first3, last1);
   for (std::size_t i = 1; i < t.size(); ++i) EXPECT_GT(t[i].time_ns, t[i - 1].time_ns);
+  // Each job's data set sits in a directory of its own (Request::dataset).
+  for (const auto& r : t) EXPECT_EQ(r.dataset, r.id / 1000000) << r.id;
+}
+
+TEST(TraceFamilies, DataSetsAreTheDirectoriesTheFilesWouldSitIn) {
+  auto shift = generate("shift", {{"objects", "50"}, {"requests", "400"}});
+  for (std::size_t i = 0; i < shift.size(); ++i) EXPECT_EQ(shift[i].dataset, i < 200 ? 1u : 2u);
+  // Training data, checkpoints: two directories; every record, writes too, has one.
+  std::set<std::uint32_t> ckpt_sets;
+  for (const auto& r : generate("checkpoint", {{"shards", "20"}, {"every", "10"}}))
+    ckpt_sets.insert(r.dataset);
+  EXPECT_EQ(ckpt_sets, (std::set<std::uint32_t>{1, 2}));
+  // Two jobs of epoch read one data set.
+  for (const auto& r : generate("epoch", {{"shards", "10"}, {"epochs", "1"}}))
+    EXPECT_EQ(r.dataset, 1u);
 }
 
 TEST(TraceFamilies, InferenceReplicasLoadTheSameModelInABurst) {

@@ -13,7 +13,7 @@ TEST(PolicyFactory, BuildsFromOneStringOrNamePlusList) {
   EXPECT_EQ((*a)->name(), "hotshard");
   EXPECT_EQ(describePolicy(**a),
             "hotshard;half_life=32;miss_weight=1;hit_weight=0.25;hysteresis=0.3;margin=2;"
-            "min_read_ratio=1;reuse_factor=16;idle_gaps=6;history=4");
+            "min_read_ratio=1;reuse_factor=16;idle_gaps=6;dataset_idle=8;history=4");
   auto b = createPolicy("hotshard", {"hysteresis=0.3", "half_life=32"}, 1000);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ((*b)->params(), (*a)->params());

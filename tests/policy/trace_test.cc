@@ -30,7 +30,8 @@ std::vector<Request> sample() {
        .offset = 512,
        .bytes_read = 1024,
        .bytes_missed = 0,
-       .flags = 0},
+       .flags = 0,
+       .dataset = 0xfeedbeef},
       {.time_ns = 3000000000,
        .id = 7,
        .size = 4096,
@@ -151,6 +152,41 @@ TEST(TraceFormat, CsvDefaultsCommentsAndHeader) {
   EXPECT_EQ((*r)[1].offset, 50u);
   EXPECT_EQ((*r)[1].bytes_missed, 20u);
   EXPECT_EQ((*r)[2].flags, kFlagWrite);
+}
+
+TEST(TraceFormat, CsvDataSetIsAnOptionalEighthField) {
+  auto r = read(TraceFormat::kCsv, "1,2,3,0,3,3,0,42\n4,5,6,0,6,6,0\n");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].dataset, 42u);
+  EXPECT_EQ((*r)[1].dataset, 0u);  // an older trace: unknown
+  auto wide = read(TraceFormat::kCsv, "1,2,3,0,3,3,0,4294967296\n");
+  ASSERT_FALSE(wide.ok());
+  EXPECT_EQ(wide.error().message, "t:1: field dataset: larger than 32 bits");
+  auto nine = read(TraceFormat::kCsv, "1,2,3,0,3,3,0,4,5\n");
+  ASSERT_FALSE(nine.ok());
+  EXPECT_NE(nine.error().message.find("more than 8 fields"), std::string::npos);
+}
+
+TEST(TraceFormat, NativeRecordsOfOldWritersReadAsDataSetZero) {
+  // Before the data set, bytes 52..55 of a record were a reserved zero.
+  std::string bytes = write(TraceFormat::kNative, {sample()[1]});
+  ASSERT_EQ(bytes.size(), kNativeHeaderSize + kNativeRecordSize);
+  EXPECT_EQ(bytes.substr(kNativeHeaderSize + 52, 4), std::string("\xef\xbe\xed\xfe", 4));
+  std::memset(bytes.data() + kNativeHeaderSize + 52, 0, 4);
+  auto back = read(TraceFormat::kNative, bytes);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ((*back)[0].dataset, 0u);
+  EXPECT_EQ((*back)[0].bytes_read, 1024u);
+}
+
+TEST(TraceFormat, DataSetIsTheTopLevelDirectory) {
+  EXPECT_EQ(datasetOf("imagenet/train/00001.tar"), datasetOf("imagenet/val/x.jpg"));
+  EXPECT_EQ(datasetOf("/imagenet/a"), datasetOf("imagenet/b"));
+  EXPECT_NE(datasetOf("imagenet/a"), datasetOf("coco/a"));
+  EXPECT_NE(datasetOf("imagenet/a"), 0u);
+  EXPECT_EQ(datasetOf("model.safetensors"), 0u);  // no directory: unknown
+  EXPECT_EQ(datasetOf(""), 0u);
 }
 
 TEST(TraceFormat, CsvErrorsNameTheLine) {

@@ -122,6 +122,7 @@ if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
 fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
+if [[ ${BENCH_FD_WALK:-1} != 0 ]]; then tools/bench/fd-walk-bench.sh; fi
 if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then tools/bench/cluster-bench.sh; fi
 
 prepare
@@ -184,7 +185,7 @@ stop_daemon
   echo "hotshard-readbench whole @/small   --block 4KiB"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes epochs first-epoch memory cluster; do
+  for part in opens opens-profile extra probes epochs first-epoch memory fd-walk cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
