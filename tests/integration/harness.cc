@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -223,6 +225,13 @@ dev_t mountDevice(const std::string& path) {
       if (opts_.fd_soft_limit != 0) rl.rlim_cur = opts_.fd_soft_limit;
       rl.rlim_cur = std::min(rl.rlim_cur, rl.rlim_max);
       if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
+    }
+    if (!opts_.netns.empty()) {
+      int ns = ::open(opts_.netns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+        std::fprintf(stderr, "setns %s: %s\n", opts_.netns.c_str(), std::strerror(errno));
+        ::_exit(126);
+      }
     }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));

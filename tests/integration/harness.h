@@ -59,6 +59,9 @@ class DaemonProcess {
     std::vector<std::string> extra_args;
     uint64_t fd_soft_limit = 0;  // RLIMIT_NOFILE's soft limit for the daemon; 0: as ours
     uint64_t fd_hard_limit = 0;  // and its hard limit (the daemon raises soft to hard); 0: as ours
+    // A network namespace ("/run/netns/NAME") the daemon runs in (setns(2) before
+    // exec; its mount namespace stays ours, so its mount is seen here); empty: ours.
+    std::string netns;
   };
   explicit DaemonProcess(Options opts, std::string workdir);
   ~DaemonProcess();  // stop()
@@ -73,6 +76,7 @@ class DaemonProcess {
   // `hotshard stop`; its exit status, or -1 if it did not exit in time.
   int waitExit(int timeout_s);
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   json status();
   const std::string& mountpoint() const { return mountpoint_; }
   const std::string& socket() const { return socket_; }

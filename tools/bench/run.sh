@@ -18,6 +18,9 @@
 #                                       writes docs/benchmarks.d/first-epoch.md)
 #   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
 #                                       uncached, against native; writes docs/benchmarks.d/opens.md)
+#   BENCH_CLUSTER=0                     skip tools/bench/cluster-bench.sh (the peer tier: peer fetch rate
+#                                       over a shaped link, cold start of a 1 GiB file on three hosts
+#                                       at once; writes docs/benchmarks.d/cluster.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -144,6 +147,7 @@ fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
 if [[ ${BENCH_FD_WALK:-1} != 0 ]]; then tools/bench/fd-walk-bench.sh; fi
+if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then tools/bench/cluster-bench.sh; fi
 
 prepare
 prepare_deep
@@ -226,7 +230,7 @@ stop_daemon
   echo "hotshard-readbench stat  @/deep   # twice, second timed; also with --consistency 'strict;ac=0'"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes epochs first-epoch memory fd-walk; do
+  for part in opens opens-profile extra probes epochs first-epoch memory fd-walk cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
