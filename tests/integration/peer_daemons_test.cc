@@ -272,6 +272,8 @@ TEST_F(PeerDaemons, SlowOwnerCopyHoldsNoOpenPastThePeerTimeout) {
   json sa = a->status();
   EXPECT_EQ(at(sa, "/fuse/opens_remote"_json_pointer), 1u) << sa.dump(2);
   EXPECT_EQ(at(sa, "/cache/promoter/published"_json_pointer), 0u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/cluster/fetch_failures/busy"_json_pointer), 1u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/cluster/owner_promotions"_json_pointer), 0u) << sa.dump(2);
 
   // B asks A for another file A owns, while A's copy of it is slow: busy.
   const std::string theirs = fileOwnedBy("slow-b", "a");
