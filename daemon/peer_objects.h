@@ -106,6 +106,10 @@ class PeerObjects : public peer::ObjectSource {
 
   // Refuses new background copies and joins those running. Idempotent.
   void stop();
+  // The remote root was replaced by a new mount (Daemon::reopenRemote): stats
+  // blocked in the old one are written off (RemoteCalls::forgetBlocked), so
+  // the new one gets a full pool of workers.
+  void remoteRootReplaced() { remote_calls_.forgetBlocked(); }
 
   // Fills the promotion's tmp file (dest_fd, empty, written from offset 0)
   // with the object and returns what the peer said of it; see PeerClient::fetch.

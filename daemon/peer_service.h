@@ -65,6 +65,8 @@ class PeerService {
   // The id of the live member owning rel_path now ("" when none is known).
   std::string ownerOf(const std::string& rel_path) const;
   void fillStatus(ClusterStatus& status) const;
+  // The remote root was replaced by a new mount: see PeerObjects::remoteRootReplaced.
+  void remoteRootReplaced() { objects_->remoteRootReplaced(); }
   // Told of each successful fetch from a peer (seconds): the metrics' histogram.
   void setFetchObserver(std::function<void(double seconds)> observer);
 

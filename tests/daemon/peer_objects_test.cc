@@ -385,5 +385,36 @@ TEST_F(PeerObjectsTest, StopEndsBackgroundCopies) {
   EXPECT_EQ(s.error().code, Errc::kBusy) << "no copy starts after stop()";
 }
 
+// Stats blocked in a hung remote fill the pool (4 workers): later ones are
+// refused at once (EIO), until the remote is replaced by a new mount, whose
+// stats get a full pool again.
+TEST_F(PeerObjectsTest, StatsBlockedInAReplacedRemoteAreWrittenOff) {
+  auto gate = std::make_shared<Gate>();
+  auto hang = std::make_shared<std::atomic<bool>>(true);
+  makeObjects(/*owner=*/false, promoterOptions(), [&](PeerObjectsOptions& o) {
+    o.remote_timeout_seconds = 0.2;
+    o.stat_hook = [gate, hang](const std::string&) {
+      if (*hang) gate->pass();
+    };
+  });
+  makeRemote("r.bin", 4096);
+  for (int i = 0; i < 4; i++) {
+    auto v = objects_->remoteValidator("r.bin");
+    ASSERT_FALSE(v.ok());
+    EXPECT_EQ(v.error().sys_errno, ETIMEDOUT) << v.error().message;
+  }
+  auto t0 = Clock::now();
+  auto refused = objects_->remoteValidator("r.bin");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().sys_errno, EIO) << refused.error().message;
+  EXPECT_LT(secondsSince(t0), 0.15) << "refused at once";
+  *hang = false;  // the new mount answers; the old one still hangs its 4 calls
+  objects_->remoteRootReplaced();
+  auto v = objects_->remoteValidator("r.bin");
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(v->size, 4096u);
+  gate->release();
+}
+
 }  // namespace
 }  // namespace hotshard
