@@ -260,6 +260,19 @@ struct Gate {
   }
 };
 
+// Options whose remote stats stall at `gate` while *hang, under a deadline of
+// `timeout` seconds.
+std::function<void(PeerObjectsOptions&)> hungRemote(std::shared_ptr<Gate> gate,
+                                                    std::shared_ptr<std::atomic<bool>> hang,
+                                                    double timeout) {
+  return [=](PeerObjectsOptions& o) {
+    o.remote_timeout_seconds = timeout;
+    o.stat_hook = [gate, hang](const std::string&) {
+      if (*hang) gate->pass();
+    };
+  };
+}
+
 using Clock = std::chrono::steady_clock;
 double secondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -338,12 +351,7 @@ TEST_F(PeerObjectsTest, AskerOfAStalledOwnerIsAnsweredBusyWithinItsBound) {
 TEST_F(PeerObjectsTest, HungRemoteStatIsAnsweredWithinTheRemoteTimeout) {
   auto gate = std::make_shared<Gate>();
   auto hang = std::make_shared<std::atomic<bool>>(true);
-  makeObjects(/*owner=*/true, promoterOptions(), [&](PeerObjectsOptions& o) {
-    o.remote_timeout_seconds = 0.3;
-    o.stat_hook = [gate, hang](const std::string&) {
-      if (*hang) gate->pass();
-    };
-  });
+  makeObjects(/*owner=*/true, promoterOptions(), hungRemote(gate, hang, 0.3));
   makeRemote("h.bin", 8192);
   peer::ObjectRequest req = requestFor("h.bin");
   auto t0 = Clock::now();
@@ -391,12 +399,7 @@ TEST_F(PeerObjectsTest, StopEndsBackgroundCopies) {
 TEST_F(PeerObjectsTest, StatsBlockedInAReplacedRemoteAreWrittenOff) {
   auto gate = std::make_shared<Gate>();
   auto hang = std::make_shared<std::atomic<bool>>(true);
-  makeObjects(/*owner=*/false, promoterOptions(), [&](PeerObjectsOptions& o) {
-    o.remote_timeout_seconds = 0.2;
-    o.stat_hook = [gate, hang](const std::string&) {
-      if (*hang) gate->pass();
-    };
-  });
+  makeObjects(/*owner=*/false, promoterOptions(), hungRemote(gate, hang, 0.2));
   makeRemote("r.bin", 4096);
   for (int i = 0; i < 4; i++) {
     auto v = objects_->remoteValidator("r.bin");
