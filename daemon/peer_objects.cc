@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <system_error>
 #include <thread>
 
 #include "base/fd.h"
@@ -39,10 +40,13 @@ Result<Validator> PeerObjects::remoteValidator(const std::string& rel_path) cons
     if (hook) hook(rel_path);
     UniqueFd at(openBeneath(root->get(), rel_path, O_PATH));
     struct stat st {};
-    if (!at || ::fstat(at.get(), &st) != 0) return lastSysError("peer: stat remote file " + rel_path);
+    if (!at || ::fstat(at.get(), &st) != 0) {
+      return lastSysError("peer: stat remote file " + rel_path);
+    }
     return st;
   };
-  Result<struct stat> r = remote_calls_.run<struct stat>("peer: stat remote file " + rel_path, stat_remote);
+  Result<struct stat> r =
+      remote_calls_.run<struct stat>("peer: stat remote file " + rel_path, stat_remote);
   if (!r.ok()) {
     Error e = r.takeError();
     if (e.sys_errno == ENOENT || e.sys_errno == ENOTDIR || e.sys_errno == ELOOP ||
@@ -150,13 +154,21 @@ Status PeerObjects::promoteOnce(const std::string& rel_path, const Validator& no
     Copy& copy = copies_.emplace_back();
     // The thread starts under mu_, so it finds its Copy in place; it lands its
     // flight and marks itself finished under mu_, and needs nothing after.
-    copy.thread = std::thread([this, rel_path, now, flight, c = &copy] {
-      Status result = promoteNow(rel_path, now);
-      std::lock_guard copy_lock(mu_);
-      landFlight(rel_path, flight, std::move(result));
+    try {
+      copy.thread = std::thread([this, rel_path, now, flight, c = &copy] {
+        Status result = promoteNow(rel_path, now);
+        std::lock_guard copy_lock(mu_);
+        landFlight(rel_path, flight, std::move(result));
+        running_--;
+        c->finished = true;
+      });
+    } catch (const std::system_error& e) {  // no thread to be had (EAGAIN)
+      copies_.pop_back();
       running_--;
-      c->finished = true;
-    });
+      landFlight(
+          rel_path, flight,
+          makeError(Errc::kBusy, "promote " + rel_path + ": start a copy thread: " + e.what()));
+    }
   }
   return awaitFlight(lock, rel_path, flight, wait);
 }
