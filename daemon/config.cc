@@ -309,8 +309,9 @@ void addClusterItems(std::vector<ConfigItem>& items) {
       },
   });
   items.push_back(durationItem("peer-timeout",
-                               "Deadline of one fetch from a peer, 100ms to 1h; past it the "
-                               "open reads the remote (default: 30s)",
+                               "How long an open waits for a copy (a fetch from a peer, or "
+                               "this host's own promotion as the owner), 100ms to 1h; past it "
+                               "the open reads the remote (default: 30s)",
                                &RunConfig::peer_timeout, std::chrono::milliseconds(100),
                                std::chrono::hours(1), "100ms to 1h"));
 }

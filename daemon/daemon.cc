@@ -498,6 +498,7 @@ bool Daemon::reopenRemote(fuse::RemoteCalls& calls) {
   }
   remote_watch_.mnt_id = mountIdOf(remote_fd_.get(), "", AT_EMPTY_PATH);
   fs_->remoteRootReplaced(remote_fd_.get());
+  if (peer_) peer_->remoteRootReplaced();
   spdlog::info("remote {} is mounted again: serving it without a restart", cfg_.remote);
   return true;
 }

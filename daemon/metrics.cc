@@ -137,7 +137,8 @@ const std::vector<MetricInfo> kCatalog = {
     {"hotshard_peer_fetches_total", "counter", {"peer", "transport"},
      "Objects fetched from peers and published, by peer id and transport."},
     {"hotshard_peer_fetch_failures_total", "counter", {"reason"},
-     "Fetches from peers that failed, after which the open read the remote, by reason."},
+     "Fetches from peers that failed, after which the open read the remote, by reason "
+     "(busy also counts the owner's opens that outlasted the wait for its own copy)."},
     {"hotshard_peer_owner_promotions_total", "counter", {},
      "Opens of files this host owns that promoted from the remote at once."},
     {"hotshard_peer_served_bytes_total", "counter", {},

@@ -88,6 +88,10 @@ Status PeerService::startServer(const PeerServiceDeps& deps) {
         return owner != nullptr && owner->id == cfg_.peer_id;
       },
       .wait = millis(cfg_.peer_timeout),
+      // Half the asker's fetch timeout (the same option on every host): a
+      // kBusy reaches it in time, and a copy done by then has the rest to travel.
+      .serve_wait = millis(cfg_.peer_timeout) / 2,
+      .remote_timeout_seconds = toSeconds(cfg_.remote_timeout),
   });
   server_ = std::make_unique<peer::PeerServer>(
       peer::ServerOptions{.listen = cfg_.peer_listen,
@@ -120,9 +124,12 @@ Status PeerService::startMembership(uint64_t capacity_bytes) {
 }
 
 PeerService::~PeerService() {
-  // Leave etcd first, so that peers stop asking; then the listener closes.
+  // Leave etcd first, so that peers stop asking; then the listener closes;
+  // then the background copies end (the promoter was shut down before this:
+  // Daemon's Quiesce), all before the store goes.
   if (membership_) membership_->stop();
   if (server_) server_->stop();
+  if (objects_) objects_->stop();
 }
 
 std::string PeerService::ownerOf(const std::string& rel_path) const {
@@ -146,12 +153,15 @@ bool PeerService::fetchCopy(const std::string& rel_path, const struct stat& remo
   if (owner == nullptr) return false;
   Status s = Ok{};
   if (owner->id == cfg_.peer_id) {
-    s = objects_->promoteOnce(rel_path, wanted);
+    // At most --peer-timeout, as a fetch from a peer: past it the open reads
+    // the remote while the copy goes on in the background.
+    s = objects_->promoteOnce(rel_path, wanted, millis(cfg_.peer_timeout));
     if (s.ok()) {
       std::lock_guard lock(mu_);
       ++owner_promotions_;
     } else {
       spdlog::debug("{}: promotion as its owner failed: {}", rel_path, s.error().message);
+      if (s.error().code == Errc::kBusy) countFailure(s.error());  // outlasted the wait
     }
   } else {
     const peer::Member from = *owner;

@@ -4,7 +4,9 @@
 // membership (peer::Membership, registered once the listener is bound) and the
 // client that fetches from peers (peer::PeerClient). Teardown runs in reverse:
 // the membership leaves etcd first (peers stop asking), then the listener
-// closes, all before the cache store goes (the Daemon declares this after its
+// closes, then the background copies are joined (PeerObjects::stop; the
+// Daemon's Quiesce shut the promoter down first, so they end at their next
+// chunk), all before the cache store goes (the Daemon declares this after its
 // CacheService).
 //
 // The open path (fetchCopy, called by CacheService::fetchCopy for a read-only
@@ -13,9 +15,11 @@
 // Ravishankar 1996, peer/rendezvous.h). Another host owns it: fetch it from
 // that host into the store's tmp/, bounded by --peer-timeout, verified (xxh3
 // as it arrives, then the validator) and published as a promotion. This host
-// owns it: promote from the remote now. Either way single-flight per path
-// (PeerObjects::once), shared with peers asking this host. Any failure leaves
-// the open reading the remote, as without a cluster, and is counted by reason.
+// owns it: promote from the remote now, on a background copy thread, waiting
+// for it at most --peer-timeout (past it the copy goes on and is published;
+// PeerObjects::promoteOnce). Either way single-flight per path, shared with
+// peers asking this host. Any failure leaves the open reading the remote, as
+// without a cluster, and is counted by reason.
 //
 // etcd down never blocks: Membership goes on alone (live = {self}, so this
 // host owns every key and promotes from its remote) and rejoins by itself.
@@ -61,6 +65,8 @@ class PeerService {
   // The id of the live member owning rel_path now ("" when none is known).
   std::string ownerOf(const std::string& rel_path) const;
   void fillStatus(ClusterStatus& status) const;
+  // The remote root was replaced by a new mount: see PeerObjects::remoteRootReplaced.
+  void remoteRootReplaced() { objects_->remoteRootReplaced(); }
   // Told of each successful fetch from a peer (seconds): the metrics' histogram.
   void setFetchObserver(std::function<void(double seconds)> observer);
 

@@ -6,6 +6,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -31,9 +34,10 @@ class PeerObjectsTest : public testing::StoreFixture {
     StoreFixture::TearDown();
   }
 
-  void makeObjects(bool owner, PromoterOptions po) {
+  void makeObjects(bool owner, PromoterOptions po,
+                   const std::function<void(PeerObjectsOptions&)>& tune = nullptr) {
     makePromoter(std::move(po));
-    objects_ = std::make_unique<PeerObjects>(PeerObjectsOptions{
+    PeerObjectsOptions o{
         .ns = "imagenet",
         .remote_root_fd = remote_fd_,
         .store = store_.get(),
@@ -43,7 +47,9 @@ class PeerObjectsTest : public testing::StoreFixture {
           return owner;
         },
         .wait = std::chrono::seconds(20),
-    });
+    };
+    if (tune) tune(o);
+    objects_ = std::make_unique<PeerObjects>(std::move(o));
   }
 
   peer::ObjectRequest requestFor(const std::string& rel) {
@@ -233,6 +239,184 @@ TEST_F(PeerObjectsTest, OnceRunsOneFlightAndOthersGetItsResult) {
   for (Errc c : codes) EXPECT_EQ(c, Errc::kNoSpace);
   // Done flights are forgotten: the next call runs again.
   EXPECT_TRUE(objects_->once("p", [] { return Status(Ok{}); }).ok());
+}
+
+// A gate a test holds shut to stall a remote or a copy, and opens at the end
+// (shared: a stalled remote call may outlive the test on its detached worker).
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  int waiting = 0;
+  void pass() {
+    std::unique_lock lock(mu);
+    waiting++;
+    cv.wait(lock, [&] { return open; });
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+// Options whose remote stats stall at `gate` while *hang, under a deadline of
+// `timeout` seconds.
+std::function<void(PeerObjectsOptions&)> hungRemote(std::shared_ptr<Gate> gate,
+                                                    std::shared_ptr<std::atomic<bool>> hang,
+                                                    double timeout) {
+  return [=](PeerObjectsOptions& o) {
+    o.remote_timeout_seconds = timeout;
+    o.stat_hook = [gate, hang](const std::string&) {
+      if (*hang) gate->pass();
+    };
+  };
+}
+
+using Clock = std::chrono::steady_clock;
+double secondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The owner's own promotion at an open (issue 15): the opener waits at most
+// its bound and goes on (to the remote); the copy finishes on a background
+// thread and is published, once.
+TEST_F(PeerObjectsTest, OwnersOpenWaitsAtMostItsBoundAndTheCopyIsPublishedAfter) {
+  PromoterOptions po = promoterOptions();
+  po.chunk_bytes = 256 * 1024;
+  po.chunk_hook = [](const std::string&, uint64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a slow remote: ~2.7 s
+  };
+  makeObjects(/*owner=*/true, po);
+  std::string content = makeRemote("big/model.bin", 2 * kMiB + 3);
+  Validator v = validatorOfPath(remote_ + "/big/model.bin");
+
+  auto t0 = Clock::now();
+  Status s = objects_->promoteOnce("big/model.bin", v, std::chrono::milliseconds(200));
+  double waited = secondsSince(t0);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, Errc::kBusy) << s.error().message;
+  EXPECT_LT(waited, 1.2) << "the opener was held by the copy";
+  EXPECT_FALSE(store_->isCached("big/model.bin", v));
+  // A later open joins the copy in flight (no second copy) and gets it.
+  s = objects_->promoteOnce("big/model.bin", v, std::chrono::seconds(20));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(cachedBytes("big/model.bin"), content);
+  EXPECT_TRUE(store_->verify("big/model.bin").ok());
+  EXPECT_EQ(promoter_->stats().started, 1u);
+  EXPECT_EQ(promoter_->stats().published, 1u);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+}
+
+// A peer asks the owner while the owner's copy is stalled: it is answered
+// kBusy within its bound (it reads its own remote), and served once the copy
+// is done. Copies past max_background are refused at once.
+TEST_F(PeerObjectsTest, AskerOfAStalledOwnerIsAnsweredBusyWithinItsBound) {
+  auto gate = std::make_shared<Gate>();
+  PromoterOptions po = promoterOptions();
+  po.chunk_hook = [gate](const std::string&, uint64_t) { gate->pass(); };
+  makeObjects(/*owner=*/true, po, [](PeerObjectsOptions& o) {
+    o.serve_wait = std::chrono::milliseconds(200);
+    o.max_background = 1;
+  });
+  std::string content = makeRemote("cold.bin", kMiB + 17);
+  makeRemote("other.bin", 4096);
+
+  auto t0 = Clock::now();
+  auto served = objects_->openForPeer(requestFor("cold.bin"));
+  ASSERT_FALSE(served.ok());
+  EXPECT_EQ(served.error().code, Errc::kBusy) << served.error().message;
+  EXPECT_LT(secondsSince(t0), 1.2) << "a peer-server thread was pinned by the copy";
+  t0 = Clock::now();
+  auto other = objects_->openForPeer(requestFor("other.bin"));
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().code, Errc::kBusy) << "one background copy at most";
+  EXPECT_LT(secondsSince(t0), 0.15) << "refused at once, not after serve_wait";
+
+  gate->release();
+  Result<peer::ServedObject> later = makeError(Errc::kBusy, "not asked");
+  for (auto until = Clock::now() + std::chrono::seconds(10); Clock::now() < until;) {
+    later = objects_->openForPeer(requestFor("cold.bin"));
+    if (later.ok() || later.error().code != Errc::kBusy) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(later.ok()) << later.error().message;
+  EXPECT_EQ(readFd(later->fd.get()), content);
+  EXPECT_EQ(later->meta.xxh3, xxh3(content));
+  EXPECT_EQ(promoter_->stats().started, 1u);
+}
+
+// The serving side's stat of its own remote runs under --remote-timeout: a
+// hung remote answers kIo (ETIMEDOUT) within the deadline.
+TEST_F(PeerObjectsTest, HungRemoteStatIsAnsweredWithinTheRemoteTimeout) {
+  auto gate = std::make_shared<Gate>();
+  auto hang = std::make_shared<std::atomic<bool>>(true);
+  makeObjects(/*owner=*/true, promoterOptions(), hungRemote(gate, hang, 0.3));
+  makeRemote("h.bin", 8192);
+  peer::ObjectRequest req = requestFor("h.bin");
+  auto t0 = Clock::now();
+  auto served = objects_->openForPeer(req);
+  double waited = secondsSince(t0);
+  ASSERT_FALSE(served.ok());
+  EXPECT_EQ(served.error().code, Errc::kIo) << served.error().message;
+  EXPECT_EQ(served.error().sys_errno, ETIMEDOUT) << served.error().message;
+  EXPECT_LT(waited, 1.5);
+  EXPECT_EQ(promoter_->stats().started, 0u);
+  // The remote answers again: served as before.
+  *hang = false;
+  gate->release();
+  auto again = objects_->openForPeer(req);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->meta.size, 8192u);
+}
+
+// Teardown: with the promoter shut down (Daemon's Quiesce), stop() ends the
+// background copies at their next chunk; nothing is published or left in tmp/.
+TEST_F(PeerObjectsTest, StopEndsBackgroundCopies) {
+  PromoterOptions po = promoterOptions();
+  po.chunk_bytes = 256 * 1024;
+  po.chunk_hook = [](const std::string&, uint64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  };
+  makeObjects(/*owner=*/true, po);
+  makeRemote("s.bin", 4 * kMiB);
+  Validator v = validatorOfPath(remote_ + "/s.bin");
+  Status s = objects_->promoteOnce("s.bin", v, std::chrono::milliseconds(50));
+  EXPECT_EQ(s.error().code, Errc::kBusy);
+  auto t0 = Clock::now();
+  promoter_->shutdown();
+  objects_->stop();
+  EXPECT_LT(secondsSince(t0), 2.0);
+  EXPECT_EQ(store_->stats().objects, 0u);
+  EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+  s = objects_->promoteOnce("s.bin", v, std::chrono::seconds(5));
+  EXPECT_EQ(s.error().code, Errc::kBusy) << "no copy starts after stop()";
+}
+
+// Stats blocked in a hung remote fill the pool (4 workers): later ones are
+// refused at once (EIO), until the remote is replaced by a new mount, whose
+// stats get a full pool again.
+TEST_F(PeerObjectsTest, StatsBlockedInAReplacedRemoteAreWrittenOff) {
+  auto gate = std::make_shared<Gate>();
+  auto hang = std::make_shared<std::atomic<bool>>(true);
+  makeObjects(/*owner=*/false, promoterOptions(), hungRemote(gate, hang, 0.2));
+  makeRemote("r.bin", 4096);
+  for (int i = 0; i < 4; i++) {
+    auto v = objects_->remoteValidator("r.bin");
+    ASSERT_FALSE(v.ok());
+    EXPECT_EQ(v.error().sys_errno, ETIMEDOUT) << v.error().message;
+  }
+  auto t0 = Clock::now();
+  auto refused = objects_->remoteValidator("r.bin");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().sys_errno, EIO) << refused.error().message;
+  EXPECT_LT(secondsSince(t0), 0.15) << "refused at once";
+  *hang = false;  // the new mount answers; the old one still hangs its 4 calls
+  objects_->remoteRootReplaced();
+  auto v = objects_->remoteValidator("r.bin");
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(v->size, 4096u);
+  gate->release();
 }
 
 }  // namespace

@@ -76,16 +76,20 @@ class PeerDaemons : public testing::EtcdTest {
     }
   }
 
-  std::unique_ptr<DaemonProcess> startMember(const std::string& id) {
+  std::unique_ptr<DaemonProcess> startMember(const std::string& id,
+                                             const std::string& peer_timeout = "3s",
+                                             const std::vector<std::string>& more = {}) {
+    std::vector<std::string> args = {
+        "--cluster", "t", "--etcd", etcd_.endpoint(), "--peer-listen", "127.0.0.1:0",
+        "--namespace", kNamespace, "--cluster-token-file", token_, "--peer-id", id,
+        "--peer-transports", "tcp", "--peer-timeout", peer_timeout, "--placement", "manual"};
+    args.insert(args.end(), more.begin(), more.end());
     auto d = std::make_unique<DaemonProcess>(
         DaemonProcess::Options{
             .remote = remote_,
             .mount = tmp_ / ("mnt-" + id),
             .cache = tmp_ / ("cache-" + id),
-            .extra_args = {"--cluster", "t", "--etcd", etcd_.endpoint(), "--peer-listen",
-                           "127.0.0.1:0", "--namespace", kNamespace, "--cluster-token-file",
-                           token_, "--peer-id", id, "--peer-transports", "tcp",
-                           "--peer-timeout", "3s", "--placement", "manual"}},
+            .extra_args = args},
         tmp_ / ("work-" + id));
     auto started = d->start();
     EXPECT_TRUE(started) << d->log();
@@ -243,6 +247,59 @@ TEST_F(PeerDaemons, ColdFileOpenedOnBothAtOnceLeavesTheRemoteOnce) {
             size);
   EXPECT_EQ(at(sa, "/fuse/opens_remote"_json_pointer), 0u);
   EXPECT_EQ(at(sb, "/fuse/opens_remote"_json_pointer), 0u);
+}
+
+// The owner's own copy is slow (--promote-rate 1 MiB/s stands for a slow
+// remote; issue 15): an open on the owner waits for it at most --peer-timeout,
+// then reads the remote, with the right bytes; the copy goes on in the
+// background, is published, and serves the next open. A peer asking the owner
+// meanwhile is answered busy within the owner's bound and reads its remote.
+TEST_F(PeerDaemons, SlowOwnerCopyHoldsNoOpenPastThePeerTimeout) {
+  auto a = startMember("a", "1s", {"--promote-rate", "1MiB"});
+  auto b = startMember("b", "1s");
+  ASSERT_TRUE(a && b);
+  for (auto* d : {a.get(), b.get()}) {
+    json s = waitStatus(*d, [](const json& s) { return sees(s, 2, true); });
+    ASSERT_TRUE(sees(s, 2, true)) << s.dump(2);
+  }
+  const auto bound = std::chrono::milliseconds(1000 + 2500);  // --peer-timeout + margin
+  const std::string rel = fileOwnedBy("slow", "a");
+  writeRandomFile(remote_ + "/" + rel, (8 << 20) + 1, 8);  // ~8 s to copy
+  const std::string want = sha256File(remote_ + "/" + rel);
+  auto t0 = Clock::now();
+  EXPECT_EQ(readThrough(a->mountpoint() + "/" + rel), want);
+  EXPECT_LT(Clock::now() - t0, bound) << "the open waited for the whole copy";
+  json sa = a->status();
+  EXPECT_EQ(at(sa, "/fuse/opens_remote"_json_pointer), 1u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/cache/promoter/published"_json_pointer), 0u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/cluster/fetch_failures/busy"_json_pointer), 1u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/cluster/owner_promotions"_json_pointer), 0u) << sa.dump(2);
+
+  // B asks A for another file A owns, while A's copy of it is slow: busy.
+  const std::string theirs = fileOwnedBy("slow-b", "a");
+  writeRandomFile(remote_ + "/" + theirs, (2 << 20) + 3, 9);
+  t0 = Clock::now();
+  EXPECT_EQ(readThrough(b->mountpoint() + "/" + theirs), sha256File(remote_ + "/" + theirs));
+  EXPECT_LT(Clock::now() - t0, bound) << "B's open waited on A's copy";
+  json sb = b->status();
+  EXPECT_GE(at(sb, "/cluster/fetch_failures/busy"_json_pointer), 1u) << sb.dump(2);
+  EXPECT_EQ(at(sb, "/cluster/fetched_bytes"_json_pointer), 0u) << sb.dump(2);
+
+  // Both copies finish in the background and are published, once each.
+  sa = waitStatus(
+      *a, [](const json& s) { return at(s, "/cache/promoter/published"_json_pointer) >= 2; },
+      std::chrono::seconds(20));
+  EXPECT_EQ(at(sa, "/cache/promoter/published"_json_pointer), 2u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/cache/promoter/started"_json_pointer), 2u) << sa.dump(2);
+  testing::CommandResult verify =
+      runCommand({testing::hotshardBinary(), "verify", "--socket", a->socket()}, 60);
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_NE(verify.out.find("verified 2 cached objects, dropped 0"), std::string::npos)
+      << verify.out;
+  EXPECT_EQ(readThrough(a->mountpoint() + "/" + rel), want);
+  sa = a->status();
+  EXPECT_EQ(at(sa, "/fuse/opens_cache"_json_pointer), 1u) << sa.dump(2);
+  EXPECT_EQ(at(sa, "/fuse/opens_remote"_json_pointer), 1u) << sa.dump(2);
 }
 
 // etcd down never blocks a start: the daemon serves alone, says why, and
