@@ -247,7 +247,11 @@ TEST_F(IntegrationCluster, WithoutTheClusterEachHostReadsTheRemote) {
   const uint64_t data_bytes = rels.size() * kSize;
   for (int n = 1; n <= topo_->hosts(); n++) ASSERT_TRUE(startHost(n, {}));
   for (int n = 1; n <= topo_->hosts(); n++) ASSERT_TRUE(readAll(n, rels));
-  EXPECT_EQ(topo_->remoteFileBytes(), topo_->hosts() * data_bytes);
+  // Every host reads every byte from the remote; a page read twice (the page
+  // cache let it go, or placement copied a page that was not resident) may add
+  // a little, as in CI once (4 KiB over 48 MiB): 3x, not the cluster's 1.1x.
+  EXPECT_GE(topo_->remoteFileBytes(), topo_->hosts() * data_bytes);
+  EXPECT_LT(topo_->remoteFileBytes(), topo_->hosts() * data_bytes * 11 / 10);
 }
 
 // The peer tier's promise (issue 15): a data set read on three hosts leaves the
