@@ -324,7 +324,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
       e->generation = known->generation;
       rememberStat(*known, e->attr);
       overlayAdoptedCopy(*known, e->attr);  // its size and data agree (one truth)
-      setEntryTimeouts(parent, name, *known, e);
+      setEntryTimeouts(name, *known, e);
       return Ok{};
     }
   } else if (int err = seen.error().sys_errno; err == ENOENT || err == ETIMEDOUT || err == EIO) {
@@ -338,70 +338,36 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->generation = inode.generation;
   rememberStat(inode, e->attr);  // our lookup reference keeps it alive
   overlayAdoptedCopy(inode, e->attr);
-  setEntryTimeouts(parent, name, inode, e);
+  setEntryTimeouts(name, inode, e);
   return Ok{};
 }
 
-void FileSystem::setEntryTimeouts(fuse_ino_t parent, const char* name, Inode& inode,
-                                  fuse_entry_param* e) {
+namespace {
+// What a strict open can check with one fstatat from the root: a path of
+// names up to the root (relPathOf: "" when one on the way is gone) within PATH_MAX.
+bool checkablePath(const std::string& rel) { return !rel.empty() && rel.size() < PATH_MAX; }
+}  // namespace
+
+void FileSystem::setEntryTimeouts(const char* name, Inode& inode, fuse_entry_param* e) {
   e->attr_timeout = opts_.consistency.attrTimeout(e->attr);
   e->entry_timeout = opts_.consistency.entryTimeout(e->attr);
   if (!opts_.consistency.opensCheckPath() || isDotOrDotdot(name)) return;
-  std::optional<std::string> rel;
-  {
-    Inode& dir = inodeOf(parent);
-    std::lock_guard lock(dir.mu);
-    if (table_.isRoot(dir)) rel = name;
-    else if (dir.kernel_rel_known) rel = dir.kernel_rel + "/" + name;
-  }
-  // A path past PATH_MAX cannot be checked with one fstatat (ENAMETOOLONG).
-  if (rel && rel->size() >= PATH_MAX) rel.reset();
-  // A path an open cannot check: the kernel looks the name up at each use.
-  if (!rel) e->entry_timeout = 0;
-  std::lock_guard lock(inode.mu);
-  inode.kernel_rel_known = rel.has_value();
-  inode.kernel_rel = std::move(rel).value_or("");
-}
-
-std::optional<struct stat> FileSystem::objectAtName(fuse_ino_t parent, const char* name) {
-  if (!opts_.consistency.opensCheckPath()) return std::nullopt;
-  auto dir_fd = pathFd(inodeOf(parent));
-  if (!dir_fd.ok()) return std::nullopt;
-  auto st = statRemoteAt((*dir_fd)->get(), name, "the object at a name");
-  return st.ok() ? std::optional<struct stat>(*st) : std::nullopt;
-}
-
-void FileSystem::followName(const std::optional<struct stat>& object, fuse_ino_t parent,
-                            const char* name) {
-  if (!object) return;
-  std::optional<std::string> rel;
-  if (parent != 0) {
-    Inode& dir = inodeOf(parent);
-    std::lock_guard lock(dir.mu);
-    if (table_.isRoot(dir)) rel = name;
-    else if (dir.kernel_rel_known) rel = dir.kernel_rel + "/" + name;
-  }
-  table_.visit(object->st_dev, object->st_ino, [&](Inode& inode) {
-    std::lock_guard lock(inode.mu);
-    inode.kernel_rel_known = rel.has_value();
-    inode.kernel_rel = rel.value_or("");
-  });
+  // A path an open cannot check (a name on the way is gone, or past PATH_MAX,
+  // which one fstatat refuses): the kernel looks the name up at each use.
+  if (!checkablePath(table_.relPathOf(inode))) e->entry_timeout = 0;
 }
 
 Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
   if (!opts_.consistency.opensCheckPath() || table_.isRoot(inode)) return Ok{};
-  std::string rel;
+  // The table's names follow lookups and renames through the mount of the
+  // inode and of every directory above it.
+  std::string rel = table_.relPathOf(inode);  // takes the table's lock: not under inode.mu
+  if (!checkablePath(rel)) return Ok{};
   struct stat seen;
   {
     std::lock_guard lock(inode.mu);
-    if (!inode.kernel_rel_known) return Ok{};
     seen = inode.last_stat;
   }
-  // The table's names follow renames through the mount of the inode and of
-  // every directory above it (kernel_rel only knows the inode's own); "" when
-  // a name on the way is gone: nothing to check against.
-  rel = table_.relPathOf(inode);  // takes the table's lock: not under inode.mu
-  if (rel.empty()) return Ok{};
   ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
   auto now = statRemoteAt(root_fd->get(), rel.c_str(), "open: check the path");
   if (!now.ok() && now.error().sys_errno != ENOENT && now.error().sys_errno != ENOTDIR) {
@@ -671,10 +637,8 @@ Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   PathFd held = childPathFd(dir, name);  // its only way back once the name is gone
-  auto object = objectAtName(parent, name);
   RETURN_IF_ERROR(unlinkRemote(dir_fd->get(), name, 0));
   table_.unlinked(dir, name, held);
-  followName(object, 0, name);  // unchecked until looked up again by another name
   return replyDone(req);
 }
 
@@ -701,7 +665,6 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   ASSIGN_OR_RETURN(PathFd newdir_fd, pathFd(newdir));
   // A replaced target keeps only its fd; under RENAME_EXCHANGE it takes the old name.
   PathFd held = (flags & RENAME_EXCHANGE) ? PathFd() : childPathFd(newdir, newname);
-  auto moved = objectAtName(parent, name), replaced = objectAtName(newparent, newname);
   RETURN_IF_ERROR(callRemote<void>(
       remote_, "rename", {dir_fd->get(), newdir_fd->get()}, std::nullopt,
       [name = std::string(name), newname = std::string(newname), flags](const CallFds& f) -> Status {
@@ -711,12 +674,6 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
         return Ok{};
       }));
   table_.renamed(dir, name, newdir, newname, flags, held);
-  followName(moved, newparent, newname);
-  if (flags & RENAME_EXCHANGE) {
-    followName(replaced, parent, name);
-  } else {
-    followName(replaced, 0, newname);  // unchecked until looked up again by another name
-  }
   return replyDone(req);
 }
 

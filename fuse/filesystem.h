@@ -190,23 +190,18 @@ class FileSystem {
   Inode& inodeOf(fuse_ino_t ino) { return table_.inodeOf(ino); }
   // Looks up name under parent, adds one kernel reference and fills e.
   Status doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e);
-  // The entry's timeouts per the mode, and the inode's kernel_rel (parent's
-  // + name); an entry whose path is unknown is not kept (entry timeout 0).
-  void setEntryTimeouts(fuse_ino_t parent, const char* name, Inode& inode, fuse_entry_param* e);
+  // The entry's timeouts per the mode; an entry whose path an open cannot
+  // check (see checkOpenPath) is not kept (entry timeout 0).
+  void setEntryTimeouts(const char* name, Inode& inode, fuse_entry_param* e);
   // Close-to-open where the kernel keeps names (Consistency::opensCheckPath):
-  // the inode's kernel_rel must still lead to it on the remote (one fstatat
-  // from the root), else ESTALE, which makes the kernel walk the path again and
-  // open what it leads to now (or fail with ENOENT). Attributes changed since
-  // the kernel last heard are dropped from its cache (invalidateAttrs).
+  // the inode's path as the table's names give it (they follow lookups, and
+  // unlinks and renames through the mount, of it and of every directory above
+  // it) must still lead to it on the remote (one fstatat from the root), else
+  // ESTALE, which makes the kernel walk the path again and open what it leads
+  // to now (or fail with ENOENT). An inode without a name (unlinked through the
+  // mount, O_TMPFILE) is not checked. Attributes changed since the kernel last
+  // heard are dropped from its cache (invalidateAttrs).
   Status checkOpenPath(fuse_ino_t ino, Inode& inode);
-  // Where names change through the mount (unlink, rename), the opens of what
-  // was open under them (through /proc/PID/fd, whose path the kernel does not
-  // walk again) keep passing checkOpenPath: objectAtName is what (parent,
-  // name) names before the change (only where opens check paths), and
-  // followName gives that object the path parent/name after it, or none
-  // (parent 0).
-  std::optional<struct stat> objectAtName(fuse_ino_t parent, const char* name);
-  void followName(const std::optional<struct stat>& object, fuse_ino_t parent, const char* name);
   // After mknod, mkdir, symlink, link: the entry for the new name.
   Status replyEntry(fuse_req_t req, fuse_ino_t parent, const char* name);
   // After create and tmpfile (e holds one lookup reference): opens the backing

@@ -139,12 +139,6 @@ struct Inode {
   // ttl and immutable modes validate the cached copy against.
   struct stat last_stat {};
   double last_stat_time = 0;  // CLOCK_MONOTONIC seconds; 0 = never
-  // The path (from the remote root) the kernel reached this object by at its
-  // last lookup: the parent's kernel_rel, "/", the name. What a strict open
-  // checks against the remote (Consistency::opensCheckPath); unknown for an
-  // object never looked up by name (O_TMPFILE). Guarded by mu.
-  std::string kernel_rel;
-  bool kernel_rel_known = false;
 
   // In InodeTable's list of idle backings; guarded by InodeTable::mu_.
   bool idle_listed = false;
