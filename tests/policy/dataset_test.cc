@@ -167,11 +167,7 @@ TEST(PolicyHotshardDataset, FollowsAShiftToAnotherDataSetAtOnce) {
                                   3);
   const std::uint64_t capacity = 100ull << 20;
   auto windows = [&](const std::string& spec) {
-    auto policy = testing::makePolicy(spec, capacity);
-    auto reader = makeMemoryReader(trace);
-    auto r = simulate(*reader, *policy, SimOptions{.window_requests = 6000});
-    EXPECT_TRUE(r.ok());
-    return r.ok() ? r->windows : std::vector<SimWindow>{};
+    return testing::run(spec, capacity, trace, SimOptions{.window_requests = 6000}).windows;
   };
   auto fair = windows("hotshard");
   auto idle_only = windows("hotshard;dataset_idle=0");

@@ -258,11 +258,7 @@ TEST(PolicyHotshard, ForgetsAnIdleHotSetAfterAShift) {
   const std::uint64_t capacity = 100ull << 20;
   const SimOptions windows{.instant = true, .window_requests = 6000};
   auto runWindows = [&](const std::string& spec) {
-    auto policy = testing::makePolicy(spec, capacity);
-    auto reader = makeMemoryReader(trace);
-    auto r = simulate(*reader, *policy, windows);
-    EXPECT_TRUE(r.ok());
-    return r.ok() ? r->windows : std::vector<SimWindow>{};
+    return testing::run(spec, capacity, trace, windows).windows;
   };
   // The trace's two data sets are told apart (Access::dataset); that is dataset_idle's
   // test below, so it is off here.

@@ -77,11 +77,14 @@ inline std::unique_ptr<Policy> makePolicy(const std::string& spec, std::uint64_t
   return p.ok() ? std::move(*p) : nullptr;
 }
 
+// A run of `trace` through `spec`; the instant model unless `options` says otherwise
+// (simulate()'s two-argument form).
 inline SimResult run(const std::string& spec, std::uint64_t capacity,
-                     const std::vector<Request>& trace) {
+                     const std::vector<Request>& trace,
+                     const SimOptions& options = SimOptions{.instant = true}) {
   auto policy = makePolicy(spec, capacity);
   auto reader = makeMemoryReader(trace);
-  auto result = simulate(*reader, *policy);
+  auto result = simulate(*reader, *policy, options);
   EXPECT_TRUE(result.ok());
   return result.ok() ? *result : SimResult{};
 }
