@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <toml++/toml.h>
 
 #include "daemon/metrics.h"
@@ -548,12 +549,25 @@ Status finalizeRunConfig(RunConfig& cfg) {
   }
   RETURN_IF_ERROR(finalizeClusterConfig(cfg));
   if (cfg.control_socket.empty()) cfg.control_socket = controlSocketFor(cfg.mount);
+  if (cfg.worker.state_dir.empty()) cfg.worker.state_dir = takeoverStateDirFor(cfg.mount);
+  cfg.worker.state_dir = normalPath(cfg.worker.state_dir);
+  if (cfg.worker.takeover && cfg.worker.fuse_fd < 0) {
+    return makeError(Errc::kInvalidArgument, "--takeover needs --fuse-fd");
+  }
   if (cfg.log_file.empty()) {
     std::string sock = controlSocketFor(cfg.mount);  // the same escaping of the mount path
     std::string name = sock.substr(sock.rfind('/') + 1);
     cfg.log_file = std::string(kLogDir) + "/" + name.substr(0, name.size() - 5) + ".log";
   }
   return Ok{};
+}
+
+std::string takeoverStateDirFor(const std::string& mount) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64
+  for (unsigned char c : normalPath(mount)) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return std::string(kRunDir) + "/takeover/" + hex;
 }
 
 std::string controlSocketFor(const std::string& mount) {

@@ -62,6 +62,29 @@ struct RunConfig {
   std::string peer_id;             // this host in the cluster; default: the hostname
   std::string peer_transports = "rdma,tcp";  // offered, best first; rdma only where present
   Duration peer_timeout = std::chrono::seconds(30);  // one peer fetch, 100ms..1h
+
+  // Set by the supervisor (`hotshard run` holding the mount), never by a user:
+  // command-line only (hidden from --help, not in the TOML file). See
+  // docs/restart.md, "The worker: adopting a live connection".
+  struct Worker {
+    // --fuse-fd=N: an inherited /dev/fuse fd already mounted at `mount`; the
+    // worker does not mount (nor unmount on a hand-over). -1: mount ourselves.
+    int fuse_fd = -1;
+    // --remote-fd=N: an inherited fd (O_PATH is enough) of the remote
+    // directory, opened before anything was mounted over it; needed when the
+    // mount covers the remote's path. -1: open `remote`.
+    int remote_fd = -1;
+    // --ready-fd=M: the line "ready\n" is written there (then it is closed)
+    // once the worker serves requests. -1: sd_notify as usual.
+    int ready_fd = -1;
+    // --takeover: the connection is live (a predecessor answered FUSE_INIT);
+    // adopt it from the state in state_dir. Exit status 3 when that state is
+    // missing or belongs to another connection.
+    bool takeover = false;
+    // --state-dir: where the state a successor adopts lives; default
+    // /run/hotshard/takeover/<hash of the mount path>/ (set by finalizeRunConfig).
+    std::string state_dir;
+  } worker;
 };
 
 // The list in a comma-separated option ("a,b" -> {"a", "b"}); empty items dropped.
@@ -94,5 +117,8 @@ Status finalizeRunConfig(RunConfig& cfg);
 std::string controlSocketFor(const std::string& mount);
 inline constexpr const char* kRunDir = "/run/hotshard";
 inline constexpr const char* kLogDir = "/var/log/hotshard";
+// The default --state-dir for a mount: /run/hotshard/takeover/<16 hex digits of
+// a hash (FNV-1a 64) of the normal mount path>.
+std::string takeoverStateDirFor(const std::string& mount);
 
 }  // namespace hotshard

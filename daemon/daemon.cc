@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -73,6 +74,55 @@ Status checkPaths(const RunConfig& cfg) {
                        "remote " + cfg.remote + " is itself a hotshard mount (" + top->source +
                            "); point --remote at the real remote directory");
     }
+  }
+  return Ok{};
+}
+
+// The mount path as the mount table names it (symlinks resolved). A worker
+// resolves only the parent: the mount point itself is the FUSE root, which
+// answers nothing until this very process serves it.
+std::string mountPathOf(const RunConfig& cfg) {
+  std::error_code ec;
+  if (cfg.worker.fuse_fd < 0) {
+    auto resolved = std::filesystem::canonical(cfg.mount, ec);
+    return ec ? cfg.mount : resolved.string();
+  }
+  std::filesystem::path mount(cfg.mount);
+  if (!mount.has_parent_path() || mount.parent_path() == mount) return cfg.mount;  // "/"
+  auto parent = std::filesystem::canonical(mount.parent_path(), ec);
+  return ec ? cfg.mount : (parent / mount.filename()).string();
+}
+
+// A worker (--fuse-fd) starts on a mount that is already there: the fd must be
+// /dev/fuse and the mount at --mount a hotshard one; the remote is --remote-fd
+// (or the path, when the mount does not cover it). Nothing here touches the mount.
+Status checkWorkerPaths(const RunConfig& cfg) {
+  struct stat st;
+  if (::fstat(cfg.worker.fuse_fd, &st) < 0) {
+    return lastSysError("--fuse-fd " + std::to_string(cfg.worker.fuse_fd));
+  }
+  if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != 10 || minor(st.st_rdev) != 229) {
+    return makeError(Errc::kInvalidArgument,
+                     "--fuse-fd " + std::to_string(cfg.worker.fuse_fd) + " is not /dev/fuse");
+  }
+  ASSIGN_OR_RETURN(auto table, fuse::readMountTable());
+  auto top = fuse::topMountAt(table, mountPathOf(cfg));
+  if (!top || top->fstype != fuse::kFsType) {
+    return makeError(Errc::kInvalidArgument,
+                     "--fuse-fd: no hotshard mount on " + cfg.mount + " to serve");
+  }
+  if (cfg.worker.remote_fd >= 0) {
+    if (::fstat(cfg.worker.remote_fd, &st) < 0) {
+      return lastSysError("--remote-fd " + std::to_string(cfg.worker.remote_fd));
+    }
+  } else if (cfg.mount == cfg.remote) {
+    return makeError(Errc::kInvalidArgument, "--fuse-fd over the remote " + cfg.remote +
+                                                 " needs --remote-fd: the path is covered");
+  } else if (::stat(cfg.remote.c_str(), &st) < 0) {
+    return lastSysError("remote " + cfg.remote);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return makeError(Errc::kInvalidArgument, "remote " + cfg.remote + " is not a directory");
   }
   return Ok{};
 }
@@ -343,10 +393,11 @@ Status Daemon::startFileSystem() {
 
 Status Daemon::startMount() {
   // The mount table names the mount point with its symlinks resolved.
-  std::error_code ec;
-  auto resolved = std::filesystem::canonical(cfg_.mount, ec);
-  mount_path_ = ec ? cfg_.mount : resolved.string();
-  auto devfd = fuse::mountFuse(cfg_.mount, "hotshard:" + cfg_.remote);
+  mount_path_ = mountPathOf(cfg_);
+  // A worker serves the supervisor's mount (--fuse-fd): no mount(2) of its own,
+  // but the same unmount on SIGTERM.
+  auto devfd = cfg_.worker.fuse_fd >= 0 ? Result<int>(cfg_.worker.fuse_fd)
+                                        : fuse::mountFuse(cfg_.mount, "hotshard:" + cfg_.remote);
   if (!devfd.ok()) return devfd.takeError();  // names the mount point
   {
     std::lock_guard lock(stop_mu_);
@@ -619,17 +670,27 @@ Result<Prepared> prepareRun(RunConfig cfg, int* exit_code) {
   *exit_code = 2;
   RETURN_IF_ERROR(finalizeRunConfig(cfg));
   *exit_code = 1;
-  RETURN_IF_ERROR(checkPaths(cfg));
+  const bool worker = cfg.worker.fuse_fd >= 0;
+  RETURN_IF_ERROR(worker ? checkWorkerPaths(cfg) : checkPaths(cfg));
   RETURN_IF_ERROR(makeDirectories(cfg.cache, 0755));  // inside, the store makes 0700 and 0600
-  // The cache's keys name the remote by its canonical path (as `hotshard cache`
-  // does offline); resolve it while nothing covers it.
-  std::error_code canon_ec;
-  auto canonical = std::filesystem::canonical(cfg.remote, canon_ec);
-  cfg.remote_canonical = canon_ec ? cfg.remote : canonical.string();
+  // Inherited fds are ours now: no child of ours gets them.
+  for (int fd : {cfg.worker.fuse_fd, cfg.worker.remote_fd, cfg.worker.ready_fd}) {
+    if (fd >= 0) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
   // From here on all remote access goes through this fd, so mounting on the
   // remote's own path works.
-  UniqueFd remote(::open(cfg.remote.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd remote(cfg.worker.remote_fd >= 0
+                      ? cfg.worker.remote_fd
+                      : ::open(cfg.remote.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!remote) return lastSysError("open remote " + cfg.remote);
+  // The cache's keys name the remote by its canonical path (as `hotshard cache`
+  // does offline); resolve it while nothing covers it, or from the inherited fd.
+  std::error_code canon_ec;
+  auto canonical = cfg.worker.remote_fd >= 0
+                       ? std::filesystem::read_symlink(
+                             "/proc/self/fd/" + std::to_string(remote.get()), canon_ec)
+                       : std::filesystem::canonical(cfg.remote, canon_ec);
+  cfg.remote_canonical = canon_ec ? cfg.remote : canonical.string();
   return Prepared{std::move(cfg), std::move(remote)};
 }
 
@@ -715,8 +776,13 @@ int runDaemon(RunConfig cfg) {
   }
   ready.report("ok");
   // Under systemd (Type=notify, --foreground): the mount has answered FUSE_INIT and
-  // the control socket listens. Without NOTIFY_SOCKET sd_notify does nothing.
-  if (run_cfg.foreground) (void)sd_notify(0, "READY=1");
+  // the control socket listens. Without NOTIFY_SOCKET sd_notify does nothing. A
+  // supervisor's worker tells its supervisor instead (--ready-fd).
+  if (run_cfg.worker.ready_fd >= 0) {
+    ReadyPipe{run_cfg.worker.ready_fd}.report("ready");
+  } else if (run_cfg.foreground) {
+    (void)sd_notify(0, "READY=1");
+  }
   if (!run_cfg.foreground) detachStdio();
   bool clean;
   {

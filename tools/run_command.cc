@@ -29,6 +29,18 @@ void addRunCommand(CLI::App& app) {
       cmd->add_option("--" + item.name, (*values)[item.name], item.help);
     }
   }
+  // The supervisor's worker options (docs/restart.md): hidden from --help.
+  auto worker = std::make_shared<RunConfig::Worker>();
+  cmd->add_option("--fuse-fd", worker->fuse_fd, "Inherited /dev/fuse fd, mounted at --mount")
+      ->group("");
+  cmd->add_option("--remote-fd", worker->remote_fd, "Inherited fd of the remote directory")
+      ->group("");
+  cmd->add_option("--ready-fd", worker->ready_fd, "Inherited fd that gets 'ready' when serving")
+      ->group("");
+  cmd->add_flag("--takeover", worker->takeover, "Adopt the live connection of --fuse-fd")
+      ->group("");
+  cmd->add_option("--state-dir", worker->state_dir, "Where the state a successor adopts lives")
+      ->group("");
   cmd->footer(
       "Examples:\n"
       "  hotshard run --remote /mnt/datasets --cache /nvme/hotshard\n"
@@ -41,7 +53,7 @@ void addRunCommand(CLI::App& app) {
       "      join the peer tier: a file leaves the remote once per cluster (docs/cluster.md)\n"
       "Stop with SIGINT/SIGTERM (Ctrl-C in the foreground): the mount is removed and the\n"
       "path is left exactly as before.");
-  cmd->callback([cmd, config_file, values, flags, print_config] {
+  cmd->callback([cmd, config_file, values, flags, print_config, worker] {
     if (*print_config) {
       std::fputs(exampleConfigToml().c_str(), stdout);
       return;
@@ -61,6 +73,7 @@ void addRunCommand(CLI::App& app) {
         throw CLI::ValidationError("--config", st.error().message);
       }
     }
+    cfg.worker = *worker;
     int rc = runDaemon(cfg);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });

@@ -233,6 +233,7 @@ dev_t mountDevice(const std::string& path) {
         ::_exit(126);
       }
     }
+    for (int fd : opts_.inherit_fds) ::fcntl(fd, F_SETFD, 0);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

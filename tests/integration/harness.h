@@ -62,6 +62,9 @@ class DaemonProcess {
     // A network namespace ("/run/netns/NAME") the daemon runs in (setns(2) before
     // exec; its mount namespace stays ours, so its mount is seen here); empty: ours.
     std::string netns;
+    // Descriptors the daemon inherits (their FD_CLOEXEC cleared in the child),
+    // e.g. a supervisor's --fuse-fd and --ready-fd.
+    std::vector<int> inherit_fds;
   };
   explicit DaemonProcess(Options opts, std::string workdir);
   ~DaemonProcess();  // stop()
