@@ -35,6 +35,7 @@
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
+#include "fuse/takeover_state.h"
 
 namespace hotshard {
 namespace {
@@ -409,7 +410,33 @@ Status Daemon::startMount() {
   if (auto table = fuse::readMountTable(); table.ok()) {
     if (auto top = fuse::topMountAt(*table, mount_path_)) conn_dev_ = top->dev;
   }
-  return inStage("mount " + cfg_.mount, shim_->attach(session_.get(), *devfd));
+  RETURN_IF_ERROR(inStage("mount " + cfg_.mount, shim_->attach(session_.get(), *devfd)));
+  return cfg_.worker.fuse_fd >= 0 ? startTakeoverState() : Ok{};
+}
+
+Status Daemon::startTakeoverState() {
+  const fuse::ConnectionId conn{.dev = conn_dev_, .mount_path = mount_path_};
+  if (!cfg_.worker.takeover) {
+    auto state = fuse::TakeoverState::create(cfg_.worker.state_dir, conn);
+    if (!state.ok()) return inStage("takeover state", state.takeError());
+    takeover_state_ = std::move(*state);
+    fuse::TakeoverState* st = takeover_state_.get();
+    shim_->setInitObserver([st](const void* request, size_t size, bool passthrough) {
+      st->saveInit(request, size, passthrough);
+    });
+    fs_->setTakeoverState(st);
+    return Ok{};
+  }
+  auto state = fuse::TakeoverState::adopt(cfg_.worker.state_dir, conn);
+  if (!state.ok()) return inStage("takeover state", state.takeError());
+  takeover_state_ = std::move(*state);
+  auto slots = takeover_state_->slots();
+  fs_->adoptInodes(slots);
+  shim_->adopt(takeover_state_->initRequest(), takeover_state_->passthrough());
+  fs_->setTakeoverState(takeover_state_.get());
+  spdlog::info("takeover of {}: {} node ids adopted from {}", mount_path_, slots.size(),
+               takeover_state_->path());
+  return Ok{};
 }
 
 Status Daemon::startLoop() {
@@ -422,10 +449,20 @@ Status Daemon::startLoop() {
     fuse_loop_cfg_set_clone_fd(loop, 0);
     loop_.rc = fuse_session_loop_mt(session_.get(), loop);
     fuse_loop_cfg_destroy(loop);
+    loop_ended_.store(true);
   });
   if (!shim_->waitForInit(10000)) {
     return makeError(Errc::kIo, "FUSE_INIT: the kernel did not initialize the FUSE connection "
                                 "within 10 s");
+  }
+  if (cfg_.worker.takeover) {
+    // What the predecessor read and never answered is queued again for us.
+    Status resent = shim_->resendUnanswered();
+    if (!resent.ok()) {
+      spdlog::warn("{} (needs Linux >= 6.9): requests the predecessor read but did not answer "
+                   "wait until their callers are interrupted or the connection is aborted",
+                   resent.error().message);
+    }
   }
   return Ok{};
 }
@@ -645,6 +682,35 @@ bool Daemon::wait() {
 
 bool Daemon::stopping() const { return stopping_.load(); }
 
+bool Daemon::handOver() {
+  if (cfg_.worker.fuse_fd < 0 || !session_) return false;
+  {
+    std::lock_guard lock(stop_mu_);
+    if (stopping_) return false;
+    stopping_ = true;
+    handing_over_ = true;
+    mounted_ = false;  // the mount stays: the successor serves it
+  }
+  spdlog::info("SIGUSR2: handing {} over to a successor", cfg_.mount);
+  shim_->stopReading();
+  fuse_session_exit(session_.get());
+  // libfuse's loop waits on a semaphore until a worker ends: a signal wakes it
+  // (sem_wait is never restarted), it sees the session exited and cancels the
+  // workers blocked in read(2) (a read that returned a request is processed
+  // with cancellation off, fuse_loop_mt.c), then joins them.
+  while (!loop_ended_.load()) {
+    pthread_kill(loop_.thread.native_handle(), SIGUSR1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+Status Daemon::finishHandOver() {
+  fs_->handOver();  // backing ids stay registered: open files use them
+  if (takeover_state_) RETURN_IF_ERROR(takeover_state_->sync());
+  return Ok{};
+}
+
 StatusSnapshot Daemon::status() const {
   return collectStatus(StatusSources{.version = kVersion,
                                      .cfg = &cfg_,
@@ -705,17 +771,34 @@ class SignalWaiter {
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
+    // SIGUSR1 only wakes the session loop for a hand-over (Daemon::handOver):
+    // a handler that does nothing, without SA_RESTART.
+    struct sigaction wake {};
+    wake.sa_handler = [](int) {};
+    sigemptyset(&wake.sa_mask);
+    ::sigaction(SIGUSR1, &wake, nullptr);
     return sigs;
   }
-  // Calls on_hangup() on each SIGHUP, and on_signal(name) on SIGINT/SIGTERM,
-  // unless woken by the destructor.
+  // Calls on_hangup() on each SIGHUP, on_hand_over() on SIGUSR2 (it returns
+  // false when the process cannot hand over: the signal is ignored), and
+  // on_signal(name) on SIGINT/SIGTERM, unless woken by the destructor.
   SignalWaiter(sigset_t sigs, std::function<void()> on_hangup,
-               std::function<void(const char*)> on_signal)
-      : thread_([this, sigs, on_hangup = std::move(on_hangup), on_signal = std::move(on_signal)] {
+               std::function<bool()> on_hand_over, std::function<void(const char*)> on_signal)
+      : thread_([this, sigs, on_hangup = std::move(on_hangup),
+                 on_hand_over = std::move(on_hand_over), on_signal = std::move(on_signal)] {
           int sig = 0;
-          while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) on_hangup();
+          while (sigwait(&sigs, &sig) == 0) {
+            if (sig == SIGHUP) {
+              on_hangup();
+            } else if (sig == SIGUSR2) {
+              if (!quitting_.load() && on_hand_over()) return;
+            } else {
+              break;
+            }
+          }
           if (sig != 0 && !quitting_.load()) on_signal(strsignal(sig));
         }) {}
   ~SignalWaiter() {
@@ -728,6 +811,9 @@ class SignalWaiter {
   std::atomic<bool> quitting_{false};
   std::thread thread_;
 };
+
+constexpr int kExitHandedOver = 75;  // EX_TEMPFAIL: the successor carries on
+constexpr int kExitNoTakeoverState = 3;
 
 // Open files, idle backings and the inodes' cached O_PATH fds are sized by the
 // descriptor limit (a quarter of it for the last): raise the soft one to the hard one.
@@ -746,6 +832,18 @@ void raiseFdLimit() {
   spdlog::info(
       "descriptor limit {}",
       rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : std::to_string(rl.rlim_cur));
+}
+
+
+// After a hand-over: the components stop (promotions, placement, control)
+// without unmounting; the state is on its file. Exit status 75.
+int finishHandOver(std::unique_ptr<Daemon> daemon, const RunConfig& cfg) {
+  Status st = daemon->finishHandOver();
+  daemon.reset();
+  if (!st.ok()) spdlog::error("hand-over: {}", st.error().message);
+  spdlog::info("handed {} over: exiting without unmounting", cfg.mount);
+  spdlog::shutdown();
+  return st.ok() ? kExitHandedOver : 1;
 }
 
 }  // namespace
@@ -772,7 +870,10 @@ int runDaemon(RunConfig cfg) {
   if (!daemon.ok()) {
     spdlog::error("{}", daemon.error().message);
     ready.report(daemon.error().message);
-    return 1;
+    // The supervisor gives up on the connection (aborts and unmounts) then.
+    bool no_state = run_cfg.worker.takeover &&
+                    daemon.error().message.rfind("takeover state: ", 0) == 0;
+    return no_state ? kExitNoTakeoverState : 1;
   }
   ready.report("ok");
   // Under systemd (Type=notify, --foreground): the mount has answered FUSE_INIT and
@@ -788,13 +889,14 @@ int runDaemon(RunConfig cfg) {
   {
     Daemon* d = daemon->get();
     SignalWaiter signals(
-        sigs, [&run_cfg] { reopenLog(run_cfg); },
+        sigs, [&run_cfg] { reopenLog(run_cfg); }, [d] { return d->handOver(); },
         [d, &run_cfg](const char* sig) {
           if (run_cfg.foreground) (void)sd_notify(0, "STOPPING=1");
           d->stop(std::string("received ") + sig);
         });
     clean = d->wait();
   }
+  if ((*daemon)->handingOver()) return finishHandOver(std::move(*daemon), run_cfg);
   daemon->reset();
   spdlog::info("stopped; {} is as before", run_cfg.mount);
   spdlog::shutdown();

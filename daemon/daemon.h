@@ -34,6 +34,7 @@ class Placement;
 namespace fuse {
 class FileSystem;
 class PassthroughShim;
+class TakeoverState;
 }  // namespace fuse
 
 class Daemon {
@@ -55,6 +56,14 @@ class Daemon {
   // unmounts. True when the loop ended cleanly.
   bool wait();
   bool stopping() const;
+  // SIGUSR2 (docs/restart.md): stops reading /dev/fuse, lets the requests in
+  // flight finish, and ends the session loop without unmounting; wait() then
+  // returns and finishHandOver() leaves the state and backing ids to a successor.
+  // Only a worker (--fuse-fd) hands over; false otherwise.
+  bool handOver();
+  bool handingOver() const { return handing_over_.load(); }
+  // After wait(): the state on its file, backing ids left registered.
+  Status finishHandOver();
 
   // One snapshot of everything: `hotshard status` and every metrics scrape.
   StatusSnapshot status() const;
@@ -112,6 +121,9 @@ class Daemon {
   Status startPeer();
   Status startFileSystem();
   Status startMount();
+  // Worker mode: the takeover state, created for a fresh connection or adopted
+  // from a predecessor (--takeover).
+  Status startTakeoverState();
   Status startLoop();
   Status startMetrics();
   Status startControl();
@@ -141,6 +153,8 @@ class Daemon {
   // loop runs: it goes after both the loop and the mount, before the cache.
   std::unique_ptr<PeerService> peer_;
   std::unique_ptr<fuse::PassthroughShim> shim_;
+  // Worker mode: what a successor adopts; the file system writes to it.
+  std::unique_ptr<fuse::TakeoverState> takeover_state_;
   std::unique_ptr<fuse::FileSystem> fs_;
   CopyDropHook copy_drop_hook_;
   // With --mount elsewhere: notices a dead remote root and carries on over the
@@ -168,6 +182,8 @@ class Daemon {
   std::mutex stop_mu_;
   bool mounted_ = false;   // guarded by stop_mu_
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> handing_over_{false};
+  std::atomic<bool> loop_ended_{false};
   Mount mount_;
   std::unique_ptr<ControlServer> control_;
   ControlLink control_link_;
@@ -178,7 +194,9 @@ class Daemon {
 // into the background unless cfg.foreground (the parent returns once the mount
 // is ready or has failed), sets up logging and signals, and runs a Daemon until
 // SIGINT/SIGTERM or until the mount goes away. Returns the process exit code:
-// 0 clean, 1 failed, 2 bad configuration.
+// 0 clean, 1 failed, 2 bad configuration; a worker (--fuse-fd): 3 when
+// --takeover finds no state of its connection to adopt, 75 after a hand-over
+// (SIGUSR2).
 int runDaemon(RunConfig cfg);
 
 }  // namespace hotshard

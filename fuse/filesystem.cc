@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <linux/fs.h>
+#include <sys/random.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -106,14 +107,17 @@ Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initiali
       std::move(abandon));
 }
 
+}  // namespace
+
 struct DirHandle {
   std::shared_ptr<DIR> dp;  // closed by its last user: a worker may outlive the handle
   off_t offset = 0;         // -1: unknown, the next readdir seeks
   std::deque<DirEntry> pending;  // read from the stream, not yet given to the kernel
   bool lost = false;  // a read passed its deadline: the worker may still move the stream
+  fuse_ino_t ino = 0;  // the directory's node id (READDIR carries it too)
 };
 
-DirHandle* dirOf(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
+namespace {
 
 bool sameTime(const struct timespec& a, const struct timespec& b) {
   return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
@@ -135,7 +139,11 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
       remote_({.timeout_seconds = opts.remote_timeout_seconds}),
       shim_(shim),
       userdata_{shim, this},
-      table_(opts.remote_root_fd, shim, opts.inode_fds) {}
+      table_(opts.remote_root_fd, shim, opts.inode_fds) {
+  uint32_t base = 0;
+  if (::getrandom(&base, sizeof(base), 0) != sizeof(base)) base = static_cast<uint32_t>(::getpid());
+  next_dir_handle_ = (static_cast<uint64_t>(base | 1u) << 32) + 1;
+}
 
 FileSystem::~FileSystem() = default;
 
@@ -780,6 +788,61 @@ void FileSystem::registerBacking(Inode& inode) {
   }
 }
 
+// ---- backings a predecessor left (takeover) ------------------------------------
+
+namespace {
+// After a takeover: opens the predecessor counted, or a backing id it
+// registered, but no fd of ours yet. Under inode.mu.
+bool inheritedWithoutFd(const Inode& inode) {
+  return inode.backing_fd < 0 && (inode.backing_id >= 0 || inode.nopen > 0);
+}
+}  // namespace
+
+// The kernel keeps the predecessor's backing file for the inode's open files,
+// and refuses another one while they are open (EBUSY): this process opens the
+// same file again (the remote file, or the store's copy if it is still the
+// valid one) as the inode's backing fd, and the inherited id goes on serving
+// new opens. kStale when that file cannot be had: the caller retires the inode.
+// Under inode.mu.
+Status FileSystem::reopenInheritedLocked(Inode& inode, const OpenIntent& intent) {
+  if (inode.copy_adopted || !inheritedWithoutFd(inode)) return Ok{};
+  int fd = -1;
+  if (inode.backing_is_cache) {
+    if (opts_.cache != nullptr && intent.remote_known && !intent.rel.empty()) {
+      fd = opts_.cache->openCached(intent.rel, intent.remote);
+    }
+    if (fd < 0) return makeError(Errc::kStale, "the inherited cache copy is not valid now");
+    inode.cached_rel = intent.rel;
+    inode.cached_against = intent.remote;
+  } else {
+    int flags = (inode.backing_writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_LARGEFILE;
+    auto remote = openRemote(intent.path->get(), flags, "reopen inherited backing file");
+    if (!remote.ok()) return makeError(Errc::kStale, remote.error().message);
+    fd = *remote;
+  }
+  inode.backing_fd = fd;
+  inode.backing_rw_errno = inode.backing_writable ? 0 : EACCES;
+  // Opened by the predecessor in user space (no passthrough): our id for it.
+  if (inode.backing_id < 0) registerBacking(inode);
+  return Ok{};
+}
+
+// read, write, flush, fsync of a file the predecessor opened.
+Status FileSystem::adoptBackingFd(Inode& inode) {
+  {
+    std::lock_guard lock(inode.mu);
+    if (!inheritedWithoutFd(inode)) return Ok{};
+  }
+  OpenIntent intent;
+  ASSIGN_OR_RETURN(intent.path, pathFd(inode));
+  prepareOpen(inode, intent);
+  DeferDrops defer_drops;
+  std::lock_guard lock(inode.mu);
+  RETURN_IF_ERROR(reopenInheritedLocked(inode, intent));
+  table_.noteBacking(inode);
+  return Ok{};
+}
+
 // ---- idle backings ------------------------------------------------------------
 
 namespace {
@@ -897,6 +960,13 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   // The handlers under inode.mu use the inode's fd from the cache (cachedPathFd):
   // pinned from here, and for as long as the open if it succeeds.
   PathFdPin pin(table_, inode, intent.path);
+  auto retire = [&] {
+    lock.unlock();
+    cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
+    table_.retire(inode);
+    return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
+  };
+  if (!reopenInheritedLocked(inode, intent).ok()) return retire();
   if (hasIdleBacking(inode)) {
     if (idleBackingServes(inode, intent)) {
       idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
@@ -910,12 +980,6 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   int cache_fd = backingWantsCopy(facts) ? opts_.cache->openCached(intent.rel, intent.remote) : -1;
   facts.valid_copy = cache_fd >= 0;
   BackingChoice choice = chooseBacking(facts);
-  auto retire = [&] {
-    lock.unlock();
-    cache_conflicts_.fetch_add(1, std::memory_order_relaxed);
-    table_.retire(inode);
-    return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
-  };
   switch (choice) {
     case BackingChoice::kRetire:
       return retire();
@@ -948,6 +1012,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
     inode.writer_rels.push_back(intent.rel);  // releaseBacking lowers the fence
     intent.fence = nullptr;
   }
+  table_.noteBacking(inode);  // before the reply: a successor must know the id is in use
   bool from_cache = inode.backing_is_cache;
   int id = inode.backing_id;
   struct stat backing_st {};
@@ -969,7 +1034,16 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
       end_write = std::move(inode.writer_rels.back());
       inode.writer_rels.pop_back();
     }
-    if (--inode.nopen == 0) {
+    if (inode.nopen <= 0) {
+      // A release the predecessor counted already (or a lost count): the
+      // backing stays registered until the inode's forget.
+      spdlog::warn("release of inode {} that has no open counted", inode.src_ino);
+      return;
+    }
+    if (--inode.nopen == 0 && inode.backing_fd < 0 && inode.backing_id >= 0) {
+      shim_->closeBacking(inode.backing_id);  // inherited, never reopened here
+      inode.backing_id = -1;
+    } else if (inode.nopen == 0) {
       if (inode.backing_is_cache) release_cached = inode.cached_rel;
       // The last open of an adopted copy: whatever a writer or a shared
       // mapping left in it since the last flush reaches the remote now, and
@@ -988,6 +1062,7 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
         went_idle = inode.backing_fd >= 0;
       }
     }
+    table_.noteBacking(inode);
     table_.unpinPathFd(inode);  // pinned by its open (acquireBacking)
   }
   if (went_idle) table_.noteIdle(inode, opts_.idle_backings);
@@ -1215,6 +1290,7 @@ Status FileSystem::tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_
 
 Status FileSystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   Inode& inode = inodeOf(ino);
+  RETURN_IF_ERROR(adoptBackingFd(inode));
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   bool remote;
   {
@@ -1249,6 +1325,7 @@ Status FileSystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) 
 Status FileSystem::write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size,
                          off_t off) {
   Inode& inode = inodeOf(ino);
+  RETURN_IF_ERROR(adoptBackingFd(inode));
   int fd;
   bool remote;
   {
@@ -1286,6 +1363,7 @@ UniqueFd dupBacking(Inode& inode) {
 
 Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
   Inode& inode = inodeOf(ino);
+  RETURN_IF_ERROR(adoptBackingFd(inode));
   {
     // A writer's close returns once the remote has its bytes (close-to-open
     // for other hosts), or with the error that kept them from it.
@@ -1321,6 +1399,7 @@ Status FileSystem::syncRemote(int fd, int datasync, const char* what) {
 
 Status FileSystem::fsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   Inode& inode = inodeOf(ino);
+  RETURN_IF_ERROR(adoptBackingFd(inode));
   {
     // Durable means on the remote: an adopted copy is written back (and the
     // remote fsync'd) rather than the copy synced.
@@ -1468,16 +1547,48 @@ bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
   return false;
 }
 
-Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto d = std::make_unique<DirHandle>();
+// ---- directory handles ---------------------------------------------------------
+
+// Handles are numbers, not pointers: after a takeover the kernel still holds
+// the predecessor's. Each process numbers its own from a random 32-bit base,
+// and a handle is used only for the node id it was opened on.
+Result<std::shared_ptr<DirHandle>> FileSystem::openDirHandle(fuse_ino_t ino) {
+  auto d = std::make_shared<DirHandle>();
   ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
   ASSIGN_OR_RETURN(DIR * dp, openRemoteDir(path->get()));
   d->dp = std::shared_ptr<DIR>(dp, ::closedir);
+  d->ino = ino;
+  return d;
+}
+
+// The handle the kernel names; one it does not know here (a predecessor's,
+// after a takeover) is the directory opened again, at offset -1: the next
+// readdir seeks to the kernel's offset (a telldir cookie of the remote's).
+Result<std::shared_ptr<DirHandle>> FileSystem::dirOf(fuse_ino_t ino, const fuse_file_info* fi) {
+  {
+    std::lock_guard lock(dirs_mu_);
+    auto it = dirs_.find(fi->fh);
+    if (it != dirs_.end() && it->second->ino == ino) return it->second;
+  }
+  ASSIGN_OR_RETURN(auto d, openDirHandle(ino));
+  d->offset = -1;
+  std::lock_guard lock(dirs_mu_);
+  auto [it, added] = dirs_.insert_or_assign(fi->fh, d);
+  return it->second;
+}
+
+Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  ASSIGN_OR_RETURN(auto d, openDirHandle(ino));
+  DIR* dp = d->dp.get();
   struct stat now {};
   if (opts_.consistency.keepCache()) {
     ASSIGN_OR_RETURN(now, statRemote(::dirfd(dp), "opendir: fstat"));
   }
-  fi->fh = reinterpret_cast<uint64_t>(d.release());
+  {
+    std::lock_guard lock(dirs_mu_);
+    fi->fh = next_dir_handle_++;
+    dirs_[fi->fh] = std::move(d);
+  }
   if (opts_.consistency.keepCache()) {
     // The kernel caches the listing (FOPEN_CACHE_DIR); revalidateListing drops
     // it where the directory changed. FOPEN_KEEP_CACHE says the same to kernels
@@ -1541,7 +1652,7 @@ Result<std::deque<DirEntry>> readRemoteDir(RemoteCalls& remote, std::shared_ptr<
 
 Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            fuse_file_info* fi, bool plus) {
-  DirHandle* d = dirOf(fi);
+  ASSIGN_OR_RETURN(std::shared_ptr<DirHandle> d, dirOf(ino, fi));
   if (d->lost) return sysError(EIO, "readdir: an earlier read of this directory timed out");
   std::optional<off_t> seek;
   if (off != d->offset) {
@@ -1582,12 +1693,20 @@ Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 }
 
 Status FileSystem::releasedir(fuse_req_t req, fuse_file_info* fi) {
-  delete dirOf(fi);  // the stream closes with its last user
+  std::shared_ptr<DirHandle> d;  // the stream closes with its last user, after the lock
+  {
+    std::lock_guard lock(dirs_mu_);
+    if (auto it = dirs_.find(fi->fh); it != dirs_.end()) {
+      d = std::move(it->second);
+      dirs_.erase(it);
+    }
+  }
   return replyDone(req);
 }
 
-Status FileSystem::fsyncdir(fuse_req_t req, fuse_file_info* fi, int datasync) {
-  RETURN_IF_ERROR(syncRemote(::dirfd(dirOf(fi)->dp.get()), datasync, "fsyncdir"));
+Status FileSystem::fsyncdir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int datasync) {
+  ASSIGN_OR_RETURN(std::shared_ptr<DirHandle> d, dirOf(ino, fi));
+  RETURN_IF_ERROR(syncRemote(::dirfd(d->dp.get()), datasync, "fsyncdir"));
   return replyDone(req);
 }
 

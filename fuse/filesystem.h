@@ -32,6 +32,8 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -47,6 +49,8 @@
 #include "fuse/remote_calls.h"
 
 namespace hotshard::fuse {
+
+struct DirHandle;  // an open directory (filesystem.cc)
 
 // One name of a remote directory as readdir(3) gave it, copied off the DIR
 // stream (which a remote call's worker reads).
@@ -105,6 +109,14 @@ class FileSystem {
   // Opens that reused an idle backing (no new backing file or id), and idle
   // backings kept now.
   uint64_t idleReuses() const { return idle_reuses_.load(); }
+
+  // Restart without unmount (docs/restart.md): record the inodes in `state`
+  // (before the session serves); a successor adopts the predecessor's inodes
+  // first (InodeTable::adoptInodes). handOver(): the process is going without
+  // unmounting: the backing ids stay registered for the successor.
+  void setTakeoverState(TakeoverState* state) { table_.setTakeoverState(state); }
+  void adoptInodes(const std::vector<TakeoverSlot>& slots) { table_.adoptInodes(slots); }
+  void handOver() { table_.keepBackingsForSuccessor(); }
   size_t idleBackings() const { return table_.idleCount(); }
   // Inodes' O_PATH fds open now (the root's included; inode_table.h), and walks
   // that opened one again since the start.
@@ -167,7 +179,7 @@ class FileSystem {
   Status readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
                  bool plus);
   Status releasedir(fuse_req_t req, fuse_file_info* fi);
-  Status fsyncdir(fuse_req_t req, fuse_file_info* fi, int datasync);
+  Status fsyncdir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int datasync);
   Status statfs(fuse_req_t req);
   Status access(fuse_req_t req, fuse_ino_t ino, int mask);
   Status getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
@@ -188,6 +200,12 @@ class FileSystem {
   };
 
   Inode& inodeOf(fuse_ino_t ino) { return table_.inodeOf(ino); }
+  Result<std::shared_ptr<DirHandle>> openDirHandle(fuse_ino_t ino);
+  Result<std::shared_ptr<DirHandle>> dirOf(fuse_ino_t ino, const fuse_file_info* fi);
+  // Takeover: a backing the predecessor registered (or opens it counted) gets
+  // an fd of ours again (filesystem.cc).
+  Status reopenInheritedLocked(Inode& inode, const OpenIntent& intent);
+  Status adoptBackingFd(Inode& inode);
   // Looks up name under parent, adds one kernel reference and fills e.
   Status doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e);
   // The entry's timeouts per the mode; an entry whose path an open cannot
@@ -306,6 +324,10 @@ class FileSystem {
   std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
   std::atomic<uint64_t> idle_reuses_{0};
   std::atomic<uint64_t> path_walks_{0};
+  // Open directories by handle (FileSystem::dirOf).
+  std::mutex dirs_mu_;  // a leaf
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs_;  // guarded by dirs_mu_
+  uint64_t next_dir_handle_;                                       // guarded by dirs_mu_
 };
 
 }  // namespace hotshard::fuse

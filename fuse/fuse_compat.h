@@ -58,6 +58,14 @@ static_assert(kOpTmpfile == FUSE_TMPFILE);
 // compares the dentry's epoch with fc->epoch). Linux < 6.16 answers EINVAL.
 inline constexpr int32_t kNotifyIncEpoch = 8;
 
+// FUSE_NOTIFY_RESEND (Linux >= 6.9, 7.40): a notification with no payload; the
+// kernel moves every request that was read but not answered back to its
+// pending queue, with FUSE_UNIQUE_RESEND set in its unique, so a process that
+// adopts the connection reads them again (fs/fuse/dev.c fuse_resend). Older
+// kernels answer the write with an error (ENOSYS in fuse_notify's default).
+inline constexpr int32_t kNotifyResend = 7;
+inline constexpr uint64_t kUniqueResend = 1ull << 63;
+
 struct BackingMap {
   int32_t fd;
   uint32_t flags;

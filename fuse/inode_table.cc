@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "fuse/passthrough_shim.h"
+#include "fuse/takeover_state.h"
 
 namespace hotshard::fuse {
 
@@ -50,6 +51,9 @@ InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim, size_t fd_cap)
   root_->type = S_IFDIR;
   root_->nlookup = 2;  // never forgotten
   root_->fd_pins = 1;  // never closed
+  root_->id = FUSE_ROOT_ID;
+  stale_ = std::make_unique<Inode>();
+  stale_->nlookup = 1;  // never freed: forget() ignores it
 }
 
 InodeTable::~InodeTable() {
@@ -71,7 +75,7 @@ void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
 }
 
 void InodeTable::closeBackings(Inode& inode) {
-  if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
+  if (inode.backing_id >= 0 && !keep_backings_.load()) shim_->closeBacking(inode.backing_id);
   if (inode.backing_fd >= 0) ::close(inode.backing_fd);
   // An adopted copy left here (teardown with files open) stays dirty in the
   // cache: the next start's recovery writes it back (docs/cache.md).
@@ -83,11 +87,140 @@ void InodeTable::closeBackings(Inode& inode) {
 
 Inode& InodeTable::inodeOf(fuse_ino_t ino) {
   if (ino == FUSE_ROOT_ID) return *root_;
-  return *reinterpret_cast<Inode*>(ino);
+  if (ino < kMaxIds) {
+    const std::atomic<Inode*>* chunk = id_chunks_[ino >> kIdChunkBits].load(std::memory_order_acquire);
+    if (chunk != nullptr) {
+      if (Inode* inode = chunk[ino & ((1u << kIdChunkBits) - 1)].load(std::memory_order_acquire)) {
+        return *inode;
+      }
+    }
+  }
+  spdlog::error("node id {} is not in the inode table: answering ESTALE", ino);
+  return *stale_;
 }
 
-fuse_ino_t InodeTable::idOf(const Inode& inode) const {
-  return isRoot(inode) ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(&inode);
+fuse_ino_t InodeTable::idOf(const Inode& inode) const { return inode.id; }
+
+// ---- node ids ---------------------------------------------------------------
+
+void InodeTable::setIdLocked(uint64_t id, Inode* inode) {
+  auto& top = id_chunks_[id >> kIdChunkBits];
+  std::atomic<Inode*>* chunk = top.load(std::memory_order_relaxed);
+  if (chunk == nullptr) {
+    if (inode == nullptr) return;
+    id_chunk_owners_.emplace_back(new std::atomic<Inode*>[1u << kIdChunkBits]());
+    chunk = id_chunk_owners_.back().get();
+    top.store(chunk, std::memory_order_release);
+  }
+  chunk[id & ((1u << kIdChunkBits) - 1)].store(inode, std::memory_order_release);
+}
+
+void InodeTable::assignIdLocked(Inode& inode) {
+  uint64_t id;
+  if (!free_ids_.empty()) {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    id = next_id_++;
+    if (id >= kMaxIds) {
+      // 2^32 inodes at once: past what the kernel's memory would hold.
+      spdlog::critical("node ids exhausted");
+      std::abort();
+    }
+  }
+  inode.id = id;
+  setIdLocked(id, &inode);
+}
+
+void InodeTable::freeIdLocked(Inode& inode) {
+  if (inode.id == 0) return;
+  if (TakeoverState* st = state_.load(std::memory_order_acquire)) st->release(inode.id);
+  setIdLocked(inode.id, nullptr);
+  free_ids_.push_back(inode.id);
+  inode.id = 0;
+}
+
+void InodeTable::recordLocked(const Inode& inode) {
+  TakeoverState* st = state_.load(std::memory_order_acquire);
+  if (st == nullptr || isRoot(inode) || inode.id == 0) return;
+  Status put = st->put(inode.id, inode.parent != nullptr ? inode.parent->id : 0, inode.name,
+                       inode.src_dev, inode.src_ino, inode.type, inode.generation, inode.nlookup);
+  if (!put.ok()) spdlog::error("takeover state: {}", put.error().message);
+}
+
+void InodeTable::noteBacking(const Inode& inode) {
+  TakeoverState* st = state_.load(std::memory_order_acquire);
+  if (st == nullptr || inode.id == 0) return;
+  uint32_t flags = (inode.backing_is_cache ? kBackingCache : 0) |
+                   (inode.backing_writable ? kBackingWritable : 0);
+  st->setBacking(inode.id, inode.backing_id, flags);
+  st->setOpens(inode.id, inode.nopen);
+}
+
+void InodeTable::setTakeoverState(TakeoverState* state) {
+  std::lock_guard lock(mu_);
+  state_.store(state, std::memory_order_release);
+  if (state == nullptr) return;
+  auto record = [&](Inode& inode) {
+    recordLocked(inode);
+    std::lock_guard inode_lock(inode.mu);
+    noteBacking(inode);
+  };
+  for (auto& [key, inode] : inodes_) record(*inode);
+  for (auto& [ptr, inode] : retired_) record(*inode);
+}
+
+void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
+  std::lock_guard lock(mu_);
+  std::map<uint64_t, Inode*> by_id;
+  for (const TakeoverSlot& slot : slots) {
+    auto inode = std::make_unique<Inode>();
+    inode->id = slot.id;
+    inode->src_dev = static_cast<dev_t>(slot.dev);
+    inode->src_ino = static_cast<ino_t>(slot.ino);
+    inode->type = slot.type;
+    inode->generation = slot.generation;
+    inode->nlookup = slot.nlookup;
+    inode->backing_id = slot.backing_id;
+    inode->backing_is_cache = (slot.backing_flags & kBackingCache) != 0;
+    inode->backing_writable = (slot.backing_flags & kBackingWritable) != 0;
+    inode->nopen = std::max(slot.nopen, 0);
+    inode->fd_pins = inode->nopen;  // as each open pinned its fd (released with it)
+    if (inode->backing_id >= 0 && inode->nopen == 0) {
+      // Kept idle by the predecessor: no open file uses it, and this process
+      // has no fd for it. Its release would have closed it.
+      shim_->closeBacking(inode->backing_id);
+      inode->backing_id = -1;
+    }
+    next_generation_ = std::max<uint64_t>(next_generation_.load(), slot.generation + 1);
+    next_id_ = std::max<uint64_t>(next_id_, slot.id + 1);
+    setIdLocked(slot.id, inode.get());
+    by_id[slot.id] = inode.get();
+    auto key = std::make_pair(inode->src_dev, inode->src_ino);
+    if (inodes_.count(key) == 0) {
+      inodes_.emplace(key, std::move(inode));
+    } else {
+      Inode* raw = inode.get();
+      raw->retired = true;  // a retired one's twin: the first one stays the object's
+      retired_.emplace(raw, std::move(inode));
+    }
+  }
+  for (const TakeoverSlot& slot : slots) {
+    Inode* inode = by_id[slot.id];
+    Inode* parent = slot.parent == FUSE_ROOT_ID ? root_.get()
+                    : by_id.count(slot.parent) != 0 ? by_id[slot.parent]
+                                                    : nullptr;
+    // A name under a parent the state lost is no way back: nameless (ESTALE).
+    if (parent != nullptr && slot.name_len > 0) {
+      inode->parent = parent;
+      inode->name.assign(slot.nameView());
+      parent->nchildren++;
+      names_.insert(inode);
+    }
+  }
+  for (uint64_t id = FUSE_ROOT_ID + 1; id < next_id_; id++) {
+    if (by_id.count(id) == 0) free_ids_.push_back(id);
+  }
 }
 
 size_t InodeTable::size() const {
@@ -127,6 +260,7 @@ Inode& InodeTable::addLookup(int newfd, const struct stat& attr, Inode* parent,
     fresh->type = attr.st_mode & S_IFMT;
     fresh->generation = next_generation_.fetch_add(1);
     inode = fresh.get();
+    assignIdLocked(*inode);
     inodes_.emplace(key, std::move(fresh));
     std::lock_guard fds_lock(fds_mu_);
     setPathFdLocked(*inode, std::make_shared<const UniqueFd>(std::move(fd)));
@@ -137,6 +271,7 @@ Inode& InodeTable::addLookup(int newfd, const struct stat& attr, Inode* parent,
   } else if (inode->parent == nullptr) {
     setNameLocked(*inode, nullptr, {});  // pins its fd: there is no other way back
   }
+  recordLocked(*inode);  // before the reply hands the id to the kernel
   std::vector<PathFd> closed;  // closed after the lock
   std::lock_guard fds_lock(fds_mu_);
   evictFdsLocked(closed);
@@ -155,11 +290,12 @@ Inode* InodeTable::addLookupIfKnown(const struct stat& attr, Inode* parent,
   // The name the kernel just found it by leads to it: the way back from now
   // on (it follows renames on the remote that the kernel looked up since).
   if (parent != nullptr && !isDotName(name)) setNameLocked(*inode, parent, name);
+  recordLocked(*inode);
   return inode;
 }
 
 void InodeTable::forget(Inode& inode, uint64_t n) {
-  if (isRoot(inode)) return;
+  if (isRoot(inode) || &inode == stale_.get()) return;
   std::lock_guard lock(mu_);
   if (n > inode.nlookup) {
     spdlog::error("forget of {} references on inode {} that has {}", n, inode.src_ino,
@@ -167,7 +303,12 @@ void InodeTable::forget(Inode& inode, uint64_t n) {
     n = inode.nlookup;
   }
   inode.nlookup -= n;
-  if (inode.nlookup > 0) return;
+  if (inode.nlookup > 0) {
+    if (TakeoverState* st = state_.load(std::memory_order_acquire)) {
+      st->setLookups(inode.id, inode.nlookup);
+    }
+    return;
+  }
   // The kernel forgets an inode only after its last release, so no open state
   // is left but an idle backing; close it all the same rather than leak.
   unlistIdleLocked(inode);
@@ -187,6 +328,7 @@ void InodeTable::freeIfUnusedLocked(Inode* inode) {
       std::lock_guard fds_lock(fds_mu_);
       dropFdLocked(*inode, closed);
     }
+    freeIdLocked(*inode);
     if (inode->retired) {
       retired_.erase(inode);
     } else {
@@ -307,13 +449,14 @@ void InodeTable::setNameLocked(Inode& inode, Inode* parent, std::string_view nam
       unpinLocked(inode);
     }
   }
+  recordLocked(inode);
   if (old_parent != nullptr && old_parent != parent) freeIfUnusedLocked(old_parent);
 }
 
 Inode* InodeTable::holdChild(Inode& parent, std::string_view name) {
   std::lock_guard lock(mu_);
   Inode* child = childLocked(parent, name);
-  if (child != nullptr) child->nlookup++;
+  if (child != nullptr) child->nlookup++;  // taken back by a forget(): not recorded
   return child;
 }
 

@@ -1,8 +1,12 @@
 // fuse/inode_table: the kernel's FUSE inodes and the remote objects behind them.
 //
 // One Inode per remote object (st_dev, st_ino) the kernel holds a lookup
-// reference to. The FUSE node id is the Inode's address (FUSE_ROOT_ID for the
-// root), as in libfuse's example/passthrough_hp.cc.
+// reference to. The FUSE node id is a small number (FUSE_ROOT_ID for the root;
+// ids of forgotten inodes are reused, with a new generation), resolved through
+// a two-level array without a lock (inodeOf), so that a successor process can
+// resolve the ids the kernel holds from the takeover state (takeover_state.h):
+// with setTakeoverState(), every change to an inode's id, name, lookups and
+// backing is stored there before the reply that hands it to the kernel.
 //
 // Reaching the object again: an Inode keeps its identity (st_dev, st_ino, type)
 // and where it was last seen: its parent Inode and its name there, updated by
@@ -48,6 +52,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <set>
@@ -67,6 +72,8 @@
 namespace hotshard::fuse {
 
 class PassthroughShim;
+class TakeoverState;
+struct TakeoverSlot;
 
 // An O_PATH fd of an inode's object, shared by the table's cache and the
 // operations using it: closed when the last of them lets go.
@@ -98,6 +105,7 @@ Result<std::vector<UniqueFd>> walkPath(const PathWalk& walk);
 
 // One remote object the kernel knows.
 struct Inode {
+  uint64_t id = 0;  // the FUSE node id; fixed for the inode's life
   dev_t src_dev = 0;
   ino_t src_ino = 0;
   mode_t type = 0;  // S_IFMT bits
@@ -182,8 +190,25 @@ class InodeTable {
   InodeTable(const InodeTable&) = delete;
   InodeTable& operator=(const InodeTable&) = delete;
 
+  // Records every inode (and from now on every change) in `state`, which must
+  // outlive the table; nullptr stops it. Call before the session serves.
+  void setTakeoverState(TakeoverState* state);
+  // A successor's start: the inodes a predecessor left (no fds: each is opened
+  // again by a walk from the root when used). Their inherited backing ids stay
+  // registered (the kernel's open files use them) with the opens counted.
+  // Call on an empty table, before the session serves.
+  void adoptInodes(const std::vector<TakeoverSlot>& slots);
+  // The process hands the connection over: the destructor leaves backing ids
+  // registered (their files stay open in the kernel) for the successor.
+  void keepBackingsForSuccessor() { keep_backings_ = true; }
+  // The inode's backing id and opens changed: stored in the takeover state.
+  // Under inode.mu.
+  void noteBacking(const Inode& inode);
+
   Inode& root() { return *root_; }
   bool isRoot(const Inode& inode) const { return &inode == root_.get(); }
+  // The inode of a node id; an id the table does not know (never, unless a
+  // takeover state lost it) gives an inode without name or fd: ESTALE.
   Inode& inodeOf(fuse_ino_t ino);
   fuse_ino_t idOf(const Inode& inode) const;
   // Inodes in the table, retired ones and the root included.
@@ -278,6 +303,14 @@ class InodeTable {
   };
 
   void closeBackings(Inode& inode);
+  // Node ids: allocated and freed under mu_; read by inodeOf without a lock.
+  static constexpr unsigned kIdChunkBits = 16;
+  static constexpr uint64_t kMaxIds = 1ull << (2 * kIdChunkBits);
+  void assignIdLocked(Inode& inode);
+  void setIdLocked(uint64_t id, Inode* inode);
+  void freeIdLocked(Inode& inode);
+  // Stores the inode's identity, name and lookups in the takeover state. Requires mu_.
+  void recordLocked(const Inode& inode);
   void unlistIdleLocked(Inode& inode);  // requires mu_
   Inode* childLocked(Inode& parent, std::string_view name);  // requires mu_
   // Gives the inode `name` in `parent` (nullptr: no name), taking the name from
@@ -296,6 +329,13 @@ class InodeTable {
 
   PassthroughShim* shim_;
   std::unique_ptr<Inode> root_;
+  std::unique_ptr<Inode> stale_;  // what inodeOf gives for an unknown id
+  std::array<std::atomic<std::atomic<Inode*>*>, (1u << kIdChunkBits)> id_chunks_{};
+  std::vector<std::unique_ptr<std::atomic<Inode*>[]>> id_chunk_owners_;  // guarded by mu_
+  uint64_t next_id_ = FUSE_ROOT_ID + 1;  // guarded by mu_
+  std::vector<uint64_t> free_ids_;       // forgotten, reusable; guarded by mu_
+  std::atomic<TakeoverState*> state_{nullptr};
+  std::atomic<bool> keep_backings_{false};
   const size_t fd_cap_;
   std::atomic<uint64_t> names_epoch_{0};
   // Lock order: mu_ before any Inode::mu, before fds_mu_.

@@ -105,8 +105,8 @@ void opReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
 void opReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   HS_GUARDED("releasedir", releasedir, fi);
 }
-void opFsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
-  HS_GUARDED("fsyncdir", fsyncdir, fi, datasync);
+void opFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  HS_GUARDED("fsyncdir", fsyncdir, ino, fi, datasync);
 }
 void opStatfs(fuse_req_t req, fuse_ino_t) { HS_GUARDED("statfs", statfs); }
 void opAccess(fuse_req_t req, fuse_ino_t ino, int mask) { HS_GUARDED("access", access, ino, mask); }

@@ -233,12 +233,60 @@ void disguiseTmpfile(fuse_in_header* in, size_t n) {
 }
 }  // namespace
 
+// The unique of the FUSE_INIT a successor replays: even (as the kernel's, whose
+// bit 0 marks interrupts) and far above any the kernel hands out.
+constexpr uint64_t kAdoptInitUnique = 1ull << 62;
+
+void PassthroughShim::adopt(std::vector<uint8_t> init_request, bool passthrough) {
+  std::lock_guard lock(init_mu_);
+  if (init_request.size() >= sizeof(fuse_in_header)) {
+    reinterpret_cast<fuse_in_header*>(init_request.data())->unique = kAdoptInitUnique;
+  }
+  adopt_init_ = std::move(init_request);
+  adopt_passthrough_ = passthrough;
+  adopting_.store(true);
+}
+
+Status PassthroughShim::resendUnanswered() {
+  return notify(compat::kNotifyResend, nullptr, 0, "FUSE_NOTIFY_RESEND");
+}
+
+bool PassthroughShim::swallowResentRelease(int fd, const fuse_in_header* in) {
+  if ((in->unique & compat::kUniqueResend) == 0 ||
+      (in->opcode != FUSE_RELEASE && in->opcode != FUSE_RELEASEDIR)) {
+    return false;
+  }
+  fuse_out_header out{.len = sizeof(fuse_out_header), .error = 0, .unique = in->unique};
+  (void)!::write(fd, &out, sizeof(out));
+  return true;
+}
+
 ssize_t PassthroughShim::ioRead(int fd, void* buf, size_t len, void* userdata) {
-  ssize_t n = ::read(fd, buf, len);
-  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+  PassthroughShim* self = shimOf(userdata);
+  if (self->adopting_.load()) {
+    std::lock_guard lock(self->init_mu_);
+    if (!self->adopt_init_.empty() && self->adopt_init_.size() <= len) {
+      std::memcpy(buf, self->adopt_init_.data(), self->adopt_init_.size());
+      ssize_t n = static_cast<ssize_t>(self->adopt_init_.size());
+      self->adopt_init_.clear();
+      return n;
+    }
+  }
+  ssize_t n;
+  while (true) {
+    // Handing over: end this worker's loop as if the connection were gone
+    // (libfuse ends the session on ENODEV) without taking a request.
+    if (self->stop_reading_.load()) {
+      errno = ENODEV;
+      return -1;
+    }
+    n = ::read(fd, buf, len);
+    if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+    if (!self->swallowResentRelease(fd, static_cast<fuse_in_header*>(buf))) break;
+  }
   auto* in = static_cast<fuse_in_header*>(buf);
   try {
-    shimOf(userdata)->noteRequest(in, static_cast<size_t>(n));
+    self->noteRequest(in, static_cast<size_t>(n));
   } catch (...) {
   }
   if (in->opcode == compat::kOpTmpfile) disguiseTmpfile(in, static_cast<size_t>(n));
@@ -252,6 +300,9 @@ void PassthroughShim::noteRequest(const fuse_in_header* in, size_t n) {
     bool offers = (init->flags & compat::kInitExt) && (init->flags2 & compat::kInitFlags2Passthrough);
     kernel_offers_.store(offers);
     init_unique_.store(in->unique);
+    std::lock_guard lock(init_mu_);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(in);
+    init_request_.assign(bytes, bytes + n);
   }
   if (timing_.load(std::memory_order_relaxed) && in->opcode != FUSE_FORGET &&
       in->opcode != FUSE_BATCH_FORGET && in->opcode != FUSE_INTERRUPT) {
@@ -263,6 +314,21 @@ void PassthroughShim::noteRequest(const fuse_in_header* in, size_t n) {
 
 ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* userdata) {
   PassthroughShim* self = shimOf(userdata);
+  if (count >= 1 && iov[0].iov_len >= sizeof(fuse_out_header) &&
+      static_cast<const fuse_out_header*>(iov[0].iov_base)->unique == kAdoptInitUnique) {
+    // The replayed INIT's reply: the kernel had the predecessor's already.
+    ssize_t total = 0;
+    for (int i = 0; i < count; i++) total += static_cast<ssize_t>(iov[i].iov_len);
+    self->adopting_.store(false);
+    if (self->adopt_passthrough_ && self->want_) {
+      self->confirmPassthrough();
+    } else {
+      self->disable(self->want_ ? "the predecessor's connection has no passthrough"
+                                : "disabled by configuration (--passthrough=off)");
+    }
+    self->markInitDone();
+    return total;
+  }
   uint64_t init_unique = self->init_unique_.load();
   bool is_init_reply = init_unique != 0 && count >= 2 &&
                        iov[0].iov_len >= sizeof(fuse_out_header) &&
@@ -280,6 +346,10 @@ ssize_t PassthroughShim::ioWritev(int fd, struct iovec* iov, int count, void* us
   bool asked = false;
   try {
     asked = self->patchInitReply(iov, patched);
+    if (self->init_observer_) {
+      std::lock_guard lock(self->init_mu_);
+      self->init_observer_(self->init_request_.data(), self->init_request_.size(), asked);
+    }
   } catch (...) {
   }
   ssize_t n = ::writev(fd, iov, count);

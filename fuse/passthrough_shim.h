@@ -8,6 +8,14 @@
 //  * replyOpen()/replyCreate(): raw fuse_open_out with FOPEN_PASSTHROUGH + backing id;
 //  * FUSE_TMPFILE, which libfuse 3.14 would answer ENOSYS, reaches the create
 //    handler as a FUSE_CREATE with an empty name (isTmpfileCreate());
+//  * takeover (docs/restart.md): the kernel's FUSE_INIT request goes to an
+//    observer before its reply is written (the takeover state keeps it); a
+//    successor hands libfuse that request again (adopt(): a synthetic unique,
+//    its reply swallowed, never written), then FUSE_NOTIFY_RESEND
+//    (resendUnanswered()) queues again what the predecessor read but never
+//    answered; a RELEASE so resent may have been processed already and is
+//    answered here without reaching the file system (a backing then stays
+//    registered until the inode's forget, never closed while in use);
 //  * invalidateAllEntries(), invalidateInode(): FUSE_NOTIFY_INC_EPOCH and
 //    FUSE_NOTIFY_INVAL_INODE, raw on the device fd (libfuse 3.14 has no call for
 //    the first and no session at hand for the second).
@@ -81,6 +89,24 @@ class PassthroughShim {
   // Installs the custom I/O on `se` for the already-mounted /dev/fuse fd.
   // libfuse owns devfd afterwards (closed by fuse_session_destroy).
   Status attach(struct fuse_session* se, int devfd);
+
+  // Called with the kernel's FUSE_INIT request (fuse_in_header + fuse_init_in)
+  // and whether the reply asks for passthrough, just before the reply is
+  // written. Set before the session runs.
+  using InitObserver = std::function<void(const void* request, size_t size, bool passthrough)>;
+  void setInitObserver(InitObserver observer) { init_observer_ = std::move(observer); }
+  // A successor on a live connection: the first read hands libfuse `request`
+  // (the predecessor's FUSE_INIT, with a unique of our own) and its reply is
+  // not written; passthrough is as the predecessor's kernel agreed. Before the
+  // session runs.
+  void adopt(std::vector<uint8_t> init_request, bool passthrough);
+  // FUSE_NOTIFY_RESEND (after adopt's INIT was processed). An error on kernels
+  // before 6.9: requests the predecessor read then wait until their callers
+  // give up (an interrupted syscall) or the connection is aborted.
+  Status resendUnanswered();
+  // Hand-over: after this, ioRead reads nothing more (returns as if the
+  // session ended) once the current read returns.
+  void stopReading() { stop_reading_.store(true); }
 
   // Blocks until the reply to FUSE_INIT has been written (the connection is
   // live and the passthrough decision made); false on timeout.
@@ -164,6 +190,14 @@ class PassthroughShim {
   std::condition_variable init_cv_;
   bool init_done_ = false;  // guarded by init_mu_
   void markInitDone();
+  InitObserver init_observer_;  // set before the session runs
+  std::vector<uint8_t> init_request_;  // the FUSE_INIT read; guarded by init_mu_
+  std::vector<uint8_t> adopt_init_;    // adopt(): handed to libfuse once; init_mu_
+  std::atomic<bool> adopting_{false};
+  bool adopt_passthrough_ = false;
+  std::atomic<bool> stop_reading_{false};
+  // A resent RELEASE: answered here (see the header comment). True if handled.
+  bool swallowResentRelease(int fd, const fuse_in_header* in);
   mutable std::mutex reason_mu_;
   std::string reason_ = "FUSE_INIT not yet seen";
 };

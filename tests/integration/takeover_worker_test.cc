@@ -10,9 +10,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <openssl/sha.h>
+
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <future>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "fuse/mount.h"
@@ -104,6 +110,140 @@ TEST_F(IntegrationTakeoverWorker, ServesAFreshConnectionItDidNotMount) {
   // SIGTERM keeps its meaning: the worker unmounts and exits 0.
   EXPECT_EQ(worker().stop(), 0) << worker().log();
   EXPECT_NE(mountDevice(mnt_), conn_dev_);
+}
+
+// Reads fd from offset `from` to the end; returns the bytes.
+std::string readFrom(int fd, off_t from) {
+  std::string out;
+  char buf[1 << 16];
+  for (off_t off = from;;) {
+    ssize_t n = ::pread(fd, buf, sizeof(buf), off);
+    if (n <= 0) {
+      EXPECT_EQ(n, 0) << std::strerror(errno);
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
+    off += n;
+  }
+  return out;
+}
+
+std::string sha256Of(const std::string& bytes) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
+  char hex[2 * SHA256_DIGEST_LENGTH + 1];
+  for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) std::snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  return hex;
+}
+
+std::set<std::string> namesIn(DIR* dir) {
+  std::set<std::string> names;
+  while (const dirent* e = ::readdir(dir)) names.insert(e->d_name);
+  return names;
+}
+
+TEST_F(IntegrationTakeoverWorker, SigkillThenTakeoverKeepsOpenFilesNamesAndDirectories) {
+  writeRandomFile(remote_ + "/a", 8 << 20, 11);
+  writeRandomFile(remote_ + "/b", 4096, 12);
+  writeRandomFile(remote_ + "/dir/c", 100000, 13);
+  writeRandomFile(remote_ + "/dir/d", 10, 14);
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false);
+  ASSERT_FALSE(HasFailure());
+
+  int a = ::open((mnt_ + "/a").c_str(), O_RDONLY);
+  ASSERT_GE(a, 0);
+  std::string head(1 << 20, '\0');
+  ASSERT_EQ(::pread(a, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
+  struct stat b_before;
+  ASSERT_EQ(::stat((mnt_ + "/b").c_str(), &b_before), 0);
+  ASSERT_EQ(sha256File(mnt_ + "/dir/c"), sha256File(remote_ + "/dir/c"));
+  DIR* dir = ::opendir((mnt_ + "/dir").c_str());  // read only after the takeover
+  ASSERT_NE(dir, nullptr);
+
+  ASSERT_EQ(::kill(worker().pid(), SIGKILL), 0);
+  ASSERT_EQ(worker().waitExit(10), 128 + SIGKILL);
+  auto killed = std::chrono::steady_clock::now();
+  // A lookup the kernel cannot answer from its caches waits for the successor:
+  // kill -9 to its answer.
+  writeRandomFile(remote_ + "/late", 10, 15);
+  auto first = std::async(std::launch::async, [&] {
+    struct stat st;
+    int rc = ::stat((mnt_ + "/late").c_str(), &st);
+    return std::make_pair(rc, std::chrono::steady_clock::now());
+  });
+  startWorker(/*takeover=*/true);
+  ASSERT_FALSE(HasFailure());
+  auto [rc, answered] = first.get();
+  EXPECT_EQ(rc, 0);
+  std::printf("kill -9 -> first request answered by the successor: %.0f ms\n",
+              std::chrono::duration<double, std::milli>(answered - killed).count());
+
+  // The open file reads on, byte for byte.
+  EXPECT_EQ(sha256Of(head + readFrom(a, head.size())), sha256File(remote_ + "/a"));
+  // A new open of the file open across the kill reuses its backing.
+  EXPECT_EQ(sha256File(mnt_ + "/a"), sha256File(remote_ + "/a"));
+  ::close(a);
+  EXPECT_EQ(sha256File(mnt_ + "/a"), sha256File(remote_ + "/a"));
+  // Names looked up before the kill, and new ones.
+  struct stat b_after;
+  ASSERT_EQ(::stat((mnt_ + "/b").c_str(), &b_after), 0);
+  EXPECT_EQ(b_after.st_ino, b_before.st_ino);
+  EXPECT_EQ(sha256File(mnt_ + "/dir/c"), sha256File(remote_ + "/dir/c"));
+  EXPECT_EQ(sha256File(mnt_ + "/dir/d"), sha256File(remote_ + "/dir/d"));
+  std::set<std::string> top;
+  for (const auto& e : fs::directory_iterator(mnt_)) top.insert(e.path().filename());
+  EXPECT_EQ(top, (std::set<std::string>{"a", "b", "dir", "late"}));
+  // The directory handle of the predecessor: read on, no crash.
+  EXPECT_EQ(namesIn(dir), (std::set<std::string>{".", "..", "c", "d"}));
+  ::closedir(dir);
+  EXPECT_TRUE(worker().running());
+  json st = worker().status();
+  ASSERT_FALSE(st.contains("error")) << st.dump();
+  // Every node id resolved, and the open across the kill shared its backing
+  // (no retired inode: a second backing would have been refused, EBUSY).
+  EXPECT_EQ(st["fuse"]["cache_conflicts"].get<uint64_t>(), 0u) << st.dump();
+  EXPECT_GE(st["fuse"]["opens_passthrough"].get<uint64_t>(), 2u) << st.dump();
+  std::string log = worker().log();
+  EXPECT_NE(log.find("node ids adopted"), std::string::npos) << log;
+  EXPECT_EQ(log.find("not in the inode table"), std::string::npos) << log;
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+TEST_F(IntegrationTakeoverWorker, Sigusr2HandsOverWithoutUnmounting) {
+  writeRandomFile(remote_ + "/a", 4 << 20, 21);
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false);
+  ASSERT_FALSE(HasFailure());
+  int a = ::open((mnt_ + "/a").c_str(), O_RDONLY);
+  ASSERT_GE(a, 0);
+  std::string head(4096, '\0');
+  ASSERT_EQ(::pread(a, head.data(), head.size(), 0), 4096);
+
+  ASSERT_EQ(::kill(worker().pid(), SIGUSR2), 0);
+  EXPECT_EQ(worker().waitExit(20), 75) << worker().log();
+  EXPECT_EQ(mountDevice(mnt_), conn_dev_);  // still mounted, same connection
+
+  double ms = startWorker(/*takeover=*/true);
+  ASSERT_FALSE(HasFailure());
+  std::printf("successor after SIGUSR2: ready in %.0f ms\n", ms);
+  EXPECT_EQ(sha256Of(head + readFrom(a, head.size())), sha256File(remote_ + "/a"));
+  EXPECT_EQ(sha256File(mnt_ + "/a"), sha256File(remote_ + "/a"));
+  ::close(a);
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+TEST_F(IntegrationTakeoverWorker, TakeoverWithoutStateExitsThree) {
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  ASSERT_EQ(::fcntl(fuse_fd_, F_SETFD, 0), 0);  // inherited by the command below
+  CommandResult r = runCommand({hotshardBinary(), "run", "--foreground", "--remote", remote_,
+                                "--mount", mnt_, "--cache", cache_, "--metrics", "off",
+                                "--control-socket", tmp_ / "control.sock", "--fuse-fd",
+                                std::to_string(fuse_fd_), "--takeover", "--state-dir",
+                                state_dir_});
+  ::fcntl(fuse_fd_, F_SETFD, FD_CLOEXEC);
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("no takeover state"), std::string::npos) << r.out;
 }
 
 TEST_F(IntegrationTakeoverWorker, RefusesAnFdThatIsNotDevFuse) {
