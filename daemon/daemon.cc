@@ -285,11 +285,26 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd rem
   std::unique_ptr<Daemon> d(new Daemon(cfg));
   d->remote_fd_ = std::move(remote_root);
   d->quiesce_.daemon = d.get();
-  for (Status (Daemon::*stage)() :
-       {&Daemon::startCache, &Daemon::startPlacement, &Daemon::startPeer,
-        &Daemon::startFileSystem, &Daemon::startMount, &Daemon::startLoop,
-        &Daemon::startRemoteWatch, &Daemon::startMetrics, &Daemon::startControl}) {
-    RETURN_IF_ERROR((d.get()->*stage)());
+  using Stage = Status (Daemon::*)();
+  // A worker serves FUSE first: requests wait in the kernel while no process
+  // reads them (a takeover's every ms is added to an open's wait), and loading
+  // the heat probes takes about a second. Placement and the peer tier hear of
+  // opens through sinks set when they are up.
+  const std::initializer_list<Stage> worker_stages = {
+      &Daemon::startCache,     &Daemon::startFileSystem,  &Daemon::startMount,
+      &Daemon::startLoop,      &Daemon::startPlacement,   &Daemon::startPeer,
+      &Daemon::startRemoteWatch, &Daemon::startMetrics, &Daemon::startControl};
+  const std::initializer_list<Stage> stages = {
+      &Daemon::startCache,     &Daemon::startPlacement, &Daemon::startPeer,
+      &Daemon::startFileSystem, &Daemon::startMount,    &Daemon::startLoop,
+      &Daemon::startRemoteWatch, &Daemon::startMetrics, &Daemon::startControl};
+  for (Stage stage : cfg.worker.fuse_fd >= 0 ? worker_stages : stages) {
+    Status st = (d.get()->*stage)();
+    if (st.ok()) continue;
+    // A worker that fails leaves the connection to its supervisor as a
+    // hand-over would: mounted, backing ids registered.
+    if (d->handOver()) (void)d->finishHandOver();
+    return st.takeError();
   }
   spdlog::info("hotshard {} serving {} on {} ({}, consistency {}), passthrough: {}, control "
                "socket {}, metrics {}",
@@ -307,6 +322,21 @@ Status Daemon::startCache() {
   auto cache = CacheService::start(cfg_, remote_fd_.get());
   if (!cache.ok()) return inStage("cache " + cfg_.cache, cache.takeError());
   cache_ = std::move(*cache);
+  cache_->setOpenListener([this](const std::string& rel, const struct stat& st, bool from_cache,
+                                 bool for_write) {
+    if (Placement* p = placement_sink_.load(std::memory_order_acquire)) {
+      p->noteOpen(rel, st, from_cache, for_write);
+    }
+  });
+  cache_->setChangeListener([this](const std::string& rel, const fuse::Change& change) {
+    if (Placement* p = placement_sink_.load(std::memory_order_acquire)) p->noteChange(rel, change);
+  });
+  if (!cfg_.cluster.empty()) {
+    cache_->setCopyFetcher([this](const std::string& rel, const struct stat& remote) {
+      PeerService* p = peer_sink_.load(std::memory_order_acquire);
+      return p != nullptr && p->fetchCopy(rel, remote);
+    });
+  }
   return Ok{};
 }
 
@@ -333,14 +363,7 @@ Status Daemon::startPlacement() {
                                                              .watch_devices = devices})});
   if (!placement.ok()) return inStage("placement", placement.takeError());
   placement_ = std::move(*placement);
-  cache_->setOpenListener([p = placement_.get()](const std::string& rel, const struct stat& st,
-                                                 bool from_cache, bool for_write) {
-    p->noteOpen(rel, st, from_cache, for_write);
-  });
-  cache_->setChangeListener([p = placement_.get()](const std::string& rel,
-                                                   const fuse::Change& change) {
-    p->noteChange(rel, change);
-  });
+  placement_sink_.store(placement_.get(), std::memory_order_release);
   return Ok{};
 }
 
@@ -351,9 +374,7 @@ Status Daemon::startPeer() {
                                                        .remote_root_fd = remote_fd_.get()});
   if (!peer.ok()) return inStage("cluster " + cfg_.cluster, peer.takeError());
   peer_ = std::move(*peer);
-  cache_->setCopyFetcher([p = peer_.get()](const std::string& rel, const struct stat& remote) {
-    return p->fetchCopy(rel, remote);
-  });
+  peer_sink_.store(peer_.get(), std::memory_order_release);
   placement_->setOwnerOf([p = peer_.get()](const std::string& rel) { return p->ownerOf(rel); });
   return Ok{};
 }
@@ -698,7 +719,7 @@ bool Daemon::handOver() {
   // (sem_wait is never restarted), it sees the session exited and cancels the
   // workers blocked in read(2) (a read that returned a request is processed
   // with cancellation off, fuse_loop_mt.c), then joins them.
-  while (!loop_ended_.load()) {
+  while (loop_.thread.joinable() && !loop_ended_.load()) {
     pthread_kill(loop_.thread.native_handle(), SIGUSR1);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -41,7 +41,8 @@ class Daemon {
  public:
   // Starts every stage in order: cache, placement, peer tier (with --cluster),
   // file system, mount, session loop (until the kernel's FUSE_INIT is
-  // answered, at most 10 s), metrics, control socket. cfg must be finalized
+  // answered, at most 10 s), metrics, control socket; a worker (--fuse-fd)
+  // starts placement and the peer tier after the session loop. cfg must be finalized
   // (finalizeRunConfig); remote_root is the remote directory opened O_PATH
   // before anything is mounted over it.
   // Errors: "STAGE: what failed", e.g. "mount /mnt/x: Permission denied".
@@ -146,6 +147,10 @@ class Daemon {
   const RunConfig cfg_;
   UniqueFd remote_fd_;
   std::atomic<MetricsExporter*> metrics_sink_{nullptr};  // read by the shim's observer
+  // Read by the cache's open/change listeners and copy fetcher (set at
+  // startCache): placement_ and peer_ once they are up.
+  std::atomic<Placement*> placement_sink_{nullptr};
+  std::atomic<PeerService*> peer_sink_{nullptr};
   std::unique_ptr<CacheService> cache_;
   std::unique_ptr<Placement> placement_;
   // With --cluster: the peer tier. It uses the cache store and promoter, and

@@ -176,6 +176,7 @@ TEST_F(IntegrationTakeoverWorker, SigkillThenTakeoverKeepsOpenFilesNamesAndDirec
   ASSERT_FALSE(HasFailure());
   auto [rc, answered] = first.get();
   EXPECT_EQ(rc, 0);
+  if (std::getenv("HS_SHOW_LOG")) std::printf("%s\n", worker().log().c_str());
   std::printf("kill -9 -> first request answered by the successor: %.0f ms\n",
               std::chrono::duration<double, std::milli>(answered - killed).count());
 
