@@ -17,7 +17,10 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <thread>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -231,6 +234,103 @@ TEST_F(IntegrationTakeoverWorker, Sigusr2HandsOverWithoutUnmounting) {
   EXPECT_EQ(sha256Of(head + readFrom(a, head.size())), sha256File(remote_ + "/a"));
   EXPECT_EQ(sha256File(mnt_ + "/a"), sha256File(remote_ + "/a"));
   ::close(a);
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+// The crash test in small (the supervisor's suite runs it 50 times): a reader
+// streams a file and opens a new one every 100 ms while the worker is killed
+// and taken over 10 times. No error, no wrong byte, no open waits over 5 s.
+TEST_F(IntegrationTakeoverWorker, TenSigkillTakeoversUnderAStreamingReader) {
+  writeRandomFile(remote_ + "/stream", 32 << 20, 31);
+  for (int i = 0; i < 40; i++) writeRandomFile(remote_ + "/f" + std::to_string(i), 8192, 100 + i);
+  const std::string want = sha256File(remote_ + "/stream");
+  std::vector<std::string> want_f;
+  for (int i = 0; i < 40; i++) want_f.push_back(sha256File(remote_ + "/f" + std::to_string(i)));
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false);
+  ASSERT_FALSE(HasFailure());
+
+  std::atomic<bool> done{false};
+  std::atomic<int> errors{0}, passes{0}, opens{0};
+  std::atomic<double> slowest_open_ms{0};
+  std::string first_error;
+  std::mutex error_mu;
+  auto fail = [&](const std::string& what) {
+    errors++;
+    std::lock_guard lock(error_mu);
+    if (first_error.empty()) first_error = what;
+  };
+  std::thread streamer([&] {
+    while (!done) {
+      int fd = ::open((mnt_ + "/stream").c_str(), O_RDONLY);
+      if (fd < 0) {
+        fail(std::string("open stream: ") + std::strerror(errno));
+        continue;
+      }
+      if (sha256Of(readFrom(fd, 0)) != want) fail("stream: wrong bytes");
+      ::close(fd);
+      passes++;
+    }
+  });
+  std::thread opener([&] {
+    for (int i = 0; !done; i = (i + 1) % 40) {
+      auto t0 = std::chrono::steady_clock::now();
+      std::string got = sha256File(mnt_ + "/f" + std::to_string(i));
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count();
+      if (ms > slowest_open_ms.load()) slowest_open_ms = ms;
+      if (got != want_f[i]) fail("f" + std::to_string(i) + ": " + got);
+      opens++;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  for (int round = 0; round < 10 && !HasFailure(); round++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_EQ(::kill(worker().pid(), SIGKILL), 0);
+    ASSERT_EQ(worker().waitExit(10), 128 + SIGKILL);
+    workers_.erase(workers_.begin(), workers_.end() - 1);
+    startWorker(/*takeover=*/true);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  done = true;
+  streamer.join();
+  opener.join();
+  std::printf("10 takeovers: %d stream passes, %d opens, slowest open %.0f ms\n", passes.load(),
+              opens.load(), slowest_open_ms.load());
+  EXPECT_EQ(errors.load(), 0) << first_error << "\n" << worker().log();
+  EXPECT_LE(slowest_open_ms.load(), 5000.0);
+  EXPECT_GT(passes.load(), 0);
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+// Over the remote's own path the worker cannot open the remote: the supervisor
+// passes the fd it opened before mounting (--remote-fd).
+TEST_F(IntegrationTakeoverWorker, OverTheRemoteServesTheRemoteFdItInherits) {
+  writeRandomFile(remote_ + "/a", 100000, 41);
+  const std::string want = sha256File(remote_ + "/a");
+  int remote_fd = ::open(remote_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(remote_fd, 0);
+  auto fd = fuse::mountFuse(remote_, "hotshard:" + remote_);
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  fuse_fd_ = *fd;
+  conn_dev_ = mountDevice(remote_);
+  mnt_ = remote_;  // TearDown unmounts it there
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  workers_.push_back(std::make_unique<DaemonProcess>(
+      DaemonProcess::Options{.remote = remote_,
+                             .cache = cache_,
+                             .extra_args = {"--fuse-fd", std::to_string(fuse_fd_), "--remote-fd",
+                                            std::to_string(remote_fd), "--ready-fd",
+                                            std::to_string(ready[1]), "--state-dir", state_dir_},
+                             .inherit_fds = {fuse_fd_, remote_fd, ready[1]}},
+      tmp_.path()));
+  bool started = workers_.back()->start();
+  ::close(ready[1]);
+  ::close(ready[0]);
+  ::close(remote_fd);
+  ASSERT_TRUE(started) << worker().log();
+  EXPECT_EQ(sha256File(remote_ + "/a"), want);  // through the mount, from the covered remote
   EXPECT_EQ(worker().stop(), 0) << worker().log();
 }
 
