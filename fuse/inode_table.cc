@@ -88,7 +88,8 @@ void InodeTable::closeBackings(Inode& inode) {
 Inode& InodeTable::inodeOf(fuse_ino_t ino) {
   if (ino == FUSE_ROOT_ID) return *root_;
   if (ino < kMaxIds) {
-    const std::atomic<Inode*>* chunk = id_chunks_[ino >> kIdChunkBits].load(std::memory_order_acquire);
+    const std::atomic<Inode*>* chunk =
+        id_chunks_[ino >> kIdChunkBits].load(std::memory_order_acquire);
     if (chunk != nullptr) {
       if (Inode* inode = chunk[ino & ((1u << kIdChunkBits) - 1)].load(std::memory_order_acquire)) {
         return *inode;
@@ -207,7 +208,7 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
   }
   for (const TakeoverSlot& slot : slots) {
     Inode* inode = by_id[slot.id];
-    Inode* parent = slot.parent == FUSE_ROOT_ID ? root_.get()
+    Inode* parent = slot.parent == FUSE_ROOT_ID     ? root_.get()
                     : by_id.count(slot.parent) != 0 ? by_id[slot.parent]
                                                     : nullptr;
     // A name under a parent the state lost is no way back: nameless (ESTALE).
@@ -271,7 +272,7 @@ Inode& InodeTable::addLookup(int newfd, const struct stat& attr, Inode* parent,
   } else if (inode->parent == nullptr) {
     setNameLocked(*inode, nullptr, {});  // pins its fd: there is no other way back
   }
-  recordLocked(*inode);  // before the reply hands the id to the kernel
+  recordLocked(*inode);        // before the reply hands the id to the kernel
   std::vector<PathFd> closed;  // closed after the lock
   std::lock_guard fds_lock(fds_mu_);
   evictFdsLocked(closed);

@@ -3,26 +3,25 @@
 // and starts `hotshard run --fuse-fd=N --ready-fd=M` workers on it: a fresh
 // one, then successors with --takeover after a SIGKILL or a SIGUSR2 hand-over.
 // The mount is lazily unmounted and its connection aborted in every path.
+#include <dirent.h>
 #include <fcntl.h>
+#include <openssl/sha.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <dirent.h>
-#include <openssl/sha.h>
-
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <future>
-#include <thread>
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "fuse/mount.h"
 #include "tests/integration/harness.h"
@@ -64,18 +63,19 @@ class IntegrationTakeoverWorker : public MountFixture {
   double startWorker(bool takeover, std::vector<std::string> extra = {}) {
     int ready[2];
     EXPECT_EQ(::pipe2(ready, O_CLOEXEC), 0);
-    std::vector<std::string> args = {"--fuse-fd", std::to_string(fuse_fd_), "--ready-fd",
-                                     std::to_string(ready[1]), "--state-dir", state_dir_};
+    std::vector<std::string> args = {"--fuse-fd",   std::to_string(fuse_fd_),
+                                     "--ready-fd",  std::to_string(ready[1]),
+                                     "--state-dir", state_dir_};
     if (takeover) args.push_back("--takeover");
     args.insert(args.end(), extra.begin(), extra.end());
     auto start = std::chrono::steady_clock::now();
-    workers_.push_back(std::make_unique<DaemonProcess>(
-        DaemonProcess::Options{.remote = remote_,
-                               .mount = mnt_,
-                               .cache = cache_,
-                               .extra_args = args,
-                               .inherit_fds = {fuse_fd_, ready[1]}},
-        tmp_.path()));
+    workers_.push_back(
+        std::make_unique<DaemonProcess>(DaemonProcess::Options{.remote = remote_,
+                                                               .mount = mnt_,
+                                                               .cache = cache_,
+                                                               .extra_args = args,
+                                                               .inherit_fds = {fuse_fd_, ready[1]}},
+                                        tmp_.path()));
     bool started = workers_.back()->start();
     ::close(ready[1]);
     std::string line;
@@ -86,8 +86,8 @@ class IntegrationTakeoverWorker : public MountFixture {
       if (n <= 0) break;
       line.append(buf, n);
     }
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                    .count();
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     ::close(ready[0]);
     EXPECT_TRUE(started) << workers_.back()->log();
     EXPECT_EQ(line, "ready\n") << workers_.back()->log();
@@ -277,8 +277,8 @@ TEST_F(IntegrationTakeoverWorker, TenTakeoversUnderAStreamingReader) {
     for (int i = 0; !done; i = (i + 1) % 40) {
       auto t0 = std::chrono::steady_clock::now();
       std::string got = sha256File(mnt_ + "/f" + std::to_string(i));
-      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count();
+      double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (ms > slowest_open_ms.load()) slowest_open_ms = ms;
       if (got != want_f[i]) fail("f" + std::to_string(i) + ": " + got);
       opens++;
@@ -340,11 +340,10 @@ TEST_F(IntegrationTakeoverWorker, OverTheRemoteServesTheRemoteFdItInherits) {
 TEST_F(IntegrationTakeoverWorker, TakeoverWithoutStateExitsThree) {
   ASSERT_NO_FATAL_FAILURE(mountConnection());
   ASSERT_EQ(::fcntl(fuse_fd_, F_SETFD, 0), 0);  // inherited by the command below
-  CommandResult r = runCommand({hotshardBinary(), "run", "--foreground", "--remote", remote_,
-                                "--mount", mnt_, "--cache", cache_, "--metrics", "off",
-                                "--control-socket", tmp_ / "control.sock", "--fuse-fd",
-                                std::to_string(fuse_fd_), "--takeover", "--state-dir",
-                                state_dir_});
+  CommandResult r =
+      runCommand({hotshardBinary(), "run", "--foreground", "--remote", remote_, "--mount", mnt_,
+                  "--cache", cache_, "--metrics", "off", "--control-socket", tmp_ / "control.sock",
+                  "--fuse-fd", std::to_string(fuse_fd_), "--takeover", "--state-dir", state_dir_});
   ::fcntl(fuse_fd_, F_SETFD, FD_CLOEXEC);
   EXPECT_EQ(r.exit_code, 3) << r.out;
   EXPECT_NE(r.out.find("no takeover state"), std::string::npos) << r.out;
@@ -353,9 +352,9 @@ TEST_F(IntegrationTakeoverWorker, TakeoverWithoutStateExitsThree) {
 TEST_F(IntegrationTakeoverWorker, RefusesAnFdThatIsNotDevFuse) {
   ASSERT_NO_FATAL_FAILURE(mountConnection());
   int null = ::open("/dev/null", O_RDWR);  // inherited by the child below
-  CommandResult r = runCommand({hotshardBinary(), "run", "--foreground", "--remote", remote_,
-                                "--mount", mnt_, "--cache", cache_, "--metrics", "off",
-                                "--fuse-fd", std::to_string(null)});
+  CommandResult r =
+      runCommand({hotshardBinary(), "run", "--foreground", "--remote", remote_, "--mount", mnt_,
+                  "--cache", cache_, "--metrics", "off", "--fuse-fd", std::to_string(null)});
   ::close(null);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("is not /dev/fuse"), std::string::npos) << r.out;
