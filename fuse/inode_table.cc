@@ -153,7 +153,8 @@ void InodeTable::noteBacking(const Inode& inode) {
   TakeoverState* st = state_.load(std::memory_order_acquire);
   if (st == nullptr || inode.id == 0) return;
   uint32_t flags = (inode.backing_is_cache ? kBackingCache : 0) |
-                   (inode.backing_writable ? kBackingWritable : 0);
+                   (inode.backing_writable ? kBackingWritable : 0) |
+                   (inode.copy_adopted ? kBackingAdopted : 0);
   st->setBacking(inode.id, inode.backing_id, flags);
   st->setOpens(inode.id, inode.nopen);
 }
@@ -187,6 +188,12 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
     inode->backing_writable = (slot.backing_flags & kBackingWritable) != 0;
     inode->nopen = std::max(slot.nopen, 0);
     inode->fd_pins = inode->nopen;  // as each open pinned its fd (released with it)
+    if ((slot.backing_flags & kBackingAdopted) != 0 && inode->nopen > 0) {
+      spdlog::error("takeover: inode {} ('{}') was open for writing into its cache copy: writes "
+                    "made from now on stay in that copy (see lost+found/), not on the remote "
+                    "(docs/restart.md)",
+                    slot.ino, std::string(slot.nameView()));
+    }
     if (inode->backing_id >= 0 && inode->nopen == 0) {
       // Kept idle by the predecessor: no open file uses it, and this process
       // has no fd for it. Its release would have closed it.

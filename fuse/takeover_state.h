@@ -60,6 +60,9 @@ static_assert(sizeof(TakeoverSlot) == 328, "the slot layout is part of the file 
 
 inline constexpr uint32_t kBackingCache = 1u << 0;     // the cache's copy, not the remote file
 inline constexpr uint32_t kBackingWritable = 1u << 1;  // opened read-write
+// A writer adopted the cache copy as its write-back buffer (docs/cache.md, "one
+// file, one truth"); a successor cannot carry that on (docs/restart.md).
+inline constexpr uint32_t kBackingAdopted = 1u << 2;
 
 // Which FUSE connection a state belongs to.
 struct ConnectionId {
