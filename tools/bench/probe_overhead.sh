@@ -8,6 +8,9 @@
 #
 # Modes, each measured once per round, in a rotating order:
 #   detached         no probes loaded
+#   empty            programs that return at once on the same tracepoints, attached
+#                    the same way (tools/bench/probe_empty.bpf.c): the floor, what
+#                    enabling the tracepoints and running any BPF program costs
 #   unwatched        probes attached, the file's device not in the filter
 #   watched          probes attached and counting the file (the default options)
 #   watched-nocg     the same without per-cgroup totals (--no-cgroups)
@@ -32,6 +35,9 @@ if ! mountpoint -q /sys/kernel/tracing; then mount -t tracefs nodev /sys/kernel/
 mkdir -p build/bench
 reader=build/bench/probe-reader
 gcc -O2 -Wall -pthread -o "$reader" tools/bench/probe_overhead_reader.c
+empty_loader=build/bench/probe-empty-loader empty_obj=build/bench/probe_empty.bpf.o
+gcc -O2 -Wall -o "$empty_loader" tools/bench/probe_empty_loader.c -lbpf
+clang -O2 -g -Wall -target bpf -Ibuild/bpf -c tools/bench/probe_empty.bpf.c -o "$empty_obj"
 
 file=/var/tmp/hotshard-probe-bench.bin
 if [[ ! -f $file || $(stat -c %s "$file") -ne $((file_mib << 20)) ]]; then
@@ -47,6 +53,13 @@ run_mode() {
   local mode=$1 nthreads=$2 secs=$3 probe_args=()
   case "$mode" in
     detached) "$reader" "$file" "$secs" "$nthreads" "$block"; return ;;
+    empty)
+      "$empty_loader" "$empty_obj" "$(awk "BEGIN{print $secs + 2}")" 2>/dev/null &
+      local pid=$!
+      sleep 1
+      "$reader" "$file" "$secs" "$nthreads" "$block"
+      wait "$pid"
+      return ;;
     unwatched) probe_args=(--path "$other") ;;
     watched) probe_args=(--path "$file" --only-files) ;;
     watched-nocg) probe_args=(--path "$file" --only-files --no-cgroups) ;;
@@ -62,7 +75,7 @@ run_mode() {
 # Each attached run is paired with a detached run just before it, and the
 # report takes the median of the pairs' ratios: this VM's throughput drifts by
 # several percent over a minute, far more than within a pair.
-modes=(unwatched watched watched-nocg)
+modes=(empty unwatched watched watched-nocg)
 : > "$work/pairs"
 for ((r = 0; r < rounds; r++)); do
   for ((i = 0; i < ${#modes[@]}; i++)); do
@@ -97,7 +110,7 @@ print(f"{int(block) // 1024} KiB random pread(), page-cache hot, {file_mib} MiB 
       f"{rounds} pairs x {seconds}s per mode, each attached run right after a detached one\n")
 print("| mode | IOPS detached (median) | IOPS attached (median) | change (median of pairs) | cost per read |")
 print("| --- | ---: | ---: | ---: | ---: |")
-for mode in ["unwatched", "watched", "watched-nocg"]:
+for mode in ["empty", "unwatched", "watched", "watched-nocg"]:
     ratios = [iops / base for base, iops in pairs[mode]]
     costs = [(1 / iops - 1 / base) * 1e9 for base, iops in pairs[mode]]
     b = statistics.median(base for base, _ in pairs[mode])
