@@ -430,16 +430,19 @@ static __always_inline void add_chunks(__u32 set, __u32 dev, __u64 ino, __u64 fi
 static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 last, __u32 kind)
 {
 	__u64 now, cgroup_id;
+	bool per_cgroup;
 
 	/* The daemon's own copies (promotions, io_uring workers included) are not heat. */
 	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
 		return;
 	now = tick_now();
-	cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
+	/* The cgroup id is a helper call (~30 ns): only for events that need it. */
+	per_cgroup = count_cgroups && served(dev, ino);
+	cgroup_id = per_cgroup || sample_rate ? bpf_get_current_cgroup_id() : 0;
 	stat_add(HEAT_STAT_EVENTS, 1);
 	if (sample_rate)
 		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
-	if (count_cgroups && served(dev, ino)) {
+	if (per_cgroup) {
 		if (cgroup_set)
 			add_cgroup_pending(1, &cgroups1, cgroup_id, last - first + 1, kind);
 		else
