@@ -98,6 +98,8 @@ others_end=$(others)
 # kernel's BPF run-time statistics on to measure the program's own cost.
 ncpu=$(nproc)
 stats_was=$(sysctl -n kernel.bpf_stats_enabled)
+# Restored however the script ends: left on, it slows every BPF program on the host.
+trap 'sysctl -qw kernel.bpf_stats_enabled="$stats_was"; rm -rf "$work"' EXIT
 sysctl -qw kernel.bpf_stats_enabled=1
 build/hotshard probe --path "$file" --only-files --duration "$(awk "BEGIN{print $seconds + 3}")s" --json \
   > "$work/max.json" 2>/dev/null &
