@@ -9,6 +9,9 @@
 #                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
 #   BENCH_PROBES=0                      skip tools/bench/probe_overhead.sh (probes attached vs
 #                                       detached; writes docs/benchmarks.d/probes.md)
+#   BENCH_WARM=0                        skip tools/bench/warm-read-bench.sh (warm reads through the mount
+#                                       against native with the daemon's probes on and off; writes
+#                                       docs/benchmarks.d/warm.md)
 #   BENCH_EPOCHS=0                      skip tools/bench/epoch-bench.sh (shuffled epochs over a data
 #                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
 #   BENCH_MEMORY=0                      skip tools/bench/memory-bench.sh (daemon RSS warming 20,000
@@ -136,6 +139,7 @@ if [[ ${BENCH_PROBES:-1} != 0 ]]; then
   tools/bench/probe_overhead.sh --seconds 2 --rounds 5 > docs/benchmarks.d/probes.md.new
   mv docs/benchmarks.d/probes.md.new docs/benchmarks.d/probes.md
 fi
+if [[ ${BENCH_WARM:-1} != 0 ]]; then tools/bench/warm-read-bench.sh; fi
 if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
 if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
   RATE=200mbit EPOCHS=3 EPOCH_FILES=64 EPOCH_FILE_MIB=4 EPOCH_CACHE_MIB=384 EPOCH_WORKERS=4 \
@@ -230,7 +234,7 @@ stop_daemon
   echo "hotshard-readbench stat  @/deep   # twice, second timed; also with --consistency 'strict;ac=0'"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes epochs first-epoch memory fd-walk cluster; do
+  for part in opens opens-profile extra probes warm epochs first-epoch memory fd-walk cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
