@@ -23,6 +23,9 @@
 #   OPEN_BENCH_REPS=5         runs per cell; the median is reported
 #   OPEN_BENCH_MODES="strict immutable"
 #   OPEN_BENCH_OUT=docs/benchmarks.d/opens.md
+#   OPEN_BENCH_BEFORE=DIR     also run each mode with DIR/hotshard (an older build,
+#                             e.g. copied aside before a change), rows marked "before",
+#                             alternating with this build's: before and after in one run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,12 +36,14 @@ REPS=${OPEN_BENCH_REPS:-5}
 MODES=${OPEN_BENCH_MODES:-strict immutable}
 OUT=${OPEN_BENCH_OUT:-docs/benchmarks.d/opens.md}
 BIN=$PWD/build/hotshard
+BEFORE=${OPEN_BENCH_BEFORE:-}
 RB=$PWD/build/hotshard-readbench
 REMOTE=$ROOT/remote MNT=$ROOT/mnt CACHE=$ROOT/cache SOCK=$ROOT/control.sock LOG=$ROOT/daemon.log
 
 say() { echo "open-bench: $*" >&2; }
 [[ $(id -u) -eq 0 ]] || { say "needs root (mounts)"; exit 1; }
 [[ -x $BIN && -x $RB ]] || { say "build first: make build"; exit 1; }
+[[ -z $BEFORE || -x $BEFORE/hotshard ]] || { say "OPEN_BENCH_BEFORE=$BEFORE: no hotshard there"; exit 1; }
 command -v jq >/dev/null || { say "needs jq (make deps)"; exit 1; }
 
 daemon_pid=
@@ -66,10 +71,10 @@ trap 'exit 143' TERM
 
 hs() { timeout 60 "$BIN" "$@" --socket "$SOCK"; }
 
-start_daemon() {  # consistency
+start_daemon() {  # consistency [binary]
   stop_daemon
   rm -rf "$CACHE"; mkdir -p "$CACHE" "$MNT"
-  "$BIN" run --foreground --remote "$REMOTE" --mount "$MNT" --cache "$CACHE" \
+  "${2:-$BIN}" run --foreground --remote "$REMOTE" --mount "$MNT" --cache "$CACHE" \
     --consistency "$1" --control-socket "$SOCK" --log-level warn --placement manual \
     --metrics off 2>>"$LOG" &
   daemon_pid=$!
@@ -156,14 +161,19 @@ mkdir -p "$ROOT"
 : > "$LOG"
 prepare
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+builds=(":$BIN")
+[[ -n $BEFORE ]] && builds=(" (before):$BEFORE/hotshard" " (after):$BIN")
 for mode in $MODES; do
-  start_daemon "$mode"
-  warmed=$(hs warm "$MNT/cached" --json | jq -s '[.[] | .warmed // empty] | last')
-  [[ $warmed == "$NFILES" ]] || { say "warm of $MNT/cached: $warmed of $NFILES files"; exit 1; }
-  passthrough=$(hs status --json | grep -o '"passthrough":[a-z]*' | head -1 | cut -d: -f2)
-  measure "$mode" "open+close"
-  measure "$mode" "open+read 16 KiB+close" --read 16KiB
-  stop_daemon
+  for build in "${builds[@]}"; do
+    label="$mode${build%%:*}"
+    start_daemon "$mode" "${build#*:}"
+    warmed=$(hs warm "$MNT/cached" --json | jq -s '[.[] | .warmed // empty] | last')
+    [[ $warmed == "$NFILES" ]] || { say "warm of $MNT/cached: $warmed of $NFILES files"; exit 1; }
+    passthrough=$(hs status --json | grep -o '"passthrough":[a-z]*' | head -1 | cut -d: -f2)
+    measure "$label" "open+close"
+    measure "$label" "open+read 16 KiB+close" --read 16KiB
+    stop_daemon
+  done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -198,7 +208,7 @@ mkdir -p "$(dirname "$OUT")"
   echo "Commands (ROOT=$ROOT):"
   echo
   echo '```'
-  echo "tools/bench/open-bench.sh     # this section alone, about a minute"
+  if [[ -n $BEFORE ]]; then echo "OPEN_BENCH_BEFORE=$BEFORE tools/bench/open-bench.sh   # before: a build copied aside"; else echo "tools/bench/open-bench.sh     # this section alone, about a minute"; fi
   echo "hotshard run --foreground --remote \$ROOT/remote --mount \$ROOT/mnt --cache \$ROOT/cache --consistency MODE --placement manual --metrics off"
   echo "hotshard warm \$ROOT/mnt/cached"
   echo "hotshard-readbench opens \$ROOT/remote/cached --passes $PASSES [--read 16KiB]   # native"
