@@ -56,6 +56,11 @@ void ProbeHeatSource::noteOpen(const struct stat& backing, bool, bool) {
   watched_.insert(key);
 }
 
+size_t ProbeHeatSource::watchedFiles() {
+  std::lock_guard lock(watched_mu_);
+  return watched_.size();
+}
+
 HeatSourceHealth ProbeHeatSource::health() const {
   bpf::ProbeHealth h = probes_->health();
   HeatSourceHealth out{.events = h.events,

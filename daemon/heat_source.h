@@ -103,6 +103,8 @@ class ProbeHeatSource final : public HeatSource {
   Status pollSamples(int timeout_ms,
                      const std::function<void(const HeatSample&)>& on_sample) override;
   bool samples() const override { return sample_rate_ > 0; }
+  // Files added to the probes' served files by noteOpen so far.
+  size_t watchedFiles();
 
  private:
   std::unique_ptr<bpf::HeatProbes> probes_;
