@@ -222,7 +222,7 @@ Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
   }
   ASSIGN_OR_RETURN(PathFd fd, pathFd(inode));
   bool strict = opts_.consistency.mode == Consistency::Mode::kStrict;
-  ASSIGN_OR_RETURN(struct stat st, statRemote(fd->get(), "stat remote", strict));
+  ASSIGN_OR_RETURN(struct stat st, statRemote(std::move(fd), "stat remote", strict));
   rememberStat(inode, st);
   return st;
 }
@@ -266,10 +266,14 @@ int syncFlag(bool force_sync) { return force_sync ? AT_STATX_FORCE_SYNC : AT_STA
 
 Result<struct stat> FileSystem::statRemote(int fd, const char* what, bool force_sync) {
   ASSIGN_OR_RETURN(auto own, dupForCall(fd, what));
+  return statRemote(PathFd(std::move(own)), what, force_sync);
+}
+
+Result<struct stat> FileSystem::statRemote(PathFd fd, const char* what, bool force_sync) {
   int flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | syncFlag(force_sync);
-  return remote_.run<struct stat>(what, [own, what, flags]() -> Result<struct stat> {
+  return remote_.run<struct stat>(what, [fd, what, flags]() -> Result<struct stat> {
     struct stat st;
-    if (statAt(own->get(), "", flags, &st) < 0) return lastSysError(what);
+    if (statAt(fd->get(), "", flags, &st) < 0) return lastSysError(what);
     return st;
   });
 }
@@ -277,6 +281,11 @@ Result<struct stat> FileSystem::statRemote(int fd, const char* what, bool force_
 Result<struct stat> FileSystem::statRemoteAt(int dir_fd, const char* name, const char* what,
                                              bool force_sync) {
   ASSIGN_OR_RETURN(auto dir, dupForCall(dir_fd, what));
+  return statRemoteAt(PathFd(std::move(dir)), name, what, force_sync);
+}
+
+Result<struct stat> FileSystem::statRemoteAt(PathFd dir, const char* name, const char* what,
+                                             bool force_sync) {
   int flags = AT_SYMLINK_NOFOLLOW | syncFlag(force_sync);
   return remote_.run<struct stat>(
       what, [dir, name = std::string(name), what, flags]() -> Result<struct stat> {
@@ -399,7 +408,7 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<str
     seen = inode.last_stat;
   }
   ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
-  auto now = statRemoteAt(root_fd->get(), rel.c_str(), "open: check the path", true);
+  auto now = statRemoteAt(std::move(root_fd), rel.c_str(), "open: check the path", true);
   if (!now.ok() && now.error().sys_errno != ENOENT && now.error().sys_errno != ENOTDIR) {
     return now.takeError();
   }

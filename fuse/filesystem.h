@@ -281,10 +281,15 @@ class FileSystem {
   // The remote calls of the request path, each under the deadline (fds are
   // duplicated for the worker, which may outlive the request).
   // force_sync: past the remote's own attribute cache (AT_STATX_FORCE_SYNC).
+  // The PathFd forms hand the worker the inode's fd itself, kept open by the
+  // reference (no duplicate to make and close).
   Result<struct stat> statRemote(int fd, const char* what, bool force_sync = false);
+  Result<struct stat> statRemote(PathFd fd, const char* what, bool force_sync);
   // fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW) under the deadline.
   Result<struct stat> statRemoteAt(int dir_fd, const char* name, const char* what,
                                    bool force_sync = false);
+  Result<struct stat> statRemoteAt(PathFd dir, const char* name, const char* what,
+                                   bool force_sync);
   struct Found {
     int fd;  // O_PATH, the caller's to keep or close
     struct stat st;
