@@ -22,6 +22,8 @@
 #   OPEN_BENCH_PASSES=5       passes over a set per run
 #   OPEN_BENCH_REPS=5         runs per cell; the median is reported
 #   OPEN_BENCH_MODES="strict immutable"
+#   OPEN_BENCH_WHOLE=256      also: that many 1 MiB files read whole in 4 KiB reads, warm,
+#                             natively and through the mount (MiB/s; 0: not run)
 #   OPEN_BENCH_OUT=docs/benchmarks.d/opens.md
 #   OPEN_BENCH_BEFORE=DIR     also run each mode with DIR/hotshard (an older build,
 #                             e.g. copied aside before a change), rows marked "before",
@@ -33,6 +35,7 @@ ROOT=${OPEN_BENCH_DIR:-/var/tmp/hotshard-opens}
 NFILES=${OPEN_BENCH_FILES:-200}
 PASSES=${OPEN_BENCH_PASSES:-5}
 REPS=${OPEN_BENCH_REPS:-5}
+NWHOLE=${OPEN_BENCH_WHOLE:-256}
 MODES=${OPEN_BENCH_MODES:-strict immutable}
 OUT=${OPEN_BENCH_OUT:-docs/benchmarks.d/opens.md}
 BIN=$PWD/build/hotshard
@@ -99,6 +102,16 @@ prepare() {
   echo "$tag" > "$REMOTE/.set"
 }
 
+prepare_whole() {
+  local tag="$NWHOLE x 1 MiB"
+  [[ $NWHOLE == 0 || $(cat "$REMOTE/.whole" 2>/dev/null) == "$tag" ]] && return 0
+  say "generating $tag of random data in $REMOTE/whole (once)"
+  rm -rf "$REMOTE/whole"; mkdir -p "$REMOTE/whole"
+  for i in $(seq -w 1 "$NWHOLE"); do head -c $((1 << 20)) /dev/urandom > "$REMOTE/whole/f$i"; done
+  sync
+  echo "$tag" > "$REMOTE/.whole"
+}
+
 field() { grep -o "\"$1\":[0-9.]*" | head -1 | cut -d: -f2; }
 median() { sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
@@ -122,7 +135,28 @@ dir_of() {  # side
 # included (libfuse starts and ends worker threads as the load goes): /proc/PID/stat.
 daemon_cpu_ticks() { sed 's/.*) //' /proc/"$daemon_pid"/stat | awk '{ print $12 + $13 }'; }
 
-rows=() req_rows=()
+rows=() req_rows=() whole_rows=()
+# measure_whole LABEL: every file of the whole set read whole in 4 KiB reads,
+# natively and through the mount, alternating; median MiB/s of each.
+measure_whole() {
+  local nat=() mnt=() natc=() mntc=() rep n m nc mc
+  "$RB" whole "$REMOTE/whole" --block 4KiB >/dev/null
+  "$RB" whole "$MNT/whole" --block 4KiB >/dev/null
+  for rep in $(seq "$REPS"); do
+    local order=("$REMOTE" "$MNT")
+    (( rep % 2 == 0 )) && order=("$MNT" "$REMOTE")
+    for dir in "${order[@]}"; do
+      local line v c
+      line=$("$RB" whole "$dir/whole" --block 4KiB)
+      v=$(field mib_per_s <<<"$line"); c=$(field cpu_seconds <<<"$line")
+      if [[ $dir == "$REMOTE" ]]; then nat+=("$v"); natc+=("$c"); else mnt+=("$v"); mntc+=("$c"); fi
+    done
+  done
+  n=$(printf '%s\n' "${nat[@]}" | median); m=$(printf '%s\n' "${mnt[@]}" | median)
+  nc=$(printf '%s\n' "${natc[@]}" | median); mc=$(printf '%s\n' "${mntc[@]}" | median)
+  whole_rows+=("| $1 | $n | $m | **$(ratio "$n" "$m")** | $(ratio "$mc" "$nc") |")
+  say "$(printf '%-9s whole files            native %8s MiB/s  mount %8s MiB/s (x%s)' "$1" "$n" "$m" "$(ratio "$n" "$m")")"
+}
 # measure MODE KIND ARGS...: one row of the table for the daemon running now.
 measure() {
   local mode=$1 kind=$2; shift 2
@@ -160,6 +194,7 @@ measure() {
 mkdir -p "$ROOT"
 : > "$LOG"
 prepare
+prepare_whole
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 builds=(":$BIN")
 [[ -n $BEFORE ]] && builds=(" (before):$BEFORE/hotshard" " (after):$BIN")
@@ -172,6 +207,7 @@ for mode in $MODES; do
     passthrough=$(hs status --json | grep -o '"passthrough":[a-z]*' | head -1 | cut -d: -f2)
     measure "$label" "open+close"
     measure "$label" "open+read 16 KiB+close" --read 16KiB
+    [[ $NWHOLE == 0 ]] || measure_whole "$label"
     stop_daemon
   done
 done
@@ -194,6 +230,10 @@ mkdir -p "$(dirname "$OUT")"
   echo "exited worker threads included) over all the runs of a side, per pair: its own work per"
   echo "pair, steadier than wall time on a shared machine (resolution: one clock tick over"
   echo "$((REPS * PASSES * NFILES)) pairs)."
+  if [[ -n $BEFORE ]]; then
+    echo "Rows marked (before) ran the build in $BEFORE (copied aside before the change), (after)"
+    echo "this one; the two alternate within each mode, one daemon after the other."
+  fi
   echo
   echo "| mode | pair | native µs | cached µs | cached / native | uncached µs | uncached / native | daemon CPU µs, cached | daemon CPU µs, uncached |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -205,6 +245,18 @@ mkdir -p "$(dirname "$OUT")"
   echo "| --- | --- | --- | --- |"
   printf '%s\n' "${req_rows[@]}"
   echo
+  if [[ $NWHOLE != 0 ]]; then
+    echo "$NWHOLE files of 1 MiB, each read whole in 4 KiB reads, page cache warm (MiB/s, median of"
+    echo "$REPS runs, native and mount alternating; the mount passes through to the remote files:"
+    echo "nothing warmed). Issue 16's target: immutable >= 0.8 of native, strict >= 0.6. CPU ratio:"
+    echo "the reader's CPU seconds natively / through the mount (user + system; steadier than wall"
+    echo "time on a shared machine, but blind to the daemon's share and to the waits)."
+    echo
+    echo "| mode | native MiB/s | mount MiB/s | mount / native | CPU ratio |"
+    echo "| --- | --- | --- | --- | --- |"
+    printf '%s\n' "${whole_rows[@]}"
+    echo
+  fi
   echo "Commands (ROOT=$ROOT):"
   echo
   echo '```'
@@ -214,6 +266,7 @@ mkdir -p "$(dirname "$OUT")"
   echo "hotshard-readbench opens \$ROOT/remote/cached --passes $PASSES [--read 16KiB]   # native"
   echo "hotshard-readbench opens \$ROOT/mnt/cached    --passes $PASSES [--read 16KiB]   # cached"
   echo "hotshard-readbench opens \$ROOT/mnt/uncached  --passes $PASSES [--read 16KiB]   # uncached"
+  echo "hotshard-readbench whole \$ROOT/remote/whole --block 4KiB; hotshard-readbench whole \$ROOT/mnt/whole --block 4KiB"
   echo '```'
 } > "$OUT.new"
 mv "$OUT.new" "$OUT"
