@@ -9,6 +9,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -228,7 +229,8 @@ Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
     }
   }
   ASSIGN_OR_RETURN(PathFd fd, pathFd(inode));
-  ASSIGN_OR_RETURN(struct stat st, statRemote(fd->get(), "stat remote"));
+  bool strict = opts_.consistency.mode == Consistency::Mode::kStrict;
+  ASSIGN_OR_RETURN(struct stat st, statRemote(std::move(fd), "stat remote", strict));
   rememberStat(inode, st);
   return st;
 }
@@ -244,24 +246,61 @@ Result<std::shared_ptr<UniqueFd>> dupForCall(int fd, const char* what) {
 }
 }  // namespace
 
-Result<struct stat> FileSystem::statRemote(int fd, const char* what) {
+namespace {
+// fstatat(dir_fd, path, flags) through statx(2), which takes the sync mode
+// (AT_STATX_SYNC_AS_STAT or AT_STATX_FORCE_SYNC) in flags; -1 and errno on failure.
+int statAt(int dir_fd, const char* path, int flags, struct stat* st) {
+  struct statx stx {};
+  if (::statx(dir_fd, path, flags, STATX_BASIC_STATS, &stx) < 0) return -1;
+  *st = {};
+  st->st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  st->st_ino = stx.stx_ino;
+  st->st_mode = stx.stx_mode;
+  st->st_nlink = stx.stx_nlink;
+  st->st_uid = stx.stx_uid;
+  st->st_gid = stx.stx_gid;
+  st->st_rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+  st->st_size = static_cast<off_t>(stx.stx_size);
+  st->st_blksize = static_cast<blksize_t>(stx.stx_blksize);
+  st->st_blocks = static_cast<blkcnt_t>(stx.stx_blocks);
+  st->st_atim = {stx.stx_atime.tv_sec, stx.stx_atime.tv_nsec};
+  st->st_mtim = {stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec};
+  st->st_ctim = {stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec};
+  return 0;
+}
+
+int syncFlag(bool force_sync) { return force_sync ? AT_STATX_FORCE_SYNC : AT_STATX_SYNC_AS_STAT; }
+}  // namespace
+
+Result<struct stat> FileSystem::statRemote(int fd, const char* what, bool force_sync) {
   ASSIGN_OR_RETURN(auto own, dupForCall(fd, what));
-  return remote_.run<struct stat>(what, [own, what]() -> Result<struct stat> {
+  return statRemote(PathFd(std::move(own)), what, force_sync);
+}
+
+Result<struct stat> FileSystem::statRemote(PathFd fd, const char* what, bool force_sync) {
+  int flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | syncFlag(force_sync);
+  return remote_.run<struct stat>(what, [fd, what, flags]() -> Result<struct stat> {
     struct stat st;
-    if (::fstatat(own->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-      return lastSysError(what);
-    }
+    if (statAt(fd->get(), "", flags, &st) < 0) return lastSysError(what);
     return st;
   });
 }
 
-Result<struct stat> FileSystem::statRemoteAt(int dir_fd, const char* name, const char* what) {
+Result<struct stat> FileSystem::statRemoteAt(int dir_fd, const char* name, const char* what,
+                                             bool force_sync) {
   ASSIGN_OR_RETURN(auto dir, dupForCall(dir_fd, what));
-  return remote_.run<struct stat>(what, [dir, name = std::string(name), what]() -> Result<struct stat> {
-    struct stat st;
-    if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return lastSysError(what);
-    return st;
-  });
+  return statRemoteAt(PathFd(std::move(dir)), name, what, force_sync);
+}
+
+Result<struct stat> FileSystem::statRemoteAt(PathFd dir, const char* name, const char* what,
+                                             bool force_sync) {
+  int flags = AT_SYMLINK_NOFOLLOW | syncFlag(force_sync);
+  return remote_.run<struct stat>(
+      what, [dir, name = std::string(name), what, flags]() -> Result<struct stat> {
+        struct stat st;
+        if (statAt(dir->get(), name.c_str(), flags, &st) < 0) return lastSysError(what);
+        return st;
+      });
 }
 
 Result<FileSystem::Found> FileSystem::lookupRemote(int parent_fd, const char* name) {
@@ -365,7 +404,7 @@ void FileSystem::setEntryTimeouts(const char* name, Inode& inode, fuse_entry_par
   if (!checkablePath(table_.relPathOf(inode))) e->entry_timeout = 0;
 }
 
-Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
+Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<struct stat>* fresh) {
   if (!opts_.consistency.opensCheckPath() || table_.isRoot(inode)) return Ok{};
   // The table's names follow lookups and renames through the mount of the
   // inode and of every directory above it.
@@ -377,7 +416,7 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
     seen = inode.last_stat;
   }
   ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
-  auto now = statRemoteAt(root_fd->get(), rel.c_str(), "open: check the path");
+  auto now = statRemoteAt(std::move(root_fd), rel.c_str(), "open: check the path", true);
   if (!now.ok() && now.error().sys_errno != ENOENT && now.error().sys_errno != ENOTDIR) {
     return now.takeError();
   }
@@ -401,6 +440,7 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
     if (!st.ok()) spdlog::warn("open {}: {}", rel, st.error().message);
   }
   rememberStat(inode, *now);
+  *fresh = *now;  // the same object's attributes, as fresh as an fstat of it: the open's own
   return Ok{};
 }
 
@@ -707,11 +747,16 @@ struct FileSystem::OpenIntent {
   }
 };
 
-void FileSystem::prepareOpen(Inode& inode, OpenIntent& intent) {
+void FileSystem::prepareOpen(Inode& inode, OpenIntent& intent,
+                             const std::optional<struct stat>& fresh) {
+  if (fresh) {
+    intent.remote = *fresh;
+    intent.remote_known = true;
+  }
   CacheHooks* cache = opts_.cache;
   if (cache == nullptr) return;
   intent.rel = relPathOf(inode);
-  if (intent.rel.empty()) return;
+  if (intent.rel.empty() || intent.remote_known) return;
   // Writers too: one arriving at an open copy that the remote moved past must
   // not make that copy the truth (backing.h).
   auto attrs = remoteAttrsForOpen(inode);
@@ -766,10 +811,15 @@ Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
     inode.backing_is_cache = true;
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
+    inode.backing_against_known = false;
   } else {
     RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write, [&](int flags) {
       return openRemote(intent.path->get(), flags, "open backing file");
     }));
+    // Fetched before the open: a change in between makes the next strict open
+    // find them different and open afresh (never the other way round).
+    inode.backing_against_known = intent.remote_known;
+    inode.backing_against = intent.remote;
   }
   registerBacking(inode);
   return Ok{};
@@ -835,7 +885,7 @@ Status FileSystem::adoptBackingFd(Inode& inode) {
   }
   OpenIntent intent;
   ASSIGN_OR_RETURN(intent.path, pathFd(inode));
-  prepareOpen(inode, intent);
+  prepareOpen(inode, intent, std::nullopt);
   DeferDrops defer_drops;
   std::lock_guard lock(inode.mu);
   RETURN_IF_ERROR(reopenInheritedLocked(inode, intent));
@@ -870,7 +920,8 @@ void FileSystem::copiesDropped(const std::vector<std::string>& rel_paths) {
   table_.closeIdleCopies(rel_paths);
 }
 
-bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent) {
+bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent,
+                                   std::optional<struct stat>* backing_st) {
   if (inode.backing_is_cache) {
     // The copy, if the store still has it as the copy valid now: the check a
     // fresh open makes (openCached), against the file the kept fd refers to.
@@ -878,13 +929,23 @@ bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent) {
     if (!sameRemoteObject(intent.remote, inode.cached_against)) return false;
     struct stat copy;
     if (::fstat(inode.backing_fd, &copy) < 0) return false;
-    return opts_.cache->reopenCached(intent.rel, intent.remote, copy);
+    if (!opts_.cache->reopenCached(intent.rel, intent.remote, copy)) return false;
+    *backing_st = copy;
+    return true;
   }
   // The remote file: never for a writer (the remote's open-time checks, an
-  // immutable flag or a read-only remount, must answer it), nor in strict mode
-  // (an NFS remote revalidates its page cache at open: close-to-open); for a
-  // reader, unless a fresh open would pass it through to a copy.
-  if (intent.for_write || opts_.consistency.mode == Consistency::Mode::kStrict) return false;
+  // immutable flag or a read-only remount, must answer it); in strict mode
+  // only while unchanged since it was opened, as this open's forced stat
+  // (checkOpenPath, remoteAttrsForOpen) sees it: that stat is the remote
+  // client's revalidation a fresh open would make (an NFS client's GETATTR at
+  // open, which drops its cached data on a change); for a reader, unless a
+  // fresh open would pass it through to a copy.
+  if (intent.for_write) return false;
+  if (opts_.consistency.mode == Consistency::Mode::kStrict &&
+      !(intent.remote_known && inode.backing_against_known &&
+        sameRemoteObject(intent.remote, inode.backing_against))) {
+    return false;
+  }
   bool copy_candidate = intent.remote_known && !intent.rel.empty();
   return !(copy_candidate && opts_.cache->hasValidCopy(intent.rel, intent.remote));
 }
@@ -901,6 +962,7 @@ Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
     inode.backing_fd = -1;
     inode.backing_id = -1;
     inode.backing_is_cache = false;
+    inode.backing_against_known = false;
   }
   return err;
 }
@@ -948,11 +1010,25 @@ void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   (void)cache->fetchCopy(intent.rel, intent.remote);
 }
 
-Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
+struct stat FileSystem::openedBackingStat(Inode& inode, const OpenIntent& intent) {
+  // The remote file read as it is: the attributes this open validated are its
+  // own (the backing was opened from the same O_PATH fd), as current as the mode
+  // wants them. Writers move its size: asked then.
+  struct stat st {};
+  if (!inode.backing_is_cache && intent.remote_known && !intent.for_write &&
+      inode.writer_rels.empty()) {
+    return intent.remote;
+  }
+  ::fstat(inode.backing_fd, &st);
+  return st;
+}
+
+Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
+                                       const std::optional<struct stat>& fresh) {
   OpenIntent intent;
   intent.for_write = opensForWrite(flags);
   ASSIGN_OR_RETURN(intent.path, pathFd(inode));
-  prepareOpen(inode, intent);
+  prepareOpen(inode, intent, fresh);
   fetchCopyIfMissing(intent);
 
   DeferDrops defer_drops;  // declared before the lock: runs after its release
@@ -967,8 +1043,9 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
     return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
   };
   if (!reopenInheritedLocked(inode, intent).ok()) return retire();
+  std::optional<struct stat> backing_st;  // for CacheHooks::opened, when at hand
   if (hasIdleBacking(inode)) {
-    if (idleBackingServes(inode, intent)) {
+    if (idleBackingServes(inode, intent, &backing_st)) {
       idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
     } else {
       closeIdleBacking(inode, *shim_);
@@ -1015,13 +1092,11 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   table_.noteBacking(inode);  // before the reply: a successor must know the id is in use
   bool from_cache = inode.backing_is_cache;
   int id = inode.backing_id;
-  struct stat backing_st {};
-  if (opts_.cache != nullptr) ::fstat(inode.backing_fd, &backing_st);
+  bool report = opts_.cache != nullptr && !intent.rel.empty();
+  if (report && !backing_st) backing_st = openedBackingStat(inode, intent);
   lock.unlock();
   (from_cache ? cache_opens_ : remote_opens_).fetch_add(1, std::memory_order_relaxed);
-  if (opts_.cache != nullptr && !intent.rel.empty()) {
-    opts_.cache->opened(intent.rel, backing_st, from_cache, intent.for_write);
-  }
+  if (report) opts_.cache->opened(intent.rel, *backing_st, from_cache, intent.for_write);
   return id;
 }
 
@@ -1173,8 +1248,9 @@ Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off
 
 Status FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = inodeOf(ino);
-  RETURN_IF_ERROR(checkOpenPath(ino, inode));  // close-to-open (consistency.h)
-  ASSIGN_OR_RETURN(int id, acquireBacking(inode, fi->flags));
+  std::optional<struct stat> fresh;
+  RETURN_IF_ERROR(checkOpenPath(ino, inode, &fresh));  // close-to-open (consistency.h)
+  ASSIGN_OR_RETURN(int id, acquireBacking(inode, fi->flags, fresh));
   fi->fh = opensForWrite(fi->flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
   // FLUSH reports deferred write errors at close(); a read-only open has none, and

@@ -218,8 +218,11 @@ class FileSystem {
   // ESTALE, which makes the kernel walk the path again and open what it leads
   // to now (or fail with ENOENT). An inode without a name (unlinked through the
   // mount, O_TMPFILE) is not checked. Attributes changed since the kernel last
-  // heard are dropped from its cache (invalidateAttrs).
-  Status checkOpenPath(fuse_ino_t ino, Inode& inode);
+  // heard are dropped from its cache (invalidateAttrs). The stat is forced
+  // through the remote's own attribute cache (AT_STATX_FORCE_SYNC: an NFS
+  // client's GETATTR, as its own close-to-open at open). *fresh: the file's
+  // attributes it found, when it checked (the open validates against them).
+  Status checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<struct stat>* fresh);
   // After mknod, mkdir, symlink, link: the entry for the new name.
   Status replyEntry(fuse_req_t req, fuse_ino_t parent, const char* name);
   // After create and tmpfile (e holds one lookup reference): opens the backing
@@ -238,9 +241,11 @@ class FileSystem {
   // Opens (or reuses) the inode's backing file as chooseBacking() (backing.h)
   // says: the cache's valid copy for a read-only first open when there is one,
   // else the remote file. On success nopen is incremented; the result is the
-  // backing id (-1: no passthrough).
-  Result<int> acquireBacking(Inode& inode, int flags);
-  void prepareOpen(Inode& inode, OpenIntent& intent);
+  // backing id (-1: no passthrough). fresh: the remote's attributes of the
+  // file fetched by this open (checkOpenPath), if it has them.
+  Result<int> acquireBacking(Inode& inode, int flags,
+                             const std::optional<struct stat>& fresh = std::nullopt);
+  void prepareOpen(Inode& inode, OpenIntent& intent, const std::optional<struct stat>& fresh);
   void fetchCopyIfMissing(const OpenIntent& intent);
   // Carries out a choice to open a new backing file; under inode.mu.
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
@@ -258,9 +263,18 @@ class FileSystem {
   // open would choose; under inode.mu, and the caller closes it if not. A
   // cache copy serves a reader while the store still has it as the copy valid
   // for the remote's attributes (checked as for a fresh open, every mode); the
-  // remote file serves a reader outside strict mode when no valid copy exists;
-  // a writer is never served (the remote's open-time checks answer it).
-  bool idleBackingServes(Inode& inode, const OpenIntent& intent);
+  // remote file serves a reader when no valid copy exists, in strict mode only
+  // while the attributes this open fetched equal those it was opened against
+  // (Inode::backing_against: close-to-open, as an NFS client keeps its cached
+  // data when its GETATTR at open finds the file unchanged); a writer is never
+  // served (the remote's open-time checks answer it).
+  // *backing_st: the copy's fstat when a copy serves.
+  bool idleBackingServes(Inode& inode, const OpenIntent& intent,
+                         std::optional<struct stat>* backing_st);
+  // What CacheHooks::opened is told of the backing file (its device, inode and
+  // size): the open's remote attributes for a remote file read as it is, else
+  // its fstat. Under inode.mu.
+  struct stat openedBackingStat(Inode& inode, const OpenIntent& intent);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   // The inode's O_PATH fd: from the table's cache, or opened again by walking
@@ -273,7 +287,8 @@ class FileSystem {
   std::string childRelPath(fuse_ino_t parent, const char* name);
   void invalidate(const std::string& rel, const Change& change);
   void invalidateTree(const std::string& rel);
-  // Attributes to validate a cached copy against, per the consistency mode.
+  // Attributes to validate a cached copy against, per the consistency mode
+  // (strict: a fresh stat, forced past the remote's attribute cache).
   Result<struct stat> remoteAttrsForOpen(Inode& inode);
   // At an opendir of `dir` (fstat `now`), outside strict mode: may the kernel keep
   // its cached listing? When not, the listing starts afresh from here, and in
@@ -283,9 +298,16 @@ class FileSystem {
   void rememberStat(Inode& inode, const struct stat& st);
   // The remote calls of the request path, each under the deadline (fds are
   // duplicated for the worker, which may outlive the request).
-  Result<struct stat> statRemote(int fd, const char* what);
+  // force_sync: past the remote's own attribute cache (AT_STATX_FORCE_SYNC).
+  // The PathFd forms hand the worker the inode's fd itself, kept open by the
+  // reference (no duplicate to make and close).
+  Result<struct stat> statRemote(int fd, const char* what, bool force_sync = false);
+  Result<struct stat> statRemote(PathFd fd, const char* what, bool force_sync);
   // fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW) under the deadline.
-  Result<struct stat> statRemoteAt(int dir_fd, const char* name, const char* what);
+  Result<struct stat> statRemoteAt(int dir_fd, const char* name, const char* what,
+                                   bool force_sync = false);
+  Result<struct stat> statRemoteAt(PathFd dir, const char* name, const char* what,
+                                   bool force_sync);
   struct Found {
     int fd;  // O_PATH, the caller's to keep or close
     struct stat st;

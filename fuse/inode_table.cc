@@ -72,6 +72,7 @@ void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
   inode.backing_rw_errno = 0;
   inode.backing_is_cache = false;
   inode.cached_rel.clear();
+  inode.backing_against_known = false;
 }
 
 void InodeTable::closeBackings(Inode& inode) {
@@ -83,6 +84,7 @@ void InodeTable::closeBackings(Inode& inode) {
   inode.backing_id = -1;
   inode.backing_fd = -1;
   inode.remote_wb_fd = -1;
+  inode.backing_against_known = false;
 }
 
 Inode& InodeTable::inodeOf(fuse_ino_t ino) {

@@ -130,6 +130,11 @@ struct Inode {
   bool backing_is_cache = false;
   std::string cached_rel;
   struct stat cached_against {};
+  // The backing file is the remote file, opened after the remote's attributes
+  // were fetched as backing_against (when backing_against_known): what a
+  // strict open validates an idle one against (FileSystem::idleBackingServes).
+  bool backing_against_known = false;
+  struct stat backing_against {};
   // A writer joined the copy (backing.h, kAdoptCopy): it is the inode's
   // write-back buffer until the last release; every open passes through to it,
   // and FileSystem::writeBack copies it to the remote through remote_wb_fd
