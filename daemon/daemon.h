@@ -111,6 +111,7 @@ class Daemon {
   Status startPlacement();
   Status startPeer();
   Status startFileSystem();
+  Status openNamespace();  // part of startFileSystem
   Status startMount();
   Status startLoop();
   Status startMetrics();
@@ -141,6 +142,9 @@ class Daemon {
   // loop runs: it goes after both the loop and the mount, before the cache.
   std::unique_ptr<PeerService> peer_;
   std::unique_ptr<fuse::PassthroughShim> shim_;
+  // immutable and ttl modes: the remote's names and attributes kept on the
+  // cache disk (fuse/namespace_cache.h); nullptr in strict mode.
+  std::unique_ptr<fuse::NamespaceCache> names_;
   std::unique_ptr<fuse::FileSystem> fs_;
   CopyDropHook copy_drop_hook_;
   // With --mount elsewhere: notices a dead remote root and carries on over the

@@ -106,12 +106,28 @@ Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initiali
       std::move(abandon));
 }
 
+}  // namespace
+
+// An open directory (fi->fh); declared in filesystem.h.
 struct DirHandle {
   std::shared_ptr<DIR> dp;  // closed by its last user: a worker may outlive the handle
   off_t offset = 0;         // -1: unknown, the next readdir seeks
   std::deque<DirEntry> pending;  // read from the stream, not yet given to the kernel
   bool lost = false;  // a read passed its deadline: the worker may still move the stream
+  // Served from the namespace (no dp): its listing, "." and ".." first; an
+  // entry's offset is its index + 1.
+  std::optional<std::vector<NamespaceChild>> named;
+  // Read from the remote: what the stream gave from its start, recorded into the
+  // namespace as the directory's listing when read to its end (record: still
+  // whole; rel, dir_attr and epoch: as at the opendir).
+  bool record = false;
+  std::string rel;
+  struct stat dir_attr {};
+  uint64_t epoch = 0;
+  std::vector<NamespaceChild> seen;
 };
+
+namespace {
 
 DirHandle* dirOf(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 
@@ -311,6 +327,8 @@ Result<DIR*> FileSystem::openRemoteDir(int fd) {
 
 Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e) {
   std::memset(e, 0, sizeof(*e));
+  if (lookupFromNames(parent, name, e)) return Ok{};
+  const uint64_t names_epoch = namesEpoch();  // before the remote answers
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   int parent_fd = dir_fd->get();
@@ -323,6 +341,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
       e->ino = table_.idOf(*known);
       e->generation = known->generation;
       rememberStat(*known, e->attr);
+      learn(*known, e->attr, names_epoch);
       overlayAdoptedCopy(*known, e->attr);  // its size and data agree (one truth)
       setEntryTimeouts(name, *known, e);
       return Ok{};
@@ -337,6 +356,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->ino = table_.idOf(inode);
   e->generation = inode.generation;
   rememberStat(inode, e->attr);  // our lookup reference keeps it alive
+  learn(inode, e->attr, names_epoch);
   overlayAdoptedCopy(inode, e->attr);
   setEntryTimeouts(name, inode, e);
   return Ok{};
@@ -435,9 +455,12 @@ void FileSystem::forget(fuse_ino_t ino, uint64_t nlookup) { table_.forget(inodeO
 
 Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   Inode& inode = inodeOf(ino);
+  if (getattrFromNames(req, inode)) return Ok{};
+  const uint64_t names_epoch = namesEpoch();
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   ASSIGN_OR_RETURN(struct stat st, statRemote(path->get(), "getattr"));
   if (S_ISREG(st.st_mode)) rememberStat(inode, st);
+  learn(inode, st, names_epoch);
   overlayAdoptedCopy(inode, st);
   fuse_reply_attr(req, &st, opts_.consistency.attrTimeout(st));
   return Ok{};
@@ -526,6 +549,8 @@ Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, in
                            fuse_file_info* /*fi*/) {
   Inode& inode = inodeOf(ino);
   const struct stat want = *attr;
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   if (valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     RETURN_IF_ERROR(callRemote<void>(
@@ -566,6 +591,8 @@ Status FileSystem::readlink(fuse_req_t req, fuse_ino_t ino) {
 
 Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                          dev_t rdev) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(remote_, "mknod", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode, rdev](const CallFds& f) -> Status {
@@ -578,6 +605,8 @@ Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 }
 
 Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(remote_, "mkdir", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode](const CallFds& f) -> Status {
@@ -591,6 +620,8 @@ Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 
 Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent,
                            const char* name) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(
       remote_, "symlink", {dir->get()}, callerOf(req),
@@ -602,6 +633,9 @@ Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent
 }
 
 Status FileSystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+  // The linked file's nlink and ctime change too.
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name), namesRel(inodeOf(ino))}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(
@@ -634,6 +668,8 @@ PathFd FileSystem::childPathFd(Inode& parent, const char* name) {
 
 Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   invalidate(childRelPath(parent, name), {.kind = Change::Kind::kUnlink});
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   PathFd held = childPathFd(dir, name);  // its only way back once the name is gone
@@ -643,6 +679,8 @@ Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 Status FileSystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   PathFd held = childPathFd(dir, name);
@@ -659,6 +697,9 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   invalidate(to, {.kind = Change::Kind::kUnlink});  // a file there is replaced
   invalidateTree(from);
   invalidateTree(to);
+  NamesChange names_change;
+  RETURN_IF_ERROR(
+      beginNamesChange(names_change, {namesRel(parent, name), namesRel(newparent, newname)}));
   Inode& dir = inodeOf(parent);
   Inode& newdir = inodeOf(newparent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
@@ -759,6 +800,8 @@ Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
   } else {
+    // pathForOpen went on without the remote for a copy that went meanwhile.
+    if (!intent.path) return sysError(EIO, "open backing file: the remote does not answer");
     RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write, [&](int flags) {
       return openRemote(intent.path->get(), flags, "open backing file");
     }));
@@ -873,7 +916,7 @@ class PathFdPin {
 // the same file waits on the first one's fetch in the cache, not on the inode.
 void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   CacheHooks* cache = opts_.cache;
-  if (cache == nullptr || intent.for_write || !intent.remote_known || intent.rel.empty() ||
+  if (cache == nullptr || !intent.path || intent.for_write || !intent.remote_known || intent.rel.empty() ||
       !cache->fetchesCopies() || !S_ISREG(intent.remote.st_mode) ||
       cache->hasValidCopy(intent.rel, intent.remote)) {
     return;
@@ -888,7 +931,7 @@ void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
 Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   OpenIntent intent;
   intent.for_write = opensForWrite(flags);
-  ASSIGN_OR_RETURN(intent.path, pathFd(inode));
+  ASSIGN_OR_RETURN(intent.path, pathForOpen(inode, flags));
   prepareOpen(inode, intent);
   fetchCopyIfMissing(intent);
 
@@ -1099,6 +1142,12 @@ Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off
 Status FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = inodeOf(ino);
   RETURN_IF_ERROR(checkOpenPath(ino, inode));  // close-to-open (consistency.h)
+  if (opensForWrite(fi->flags) || (fi->flags & O_TRUNC)) {
+    // Its writes bypass the daemon (passthrough): no record of it until the
+    // last writer's release drops it again.
+    NamesChange names_change;
+    RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
+  }
   ASSIGN_OR_RETURN(int id, acquireBacking(inode, fi->flags));
   fi->fh = opensForWrite(fi->flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
@@ -1132,6 +1181,8 @@ Status createAsCaller(int dir_fd, const std::string& name, mode_t mode, int open
 Status FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                           fuse_file_info* fi) {
   if (isTmpfileCreate(name)) return tmpfile(req, parent, mode, fi);
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(remote_, "create", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode, flags = fi->flags](
@@ -1306,6 +1357,12 @@ Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
 
 Status FileSystem::release(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
   releaseBacking(inodeOf(ino), fh == kFhWriter);
+  if (fh == kFhWriter && names() != nullptr) {
+    // What was learnt while it was open for writing may predate its writes.
+    if (auto rel = namesRel(inodeOf(ino)); rel && !dropNames({*rel}).ok()) {
+      spdlog::error("namespace: release of {}: its record could not be dropped", *rel);
+    }
+  }
   return replyDone(req);
 }
 
@@ -1469,13 +1526,20 @@ bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
 }
 
 Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (opendirFromNames(req, ino, fi)) return Ok{};
   auto d = std::make_unique<DirHandle>();
+  d->epoch = namesEpoch();
   ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
   ASSIGN_OR_RETURN(DIR * dp, openRemoteDir(path->get()));
   d->dp = std::shared_ptr<DIR>(dp, ::closedir);
   struct stat now {};
   if (opts_.consistency.keepCache()) {
     ASSIGN_OR_RETURN(now, statRemote(::dirfd(dp), "opendir: fstat"));
+  }
+  if (auto rel = names() ? namesRel(inodeOf(ino)) : std::nullopt) {
+    d->record = true;
+    d->rel = *rel;
+    d->dir_attr = now;
   }
   fi->fh = reinterpret_cast<uint64_t>(d.release());
   if (opts_.consistency.keepCache()) {
@@ -1542,11 +1606,17 @@ Result<std::deque<DirEntry>> readRemoteDir(RemoteCalls& remote, std::shared_ptr<
 Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            fuse_file_info* fi, bool plus) {
   DirHandle* d = dirOf(fi);
+  if (d->named) return readdirFromNames(req, ino, size, off, fi, plus);
   if (d->lost) return sysError(EIO, "readdir: an earlier read of this directory timed out");
   std::optional<off_t> seek;
   if (off != d->offset) {
     seek = off;
     d->pending.clear();
+    if (off == 0) {
+      d->seen.clear();  // rewinddir: the listing starts again
+    } else {
+      d->record = false;
+    }
   }
   std::vector<char> buf(size);
   size_t used = 0;
@@ -1561,7 +1631,11 @@ Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         break;
       }
       if (seek) d->offset = *std::exchange(seek, std::nullopt);
-      if (more->empty()) break;  // the end of the directory
+      if (more->empty()) {  // the end of the directory
+        recordListing(*d);
+        break;
+      }
+      if (d->record) noteListed(*d, *more);
       d->pending = std::move(*more);
     }
     auto added = addDirEntry(req, ino, d->pending.front(), buf.data() + used, size - used, plus);
@@ -1581,12 +1655,114 @@ Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
   return Ok{};
 }
 
+// ---- directories from the namespace -------------------------------------------
+
+void FileSystem::noteListed(DirHandle& d, const std::deque<DirEntry>& entries) {
+  for (const DirEntry& ent : entries) {
+    if (isDotOrDotdot(ent.name.c_str())) continue;
+    if (ent.type == DT_UNKNOWN) {  // no type to record: the listing is not kept
+      d.record = false;
+      return;
+    }
+    NamespaceEntry entry{.attrs_known = false};
+    entry.attr.st_mode = DTTOIF(ent.type);
+    entry.attr.st_ino = ent.ino;
+    d.seen.push_back({.name = ent.name, .entry = entry});
+  }
+}
+
+void FileSystem::recordListing(DirHandle& d) {
+  if (!d.record) return;
+  d.record = false;
+  if (!names()->putListing(d.rel, d.dir_attr, d.seen, d.epoch)) {
+    spdlog::debug("namespace: listing of '{}' not recorded (changed meanwhile)", d.rel);
+  }
+  d.seen.clear();
+}
+
+bool FileSystem::opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (names() == nullptr) return false;
+  auto rel = namesRel(inodeOf(ino));
+  if (!rel) return false;
+  const uint64_t epoch = names()->epoch();
+  auto self = names()->get(*rel);
+  if (!self || !self->listed) return false;
+  if (!fresh(*self)) {
+    // ttl: one stat of the directory; unchanged since its listing, the listing holds.
+    auto root = pathFd(table_.root());
+    if (!root.ok()) return false;
+    auto now = statRemoteAt((*root)->get(), rel->empty() ? "." : rel->c_str(), "opendir: revalidate");
+    if (!now.ok() || !S_ISDIR(now->st_mode) || !sameTime(now->st_mtim, self->listed_mtime) ||
+        !sameTime(now->st_ctim, self->listed_ctime)) {
+      return false;  // read again from the remote, and recorded afresh
+    }
+    NamespaceEntry renewed{.attr = *now, .learnt_at = static_cast<double>(wallNs()) * 1e-9};
+    renewed.attr.st_dev = 0;
+    if (!names()->put(*rel, renewed, epoch)) return false;
+  }
+  auto listing = names()->listing(*rel);
+  if (!listing) return false;
+  auto d = std::make_unique<DirHandle>();
+  NamespaceEntry dot{.attrs_known = false};
+  dot.attr.st_mode = S_IFDIR;
+  dot.attr.st_ino = self->attr.st_ino;
+  d->named.emplace();
+  d->named->reserve(listing->size() + 2);
+  d->named->push_back({.name = ".", .entry = dot});
+  // readdir(3) skips entries of inode 0: ".." gets its directory's number, as
+  // far as the namespace knows it.
+  if (!rel->empty()) {
+    auto slash = rel->rfind('/');
+    auto up = names()->get(slash == std::string::npos ? "" : rel->substr(0, slash));
+    if (up) dot.attr.st_ino = up->attr.st_ino;
+  }
+  d->named->push_back({.name = "..", .entry = dot});
+  for (auto& child : *listing) d->named->push_back(std::move(child));
+  fi->fh = reinterpret_cast<uint64_t>(d.release());
+  fi->cache_readdir = 1;  // keep_cache 0: the kernel reads it from here again (no remote)
+  fuse_reply_open(req, fi);
+  return true;
+}
+
+Result<size_t> FileSystem::addNamedDirEntry(fuse_req_t req, fuse_ino_t dir,
+                                            const NamespaceChild& child, off_t next_off, char* buf,
+                                            size_t room, bool plus) {
+  DirEntry ent{.name = child.name, .ino = child.entry.attr.st_ino,
+               .type = static_cast<unsigned char>(IFTODT(child.entry.attr.st_mode)),
+               .off = next_off};
+  // readdirplus: the entry and its attributes in one trip, from the namespace
+  // too when they are fresh there (doLookup asks it first), else from the remote.
+  return addDirEntry(req, dir, ent, buf, room, plus);
+}
+
+Status FileSystem::readdirFromNames(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                                    fuse_file_info* fi, bool plus) {
+  const std::vector<NamespaceChild>& named = *dirOf(fi)->named;
+  std::vector<char> buf(size);
+  size_t used = 0;
+  int err = 0;
+  for (size_t i = off < 0 ? named.size() : static_cast<size_t>(off); i < named.size(); i++) {
+    auto added = addNamedDirEntry(req, ino, named[i], static_cast<off_t>(i + 1),
+                                  buf.data() + used, size - used, plus);
+    if (!added.ok() && added.error().sys_errno != ENOENT) {
+      err = replyErrno(added.error());
+      break;
+    }
+    if (added.ok() && *added == 0) break;  // full: offered again on the next call
+    if (added.ok()) used += *added;
+  }
+  if (err != 0 && used == 0) return sysError(err, "readdir");
+  fuse_reply_buf(req, buf.data(), used);
+  return Ok{};
+}
+
 Status FileSystem::releasedir(fuse_req_t req, fuse_file_info* fi) {
   delete dirOf(fi);  // the stream closes with its last user
   return replyDone(req);
 }
 
 Status FileSystem::fsyncdir(fuse_req_t req, fuse_file_info* fi, int datasync) {
+  if (!dirOf(fi)->dp) return replyDone(req);  // served from the namespace: nothing changed here
   RETURN_IF_ERROR(syncRemote(::dirfd(dirOf(fi)->dp.get()), datasync, "fsyncdir"));
   return replyDone(req);
 }
@@ -1671,6 +1847,8 @@ Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, co
                             size_t size, int flags) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "setxattr on a symlink");
+  NamesChange names_change;  // its ctime changes
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   RETURN_IF_ERROR(callRemote<void>(
       remote_, "setxattr", {path->get()}, std::nullopt,
@@ -1686,6 +1864,8 @@ Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, co
 Status FileSystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "removexattr on a symlink");
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   RETURN_IF_ERROR(callRemote<void>(remote_, "removexattr", {path->get()}, std::nullopt,
                                    [name = std::string(name)](const CallFds& f) -> Status {

@@ -31,6 +31,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -43,6 +44,7 @@
 #include "fuse/cache_hooks.h"
 #include "fuse/consistency.h"
 #include "fuse/inode_table.h"
+#include "fuse/namespace_cache.h"
 #include "fuse/passthrough_shim.h"
 #include "fuse/remote_calls.h"
 
@@ -57,6 +59,8 @@ struct DirEntry {
   off_t off = 0;           // telldir() position after it
 };
 
+struct DirHandle;  // an open directory (filesystem.cc)
+
 struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
@@ -70,6 +74,9 @@ struct FileSystemOptions {
   // O_PATH fds kept for inodes that are neither open nor without a name
   // (inode_table.h); the rest are opened again when used.
   size_t inode_fds = 1024;
+  // The persistent namespace (namespace_cache.h), borrowed; immutable and ttl
+  // modes only (nullptr: every lookup, getattr and listing asks the remote).
+  NamespaceCache* names = nullptr;
 };
 
 class FileSystem {
@@ -243,6 +250,52 @@ class FileSystem {
   // remote file serves a reader outside strict mode when no valid copy exists;
   // a writer is never served (the remote's open-time checks answer it).
   bool idleBackingServes(Inode& inode, const OpenIntent& intent);
+
+  // ---- the persistent namespace (filesystem_names.cc) -------------------------
+  // Lookups, getattrs and listings answered from it without the remote while
+  // an entry is fresh (immutable: always; ttl: learnt within the ttl); what
+  // the remote answers is recorded (learn). Changes through the mount drop
+  // what they touch before the remote call and after it (NamesChange).
+  NamespaceCache* names() const { return opts_.names; }
+  uint64_t namesEpoch() const { return names() ? names()->epoch() : 0; }
+  // The inode's path for the namespace ("" for the root); nullopt without one.
+  std::optional<std::string> namesRel(const Inode& inode) const;
+  std::optional<std::string> namesRel(fuse_ino_t parent, const char* name);
+  std::optional<NamespaceEntry> freshEntry(const std::string& rel) const;
+  bool fresh(const NamespaceEntry& entry) const;
+  struct stat attrOf(const NamespaceEntry& entry);
+  // An entry for `name` in `parent` from the namespace (one lookup reference
+  // added), or false: then the remote is asked.
+  bool lookupFromNames(fuse_ino_t parent, const char* name, fuse_entry_param* e);
+  bool getattrFromNames(fuse_req_t req, Inode& inode);
+  // Records what the remote said of inode (asked when namesEpoch() was epoch);
+  // not while writers have it open (their writes bypass the daemon).
+  void learn(Inode& inode, const struct stat& st, uint64_t epoch);
+  // Dropped from the namespace when begun and again when it goes out of scope.
+  struct NamesChange {
+    FileSystem* fs = nullptr;
+    std::vector<std::string> rels;
+    NamesChange() = default;
+    NamesChange(const NamesChange&) = delete;
+    NamesChange& operator=(const NamesChange&) = delete;
+    ~NamesChange();
+  };
+  Status beginNamesChange(NamesChange& change, std::vector<std::optional<std::string>> rels);
+  Status dropNames(const std::vector<std::string>& rels);
+  // The inode's fd for an open; in immutable and ttl modes a read-only open of
+  // a file whose trusted attributes have a valid cached copy goes on without
+  // one (null) when the remote does not answer: served from the store alone.
+  Result<PathFd> pathForOpen(Inode& inode, int flags);
+  // opendir from a complete, fresh listing in the namespace (replies), or false.
+  bool opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  Result<size_t> addNamedDirEntry(fuse_req_t req, fuse_ino_t dir, const NamespaceChild& child,
+                                  off_t next_off, char* buf, size_t room, bool plus);
+  Status readdirFromNames(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                          fuse_file_info* fi, bool plus);
+  // A listing read from the remote (DirHandle, filesystem.cc): entries noted as
+  // the stream gives them, the whole recorded at its end.
+  void noteListed(DirHandle& d, const std::deque<DirEntry>& entries);
+  void recordListing(DirHandle& d);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   // The inode's O_PATH fd: from the table's cache, or opened again by walking
