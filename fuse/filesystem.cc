@@ -194,7 +194,10 @@ Result<PathFd> FileSystem::pathFd(Inode& inode) {
       if (PathFd fd = table_.installWalk(inode, walk, std::move(*fds))) return fd;
       return sysError(ESTALE, "resolve inode: nothing opened");
     }
-    if (attempt >= 2 || table_.namesEpoch() == walk.names_epoch) return fds.takeError();
+    if (attempt >= 2 || table_.namesEpoch() == walk.names_epoch) {
+      forgetStaleNames(inode, fds.error());
+      return fds.takeError();
+    }
   }
 }
 
@@ -800,8 +803,9 @@ Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
   } else {
-    // pathForOpen went on without the remote for a copy that went meanwhile.
-    if (!intent.path) return sysError(EIO, "open backing file: the remote does not answer");
+    // pathForOpen went on without the remote for a copy that went meanwhile:
+    // the kernel opens again (ESTALE), and that open walks to the remote file.
+    if (!intent.path) return sysError(ESTALE, "open: the cached copy went meanwhile");
     RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write, [&](int flags) {
       return openRemote(intent.path->get(), flags, "open backing file");
     }));
@@ -1676,6 +1680,8 @@ void FileSystem::recordListing(DirHandle& d) {
   d.record = false;
   if (!names()->putListing(d.rel, d.dir_attr, d.seen, d.epoch)) {
     spdlog::debug("namespace: listing of '{}' not recorded (changed meanwhile)", d.rel);
+  } else {
+    spdlog::debug("namespace: listing of '{}' recorded, {} names", d.rel, d.seen.size());
   }
   d.seen.clear();
 }
@@ -1684,6 +1690,16 @@ bool FileSystem::opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info
   if (names() == nullptr) return false;
   auto rel = namesRel(inodeOf(ino));
   if (!rel) return false;
+  bool first_in_run;
+  {
+    std::lock_guard lock(listings_mu_);
+    if (opened_dirs_.size() >= kMaxListings) opened_dirs_.clear();
+    first_in_run = opened_dirs_.insert(*rel).second;
+  }
+  // immutable: the first opendir of a directory in this run (after a restart:
+  // no remote call); later ones check it with one stat, as without the
+  // namespace (revalidateListing), and see names added or removed on the remote.
+  if (opts_.consistency.mode == Consistency::Mode::kImmutable && !first_in_run) return false;
   const uint64_t epoch = names()->epoch();
   auto self = names()->get(*rel);
   if (!self || !self->listed) return false;

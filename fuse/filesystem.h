@@ -35,6 +35,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -282,9 +283,14 @@ class FileSystem {
   };
   Status beginNamesChange(NamesChange& change, std::vector<std::optional<std::string>> rels);
   Status dropNames(const std::vector<std::string>& rels);
+  // A walk to an inode answered ESTALE: its name no longer leads to it on the
+  // remote, so the namespace's record of it (and below) goes, and the kernel's
+  // retry (LOOKUP_REVAL) asks the remote.
+  void forgetStaleNames(Inode& inode, const Error& walk_error);
   // The inode's fd for an open; in immutable and ttl modes a read-only open of
   // a file whose trusted attributes have a valid cached copy goes on without
-  // one (null) when the remote does not answer: served from the store alone.
+  // one (null) unless one is at hand: served from the store alone, without
+  // walking to the remote (which may be gone).
   Result<PathFd> pathForOpen(Inode& inode, int flags);
   // opendir from a complete, fresh listing in the namespace (replies), or false.
   bool opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
@@ -357,6 +363,8 @@ class FileSystem {
   static constexpr size_t kMaxListings = 1 << 16;
   std::mutex listings_mu_;                               // a leaf
   std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
+  // Directories (namespace paths) opened in this run: opendirFromNames.
+  std::set<std::string> opened_dirs_;  // guarded by listings_mu_
   std::atomic<uint64_t> idle_reuses_{0};
   std::atomic<uint64_t> path_walks_{0};
 };

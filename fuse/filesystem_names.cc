@@ -127,11 +127,18 @@ Status FileSystem::dropNames(const std::vector<std::string>& rels) {
   return Ok{};
 }
 
+void FileSystem::forgetStaleNames(Inode& inode, const Error& walk_error) {
+  if (names() == nullptr || walk_error.sys_errno != ESTALE) return;
+  auto rel = namesRel(inode);
+  if (!rel || rel->empty()) return;
+  Status st = names()->drop(*rel);
+  if (!st.ok()) spdlog::error("namespace: {}", st.error().message);
+}
+
 Result<PathFd> FileSystem::pathForOpen(Inode& inode, int flags) {
-  auto fd = pathFd(inode);
-  if (fd.ok() || names() == nullptr || opts_.cache == nullptr || opensForWrite(flags) ||
-      (flags & O_TRUNC)) {
-    return fd;
+  if (PathFd fd = table_.cachedPathFd(inode)) return fd;
+  if (names() == nullptr || opts_.cache == nullptr || opensForWrite(flags) || (flags & O_TRUNC)) {
+    return pathFd(inode);
   }
   struct stat remote;
   bool trusted;
@@ -141,12 +148,10 @@ Result<PathFd> FileSystem::pathForOpen(Inode& inode, int flags) {
     trusted = opts_.consistency.trustsRememberedAttrs(inode.last_stat_time, monotonicSeconds());
   }
   std::string rel = relPathOf(inode);
-  if (!trusted || rel.empty() || !S_ISREG(remote.st_mode) || !opts_.cache->hasValidCopy(rel, remote)) {
-    return fd;
+  if (trusted && !rel.empty() && S_ISREG(remote.st_mode) && opts_.cache->hasValidCopy(rel, remote)) {
+    return PathFd();  // served from the store alone: no walk to the remote
   }
-  spdlog::debug("open {}: the remote did not answer ({}); served from the cache", rel,
-                fd.error().message);
-  return PathFd();
+  return pathFd(inode);
 }
 
 }  // namespace hotshard::fuse

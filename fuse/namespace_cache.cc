@@ -93,7 +93,9 @@ std::optional<NamespaceEntry> decode(const MDB_val& v) {
   return e;
 }
 
+// Views of s and r (never of a temporary: MDB_val does not own its bytes).
 MDB_val val(const std::string& s) { return {s.size(), const_cast<char*>(s.data())}; }
+MDB_val val(std::string&&) = delete;
 MDB_val val(Record& r) { return {sizeof(r), &r}; }
 std::string str(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
 
@@ -170,7 +172,8 @@ int deletePrefix(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix) {
 // The record of rel and everything below it.
 int deleteTree(MDB_txn* txn, MDB_dbi dbi, const std::string& rel) {
   if (rel.empty()) return mdb_drop(txn, dbi, 0);
-  MDB_val k = val(namespaceKey(rel));
+  const std::string key = namespaceKey(rel);  // outlives k, which points into it
+  MDB_val k = val(key);
   int rc = mdb_del(txn, dbi, &k, nullptr);
   if (rc != 0 && rc != MDB_NOTFOUND) return rc;
   if ((rc = deletePrefix(txn, dbi, childPrefix(rel))) != 0) return rc;
@@ -377,7 +380,12 @@ bool NamespaceCache::put(const std::string& rel, const NamespaceEntry& entry, ui
   std::string key = namespaceKey(rel);
   MDB_val k = val(key), v;
   NamespaceEntry e = entry;
-  if (mdb_get(w.txn, attrs_dbi_, &k, &v) == 0) {
+  int found = mdb_get(w.txn, attrs_dbi_, &k, &v);
+  if (found == MDB_NOTFOUND && !rel.empty()) {
+    // A name its directory's complete listing lacks: that listing is out of date.
+    if (unlist(w.txn, attrs_dbi_, parentOf(rel)) != 0) return false;
+  }
+  if (found == 0) {
     auto had = decode(v);
     // Unchanged directory: its listing still holds.
     if (had && had->listed && S_ISDIR(e.attr.st_mode) && S_ISDIR(had->attr.st_mode) &&

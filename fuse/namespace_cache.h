@@ -110,7 +110,8 @@ class NamespaceCache {
   Status drop(const std::string& rel);
   // Records what the remote said of rel when epoch() was `epoch` (false, and
   // nothing recorded, when a drop() came since). A directory keeps its
-  // listing flag while its validator (mtime, ctime) is unchanged.
+  // listing flag while its validator (mtime, ctime) is unchanged; a name new
+  // to a directory with a complete listing clears that listing's flag.
   bool put(const std::string& rel, const NamespaceEntry& entry, uint64_t epoch);
   // A complete listing of dir (`dir_attr`: its fstat when the listing began):
   // the dir's record is written with listed set; children without a record (or

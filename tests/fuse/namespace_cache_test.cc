@@ -126,6 +126,21 @@ TEST_F(FuseNamespaceCache, AListingDropsNamesGoneAndTheirSubtrees) {
   EXPECT_EQ(nc->listing("d")->size(), 1u);
 }
 
+// The mount's order: each name looked up (attributes), then the listing; then
+// the directory read again without one of them.
+TEST_F(FuseNamespaceCache, AListingDropsANameLookedUpBefore) {
+  auto nc = open();
+  NamespaceEntry listed = file(0, 0);
+  listed.attrs_known = false;
+  for (const char* n : {"s0", "s1", "s2"}) ASSERT_TRUE(nc->put(std::string("ds/") + n, file(1, 2), nc->epoch()));
+  ASSERT_TRUE(nc->putListing("ds", dirAttr(1), {{"s0", listed}, {"s1", listed}, {"s2", listed}},
+                             nc->epoch()));
+  EXPECT_TRUE(nc->get("ds/s1")->attrs_known) << "a listing keeps what a lookup learnt";
+  ASSERT_TRUE(nc->putListing("ds", dirAttr(2), {{"s0", listed}, {"s2", listed}}, nc->epoch()));
+  EXPECT_FALSE(nc->get("ds/s1").has_value());
+  EXPECT_EQ(nc->listing("ds")->size(), 2u);
+}
+
 TEST_F(FuseNamespaceCache, DropTakesTheSubtreeAndTheParentsListing) {
   auto nc = open();
   NamespaceEntry sub;
@@ -148,6 +163,15 @@ TEST_F(FuseNamespaceCache, AnAnswerFromBeforeADropIsNotRecorded) {
   EXPECT_FALSE(nc->putListing("d", dirAttr(1), {}, before));
   EXPECT_FALSE(nc->get("d/f").has_value());
   EXPECT_TRUE(nc->put("d/f", file(1, 2), nc->epoch()));
+}
+
+TEST_F(FuseNamespaceCache, ANameNewToACompleteListingEndsIt) {
+  auto nc = open();
+  ASSERT_TRUE(nc->putListing("d", dirAttr(1), {{"f", file(1, 2)}}, nc->epoch()));
+  ASSERT_TRUE(nc->put("d/f", file(2, 2), nc->epoch()));
+  EXPECT_TRUE(nc->listing("d").has_value()) << "a known name keeps the listing";
+  ASSERT_TRUE(nc->put("d/g", file(1, 3), nc->epoch()));
+  EXPECT_FALSE(nc->listing("d").has_value());
 }
 
 TEST_F(FuseNamespaceCache, AChangedDirectoryLosesItsListingOnPut) {
