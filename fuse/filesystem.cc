@@ -1696,28 +1696,46 @@ bool FileSystem::opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info
     if (opened_dirs_.size() >= kMaxListings) opened_dirs_.clear();
     first_in_run = opened_dirs_.insert(*rel).second;
   }
-  // immutable: the first opendir of a directory in this run (after a restart:
-  // no remote call); later ones check it with one stat, as without the
-  // namespace (revalidateListing), and see names added or removed on the remote.
-  if (opts_.consistency.mode == Consistency::Mode::kImmutable && !first_in_run) return false;
   const uint64_t epoch = names()->epoch();
   auto self = names()->get(*rel);
   if (!self || !self->listed) return false;
-  if (!fresh(*self)) {
-    // ttl: one stat of the directory; unchanged since its listing, the listing holds.
+  struct stat listed = attrOf(*self);  // the directory as it was when listed
+  listed.st_mtim = self->listed_mtime;
+  listed.st_ctim = self->listed_ctime;
+  // No remote call for the first opendir of a directory in an immutable run
+  // (after a restart), nor in ttl mode while the record is fresh. Otherwise one
+  // stat of the directory: the listing holds while the directory is unchanged
+  // and was quiet when listed (Consistency::keepsListing), as the kernel's own
+  // cached listing does (revalidateListing); else it is read from the remote
+  // again and recorded afresh.
+  const bool immutable = opts_.consistency.mode == Consistency::Mode::kImmutable;
+  bool checked = false;
+  if (immutable ? !first_in_run : !fresh(*self)) {
     auto root = pathFd(table_.root());
     if (!root.ok()) return false;
     auto now = statRemoteAt((*root)->get(), rel->empty() ? "." : rel->c_str(), "opendir: revalidate");
-    if (!now.ok() || !S_ISDIR(now->st_mode) || !sameTime(now->st_mtim, self->listed_mtime) ||
-        !sameTime(now->st_ctim, self->listed_ctime)) {
-      return false;  // read again from the remote, and recorded afresh
+    if (!now.ok()) return false;
+    // The namespace knows the directory by its path: the remote's inode number
+    // is not compared (sshfs gives a new one once its kernel forgets the inode).
+    struct stat same_path = listed;
+    same_path.st_dev = now->st_dev;
+    same_path.st_ino = now->st_ino;
+    if (!opts_.consistency.keepsListing(same_path, self->listed_at, *now)) return false;
+    if (!immutable) {
+      NamespaceEntry renewed{.attr = *now, .learnt_at = static_cast<double>(wallNs()) * 1e-9};
+      renewed.attr.st_dev = 0;
+      if (!names()->put(*rel, renewed, epoch)) return false;
     }
-    NamespaceEntry renewed{.attr = *now, .learnt_at = static_cast<double>(wallNs()) * 1e-9};
-    renewed.attr.st_dev = 0;
-    if (!names()->put(*rel, renewed, epoch)) return false;
+    checked = true;
   }
   auto listing = names()->listing(*rel);
   if (!listing) return false;
+  if (first_in_run) {
+    // The listing the kernel caches now is the namespace's: an opendir that
+    // finds the directory changed revalidates against it (revalidateListing).
+    std::lock_guard lock(listings_mu_);
+    listings_[std::make_pair(listed.st_dev, listed.st_ino)] = {.dir = listed, .at = self->listed_at};
+  }
   auto d = std::make_unique<DirHandle>();
   NamespaceEntry dot{.attrs_known = false};
   dot.attr.st_mode = S_IFDIR;
@@ -1735,7 +1753,10 @@ bool FileSystem::opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info
   d->named->push_back({.name = "..", .entry = dot});
   for (auto& child : *listing) d->named->push_back(std::move(child));
   fi->fh = reinterpret_cast<uint64_t>(d.release());
-  fi->cache_readdir = 1;  // keep_cache 0: the kernel reads it from here again (no remote)
+  fi->cache_readdir = 1;
+  // Checked unchanged: the kernel may keep the listing it cached; else it
+  // reads it from here again (no remote call either way).
+  fi->keep_cache = checked;
   fuse_reply_open(req, fi);
   return true;
 }

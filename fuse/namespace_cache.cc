@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -26,7 +27,8 @@ constexpr const char* kFormat = "hotshard-namespace-1";
 struct Record {
   uint32_t magic;
   uint32_t flags;  // kAttrsKnown | kListed
-  uint32_t mode, uid, gid, pad;
+  uint32_t mode, uid, gid;
+  uint32_t listed_at_s;  // CLOCK_REALTIME seconds when listed (directories)
   uint64_t nlink, rdev, ino;
   int64_t size, blocks;
   int64_t atime_ns, mtime_ns, ctime_ns;
@@ -59,6 +61,7 @@ Record encode(const NamespaceEntry& e) {
   r.ctime_ns = ns(e.attr.st_ctim);
   r.learnt_at_ns = static_cast<int64_t>(e.learnt_at * 1e9);
   r.listed_mtime_ns = ns(e.listed_mtime);
+  r.listed_at_s = static_cast<uint32_t>(e.listed_at);
   r.listed_ctime_ns = ns(e.listed_ctime);
   r.checksum = XXH3_64bits(&r, offsetof(Record, checksum));
   return r;
@@ -89,6 +92,7 @@ std::optional<NamespaceEntry> decode(const MDB_val& v) {
   e.attr.st_ctim = ts(r.ctime_ns);
   e.learnt_at = static_cast<double>(r.learnt_at_ns) * 1e-9;
   e.listed_mtime = ts(r.listed_mtime_ns);
+  e.listed_at = r.listed_at_s;
   e.listed_ctime = ts(r.listed_ctime_ns);
   return e;
 }
@@ -226,7 +230,7 @@ Result<std::unique_ptr<NamespaceCache>> NamespaceCache::open(const NamespaceCach
     Status st = nc->openEnv(opts);
     if (st.ok()) st = nc->checkMeta(opts);
     if (st.ok()) {
-      nc->syncer_ = std::thread([p = nc.get()] { p->syncLoop(); });
+      nc->startSyncer(opts.sync_seconds);
       return nc;
     }
     why = st.error().message;
@@ -238,7 +242,7 @@ Result<std::unique_ptr<NamespaceCache>> NamespaceCache::open(const NamespaceCach
   nc->dropped_reason_ = why;
   RETURN_IF_ERROR(nc->openEnv(opts));
   RETURN_IF_ERROR(nc->checkMeta(opts));
-  nc->syncer_ = std::thread([p = nc.get()] { p->syncLoop(); });
+  nc->startSyncer(opts.sync_seconds);
   return nc;
 }
 
@@ -300,7 +304,7 @@ NamespaceCache::~NamespaceCache() {
   sync_cv_.notify_all();
   if (syncer_.joinable()) syncer_.join();
   if (env_ != nullptr) {
-    sync();
+    syncNow();
     mdb_env_close(env_);
   }
 }
@@ -393,6 +397,7 @@ bool NamespaceCache::put(const std::string& rel, const NamespaceEntry& entry, ui
       e.listed = true;
       e.listed_mtime = had->listed_mtime;
       e.listed_ctime = had->listed_ctime;
+      e.listed_at = had->listed_at;
     }
     // Another object now: what was below it goes.
     if (had && (had->attr.st_mode & S_IFMT) != (e.attr.st_mode & S_IFMT)) {
@@ -465,9 +470,10 @@ bool NamespaceCache::putListing(const std::string& dir, const struct stat& dir_a
       return false;
     }
   }
-  NamespaceEntry self{.attr = dir_attr, .learnt_at = static_cast<double>(wallNs()) * 1e-9,
-                      .listed = true, .listed_mtime = dir_attr.st_mtim,
-                      .listed_ctime = dir_attr.st_ctim};
+  const double now = static_cast<double>(wallNs()) * 1e-9;
+  NamespaceEntry self{.attr = dir_attr, .learnt_at = now, .listed = true,
+                      .listed_mtime = dir_attr.st_mtim, .listed_ctime = dir_attr.st_ctim,
+                      .listed_at = std::floor(now)};
   self.attr.st_dev = 0;
   Record r = encode(self);
   std::string key = namespaceKey(dir);
@@ -494,16 +500,33 @@ void NamespaceCache::sync() {
   }
   if (mdb_env_sync(env_, 1) != 0) return;
   std::lock_guard lock(write_mu_);
-  if (commits_ != synced) return;  // a commit since: the marker stays until the next sync
+  if (commits_ != synced || synced != synced_commits_) {
+    // Commits came since the last sync: the marker stays, so that the next
+    // burst of them does not wait for its fsync (quiet for a whole sync period
+    // first, it goes).
+    synced_commits_ = synced;
+    return;
+  }
   std::string dirty = path_ + "-dirty";
   ::unlink(dirty.c_str());
   dirty_ = false;
 }
 
-void NamespaceCache::syncLoop() {
+void NamespaceCache::syncNow() {
+  if (mdb_env_sync(env_, 1) != 0) return;
+  std::lock_guard lock(write_mu_);
+  ::unlink((path_ + "-dirty").c_str());
+  dirty_ = false;
+}
+
+void NamespaceCache::startSyncer(double period_seconds) {
+  if (period_seconds > 0) syncer_ = std::thread([this, period_seconds] { syncLoop(period_seconds); });
+}
+
+void NamespaceCache::syncLoop(double period_seconds) {
   std::unique_lock lock(sync_mu_);
   while (!stopping_) {
-    sync_cv_.wait_for(lock, std::chrono::duration<double>(kSyncSeconds));
+    sync_cv_.wait_for(lock, std::chrono::duration<double>(period_seconds));
     if (stopping_) break;
     lock.unlock();
     sync();

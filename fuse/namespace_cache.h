@@ -21,7 +21,8 @@
 // waits for the disk: a process crash loses nothing (committed pages are in the
 // page cache), and against a system crash a marker (namespace.mdb-dirty, the
 // boot id) is written, fsync'd, before the first unsynced commit and removed
-// after a background mdb_env_sync; a start that finds a marker of another boot
+// by the background mdb_env_sync once a whole period passed without commits
+// (so a burst of commits pays that fsync once), or at close; a start that finds a marker of another boot
 // drops the whole database ("may be torn"). A database of another remote, mode
 // or format, or one LMDB cannot open or read, is dropped with a log line too,
 // never served. Bounded: kMapBytes; a full map drops every record.
@@ -66,6 +67,7 @@ struct NamespaceEntry {
   bool listed = false;
   struct timespec listed_mtime {};
   struct timespec listed_ctime {};
+  double listed_at = 0;  // CLOCK_REALTIME seconds (whole) when that listing was taken
 };
 
 struct NamespaceChild {
@@ -77,12 +79,13 @@ struct NamespaceCacheOptions {
   std::string path;       // the database file (<cache>/namespace.mdb)
   std::string remote_id;  // the remote root's canonical path: a record belongs to it
   std::string mode;       // "immutable" or "ttl": a database of the other is dropped
+  // Seconds between background syncs (sync()); 0: none (tests call sync()).
+  double sync_seconds = 1.0;
 };
 
 class NamespaceCache {
  public:
   static constexpr uint64_t kMapBytes = uint64_t{4} << 30;  // LMDB map: the file's bound
-  static constexpr double kSyncSeconds = 1.0;  // unsynced commits reach the disk within this
 
   // Opens (or creates) the database; drops one that does not belong to
   // opts (remote_id, mode, format), may be torn, or cannot be read, with a log
@@ -123,8 +126,11 @@ class NamespaceCache {
   // Records now; what was dropped at open and why ("" when nothing).
   size_t size() const;
   const std::string& droppedReason() const { return dropped_reason_; }
-  // Forces the unsynced commits to disk (the background thread's work).
+  // The background thread's work, every sync_seconds: the unsynced commits go
+  // to disk, and the dirty marker once a whole period passed without a commit.
   void sync();
+  // Both at once (at close, and for tests).
+  void syncNow();
 
  private:
   struct Dbs;
@@ -133,7 +139,8 @@ class NamespaceCache {
   Status checkMeta(const NamespaceCacheOptions& opts);
   Status markDirty();  // under write_mu_
   void clearFullLocked();  // a full map: every record goes; under write_mu_
-  void syncLoop();
+  void syncLoop(double period_seconds);
+  void startSyncer(double period_seconds);
 
   std::string path_;
   MDB_env* env_ = nullptr;
@@ -144,6 +151,7 @@ class NamespaceCache {
   std::mutex write_mu_;  // one write transaction at a time; before sync_mu_
   bool dirty_ = false;   // a commit since the last sync; guarded by write_mu_
   uint64_t commits_ = 0;  // guarded by write_mu_
+  uint64_t synced_commits_ = 0;  // commits_ at the previous sync(); guarded by write_mu_
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
   bool stopping_ = false;  // guarded by sync_mu_

@@ -28,7 +28,8 @@ class FuseNamespaceCache : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   std::unique_ptr<NamespaceCache> open(const std::string& remote = "/remote",
                                        const std::string& mode = "immutable") {
-    auto nc = NamespaceCache::open({.path = path_, .remote_id = remote, .mode = mode});
+    auto nc = NamespaceCache::open(
+        {.path = path_, .remote_id = remote, .mode = mode, .sync_seconds = 0});
     EXPECT_TRUE(nc.ok()) << nc.error().message;
     return nc.ok() ? std::move(*nc) : nullptr;
   }
@@ -244,9 +245,16 @@ TEST_F(FuseNamespaceCache, AMarkerOfAnotherBootDropsTheDatabase) {
   {
     auto nc = open();
     ASSERT_TRUE(nc->put("f", file(1, 2), nc->epoch()));
-    // While unsynced, the marker names this boot; sync() removes it.
+    // While unsynced, the marker names this boot; it stays over a sync that
+    // found new commits, and goes at the next quiet one.
     EXPECT_TRUE(fs::exists(path_ + "-dirty"));
     nc->sync();
+    EXPECT_TRUE(fs::exists(path_ + "-dirty"));
+    nc->sync();
+    EXPECT_FALSE(fs::exists(path_ + "-dirty"));
+    ASSERT_TRUE(nc->put("g", file(1, 3), nc->epoch()));
+    EXPECT_TRUE(fs::exists(path_ + "-dirty"));
+    nc->syncNow();
     EXPECT_FALSE(fs::exists(path_ + "-dirty"));
   }
   {
