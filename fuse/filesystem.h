@@ -7,6 +7,8 @@
 // The room's units:
 //   consistency.h   how long the kernel may trust what it learnt (timeouts)
 //   inode_table.h   Inode (lookup count, open count, backing_id) and the table
+//   namespace_cache.h  names, attributes and listings kept on the cache disk
+//                   (immutable and ttl modes; filesystem_names.cc uses it)
 //   backing.h       the pure choice of an open's backing file
 //   reply.h         the guard every op runs in; Error -> fuse_reply_err
 //   remote_calls.h  the deadline on calls into the remote (--remote-timeout)
