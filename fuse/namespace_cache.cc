@@ -255,6 +255,8 @@ Status NamespaceCache::openEnv(const NamespaceCacheOptions& opts) {
   if (int rc = mdb_env_open(env_, opts.path.c_str(), flags, 0600); rc != 0) {
     return mdbError(rc, "open " + opts.path);
   }
+  int stale = 0;
+  mdb_reader_check(env_, &stale);  // reader slots of a process that died (a crash)
   WriteTxn w(env_);
   if (w.rc != 0) return mdbError(w.rc, "begin");
   MDB_dbi attrs, meta;
