@@ -7,6 +7,8 @@
 // The room's units:
 //   consistency.h   how long the kernel may trust what it learnt (timeouts)
 //   inode_table.h   Inode (lookup count, open count, backing_id) and the table
+//   namespace_cache.h  names, attributes and listings kept on the cache disk
+//                   (immutable and ttl modes; filesystem_names.cc uses it)
 //   backing.h       the pure choice of an open's backing file
 //   reply.h         the guard every op runs in; Error -> fuse_reply_err
 //   remote_calls.h  the deadline on calls into the remote (--remote-timeout)
@@ -31,11 +33,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <unordered_map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +49,7 @@
 #include "fuse/cache_hooks.h"
 #include "fuse/consistency.h"
 #include "fuse/inode_table.h"
+#include "fuse/namespace_cache.h"
 #include "fuse/passthrough_shim.h"
 #include "fuse/remote_calls.h"
 
@@ -61,6 +66,8 @@ struct DirEntry {
   off_t off = 0;           // telldir() position after it
 };
 
+struct DirHandle;  // an open directory (filesystem.cc)
+
 struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
@@ -74,6 +81,9 @@ struct FileSystemOptions {
   // O_PATH fds kept for inodes that are neither open nor without a name
   // (inode_table.h); the rest are opened again when used.
   size_t inode_fds = 1024;
+  // The persistent namespace (namespace_cache.h), borrowed; immutable and ttl
+  // modes only (nullptr: every lookup, getattr and listing asks the remote).
+  NamespaceCache* names = nullptr;
 };
 
 class FileSystem {
@@ -276,6 +286,65 @@ class FileSystem {
   // its fstat. Under inode.mu.
   struct stat openedBackingStat(Inode& inode, const OpenIntent& intent);
 
+  // ---- the persistent namespace (filesystem_names.cc) -------------------------
+  // Lookups, getattrs and listings answered from it without the remote while
+  // an entry is fresh (immutable: always; ttl: learnt within the ttl); what
+  // the remote answers is recorded (learn). Changes through the mount drop
+  // what they touch before the remote call and after it (NamesChange).
+  NamespaceCache* names() const { return opts_.names; }
+  uint64_t namesEpoch() const { return names() ? names()->epoch() : 0; }
+  // The inode's path for the namespace ("" for the root); nullopt without one.
+  std::optional<std::string> namesRel(const Inode& inode) const;
+  std::optional<std::string> namesRel(fuse_ino_t parent, const char* name);
+  std::optional<NamespaceEntry> freshEntry(const std::string& rel) const;
+  bool fresh(const NamespaceEntry& entry) const;
+  struct stat attrOf(const NamespaceEntry& entry);
+  // An entry for `name` in `parent` from the namespace (one lookup reference
+  // added), or false: then the remote is asked.
+  bool lookupFromNames(fuse_ino_t parent, const char* name, fuse_entry_param* e);
+  bool getattrFromNames(fuse_req_t req, Inode& inode);
+  // Records what the remote said of inode (asked when namesEpoch() was epoch);
+  // not while writers have it open (their writes bypass the daemon).
+  void learn(Inode& inode, const struct stat& st, uint64_t epoch);
+  // Dropped from the namespace when begun and again when it goes out of scope.
+  struct NamesChange {
+    FileSystem* fs = nullptr;
+    std::vector<std::string> rels;
+    NamesChange() = default;
+    NamesChange(const NamesChange&) = delete;
+    NamesChange& operator=(const NamesChange&) = delete;
+    ~NamesChange();
+  };
+  Status beginNamesChange(NamesChange& change, std::vector<std::optional<std::string>> rels);
+  Status dropNames(const std::vector<std::string>& rels);
+  // A walk to an inode answered ESTALE: its name no longer leads to it on the
+  // remote, so the namespace's record of it (and below) goes, and the kernel's
+  // retry (LOOKUP_REVAL) asks the remote.
+  void forgetStaleNames(Inode& inode, const Error& walk_error);
+  // The inode's fd for an open; in immutable and ttl modes a read-only open of
+  // a file whose trusted attributes have a valid cached copy goes on without
+  // one (null) unless one is at hand: served from the store alone, without
+  // walking to the remote (which may be gone).
+  Result<PathFd> pathForOpen(Inode& inode, int flags);
+  // opendir from a complete, fresh listing in the namespace (replies), or false.
+  bool opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  Result<size_t> addNamedDirEntry(fuse_req_t req, fuse_ino_t dir, const NamespaceChild& child,
+                                  off_t next_off, char* buf, size_t room, bool plus);
+  Status readdirFromNames(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                          const DirHandle& d, bool plus);
+  // A namespace listing as an open directory: "." and ".." first, then the
+  // children; namedDirHandle: the one the namespace has now for ino, or null.
+  std::shared_ptr<DirHandle> namedHandleOf(fuse_ino_t ino, const std::string& rel,
+                                           const NamespaceEntry& self,
+                                           std::vector<NamespaceChild> listing);
+  std::shared_ptr<DirHandle> namedDirHandle(fuse_ino_t ino);
+  // Files an open directory in dirs_ under a new number (odd when named).
+  uint64_t addDirHandle(std::shared_ptr<DirHandle> d);
+  // A listing read from the remote (DirHandle, filesystem.cc): entries noted as
+  // the stream gives them, the whole recorded at its end.
+  void noteListed(DirHandle& d, const std::deque<DirEntry>& entries);
+  void recordListing(DirHandle& d);
+
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   // The inode's O_PATH fd: from the table's cache, or opened again by walking
   // its names from the nearest ancestor that has one (inode_table.h). ESTALE
@@ -344,6 +413,8 @@ class FileSystem {
   static constexpr size_t kMaxListings = 1 << 16;
   std::mutex listings_mu_;                               // a leaf
   std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
+  // Directories (namespace paths) opened in this run: opendirFromNames.
+  std::set<std::string> opened_dirs_;  // guarded by listings_mu_
   std::atomic<uint64_t> idle_reuses_{0};
   std::atomic<uint64_t> path_walks_{0};
   // Open directories by handle (FileSystem::dirOf).

@@ -30,7 +30,9 @@ Result<std::vector<UniqueFd>> walkPath(const PathWalk& walk) {
     if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
       return lastSysError("resolve " + step.name + ": stat");
     }
-    if (st.st_dev != step.dev || st.st_ino != step.ino || (st.st_mode & S_IFMT) != step.type) {
+    bool named_only = step.dev == kNamedDev;  // no remote identity known (addNamedLookup)
+    if ((!named_only && (st.st_dev != step.dev || st.st_ino != step.ino)) ||
+        (st.st_mode & S_IFMT) != step.type) {
       return sysError(ESTALE, "resolve " + step.name + ": another object has the name now");
     }
     at = fd.get();
@@ -303,6 +305,23 @@ Inode* InodeTable::addLookupIfKnown(const struct stat& attr, Inode* parent,
   if (parent != nullptr && !isDotName(name)) setNameLocked(*inode, parent, name);
   recordLocked(*inode);
   return inode;
+}
+
+Inode& InodeTable::addNamedLookup(Inode& parent, std::string_view name, const struct stat& attr) {
+  std::lock_guard lock(mu_);
+  Inode* inode = childLocked(parent, name);
+  if (inode == nullptr || inode->retired || inode->type != (attr.st_mode & S_IFMT)) {
+    auto fresh = std::make_unique<Inode>();
+    fresh->src_dev = kNamedDev;
+    fresh->src_ino = next_named_++;
+    fresh->type = attr.st_mode & S_IFMT;
+    fresh->generation = next_generation_.fetch_add(1);
+    inode = fresh.get();
+    inodes_.emplace(std::make_pair(fresh->src_dev, fresh->src_ino), std::move(fresh));
+    setNameLocked(*inode, &parent, name);
+  }
+  inode->nlookup++;
+  return *inode;
 }
 
 void InodeTable::forget(Inode& inode, uint64_t n) {

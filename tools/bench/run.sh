@@ -21,6 +21,9 @@
 #                                       writes docs/benchmarks.d/first-epoch.md)
 #   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
 #                                       uncached, against native; writes docs/benchmarks.d/opens.md)
+#   BENCH_NAMESPACE=0                   skip tools/bench/namespace-bench.sh (stat of 10,000 files after a
+#                                       restart in immutable mode, from the persistent namespace, over
+#                                       sshfs; writes docs/benchmarks.d/namespace.md)
 #   BENCH_CLUSTER=0                     skip tools/bench/cluster-bench.sh (the peer tier: peer fetch rate
 #                                       over a shaped link, cold start of a 1 GiB file on three hosts
 #                                       at once; writes docs/benchmarks.d/cluster.md)
@@ -151,6 +154,7 @@ fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
 if [[ ${BENCH_FD_WALK:-1} != 0 ]]; then tools/bench/fd-walk-bench.sh; fi
+if [[ ${BENCH_NAMESPACE:-1} != 0 ]]; then tools/bench/namespace-bench.sh; fi
 if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then tools/bench/cluster-bench.sh; fi
 
 prepare
@@ -234,7 +238,7 @@ stop_daemon
   echo "hotshard-readbench stat  @/deep   # twice, second timed; also with --consistency 'strict;ac=0'"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes warm epochs first-epoch memory fd-walk cluster; do
+  for part in opens opens-profile extra probes warm epochs first-epoch memory fd-walk namespace cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
