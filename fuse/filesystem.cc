@@ -155,7 +155,8 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
       table_(opts.remote_root_fd, shim, opts.inode_fds) {
   uint32_t base = 0;
   if (::getrandom(&base, sizeof(base), 0) != sizeof(base)) base = static_cast<uint32_t>(::getpid());
-  next_dir_handle_ = (static_cast<uint64_t>(base | 1u) << 32) + 1;
+  // Even: addDirHandle sets the low bit of the namespace's listings.
+  next_dir_handle_ = (static_cast<uint64_t>(base | 1u) << 32) + 2;
 }
 
 FileSystem::~FileSystem() = default;

@@ -207,6 +207,7 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
     }
     next_generation_ = std::max<uint64_t>(next_generation_.load(), slot.generation + 1);
     next_id_ = std::max<uint64_t>(next_id_, slot.id + 1);
+    if (inode->src_dev == kNamedDev) next_named_ = std::max(next_named_, inode->src_ino + 1);
     setIdLocked(slot.id, inode.get());
     by_id[slot.id] = inode.get();
     auto key = std::make_pair(inode->src_dev, inode->src_ino);
@@ -317,10 +318,12 @@ Inode& InodeTable::addNamedLookup(Inode& parent, std::string_view name, const st
     fresh->type = attr.st_mode & S_IFMT;
     fresh->generation = next_generation_.fetch_add(1);
     inode = fresh.get();
+    assignIdLocked(*inode);
     inodes_.emplace(std::make_pair(fresh->src_dev, fresh->src_ino), std::move(fresh));
     setNameLocked(*inode, &parent, name);
   }
   inode->nlookup++;
+  recordLocked(*inode);  // before the reply hands the id to the kernel
   return *inode;
 }
 
