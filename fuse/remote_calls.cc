@@ -1,6 +1,7 @@
 #include "fuse/remote_calls.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <thread>
@@ -31,6 +32,7 @@ struct RemoteCalls::Pool {
       pool->jobs.pop_front();
       lock.unlock();
       job();
+      job = nullptr;  // what it captured may call closeLater(), which takes mu
       lock.lock();
     }
     pool->workers--;
@@ -53,6 +55,11 @@ bool RemoteCalls::submit(std::function<void()> job) {
     pool_->refused++;
     return false;
   }
+  enqueueLocked(std::move(job));
+  return true;
+}
+
+void RemoteCalls::enqueueLocked(std::function<void()> job) {
   pool_->jobs.push_back(std::move(job));
   if (pool_->idle < pool_->jobs.size() &&
       pool_->workers - pool_->written_off < opts_.max_workers) {
@@ -60,7 +67,16 @@ bool RemoteCalls::submit(std::function<void()> job) {
     std::thread([pool = pool_] { Pool::work(pool); }).detach();
   }
   pool_->cv.notify_one();
-  return true;
+}
+
+void RemoteCalls::closeLater(int fd) {
+  if (fd < 0) return;
+  if (opts_.timeout_seconds <= 0) {
+    ::close(fd);
+    return;
+  }
+  std::lock_guard lock(pool_->mu);
+  enqueueLocked([fd] { ::close(fd); });
 }
 
 uint64_t RemoteCalls::noteAbandoned(Pool& pool) {

@@ -49,6 +49,15 @@ class RemoteCalls {
   Result<T> run(const std::string& what, std::function<Result<T>()> call,
                 std::function<void(Result<T>&)> abandon = nullptr);
 
+  // Closes fd on a worker and returns at once; fd is the pool's from here.
+  // close(2) of a remote file can wait on the remote: the kernel sends a FUSE
+  // remote a FLUSH and waits for its answer (fs/fuse/file.c, fuse_flush; sshfs
+  // answers once the file's pending writes are acknowledged), NFS writes back
+  // the file's dirty pages (close-to-open). Its callers hold the inode table's
+  // locks. Never refused: behind blocked workers it waits in the queue, the fd
+  // open till then. Without a deadline (timeout_seconds 0) it closes here.
+  void closeLater(int fd);
+
   double timeoutSeconds() const { return opts_.timeout_seconds; }
   // The calls blocked now are written off (the remote they wait on was replaced:
   // a new mount at its path, see FileSystem::remoteRootReplaced): they no longer
@@ -66,6 +75,7 @@ class RemoteCalls {
   struct Pool;  // shared with the workers (remote_calls.cc)
   // Queues job on a worker; false when every worker is blocked past a deadline.
   bool submit(std::function<void()> job);
+  void enqueueLocked(std::function<void()> job);  // requires pool_->mu
   Error timedOut(const std::string& what);
   Error refused(const std::string& what);
   // A caller gave up on its call (the pool's generation then, which
