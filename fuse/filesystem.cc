@@ -85,7 +85,7 @@ class CallerCredentials {
 // FUSE remote's FLUSH, which sshfs answers once its pending writes are
 // acknowledged; NFS write-back), and the caller may be a FUSE thread.
 struct CallFds {
-  RemoteCalls* calls = nullptr;
+  std::function<void(int)> close_later;  // RemoteCalls::closer(): outlives the pool's owner
   std::vector<UniqueFd> fds;
   int operator[](size_t i) const { return fds[i].get(); }
   CallFds() = default;
@@ -93,7 +93,7 @@ struct CallFds {
   CallFds& operator=(const CallFds&) = delete;
   ~CallFds() {
     for (auto& fd : fds) {
-      if (fd) calls->closeLater(fd.release());
+      if (fd) close_later(fd.release());
     }
   }
 };
@@ -105,7 +105,7 @@ Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initiali
                      std::optional<CallerIds> caller, Body body,
                      std::function<void(Result<T>&)> abandon = nullptr) {
   auto own = std::make_shared<CallFds>();
-  own->calls = &remote;
+  own->close_later = remote.closer();
   for (int fd : fds) {
     own->fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!own->fds.back()) return lastSysError(what);
@@ -150,7 +150,7 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
       shim_(shim),
       userdata_{shim, this},
       table_(opts.remote_root_fd, shim, opts.inode_fds) {
-  table_.setRemoteFdCloser([this](int fd) { remote_.closeLater(fd); });
+  table_.setRemoteFdCloser(remote_.closer());
 }
 
 FileSystem::~FileSystem() = default;
@@ -1311,7 +1311,7 @@ Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
   // Closing a duplicate reports the remote's deferred write errors (NFS
   // close-to-open) to the closing process, as close() on the remote would.
   auto fd = std::make_shared<CallFds>();
-  fd->calls = &remote_;
+  fd->close_later = remote_.closer();
   fd->fds.push_back(dupBacking(inode));
   if (fd->fds[0]) {
     RETURN_IF_ERROR(remote_.run<void>("flush", [fd]() -> Status {

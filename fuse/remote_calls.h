@@ -57,6 +57,9 @@ class RemoteCalls {
   // locks. Never refused: behind blocked workers it waits in the queue, the fd
   // open till then. Without a deadline (timeout_seconds 0) it closes here.
   void closeLater(int fd);
+  // closeLater() as a function that stays valid when this object is gone: for
+  // what a call owns, which a call still blocked at teardown may hold longer.
+  std::function<void(int fd)> closer() const;
 
   double timeoutSeconds() const { return opts_.timeout_seconds; }
   // The calls blocked now are written off (the remote they wait on was replaced:
@@ -75,7 +78,9 @@ class RemoteCalls {
   struct Pool;  // shared with the workers (remote_calls.cc)
   // Queues job on a worker; false when every worker is blocked past a deadline.
   bool submit(std::function<void()> job);
-  void enqueueLocked(std::function<void()> job);  // requires pool_->mu
+  // Requires pool->mu.
+  static void enqueueLocked(const std::shared_ptr<Pool>& pool, unsigned max_workers,
+                            std::function<void()> job);
   Error timedOut(const std::string& what);
   Error refused(const std::string& what);
   // A caller gave up on its call (the pool's generation then, which

@@ -362,10 +362,12 @@ TEST_F(IntegrationHungRemote, ClosesOfAWrittenFileOnAHungRemoteHoldNothing) {
   RecordProperty("outage_writer_close_s", std::to_string(secs));
 
   // Each cached file opened again: the writer's idle backing, the oldest, is
-  // closed on the way; every open answers, from the copy, within the bound.
+  // closed on the way; every open answers within the bound, from the copy or,
+  // where the kernel looks the name up again (its entry timed out on a busy
+  // machine), with the remote's error, as for cached-idle.bin above.
   for (int i = 0; i < kCached; i++) {
     Timed t = timed({"cat", mnt_ + "/c/" + std::to_string(i)}, 20);
-    EXPECT_EQ(t.r.out, "c" + std::to_string(i)) << i;
+    EXPECT_TRUE(t.r.out == "c" + std::to_string(i) || failedAsTheRemote(t.r)) << i << t.r.out;
     EXPECT_LT(t.seconds, kBoundS) << "cached file " << i;
     if (t.seconds >= kBoundS) break;
   }
