@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 
 #include "base/clock.h"
 #include "base/fd.h"
@@ -310,6 +312,27 @@ Result<uint64_t> sealTmpFile(int fd, const std::string& rel, const std::string& 
   if (::fsync(fd) != 0) return lastSysError(fmt::format("promote {}: fsync {}", rel, tmp));
   if (::fstat(fd, &st) != 0) return lastSysError(fmt::format("promote {}: stat {}", rel, tmp));
   return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// Sets the path xattr of a promotion's tmp file. A path that does not fit
+// (ext4 keeps all of a file's xattrs in its inode and one block, so about 4 KiB
+// there: ENOSPC while the disk has room; E2BIG past XATTR_SIZE_MAX, 64 KiB, on
+// any file system, xattr(7)) is kInvalidArgument, not a full disk: its file is
+// served from the remote.
+Status labelTmpFile(int fd, const std::string& rel, const std::string& tmp,
+                    const std::string& dir) {
+  if (::fsetxattr(fd, kXattrPath, rel.data(), rel.size(), 0) == 0) return Ok{};
+  int err = errno;
+  struct statvfs vfs {};
+  bool room = err == ENOSPC && ::fstatvfs(fd, &vfs) == 0 && vfs.f_bavail > 0;
+  if (err == E2BIG || err == ERANGE || room) {
+    return Error{Errc::kInvalidArgument, err,
+                 fmt::format("promote {}: its path of {} bytes is longer than an xattr of the "
+                             "cache's file system holds ({}: {}); it is read from the remote",
+                             rel, rel.size(), dir, std::strerror(err))};
+  }
+  errno = err;
+  return lastSysError(fmt::format("promote {}: setxattr {} on {}", rel, kXattrPath, tmp));
 }
 
 // objects/<fan>, created (and made durable) if missing.
@@ -975,6 +998,13 @@ Result<std::unique_ptr<CacheStore::Pending>> CacheStore::beginPromotion(const st
     return err;
   }
   p->fd_ = fd;
+  // The path xattr first, before any byte is copied: a path longer than the
+  // cache file system keeps in an xattr can never be an object.
+  Status labelled = labelTmpFile(fd, rel_path, p->tmp_display_, opts_.dir);
+  if (!labelled.ok()) {
+    noteIoError(labelled.error());
+    return labelled.takeError();
+  }
   return p;
 }
 

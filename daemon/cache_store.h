@@ -264,7 +264,9 @@ class CacheStore {
   // kBusy if one is in flight; kNoSpace if
   // expected_size can never fit under the high watermark, or room cannot be
   // made for it now (evicting down to the low watermark; the room stays
-  // reserved until publish or abandon). The tmp file is
+  // reserved until publish or abandon); kInvalidArgument if rel_path is longer
+  // than the cache file system holds in an xattr (ext4: about 4 KiB), found
+  // before anything is copied. The tmp file is
   // opened O_WRONLY, with O_DIRECT when asked and the file system accepts it.
   Result<std::unique_ptr<Pending>> beginPromotion(const std::string& rel_path,
                                                   uint64_t expected_size, bool direct_io);

@@ -1,5 +1,6 @@
 #include "daemon/control.h"
 
+#include <openssl/evp.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "base/paths.h"
 #include "daemon/control_protocol.h"
@@ -82,10 +84,78 @@ Status readAll(int fd, char* p, size_t n, int timeout_ms) {
   return Ok{};
 }
 
+// Valid UTF-8 exactly when the JSON serializer takes it as it is (it throws
+// type_error 316 otherwise), so what passes here is what dump() writes.
+bool isUtf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+std::string base64Encode(const std::string& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                          static_cast<int>(bytes.size()));
+  out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return out;
+}
+
+// nullopt when text is not base64 (RFC 4648 §4, padded).
+std::optional<std::string> base64Decode(const std::string& text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out(3 * (text.size() / 4) + 1, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()),
+                          static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  size_t pad = 0;
+  while (pad < 2 && pad < text.size() && text[text.size() - 1 - pad] == '=') pad++;
+  out.resize(static_cast<size_t>(n) - pad);
+  return out;
+}
+
+bool isWireBytes(const json& j) {
+  return j.is_object() && j.size() == 1 && j.contains(kBase64) && j[kBase64].is_string();
+}
+
 }  // namespace
 
+json toWire(const json& message) {
+  if (message.is_string()) {
+    const auto& s = message.get_ref<const std::string&>();
+    return isUtf8(s) ? message : json{{kBase64, base64Encode(s)}};
+  }
+  if (!message.is_structured()) return message;
+  json out = message.is_array() ? json::array() : json::object();
+  for (auto it = message.begin(); it != message.end(); ++it) {
+    if (message.is_array()) {
+      out.push_back(toWire(*it));
+    } else {
+      out[it.key()] = toWire(it.value());
+    }
+  }
+  return out;
+}
+
+json fromWire(json message) {
+  if (isWireBytes(message)) {
+    auto bytes = base64Decode(message[kBase64].get<std::string>());
+    return bytes ? json(*bytes) : message;
+  }
+  if (message.is_structured()) {
+    for (auto& v : message) v = fromWire(std::move(v));
+  }
+  return message;
+}
+
 Status writeFrame(int fd, const json& message, int timeout_ms) {
-  std::string body = message.dump(-1, ' ', false, json::error_handler_t::replace);
+  // Keys are not names: a key that is not UTF-8 is replaced rather than refused.
+  std::string body = toWire(message).dump(-1, ' ', false, json::error_handler_t::replace);
   if (body.size() > kMaxFrame) return makeError(Errc::kProtocol, "control frame too large");
   uint32_t n = static_cast<uint32_t>(body.size());
   // The length and the body in one write, under one deadline.
@@ -109,7 +179,7 @@ Result<json> readFrame(int fd, int timeout_ms) {
   RETURN_IF_ERROR(readAll(fd, body.data(), n, timeout_ms));
   json message = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (message.is_discarded()) return makeError(Errc::kProtocol, "control frame is not valid JSON");
-  return message;
+  return fromWire(std::move(message));
 }
 
 // ---- server ------------------------------------------------------------------

@@ -6,6 +6,13 @@
 // Malformed, oversized or unknown requests get an error reply; peers that are
 // neither root nor the daemon's user are refused. A client that sends no request
 // for 5 s, or reads nothing of a reply for 5 s, is dropped.
+//
+// Strings are byte strings: a file name on Linux is any bytes but '/' and NUL,
+// while JSON text is UTF-8 (RFC 8259 §8.1). A string value that is not valid
+// UTF-8 travels as the object {"base64": BYTES} (base64 of RFC 4648 §4), and
+// readFrame turns it back into the string, so paths pass through warm, stat,
+// pin, evict, top and status unchanged. Object keys are not names and must be
+// UTF-8 (invalid bytes in a key become U+FFFD).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -26,6 +33,14 @@ namespace hotshard {
 using json = nlohmann::json;
 
 inline constexpr uint32_t kMaxFrame = 1u << 20;
+
+inline constexpr char kBase64[] = "base64";  // the key of a string that is not UTF-8
+// message with every string value that is not valid UTF-8 as {"base64": ...}:
+// what writeFrame sends, and what `--json` output prints.
+json toWire(const json& message);
+// The reverse: each {"base64": ...} object, and nothing else, back to its bytes.
+// A "base64" value that does not decode is left as it came.
+json fromWire(json message);
 
 // timeout_ms < 0: wait forever; otherwise the whole frame's deadline.
 Status writeFrame(int fd, const json& message, int timeout_ms = -1);

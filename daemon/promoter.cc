@@ -470,7 +470,9 @@ Result<std::unique_ptr<CacheStore::Pending>> Promoter::reserve(const std::string
   auto begun = store_->beginPromotion(rel, size, opts_.direct_io);
   if (!begun.ok()) {
     Error e = begun.takeError();
-    return failed(why, e.code == Errc::kBusy ? Fail::kOther : cacheFail(e), std::move(e));
+    // kInvalidArgument: a path the cache cannot label (CacheStore::beginPromotion).
+    bool other = e.code == Errc::kBusy || e.code == Errc::kInvalidArgument;
+    return failed(why, other ? Fail::kOther : cacheFail(e), std::move(e));
   }
   std::unique_ptr<CacheStore::Pending> pending = std::move(begun).value();
   if (size > 0 && opts_.preallocate &&

@@ -81,10 +81,23 @@ class CallerCredentials {
 };
 
 // Duplicates of the fds a remote call works on, owned by the call: the inodes
-// they came from may be forgotten once its caller gave up on it.
+// they came from may be forgotten once its caller gave up on it. Closed through
+// RemoteCalls::closeLater by whichever of the caller and the worker lets go
+// last: closing a duplicate of a written remote file can wait on the remote (a
+// FUSE remote's FLUSH, which sshfs answers once its pending writes are
+// acknowledged; NFS write-back), and the caller may be a FUSE thread.
 struct CallFds {
+  std::function<void(int)> close_later;  // RemoteCalls::closer(): outlives the pool's owner
   std::vector<UniqueFd> fds;
   int operator[](size_t i) const { return fds[i].get(); }
+  CallFds() = default;
+  CallFds(const CallFds&) = delete;
+  CallFds& operator=(const CallFds&) = delete;
+  ~CallFds() {
+    for (auto& fd : fds) {
+      if (fd) close_later(fd.release());
+    }
+  }
 };
 
 // Runs body(fds) on a remote-call worker under the deadline (remote_calls.h),
@@ -94,6 +107,7 @@ Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initiali
                      std::optional<CallerIds> caller, Body body,
                      std::function<void(Result<T>&)> abandon = nullptr) {
   auto own = std::make_shared<CallFds>();
+  own->close_later = remote.closer();
   for (int fd : fds) {
     own->fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!own->fds.back()) return lastSysError(what);
@@ -157,6 +171,7 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
   if (::getrandom(&base, sizeof(base), 0) != sizeof(base)) base = static_cast<uint32_t>(::getpid());
   // Even: addDirHandle sets the low bit of the namespace's listings.
   next_dir_handle_ = (static_cast<uint64_t>(base | 1u) << 32) + 2;
+  table_.setRemoteFdCloser(remote_.closer());
 }
 
 FileSystem::~FileSystem() = default;
@@ -577,7 +592,7 @@ Status FileSystem::truncateRemote(Inode& inode, off_t size) {
     // truncate(2) with no open file is a writer that finds the inode idle: as
     // at a writer's open, an idle backing is closed, never adopted nor written
     // through (the invalidation below drops the copy; the remote is opened afresh).
-    if (hasIdleBacking(inode)) closeIdleBacking(inode, *shim_);
+    if (hasIdleBacking(inode)) closeIdleBacking(inode, *shim_, table_.remoteFdCloser());
     if (inode.backing_is_cache) {
       Status st = truncateCopyLocked(inode, size);
       if (st.ok() || st.error().code != Errc::kStale) return st;
@@ -1050,7 +1065,7 @@ void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   auto remote =
       openRemote(intent.path->get(), O_RDONLY | O_CLOEXEC | O_LARGEFILE, "open remote file");
   if (!remote.ok()) return;
-  ::close(*remote);
+  ::close(*remote);  // read-only: no FLUSH waits on writes, no NFS write-back
   (void)cache->fetchCopy(intent.rel, intent.remote);
 }
 
@@ -1092,7 +1107,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
     if (idleBackingServes(inode, intent, &backing_st)) {
       idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
     } else {
-      closeIdleBacking(inode, *shim_);
+      closeIdleBacking(inode, *shim_, table_.remoteFdCloser());
     }
   }
   BackingFacts facts = factsOf(inode, intent.for_write, !intent.rel.empty(), intent.remote_known,
@@ -1173,10 +1188,10 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
         Status wb = writeBackLocked(inode);
         if (!wb.ok()) spdlog::error("last close: {}", wb.error().message);
         written_back = wb.ok();
-        ::close(inode.remote_wb_fd);
+        remote_.closeLater(inode.remote_wb_fd);
         inode.remote_wb_fd = -1;
         inode.copy_adopted = false;
-        closeIdleBacking(inode, *shim_);
+        closeIdleBacking(inode, *shim_, table_.remoteFdCloser());
       } else {
         went_idle = inode.backing_fd >= 0;
       }
@@ -1500,10 +1515,12 @@ Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
   }
   // Closing a duplicate reports the remote's deferred write errors (NFS
   // close-to-open) to the closing process, as close() on the remote would.
-  auto fd = std::make_shared<UniqueFd>(dupBacking(inode));
-  if (*fd) {
+  auto fd = std::make_shared<CallFds>();
+  fd->close_later = remote_.closer();
+  fd->fds.push_back(dupBacking(inode));
+  if (fd->fds[0]) {
     RETURN_IF_ERROR(remote_.run<void>("flush", [fd]() -> Status {
-      if (::close(fd->release()) < 0) return lastSysError("flush");
+      if (::close(fd->fds[0].release()) < 0) return lastSysError("flush");
       return Ok{};
     }));
   }
@@ -2010,7 +2027,10 @@ Status FileSystem::readdirFromNames(fuse_req_t req, fuse_ino_t ino, size_t size,
 }
 
 Status FileSystem::releasedir(fuse_req_t req, fuse_file_info* fi) {
-  std::shared_ptr<DirHandle> d;  // the stream closes with its last user, after the lock
+  // The stream closes with its last user, after the lock. closedir(3) waits on
+  // no remote: a FUSE directory has no FLUSH and its RELEASEDIR is sent in the
+  // background (fs/fuse/dir.c), NFS sends nothing.
+  std::shared_ptr<DirHandle> d;
   {
     std::lock_guard lock(dirs_mu_);
     if (auto it = dirs_.find(fi->fh); it != dirs_.end()) {

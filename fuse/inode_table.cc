@@ -64,10 +64,14 @@ InodeTable::~InodeTable() {
   for (auto& [ptr, inode] : retired_) closeBackings(*inode);
 }
 
-void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
+void closeIdleBacking(Inode& inode, PassthroughShim& shim, const RemoteFdCloser& close_remote) {
   if (!hasIdleBacking(inode)) return;
   if (inode.backing_id >= 0) shim.closeBacking(inode.backing_id);
-  ::close(inode.backing_fd);
+  if (inode.backing_is_cache || !close_remote) {
+    ::close(inode.backing_fd);  // a copy on the cache disk: nothing to wait for
+  } else {
+    close_remote(inode.backing_fd);
+  }
   inode.backing_id = -1;
   inode.backing_fd = -1;
   inode.backing_writable = false;
@@ -78,11 +82,24 @@ void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
 }
 
 void InodeTable::closeBackings(Inode& inode) {
+  auto closeRemote = [this](int fd) {
+    if (close_remote_) {
+      close_remote_(fd);
+    } else {
+      ::close(fd);
+    }
+  };
   if (inode.backing_id >= 0 && !keep_backings_.load()) shim_->closeBacking(inode.backing_id);
-  if (inode.backing_fd >= 0) ::close(inode.backing_fd);
+  if (inode.backing_fd >= 0) {
+    if (inode.backing_is_cache) {
+      ::close(inode.backing_fd);
+    } else {
+      closeRemote(inode.backing_fd);
+    }
+  }
   // An adopted copy left here (teardown with files open) stays dirty in the
   // cache: the next start's recovery writes it back (docs/cache.md).
-  if (inode.remote_wb_fd >= 0) ::close(inode.remote_wb_fd);
+  if (inode.remote_wb_fd >= 0) closeRemote(inode.remote_wb_fd);
   inode.backing_id = -1;
   inode.backing_fd = -1;
   inode.remote_wb_fd = -1;
@@ -392,7 +409,7 @@ void InodeTable::noteIdle(Inode& inode, size_t cap) {
   if (inode.retired || cap == 0) {
     unlistIdleLocked(inode);
     std::lock_guard inode_lock(inode.mu);
-    closeIdleBacking(inode, *shim_);
+    closeIdleBacking(inode, *shim_, close_remote_);
     return;
   }
   if (inode.idle_listed) {
@@ -405,7 +422,8 @@ void InodeTable::noteIdle(Inode& inode, size_t cap) {
     Inode& oldest = *idle_.front();
     unlistIdleLocked(oldest);
     std::lock_guard inode_lock(oldest.mu);
-    closeIdleBacking(oldest, *shim_);  // nothing if it is open again: listed anew at its release
+    // Nothing if it is open again: listed anew at its release.
+    closeIdleBacking(oldest, *shim_, close_remote_);
   }
 }
 

@@ -191,9 +191,15 @@ inline bool hasIdleBacking(const Inode& inode) {
   return inode.nopen == 0 && inode.backing_fd >= 0 && !inode.copy_adopted;
 }
 
-// Closes an idle backing: its backing id (FUSE_DEV_IOC_BACKING_CLOSE) and fd.
-// Does nothing to an inode that is open or has none. Under inode.mu.
-void closeIdleBacking(Inode& inode, PassthroughShim& shim);
+// Closes an fd of a remote file without waiting on the remote
+// (RemoteCalls::closeLater); empty: close(2) here.
+using RemoteFdCloser = std::function<void(int fd)>;
+
+// Closes an idle backing: its backing id (FUSE_DEV_IOC_BACKING_CLOSE) and fd,
+// a remote file's through close_remote. Does nothing to an inode that is open
+// or has none. Under inode.mu.
+void closeIdleBacking(Inode& inode, PassthroughShim& shim,
+                      const RemoteFdCloser& close_remote = nullptr);
 
 class InodeTable {
  public:
@@ -203,6 +209,10 @@ class InodeTable {
   // (at least 1; those beyond it are closed, least recently used first).
   InodeTable(int remote_root_fd, PassthroughShim* shim, size_t fd_cap = 1024);
   ~InodeTable();  // closes every inode's fds and backing ids
+  // How the fds of remote files are closed (backings, write-back fds): set
+  // before serving; by default close(2) on the calling thread.
+  void setRemoteFdCloser(RemoteFdCloser close_remote) { close_remote_ = std::move(close_remote); }
+  const RemoteFdCloser& remoteFdCloser() const { return close_remote_; }
   InodeTable(const InodeTable&) = delete;
   InodeTable& operator=(const InodeTable&) = delete;
 
@@ -349,6 +359,7 @@ class InodeTable {
   void setPathFdLocked(Inode& inode, PathFd fd);
 
   PassthroughShim* shim_;
+  RemoteFdCloser close_remote_;
   std::unique_ptr<Inode> root_;
   std::unique_ptr<Inode> stale_;  // what inodeOf gives for an unknown id
   std::array<std::atomic<std::atomic<Inode*>*>, (1u << kIdChunkBits)> id_chunks_{};

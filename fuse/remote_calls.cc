@@ -1,6 +1,7 @@
 #include "fuse/remote_calls.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <thread>
@@ -31,6 +32,7 @@ struct RemoteCalls::Pool {
       pool->jobs.pop_front();
       lock.unlock();
       job();
+      job = nullptr;  // what it captured may call closeLater(), which takes mu
       lock.lock();
     }
     pool->workers--;
@@ -53,14 +55,30 @@ bool RemoteCalls::submit(std::function<void()> job) {
     pool_->refused++;
     return false;
   }
-  pool_->jobs.push_back(std::move(job));
-  if (pool_->idle < pool_->jobs.size() &&
-      pool_->workers - pool_->written_off < opts_.max_workers) {
-    pool_->workers++;
-    std::thread([pool = pool_] { Pool::work(pool); }).detach();
-  }
-  pool_->cv.notify_one();
+  enqueueLocked(pool_, opts_.max_workers, std::move(job));
   return true;
+}
+
+void RemoteCalls::enqueueLocked(const std::shared_ptr<Pool>& pool, unsigned max_workers,
+                                std::function<void()> job) {
+  pool->jobs.push_back(std::move(job));
+  if (pool->idle < pool->jobs.size() && pool->workers - pool->written_off < max_workers) {
+    pool->workers++;
+    std::thread([pool] { Pool::work(pool); }).detach();
+  }
+  pool->cv.notify_one();
+}
+
+std::function<void(int)> RemoteCalls::closer() const {
+  if (opts_.timeout_seconds <= 0) return [](int fd) { ::close(fd); };
+  return [pool = pool_, max_workers = opts_.max_workers](int fd) {
+    std::lock_guard lock(pool->mu);
+    enqueueLocked(pool, max_workers, [fd] { ::close(fd); });
+  };
+}
+
+void RemoteCalls::closeLater(int fd) {
+  if (fd >= 0) closer()(fd);
 }
 
 uint64_t RemoteCalls::noteAbandoned(Pool& pool) {

@@ -49,6 +49,18 @@ class RemoteCalls {
   Result<T> run(const std::string& what, std::function<Result<T>()> call,
                 std::function<void(Result<T>&)> abandon = nullptr);
 
+  // Closes fd on a worker and returns at once; fd is the pool's from here.
+  // close(2) of a remote file can wait on the remote: the kernel sends a FUSE
+  // remote a FLUSH and waits for its answer (fs/fuse/file.c, fuse_flush; sshfs
+  // answers once the file's pending writes are acknowledged), NFS writes back
+  // the file's dirty pages (close-to-open). Its callers hold the inode table's
+  // locks. Never refused: behind blocked workers it waits in the queue, the fd
+  // open till then. Without a deadline (timeout_seconds 0) it closes here.
+  void closeLater(int fd);
+  // closeLater() as a function that stays valid when this object is gone: for
+  // what a call owns, which a call still blocked at teardown may hold longer.
+  std::function<void(int fd)> closer() const;
+
   double timeoutSeconds() const { return opts_.timeout_seconds; }
   // The calls blocked now are written off (the remote they wait on was replaced:
   // a new mount at its path, see FileSystem::remoteRootReplaced): they no longer
@@ -66,6 +78,9 @@ class RemoteCalls {
   struct Pool;  // shared with the workers (remote_calls.cc)
   // Queues job on a worker; false when every worker is blocked past a deadline.
   bool submit(std::function<void()> job);
+  // Requires pool->mu.
+  static void enqueueLocked(const std::shared_ptr<Pool>& pool, unsigned max_workers,
+                            std::function<void()> job);
   Error timedOut(const std::string& what);
   Error refused(const std::string& what);
   // A caller gave up on its call (the pool's generation then, which

@@ -52,17 +52,17 @@ int printResults(const json& reply, const char* verb, bool as_json, const char* 
   if (as_json) {
     json out = reply;
     out.erase(control::kOk);
-    std::printf("%s\n", out.dump().c_str());
+    std::printf("%s\n", toWire(out).dump().c_str());
     return failed;
   }
   for (const auto& r : reply.value(control::kResults, json::array())) {
     if (r.contains(control::kError)) {
-      std::printf("%-8s %s: %s\n", "FAILED", r.value(control::kPath, "").c_str(),
+      std::printf("%-8s %s: %s\n", "FAILED", quoteEscape(r.value(control::kPath, "")).c_str(),
                   r[control::kError].get<std::string>().c_str());
     } else if (done_key != nullptr && !r.value(done_key, true)) {
-      std::printf("%s: %s\n", r.value(control::kPath, "").c_str(), noop);
+      std::printf("%s: %s\n", quoteEscape(r.value(control::kPath, "")).c_str(), noop);
     } else {
-      std::printf("%-8s %s\n", verb, r.value(control::kPath, "").c_str());
+      std::printf("%-8s %s\n", verb, quoteEscape(r.value(control::kPath, "")).c_str());
     }
   }
   return failed;
@@ -76,7 +76,7 @@ class WarmView {
   explicit WarmView(bool tty) : tty_(tty), t0_(Clock::now()) {}
 
   void frame(const json& p) {
-    std::string path = p.value(control::kPath, "");
+    std::string path = quoteEscape(p.value(control::kPath, ""));
     bool finished = p.contains(control::kOk);
     if (!finished) {
       if (!tty_) return;
@@ -165,7 +165,7 @@ void addWarmCommand(CLI::App& app) {
     size_t failed = reply.value(control::kFailed, json::array()).size();
     uint64_t cached = reply.value(control::kCached, 0ull);
     if (args->target.json) {
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
     } else {
       std::string also = cached ? ", " + std::to_string(cached) + " already cached" : "";
       if (failed) also += ", " + std::to_string(failed) + " failed";
@@ -227,7 +227,7 @@ void addStatCommand(CLI::App& app) {
       // a directory (however many files it holds): an array.
       bool one_file = args->paths.size() == 1 && results.size() == 1 &&
                       results[0].value(control::kPath, "") == normalPath(args->paths[0]);
-      std::printf("%s\n", (one_file ? results[0] : results).dump().c_str());
+      std::printf("%s\n", toWire(one_file ? results[0] : results).dump().c_str());
       return;
     }
     for (const auto& r : results) {
@@ -239,7 +239,7 @@ void addStatCommand(CLI::App& app) {
       }
       std::printf("%-10s %s%s  %s\n", state.c_str(),
                   r.value(control::kPinned, false) ? "pinned " : "",
-                  r.value(control::kPath, "").c_str(), formatBytes(size).c_str());
+                  quoteEscape(r.value(control::kPath, "")).c_str(), formatBytes(size).c_str());
       if (r.contains(control::kUnusable)) {
         std::printf("           (%s; opens go to the remote)\n",
                     r.value(control::kUnusable, "").c_str());
@@ -261,7 +261,7 @@ void addVerifyCommand(CLI::App& app) {
     json reply = callDaemon(control::kVerify, args->target, req);
     reply.erase(control::kOk);
     if (args->target.json) {
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
     } else {
       std::printf("verified %llu cached objects, dropped %llu\n",
                   static_cast<unsigned long long>(reply.value(control::kChecked, 0ull)),

@@ -62,7 +62,8 @@ void printTop(const TopReply& reply, bool clear, size_t columns) {
                    "CACHE", "STATE", owner_head.c_str(), "PATH"),
             columns);
   for (const ShardRow& s : reply.shards) {
-    std::string path = ellipsizeFront((s.pinned ? "[pinned] " : "") + s.path, path_width);
+    std::string path =
+        ellipsizeFront((s.pinned ? "[pinned] " : "") + quoteEscape(s.path), path_width);
     std::string heat = format("%.3g", s.heat);
     if (heat.size() > 7) heat = format("%.1e", s.heat);  // "2.5e+04": HEAT is 7 wide
     std::string owner = owners ? format(" %-12s", s.owner.empty() ? "-" : s.owner.c_str()) : "";
@@ -101,7 +102,7 @@ void addTopCommand(CLI::App& app) {
     if (target->json) {
       json reply = callDaemon(control::kTop, *target, req);
       reply.erase(control::kOk);
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
       return;
     }
     // q quits: stdin (when a terminal) in raw mode, restored on exit and on ^C.
@@ -159,7 +160,7 @@ void addTraceCommand(CLI::App& app) {
         callDaemon("trace record", t, req, nullptr, static_cast<int>(*secs * 1000) + 30000);
     reply.erase(control::kOk);
     if (target->json) {
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
     } else {
       std::printf("recorded %llu records to %s\n",
                   static_cast<unsigned long long>(reply.value(control::kRecords, 0ull)),
@@ -177,7 +178,7 @@ void addPolicyLiveCommands(CLI::App* policy) {
     json reply = callDaemon("policy show", *target, control::request(control::kPolicyShow));
     reply.erase(control::kOk);
     if (target->json) {
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
       return;
     }
     auto policy = reply.get<PolicyStatus>();
@@ -212,7 +213,7 @@ void addPolicyLiveCommands(CLI::App* policy) {
     json reply = callDaemon("policy set", *set_target, req);
     reply.erase(control::kOk);
     if (set_target->json) {
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
     } else {
       auto policy = reply.get<PolicyStatus>();
       std::printf("policy now %s (%llu cached objects kept)\n", policy.spec.value_or("").c_str(),

@@ -7,6 +7,7 @@
 #include "daemon/control_protocol.h"
 #include "tools/client.h"
 #include "tools/commands.h"
+#include "tools/terminal.h"
 
 namespace hotshard::cli {
 namespace {
@@ -126,7 +127,7 @@ void printTopFive(const StatusSnapshot& s) {
   std::printf("  hottest\n");
   for (const ShardRow& sh : *s.top) {
     std::printf("    %-9s %10s read  %s\n", sh.state.c_str(), formatBytes(sh.bytes_read).c_str(),
-                sh.path.c_str());
+                quoteEscape(sh.path).c_str());
   }
 }
 
@@ -144,7 +145,7 @@ void addStatusCommand(CLI::App& app) {
     json reply = callDaemon(control::kStatus, *target, control::request(control::kStatus));
     reply.erase(control::kOk);
     if (target->json) {
-      std::printf("%s\n", reply.dump().c_str());
+      std::printf("%s\n", toWire(reply).dump().c_str());
       return;
     }
     auto s = reply.get<StatusSnapshot>();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <string_view>
 
 namespace hotshard::cli {
 namespace {
@@ -31,6 +32,58 @@ std::string ellipsizeFront(const std::string& text, size_t columns) {
   if (text.size() <= columns) return text;
   if (columns <= 3) return text.substr(text.size() - columns);
   return "..." + text.substr(text.size() - (columns - 3));
+}
+
+namespace {
+
+// The length of the valid UTF-8 sequence (RFC 3629 §4) that starts s[i], 0 when
+// none does: no overlong forms, no surrogates, nothing past U+10FFFF.
+size_t utf8SequenceAt(const std::string& s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char b = byte(i);
+  size_t len = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc2 ? 2 : 0;
+  if (b > 0xf4 || len == 0 || i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; k++) {
+    if ((byte(i + k) & 0xc0) != 0x80) return 0;
+  }
+  unsigned char b1 = byte(i + 1);
+  if ((b == 0xe0 && b1 < 0xa0) || (b == 0xed && b1 > 0x9f) || (b == 0xf0 && b1 < 0x90) ||
+      (b == 0xf4 && b1 > 0x8f)) {
+    return 0;
+  }
+  return len;
+}
+
+}  // namespace
+
+std::string quoteEscape(const std::string& name) {
+  static constexpr std::string_view kCLetters = "abtnvfr";  // of '\a' (7) to '\r' (13)
+  std::string out;
+  for (size_t i = 0; i < name.size();) {
+    auto c = static_cast<unsigned char>(name[i]);
+    if (c >= 0x80) {
+      if (size_t len = utf8SequenceAt(name, i)) {
+        out.append(name, i, len);
+        i += len;
+        continue;
+      }
+    }
+    i++;
+    if (c == '\\' || c == ' ') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= '\a' && c <= '\r') {
+      out += '\\';
+      out += kCLetters[c - '\a'];
+    } else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\%03o", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
 }
 
 std::string formatEta(double seconds) {

@@ -17,6 +17,13 @@ std::string ellipsize(const std::string& text, size_t columns);
 // The same, cutting the front ("...tail"): for paths, whose end tells them apart.
 std::string ellipsizeFront(const std::string& text, size_t columns);
 
+// A name (any bytes) as one line of text, as `ls --quoting-style=escape` (GNU
+// coreutils, quotearg.c's escape_quoting_style) writes it: backslash, space and
+// the C escapes (\a \b \f \n \r \t \v) backslashed, other control bytes, DEL
+// and bytes that are not part of valid UTF-8 as \ooo (octal); valid UTF-8
+// characters as they are. "a b\n\xff" -> "a\ b\n\377".
+std::string quoteEscape(const std::string& name);
+
 // "3s", "2m05s", "1h02m": a compact ETA.
 std::string formatEta(double seconds);
 

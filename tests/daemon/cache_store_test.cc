@@ -362,6 +362,41 @@ TEST_F(CacheStoreTest, PublishRefusesWrongSize) {
   EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
 }
 
+// Issue 11 item 8: a path longer than the cache's file system keeps in an
+// xattr (ext4: about 4 KiB, ENOSPC with room on the disk; any: 64 KiB, E2BIG)
+// was copied in full, then failed on its path xattr as "no space". Now either
+// it is published, or it is refused as such before a byte is copied.
+TEST_F(CacheStoreTest, APathTooLongForTheXattrIsRefusedBeforeCopyingNotAsNoSpace) {
+  openStore();
+  auto pathOf = [](size_t bytes) {
+    std::string rel;
+    while (rel.size() < bytes) rel += (rel.empty() ? "" : "/") + std::string(200, 'd');
+    return rel + "/f";
+  };
+  const std::string content = "bytes of a deep file";
+  for (size_t bytes : {5000u, 70000u}) {
+    SCOPED_TRACE(bytes);
+    std::string rel = pathOf(bytes);
+    auto p = store_->beginPromotion(rel, content.size(), false);
+    if (!p.ok()) {
+      EXPECT_EQ(p.error().code, Errc::kInvalidArgument) << p.error().message;
+      EXPECT_NE(p.error().message.find("longer than an xattr"), std::string::npos)
+          << p.error().message;
+      EXPECT_EQ(countEntries(cache_ + "/tmp"), 0u);
+      EXPECT_EQ(store_->stats().reserved_bytes, 0u);
+      EXPECT_EQ(store_->stats().promotions_in_flight, 0u);
+      continue;
+    }
+    EXPECT_LT(bytes, 65536u) << "XATTR_SIZE_MAX is 64 KiB on every file system";
+    ASSERT_EQ(::pwrite((*p)->fd(), content.data(), content.size(), 0),
+              static_cast<ssize_t>(content.size()));
+    Validator v{.size = content.size(), .mtime_ns = 1, .ctime_ns = 1, .ino = 1, .dev = 1};
+    Status s = store_->publish(std::move(*p), v, XXH3_64bits(content.data(), content.size()));
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(store_->info(rel).state, CacheStore::State::kCached);
+  }
+}
+
 TEST_F(CacheStoreTest, RejectsBadRelativePaths) {
   openStore();
   for (const char* bad : {"", "/abs", "a/../b", "./a", "a//b", "..", "a/"}) {

@@ -68,6 +68,41 @@ TEST_F(ControlTest, RoundTripWithProgress) {
   EXPECT_TRUE(client->call(json{{"cmd", "echo"}}).ok());
 }
 
+// Names are bytes: a string that is not UTF-8 (0xff, here with a newline and a
+// NUL-free mix) reaches the handler and comes back unchanged, in both
+// directions and inside progress frames.
+TEST_F(ControlTest, StringsThatAreNotUtf8TravelAsTheirBytes) {
+  const std::string name = std::string("shard-\xff\n") + "\xc3(" + " caf\xc3\xa9.tar";
+  auto client = ControlClient::connect(path_);
+  ASSERT_TRUE(client.ok());
+  auto reply = client->call(json{{"cmd", "echo"}, {"text", name}});
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_EQ((*reply)["echo"].get<std::string>(), name);
+}
+
+TEST(ControlWire, OnlyStringsThatAreNotUtf8AreEncodedAndOnlyTheirFormIsDecoded) {
+  const std::string bad = "a\xff\nb";
+  json wire = toWire(json{{"paths", {"caf\xc3\xa9", bad}}, {"n", 3}});
+  EXPECT_EQ(wire["paths"][0], "caf\xc3\xa9");                   // valid UTF-8: a plain JSON string
+  EXPECT_EQ(wire["paths"][1], (json{{"base64", "Yf8KYg=="}}));  // RFC 4648 §4
+  EXPECT_EQ(wire["n"], 3);
+  EXPECT_NO_THROW((void)wire.dump());  // what writeFrame and --json print
+  json back = fromWire(wire);
+  EXPECT_EQ(back["paths"][1].get<std::string>(), bad);
+  EXPECT_EQ(back["paths"][0], "caf\xc3\xa9");
+  // Objects that merely have a "base64" key among others, or a value that is not
+  // base64, stay as they are.
+  json other = {{"base64", "YQ=="}, {"size", 1}};
+  EXPECT_EQ(fromWire(json{{"x", other}})["x"], other);
+  EXPECT_EQ(fromWire(json{{"base64", "%%%"}}), (json{{"base64", "%%%"}}));
+  // Every byte but NUL, and lengths of each padding, round-trip.
+  for (size_t len : {1u, 2u, 3u, 255u}) {
+    std::string all;
+    for (size_t i = 0; i < len; i++) all += static_cast<char>(1 + (i * 37 + 0x80) % 255);
+    EXPECT_EQ(fromWire(toWire(json(all))).get<std::string>(), all) << len;
+  }
+}
+
 TEST_F(ControlTest, SocketIsPrivate) {
   struct stat st;
   ASSERT_EQ(::stat(path_.c_str(), &st), 0);

@@ -171,6 +171,47 @@ TEST_F(InodeTableTest, IdleBackingsAreBoundedAndClosedWhenTheirCopyGoes) {
   EXPECT_FALSE(idle(*files[2]));
 }
 
+// A remote file's backing fd is closed through the table's closer (which
+// never waits on the remote: RemoteCalls::closeLater), a cache copy's at once.
+TEST_F(InodeTableTest, RemoteBackingsCloseThroughTheCloserCopiesAtOnce) {
+  InodeTable table(root_fd_, &shim_);
+  std::vector<int> handed;
+  table.setRemoteFdCloser([&](int fd) {
+    handed.push_back(fd);
+    ::close(fd);
+  });
+  testing::writeFile(dir_ + "/r", "r");
+  testing::writeFile(dir_ + "/c", "c");
+  Inode& remote = lookUp(table, table.root(), "r");
+  Inode& copy = lookUp(table, table.root(), "c");
+  auto goIdle = [&](Inode& inode, bool is_cache) {
+    int fd = ::open((dir_ + "/r").c_str(), O_RDONLY | O_CLOEXEC);
+    {
+      std::lock_guard lock(inode.mu);
+      inode.backing_fd = fd;
+      inode.backing_is_cache = is_cache;
+      inode.cached_rel = is_cache ? "c" : "";
+    }
+    table.noteIdle(inode, 0);  // cap 0: closed at once
+    return fd;
+  };
+  int remote_fd = goIdle(remote, false);
+  EXPECT_EQ(handed, std::vector<int>{remote_fd});
+  EXPECT_EQ(remote.backing_fd, -1);
+  goIdle(copy, true);
+  EXPECT_EQ(handed.size(), 1u) << "a cache copy went through the remote closer";
+  EXPECT_EQ(copy.backing_fd, -1);
+  // An open's write-back fd and backing, when the inode is forgotten.
+  {
+    std::lock_guard lock(remote.mu);
+    remote.backing_fd = ::open((dir_ + "/r").c_str(), O_RDONLY | O_CLOEXEC);
+    remote.remote_wb_fd = ::open((dir_ + "/r").c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  int backing = remote.backing_fd, wb = remote.remote_wb_fd;
+  table.forget(remote, 1);
+  EXPECT_EQ(handed, (std::vector<int>{remote_fd, backing, wb}));
+}
+
 TEST_F(InodeTableTest, RelPathFollowsRenamesAndUnlinksThroughTheMount) {
   InodeTable table(root_fd_, &shim_);
   Inode& a = lookUp(table, table.root(), "a");

@@ -3,7 +3,10 @@
 // late call opened is handed back for closing.
 #include "fuse/remote_calls.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -136,6 +139,68 @@ TEST(RemoteCalls, BlockedCallsWrittenOffLeaveAFullPool) {
   }
   EXPECT_TRUE(answered);
   EXPECT_EQ(calls.stats().blocked, 0u);
+}
+
+// Issue 11 item 2: close(2) of a remote file can wait on the remote (a FUSE
+// FLUSH, NFS write-back), and its callers hold the inode table's locks: it is
+// handed to a worker and never waited for, even when every worker is blocked.
+TEST(RemoteCalls, CloseLaterNeverWaitsAndTheFdClosesOnAWorker) {
+  RemoteCalls calls({.timeout_seconds = 0.2, .max_workers = 1});
+  Gate gate;
+  auto r = calls.run<int>("read", [f = gate.opened] { f.wait(); return Result<int>(0); });
+  ASSERT_EQ(r.error().sys_errno, ETIMEDOUT);  // the only worker is blocked now
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  auto t0 = Clock::now();
+  calls.closeLater(fds[1]);
+  EXPECT_LT(secondsSince(t0), 0.1) << "closeLater waited";
+  auto eof = [&](int timeout_ms) {
+    pollfd pfd{.fd = fds[0], .events = POLLIN, .revents = 0};
+    return ::poll(&pfd, 1, timeout_ms) == 1 && (pfd.revents & POLLHUP);
+  };
+  EXPECT_FALSE(eof(300)) << "closed before a worker was free";
+  gate.release();
+  EXPECT_TRUE(eof(5000)) << "the write end was never closed";
+  ::close(fds[0]);
+
+  RemoteCalls now({.timeout_seconds = 0});  // no deadline: closed here
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  now.closeLater(fds[1]);
+  EXPECT_TRUE(eof(0));
+  ::close(fds[0]);
+}
+
+// What a call owns (fuse/filesystem.cc's CallFds) is closed through
+// closeLater() when the last of the caller and the worker lets go of it: from
+// the worker too, which must not hold the pool's lock then.
+TEST(RemoteCalls, ACallsCapturesMayCloseLaterWhenTheWorkerDropsThem) {
+  // Leaked if it deadlocks: its destructor would wait on the held lock.
+  auto* calls = new RemoteCalls({.timeout_seconds = 2, .max_workers = 1});
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  struct Owned {
+    RemoteCalls* calls;
+    int fd;
+    ~Owned() { calls->closeLater(fd); }
+  };
+  // The call alone owns it: the worker lets go of it last.
+  auto r = calls->run<int>("read", [owned = std::shared_ptr<Owned>(new Owned{calls, fds[1]})] {
+    return Result<int>(owned->fd);
+  });
+  ASSERT_TRUE(r.ok());
+  auto answered = std::make_shared<std::promise<bool>>();
+  auto next = answered->get_future();
+  std::thread([calls, answered] {
+    answered->set_value(calls->run<int>("stat", [] { return Result<int>(1); }).ok());
+  }).detach();
+  ASSERT_EQ(next.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+      << "the pool deadlocked";
+  EXPECT_TRUE(next.get());
+  delete calls;
+  pollfd pfd{.fd = fds[0], .events = POLLIN, .revents = 0};
+  EXPECT_EQ(::poll(&pfd, 1, 5000), 1);
+  EXPECT_TRUE(pfd.revents & POLLHUP) << "the write end was never closed";
+  ::close(fds[0]);
 }
 
 TEST(RemoteCalls, NoDeadlineRunsOnTheCallersThread) {

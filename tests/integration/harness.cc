@@ -335,7 +335,7 @@ CommandResult MountFixture::hs(std::vector<std::string> args) {
 json MountFixture::statOf(const std::string& path) {
   CommandResult r = hs({"stat", path, "--json"});
   if (r.exit_code != 0) return json{{"error", r.out}};
-  return json::parse(r.out, nullptr, false);
+  return fromWire(json::parse(r.out, nullptr, false));  // names that are not UTF-8: bytes again
 }
 
 // ---- tracefs -------------------------------------------------------------------

@@ -106,7 +106,7 @@ class MountFixture : public ::testing::Test {
   void startDaemonWith(DaemonProcess::Options opts);
   // `hotshard ARGS... --socket <this daemon's socket>`.
   CommandResult hs(std::vector<std::string> args);
-  // `hotshard stat PATH --json`, or {"error": ...}.
+  // `hotshard stat PATH --json` (strings that are not UTF-8 decoded), or {"error": ...}.
   json statOf(const std::string& path);
 
   TempDir tmp_;

@@ -5,6 +5,7 @@
 // `status`, and, once the operator mounts the remote again at its path, serve
 // it again without a restart and with every copy kept.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -289,6 +290,95 @@ TEST_F(IntegrationHungRemote, ALinkDownForGoodIsShieldedAndAMountAgainIsServed) 
 // the operator detaches it and mounts the remote again.
 TEST_F(IntegrationHungRemote, AHungSshfsIsShieldedAndAMountAgainIsServed) {
   outageAndBack(/*sshfs_gives_up=*/false);
+}
+
+// The closes (issue 11 item 2): a writer that had its file open when the link
+// went down writes and closes: its close answers within the deadline (the
+// FLUSH's close of the remote file runs under it), and when the daemon later
+// closes the remote file itself (its idle backing pushed out by newer ones,
+// now through RemoteCalls::closeLater), cached files, `status` and the
+// writer's own name keep answering. On sshfs that later close does not wait
+// (the writer's FLUSH already took the writes sshfs waits for), so this passes
+// with a close(2) in place too; a remote whose every close of a written file
+// waits (NFS writes back at close) is covered by the unit tests
+// RemoteCalls.CloseLaterNeverWaits... and InodeTableTest.RemoteBackingsClose....
+TEST_F(IntegrationHungRemote, ClosesOfAWrittenFileOnAHungRemoteHoldNothing) {
+  constexpr int kCached = 70;  // more than the idle backings kept (512 fds / 8 = 64)
+  writeFile(source_ + "/w.txt", "before ");
+  auto name = [](int i) { return std::to_string(i); };
+  for (int i = 0; i < kCached; i++) writeFile(source_ + "/c/" + name(i), "c" + name(i));
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  startDaemonWith({.mount = mnt_,
+                   .consistency = "immutable",
+                   .extra_args = {"--scrub-rate", "0", "--placement", "manual", "--remote-timeout",
+                                  std::to_string(kRemoteTimeoutS) + "s"},
+                   .fd_soft_limit = 512,
+                   .fd_hard_limit = 512});
+  ASSERT_EQ(hs({"warm", mnt_ + "/c"}).exit_code, 0);
+  for (int i = 0; i < kCached; i++) ASSERT_EQ(readFile(mnt_ + "/c/" + name(i)), "c" + name(i));
+
+  // The writer, in a child (a call stuck in the mount must not stick the test):
+  // opens before the cut, writes and closes after it, and says how its close went.
+  int go[2], done[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const std::string w = mnt_ + "/w.txt";
+  pid_t writer = ::fork();
+  if (writer == 0) {
+    int fd = ::open(w.c_str(), O_WRONLY | O_APPEND);
+    char c = fd >= 0 ? 'o' : 'e';
+    (void)!::write(done[1], &c, 1);
+    if (fd < 0 || ::read(go[0], &c, 1) != 1) ::_exit(1);
+    (void)!::write(fd, "after", 5);
+    auto t0 = std::chrono::steady_clock::now();
+    int rc = ::close(fd);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char result[64];
+    int n = std::snprintf(result, sizeof result, "%d %d %.3f", rc, rc < 0 ? errno : 0, secs);
+    (void)!::write(done[1], result, n);
+    ::_exit(0);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{writer};
+  char opened = 0;
+  ASSERT_EQ(::read(done[0], &opened, 1), 1);
+  ASSERT_EQ(opened, 'o');
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  pollfd pfd{.fd = done[0], .events = POLLIN, .revents = 0};
+  ASSERT_EQ(::poll(&pfd, 1, 20000), 1) << "the writer's close did not return";
+  char result[64] = {};
+  ASSERT_GT(::read(done[0], result, sizeof result - 1), 0);
+  int rc = 0, err = 0;
+  double secs = 0;
+  ASSERT_EQ(std::sscanf(result, "%d %d %lf", &rc, &err, &secs), 3) << result;
+  EXPECT_LT(secs, kBoundS) << "close: " << result;
+  RecordProperty("outage_writer_close_s", std::to_string(secs));
+
+  // Each cached file opened again: the writer's idle backing, the oldest, is
+  // closed on the way; every open answers within the bound, from the copy or,
+  // where the kernel looks the name up again (its entry timed out on a busy
+  // machine), with the remote's error, as for cached-idle.bin above.
+  for (int i = 0; i < kCached; i++) {
+    Timed t = timed({"cat", mnt_ + "/c/" + std::to_string(i)}, 20);
+    EXPECT_TRUE(t.r.out == "c" + std::to_string(i) || failedAsTheRemote(t.r)) << i << t.r.out;
+    EXPECT_LT(t.seconds, kBoundS) << "cached file " << i;
+    if (t.seconds >= kBoundS) break;
+  }
+  Timed st = timed({"stat", w});
+  EXPECT_LT(st.seconds, kBoundS) << st.r.out;
+  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+  EXPECT_LT(status.seconds, 2.0) << "status during the outage";
+  EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
+      << "test threads stuck in the mount";
+  for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/clock.h"
@@ -269,6 +271,67 @@ TEST_F(IntegrationImmutableNames, QuietDirectoryListingComesFromTheKernelCache) 
   ASSERT_TRUE(readdirs.ok());
   EXPECT_EQ(listing(mnt_ + "/ds"), listing(remote_ + "/ds"));
   EXPECT_GT(readdirs.stopAndCount(), 0u);
+}
+
+// ---- names as bytes through the control protocol --------------------------------
+
+// A Linux name is any bytes but '/' and NUL. One with 0xff (never UTF-8) and a
+// newline goes through warm, stat, pin, unpin, evict and top as its bytes: the
+// CLI's lines print it as `ls --quoting-style=escape` does, --json as
+// {"base64": ...} (daemon/control.h).
+class IntegrationByteNames : public MountFixture {};
+
+TEST_F(IntegrationByteNames, NameThatIsNotUtf8PassesThroughEveryPathCommand) {
+  // Short enough for top's PATH column at 80 columns (17), so it is not cut.
+  const std::string name = "\xff\n 1.bin";
+  const std::string escaped = "\\377\\n\\ 1.bin";  // as ls -b prints it
+  const std::string content(100000, 'q');
+  writeFile(remote_ + "/ds/" + name, content);
+  startDaemonWith(
+      {.mount = mnt_,
+       .extra_args = {"--placement", "manual", "--scrub-rate", "0", "--tick", "100ms"}});
+  const std::string path = mnt_ + "/ds/" + name;
+
+  CommandResult r = hs({"warm", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("warmed ds/" + escaped + "  "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("warmed 1 of 1 files"), std::string::npos) << r.out;
+  json st = statOf(path);
+  EXPECT_EQ(st.value("state", ""), "cached")
+      << st.dump(-1, ' ', false, json::error_handler_t::replace);
+  EXPECT_EQ(st.value("path", ""), path);
+  EXPECT_EQ(st.value("size", 0ull), content.size());
+  // The directory's listing names it too, as its bytes.
+  json dir = fromWire(json::parse(hs({"stat", mnt_ + "/ds", "--json"}).out, nullptr, false));
+  ASSERT_TRUE(dir.is_array()) << dir.dump(-1, ' ', false, json::error_handler_t::replace);
+  ASSERT_EQ(dir.size(), 1u);
+  EXPECT_EQ(dir[0].value("path", ""), path);
+  r = hs({"stat", path});
+  EXPECT_NE(r.out.find("cached     " + mnt_ + "/ds/" + escaped), std::string::npos) << r.out;
+
+  r = hs({"pin", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("pinned   ds/" + escaped + "\n"), std::string::npos) << r.out;
+  EXPECT_TRUE(statOf(path).value("pinned", false));
+  ASSERT_EQ(hs({"unpin", path}).exit_code, 0);
+  EXPECT_FALSE(statOf(path).value("pinned", true));
+
+  // Read through the mount, it is a shard in top, under its bytes.
+  EXPECT_EQ(readFile(path), content);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  json top = fromWire(json::parse(hs({"top", "--json", "-n", "100"}).out, nullptr, false));
+  std::vector<std::string> shards;
+  for (const auto& s : top.value("shards", json::array())) shards.push_back(s.value("path", ""));
+  EXPECT_EQ(shards, std::vector<std::string>{"ds/" + name});
+  r = hs({"top", "--iterations", "1", "-n", "100"});
+  EXPECT_NE(r.out.find(" ds/" + escaped + "\n"), std::string::npos) << r.out;
+
+  r = hs({"evict", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("evicted  ds/" + escaped + "\n"), std::string::npos) << r.out;
+  EXPECT_EQ(statOf(path).value("state", ""), "remote");
+  EXPECT_EQ(readFile(path), content);
+  EXPECT_EQ(daemon_->stop(), 0);
 }
 
 }  // namespace

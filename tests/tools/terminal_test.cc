@@ -38,6 +38,18 @@ TEST(CliTerminal, NotATerminalIs80ColumnsAndRawInputStaysOff) {
   }
 }
 
+// As `ls --quoting-style=escape` prints the same names (coreutils 9.1).
+TEST(CliTerminal, QuoteEscapeWritesNamesAsLsEscapeStyleDoes) {
+  EXPECT_EQ(quoteEscape("shard-0001.tar"), "shard-0001.tar");
+  EXPECT_EQ(quoteEscape(std::string("a b\nc\xff\td\\e\x01\xc3\xa9")),
+            "a\\ b\\nc\\377\\td\\\\e\\001\xc3\xa9");
+  EXPECT_EQ(quoteEscape("\a\b\f\r\v\x7f"), "\\a\\b\\f\\r\\v\\177");
+  // Not UTF-8: a lone continuation byte, an overlong '/', a surrogate, a cut sequence.
+  EXPECT_EQ(quoteEscape("\x80\xc0\xaf\xed\xa0\x80\xe2\x82"),
+            "\\200\\300\\257\\355\\240\\200\\342\\202");
+  EXPECT_EQ(quoteEscape("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");  // U+1F600 as it is
+}
+
 TEST(CliTerminal, EtaIsCompact) {
   EXPECT_EQ(formatEta(3.2), "3s");
   EXPECT_EQ(formatEta(125), "2m05s");
