@@ -249,7 +249,7 @@ stop_daemon
   echo "hotshard-readbench stat  @/deep   # twice, second timed; also with --consistency 'strict;ac=0'"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes warm epochs first-epoch memory fd-walk namespace cluster; do
+  for part in opens opens-profile extra probes warm wholefile epochs first-epoch memory fd-walk namespace cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
