@@ -4,6 +4,7 @@
 # table to docs/benchmarks.md (or $BENCH_OUT).
 #
 #   BENCH_DIR=/var/tmp/hotshard-bench  where the data set and mount live
+#   BENCH_WHOLE_FILES=2000              files of 1 MiB read whole in 4 KiB reads (the "x 1 MiB files" rows)
 #   BENCH_REPS=3                        runs per cell; the median is reported
 #   BENCH_CACHE=0                       skip tools/bench/cache-bench.sh (the cache in
 #                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
@@ -31,6 +32,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ROOT=${BENCH_DIR:-/var/tmp/hotshard-bench}
+# Files of 1 MiB read whole (issue 16's figure: 2000; a run of 256 took ~70 ms warm,
+# too short to time against the reader's start on a shared machine).
+NWHOLE=${BENCH_WHOLE_FILES:-2000}
 REPS=${BENCH_REPS:-3}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
 BIN=$PWD/build/hotshard
@@ -67,10 +71,16 @@ start_daemon() {  # consistency
 prepare() {
   rm -rf "$CACHE"  # a fresh cache each run: nothing left by an earlier run or build
   mkdir -p "$REMOTE/small" "$REMOTE/stat" "$MNT" "$CACHE"
+  if [[ $(cat "$ROOT/.prepared-small" 2>/dev/null) != "$NWHOLE" ]]; then
+    echo "bench: generating $NWHOLE x 1 MiB in $REMOTE/small (once)"
+    rm -rf "$REMOTE/small"; mkdir -p "$REMOTE/small"
+    for i in $(seq -w 1 "$NWHOLE"); do head -c $((1 << 20)) /dev/urandom > "$REMOTE/small/f$i"; done
+    sync
+    echo "$NWHOLE" > "$ROOT/.prepared-small"
+  fi
   [[ -f "$ROOT/.prepared-v1" ]] && return
   echo "bench: generating the data set in $REMOTE (once)"
   head -c $((1024 << 20)) /dev/urandom > "$REMOTE/seq.bin"
-  for i in $(seq -w 1 256); do head -c $((1 << 20)) /dev/urandom > "$REMOTE/small/f$i"; done
   for i in $(seq -w 1 10000); do printf '%s' "$i" > "$REMOTE/stat/s$i"; done
   sync
   touch "$ROOT/.prepared-v1"
@@ -170,7 +180,8 @@ for state in cold warm; do
   read -r n m nc mc < <(measure $state ops_per_s rand @/seq.bin --block 4KiB --ops $ops)
   row "4 KiB random reads, 1 GiB file" $state IOPS ">= 0.90" "$n" "$m" "$nc" "$mc"
   read -r n m nc mc < <(measure $state mib_per_s whole @/small --block 4KiB)
-  row "256 x 1 MiB files read in 4 KiB chunks" $state MiB/s "-" "$n" "$m" "$nc" "$mc"
+  target="-"; [[ $state == warm ]] && target=">= 0.60"
+  row "$NWHOLE x 1 MiB files read in 4 KiB chunks" $state MiB/s "$target" "$n" "$m" "$nc" "$mc"
 done
 deep="stat of 10,000 files (5-deep paths), second pass"
 read -r n m nc mc < <(measure warm ops_per_s stat @/deep)
@@ -183,7 +194,7 @@ req_ac0=$(stat_requests "$MNT/deep")
 
 start_daemon immutable
 read -r n m nc mc < <(measure warm mib_per_s whole @/small --block 4KiB)
-row "256 x 1 MiB files read in 4 KiB chunks (immutable)" warm MiB/s "-" "$n" "$m" "$nc" "$mc"
+row "$NWHOLE x 1 MiB files read in 4 KiB chunks (immutable)" warm MiB/s ">= 0.80" "$n" "$m" "$nc" "$mc"
 read -r n m nc mc < <(measure warm ops_per_s stat @/stat)
 row "stat of 10,000 files, second pass (immutable)" warm stats/s ">= 0.80" "$n" "$m" "$nc" "$mc"
 start_daemon immutable  # the kernel forgets the flat tree's inodes (one descriptor each)
@@ -238,7 +249,7 @@ stop_daemon
   echo "hotshard-readbench stat  @/deep   # twice, second timed; also with --consistency 'strict;ac=0'"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes warm epochs first-epoch memory fd-walk namespace cluster; do
+  for part in opens opens-profile extra probes warm wholefile epochs first-epoch memory fd-walk namespace cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
