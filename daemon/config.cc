@@ -175,7 +175,7 @@ void addMountItems(std::vector<ConfigItem>& items) {
                            &RunConfig::foreground, "true", "false", /*is_flag=*/true));
   items.push_back(boolItem("no-supervisor",
                            "Serve the mount from this one process, with no supervisor: a crash "
-                           "then ends the mount (default: false; docs/restart.md)",
+                           "then ends the mount (docs/restart.md)",
                            &RunConfig::no_supervisor, "true", "false", /*is_flag=*/true));
   items.push_back(boolItem("passthrough",
                            "on: kernel passthrough when the kernel allows it (default); off: serve "
