@@ -292,13 +292,13 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const RunConfig& cfg, UniqueFd rem
   // the heat probes takes about a second. Placement and the peer tier hear of
   // opens through sinks set when they are up.
   const std::initializer_list<Stage> worker_stages = {
-      &Daemon::startCache,     &Daemon::startFileSystem,  &Daemon::startMount,
-      &Daemon::startLoop,      &Daemon::startPlacement,   &Daemon::startPeer,
-      &Daemon::startRemoteWatch, &Daemon::startMetrics, &Daemon::startControl};
+      &Daemon::startCache,       &Daemon::startFileSystem, &Daemon::startMount,
+      &Daemon::startLoop,        &Daemon::startPlacement,  &Daemon::startPeer,
+      &Daemon::startRemoteWatch, &Daemon::startMetrics,    &Daemon::startControl};
   const std::initializer_list<Stage> stages = {
-      &Daemon::startCache,     &Daemon::startPlacement, &Daemon::startPeer,
-      &Daemon::startFileSystem, &Daemon::startMount,    &Daemon::startLoop,
-      &Daemon::startRemoteWatch, &Daemon::startMetrics, &Daemon::startControl};
+      &Daemon::startCache,       &Daemon::startPlacement, &Daemon::startPeer,
+      &Daemon::startFileSystem,  &Daemon::startMount,     &Daemon::startLoop,
+      &Daemon::startRemoteWatch, &Daemon::startMetrics,   &Daemon::startControl};
   for (Stage stage : cfg.worker.fuse_fd >= 0 ? worker_stages : stages) {
     Status st = (d.get()->*stage)();
     if (st.ok()) continue;
@@ -323,12 +323,12 @@ Status Daemon::startCache() {
   auto cache = CacheService::start(cfg_, remote_fd_.get());
   if (!cache.ok()) return inStage("cache " + cfg_.cache, cache.takeError());
   cache_ = std::move(*cache);
-  cache_->setOpenListener([this](const std::string& rel, const struct stat& st, bool from_cache,
-                                 bool for_write) {
-    if (Placement* p = placement_sink_.load(std::memory_order_acquire)) {
-      p->noteOpen(rel, st, from_cache, for_write);
-    }
-  });
+  cache_->setOpenListener(
+      [this](const std::string& rel, const struct stat& st, bool from_cache, bool for_write) {
+        if (Placement* p = placement_sink_.load(std::memory_order_acquire)) {
+          p->noteOpen(rel, st, from_cache, for_write);
+        }
+      });
   cache_->setChangeListener([this](const std::string& rel, const fuse::Change& change) {
     if (Placement* p = placement_sink_.load(std::memory_order_acquire)) p->noteChange(rel, change);
   });
@@ -481,9 +481,10 @@ Status Daemon::startLoop() {
     // What the predecessor read and never answered is queued again for us.
     Status resent = shim_->resendUnanswered();
     if (!resent.ok()) {
-      spdlog::warn("{} (needs Linux >= 6.9): requests the predecessor read but did not answer "
-                   "wait until their callers are interrupted or the connection is aborted",
-                   resent.error().message);
+      spdlog::warn(
+          "{} (needs Linux >= 6.9): requests the predecessor read but did not answer "
+          "wait until their callers are interrupted or the connection is aborted",
+          resent.error().message);
     }
   }
   return Ok{};
@@ -774,10 +775,10 @@ Result<Prepared> prepareRun(RunConfig cfg, int* exit_code) {
   // The cache's keys name the remote by its canonical path (as `hotshard cache`
   // does offline); resolve it while nothing covers it, or from the inherited fd.
   std::error_code canon_ec;
-  auto canonical = cfg.worker.remote_fd >= 0
-                       ? std::filesystem::read_symlink(
-                             "/proc/self/fd/" + std::to_string(remote.get()), canon_ec)
-                       : std::filesystem::canonical(cfg.remote, canon_ec);
+  auto canonical =
+      cfg.worker.remote_fd >= 0
+          ? std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(remote.get()), canon_ec)
+          : std::filesystem::canonical(cfg.remote, canon_ec);
   cfg.remote_canonical = canon_ec ? cfg.remote : canonical.string();
   return Prepared{std::move(cfg), std::move(remote)};
 }
@@ -807,8 +808,8 @@ class SignalWaiter {
   // Calls on_hangup() on each SIGHUP, on_hand_over() on SIGUSR2 (it returns
   // false when the process cannot hand over: the signal is ignored), and
   // on_signal(name) on SIGINT/SIGTERM, unless woken by the destructor.
-  SignalWaiter(sigset_t sigs, std::function<void()> on_hangup,
-               std::function<bool()> on_hand_over, std::function<void(const char*)> on_signal)
+  SignalWaiter(sigset_t sigs, std::function<void()> on_hangup, std::function<bool()> on_hand_over,
+               std::function<void(const char*)> on_signal)
       : thread_([this, sigs, on_hangup = std::move(on_hangup),
                  on_hand_over = std::move(on_hand_over), on_signal = std::move(on_signal)] {
           int sig = 0;

@@ -4,9 +4,9 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <linux/fs.h>
-#include <sys/random.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>

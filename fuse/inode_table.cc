@@ -88,7 +88,8 @@ void InodeTable::closeBackings(Inode& inode) {
 Inode& InodeTable::inodeOf(fuse_ino_t ino) {
   if (ino == FUSE_ROOT_ID) return *root_;
   if (ino < kMaxIds) {
-    const std::atomic<Inode*>* chunk = id_chunks_[ino >> kIdChunkBits].load(std::memory_order_acquire);
+    const std::atomic<Inode*>* chunk =
+        id_chunks_[ino >> kIdChunkBits].load(std::memory_order_acquire);
     if (chunk != nullptr) {
       if (Inode* inode = chunk[ino & ((1u << kIdChunkBits) - 1)].load(std::memory_order_acquire)) {
         return *inode;
@@ -152,7 +153,8 @@ void InodeTable::noteBacking(const Inode& inode) {
   TakeoverState* st = state_.load(std::memory_order_acquire);
   if (st == nullptr || inode.id == 0) return;
   uint32_t flags = (inode.backing_is_cache ? kBackingCache : 0) |
-                   (inode.backing_writable ? kBackingWritable : 0);
+                   (inode.backing_writable ? kBackingWritable : 0) |
+                   (inode.copy_adopted ? kBackingAdopted : 0);
   st->setBacking(inode.id, inode.backing_id, flags);
   st->setOpens(inode.id, inode.nopen);
 }
@@ -186,6 +188,13 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
     inode->backing_writable = (slot.backing_flags & kBackingWritable) != 0;
     inode->nopen = std::max(slot.nopen, 0);
     inode->fd_pins = inode->nopen;  // as each open pinned its fd (released with it)
+    if ((slot.backing_flags & kBackingAdopted) != 0 && inode->nopen > 0) {
+      spdlog::error(
+          "takeover: inode {} ('{}') was open for writing into its cache copy: writes "
+          "made from now on stay in that copy (see lost+found/), not on the remote "
+          "(docs/restart.md)",
+          slot.ino, std::string(slot.nameView()));
+    }
     if (inode->backing_id >= 0 && inode->nopen == 0) {
       // Kept idle by the predecessor: no open file uses it, and this process
       // has no fd for it. Its release would have closed it.
@@ -207,7 +216,7 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
   }
   for (const TakeoverSlot& slot : slots) {
     Inode* inode = by_id[slot.id];
-    Inode* parent = slot.parent == FUSE_ROOT_ID ? root_.get()
+    Inode* parent = slot.parent == FUSE_ROOT_ID     ? root_.get()
                     : by_id.count(slot.parent) != 0 ? by_id[slot.parent]
                                                     : nullptr;
     // A name under a parent the state lost is no way back: nameless (ESTALE).
@@ -271,7 +280,7 @@ Inode& InodeTable::addLookup(int newfd, const struct stat& attr, Inode* parent,
   } else if (inode->parent == nullptr) {
     setNameLocked(*inode, nullptr, {});  // pins its fd: there is no other way back
   }
-  recordLocked(*inode);  // before the reply hands the id to the kernel
+  recordLocked(*inode);        // before the reply hands the id to the kernel
   std::vector<PathFd> closed;  // closed after the lock
   std::lock_guard fds_lock(fds_mu_);
   evictFdsLocked(closed);

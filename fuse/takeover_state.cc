@@ -67,7 +67,7 @@ Status TakeoverState::mapLocked(size_t capacity) {
 }
 
 Result<std::unique_ptr<TakeoverState>> TakeoverState::create(const std::string& dir,
-                                                            const ConnectionId& conn) {
+                                                             const ConnectionId& conn) {
   RETURN_IF_ERROR(makeDirectories(dir, 0700));
   std::string path = dir + "/state";
   std::string tmp = path + ".new";
@@ -94,7 +94,7 @@ Result<std::unique_ptr<TakeoverState>> TakeoverState::create(const std::string& 
 }
 
 Result<std::unique_ptr<TakeoverState>> TakeoverState::adopt(const std::string& dir,
-                                                           const ConnectionId& conn) {
+                                                            const ConnectionId& conn) {
   std::string path = dir + "/state";
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) {
@@ -122,13 +122,14 @@ Result<std::unique_ptr<TakeoverState>> TakeoverState::adopt(const std::string& d
   std::string mount(h->mount_path, std::min<size_t>(h->mount_path_size, sizeof(h->mount_path)));
   if (h->conn_dev != conn.dev || mount != conn.mount_path) {
     return makeError(Errc::kStale, path + ": the state of another connection (" + mount +
-                                       ", device " + std::to_string(h->conn_dev) +
-                                       "), not of " + conn.mount_path + " (device " +
-                                       std::to_string(conn.dev) + ")");
+                                       ", device " + std::to_string(h->conn_dev) + "), not of " +
+                                       conn.mount_path + " (device " + std::to_string(conn.dev) +
+                                       ")");
   }
   if (h->init_size == 0 || h->init_size > kInitMax) {
-    return makeError(Errc::kCorrupt, path + ": no FUSE_INIT saved (the predecessor never "
-                                            "answered it)");
+    return makeError(Errc::kCorrupt, path +
+                                         ": no FUSE_INIT saved (the predecessor never "
+                                         "answered it)");
   }
   return state;
 }
@@ -159,8 +160,8 @@ TakeoverSlot* TakeoverState::slotLocked(uint64_t id) {
   return reinterpret_cast<TakeoverSlot*>(static_cast<char*>(map_) + kHeaderSize) + id;
 }
 
-Status TakeoverState::put(uint64_t id, uint64_t parent, std::string_view name, dev_t dev,
-                          ino_t ino, uint32_t type, uint64_t generation, uint64_t nlookup) {
+Status TakeoverState::put(uint64_t id, uint64_t parent, std::string_view name, dev_t dev, ino_t ino,
+                          uint32_t type, uint64_t generation, uint64_t nlookup) {
   std::lock_guard lock(mu_);
   if (id >= capacity_) {
     size_t capacity = std::max(capacity_ * 2, static_cast<size_t>(id) + 1);

@@ -41,9 +41,9 @@ namespace hotshard::fuse {
 inline constexpr size_t kTakeoverNameMax = 255;  // NAME_MAX
 
 struct TakeoverSlot {
-  uint64_t id = 0;       // the FUSE node id == the slot's index; 0: free
-  uint64_t parent = 0;   // the parent's node id (FUSE_ROOT_ID for the top); 0: no name
-  uint64_t dev = 0;      // the remote object's st_dev, st_ino, S_IFMT bits
+  uint64_t id = 0;      // the FUSE node id == the slot's index; 0: free
+  uint64_t parent = 0;  // the parent's node id (FUSE_ROOT_ID for the top); 0: no name
+  uint64_t dev = 0;     // the remote object's st_dev, st_ino, S_IFMT bits
   uint64_t ino = 0;
   uint64_t generation = 0;
   uint64_t nlookup = 0;  // lookups the kernel holds (FORGET takes them back)
@@ -60,6 +60,9 @@ static_assert(sizeof(TakeoverSlot) == 328, "the slot layout is part of the file 
 
 inline constexpr uint32_t kBackingCache = 1u << 0;     // the cache's copy, not the remote file
 inline constexpr uint32_t kBackingWritable = 1u << 1;  // opened read-write
+// A writer adopted the cache copy as its write-back buffer (docs/cache.md, "one
+// file, one truth"); a successor cannot carry that on (docs/restart.md).
+inline constexpr uint32_t kBackingAdopted = 1u << 2;
 
 // Which FUSE connection a state belongs to.
 struct ConnectionId {
@@ -112,9 +115,9 @@ class TakeoverState {
   const std::string path_;
   UniqueFd fd_;
   mutable std::mutex mu_;  // a leaf
-  void* map_ = nullptr;     // guarded by mu_
+  void* map_ = nullptr;    // guarded by mu_
   size_t map_size_ = 0;
-  size_t capacity_ = 0;     // slots
+  size_t capacity_ = 0;  // slots
 };
 
 }  // namespace hotshard::fuse
