@@ -262,6 +262,7 @@ std::vector<std::string> Supervisor::workerArgs(int ready_fd, bool takeover) con
   args.push_back("--fuse-fd=" + std::to_string(devfd_.get()));
   args.push_back("--remote-fd=" + std::to_string(remote_fd_));
   args.push_back("--ready-fd=" + std::to_string(ready_fd));
+  args.push_back("--state-dir=" + cfg_.worker.state_dir);
   if (takeover) args.push_back("--takeover");
   return args;
 }
@@ -333,6 +334,9 @@ int Supervisor::run() {
   }
   while (exit_code_ < 0) loop();
   if (!socket_path_.empty()) ::unlink(socket_path_.c_str());
+  // The mount has ended: no successor will adopt the workers' state.
+  ::unlink((cfg_.worker.state_dir + "/state").c_str());
+  ::rmdir(cfg_.worker.state_dir.c_str());
   return exit_code_;
 }
 

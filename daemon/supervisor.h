@@ -11,7 +11,8 @@
 //   --remote-fd=K  the remote directory opened O_PATH before the mount covered it
 //   --ready-fd=M   the worker writes "ready\n" there once it serves requests
 //   --takeover     every worker after the first: adopt the live connection from
-//                  the state the predecessor left in --state-dir
+//                  the state the predecessor left in --state-dir (removed when
+//                  the supervisor ends, with the mount)
 // and in its environment HOTSHARD_SUPERVISOR_PID, HOTSHARD_TAKEOVERS (how many
 // workers ran before it) and HOTSHARD_LAST_TAKEOVER (why the last one went), which
 // the worker shows in `hotshard status` and as hotshard_takeovers_total.

@@ -9,6 +9,8 @@
 namespace hotshard {
 namespace {
 
+using json = nlohmann::json;
+
 TEST(Supervisor, ListensBesideTheControlSocketUnderANameTheCliDoesNotTakeForADaemon) {
   EXPECT_EQ(supervisorSocketFor("/run/hotshard/mnt_ds.sock"), "/run/hotshard/mnt_ds.supervisor");
   EXPECT_EQ(supervisorSocketFor("/tmp/x/control"), "/tmp/x/control.supervisor");

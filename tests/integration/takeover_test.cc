@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/config.h"
 #include "daemon/supervisor.h"
 #include "tests/integration/harness.h"
 
@@ -270,10 +271,14 @@ TEST_F(IntegrationTakeover, RunIsASupervisorThatHoldsTheMountAndRunsAWorker) {
   auto st = hs({"status"});
   EXPECT_NE(st.out.find("supervisor   pid " + std::to_string(daemon_->pid())), std::string::npos)
       << st.out;
-  // SIGTERM to the supervisor: the worker unmounts, both exit 0.
+  const std::string state = takeoverStateDirFor(mnt_) + "/state";
+  EXPECT_TRUE(fs::exists(state)) << "the worker keeps its state for a successor";
+  // SIGTERM to the supervisor: the worker unmounts, both exit 0, and the state
+  // goes with the mount.
   EXPECT_EQ(daemon_->stop(/*keep_dead_mount=*/true), 0) << daemon_->log();
   EXPECT_FALSE(isHotshardMount(mnt_));
   EXPECT_FALSE(alive(worker));
+  EXPECT_FALSE(fs::exists(state));
 }
 
 TEST_F(IntegrationTakeover, NoSupervisorKeepsOneProcess) {
