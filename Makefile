@@ -51,7 +51,8 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CXXFLAGS  ?= -O2 -g
 CXXFLAGS  += -std=c++20 -Wall -Wextra -Wno-missing-field-initializers -pthread \
              -I. -I$(BUILD) -MMD -MP $(PKG_CFLAGS)
-LDLIBS    += $(PKG_LIBS) -lelf -lz -pthread
+# liblmdb ships no pkg-config file on Debian 12.
+LDLIBS    += $(PKG_LIBS) -llmdb -lelf -lz -pthread
 BPF_CFLAGS ?= -O2 -g -Wall
 
 BIN       := $(BUILD)/hotshard

@@ -37,7 +37,8 @@ __u32 watched_devs[HEAT_MAX_DEVICES];
 __u32 nr_watched_devs;
 
 /*
- * Counters come in two sets, [0] and [1]. Programs add to the set that
+ * Counters come in two sets, [0] and [1] (a chunk map and the CPUs' chunk
+ * caches; a cgroup map and the CPUs' pending slots). Programs add to the set that
  * chunk_set (cgroup_set) names; to drain, the loader flips it, waits for an RCU
  * grace period (every program that read the old value has then returned: they
  * run under rcu_read_lock()), and empties the set no one writes any more. No
@@ -55,6 +56,22 @@ struct chunk_map {
 	__type(key, struct heat_key);
 	__type(value, struct heat_val);
 } chunks0 SEC(".maps"), chunks1 SEC(".maps");
+
+/*
+ * Each CPU's chunk cache in front of the chunk map, one per counter set
+ * (index: the set; see struct heat_chunk_slot). A read of a chunk already in
+ * its slot then costs a few plain loads and stores instead of a hash lookup
+ * and atomic adds on a cache line other CPUs write too. Tracepoints call their
+ * programs with preemption disabled (__DO_TRACE, include/linux/tracepoint.h),
+ * and these four fire in task context only, so no two events of one CPU
+ * interleave on a slot.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct heat_chunk_cache);
+} chunk_caches SEC(".maps");
 
 struct cgroup_map {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
@@ -204,49 +221,94 @@ static __always_inline void sample(__u32 dev, __u64 ino, __u64 index, __u32 nr_p
 	bpf_ringbuf_submit(s, 0);
 }
 
-static __always_inline void apply(struct heat_val *v, __u64 pages, __u32 kind)
+/*
+ * Adds a cache slot's counters to its chunk's entry in counter set `set`'s map
+ * (created when missing). A failed insert loses the slot's counts and adds one
+ * to HEAT_STAT_LOST. A global function, so the verifier checks it once rather
+ * than once per chunk of add_chunks()'s loop (inlined, the loop passed the
+ * verifier's limit of a million instructions), and the hit path carries none
+ * of it. Each map is still named at its own call site.
+ */
+__noinline int heat_flush_slot(__u32 set, struct heat_chunk_slot *s)
 {
-	switch (kind) {
-	case HEAT_EV_MISS:
-		__sync_fetch_and_add(&v->pages_missed, pages);
-		break;
-	case HEAT_EV_FAULT:
-		__sync_fetch_and_add(&v->mmap_faults, 1);
-		/* fallthrough */
-	default:
-		__sync_fetch_and_add(&v->pages_requested, pages);
-	}
-}
-
-static __always_inline void add_chunk(void *chunks, struct heat_key *key, __u64 pages, __u32 kind,
-				      __u64 now)
-{
-	struct heat_val *v = bpf_map_lookup_elem(chunks, key);
+	struct heat_val *v, init = {};
 	long err;
 
+	if (!s)
+		return 0;
+	v = set ? bpf_map_lookup_elem(&chunks1, &s->key) : bpf_map_lookup_elem(&chunks0, &s->key);
 	if (!v) {
-		struct heat_val init = {.first_ns = now, .last_ns = now};
-
-		if (kind == HEAT_EV_MISS) {
-			init.pages_missed = pages;
-		} else {
-			init.pages_requested = pages;
-			init.mmap_faults = kind == HEAT_EV_FAULT;
-		}
-		err = bpf_map_update_elem(chunks, key, &init, BPF_NOEXIST);
+		init.pages_requested = s->pages_requested;
+		init.pages_missed = s->pages_missed;
+		init.mmap_faults = s->mmap_faults;
+		init.first_ns = s->first_ns;
+		init.last_ns = s->last_ns;
+		err = set ? bpf_map_update_elem(&chunks1, &s->key, &init, BPF_NOEXIST)
+			  : bpf_map_update_elem(&chunks0, &s->key, &init, BPF_NOEXIST);
 		if (!err) {
 			stat_add(HEAT_STAT_INSERTS, 1);
-			return;
+			return 0;
 		}
 		/* Another CPU created the key first: add to its value. */
-		v = err == -EEXIST ? bpf_map_lookup_elem(chunks, key) : NULL;
+		if (err == -EEXIST)
+			v = set ? bpf_map_lookup_elem(&chunks1, &s->key)
+				: bpf_map_lookup_elem(&chunks0, &s->key);
 		if (!v) {
 			stat_add(HEAT_STAT_LOST, 1);
-			return;
+			return 0;
 		}
 	}
-	apply(v, pages, kind);
-	v->last_ns = now;
+	__sync_fetch_and_add(&v->pages_requested, s->pages_requested);
+	__sync_fetch_and_add(&v->pages_missed, s->pages_missed);
+	__sync_fetch_and_add(&v->mmap_faults, s->mmap_faults);
+	/* Times are at tick precision: a race between two CPUs here moves one by a tick. */
+	if (s->first_ns < v->first_ns)
+		v->first_ns = s->first_ns;
+	if (s->last_ns > v->last_ns)
+		v->last_ns = s->last_ns;
+	return 0;
+}
+
+/* The cache slot of a key: the top bits of a multiplicative (Fibonacci) hash. */
+static __always_inline __u32 slot_of(const struct heat_key *key)
+{
+	__u64 h = (key->ino ^ (key->chunk << 40) ^ ((__u64)key->dev << 20)) * 0x9e3779b97f4a7c15ULL;
+
+	return (h >> (64 - HEAT_CHUNK_CACHE_BITS)) & (HEAT_CHUNK_CACHE_SLOTS - 1);
+}
+
+/*
+ * Adds one event's pages of one chunk to this CPU's cache; a slot holding
+ * another chunk goes into the chunk map first.
+ */
+static __always_inline void add_chunk(struct heat_chunk_cache *cache, __u32 set,
+				      const struct heat_key *key, __u64 pages, __u32 kind,
+				      __u64 now)
+{
+	struct heat_chunk_slot *s = &cache->slots[slot_of(key)];
+	bool used = s->pages_requested | s->pages_missed | s->mmap_faults;
+
+	if (!used || s->key.chunk != key->chunk || s->key.ino != key->ino ||
+	    s->key.dev != key->dev) {
+		if (used)
+			heat_flush_slot(set, s);
+		s->key = *key;
+		s->pages_requested = 0;
+		s->pages_missed = 0;
+		s->mmap_faults = 0;
+		s->first_ns = now;
+	}
+	switch (kind) {
+	case HEAT_EV_MISS:
+		s->pages_missed += pages;
+		break;
+	case HEAT_EV_FAULT:
+		s->mmap_faults += 1;
+		/* fallthrough */
+	default:
+		s->pages_requested += pages;
+	}
+	s->last_ns = now;
 }
 
 /*
@@ -329,22 +391,30 @@ static __always_inline void add_cgroup_pending(__u32 set, void *cgroups, __u64 c
 		p->pages_requested += pages;
 }
 
-/* Adds pages [first, last] of one file to a chunk map, split at chunk boundaries. */
-static __always_inline void add_chunks(void *chunks, __u32 dev, __u64 ino, __u64 first, __u64 last,
-				       __u32 kind, __u64 now)
+/*
+ * Adds pages [first, last] of one file to counter set `set` (its CPU's cache,
+ * and behind it the set's chunk map), split at chunk boundaries.
+ */
+static __always_inline void add_chunks(__u32 set, __u32 dev, __u64 ino, __u64 first,
+				       __u64 last, __u32 kind, __u64 now)
 {
 	struct heat_key key = {.dev = dev, .ino = ino};
+	struct heat_chunk_cache *cache = bpf_map_lookup_elem(&chunk_caches, &set);
 	__u32 shift = chunk_page_shift;
 	__u64 idx = first;
 	int i;
 
+	if (!cache) {
+		stat_add(HEAT_STAT_LOST, 1);
+		return;
+	}
 	for (i = 0; i < HEAT_MAX_CHUNK_SPLIT; i++) {
 		__u64 chunk = idx >> shift;
 		__u64 chunk_last = ((chunk + 1) << shift) - 1;
 		__u64 end = last < chunk_last ? last : chunk_last;
 
 		key.chunk = chunk;
-		add_chunk(chunks, &key, end - idx + 1, kind, now);
+		add_chunk(cache, set, &key, end - idx + 1, kind, now);
 		if (end >= last)
 			return;
 		idx = end + 1;
@@ -360,25 +430,25 @@ static __always_inline void add_chunks(void *chunks, __u32 dev, __u64 ino, __u64
 static __always_inline void account(__u32 dev, __u64 ino, __u64 first, __u64 last, __u32 kind)
 {
 	__u64 now, cgroup_id;
+	bool per_cgroup;
 
 	/* The daemon's own copies (promotions, io_uring workers included) are not heat. */
 	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
 		return;
 	now = tick_now();
-	cgroup_id = count_cgroups || sample_rate ? bpf_get_current_cgroup_id() : 0;
+	/* The cgroup id is a helper call (~30 ns): only for events that need it. */
+	per_cgroup = count_cgroups && served(dev, ino);
+	cgroup_id = per_cgroup || sample_rate ? bpf_get_current_cgroup_id() : 0;
 	stat_add(HEAT_STAT_EVENTS, 1);
 	if (sample_rate)
 		sample(dev, ino, first, last - first + 1, kind, cgroup_id, now);
-	if (count_cgroups && served(dev, ino)) {
+	if (per_cgroup) {
 		if (cgroup_set)
 			add_cgroup_pending(1, &cgroups1, cgroup_id, last - first + 1, kind);
 		else
 			add_cgroup_pending(0, &cgroups0, cgroup_id, last - first + 1, kind);
 	}
-	if (chunk_set)
-		add_chunks(&chunks1, dev, ino, first, last, kind, now);
-	else
-		add_chunks(&chunks0, dev, ino, first, last, kind, now);
+	add_chunks(chunk_set ? 1 : 0, dev, ino, first, last, kind, now);
 }
 
 /* Last page of a file of isize bytes; false for an empty file. */

@@ -23,6 +23,9 @@
 #define HEAT_MAX_DEVICES 16
 /* A read whose page range spans more chunks than this counts the rest as lost. */
 #define HEAT_MAX_CHUNK_SPLIT 64
+/* Slots of each CPU's chunk cache: 1 << HEAT_CHUNK_CACHE_BITS. */
+#define HEAT_CHUNK_CACHE_BITS 6
+#define HEAT_CHUNK_CACHE_SLOTS (1 << HEAT_CHUNK_CACHE_BITS)
 
 /* Key of the per-chunk counters: one file's chunk on one device. */
 struct heat_key {
@@ -46,6 +49,29 @@ struct heat_val {
 	__u64 mmap_faults;     /* filemap_fault calls: mmap accesses not served by fault-around */
 	__u64 first_ns;	       /* bpf_ktime_get_ns() of the first event since the last drain */
 	__u64 last_ns;	       /* ... and of the latest one (both at tick precision) */
+};
+
+/*
+ * One slot of a CPU's chunk cache: the counters of one chunk that this CPU's
+ * events added since the slot was taken, not yet in the chunk map. Events of
+ * a chunk already in its slot add here with plain stores (no hash lookup, no
+ * atomic, no shared cache line); an event of another chunk that maps to the
+ * same slot first adds the slot into the chunk map. The loader adds what the
+ * retired set's slots hold when it drains. A slot whose three counters are 0
+ * is empty. One cache line each.
+ */
+struct heat_chunk_slot {
+	struct heat_key key;
+	__u64 pages_requested;
+	__u64 pages_missed;
+	__u64 mmap_faults;
+	__u64 first_ns;
+	__u64 last_ns;
+};
+
+/* A CPU's chunk cache, direct-mapped by a hash of the key. */
+struct heat_chunk_cache {
+	struct heat_chunk_slot slots[HEAT_CHUNK_CACHE_SLOTS];
 };
 
 /* Per-cgroup totals (per-CPU values: no shared cache line on the hot path). */

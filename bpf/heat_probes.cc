@@ -19,10 +19,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "bpf/heat.skel.h"
 
@@ -36,6 +38,8 @@ static_assert(sizeof(heat_sample) == 48, "heat_sample layout changed");
 static_assert(sizeof(heat_file_key) == 16, "heat_file_key layout changed");
 static_assert(sizeof(heat_cgroup_pending) == 24, "heat_cgroup_pending layout changed");
 static_assert(sizeof(heat_served_memo) == 24, "heat_served_memo layout changed");
+static_assert(sizeof(heat_chunk_slot) == 64, "heat_chunk_slot layout changed");
+static_assert(sizeof(heat_chunk_cache) == 64 * HEAT_CHUNK_CACHE_SLOTS, "heat_chunk_cache layout changed");
 
 namespace hotshard::bpf {
 namespace {
@@ -476,7 +480,45 @@ Result<std::vector<ChunkDelta>> HeatProbes::drain() {
   keys_drained_ += drained;
   if (inserts_before > keys_drained_)
     evicted_estimate_ = std::max(evicted_estimate_, inserts_before - keys_drained_);
+  RETURN_IF_ERROR(drainChunkCaches(retired, &deltas));
   return deltas;
+}
+
+// What the CPUs' chunk caches of the retired set still hold (no program writes
+// them after retireSet), added to `deltas`: to the chunk's delta from the map
+// when there is one, else as a delta of its own. The caches are emptied.
+Status HeatProbes::drainChunkCaches(uint32_t retired, std::vector<ChunkDelta>* deltas) {
+  std::vector<heat_chunk_cache> caches(ncpus_);
+  const size_t size = caches.size() * sizeof(heat_chunk_cache);
+  if (bpf_map__lookup_elem(skel_->maps.chunk_caches, &retired, sizeof(retired), caches.data(), size,
+                           0) != 0)
+    return lastSysError("heat probes: read chunk caches");
+  std::map<std::tuple<dev_t, uint64_t, uint64_t>, size_t> index;
+  for (size_t i = 0; i < deltas->size(); ++i) {
+    const ChunkDelta& d = (*deltas)[i];
+    index.emplace(std::make_tuple(d.dev, d.ino, d.chunk), i);
+  }
+  for (const auto& cache : caches) {
+    for (const heat_chunk_slot& s : cache.slots) {
+      if (s.pages_requested == 0 && s.pages_missed == 0 && s.mmap_faults == 0) continue;
+      const dev_t dev = kernelDevToStDev(s.key.dev);
+      auto [it, fresh] = index.emplace(std::make_tuple(dev, s.key.ino, s.key.chunk), deltas->size());
+      if (fresh)
+        deltas->push_back(ChunkDelta{.dev = dev, .ino = s.key.ino, .chunk = s.key.chunk,
+                                     .first_ns = s.first_ns, .last_ns = s.last_ns});
+      ChunkDelta& d = (*deltas)[it->second];
+      d.bytes_requested += pagesToBytes(s.pages_requested);
+      d.bytes_missed += pagesToBytes(s.pages_missed);
+      d.mmap_faults += s.mmap_faults;
+      d.first_ns = std::min<uint64_t>(d.first_ns, s.first_ns);
+      d.last_ns = std::max<uint64_t>(d.last_ns, s.last_ns);
+    }
+  }
+  std::vector<heat_chunk_cache> empty(ncpus_);
+  if (bpf_map__update_elem(skel_->maps.chunk_caches, &retired, sizeof(retired), empty.data(), size,
+                           BPF_ANY) != 0)
+    return lastSysError("heat probes: reset chunk caches");
+  return Ok{};
 }
 
 // What the CPUs' pending slots of the retired set still hold (no program

@@ -95,7 +95,7 @@ struct AttachedProbe {
 struct ProbeHealth {
   uint64_t events = 0;               // events on watched devices
   uint64_t chunk_inserts = 0;        // chunk keys created in the map
-  uint64_t lost_updates = 0;         // chunk updates dropped (insert failed, range too wide)
+  uint64_t lost_updates = 0;         // chunk updates dropped (a cache slot's insert failed, range too wide)
   uint64_t cgroup_lost_updates = 0;  // cgroup updates dropped
   uint64_t continued_reads = 0;      // get_pages calls folded into the read they continue
   uint64_t samples_dropped = 0;      // ring buffer full
@@ -185,6 +185,7 @@ class HeatProbes {
   Result<uint64_t> readStat(uint32_t slot) const;
   static uint32_t retireSet(uint32_t* set);
   Status drainPendingCgroups(uint32_t retired, std::vector<CgroupTotals>* totals);
+  Status drainChunkCaches(uint32_t retired, std::vector<ChunkDelta>* deltas);
   std::string cgroupPath(uint64_t cgroup_id);
 
   heat_bpf* skel_ = nullptr;

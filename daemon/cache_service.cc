@@ -213,9 +213,18 @@ void CacheService::releaseAdopted(const std::string& rel_path, bool written_back
 // ---- the jobs' open remote files, for the promoter ----------------------------
 
 void CacheService::holdShared(const std::string& rel_path, const struct stat& backing) {
+  auto now = std::chrono::steady_clock::now();
+  {
+    // A reopen of the file held already: held longer, without a new duplicate.
+    std::lock_guard lock(held_mu_);
+    auto it = held_.find(rel_path);
+    if (it != held_.end() && it->second.dev == backing.st_dev && it->second.ino == backing.st_ino) {
+      it->second.at = now;
+      return;
+    }
+  }
   UniqueFd fd = sharer_(backing.st_dev, backing.st_ino);
   if (!fd) return;
-  auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(held_mu_);
   if (held_.size() >= kMaxShared && held_.find(rel_path) == held_.end()) {
     std::erase_if(held_, [&](const auto& kv) { return now - kv.second.at >= kHoldShared; });
@@ -226,7 +235,8 @@ void CacheService::holdShared(const std::string& rel_path, const struct stat& ba
       held_.erase(oldest);
     }
   }
-  held_[rel_path] = Shared{std::move(fd), now};
+  held_[rel_path] =
+      Shared{.fd = std::move(fd), .dev = backing.st_dev, .ino = backing.st_ino, .at = now};
 }
 
 UniqueFd CacheService::takeShared(const std::string& rel_path) {

@@ -69,7 +69,8 @@ class CacheService : public fuse::CacheHooks {
   // How CacheService gets a duplicate of the remote file (dev, ino) the mount has
   // open as a passthrough backing (fuse::FileSystem::shareRemoteBacking); set
   // before the mount serves. Each read-only open of a remote file then keeps
-  // one for up to kHoldShared (at most kMaxShared of them), so that a promotion
+  // one for up to kHoldShared after its latest open (at most kMaxShared of them; a
+  // reopen of the file held keeps the one it has), so that a promotion
   // reads what the jobs' reads left in the page cache instead of the remote
   // again (daemon/promoter.h).
   using BackingSharer = std::function<UniqueFd(dev_t dev, ino_t ino)>;
@@ -128,6 +129,8 @@ class CacheService : public fuse::CacheHooks {
   BackingSharer sharer_;
   struct Shared {
     UniqueFd fd;
+    dev_t dev = 0;  // the remote file's, as the open saw it
+    ino_t ino = 0;
     std::chrono::steady_clock::time_point at;  // when the jobs last opened it
   };
   std::mutex held_mu_;  // a leaf: nothing is called under it

@@ -380,7 +380,26 @@ Status Daemon::startPeer() {
   return Ok{};
 }
 
+Status Daemon::openNamespace() {
+  const std::string path = cfg_.cache + "/namespace.mdb";
+  if (cfg_.consistency.mode == fuse::Consistency::Mode::kStrict) {
+    // Writes through a strict mount do not update it: a later immutable or ttl
+    // start must not find records from before them.
+    if (fuse::NamespaceCache::remove(path)) spdlog::info("namespace {}: deleted (strict mode)", path);
+    return Ok{};
+  }
+  auto names = fuse::NamespaceCache::open(
+      {.path = path,
+       .remote_id = cfg_.remote_canonical.empty() ? cfg_.remote : cfg_.remote_canonical,
+       .mode = cfg_.consistency.mode == fuse::Consistency::Mode::kImmutable ? "immutable" : "ttl"});
+  if (!names.ok()) return inStage("namespace " + path, names.takeError());
+  names_ = std::move(*names);
+  spdlog::info("namespace {}: {} records", path, names_->size());
+  return Ok{};
+}
+
 Status Daemon::startFileSystem() {
+  RETURN_IF_ERROR(openNamespace());
   shim_ = std::make_unique<fuse::PassthroughShim>(cfg_.passthrough);
   if (cfg_.metrics != "off") {
     // FUSE latency goes to the exporter, which starts after the mount.
@@ -396,7 +415,8 @@ Status Daemon::startFileSystem() {
                               .cache = cache_.get(),
                               .remote_timeout_seconds = toSeconds(cfg_.remote_timeout),
                               .idle_backings = idleBackingCap(),
-                              .inode_fds = inodeFdCap()},
+                              .inode_fds = inodeFdCap(),
+                              .names = names_.get()},
       shim_.get());
   // Promotions read through the jobs' open remote files (daemon/promoter.h).
   cache_->setBackingSharer([fs = fs_.get()](dev_t dev, ino_t ino) {

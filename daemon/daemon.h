@@ -121,6 +121,7 @@ class Daemon {
   Status startPlacement();
   Status startPeer();
   Status startFileSystem();
+  Status openNamespace();  // part of startFileSystem
   Status startMount();
   // Worker mode: the takeover state, created for a fresh connection or adopted
   // from a predecessor (--takeover).
@@ -160,6 +161,9 @@ class Daemon {
   std::unique_ptr<fuse::PassthroughShim> shim_;
   // Worker mode: what a successor adopts; the file system writes to it.
   std::unique_ptr<fuse::TakeoverState> takeover_state_;
+  // immutable and ttl modes: the remote's names and attributes kept on the
+  // cache disk (fuse/namespace_cache.h); nullptr in strict mode.
+  std::unique_ptr<fuse::NamespaceCache> names_;
   std::unique_ptr<fuse::FileSystem> fs_;
   CopyDropHook copy_drop_hook_;
   // With --mount elsewhere: notices a dead remote root and carries on over the

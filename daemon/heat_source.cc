@@ -45,8 +45,20 @@ Result<HeatBatch> ProbeHeatSource::drain() {
 }
 
 void ProbeHeatSource::noteOpen(const struct stat& backing, bool, bool) {
+  auto key = std::make_pair(backing.st_dev, static_cast<uint64_t>(backing.st_ino));
+  std::lock_guard lock(watched_mu_);  // one update per file even when opened at once
+  if (watched_.contains(key)) return;
   Status st = probes_->watchFile(backing.st_dev, backing.st_ino);
-  if (!st.ok()) spdlog::warn("probes: {} (its reads will not count per job)", st.error().message);
+  if (!st.ok()) {
+    spdlog::warn("probes: {} (its reads will not count per job)", st.error().message);
+    return;
+  }
+  watched_.insert(key);
+}
+
+size_t ProbeHeatSource::watchedFiles() {
+  std::lock_guard lock(watched_mu_);
+  return watched_.size();
 }
 
 HeatSourceHealth ProbeHeatSource::health() const {

@@ -20,7 +20,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -94,15 +96,24 @@ class ProbeHeatSource final : public HeatSource {
   ~ProbeHeatSource() override;
   Result<HeatBatch> drain() override;
   // Adds the backing to the probes' served files: only those count per job.
+  // Once per file (a map update, and every CPU's served-files memo made stale,
+  // per open would cost the reopen of a known file for nothing).
   void noteOpen(const struct stat& backing, bool from_cache, bool for_write) override;
   HeatSourceHealth health() const override;
   Status pollSamples(int timeout_ms,
                      const std::function<void(const HeatSample&)>& on_sample) override;
   bool samples() const override { return sample_rate_ > 0; }
+  // Files added to the probes' served files by noteOpen so far.
+  size_t watchedFiles();
 
  private:
   std::unique_ptr<bpf::HeatProbes> probes_;
   uint32_t sample_rate_;
+  // The files watchFile added, by (st_dev, st_ino): the served-files map keeps
+  // them for good (nothing unwatches), so this set mirrors it and is bounded
+  // by the map's HEAT_FILE_ENTRIES. Guarded by watched_mu_, a leaf.
+  std::mutex watched_mu_;
+  std::set<std::pair<dev_t, uint64_t>> watched_;
 };
 
 // Degraded: each read-only open counts as a whole read of the file, missed when

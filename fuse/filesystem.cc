@@ -9,6 +9,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -109,12 +110,24 @@ Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initiali
 
 }  // namespace
 
+// An open directory (fi->fh: a number, FileSystem::dirOf); declared in filesystem.h.
 struct DirHandle {
   std::shared_ptr<DIR> dp;  // closed by its last user: a worker may outlive the handle
   off_t offset = 0;         // -1: unknown, the next readdir seeks
   std::deque<DirEntry> pending;  // read from the stream, not yet given to the kernel
   bool lost = false;  // a read passed its deadline: the worker may still move the stream
   fuse_ino_t ino = 0;  // the directory's node id (READDIR carries it too)
+  // Served from the namespace (no dp): its listing, "." and ".." first; an
+  // entry's offset is its index + 1.
+  std::optional<std::vector<NamespaceChild>> named;
+  // Read from the remote: what the stream gave from its start, recorded into the
+  // namespace as the directory's listing when read to its end (record: still
+  // whole; rel, dir_attr and epoch: as at the opendir).
+  bool record = false;
+  std::string rel;
+  struct stat dir_attr {};
+  uint64_t epoch = 0;
+  std::vector<NamespaceChild> seen;
 };
 
 namespace {
@@ -142,7 +155,8 @@ FileSystem::FileSystem(const FileSystemOptions& opts, PassthroughShim* shim)
       table_(opts.remote_root_fd, shim, opts.inode_fds) {
   uint32_t base = 0;
   if (::getrandom(&base, sizeof(base), 0) != sizeof(base)) base = static_cast<uint32_t>(::getpid());
-  next_dir_handle_ = (static_cast<uint64_t>(base | 1u) << 32) + 1;
+  // Even: addDirHandle sets the low bit of the namespace's listings.
+  next_dir_handle_ = (static_cast<uint64_t>(base | 1u) << 32) + 2;
 }
 
 FileSystem::~FileSystem() = default;
@@ -186,7 +200,10 @@ Result<PathFd> FileSystem::pathFd(Inode& inode) {
       if (PathFd fd = table_.installWalk(inode, walk, std::move(*fds))) return fd;
       return sysError(ESTALE, "resolve inode: nothing opened");
     }
-    if (attempt >= 2 || table_.namesEpoch() == walk.names_epoch) return fds.takeError();
+    if (attempt >= 2 || table_.namesEpoch() == walk.names_epoch) {
+      forgetStaleNames(inode, fds.error());
+      return fds.takeError();
+    }
   }
 }
 
@@ -228,7 +245,8 @@ Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
     }
   }
   ASSIGN_OR_RETURN(PathFd fd, pathFd(inode));
-  ASSIGN_OR_RETURN(struct stat st, statRemote(fd->get(), "stat remote"));
+  bool strict = opts_.consistency.mode == Consistency::Mode::kStrict;
+  ASSIGN_OR_RETURN(struct stat st, statRemote(std::move(fd), "stat remote", strict));
   rememberStat(inode, st);
   return st;
 }
@@ -244,24 +262,61 @@ Result<std::shared_ptr<UniqueFd>> dupForCall(int fd, const char* what) {
 }
 }  // namespace
 
-Result<struct stat> FileSystem::statRemote(int fd, const char* what) {
+namespace {
+// fstatat(dir_fd, path, flags) through statx(2), which takes the sync mode
+// (AT_STATX_SYNC_AS_STAT or AT_STATX_FORCE_SYNC) in flags; -1 and errno on failure.
+int statAt(int dir_fd, const char* path, int flags, struct stat* st) {
+  struct statx stx {};
+  if (::statx(dir_fd, path, flags, STATX_BASIC_STATS, &stx) < 0) return -1;
+  *st = {};
+  st->st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  st->st_ino = stx.stx_ino;
+  st->st_mode = stx.stx_mode;
+  st->st_nlink = stx.stx_nlink;
+  st->st_uid = stx.stx_uid;
+  st->st_gid = stx.stx_gid;
+  st->st_rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+  st->st_size = static_cast<off_t>(stx.stx_size);
+  st->st_blksize = static_cast<blksize_t>(stx.stx_blksize);
+  st->st_blocks = static_cast<blkcnt_t>(stx.stx_blocks);
+  st->st_atim = {stx.stx_atime.tv_sec, stx.stx_atime.tv_nsec};
+  st->st_mtim = {stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec};
+  st->st_ctim = {stx.stx_ctime.tv_sec, stx.stx_ctime.tv_nsec};
+  return 0;
+}
+
+int syncFlag(bool force_sync) { return force_sync ? AT_STATX_FORCE_SYNC : AT_STATX_SYNC_AS_STAT; }
+}  // namespace
+
+Result<struct stat> FileSystem::statRemote(int fd, const char* what, bool force_sync) {
   ASSIGN_OR_RETURN(auto own, dupForCall(fd, what));
-  return remote_.run<struct stat>(what, [own, what]() -> Result<struct stat> {
+  return statRemote(PathFd(std::move(own)), what, force_sync);
+}
+
+Result<struct stat> FileSystem::statRemote(PathFd fd, const char* what, bool force_sync) {
+  int flags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | syncFlag(force_sync);
+  return remote_.run<struct stat>(what, [fd, what, flags]() -> Result<struct stat> {
     struct stat st;
-    if (::fstatat(own->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-      return lastSysError(what);
-    }
+    if (statAt(fd->get(), "", flags, &st) < 0) return lastSysError(what);
     return st;
   });
 }
 
-Result<struct stat> FileSystem::statRemoteAt(int dir_fd, const char* name, const char* what) {
+Result<struct stat> FileSystem::statRemoteAt(int dir_fd, const char* name, const char* what,
+                                             bool force_sync) {
   ASSIGN_OR_RETURN(auto dir, dupForCall(dir_fd, what));
-  return remote_.run<struct stat>(what, [dir, name = std::string(name), what]() -> Result<struct stat> {
-    struct stat st;
-    if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return lastSysError(what);
-    return st;
-  });
+  return statRemoteAt(PathFd(std::move(dir)), name, what, force_sync);
+}
+
+Result<struct stat> FileSystem::statRemoteAt(PathFd dir, const char* name, const char* what,
+                                             bool force_sync) {
+  int flags = AT_SYMLINK_NOFOLLOW | syncFlag(force_sync);
+  return remote_.run<struct stat>(
+      what, [dir, name = std::string(name), what, flags]() -> Result<struct stat> {
+        struct stat st;
+        if (statAt(dir->get(), name.c_str(), flags, &st) < 0) return lastSysError(what);
+        return st;
+      });
 }
 
 Result<FileSystem::Found> FileSystem::lookupRemote(int parent_fd, const char* name) {
@@ -319,6 +374,8 @@ Result<DIR*> FileSystem::openRemoteDir(int fd) {
 
 Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e) {
   std::memset(e, 0, sizeof(*e));
+  if (lookupFromNames(parent, name, e)) return Ok{};
+  const uint64_t names_epoch = namesEpoch();  // before the remote answers
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   int parent_fd = dir_fd->get();
@@ -331,6 +388,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
       e->ino = table_.idOf(*known);
       e->generation = known->generation;
       rememberStat(*known, e->attr);
+      learn(*known, e->attr, names_epoch);
       overlayAdoptedCopy(*known, e->attr);  // its size and data agree (one truth)
       setEntryTimeouts(name, *known, e);
       return Ok{};
@@ -345,6 +403,7 @@ Status FileSystem::doLookup(fuse_ino_t parent, const char* name, fuse_entry_para
   e->ino = table_.idOf(inode);
   e->generation = inode.generation;
   rememberStat(inode, e->attr);  // our lookup reference keeps it alive
+  learn(inode, e->attr, names_epoch);
   overlayAdoptedCopy(inode, e->attr);
   setEntryTimeouts(name, inode, e);
   return Ok{};
@@ -365,7 +424,7 @@ void FileSystem::setEntryTimeouts(const char* name, Inode& inode, fuse_entry_par
   if (!checkablePath(table_.relPathOf(inode))) e->entry_timeout = 0;
 }
 
-Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
+Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<struct stat>* fresh) {
   if (!opts_.consistency.opensCheckPath() || table_.isRoot(inode)) return Ok{};
   // The table's names follow lookups and renames through the mount of the
   // inode and of every directory above it.
@@ -377,7 +436,7 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
     seen = inode.last_stat;
   }
   ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
-  auto now = statRemoteAt(root_fd->get(), rel.c_str(), "open: check the path");
+  auto now = statRemoteAt(std::move(root_fd), rel.c_str(), "open: check the path", true);
   if (!now.ok() && now.error().sys_errno != ENOENT && now.error().sys_errno != ENOTDIR) {
     return now.takeError();
   }
@@ -401,6 +460,7 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode) {
     if (!st.ok()) spdlog::warn("open {}: {}", rel, st.error().message);
   }
   rememberStat(inode, *now);
+  *fresh = *now;  // the same object's attributes, as fresh as an fstat of it: the open's own
   return Ok{};
 }
 
@@ -443,9 +503,12 @@ void FileSystem::forget(fuse_ino_t ino, uint64_t nlookup) { table_.forget(inodeO
 
 Status FileSystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   Inode& inode = inodeOf(ino);
+  if (getattrFromNames(req, inode)) return Ok{};
+  const uint64_t names_epoch = namesEpoch();
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   ASSIGN_OR_RETURN(struct stat st, statRemote(path->get(), "getattr"));
   if (S_ISREG(st.st_mode)) rememberStat(inode, st);
+  learn(inode, st, names_epoch);
   overlayAdoptedCopy(inode, st);
   fuse_reply_attr(req, &st, opts_.consistency.attrTimeout(st));
   return Ok{};
@@ -534,6 +597,8 @@ Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, in
                            fuse_file_info* /*fi*/) {
   Inode& inode = inodeOf(ino);
   const struct stat want = *attr;
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   if (valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     RETURN_IF_ERROR(callRemote<void>(
@@ -574,6 +639,8 @@ Status FileSystem::readlink(fuse_req_t req, fuse_ino_t ino) {
 
 Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                          dev_t rdev) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(remote_, "mknod", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode, rdev](const CallFds& f) -> Status {
@@ -586,6 +653,8 @@ Status FileSystem::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 }
 
 Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(remote_, "mkdir", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode](const CallFds& f) -> Status {
@@ -599,6 +668,8 @@ Status FileSystem::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 
 Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent,
                            const char* name) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(
       remote_, "symlink", {dir->get()}, callerOf(req),
@@ -610,6 +681,9 @@ Status FileSystem::symlink(fuse_req_t req, const char* target, fuse_ino_t parent
 }
 
 Status FileSystem::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+  // The linked file's nlink and ctime change too.
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name), namesRel(inodeOf(ino))}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(
@@ -642,6 +716,8 @@ PathFd FileSystem::childPathFd(Inode& parent, const char* name) {
 
 Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   invalidate(childRelPath(parent, name), {.kind = Change::Kind::kUnlink});
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   PathFd held = childPathFd(dir, name);  // its only way back once the name is gone
@@ -651,6 +727,8 @@ Status FileSystem::unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 Status FileSystem::rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   Inode& dir = inodeOf(parent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
   PathFd held = childPathFd(dir, name);
@@ -667,6 +745,9 @@ Status FileSystem::rename(fuse_req_t req, fuse_ino_t parent, const char* name,
   invalidate(to, {.kind = Change::Kind::kUnlink});  // a file there is replaced
   invalidateTree(from);
   invalidateTree(to);
+  NamesChange names_change;
+  RETURN_IF_ERROR(
+      beginNamesChange(names_change, {namesRel(parent, name), namesRel(newparent, newname)}));
   Inode& dir = inodeOf(parent);
   Inode& newdir = inodeOf(newparent);
   ASSIGN_OR_RETURN(PathFd dir_fd, pathFd(dir));
@@ -707,11 +788,16 @@ struct FileSystem::OpenIntent {
   }
 };
 
-void FileSystem::prepareOpen(Inode& inode, OpenIntent& intent) {
+void FileSystem::prepareOpen(Inode& inode, OpenIntent& intent,
+                             const std::optional<struct stat>& fresh) {
+  if (fresh) {
+    intent.remote = *fresh;
+    intent.remote_known = true;
+  }
   CacheHooks* cache = opts_.cache;
   if (cache == nullptr) return;
   intent.rel = relPathOf(inode);
-  if (intent.rel.empty()) return;
+  if (intent.rel.empty() || intent.remote_known) return;
   // Writers too: one arriving at an open copy that the remote moved past must
   // not make that copy the truth (backing.h).
   auto attrs = remoteAttrsForOpen(inode);
@@ -766,10 +852,18 @@ Status FileSystem::installBacking(Inode& inode, bool to_cache, int cache_fd,
     inode.backing_is_cache = true;
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
+    inode.backing_against_known = false;
   } else {
+    // pathForOpen went on without the remote for a copy that went meanwhile:
+    // the kernel opens again (ESTALE), and that open walks to the remote file.
+    if (!intent.path) return sysError(ESTALE, "open: the cached copy went meanwhile");
     RETURN_IF_ERROR(openRemoteBacking(inode, intent.for_write, [&](int flags) {
       return openRemote(intent.path->get(), flags, "open backing file");
     }));
+    // Fetched before the open: a change in between makes the next strict open
+    // find them different and open afresh (never the other way round).
+    inode.backing_against_known = intent.remote_known;
+    inode.backing_against = intent.remote;
   }
   registerBacking(inode);
   return Ok{};
@@ -835,7 +929,7 @@ Status FileSystem::adoptBackingFd(Inode& inode) {
   }
   OpenIntent intent;
   ASSIGN_OR_RETURN(intent.path, pathFd(inode));
-  prepareOpen(inode, intent);
+  prepareOpen(inode, intent, std::nullopt);
   DeferDrops defer_drops;
   std::lock_guard lock(inode.mu);
   RETURN_IF_ERROR(reopenInheritedLocked(inode, intent));
@@ -870,7 +964,8 @@ void FileSystem::copiesDropped(const std::vector<std::string>& rel_paths) {
   table_.closeIdleCopies(rel_paths);
 }
 
-bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent) {
+bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent,
+                                   std::optional<struct stat>* backing_st) {
   if (inode.backing_is_cache) {
     // The copy, if the store still has it as the copy valid now: the check a
     // fresh open makes (openCached), against the file the kept fd refers to.
@@ -878,13 +973,23 @@ bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent) {
     if (!sameRemoteObject(intent.remote, inode.cached_against)) return false;
     struct stat copy;
     if (::fstat(inode.backing_fd, &copy) < 0) return false;
-    return opts_.cache->reopenCached(intent.rel, intent.remote, copy);
+    if (!opts_.cache->reopenCached(intent.rel, intent.remote, copy)) return false;
+    *backing_st = copy;
+    return true;
   }
   // The remote file: never for a writer (the remote's open-time checks, an
-  // immutable flag or a read-only remount, must answer it), nor in strict mode
-  // (an NFS remote revalidates its page cache at open: close-to-open); for a
-  // reader, unless a fresh open would pass it through to a copy.
-  if (intent.for_write || opts_.consistency.mode == Consistency::Mode::kStrict) return false;
+  // immutable flag or a read-only remount, must answer it); in strict mode
+  // only while unchanged since it was opened, as this open's forced stat
+  // (checkOpenPath, remoteAttrsForOpen) sees it: that stat is the remote
+  // client's revalidation a fresh open would make (an NFS client's GETATTR at
+  // open, which drops its cached data on a change); for a reader, unless a
+  // fresh open would pass it through to a copy.
+  if (intent.for_write) return false;
+  if (opts_.consistency.mode == Consistency::Mode::kStrict &&
+      !(intent.remote_known && inode.backing_against_known &&
+        sameRemoteObject(intent.remote, inode.backing_against))) {
+    return false;
+  }
   bool copy_candidate = intent.remote_known && !intent.rel.empty();
   return !(copy_candidate && opts_.cache->hasValidCopy(intent.rel, intent.remote));
 }
@@ -901,6 +1006,7 @@ Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
     inode.backing_fd = -1;
     inode.backing_id = -1;
     inode.backing_is_cache = false;
+    inode.backing_against_known = false;
   }
   return err;
 }
@@ -936,7 +1042,7 @@ class PathFdPin {
 // the same file waits on the first one's fetch in the cache, not on the inode.
 void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   CacheHooks* cache = opts_.cache;
-  if (cache == nullptr || intent.for_write || !intent.remote_known || intent.rel.empty() ||
+  if (cache == nullptr || !intent.path || intent.for_write || !intent.remote_known || intent.rel.empty() ||
       !cache->fetchesCopies() || !S_ISREG(intent.remote.st_mode) ||
       cache->hasValidCopy(intent.rel, intent.remote)) {
     return;
@@ -948,11 +1054,25 @@ void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   (void)cache->fetchCopy(intent.rel, intent.remote);
 }
 
-Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
+struct stat FileSystem::openedBackingStat(Inode& inode, const OpenIntent& intent) {
+  // The remote file read as it is: the attributes this open validated are its
+  // own (the backing was opened from the same O_PATH fd), as current as the mode
+  // wants them. Writers move its size: asked then.
+  struct stat st {};
+  if (!inode.backing_is_cache && intent.remote_known && !intent.for_write &&
+      inode.writer_rels.empty()) {
+    return intent.remote;
+  }
+  ::fstat(inode.backing_fd, &st);
+  return st;
+}
+
+Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
+                                       const std::optional<struct stat>& fresh) {
   OpenIntent intent;
   intent.for_write = opensForWrite(flags);
-  ASSIGN_OR_RETURN(intent.path, pathFd(inode));
-  prepareOpen(inode, intent);
+  ASSIGN_OR_RETURN(intent.path, pathForOpen(inode, flags));
+  prepareOpen(inode, intent, fresh);
   fetchCopyIfMissing(intent);
 
   DeferDrops defer_drops;  // declared before the lock: runs after its release
@@ -967,8 +1087,9 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
     return sysError(ESTALE, "open: the cached copy in use cannot serve this open");
   };
   if (!reopenInheritedLocked(inode, intent).ok()) return retire();
+  std::optional<struct stat> backing_st;  // for CacheHooks::opened, when at hand
   if (hasIdleBacking(inode)) {
-    if (idleBackingServes(inode, intent)) {
+    if (idleBackingServes(inode, intent, &backing_st)) {
       idle_reuses_.fetch_add(1, std::memory_order_relaxed);  // shared below, as if open
     } else {
       closeIdleBacking(inode, *shim_);
@@ -1015,13 +1136,11 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags) {
   table_.noteBacking(inode);  // before the reply: a successor must know the id is in use
   bool from_cache = inode.backing_is_cache;
   int id = inode.backing_id;
-  struct stat backing_st {};
-  if (opts_.cache != nullptr) ::fstat(inode.backing_fd, &backing_st);
+  bool report = opts_.cache != nullptr && !intent.rel.empty();
+  if (report && !backing_st) backing_st = openedBackingStat(inode, intent);
   lock.unlock();
   (from_cache ? cache_opens_ : remote_opens_).fetch_add(1, std::memory_order_relaxed);
-  if (opts_.cache != nullptr && !intent.rel.empty()) {
-    opts_.cache->opened(intent.rel, backing_st, from_cache, intent.for_write);
-  }
+  if (report) opts_.cache->opened(intent.rel, *backing_st, from_cache, intent.for_write);
   return id;
 }
 
@@ -1173,8 +1292,15 @@ Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off
 
 Status FileSystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Inode& inode = inodeOf(ino);
-  RETURN_IF_ERROR(checkOpenPath(ino, inode));  // close-to-open (consistency.h)
-  ASSIGN_OR_RETURN(int id, acquireBacking(inode, fi->flags));
+  std::optional<struct stat> fresh;
+  RETURN_IF_ERROR(checkOpenPath(ino, inode, &fresh));  // close-to-open (consistency.h)
+  if (opensForWrite(fi->flags) || (fi->flags & O_TRUNC)) {
+    // Its writes bypass the daemon (passthrough): no record of it until the
+    // last writer's release drops it again.
+    NamesChange names_change;
+    RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
+  }
+  ASSIGN_OR_RETURN(int id, acquireBacking(inode, fi->flags, fresh));
   fi->fh = opensForWrite(fi->flags) ? kFhWriter : 0;
   fi->keep_cache = opts_.consistency.keepCache();
   // FLUSH reports deferred write errors at close(); a read-only open has none, and
@@ -1207,6 +1333,8 @@ Status createAsCaller(int dir_fd, const std::string& name, mode_t mode, int open
 Status FileSystem::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                           fuse_file_info* fi) {
   if (isTmpfileCreate(name)) return tmpfile(req, parent, mode, fi);
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(parent, name)}));
   ASSIGN_OR_RETURN(PathFd dir, pathFd(inodeOf(parent)));
   RETURN_IF_ERROR(callRemote<void>(remote_, "create", {dir->get()}, callerOf(req),
                                    [name = std::string(name), mode, flags = fi->flags](
@@ -1384,6 +1512,12 @@ Status FileSystem::flush(fuse_req_t req, fuse_ino_t ino) {
 
 Status FileSystem::release(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
   releaseBacking(inodeOf(ino), fh == kFhWriter);
+  if (fh == kFhWriter && names() != nullptr) {
+    // What was learnt while it was open for writing may predate its writes.
+    if (auto rel = namesRel(inodeOf(ino)); rel && !dropNames({*rel}).ok()) {
+      spdlog::error("namespace: release of {}: its record could not be dropped", *rel);
+    }
+  }
   return replyDone(req);
 }
 
@@ -1551,7 +1685,10 @@ bool FileSystem::revalidateListing(fuse_ino_t dir, const struct stat& now) {
 
 // Handles are numbers, not pointers: after a takeover the kernel still holds
 // the predecessor's. Each process numbers its own from a random 32-bit base,
-// and a handle is used only for the node id it was opened on.
+// and a handle is used only for the node id it was opened on. Odd numbers are
+// listings served from the namespace (offsets: index + 1), even ones remote
+// streams (offsets: the remote's telldir cookies), so that a successor resumes
+// each kind as what it was.
 Result<std::shared_ptr<DirHandle>> FileSystem::openDirHandle(fuse_ino_t ino) {
   auto d = std::make_shared<DirHandle>();
   ASSIGN_OR_RETURN(PathFd path, pathFd(inodeOf(ino)));
@@ -1570,25 +1707,43 @@ Result<std::shared_ptr<DirHandle>> FileSystem::dirOf(fuse_ino_t ino, const fuse_
     auto it = dirs_.find(fi->fh);
     if (it != dirs_.end() && it->second->ino == ino) return it->second;
   }
-  ASSIGN_OR_RETURN(auto d, openDirHandle(ino));
-  d->offset = -1;
+  std::shared_ptr<DirHandle> d;
+  if ((fi->fh & 1) != 0) {
+    d = namedDirHandle(ino);  // the predecessor's listing, as the namespace has it
+    if (!d) return sysError(EIO, "readdir: a listing of the predecessor's is no longer in the namespace");
+  } else {
+    ASSIGN_OR_RETURN(d, openDirHandle(ino));
+    d->offset = -1;
+  }
   std::lock_guard lock(dirs_mu_);
   auto [it, added] = dirs_.insert_or_assign(fi->fh, d);
   return it->second;
 }
 
+uint64_t FileSystem::addDirHandle(std::shared_ptr<DirHandle> d) {
+  std::lock_guard lock(dirs_mu_);
+  uint64_t fh = next_dir_handle_;
+  next_dir_handle_ += 2;
+  if (d->named) fh |= 1;
+  dirs_[fh] = std::move(d);
+  return fh;
+}
+
 Status FileSystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (opendirFromNames(req, ino, fi)) return Ok{};
   ASSIGN_OR_RETURN(auto d, openDirHandle(ino));
+  d->epoch = namesEpoch();
   DIR* dp = d->dp.get();
   struct stat now {};
   if (opts_.consistency.keepCache()) {
     ASSIGN_OR_RETURN(now, statRemote(::dirfd(dp), "opendir: fstat"));
   }
-  {
-    std::lock_guard lock(dirs_mu_);
-    fi->fh = next_dir_handle_++;
-    dirs_[fi->fh] = std::move(d);
+  if (auto rel = names() ? namesRel(inodeOf(ino)) : std::nullopt) {
+    d->record = true;
+    d->rel = *rel;
+    d->dir_attr = now;
   }
+  fi->fh = addDirHandle(std::move(d));
   if (opts_.consistency.keepCache()) {
     // The kernel caches the listing (FOPEN_CACHE_DIR); revalidateListing drops
     // it where the directory changed. FOPEN_KEEP_CACHE says the same to kernels
@@ -1653,11 +1808,17 @@ Result<std::deque<DirEntry>> readRemoteDir(RemoteCalls& remote, std::shared_ptr<
 Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            fuse_file_info* fi, bool plus) {
   ASSIGN_OR_RETURN(std::shared_ptr<DirHandle> d, dirOf(ino, fi));
+  if (d->named) return readdirFromNames(req, ino, size, off, *d, plus);
   if (d->lost) return sysError(EIO, "readdir: an earlier read of this directory timed out");
   std::optional<off_t> seek;
   if (off != d->offset) {
     seek = off;
     d->pending.clear();
+    if (off == 0) {
+      d->seen.clear();  // rewinddir: the listing starts again
+    } else {
+      d->record = false;
+    }
   }
   std::vector<char> buf(size);
   size_t used = 0;
@@ -1672,7 +1833,11 @@ Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         break;
       }
       if (seek) d->offset = *std::exchange(seek, std::nullopt);
-      if (more->empty()) break;  // the end of the directory
+      if (more->empty()) {  // the end of the directory
+        recordListing(*d);
+        break;
+      }
+      if (d->record) noteListed(*d, *more);
       d->pending = std::move(*more);
     }
     auto added = addDirEntry(req, ino, d->pending.front(), buf.data() + used, size - used, plus);
@@ -1686,6 +1851,158 @@ Status FileSystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     if (added.ok()) used += *added;
     d->offset = d->pending.front().off;
     d->pending.pop_front();
+  }
+  if (err != 0 && used == 0) return sysError(err, "readdir");
+  fuse_reply_buf(req, buf.data(), used);
+  return Ok{};
+}
+
+// ---- directories from the namespace -------------------------------------------
+
+void FileSystem::noteListed(DirHandle& d, const std::deque<DirEntry>& entries) {
+  for (const DirEntry& ent : entries) {
+    if (isDotOrDotdot(ent.name.c_str())) continue;
+    if (ent.type == DT_UNKNOWN) {  // no type to record: the listing is not kept
+      d.record = false;
+      return;
+    }
+    NamespaceEntry entry{.attrs_known = false};
+    entry.attr.st_mode = DTTOIF(ent.type);
+    entry.attr.st_ino = ent.ino;
+    d.seen.push_back({.name = ent.name, .entry = entry});
+  }
+}
+
+void FileSystem::recordListing(DirHandle& d) {
+  if (!d.record) return;
+  d.record = false;
+  if (!names()->putListing(d.rel, d.dir_attr, d.seen, d.epoch)) {
+    spdlog::debug("namespace: listing of '{}' not recorded (changed meanwhile)", d.rel);
+  } else {
+    spdlog::debug("namespace: listing of '{}' recorded, {} names", d.rel, d.seen.size());
+  }
+  d.seen.clear();
+}
+
+bool FileSystem::opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (names() == nullptr) return false;
+  auto rel = namesRel(inodeOf(ino));
+  if (!rel) return false;
+  bool first_in_run;
+  {
+    std::lock_guard lock(listings_mu_);
+    if (opened_dirs_.size() >= kMaxListings) opened_dirs_.clear();
+    first_in_run = opened_dirs_.insert(*rel).second;
+  }
+  const uint64_t epoch = names()->epoch();
+  auto self = names()->get(*rel);
+  if (!self || !self->listed) return false;
+  struct stat listed = attrOf(*self);  // the directory as it was when listed
+  listed.st_mtim = self->listed_mtime;
+  listed.st_ctim = self->listed_ctime;
+  // No remote call for the first opendir of a directory in an immutable run
+  // (after a restart), nor in ttl mode while the record is fresh. Otherwise one
+  // stat of the directory: the listing holds while the directory is unchanged
+  // and was quiet when listed (Consistency::keepsListing), as the kernel's own
+  // cached listing does (revalidateListing); else it is read from the remote
+  // again and recorded afresh.
+  const bool immutable = opts_.consistency.mode == Consistency::Mode::kImmutable;
+  bool checked = false;
+  if (immutable ? !first_in_run : !fresh(*self)) {
+    auto root = pathFd(table_.root());
+    if (!root.ok()) return false;
+    auto now = statRemoteAt((*root)->get(), rel->empty() ? "." : rel->c_str(), "opendir: revalidate");
+    if (!now.ok()) return false;
+    // The namespace knows the directory by its path: the remote's inode number
+    // is not compared (sshfs gives a new one once its kernel forgets the inode).
+    struct stat same_path = listed;
+    same_path.st_dev = now->st_dev;
+    same_path.st_ino = now->st_ino;
+    if (!opts_.consistency.keepsListing(same_path, self->listed_at, *now)) return false;
+    if (!immutable) {
+      NamespaceEntry renewed{.attr = *now, .learnt_at = static_cast<double>(wallNs()) * 1e-9};
+      renewed.attr.st_dev = 0;
+      if (!names()->put(*rel, renewed, epoch)) return false;
+    }
+    checked = true;
+  }
+  auto listing = names()->listing(*rel);
+  if (!listing) return false;
+  if (first_in_run) {
+    // The listing the kernel caches now is the namespace's: an opendir that
+    // finds the directory changed revalidates against it (revalidateListing).
+    std::lock_guard lock(listings_mu_);
+    listings_[std::make_pair(listed.st_dev, listed.st_ino)] = {.dir = listed, .at = self->listed_at};
+  }
+  fi->fh = addDirHandle(namedHandleOf(ino, *rel, *self, std::move(*listing)));
+  fi->cache_readdir = 1;
+  // Checked unchanged: the kernel may keep the listing it cached; else it
+  // reads it from here again (no remote call either way).
+  fi->keep_cache = checked;
+  fuse_reply_open(req, fi);
+  return true;
+}
+
+std::shared_ptr<DirHandle> FileSystem::namedHandleOf(fuse_ino_t ino, const std::string& rel,
+                                                    const NamespaceEntry& self,
+                                                    std::vector<NamespaceChild> listing) {
+  auto d = std::make_shared<DirHandle>();
+  d->ino = ino;
+  NamespaceEntry dot{.attrs_known = false};
+  dot.attr.st_mode = S_IFDIR;
+  dot.attr.st_ino = self.attr.st_ino;
+  d->named.emplace();
+  d->named->reserve(listing.size() + 2);
+  d->named->push_back({.name = ".", .entry = dot});
+  // readdir(3) skips entries of inode 0: ".." gets its directory's number, as
+  // far as the namespace knows it.
+  if (!rel.empty()) {
+    auto slash = rel.rfind('/');
+    auto up = names()->get(slash == std::string::npos ? "" : rel.substr(0, slash));
+    if (up) dot.attr.st_ino = up->attr.st_ino;
+  }
+  d->named->push_back({.name = "..", .entry = dot});
+  for (auto& child : listing) d->named->push_back(std::move(child));
+  return d;
+}
+
+std::shared_ptr<DirHandle> FileSystem::namedDirHandle(fuse_ino_t ino) {
+  if (names() == nullptr) return nullptr;
+  auto rel = namesRel(inodeOf(ino));
+  if (!rel) return nullptr;
+  auto self = names()->get(*rel);
+  if (!self || !self->listed) return nullptr;
+  auto listing = names()->listing(*rel);
+  if (!listing) return nullptr;
+  return namedHandleOf(ino, *rel, *self, std::move(*listing));
+}
+
+Result<size_t> FileSystem::addNamedDirEntry(fuse_req_t req, fuse_ino_t dir,
+                                            const NamespaceChild& child, off_t next_off, char* buf,
+                                            size_t room, bool plus) {
+  DirEntry ent{.name = child.name, .ino = child.entry.attr.st_ino,
+               .type = static_cast<unsigned char>(IFTODT(child.entry.attr.st_mode)),
+               .off = next_off};
+  // readdirplus: the entry and its attributes in one trip, from the namespace
+  // too when they are fresh there (doLookup asks it first), else from the remote.
+  return addDirEntry(req, dir, ent, buf, room, plus);
+}
+
+Status FileSystem::readdirFromNames(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                                    const DirHandle& d, bool plus) {
+  const std::vector<NamespaceChild>& named = *d.named;
+  std::vector<char> buf(size);
+  size_t used = 0;
+  int err = 0;
+  for (size_t i = off < 0 ? named.size() : static_cast<size_t>(off); i < named.size(); i++) {
+    auto added = addNamedDirEntry(req, ino, named[i], static_cast<off_t>(i + 1),
+                                  buf.data() + used, size - used, plus);
+    if (!added.ok() && added.error().sys_errno != ENOENT) {
+      err = replyErrno(added.error());
+      break;
+    }
+    if (added.ok() && *added == 0) break;  // full: offered again on the next call
+    if (added.ok()) used += *added;
   }
   if (err != 0 && used == 0) return sysError(err, "readdir");
   fuse_reply_buf(req, buf.data(), used);
@@ -1706,6 +2023,7 @@ Status FileSystem::releasedir(fuse_req_t req, fuse_file_info* fi) {
 
 Status FileSystem::fsyncdir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int datasync) {
   ASSIGN_OR_RETURN(std::shared_ptr<DirHandle> d, dirOf(ino, fi));
+  if (!d->dp) return replyDone(req);  // served from the namespace: nothing changed here
   RETURN_IF_ERROR(syncRemote(::dirfd(d->dp.get()), datasync, "fsyncdir"));
   return replyDone(req);
 }
@@ -1790,6 +2108,8 @@ Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, co
                             size_t size, int flags) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "setxattr on a symlink");
+  NamesChange names_change;  // its ctime changes
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   RETURN_IF_ERROR(callRemote<void>(
       remote_, "setxattr", {path->get()}, std::nullopt,
@@ -1805,6 +2125,8 @@ Status FileSystem::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, co
 Status FileSystem::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Inode& inode = inodeOf(ino);
   if (inode.type == S_IFLNK) return sysError(EPERM, "removexattr on a symlink");
+  NamesChange names_change;
+  RETURN_IF_ERROR(beginNamesChange(names_change, {namesRel(inode)}));
   ASSIGN_OR_RETURN(PathFd path, pathFd(inode));
   RETURN_IF_ERROR(callRemote<void>(remote_, "removexattr", {path->get()}, std::nullopt,
                                    [name = std::string(name)](const CallFds& f) -> Status {

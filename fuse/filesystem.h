@@ -7,6 +7,8 @@
 // The room's units:
 //   consistency.h   how long the kernel may trust what it learnt (timeouts)
 //   inode_table.h   Inode (lookup count, open count, backing_id) and the table
+//   namespace_cache.h  names, attributes and listings kept on the cache disk
+//                   (immutable and ttl modes; filesystem_names.cc uses it)
 //   backing.h       the pure choice of an open's backing file
 //   reply.h         the guard every op runs in; Error -> fuse_reply_err
 //   remote_calls.h  the deadline on calls into the remote (--remote-timeout)
@@ -31,11 +33,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <unordered_map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +49,7 @@
 #include "fuse/cache_hooks.h"
 #include "fuse/consistency.h"
 #include "fuse/inode_table.h"
+#include "fuse/namespace_cache.h"
 #include "fuse/passthrough_shim.h"
 #include "fuse/remote_calls.h"
 
@@ -61,6 +66,8 @@ struct DirEntry {
   off_t off = 0;           // telldir() position after it
 };
 
+struct DirHandle;  // an open directory (filesystem.cc)
+
 struct FileSystemOptions {
   int remote_root_fd = -1;  // O_PATH|O_DIRECTORY, borrowed
   Consistency consistency;
@@ -74,6 +81,9 @@ struct FileSystemOptions {
   // O_PATH fds kept for inodes that are neither open nor without a name
   // (inode_table.h); the rest are opened again when used.
   size_t inode_fds = 1024;
+  // The persistent namespace (namespace_cache.h), borrowed; immutable and ttl
+  // modes only (nullptr: every lookup, getattr and listing asks the remote).
+  NamespaceCache* names = nullptr;
 };
 
 class FileSystem {
@@ -218,8 +228,11 @@ class FileSystem {
   // ESTALE, which makes the kernel walk the path again and open what it leads
   // to now (or fail with ENOENT). An inode without a name (unlinked through the
   // mount, O_TMPFILE) is not checked. Attributes changed since the kernel last
-  // heard are dropped from its cache (invalidateAttrs).
-  Status checkOpenPath(fuse_ino_t ino, Inode& inode);
+  // heard are dropped from its cache (invalidateAttrs). The stat is forced
+  // through the remote's own attribute cache (AT_STATX_FORCE_SYNC: an NFS
+  // client's GETATTR, as its own close-to-open at open). *fresh: the file's
+  // attributes it found, when it checked (the open validates against them).
+  Status checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<struct stat>* fresh);
   // After mknod, mkdir, symlink, link: the entry for the new name.
   Status replyEntry(fuse_req_t req, fuse_ino_t parent, const char* name);
   // After create and tmpfile (e holds one lookup reference): opens the backing
@@ -238,9 +251,11 @@ class FileSystem {
   // Opens (or reuses) the inode's backing file as chooseBacking() (backing.h)
   // says: the cache's valid copy for a read-only first open when there is one,
   // else the remote file. On success nopen is incremented; the result is the
-  // backing id (-1: no passthrough).
-  Result<int> acquireBacking(Inode& inode, int flags);
-  void prepareOpen(Inode& inode, OpenIntent& intent);
+  // backing id (-1: no passthrough). fresh: the remote's attributes of the
+  // file fetched by this open (checkOpenPath), if it has them.
+  Result<int> acquireBacking(Inode& inode, int flags,
+                             const std::optional<struct stat>& fresh = std::nullopt);
+  void prepareOpen(Inode& inode, OpenIntent& intent, const std::optional<struct stat>& fresh);
   void fetchCopyIfMissing(const OpenIntent& intent);
   // Carries out a choice to open a new backing file; under inode.mu.
   Status installBacking(Inode& inode, bool to_cache, int cache_fd, const OpenIntent& intent);
@@ -258,9 +273,77 @@ class FileSystem {
   // open would choose; under inode.mu, and the caller closes it if not. A
   // cache copy serves a reader while the store still has it as the copy valid
   // for the remote's attributes (checked as for a fresh open, every mode); the
-  // remote file serves a reader outside strict mode when no valid copy exists;
-  // a writer is never served (the remote's open-time checks answer it).
-  bool idleBackingServes(Inode& inode, const OpenIntent& intent);
+  // remote file serves a reader when no valid copy exists, in strict mode only
+  // while the attributes this open fetched equal those it was opened against
+  // (Inode::backing_against: close-to-open, as an NFS client keeps its cached
+  // data when its GETATTR at open finds the file unchanged); a writer is never
+  // served (the remote's open-time checks answer it).
+  // *backing_st: the copy's fstat when a copy serves.
+  bool idleBackingServes(Inode& inode, const OpenIntent& intent,
+                         std::optional<struct stat>* backing_st);
+  // What CacheHooks::opened is told of the backing file (its device, inode and
+  // size): the open's remote attributes for a remote file read as it is, else
+  // its fstat. Under inode.mu.
+  struct stat openedBackingStat(Inode& inode, const OpenIntent& intent);
+
+  // ---- the persistent namespace (filesystem_names.cc) -------------------------
+  // Lookups, getattrs and listings answered from it without the remote while
+  // an entry is fresh (immutable: always; ttl: learnt within the ttl); what
+  // the remote answers is recorded (learn). Changes through the mount drop
+  // what they touch before the remote call and after it (NamesChange).
+  NamespaceCache* names() const { return opts_.names; }
+  uint64_t namesEpoch() const { return names() ? names()->epoch() : 0; }
+  // The inode's path for the namespace ("" for the root); nullopt without one.
+  std::optional<std::string> namesRel(const Inode& inode) const;
+  std::optional<std::string> namesRel(fuse_ino_t parent, const char* name);
+  std::optional<NamespaceEntry> freshEntry(const std::string& rel) const;
+  bool fresh(const NamespaceEntry& entry) const;
+  struct stat attrOf(const NamespaceEntry& entry);
+  // An entry for `name` in `parent` from the namespace (one lookup reference
+  // added), or false: then the remote is asked.
+  bool lookupFromNames(fuse_ino_t parent, const char* name, fuse_entry_param* e);
+  bool getattrFromNames(fuse_req_t req, Inode& inode);
+  // Records what the remote said of inode (asked when namesEpoch() was epoch);
+  // not while writers have it open (their writes bypass the daemon).
+  void learn(Inode& inode, const struct stat& st, uint64_t epoch);
+  // Dropped from the namespace when begun and again when it goes out of scope.
+  struct NamesChange {
+    FileSystem* fs = nullptr;
+    std::vector<std::string> rels;
+    NamesChange() = default;
+    NamesChange(const NamesChange&) = delete;
+    NamesChange& operator=(const NamesChange&) = delete;
+    ~NamesChange();
+  };
+  Status beginNamesChange(NamesChange& change, std::vector<std::optional<std::string>> rels);
+  Status dropNames(const std::vector<std::string>& rels);
+  // A walk to an inode answered ESTALE: its name no longer leads to it on the
+  // remote, so the namespace's record of it (and below) goes, and the kernel's
+  // retry (LOOKUP_REVAL) asks the remote.
+  void forgetStaleNames(Inode& inode, const Error& walk_error);
+  // The inode's fd for an open; in immutable and ttl modes a read-only open of
+  // a file whose trusted attributes have a valid cached copy goes on without
+  // one (null) unless one is at hand: served from the store alone, without
+  // walking to the remote (which may be gone).
+  Result<PathFd> pathForOpen(Inode& inode, int flags);
+  // opendir from a complete, fresh listing in the namespace (replies), or false.
+  bool opendirFromNames(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  Result<size_t> addNamedDirEntry(fuse_req_t req, fuse_ino_t dir, const NamespaceChild& child,
+                                  off_t next_off, char* buf, size_t room, bool plus);
+  Status readdirFromNames(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                          const DirHandle& d, bool plus);
+  // A namespace listing as an open directory: "." and ".." first, then the
+  // children; namedDirHandle: the one the namespace has now for ino, or null.
+  std::shared_ptr<DirHandle> namedHandleOf(fuse_ino_t ino, const std::string& rel,
+                                           const NamespaceEntry& self,
+                                           std::vector<NamespaceChild> listing);
+  std::shared_ptr<DirHandle> namedDirHandle(fuse_ino_t ino);
+  // Files an open directory in dirs_ under a new number (odd when named).
+  uint64_t addDirHandle(std::shared_ptr<DirHandle> d);
+  // A listing read from the remote (DirHandle, filesystem.cc): entries noted as
+  // the stream gives them, the whole recorded at its end.
+  void noteListed(DirHandle& d, const std::deque<DirEntry>& entries);
+  void recordListing(DirHandle& d);
 
   std::string relPathOf(const Inode& inode) const { return table_.relPathOf(inode); }
   // The inode's O_PATH fd: from the table's cache, or opened again by walking
@@ -273,7 +356,8 @@ class FileSystem {
   std::string childRelPath(fuse_ino_t parent, const char* name);
   void invalidate(const std::string& rel, const Change& change);
   void invalidateTree(const std::string& rel);
-  // Attributes to validate a cached copy against, per the consistency mode.
+  // Attributes to validate a cached copy against, per the consistency mode
+  // (strict: a fresh stat, forced past the remote's attribute cache).
   Result<struct stat> remoteAttrsForOpen(Inode& inode);
   // At an opendir of `dir` (fstat `now`), outside strict mode: may the kernel keep
   // its cached listing? When not, the listing starts afresh from here, and in
@@ -283,9 +367,16 @@ class FileSystem {
   void rememberStat(Inode& inode, const struct stat& st);
   // The remote calls of the request path, each under the deadline (fds are
   // duplicated for the worker, which may outlive the request).
-  Result<struct stat> statRemote(int fd, const char* what);
+  // force_sync: past the remote's own attribute cache (AT_STATX_FORCE_SYNC).
+  // The PathFd forms hand the worker the inode's fd itself, kept open by the
+  // reference (no duplicate to make and close).
+  Result<struct stat> statRemote(int fd, const char* what, bool force_sync = false);
+  Result<struct stat> statRemote(PathFd fd, const char* what, bool force_sync);
   // fstatat(dir_fd, name, AT_SYMLINK_NOFOLLOW) under the deadline.
-  Result<struct stat> statRemoteAt(int dir_fd, const char* name, const char* what);
+  Result<struct stat> statRemoteAt(int dir_fd, const char* name, const char* what,
+                                   bool force_sync = false);
+  Result<struct stat> statRemoteAt(PathFd dir, const char* name, const char* what,
+                                   bool force_sync);
   struct Found {
     int fd;  // O_PATH, the caller's to keep or close
     struct stat st;
@@ -322,6 +413,8 @@ class FileSystem {
   static constexpr size_t kMaxListings = 1 << 16;
   std::mutex listings_mu_;                               // a leaf
   std::map<std::pair<dev_t, ino_t>, Listing> listings_;  // guarded by listings_mu_
+  // Directories (namespace paths) opened in this run: opendirFromNames.
+  std::set<std::string> opened_dirs_;  // guarded by listings_mu_
   std::atomic<uint64_t> idle_reuses_{0};
   std::atomic<uint64_t> path_walks_{0};
   // Open directories by handle (FileSystem::dirOf).

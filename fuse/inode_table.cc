@@ -30,7 +30,9 @@ Result<std::vector<UniqueFd>> walkPath(const PathWalk& walk) {
     if (::fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
       return lastSysError("resolve " + step.name + ": stat");
     }
-    if (st.st_dev != step.dev || st.st_ino != step.ino || (st.st_mode & S_IFMT) != step.type) {
+    bool named_only = step.dev == kNamedDev;  // no remote identity known (addNamedLookup)
+    if ((!named_only && (st.st_dev != step.dev || st.st_ino != step.ino)) ||
+        (st.st_mode & S_IFMT) != step.type) {
       return sysError(ESTALE, "resolve " + step.name + ": another object has the name now");
     }
     at = fd.get();
@@ -72,6 +74,7 @@ void closeIdleBacking(Inode& inode, PassthroughShim& shim) {
   inode.backing_rw_errno = 0;
   inode.backing_is_cache = false;
   inode.cached_rel.clear();
+  inode.backing_against_known = false;
 }
 
 void InodeTable::closeBackings(Inode& inode) {
@@ -83,6 +86,7 @@ void InodeTable::closeBackings(Inode& inode) {
   inode.backing_id = -1;
   inode.backing_fd = -1;
   inode.remote_wb_fd = -1;
+  inode.backing_against_known = false;
 }
 
 Inode& InodeTable::inodeOf(fuse_ino_t ino) {
@@ -203,6 +207,7 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
     }
     next_generation_ = std::max<uint64_t>(next_generation_.load(), slot.generation + 1);
     next_id_ = std::max<uint64_t>(next_id_, slot.id + 1);
+    if (inode->src_dev == kNamedDev) next_named_ = std::max(next_named_, inode->src_ino + 1);
     setIdLocked(slot.id, inode.get());
     by_id[slot.id] = inode.get();
     auto key = std::make_pair(inode->src_dev, inode->src_ino);
@@ -301,6 +306,25 @@ Inode* InodeTable::addLookupIfKnown(const struct stat& attr, Inode* parent,
   if (parent != nullptr && !isDotName(name)) setNameLocked(*inode, parent, name);
   recordLocked(*inode);
   return inode;
+}
+
+Inode& InodeTable::addNamedLookup(Inode& parent, std::string_view name, const struct stat& attr) {
+  std::lock_guard lock(mu_);
+  Inode* inode = childLocked(parent, name);
+  if (inode == nullptr || inode->retired || inode->type != (attr.st_mode & S_IFMT)) {
+    auto fresh = std::make_unique<Inode>();
+    fresh->src_dev = kNamedDev;
+    fresh->src_ino = next_named_++;
+    fresh->type = attr.st_mode & S_IFMT;
+    fresh->generation = next_generation_.fetch_add(1);
+    inode = fresh.get();
+    assignIdLocked(*inode);
+    inodes_.emplace(std::make_pair(fresh->src_dev, fresh->src_ino), std::move(fresh));
+    setNameLocked(*inode, &parent, name);
+  }
+  inode->nlookup++;
+  recordLocked(*inode);  // before the reply hands the id to the kernel
+  return *inode;
 }
 
 void InodeTable::forget(Inode& inode, uint64_t n) {

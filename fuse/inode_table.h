@@ -26,6 +26,14 @@
 // File handles (open_by_handle_at) are not used: the usual remotes (sshfs, most
 // FUSE servers) have none.
 //
+// Inodes made from the persistent namespace (namespace_cache.h, addNamedLookup)
+// have no remote identity yet: they are known by their name alone, under
+// kNamedDev and a counter, never by the remote's (st_dev, st_ino) (neither
+// survives a remount of sshfs or NFS). Their walk checks the object's type
+// only; the namespace's contract (immutable, or revalidated after the ttl)
+// vouches for the rest, and a cached copy is still checked against its
+// validator (size, mtime, ctime) at open.
+//
 // Lifetime, from the kernel's FUSE protocol (fs/fuse/inode.c, dir.c, readdir.c):
 //  * every reply that hands out a node id (LOOKUP, CREATE, MKNOD, MKDIR,
 //    SYMLINK, LINK, READDIRPLUS) adds one lookup; FORGET/BATCH_FORGET take them
@@ -85,6 +93,9 @@ std::string procPath(int fd);
 // How to open an inode's object again (InodeTable::planWalk): from `from`, the
 // fd of its nearest ancestor that has one, one name after another, each
 // expected to be the object given (the inode's own last).
+// The st_dev of inodes known by name only (addNamedLookup): no file system's.
+inline constexpr dev_t kNamedDev = ~dev_t{0};
+
 struct PathWalk {
   struct Step {
     std::string name;
@@ -130,6 +141,11 @@ struct Inode {
   bool backing_is_cache = false;
   std::string cached_rel;
   struct stat cached_against {};
+  // The backing file is the remote file, opened after the remote's attributes
+  // were fetched as backing_against (when backing_against_known): what a
+  // strict open validates an idle one against (FileSystem::idleBackingServes).
+  bool backing_against_known = false;
+  struct stat backing_against {};
   // A writer joined the copy (backing.h, kAdoptCopy): it is the inode's
   // write-back buffer until the last release; every open passes through to it,
   // and FileSystem::writeBack copies it to the remote through remote_wb_fd
@@ -228,6 +244,11 @@ class InodeTable {
   // root included); nullptr when it does not, and nothing is counted.
   Inode* addLookupIfKnown(const struct stat& attr, Inode* parent = nullptr,
                           std::string_view name = {});
+  // Adds one lookup reference to the inode known as `name` in `parent` if it
+  // has the type of `attr` (and is not retired), else to a new one under that
+  // name, with no fd (opened by a walk when first needed) and no remote
+  // identity (kNamedDev): an object learnt from the persistent namespace.
+  Inode& addNamedLookup(Inode& parent, std::string_view name, const struct stat& attr);
   // Drops n lookup references; frees the inode at zero. Never the root.
   void forget(Inode& inode, uint64_t n);
   // Takes the inode out of the table so that the next lookup of its name makes
@@ -348,6 +369,7 @@ class InodeTable {
   std::map<Inode*, std::unique_ptr<Inode>> retired_;                  // guarded by mu_
   std::list<Inode*> idle_;  // least recently idled first; guarded by mu_
   std::atomic<uint64_t> next_generation_{1};
+  ino_t next_named_ = 1;  // addNamedLookup's st_ino under kNamedDev; guarded by mu_
 };
 
 }  // namespace hotshard::fuse

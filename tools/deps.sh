@@ -10,6 +10,7 @@ PACKAGES=(
   libfuse3-dev fuse3 libbpf-dev libelf-dev zlib1g-dev liburing-dev
   prometheus-cpp-dev libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libxxhash-dev libsystemd-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev libibverbs-dev librdmacm-dev libgtest-dev
+  liblmdb-dev
   # tests and benchmarks
   attr coreutils util-linux iproute2 sshfs openssh-server openssh-client socat prometheus jq systemd logrotate
   etcd-server etcd-client

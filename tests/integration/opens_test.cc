@@ -96,26 +96,36 @@ TEST_F(IntegrationOpens, AReopenReusesTheIdleBackingAndAWarmMovesItToTheCopy) {
   EXPECT_EQ(fuseCount("opens_reused"), reused + 2);
 }
 
-// Strict: a copy is reused once validated against a fresh fstat; the remote
-// file is opened afresh each time (the remote's own open-time revalidation,
-// NFS close-to-open, stays), and so is every writer's.
-TEST_F(IntegrationOpens, StrictReusesOnlyValidatedCopiesAndWritersNever) {
+// Strict: an idle backing is reused once validated against the open's own
+// forced stat of the remote: a copy while the store holds it as valid, the
+// remote file while unchanged since it was opened (what an NFS client's
+// close-to-open GETATTR decides for its cached data); a writer never, and the
+// write moves the remote past the idle backing's validator.
+TEST_F(IntegrationOpens, StrictReusesValidatedBackingsAndWritersNever) {
   writeFile(remote_ + "/plain", "plain");
   writeFile(remote_ + "/warmed", "warmed");
   startDaemon("strict");
   ASSERT_EQ(hs({"warm", mnt_ + "/warmed"}).exit_code, 0);
   for (const char* f : {"plain", "warmed"}) EXPECT_EQ(readFile(mnt_ + "/" + f), f);
   EXPECT_EQ(idleBackings(2), 2u);
-  uint64_t reused = fuseCount("opens_reused");
+  uint64_t reused = fuseCount("opens_reused"), remote_opens = fuseCount("opens_remote");
   EXPECT_EQ(readFile(mnt_ + "/plain"), "plain");
-  EXPECT_EQ(fuseCount("opens_reused"), reused);
+  EXPECT_EQ(fuseCount("opens_reused"), reused + 1);
   EXPECT_EQ(idleBackings(2), 2u);
   EXPECT_EQ(readFile(mnt_ + "/warmed"), "warmed");
-  EXPECT_EQ(fuseCount("opens_reused"), reused + 1);
+  EXPECT_EQ(fuseCount("opens_reused"), reused + 2);
   EXPECT_EQ(idleBackings(2), 2u);
   writeFile(mnt_ + "/plain", "written");  // its read-write idle backing is not reused either
-  EXPECT_EQ(fuseCount("opens_reused"), reused + 1);
+  EXPECT_EQ(fuseCount("opens_reused"), reused + 2);
   EXPECT_EQ(readFile(remote_ + "/plain"), "written");
+  EXPECT_EQ(idleBackings(2), 2u);
+  // The remote moved on since the idle backing was opened (by the write): afresh.
+  EXPECT_EQ(readFile(mnt_ + "/plain"), "written");
+  EXPECT_EQ(fuseCount("opens_reused"), reused + 2);
+  EXPECT_EQ(fuseCount("opens_remote"), remote_opens + 3);  // reused, the writer's, this one
+  EXPECT_EQ(idleBackings(2), 2u);
+  EXPECT_EQ(readFile(mnt_ + "/plain"), "written");
+  EXPECT_EQ(fuseCount("opens_reused"), reused + 3);
 }
 
 TEST_F(IntegrationOpens, AReopenAfterTheCopyWasEvictedDoesNotPassThroughToIt) {
@@ -161,8 +171,10 @@ TEST_F(IntegrationOpens, AStrictReopenSeesARemoteChangeWithTheBackingIdle) {
   EXPECT_EQ(idleBackings(2), 2u);
 
   // In place on the remote, behind the mount's back: same size, new bytes.
+  uint64_t reused = fuseCount("opens_reused");
   for (const char* f : {"plain", "warmed"}) writeFile(remote_ + "/" + f, "version TWO");
   for (const char* f : {"plain", "warmed"}) EXPECT_EQ(readFile(mnt_ + "/" + f), "version TWO") << f;
+  EXPECT_EQ(fuseCount("opens_reused"), reused);  // both moved past their idle backings
   EXPECT_EQ(statOf(mnt_ + "/warmed")["state"], "remote");  // the stale copy went
   EXPECT_EQ(deletedCacheFds(), 0);
   writeFile(remote_ + "/plain", "version three, longer");

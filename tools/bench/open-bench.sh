@@ -22,7 +22,12 @@
 #   OPEN_BENCH_PASSES=5       passes over a set per run
 #   OPEN_BENCH_REPS=5         runs per cell; the median is reported
 #   OPEN_BENCH_MODES="strict immutable"
+#   OPEN_BENCH_WHOLE=256      also: that many 1 MiB files read whole in 4 KiB reads, warm,
+#                             natively and through the mount (MiB/s; 0: not run)
 #   OPEN_BENCH_OUT=docs/benchmarks.d/opens.md
+#   OPEN_BENCH_BEFORE=DIR     also run each mode with DIR/hotshard (an older build,
+#                             e.g. copied aside before a change), rows marked "before",
+#                             alternating with this build's: before and after in one run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,15 +35,18 @@ ROOT=${OPEN_BENCH_DIR:-/var/tmp/hotshard-opens}
 NFILES=${OPEN_BENCH_FILES:-200}
 PASSES=${OPEN_BENCH_PASSES:-5}
 REPS=${OPEN_BENCH_REPS:-5}
+NWHOLE=${OPEN_BENCH_WHOLE:-256}
 MODES=${OPEN_BENCH_MODES:-strict immutable}
 OUT=${OPEN_BENCH_OUT:-docs/benchmarks.d/opens.md}
 BIN=$PWD/build/hotshard
+BEFORE=${OPEN_BENCH_BEFORE:-}
 RB=$PWD/build/hotshard-readbench
 REMOTE=$ROOT/remote MNT=$ROOT/mnt CACHE=$ROOT/cache SOCK=$ROOT/control.sock LOG=$ROOT/daemon.log
 
 say() { echo "open-bench: $*" >&2; }
 [[ $(id -u) -eq 0 ]] || { say "needs root (mounts)"; exit 1; }
 [[ -x $BIN && -x $RB ]] || { say "build first: make build"; exit 1; }
+[[ -z $BEFORE || -x $BEFORE/hotshard ]] || { say "OPEN_BENCH_BEFORE=$BEFORE: no hotshard there"; exit 1; }
 command -v jq >/dev/null || { say "needs jq (make deps)"; exit 1; }
 
 daemon_pid=
@@ -66,10 +74,10 @@ trap 'exit 143' TERM
 
 hs() { timeout 60 "$BIN" "$@" --socket "$SOCK"; }
 
-start_daemon() {  # consistency
+start_daemon() {  # consistency [binary]
   stop_daemon
   rm -rf "$CACHE"; mkdir -p "$CACHE" "$MNT"
-  "$BIN" run --foreground --remote "$REMOTE" --mount "$MNT" --cache "$CACHE" \
+  "${2:-$BIN}" run --foreground --remote "$REMOTE" --mount "$MNT" --cache "$CACHE" \
     --consistency "$1" --control-socket "$SOCK" --log-level warn --placement manual \
     --metrics off 2>>"$LOG" &
   daemon_pid=$!
@@ -92,6 +100,16 @@ prepare() {
   done
   sync
   echo "$tag" > "$REMOTE/.set"
+}
+
+prepare_whole() {
+  local tag="$NWHOLE x 1 MiB"
+  [[ $NWHOLE == 0 || $(cat "$REMOTE/.whole" 2>/dev/null) == "$tag" ]] && return 0
+  say "generating $tag of random data in $REMOTE/whole (once)"
+  rm -rf "$REMOTE/whole"; mkdir -p "$REMOTE/whole"
+  for i in $(seq -w 1 "$NWHOLE"); do head -c $((1 << 20)) /dev/urandom > "$REMOTE/whole/f$i"; done
+  sync
+  echo "$tag" > "$REMOTE/.whole"
 }
 
 field() { grep -o "\"$1\":[0-9.]*" | head -1 | cut -d: -f2; }
@@ -117,7 +135,28 @@ dir_of() {  # side
 # included (libfuse starts and ends worker threads as the load goes): /proc/PID/stat.
 daemon_cpu_ticks() { sed 's/.*) //' /proc/"$daemon_pid"/stat | awk '{ print $12 + $13 }'; }
 
-rows=() req_rows=()
+rows=() req_rows=() whole_rows=()
+# measure_whole LABEL: every file of the whole set read whole in 4 KiB reads,
+# natively and through the mount, alternating; median MiB/s of each.
+measure_whole() {
+  local nat=() mnt=() natc=() mntc=() rep n m nc mc
+  "$RB" whole "$REMOTE/whole" --block 4KiB >/dev/null
+  "$RB" whole "$MNT/whole" --block 4KiB >/dev/null
+  for rep in $(seq "$REPS"); do
+    local order=("$REMOTE" "$MNT")
+    (( rep % 2 == 0 )) && order=("$MNT" "$REMOTE")
+    for dir in "${order[@]}"; do
+      local line v c
+      line=$("$RB" whole "$dir/whole" --block 4KiB)
+      v=$(field mib_per_s <<<"$line"); c=$(field cpu_seconds <<<"$line")
+      if [[ $dir == "$REMOTE" ]]; then nat+=("$v"); natc+=("$c"); else mnt+=("$v"); mntc+=("$c"); fi
+    done
+  done
+  n=$(printf '%s\n' "${nat[@]}" | median); m=$(printf '%s\n' "${mnt[@]}" | median)
+  nc=$(printf '%s\n' "${natc[@]}" | median); mc=$(printf '%s\n' "${mntc[@]}" | median)
+  whole_rows+=("| $1 | $n | $m | **$(ratio "$n" "$m")** | $(ratio "$mc" "$nc") |")
+  say "$(printf '%-9s whole files            native %8s MiB/s  mount %8s MiB/s (x%s)' "$1" "$n" "$m" "$(ratio "$n" "$m")")"
+}
 # measure MODE KIND ARGS...: one row of the table for the daemon running now.
 measure() {
   local mode=$1 kind=$2; shift 2
@@ -155,15 +194,22 @@ measure() {
 mkdir -p "$ROOT"
 : > "$LOG"
 prepare
+prepare_whole
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+builds=(":$BIN")
+[[ -n $BEFORE ]] && builds=(" (before):$BEFORE/hotshard" " (after):$BIN")
 for mode in $MODES; do
-  start_daemon "$mode"
-  warmed=$(hs warm "$MNT/cached" --json | jq -s '[.[] | .warmed // empty] | last')
-  [[ $warmed == "$NFILES" ]] || { say "warm of $MNT/cached: $warmed of $NFILES files"; exit 1; }
-  passthrough=$(hs status --json | grep -o '"passthrough":[a-z]*' | head -1 | cut -d: -f2)
-  measure "$mode" "open+close"
-  measure "$mode" "open+read 16 KiB+close" --read 16KiB
-  stop_daemon
+  for build in "${builds[@]}"; do
+    label="$mode${build%%:*}"
+    start_daemon "$mode" "${build#*:}"
+    warmed=$(hs warm "$MNT/cached" --json | jq -s '[.[] | .warmed // empty] | last')
+    [[ $warmed == "$NFILES" ]] || { say "warm of $MNT/cached: $warmed of $NFILES files"; exit 1; }
+    passthrough=$(hs status --json | grep -o '"passthrough":[a-z]*' | head -1 | cut -d: -f2)
+    measure "$label" "open+close"
+    measure "$label" "open+read 16 KiB+close" --read 16KiB
+    [[ $NWHOLE == 0 ]] || measure_whole "$label"
+    stop_daemon
+  done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -184,6 +230,10 @@ mkdir -p "$(dirname "$OUT")"
   echo "exited worker threads included) over all the runs of a side, per pair: its own work per"
   echo "pair, steadier than wall time on a shared machine (resolution: one clock tick over"
   echo "$((REPS * PASSES * NFILES)) pairs)."
+  if [[ -n $BEFORE ]]; then
+    echo "Rows marked (before) ran the build in $BEFORE (copied aside before the change), (after)"
+    echo "this one; the two alternate within each mode, one daemon after the other."
+  fi
   echo
   echo "| mode | pair | native µs | cached µs | cached / native | uncached µs | uncached / native | daemon CPU µs, cached | daemon CPU µs, uncached |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -195,15 +245,28 @@ mkdir -p "$(dirname "$OUT")"
   echo "| --- | --- | --- | --- |"
   printf '%s\n' "${req_rows[@]}"
   echo
+  if [[ $NWHOLE != 0 ]]; then
+    echo "$NWHOLE files of 1 MiB, each read whole in 4 KiB reads, page cache warm (MiB/s, median of"
+    echo "$REPS runs, native and mount alternating; the mount passes through to the remote files:"
+    echo "nothing warmed). Issue 16's target: immutable >= 0.8 of native, strict >= 0.6. CPU ratio:"
+    echo "the reader's CPU seconds natively / through the mount (user + system; steadier than wall"
+    echo "time on a shared machine, but blind to the daemon's share and to the waits)."
+    echo
+    echo "| mode | native MiB/s | mount MiB/s | mount / native | CPU ratio |"
+    echo "| --- | --- | --- | --- | --- |"
+    printf '%s\n' "${whole_rows[@]}"
+    echo
+  fi
   echo "Commands (ROOT=$ROOT):"
   echo
   echo '```'
-  echo "tools/bench/open-bench.sh     # this section alone, about a minute"
+  if [[ -n $BEFORE ]]; then echo "OPEN_BENCH_BEFORE=$BEFORE tools/bench/open-bench.sh   # before: a build copied aside"; else echo "tools/bench/open-bench.sh     # this section alone, about a minute"; fi
   echo "hotshard run --foreground --remote \$ROOT/remote --mount \$ROOT/mnt --cache \$ROOT/cache --consistency MODE --placement manual --metrics off"
   echo "hotshard warm \$ROOT/mnt/cached"
   echo "hotshard-readbench opens \$ROOT/remote/cached --passes $PASSES [--read 16KiB]   # native"
   echo "hotshard-readbench opens \$ROOT/mnt/cached    --passes $PASSES [--read 16KiB]   # cached"
   echo "hotshard-readbench opens \$ROOT/mnt/uncached  --passes $PASSES [--read 16KiB]   # uncached"
+  echo "hotshard-readbench whole \$ROOT/remote/whole --block 4KiB; hotshard-readbench whole \$ROOT/mnt/whole --block 4KiB"
   echo '```'
 } > "$OUT.new"
 mv "$OUT.new" "$OUT"

@@ -1,6 +1,8 @@
 /*
  * probe_overhead_reader: N threads issue 4 KiB pread()s at random page-aligned
- * offsets of one file for a fixed time and print the total IOPS. Used by
+ * offsets of one file for a fixed time and print the total IOPS, then the
+ * reads per CPU second the readers used (user + system, getrusage): the
+ * latter leaves out time other tasks took the CPU from the readers. Used by
  * tools/bench/probe_overhead.sh (which compiles it; a .c file, so the
  * Makefile glob of tools/bench .cc files leaves it out of hotshard-readbench).
  *
@@ -12,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +59,11 @@ static void *run(void *arg)
 	return NULL;
 }
 
+static double seconds_of(const struct timeval *tv)
+{
+	return tv->tv_sec + tv->tv_usec / 1e6;
+}
+
 int main(int argc, char **argv)
 {
 	struct stat st;
@@ -82,6 +90,8 @@ int main(int argc, char **argv)
 		pthread_create(&w[i].thread, NULL, run, &w[i]);
 	}
 	struct timespec t0, t1;
+	struct rusage r0, r1;
+	getrusage(RUSAGE_SELF, &r0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	usleep((useconds_t)(seconds * 1e6));
 	stop = 1;
@@ -91,7 +101,10 @@ int main(int argc, char **argv)
 		ops += w[i].ops;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_SELF, &r1);
 	double elapsed = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-	printf("%.0f\n", ops / elapsed);
+	double cpu = seconds_of(&r1.ru_utime) + seconds_of(&r1.ru_stime) - seconds_of(&r0.ru_utime) -
+		     seconds_of(&r0.ru_stime);
+	printf("%.0f %.0f\n", ops / elapsed, cpu > 0 ? ops / cpu : 0);
 	return 0;
 }

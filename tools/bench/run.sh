@@ -9,6 +9,9 @@
 #                                       front of a slow remote; writes docs/benchmarks.d/extra.md)
 #   BENCH_PROBES=0                      skip tools/bench/probe_overhead.sh (probes attached vs
 #                                       detached; writes docs/benchmarks.d/probes.md)
+#   BENCH_WARM=0                        skip tools/bench/warm-read-bench.sh (warm reads through the mount
+#                                       against native with the daemon's probes on and off; writes
+#                                       docs/benchmarks.d/warm.md)
 #   BENCH_EPOCHS=0                      skip tools/bench/epoch-bench.sh (shuffled epochs over a data
 #                                       set twice the cache; writes docs/benchmarks.d/epochs.md)
 #   BENCH_MEMORY=0                      skip tools/bench/memory-bench.sh (daemon RSS warming 20,000
@@ -18,6 +21,9 @@
 #                                       writes docs/benchmarks.d/first-epoch.md)
 #   BENCH_OPENS=0                       skip tools/bench/open-bench.sh (us per open+close, cached and
 #                                       uncached, against native; writes docs/benchmarks.d/opens.md)
+#   BENCH_NAMESPACE=0                   skip tools/bench/namespace-bench.sh (stat of 10,000 files after a
+#                                       restart in immutable mode, from the persistent namespace, over
+#                                       sshfs; writes docs/benchmarks.d/namespace.md)
 #   BENCH_CLUSTER=0                     skip tools/bench/cluster-bench.sh (the peer tier: peer fetch rate
 #                                       over a shaped link, cold start of a 1 GiB file on three hosts
 #                                       at once; writes docs/benchmarks.d/cluster.md)
@@ -136,6 +142,7 @@ if [[ ${BENCH_PROBES:-1} != 0 ]]; then
   tools/bench/probe_overhead.sh --seconds 2 --rounds 5 > docs/benchmarks.d/probes.md.new
   mv docs/benchmarks.d/probes.md.new docs/benchmarks.d/probes.md
 fi
+if [[ ${BENCH_WARM:-1} != 0 ]]; then tools/bench/warm-read-bench.sh; fi
 if [[ ${BENCH_EPOCHS:-1} != 0 ]]; then tools/bench/epoch-bench.sh; fi
 if [[ ${BENCH_FIRST_EPOCH:-1} != 0 ]]; then
   RATE=200mbit EPOCHS=3 EPOCH_FILES=64 EPOCH_FILE_MIB=4 EPOCH_CACHE_MIB=384 EPOCH_WORKERS=4 \
@@ -147,6 +154,7 @@ fi
 if [[ ${BENCH_MEMORY:-1} != 0 ]]; then tools/bench/memory-bench.sh; fi
 if [[ ${BENCH_OPENS:-1} != 0 ]]; then tools/bench/open-bench.sh; fi
 if [[ ${BENCH_FD_WALK:-1} != 0 ]]; then tools/bench/fd-walk-bench.sh; fi
+if [[ ${BENCH_NAMESPACE:-1} != 0 ]]; then tools/bench/namespace-bench.sh; fi
 if [[ ${BENCH_CLUSTER:-1} != 0 ]]; then tools/bench/cluster-bench.sh; fi
 
 prepare
@@ -230,7 +238,7 @@ stop_daemon
   echo "hotshard-readbench stat  @/deep   # twice, second timed; also with --consistency 'strict;ac=0'"
   echo "hotshard run ... --consistency immutable; hotshard-readbench stat @/stat   # twice, second timed"
   echo '```'
-  for part in opens opens-profile extra probes epochs first-epoch memory fd-walk cluster; do
+  for part in opens opens-profile extra probes warm epochs first-epoch memory fd-walk namespace cluster; do
     if [[ -f docs/benchmarks.d/$part.md ]]; then echo; cat "docs/benchmarks.d/$part.md"; fi
   done
 } > "$OUT"
