@@ -75,7 +75,7 @@ VMLINUX_H := $(BUILD)/bpf/vmlinux.h
 obj = $(patsubst %.cc,$(BUILD)/obj/%.o,$(1))
 TEST_OBJS := $(call obj,$(TEST_SRCS))
 
-.PHONY: all deps build test test-unit test-integration bench run install uninstall man clean format check-deps check-length deps-graph
+.PHONY: all deps build test test-unit test-integration soak bench run install uninstall man clean format check-deps check-length deps-graph
 all: deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 
@@ -139,6 +139,13 @@ test: deps check-deps check-length
 test-unit: deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
 	$(Q)tools/run-tests.sh --gtest_filter='-Integration*'
+
+# The crash test of docs/restart.md at length: 1000 SIGKILLs of the worker
+# under a reader and an opener (make test runs 50); about 30 minutes.
+soak: deps
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
+	$(Q)HOTSHARD_TAKEOVER_ITERATIONS=$${HOTSHARD_TAKEOVER_ITERATIONS:-1000} \
+	    tools/run-tests.sh --gtest_filter='IntegrationTakeover.JobsSeeNoError*'
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build

@@ -173,6 +173,10 @@ void addMountItems(std::vector<ConfigItem>& items) {
   });
   items.push_back(boolItem("foreground", "Stay in the foreground and log to stderr",
                            &RunConfig::foreground, "true", "false", /*is_flag=*/true));
+  items.push_back(boolItem("no-supervisor",
+                           "Serve the mount from this one process, with no supervisor: a crash "
+                           "then ends the mount (docs/restart.md)",
+                           &RunConfig::no_supervisor, "true", "false", /*is_flag=*/true));
   items.push_back(boolItem("passthrough",
                            "on: kernel passthrough when the kernel allows it (default); off: serve "
                            "reads and writes in user space",

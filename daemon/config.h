@@ -21,6 +21,10 @@ struct RunConfig {
   std::string cache;                  // the cache directory (required)
   fuse::Consistency consistency;       // strict (default) | ttl=DURATION | immutable
   bool foreground = false;
+  // true: one process holds the mount and serves it, as before the supervisor
+  // (docs/restart.md): a crash then ends the mount; for debugging under gdb or
+  // strace, or where fork/exec of a helper is not wanted.
+  bool no_supervisor = false;
   bool passthrough = true;  // false: serve reads and writes in user space
   std::string control_socket;         // default: /run/hotshard/<mount>.sock
   std::string log_file;               // default: /var/log/hotshard/<mount>.log in the background

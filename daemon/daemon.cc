@@ -32,6 +32,7 @@
 #include "daemon/peer_service.h"
 #include "daemon/placement.h"
 #include "daemon/status_sources.h"
+#include "daemon/supervisor.h"
 #include "fuse/filesystem.h"
 #include "fuse/mount.h"
 #include "fuse/passthrough_shim.h"
@@ -854,8 +855,7 @@ class SignalWaiter {
   std::thread thread_;
 };
 
-constexpr int kExitHandedOver = 75;  // EX_TEMPFAIL: the successor carries on
-constexpr int kExitNoTakeoverState = 3;
+// kExitHandedOver, kExitNoTakeoverState: daemon/supervisor.h, which reads them.
 
 // Open files, idle backings and the inodes' cached O_PATH fds are sized by the
 // descriptor limit (a quarter of it for the last): raise the soft one to the hard one.
@@ -876,7 +876,6 @@ void raiseFdLimit() {
       rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : std::to_string(rl.rlim_cur));
 }
 
-
 // After a hand-over: the components stop (promotions, placement, control)
 // without unmounting; the state is on its file. Exit status 75.
 int finishHandOver(std::unique_ptr<Daemon> daemon, const RunConfig& cfg) {
@@ -886,6 +885,26 @@ int finishHandOver(std::unique_ptr<Daemon> daemon, const RunConfig& cfg) {
   spdlog::info("handed {} over: exiting without unmounting", cfg.mount);
   spdlog::shutdown();
   return st.ok() ? kExitHandedOver : 1;
+}
+
+// `hotshard run` without --no-supervisor: this process mounts and supervises
+// workers (daemon/supervisor.h). Signals are blocked already (SignalWaiter).
+int superviseRun(const RunConfig& cfg, int remote_fd, ReadyPipe& ready) {
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &chld, nullptr);
+  // The workers inherit our stdio: in the background, nothing that holds the
+  // caller's terminal or pipe (they log to the log file).
+  if (!cfg.foreground) detachStdio();
+  int rc = runSupervisor(cfg, remote_fd,
+                         SupervisorHooks{.report_start = [&ready](const std::string& line) {
+                                           ready.report(line);
+                                         },
+                                         .reopen_log = [&cfg] { reopenLog(cfg); }});
+  spdlog::info("supervisor: exiting {}", rc);
+  spdlog::shutdown();
+  return rc;
 }
 
 }  // namespace
@@ -899,7 +918,8 @@ int runDaemon(RunConfig cfg) {
   }
   const RunConfig& run_cfg = prepared->cfg;
   ReadyPipe ready;
-  if (!run_cfg.foreground) {
+  // A supervisor's worker stays its child (the supervisor detached already).
+  if (!run_cfg.foreground && run_cfg.worker.fuse_fd < 0) {
     int rc = daemonize(&ready);
     if (rc >= 0) return rc;
   }
@@ -907,6 +927,9 @@ int runDaemon(RunConfig cfg) {
   setupLogging(run_cfg);
   raiseFdLimit();
   sigset_t sigs = SignalWaiter::blockStopSignals();
+  if (!run_cfg.no_supervisor && run_cfg.worker.fuse_fd < 0) {
+    return superviseRun(run_cfg, prepared->remote.get(), ready);
+  }
   // After daemonize(): the components start threads, which a fork would not carry.
   auto daemon = Daemon::start(run_cfg, std::move(prepared->remote));
   if (!daemon.ok()) {
@@ -915,6 +938,8 @@ int runDaemon(RunConfig cfg) {
     // The supervisor gives up on the connection (aborts and unmounts) then.
     bool no_state = run_cfg.worker.takeover &&
                     daemon.error().message.rfind("takeover state: ", 0) == 0;
+    // The supervisor says why to the caller of a background start.
+    if (run_cfg.worker.ready_fd >= 0) ReadyPipe{run_cfg.worker.ready_fd}.report(daemon.error().message);
     return no_state ? kExitNoTakeoverState : 1;
   }
   ready.report("ok");

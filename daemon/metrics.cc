@@ -128,6 +128,8 @@ const std::vector<MetricInfo> kCatalog = {
      "Promotions the placement loop queued that then failed."},
     {"hotshard_placement_evictions_total", "counter", {},
      "Evictions the placement loop decided on."},
+    {"hotshard_takeovers_total", "counter", {},
+     "Daemon processes replaced without unmounting (crashes and restarts) since the mount."},
     {"hotshard_peer_members", "gauge", {},
      "Live members of this host's cluster namespace, this host included (1 when alone)."},
     {"hotshard_peer_connected", "gauge", {},
@@ -451,6 +453,7 @@ void convertStatus(const StatusSnapshot& s, Families& f, ConversionState& state)
   if (s.policy) addPolicy(*s.policy, f);
   if (s.placement) addPlacement(*s.placement, f);
   if (s.cluster) addCluster(*s.cluster, f);
+  if (s.supervisor) f.add("hotshard_takeovers_total", {}, num(s.supervisor->takeovers));
 }
 
 // ---- the exporter -------------------------------------------------------------------

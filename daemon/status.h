@@ -330,6 +330,21 @@ struct ShardRow {
   }
 };
 
+// "supervisor": the process that holds the mount and runs this daemon as its
+// worker (daemon/supervisor.h); absent with --no-supervisor.
+struct SupervisorStatus {
+  Opt<int64_t> pid;                   // the supervisor's pid (the daemon's own: StatusSnapshot.pid)
+  Opt<uint64_t> takeovers;            // workers replaced without unmounting, since the mount
+  Opt<std::string> last_takeover;     // why the last one went ("worker 812 killed by SIGKILL")
+
+  template <class Self, class F>
+  static void fields(Self& s, F&& f) {
+    f("pid", s.pid);
+    f("takeovers", s.takeovers);
+    f("last_takeover", s.last_takeover);
+  }
+};
+
 // The whole status: the reply of "status" and each metrics scrape.
 struct StatusSnapshot {
   Opt<std::string> version;
@@ -347,6 +362,7 @@ struct StatusSnapshot {
   Opt<PlacementStatus> placement;
   Opt<std::vector<ShardRow>> top;  // the hottest few
   Opt<ClusterStatus> cluster;
+  Opt<SupervisorStatus> supervisor;
 
   template <class Self, class F>
   static void fields(Self& s, F&& f) {
@@ -368,6 +384,7 @@ struct StatusSnapshot {
     f("placement", s.placement);
     f("top", s.top);
     f("cluster", s.cluster);
+    f("supervisor", s.supervisor);
   }
 };
 

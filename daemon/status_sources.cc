@@ -6,6 +6,7 @@
 #include "daemon/config.h"
 #include "daemon/peer_service.h"
 #include "daemon/placement.h"
+#include "daemon/supervisor.h"
 #include "fuse/filesystem.h"
 #include "fuse/passthrough_shim.h"
 
@@ -51,6 +52,10 @@ StatusSnapshot collectStatus(const StatusSources& src) {
   src.placement->fillStatus(s);
   s.top = src.placement->top(src.top_shards);
   if (src.peer != nullptr) src.peer->fillStatus(s.cluster.emplace());
+  if (auto sup = supervisorInfoFromEnv()) {
+    s.supervisor = SupervisorStatus{
+        .pid = sup->pid, .takeovers = sup->takeovers, .last_takeover = sup->last_takeover};
+  }
   return s;
 }
 

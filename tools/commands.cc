@@ -6,6 +6,7 @@ void addAllCommands(CLI::App& app) {
   addRunCommand(app);
   addStatusCommand(app);
   addStopCommand(app);
+  addRestartCommand(app);
   addWarmCommand(app);
   addEvictCommand(app);
   addPinCommand(app, /*pin=*/true);

@@ -25,6 +25,7 @@ inline constexpr int kExitNoDaemon = 3;
 void addRunCommand(CLI::App& app);     // run_command.cc
 void addStatusCommand(CLI::App& app);  // status_command.cc
 void addStopCommand(CLI::App& app);    // stop_command.cc
+void addRestartCommand(CLI::App& app);  // restart_command.cc
 // cache_commands.cc: warm, evict, pin/unpin, stat, verify
 void addWarmCommand(CLI::App& app);
 void addEvictCommand(CLI::App& app);

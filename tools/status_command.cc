@@ -27,6 +27,14 @@ std::string formatUtc(uint64_t unix_s) {
 void printIdentity(const StatusSnapshot& s) {
   std::printf("hotshard %s (pid %d)\n", s.version.value_or("?").c_str(),
               static_cast<int>(s.pid.value_or(0)));
+  if (const auto& sup = s.supervisor) {
+    std::printf("  supervisor   pid %lld, %llu takeovers%s%s\n",
+                static_cast<long long>(sup->pid.value_or(0)), count(sup->takeovers),
+                sup->last_takeover.value_or("").empty() ? "" : "; the last: ",
+                sup->last_takeover.value_or("").c_str());
+  } else {
+    std::printf("  supervisor   none (--no-supervisor: a crash ends the mount)\n");
+  }
   std::printf("  mount        %s%s\n", s.mount.value_or("").c_str(),
               s.overmount.value_or(false) ? "  (over the remote)" : "");
   std::printf("  remote       %s\n", s.remote.value_or("").c_str());

@@ -107,10 +107,9 @@ TEST(IntegrationCli, ACrashedDaemonsMountIsNamedAndNotStackedOn) {
   DaemonProcess daemon({.remote = tmp / "remote", .mount = tmp / "mnt", .cache = tmp / "cache"},
                        tmp.path());
   ASSERT_TRUE(daemon.start());
-  // kill -9: the mount stays, dead (ENOTCONN).
-  json st = daemon.status();
-  pid_t pid = st["pid"].get<pid_t>();
-  ::kill(pid, SIGKILL);
+  // kill -9 of `hotshard run` (the supervisor; its worker goes with it): the
+  // mount stays, dead (ENOTCONN).
+  ::kill(daemon.pid(), SIGKILL);
   daemon.stop(/*keep_dead_mount=*/true);  // reaps; the dead mount stays
   CommandResult r = runCommand({hotshardBinary(), "run", "--foreground", "--remote", tmp / "remote",
                                 "--mount", tmp / "mnt", "--cache", tmp / "cache", "--control-socket",

@@ -369,7 +369,7 @@ class IntegrationOneTruthCrash : public IntegrationOneTruth {
     EXPECT_EQ(::pwrite(writer, "NEW", 3, 0), 3);
     EXPECT_EQ(preadAll(reader), "NEW-old-old");
     EXPECT_EQ(readFile(remote_ + "/c"), "old-old-old") << "written back before any close";
-    ::kill(daemon_->status()["pid"].get<pid_t>(), SIGKILL);
+    ::kill(daemon_->pid(), SIGKILL);  // `hotshard run`: its worker goes with it
     daemon_->stop();  // reaps and lazily unmounts the dead mount; the fds stay open
     return {reader, writer};
   }
