@@ -40,8 +40,8 @@ Result<uint64_t> defaultCapacity(const std::string& dir, uint64_t used) {
 
 }  // namespace
 
-Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
-                                                          int remote_root_fd) {
+Result<std::unique_ptr<CacheService>> CacheService::start(
+    const RunConfig& cfg, int remote_root_fd, const std::vector<std::string>& adopted_paths) {
   auto svc = std::unique_ptr<CacheService>(new CacheService());
   svc->cfg_ = cfg;
   svc->remote_fd_ = remote_root_fd;
@@ -55,7 +55,7 @@ Result<std::unique_ptr<CacheService>> CacheService::start(const RunConfig& cfg,
                                     .capacity_bytes = cfg.cache_size ? cfg.cache_size : UINT64_MAX / 4,
                                 }));
   // Before the mount serves: writes a crash left in dirty copies reach the remote.
-  CacheStore::DirtyRecovery dirty = svc->store_->recoverDirty(remote_root_fd);
+  CacheStore::DirtyRecovery dirty = svc->store_->recoverDirty(remote_root_fd, adopted_paths);
   if (dirty.written_back + dirty.kept_aside > 0) {
     spdlog::warn("cache {}: {} dirty copies written back after a crash, {} kept aside in {}/lost+found",
                  cfg.cache, dirty.written_back, dirty.kept_aside, cfg.cache);
@@ -208,6 +208,16 @@ void CacheService::copyWrittenBack(const std::string& rel_path, const struct sta
 
 void CacheService::releaseAdopted(const std::string& rel_path, bool written_back) {
   store_->releaseAdopted(rel_path, written_back);
+}
+
+int CacheService::openAdoptedCopy(const std::string& rel_path) {
+  auto fd = store_->openAdopted(rel_path);
+  if (!fd.ok()) {
+    spdlog::error("{}: the copy a predecessor's writer had adopted: {}", rel_path,
+                  fd.error().message);
+    return -1;
+  }
+  return *fd;
 }
 
 // ---- the jobs' open remote files, for the promoter ----------------------------

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "base/fd.h"
 #include "daemon/cache_store.h"
@@ -30,7 +31,10 @@ namespace hotshard {
 class CacheService : public fuse::CacheHooks {
  public:
   // remote_root_fd: the remote's root, opened before the mount; borrowed.
-  static Result<std::unique_ptr<CacheService>> start(const RunConfig& cfg, int remote_root_fd);
+  // adopted_paths: at a takeover, the copies the predecessor's writers still
+  // have open (fuse::adoptedCopyPaths), kept by the store's crash recovery.
+  static Result<std::unique_ptr<CacheService>> start(
+      const RunConfig& cfg, int remote_root_fd, const std::vector<std::string>& adopted_paths = {});
   ~CacheService() override;  // stops the promoter and scrubber
 
   // fuse::CacheHooks
@@ -49,6 +53,7 @@ class CacheService : public fuse::CacheHooks {
                  const struct stat& base) override;
   void copyWrittenBack(const std::string& rel_path, const struct stat& base) override;
   void releaseAdopted(const std::string& rel_path, bool written_back) override;
+  int openAdoptedCopy(const std::string& rel_path) override;
   bool fetchesCopies() const override { return static_cast<bool>(fetcher_); }
   bool fetchCopy(const std::string& rel_path, const struct stat& remote) override {
     return fetcher_ && fetcher_(rel_path, remote);

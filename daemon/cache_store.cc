@@ -1392,13 +1392,53 @@ void CacheStore::keepAsideLocked(const std::string& obj, const std::string& rel_
                 rel_path, opts_.remote_id, why, to);
 }
 
-CacheStore::DirtyRecovery CacheStore::recoverDirty(int remote_root_fd) {
+// Requires mu_. A dirty copy found at open becomes adopted again (see adopt()).
+bool CacheStore::keepAdoptedLocked(const DirtyFound& d) {
+  struct stat st {};
+  if (d.rel_path.empty() || adopted_.count(d.rel_path) != 0 ||
+      ::fstatat(objects_fd_, d.obj.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return false;
+  }
+  Entry e;
+  e.key = d.obj.substr(0, 2) + d.obj.substr(3);
+  e.validator = d.base;
+  e.allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  used_bytes_ += e.allocated;
+  adopted_[d.rel_path] = std::move(e);
+  ++stats_.adopted_objects;
+  spdlog::info("cache: {} is still open for writing through a predecessor's mount: its copy "
+               "{}/objects/{} stays the write-back buffer",
+               d.rel_path, opts_.dir, d.obj);
+  return true;
+}
+
+Result<int> CacheStore::openAdopted(const std::string& rel_path) {
+  std::lock_guard lock(mu_);
+  auto it = adopted_.find(rel_path);
+  if (it == adopted_.end()) return makeError(Errc::kNotFound, "not adopted: " + rel_path);
+  std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
+  int fd = ::openat(objects_fd_, obj.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_LARGEFILE);
+  if (fd < 0) return lastSysError(fmt::format("open {}/objects/{}", opts_.dir, obj));
+  return fd;
+}
+
+CacheStore::DirtyRecovery CacheStore::recoverDirty(int remote_root_fd,
+                                                   const std::vector<std::string>& keep_adopted) {
   std::vector<DirtyFound> found;
+  DirtyRecovery r;
   {
     std::lock_guard lock(mu_);
-    found.swap(dirty_found_);
+    for (DirtyFound& d : dirty_found_) {
+      bool keep = std::find(keep_adopted.begin(), keep_adopted.end(), d.rel_path) !=
+                  keep_adopted.end();
+      if (keep && keepAdoptedLocked(d)) {
+        ++r.kept_adopted;
+      } else {
+        found.push_back(std::move(d));
+      }
+    }
+    dirty_found_.clear();
   }
-  DirtyRecovery r;
   for (const DirtyFound& d : found) {
     std::string why;
     UniqueFd obj(::openat(objects_fd_, d.obj.c_str(), O_RDONLY | O_CLOEXEC));

@@ -202,10 +202,17 @@ class CacheStore {
   // (the remote changed or is gone, or the write-back failed) it is moved to
   // lost+found/ with an error naming both. Never silently dropped, never
   // written over a remote that changed underneath.
+  // keep_adopted (a takeover's start, docs/restart.md): the rel paths whose
+  // copies a predecessor's writers still have open; such a dirty copy is kept
+  // as adopted (as after adopt(), untouched, dirty mark and all) for the
+  // successor's inode to write back at its last release (openAdopted).
   struct DirtyRecovery {
-    uint64_t written_back = 0, kept_aside = 0;
+    uint64_t written_back = 0, kept_aside = 0, kept_adopted = 0;
   };
-  DirtyRecovery recoverDirty(int remote_root_fd);
+  DirtyRecovery recoverDirty(int remote_root_fd, const std::vector<std::string>& keep_adopted = {});
+  // An O_RDWR fd of rel_path's adopted copy (adopt(), or kept by recoverDirty
+  // at a takeover). kNotFound: none; the open's errno otherwise.
+  Result<int> openAdopted(const std::string& rel_path);
 
   enum class State { kRemote, kPromoting, kCached };
   struct ObjectInfo {
@@ -391,6 +398,7 @@ class CacheStore {
     Validator base;
   };
   std::vector<DirtyFound> dirty_found_;  // by recover(), for recoverDirty()
+  bool keepAdoptedLocked(const DirtyFound& d);
   std::unordered_map<std::string, InFlight> in_flight_;
   std::unordered_map<std::string, int> opens_;
   std::unordered_map<std::string, int> writers_;

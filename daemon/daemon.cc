@@ -320,7 +320,14 @@ Daemon::Daemon(const RunConfig& cfg) : cfg_(cfg) {}
 Daemon::~Daemon() = default;
 
 Status Daemon::startCache() {
-  auto cache = CacheService::start(cfg_, remote_fd_.get());
+  // A successor reads the state before its store recovers the copies that the
+  // predecessor's writers still have open (docs/restart.md).
+  std::vector<std::string> adopted_paths;
+  if (cfg_.worker.takeover) {
+    RETURN_IF_ERROR(adoptTakeoverState());
+    adopted_paths = fuse::adoptedCopyPaths(takeover_state_->slots());
+  }
+  auto cache = CacheService::start(cfg_, remote_fd_.get(), adopted_paths);
   if (!cache.ok()) return inStage("cache " + cfg_.cache, cache.takeError());
   cache_ = std::move(*cache);
   cache_->setOpenListener(
@@ -469,15 +476,29 @@ Status Daemon::startTakeoverState() {
     fs_->setTakeoverState(st);
     return Ok{};
   }
-  auto state = fuse::TakeoverState::adopt(cfg_.worker.state_dir, conn);
-  if (!state.ok()) return inStage("takeover state", state.takeError());
-  takeover_state_ = std::move(*state);
+  RETURN_IF_ERROR(adoptTakeoverState());
   auto slots = takeover_state_->slots();
   fs_->adoptInodes(slots);
   shim_->adopt(takeover_state_->initRequest(), takeover_state_->passthrough());
   fs_->setTakeoverState(takeover_state_.get());
   spdlog::info("takeover of {}: {} node ids adopted from {}", mount_path_, slots.size(),
                takeover_state_->path());
+  return Ok{};
+}
+
+// The predecessor's state for this very connection (once: startCache reads it
+// first). The mount table names the connection; a stat of the mount point would
+// wait on ourselves.
+Status Daemon::adoptTakeoverState() {
+  if (takeover_state_) return Ok{};
+  mount_path_ = mountPathOf(cfg_);
+  if (auto table = fuse::readMountTable(); table.ok()) {
+    if (auto top = fuse::topMountAt(*table, mount_path_)) conn_dev_ = top->dev;
+  }
+  const fuse::ConnectionId conn{.dev = conn_dev_, .mount_path = mount_path_};
+  auto state = fuse::TakeoverState::adopt(cfg_.worker.state_dir, conn);
+  if (!state.ok()) return inStage("takeover state", state.takeError());
+  takeover_state_ = std::move(*state);
   return Ok{};
 }
 

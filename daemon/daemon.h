@@ -126,6 +126,7 @@ class Daemon {
   // Worker mode: the takeover state, created for a fresh connection or adopted
   // from a predecessor (--takeover).
   Status startTakeoverState();
+  Status adoptTakeoverState();
   Status startLoop();
   Status startMetrics();
   Status startControl();

@@ -84,6 +84,14 @@ class CacheHooks {
   // remote has the copy's bytes and the copy leaves the store; false: the last
   // write-back failed, and the copy is kept aside (lost+found/) with an error.
   virtual void releaseAdopted(const std::string& rel_path, bool written_back) = 0;
+  // After a takeover (docs/restart.md): an O_RDWR fd of rel_path's copy that a
+  // predecessor's writer had adopted and the store kept as adopted at its start,
+  // or -1 (none: the store recovered it as after a crash). The inode takes it as
+  // its write-back buffer again, as after adoptCopy.
+  virtual int openAdoptedCopy(const std::string& rel_path) {
+    (void)rel_path;
+    return -1;
+  }
 };
 
 }  // namespace hotshard::fuse

@@ -915,6 +915,14 @@ bool inheritedWithoutFd(const Inode& inode) {
 // Under inode.mu.
 Status FileSystem::reopenInheritedLocked(Inode& inode, const OpenIntent& intent) {
   if (inode.copy_adopted || !inheritedWithoutFd(inode)) return Ok{};
+  if (inode.inherited_adopted) {
+    inode.inherited_adopted = false;
+    Status carried = reclaimAdoptedLocked(inode, intent);
+    if (carried.ok()) return Ok{};
+    spdlog::error("takeover: {}: the copy a writer had adopted is not carried on: {}; it is "
+                  "recovered at the next start (docs/cache.md, \"What a crash does\")",
+                  intent.rel, carried.error().message);
+  }
   int fd = -1;
   if (inode.backing_is_cache) {
     if (opts_.cache != nullptr && intent.remote_known && !intent.rel.empty()) {
@@ -932,6 +940,34 @@ Status FileSystem::reopenInheritedLocked(Inode& inode, const OpenIntent& intent)
   inode.backing_fd = fd;
   inode.backing_rw_errno = inode.backing_writable ? 0 : EACCES;
   // Opened by the predecessor in user space (no passthrough): our id for it.
+  if (inode.backing_id < 0) registerBacking(inode);
+  return Ok{};
+}
+
+// The copy a predecessor's writer had adopted, kept by the store at our start
+// (adoptedCopyPaths): the inode's backing fd and write-back buffer again, as
+// after adoptCopyLocked. Its backing id is the inherited one (the kernel has the
+// same file). The first write-back copies it whole (no stamp). Under inode.mu.
+Status FileSystem::reclaimAdoptedLocked(Inode& inode, const OpenIntent& intent) {
+  if (opts_.cache == nullptr || intent.rel.empty() || !intent.path) {
+    return makeError(Errc::kStale, "no cache or no path for the inode");
+  }
+  UniqueFd remote(
+      ::open(procPath(intent.path->get()).c_str(), O_WRONLY | O_CLOEXEC | O_LARGEFILE));
+  if (!remote) return lastSysError("open remote file for writing");
+  struct stat base;
+  if (::fstat(remote.get(), &base) != 0) return lastSysError("stat remote file");
+  UniqueFd copy(opts_.cache->openAdoptedCopy(intent.rel));
+  if (!copy) return makeError(Errc::kNotFound, "the store did not keep the copy");
+  inode.backing_fd = copy.release();
+  inode.backing_writable = true;
+  inode.backing_rw_errno = 0;
+  inode.backing_is_cache = true;
+  inode.cached_rel = intent.rel;
+  inode.cached_against = base;
+  inode.copy_adopted = true;
+  inode.remote_wb_fd = remote.release();
+  inode.stamp_usable = false;
   if (inode.backing_id < 0) registerBacking(inode);
   return Ok{};
 }
@@ -1162,6 +1198,16 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
 void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
   std::string release_cached, end_write;
   bool adopted = false, written_back = false, went_idle = false;
+  // A predecessor's adopted copy that no request reclaimed yet: its last
+  // release writes it back as any adopted copy's does.
+  bool reclaim;
+  {
+    std::lock_guard lock(inode.mu);
+    reclaim = inode.inherited_adopted && inode.nopen == 1;
+  }
+  if (Status s = reclaim ? adoptBackingFd(inode) : Status(Ok{}); !s.ok()) {
+    spdlog::error("last release of inode {}: {}", inode.src_ino, s.error().message);
+  }
   {
     std::lock_guard lock(inode.mu);
     if (was_writer && !inode.writer_rels.empty()) {

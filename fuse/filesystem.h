@@ -216,6 +216,7 @@ class FileSystem {
   // an fd of ours again (filesystem.cc).
   Status reopenInheritedLocked(Inode& inode, const OpenIntent& intent);
   Status adoptBackingFd(Inode& inode);
+  Status reclaimAdoptedLocked(Inode& inode, const OpenIntent& intent);
   // Looks up name under parent, adds one kernel reference and fills e.
   Status doLookup(fuse_ino_t parent, const char* name, fuse_entry_param* e);
   // The entry's timeouts per the mode; an entry whose path an open cannot

@@ -209,13 +209,8 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
     inode->backing_writable = (slot.backing_flags & kBackingWritable) != 0;
     inode->nopen = std::max(slot.nopen, 0);
     inode->fd_pins = inode->nopen;  // as each open pinned its fd (released with it)
-    if ((slot.backing_flags & kBackingAdopted) != 0 && inode->nopen > 0) {
-      spdlog::error(
-          "takeover: inode {} ('{}') was open for writing into its cache copy: writes "
-          "made from now on stay in that copy (see lost+found/), not on the remote "
-          "(docs/restart.md)",
-          slot.ino, std::string(slot.nameView()));
-    }
+    // Its copy is the write-back buffer still: the store kept it (adoptedCopyPaths).
+    inode->inherited_adopted = (slot.backing_flags & kBackingAdopted) != 0 && inode->nopen > 0;
     if (inode->backing_id >= 0 && inode->nopen == 0) {
       // Kept idle by the predecessor: no open file uses it, and this process
       // has no fd for it. Its release would have closed it.

@@ -153,6 +153,11 @@ struct Inode {
   // written_back: the copy's fstat just before the last write-back;
   // stamp_usable: that stamp can tell a later write (stampSeesLaterWrites).
   bool copy_adopted = false;
+  // After a takeover: the predecessor's writer had adopted the copy and its
+  // opens are not all released; the first request that needs the backing fd
+  // takes the copy the store kept back as the write-back buffer
+  // (FileSystem::reopenInheritedLocked). Guarded by mu.
+  bool inherited_adopted = false;
   int remote_wb_fd = -1;
   struct stat written_back {};
   bool stamp_usable = false;

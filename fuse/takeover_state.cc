@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <unordered_map>
 
 #include "base/paths.h"
 
@@ -231,6 +232,34 @@ Status TakeoverState::sync() {
   std::lock_guard lock(mu_);
   if (::msync(map_, map_size_, MS_SYNC) < 0) return lastSysError("msync " + path_);
   return Ok{};
+}
+
+std::vector<std::string> adoptedCopyPaths(const std::vector<TakeoverSlot>& slots) {
+  std::unordered_map<uint64_t, const TakeoverSlot*> by_id;
+  for (const TakeoverSlot& slot : slots) by_id[slot.id] = &slot;
+  std::vector<std::string> paths;
+  for (const TakeoverSlot& slot : slots) {
+    if ((slot.backing_flags & kBackingAdopted) == 0 || slot.nopen <= 0) continue;
+    std::vector<std::string_view> names;
+    const TakeoverSlot* at = &slot;
+    // At most one step per slot: a cycle in a torn state ends the walk.
+    for (size_t steps = 0; at != nullptr && steps <= slots.size(); ++steps) {
+      if (at->name_len == 0) break;
+      names.push_back(at->nameView());
+      if (at->parent == 1) {  // FUSE_ROOT_ID
+        std::string rel;
+        for (auto it = names.rbegin(); it != names.rend(); ++it) {
+          if (!rel.empty()) rel += '/';
+          rel += *it;
+        }
+        paths.push_back(std::move(rel));
+        break;
+      }
+      auto parent = by_id.find(at->parent);
+      at = parent == by_id.end() ? nullptr : parent->second;
+    }
+  }
+  return paths;
 }
 
 }  // namespace hotshard::fuse

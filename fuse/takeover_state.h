@@ -61,8 +61,16 @@ static_assert(sizeof(TakeoverSlot) == 328, "the slot layout is part of the file 
 inline constexpr uint32_t kBackingCache = 1u << 0;     // the cache's copy, not the remote file
 inline constexpr uint32_t kBackingWritable = 1u << 1;  // opened read-write
 // A writer adopted the cache copy as its write-back buffer (docs/cache.md, "one
-// file, one truth"); a successor cannot carry that on (docs/restart.md).
+// file, one truth"); a successor carries that on (docs/restart.md, "Files open
+// across a takeover").
 inline constexpr uint32_t kBackingAdopted = 1u << 2;
+
+// The relative paths (under the remote root, '/'-separated, as
+// InodeTable::relPathOf) of the slots whose backing is an adopted cache copy
+// with opens not yet released: the copies a successor's store must keep as
+// adopted at its start instead of recovering them as after a crash. A slot whose
+// names do not lead up to the root is left out (its copy is recovered as before).
+std::vector<std::string> adoptedCopyPaths(const std::vector<TakeoverSlot>& slots);
 
 // Which FUSE connection a state belongs to.
 struct ConnectionId {

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -140,6 +141,36 @@ TEST_F(TakeoverStateTest, DropsASlotWhoseIdWasNotWritten) {
   auto slots = (*st)->slots();
   ASSERT_EQ(slots.size(), 1u);
   EXPECT_EQ(slots[0].nameView(), "b");
+}
+
+TakeoverSlot slotOf(uint64_t id, uint64_t parent, const std::string& name, uint32_t flags,
+                    int32_t nopen) {
+  TakeoverSlot s;
+  s.id = id;
+  s.parent = parent;
+  s.name_len = static_cast<uint16_t>(name.size());
+  std::memcpy(s.name, name.data(), name.size());
+  s.backing_flags = flags;
+  s.nopen = nopen;
+  return s;
+}
+
+// The copies a successor's store keeps adopted: only adopted backings with opens
+// left, named by their path from the root; a name whose parent the state lost,
+// or a cycle of a torn state, names none.
+TEST(TakeoverAdoptedCopyPaths, NamesOpenAdoptedCopiesFromTheRoot) {
+  const uint32_t adopted = kBackingCache | kBackingWritable | kBackingAdopted;
+  std::vector<TakeoverSlot> slots = {
+      slotOf(2, 1, "d", 0, 0),
+      slotOf(3, 2, "f", adopted, 1),
+      slotOf(4, 1, "top", adopted, 2),
+      slotOf(5, 2, "closed", adopted, 0),
+      slotOf(6, 2, "reader", kBackingCache, 1),
+      slotOf(7, 42, "orphan", adopted, 1),
+      slotOf(8, 9, "loop", adopted, 1),
+      slotOf(9, 8, "back", 0, 0),
+  };
+  EXPECT_EQ(adoptedCopyPaths(slots), (std::vector<std::string>{"d/f", "top"}));
 }
 
 }  // namespace

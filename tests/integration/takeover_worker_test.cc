@@ -96,6 +96,63 @@ class IntegrationTakeoverWorker : public MountFixture {
 
   DaemonProcess& worker() { return *workers_.back(); }
 
+  // A writer that joined the open cache copy (docs/cache.md, "one file, one
+  // truth") across a takeover by `sig`: the successor's store keeps the copy as
+  // adopted, the inode takes it back (the kernel's backing id is that file), and
+  // every byte reaches the remote: those written before the takeover and those
+  // written through the same fd after it.
+  void adoptedCopyAcrossATakeover(int sig) {
+    const std::vector<std::string> extra = {"--scrub-rate", "0",
+                                            "--placement", "manual"};
+    std::string content(64 << 10, 'r');
+    writeFile(remote_ + "/f", content);
+    ASSERT_NO_FATAL_FAILURE(mountConnection());
+    startWorker(/*takeover=*/false, extra);
+    ASSERT_FALSE(HasFailure());
+    CommandResult warm =
+        runCommand({hotshardBinary(), "warm", mnt_ + "/f", "--socket", worker().socket()});
+    ASSERT_EQ(warm.exit_code, 0) << warm.out;
+    int reader = ::open((mnt_ + "/f").c_str(), O_RDONLY);  // passes through to the copy
+    ASSERT_GE(reader, 0);
+    int writer = ::open((mnt_ + "/f").c_str(), O_WRONLY);  // joins it: adopted
+    ASSERT_GE(writer, 0);
+    ASSERT_EQ(worker().status()["fuse"]["opens_cache"].get<uint64_t>(), 2u)
+        << worker().status().dump();
+    const std::string before(4096, 'B'), after(4096, 'A');
+    ASSERT_EQ(::pwrite(writer, before.data(), before.size(), 8192), 4096);
+    content.replace(8192, 4096, before);
+
+    ASSERT_EQ(::kill(worker().pid(), sig), 0);
+    ASSERT_EQ(worker().waitExit(20), sig == SIGKILL ? 128 + SIGKILL : 75) << worker().log();
+    startWorker(/*takeover=*/true, extra);
+    ASSERT_FALSE(HasFailure());
+
+    // Through the same fd after the takeover, and past the end.
+    ASSERT_EQ(::pwrite(writer, after.data(), after.size(), 32768), 4096);
+    content.replace(32768, 4096, after);
+    ASSERT_EQ(::pwrite(writer, after.data(), after.size(), 65536), 4096);
+    content += after;
+    EXPECT_TRUE(preadAll(reader, content.size() + 1) == content);  // one truth across it
+    EXPECT_EQ(::close(writer), 0) << std::strerror(errno);  // its flush writes back
+    EXPECT_TRUE(readFile(remote_ + "/f") == content) << readFile(remote_ + "/f").size() << " bytes";
+    EXPECT_EQ(::close(reader), 0);
+    EXPECT_TRUE(readFile(remote_ + "/f") == content) << readFile(remote_ + "/f").size() << " bytes";
+    EXPECT_TRUE(readFile(mnt_ + "/f") == content) << readFile(mnt_ + "/f").size() << " bytes";
+    EXPECT_FALSE(fs::exists(cache_ + "/lost+found") && !fs::is_empty(cache_ + "/lost+found"))
+        << worker().log();
+    std::string log = worker().log();
+    EXPECT_NE(log.find("stays the write-back buffer"), std::string::npos) << log;
+    EXPECT_EQ(log.find("is not carried on"), std::string::npos) << log;
+    EXPECT_EQ(worker().stop(), 0) << worker().log();
+  }
+
+  static std::string preadAll(int fd, size_t max) {
+    std::string out(max, '\0');
+    ssize_t n = ::pread(fd, out.data(), max, 0);
+    out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return out;
+  }
+
   std::string state_dir_;
   int fuse_fd_ = -1;
   dev_t conn_dev_ = 0;
@@ -304,6 +361,19 @@ TEST_F(IntegrationTakeoverWorker, TenTakeoversUnderAStreamingReader) {
   EXPECT_LE(slowest_open_ms.load(), 5000.0);
   EXPECT_GT(passes.load(), 0);
   EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+// A writer that joined the open cache copy (docs/cache.md, "one file, one
+// truth") across a takeover: the successor's store keeps the copy as adopted,
+// the inode takes it back (the kernel's backing id is the same file), and the
+// last release writes every byte to the remote: those written before the
+// takeover and those written through the same fd after it.
+TEST_F(IntegrationTakeoverWorker, SigkillKeepsEveryWriteOfAnAdoptedCopy) {
+  adoptedCopyAcrossATakeover(SIGKILL);
+}
+
+TEST_F(IntegrationTakeoverWorker, Sigusr2KeepsEveryWriteOfAnAdoptedCopy) {
+  adoptedCopyAcrossATakeover(SIGUSR2);
 }
 
 // Over the remote's own path the worker cannot open the remote: the supervisor
