@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "daemon/config.h"
 #include "fuse/mount.h"
 
 namespace hotshard::testing {
@@ -279,7 +280,17 @@ int DaemonProcess::stop(bool keep_dead_mount) {
   pid_ = -1;
   // A daemon that died (or was killed) leaves its mount behind, dead.
   if (!keep_dead_mount && isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);
+  forgetTakeoverState();
   return rc;
+}
+
+void DaemonProcess::forgetTakeoverState() {
+  // A supervisor removes its mount's takeover state when the mount ends; one
+  // that was killed cannot. Test mounts live in temporary directories, so the
+  // state would pile up in /run: gone with the mount.
+  if (mountpoint_.empty() || isHotshardMount(mountpoint_)) return;
+  std::error_code ec;
+  fs::remove_all(takeoverStateDirFor(mountpoint_), ec);
 }
 
 int DaemonProcess::waitExit(int timeout_s) {
@@ -288,6 +299,7 @@ int DaemonProcess::waitExit(int timeout_s) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
+      forgetTakeoverState();
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

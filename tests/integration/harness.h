@@ -78,6 +78,9 @@ class DaemonProcess {
   // Waits (without signalling it) for the daemon to exit on its own, as after
   // `hotshard stop`; its exit status, or -1 if it did not exit in time.
   int waitExit(int timeout_s);
+  // Removes the default takeover state of this daemon's mount once the mount
+  // is gone (stop and waitExit call it).
+  void forgetTakeoverState();
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   json status();
