@@ -30,15 +30,8 @@ SOURCE=$ROOT/source REMOTE=$ROOT/remote MNT=$ROOT/mnt CACHE=$ROOT/cache SOCK=$RO
 LOG=$ROOT/sftp.log
 [[ $(id -u) -eq 0 ]] || { echo "namespace-bench: needs root (mounts, drop_caches)" >&2; exit 1; }
 
-daemon_pid=
-stop_daemon() {
-  if [[ -n "$daemon_pid" ]]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
-  if mountpoint -q "$MNT"; then umount -l "$MNT"; fi
-}
+# shellcheck source=tools/bench/daemon-lib.sh
+source tools/bench/daemon-lib.sh
 cleanup() {
   stop_daemon
   if mountpoint -q "$REMOTE"; then umount -l "$REMOTE"; fi

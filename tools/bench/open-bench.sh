@@ -55,17 +55,8 @@ say() { echo "open-bench: $*" >&2; }
 [[ -z $BEFORE || -x $BEFORE/hotshard ]] || { say "OPEN_BENCH_BEFORE=$BEFORE: no hotshard there"; exit 1; }
 command -v jq >/dev/null || { say "needs jq (make deps)"; exit 1; }
 
-daemon_pid=
-stop_daemon() {
-  if [[ -n $daemon_pid ]]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    for _ in $(seq 100); do [[ -d /proc/$daemon_pid ]] || break; sleep 0.1; done
-    kill -KILL "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
-  if mountpoint -q "$MNT" 2>/dev/null; then umount -l "$MNT" || true; fi
-}
+# shellcheck source=tools/bench/daemon-lib.sh
+source tools/bench/daemon-lib.sh
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM

@@ -39,17 +39,8 @@ say() { echo "warm-read-bench: $*" >&2; }
 [[ $(id -u) -eq 0 ]] || { say "needs root (mounts, BPF)"; exit 1; }
 [[ -x $BIN && -x $RB ]] || { say "build first: make build"; exit 1; }
 
-daemon_pid=
-stop_daemon() {
-  if [[ -n $daemon_pid ]]; then
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    for _ in $(seq 100); do [[ -d /proc/$daemon_pid ]] || break; sleep 0.1; done
-    kill -KILL "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=
-  fi
-  if mountpoint -q "$MNT" 2>/dev/null; then umount -l "$MNT" || true; fi
-}
+# shellcheck source=tools/bench/daemon-lib.sh
+source tools/bench/daemon-lib.sh
 work=$(mktemp -d)
 cleanup() {
   local rc=$?
