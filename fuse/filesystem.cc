@@ -29,6 +29,7 @@
 #include "base/file_copy.h"
 #include "fuse/backing.h"
 #include "fuse/reply.h"
+#include "fuse/takeover_state.h"
 
 namespace hotshard::fuse {
 
@@ -250,6 +251,7 @@ void FileSystem::rememberStat(Inode& inode, const struct stat& st) {
   std::lock_guard lock(inode.mu);
   inode.last_stat = st;
   inode.last_stat_time = monotonicSeconds();
+  table_.noteAttrs(inode, st);  // what the kernel is told, for a successor's opens
 }
 
 Result<struct stat> FileSystem::remoteAttrsForOpen(Inode& inode) {
@@ -446,9 +448,15 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<str
   std::string rel = table_.relPathOf(inode);  // takes the table's lock: not under inode.mu
   if (!checkablePath(rel)) return Ok{};
   struct stat seen;
+  bool seen_here;  // or else only what the predecessor told the kernel (takeover)
+  uint16_t told_mode;
+  uint32_t told_owner_hash;
   {
     std::lock_guard lock(inode.mu);
     seen = inode.last_stat;
+    seen_here = inode.last_stat_time != 0;
+    told_mode = inode.told_mode;
+    told_owner_hash = inode.told_owner_hash;
   }
   ASSIGN_OR_RETURN(PathFd root_fd, pathFd(table_.root()));
   auto now = statRemoteAt(std::move(root_fd), rel.c_str(), "open: check the path", true);
@@ -460,7 +468,12 @@ Status FileSystem::checkOpenPath(fuse_ino_t ino, Inode& inode, std::optional<str
     // opens what it leads to now, or answers ENOENT.
     return sysError(ESTALE, "open " + rel + ": the path leads elsewhere on the remote now");
   }
-  if (now->st_mode != seen.st_mode || now->st_uid != seen.st_uid || now->st_gid != seen.st_gid) {
+  bool access_unchanged =
+      seen_here ? now->st_mode == seen.st_mode && now->st_uid == seen.st_uid &&
+                      now->st_gid == seen.st_gid
+                : told_mode != 0 && told_mode == static_cast<uint16_t>(now->st_mode) &&
+                      told_owner_hash == ownerHash(now->st_uid, now->st_gid);
+  if (!access_unchanged) {
     // The kernel checked this open's permission against the mode and owner it
     // kept (default_permissions): again, after a lookup brings the new ones.
     rememberStat(inode, *now);

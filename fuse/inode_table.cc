@@ -170,6 +170,12 @@ void InodeTable::recordLocked(const Inode& inode) {
   if (!put.ok()) spdlog::error("takeover state: {}", put.error().message);
 }
 
+void InodeTable::noteAttrs(const Inode& inode, const struct stat& st) {
+  TakeoverState* state = state_.load(std::memory_order_acquire);
+  if (state == nullptr || inode.id == 0) return;
+  state->setAttrs(inode.id, static_cast<uint16_t>(st.st_mode), ownerHash(st.st_uid, st.st_gid));
+}
+
 void InodeTable::noteBacking(const Inode& inode) {
   TakeoverState* st = state_.load(std::memory_order_acquire);
   if (st == nullptr || inode.id == 0) return;
@@ -208,6 +214,8 @@ void InodeTable::adoptInodes(const std::vector<TakeoverSlot>& slots) {
     inode->backing_is_cache = (slot.backing_flags & kBackingCache) != 0;
     inode->backing_writable = (slot.backing_flags & kBackingWritable) != 0;
     inode->nopen = std::max(slot.nopen, 0);
+    inode->told_mode = slot.mode;
+    inode->told_owner_hash = slot.owner_hash;
     inode->fd_pins = inode->nopen;  // as each open pinned its fd (released with it)
     // Its copy is the write-back buffer still: the store kept it (adoptedCopyPaths).
     inode->inherited_adopted = (slot.backing_flags & kBackingAdopted) != 0 && inode->nopen > 0;

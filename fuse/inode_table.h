@@ -168,6 +168,11 @@ struct Inode {
   // ttl and immutable modes validate the cached copy against.
   struct stat last_stat {};
   double last_stat_time = 0;  // CLOCK_MONOTONIC seconds; 0 = never
+  // After a takeover, until last_stat is set here: the mode and ownerHash()
+  // the predecessor last told the kernel (TakeoverSlot), what a strict open
+  // checks the remote's against (FileSystem::checkOpenPath); mode 0: unknown.
+  uint16_t told_mode = 0;
+  uint32_t told_owner_hash = 0;
 
   // In InodeTable's list of idle backings; guarded by InodeTable::mu_.
   bool idle_listed = false;
@@ -235,6 +240,9 @@ class InodeTable {
   // The inode's backing id and opens changed: stored in the takeover state.
   // Under inode.mu.
   void noteBacking(const Inode& inode);
+  // The kernel is told `st` for the inode (a lookup, getattr or open reply):
+  // its mode and owner are stored in the takeover state.
+  void noteAttrs(const Inode& inode, const struct stat& st);
 
   Inode& root() { return *root_; }
   bool isRoot(const Inode& inode) const { return &inode == root_.get(); }

@@ -43,6 +43,14 @@ void PassthroughShim::markInitDone() {
   init_cv_.notify_all();
 }
 
+void PassthroughShim::stopReading() {
+  {
+    std::lock_guard lock(init_mu_);  // a reader waiting for the INIT reply sees it
+    stop_reading_.store(true);
+  }
+  init_cv_.notify_all();
+}
+
 std::string PassthroughShim::reason() const {
   std::lock_guard lock(reason_mu_);
   return reason_;
@@ -264,13 +272,24 @@ bool PassthroughShim::swallowResentRelease(int fd, const fuse_in_header* in) {
 ssize_t PassthroughShim::ioRead(int fd, void* buf, size_t len, void* userdata) {
   PassthroughShim* self = shimOf(userdata);
   if (self->adopting_.load()) {
-    std::lock_guard lock(self->init_mu_);
+    std::unique_lock lock(self->init_mu_);
     if (!self->adopt_init_.empty() && self->adopt_init_.size() <= len) {
       std::memcpy(buf, self->adopt_init_.data(), self->adopt_init_.size());
       ssize_t n = static_cast<ssize_t>(self->adopt_init_.size());
       self->adopt_init_.clear();
       return n;
     }
+    // The replayed INIT is out but not yet answered. The kernel, initialized
+    // long ago, has real requests queued (callers waited through the
+    // hand-over), and libfuse starts a second worker as soon as the first
+    // takes a request: one read now would reach libfuse before its INIT is
+    // done, which answers it EIO (fuse_lowlevel.c, got_init), or reach the
+    // file system before passthrough is confirmed (an open then served in
+    // user space). So every other reader waits for the INIT reply
+    // (markInitDone), bounded as startLoop's own wait for it.
+    self->init_cv_.wait_for(lock, std::chrono::seconds(10), [&] {
+      return self->init_done_ || self->stop_reading_.load();
+    });
   }
   ssize_t n;
   while (true) {

@@ -106,7 +106,7 @@ class PassthroughShim {
   Status resendUnanswered();
   // Hand-over: after this, ioRead reads nothing more (returns as if the
   // session ended) once the current read returns.
-  void stopReading() { stop_reading_.store(true); }
+  void stopReading();
 
   // Blocks until the reply to FUSE_INIT has been written (the connection is
   // live and the passthrough decision made); false on timeout.

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <cstring>
 #include <new>
 
 namespace hotshard::fuse {
@@ -32,7 +33,12 @@ int errnoForCurrentException(const char* op) noexcept {
 }
 
 void replyError(fuse_req_t req, const Error& err, ErrorReplier reply) noexcept {
-  reply(req, replyErrno(err));
+  int e = replyErrno(err);
+  try {
+    spdlog::debug("request answered {}: {}", std::strerror(e), err.message);
+  } catch (...) {
+  }
+  reply(req, e);
 }
 
 }  // namespace hotshard::fuse

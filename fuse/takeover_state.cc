@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
@@ -188,6 +189,8 @@ Status TakeoverState::put(uint64_t id, uint64_t parent, std::string_view name, d
     s.backing_id = -1;
     s.backing_flags = 0;
     s.nopen = 0;
+    s.mode = 0;
+    s.owner_hash = 0;
     storeId(s, id);
   }
   return Ok{};
@@ -209,6 +212,19 @@ void TakeoverState::setBacking(uint64_t id, int32_t backing_id, uint32_t flags) 
 void TakeoverState::setOpens(uint64_t id, int32_t nopen) {
   std::lock_guard lock(mu_);
   if (TakeoverSlot* s = slotLocked(id); s != nullptr && s->id == id) s->nopen = nopen;
+}
+
+void TakeoverState::setAttrs(uint64_t id, uint16_t mode, uint32_t owner_hash) {
+  std::lock_guard lock(mu_);
+  if (TakeoverSlot* s = slotLocked(id); s != nullptr && s->id == id) {
+    s->mode = mode;
+    s->owner_hash = owner_hash;
+  }
+}
+
+uint32_t ownerHash(uint32_t uid, uint32_t gid) {
+  const uint32_t both[2] = {uid, gid};
+  return static_cast<uint32_t>(XXH3_64bits(both, sizeof(both)));
 }
 
 void TakeoverState::release(uint64_t id) {

@@ -52,7 +52,11 @@ struct TakeoverSlot {
   uint32_t backing_flags = 0;  // kBacking* below
   int32_t nopen = 0;           // opens not yet released
   uint16_t name_len = 0;
-  uint8_t reserved[6] = {};
+  // What the kernel was last told of the object's access (setAttrs): its
+  // st_mode (type and permission bits fit in 16), and ownerHash(st_uid,
+  // st_gid). mode 0: not known (a slot written before these existed).
+  uint16_t mode = 0;
+  uint32_t owner_hash = 0;
   char name[kTakeoverNameMax + 1] = {};
   std::string_view nameView() const { return {name, name_len}; }
 };
@@ -60,6 +64,11 @@ static_assert(sizeof(TakeoverSlot) == 328, "the slot layout is part of the file 
 
 inline constexpr uint32_t kBackingCache = 1u << 0;     // the cache's copy, not the remote file
 inline constexpr uint32_t kBackingWritable = 1u << 1;  // opened read-write
+// TakeoverSlot::owner_hash: 32 bits of xxh3 over (uid, gid). A changed owner
+// reads as unchanged once in 2^32, which only matters for a change made on the
+// remote while a takeover happens. Pure.
+uint32_t ownerHash(uint32_t uid, uint32_t gid);
+
 // A writer adopted the cache copy as its write-back buffer (docs/cache.md, "one
 // file, one truth"); a successor carries that on (docs/restart.md, "Files open
 // across a takeover").
@@ -107,6 +116,8 @@ class TakeoverState {
   void setLookups(uint64_t id, uint64_t nlookup);
   void setBacking(uint64_t id, int32_t backing_id, uint32_t flags);
   void setOpens(uint64_t id, int32_t nopen);
+  // The mode and ownerHash() the kernel's attributes of the node id carry now.
+  void setAttrs(uint64_t id, uint16_t mode, uint32_t owner_hash);
   // The kernel forgot the node id: its slot is free.
   void release(uint64_t id);
   // Valid slots, by id.

@@ -72,6 +72,33 @@ TEST_F(TakeoverStateTest, RoundTripsSlotsInitAndPassthrough) {
   EXPECT_EQ(slots[1].nopen, 2);
 }
 
+// What the kernel was told of a node's access travels to a successor; a slot
+// put afresh knows none (mode 0), and the owner hash tells owners apart.
+TEST_F(TakeoverStateTest, KeepsTheModeAndOwnerTheKernelWasTold) {
+  {
+    auto st = TakeoverState::create(dir_, conn_);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    const char init[] = "init";
+    (*st)->saveInit(init, sizeof(init), true);
+    ASSERT_TRUE((*st)->put(2, 1, "told", 7, 100, S_IFREG, 1, 1).ok());
+    ASSERT_TRUE((*st)->put(3, 1, "untold", 7, 101, S_IFREG, 2, 1).ok());
+    (*st)->setAttrs(2, S_IFREG | 0640, ownerHash(1000, 100));
+    (*st)->setAttrs(3, S_IFREG | 0600, ownerHash(0, 0));
+    (*st)->release(3);
+    ASSERT_TRUE((*st)->put(3, 1, "again", 7, 102, S_IFREG, 3, 1).ok());  // reused id
+    ASSERT_TRUE((*st)->sync().ok());
+  }
+  auto st = TakeoverState::adopt(dir_, conn_);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  auto slots = (*st)->slots();
+  ASSERT_EQ(slots.size(), 2u);
+  EXPECT_EQ(slots[0].mode, static_cast<uint16_t>(S_IFREG | 0640));
+  EXPECT_EQ(slots[0].owner_hash, ownerHash(1000, 100));
+  EXPECT_EQ(slots[1].mode, 0u);
+  EXPECT_NE(ownerHash(1000, 100), ownerHash(100, 1000));
+  EXPECT_NE(ownerHash(1000, 100), ownerHash(1001, 100));
+}
+
 TEST_F(TakeoverStateTest, GrowsPastItsFirstSizeAndKeepsWhatItHad) {
   auto st = TakeoverState::create(dir_, conn_);
   ASSERT_TRUE(st.ok()) << st.error().message;

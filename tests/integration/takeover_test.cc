@@ -482,5 +482,66 @@ TEST_F(IntegrationTakeover, JobsSeeNoErrorWhileRestartsAlternateBinaries) {
   expectHealthyAfter();
 }
 
+// Requests that queued while one worker handed over, answered by a successor
+// that has not yet seen any of their files: four threads open and read 200
+// files in a tight loop across back-to-back restarts. Before the fix, the
+// successor's second libfuse worker answered a queued open EIO before the
+// replayed FUSE_INIT was done, and every first strict open of a file in a new
+// worker was answered ESTALE (the mode it had never seen "changed"), which the
+// kernel retries once only: a second restart within that retry failed the open.
+TEST_F(IntegrationTakeover, ParallelOpenersSeeNoErrorAcrossBackToBackRestarts) {
+  constexpr int kFiles = 200, kThreads = 4;
+  fs::create_directories(remote_ + "/many");
+  for (int i = 0; i < kFiles; i++) {
+    writePatternFile(remote_ + "/many/f" + std::to_string(i), 100 + i, 4096);
+  }
+  start({"--probes", "off"});
+  const std::string copy = binaryCopy("hotshard-next");
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> opens{0}, errors{0}, wrong{0};
+  std::mutex mu;
+  std::string first_error;
+  std::vector<std::thread> openers;
+  for (int t = 0; t < kThreads; t++) {
+    openers.emplace_back([&] {
+      std::vector<char> buf(4096);
+      while (!stop) {
+        for (int i = 0; i < kFiles && !stop; i++) {
+          std::string path = mnt_ + "/many/f" + std::to_string(i);
+          int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+          ssize_t n = fd >= 0 ? ::pread(fd, buf.data(), buf.size(), 0) : -1;
+          int err = errno;
+          if (fd >= 0) ::close(fd);
+          opens++;
+          if (n != static_cast<ssize_t>(buf.size())) {
+            errors++;
+            std::lock_guard lock(mu);
+            if (first_error.empty()) first_error = path + ": " + std::strerror(err);
+          } else {
+            wrong += wrongBytes(100 + i, 0, buf.data(), buf.size());
+          }
+        }
+      }
+    });
+  }
+  const int restarts = std::max(20, iterationsFromEnv(50) * 2);
+  for (int i = 0; i < restarts; i++) {
+    auto r = hs({"restart", "--binary", i % 2 == 0 ? copy : hotshardBinary()});
+    if (r.exit_code != 0) {
+      ADD_FAILURE() << "restart " << i + 1 << ": " << r.out;
+      break;
+    }
+  }
+  stop = true;
+  for (auto& t : openers) t.join();
+  std::printf("%d back-to-back restarts: %llu opens by %d threads, %llu errors\n", restarts,
+              static_cast<unsigned long long>(opens.load()), kThreads,
+              static_cast<unsigned long long>(errors.load()));
+  EXPECT_EQ(errors.load(), 0u) << first_error << "\nthe daemon's warnings and errors:\n"
+                               << logProblems(daemon_->log());
+  EXPECT_EQ(wrong.load(), 0u);
+  EXPECT_GT(opens.load(), static_cast<uint64_t>(kFiles * kThreads));
+}
+
 }  // namespace
 }  // namespace hotshard::testing
