@@ -1115,6 +1115,13 @@ Status FileSystem::truncateOnOpenLocked(Inode& inode) {
 }
 
 namespace {
+// An open that gives a writer (or O_TRUNC) the remote file itself, not a copy
+// open as the backing: it waits for the daemon's changes to the file still in
+// flight (FileSystem::waitForWriteLane). Under inode.mu.
+bool writesRemote(const Inode& inode, bool for_write, int flags) {
+  return (for_write || (flags & O_TRUNC)) && (inode.backing_fd < 0 || !inode.backing_is_cache);
+}
+
 // Pins an inode's fd in the table's cache until it goes, unless kept.
 class PathFdPin {
  public:
@@ -1204,8 +1211,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
       closeIdleBacking(inode, *shim_, table_.remoteFdCloser());
     }
   }
-  // A writer gets the file once the daemon's changes still in flight ended (bounded).
-  if (intent.for_write || (flags & O_TRUNC)) RETURN_IF_ERROR(waitForWriteLane(inode, "open"));
+  if (writesRemote(inode, intent.for_write, flags)) RETURN_IF_ERROR(waitForWriteLane(inode, "open"));
   BackingFacts facts = factsOf(inode, intent.for_write, !intent.rel.empty(), intent.remote_known,
                                intent.remote);
   // Asked only when the answer decides (a copy handed out counts as open).
@@ -1251,7 +1257,9 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
   if (report && !backing_st) backing_st = openedBackingStat(inode, intent);
   lock.unlock();
   (from_cache ? cache_opens_ : remote_opens_).fetch_add(1, std::memory_order_relaxed);
-  if (report && backing_st) opts_.cache->opened(intent.rel, *backing_st, from_cache, intent.for_write);
+  if (report && backing_st) {
+    opts_.cache->opened(intent.rel, *backing_st, from_cache, intent.for_write);
+  }
   return id;
 }
 
@@ -1425,7 +1433,7 @@ Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off
           [mode, offset, length](const CallFds& f) -> Result<Refreshed> {
             if (::fallocate(f[0], mode, offset, length) < 0) return lastSysError("fallocate");
             UniqueFd remote(::open(procPath(f[1]).c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE));
-            if (!remote) return lastSysError("fallocate: open remote file to refresh the cache copy");
+            if (!remote) return lastSysError("fallocate: open remote file to refresh the copy");
             Status copied = copyFileInPlace(remote.get(), f[2]);
             if (!copied.ok()) return copied.takeError();
             Refreshed r;
