@@ -6,7 +6,9 @@
 // uninterruptible wait on a hung NFS or sshfs server cannot be taken back, but
 // it no longer holds a FUSE thread, so other requests (cached files, `status`)
 // keep being answered. When every worker is blocked past its deadline, new
-// calls fail at once with EIO instead of queueing behind them.
+// calls fail at once with EIO instead of queueing behind them. Calls that must
+// stay in order on one file run in its Lane (below): one at a time, even past
+// their deadlines.
 //
 // Units: seconds (double). Errors: sysError(ETIMEDOUT, "<what>: the remote did
 // not answer within N s") and sysError(EIO, "<what>: ... remote calls blocked").
@@ -50,12 +52,13 @@ class RemoteCalls {
                 std::function<void(Result<T>&)> abandon = nullptr);
 
   // Calls on one remote object that must not overlap, nor land out of order:
-  // the write-backs of an adopted cache copy (docs/cache.md, "One file, one
-  // truth"), each of which rewrites the whole remote file. A call run in a lane
-  // holds it until it returns, past its caller's deadline too, so a later call
-  // of the lane never runs beside it: an older write-back that finishes after
-  // a newer one would put older bytes back (a lost write). Copies share one
-  // lane; an empty Lane (default-constructed) is a lane of its own.
+  // the daemon's changes to one remote file's bytes, above all the write-backs
+  // of an adopted cache copy (docs/cache.md, "One file, one truth"), each of
+  // which rewrites the whole file. A call run in a lane holds it until it
+  // returns, past its caller's deadline too, so a later call of the lane never
+  // runs beside it: an older write-back that finishes after a newer one would
+  // put older bytes back (a lost write). A default-constructed Lane is a new
+  // lane; its copies share it.
   class Lane {
    public:
     Lane();
