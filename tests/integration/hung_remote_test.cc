@@ -597,5 +597,58 @@ TEST_F(IntegrationHungRemote, AnAdoptedCopysWriteBackOnAHungRemoteFailsWithinThe
       << "test threads stuck in the mount";
 }
 
+// The same write-back whose remote never comes back on its link: the operator
+// mounts the remote again (a new file system: the copy's write-back file is on
+// the old one). The last close's write-back cannot run (the one left blocked
+// still holds the file's lane) and fails within the deadline; the copy, with
+// the newest bytes, is kept in lost+found/, as after any failed last write-back.
+TEST_F(IntegrationHungRemote, AWritersCopyWhoseRemoteNeverAnswersIsKeptInLostAndFound) {
+  writeFile(source_ + "/a.bin", "old-old-old");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  const std::string a = mnt_ + "/a.bin";
+  ASSERT_EQ(hs({"warm", a}).exit_code, 0);
+  int reader_fd = ::open(a.c_str(), O_RDONLY);  // the copy as backing
+  ASSERT_GE(reader_fd, 0) << std::strerror(errno);
+  int writer_fd = ::open(a.c_str(), O_WRONLY);  // joins it: the copy is adopted
+  ASSERT_GE(writer_fd, 0) << std::strerror(errno);
+  // Both descriptors are the child's alone: the last close is its own.
+  Stepper holder([&](int i) {
+    if (i == 0) {
+      if (::pwrite(writer_fd, "two-two-two", 11, 0) != 11) return -1;
+      return ::close(writer_fd);
+    }
+    return ::close(reader_fd);
+  });
+  ASSERT_TRUE(holder.started());
+  ::close(writer_fd);  // flushes an unchanged copy
+  ::close(reader_fd);
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  Stepper::Report closed = holder.next();
+  EXPECT_TRUE(failedAsTheRemote(closed)) << "writer's close: " << describe(closed);
+  EXPECT_LT(closed.seconds, kBoundS) << "writer's close: " << describe(closed);
+  ASSERT_NO_FATAL_FAILURE(addLink(2));
+  ASSERT_EQ(runCommand({"fusermount3", "-uz", remote_}, 10).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(mountRemote(2, true));
+  Stepper::Report last = holder.next();
+  EXPECT_TRUE(last.answered && last.rc == 0) << "reader's close: " << describe(last);
+  EXPECT_LT(last.seconds, 2.0) << "the last RELEASE is asynchronous to close()";
+  std::vector<std::string> kept;
+  for (int i = 0; i < 200 && kept.empty(); i++) {  // the deadline, then the move
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(cache_ + "/lost+found", ec)) {
+      kept.push_back(e.path());
+    }
+    if (kept.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(kept.size(), 1u) << daemon_->log();
+  EXPECT_EQ(readFile(kept[0]), "two-two-two");
+  EXPECT_NE(daemon_->log().find("write back a.bin"), std::string::npos) << daemon_->log();
+  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+  EXPECT_LT(status.seconds, 2.0) << "status after the outage";
+}
+
 }  // namespace
 }  // namespace hotshard::testing
