@@ -18,10 +18,12 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/clock.h"
@@ -121,6 +123,36 @@ Result<T> callRemote(RemoteCalls& remote, const std::string& what, std::initiali
         return body(*own);
       },
       std::move(abandon));
+}
+
+// A remote file's fd opened for writing, closed on a remote-call worker unless
+// released (its close sends a FUSE remote a FLUSH, which a hung remote never answers).
+class WritableRemoteFd {
+ public:
+  WritableRemoteFd(RemoteCalls& remote, int fd) : remote_(remote), fd_(fd) {}
+  ~WritableRemoteFd() { remote_.closeLater(fd_); }
+  WritableRemoteFd(const WritableRemoteFd&) = delete;
+  WritableRemoteFd& operator=(const WritableRemoteFd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  RemoteCalls& remote_;
+  int fd_;
+};
+
+// callRemote() in a write lane (RemoteCalls::runInLane), as the daemon.
+template <class T, class Body>
+Result<T> callRemoteInLane(RemoteCalls& remote, RemoteCalls::Lane lane, const std::string& what,
+                           std::initializer_list<int> fds, Body body) {
+  auto own = std::make_shared<CallFds>();
+  own->close_later = remote.closer();
+  for (int fd : fds) {
+    own->fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!own->fds.back()) return lastSysError(what);
+  }
+  return remote.runInLane<T>(lane, what,
+                             [own, body = std::move(body)]() -> Result<T> { return body(*own); });
 }
 
 }  // namespace
@@ -614,11 +646,16 @@ Status FileSystem::truncateRemote(Inode& inode, off_t size) {
   invalidate(relPathOf(inode),
              {.kind = Change::Kind::kTruncate, .new_size = static_cast<uint64_t>(size)});
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
-  return callRemote<void>(remote_, "truncate", {fd.get()}, std::nullopt,
-                          [size](const CallFds& f) -> Status {
-                            if (::ftruncate(f[0], size) < 0) return lastSysError("truncate");
-                            return Ok{};
-                          });
+  // In the file's write lane: never beside a write-back still in flight.
+  RETURN_IF_ERROR(callRemoteInLane<void>(remote_, writeLaneOf(inode), "truncate", {fd.get()},
+                                         [size](const CallFds& f) -> Status {
+                                           if (::ftruncate(f[0], size) < 0) {
+                                             return lastSysError("truncate");
+                                           }
+                                           return Ok{};
+                                         }));
+  dropIdleWriteLane(inode);
+  return Ok{};
 }
 
 Status FileSystem::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid,
@@ -965,11 +1002,10 @@ Status FileSystem::reclaimAdoptedLocked(Inode& inode, const OpenIntent& intent) 
   if (opts_.cache == nullptr || intent.rel.empty() || !intent.path) {
     return makeError(Errc::kStale, "no cache or no path for the inode");
   }
-  UniqueFd remote(
-      ::open(procPath(intent.path->get()).c_str(), O_WRONLY | O_CLOEXEC | O_LARGEFILE));
-  if (!remote) return lastSysError("open remote file for writing");
-  struct stat base;
-  if (::fstat(remote.get(), &base) != 0) return lastSysError("stat remote file");
+  ASSIGN_OR_RETURN(int opened, openRemote(intent.path->get(), O_WRONLY | O_CLOEXEC | O_LARGEFILE,
+                                          "open remote file for writing"));
+  WritableRemoteFd remote(remote_, opened);
+  ASSIGN_OR_RETURN(struct stat base, statRemote(remote.get(), "stat remote file"));
   UniqueFd copy(opts_.cache->openAdoptedCopy(intent.rel));
   if (!copy) return makeError(Errc::kNotFound, "the store did not keep the copy");
   inode.backing_fd = copy.release();
@@ -1058,15 +1094,31 @@ bool FileSystem::idleBackingServes(Inode& inode, const OpenIntent& intent,
   return !(copy_candidate && opts_.cache->hasValidCopy(intent.rel, intent.remote));
 }
 
-namespace {
-// O_TRUNC on open, on the shared backing file; a failed first open leaves no
-// backing behind. Under inode.mu.
-Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
-  if (::ftruncate(inode.backing_fd, 0) == 0) return Ok{};
-  Error err = lastSysError("truncate on open");
+// A remote backing can hang its ftruncate (and its close, which sends a FUSE
+// remote a FLUSH): both go to the remote-call workers.
+Status FileSystem::truncateOnOpenLocked(Inode& inode) {
+  Status truncated = Ok{};
+  if (inode.backing_is_cache) {
+    if (::ftruncate(inode.backing_fd, 0) != 0) truncated = lastSysError("truncate on open");
+  } else {
+    truncated = callRemoteInLane<void>(remote_, writeLaneOf(inode), "truncate on open",
+                                       {inode.backing_fd}, [](const CallFds& f) -> Status {
+                                         if (::ftruncate(f[0], 0) != 0) {
+                                           return lastSysError("truncate on open");
+                                         }
+                                         return Ok{};
+                                       });
+    if (truncated.ok()) dropIdleWriteLane(inode);
+  }
+  if (truncated.ok()) return Ok{};
+  Error err = truncated.error();
   if (inode.nopen == 0) {
-    if (inode.backing_id >= 0) shim.closeBacking(inode.backing_id);
-    ::close(inode.backing_fd);
+    if (inode.backing_id >= 0) shim_->closeBacking(inode.backing_id);
+    if (inode.backing_is_cache) {
+      ::close(inode.backing_fd);  // a copy on the cache disk: nothing to wait for
+    } else {
+      remote_.closeLater(inode.backing_fd);
+    }
     inode.backing_fd = -1;
     inode.backing_id = -1;
     inode.backing_is_cache = false;
@@ -1074,9 +1126,15 @@ Status truncateOnOpen(Inode& inode, PassthroughShim& shim) {
   }
   return err;
 }
-}  // namespace
 
 namespace {
+// An open that gives a writer (or O_TRUNC) the remote file itself, not a copy
+// open as the backing: it waits for the daemon's changes to the file still in
+// flight (FileSystem::waitForWriteLane). Under inode.mu.
+bool writesRemote(const Inode& inode, bool for_write, int flags) {
+  return (for_write || (flags & O_TRUNC)) && (inode.backing_fd < 0 || !inode.backing_is_cache);
+}
+
 // Pins an inode's fd in the table's cache until it goes, unless kept.
 class PathFdPin {
  public:
@@ -1118,17 +1176,24 @@ void FileSystem::fetchCopyIfMissing(const OpenIntent& intent) {
   (void)cache->fetchCopy(intent.rel, intent.remote);
 }
 
-struct stat FileSystem::openedBackingStat(Inode& inode, const OpenIntent& intent) {
-  // The remote file read as it is: the attributes this open validated are its
-  // own (the backing was opened from the same O_PATH fd), as current as the mode
-  // wants them. Writers move its size: asked then.
+std::optional<struct stat> FileSystem::openedBackingStat(Inode& inode, const OpenIntent& intent) {
   struct stat st {};
-  if (!inode.backing_is_cache && intent.remote_known && !intent.for_write &&
-      inode.writer_rels.empty()) {
+  if (inode.backing_is_cache) {
+    if (::fstat(inode.backing_fd, &st) != 0) return std::nullopt;
+    return st;
+  }
+  // The remote file: the attributes this open validated are its own (the
+  // backing was opened from the same O_PATH fd), as current as the mode wants
+  // them. Writers move its size: asked then, under the deadline (a hung remote
+  // costs the report, never the open).
+  if (intent.remote_known && !intent.for_write && inode.writer_rels.empty()) {
     return intent.remote;
   }
-  ::fstat(inode.backing_fd, &st);
-  return st;
+  auto fresh = statRemote(inode.backing_fd, "stat backing file");
+  if (fresh.ok()) return *fresh;
+  spdlog::debug("open of {}: {}", intent.rel, fresh.error().message);
+  if (intent.remote_known) return intent.remote;
+  return std::nullopt;
 }
 
 Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
@@ -1159,6 +1224,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
       closeIdleBacking(inode, *shim_, table_.remoteFdCloser());
     }
   }
+  if (writesRemote(inode, intent.for_write, flags)) RETURN_IF_ERROR(waitForWriteLane(inode, "open"));
   BackingFacts facts = factsOf(inode, intent.for_write, !intent.rel.empty(), intent.remote_known,
                                intent.remote);
   // Asked only when the answer decides (a copy handed out counts as open).
@@ -1190,7 +1256,7 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
     opts_.cache->beginWrite(intent.rel);
     intent.fence = opts_.cache;
   }
-  if (flags & O_TRUNC) RETURN_IF_ERROR(truncateOnOpen(inode, *shim_));
+  if (flags & O_TRUNC) RETURN_IF_ERROR(truncateOnOpenLocked(inode));
   inode.nopen++;
   pin.keep();  // releaseBacking unpins
   if (intent.fence != nullptr) {
@@ -1204,7 +1270,9 @@ Result<int> FileSystem::acquireBacking(Inode& inode, int flags,
   if (report && !backing_st) backing_st = openedBackingStat(inode, intent);
   lock.unlock();
   (from_cache ? cache_opens_ : remote_opens_).fetch_add(1, std::memory_order_relaxed);
-  if (report) opts_.cache->opened(intent.rel, *backing_st, from_cache, intent.for_write);
+  if (report && backing_st) {
+    opts_.cache->opened(intent.rel, *backing_st, from_cache, intent.for_write);
+  }
   return id;
 }
 
@@ -1275,10 +1343,10 @@ void FileSystem::releaseBacking(Inode& inode, bool was_writer) {
 Status FileSystem::adoptCopyLocked(Inode& inode) {
   PathFd path = table_.cachedPathFd(inode);  // pinned by the open
   if (!path) return sysError(ESTALE, "open remote file for writing: no fd for the inode");
-  UniqueFd remote(::open(procPath(path->get()).c_str(), O_WRONLY | O_CLOEXEC | O_LARGEFILE));
-  if (!remote) return lastSysError("open remote file for writing");
-  struct stat base;
-  if (::fstat(remote.get(), &base) != 0) return lastSysError("stat remote file");
+  ASSIGN_OR_RETURN(int opened, openRemote(path->get(), O_WRONLY | O_CLOEXEC | O_LARGEFILE,
+                                          "open remote file for writing"));
+  WritableRemoteFd remote(remote_, opened);
+  ASSIGN_OR_RETURN(struct stat base, statRemote(remote.get(), "stat remote file"));
   if (!sameRemoteObject(base, inode.cached_against) || !inode.backing_writable) {
     return makeError(Errc::kStale, "the remote changed since the open copy was made");
   }
@@ -1302,7 +1370,11 @@ Status FileSystem::adoptCopyLocked(Inode& inode) {
 // stamp says nothing changed since the last write-back; then the remote's new
 // attributes become what the copy is validated against, here and in the
 // store's dirty mark. Errors name the path and keep the errno, for the flush or
-// fsync caller. Under inode.mu, which also keeps write-backs one at a time.
+// fsync caller. Under inode.mu. The copying runs on a remote-call worker in the
+// file's write lane, under the deadline: past it the caller gets ETIMEDOUT and
+// nothing here changes (the copy stays dirty, its mark and stamp as they were,
+// so the next write-back copies it all again, once this one has ended: the lane
+// never lets two run side by side, nor an older one land after a newer one).
 Status FileSystem::writeBackLocked(Inode& inode) {
   if (!inode.copy_adopted) return Ok{};
   const std::string what = "write back " + inode.cached_rel;
@@ -1311,13 +1383,20 @@ Status FileSystem::writeBackLocked(Inode& inode) {
   struct stat stamp;
   if (::fstat(inode.backing_fd, &stamp) != 0) return lastSysError(what + ": stat cache copy");
   if (inode.stamp_usable && copyUnchanged(inode.written_back, stamp)) return Ok{};
-  Status copied = copyFileInPlace(inode.backing_fd, inode.remote_wb_fd);
-  if (!copied.ok()) {
-    const Error& e = copied.error();
-    return Error{e.code, e.sys_errno, what + ": " + e.message};
-  }
-  struct stat remote;
-  if (::fstat(inode.remote_wb_fd, &remote) != 0) return lastSysError(what + ": stat remote");
+  ASSIGN_OR_RETURN(struct stat remote,
+                   callRemoteInLane<struct stat>(
+                       remote_, writeLaneOf(inode), what, {inode.backing_fd, inode.remote_wb_fd},
+                       [what](const CallFds& f) -> Result<struct stat> {
+                         Status copied = copyFileInPlace(f[0], f[1]);
+                         if (!copied.ok()) {
+                           const Error& e = copied.error();
+                           return Error{e.code, e.sys_errno, what + ": " + e.message};
+                         }
+                         struct stat st;
+                         if (::fstat(f[1], &st) != 0) return lastSysError(what + ": stat remote");
+                         return st;
+                       }));
+  dropIdleWriteLane(inode);
   inode.cached_against = remote;
   inode.last_stat = remote;
   inode.last_stat_time = monotonicSeconds();
@@ -1341,25 +1420,78 @@ Status FileSystem::truncateCopyLocked(Inode& inode, off_t size) {
 // (so it answers as the remote does, and the remote allocates as asked), after
 // the copy's pending bytes reached it; then the copy is made the remote's bytes
 // again (fallocate may zero a range or grow the file). kStale: as
-// truncateCopyLocked. Under inode.mu.
+// truncateCopyLocked. Under inode.mu. The remote's part runs on a worker in the
+// file's write lane under the deadline; the remote's bytes are read into an
+// unnamed file beside the copy (O_TMPFILE) and reach the copy here, only if the
+// call ended in time: a refresh that lands late never overwrites what writers
+// put in the copy since.
 Status FileSystem::fallocateCopyLocked(Inode& inode, int mode, off_t offset, off_t length) {
   if (!inode.copy_adopted) RETURN_IF_ERROR(adoptCopyLocked(inode));
   RETURN_IF_ERROR(writeBackLocked(inode));
-  if (::fallocate(inode.remote_wb_fd, mode, offset, length) < 0) return lastSysError("fallocate");
   PathFd path = table_.cachedPathFd(inode);  // pinned by the open
   if (!path) return sysError(ESTALE, "fallocate: no fd for the inode");
-  UniqueFd remote(::open(procPath(path->get()).c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE));
-  if (!remote) return lastSysError("fallocate: open remote file to refresh the cache copy");
-  Status copied = copyFileInPlace(remote.get(), inode.backing_fd);
+  std::error_code ec;
+  std::string copy_dir =
+      std::filesystem::read_symlink(procPath(inode.backing_fd), ec).parent_path();
+  if (ec) return sysError(ec.value(), "fallocate: where the cache copy is: " + ec.message());
+  UniqueFd fresh(::open(copy_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!fresh) return lastSysError("fallocate: O_TMPFILE beside the cache copy");
+  struct Refreshed {
+    struct stat remote;
+  };
+  ASSIGN_OR_RETURN(
+      Refreshed done,
+      callRemoteInLane<Refreshed>(
+          remote_, writeLaneOf(inode), "fallocate", {inode.remote_wb_fd, path->get(), fresh.get()},
+          [mode, offset, length](const CallFds& f) -> Result<Refreshed> {
+            if (::fallocate(f[0], mode, offset, length) < 0) return lastSysError("fallocate");
+            UniqueFd remote(::open(procPath(f[1]).c_str(), O_RDONLY | O_CLOEXEC | O_LARGEFILE));
+            if (!remote) return lastSysError("fallocate: open remote file to refresh the copy");
+            Status copied = copyFileInPlace(remote.get(), f[2]);
+            if (!copied.ok()) return copied.takeError();
+            Refreshed r;
+            if (::fstat(f[0], &r.remote) != 0) return lastSysError("fallocate: stat remote");
+            return r;
+          }));
+  dropIdleWriteLane(inode);
+  Status copied = copyFileInPlace(fresh.get(), inode.backing_fd);
   if (!copied.ok()) return Error{copied.error().code, copied.error().sys_errno,
                                  "fallocate: refresh the cache copy: " + copied.error().message};
-  struct stat st;
-  if (::fstat(inode.remote_wb_fd, &st) == 0) {
-    inode.cached_against = st;
-    opts_.cache->copyWrittenBack(inode.cached_rel, st);
-  }
+  inode.cached_against = done.remote;
+  opts_.cache->copyWrittenBack(inode.cached_rel, done.remote);
   inode.stamp_usable = false;  // the next write-back copies: equal, and cheap to be sure
   return Ok{};
+}
+
+// ---- the write lane ----------------------------------------------------------
+
+RemoteCalls::Lane FileSystem::writeLaneOf(const Inode& inode) {
+  std::lock_guard lock(write_lanes_mu_);
+  if (write_lanes_.size() >= 1024) {
+    // Lanes whose last call's worker had not let go yet when it was dropped.
+    std::erase_if(write_lanes_, [](const auto& entry) { return entry.second.unused(); });
+  }
+  return write_lanes_[{inode.src_dev, inode.src_ino}];  // a copy shares the lane
+}
+
+Status FileSystem::waitForWriteLane(const Inode& inode, const char* what) {
+  std::optional<RemoteCalls::Lane> lane;
+  {
+    std::lock_guard lock(write_lanes_mu_);
+    auto it = write_lanes_.find({inode.src_dev, inode.src_ino});
+    if (it == write_lanes_.end()) return Ok{};
+    lane = it->second;
+  }
+  Status waited = remote_.waitForLane(*lane, what);
+  lane.reset();
+  if (waited.ok()) dropIdleWriteLane(inode);
+  return waited;
+}
+
+void FileSystem::dropIdleWriteLane(const Inode& inode) {
+  std::lock_guard lock(write_lanes_mu_);
+  auto it = write_lanes_.find({inode.src_dev, inode.src_ino});
+  if (it != write_lanes_.end() && it->second.unused()) write_lanes_.erase(it);
 }
 
 // ---- files -------------------------------------------------------------------
@@ -1643,13 +1775,14 @@ Status FileSystem::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off
   }
   invalidate(relPathOf(inode), {.kind = Change::Kind::kWrite});
   ASSIGN_OR_RETURN(UniqueFd fd, remoteFileFd(inode, true));
-  RETURN_IF_ERROR(callRemote<void>(remote_, "fallocate", {fd.get()}, std::nullopt,
-                                   [mode, offset, length](const CallFds& f) -> Status {
-                                     if (::fallocate(f[0], mode, offset, length) < 0) {
-                                       return lastSysError("fallocate");
-                                     }
-                                     return Ok{};
-                                   }));
+  RETURN_IF_ERROR(callRemoteInLane<void>(remote_, writeLaneOf(inode), "fallocate", {fd.get()},
+                                         [mode, offset, length](const CallFds& f) -> Status {
+                                           if (::fallocate(f[0], mode, offset, length) < 0) {
+                                             return lastSysError("fallocate");
+                                           }
+                                           return Ok{};
+                                         }));
+  dropIdleWriteLane(inode);
   return replyDone(req);
 }
 

@@ -283,9 +283,28 @@ class FileSystem {
   bool idleBackingServes(Inode& inode, const OpenIntent& intent,
                          std::optional<struct stat>* backing_st);
   // What CacheHooks::opened is told of the backing file (its device, inode and
-  // size): the open's remote attributes for a remote file read as it is, else
-  // its fstat. Under inode.mu.
-  struct stat openedBackingStat(Inode& inode, const OpenIntent& intent);
+  // size): a cache copy's fstat; for the remote file, the attributes this open
+  // fetched (under the deadline), else its fstat under the deadline; nullopt
+  // when the remote did not answer (nothing is reported). Under inode.mu.
+  std::optional<struct stat> openedBackingStat(Inode& inode, const OpenIntent& intent);
+  // O_TRUNC on open, on the shared backing file: a remote one is truncated in
+  // the file's write lane, under the deadline; a failed first open leaves no
+  // backing behind. Under inode.mu.
+  Status truncateOnOpenLocked(Inode& inode);
+
+  // ---- the write lane of a remote file (RemoteCalls::Lane) --------------------
+  // The daemon's own changes to a remote file's bytes (an adopted copy's
+  // write-backs, O_TRUNC's truncate, truncate(2), fallocate) run in its lane,
+  // one at a time and in order even past their deadlines; before the kernel is
+  // given the remote file for writing (a writer's open), an earlier change still
+  // in flight must have ended (waitForWriteLane). By (src_dev, src_ino), so an
+  // inode the kernel forgot and looked up again finds the lane of the one before.
+  RemoteCalls::Lane writeLaneOf(const Inode& inode);
+  // Ok at once when no change to inode's file is in flight, else once it ended
+  // within the deadline; ETIMEDOUT naming `what` when it did not.
+  Status waitForWriteLane(const Inode& inode, const char* what);
+  // Forgets inode's lane when nothing runs in it and nobody holds it.
+  void dropIdleWriteLane(const Inode& inode);
 
   // ---- the persistent namespace (filesystem_names.cc) -------------------------
   // Lookups, getattrs and listings answered from it without the remote while
@@ -418,6 +437,8 @@ class FileSystem {
   std::set<std::string> opened_dirs_;  // guarded by listings_mu_
   std::atomic<uint64_t> idle_reuses_{0};
   std::atomic<uint64_t> path_walks_{0};
+  std::mutex write_lanes_mu_;  // a leaf (a Lane's own lock is taken under it)
+  std::map<std::pair<dev_t, ino_t>, RemoteCalls::Lane> write_lanes_;  // guarded by write_lanes_mu_
   // Open directories by handle (FileSystem::dirOf).
   std::mutex dirs_mu_;  // a leaf
   std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs_;  // guarded by dirs_mu_

@@ -104,6 +104,57 @@ void RemoteCalls::forgetBlocked() {
   pool_->generation++;
 }
 
+struct RemoteCalls::Lane::State {
+  std::mutex mu;  // a leaf
+  std::condition_variable cv;
+  bool busy = false;  // guarded by mu
+};
+
+RemoteCalls::Lane::Lane() : state_(std::make_shared<State>()) {}
+
+bool RemoteCalls::Lane::busy() const {
+  std::lock_guard lock(state_->mu);
+  return state_->busy;
+}
+
+RemoteCalls::Deadline RemoteCalls::deadlineFromNow() const {
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::duration<double>(opts_.timeout_seconds));
+}
+
+bool RemoteCalls::takeLane(const Lane& lane, Deadline deadline) {
+  std::unique_lock lock(lane.state_->mu);
+  if (!lane.state_->cv.wait_until(lock, deadline, [&] { return !lane.state_->busy; })) {
+    return false;
+  }
+  lane.state_->busy = true;
+  return true;
+}
+
+void RemoteCalls::leaveLane(const std::shared_ptr<Lane::State>& state) {
+  std::lock_guard lock(state->mu);
+  state->busy = false;
+  state->cv.notify_all();
+}
+
+Status RemoteCalls::waitForLane(const Lane& lane, const std::string& what) {
+  if (opts_.timeout_seconds <= 0) return Ok{};
+  std::unique_lock lock(lane.state_->mu);
+  if (lane.state_->cv.wait_until(lock, deadlineFromNow(), [&] { return !lane.state_->busy; })) {
+    return Ok{};
+  }
+  return laneTaken(what);
+}
+
+Error RemoteCalls::laneTaken(const std::string& what) {
+  std::lock_guard lock(pool_->mu);
+  pool_->timeouts++;
+  return sysError(ETIMEDOUT, fmt::format("{}: an earlier call on the same file is still blocked "
+                                         "on the remote past the {} s deadline",
+                                         what, opts_.timeout_seconds));
+}
+
 Error RemoteCalls::timedOut(const std::string& what) {
   return sysError(ETIMEDOUT, fmt::format("{}: the remote did not answer within {} s", what,
                                          opts_.timeout_seconds));

@@ -13,6 +13,9 @@
 #include <chrono>
 #include <future>
 #include <thread>
+#include <vector>
+#include <mutex>
+#include <string>
 
 namespace hotshard::fuse {
 namespace {
@@ -138,6 +141,11 @@ TEST(RemoteCalls, BlockedCallsWrittenOffLeaveAFullPool) {
     if (!answered) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(answered);
+  // A call is answered once one worker is free; the other may still be on its
+  // way out of its returned call.
+  for (int i = 0; i < 200 && calls.stats().blocked != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(calls.stats().blocked, 0u);
 }
 
@@ -209,6 +217,97 @@ TEST(RemoteCalls, NoDeadlineRunsOnTheCallersThread) {
   auto r = calls.run<bool>("stat f", [&] { return Result<bool>(std::this_thread::get_id() == me); });
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(*r);
+}
+
+// A lane (an adopted copy's write-backs): a call abandoned at its deadline
+// keeps the lane until it returns; a later call of the lane fails within its
+// own deadline without ever starting, never beside the first.
+TEST(RemoteCallsLane, AnAbandonedCallHoldsItsLaneAndALaterOneNeverRunsBesideIt) {
+  RemoteCalls calls({.timeout_seconds = 0.3, .max_workers = 4});
+  RemoteCalls::Lane lane;
+  Gate gate;
+  auto first = calls.runInLane<int>(lane, "write back f", [f = gate.opened] {
+    f.wait();
+    return Result<int>(1);
+  });
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(first.error().sys_errno, ETIMEDOUT);
+  EXPECT_TRUE(lane.busy());
+
+  std::atomic<bool> second_ran{false};
+  auto t0 = Clock::now();
+  auto second = calls.runInLane<int>(lane, "write back f", [&] {
+    second_ran = true;
+    return Result<int>(2);
+  });
+  double took = secondsSince(t0);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().sys_errno, ETIMEDOUT);
+  EXPECT_NE(second.error().message.find("still blocked"), std::string::npos)
+      << second.error().message;
+  EXPECT_GE(took, 0.3);
+  EXPECT_LT(took, 3.0);
+  EXPECT_FALSE(second_ran) << "ran beside the call still in flight";
+  Status wait = calls.waitForLane(lane, "open f for writing");
+  ASSERT_FALSE(wait.ok());
+  EXPECT_EQ(wait.error().sys_errno, ETIMEDOUT);
+
+  // Another lane, and plain calls, are not held up.
+  RemoteCalls::Lane other;
+  EXPECT_TRUE(calls.runInLane<int>(other, "write back g", [] { return Result<int>(3); }).ok());
+  EXPECT_TRUE(calls.run<int>("stat g", [] { return Result<int>(4); }).ok());
+
+  gate.release();
+  for (int i = 0; i < 300 && lane.busy(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(lane.busy()) << "the first call's return did not free its lane";
+  EXPECT_TRUE(calls.waitForLane(lane, "open f for writing").ok());
+  auto third = calls.runInLane<int>(lane, "write back f", [] { return Result<int>(5); });
+  ASSERT_TRUE(third.ok()) << third.error().message;
+  EXPECT_EQ(*third, 5);
+}
+
+// A later call waits for the one in flight within its deadline and runs after
+// it, in order.
+TEST(RemoteCallsLane, ALaterCallRunsOnceTheEarlierOneReturnsWithinItsDeadline) {
+  RemoteCalls calls({.timeout_seconds = 0.6, .max_workers = 4});
+  RemoteCalls::Lane lane;
+  std::mutex mu;
+  std::vector<std::string> events;
+  auto note = [&](const std::string& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+  };
+  auto first = calls.runInLane<int>(lane, "write back f", [&] {
+    note("first begins");
+    std::this_thread::sleep_for(std::chrono::milliseconds(900));  // past 0.6 s
+    note("first ends");
+    return Result<int>(1);
+  });
+  ASSERT_FALSE(first.ok());
+  auto second = calls.runInLane<int>(lane, "write back f", [&] {
+    note("second begins");
+    return Result<int>(2);
+  });
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  std::lock_guard lock(mu);
+  EXPECT_EQ(events, (std::vector<std::string>{"first begins", "first ends", "second begins"}));
+}
+
+TEST(RemoteCallsLane, AFullPoolFreesTheLaneItRefused) {
+  RemoteCalls calls({.timeout_seconds = 0.2, .max_workers = 1});
+  Gate gate;
+  ASSERT_FALSE(calls.run<int>("read dir", [f = gate.opened] {
+    f.wait();
+    return Result<int>(0);
+  }).ok());
+  RemoteCalls::Lane lane;
+  auto r = calls.runInLane<int>(lane, "write back f", [] { return Result<int>(1); });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().sys_errno, EIO);
+  EXPECT_FALSE(lane.busy()) << "a call never sent must not hold its lane";
+  gate.release();
 }
 
 }  // namespace

@@ -10,12 +10,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/xattr.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <thread>
 
+#include "base/fd.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -57,6 +64,74 @@ std::vector<std::string> threadsInD(pid_t pid) {
     }
   }
   return stuck;
+}
+
+// A process of the test's own holding what a step needs (an open file): runs
+// step(i) when told to and reports its return, errno and duration. A call
+// stuck in the mount sticks only it; it is killed with the test.
+class Stepper {
+ public:
+  struct Report {
+    bool answered = false;  // within the limit
+    int rc = 0, err = 0;
+    double seconds = 0;
+  };
+  explicit Stepper(const std::function<int(int)>& step) {
+    if (::pipe(go_) != 0 || ::pipe(done_) != 0) return;
+    pid_ = ::fork();
+    if (pid_ != 0) return;
+    char c;
+    for (int i = 0; ::read(go_[0], &c, 1) == 1; i++) {
+      auto t0 = std::chrono::steady_clock::now();
+      errno = 0;
+      int rc = step(i);
+      int err = rc < 0 ? errno : 0;
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      char line[64];
+      int n = std::snprintf(line, sizeof line, "%d %d %.3f\n", rc, err, secs);
+      if (::write(done_[1], line, n) != n) break;
+    }
+    ::_exit(0);
+  }
+  ~Stepper() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    for (int fd : {go_[0], go_[1], done_[0], done_[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  Stepper(const Stepper&) = delete;
+  Stepper& operator=(const Stepper&) = delete;
+  bool started() const { return pid_ > 0; }
+  // Runs the next step; waits for its report at most limit_s.
+  Report next(int limit_s = 30) {
+    Report r;
+    if (::write(go_[1], "g", 1) != 1) return r;
+    pollfd pfd{.fd = done_[0], .events = POLLIN, .revents = 0};
+    if (::poll(&pfd, 1, limit_s * 1000) != 1) return r;
+    char line[64] = {};
+    for (size_t n = 0; n + 1 < sizeof line; n++) {  // one line, byte by byte
+      if (::read(done_[0], line + n, 1) != 1 || line[n] == '\n') break;
+    }
+    r.answered = std::sscanf(line, "%d %d %lf", &r.rc, &r.err, &r.seconds) == 3;
+    return r;
+  }
+
+ private:
+  int go_[2] = {-1, -1}, done_[2] = {-1, -1};
+  pid_t pid_ = -1;
+};
+
+std::string describe(const Stepper::Report& r) {
+  if (!r.answered) return "no answer within the limit";
+  return "rc " + std::to_string(r.rc) + " (" + std::strerror(r.err) + ") after " +
+         std::to_string(r.seconds) + " s";
+}
+
+bool failedAsTheRemote(const Stepper::Report& r) {
+  return r.answered && r.rc < 0 && (r.err == ETIMEDOUT || r.err == EIO);
 }
 
 // The remote: source_ served by sftp-server behind socat in namespace ns_,
@@ -145,6 +220,12 @@ class IntegrationHungRemote : public MountFixture {
       ::execlp("ip", "ip", "netns", "exec", ns_.c_str(), "socat", "TCP-LISTEN:7022,reuseaddr,fork",
                "EXEC:/usr/lib/openssh/sftp-server", nullptr);
       ::_exit(127);
+    }
+    // Listening before the first sshfs connects (which tries once).
+    for (int i = 0; i < 100; i++) {  // 10 s
+      CommandResult r = runCommand({"ip", "netns", "exec", ns_, "ss", "-Hltn", "sport = :7022"});
+      if (r.exit_code == 0 && r.out.find("7022") != std::string::npos) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
   // sshfs in the foreground (a child we can kill) on remote_, over link n.
@@ -379,6 +460,194 @@ TEST_F(IntegrationHungRemote, ClosesOfAWrittenFileOnAHungRemoteHoldNothing) {
   EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
       << "test threads stuck in the mount";
   for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
+}
+
+// Issue 11 item 2: O_TRUNC on open truncates the inode's shared backing file,
+// here the remote file a reader holds open (passthrough). On a hung remote the
+// open fails within the deadline; the truncate left running there ends before
+// the next writer is given the file, so once the link is back a writer's bytes
+// are what the remote keeps (the late truncate never lands after them).
+TEST_F(IntegrationHungRemote, AnOTruncOpenOfAFileOnAHungRemoteFailsWithinTheDeadline) {
+  writeFile(source_ + "/t.txt", "truncate me");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  const std::string t = mnt_ + "/t.txt";
+  UniqueFd reader(::open(t.c_str(), O_RDONLY));  // the remote file as backing, kept open
+  ASSERT_TRUE(reader) << std::strerror(errno);
+  char buf[16] = {};
+  ASSERT_EQ(::pread(reader.get(), buf, sizeof buf, 0), 11);
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  Stepper opener([&](int) {
+    int fd = ::open(t.c_str(), O_WRONLY | O_TRUNC);
+    return fd < 0 ? -1 : 0;
+  });
+  ASSERT_TRUE(opener.started());
+  Stepper::Report r = opener.next();
+  EXPECT_TRUE(failedAsTheRemote(r)) << describe(r);
+  EXPECT_LT(r.seconds, kBoundS) << describe(r);
+  RecordProperty("outage_o_trunc_open_s", std::to_string(r.seconds));
+  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+  EXPECT_LT(status.seconds, 2.0) << "status during the outage";
+
+  // The link back: sshfs's requests go through again, the late truncate with them.
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "up"}));
+  Timed wrote;
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < give_up) {
+    wrote = timed({"sh", "-c", "printf new > " + t}, 20);
+    if (wrote.r.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  ASSERT_EQ(wrote.r.exit_code, 0) << wrote.r.out << "\n" << daemon_->log();
+  EXPECT_EQ(readFile(source_ + "/t.txt"), "new");
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_EQ(readFile(source_ + "/t.txt"), "new") << "a late truncate landed after the writer";
+  EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
+      << "test threads stuck in the mount";
+}
+
+// The cache's copy of a file marked dirty (user.hotshard.dirty) and its bytes,
+// or "" when none is.
+std::string dirtyCopyBytes(const std::string& cache) {
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(cache + "/objects", ec)) {
+    if (!e.is_regular_file()) continue;
+    if (::getxattr(e.path().c_str(), "user.hotshard.dirty", nullptr, 0) >= 0) {
+      return readFile(e.path());
+    }
+  }
+  return "";
+}
+
+// Issue 11 item 2: the write-back of an adopted copy (a writer joined a reader
+// of the cached copy; docs/cache.md, "One file, one truth") runs under the
+// deadline: on a hung remote fsync and close fail within it, `status` answers,
+// the copy keeps the writes (dirty on the cache disk). The write-back left
+// running holds the file's lane: the close's write-back does not run beside it.
+// When the link comes back, the late write-back lands first and a later one
+// puts the newest bytes on the remote.
+TEST_F(IntegrationHungRemote, AnAdoptedCopysWriteBackOnAHungRemoteFailsWithinTheDeadline) {
+  writeFile(source_ + "/a.bin", "old-old-old");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  const std::string a = mnt_ + "/a.bin";
+  ASSERT_EQ(hs({"warm", a}).exit_code, 0);
+  ASSERT_EQ(statOf(a)["state"], "cached");
+  UniqueFd reader(::open(a.c_str(), O_RDONLY));  // the copy as backing
+  ASSERT_TRUE(reader) << std::strerror(errno);
+  int writer_fd = ::open(a.c_str(), O_WRONLY);  // joins it: the copy is adopted
+  ASSERT_GE(writer_fd, 0) << std::strerror(errno);
+  // The child holds the reader's descriptor too, until it is gone.
+  auto writer = std::make_unique<Stepper>([&](int i) {
+    const char* bytes = i == 0 ? "one-one-one" : "two-two-two";
+    if (::pwrite(writer_fd, bytes, 11, 0) != 11) return -1;
+    return i == 0 ? ::fsync(writer_fd) : ::close(writer_fd);
+  });
+  ASSERT_TRUE(writer->started());
+  ::close(writer_fd);  // the child's is the writer (this close flushes an unchanged copy)
+  auto seen = [&] {
+    char buf[16] = {};
+    return std::string(buf, std::max<ssize_t>(0, ::pread(reader.get(), buf, sizeof buf, 0)));
+  };
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  Stepper::Report fsynced = writer->next();
+  EXPECT_TRUE(failedAsTheRemote(fsynced)) << "fsync: " << describe(fsynced);
+  EXPECT_LT(fsynced.seconds, kBoundS) << "fsync: " << describe(fsynced);
+  RecordProperty("outage_adopted_fsync_s", std::to_string(fsynced.seconds));
+  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+  EXPECT_LT(status.seconds, 2.0) << "status during the outage";
+  Stepper::Report closed = writer->next();
+  EXPECT_TRUE(failedAsTheRemote(closed)) << "close: " << describe(closed);
+  EXPECT_LT(closed.seconds, kBoundS) << "close: " << describe(closed);
+  RecordProperty("outage_adopted_close_s", std::to_string(closed.seconds));
+  EXPECT_EQ(seen(), "two-two-two") << "every open sees the writes";
+  EXPECT_EQ(dirtyCopyBytes(cache_), "two-two-two") << "the writes are on the cache disk, marked dirty";
+  EXPECT_NE(readFile(source_ + "/a.bin"), "two-two-two") << "reached a remote that was cut off";
+
+  // The link back: the write-back of "one" left running ends first (its lane
+  // holds every later one back), then an fsync writes back the newest bytes.
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "up"}));
+  Timed synced;
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < give_up) {
+    synced = timed({"dd", "if=/dev/null", "of=" + a, "conv=notrunc,fsync", "status=none"}, 20);
+    if (synced.r.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  ASSERT_EQ(synced.r.exit_code, 0) << synced.r.out << "\n" << daemon_->log();
+  EXPECT_EQ(readFile(source_ + "/a.bin"), "two-two-two");
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_EQ(readFile(source_ + "/a.bin"), "two-two-two") << "an older write-back landed after";
+  writer.reset();
+  reader.reset();  // the last close: written back already, the copy goes
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; i++) {  // RELEASE is asynchronous to close()
+    gone = dirtyCopyBytes(cache_).empty();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(gone) << daemon_->log();
+  EXPECT_FALSE(fs::exists(cache_ + "/lost+found") && !fs::is_empty(cache_ + "/lost+found"))
+      << daemon_->log();
+  EXPECT_EQ(readFile(source_ + "/a.bin"), "two-two-two");
+  EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
+      << "test threads stuck in the mount";
+}
+
+// The same write-back whose remote never comes back on its link: the operator
+// mounts the remote again (a new file system: the copy's write-back file is on
+// the old one). The last close's write-back cannot run (the one left blocked
+// still holds the file's lane) and fails within the deadline; the copy, with
+// the newest bytes, is kept in lost+found/, as after any failed last write-back.
+TEST_F(IntegrationHungRemote, AWritersCopyWhoseRemoteNeverAnswersIsKeptInLostAndFound) {
+  writeFile(source_ + "/a.bin", "old-old-old");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  const std::string a = mnt_ + "/a.bin";
+  ASSERT_EQ(hs({"warm", a}).exit_code, 0);
+  int reader_fd = ::open(a.c_str(), O_RDONLY);  // the copy as backing
+  ASSERT_GE(reader_fd, 0) << std::strerror(errno);
+  int writer_fd = ::open(a.c_str(), O_WRONLY);  // joins it: the copy is adopted
+  ASSERT_GE(writer_fd, 0) << std::strerror(errno);
+  // Both descriptors are the child's alone: the last close is its own.
+  Stepper holder([&](int i) {
+    if (i == 0) {
+      if (::pwrite(writer_fd, "two-two-two", 11, 0) != 11) return -1;
+      return ::close(writer_fd);
+    }
+    return ::close(reader_fd);
+  });
+  ASSERT_TRUE(holder.started());
+  ::close(writer_fd);  // flushes an unchanged copy
+  ::close(reader_fd);
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  Stepper::Report closed = holder.next();
+  EXPECT_TRUE(failedAsTheRemote(closed)) << "writer's close: " << describe(closed);
+  EXPECT_LT(closed.seconds, kBoundS) << "writer's close: " << describe(closed);
+  ASSERT_NO_FATAL_FAILURE(addLink(2));
+  ASSERT_EQ(runCommand({"fusermount3", "-uz", remote_}, 10).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(mountRemote(2, true));
+  Stepper::Report last = holder.next();
+  EXPECT_TRUE(last.answered && last.rc == 0) << "reader's close: " << describe(last);
+  EXPECT_LT(last.seconds, 2.0) << "the last RELEASE is asynchronous to close()";
+  std::vector<std::string> kept;
+  for (int i = 0; i < 200 && kept.empty(); i++) {  // the deadline, then the move
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(cache_ + "/lost+found", ec)) {
+      kept.push_back(e.path());
+    }
+    if (kept.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(kept.size(), 1u) << daemon_->log();
+  EXPECT_EQ(readFile(kept[0]), "two-two-two");
+  EXPECT_NE(daemon_->log().find("write back a.bin"), std::string::npos) << daemon_->log();
+  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+  EXPECT_LT(status.seconds, 2.0) << "status after the outage";
 }
 
 }  // namespace
