@@ -592,6 +592,7 @@ void CacheService::fillStatus(CacheStatus& c) const {
   c.promoter = PromoterStatus{.started = p.started,
                               .published = p.published,
                               .already_cached = p.already_cached,
+                              .linked = p.linked,
                               .vanished = p.vanished,
                               .failed_stale = p.failed_stale,
                               .failed_no_space = p.failed_no_space,
