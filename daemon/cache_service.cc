@@ -517,6 +517,7 @@ json CacheService::statOne(const std::string& path, const std::string& rel) cons
             {control::kSize, size}};
   if (info.state == CacheStore::State::kCached) {
     r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+    if (info.links > 1) r[control::kLinks] = info.links;
     if (CacheStore::Health h = store_->health(); !h.healthy) {
       r[control::kUnusable] = "cache disk failed: " + h.reason;
     }

@@ -978,7 +978,11 @@ CacheStore::ObjectInfo CacheStore::info(const std::string& rel_path) const {
   std::lock_guard lock(mu_);
   bool pinned = pins_.count(rel_path) != 0;
   auto it = index_.find(rel_path);
-  if (it != index_.end()) return ObjectInfo{State::kCached, pinned, it->second.validator.size};
+  if (it != index_.end()) {
+    const std::vector<std::string>* group = linksOfLocked(rel_path, it->second);
+    return ObjectInfo{State::kCached, pinned, it->second.validator.size,
+                      group == nullptr ? 1 : group->size()};
+  }
   if (in_flight_.count(rel_path) != 0) return ObjectInfo{State::kPromoting, pinned, 0};
   return ObjectInfo{State::kRemote, pinned, 0};
 }

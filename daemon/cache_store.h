@@ -231,6 +231,7 @@ class CacheStore {
     State state;
     bool pinned;
     uint64_t size;
+    uint64_t links = 1;  // cached: names sharing its copy (hard links, linkCopy())
   };
   ObjectInfo info(const std::string& rel_path) const;
   // Pins persist across restarts (the pins file) and may name paths not cached

@@ -51,6 +51,9 @@ TEST_F(IntegrationHardLinks, TwoNamesOfOneRemoteFileShareOneCopy) {
   struct stat oa = objectStat(mnt_ + "/data/a.bin"), ob = objectStat(mnt_ + "/data/b.bin");
   EXPECT_EQ(oa.st_ino, ob.st_ino) << "two copies of one remote file";
   EXPECT_EQ(oa.st_nlink, 2u);
+  EXPECT_EQ(statOf(mnt_ + "/data/b.bin")["links"], 2);
+  CommandResult text = hs({"stat", mnt_ + "/data/a.bin"});
+  EXPECT_NE(text.out.find("(one copy for 2 names)"), std::string::npos) << text.out;
   EXPECT_GE(static_cast<uint64_t>(oa.st_blocks) * 512, kSize);
   expectOneCopy(oa, 2);
   json promoter = daemon_->status()["cache"]["promoter"];
