@@ -517,6 +517,7 @@ json CacheService::statOne(const std::string& path, const std::string& rel) cons
             {control::kSize, size}};
   if (info.state == CacheStore::State::kCached) {
     r[control::kObject] = store_->dir() + "/" + store_->objectPathFor(rel);
+    if (info.links > 1) r[control::kLinks] = info.links;
     if (CacheStore::Health h = store_->health(); !h.healthy) {
       r[control::kUnusable] = "cache disk failed: " + h.reason;
     }
@@ -592,6 +593,7 @@ void CacheService::fillStatus(CacheStatus& c) const {
   c.promoter = PromoterStatus{.started = p.started,
                               .published = p.published,
                               .already_cached = p.already_cached,
+                              .linked = p.linked,
                               .vanished = p.vanished,
                               .failed_stale = p.failed_stale,
                               .failed_no_space = p.failed_no_space,

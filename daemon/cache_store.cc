@@ -88,11 +88,44 @@ Status writeFileAtomic(int dir_fd, const std::string& name, const std::string& c
   return Ok{};
 }
 
+// Up to XATTR_SIZE_MAX (64 KiB, xattr(7)): a shared object's path list may
+// be longer than one path.
 Result<std::string> getXattr(int fd, const char* name) {
-  char buf[8192];
-  ssize_t n = ::fgetxattr(fd, name, buf, sizeof buf);
-  if (n < 0) return lastSysError(std::string("getxattr ") + name);
-  return std::string(buf, static_cast<size_t>(n));
+  std::string buf(8192, '\0');
+  for (;;) {
+    ssize_t n = ::fgetxattr(fd, name, buf.data(), buf.size());
+    if (n >= 0) return buf.substr(0, static_cast<size_t>(n));
+    if (errno != ERANGE || buf.size() >= 65536) return lastSysError(std::string("getxattr ") + name);
+    buf.resize(65536);
+  }
+}
+
+// The path xattr: one relative path, or the NUL-separated names of a shared
+// object (CacheStore::linkCopy). A single path is exactly the format before
+// objects were shared, so older caches read unchanged.
+std::vector<std::string> splitPathList(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = s.find('\0', start);
+    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
+}
+
+std::string joinPathList(const std::vector<std::string>& paths) {
+  std::string out;
+  for (const auto& p : paths) {
+    if (!out.empty()) out.push_back('\0');
+    out.append(p);
+  }
+  return out;
+}
+
+bool validPathList(const std::vector<std::string>& paths) {
+  return std::all_of(paths.begin(), paths.end(),
+                     [](const std::string& p) { return checkRelPath(p).ok(); });
 }
 
 bool parseValidator(const std::string& s, Validator* v) {
@@ -251,7 +284,7 @@ Result<std::unordered_set<std::string>> readPins(int dir_fd, const std::string& 
 // What an object file says it is a copy of; the error's message says why it
 // cannot be trusted.
 struct ObjectFile {
-  std::string rel_path;
+  std::vector<std::string> paths;  // the path xattr's list (several for a shared object)
   Validator validator;
   uint64_t checksum = 0;
   struct stat st {};
@@ -267,33 +300,39 @@ Result<ObjectFile> readObjectFile(int fan_fd, const std::string& name) {
   auto vstr = getXattr(fd.get(), kXattrValidator);
   auto cstr = getXattr(fd.get(), kXattrChecksum);
   if (!path.ok() || !vstr.ok() || !cstr.ok()) return untrusted("missing xattrs");
-  if (!checkRelPath(*path).ok() || !parseValidator(*vstr, &obj.validator) ||
+  obj.paths = splitPathList(*path);
+  if (!validPathList(obj.paths) || !parseValidator(*vstr, &obj.validator) ||
       !parseChecksum(*cstr, &obj.checksum)) {
     return untrusted("garbled xattrs");
   }
-  obj.rel_path = std::move(*path);
   return obj;
 }
 
-// An object that writers joined (user.hotshard.dirty): the path it holds
-// writes to and the remote's validator they were made against. A dirty object
-// with garbled xattrs has an empty rel_path (kept aside, never unlinked).
-bool readDirtyMark(int fan_fd, const std::string& name, std::string* rel, Validator* base) {
+// An object that writers joined (user.hotshard.dirty): the paths its path
+// xattr lists (the one it holds writes to among them) and the remote's
+// validator they were made against. A dirty object with garbled xattrs has no
+// paths (kept aside, never unlinked).
+bool readDirtyMark(int fan_fd, const std::string& name, std::vector<std::string>* paths,
+                   Validator* base) {
   UniqueFd fd(::openat(fan_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return false;
   auto dirty = getXattr(fd.get(), kXattrDirty);
   if (!dirty.ok()) return false;
   auto path = getXattr(fd.get(), kXattrPath);
-  rel->clear();
-  if (path.ok() && checkRelPath(*path).ok() && parseValidator(*dirty, base)) *rel = *path;
+  paths->clear();
+  if (path.ok() && parseValidator(*dirty, base)) *paths = splitPathList(*path);
+  if (!validPathList(*paths)) paths->clear();
   return true;
 }
 
 // ---- publish() steps ----
 
 // Makes the tmp file an object in all but its name: checks its size, sets
-// the xattrs, fsyncs. Returns the bytes it occupies.
-Result<uint64_t> sealTmpFile(int fd, const std::string& rel, const std::string& tmp,
+// the xattrs, fsyncs. Returns the bytes it occupies and its inode number.
+struct Sealed {
+  uint64_t allocated = 0, ino = 0;
+};
+Result<Sealed> sealTmpFile(int fd, const std::string& rel, const std::string& tmp,
                              const Validator& v, uint64_t checksum) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return lastSysError(fmt::format("promote {}: stat {}", rel, tmp));
@@ -311,7 +350,7 @@ Result<uint64_t> sealTmpFile(int fd, const std::string& rel, const std::string& 
   }
   if (::fsync(fd) != 0) return lastSysError(fmt::format("promote {}: fsync {}", rel, tmp));
   if (::fstat(fd, &st) != 0) return lastSysError(fmt::format("promote {}: stat {}", rel, tmp));
-  return static_cast<uint64_t>(st.st_blocks) * 512;
+  return Sealed{static_cast<uint64_t>(st.st_blocks) * 512, static_cast<uint64_t>(st.st_ino)};
 }
 
 // Sets the path xattr of a promotion's tmp file. A path that does not fit
@@ -319,13 +358,17 @@ Result<uint64_t> sealTmpFile(int fd, const std::string& rel, const std::string& 
 // there: ENOSPC while the disk has room; E2BIG past XATTR_SIZE_MAX, 64 KiB, on
 // any file system, xattr(7)) is kInvalidArgument, not a full disk: its file is
 // served from the remote.
+bool xattrTooLong(int fd, int err) {
+  struct statvfs vfs {};
+  bool room = err == ENOSPC && ::fstatvfs(fd, &vfs) == 0 && vfs.f_bavail > 0;
+  return err == E2BIG || err == ERANGE || room;
+}
+
 Status labelTmpFile(int fd, const std::string& rel, const std::string& tmp,
                     const std::string& dir) {
   if (::fsetxattr(fd, kXattrPath, rel.data(), rel.size(), 0) == 0) return Ok{};
   int err = errno;
-  struct statvfs vfs {};
-  bool room = err == ENOSPC && ::fstatvfs(fd, &vfs) == 0 && vfs.f_bavail > 0;
-  if (err == E2BIG || err == ERANGE || room) {
+  if (xattrTooLong(fd, err)) {
     return Error{Errc::kInvalidArgument, err,
                  fmt::format("promote {}: its path of {} bytes is longer than an xattr of the "
                              "cache's file system holds ({}: {}); it is read from the remote",
@@ -579,6 +622,7 @@ Status CacheStore::recover() {
     }
     RETURN_IF_ERROR(recoverFanLocked(fan_fd.get(), fan));
   }
+  groupLinksLocked();
   if (stats_.recovery_drops > 0 || stats_.recovery_tmp_swept > 0 || stats_.recovery_rekeyed > 0) {
     spdlog::info(
         "cache {}: recovered {} objects ({} bytes); dropped {}, swept {} tmp files, renamed {} "
@@ -598,26 +642,38 @@ Status CacheStore::recoverFanLocked(int fan_fd, const std::string& fan) {
   ASSIGN_OR_RETURN(auto names, listDir(fan_fd, fan_display));
   for (const auto& name : names) {
     DirtyFound dirty{.obj = fan + "/" + name};
-    if (readDirtyMark(fan_fd, name, &dirty.rel_path, &dirty.base)) {
+    std::vector<std::string> listed;
+    if (readDirtyMark(fan_fd, name, &listed, &dirty.base)) {
+      // The name it holds writes for: the only one listed, or the one whose
+      // key names this file (a shared object adopted through one name).
+      if (listed.size() == 1) dirty.rel_path = listed[0];
+      for (const auto& p : listed) {
+        if (listed.size() > 1 && keyOf(p) == fan + name) dirty.rel_path = p;
+      }
       dirty_found_.push_back(std::move(dirty));  // not indexed: recoverDirty()
       continue;
     }
     auto obj = readObjectFile(fan_fd, name);
-    std::string key, why;
+    std::string rel, key, why;
     if (obj.ok()) {
-      auto known = index_.find(obj->rel_path);
-      if (known != index_.end() && known->second.key == fan + name) continue;  // re-keyed here
+      // Which of the listed names this file is (a shared object has one
+      // file name per listed path; a name a crash left unlinked is skipped).
+      for (const auto& p : obj->paths) {
+        if (fan + name == keyOf(p) || fan + name == legacyKeyOf(p, obj->validator.dev)) rel = p;
+      }
+      auto known = index_.find(rel);
+      if (!rel.empty() && known != index_.end() && known->second.key == fan + name)
+        continue;  // re-keyed here
     }
     if (!obj.ok()) {
       why = obj.error().message;
-    } else if (fan + name != (key = keyOf(obj->rel_path)) &&
-               fan + name != legacyKeyOf(obj->rel_path, obj->validator.dev)) {
+    } else if (rel.empty()) {
       why = "name does not match its path's key (another remote, or garbled)";
     } else if (static_cast<uint64_t>(obj->st.st_size) != obj->validator.size) {
       why = fmt::format("size {} but its remote had {}", obj->st.st_size, obj->validator.size);
-    } else if (index_.count(obj->rel_path) != 0) {
+    } else if (index_.count(rel) != 0) {
       why = "duplicate";
-    } else if (fan + name != key && !rekeyLocked(fan_fd, name, key)) {
+    } else if (fan + name != (key = keyOf(rel)) && !rekeyLocked(fan_fd, name, key)) {
       why = "cannot rename it from its former \"path@st_dev\" key";
     }
     if (!why.empty()) {
@@ -634,10 +690,25 @@ Status CacheStore::recoverFanLocked(int fan_fd, const std::string& fan) {
     e.allocated = static_cast<uint64_t>(obj->st.st_blocks) * 512;
     e.last_open_ns = timespecNs(obj->st.st_atim);
     e.serial = next_serial_++;
-    used_bytes_ += e.allocated;
-    index_.emplace(std::move(obj->rel_path), std::move(e));
+    e.obj_ino = static_cast<uint64_t>(obj->st.st_ino);
+    used_bytes_ += e.allocated;  // once per object file: groupLinksLocked()
+    indexLocked(rel, std::move(e));
   }
   return Ok{};
+}
+
+// Names whose files are links of one inode (objects/ is one file system)
+// share it: a group, counted once.
+void CacheStore::groupLinksLocked() {
+  std::unordered_map<uint64_t, std::vector<std::string>> by_ino;
+  for (const auto& [path, e] : index_) by_ino[e.obj_ino].push_back(path);
+  for (auto& [ino, names] : by_ino) {
+    if (names.size() < 2) continue;
+    std::sort(names.begin(), names.end());
+    uint64_t extra = (names.size() - 1) * index_.at(names[0]).allocated;
+    used_bytes_ -= std::min(used_bytes_, extra);
+    links_[ino] = std::move(names);
+  }
 }
 
 namespace {
@@ -811,7 +882,57 @@ Status CacheStore::invalidateTree(const std::string& rel_dir) {
   return Ok{};
 }
 
+void CacheStore::indexLocked(const std::string& rel_path, Entry e) {
+  by_remote_.emplace(std::make_pair(e.validator.dev, e.validator.ino), rel_path);
+  index_[rel_path] = std::move(e);
+}
+
+void CacheStore::unindexLocked(std::unordered_map<std::string, Entry>::iterator it) {
+  auto [from, to] =
+      by_remote_.equal_range(std::make_pair(it->second.validator.dev, it->second.validator.ino));
+  for (auto r = from; r != to; ++r) {
+    if (r->second == it->first) {
+      by_remote_.erase(r);
+      break;
+    }
+  }
+  index_.erase(it);
+}
+
+const std::vector<std::string>* CacheStore::linksOfLocked(const std::string& rel_path,
+                                                          const Entry& e) const {
+  auto l = links_.find(e.obj_ino);
+  if (l == links_.end()) return nullptr;
+  // An inode number is only reused once its file is gone, and a group goes
+  // with its last name; checking membership all the same costs little.
+  bool member = std::find(l->second.begin(), l->second.end(), rel_path) != l->second.end();
+  return member ? &l->second : nullptr;
+}
+
+bool CacheStore::groupHeldLocked(const std::string& rel_path, const Entry& e, bool open) const {
+  auto held = [&](const std::string& p) {
+    return pins_.count(p) != 0 || (open && isOpenLocked(p));
+  };
+  const std::vector<std::string>* group = linksOfLocked(rel_path, e);
+  if (group == nullptr) return held(rel_path);
+  return std::any_of(group->begin(), group->end(), held);
+}
+
 void CacheStore::dropLocked(const std::string& rel_path, const char* why, std::string* left) {
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return;
+  uint64_t allocated = it->second.allocated;
+  std::vector<std::string> names{rel_path};
+  if (linksOfLocked(rel_path, it->second) != nullptr) {
+    auto l = links_.find(it->second.obj_ino);
+    names = std::move(l->second);
+    links_.erase(l);
+  }
+  for (const auto& name : names) dropNameLocked(name, why, left);
+  used_bytes_ -= std::min(used_bytes_, allocated);  // the object file, once
+}
+
+void CacheStore::dropNameLocked(const std::string& rel_path, const char* why, std::string* left) {
   auto it = index_.find(rel_path);
   if (it == index_.end()) return;
   std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
@@ -829,8 +950,7 @@ void CacheStore::dropLocked(const std::string& rel_path, const char* why, std::s
     undead_.insert(obj);
     if (left != nullptr) *left = err.message;
   }
-  used_bytes_ -= std::min(used_bytes_, it->second.allocated);
-  index_.erase(it);
+  unindexLocked(it);
   dropped_.push_back(rel_path);
   if (eviction_order_set_) removed_.push_back(rel_path);
 }
@@ -858,7 +978,11 @@ CacheStore::ObjectInfo CacheStore::info(const std::string& rel_path) const {
   std::lock_guard lock(mu_);
   bool pinned = pins_.count(rel_path) != 0;
   auto it = index_.find(rel_path);
-  if (it != index_.end()) return ObjectInfo{State::kCached, pinned, it->second.validator.size};
+  if (it != index_.end()) {
+    const std::vector<std::string>* group = linksOfLocked(rel_path, it->second);
+    return ObjectInfo{State::kCached, pinned, it->second.validator.size,
+                      group == nullptr ? 1 : group->size()};
+  }
   if (in_flight_.count(rel_path) != 0) return ObjectInfo{State::kPromoting, pinned, 0};
   return ObjectInfo{State::kRemote, pinned, 0};
 }
@@ -1019,13 +1143,13 @@ Status CacheStore::publishSteps(std::unique_ptr<Pending> p, const Validator& v,
   BuryOnExit bury{this};
   const std::string& rel = p->rel_path_;
   // Every early return below destroys `p`, which removes the tmp file.
-  ASSIGN_OR_RETURN(uint64_t allocated, sealTmpFile(p->fd_, rel, p->tmp_display_, v, checksum));
+  ASSIGN_OR_RETURN(Sealed sealed, sealTmpFile(p->fd_, rel, p->tmp_display_, v, checksum));
   std::string key = keyOf(rel);
   std::string fan = key.substr(0, 2);
   RETURN_IF_ERROR(makeFanDir(objects_fd_, fan, rel, opts_.dir));
   {
     std::lock_guard lock(mu_);
-    RETURN_IF_ERROR(commitLocked(*p, key, v, checksum, allocated));
+    RETURN_IF_ERROR(commitLocked(*p, key, v, checksum, sealed.allocated, sealed.ino));
   }
   ::close(p->fd_);
   p->fd_ = -1;
@@ -1043,7 +1167,7 @@ Status CacheStore::publishSteps(std::unique_ptr<Pending> p, const Validator& v,
 // Renames the sealed tmp file into objects/ and indexes it, unless the path
 // was invalidated since beginPromotion or no room can be made for it.
 Status CacheStore::commitLocked(Pending& p, const std::string& key, const Validator& v,
-                                uint64_t checksum, uint64_t allocated) {
+                                uint64_t checksum, uint64_t allocated, uint64_t obj_ino) {
   const std::string& rel = p.rel_path_;
   auto fl = in_flight_.find(rel);
   if (fl == in_flight_.end() || fl->second.token != reinterpret_cast<uintptr_t>(&p) ||
@@ -1075,10 +1199,166 @@ Status CacheStore::commitLocked(Pending& p, const std::string& key, const Valida
   e.allocated = allocated;
   e.last_open_ns = wallNs();
   e.serial = next_serial_++;
+  e.obj_ino = obj_ino;
   used_bytes_ += allocated;
-  index_[rel] = std::move(e);
+  indexLocked(rel, std::move(e));
   in_flight_.erase(fl);
   ++stats_.published;
+  return Ok{};
+}
+
+// ---- hard links -------------------------------------------------------------------
+
+struct CacheStore::LinkPlan {
+  std::string rel, key, obj;         // the name to cache, its key, its objects/ab/cdef...
+  std::string sibling, sibling_obj;  // the cached name whose object it shares
+  uint64_t sibling_serial = 0, obj_ino = 0;
+  uint64_t generation = 0, token = 0;  // its in_flight_ record, as a promotion's
+  std::string tmp_name;                // tmp/link.<n>: the new link until its rename
+};
+
+Status CacheStore::linkCopy(const std::string& rel_path, const Validator& v) {
+  BuryOnExit bury{this};  // declared first: runs after both locks are released
+  RETURN_IF_ERROR(checkRelPath(rel_path));
+  std::lock_guard link_lock(link_mu_);
+  LinkPlan plan;
+  {
+    std::lock_guard lock(mu_);
+    RETURN_IF_ERROR(planLinkLocked(rel_path, v, &plan));
+  }
+  Status linked = linkObjectFile(plan);
+  if (linked.ok()) {
+    std::lock_guard lock(mu_);
+    linked = commitLinkLocked(plan);
+  }
+  if (!linked.ok()) {
+    if (!plan.tmp_name.empty()) ::unlinkat(tmp_fd_, plan.tmp_name.c_str(), 0);  // if made
+    noteIoError(linked.error());
+    std::lock_guard lock(mu_);
+    auto fl = in_flight_.find(rel_path);
+    if (fl != in_flight_.end() && fl->second.token == plan.token) in_flight_.erase(fl);
+    return linked;
+  }
+  // Durability of the new name, as publish(): a crash that forgets it loses
+  // a name, never a byte.
+  std::string fan = plan.key.substr(0, 2);
+  UniqueFd fan_fd(::openat(objects_fd_, fan.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fan_fd.get() < 0 || ::fsync(fan_fd.get()) != 0) {
+    spdlog::warn("cache: fsync {}/objects/{} after linking {}: {}", opts_.dir, fan, rel_path,
+                 std::strerror(errno));
+  }
+  return Ok{};
+}
+
+// The sibling to share with, and rel_path marked in flight (invalidate()
+// fences it as it fences a promotion).
+Status CacheStore::planLinkLocked(const std::string& rel, const Validator& v, LinkPlan* plan) {
+  if (!healthy()) {
+    return makeError(Errc::kIo, fmt::format("link {}: cache disk {} failed; promotions paused "
+                                            "until it answers again",
+                                            rel, opts_.dir));
+  }
+  if (in_flight_.count(rel) != 0 || writers_.count(rel) != 0 || adopted_.count(rel) != 0)
+    return makeError(Errc::kBusy, "link " + rel + ": being promoted or written through the mount");
+  if (auto it = index_.find(rel); it != index_.end() && it->second.validator == v)
+    return makeError(Errc::kBusy, "link " + rel + ": already cached");
+  auto [from, to] = by_remote_.equal_range(std::make_pair(v.dev, v.ino));
+  for (auto r = from; r != to && plan->sibling.empty(); ++r) {
+    const Entry& e = index_.at(r->second);
+    if (r->second == rel || !(e.validator == v)) continue;
+    plan->sibling = r->second;
+    plan->sibling_obj = e.key.substr(0, 2) + "/" + e.key.substr(2);
+    plan->sibling_serial = e.serial;
+    plan->obj_ino = e.obj_ino;
+  }
+  if (plan->sibling.empty()) {
+    return makeError(Errc::kNotFound,
+                     fmt::format("link {}: no hard link of it is cached from {}", rel, toString(v)));
+  }
+  plan->rel = rel;
+  plan->key = keyOf(rel);
+  plan->obj = plan->key.substr(0, 2) + "/" + plan->key.substr(2);
+  InFlight& fl = in_flight_[rel];
+  fl.token = plan->token = next_serial_++;  // never a Pending's address
+  plan->generation = fl.generation;
+  plan->tmp_name = fmt::format("link.{}", next_serial_++);
+  return Ok{};
+}
+
+// Without mu_ (an fsync): the sibling's object lists rel in its path xattr,
+// durably, before tmp/<link> names it; a crash before the rename leaves the
+// list naming a file that does not exist, which recover() ignores.
+Status CacheStore::linkObjectFile(const LinkPlan& plan) {
+  const std::string& rel = plan.rel;
+  const std::string display = opts_.dir + "/objects/" + plan.sibling_obj;
+  RETURN_IF_ERROR(makeFanDir(objects_fd_, plan.key.substr(0, 2), rel, opts_.dir));
+  UniqueFd fd(::openat(objects_fd_, plan.sibling_obj.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || static_cast<uint64_t>(st.st_ino) != plan.obj_ino) {
+    return makeError(Errc::kStale,
+                     fmt::format("link {}: {} (the copy of {}) left the cache meanwhile", rel,
+                                 display, plan.sibling));
+  }
+  auto listed = getXattr(fd.get(), kXattrPath);
+  if (!listed.ok()) {
+    return sysError(listed.error().sys_errno,
+                    fmt::format("link {}: getxattr {} on {}", rel, kXattrPath, display));
+  }
+  std::vector<std::string> paths = splitPathList(*listed);
+  if (std::find(paths.begin(), paths.end(), rel) == paths.end()) paths.push_back(rel);
+  std::string value = joinPathList(paths);
+  if (::fsetxattr(fd.get(), kXattrPath, value.data(), value.size(), 0) != 0) {
+    int err = errno;
+    if (xattrTooLong(fd.get(), err)) {
+      return Error{Errc::kNotFound, err,
+                   fmt::format("link {}: {} names would be longer ({} bytes) than an xattr of the "
+                               "cache's file system holds; it gets a copy of its own",
+                               rel, paths.size(), value.size())};
+    }
+    return sysError(err, fmt::format("link {}: setxattr {} on {}", rel, kXattrPath, display));
+  }
+  if (::fsync(fd.get()) != 0) return lastSysError(fmt::format("link {}: fsync {}", rel, display));
+  if (::linkat(objects_fd_, plan.sibling_obj.c_str(), tmp_fd_, plan.tmp_name.c_str(), 0) != 0) {
+    return lastSysError(
+        fmt::format("link {}: link {} to {}/tmp/{}", rel, display, opts_.dir, plan.tmp_name));
+  }
+  return Ok{};
+}
+
+// The new link becomes rel's object and rel joins the sibling's group, unless
+// rel was invalidated or the sibling left since planLinkLocked().
+Status CacheStore::commitLinkLocked(const LinkPlan& plan) {
+  const std::string& rel = plan.rel;
+  auto fl = in_flight_.find(rel);
+  if (fl == in_flight_.end() || fl->second.token != plan.token ||
+      fl->second.generation != plan.generation) {
+    return makeError(Errc::kStale, fmt::format("link {}: invalidated (written, renamed or unlinked "
+                                               "through the mount) meanwhile; not linked",
+                                               rel));
+  }
+  auto sib = index_.find(plan.sibling);
+  if (sib == index_.end() || sib->second.serial != plan.sibling_serial) {
+    return makeError(Errc::kStale,
+                     fmt::format("link {}: {} left the cache meanwhile; not linked", rel,
+                                 plan.sibling));
+  }
+  // A stale copy of rel (never in the sibling's group: its validator differs).
+  if (index_.count(rel) != 0) dropLocked(rel, "replaced");
+  undead_.erase(plan.obj);  // the rename below replaces a copy a drop could not unlink
+  if (::renameat(tmp_fd_, plan.tmp_name.c_str(), objects_fd_, plan.obj.c_str()) != 0) {
+    return lastSysError(fmt::format("link {}: rename {}/tmp/{} to {}/objects/{}", rel, opts_.dir,
+                                    plan.tmp_name, opts_.dir, plan.obj));
+  }
+  Entry e = index_.at(plan.sibling);
+  e.key = plan.key;
+  e.serial = next_serial_++;
+  e.last_open_ns = wallNs();
+  std::vector<std::string>& group = links_[e.obj_ino];
+  if (group.empty()) group.push_back(plan.sibling);
+  group.push_back(rel);
+  indexLocked(rel, std::move(e));  // no bytes: the sibling's are counted
+  in_flight_.erase(fl);
+  ++stats_.linked;
   return Ok{};
 }
 
@@ -1108,11 +1388,21 @@ uint64_t CacheStore::evictLocked(uint64_t target_used) {
     const std::string* path;
   };
   std::vector<Candidate> candidates;
-  for (const auto& [path, e] : index_) {
-    if (pins_.count(path) != 0 || isOpenLocked(path)) continue;
+  auto rankOf = [&](const std::string& path) {
     auto r = eviction_rank_.find(path);
-    size_t rank = r == eviction_rank_.end() ? SIZE_MAX : r->second;
-    candidates.push_back(Candidate{rank, e.last_open_ns, &path});
+    return r == eviction_rank_.end() ? SIZE_MAX : r->second;
+  };
+  for (const auto& [path, e] : index_) {
+    if (groupHeldLocked(path, e, true)) continue;
+    Candidate c{rankOf(path), e.last_open_ns, &path};
+    // A shared object goes as late as its hottest name would.
+    if (const std::vector<std::string>* group = linksOfLocked(path, e)) {
+      for (const auto& name : *group) {
+        c.rank = std::max(c.rank, rankOf(name));
+        c.last_open_ns = std::max(c.last_open_ns, index_.at(name).last_open_ns);
+      }
+    }
+    candidates.push_back(c);
   }
   std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
     return a.rank != b.rank ? a.rank < b.rank : a.last_open_ns < b.last_open_ns;
@@ -1167,9 +1457,12 @@ void CacheStore::setCapacity(uint64_t capacity_bytes) {
 Status CacheStore::evict(const std::string& rel_path) {
   BuryOnExit bury{this};
   std::lock_guard lock(mu_);
-  if (index_.count(rel_path) == 0) return makeError(Errc::kNotFound, "not cached: " + rel_path);
-  if (pins_.count(rel_path) != 0)
-    return makeError(Errc::kBusy, "evict " + rel_path + ": pinned; unpin it first");
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  if (groupHeldLocked(rel_path, it->second, false)) {
+    return makeError(Errc::kBusy, "evict " + rel_path + ": pinned, or shares its copy with a "
+                                  "pinned hard link; unpin it first");
+  }
   dropLocked(rel_path, "evicted");
   ++stats_.evictions;
   return Ok{};
@@ -1178,9 +1471,14 @@ Status CacheStore::evict(const std::string& rel_path) {
 Status CacheStore::evictIdle(const std::string& rel_path) {
   BuryOnExit bury{this};
   std::lock_guard lock(mu_);
-  if (index_.count(rel_path) == 0) return makeError(Errc::kNotFound, "not cached: " + rel_path);
+  auto it = index_.find(rel_path);
+  if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
   if (pins_.count(rel_path) != 0) return makeError(Errc::kBusy, "evict " + rel_path + ": pinned");
   if (isOpenLocked(rel_path)) return makeError(Errc::kBusy, "evict " + rel_path + ": open");
+  if (groupHeldLocked(rel_path, it->second, true)) {
+    return makeError(Errc::kBusy,
+                     "evict " + rel_path + ": shares its copy with a pinned or open hard link");
+  }
   dropLocked(rel_path, "evicted");
   ++stats_.evictions;
   return Ok{};
@@ -1244,7 +1542,7 @@ Status CacheStore::openForVerifyLocked(const std::string& rel_path, VerifyTarget
   if (it == index_.end()) return makeError(Errc::kNotFound, "not cached: " + rel_path);
   t->serial = it->second.serial;
   t->expected = it->second.checksum;
-  t->in_use = isOpenLocked(rel_path);
+  t->in_use = groupHeldLocked(rel_path, it->second, true);
   std::string obj = it->second.key.substr(0, 2) + "/" + it->second.key.substr(2);
   t->display = opts_.dir + "/objects/" + obj;
   t->fd.reset(::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC));
@@ -1260,7 +1558,9 @@ Status CacheStore::openForVerifyLocked(const std::string& rel_path, VerifyTarget
 
 CacheStore::VerifyReport CacheStore::verifyAll(const std::function<bool(uint64_t)>& read_hook) {
   VerifyReport report;
+  std::unordered_set<uint64_t> shared_seen;  // a shared object is read once, by its first name
   for (const auto& o : list()) {
+    if (o.links > 1 && !shared_seen.insert(o.object_ino).second) continue;
     Status s = verify(o.rel_path, read_hook);
     if (!s.ok() && s.error().code == Errc::kBusy) break;  // cancelled
     if (!s.ok() && s.error().code == Errc::kNotFound) continue;
@@ -1276,9 +1576,11 @@ std::vector<CacheStore::ObjectSummary> CacheStore::list() const {
   std::vector<ObjectSummary> out;
   out.reserve(index_.size());
   for (const auto& [path, e] : index_) {
+    const std::vector<std::string>* group = linksOfLocked(path, e);
     out.push_back(ObjectSummary{path, "objects/" + e.key.substr(0, 2) + "/" + e.key.substr(2),
                                 e.validator, e.checksum, e.allocated, e.last_open_ns,
-                                pins_.count(path) != 0, isOpenLocked(path)});
+                                pins_.count(path) != 0, isOpenLocked(path),
+                                group == nullptr ? 1 : group->size(), e.obj_ino});
   }
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.rel_path < b.rel_path; });
@@ -1292,10 +1594,13 @@ namespace hotshard {
 // ---- copies that writers joined ----------------------------------------------
 
 Status CacheStore::writeDirtyMark(const std::string& obj, const std::string& rel,
-                                  const Validator& base) {
+                                  const Validator& base, bool relabel) {
   std::string display = opts_.dir + "/objects/" + obj;
   UniqueFd fd(::openat(objects_fd_, obj.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return lastSysError(fmt::format("mark {} dirty: open {}", rel, display));
+  // Before the mark: a dirty copy names the one remote path it is written back to.
+  if (relabel && ::fsetxattr(fd.get(), kXattrPath, rel.data(), rel.size(), 0) != 0)
+    return lastSysError(fmt::format("mark {} dirty: setxattr {} on {}", rel, kXattrPath, display));
   std::string mark = toString(base);
   if (::fsetxattr(fd.get(), kXattrDirty, mark.data(), mark.size(), 0) != 0)
     return lastSysError(fmt::format("mark {} dirty: setxattr {} on {}", rel, kXattrDirty, display));
@@ -1307,6 +1612,7 @@ Status CacheStore::adopt(const std::string& rel_path, dev_t copy_dev, ino_t copy
                          const Validator& base) {
   BuryOnExit bury{this};
   std::string obj;
+  bool shared = false;
   {
     std::lock_guard lock(mu_);
     auto it = index_.find(rel_path);
@@ -1317,18 +1623,31 @@ Status CacheStore::adopt(const std::string& rel_path, dev_t copy_dev, ino_t copy
         st.st_dev != copy_dev || st.st_ino != copy_ino) {
       return makeError(Errc::kNotFound, "the open copy of " + rel_path + " is no longer cached");
     }
-    adopted_[rel_path] = std::move(it->second);
-    index_.erase(it);
+    // A shared object becomes this name's alone: the other names leave
+    // objects/ (its bytes stay, counted once), so that the dirty copy names
+    // exactly one remote path to write back to.
+    if (linksOfLocked(rel_path, it->second) != nullptr) {
+      auto l = links_.find(it->second.obj_ino);
+      std::vector<std::string> names = std::move(l->second);
+      links_.erase(l);
+      for (const auto& name : names) {
+        if (name != rel_path) dropNameLocked(name, "its copy became a hard link's write buffer", nullptr);
+      }
+      shared = true;
+      it = index_.find(rel_path);
+    }
+    adopted_[rel_path] = it->second;
+    unindexLocked(it);
     if (eviction_order_set_) removed_.push_back(rel_path);
   }
   // Outside mu_: an fsync. Nothing else touches an adopted entry meanwhile.
-  Status marked = writeDirtyMark(obj, rel_path, base);
+  Status marked = writeDirtyMark(obj, rel_path, base, shared);
   if (!marked.ok()) noteIoError(marked.error());
   if (!marked.ok()) {
     std::lock_guard lock(mu_);
     auto it = adopted_.find(rel_path);
     if (it != adopted_.end()) {
-      index_[rel_path] = std::move(it->second);
+      indexLocked(rel_path, std::move(it->second));
       adopted_.erase(it);
       dropLocked(rel_path, "dirty mark failed");
     }

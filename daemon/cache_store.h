@@ -10,6 +10,11 @@
 //                          (remote identity, '\0', relative path), fanned out
 //                          by its first byte. xattrs user.hotshard.{path,
 //                          validator,checksum} say what it is a copy of.
+//                          Hard links of one remote file share one object
+//                          file (linkCopy()): each name of it in objects/ is
+//                          a link(2) of the same inode under that name's
+//                          key, and user.hotshard.path lists every name,
+//                          NUL-separated (one name: exactly the one path).
 //                          The remote identity is the remote root's canonical
 //                          path alone: nothing that a remount or a reboot
 //                          changes (st_dev is not part of it; objects named
@@ -25,6 +30,13 @@
 // any point leaves no object or a complete one. open() sweeps tmp/ and rebuilds
 // the index from objects/, unlinking anything truncated or unverifiable; dirty
 // objects are kept for recoverDirty() (docs/cache.md "One file, one truth").
+//
+// Shared objects (linkCopy): the names whose index entries are links of one
+// object file form a group. The group's bytes are counted once; a drop of any
+// name (evict, invalidate, stale, corrupt, the watermarks) drops every name,
+// since a change through one name of a remote inode changes all of them; a
+// pinned or open name keeps the whole group from the watermarks and
+// evictIdle.
 //
 // Thread safety: every public method may be called from any thread. One mutex
 // (mu_) guards all in-memory state; it is a leaf lock: nothing calls out of the
@@ -219,6 +231,7 @@ class CacheStore {
     State state;
     bool pinned;
     uint64_t size;
+    uint64_t links = 1;  // cached: names sharing its copy (hard links, linkCopy())
   };
   ObjectInfo info(const std::string& rel_path) const;
   // Pins persist across restarts (the pins file) and may name paths not cached
@@ -239,6 +252,7 @@ class CacheStore {
     uint64_t recovery_tmp_swept = 0;  // tmp files removed by open()
     uint64_t adopted_objects = 0;     // copies that are write-back buffers now
     uint64_t recovery_rekeyed = 0;    // objects renamed from their "path@st_dev" key by open()
+    uint64_t linked = 0;              // names cached by linkCopy(), without copying
   };
   Stats stats() const;
 
@@ -284,6 +298,22 @@ class CacheStore {
   // The Pending is consumed either way.
   Status publish(std::unique_ptr<Pending> pending, const Validator& v, uint64_t checksum);
 
+  // Caches rel_path without copying a byte, when another name (a hard link,
+  // link(2)) of the same remote file is cached from exactly the remote state
+  // `v` describes: all five fields equal, so the same inode of the same live
+  // mount (st_dev changes at a remount, so names cached before one are not
+  // linked to names cached after it) with the same size, mtime and ctime.
+  // The sibling's object file gets rel_path in its path xattr list, is
+  // link(2)ed under rel_path's key (through tmp/ and a rename, as publish())
+  // and rel_path joins its group (see the header comment). Call it only with
+  // a validator read from the remote as a copy's `before` would be.
+  // kNotFound: no such sibling, or the path list would be longer than an
+  // xattr of the cache's file system holds (copy it instead); kBusy: rel_path
+  // is being promoted or written through the mount; kStale: the sibling or
+  // rel_path changed meanwhile; kIo while the disk is failed; errno errors of
+  // setxattr, link, rename.
+  Status linkCopy(const std::string& rel_path, const Validator& v);
+
   // True when rel_path is cached with a copy that servesFor(copy, v).
   bool isCached(const std::string& rel_path, const Validator& v) const;
 
@@ -328,7 +358,11 @@ class CacheStore {
     int64_t last_open_ns;
     bool pinned;
     bool open;
+    uint64_t links = 1;       // names sharing this object file (hard links of one remote file)
+    uint64_t object_ino = 0;  // st_ino of the object file in the cache's file system
   };
+  // One summary per name; names of one shared object each report its whole
+  // allocated_bytes (stats().used_bytes counts it once).
   std::vector<ObjectSummary> list() const;
 
   // objects/ab/cdef... relative to the cache dir, whether cached or not.
@@ -343,6 +377,7 @@ class CacheStore {
     uint64_t allocated = 0;
     int64_t last_open_ns = 0;
     uint64_t serial = 0;  // tells a re-published object from the one before
+    uint64_t obj_ino = 0;  // the object file's st_ino in the cache's file system
   };
   struct InFlight {
     uint64_t generation = 0;  // bumped by invalidate(); checked at publish
@@ -355,11 +390,13 @@ class CacheStore {
   // Steps of recover(), publish() and verify(); they require mu_.
   Status recoverFanLocked(int fan_fd, const std::string& fan);
   Status commitLocked(Pending& p, const std::string& key, const Validator& v, uint64_t checksum,
-                      uint64_t allocated);
+                      uint64_t allocated, uint64_t obj_ino);
   struct VerifyTarget;
   Status openForVerifyLocked(const std::string& rel_path, VerifyTarget* t);
   void abandon(Pending& p);
-  Status writeDirtyMark(const std::string& obj, const std::string& rel_path, const Validator& base);
+  // relabel: first set the path xattr to rel_path alone (an adopted shared object).
+  Status writeDirtyMark(const std::string& obj, const std::string& rel_path, const Validator& base,
+                        bool relabel = false);
   // Requires mu_. Moves objects/<obj> to lost+found/ and logs why.
   void keepAsideLocked(const std::string& obj, const std::string& rel_path, const std::string& why);
   std::string keyOf(const std::string& rel_path) const;
@@ -372,7 +409,24 @@ class CacheStore {
   // An object it cannot move aside or unlink (a failing disk) leaves the index
   // all the same and is kept in undead_ for probeHealth() to unlink; *left,
   // when given, says why.
+  // Drops rel_path and every name sharing its object (its group).
   void dropLocked(const std::string& rel_path, const char* why, std::string* left = nullptr);
+  // One name out of objects/ and the index; its bytes are left to the caller.
+  void dropNameLocked(const std::string& rel_path, const char* why, std::string* left);
+  // Every index_ insert and erase goes through these (by_remote_ follows).
+  void indexLocked(const std::string& rel_path, Entry e);
+  void unindexLocked(std::unordered_map<std::string, Entry>::iterator it);
+  // The group of rel_path's object (names sharing it), or nullptr when alone.
+  const std::vector<std::string>* linksOfLocked(const std::string& rel_path, const Entry& e) const;
+  // Whether any name of rel_path's group is pinned (or open, with `open`).
+  bool groupHeldLocked(const std::string& rel_path, const Entry& e, bool open) const;
+  // recover()'s last step: names that are links of one object file form a group.
+  void groupLinksLocked();
+  // linkCopy()'s steps.
+  struct LinkPlan;
+  Status planLinkLocked(const std::string& rel_path, const Validator& v, LinkPlan* plan);
+  Status linkObjectFile(const LinkPlan& plan);
+  Status commitLinkLocked(const LinkPlan& plan);
   Status publishSteps(std::unique_ptr<Pending> pending, const Validator& v, uint64_t checksum);
   // Unlinks what dropLocked() moved aside. Without mu_: unlinking a large,
   // fragmented file can take a while, and lookups must not wait for it.
@@ -393,6 +447,20 @@ class CacheStore {
   mutable std::mutex mu_;  // leaf lock; see the header comment
   std::unordered_map<std::string, Entry> index_;
   std::unordered_map<std::string, Entry> adopted_;  // see adopt(); not in index_
+  // Groups: object st_ino -> the names linked to it, for objects with two
+  // names or more (see the header comment).
+  std::unordered_map<uint64_t, std::vector<std::string>> links_;
+  // The remote file (st_dev, st_ino) each name was cached from -> the names:
+  // linkCopy()'s search for a sibling.
+  struct RemoteFileHash {
+    size_t operator()(const std::pair<uint64_t, uint64_t>& k) const {
+      return std::hash<uint64_t>{}(k.first * 0x9e3779b97f4a7c15ull ^ k.second);
+    }
+  };
+  std::unordered_multimap<std::pair<uint64_t, uint64_t>, std::string, RemoteFileHash> by_remote_;
+  // Serialises linkCopy()'s rewrite of a shared object's path list; taken
+  // before mu_, never under it.
+  std::mutex link_mu_;
   struct DirtyFound {
     std::string rel_path, obj;  // obj: "ab/cdef..." under objects/
     Validator base;

@@ -80,6 +80,8 @@ inline constexpr char kPinned[] = "pinned";
 inline constexpr char kEvicted[] = "evicted";
 inline constexpr char kSize[] = "size";
 inline constexpr char kObject[] = "object";
+// stat of a cached file whose copy hard links of it share: how many names do.
+inline constexpr char kLinks[] = "links";
 // stat of a cached file whose copy cannot be served now: why (the cache disk failed).
 inline constexpr char kUnusable[] = "unusable";
 inline constexpr char kDone[] = "done";

@@ -76,8 +76,9 @@ const std::vector<MetricInfo> kCatalog = {
      "write through the mount), corrupt (failed verification)."},
     {"hotshard_promotions_started_total", "counter", {}, "Promotions started."},
     {"hotshard_promotions_total", "counter", {"result"},
-     "Finished promotions by result: published, already_cached, vanished (the remote file "
-     "went before or during the copy; no failure), failed."},
+     "Finished promotions by result: published, already_cached, linked (shared a hard link's "
+     "copy, nothing copied), vanished (the remote file went before or during the copy; no "
+     "failure), failed."},
     {"hotshard_promotion_failures_total", "counter", {"reason"},
      "Failed promotions by reason (stale, no_space, remote_io, cache_io, ...)."},
     {"hotshard_promoted_bytes_total", "counter", {}, "Bytes copied into the cache by promotions."},
@@ -309,6 +310,7 @@ void addPromoter(const PromoterStatus& p, Families& f) {
   f.add("hotshard_promotions_started_total", {}, num(p.started));
   f.add("hotshard_promotions_total", {{"result", "published"}}, num(p.published));
   f.add("hotshard_promotions_total", {{"result", "already_cached"}}, num(p.already_cached));
+  f.add("hotshard_promotions_total", {{"result", "linked"}}, num(p.linked));
   f.add("hotshard_promotions_total", {{"result", "vanished"}}, num(p.vanished));
   std::optional<double> failed;
   PromoterStatus::fields(p, [&](std::string_view key, const Opt<uint64_t>& v) {

@@ -181,6 +181,7 @@ void Promoter::shutdown() {
   }
   bucket_.wake();
   cv_.notify_all();
+  turn_cv_.notify_all();
   std::vector<std::thread> workers;
   {
     std::lock_guard lock(mu_);
@@ -386,16 +387,64 @@ struct Promoter::Source {
   Validator before;  // what the copy is made from, once the file is quiet
 };
 
+// Names of one remote file are promoted one at a time (a warm of a directory
+// copies several files at once): the later ones then find the first's copy.
+class Promoter::SameFileTurn {
+ public:
+  explicit SameFileTurn(Promoter& p) : p_(p) {}
+  SameFileTurn(const SameFileTurn&) = delete;
+  SameFileTurn& operator=(const SameFileTurn&) = delete;
+  ~SameFileTurn() {
+    if (!held_) return;
+    {
+      std::lock_guard lock(p_.mu_);
+      p_.same_file_busy_.erase(key_);
+    }
+    p_.turn_cv_.notify_all();
+  }
+  // Waits while another promotion copies (dev, ino); false at shutdown.
+  bool take(const Validator& v) {
+    key_ = {v.dev, v.ino};
+    std::unique_lock lock(p_.mu_);
+    p_.turn_cv_.wait(lock, [&] { return p_.stopping_ || p_.same_file_busy_.count(key_) == 0; });
+    if (p_.stopping_) return false;
+    held_ = p_.same_file_busy_.insert(key_).second;
+    return true;
+  }
+
+ private:
+  Promoter& p_;
+  std::pair<uint64_t, uint64_t> key_;
+  bool held_ = false;
+};
+
 Status Promoter::copy(const std::string& rel, const ProgressFn& progress, UniqueFd shared,
                       std::unique_ptr<CopyKit>* kit, Fail* why) {
   Source src;
   RETURN_IF_ERROR(openSource(rel, std::move(shared), &src, why));
   RETURN_IF_ERROR(waitForQuiet(rel, &src, why));
+  SameFileTurn turn(*this);
+  if (src.st.st_nlink > 1 && !turn.take(src.before)) {
+    return failed(why, Fail::kCancelled,
+                  makeError(Errc::kBusy, "promote " + rel + ": cancelled (shutdown)"));
+  }
   if (store_->isCached(rel, src.before)) {
     std::lock_guard lock(mu_);
     ++stats_.already_cached;
     *why = Fail::kNone;
     return Ok{};
+  }
+  // A hard link of a file cached from this very state shares its copy; if
+  // none is (or it cannot be shared), the file is copied as any other.
+  if (src.st.st_nlink > 1) {
+    Status linked = store_->linkCopy(rel, src.before);
+    if (linked.ok()) {
+      std::lock_guard lock(mu_);
+      ++stats_.linked;
+      *why = Fail::kNone;
+      return Ok{};
+    }
+    if (linked.error().code != Errc::kNotFound) spdlog::debug("{}", linked.error().message);
   }
   ASSIGN_OR_RETURN(std::unique_ptr<CacheStore::Pending> pending,
                    reserve(rel, src.before.size, why));

@@ -48,6 +48,7 @@
 #include <string>
 #include <unordered_map>
 #include <thread>
+#include <set>
 #include <unordered_set>
 #include <vector>
 
@@ -134,6 +135,9 @@ class Promoter {
 
   struct Stats {
     uint64_t started = 0, published = 0, already_cached = 0;
+    // Cached by linking to a hard link's copy of the same remote state
+    // (CacheStore::linkCopy): no byte copied.
+    uint64_t linked = 0;
     // The remote file went (removed or renamed away, like rsync's temp files)
     // before or during the copy: an outcome, not a failure.
     uint64_t vanished = 0;
@@ -223,6 +227,12 @@ class Promoter {
   unsigned active_ = 0;                      // promotions copying now
   std::vector<std::thread> workers_;
   Stats stats_;
+  // Remote files (st_dev, st_ino) with several names that a promotion is
+  // copying now: the others of their names wait their turn (SameFileTurn)
+  // and then link to its copy instead of copying it again.
+  std::set<std::pair<uint64_t, uint64_t>> same_file_busy_;
+  std::condition_variable turn_cv_;  // same_file_busy_ lost one, or stopping_
+  class SameFileTurn;
 };
 
 }  // namespace hotshard

@@ -68,6 +68,7 @@ struct FuseStatus {
 // (the metrics export each as hotshard_promotion_failures_total{reason="X"}).
 struct PromoterStatus {
   Opt<uint64_t> started, published, already_cached;  // promotions
+  Opt<uint64_t> linked;  // promotions that shared a hard link's copy instead of copying
   // The remote file went before or during the copy (rsync's temp files): no failure.
   Opt<uint64_t> vanished;
   Opt<uint64_t> failed_stale, failed_no_space, failed_remote_io, failed_cache_io;
@@ -83,6 +84,7 @@ struct PromoterStatus {
     f("started", s.started);
     f("published", s.published);
     f("already_cached", s.already_cached);
+    f("linked", s.linked);
     f("vanished", s.vanished);
     f("failed_stale", s.failed_stale);
     f("failed_no_space", s.failed_no_space);

@@ -237,9 +237,14 @@ void addStatCommand(CLI::App& app) {
       if (r.contains(control::kCopied) && size > 0) {  // a copy in flight: how far it is
         state += " " + std::to_string(r.value(control::kCopied, 0ull) * 100 / size) + "%";
       }
-      std::printf("%-10s %s%s  %s\n", state.c_str(),
+      std::string shared;
+      if (r.contains(control::kLinks)) {  // hard links of one remote file share one copy
+        shared = "  (one copy for " + std::to_string(r.value(control::kLinks, 0ull)) + " names)";
+      }
+      std::printf("%-10s %s%s  %s%s\n", state.c_str(),
                   r.value(control::kPinned, false) ? "pinned " : "",
-                  quoteEscape(r.value(control::kPath, "")).c_str(), formatBytes(size).c_str());
+                  quoteEscape(r.value(control::kPath, "")).c_str(), formatBytes(size).c_str(),
+                  shared.c_str());
       if (r.contains(control::kUnusable)) {
         std::printf("           (%s; opens go to the remote)\n",
                     r.value(control::kUnusable, "").c_str());

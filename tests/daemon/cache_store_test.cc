@@ -23,16 +23,6 @@ using testing::writeFile;
 
 class CacheStoreTest : public testing::StoreFixture {
  protected:
-  // Publishes `content` as rel's copy, as the promoter would.
-  Status publishBytes(const std::string& rel, const std::string& content, const Validator& v) {
-    ASSIGN_OR_RETURN(auto p, store_->beginPromotion(rel, content.size(), false));
-    if (!content.empty() && ::pwrite(p->fd(), content.data(), content.size(), 0) !=
-                                static_cast<ssize_t>(content.size())) {
-      return lastSysError("pwrite");
-    }
-    return store_->publish(std::move(p), v, XXH3_64bits(content.data(), content.size()));
-  }
-
   // Remote file + published copy.
   std::string cache(const std::string& rel, size_t size) {
     std::string content = makeRemote(rel, size);

@@ -108,6 +108,7 @@ TEST(MetricsConversion, FullSnapshotGivesEverySeries) {
       {R"(hotshard_promotions_started_total)", 20},
       {R"(hotshard_promotions_total{result="published"})", 10},
       {R"(hotshard_promotions_total{result="already_cached"})", 2},
+      {R"(hotshard_promotions_total{result="linked"})", 7},
       {R"(hotshard_promotions_total{result="vanished"})", 5},
       {R"(hotshard_promotions_total{result="failed"})", 10},  // vanished is no failure
       {R"(hotshard_promotion_failures_total{reason="stale"})", 1},

@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <filesystem>
 #include <fstream>
@@ -123,6 +124,16 @@ class StoreFixture : public ::testing::Test {
     std::string content = randomBytes(size, seed ^ std::hash<std::string>{}(rel));
     writeFile(remote_ + "/" + rel, content);
     return content;
+  }
+
+  // Publishes `content` as rel's copy, as the promoter would.
+  Status publishBytes(const std::string& rel, const std::string& content, const Validator& v) {
+    ASSIGN_OR_RETURN(auto p, store_->beginPromotion(rel, content.size(), false));
+    if (!content.empty() && ::pwrite(p->fd(), content.data(), content.size(), 0) !=
+                                static_cast<ssize_t>(content.size())) {
+      return lastSysError("pwrite");
+    }
+    return store_->publish(std::move(p), v, XXH3_64bits(content.data(), content.size()));
   }
 
   // The cached copy's bytes, or "<error>" when openIfValid refuses.
