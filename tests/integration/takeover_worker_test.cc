@@ -395,6 +395,52 @@ TEST_F(IntegrationTakeoverWorker, NamespaceListingsAndInodesCarryAcrossASigkill)
   EXPECT_EQ(worker().stop(), 0) << worker().log();
 }
 
+// A file open from the remote across a takeover that was cached meanwhile: the
+// successor knows its attributes from the namespace and finds a valid copy, so
+// a new open needs no walk to the remote, but the inherited backing is the
+// remote file, which only a walk reopens. The inode is retired (ESTALE): the
+// kernel looks the name up again and the new inode opens the copy.
+TEST_F(IntegrationTakeoverWorker, ARemoteBackingCachedMeanwhileIsRetiredNotReopenedBlind) {
+  consistency_ = "immutable";
+  const std::vector<std::string> extra = {"--scrub-rate", "0", "--placement", "manual"};
+  writeRandomFile(remote_ + "/f", 1 << 20, 61);
+  const std::string want = sha256File(remote_ + "/f");
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false, extra);
+  ASSERT_FALSE(HasFailure());
+  int held = ::open((mnt_ + "/f").c_str(), O_RDONLY);  // the remote file is its backing
+  ASSERT_GE(held, 0) << std::strerror(errno);
+  CommandResult warm =
+      runCommand({hotshardBinary(), "warm", mnt_ + "/f", "--socket", worker().socket()});
+  ASSERT_EQ(warm.exit_code, 0) << warm.out;
+
+  ASSERT_EQ(::kill(worker().pid(), SIGKILL), 0);
+  ASSERT_EQ(worker().waitExit(10), 128 + SIGKILL);
+  startWorker(/*takeover=*/true, extra);
+  ASSERT_FALSE(HasFailure());
+  // A successor that died in the open would leave it waiting without end (the
+  // request was read; nothing here starts another worker): past 20 s the
+  // connection is aborted.
+  std::atomic<bool> answered{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 2000 && !answered; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!answered) fuse::abortConnection(conn_dev_);
+  });
+  CommandResult sum = runCommand({"sha256sum", mnt_ + "/f"}, 30);
+  answered = true;
+  watchdog.join();
+  EXPECT_EQ(sum.out.substr(0, 64), want) << sum.out;
+  ASSERT_TRUE(worker().running()) << worker().log();
+  EXPECT_EQ(sha256Of(readFrom(held, 0)), want);
+  ::close(held);
+  json st = worker().status();
+  ASSERT_FALSE(st.contains("error")) << st.dump();
+  EXPECT_EQ(st["fuse"]["opens_cache"].get<uint64_t>(), 1u) << st.dump();
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
 TEST_F(IntegrationTakeoverWorker, Sigusr2HandsOverWithoutUnmounting) {
   writeRandomFile(remote_ + "/a", 4 << 20, 21);
   ASSERT_NO_FATAL_FAILURE(mountConnection());
