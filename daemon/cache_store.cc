@@ -453,8 +453,11 @@ bool servesFor(const Validator& copy, const Validator& now) {
 }
 
 Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path) {
-  struct stat st {};
-  if (::fstat(remote_root_fd, &st) != 0) return lastSysError("stat remote root " + canonical_path);
+  // AT_STATX_DONT_SYNC: a check of the fd, not a question to a remote that may hang.
+  struct statx stx {};
+  if (::statx(remote_root_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) != 0) {
+    return lastSysError("stat remote root " + canonical_path);
+  }
   return canonical_path;
 }
 

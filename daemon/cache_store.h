@@ -111,7 +111,8 @@ bool servesFor(const Validator& copy, const Validator& now);
 
 // The remote identity part of every key: the remote root's canonical path
 // (the namespace), after checking that remote_root_fd (opened before the
-// mount) answers fstat. Not its st_dev, which changes at every remount of a
+// mount) answers statx (AT_STATX_DONT_SYNC: a remote that hangs is not asked).
+// Not its st_dev, which changes at every remount of a
 // FUSE or NFS remote.
 Result<std::string> remoteIdOf(int remote_root_fd, const std::string& canonical_path);
 

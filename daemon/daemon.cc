@@ -114,9 +114,13 @@ Status checkWorkerPaths(const RunConfig& cfg) {
                      "--fuse-fd: no hotshard mount on " + cfg.mount + " to serve");
   }
   if (cfg.worker.remote_fd >= 0) {
-    if (::fstat(cfg.worker.remote_fd, &st) < 0) {
+    // What the kernel has (AT_STATX_DONT_SYNC): a successor may start while the
+    // remote hangs (docs/restart.md), and the type of an open fd does not change.
+    struct statx stx {};
+    if (::statx(cfg.worker.remote_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0) {
       return lastSysError("--remote-fd " + std::to_string(cfg.worker.remote_fd));
     }
+    st.st_mode = stx.stx_mode;
   } else if (cfg.mount == cfg.remote) {
     return makeError(Errc::kInvalidArgument, "--fuse-fd over the remote " + cfg.remote +
                                                  " needs --remote-fd: the path is covered");
@@ -351,8 +355,12 @@ Status Daemon::startCache() {
 Status Daemon::startPlacement() {
   // The probes watch the file systems that back our files: the remote's and the cache's.
   std::vector<dev_t> devices;
-  struct stat remote_st {}, cache_st {};
-  if (::fstat(remote_fd_.get(), &remote_st) == 0) devices.push_back(remote_st.st_dev);
+  struct stat cache_st {};
+  struct statx remote_stx {};
+  // The device is the VFS's (AT_STATX_DONT_SYNC): a hung remote is not asked.
+  if (::statx(remote_fd_.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &remote_stx) == 0) {
+    devices.push_back(makedev(remote_stx.stx_dev_major, remote_stx.stx_dev_minor));
+  }
   if (::stat(cfg_.cache.c_str(), &cache_st) == 0 &&
       std::find(devices.begin(), devices.end(), cache_st.st_dev) == devices.end()) {
     devices.push_back(cache_st.st_dev);
@@ -534,9 +542,11 @@ Status Daemon::startLoop() {
 // ---- the remote watch: a remote that dies and is mounted again ----------------
 
 namespace {
+// AT_STATX_DONT_SYNC: the mount-root attribute is the VFS's, no need to ask a
+// network file system (which may hang) for the rest.
 bool isMountRoot(int fd) {
   struct statx stx {};
-  return ::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+  return ::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &stx) == 0 &&
          (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) != 0 &&
          (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
 }
@@ -553,9 +563,9 @@ Status Daemon::startRemoteWatch() {
   // Over the remote, a new mount at its path would land on top of ours: nothing
   // to watch (docs/user-guide.md, "A remote that hangs").
   if (cfg_.mount == cfg_.remote) return Ok{};
-  struct statfs sf {};
-  if (::fstatfs(remote_fd_.get(), &sf) != 0) return lastSysError("remote watch: statfs " + cfg_.remote);
-  remote_watch_.fs_type = static_cast<int64_t>(sf.f_type);
+  // Nothing here waits on the remote: a successor may start while it hangs
+  // (docs/restart.md, "A takeover while the remote hangs"). The file system's
+  // type comes from the watch's first statfs, under the deadline.
   remote_watch_.mount_root = isMountRoot(remote_fd_.get());
   remote_watch_.mnt_id = mountIdOf(remote_fd_.get(), "", AT_EMPTY_PATH);
   remote_watch_.thread = std::thread([this] { watchRemote(); });
@@ -597,16 +607,22 @@ void Daemon::watchRemote() {
 bool Daemon::remoteRootDead(fuse::RemoteCalls& root_calls, fuse::RemoteCalls& path_calls) {
   auto own = std::make_shared<UniqueFd>(::fcntl(remote_fd_.get(), F_DUPFD_CLOEXEC, 0));
   if (!*own) return false;
-  auto r = root_calls.run<int>("remote watch: statfs", [own]() -> Result<int> {
+  // The file system's type (f_type, >= 0), or -errno.
+  auto r = root_calls.run<int64_t>("remote watch: statfs", [own]() -> Result<int64_t> {
     struct statfs sf {};
-    return ::fstatfs(own->get(), &sf) == 0 ? 0 : errno;
+    return ::fstatfs(own->get(), &sf) == 0 ? static_cast<int64_t>(sf.f_type) : -int64_t{errno};
   });
   // Hung (or still hung: refused): the deadline answers for its calls, unless
   // it was detached and the path is another mount now.
   if (!r.ok()) return remotePathMoved(path_calls);
-  if (*r != ENOTCONN && *r != EIO && *r != ESTALE && *r != ENODEV) return false;
+  if (*r >= 0) {
+    if (remote_watch_.fs_type == 0) remote_watch_.fs_type = *r;
+    return false;
+  }
+  const int err = static_cast<int>(-*r);
+  if (err != ENOTCONN && err != EIO && err != ESTALE && err != ENODEV) return false;
   spdlog::warn("remote {}: its root answers {}; waiting for it to be mounted again there",
-               cfg_.remote, std::strerror(*r));
+               cfg_.remote, std::strerror(err));
   return true;
 }
 
@@ -633,7 +649,9 @@ bool Daemon::reopenRemote(fuse::RemoteCalls& calls) {
         struct statfs sf {};
         if (::fstatfs(fd.get(), &sf) != 0) return lastSysError("statfs " + path);
         // The directory under a mount that went is no remote: wait for the mount.
-        if (static_cast<int64_t>(sf.f_type) != type || (root && !isMountRoot(fd.get()))) {
+        // (type 0: the root hung before its first statfs answered.)
+        if ((type != 0 && static_cast<int64_t>(sf.f_type) != type) ||
+            (root && !isMountRoot(fd.get()))) {
           return makeError(Errc::kNotFound, path + ": not mounted again yet");
         }
         return fd.release();

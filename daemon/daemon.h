@@ -175,7 +175,9 @@ class Daemon {
     std::mutex mu;
     std::condition_variable cv;
     bool stop = false;  // guarded by mu
-    int64_t fs_type = 0;     // the remote's statfs f_type at start
+    // The remote's statfs f_type, from the watch's first statfs that answered
+    // (none at start: the remote may hang); 0: not known yet. The watch's thread only.
+    int64_t fs_type = 0;
     bool mount_root = false;  // the remote path was a mount's root at start
     uint64_t mnt_id = 0;      // statx STATX_MNT_ID of the root in use; 0: unknown
     ~RemoteWatch();

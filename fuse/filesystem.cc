@@ -982,6 +982,9 @@ Status FileSystem::reopenInheritedLocked(Inode& inode, const OpenIntent& intent)
     inode.cached_rel = intent.rel;
     inode.cached_against = intent.remote;
   } else {
+    // pathForOpen may go on without the remote (a valid copy, attributes from
+    // the namespace): the remote file was the backing, so the inode is retired.
+    if (!intent.path) return makeError(Errc::kStale, "no path to the inherited remote file");
     int flags = (inode.backing_writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_LARGEFILE;
     auto remote = openRemote(intent.path->get(), flags, "reopen inherited backing file");
     if (!remote.ok()) return makeError(Errc::kStale, remote.error().message);

@@ -125,7 +125,9 @@ class FileSystem {
   // first (InodeTable::adoptInodes). handOver(): the process is going without
   // unmounting: the backing ids stay registered for the successor.
   void setTakeoverState(TakeoverState* state) { table_.setTakeoverState(state); }
-  void adoptInodes(const std::vector<TakeoverSlot>& slots) { table_.adoptInodes(slots); }
+  // Adopted inodes remember their remote attributes from the namespace where it
+  // has fresh ones (filesystem_names.cc), as a lookup from it would.
+  void adoptInodes(const std::vector<TakeoverSlot>& slots);
   void handOver() { table_.keepBackingsForSuccessor(); }
   size_t idleBackings() const { return table_.idleCount(); }
   // Inodes' O_PATH fds open now (the root's included; inode_table.h), and walks
@@ -322,6 +324,9 @@ class FileSystem {
   // An entry for `name` in `parent` from the namespace (one lookup reference
   // added), or false: then the remote is asked.
   bool lookupFromNames(fuse_ino_t parent, const char* name, fuse_entry_param* e);
+  // The entry's attributes as the inode's last known remote ones (unless it has
+  // some), dated when the namespace learnt them.
+  void rememberFromNames(Inode& inode, const NamespaceEntry& entry);
   bool getattrFromNames(fuse_req_t req, Inode& inode);
   // Records what the remote said of inode (asked when namesEpoch() was epoch);
   // not while writers have it open (their writes bypass the daemon).

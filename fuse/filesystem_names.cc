@@ -10,6 +10,7 @@
 #include "base/clock.h"
 #include "fuse/backing.h"
 #include "fuse/filesystem.h"
+#include "fuse/takeover_state.h"
 
 namespace hotshard::fuse {
 
@@ -60,19 +61,36 @@ bool FileSystem::lookupFromNames(fuse_ino_t parent, const char* name, fuse_entry
   if (!entry) return false;
   e->attr = attrOf(*entry);
   Inode& inode = table_.addNamedLookup(inodeOf(parent), name, e->attr);
-  {
-    std::lock_guard lock(inode.mu);
-    if (inode.last_stat_time == 0) {
-      // What an open validates a cached copy against: learnt_at, on the monotonic clock.
-      inode.last_stat = e->attr;
-      inode.last_stat_time = std::max(monotonicSeconds() - (wallSeconds() - entry->learnt_at), 1e-9);
-    }
-  }
+  rememberFromNames(inode, *entry);
   e->ino = table_.idOf(inode);
   e->generation = inode.generation;
   overlayAdoptedCopy(inode, e->attr);
   setEntryTimeouts(name, inode, e);
   return true;
+}
+
+void FileSystem::rememberFromNames(Inode& inode, const NamespaceEntry& entry) {
+  struct stat st = attrOf(entry);
+  std::lock_guard lock(inode.mu);
+  if (inode.last_stat_time != 0) return;
+  // What an open validates a cached copy against: learnt_at, on the monotonic clock.
+  inode.last_stat = st;
+  inode.last_stat_time = std::max(monotonicSeconds() - (wallSeconds() - entry.learnt_at), 1e-9);
+}
+
+void FileSystem::adoptInodes(const std::vector<TakeoverSlot>& slots) {
+  table_.adoptInodes(slots);
+  // The predecessor's remembered attributes went with it. Without them an open
+  // of a cached file would stat the remote first, and a successor started while
+  // the remote hangs could not serve its copies (docs/restart.md).
+  if (names() == nullptr) return;
+  for (const TakeoverSlot& slot : slots) {
+    Inode& inode = inodeOf(slot.id);
+    if (inode.type != S_IFREG) continue;
+    auto rel = namesRel(inode);
+    auto entry = rel ? freshEntry(*rel) : std::nullopt;
+    if (entry && (entry->attr.st_mode & S_IFMT) == S_IFREG) rememberFromNames(inode, *entry);
+  }
 }
 
 bool FileSystem::getattrFromNames(fuse_req_t req, Inode& inode) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <spdlog/spdlog.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,10 +47,14 @@ InodeTable::InodeTable(int remote_root_fd, PassthroughShim* shim, size_t fd_cap)
   root_ = std::make_unique<Inode>();
   root_->path_fd = std::make_shared<const UniqueFd>(
       ::openat(remote_root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  struct stat st {};
-  if (root_->path_fd->valid()) ::fstat(root_->path_fd->get(), &st);
-  root_->src_dev = st.st_dev;
-  root_->src_ino = st.st_ino;
+  // The root's identity as the kernel has it (AT_STATX_DONT_SYNC): a successor
+  // starts without waiting on a remote that hangs (docs/restart.md).
+  struct statx stx {};
+  if (root_->path_fd->valid()) {
+    ::statx(root_->path_fd->get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx);
+  }
+  root_->src_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  root_->src_ino = stx.stx_ino;
   root_->type = S_IFDIR;
   root_->nlookup = 2;  // never forgotten
   root_->fd_pins = 1;  // never closed

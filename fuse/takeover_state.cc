@@ -136,6 +136,24 @@ Result<std::unique_ptr<TakeoverState>> TakeoverState::adopt(const std::string& d
   return state;
 }
 
+Result<ConnectionId> TakeoverState::connectionOf(const std::string& dir) {
+  std::string path = dir + "/state";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT) return makeError(Errc::kNotFound, "no takeover state at " + path);
+    return lastSysError("open " + path);
+  }
+  Header h;
+  ssize_t n = ::pread(fd.get(), &h, sizeof(h), 0);
+  if (n < 0) return lastSysError("read " + path);
+  if (static_cast<size_t>(n) < sizeof(h) || std::memcmp(h.magic, kMagic, sizeof(kMagic)) != 0) {
+    return makeError(Errc::kCorrupt, path + ": not a takeover state");
+  }
+  return ConnectionId{
+      .dev = static_cast<dev_t>(h.conn_dev),
+      .mount_path = std::string(h.mount_path, std::min<size_t>(h.mount_path_size, sizeof(h.mount_path)))};
+}
+
 void TakeoverState::saveInit(const void* request, size_t size, bool passthrough) {
   std::lock_guard lock(mu_);
   Header* h = headerOf(map_);

@@ -98,6 +98,10 @@ class TakeoverState {
   // version), kCorrupt (a short or torn file).
   static Result<std::unique_ptr<TakeoverState>> adopt(const std::string& dir,
                                                       const ConnectionId& conn);
+  // Which connection the state in `dir` belongs to, from its header alone (no
+  // slot is read, nothing is mapped): to tell a stale state (its mount is gone)
+  // from a live one. Errors as adopt's: kNotFound, kCorrupt (no complete header).
+  static Result<ConnectionId> connectionOf(const std::string& dir);
   ~TakeoverState();
   TakeoverState(const TakeoverState&) = delete;
   TakeoverState& operator=(const TakeoverState&) = delete;

@@ -139,6 +139,24 @@ TEST_F(TakeoverStateTest, RefusesAnotherConnectionsState) {
   EXPECT_EQ(none.error().code, Errc::kNotFound);
 }
 
+TEST_F(TakeoverStateTest, ConnectionOfReadsTheHeaderAlone) {
+  {
+    auto st = TakeoverState::create(dir_, conn_);
+    ASSERT_TRUE(st.ok());
+  }
+  auto conn = TakeoverState::connectionOf(dir_);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  EXPECT_EQ(conn->dev, conn_.dev);
+  EXPECT_EQ(conn->mount_path, conn_.mount_path);
+  auto none = TakeoverState::connectionOf(top_ + "/nowhere");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, Errc::kNotFound);
+  fs::resize_file(dir_ + "/state", 100);
+  auto torn = TakeoverState::connectionOf(dir_);
+  ASSERT_FALSE(torn.ok());
+  EXPECT_EQ(torn.error().code, Errc::kCorrupt);
+}
+
 TEST_F(TakeoverStateTest, RefusesAShortOrTornFileAndOneWithoutInit) {
   {
     auto st = TakeoverState::create(dir_, conn_);

@@ -24,6 +24,7 @@
 
 #include "daemon/config.h"
 #include "fuse/mount.h"
+#include "fuse/takeover_state.h"
 
 namespace hotshard::testing {
 
@@ -82,8 +83,32 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() {
   unmountBelow(path_);
+  // Every way a test's mount ends must take its takeover state out of /run: a
+  // supervisor that stops removes it, DaemonProcess removes what a killed one
+  // left, and a test that kills a supervisor outside DaemonProcess does it
+  // itself. What is left here is a leak (one state dir per test run, for good).
+  for (const auto& [dir, mount] : takeoverStatesBelow(path_)) {
+    ADD_FAILURE() << "takeover state " << dir << " of the mount " << mount
+                  << " outlived the mount (removed now)";
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
   std::error_code ec;
   fs::remove_all(path_, ec);
+}
+
+std::vector<std::pair<std::string, std::string>> takeoverStatesBelow(const std::string& root) {
+  std::vector<std::pair<std::string, std::string>> found;
+  const fs::path top = fs::path(takeoverStateDirFor("/")).parent_path();
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(top, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    auto conn = fuse::TakeoverState::connectionOf(it->path());
+    if (!conn.ok()) continue;
+    const std::string& m = conn->mount_path;
+    if (m == root || m.rfind(root + "/", 0) == 0) found.emplace_back(it->path(), m);
+  }
+  return found;
 }
 
 void writeRandomFile(const std::string& path, uint64_t size, uint64_t seed) {
@@ -280,17 +305,24 @@ int DaemonProcess::stop(bool keep_dead_mount) {
   pid_ = -1;
   // A daemon that died (or was killed) leaves its mount behind, dead.
   if (!keep_dead_mount && isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);
-  forgetTakeoverState();
+  forgetTakeoverState(rc);
   return rc;
 }
 
-void DaemonProcess::forgetTakeoverState() {
-  // A supervisor removes its mount's takeover state when the mount ends; one
-  // that was killed cannot. Test mounts live in temporary directories, so the
-  // state would pile up in /run: gone with the mount.
+void DaemonProcess::forgetTakeoverState(int exit_code) {
+  // A supervisor removes its mount's takeover state when the mount ends
+  // (docs/restart.md); one that was killed cannot. Test mounts live in
+  // temporary directories, so the state would pile up in /run: gone with the
+  // mount. After a clean end (exit 0) nothing may be left to remove.
   if (mountpoint_.empty() || isHotshardMount(mountpoint_)) return;
+  const std::string dir = takeoverStateDirFor(mountpoint_);
+  if (!fs::exists(dir)) return;
+  if (exit_code == 0) {
+    ADD_FAILURE() << "hotshard run exited 0 and its mount " << mountpoint_
+                  << " is gone, but its takeover state " << dir << " is still there";
+  }
   std::error_code ec;
-  fs::remove_all(takeoverStateDirFor(mountpoint_), ec);
+  fs::remove_all(dir, ec);
 }
 
 int DaemonProcess::waitExit(int timeout_s) {
@@ -299,8 +331,9 @@ int DaemonProcess::waitExit(int timeout_s) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      forgetTakeoverState();
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      forgetTakeoverState(rc);
+      return rc;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

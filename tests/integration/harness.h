@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "daemon/control.h"
@@ -18,8 +19,13 @@ namespace hotshard::testing {
 // Path of build/hotshard, next to the test binary.
 std::string hotshardBinary();
 
-// A fresh directory under /var/tmp, removed (after unmounting anything inside)
-// on destruction. Mode 0755 so other users' tests can traverse it.
+// The takeover states in /run/hotshard/takeover whose header names a mount at
+// `root` or below it: (state dir, mount path) pairs.
+std::vector<std::pair<std::string, std::string>> takeoverStatesBelow(const std::string& root);
+
+// A fresh directory under /var/tmp; its destructor unmounts what is mounted
+// below it, fails the test if a takeover state of such a mount is left, and
+// removes it all. Mode 0755 so other users' tests can traverse it.
 class TempDir {
  public:
   TempDir();
@@ -79,8 +85,9 @@ class DaemonProcess {
   // `hotshard stop`; its exit status, or -1 if it did not exit in time.
   int waitExit(int timeout_s);
   // Removes the default takeover state of this daemon's mount once the mount
-  // is gone (stop and waitExit call it).
-  void forgetTakeoverState();
+  // is gone (stop and waitExit call it with the exit status); a failure of the
+  // test if there was one to remove after exit 0 (the supervisor's job).
+  void forgetTakeoverState(int exit_code);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   json status();

@@ -270,6 +270,31 @@ class IntegrationHungRemote : public MountFixture {
                                     "--remote-timeout", std::to_string(kRemoteTimeoutS) + "s"}});
   }
 
+  // `status` answers at once and no thread of the test is stuck in the mount.
+  void expectStatusAndNoThreadStuck() {
+    Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
+    EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
+    EXPECT_LT(status.seconds, 2.0) << "status during the outage";
+    EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
+        << "test threads stuck in the mount";
+  }
+  // Back, as an operator would: detach the hung sshfs, mount the remote again at
+  // its path (over a new link: the old one stays down); then `path` reads
+  // `want` (sha256) within 30 s.
+  void mountAgainAndRead(const std::string& path, const std::string& want) {
+    ASSERT_NO_FATAL_FAILURE(addLink(2));
+    ASSERT_EQ(runCommand({"fusermount3", "-uz", remote_}, 10).exit_code, 0);
+    ASSERT_NO_FATAL_FAILURE(mountRemote(2, true));
+    Timed back;
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < give_up) {
+      back = timed({"sha256sum", path}, 10);
+      if (back.r.exit_code == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    EXPECT_EQ(back.r.out.substr(0, 64), want) << back.r.out << "\n" << daemon_->log();
+  }
+
   void outageAndBack(bool sshfs_gives_up);
   std::string ns_, if_, source_;
   bool ns_made_ = false;
@@ -329,25 +354,9 @@ void IntegrationHungRemote::outageAndBack(bool sshfs_gives_up) {
   Timed ls = timed({"ls", mnt_ + "/d"});
   EXPECT_TRUE(ls.r.exit_code == 0 || failedAsTheRemote(ls.r)) << ls.r.out;
   EXPECT_LT(ls.seconds, kBoundS) << "ls waited past the deadline";
-  Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
-  EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
-  EXPECT_LT(status.seconds, 2.0) << "status during the outage";
-  EXPECT_EQ(threadsInD(::getpid()), std::vector<std::string>{})
-      << "test threads stuck in the mount";
+  expectStatusAndNoThreadStuck();
 
-  // Back, as an operator would: detach the hung sshfs, mount the remote again at
-  // its path (over a new link: the old one stays down).
-  ASSERT_NO_FATAL_FAILURE(addLink(2));
-  ASSERT_EQ(runCommand({"fusermount3", "-uz", remote_}, 10).exit_code, 0);
-  ASSERT_NO_FATAL_FAILURE(mountRemote(2, true));
-  Timed back;
-  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < give_up) {
-    back = timed({"sha256sum", uncached}, 10);
-    if (back.r.exit_code == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  }
-  EXPECT_EQ(back.r.out.substr(0, 64), want_uncached) << back.r.out << "\n" << daemon_->log();
+  ASSERT_NO_FATAL_FAILURE(mountAgainAndRead(uncached, want_uncached));
   EXPECT_EQ(timed({"cat", mnt_ + "/d/other.txt"}).r.out, "other");
   for (const auto& [f, want] :
        {std::pair{"cached-read.bin", want_read}, {"cached-idle.bin", want_idle}}) {
@@ -648,6 +657,77 @@ TEST_F(IntegrationHungRemote, AWritersCopyWhoseRemoteNeverAnswersIsKeptInLostAnd
   Timed status = timed({hotshardBinary(), "status", "--socket", daemon_->socket()});
   EXPECT_EQ(status.r.exit_code, 0) << status.r.out;
   EXPECT_LT(status.seconds, 2.0) << "status after the outage";
+}
+
+// A takeover while the remote hangs (docs/restart.md, "Start-up with a hung
+// remote"): the worker is killed while sshfs waits without end on a cut link.
+// The supervisor's successor must come up and serve without waiting on the
+// remote: `status` answers (the new worker's), a cached file opens and reads
+// from its copy, what needs the remote fails within the deadline; once the
+// remote is mounted again at its path, it is served again.
+TEST_F(IntegrationHungRemote, ATakeoverWhileTheRemoteHangsServesWithinTheBound) {
+  writeRandomFile(source_ + "/cached.bin", 3 << 20, 1);
+  writeRandomFile(source_ + "/d/uncached.bin", 1 << 20, 3);
+  writeFile(source_ + "/d/other.txt", "other");
+  const std::string want_cached = sha256File(source_ + "/cached.bin");
+  const std::string want_uncached = sha256File(source_ + "/d/uncached.bin");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());  // the supervisor and its first worker
+  CommandResult w = hs({"warm", mnt_ + "/cached.bin"});
+  ASSERT_EQ(w.exit_code, 0) << w.out;
+  ASSERT_EQ(sha256File(mnt_ + "/cached.bin"), want_cached);
+  json before = daemon_->status();
+  const pid_t first = before.value("pid", 0);
+  ASSERT_GT(first, 0) << before.dump();
+  ASSERT_NE(first, daemon_->pid()) << "no supervisor: nothing to take over";
+  int held = ::open((mnt_ + "/cached.bin").c_str(), O_RDONLY);  // open across the takeover
+  ASSERT_GE(held, 0) << std::strerror(errno);
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  // The successor answers `status` (its control socket comes last in its start).
+  json now;
+  for (auto give_up = killed + std::chrono::seconds(30); std::chrono::steady_clock::now() < give_up;
+       std::this_thread::sleep_for(std::chrono::milliseconds(50))) {
+    Timed st = timed({hotshardBinary(), "status", "--json", "--socket", daemon_->socket()}, 5);
+    if (st.r.exit_code != 0) continue;
+    now = json::parse(st.r.out, nullptr, false);
+    if (now.is_object() && now.value("pid", 0) != first && now.value("pid", 0) > 0) break;
+  }
+  double up_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  ASSERT_TRUE(now.is_object() && now.value("pid", 0) != first)
+      << "no successor answered status within 30 s after the kill:\n" << daemon_->log();
+  RecordProperty("hung_takeover_status_s", std::to_string(up_s));
+  std::printf("kill -9 with the remote hung -> the successor's status: %.2f s\n", up_s);
+  EXPECT_LT(up_s, kBoundS) << daemon_->log();
+  EXPECT_EQ(now["supervisor"].value("takeovers", 0), 1) << now.dump();
+
+  // The open file reads on; a new open of the cached file is served by the copy.
+  char block[4096];
+  EXPECT_EQ(::pread(held, block, sizeof block, 0), 4096) << std::strerror(errno);
+  ::close(held);
+  Timed cached = timed({"sha256sum", mnt_ + "/cached.bin"});
+  EXPECT_EQ(cached.r.out.substr(0, 64), want_cached) << cached.r.out << "\n" << daemon_->log();
+  // Within the deadline: no remote call was waited for (and timed out) on the way.
+  EXPECT_LT(cached.seconds, kRemoteTimeoutS);
+  RecordProperty("hung_takeover_cached_read_s", std::to_string(cached.seconds));
+  std::printf("a cached file opened and read whole after the takeover: %.2f s\n", cached.seconds);
+  const std::string uncached = mnt_ + "/d/uncached.bin";
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"stat", uncached}, {"cat", mnt_ + "/d/other.txt"}}) {
+    Timed t = timed(argv);
+    EXPECT_TRUE(failedAsTheRemote(t.r)) << argv[0] << ": " << t.r.out;
+    EXPECT_LT(t.seconds, kBoundS) << argv[0] << " waited past the deadline";
+  }
+  expectStatusAndNoThreadStuck();
+
+  ASSERT_NO_FATAL_FAILURE(mountAgainAndRead(uncached, want_uncached));
+  EXPECT_EQ(timed({"cat", mnt_ + "/d/other.txt"}).r.out, "other");
+  EXPECT_EQ(timed({"sha256sum", mnt_ + "/cached.bin"}).r.out.substr(0, 64), want_cached);
+  json after = daemon_->status();
+  EXPECT_EQ(after.value("pid", 0), now.value("pid", 0)) << "one takeover, no more: " << after.dump();
+  EXPECT_EQ(after["cache"]["objects"], 1) << after.dump();
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -73,6 +74,7 @@ class IntegrationTakeoverWorker : public MountFixture {
         std::make_unique<DaemonProcess>(DaemonProcess::Options{.remote = remote_,
                                                                .mount = mnt_,
                                                                .cache = cache_,
+                                                               .consistency = consistency_,
                                                                .extra_args = args,
                                                                .inherit_fds = {fuse_fd_, ready[1]}},
                                         tmp_.path()));
@@ -153,7 +155,16 @@ class IntegrationTakeoverWorker : public MountFixture {
     return out;
   }
 
+  // The end of the connection a worker unmounted (SIGTERM): the next
+  // mountConnection makes a new one.
+  void connectionEnded() {
+    if (fuse_fd_ >= 0) ::close(fuse_fd_);
+    fuse_fd_ = -1;
+    conn_dev_ = 0;
+  }
+
   std::string state_dir_;
+  std::string consistency_ = "strict";
   int fuse_fd_ = -1;
   dev_t conn_dev_ = 0;
   std::vector<std::unique_ptr<DaemonProcess>> workers_;
@@ -268,6 +279,165 @@ TEST_F(IntegrationTakeoverWorker, SigkillThenTakeoverKeepsOpenFilesNamesAndDirec
   std::string log = worker().log();
   EXPECT_NE(log.find("node ids adopted"), std::string::npos) << log;
   EXPECT_EQ(log.find("not in the inode table"), std::string::npos) << log;
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+// Names of one getdents64(2) call of at most `bytes` on fd (linux_dirent64
+// records); empty at the end of the directory.
+std::vector<std::string> getdentsOnce(int fd, size_t bytes) {
+  std::vector<char> buf(bytes);
+  long n = ::syscall(SYS_getdents64, fd, buf.data(), buf.size());
+  EXPECT_GE(n, 0) << std::strerror(errno);
+  std::vector<std::string> names;
+  for (long at = 0; at < n;) {
+    const auto* d = reinterpret_cast<const struct dirent64*>(buf.data() + at);
+    names.emplace_back(d->d_name);
+    at += d->d_reclen;
+  }
+  return names;
+}
+
+// In immutable mode the names, attributes and listings a fresh worker serves
+// come from the persistent namespace (fuse/namespace_cache.h): its inodes are
+// known by name alone (kNamedDev), its directory handles are odd numbers whose
+// offsets index the namespace's listing. A SIGKILL in the middle of such a
+// listing, with a file learnt from the namespace open: the successor goes on
+// with the listing where the kernel left it (no name twice, none missing), the
+// namespace's inodes stat and open, and the open file reads on byte for byte.
+TEST_F(IntegrationTakeoverWorker, NamespaceListingsAndInodesCarryAcrossASigkill) {
+  consistency_ = "immutable";
+  const std::vector<std::string> extra = {"--scrub-rate", "0", "--placement", "manual"};
+  constexpr int kNames = 600;  // several READDIR replies of a page each
+  std::multiset<std::string> want = {".", "..", "model.bin", "sub"};  // d's
+  for (int i = 0; i < kNames; i++) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "entry-%04d", i);
+    writeFile(remote_ + "/d/" + name, std::string(static_cast<size_t>(i % 17 + 1), 'e'));
+    want.insert(name);
+  }
+  writeRandomFile(remote_ + "/d/model.bin", 4 << 20, 51);
+  writeRandomFile(remote_ + "/d/sub/cached.bin", 2 << 20, 52);
+  writeFile(remote_ + "/d/sub/deep", "deep");
+  const std::string model = sha256File(remote_ + "/d/model.bin");
+  const std::string cached = sha256File(remote_ + "/d/sub/cached.bin");
+
+  // A first mount learns the tree into the namespace (in the cache directory).
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false, extra);
+  ASSERT_FALSE(HasFailure());
+  for (const auto& e : fs::recursive_directory_iterator(mnt_)) (void)e.symlink_status();
+  ASSERT_EQ(sha256File(mnt_ + "/d/model.bin"), model);
+  CommandResult warm = runCommand(
+      {hotshardBinary(), "warm", mnt_ + "/d/sub/cached.bin", "--socket", worker().socket()});
+  ASSERT_EQ(warm.exit_code, 0) << warm.out;
+  ASSERT_EQ(worker().stop(), 0) << worker().log();  // unmounts: the kernel forgets it all
+  connectionEnded();
+  // Immutable: a name added behind the mount is not in the namespace's listing,
+  // which tells a listing served from it from one read from the remote.
+  writeFile(remote_ + "/d/zz-late", "late");
+
+  // A fresh mount: its names come from the namespace.
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false, extra);
+  ASSERT_FALSE(HasFailure());
+  struct stat entry_before;
+  ASSERT_EQ(::stat((mnt_ + "/d/entry-0007").c_str(), &entry_before), 0);
+  int dir = ::open((mnt_ + "/d").c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(dir, 0) << std::strerror(errno);
+  std::multiset<std::string> got;
+  for (int i = 0; i < 2; i++) {
+    for (auto& n : getdentsOnce(dir, 1024)) got.insert(std::move(n));
+  }
+  ASSERT_GT(got.size(), 2u);
+  ASSERT_LT(got.size(), want.size() / 2) << "the listing must still be under way at the kill";
+  int open_model = ::open((mnt_ + "/d/model.bin").c_str(), O_RDONLY);
+  ASSERT_GE(open_model, 0) << std::strerror(errno);
+  std::string head(1 << 20, '\0');
+  ASSERT_EQ(::pread(open_model, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
+  int open_cached = ::open((mnt_ + "/d/sub/cached.bin").c_str(), O_RDONLY);  // the store's copy
+  ASSERT_GE(open_cached, 0) << std::strerror(errno);
+  std::string cached_head(4096, '\0');
+  ASSERT_EQ(::pread(open_cached, cached_head.data(), cached_head.size(), 0), 4096);
+  ASSERT_EQ(worker().status()["fuse"]["opens_cache"].get<uint64_t>(), 1u) << worker().status();
+
+  ASSERT_EQ(::kill(worker().pid(), SIGKILL), 0);
+  ASSERT_EQ(worker().waitExit(10), 128 + SIGKILL);
+  startWorker(/*takeover=*/true, extra);
+  ASSERT_FALSE(HasFailure());
+
+  // The listing goes on where the kernel left it: every name once, and only
+  // the namespace's (no zz-late).
+  for (std::vector<std::string> more; !(more = getdentsOnce(dir, 1024)).empty();) {
+    for (auto& n : more) got.insert(std::move(n));
+  }
+  ::close(dir);
+  EXPECT_EQ(got, want);
+  // The open file reads on; the namespace's inodes stat and open.
+  EXPECT_EQ(sha256Of(head + readFrom(open_model, head.size())), model);
+  EXPECT_EQ(sha256File(mnt_ + "/d/model.bin"), model);
+  ::close(open_model);
+  EXPECT_EQ(sha256Of(cached_head + readFrom(open_cached, cached_head.size())), cached);
+  EXPECT_EQ(sha256File(mnt_ + "/d/sub/cached.bin"), cached);
+  ::close(open_cached);
+  struct stat entry_after;
+  ASSERT_EQ(::stat((mnt_ + "/d/entry-0007").c_str(), &entry_after), 0) << std::strerror(errno);
+  EXPECT_EQ(entry_after.st_ino, entry_before.st_ino);
+  EXPECT_EQ(entry_after.st_size, 8);
+  EXPECT_EQ(readFile(mnt_ + "/d/entry-0007"), std::string(8, 'e'));
+  EXPECT_EQ(readFile(mnt_ + "/d/entry-0598"), std::string(598 % 17 + 1, 'e'));
+  EXPECT_EQ(readFile(mnt_ + "/d/sub/deep"), "deep");
+  json st = worker().status();
+  ASSERT_FALSE(st.contains("error")) << st.dump();
+  std::string log = worker().log();
+  EXPECT_NE(log.find("node ids adopted"), std::string::npos) << log;
+  EXPECT_EQ(log.find("not in the inode table"), std::string::npos) << log;
+  EXPECT_EQ(log.find("no longer in the namespace"), std::string::npos) << log;
+  EXPECT_EQ(worker().stop(), 0) << worker().log();
+}
+
+// A file open from the remote across a takeover that was cached meanwhile: the
+// successor knows its attributes from the namespace and finds a valid copy, so
+// a new open needs no walk to the remote, but the inherited backing is the
+// remote file, which only a walk reopens. The inode is retired (ESTALE): the
+// kernel looks the name up again and the new inode opens the copy.
+TEST_F(IntegrationTakeoverWorker, ARemoteBackingCachedMeanwhileIsRetiredNotReopenedBlind) {
+  consistency_ = "immutable";
+  const std::vector<std::string> extra = {"--scrub-rate", "0", "--placement", "manual"};
+  writeRandomFile(remote_ + "/f", 1 << 20, 61);
+  const std::string want = sha256File(remote_ + "/f");
+  ASSERT_NO_FATAL_FAILURE(mountConnection());
+  startWorker(/*takeover=*/false, extra);
+  ASSERT_FALSE(HasFailure());
+  int held = ::open((mnt_ + "/f").c_str(), O_RDONLY);  // the remote file is its backing
+  ASSERT_GE(held, 0) << std::strerror(errno);
+  CommandResult warm =
+      runCommand({hotshardBinary(), "warm", mnt_ + "/f", "--socket", worker().socket()});
+  ASSERT_EQ(warm.exit_code, 0) << warm.out;
+
+  ASSERT_EQ(::kill(worker().pid(), SIGKILL), 0);
+  ASSERT_EQ(worker().waitExit(10), 128 + SIGKILL);
+  startWorker(/*takeover=*/true, extra);
+  ASSERT_FALSE(HasFailure());
+  // A successor that died in the open would leave it waiting without end (the
+  // request was read; nothing here starts another worker): past 20 s the
+  // connection is aborted.
+  std::atomic<bool> answered{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 2000 && !answered; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!answered) fuse::abortConnection(conn_dev_);
+  });
+  CommandResult sum = runCommand({"sha256sum", mnt_ + "/f"}, 30);
+  answered = true;
+  watchdog.join();
+  EXPECT_EQ(sum.out.substr(0, 64), want) << sum.out;
+  ASSERT_TRUE(worker().running()) << worker().log();
+  EXPECT_EQ(sha256Of(readFrom(held, 0)), want);
+  ::close(held);
+  json st = worker().status();
+  ASSERT_FALSE(st.contains("error")) << st.dump();
+  EXPECT_EQ(st["fuse"]["opens_cache"].get<uint64_t>(), 1u) << st.dump();
   EXPECT_EQ(worker().stop(), 0) << worker().log();
 }
 
