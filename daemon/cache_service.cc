@@ -139,6 +139,9 @@ void CacheService::setPromotionObserver(PromotionObserver observer) {
 int CacheService::openCached(const std::string& rel_path, const struct stat& remote) {
   if (!store_->healthy()) return -1;  // logged once, when it failed
   auto fd = store_->openIfValid(rel_path, validatorOf(remote));
+  if (!fd.ok() && fd.error().code == Errc::kNotFound && linkSibling(rel_path, remote)) {
+    fd = store_->openIfValid(rel_path, validatorOf(remote));
+  }
   if (fd.ok()) return *fd;
   if (!store_->healthy()) return -1;  // this open found the disk failing
   if (fd.error().code == Errc::kStale) {
@@ -147,6 +150,19 @@ int CacheService::openCached(const std::string& rel_path, const struct stat& rem
     spdlog::warn("{}: cached copy unusable: {}", rel_path, fd.error().message);
   }
   return -1;
+}
+
+bool CacheService::linkSibling(const std::string& rel_path, const struct stat& remote) {
+  if (!S_ISREG(remote.st_mode) || remote.st_nlink < 2) return false;
+  Status linked = store_->linkCopy(rel_path, validatorOf(remote));
+  if (!linked.ok()) {
+    if (linked.error().code != Errc::kNotFound) {
+      spdlog::debug("{}: not linked to its hard link's copy: {}", rel_path, linked.error().message);
+    }
+    return false;
+  }
+  spdlog::debug("{}: shares the copy of a hard link cached under another name", rel_path);
+  return true;
 }
 
 void CacheService::releaseCached(const std::string& rel_path) { store_->release(rel_path); }

@@ -38,6 +38,8 @@ class CacheService : public fuse::CacheHooks {
   ~CacheService() override;  // stops the promoter and scrubber
 
   // fuse::CacheHooks
+  // A miss for a name of a file with several names (st_nlink > 1) first tries
+  // linkSibling: a hard link cached under another name is served at once.
   int openCached(const std::string& rel_path, const struct stat& remote) override;
   void releaseCached(const std::string& rel_path) override;
   bool reopenCached(const std::string& rel_path, const struct stat& remote,
@@ -55,8 +57,10 @@ class CacheService : public fuse::CacheHooks {
   void releaseAdopted(const std::string& rel_path, bool written_back) override;
   int openAdoptedCopy(const std::string& rel_path) override;
   bool fetchesCopies() const override { return static_cast<bool>(fetcher_); }
+  // A hard link of a file cached under another name shares that copy first
+  // (linkSibling); else the fetcher's (the peer tier's) copy.
   bool fetchCopy(const std::string& rel_path, const struct stat& remote) override {
-    return fetcher_ && fetcher_(rel_path, remote);
+    return linkSibling(rel_path, remote) || (fetcher_ && fetcher_(rel_path, remote));
   }
   // Who makes a copy for a read-only open that found none (the peer tier,
   // daemon/peer_service.h); set before the mount serves. Without one, opens
@@ -101,6 +105,12 @@ class CacheService : public fuse::CacheHooks {
   Result<std::string> relPathFor(const std::string& user_path) const;
 
  private:
+  // rel_path is a name of a regular file with several names (hard links), and
+  // another of them is cached from this very remote state (all five validator
+  // fields, CacheStore::linkCopy): rel_path now shares that copy, nothing is
+  // copied; true. false: no such name, or the store refused (logged at
+  // debug); the caller goes on as for any miss.
+  bool linkSibling(const std::string& rel_path, const struct stat& remote);
   CacheService() = default;
   // Regular files at or below rel (a file or a directory), walked through the
   // remote root fd.

@@ -103,5 +103,27 @@ TEST_F(IntegrationHardLinks, TwoNamesOfOneRemoteFileShareOneCopy) {
   EXPECT_EQ(daemon_->status()["cache"]["used_bytes"], 0);
 }
 
+// Only one name was warmed: an open of the other shares its copy at once (no
+// copy made, nothing read from the remote for it), as does a restart after.
+TEST_F(IntegrationHardLinks, AnOpenOfAnotherNameSharesTheCachedCopy) {
+  constexpr uint64_t kSize = 3 << 20;
+  writeRandomFile(remote_ + "/data/a.bin", kSize, 32);
+  ASSERT_EQ(::link((remote_ + "/data/a.bin").c_str(), (remote_ + "/data/b.bin").c_str()), 0);
+  const std::string want = sha256File(remote_ + "/data/a.bin");
+  startDaemon();
+  CommandResult warm = hs({"warm", mnt_ + "/data/a.bin"});
+  ASSERT_EQ(warm.exit_code, 0) << warm.out;
+  EXPECT_EQ(statOf(mnt_ + "/data/b.bin")["state"], "remote");
+
+  uint64_t opens_cache = daemon_->status()["fuse"]["opens_cache"].get<uint64_t>();
+  EXPECT_EQ(sha256File(mnt_ + "/data/b.bin"), want);
+  EXPECT_EQ(daemon_->status()["fuse"]["opens_cache"].get<uint64_t>(), opens_cache + 1)
+      << "the other name was not served from the copy";
+  struct stat oa = objectStat(mnt_ + "/data/a.bin"), ob = objectStat(mnt_ + "/data/b.bin");
+  EXPECT_EQ(oa.st_ino, ob.st_ino) << "two copies of one remote file";
+  expectOneCopy(oa, 2);
+  EXPECT_EQ(daemon_->status()["cache"]["promoter"]["published"], 1);
+}
+
 }  // namespace
 }  // namespace hotshard::testing
