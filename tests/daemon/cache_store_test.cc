@@ -209,6 +209,44 @@ TEST_F(CacheStoreTest, ADirtyCopyIsWrittenBackAtRecoveryUnlessTheRemoteChanged) 
   EXPECT_EQ(r.written_back + r.kept_aside, 0u);
 }
 
+// The same under a remote deadline (--remote-timeout, as a daemon's start runs
+// it): each write-back runs on a worker, with the same outcomes when the remote
+// answers in time, and nothing is left in flight.
+TEST_F(CacheStoreTest, ADirtyCopysWriteBackUnderTheRemoteDeadlineIsTheSameWhenTheRemoteAnswers) {
+  openStore();
+  std::map<std::string, std::string> written;
+  for (const std::string rel : {"a.bin", "d/b.bin"}) {
+    cache(rel, 3000);
+    auto fd = store_->openIfValid(rel, validatorOfPath(remote_ + "/" + rel));
+    ASSERT_TRUE(fd.ok());
+    struct stat copy {};
+    ASSERT_EQ(::fstat(*fd, &copy), 0);
+    ASSERT_TRUE(store_->adopt(rel, copy.st_dev, copy.st_ino, validatorOfPath(remote_ + "/" + rel)).ok());
+    written[rel] = "written " + rel;
+    ASSERT_EQ(::pwrite(*fd, written[rel].data(), written[rel].size(), 0),
+              static_cast<ssize_t>(written[rel].size()));
+    ASSERT_EQ(::ftruncate(*fd, written[rel].size()), 0);
+    ::close(*fd);
+  }
+  store_.reset();  // a crash
+  writeFile(remote_ + "/d/b.bin", "another host wrote this");
+
+  openStore();
+  CacheStore::DirtyRecovery r = store_->recoverDirty(remote_fd_, {}, /*remote_timeout_seconds=*/30);
+  EXPECT_EQ(r.written_back, 1u);
+  EXPECT_EQ(r.kept_aside, 1u);
+  EXPECT_EQ(r.timed_out, 0u);
+  EXPECT_TRUE(r.writing.empty());
+  EXPECT_EQ(readFile(remote_ + "/a.bin"), written["a.bin"]);
+  EXPECT_EQ(readFile(remote_ + "/d/b.bin"), "another host wrote this");
+  std::vector<std::string> kept;
+  for (const auto& e : std::filesystem::directory_iterator(cache_ + "/lost+found")) {
+    kept.push_back(readFile(e.path()));
+  }
+  EXPECT_EQ(kept, std::vector<std::string>{written["d/b.bin"]});
+  EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
+}
+
 // An fd kept after release() (an idle backing in fuse/) is taken back only
 // while it is still the copy valid now, and every drop reaches the listener.
 TEST_F(CacheStoreTest, ReopenTakesBackAKeptFdOnlyWhileItIsTheValidCopy) {
