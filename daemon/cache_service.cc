@@ -55,11 +55,16 @@ Result<std::unique_ptr<CacheService>> CacheService::start(
                                     .capacity_bytes = cfg.cache_size ? cfg.cache_size : UINT64_MAX / 4,
                                 }));
   // Before the mount serves: writes a crash left in dirty copies reach the remote.
-  CacheStore::DirtyRecovery dirty = svc->store_->recoverDirty(remote_root_fd, adopted_paths);
+  // Each under the remote deadline: a hung remote holds the start up once, for
+  // one deadline (docs/restart.md, "A takeover while the remote hangs").
+  CacheStore::DirtyRecovery dirty = svc->store_->recoverDirty(remote_root_fd, adopted_paths,
+                                                              toSeconds(cfg.remote_timeout));
   if (dirty.written_back + dirty.kept_aside > 0) {
-    spdlog::warn("cache {}: {} dirty copies written back after a crash, {} kept aside in {}/lost+found",
-                 cfg.cache, dirty.written_back, dirty.kept_aside, cfg.cache);
+    spdlog::warn("cache {}: {} dirty copies written back after a crash, {} kept aside in "
+                 "{}/lost+found ({} of them as the remote did not answer in time)",
+                 cfg.cache, dirty.written_back, dirty.kept_aside, cfg.cache, dirty.timed_out);
   }
+  svc->start_write_backs_ = std::move(dirty.writing);
   if (cfg.cache_size == 0) {
     ASSIGN_OR_RETURN(uint64_t cap, defaultCapacity(cfg.cache, svc->store_->stats().used_bytes));
     svc->store_->setCapacity(cap);

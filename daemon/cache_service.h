@@ -99,6 +99,12 @@ class CacheService : public fuse::CacheHooks {
 
   CacheStore& store() { return *store_; }
   Promoter& promoter() { return *promoter_; }
+  // The start's write-backs of dirty copies given up past the deadline while
+  // already writing (CacheStore::recoverDirty); once, for the file system's
+  // write lanes (FileSystem::holdWriteLane).
+  std::vector<CacheStore::WriteBackInFlight> takeStartWriteBacks() {
+    return std::exchange(start_write_backs_, {});
+  }
 
   // The path relative to the remote root for a path as the user gave it (under
   // the mount, or under the remote when mounted elsewhere). "" is the root.
@@ -134,6 +140,7 @@ class CacheService : public fuse::CacheHooks {
   RunConfig cfg_;
   int remote_fd_ = -1;
   std::unique_ptr<CacheStore> store_;
+  std::vector<CacheStore::WriteBackInFlight> start_write_backs_;
   std::unique_ptr<Promoter> promoter_;
   std::unique_ptr<Scrubber> scrubber_;
   OpenListener open_listener_;

@@ -1744,8 +1744,62 @@ Result<int> CacheStore::openAdopted(const std::string& rel_path) {
   return fd;
 }
 
+// Outside mu_. The remote part of one dirty copy's write-back at start, under
+// the deadline of `remote` (recoverDirty). Returns why the copy was not written
+// back, "" when it was. Sets hung when the remote did not answer in time.
+std::string CacheStore::writeBackAtStart(fuse::RemoteCalls& remote, int remote_root_fd, int obj_fd,
+                                         const DirtyFound& d, DirtyRecovery& r, bool& hung) {
+  // What the call owns (it may outlive this function) and tells its caller.
+  struct Call {
+    UniqueFd root, obj;
+    std::mutex mu;
+    bool given_up = false;  // by the caller: the call must not start writing
+    bool writing = false;   // copyFileInPlace began
+    struct stat st {};      // the remote file's, when writing
+  };
+  auto call = std::make_shared<Call>();
+  call->root.reset(::fcntl(remote_root_fd, F_DUPFD_CLOEXEC, 0));
+  call->obj.reset(::fcntl(obj_fd, F_DUPFD_CLOEXEC, 0));
+  if (!call->root || !call->obj) return fmt::format("dup: {}", std::strerror(errno));
+  fuse::RemoteCalls::Lane lane;
+  Result<std::string> done = remote.runInLane<std::string>(
+      lane, "write back " + d.rel_path + " at start",
+      [call, rel = d.rel_path, base = d.base]() -> Result<std::string> {
+        UniqueFd file(::openat(call->root.get(), rel.c_str(),
+                               O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+        struct stat st {};
+        if (!file || ::fstat(file.get(), &st) != 0) {
+          return fmt::format("open remote file: {}", std::strerror(errno));
+        }
+        if (!(validatorOf(st) == base)) {
+          return fmt::format("the remote changed underneath (now {}, writes were made against {})",
+                             toString(validatorOf(st)), toString(base));
+        }
+        {
+          std::lock_guard lock(call->mu);
+          if (call->given_up) return std::string("given up before writing");
+          call->writing = true;
+          call->st = st;
+        }
+        Status c = copyFileInPlace(call->obj.get(), file.get());
+        return c.ok() ? std::string() : c.error().message;
+      });
+  if (done.ok()) return *done;
+  hung = true;
+  ++r.timed_out;
+  std::lock_guard lock(call->mu);
+  call->given_up = true;
+  if (!call->writing) return done.error().message + "; nothing was written to the remote file";
+  r.writing.push_back({.rel_path = d.rel_path, .dev = call->st.st_dev, .ino = call->st.st_ino,
+                       .lane = lane});
+  return done.error().message +
+         "; the write-back had begun and goes on: it may still land on the remote file later "
+         "(the file's writers wait for it)";
+}
+
 CacheStore::DirtyRecovery CacheStore::recoverDirty(int remote_root_fd,
-                                                   const std::vector<std::string>& keep_adopted) {
+                                                   const std::vector<std::string>& keep_adopted,
+                                                   double remote_timeout_seconds) {
   std::vector<DirtyFound> found;
   DirtyRecovery r;
   {
@@ -1761,24 +1815,23 @@ CacheStore::DirtyRecovery CacheStore::recoverDirty(int remote_root_fd,
     }
     dirty_found_.clear();
   }
+  // One worker: once a call is past its deadline, no other is tried.
+  fuse::RemoteCalls remote({.timeout_seconds = remote_timeout_seconds, .max_workers = 1});
+  bool hung = false;
   for (const DirtyFound& d : found) {
     std::string why;
     UniqueFd obj(::openat(objects_fd_, d.obj.c_str(), O_RDONLY | O_CLOEXEC));
-    UniqueFd remote;
-    struct stat st {};
     if (d.rel_path.empty()) {
       why = "its xattrs are garbled";
     } else if (!obj) {
       why = fmt::format("open {}/objects/{}: {}", opts_.dir, d.obj, std::strerror(errno));
-    } else if (remote.reset(::openat(remote_root_fd, d.rel_path.c_str(),
-                                     O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)),
-               !remote || ::fstat(remote.get(), &st) != 0) {
-      why = fmt::format("open remote file: {}", std::strerror(errno));
-    } else if (!(validatorOf(st) == d.base)) {
-      why = fmt::format("the remote changed underneath (now {}, writes were made against {})",
-                        toString(validatorOf(st)), toString(d.base));
-    } else if (Status c = copyFileInPlace(obj.get(), remote.get()); !c.ok()) {
-      why = c.error().message;
+    } else if (hung) {
+      ++r.timed_out;
+      why = fmt::format("not tried: the remote did not answer within {} s an earlier write-back "
+                        "of this start",
+                        remote_timeout_seconds);
+    } else {
+      why = writeBackAtStart(remote, remote_root_fd, obj.get(), d, r, hung);
     }
     // A process that had the file open through the crashed daemon's mount may
     // still write into the copy (passthrough needs no daemon). Whatever it writes

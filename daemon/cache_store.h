@@ -77,6 +77,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "fuse/remote_calls.h"
 
 namespace hotshard {
 
@@ -219,10 +220,30 @@ class CacheStore {
   // copies a predecessor's writers still have open; such a dirty copy is kept
   // as adopted (as after adopt(), untouched, dirty mark and all) for the
   // successor's inode to write back at its last release (openAdopted).
+  // remote_timeout_seconds (--remote-timeout; 0: none, all on this thread):
+  // each copy's remote part (open, fstat and validator check, copy in place)
+  // runs on a worker (fuse::RemoteCalls) and is waited for at most that long.
+  // Past it the copy is kept aside (an error naming the file and the deadline)
+  // and every later copy of this start is kept aside untried: a hung remote
+  // holds the start up for one deadline, not one per copy. The call left
+  // behind never starts writing once given up; one already copying goes on in
+  // its fuse::RemoteCalls::Lane, returned in `writing` with the remote file's
+  // (st_dev, st_ino) for the file system's write lane of that file (its
+  // writers' opens wait for it: FileSystem::holdWriteLane), so it cannot land
+  // after newer bytes (docs/cache.md "What a crash does").
+  struct WriteBackInFlight {
+    std::string rel_path;
+    dev_t dev = 0;  // the remote file's, by the call's fstat
+    ino_t ino = 0;
+    fuse::RemoteCalls::Lane lane;  // busy until the call returns
+  };
   struct DirtyRecovery {
     uint64_t written_back = 0, kept_aside = 0, kept_adopted = 0;
+    uint64_t timed_out = 0;  // of kept_aside: past the deadline, or untried after one
+    std::vector<WriteBackInFlight> writing;
   };
-  DirtyRecovery recoverDirty(int remote_root_fd, const std::vector<std::string>& keep_adopted = {});
+  DirtyRecovery recoverDirty(int remote_root_fd, const std::vector<std::string>& keep_adopted = {},
+                             double remote_timeout_seconds = 0);
   // An O_RDWR fd of rel_path's adopted copy (adopt(), or kept by recoverDirty
   // at a takeover). kNotFound: none; the open's errno otherwise.
   Result<int> openAdopted(const std::string& rel_path);
@@ -468,6 +489,8 @@ class CacheStore {
   };
   std::vector<DirtyFound> dirty_found_;  // by recover(), for recoverDirty()
   bool keepAdoptedLocked(const DirtyFound& d);
+  std::string writeBackAtStart(fuse::RemoteCalls& remote, int remote_root_fd, int obj_fd,
+                               const DirtyFound& d, DirtyRecovery& r, bool& hung);
   std::unordered_map<std::string, InFlight> in_flight_;
   std::unordered_map<std::string, int> opens_;
   std::unordered_map<std::string, int> writers_;

@@ -433,6 +433,9 @@ Status Daemon::startFileSystem() {
                               .inode_fds = inodeFdCap(),
                               .names = names_.get()},
       shim_.get());
+  for (CacheStore::WriteBackInFlight& w : cache_->takeStartWriteBacks()) {
+    fs_->holdWriteLane(w.dev, w.ino, std::move(w.lane));
+  }
   // Promotions read through the jobs' open remote files (daemon/promoter.h).
   cache_->setBackingSharer([fs = fs_.get()](dev_t dev, ino_t ino) {
     return fs->shareRemoteBacking(dev, ino);

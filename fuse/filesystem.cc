@@ -1491,6 +1491,11 @@ Status FileSystem::waitForWriteLane(const Inode& inode, const char* what) {
   return waited;
 }
 
+void FileSystem::holdWriteLane(dev_t dev, ino_t ino, RemoteCalls::Lane lane) {
+  std::lock_guard lock(write_lanes_mu_);
+  write_lanes_[{dev, ino}] = std::move(lane);
+}
+
 void FileSystem::dropIdleWriteLane(const Inode& inode) {
   std::lock_guard lock(write_lanes_mu_);
   auto it = write_lanes_.find({inode.src_dev, inode.src_ino});

@@ -151,6 +151,13 @@ class FileSystem {
   // (RemoteCalls::forgetBlocked), so the new one gets a full pool.
   void remoteRootReplaced(int new_root_fd);
 
+  // A change to the remote file (dev, ino) begun outside the file system still
+  // runs in `lane` (a dirty copy's write-back at start given up past its
+  // deadline: CacheStore::recoverDirty): it becomes that file's write lane
+  // (writeLaneOf), so a writer's open and every later write-back wait for it.
+  // Before the session serves.
+  void holdWriteLane(dev_t dev, ino_t ino, RemoteCalls::Lane lane);
+
   // The handlers, public for the op table. Each either replies with success as
   // its last step and returns Ok, or returns the error without replying (the
   // guard in reply.h replies); see reply.h.

@@ -30,6 +30,22 @@ class CacheStoreTest : public testing::StoreFixture {
     EXPECT_TRUE(s.ok()) << s.error().message;
     return content;
   }
+  // rel cached, its copy adopted and written into ("written REL", shorter than
+  // before: the remote is truncated at write-back); returns what was written.
+  std::string dirtyCopy(const std::string& rel) {
+    cache(rel, 3000);
+    auto fd = store_->openIfValid(rel, validatorOfPath(remote_ + "/" + rel));
+    EXPECT_TRUE(fd.ok());
+    if (!fd.ok()) return "";
+    UniqueFd copy_fd(*fd);
+    struct stat copy {};
+    EXPECT_EQ(::fstat(*fd, &copy), 0);
+    EXPECT_TRUE(store_->adopt(rel, copy.st_dev, copy.st_ino, validatorOfPath(remote_ + "/" + rel)).ok());
+    std::string written = "written " + rel;
+    EXPECT_EQ(::pwrite(*fd, written.data(), written.size(), 0), static_cast<ssize_t>(written.size()));
+    EXPECT_EQ(::ftruncate(*fd, written.size()), 0);
+    return written;
+  }
 };
 
 TEST_F(CacheStoreTest, PublishThenLookupServesTheCopy) {
@@ -168,18 +184,9 @@ TEST_F(CacheStoreTest, ADirtyCopyIsWrittenBackAtRecoveryUnlessTheRemoteChanged) 
   openStore();
   std::map<std::string, std::string> written;
   for (const std::string rel : {"a.bin", "d/b.bin", "c.bin"}) {
-    cache(rel, 3000);
-    auto fd = store_->openIfValid(rel, validatorOfPath(remote_ + "/" + rel));
-    ASSERT_TRUE(fd.ok());
-    struct stat copy {};
-    ASSERT_EQ(::fstat(*fd, &copy), 0);
-    ASSERT_TRUE(store_->adopt(rel, copy.st_dev, copy.st_ino, validatorOfPath(remote_ + "/" + rel)).ok());
-    written[rel] = "written " + rel;  // and shorter than before: the remote is truncated
-    ASSERT_EQ(::pwrite(*fd, written[rel].data(), written[rel].size(), 0),
-              static_cast<ssize_t>(written[rel].size()));
-    ASSERT_EQ(::ftruncate(*fd, written[rel].size()), 0);
-    ::close(*fd);
+    written[rel] = dirtyCopy(rel);
   }
+  ASSERT_FALSE(HasFailure());
   store_.reset();  // a crash: no write-back, no release
   writeFile(remote_ + "/d/b.bin", "another host wrote this");
   ::unlink((remote_ + "/c.bin").c_str());
@@ -207,6 +214,35 @@ TEST_F(CacheStoreTest, ADirtyCopyIsWrittenBackAtRecoveryUnlessTheRemoteChanged) 
   openStore();
   r = store_->recoverDirty(remote_fd_);
   EXPECT_EQ(r.written_back + r.kept_aside, 0u);
+}
+
+// The same under a remote deadline (--remote-timeout, as a daemon's start runs
+// it): each write-back runs on a worker, with the same outcomes when the remote
+// answers in time, and nothing is left in flight.
+TEST_F(CacheStoreTest, ADirtyCopysWriteBackUnderTheRemoteDeadlineIsTheSameWhenTheRemoteAnswers) {
+  openStore();
+  std::map<std::string, std::string> written;
+  for (const std::string rel : {"a.bin", "d/b.bin"}) {
+    written[rel] = dirtyCopy(rel);
+  }
+  ASSERT_FALSE(HasFailure());
+  store_.reset();  // a crash
+  writeFile(remote_ + "/d/b.bin", "another host wrote this");
+
+  openStore();
+  CacheStore::DirtyRecovery r = store_->recoverDirty(remote_fd_, {}, /*remote_timeout_seconds=*/30);
+  EXPECT_EQ(r.written_back, 1u);
+  EXPECT_EQ(r.kept_aside, 1u);
+  EXPECT_EQ(r.timed_out, 0u);
+  EXPECT_TRUE(r.writing.empty());
+  EXPECT_EQ(readFile(remote_ + "/a.bin"), written["a.bin"]);
+  EXPECT_EQ(readFile(remote_ + "/d/b.bin"), "another host wrote this");
+  std::vector<std::string> kept;
+  for (const auto& e : std::filesystem::directory_iterator(cache_ + "/lost+found")) {
+    kept.push_back(readFile(e.path()));
+  }
+  EXPECT_EQ(kept, std::vector<std::string>{written["d/b.bin"]});
+  EXPECT_FALSE(std::filesystem::exists(cache_ + "/" + store_->objectPathFor("a.bin")));
 }
 
 // An fd kept after release() (an idle backing in fuse/) is taken back only

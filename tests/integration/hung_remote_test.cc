@@ -502,6 +502,7 @@ TEST_F(IntegrationHungRemote, AnOTruncOpenOfAFileOnAHungRemoteFailsWithinTheDead
 
   // The link back: sshfs's requests go through again, the late truncate with them.
   ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "up"}));
+  writeFile(tmp_ / "newer", "newer-bytes");
   Timed wrote;
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (std::chrono::steady_clock::now() < give_up) {
@@ -728,6 +729,79 @@ TEST_F(IntegrationHungRemote, ATakeoverWhileTheRemoteHangsServesWithinTheBound) 
   json after = daemon_->status();
   EXPECT_EQ(after.value("pid", 0), now.value("pid", 0)) << "one takeover, no more: " << after.dump();
   EXPECT_EQ(after["cache"]["objects"], 1) << after.dump();
+}
+
+// A start while the remote hangs, with a dirty copy to write back (docs/cache.md
+// "What a crash does"): the daemon is killed while a writer's adopted copy holds
+// bytes the remote does not have, the link is cut, and the daemon starts again.
+// Its store waits for the write-back at most the deadline: the start serves,
+// `status` answers, a cached file reads, the copy is kept in lost+found/ with
+// its bytes and the log names it. When the link comes back, the write-back given up never lands over
+// newer bytes.
+TEST_F(IntegrationHungRemote, AStartWithADirtyCopyOnAHungRemoteServesWithinTheBound) {
+  writeFile(source_ + "/a.bin", "old-old-old");
+  writeRandomFile(source_ + "/cached.bin", 1 << 20, 1);
+  const std::string want_cached = sha256File(source_ + "/cached.bin");
+  ASSERT_NO_FATAL_FAILURE(mountRemote(1, /*gives_up=*/false));
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  const std::string a = mnt_ + "/a.bin";
+  for (const std::string& f : {a, mnt_ + "/cached.bin"}) {
+    CommandResult w = hs({"warm", f});
+    ASSERT_EQ(w.exit_code, 0) << w.out;
+    ASSERT_EQ(statOf(f)["state"], "cached");
+  }
+  ASSERT_EQ(sha256File(mnt_ + "/cached.bin"), want_cached);
+  int reader = ::open(a.c_str(), O_RDONLY);  // the copy as backing
+  ASSERT_GE(reader, 0) << std::strerror(errno);
+  int writer = ::open(a.c_str(), O_WRONLY);  // joins it: the copy is adopted
+  ASSERT_GE(writer, 0) << std::strerror(errno);
+  ASSERT_EQ(::pwrite(writer, "NEW", 3, 0), 3) << std::strerror(errno);
+  EXPECT_EQ(readFile(source_ + "/a.bin"), "old-old-old") << "written back before any close";
+  ::kill(daemon_->pid(), SIGKILL);  // `hotshard run`: its worker goes with it
+  daemon_->stop();                  // reaps and lazily unmounts the dead mount
+  ::close(writer);                  // on the dead mount: nothing reaches anyone
+  ::close(reader);
+  ASSERT_EQ(dirtyCopyBytes(cache_), "NEW-old-old") << "the crash left the copy dirty";
+
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "down"}));
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(startDaemon());
+  double up_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  RecordProperty("hung_start_with_dirty_copy_s", std::to_string(up_s));
+  std::printf("a start with a dirty copy, the remote hung -> serving: %.2f s\n", up_s);
+  EXPECT_LT(up_s, kBoundS) << daemon_->log();
+  expectStatusAndNoThreadStuck();
+  Timed cached = timed({"sha256sum", mnt_ + "/cached.bin"});
+  EXPECT_EQ(cached.r.out.substr(0, 64), want_cached) << cached.r.out << "\n" << daemon_->log();
+  EXPECT_LT(cached.seconds, kBoundS);
+  std::vector<std::string> kept;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(cache_ + "/lost+found", ec)) kept.push_back(e.path());
+  ASSERT_EQ(kept.size(), 1u) << daemon_->log();
+  EXPECT_EQ(readFile(kept[0]), "NEW-old-old") << "no write lost";
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("write back a.bin at start: the remote did not answer within"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("kept as " + kept[0]), std::string::npos) << log;
+
+  // The link back: the write-back left blocked finds its file and gives up
+  // before writing; newer bytes written through the mount stay.
+  ASSERT_TRUE(ns({"ip", "link", "set", nsIf(1), "up"}));
+  writeFile(tmp_ / "newer", "newer-bytes");
+  Timed wrote;
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < give_up) {
+    wrote = timed({"dd", "of=" + a, "conv=fsync", "status=none", "if=" + (tmp_ / "newer")}, 20);
+    if (wrote.r.exit_code == 0) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  ASSERT_EQ(wrote.r.exit_code, 0) << wrote.r.out << "\n" << daemon_->log();
+  EXPECT_EQ(readFile(source_ + "/a.bin"), "newer-bytes");
+  std::this_thread::sleep_for(std::chrono::seconds(2 * kRemoteTimeoutS));
+  EXPECT_EQ(readFile(source_ + "/a.bin"), "newer-bytes") << "an older write-back landed after";
+  EXPECT_EQ(timed({"cat", a}).r.out, "newer-bytes");
+  EXPECT_TRUE(daemon_->running());
 }
 
 }  // namespace
