@@ -54,9 +54,14 @@ Error deadMountError(const std::string& path) {
 // that is itself a hotshard mount.
 Status checkPaths(const RunConfig& cfg) {
   struct stat st;
-  if (::stat(cfg.remote.c_str(), &st) < 0) {
+  // The remote's type as the kernel has it (AT_STATX_DONT_SYNC): a remote that
+  // hangs (a network file system whose server is gone) answers without asking
+  // it, as a takeover's checks do; its first call under the deadline says more.
+  struct statx stx {};
+  if (::statx(AT_FDCWD, cfg.remote.c_str(), AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0) {
     return errno == ENOTCONN ? deadMountError(cfg.remote) : lastSysError("remote " + cfg.remote);
   }
+  st.st_mode = stx.stx_mode;
   if (!S_ISDIR(st.st_mode)) {
     return makeError(Errc::kInvalidArgument, "remote " + cfg.remote + " is not a directory");
   }

@@ -285,8 +285,60 @@ dev_t mountDevice(const std::string& path) {
   return ::testing::AssertionFailure() << "hotshard run did not come up in 15 s:\n" << log();
 }
 
+std::vector<pid_t> childrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    pid_t pid = std::atoi(e.path().filename().c_str());
+    if (pid <= 0) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    size_t paren = line.rfind(')');
+    if (paren == std::string::npos) continue;
+    char state;
+    int ppid = 0;
+    if (std::sscanf(line.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 && ppid == parent &&
+        state != 'Z') {
+      out.push_back(pid);
+    }
+  }
+  return out;
+}
+
+namespace {
+// Where each thread of pid waits (wchan), for a process that does not end.
+std::string threadsWaiting(pid_t pid) {
+  std::string out;
+  std::error_code ec;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::string comm = readFile((t.path() / "comm").string());
+    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    out += " " + t.path().filename().string() + "(" + comm + "):" +
+           readFile((t.path() / "wchan").string());
+  }
+  return out;
+}
+
+// The workers a supervisor started end with it (PR_SET_PDEATHSIG) or before:
+// waits until they are gone, so that the next start finds the cache free. One
+// still there after 10 s is named, with where its threads wait, and killed.
+void waitForWorkers(const std::vector<pid_t>& workers) {
+  for (pid_t w : workers) {
+    auto alive = [w] { return ::kill(w, 0) == 0 && fs::exists("/proc/" + std::to_string(w) + "/task"); };
+    for (int i = 0; i < 1000 && alive(); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!alive()) continue;
+    std::fprintf(stderr, "harness: worker %d did not end within 10 s of its supervisor; threads:%s\n",
+                 w, threadsWaiting(w).c_str());
+    ::kill(w, SIGKILL);
+    for (int i = 0; i < 500 && alive(); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+}  // namespace
+
 int DaemonProcess::stop(bool keep_dead_mount) {
   if (pid_ <= 0) return 0;
+  const std::vector<pid_t> workers = childrenOf(pid_);
   ::kill(pid_, SIGTERM);
   int status = 0, rc = -1;
   bool exited = false;
@@ -299,9 +351,23 @@ int DaemonProcess::stop(bool keep_dead_mount) {
     }
   }
   if (!exited) {
+    std::fprintf(stderr, "harness: hotshard run %d did not end within 10 s of SIGTERM; threads:%s\n",
+                 pid_, threadsWaiting(pid_).c_str());
+    for (pid_t w : workers) {
+      std::fprintf(stderr, "harness: its worker %d; threads:%s\n", w, threadsWaiting(w).c_str());
+    }
     ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, &status, 0);
+    // A thread blocked in a FUSE call its server has taken (a hung remote)
+    // waits out even SIGKILL (fs/fuse/dev.c request_wait_answer): bounded here,
+    // so a test's teardown (which ends its remotes) still runs.
+    bool reaped = false;
+    for (int i = 0; i < 1000 && !reaped; i++) {
+      reaped = ::waitpid(pid_, &status, WNOHANG) == pid_;
+      if (!reaped) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!reaped) std::fprintf(stderr, "harness: hotshard run %d not reaped 10 s after SIGKILL\n", pid_);
   }
+  waitForWorkers(workers);
   pid_ = -1;
   // A daemon that died (or was killed) leaves its mount behind, dead.
   if (!keep_dead_mount && isHotshardMount(mountpoint_)) ::umount2(mountpoint_.c_str(), MNT_DETACH);

@@ -54,6 +54,9 @@ struct CommandResult {
 CommandResult runCommand(const std::vector<std::string>& argv, int timeout_s = 60);
 
 // One `hotshard run --foreground` process.
+// Live children of pid (/proc/*/stat), e.g. a supervisor's worker.
+std::vector<pid_t> childrenOf(pid_t parent);
+
 class DaemonProcess {
  public:
   struct Options {

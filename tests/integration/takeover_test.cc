@@ -84,27 +84,6 @@ bool alive(pid_t pid) {
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
 }
 
-// Children of pid, from /proc/*/stat.
-std::vector<pid_t> childrenOf(pid_t parent) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    pid_t pid = std::atoi(e.path().filename().c_str());
-    if (pid <= 0) continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    size_t paren = line.rfind(')');
-    if (paren == std::string::npos) continue;
-    char state;
-    int ppid = 0;
-    if (std::sscanf(line.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 && ppid == parent &&
-        state != 'Z') {
-      out.push_back(pid);
-    }
-  }
-  return out;
-}
 
 // The log's warning and error lines, the last 40: what a failure shows.
 std::string logProblems(const std::string& log) {
